@@ -1,0 +1,14 @@
+/* The mnemo CLI's subcommands. Each lives in its own cmd_<name>.c and returns a process
+ * exit code (0 ok, 1 failure, 2 usage error); only main() exits. */
+#ifndef MN_COMMANDS_H
+#define MN_COMMANDS_H
+
+typedef struct {
+    const char *name;
+    const char *summary;
+    int (*run)(int argc, char **argv); /* argv[0] is the subcommand name */
+} mn_command;
+
+int cmd_bench(int argc, char **argv);
+
+#endif

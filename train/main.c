@@ -1,0 +1,33 @@
+/* mnemo: one binary, subcommands with long options only. */
+#include <stdio.h>
+#include <string.h>
+
+#include "commands.h"
+
+static const mn_command commands[] = {
+
+};
+static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: mnemo <command> [--help] [options]\n\ncommands:\n");
+    for (int i = 0; i < n_commands; i++)
+        fprintf(out, "  %-12s %s\n", commands[i].name, commands[i].summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    for (int i = 0; i < n_commands; i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "mnemo: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
