@@ -1,0 +1,69 @@
+/* Canonical dialogues in memory (../shared/docs/dialogue-format.md, copied to
+ * docs/dialogue-format.md). Readers of every corpus produce these; the JSONL writer and
+ * reader round-trip them exactly. All strings are owned, NUL-terminated UTF-8. */
+#ifndef MN_DIALOGUE_H
+#define MN_DIALOGUE_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "mnemo.h"
+
+typedef struct {
+    char *speaker;   /* non-empty */
+    char *text;      /* may be empty */
+    int session;     /* 0 = absent (sessions count from 1) */
+    char *date;      /* NULL = absent */
+} mn_turn;
+
+typedef struct {
+    int after;            /* turns consumed into memory before the question, 1..n_turns */
+    char *speaker;        /* NULL = absent */
+    char *question;
+    char *answer;
+    char **choices;       /* n_choices strings, containing answer; NULL when n_choices == 0 */
+    int n_choices;
+    int *evidence;        /* turn indices (0-based); NULL when n_evidence == 0 */
+    int n_evidence;
+    int category;         /* dataset category (LoCoMo 1..5), 0 = absent */
+} mn_probe;
+
+typedef struct {
+    char *id;
+    mn_turn *turns;
+    int n_turns;
+    mn_probe *probes;
+    int n_probes;
+} mn_dialogue;
+
+/* A growable list of dialogues. */
+typedef struct {
+    mn_dialogue *items;
+    int64_t count, capacity;
+} mn_dialogue_list;
+
+void mn_dialogue_free(mn_dialogue *d);             /* frees contents, not d itself */
+void mn_dialogue_list_free(mn_dialogue_list *list);
+/* Moves *d into the list (d is zeroed on success). */
+mn_status mn_dialogue_list_push(mn_dialogue_list *list, mn_dialogue *d);
+
+/* Counts of what a reader skipped or changed; printed by `mnemo prepare`. */
+typedef struct {
+    int64_t lines_read;      /* records seen */
+    int64_t bad_records;     /* malformed records skipped (fatal under strict) */
+    int64_t empty_turns;     /* empty utterances dropped */
+    int64_t invalid_utf8;    /* texts whose invalid bytes were replaced by U+FFFD */
+    int64_t split_turns;     /* over-long turns split into several */
+} mn_read_stats;
+
+/* Reads canonical JSONL. Bad lines are reported (file:line and reason, to `log` if not NULL)
+ * and skipped, or fatal when strict. Validates the format's rules (non-empty speaker,
+ * probe `after` in 1..n_turns, choices containing the answer, evidence in range). */
+mn_status mn_jsonl_read(const char *path, int strict, FILE *log, mn_dialogue_list *out,
+                        mn_read_stats *stats);
+/* Writes one dialogue as one JSON line. */
+mn_status mn_jsonl_write_dialogue(FILE *f, const mn_dialogue *d);
+/* Writes the list atomically: temp file, fsync, rename. */
+mn_status mn_jsonl_write_file(const char *path, const mn_dialogue_list *list);
+
+#endif
