@@ -63,7 +63,8 @@ void mn_crossentropy_forward(float *losses, const float *logits, const int32_t *
 void mn_crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets,
                               const float *weights, float scale, int N, int V);
 
-/* residual: out = a + b (N); backward of a sum is adding dout into both inputs */
+/* residual: out = a + b (N); backward of a sum is adding dout into both inputs.
+ * db may be NULL: then only da += dout (used to accumulate one gradient into another). */
 void mn_residual_forward(float *out, const float *a, const float *b, size_t N);
 void mn_residual_backward(float *da, float *db, const float *dout, size_t N);
 

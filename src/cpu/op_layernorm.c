@@ -1,0 +1,82 @@
+/* LayerNorm over the last dimension (eps 1e-5, biased variance, as PyTorch). */
+#include "cpu/ops.h"
+
+#include <math.h>
+
+#define MN_LAYERNORM_EPS 1e-5f
+/* Channels per slice in the weight-gradient sums: one thread owns a whole slice. */
+#define MN_LAYERNORM_CHANNEL_BLOCK 32
+
+// inp (N, C), weight (C), bias (C) -> out (N, C), mean (N), rstd (N)
+void mn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                          const float *weight, const float *bias, int N, int C) {
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;   // (C)
+        float *y = out + (size_t)n * C;         // (C)
+        // two passes (mean, then centred squares) avoid the cancellation of E[x^2] - E[x]^2
+        float m = 0.0f;
+        for (int c = 0; c < C; c++) {
+            m += x[c];
+        }
+        m /= (float)C;
+        float var = 0.0f;
+        for (int c = 0; c < C; c++) {
+            float d = x[c] - m;
+            var += d * d;
+        }
+        var /= (float)C;
+        float s = 1.0f / sqrtf(var + MN_LAYERNORM_EPS);
+        for (int c = 0; c < C; c++) {
+            y[c] = (x[c] - m) * s * weight[c] + bias[c];
+        }
+        mean[n] = m;
+        rstd[n] = s;
+    }
+}
+
+// dout (N, C) -> dinp (N, C) +=, dweight (C) +=, dbias (C) +=
+void mn_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *inp, const float *weight, const float *mean,
+                           const float *rstd, int N, int C) {
+    // input gradient: rows are independent
+    #pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;    // (C)
+        const float *dy = dout + (size_t)n * C;  // (C)
+        float *dx = dinp + (size_t)n * C;        // (C)
+        float m = mean[n], s = rstd[n];
+        // dx = s * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * weight
+        float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+        for (int c = 0; c < C; c++) {
+            float xhat = (x[c] - m) * s;
+            float dxhat = dy[c] * weight[c];
+            dnorm_mean += dxhat;
+            dnorm_norm_mean += dxhat * xhat;
+        }
+        dnorm_mean /= (float)C;
+        dnorm_norm_mean /= (float)C;
+        for (int c = 0; c < C; c++) {
+            float xhat = (x[c] - m) * s;
+            float dxhat = dy[c] * weight[c];
+            dx[c] += s * (dxhat - dnorm_mean - xhat * dnorm_norm_mean);
+        }
+    }
+    // parameter gradients: sums over rows; threads split the channels so every sum runs in
+    // n order on one thread (deterministic for any thread count)
+    int n_blocks = (C + MN_LAYERNORM_CHANNEL_BLOCK - 1) / MN_LAYERNORM_CHANNEL_BLOCK;
+    #pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < n_blocks; blk++) {
+        int c0 = blk * MN_LAYERNORM_CHANNEL_BLOCK;
+        int c1 = c0 + MN_LAYERNORM_CHANNEL_BLOCK < C ? c0 + MN_LAYERNORM_CHANNEL_BLOCK : C;
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (size_t)n * C;
+            const float *dy = dout + (size_t)n * C;
+            float m = mean[n], s = rstd[n];
+            for (int c = c0; c < c1; c++) {
+                dweight[c] += dy[c] * (x[c] - m) * s;
+                dbias[c] += dy[c];
+            }
+        }
+    }
+}

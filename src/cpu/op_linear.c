@@ -1,0 +1,55 @@
+/* Linear layer in GPT-2's Conv1D layout: y = x @ W + b, W (IC, OC). Products by OpenBLAS. */
+#include "cpu/ops.h"
+
+#include <cblas.h>
+
+/* Output channels per slice in the bias-gradient sum: one thread owns a whole slice. */
+#define MN_LINEAR_CHANNEL_BLOCK 64
+
+// inp (N, IC), weight (IC, OC), bias (OC) or NULL -> out (N, OC)
+void mn_linear_forward(float *out, const float *inp, const float *weight, const float *bias,
+                       int N, int IC, int OC) {
+    float beta = 0.0f;
+    if (bias != NULL) {
+        // preload the bias so that one sgemm with beta = 1 adds the product onto it
+        #pragma omp parallel for schedule(static)
+        for (int n = 0; n < N; n++) {
+            float *y = out + (size_t)n * OC;
+            for (int o = 0; o < OC; o++) {
+                y[o] = bias[o];
+            }
+        }
+        beta = 1.0f;
+    }
+    // out (N, OC) = inp (N, IC) @ weight (IC, OC) [+ out]
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OC, IC,
+                1.0f, inp, IC, weight, OC, beta, out, OC);
+}
+
+// dout (N, OC) -> dinp (N, IC) += (if not NULL), dweight (IC, OC) +=, dbias (OC) += (if not NULL)
+void mn_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                        const float *inp, const float *weight, int N, int IC, int OC) {
+    if (dinp != NULL) {
+        // dinp (N, IC) += dout (N, OC) @ weight^T (OC, IC)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, IC, OC,
+                    1.0f, dout, OC, weight, OC, 1.0f, dinp, IC);
+    }
+    // dweight (IC, OC) += inp^T (IC, N) @ dout (N, OC)
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, IC, OC, N,
+                1.0f, inp, IC, dout, OC, 1.0f, dweight, OC);
+    if (dbias != NULL) {
+        // column sums; threads split the channels so every sum runs in n order
+        int n_blocks = (OC + MN_LINEAR_CHANNEL_BLOCK - 1) / MN_LINEAR_CHANNEL_BLOCK;
+        #pragma omp parallel for schedule(static)
+        for (int blk = 0; blk < n_blocks; blk++) {
+            int o0 = blk * MN_LINEAR_CHANNEL_BLOCK;
+            int o1 = o0 + MN_LINEAR_CHANNEL_BLOCK < OC ? o0 + MN_LINEAR_CHANNEL_BLOCK : OC;
+            for (int n = 0; n < N; n++) {
+                const float *dy = dout + (size_t)n * OC;
+                for (int o = o0; o < o1; o++) {
+                    dbias[o] += dy[o];
+                }
+            }
+        }
+    }
+}
