@@ -1,0 +1,31 @@
+# Shared by the scripts: install missing Debian packages, configure and build.
+# Sourced, not run.
+
+MNEMO_APT_PACKAGES=(meson ninja-build pkg-config gcc libc6-dev libhdf5-dev hdf5-tools libcmocka-dev
+                    libopenblas-dev libjansson-dev libutf8proc-dev)
+
+# Installs the Debian packages named, skipping those already installed.
+mnemo_apt_install() {
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "installing: ${missing[*]}"
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+# mnemo_build DIR [meson options...]: configure once (reconfigure if options change), then build.
+mnemo_build() {
+    local dir=$1
+    shift
+    if [ -f "$dir/build.ninja" ]; then
+        meson configure "$dir" "$@" >/dev/null
+    else
+        meson setup "$dir" "$@"
+    fi
+    ninja -C "$dir"
+}

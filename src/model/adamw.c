@@ -1,0 +1,49 @@
+/* Global-norm clipping and AdamW over the flat parameter buffer (docs/model.md). */
+#include <math.h>
+
+#include "core/error.h"
+#include "cpu/ops.h"
+#include "model/trainer_internal.h"
+
+float mn_grad_norm(mn_trainer *tr) {
+    if (!tr)
+        return 0.0f;
+    return (float)sqrt(mn_sum_squares(tr->grads, tr->model->num_params));
+}
+
+static int finite_config(const mn_adamw_config *o) {
+    return isfinite(o->lr) && isfinite(o->beta1) && isfinite(o->beta2) && isfinite(o->eps) &&
+           isfinite(o->weight_decay) && isfinite(o->grad_clip);
+}
+
+mn_status mn_adamw_step(mn_trainer *tr, const mn_adamw_config *opt, float *grad_norm) {
+    if (!tr || !opt)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_adamw_step: NULL argument");
+    if (!finite_config(opt) || opt->lr < 0 || opt->beta1 < 0 || opt->beta1 >= 1 || opt->beta2 < 0 ||
+        opt->beta2 >= 1 || opt->eps <= 0 || opt->weight_decay < 0 || opt->grad_clip < 0)
+        return mn_fail(MN_ERR_CONFIG,
+                       "adamw: invalid settings (lr %g, beta1 %g, beta2 %g, eps %g, weight_decay %g, grad_clip %g)",
+                       (double)opt->lr, (double)opt->beta1, (double)opt->beta2, (double)opt->eps,
+                       (double)opt->weight_decay, (double)opt->grad_clip);
+    mn_model *m = tr->model;
+    double norm = sqrt(mn_sum_squares(tr->grads, m->num_params));
+    if (grad_norm)
+        *grad_norm = (float)norm;
+    if (!isfinite(norm))
+        return mn_fail(MN_ERR_NUMERIC, "adamw: the gradient norm is not finite; step skipped, parameters untouched");
+    if (opt->grad_clip > 0) {
+        /* torch.nn.utils.clip_grad_norm_: coefficient clip / (norm + 1e-6), clamped to 1 */
+        float coef = (float)((double)opt->grad_clip / (norm + 1e-6));
+        if (coef < 1.0f)
+            for (size_t i = 0; i < m->num_params; i++)
+                tr->grads[i] *= coef;
+    }
+    tr->step++;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const mn_tensor_info *t = &m->tensors[i];
+        mn_adamw_update(m->params + t->offset, tr->grads + t->offset, tr->adam_m + t->offset,
+                        tr->adam_v + t->offset, t->size, opt->lr, opt->beta1, opt->beta2, opt->eps,
+                        t->decay ? opt->weight_decay : 0.0f, tr->step);
+    }
+    return MN_OK;
+}

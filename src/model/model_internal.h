@@ -1,0 +1,107 @@
+/* Internals of the model: the parameter size table, named views into flat buffers, and the
+ * transformer stack shared by the decoder and the compressor. */
+#ifndef MN_MODEL_INTERNAL_H
+#define MN_MODEL_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mnemo.h"
+
+/* One transformer block's tensors, pointing into some flat buffer (params or grads). */
+typedef struct {
+    float *ln1_w, *ln1_b;        /* (C) */
+    float *attn_w, *attn_b;      /* (C, 3C), (3C) */
+    float *attn_proj_w, *attn_proj_b; /* (C, C), (C) */
+    float *ln2_w, *ln2_b;        /* (C) */
+    float *fc_w, *fc_b;          /* (C, 4C), (4C) */
+    float *fc_proj_w, *fc_proj_b; /* (4C, C), (C) */
+} mn_block_views;
+
+/* A transformer stack: the decoder or the compressor. */
+typedef struct {
+    float *wpe;                  /* (k+N, C) */
+    mn_block_views *blocks;      /* n_layers of them */
+    int n_layers;
+    float *lnf_w, *lnf_b;        /* (C) */
+} mn_stack_views;
+
+typedef struct {
+    float *wte;                  /* (V, C) */
+    mn_stack_views decoder, compressor;
+    float *r0;                   /* (k, C) */
+    float *gate_w;               /* (2C, C) */
+    float *gate_b;               /* (C) */
+} mn_param_views;
+
+struct mn_model {
+    mn_config config;
+    mn_tensor_info *tensors;     /* the size table, in buffer order (docs/model.md) */
+    char *names;                 /* storage for the tensor names */
+    int n_tensors;
+    size_t num_params;
+    float *params;               /* (num_params) */
+    mn_param_views views;
+    struct mn_infer_workspace *infer; /* lazily allocated scratch for mn_update / mn_logits */
+};
+
+/* Points views at a buffer with the parameter layout (params, grads or moments).
+ * Block arrays are allocated; free them with mn_views_free. */
+mn_status mn_views_bind(const mn_model *model, float *base, mn_param_views *views);
+void mn_views_free(mn_param_views *views);
+
+/* ---------------------------------------------------------------- transformer stack */
+/* Activations of one stack over (B, S) positions, carved from one allocation by a size
+ * table sized for (max_B, max_S); each call lays its (B, S) tensors out densely. */
+typedef struct {
+    float *x;          /* (B, S, C) block input */
+    float *ln1;        /* (B, S, C) */
+    float *ln1_mean, *ln1_rstd; /* (B, S) */
+    float *qkv;        /* (B, S, 3C) */
+    float *att;        /* (B, H, S, S) */
+    float *atty;       /* (B, S, C) */
+    float *res2;       /* (B, S, C) x + attention */
+    float *ln2;        /* (B, S, C) */
+    float *ln2_mean, *ln2_rstd; /* (B, S) */
+    float *fch;        /* (B, S, 4C) */
+    float *fch_gelu;   /* (B, S, 4C) */
+} mn_block_acts;
+
+typedef struct {
+    mn_block_acts *blocks; /* n_layers */
+    float *x_out;      /* (B, S, C) last block's output */
+    float *lnf;        /* (B, S, C) */
+    float *lnf_mean, *lnf_rstd; /* (B, S) */
+    int32_t *ids;      /* (B, S - k) token ids with padding replaced by 0 */
+    int32_t *valid;    /* (B) k + turn length */
+    float *memory;     /* (B, k, C) the R this stack read */
+    float *buffer;     /* the one allocation */
+    int n_layers;
+    int B, S;          /* shape of the last forward */
+} mn_stack_acts;
+
+/* Gradient scratch for a stack backward, reused across calls. */
+typedef struct {
+    float *dx, *dres2, *dln, *datty, *dqkv, *dfch_gelu, *dfch; /* sized for (max_B, max_S) */
+    float *buffer;
+} mn_stack_grads_scratch;
+
+mn_status mn_stack_acts_alloc(mn_stack_acts *acts, const mn_config *cfg, int n_layers, int max_B, int max_S);
+void mn_stack_acts_free(mn_stack_acts *acts);
+mn_status mn_stack_scratch_alloc(mn_stack_grads_scratch *s, const mn_config *cfg, int max_B, int max_S);
+void mn_stack_scratch_free(mn_stack_grads_scratch *s);
+
+/* Forward of one stack over [memory ; turn tokens]:
+ *   x = concat(memory (B,k,C), wte[tokens]) + wpe[0..S-1],  S = k + max_len
+ * tokens (B, max_len), lengths (B). Causal for the decoder, bidirectional for the compressor.
+ * Output: acts->lnf (B, S, C). */
+void mn_stack_forward(mn_stack_acts *acts, const mn_config *cfg, const float *wte,
+                      const mn_stack_views *p, const float *memory, const int32_t *tokens,
+                      const int32_t *lengths, int B, int max_len, int causal);
+/* Backward from dlnf (B, S, C) (consumed as scratch). Accumulates parameter gradients into g
+ * (and dwte), and the memory's gradient into dmemory (B, k, C) if it is not NULL. */
+void mn_stack_backward(mn_stack_acts *acts, mn_stack_grads_scratch *scratch, const mn_config *cfg,
+                       const mn_stack_views *p, mn_stack_views *g, float *dwte, float *dlnf,
+                       float *dmemory, int causal);
+
+#endif
