@@ -10,6 +10,5 @@ typedef struct {
 } mn_command;
 
 int cmd_bench(int argc, char **argv);
-int cmd_prepare(int argc, char **argv);
 
 #endif

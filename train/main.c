@@ -6,7 +6,6 @@
 
 static const mn_command commands[] = {
     {"bench", "micro-benchmark: training tokens/s and GFLOP/s against sgemm", cmd_bench},
-    {"prepare", "convert a corpus into canonical dialogue JSONL", cmd_prepare},
 
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
