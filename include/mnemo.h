@@ -142,6 +142,16 @@ uint64_t mn_trainer_step(const mn_trainer *trainer);     /* AdamW steps taken */
 void mn_trainer_set_step(mn_trainer *trainer, uint64_t step);
 /* L2 norm of the whole gradient (deterministic summation). */
 float mn_grad_norm(mn_trainer *trainer);
+/* Freezes (frozen = 1) or unfreezes every tensor whose name starts with prefix, e.g.
+ * "decoder." or "wte": AdamW leaves frozen tensors bit-identical (their moments too).
+ * Returns MN_ERR_INVALID_ARG when no tensor matches. */
+mn_status mn_trainer_freeze(mn_trainer *trainer, const char *prefix, int frozen);
+int mn_trainer_is_frozen(const mn_trainer *trainer, int tensor_index);
+/* Backends that keep buffers on a device (CUDA) mirror them on the host. pull: afterwards the
+ * host buffers (mn_model_params, mn_trainer_grads, mn_trainer_adam_m/_v) are current. push:
+ * copies host edits (loaded checkpoints) to the device. Both are no-ops on the CPU. */
+mn_status mn_trainer_pull(mn_trainer *trainer);
+mn_status mn_trainer_push(mn_trainer *trainer);
 /* Clips by global norm, then one AdamW step. *grad_norm (nullable) = norm before clipping.
  * A non-finite gradient norm returns MN_ERR_NUMERIC and leaves params and moments untouched. */
 mn_status mn_adamw_step(mn_trainer *trainer, const mn_adamw_config *opt, float *grad_norm);

@@ -563,6 +563,44 @@ static void test_bad_turns_and_shapes(void **state) {
     mn_model_free(m);
 }
 
+static void test_freeze_keeps_tensors_bit_identical(void **state) {
+    (void)state;
+    mn_model *m = small_model(21);
+    mn_trainer *tr = NULL;
+    assert_int_equal(mn_trainer_create(m, 2, 2, &tr), MN_OK);
+    assert_int_equal(mn_trainer_freeze(tr, "no-such-tensor", 1), MN_ERR_INVALID_ARG);
+    assert_int_equal(mn_trainer_freeze(tr, "decoder.", 1), MN_OK);
+    assert_int_equal(mn_trainer_freeze(tr, "wte", 1), MN_OK);
+    size_t P = mn_model_num_params(m);
+    float *before = malloc(P * sizeof(float));
+    memcpy(before, mn_model_params(m), P * sizeof(float));
+    mn_adamw_config opt = {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
+    for (int s = 0; s < 3; s++) {
+        owned_batch b = random_batch(40 + (uint32_t)s, 2, 3, 8, 40);
+        loss_of(tr, &b);
+        assert_int_equal(mn_adamw_step(tr, &opt, NULL), MN_OK);
+        free_batch(&b);
+    }
+    int frozen_seen = 0, trained_seen = 0;
+    for (int i = 0; i < mn_model_num_tensors(m); i++) {
+        mn_tensor_info t;
+        mn_model_tensor(m, i, &t);
+        int frozen = !strncmp(t.name, "decoder.", 8) || !strcmp(t.name, "wte");
+        assert_int_equal(mn_trainer_is_frozen(tr, i), frozen);
+        int same = !memcmp(before + t.offset, mn_model_params(m) + t.offset, t.size * sizeof(float));
+        if (frozen) {
+            assert_true(same);
+            frozen_seen++;
+        } else if (!same) {
+            trained_seen++;
+        }
+    }
+    assert_true(frozen_seen > 0 && trained_seen > 0);
+    free(before);
+    mn_trainer_free(tr);
+    mn_model_free(m);
+}
+
 static void test_tensor_table(void **state) {
     (void)state;
     mn_model *m = small_model(1);
@@ -599,6 +637,7 @@ int main(void) {
         cmocka_unit_test(test_invalid_config),
         cmocka_unit_test(test_bad_turns_and_shapes),
         cmocka_unit_test(test_tensor_table),
+        cmocka_unit_test(test_freeze_keeps_tensors_bit_identical),
     };
     return cmocka_run_group_tests_name("model", tests, NULL, NULL);
 }

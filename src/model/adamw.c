@@ -1,5 +1,6 @@
 /* Global-norm clipping and AdamW over the flat parameter buffer (docs/model.md). */
 #include <math.h>
+#include <string.h>
 
 #include "core/error.h"
 #include "cpu/ops.h"
@@ -41,9 +42,42 @@ mn_status mn_adamw_step(mn_trainer *tr, const mn_adamw_config *opt, float *grad_
     tr->step++;
     for (int i = 0; i < m->n_tensors; i++) {
         const mn_tensor_info *t = &m->tensors[i];
+        if (tr->frozen[i])
+            continue;
         mn_adamw_update(m->params + t->offset, tr->grads + t->offset, tr->adam_m + t->offset,
                         tr->adam_v + t->offset, t->size, opt->lr, opt->beta1, opt->beta2, opt->eps,
                         t->decay ? opt->weight_decay : 0.0f, tr->step);
     }
+    return MN_OK;
+}
+
+mn_status mn_trainer_freeze(mn_trainer *tr, const char *prefix, int frozen) {
+    if (!tr || !prefix)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_trainer_freeze: NULL argument");
+    int matched = 0;
+    size_t len = strlen(prefix);
+    for (int i = 0; i < tr->model->n_tensors; i++)
+        if (!strncmp(tr->model->tensors[i].name, prefix, len)) {
+            tr->frozen[i] = frozen ? 1 : 0;
+            matched++;
+        }
+    if (!matched)
+        return mn_fail(MN_ERR_INVALID_ARG, "freeze: no tensor name starts with '%s'", prefix);
+    return MN_OK;
+}
+
+int mn_trainer_is_frozen(const mn_trainer *tr, int index) {
+    return tr && index >= 0 && index < tr->model->n_tensors && tr->frozen[index];
+}
+
+mn_status mn_trainer_pull(mn_trainer *tr) {
+    if (!tr)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_trainer_pull: trainer is NULL");
+    return MN_OK; /* the CPU backend works in the host buffers */
+}
+
+mn_status mn_trainer_push(mn_trainer *tr) {
+    if (!tr)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_trainer_push: trainer is NULL");
     return MN_OK;
 }

@@ -18,6 +18,7 @@
 static void trainer_release(mn_trainer *tr) {
     if (!tr)
         return;
+    free(tr->frozen);
     free(tr->grads);
     free(tr->adam_m);
     free(tr->adam_v);
@@ -67,6 +68,7 @@ mn_status mn_trainer_create(mn_model *model, int max_B, int bptt, mn_trainer **o
     size_t P = model->num_params, B = (size_t)max_B, C = (size_t)c->d_model;
     size_t N = (size_t)c->max_turn_tokens, S = (size_t)c->n_slots + N, V = (size_t)c->vocab_size;
     size_t state = B * (size_t)c->n_slots * C;
+    tr->frozen = calloc((size_t)model->n_tensors, 1);
     tr->grads = calloc(P, sizeof(float));
     tr->adam_m = calloc(P, sizeof(float));
     tr->adam_v = calloc(P, sizeof(float));
@@ -88,7 +90,7 @@ mn_status mn_trainer_create(mn_model *model, int max_B, int bptt, mn_trainer **o
     tr->targets = malloc(B * N * sizeof(int32_t));
     tr->dlnf = malloc(B * S * C * sizeof(float));
     mn_status st = MN_OK;
-    if (!tr->grads || !tr->adam_m || !tr->adam_v || !tr->compressor || !tr->states || !tr->u || !tr->z ||
+    if (!tr->frozen || !tr->grads || !tr->adam_m || !tr->adam_v || !tr->compressor || !tr->states || !tr->u || !tr->z ||
         !tr->dmemory_decoder || !tr->dstate || !tr->dstate_prev || !tr->du || !tr->dgate_scratch || !tr->head_in ||
         !tr->dhead_in || !tr->logits || !tr->dlogits || !tr->losses || !tr->weights || !tr->targets ||
         !tr->dlnf)

@@ -8,6 +8,7 @@ struct mn_trainer {
     mn_model *model;
     int max_B, bptt;
     uint64_t step;
+    unsigned char *frozen;             /* (n_tensors) 1 = AdamW skips it */
     float *grads, *adam_m, *adam_v;    /* (num_params) each */
     mn_param_views g;                  /* views into grads */
     mn_stack_acts decoder;             /* one turn */
