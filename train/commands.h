@@ -10,5 +10,9 @@ typedef struct {
 } mn_command;
 
 int cmd_bench(int argc, char **argv);
+int cmd_prepare(int argc, char **argv);
+int cmd_episodes(int argc, char **argv);
+int cmd_tokenizer(int argc, char **argv);
+int cmd_shard(int argc, char **argv);
 
 #endif

@@ -6,6 +6,10 @@
 
 static const mn_command commands[] = {
     {"bench", "micro-benchmark: training tokens/s and GFLOP/s against sgemm", cmd_bench},
+    {"prepare", "convert a corpus into canonical dialogue JSONL", cmd_prepare},
+    {"episodes", "chain dialogues into long episodes with recall probes", cmd_episodes},
+    {"tokenizer", "train, inspect and run the byte-level BPE tokenizer", cmd_tokenizer},
+    {"shard", "render dialogue JSONL into a checksummed token shard", cmd_shard},
 
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);

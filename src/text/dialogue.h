@@ -61,6 +61,11 @@ typedef struct {
  * probe `after` in 1..n_turns, choices containing the answer, evidence in range). */
 mn_status mn_jsonl_read(const char *path, int strict, FILE *log, mn_dialogue_list *out,
                         mn_read_stats *stats);
+/* (Both readers: a line without "id" gets the id "line-<N>"; blank lines are not records;
+ * invalid UTF-8 in a line is replaced by U+FFFD and counted in invalid_utf8.) */
+/* Same as mn_jsonl_read on a buffer already in memory; `name` names it in messages. */
+mn_status mn_jsonl_read_buffer(const char *name, const char *buf, size_t len, int strict,
+                               FILE *log, mn_dialogue_list *out, mn_read_stats *stats);
 /* Writes one dialogue as one JSON line. */
 mn_status mn_jsonl_write_dialogue(FILE *f, const mn_dialogue *d);
 /* Writes the list atomically: temp file, fsync, rename. */

@@ -1,0 +1,85 @@
+#include "core/atomic_file.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/error.h"
+
+mn_status mn_fsync_path(const char *path) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0)
+        return mn_fail(MN_ERR_IO, "%s: cannot open to sync: %s", path, strerror(errno));
+    int rc = fsync(fd);
+    int err = errno;
+    close(fd);
+    if (rc != 0)
+        return mn_fail(MN_ERR_IO, "%s: fsync failed: %s", path, strerror(err));
+    return MN_OK;
+}
+
+mn_status mn_fsync_parent_dir(const char *path) {
+    char *dir = strdup(path);
+    if (!dir)
+        return mn_fail(MN_ERR_NOMEM, "%s: out of memory", path);
+    char *slash = strrchr(dir, '/');
+    const char *name = ".";
+    if (slash) {
+        *(slash == dir ? slash + 1 : slash) = '\0';
+        name = dir;
+    }
+    int fd = open(name, O_RDONLY | O_DIRECTORY);
+    mn_status st = MN_OK;
+    /* some filesystems refuse fsync on folders (EINVAL): the data itself is already synced */
+    if (fd < 0 || (fsync(fd) != 0 && errno != EINVAL))
+        st = mn_fail(MN_ERR_IO, "%s: cannot sync its folder %s: %s", path, name, strerror(errno));
+    if (fd >= 0)
+        close(fd);
+    free(dir);
+    return st;
+}
+
+mn_status mn_atomic_begin(const char *path, mn_atomic_file *af) {
+    af->path = af->tmp = NULL;
+    if (!path || !*path)
+        return mn_fail(MN_ERR_INVALID_ARG, "atomic write: empty path");
+    struct stat sb;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
+        return mn_fail(MN_ERR_IO, "%s: exists and is not a regular file; refusing to replace it", path);
+    size_t n = strlen(path) + 32;
+    af->path = strdup(path);
+    af->tmp = malloc(n);
+    if (!af->path || !af->tmp) {
+        mn_atomic_abort(af);
+        return mn_fail(MN_ERR_NOMEM, "%s: out of memory", path);
+    }
+    snprintf(af->tmp, n, "%s.tmp.%ld", path, (long)getpid());
+    return MN_OK;
+}
+
+void mn_atomic_abort(mn_atomic_file *af) {
+    if (af->tmp)
+        unlink(af->tmp);
+    free(af->tmp);
+    free(af->path);
+    af->tmp = af->path = NULL;
+}
+
+mn_status mn_atomic_commit(mn_atomic_file *af) {
+    mn_status st = mn_fsync_path(af->tmp);
+    if (st == MN_OK && rename(af->tmp, af->path) != 0)
+        st = mn_fail(MN_ERR_IO, "%s: cannot rename %s into place: %s", af->path, af->tmp, strerror(errno));
+    if (st == MN_OK) {
+        st = mn_fsync_parent_dir(af->path);
+        free(af->tmp);
+        free(af->path);
+        af->tmp = af->path = NULL;
+        return st;
+    }
+    mn_atomic_abort(af);
+    return st;
+}

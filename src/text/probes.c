@@ -1,0 +1,1442 @@
+#include "text/probes.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/rng.h"
+#include "text/text_util.h"
+
+/* ------------------------------------------------------------------ small helpers */
+
+static const char *const split_names[3] = {"train", "valid", "test"};
+
+mn_status mn_probe_split_parse(const char *name, mn_split *out) {
+    for (int i = 0; i < 3; i++)
+        if (name && !strcmp(name, split_names[i])) {
+            *out = (mn_split)(MN_SPLIT_TRAIN + i);
+            return MN_OK;
+        }
+    return mn_fail(MN_ERR_INVALID_ARG, "split must be train, valid or test (got '%s')",
+                   name ? name : "(null)");
+}
+
+const char *mn_probe_split_name(mn_split split) {
+    int i = (int)split - (int)MN_SPLIT_TRAIN;
+    return i >= 0 && i < 3 ? split_names[i] : "all";
+}
+
+static int split_index(mn_split split) { return (int)split - (int)MN_SPLIT_TRAIN; }
+
+static uint64_t mix64(uint64_t z) {
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static char *lower_copy(const char *s) {
+    char *out = strdup(s);
+    if (out)
+        for (char *p = out; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+    return out;
+}
+
+static int str_ieq(const char *a, const char *b) {
+    for (; *a && *b; a++, b++)
+        if (tolower((unsigned char)*a) != tolower((unsigned char)*b))
+            return 0;
+    return *a == *b;
+}
+
+/* Replaces {key} and {value} in a template already validated to hold no other placeholder. */
+static char *fill_template(const char *tmpl, const char *key, const char *value) {
+    size_t klen = key ? strlen(key) : 0, vlen = value ? strlen(value) : 0;
+    size_t cap = strlen(tmpl) + 1;
+    for (const char *p = tmpl; (p = strchr(p, '{')); p++)
+        cap += klen + vlen;
+    char *out = malloc(cap);
+    if (!out)
+        return NULL;
+    size_t n = 0;
+    for (const char *p = tmpl; *p;) {
+        if (!strncmp(p, "{key}", 5)) {
+            memcpy(out + n, key ? key : "", klen);
+            n += klen;
+            p += 5;
+        } else if (!strncmp(p, "{value}", 7)) {
+            memcpy(out + n, value ? value : "", vlen);
+            n += vlen;
+            p += 7;
+        } else {
+            out[n++] = *p++;
+        }
+    }
+    out[n] = '\0';
+    return out;
+}
+
+/* ------------------------------------------------------------------ templates */
+
+void mn_probe_templates_free(mn_probe_templates *t) {
+    if (!t)
+        return;
+    for (int c = 0; c < t->n_categories; c++) {
+        mn_fact_category *cat = &t->categories[c];
+        free(cat->name);
+        mn_free_strings(cat->keys, cat->n_keys);
+        mn_free_strings(cat->facts, cat->n_facts);
+        mn_free_strings(cat->updates, cat->n_updates);
+        mn_free_strings(cat->questions, cat->n_questions);
+        mn_free_strings(cat->values, cat->n_values);
+    }
+    free(t->categories);
+    mn_free_strings(t->persona_questions, t->n_persona_questions);
+    memset(t, 0, sizeof *t);
+}
+
+enum { ROLE_STATEMENT, ROLE_QUESTION, ROLE_PLAIN, ROLE_WORD };
+
+/* Why a string cannot serve in its role, or NULL when it can. */
+static const char *template_problem(const char *s, int role) {
+    if (!*s)
+        return "is empty";
+    int has_key = 0, has_value = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p == '}')
+            return "has a '}' outside a placeholder";
+        if (*p != '{')
+            continue;
+        if (!strncmp(p, "{key}", 5)) {
+            has_key = 1;
+            p += 4;
+        } else if (!strncmp(p, "{value}", 7)) {
+            has_value = 1;
+            p += 6;
+        } else {
+            return "has an unknown placeholder (only {key} and {value} exist)";
+        }
+    }
+    switch (role) {
+    case ROLE_STATEMENT:
+        /* {key} too: with two facts of one category, the key tells them apart */
+        if (!has_value)
+            return "has no {value}";
+        return has_key ? NULL : "has no {key}";
+    case ROLE_QUESTION:
+        if (has_value)
+            return "gives the answer away with {value}";
+        return has_key ? NULL : "has no {key}";
+    default:
+        return has_key || has_value ? "may not hold a placeholder" : NULL;
+    }
+}
+
+/* Strings seen so far per split, lower-cased, so that no phrasing (group 0) or value (group 1)
+ * appears in two splits anywhere in the template files. */
+typedef struct {
+    mn_strset seen[2][3];
+} split_guard;
+
+static void split_guard_free(split_guard *g) {
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 3; j++)
+            mn_strset_free(&g->seen[i][j]);
+}
+
+/* Reads field.<split> for all three splits, checks every string, keeps the asked split's.
+ * A field absent or not an object of three arrays is an error. */
+static mn_status read_split_field(json_t *root, const char *field, const char *file, int role,
+                                  int group, split_guard *guard, int want, char ***out,
+                                  int *n_out) {
+    json_t *obj = json_object_get(root, field);
+    if (!json_is_object(obj))
+        return mn_fail(MN_ERR_FORMAT,
+                       "%s: '%s' must be an object {\"train\": [...], \"valid\": [...], "
+                       "\"test\": [...]}",
+                       file, field);
+    for (int s = 0; s < 3; s++) {
+        json_t *arr = json_object_get(obj, split_names[s]);
+        if (!json_is_array(arr) || json_array_size(arr) == 0)
+            return mn_fail(MN_ERR_FORMAT, "%s: '%s.%s' must be a non-empty array of strings",
+                           file, field, split_names[s]);
+        size_t n = json_array_size(arr);
+        if (n > INT_MAX / 2)
+            return mn_fail(MN_ERR_FORMAT, "%s: '%s.%s' is too long", file, field,
+                           split_names[s]);
+        mn_strset local = {0};
+        char **list = NULL;
+        if (s == want) {
+            list = calloc(n, sizeof *list);
+            if (!list)
+                return mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
+        }
+        mn_status st = MN_OK;
+        for (size_t i = 0; i < n && st == MN_OK; i++) {
+            json_t *item = json_array_get(arr, i);
+            if (!json_is_string(item)) {
+                st = mn_fail(MN_ERR_FORMAT, "%s: '%s.%s[%zu]' is not a string", file, field,
+                             split_names[s], i);
+                break;
+            }
+            const char *text = json_string_value(item);
+            const char *why = template_problem(text, role);
+            if (why) {
+                st = mn_fail(MN_ERR_FORMAT, "%s: '%s.%s[%zu]' (\"%s\") %s", file, field,
+                             split_names[s], i, text, why);
+                break;
+            }
+            char *low = lower_copy(text);
+            if (!low) {
+                st = mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
+                break;
+            }
+            int added = 0;
+            st = mn_strset_add(&local, low, &added);
+            if (st == MN_OK && !added)
+                st = mn_fail(MN_ERR_FORMAT, "%s: '%s.%s' lists \"%s\" twice", file, field,
+                             split_names[s], text);
+            for (int o = 0; o < 3 && st == MN_OK; o++)
+                if (o != s && mn_strset_has(&guard->seen[group][o], low))
+                    st = mn_fail(MN_ERR_FORMAT,
+                                 "%s: '%s.%s' has \"%s\", which the %s split also uses; "
+                                 "splits must be disjoint",
+                                 file, field, split_names[s], text, split_names[o]);
+            if (st == MN_OK)
+                st = mn_strset_add(&guard->seen[group][s], low, &added);
+            free(low);
+            if (st == MN_OK && list && !(list[i] = strdup(text)))
+                st = mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
+        }
+        mn_strset_free(&local);
+        if (st != MN_OK) {
+            if (list)
+                mn_free_strings(list, (int)n);
+            return st;
+        }
+        if (list) {
+            *out = list;
+            *n_out = (int)n;
+        }
+    }
+    return MN_OK;
+}
+
+static mn_status read_keys(json_t *root, const char *file, mn_fact_category *cat) {
+    json_t *arr = json_object_get(root, "keys");
+    if (!json_is_array(arr) || json_array_size(arr) == 0 || json_array_size(arr) > INT_MAX / 2)
+        return mn_fail(MN_ERR_FORMAT, "%s: 'keys' must be a non-empty array of strings", file);
+    size_t n = json_array_size(arr);
+    cat->keys = calloc(n, sizeof *cat->keys);
+    if (!cat->keys)
+        return mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
+    cat->n_keys = (int)n;
+    for (size_t i = 0; i < n; i++) {
+        json_t *item = json_array_get(arr, i);
+        const char *why = json_is_string(item)
+                              ? template_problem(json_string_value(item), ROLE_WORD)
+                              : "is not a string";
+        if (why)
+            return mn_fail(MN_ERR_FORMAT, "%s: 'keys[%zu]' %s", file, i, why);
+        /* no key inside another ("birthday" in "mother's birthday"), so that the key
+         * found in a question or a fact turn names exactly one fact */
+        for (size_t j = 0; j < i; j++)
+            if (strcasestr(cat->keys[j], json_string_value(item)) ||
+                strcasestr(json_string_value(item), cat->keys[j]))
+                return mn_fail(MN_ERR_FORMAT, "%s: 'keys' \"%s\" and \"%s\" overlap", file,
+                               cat->keys[j], json_string_value(item));
+        if (!(cat->keys[i] = strdup(json_string_value(item))))
+            return mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
+    }
+    return MN_OK;
+}
+
+static mn_status load_template_file(const char *file, int want, split_guard *guard,
+                                    mn_probe_templates *t) {
+    json_error_t jerr;
+    json_t *root = json_load_file(file, 0, &jerr);
+    if (!root)
+        return mn_fail(access(file, R_OK) != 0 ? MN_ERR_IO : MN_ERR_FORMAT, "%s:%d: %s", file,
+                       jerr.line, jerr.text);
+    mn_status st = MN_OK;
+    json_t *name = json_object_get(root, "category");
+    if (!json_is_object(root)) {
+        st = mn_fail(MN_ERR_FORMAT, "%s: the top level must be an object", file);
+    } else if (json_object_get(root, "persona_questions")) {
+        if (t->persona_questions)
+            st = mn_fail(MN_ERR_FORMAT, "%s: persona_questions given in a second file", file);
+        else
+            st = read_split_field(root, "persona_questions", file, ROLE_PLAIN, 0, guard, want,
+                                  &t->persona_questions, &t->n_persona_questions);
+    } else if (json_is_string(name) && json_string_length(name) > 0) {
+        for (int c = 0; c < t->n_categories && st == MN_OK; c++)
+            if (!strcmp(t->categories[c].name, json_string_value(name)))
+                st = mn_fail(MN_ERR_FORMAT, "%s: category '%s' is defined twice", file,
+                             json_string_value(name));
+        mn_fact_category *cats = NULL;
+        if (st == MN_OK) {
+            cats = realloc(t->categories, (size_t)(t->n_categories + 1) * sizeof *cats);
+            if (!cats)
+                st = mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
+        }
+        if (st == MN_OK) {
+            t->categories = cats;
+            mn_fact_category *cat = &cats[t->n_categories++];
+            memset(cat, 0, sizeof *cat);
+            if (!(cat->name = strdup(json_string_value(name))))
+                st = mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
+            if (st == MN_OK)
+                st = read_keys(root, file, cat);
+            if (st == MN_OK)
+                st = read_split_field(root, "fact", file, ROLE_STATEMENT, 0, guard, want,
+                                      &cat->facts, &cat->n_facts);
+            if (st == MN_OK)
+                st = read_split_field(root, "update", file, ROLE_STATEMENT, 0, guard, want,
+                                      &cat->updates, &cat->n_updates);
+            if (st == MN_OK)
+                st = read_split_field(root, "question", file, ROLE_QUESTION, 0, guard, want,
+                                      &cat->questions, &cat->n_questions);
+            if (st == MN_OK)
+                st = read_split_field(root, "values", file, ROLE_WORD, 1, guard, want,
+                                      &cat->values, &cat->n_values);
+            if (st == MN_OK && cat->n_values < 2)
+                st = mn_fail(MN_ERR_FORMAT,
+                             "%s: 'values.%s' needs at least 2 values (an answer and a "
+                             "distractor)",
+                             file, split_names[want]);
+        }
+    } else {
+        st = mn_fail(MN_ERR_FORMAT,
+                     "%s: expected a non-empty string 'category' or a 'persona_questions' "
+                     "object",
+                     file);
+    }
+    json_decref(root);
+    return st;
+}
+
+mn_status mn_probe_templates_load(const char *path, mn_split split, mn_probe_templates *out) {
+    if (!path || !out)
+        return mn_fail(MN_ERR_INVALID_ARG, "probe templates: NULL argument");
+    memset(out, 0, sizeof *out);
+    int want = split_index(split);
+    if (want < 0 || want > 2)
+        return mn_fail(MN_ERR_INVALID_ARG,
+                       "probe templates: the split must be train, valid or test");
+    out->split = split;
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return mn_fail(MN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    char **files = NULL;
+    int n_files = 0;
+    if (S_ISDIR(sb.st_mode)) {
+        MN_TRY(mn_list_files(path, ".json", &files, &n_files));
+        if (n_files == 0)
+            return mn_fail(MN_ERR_IO, "%s: no *.json template files", path);
+    } else {
+        files = malloc(sizeof *files);
+        if (!files || !(files[0] = strdup(path))) {
+            free(files);
+            return mn_fail(MN_ERR_NOMEM, "probe templates: out of memory");
+        }
+        n_files = 1;
+    }
+    split_guard guard;
+    memset(&guard, 0, sizeof guard);
+    mn_status st = MN_OK;
+    for (int i = 0; i < n_files && st == MN_OK; i++)
+        st = load_template_file(files[i], want, &guard, out);
+    if (st == MN_OK && out->n_categories == 0 && out->n_persona_questions == 0)
+        st = mn_fail(MN_ERR_FORMAT, "%s: holds no category and no persona_questions", path);
+    split_guard_free(&guard);
+    mn_free_strings(files, n_files);
+    if (st != MN_OK)
+        mn_probe_templates_free(out);
+    return st;
+}
+
+/* ------------------------------------------------------------------ personas */
+
+void mn_persona_bank_free(mn_persona_bank *bank) {
+    if (!bank)
+        return;
+    mn_free_strings(bank->sentences, bank->n_sentences);
+    free(bank->persona_start);
+    free(bank->persona_sentences);
+    memset(bank, 0, sizeof *bank);
+}
+
+/* Lower-cased letters and digits, other runs collapsed to one space: "I like dogs!" and
+ * "i like  dogs" are the same fact. Bytes >= 0x80 (UTF-8) count as letters. */
+static char *persona_norm(const char *s) {
+    size_t n = strlen(s);
+    char *out = malloc(n + 1);
+    if (!out)
+        return NULL;
+    size_t k = 0;
+    int gap = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (isalnum(*p) || *p >= 0x80) {
+            if (gap && k > 0)
+                out[k++] = ' ';
+            out[k++] = (char)tolower(*p);
+            gap = 0;
+        } else {
+            gap = 1;
+        }
+    }
+    out[k] = '\0';
+    return out;
+}
+
+/* normalised sentence -> index in bank->sentences */
+typedef struct {
+    char **keys;
+    int *values;
+    size_t cap, count;
+} index_map;
+
+static void index_map_free(index_map *m) {
+    for (size_t i = 0; i < m->cap; i++)
+        free(m->keys[i]);
+    free(m->keys);
+    free(m->values);
+    memset(m, 0, sizeof *m);
+}
+
+static size_t index_map_slot(char **keys, size_t cap, const char *k) {
+    size_t i = (size_t)mn_hash_str(k, strlen(k)) & (cap - 1);
+    while (keys[i] && strcmp(keys[i], k))
+        i = (i + 1) & (cap - 1);
+    return i;
+}
+
+static int index_map_get(const index_map *m, const char *k) {
+    if (!m->cap)
+        return -1;
+    size_t i = index_map_slot(m->keys, m->cap, k);
+    return m->keys[i] ? m->values[i] : -1;
+}
+
+/* Takes ownership of k. */
+static mn_status index_map_put(index_map *m, char *k, int v) {
+    if ((m->count + 1) * 2 > m->cap) {
+        size_t cap = m->cap ? 2 * m->cap : 1024;
+        char **keys = calloc(cap, sizeof *keys);
+        int *values = malloc(cap * sizeof *values);
+        if (!keys || !values) {
+            free(keys);
+            free(values);
+            free(k);
+            return mn_fail(MN_ERR_NOMEM, "personas: out of memory");
+        }
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->keys[i]) {
+                size_t j = index_map_slot(keys, cap, m->keys[i]);
+                keys[j] = m->keys[i];
+                values[j] = m->values[i];
+            }
+        free(m->keys);
+        free(m->values);
+        m->keys = keys;
+        m->values = values;
+        m->cap = cap;
+    }
+    size_t i = index_map_slot(m->keys, m->cap, k);
+    m->keys[i] = k;
+    m->values[i] = v;
+    m->count++;
+    return MN_OK;
+}
+
+static const char *const persona_sides[2] = {"Speaker 1", "Speaker 2"};
+
+/* Calls visit(sentence, item, side) for every sentence of one split, checking the shape. */
+typedef mn_status (*sentence_fn)(void *ctx, const char *sentence, size_t item, int side);
+
+static mn_status visit_split(json_t *root, const char *path, int split, sentence_fn visit,
+                             void *ctx) {
+    json_t *items = json_object_get(root, split_names[split]);
+    if (!json_is_array(items))
+        return mn_fail(MN_ERR_FORMAT, "%s: '%s' must be an array of persona pairs", path,
+                       split_names[split]);
+    for (size_t i = 0; i < json_array_size(items); i++) {
+        json_t *item = json_array_get(items, i);
+        if (!json_is_object(item))
+            return mn_fail(MN_ERR_FORMAT, "%s: %s[%zu] is not an object", path,
+                           split_names[split], i);
+        for (int side = 0; side < 2; side++) {
+            json_t *list = json_object_get(item, persona_sides[side]);
+            if (!list)
+                continue;
+            if (!json_is_array(list))
+                return mn_fail(MN_ERR_FORMAT, "%s: %s[%zu].\"%s\" is not an array", path,
+                               split_names[split], i, persona_sides[side]);
+            for (size_t j = 0; j < json_array_size(list); j++) {
+                json_t *s = json_array_get(list, j);
+                if (!json_is_string(s))
+                    return mn_fail(MN_ERR_FORMAT, "%s: %s[%zu].\"%s\"[%zu] is not a string",
+                                   path, split_names[split], i, persona_sides[side], j);
+                MN_TRY(visit(ctx, json_string_value(s), i, side));
+            }
+        }
+    }
+    return MN_OK;
+}
+
+static mn_status collect_other(void *ctx, const char *sentence, size_t item, int side) {
+    char *norm = persona_norm(sentence);
+    if (!norm)
+        return mn_fail(MN_ERR_NOMEM, "personas: out of memory");
+    int added;
+    mn_status st = *norm ? mn_strset_add((mn_strset *)ctx, norm, &added) : MN_OK;
+    free(norm);
+    return st;
+}
+
+typedef struct {
+    mn_persona_bank *bank;
+    const mn_strset *other;
+    index_map map;
+    int sentences_cap, members_cap, personas_cap;
+    size_t cur_item;
+    int cur_side;
+    int open; /* a persona has been started for (cur_item, cur_side) */
+} bank_builder;
+
+static mn_status grow(void **p, int *cap, int need, size_t size) {
+    if (need <= *cap)
+        return MN_OK;
+    int c = *cap ? *cap : 256;
+    while (c < need)
+        c *= 2;
+    void *q = realloc(*p, (size_t)c * size);
+    if (!q)
+        return mn_fail(MN_ERR_NOMEM, "personas: out of memory");
+    *p = q;
+    *cap = c;
+    return MN_OK;
+}
+
+static mn_status collect_own(void *ctx, const char *sentence, size_t item, int side) {
+    bank_builder *b = ctx;
+    mn_persona_bank *bank = b->bank;
+    char *norm = persona_norm(sentence);
+    if (!norm)
+        return mn_fail(MN_ERR_NOMEM, "personas: out of memory");
+    if (!*norm || mn_strset_has(b->other, norm)) {
+        bank->dropped_shared += *norm != '\0';
+        free(norm);
+        return MN_OK;
+    }
+    int idx = index_map_get(&b->map, norm);
+    if (idx < 0) {
+        MN_TRY(grow((void **)&bank->sentences, &b->sentences_cap, bank->n_sentences + 1,
+                    sizeof *bank->sentences));
+        /* keep the text as written, trimmed */
+        const char *start = sentence;
+        while (isspace((unsigned char)*start))
+            start++;
+        size_t len = strlen(start);
+        while (len > 0 && isspace((unsigned char)start[len - 1]))
+            len--;
+        char *text = NULL;
+        mn_status st = mn_strndup(start, len, &text);
+        if (st != MN_OK) {
+            free(norm);
+            return st;
+        }
+        idx = bank->n_sentences;
+        bank->sentences[bank->n_sentences++] = text;
+        MN_TRY(index_map_put(&b->map, norm, idx));
+    } else {
+        free(norm);
+    }
+    if (!b->open || b->cur_item != item || b->cur_side != side) {
+        /* a new persona starts; one left empty by dropped sentences is simply reused */
+        int n_members = bank->n_personas ? bank->persona_start[bank->n_personas] : 0;
+        if (!(bank->n_personas > 0 &&
+              bank->persona_start[bank->n_personas - 1] == n_members)) {
+            MN_TRY(grow((void **)&bank->persona_start, &b->personas_cap, bank->n_personas + 2,
+                        sizeof *bank->persona_start));
+            if (bank->n_personas == 0)
+                bank->persona_start[0] = 0;
+            bank->n_personas++;
+            bank->persona_start[bank->n_personas] = n_members;
+        }
+        b->open = 1;
+        b->cur_item = item;
+        b->cur_side = side;
+    }
+    int first = bank->persona_start[bank->n_personas - 1];
+    int end = bank->persona_start[bank->n_personas];
+    for (int i = first; i < end; i++)
+        if (bank->persona_sentences[i] == idx)
+            return MN_OK; /* said twice by the same persona */
+    MN_TRY(grow((void **)&bank->persona_sentences, &b->members_cap, end + 1,
+                sizeof *bank->persona_sentences));
+    bank->persona_sentences[end] = idx;
+    bank->persona_start[bank->n_personas] = end + 1;
+    return MN_OK;
+}
+
+mn_status mn_persona_bank_load(const char *path, mn_split split, mn_persona_bank *out) {
+    if (!path || !out)
+        return mn_fail(MN_ERR_INVALID_ARG, "personas: NULL argument");
+    memset(out, 0, sizeof *out);
+    int want = split_index(split);
+    if (want < 0 || want > 2)
+        return mn_fail(MN_ERR_INVALID_ARG, "personas: the split must be train, valid or test");
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root)
+        return mn_fail(access(path, R_OK) != 0 ? MN_ERR_IO : MN_ERR_FORMAT, "%s:%d: %s", path,
+                       jerr.line, jerr.text);
+    mn_status st = MN_OK;
+    mn_strset other = {0};
+    bank_builder b;
+    memset(&b, 0, sizeof b);
+    b.bank = out;
+    b.other = &other;
+    out->split = split;
+    if (!json_is_object(root))
+        st = mn_fail(MN_ERR_FORMAT, "%s: the top level must be an object of splits", path);
+    for (int s = 0; s < 3 && st == MN_OK; s++)
+        if (s != want)
+            st = visit_split(root, path, s, collect_other, &other);
+    if (st == MN_OK)
+        st = visit_split(root, path, want, collect_own, &b);
+    if (st == MN_OK && out->n_personas > 0 &&
+        out->persona_start[out->n_personas - 1] == out->persona_start[out->n_personas])
+        out->n_personas--; /* the last one lost all its sentences */
+    if (st == MN_OK && out->n_sentences < 2)
+        st = mn_fail(MN_ERR_FORMAT, "%s: the %s split has fewer than 2 usable sentences", path,
+                     split_names[want]);
+    index_map_free(&b.map);
+    mn_strset_free(&other);
+    json_decref(root);
+    if (st != MN_OK)
+        mn_persona_bank_free(out);
+    return st;
+}
+
+/* ------------------------------------------------------------------ configuration */
+
+static const mn_distance_range default_distances[] = {{1, 1},   {2, 2},   {4, 4},  {8, 8},
+                                                      {16, 16}, {32, 32}, {64, 64}};
+
+mn_probe_config mn_probe_config_default(void) {
+    mn_probe_config c = {
+        .distances = default_distances,
+        .n_distances = (int)(sizeof default_distances / sizeof default_distances[0]),
+        .probes_per_episode = 8,
+        .n_distractors = 3,
+        .interference = 0,
+        .update_prob = 0.0,
+        .sources = MN_FACTS_BOTH,
+        .seed = 1,
+    };
+    return c;
+}
+
+#define MN_MAX_DISTANCE (1 << 24)
+
+mn_status mn_distances_parse(const char *spec, mn_distance_range **out, int *n) {
+    if (!spec || !out || !n)
+        return mn_fail(MN_ERR_INVALID_ARG, "distances: NULL argument");
+    int count = 1;
+    for (const char *p = spec; *p; p++)
+        count += *p == ',';
+    mn_distance_range *r = calloc((size_t)count, sizeof *r);
+    if (!r)
+        return mn_fail(MN_ERR_NOMEM, "distances: out of memory");
+    const char *p = spec;
+    for (int i = 0; i < count; i++) {
+        long v[2];
+        int parts = 0;
+        for (;;) {
+            char *end;
+            errno = 0;
+            long x = strtol(p, &end, 10);
+            if (end == p || errno || x < 1 || x > MN_MAX_DISTANCE) {
+                free(r);
+                return mn_fail(MN_ERR_INVALID_ARG,
+                               "distances '%s': expected integers 1..%d, as in 1,2,4 or 8-64",
+                               spec, MN_MAX_DISTANCE);
+            }
+            v[parts++] = x;
+            p = end;
+            if (*p == '-' && parts == 1) {
+                p++;
+                continue;
+            }
+            break;
+        }
+        if (*p != (i + 1 < count ? ',' : '\0')) {
+            free(r);
+            return mn_fail(MN_ERR_INVALID_ARG, "distances '%s': unexpected '%c'", spec, *p);
+        }
+        p++;
+        r[i].lo = (int)v[0];
+        r[i].hi = (int)(parts == 2 ? v[1] : v[0]);
+        if (r[i].hi < r[i].lo) {
+            mn_status st = mn_fail(MN_ERR_INVALID_ARG, "distances '%s': range %d-%d is empty",
+                                   spec, r[i].lo, r[i].hi);
+            free(r);
+            return st;
+        }
+    }
+    *out = r;
+    *n = count;
+    return MN_OK;
+}
+
+static mn_status check_config(const mn_probe_config *c, const mn_probe_templates *templates,
+                              const mn_persona_bank *personas) {
+    if (!c->distances || c->n_distances < 1)
+        return mn_fail(MN_ERR_CONFIG, "probes: at least one distance is needed");
+    for (int i = 0; i < c->n_distances; i++)
+        if (c->distances[i].lo < 1 || c->distances[i].hi < c->distances[i].lo ||
+            c->distances[i].hi > MN_MAX_DISTANCE)
+            return mn_fail(MN_ERR_CONFIG, "probes: distance range %d-%d is not within 1..%d",
+                           c->distances[i].lo, c->distances[i].hi, MN_MAX_DISTANCE);
+    if (c->probes_per_episode < 1)
+        return mn_fail(MN_ERR_CONFIG, "probes: probes_per_episode must be >= 1 (got %d)",
+                       c->probes_per_episode);
+    if (c->n_distractors < 0 || c->interference < 0)
+        return mn_fail(MN_ERR_CONFIG, "probes: distractors and interference must be >= 0");
+    if (!(c->update_prob >= 0.0 && c->update_prob <= 1.0))
+        return mn_fail(MN_ERR_CONFIG, "probes: update probability must be in [0, 1]");
+    if (c->sources < MN_FACTS_PERSONAS || c->sources > MN_FACTS_BOTH)
+        return mn_fail(MN_ERR_CONFIG, "probes: facts must be personas, templates or both");
+    if ((c->sources & MN_FACTS_TEMPLATES) && (!templates || templates->n_categories == 0))
+        return mn_fail(MN_ERR_CONFIG, "probes: template facts asked for but no category loaded");
+    if (c->sources & MN_FACTS_PERSONAS) {
+        if (!personas || personas->n_sentences < 2 || personas->n_personas < 1)
+            return mn_fail(MN_ERR_CONFIG, "probes: persona facts asked for but no personas loaded");
+        if (!templates || templates->n_persona_questions == 0)
+            return mn_fail(MN_ERR_CONFIG,
+                           "probes: persona facts need persona_questions in the templates");
+        if (templates->split != personas->split)
+            return mn_fail(MN_ERR_CONFIG, "probes: templates are %s but personas are %s",
+                           mn_probe_split_name(templates->split),
+                           mn_probe_split_name(personas->split));
+    }
+    return MN_OK;
+}
+
+/* ------------------------------------------------------------------ injection */
+
+typedef struct {
+    int pos;
+    int speaker;
+    char *text;
+} planned_fact;
+
+typedef struct {
+    int persona;      /* 1: persona sentence, 0: template */
+    int category;     /* template category */
+    int answer;       /* value index, or sentence index for personas */
+    int old_value;    /* replaced value (updates), -1 if none */
+    int interf_first; /* interfering values: interf[interf_first .. +n_interf) */
+    int n_interf;
+    int d;
+    int range;        /* which distance range it was drawn from */
+} probe_plan;
+
+typedef struct {
+    const mn_probe_templates *t;
+    const mn_persona_bank *pb;
+    const mn_probe_config *cfg;
+    mn_rng rng;
+    int L;
+    unsigned char *occupied;
+    planned_fact *facts;
+    int n_facts, cap_facts;
+    mn_probe *probes;
+    int n_probes;
+    int *interf;
+    int n_interf, cap_interf;
+    /* per category: key and value use in this episode, flattened with offsets */
+    int *key_off, *val_off;
+    unsigned char *key_used, *val_used;
+    /* persona sentences said in (or reserved for) this episode, and personas assigned */
+    int *persona_of_speaker; /* current persona of each speaker */
+    int *assigned;
+    int n_assigned, cap_assigned;
+    unsigned char *sentence_used;
+    const char *speakers[2];
+    int n_speakers;
+} injector;
+
+static void injector_free(injector *in) {
+    free(in->occupied);
+    for (int i = 0; i < in->n_facts; i++)
+        free(in->facts[i].text);
+    free(in->facts);
+    free(in->interf);
+    free(in->key_off);
+    free(in->val_off);
+    free(in->key_used);
+    free(in->val_used);
+    free(in->persona_of_speaker);
+    free(in->assigned);
+    free(in->sentence_used);
+    /* probes are handed over to the episode or freed by the caller */
+}
+
+/* A free index in [lo, hi] drawn uniformly, or -1. */
+static int pick_free(injector *in, int lo, int hi) {
+    if (lo < 0)
+        lo = 0;
+    if (hi > in->L - 1)
+        hi = in->L - 1;
+    int n = 0;
+    for (int i = lo; i <= hi; i++)
+        n += !in->occupied[i];
+    if (n == 0)
+        return -1;
+    int k = (int)mn_rng_below(&in->rng, (uint64_t)n);
+    for (int i = lo; i <= hi; i++)
+        if (!in->occupied[i] && k-- == 0)
+            return i;
+    return -1;
+}
+
+/* An unused index in [0, n) drawn uniformly, or -1. */
+static int pick_unused(mn_rng *rng, const unsigned char *used, int n) {
+    int free_count = 0;
+    for (int i = 0; i < n; i++)
+        free_count += !used[i];
+    if (free_count == 0)
+        return -1;
+    int k = (int)mn_rng_below(rng, (uint64_t)free_count);
+    for (int i = 0; i < n; i++)
+        if (!used[i] && k-- == 0)
+            return i;
+    return -1;
+}
+
+static int count_unused(const unsigned char *used, int n) {
+    int c = 0;
+    for (int i = 0; i < n; i++)
+        c += !used[i];
+    return c;
+}
+
+static mn_status add_fact(injector *in, int pos, int speaker, char *text) {
+    if (!text)
+        return mn_fail(MN_ERR_NOMEM, "probes: out of memory");
+    if (grow((void **)&in->facts, &in->cap_facts, in->n_facts + 1, sizeof *in->facts) !=
+        MN_OK) {
+        free(text);
+        return mn_fail(MN_ERR_NOMEM, "probes: out of memory");
+    }
+    in->facts[in->n_facts++] = (planned_fact){.pos = pos, .speaker = speaker, .text = text};
+    in->occupied[pos] = 1;
+    return MN_OK;
+}
+
+static const char *pick_str(mn_rng *rng, char **list, int n) {
+    return list[mn_rng_below(rng, (uint64_t)n)];
+}
+
+/* Places a template probe: its fact (and old value, interfering facts) around index f.
+ * Returns 0 when nothing fits (the probe is skipped), 1 when placed, or -1 on error. */
+static int place_template(injector *in, probe_plan *pp, int speaker, mn_probe_stats *stats,
+                          mn_status *st) {
+    const mn_probe_templates *t = in->t;
+    /* categories that still have a free key and two free values (answer + old value) */
+    int n_ok = 0;
+    for (int c = 0; c < t->n_categories; c++)
+        n_ok += count_unused(in->key_used + in->key_off[c], t->categories[c].n_keys) >= 1 &&
+                count_unused(in->val_used + in->val_off[c], t->categories[c].n_values) >= 2;
+    if (n_ok == 0)
+        return 0;
+    int k = (int)mn_rng_below(&in->rng, (uint64_t)n_ok), c = 0;
+    for (;; c++)
+        if (count_unused(in->key_used + in->key_off[c], t->categories[c].n_keys) >= 1 &&
+            count_unused(in->val_used + in->val_off[c], t->categories[c].n_values) >= 2 &&
+            k-- == 0)
+            break;
+    const mn_fact_category *cat = &t->categories[c];
+    unsigned char *keys = in->key_used + in->key_off[c];
+    unsigned char *vals = in->val_used + in->val_off[c];
+
+    int want_update = in->cfg->update_prob > 0 && mn_rng_uniform(&in->rng) < in->cfg->update_prob;
+    int f = pick_free(in, want_update ? 1 : 0, in->L - pp->d);
+    if (f < 0 && want_update) {
+        want_update = 0;
+        f = pick_free(in, 0, in->L - pp->d);
+    }
+    if (f < 0)
+        return 0;
+    int f_old = -1;
+    if (want_update) {
+        f_old = pick_free(in, 0, f - 1);
+        if (f_old < 0)
+            want_update = 0;
+    }
+    int key = pick_unused(&in->rng, keys, cat->n_keys);
+    keys[key] = 1;
+    int value = pick_unused(&in->rng, vals, cat->n_values);
+    vals[value] = 1;
+    pp->persona = 0;
+    pp->category = c;
+    pp->answer = value;
+    pp->old_value = -1;
+    pp->interf_first = in->n_interf;
+    pp->n_interf = 0;
+    if (want_update) {
+        pp->old_value = pick_unused(&in->rng, vals, cat->n_values);
+        vals[pp->old_value] = 1;
+        *st = add_fact(in, f_old, speaker,
+                       fill_template(pick_str(&in->rng, cat->facts, cat->n_facts),
+                                     cat->keys[key], cat->values[pp->old_value]));
+        if (*st != MN_OK)
+            return -1;
+        *st = add_fact(in, f, speaker,
+                       fill_template(pick_str(&in->rng, cat->updates, cat->n_updates),
+                                     cat->keys[key], cat->values[value]));
+        stats->update_probes++;
+    } else {
+        *st = add_fact(in, f, speaker,
+                       fill_template(pick_str(&in->rng, cat->facts, cat->n_facts),
+                                     cat->keys[key], cat->values[value]));
+    }
+    if (*st != MN_OK)
+        return -1;
+    /* same category, other keys and values, same speaker, all before the question */
+    for (int i = 0; i < in->cfg->interference; i++) {
+        int ik = pick_unused(&in->rng, keys, cat->n_keys);
+        if (ik < 0 || count_unused(vals, cat->n_values) < 1)
+            break;
+        int pos = pick_free(in, 0, f + pp->d - 1);
+        if (pos < 0)
+            break;
+        int iv = pick_unused(&in->rng, vals, cat->n_values);
+        keys[ik] = 1;
+        vals[iv] = 1;
+        *st = add_fact(in, pos, speaker,
+                       fill_template(pick_str(&in->rng, cat->facts, cat->n_facts),
+                                     cat->keys[ik], cat->values[iv]));
+        if (*st == MN_OK)
+            *st = grow((void **)&in->interf, &in->cap_interf, in->n_interf + 1,
+                       sizeof *in->interf);
+        if (*st != MN_OK)
+            return -1;
+        in->interf[in->n_interf++] = iv;
+        pp->n_interf++;
+        stats->interference_facts++;
+    }
+    mn_probe *p = &in->probes[in->n_probes++];
+    p->after = f + pp->d;
+    p->question = fill_template(pick_str(&in->rng, cat->questions, cat->n_questions),
+                                cat->keys[key], NULL);
+    p->answer = strdup(cat->values[value]);
+    p->evidence = malloc(sizeof *p->evidence);
+    if (!p->question || !p->answer || !p->evidence) {
+        *st = mn_fail(MN_ERR_NOMEM, "probes: out of memory");
+        return -1;
+    }
+    p->evidence[0] = f;
+    p->n_evidence = 1;
+    stats->template_probes++;
+    return 1;
+}
+
+static int persona_has(const mn_persona_bank *pb, int persona, int sentence) {
+    for (int i = pb->persona_start[persona]; i < pb->persona_start[persona + 1]; i++)
+        if (pb->persona_sentences[i] == sentence)
+            return 1;
+    return 0;
+}
+
+static mn_status assign_persona(injector *in, int speaker) {
+    const mn_persona_bank *pb = in->pb;
+    int p = -1;
+    /* a persona not yet in the episode, when one is left */
+    for (int tries = 0; tries < 64 && p < 0; tries++) {
+        int cand = (int)mn_rng_below(&in->rng, (uint64_t)pb->n_personas);
+        int taken = 0;
+        for (int i = 0; i < in->n_assigned; i++)
+            taken |= in->assigned[i] == cand;
+        if (!taken)
+            p = cand;
+    }
+    if (p < 0)
+        p = (int)mn_rng_below(&in->rng, (uint64_t)pb->n_personas);
+    MN_TRY(grow((void **)&in->assigned, &in->cap_assigned, in->n_assigned + 1,
+                sizeof *in->assigned));
+    in->assigned[in->n_assigned++] = p;
+    in->persona_of_speaker[speaker] = p;
+    return MN_OK;
+}
+
+/* An unsaid sentence of the speaker's persona; a speaker who has said all of it takes on a
+ * further persona. -1 when every sentence of the bank is used. */
+static int pick_persona_sentence(injector *in, int speaker, mn_status *st) {
+    const mn_persona_bank *pb = in->pb;
+    for (int attempt = 0; attempt < 8; attempt++) {
+        int p = in->persona_of_speaker[speaker];
+        int n = 0;
+        for (int i = pb->persona_start[p]; i < pb->persona_start[p + 1]; i++)
+            n += !in->sentence_used[pb->persona_sentences[i]];
+        if (n > 0) {
+            int k = (int)mn_rng_below(&in->rng, (uint64_t)n);
+            for (int i = pb->persona_start[p]; i < pb->persona_start[p + 1]; i++)
+                if (!in->sentence_used[pb->persona_sentences[i]] && k-- == 0)
+                    return pb->persona_sentences[i];
+        }
+        if ((*st = assign_persona(in, speaker)) != MN_OK)
+            return -1;
+    }
+    return -1;
+}
+
+static int place_persona(injector *in, probe_plan *pp, int speaker, mn_probe_stats *stats,
+                         mn_status *st) {
+    int f = pick_free(in, 0, in->L - pp->d);
+    if (f < 0)
+        return 0;
+    int s = pick_persona_sentence(in, speaker, st);
+    if (s < 0)
+        return *st == MN_OK ? 0 : -1;
+    in->sentence_used[s] = 1;
+    pp->persona = 1;
+    pp->answer = s;
+    pp->old_value = -1;
+    pp->n_interf = 0;
+    *st = add_fact(in, f, speaker, strdup(in->pb->sentences[s]));
+    if (*st != MN_OK)
+        return -1;
+    mn_probe *p = &in->probes[in->n_probes++];
+    p->after = f + pp->d;
+    p->question = strdup(pick_str(&in->rng, in->t->persona_questions, in->t->n_persona_questions));
+    p->answer = strdup(in->pb->sentences[s]);
+    p->evidence = malloc(sizeof *p->evidence);
+    if (!p->question || !p->answer || !p->evidence) {
+        *st = mn_fail(MN_ERR_NOMEM, "probes: out of memory");
+        return -1;
+    }
+    p->evidence[0] = f;
+    p->n_evidence = 1;
+    stats->persona_probes++;
+    return 1;
+}
+
+static int choice_taken(char **choices, int n, const char *s) {
+    for (int i = 0; i < n; i++)
+        if (str_ieq(choices[i], s))
+            return 1;
+    return 0;
+}
+
+/* Answer plus up to k distractors of the same kind, in a random order. Runs after every fact
+ * is placed, so that no persona distractor is a sentence said anywhere in the episode. */
+static mn_status fill_choices(injector *in, const probe_plan *pp, mn_probe *p) {
+    int k = in->cfg->n_distractors;
+    char **ch = calloc((size_t)k + 1, sizeof *ch);
+    if (!ch)
+        return mn_fail(MN_ERR_NOMEM, "probes: out of memory");
+    int n = 0;
+    mn_status st = MN_OK;
+    ch[n++] = p->answer; /* borrowed until the copy below */
+    if (!pp->persona) {
+        const mn_fact_category *cat = &in->t->categories[pp->category];
+        /* the replaced value and the interfering values first: they are the hard ones */
+        if (pp->old_value >= 0 && n <= k)
+            ch[n++] = cat->values[pp->old_value];
+        for (int i = 0; i < pp->n_interf && n <= k; i++)
+            ch[n++] = cat->values[in->interf[pp->interf_first + i]];
+        int avail = 0;
+        for (int v = 0; v < cat->n_values; v++)
+            avail += !choice_taken(ch, n, cat->values[v]);
+        while (n <= k && avail > 0) {
+            const char *v = cat->values[mn_rng_below(&in->rng, (uint64_t)cat->n_values)];
+            if (!choice_taken(ch, n, v)) {
+                ch[n++] = (char *)v;
+                avail--;
+            }
+        }
+    } else {
+        const mn_persona_bank *pb = in->pb;
+        /* bounded tries: a bank of hundreds of sentences has plenty of eligible ones */
+        for (int tries = 0; n <= k && tries < 64 * (k + 1); tries++) {
+            int s = (int)mn_rng_below(&in->rng, (uint64_t)pb->n_sentences);
+            if (in->sentence_used[s])
+                continue;
+            int of_episode = 0;
+            for (int i = 0; i < in->n_assigned && !of_episode; i++)
+                of_episode = persona_has(pb, in->assigned[i], s);
+            if (!of_episode && !choice_taken(ch, n, pb->sentences[s]))
+                ch[n++] = pb->sentences[s];
+        }
+    }
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)mn_rng_below(&in->rng, (uint64_t)i + 1);
+        char *tmp = ch[i];
+        ch[i] = ch[j];
+        ch[j] = tmp;
+    }
+    for (int i = 0; i < n; i++)
+        if (!(ch[i] = strdup(ch[i])))
+            st = mn_fail(MN_ERR_NOMEM, "probes: out of memory");
+    p->choices = ch;
+    p->n_choices = n;
+    return st;
+}
+
+static void free_probe(mn_probe *p) {
+    free(p->speaker);
+    free(p->question);
+    free(p->answer);
+    for (int j = 0; j < p->n_choices; j++)
+        free(p->choices[j]);
+    free(p->choices);
+    free(p->evidence);
+}
+
+static int cmp_plan_by_distance(const void *a, const void *b) {
+    const probe_plan *x = a, *y = b;
+    if (x->d != y->d)
+        return x->d > y->d ? -1 : 1; /* longest first: they are the hardest to fit */
+    return x->range - y->range;
+}
+
+/* Builds the episode's new turns and probes from the plan, then swaps them in. */
+static mn_status assemble(injector *in, mn_dialogue *ep, mn_probe_stats *stats) {
+    int L = in->L;
+    mn_turn *turns = calloc((size_t)L, sizeof *turns);
+    int *old_to_new = malloc((size_t)ep->n_turns * sizeof *old_to_new);
+    planned_fact **at = calloc((size_t)L, sizeof *at);
+    if (!turns || !old_to_new || !at) {
+        free(turns);
+        free(old_to_new);
+        free(at);
+        return mn_fail(MN_ERR_NOMEM, "probes: out of memory for %d turns", L);
+    }
+    for (int i = 0; i < in->n_facts; i++)
+        at[in->facts[i].pos] = &in->facts[i];
+    mn_status st = MN_OK;
+    int next_old = 0;
+    for (int i = 0; i < L && st == MN_OK; i++) {
+        if (!at[i]) {
+            old_to_new[next_old] = i;
+            turns[i] = ep->turns[next_old++]; /* shallow: ownership moves on success */
+            continue;
+        }
+        /* a fact belongs to the session it is said in: that of the turn before it */
+        const mn_turn *ctx = i > 0 ? &turns[i - 1] : &ep->turns[0];
+        turns[i].session = ctx->session;
+        turns[i].speaker = strdup(in->speakers[at[i]->speaker]);
+        turns[i].text = strdup(at[i]->text);
+        turns[i].date = ctx->date ? strdup(ctx->date) : NULL;
+        if (!turns[i].speaker || !turns[i].text || (ctx->date && !turns[i].date))
+            st = mn_fail(MN_ERR_NOMEM, "probes: out of memory");
+    }
+    for (int i = next_old; i < ep->n_turns; i++)
+        old_to_new[i] = -1;
+    /* the episode's own probes, re-indexed; those whose turns fell off are dropped */
+    int n_keep = 0;
+    for (int i = 0; i < ep->n_probes; i++) {
+        mn_probe *p = &ep->probes[i];
+        int ok = p->after >= 1 && p->after <= ep->n_turns && old_to_new[p->after - 1] >= 0;
+        for (int e = 0; e < p->n_evidence && ok; e++)
+            ok = p->evidence[e] >= 0 && p->evidence[e] < ep->n_turns &&
+                 old_to_new[p->evidence[e]] >= 0;
+        n_keep += ok;
+    }
+    mn_probe *probes = calloc((size_t)(n_keep + in->n_probes) + 1, sizeof *probes);
+    if (!probes)
+        st = mn_fail(MN_ERR_NOMEM, "probes: out of memory");
+    if (st != MN_OK) {
+        for (int i = 0; i < L; i++)
+            if (at[i]) {
+                free(turns[i].speaker);
+                free(turns[i].text);
+                free(turns[i].date);
+            }
+        free(turns);
+        free(old_to_new);
+        free(at);
+        free(probes);
+        return st;
+    }
+    /* from here on nothing fails: ownership moves */
+    int n = 0;
+    for (int i = 0; i < ep->n_probes; i++) {
+        mn_probe *p = &ep->probes[i];
+        int ok = p->after >= 1 && p->after <= ep->n_turns && old_to_new[p->after - 1] >= 0;
+        for (int e = 0; e < p->n_evidence && ok; e++)
+            ok = p->evidence[e] >= 0 && p->evidence[e] < ep->n_turns &&
+                 old_to_new[p->evidence[e]] >= 0;
+        if (!ok) {
+            free_probe(p);
+            continue;
+        }
+        p->after = old_to_new[p->after - 1] + 1;
+        for (int e = 0; e < p->n_evidence; e++)
+            p->evidence[e] = old_to_new[p->evidence[e]];
+        probes[n++] = *p;
+    }
+    for (int i = 0; i < in->n_probes; i++)
+        probes[n++] = in->probes[i];
+    in->n_probes = 0;
+    for (int i = next_old; i < ep->n_turns; i++) {
+        free(ep->turns[i].speaker);
+        free(ep->turns[i].text);
+        free(ep->turns[i].date);
+    }
+    stats->dropped_turns += ep->n_turns - next_old;
+    stats->fact_turns += in->n_facts;
+    free(ep->turns);
+    free(ep->probes);
+    ep->turns = turns;
+    ep->n_turns = L;
+    ep->probes = probes;
+    ep->n_probes = n;
+    free(old_to_new);
+    free(at);
+    return MN_OK;
+}
+
+static mn_status inject_one(mn_dialogue *ep, int64_t index, const mn_probe_templates *t,
+                            const mn_persona_bank *pb, const mn_probe_config *cfg,
+                            mn_probe_stats *stats) {
+    int ppe = cfg->probes_per_episode;
+    stats->episodes++;
+    if (ep->n_turns < 1) {
+        stats->skipped_probes += ppe;
+        return MN_OK;
+    }
+    injector in;
+    memset(&in, 0, sizeof in);
+    in.t = t;
+    in.pb = (cfg->sources & MN_FACTS_PERSONAS) ? pb : NULL;
+    in.cfg = cfg;
+    in.L = ep->n_turns;
+    mn_rng_seed(&in.rng, mix64(mix64(cfg->seed) + (uint64_t)index));
+    for (int i = 0; i < ep->n_turns && in.n_speakers < 2; i++)
+        if (in.n_speakers == 0 || strcmp(in.speakers[0], ep->turns[i].speaker))
+            in.speakers[in.n_speakers++] = ep->turns[i].speaker;
+
+    int n_cat = (cfg->sources & MN_FACTS_TEMPLATES) ? t->n_categories : 0;
+    int total_keys = 0, total_vals = 0;
+    in.key_off = calloc((size_t)n_cat + 1, sizeof *in.key_off);
+    in.val_off = calloc((size_t)n_cat + 1, sizeof *in.val_off);
+    for (int c = 0; c < n_cat && in.key_off && in.val_off; c++) {
+        in.key_off[c] = total_keys;
+        in.val_off[c] = total_vals;
+        total_keys += t->categories[c].n_keys;
+        total_vals += t->categories[c].n_values;
+    }
+    in.key_used = calloc((size_t)total_keys + 1, 1);
+    in.val_used = calloc((size_t)total_vals + 1, 1);
+    in.occupied = calloc((size_t)in.L, 1);
+    in.persona_of_speaker = calloc(2, sizeof *in.persona_of_speaker);
+    in.sentence_used = calloc(in.pb ? (size_t)in.pb->n_sentences : 1, 1);
+    in.probes = calloc((size_t)ppe, sizeof *in.probes);
+    probe_plan *plan = calloc((size_t)ppe, sizeof *plan);
+    mn_status st = MN_OK;
+    if (!in.key_off || !in.val_off || !in.key_used || !in.val_used || !in.occupied ||
+        !in.persona_of_speaker || !in.sentence_used || !in.probes || !plan)
+        st = mn_fail(MN_ERR_NOMEM, "probes: out of memory");
+    for (int s = 0; s < in.n_speakers && st == MN_OK && in.pb; s++)
+        st = assign_persona(&in, s);
+
+    /* distances go round the ranges across the whole run, so each is asked equally often */
+    for (int i = 0; i < ppe && st == MN_OK; i++) {
+        int r = (int)(((uint64_t)index * (uint64_t)ppe + (uint64_t)i) % (uint64_t)cfg->n_distances);
+        const mn_distance_range *dr = &cfg->distances[r];
+        plan[i].range = r;
+        plan[i].d = dr->lo + (int)mn_rng_below(&in.rng, (uint64_t)(dr->hi - dr->lo) + 1);
+    }
+    if (st == MN_OK)
+        qsort(plan, (size_t)ppe, sizeof *plan, cmp_plan_by_distance);
+
+    int *plan_of_probe = calloc((size_t)ppe, sizeof *plan_of_probe);
+    if (!plan_of_probe && st == MN_OK)
+        st = mn_fail(MN_ERR_NOMEM, "probes: out of memory");
+    for (int i = 0; i < ppe && st == MN_OK; i++) {
+        probe_plan *pp = &plan[i];
+        if (pp->d > in.L) {
+            stats->skipped_probes++;
+            continue;
+        }
+        int speaker = (int)mn_rng_below(&in.rng, (uint64_t)in.n_speakers);
+        int use_persona = cfg->sources == MN_FACTS_PERSONAS ||
+                          (cfg->sources == MN_FACTS_BOTH && (mn_rng_next(&in.rng) >> 63));
+        int before = in.n_probes;
+        int placed = use_persona ? place_persona(&in, pp, speaker, stats, &st)
+                                 : place_template(&in, pp, speaker, stats, &st);
+        if (placed == 0 && cfg->sources == MN_FACTS_BOTH)
+            placed = use_persona ? place_template(&in, pp, speaker, stats, &st)
+                                 : place_persona(&in, pp, speaker, stats, &st);
+        if (placed < 0)
+            break;
+        if (placed == 0) {
+            stats->skipped_probes++;
+            continue;
+        }
+        /* the other speaker asks (the format's example: B asks what A said) */
+        mn_probe *p = &in.probes[before];
+        int asker = in.n_speakers > 1 ? 1 - speaker : speaker;
+        if (!(p->speaker = strdup(in.speakers[asker])))
+            st = mn_fail(MN_ERR_NOMEM, "probes: out of memory");
+        plan_of_probe[before] = i;
+    }
+    for (int i = 0; i < in.n_probes && st == MN_OK; i++)
+        st = fill_choices(&in, &plan[plan_of_probe[i]], &in.probes[i]);
+    if (st == MN_OK) {
+        int made = in.n_probes;
+        st = assemble(&in, ep, stats);
+        if (st == MN_OK)
+            stats->probes += made;
+    }
+    for (int i = 0; in.probes && i < in.n_probes; i++)
+        free_probe(&in.probes[i]);
+    free(in.probes);
+    free(plan);
+    free(plan_of_probe);
+    injector_free(&in);
+    return st;
+}
+
+mn_status mn_probes_inject(mn_dialogue *episode, int64_t episode_index,
+                           const mn_probe_templates *templates, const mn_persona_bank *personas,
+                           const mn_probe_config *config, mn_probe_stats *stats) {
+    if (!episode || !config || !stats)
+        return mn_fail(MN_ERR_INVALID_ARG, "probes: NULL argument");
+    MN_TRY(check_config(config, templates, personas));
+    return inject_one(episode, episode_index, templates, personas, config, stats);
+}
+
+mn_status mn_probes_inject_all(mn_dialogue_list *episodes, const mn_probe_templates *templates,
+                               const mn_persona_bank *personas, const mn_probe_config *config,
+                               mn_probe_stats *stats) {
+    if (!episodes || !config || !stats)
+        return mn_fail(MN_ERR_INVALID_ARG, "probes: NULL argument");
+    MN_TRY(check_config(config, templates, personas));
+    for (int64_t i = 0; i < episodes->count; i++) {
+        mn_status st = inject_one(&episodes->items[i], i, templates, personas, config, stats);
+        if (st != MN_OK)
+            return mn_fail_context(st, "episode %lld (%s)", (long long)i,
+                                   episodes->items[i].id ? episodes->items[i].id : "?");
+    }
+    return MN_OK;
+}
+
+/* ------------------------------------------------------------------ synthetic episodes */
+
+/* Neutral small talk that states nothing a probe asks about. */
+static const char *const builtin_filler[] = {
+    "How has your week been so far?",
+    "Pretty busy, but I managed to get some rest on the weekend.",
+    "That sounds nice. Did you do anything fun?",
+    "Not much, I mostly read and went for a long walk.",
+    "I love long walks when the weather is good.",
+    "Same here, it clears my head after work.",
+    "Have you watched anything good lately?",
+    "I started a documentary series about the ocean.",
+    "Oh, I have heard good things about that one.",
+    "It is slow at times, but the footage is amazing.",
+    "I should give it a try this weekend.",
+    "Let me know what you think of it.",
+    "Work has been a little hectic for me.",
+    "I hope it calms down for you soon.",
+    "Thanks, I think the worst part is over.",
+    "Do you have any plans for the evening?",
+    "Probably just cooking something simple and relaxing.",
+    "That sounds like a good plan to me.",
+    "I tried a new recipe yesterday and it went well.",
+    "Nice, cooking can be really satisfying.",
+    "I agree, especially when friends come over.",
+    "It has been raining a lot here recently.",
+    "We had a few sunny days, which was a nice surprise.",
+    "I am looking forward to the summer.",
+    "Me too, I want to spend more time outside.",
+    "Did you sleep well last night?",
+    "Not really, the neighbors were quite loud.",
+    "That is annoying, I hope tonight is better.",
+    "I have been trying to drink more water every day.",
+    "Good idea, I always forget to do that.",
+    "Have you been reading anything interesting?",
+    "A mystery novel, I cannot put it down.",
+    "I like a good mystery, no spoilers please.",
+    "I promise I will not tell you the ending.",
+    "Anyway, it is good to catch up with you.",
+    "Yes, we should talk more often.",
+};
+
+#define MN_SYNTHETIC_SESSION_TURNS 12
+
+mn_status mn_probes_synthetic(const mn_dialogue_list *pool, int n_episodes, int turns,
+                              const mn_probe_templates *templates, const mn_probe_config *config,
+                              mn_dialogue_list *out, mn_probe_stats *stats) {
+    if (!config || !out || !stats || !templates)
+        return mn_fail(MN_ERR_INVALID_ARG, "synthetic probes: NULL argument");
+    if (n_episodes < 0 || turns < 1)
+        return mn_fail(MN_ERR_CONFIG, "synthetic probes: need episodes >= 0 and turns >= 1");
+    mn_probe_config cfg = *config;
+    cfg.sources = MN_FACTS_TEMPLATES;
+    MN_TRY(check_config(&cfg, templates, NULL));
+    /* the filler texts: every non-empty turn of the pool, or the built-in lines */
+    int64_t n_pool = 0;
+    const char **texts = NULL;
+    if (pool) {
+        for (int64_t i = 0; i < pool->count; i++)
+            n_pool += pool->items[i].n_turns;
+        texts = malloc((size_t)(n_pool > 0 ? n_pool : 1) * sizeof *texts);
+        if (!texts)
+            return mn_fail(MN_ERR_NOMEM, "synthetic probes: out of memory");
+        n_pool = 0;
+        for (int64_t i = 0; i < pool->count; i++)
+            for (int j = 0; j < pool->items[i].n_turns; j++)
+                if (pool->items[i].turns[j].text && pool->items[i].turns[j].text[0])
+                    texts[n_pool++] = pool->items[i].turns[j].text;
+        if (n_pool == 0) {
+            free(texts);
+            return mn_fail(MN_ERR_INVALID_ARG, "synthetic probes: the pool has no text");
+        }
+    }
+    const char *const *filler = pool ? texts : builtin_filler;
+    if (!pool)
+        n_pool = (int64_t)(sizeof builtin_filler / sizeof builtin_filler[0]);
+    mn_status st = MN_OK;
+    for (int e = 0; e < n_episodes && st == MN_OK; e++) {
+        mn_rng rng;
+        mn_rng_seed(&rng, mix64(mix64(cfg.seed ^ 0x5eed5eedull) + (uint64_t)e));
+        mn_dialogue d;
+        memset(&d, 0, sizeof d);
+        char id[64];
+        snprintf(id, sizeof id, "synthetic-%06d", e);
+        d.id = strdup(id);
+        d.turns = calloc((size_t)turns, sizeof *d.turns);
+        if (!d.id || !d.turns)
+            st = mn_fail(MN_ERR_NOMEM, "synthetic probes: out of memory");
+        for (int i = 0; i < turns && st == MN_OK; i++) {
+            mn_turn *t = &d.turns[d.n_turns++];
+            t->speaker = strdup(i % 2 ? "B" : "A");
+            t->text = strdup(filler[mn_rng_below(&rng, (uint64_t)n_pool)]);
+            t->session = 1 + i / MN_SYNTHETIC_SESSION_TURNS;
+            if (!t->speaker || !t->text)
+                st = mn_fail(MN_ERR_NOMEM, "synthetic probes: out of memory");
+        }
+        if (st == MN_OK)
+            st = inject_one(&d, e, templates, NULL, &cfg, stats);
+        if (st == MN_OK)
+            st = mn_dialogue_list_push(out, &d);
+        mn_dialogue_free(&d);
+    }
+    free(texts);
+    return st;
+}

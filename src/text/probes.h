@@ -1,0 +1,137 @@
+/* Recall probes injected into episodes (docs/probes.md): a fact is said as a first-person turn
+ * by one speaker, and d turns later the other speaker asks about it. The facts come from MSC
+ * persona sentences or from slot templates (the JSON files in data/probes); both are split so
+ * that no test phrasing, value or persona sentence ever reaches training data. */
+#ifndef MN_PROBES_H
+#define MN_PROBES_H
+
+#include <stdint.h>
+
+#include "text/dialogue.h"
+#include "text/readers.h" /* mn_split */
+
+/* One slot-template category of one split, e.g. "pets": "my {key} is {value}". */
+typedef struct {
+    char *name;
+    char **keys;       /* what is recalled, e.g. "dog's name"; shared by all splits */
+    int n_keys;
+    char **facts;      /* first-person statements holding {key} and {value} */
+    int n_facts;
+    char **updates;    /* statements that replace an earlier value */
+    int n_updates;
+    char **questions;  /* second-person questions holding {key}, never {value} */
+    int n_questions;
+    char **values;     /* all of one type, so that any two are plausible alternatives */
+    int n_values;
+} mn_fact_category;
+
+typedef struct {
+    mn_split split;
+    mn_fact_category *categories;
+    int n_categories;
+    char **persona_questions;  /* asked about an MSC persona fact */
+    int n_persona_questions;
+} mn_probe_templates;
+
+/* Loads the templates of one split (train, valid or test) from a folder of *.json files (read
+ * in name order) or from one such file. A file holds either one category
+ *   {"category": name, "keys": [...], "fact": S, "update": S, "question": S, "values": S}
+ * or {"persona_questions": S}, where S = {"train": [...], "valid": [...], "test": [...]}.
+ * All three splits are read and checked, whichever is asked for: every list non-empty, fact
+ * and update phrasings holding {key} and {value}, questions holding {key} and no {value}, no
+ * other placeholder, values unique within a category, and no phrasing or value (case-insensitive)
+ * in two splits, across all files. Errors name the file and the field. */
+mn_status mn_probe_templates_load(const char *path, mn_split split, mn_probe_templates *out);
+void mn_probe_templates_free(mn_probe_templates *templates);
+
+/* MSC persona sentences of one split (msc_personas_all.json: {"train"|"valid"|"test": [{"Speaker
+ * 1": [...], "Speaker 2": [...]}]}). A sentence found in two splits (compared lower-cased,
+ * with punctuation and extra spaces removed) is dropped from all of them, so that the splits
+ * are disjoint; duplicates within the split are merged. Each item side ("Speaker 1" of item 7) is a
+ * persona: a coherent set of facts about one person. */
+typedef struct {
+    mn_split split;
+    char **sentences;       /* unique, first-occurrence order */
+    int n_sentences;
+    int *persona_start;     /* persona p holds persona_sentences[persona_start[p] ..
+                             * persona_start[p + 1]) (indices into sentences) */
+    int *persona_sentences;
+    int n_personas;         /* personas left with at least one sentence */
+    int64_t dropped_shared; /* sentences (with repeats) dropped because another split has them */
+} mn_persona_bank;
+
+mn_status mn_persona_bank_load(const char *path, mn_split split, mn_persona_bank *out);
+void mn_persona_bank_free(mn_persona_bank *bank);
+
+/* Where fact sentences come from. */
+enum { MN_FACTS_PERSONAS = 1, MN_FACTS_TEMPLATES = 2, MN_FACTS_BOTH = 3 };
+
+/* Distances in turns; a probe takes one range (in turn across probes) and a uniform distance
+ * inside it. {8, 8} asks exactly 8 turns after the fact. */
+typedef struct {
+    int lo, hi;  /* 1 <= lo <= hi */
+} mn_distance_range;
+
+typedef struct {
+    const mn_distance_range *distances;
+    int n_distances;
+    int probes_per_episode;  /* >= 1; fewer are made when the episode has no room */
+    int n_distractors;       /* k: choices = answer + up to k distractors of the same type */
+    int interference;        /* per template probe: this many extra facts of the same category
+                              * (other keys, other values) said by the same speaker before the
+                              * question */
+    double update_prob;      /* per template probe: chance that the value is first stated, then
+                              * changed; the answer is the new value, the old one a distractor */
+    int sources;             /* MN_FACTS_* */
+    uint64_t seed;
+} mn_probe_config;
+
+/* Distances 1,2,4,8,16,32,64; 8 probes per episode; 3 distractors; no interference; no
+ * updates; both sources; seed 1. */
+mn_probe_config mn_probe_config_default(void);
+
+typedef struct {
+    int64_t episodes;
+    int64_t probes;             /* made */
+    int64_t persona_probes;
+    int64_t template_probes;
+    int64_t update_probes;
+    int64_t interference_facts;
+    int64_t fact_turns;         /* turns inserted (facts, updates, interference) */
+    int64_t skipped_probes;     /* asked for but not placeable (episode too short, no room) */
+    int64_t dropped_turns;      /* original turns pushed past the end by inserted facts */
+} mn_probe_stats;
+
+/* Adds probes to one episode. The episode keeps its length: fact turns are placed at chosen
+ * indices and the original turns fill the others in order, the last ones falling off the end.
+ * Each probe has after = fact index + d, evidence = [fact index] (the update turn when there
+ * is one), speaker = the other speaker, and choices with the answer at a random place. The
+ * episode's existing probes are re-indexed (and dropped if their turns fell off). Deterministic
+ * in (config->seed, episode_index). `templates` may be NULL when sources has no
+ * MN_FACTS_TEMPLATES and no persona probe is asked for; persona probes need both `personas`
+ * and templates->persona_questions. On failure the episode is unchanged. */
+mn_status mn_probes_inject(mn_dialogue *episode, int64_t episode_index,
+                           const mn_probe_templates *templates, const mn_persona_bank *personas,
+                           const mn_probe_config *config, mn_probe_stats *stats);
+
+/* mn_probes_inject on every episode of the list, episode_index = position in the list. */
+mn_status mn_probes_inject_all(mn_dialogue_list *episodes, const mn_probe_templates *templates,
+                               const mn_persona_bank *personas, const mn_probe_config *config,
+                               mn_probe_stats *stats);
+
+/* Synthetic recall episodes, needing no corpus: n_episodes episodes of `turns` turns between
+ * speakers "A" and "B" whose filler texts are drawn from the turns of `pool` (NULL: a small
+ * built-in small-talk pool), in sessions of 12 turns, with template facts injected as by
+ * mn_probes_inject (config->sources is taken as MN_FACTS_TEMPLATES). Appends to `out`. */
+mn_status mn_probes_synthetic(const mn_dialogue_list *pool, int n_episodes, int turns,
+                              const mn_probe_templates *templates, const mn_probe_config *config,
+                              mn_dialogue_list *out, mn_probe_stats *stats);
+
+/* Parses "1,2,4,8" and ranges "1-16,32,100-512" into a malloc'd array. */
+mn_status mn_distances_parse(const char *spec, mn_distance_range **out, int *n);
+
+/* "train", "valid" or "test". */
+mn_status mn_probe_split_parse(const char *name, mn_split *out);
+const char *mn_probe_split_name(mn_split split);
+
+#endif

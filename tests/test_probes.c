@@ -1,0 +1,931 @@
+/* Episodes and recall probes: seeded determinism, sessions, T, probe validity (through the
+ * canonical JSONL reader), distances, distractors, updates, interference, split disjointness
+ * of templates, values and personas, the synthetic mode and the CLI. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "text/dialogue.h"
+#include "text/episodes.h"
+#include "text/probes.h"
+
+/* ------------------------------------------------------------------ helpers */
+
+static char tmp_dir[256];
+
+static const char *templates_dir(void) {
+    static char path[4096];
+    const char *fixtures = getenv("MNEMO_FIXTURES");
+    snprintf(path, sizeof path, "%s/../../data/probes", fixtures ? fixtures : "tests/fixtures");
+    return path;
+}
+
+static const char *tmp_path(const char *name) {
+    static char path[8][512];
+    static int next;
+    char *p = path[next++ % 8];
+    snprintf(p, 512, "%s/%s", tmp_dir, name);
+    return p;
+}
+
+static void write_text(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* n dialogues of varying length, speakers named per dialogue ("X3", "Y3"), texts "d3 t5". */
+static void make_dialogues(mn_dialogue_list *list, int n, int min_turns, int max_turns) {
+    memset(list, 0, sizeof *list);
+    for (int i = 0; i < n; i++) {
+        mn_dialogue d = {0};
+        char buf[64];
+        snprintf(buf, sizeof buf, "dlg-%d", i);
+        d.id = strdup(buf);
+        d.n_turns = min_turns + (i * 7) % (max_turns - min_turns + 1);
+        d.turns = calloc((size_t)d.n_turns, sizeof *d.turns);
+        for (int t = 0; t < d.n_turns; t++) {
+            snprintf(buf, sizeof buf, "%s%d", t % 2 ? "Y" : "X", i);
+            d.turns[t].speaker = strdup(buf);
+            snprintf(buf, sizeof buf, "d%d t%d", i, t);
+            d.turns[t].text = strdup(buf);
+            d.turns[t].date = strdup("2023-05-08");
+        }
+        assert_int_equal(mn_dialogue_list_push(list, &d), MN_OK);
+    }
+}
+
+/* The whole list as JSONL text, to compare runs byte for byte. */
+static char *serialize(const mn_dialogue_list *list) {
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    assert_non_null(f);
+    for (int64_t i = 0; i < list->count; i++)
+        assert_int_equal(mn_jsonl_write_dialogue(f, &list->items[i]), MN_OK);
+    fclose(f);
+    return buf;
+}
+
+/* Writes and re-reads through the canonical reader, strictly: every line must validate. */
+static void assert_roundtrip_valid(const mn_dialogue_list *list) {
+    const char *path = tmp_path("roundtrip.jsonl");
+    assert_int_equal(mn_jsonl_write_file(path, list), MN_OK);
+    mn_dialogue_list back = {0};
+    mn_read_stats stats = {0};
+    mn_status st = mn_jsonl_read(path, 1, stderr, &back, &stats);
+    if (st != MN_OK)
+        fail_msg("re-reading probes failed: %s", mn_last_error());
+    assert_int_equal(back.count, list->count);
+    assert_int_equal(stats.bad_records, 0);
+    for (int64_t i = 0; i < list->count; i++)
+        assert_int_equal(back.items[i].n_probes, list->items[i].n_probes);
+    mn_dialogue_list_free(&back);
+}
+
+static int in_list(char **list, int n, const char *s) {
+    for (int i = 0; i < n; i++)
+        if (!strcmp(list[i], s))
+            return 1;
+    return 0;
+}
+
+static int category_of_value(const mn_probe_templates *t, const char *value) {
+    for (int c = 0; c < t->n_categories; c++)
+        if (in_list(t->categories[c].values, t->categories[c].n_values, value))
+            return c;
+    return -1;
+}
+
+/* The key a template question asks about, found by filling each question template. */
+static const char *key_of_question(const mn_fact_category *cat, const char *question) {
+    for (int q = 0; q < cat->n_questions; q++)
+        for (int k = 0; k < cat->n_keys; k++) {
+            const char *tmpl = cat->questions[q];
+            const char *at = strstr(tmpl, "{key}");
+            if (!at)
+                continue;
+            char buf[512];
+            snprintf(buf, sizeof buf, "%.*s%s%s", (int)(at - tmpl), tmpl, cat->keys[k], at + 5);
+            if (!strcmp(buf, question))
+                return cat->keys[k];
+        }
+    return NULL;
+}
+
+/* s occurs in text as a whole word: "7" is not found in "71". */
+static int has_word(const char *text, const char *s) {
+    size_t n = strlen(s);
+    for (const char *p = text; (p = strstr(p, s)); p++) {
+        int before = p == text || !isalnum((unsigned char)p[-1]);
+        int after = !isalnum((unsigned char)p[n]);
+        if (before && after)
+            return 1;
+    }
+    return 0;
+}
+
+static int distance_of(const mn_probe *p) { return p->after - p->evidence[0]; }
+
+static mn_dialogue_list build_episodes(int n_dialogues, int turns, uint64_t seed) {
+    mn_dialogue_list dialogues, episodes = {0};
+    make_dialogues(&dialogues, n_dialogues, 6, 20);
+    mn_episode_config ec = mn_episode_config_default();
+    ec.turns = turns;
+    ec.seed = seed;
+    assert_int_equal(mn_episodes_build(&dialogues, &ec, &episodes), MN_OK);
+    mn_dialogue_list_free(&dialogues);
+    return episodes;
+}
+
+/* ------------------------------------------------------------------ episodes */
+
+static void test_episodes_sessions_and_T(void **state) {
+    (void)state;
+    mn_dialogue_list dialogues, episodes = {0};
+    make_dialogues(&dialogues, 60, 5, 20);
+    int64_t total = 0;
+    for (int64_t i = 0; i < dialogues.count; i++)
+        total += dialogues.items[i].n_turns;
+    /* a probe on dialogue 0 (after 3, evidence 1) must travel with it */
+    mn_dialogue *d0 = &dialogues.items[0];
+    d0->probes = calloc(1, sizeof *d0->probes);
+    d0->n_probes = 1;
+    d0->probes[0] = (mn_probe){.after = 3, .question = strdup("q?"), .answer = strdup("d0 t1"),
+                               .evidence = malloc(sizeof(int)), .n_evidence = 1};
+    d0->probes[0].evidence[0] = 1;
+
+    mn_episode_config ec = mn_episode_config_default();
+    ec.turns = 50;
+    ec.seed = 7;
+    assert_int_equal(mn_episodes_build(&dialogues, &ec, &episodes), MN_OK);
+    assert_true(episodes.count >= 10);
+    int carried = 0;
+    for (int64_t e = 0; e < episodes.count; e++) {
+        const mn_dialogue *ep = &episodes.items[e];
+        if (e + 1 < episodes.count)
+            assert_int_equal(ep->n_turns, 50);
+        else
+            assert_in_range(ep->n_turns, 1, 50);
+        /* sessions count 1, 2, 3... and each session is the start of one source dialogue */
+        int session = 0, src = -1, next_t = 0;
+        const char *sp[2] = {NULL, NULL};
+        for (int t = 0; t < ep->n_turns; t++) {
+            const mn_turn *turn = &ep->turns[t];
+            int di, ti;
+            assert_int_equal(sscanf(turn->text, "d%d t%d", &di, &ti), 2);
+            if (turn->session != session) {
+                assert_int_equal(turn->session, session + 1);
+                session = turn->session;
+                src = di;
+                next_t = 0;
+            }
+            assert_int_equal(di, src);
+            assert_int_equal(ti, next_t++);
+            assert_string_equal(turn->date, "2023-05-08");
+            /* speakers unified: the whole episode uses its first session's two names */
+            int slot = ti % 2;
+            if (!sp[slot])
+                sp[slot] = turn->speaker;
+            assert_string_equal(turn->speaker, sp[slot]);
+        }
+        assert_int_equal(ep->turns[0].session, 1);
+        for (int p = 0; p < ep->n_probes; p++) {
+            const mn_probe *q = &ep->probes[p];
+            assert_string_equal(ep->turns[q->evidence[0]].text, "d0 t1");
+            assert_string_equal(ep->turns[q->after - 1].text, "d0 t2");
+            carried++;
+        }
+    }
+    assert_int_equal(carried, 1);
+    /* nothing but the cut remainders is lost: each dialogue used at most once, in full
+     * except the one crossing a boundary */
+    int64_t out_turns = 0;
+    for (int64_t e = 0; e < episodes.count; e++)
+        out_turns += episodes.items[e].n_turns;
+    assert_true(out_turns <= total);
+    assert_true(out_turns > total - 20 * episodes.count);
+
+    /* drop_short: every episode has exactly T */
+    mn_dialogue_list exact = {0};
+    ec.drop_short = 1;
+    assert_int_equal(mn_episodes_build(&dialogues, &ec, &exact), MN_OK);
+    int last_short = episodes.items[episodes.count - 1].n_turns < 50;
+    assert_int_equal(exact.count, episodes.count - last_short);
+    for (int64_t e = 0; e < exact.count; e++)
+        assert_int_equal(exact.items[e].n_turns, 50);
+    /* T of thousands: one episode holds everything */
+    mn_dialogue_list big = {0};
+    ec.turns = 5000;
+    ec.drop_short = 0;
+    assert_int_equal(mn_episodes_build(&dialogues, &ec, &big), MN_OK);
+    assert_int_equal(big.count, 1);
+    assert_int_equal(big.items[0].n_turns, total);
+    assert_int_equal(big.items[0].turns[big.items[0].n_turns - 1].session, 60);
+    ec.turns = 0;
+    assert_int_equal(mn_episodes_build(&dialogues, &ec, &big), MN_ERR_CONFIG);
+    mn_dialogue_list_free(&big);
+    mn_dialogue_list_free(&exact);
+    mn_dialogue_list_free(&episodes);
+    mn_dialogue_list_free(&dialogues);
+}
+
+static void test_episodes_deterministic(void **state) {
+    (void)state;
+    mn_dialogue_list a = build_episodes(40, 64, 3), b = build_episodes(40, 64, 3),
+                     c = build_episodes(40, 64, 4);
+    char *sa = serialize(&a), *sb = serialize(&b), *sc = serialize(&c);
+    assert_string_equal(sa, sb);
+    assert_true(strcmp(sa, sc) != 0);
+    free(sa);
+    free(sb);
+    free(sc);
+    mn_dialogue_list_free(&a);
+    mn_dialogue_list_free(&b);
+    mn_dialogue_list_free(&c);
+}
+
+/* ------------------------------------------------------------------ template probes */
+
+static void test_template_probes_valid(void **state) {
+    (void)state;
+    mn_probe_templates t;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &t), MN_OK);
+    mn_dialogue_list eps = build_episodes(120, 200, 11);
+    static const mn_distance_range dist[] = {{1, 1}, {5, 5}, {17, 17}, {64, 64}, {150, 150}};
+    mn_probe_config pc = mn_probe_config_default();
+    pc.distances = dist;
+    pc.n_distances = 5;
+    pc.probes_per_episode = 6;
+    pc.sources = MN_FACTS_TEMPLATES;
+    mn_probe_stats stats = {0};
+    assert_int_equal(mn_probes_inject_all(&eps, &t, NULL, &pc, &stats), MN_OK);
+    assert_true(stats.probes > 0);
+    assert_int_equal(stats.persona_probes, 0);
+    int64_t seen[5] = {0}, probes = 0;
+    for (int64_t e = 0; e < eps.count; e++) {
+        const mn_dialogue *ep = &eps.items[e];
+        assert_true(ep->n_turns <= 200); /* T still holds after injection */
+        for (int p = 0; p < ep->n_probes; p++) {
+            const mn_probe *q = &ep->probes[p];
+            probes++;
+            assert_int_equal(q->n_evidence, 1);
+            int d = distance_of(q), k = -1;
+            for (int i = 0; i < 5; i++)
+                if (d == dist[i].lo)
+                    k = i;
+            assert_true(k >= 0);
+            seen[k]++;
+            assert_in_range(q->after, 1, ep->n_turns);
+            const mn_turn *fact = &ep->turns[q->evidence[0]];
+            assert_true(has_word(fact->text, q->answer));
+            /* the other speaker asks */
+            assert_non_null(q->speaker);
+            assert_true(strcmp(q->speaker, fact->speaker) != 0);
+            /* answer + 3 distinct distractors, all of the answer's category */
+            assert_int_equal(q->n_choices, 4);
+            int c = category_of_value(&t, q->answer);
+            assert_true(c >= 0);
+            const mn_fact_category *cat = &t.categories[c];
+            int has_answer = 0;
+            for (int i = 0; i < q->n_choices; i++) {
+                has_answer += !strcmp(q->choices[i], q->answer);
+                assert_true(in_list(cat->values, cat->n_values, q->choices[i]));
+                for (int j = 0; j < i; j++)
+                    assert_true(strcmp(q->choices[i], q->choices[j]) != 0);
+            }
+            assert_int_equal(has_answer, 1);
+            /* the question names the key the fact turn states */
+            const char *key = key_of_question(cat, q->question);
+            assert_non_null(key);
+            assert_non_null(strstr(fact->text, key));
+            /* fact turns keep their neighbours' session */
+            if (q->evidence[0] > 0)
+                assert_int_equal(fact->session, ep->turns[q->evidence[0] - 1].session);
+        }
+    }
+    assert_int_equal(probes, stats.probes);
+    for (int i = 0; i < 5; i++)
+        assert_true(seen[i] > 0); /* every requested distance occurs */
+    assert_roundtrip_valid(&eps);
+    mn_dialogue_list_free(&eps);
+    mn_probe_templates_free(&t);
+}
+
+static void test_exact_long_distance(void **state) {
+    (void)state;
+    mn_probe_templates t;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_VALID, &t), MN_OK);
+    mn_dialogue_list eps = build_episodes(200, 1500, 5);
+    static const mn_distance_range dist[] = {{512, 512}, {1000, 1000}, {2000, 2000}};
+    mn_probe_config pc = mn_probe_config_default();
+    pc.distances = dist;
+    pc.n_distances = 3;
+    pc.probes_per_episode = 3;
+    pc.sources = MN_FACTS_TEMPLATES;
+    mn_probe_stats stats = {0};
+    assert_int_equal(mn_probes_inject_all(&eps, &t, NULL, &pc, &stats), MN_OK);
+    int n512 = 0, n1000 = 0;
+    for (int64_t e = 0; e < eps.count; e++)
+        for (int p = 0; p < eps.items[e].n_probes; p++) {
+            int d = distance_of(&eps.items[e].probes[p]);
+            assert_true(d == 512 || d == 1000);
+            n512 += d == 512;
+            n1000 += d == 1000;
+        }
+    assert_int_equal(eps.count, 2); /* 1500 turns and the rest */
+    assert_int_equal(n512, eps.count);
+    assert_int_equal(n1000, eps.count);
+    /* 2000 never fits: counted as skipped, never bent to a shorter distance */
+    assert_int_equal(stats.skipped_probes, eps.count);
+    assert_roundtrip_valid(&eps);
+    mn_dialogue_list_free(&eps);
+    mn_probe_templates_free(&t);
+}
+
+static void test_probes_deterministic(void **state) {
+    (void)state;
+    mn_probe_templates t;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &t), MN_OK);
+    mn_probe_config pc = mn_probe_config_default();
+    pc.sources = MN_FACTS_TEMPLATES;
+    pc.interference = 1;
+    pc.update_prob = 0.5;
+    char *runs[3];
+    for (int r = 0; r < 3; r++) {
+        mn_dialogue_list eps = build_episodes(60, 128, 9);
+        pc.seed = r < 2 ? 21 : 22;
+        mn_probe_stats stats = {0};
+        assert_int_equal(mn_probes_inject_all(&eps, &t, NULL, &pc, &stats), MN_OK);
+        runs[r] = serialize(&eps);
+        mn_dialogue_list_free(&eps);
+    }
+    assert_string_equal(runs[0], runs[1]);
+    assert_true(strcmp(runs[0], runs[2]) != 0);
+    for (int r = 0; r < 3; r++)
+        free(runs[r]);
+    mn_probe_templates_free(&t);
+}
+
+static void test_updates(void **state) {
+    (void)state;
+    mn_probe_templates t;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &t), MN_OK);
+    mn_dialogue_list eps = build_episodes(200, 160, 2);
+    static const mn_distance_range dist[] = {{10, 40}};
+    mn_probe_config pc = mn_probe_config_default();
+    pc.distances = dist;
+    pc.n_distances = 1;
+    pc.probes_per_episode = 4;
+    pc.sources = MN_FACTS_TEMPLATES;
+    pc.update_prob = 1.0;
+    mn_probe_stats stats = {0};
+    assert_int_equal(mn_probes_inject_all(&eps, &t, NULL, &pc, &stats), MN_OK);
+    assert_int_equal(stats.update_probes, stats.probes);
+    int checked = 0;
+    for (int64_t e = 0; e < eps.count; e++) {
+        const mn_dialogue *ep = &eps.items[e];
+        for (int p = 0; p < ep->n_probes; p++) {
+            const mn_probe *q = &ep->probes[p];
+            assert_in_range(distance_of(q), 10, 40);
+            const mn_fact_category *cat = &t.categories[category_of_value(&t, q->answer)];
+            const char *key = key_of_question(cat, q->question);
+            assert_non_null(key);
+            int f = q->evidence[0];
+            /* the evidence turn is an update phrasing holding the new value */
+            int is_update = 0;
+            for (int u = 0; u < cat->n_updates && !is_update; u++) {
+                char *filled = NULL;
+                size_t len = 0;
+                FILE *m = open_memstream(&filled, &len);
+                for (const char *s = cat->updates[u]; *s;) {
+                    if (!strncmp(s, "{key}", 5)) {
+                        fputs(key, m);
+                        s += 5;
+                    } else if (!strncmp(s, "{value}", 7)) {
+                        fputs(q->answer, m);
+                        s += 7;
+                    } else {
+                        fputc(*s++, m);
+                    }
+                }
+                fclose(m);
+                is_update = !strcmp(filled, ep->turns[f].text);
+                free(filled);
+            }
+            assert_true(is_update);
+            /* an earlier turn of the same speaker stated another value for this key, and
+             * that old value is among the distractors */
+            int old_found = 0;
+            for (int i = 0; i < f && !old_found; i++) {
+                if (!strstr(ep->turns[i].text, key) ||
+                    strcmp(ep->turns[i].speaker, ep->turns[f].speaker))
+                    continue;
+                for (int c = 0; c < q->n_choices; c++)
+                    if (strcmp(q->choices[c], q->answer) &&
+                        has_word(ep->turns[i].text, q->choices[c]))
+                        old_found = 1;
+            }
+            assert_true(old_found);
+            /* and nothing after the update changes it again before the question */
+            for (int i = f + 1; i < q->after; i++)
+                assert_null(strstr(ep->turns[i].text, key));
+            checked++;
+        }
+    }
+    assert_true(checked > 50);
+    assert_roundtrip_valid(&eps);
+    mn_dialogue_list_free(&eps);
+    mn_probe_templates_free(&t);
+}
+
+static void test_interference(void **state) {
+    (void)state;
+    mn_probe_templates t;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TEST, &t), MN_OK);
+    mn_dialogue_list eps = build_episodes(80, 200, 4);
+    static const mn_distance_range dist[] = {{8, 8}, {32, 32}};
+    mn_probe_config pc = mn_probe_config_default();
+    pc.distances = dist;
+    pc.n_distances = 2;
+    pc.probes_per_episode = 2;
+    pc.sources = MN_FACTS_TEMPLATES;
+    pc.interference = 2;
+    mn_probe_stats stats = {0};
+    assert_int_equal(mn_probes_inject_all(&eps, &t, NULL, &pc, &stats), MN_OK);
+    assert_int_equal(stats.interference_facts, 2 * stats.probes);
+    assert_int_equal(stats.fact_turns, 3 * stats.probes);
+    for (int64_t e = 0; e < eps.count; e++) {
+        const mn_dialogue *ep = &eps.items[e];
+        for (int p = 0; p < ep->n_probes; p++) {
+            const mn_probe *q = &ep->probes[p];
+            const mn_fact_category *cat = &t.categories[category_of_value(&t, q->answer)];
+            const char *key = key_of_question(cat, q->question);
+            const char *speaker = ep->turns[q->evidence[0]].speaker;
+            /* two other facts of this category by the same speaker, before the question,
+             * with other keys, and their values are distractors */
+            int rivals = 0;
+            for (int i = 0; i < q->after; i++) {
+                if (i == q->evidence[0] || strcmp(ep->turns[i].speaker, speaker))
+                    continue;
+                for (int c = 0; c < q->n_choices; c++)
+                    if (strcmp(q->choices[c], q->answer) &&
+                        has_word(ep->turns[i].text, q->choices[c]) &&
+                        !strstr(ep->turns[i].text, key)) {
+                        int other_key = 0;
+                        for (int k = 0; k < cat->n_keys; k++)
+                            other_key |= strcmp(cat->keys[k], key) &&
+                                         strstr(ep->turns[i].text, cat->keys[k]) != NULL;
+                        rivals += other_key;
+                    }
+            }
+            assert_true(rivals >= 2);
+        }
+    }
+    assert_roundtrip_valid(&eps);
+    mn_dialogue_list_free(&eps);
+    mn_probe_templates_free(&t);
+}
+
+/* ------------------------------------------------------------------ splits */
+
+static void add_all(char **list, int n, char ***all, int *count) {
+    for (int i = 0; i < n; i++) {
+        char *low = strdup(list[i]);
+        for (char *p = low; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        *all = realloc(*all, (size_t)(*count + 1) * sizeof **all);
+        (*all)[(*count)++] = low;
+    }
+}
+
+static void test_template_splits_disjoint(void **state) {
+    (void)state;
+    mn_probe_templates s[3];
+    mn_split splits[3] = {MN_SPLIT_TRAIN, MN_SPLIT_VALID, MN_SPLIT_TEST};
+    char **phrases[3] = {0}, **values[3] = {0};
+    int n_phr[3] = {0}, n_val[3] = {0};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(mn_probe_templates_load(templates_dir(), splits[i], &s[i]), MN_OK);
+        assert_int_equal(s[i].n_categories, 6);
+        assert_true(s[i].n_persona_questions > 0);
+        add_all(s[i].persona_questions, s[i].n_persona_questions, &phrases[i], &n_phr[i]);
+        for (int c = 0; c < s[i].n_categories; c++) {
+            const mn_fact_category *cat = &s[i].categories[c];
+            assert_string_equal(cat->name, s[0].categories[c].name);
+            assert_true(cat->n_values >= 8); /* answer + 3 distractors + interference/updates */
+            add_all(cat->facts, cat->n_facts, &phrases[i], &n_phr[i]);
+            add_all(cat->updates, cat->n_updates, &phrases[i], &n_phr[i]);
+            add_all(cat->questions, cat->n_questions, &phrases[i], &n_phr[i]);
+            add_all(cat->values, cat->n_values, &values[i], &n_val[i]);
+        }
+    }
+    for (int a = 0; a < 3; a++)
+        for (int b = a + 1; b < 3; b++) {
+            for (int i = 0; i < n_phr[a]; i++)
+                assert_false(in_list(phrases[b], n_phr[b], phrases[a][i]));
+            for (int i = 0; i < n_val[a]; i++)
+                assert_false(in_list(values[b], n_val[b], values[a][i]));
+        }
+    for (int i = 0; i < 3; i++) {
+        for (int j = 0; j < n_phr[i]; j++)
+            free(phrases[i][j]);
+        for (int j = 0; j < n_val[i]; j++)
+            free(values[i][j]);
+        free(phrases[i]);
+        free(values[i]);
+        mn_probe_templates_free(&s[i]);
+    }
+}
+
+static const char *good_category =
+    "{\"category\": \"pets\", \"keys\": [\"dog's name\", \"cat's name\"],"
+    " \"fact\": {\"train\": [\"My {key} is {value}.\"], \"valid\": [\"V {key} {value}\"],"
+    "            \"test\": [\"T {key} {value}\"]},"
+    " \"update\": {\"train\": [\"Now my {key} is {value}.\"], \"valid\": [\"VU {key} {value}\"],"
+    "            \"test\": [\"TU {key} {value}\"]},"
+    " \"question\": {\"train\": [\"What is your {key}?\"], \"valid\": [\"V {key}?\"],"
+    "            \"test\": [\"T {key}?\"]},"
+    " \"values\": {\"train\": [\"Rex\", \"Tom\"], \"valid\": [\"Ava\", \"Bo\"], \"test\": [%s]}}";
+
+static void test_template_errors(void **state) {
+    (void)state;
+    mn_probe_templates t;
+    char text[2048];
+    /* a value shared by train and test is refused, naming the file and the value */
+    snprintf(text, sizeof text, good_category, "\"Kim\", \"rex\"");
+    write_text(tmp_path("leak.json"), text);
+    assert_int_equal(mn_probe_templates_load(tmp_path("leak.json"), MN_SPLIT_TRAIN, &t),
+                     MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "leak.json"));
+    assert_non_null(strstr(mn_last_error(), "rex"));
+    /* the same file with disjoint values loads */
+    snprintf(text, sizeof text, good_category, "\"Kim\", \"Lou\"");
+    write_text(tmp_path("ok.json"), text);
+    assert_int_equal(mn_probe_templates_load(tmp_path("ok.json"), MN_SPLIT_TEST, &t), MN_OK);
+    assert_int_equal(t.n_categories, 1);
+    assert_string_equal(t.categories[0].values[1], "Lou");
+    mn_probe_templates_free(&t);
+    /* a question giving the answer away, an unknown placeholder */
+    write_text(tmp_path("bad.json"),
+               "{\"category\": \"x\", \"keys\": [\"k\"], \"fact\": {\"train\": [\"{key} {name}\"],"
+               " \"valid\": [\"a\"], \"test\": [\"b\"]}}");
+    assert_int_equal(mn_probe_templates_load(tmp_path("bad.json"), MN_SPLIT_TRAIN, &t),
+                     MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "fact.train[0]"));
+    assert_int_equal(mn_probe_templates_load(tmp_path("missing.json"), MN_SPLIT_TRAIN, &t),
+                     MN_ERR_IO);
+    assert_non_null(strstr(mn_last_error(), "missing.json"));
+    write_text(tmp_path("trunc.json"), "{\"category\": \"x\", \"keys\": [");
+    assert_int_equal(mn_probe_templates_load(tmp_path("trunc.json"), MN_SPLIT_TRAIN, &t),
+                     MN_ERR_FORMAT);
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_ALL, &t),
+                     MN_ERR_INVALID_ARG);
+}
+
+static void test_distances_parse(void **state) {
+    (void)state;
+    mn_distance_range *r = NULL;
+    int n = 0;
+    assert_int_equal(mn_distances_parse("1,2,4,8,16,32,64", &r, &n), MN_OK);
+    assert_int_equal(n, 7);
+    assert_int_equal(r[6].lo, 64);
+    assert_int_equal(r[6].hi, 64);
+    free(r);
+    assert_int_equal(mn_distances_parse("1-16,512,100-1000", &r, &n), MN_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(r[0].lo, 1);
+    assert_int_equal(r[0].hi, 16);
+    assert_int_equal(r[1].lo, 512);
+    assert_int_equal(r[2].hi, 1000);
+    free(r);
+    const char *bad[] = {"", "0", "5-2", "a", "1,,2", "1,", "3-", "-3", "1-2-3", "99999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(mn_distances_parse(bad[i], &r, &n), MN_ERR_INVALID_ARG);
+}
+
+/* ------------------------------------------------------------------ personas */
+
+/* "I like dogs." is in train and (spelled differently) in test: it must vanish from both. */
+static const char *persona_fixture =
+    "{\"train\": ["
+    "  {\"Speaker 1\": [\"I like dogs.\", \"I am a chef.\", \"I live by the sea.\"],"
+    "   \"Speaker 2\": [\"I play chess.\", \"I have three sisters.\", \"I like dogs.\"]},"
+    "  {\"Speaker 1\": [\"I drive a red truck.\", \"I collect stamps.\"],"
+    "   \"Speaker 2\": [\"I am a nurse.\", \"I love jazz.\", \"I run marathons.\"]},"
+    "  {\"Speaker 1\": [\"I grow tomatoes.\", \"I hate mornings.\"],"
+    "   \"Speaker 2\": [\"I speak French.\", \"I knit scarves.\"]}],"
+    " \"valid\": [{\"Speaker 1\": [\"I fly kites.\"], \"Speaker 2\": [\"I bake bread.\"]}],"
+    " \"test\": ["
+    "  {\"Speaker 1\": [\"i like  DOGS\", \"I paint murals.\", \"I own a boat.\"],"
+    "   \"Speaker 2\": [\"I teach math.\", \"I climb rocks.\", \"I paint murals.\"]},"
+    "  {\"Speaker 1\": [\"I write poems.\", \"I keep bees.\"],"
+    "   \"Speaker 2\": [\"I surf.\", \"I sing opera.\"]}]}";
+
+static void assert_no_sentence_of(const mn_dialogue_list *eps, const mn_persona_bank *other) {
+    for (int64_t e = 0; e < eps->count; e++) {
+        const mn_dialogue *ep = &eps->items[e];
+        for (int t = 0; t < ep->n_turns; t++)
+            assert_false(in_list(other->sentences, other->n_sentences, ep->turns[t].text));
+        for (int p = 0; p < ep->n_probes; p++)
+            for (int c = 0; c < ep->probes[p].n_choices; c++)
+                assert_false(in_list(other->sentences, other->n_sentences,
+                                     ep->probes[p].choices[c]));
+    }
+}
+
+static void check_persona_probes(const mn_dialogue_list *eps, const mn_persona_bank *bank,
+                                 int k) {
+    int64_t n = 0;
+    for (int64_t e = 0; e < eps->count; e++) {
+        const mn_dialogue *ep = &eps->items[e];
+        for (int p = 0; p < ep->n_probes; p++) {
+            const mn_probe *q = &ep->probes[p];
+            if (!in_list(bank->sentences, bank->n_sentences, q->answer))
+                continue; /* a template probe */
+            n++;
+            /* the persona sentence is the fact turn, verbatim */
+            assert_string_equal(ep->turns[q->evidence[0]].text, q->answer);
+            assert_true(strcmp(q->speaker, ep->turns[q->evidence[0]].speaker) != 0);
+            assert_in_range(q->n_choices, 2, k + 1);
+            int has = 0;
+            for (int c = 0; c < q->n_choices; c++) {
+                has += !strcmp(q->choices[c], q->answer);
+                assert_true(in_list(bank->sentences, bank->n_sentences, q->choices[c]));
+                if (strcmp(q->choices[c], q->answer) == 0)
+                    continue;
+                /* a distractor was never said in the episode: the answer is unambiguous */
+                for (int t = 0; t < ep->n_turns; t++)
+                    assert_true(strcmp(ep->turns[t].text, q->choices[c]) != 0);
+            }
+            assert_int_equal(has, 1);
+            /* nor from the persona the answer was drawn from (true of the speaker, if
+             * unsaid): some persona holding the answer shares no sentence with the choices */
+            int clean_persona = 0;
+            for (int p2 = 0; p2 < bank->n_personas && !clean_persona; p2++) {
+                int holds = 0, shares = 0;
+                for (int i = bank->persona_start[p2]; i < bank->persona_start[p2 + 1]; i++) {
+                    const char *s = bank->sentences[bank->persona_sentences[i]];
+                    holds |= !strcmp(s, q->answer);
+                    for (int c = 0; c < q->n_choices; c++)
+                        shares |= strcmp(q->choices[c], q->answer) && !strcmp(s, q->choices[c]);
+                }
+                clean_persona = holds && !shares;
+            }
+            assert_true(clean_persona);
+        }
+    }
+    assert_true(n > 0);
+}
+
+static void test_persona_split_fixture(void **state) {
+    (void)state;
+    const char *path = tmp_path("personas.json");
+    write_text(path, persona_fixture);
+    mn_persona_bank train, test;
+    assert_int_equal(mn_persona_bank_load(path, MN_SPLIT_TRAIN, &train), MN_OK);
+    assert_int_equal(mn_persona_bank_load(path, MN_SPLIT_TEST, &test), MN_OK);
+    assert_false(in_list(train.sentences, train.n_sentences, "I like dogs."));
+    assert_false(in_list(test.sentences, test.n_sentences, "i like  DOGS"));
+    assert_int_equal(train.dropped_shared, 2);
+    assert_int_equal(train.n_sentences, 13);
+    assert_int_equal(train.n_personas, 6);
+    assert_int_equal(test.n_sentences, 8); /* "I paint murals." merged */
+    assert_int_equal(test.n_personas, 4);
+
+    mn_probe_templates t;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &t), MN_OK);
+    mn_dialogue_list eps = build_episodes(40, 80, 6);
+    static const mn_distance_range dist[] = {{2, 2}, {20, 20}};
+    mn_probe_config pc = mn_probe_config_default();
+    pc.distances = dist;
+    pc.n_distances = 2;
+    pc.probes_per_episode = 2; /* leaves the small bank room for 3 distractors */
+    pc.sources = MN_FACTS_PERSONAS;
+    mn_probe_stats stats = {0};
+    assert_int_equal(mn_probes_inject_all(&eps, &t, &train, &pc, &stats), MN_OK);
+    assert_int_equal(stats.persona_probes, stats.probes);
+    assert_true(stats.probes > 0);
+    check_persona_probes(&eps, &train, 3);
+    assert_no_sentence_of(&eps, &test);
+    assert_roundtrip_valid(&eps);
+    /* a test-split bank with train templates is a configuration error */
+    assert_int_equal(mn_probes_inject_all(&eps, &t, &test, &pc, &stats), MN_ERR_CONFIG);
+    /* persona facts without a bank, templates without categories */
+    assert_int_equal(mn_probes_inject_all(&eps, &t, NULL, &pc, &stats), MN_ERR_CONFIG);
+    mn_dialogue_list_free(&eps);
+    mn_probe_templates_free(&t);
+    mn_persona_bank_free(&train);
+    mn_persona_bank_free(&test);
+    write_text(path, "{\"train\": [{\"Speaker 1\": [3]}], \"valid\": [], \"test\": []}");
+    assert_int_equal(mn_persona_bank_load(path, MN_SPLIT_TRAIN, &train), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "train[0]"));
+}
+
+static void test_persona_split_msc(void **state) {
+    (void)state;
+    char path[4096];
+    const char *data = getenv("MNEMO_DATA");
+    snprintf(path, sizeof path, "%s/locomo/msc_personas_all.json", data ? data : "../shared/data");
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        printf("skipping: %s not found (MSC personas ship with LoCoMo)\n", path);
+        skip();
+    }
+    mn_persona_bank banks[3];
+    mn_split splits[3] = {MN_SPLIT_TRAIN, MN_SPLIT_VALID, MN_SPLIT_TEST};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(mn_persona_bank_load(path, splits[i], &banks[i]), MN_OK);
+        assert_true(banks[i].n_sentences > 100);
+    }
+    /* the real file shares ~120 sentences between train and test; none may survive */
+    assert_true(banks[0].dropped_shared > 0);
+    for (int i = 0; i < banks[2].n_sentences; i++)
+        assert_false(in_list(banks[0].sentences, banks[0].n_sentences, banks[2].sentences[i]));
+    mn_probe_templates t;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &t), MN_OK);
+    mn_dialogue_list eps = build_episodes(150, 150, 8);
+    mn_probe_config pc = mn_probe_config_default();
+    pc.sources = MN_FACTS_BOTH;
+    pc.update_prob = 0.3;
+    pc.interference = 1;
+    mn_probe_stats stats = {0};
+    assert_int_equal(mn_probes_inject_all(&eps, &t, &banks[0], &pc, &stats), MN_OK);
+    assert_true(stats.persona_probes > 0 && stats.template_probes > 0);
+    check_persona_probes(&eps, &banks[0], 3);
+    assert_no_sentence_of(&eps, &banks[2]);
+    assert_no_sentence_of(&eps, &banks[1]);
+    assert_roundtrip_valid(&eps);
+    mn_dialogue_list_free(&eps);
+    mn_probe_templates_free(&t);
+    for (int i = 0; i < 3; i++)
+        mn_persona_bank_free(&banks[i]);
+}
+
+/* ------------------------------------------------------------------ synthetic + CLI */
+
+static void test_synthetic(void **state) {
+    (void)state;
+    mn_probe_templates t;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &t), MN_OK);
+    static const mn_distance_range dist[] = {{1, 1}, {4, 4}, {16, 16}};
+    mn_probe_config pc = mn_probe_config_default();
+    pc.distances = dist;
+    pc.n_distances = 3;
+    pc.probes_per_episode = 3;
+    pc.sources = MN_FACTS_BOTH; /* taken as templates: no personas needed */
+    mn_dialogue_list out = {0}, again = {0};
+    mn_probe_stats stats = {0}, stats2 = {0};
+    assert_int_equal(mn_probes_synthetic(NULL, 10, 40, &t, &pc, &out, &stats), MN_OK);
+    assert_int_equal(out.count, 10);
+    assert_int_equal(stats.probes, 30);
+    for (int64_t e = 0; e < out.count; e++) {
+        const mn_dialogue *ep = &out.items[e];
+        assert_int_equal(ep->n_turns, 40);
+        assert_int_equal(ep->n_probes, 3);
+        assert_int_equal(ep->turns[0].session, 1);
+        assert_int_equal(ep->turns[39].session, 4);
+        for (int p = 0; p < 3; p++) {
+            const mn_probe *q = &ep->probes[p];
+            int d = distance_of(q);
+            assert_true(d == 1 || d == 4 || d == 16);
+            assert_non_null(strstr(ep->turns[q->evidence[0]].text, q->answer));
+        }
+    }
+    assert_roundtrip_valid(&out);
+    assert_int_equal(mn_probes_synthetic(NULL, 10, 40, &t, &pc, &again, &stats2), MN_OK);
+    char *a = serialize(&out), *b = serialize(&again);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    /* a given pool supplies the filler */
+    mn_dialogue_list pool;
+    make_dialogues(&pool, 3, 4, 4);
+    mn_dialogue_list from_pool = {0};
+    assert_int_equal(mn_probes_synthetic(&pool, 2, 30, &t, &pc, &from_pool, &stats), MN_OK);
+    for (int i = 0; i < from_pool.items[0].n_turns; i++) {
+        const char *text = from_pool.items[0].turns[i].text;
+        int di, ti;
+        int is_fact = 0;
+        for (int p = 0; p < from_pool.items[0].n_probes; p++)
+            is_fact |= from_pool.items[0].probes[p].evidence[0] == i;
+        if (!is_fact)
+            assert_int_equal(sscanf(text, "d%d t%d", &di, &ti), 2);
+    }
+    mn_dialogue_list_free(&from_pool);
+    mn_dialogue_list_free(&pool);
+    mn_dialogue_list_free(&out);
+    mn_dialogue_list_free(&again);
+    mn_probe_templates_free(&t);
+}
+
+static int run_cli(const char *args) {
+    const char *bin = getenv("MNEMO_BIN");
+    if (!bin)
+        return -1;
+    char cmd[24576];
+    snprintf(cmd, sizeof cmd, "'%s' episodes %s > '%s' 2>&1", bin, args, tmp_path("cli.log"));
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static void test_cli(void **state) {
+    (void)state;
+    if (!getenv("MNEMO_BIN"))
+        skip();
+    mn_dialogue_list dialogues;
+    make_dialogues(&dialogues, 50, 6, 20);
+    char in[512], out[512], args[16384];
+    snprintf(in, sizeof in, "%s", tmp_path("dialogues.jsonl"));
+    snprintf(out, sizeof out, "%s", tmp_path("episodes.jsonl"));
+    assert_int_equal(mn_jsonl_write_file(in, &dialogues), MN_OK);
+    mn_dialogue_list_free(&dialogues);
+    snprintf(args, sizeof args,
+             "--jsonl '%s' --split valid --turns 100 --distances 1,8,30-40 --facts templates "
+             "--templates '%s' --seed 3 --interference 1 --updates 0.5 "
+             "--probes-per-episode 5 -o '%s'",
+             in, templates_dir(), out);
+    assert_int_equal(run_cli(args), 0);
+    mn_dialogue_list eps = {0};
+    mn_read_stats rs = {0};
+    assert_int_equal(mn_jsonl_read(out, 1, stderr, &eps, &rs), MN_OK);
+    assert_true(eps.count >= 4);
+    mn_probe_templates valid;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_VALID, &valid), MN_OK);
+    int64_t probes = 0;
+    for (int64_t e = 0; e < eps.count; e++) {
+        assert_true(eps.items[e].n_turns <= 100);
+        for (int p = 0; p < eps.items[e].n_probes; p++) {
+            const mn_probe *q = &eps.items[e].probes[p];
+            int d = distance_of(q);
+            assert_true(d == 1 || d == 8 || (d >= 30 && d <= 40));
+            assert_true(category_of_value(&valid, q->answer) >= 0); /* valid values only */
+            probes++;
+        }
+    }
+    assert_true(probes >= 4 * 5 - 5);
+    mn_dialogue_list_free(&eps);
+    mn_probe_templates_free(&valid);
+    /* synthetic mode needs no corpus */
+    snprintf(args, sizeof args, "--synthetic 4 --turns 50 --templates '%s' -o '%s'",
+             templates_dir(), out);
+    assert_int_equal(run_cli(args), 0);
+    assert_int_equal(mn_jsonl_read(out, 1, stderr, &eps, &rs), MN_OK);
+    assert_int_equal(eps.count, 4);
+    mn_dialogue_list_free(&eps);
+    /* usage errors exit 2, a missing input 1 */
+    assert_int_equal(run_cli("--split dev -o x.jsonl --synthetic 1"), 2);
+    assert_int_equal(run_cli("--distances 0 -o x.jsonl --synthetic 1"), 2);
+    assert_int_equal(run_cli("--bogus"), 2);
+    /* the output is renamed into place: a special file such as /dev/null is refused */
+    snprintf(args, sizeof args, "--synthetic 1 --templates '%s' -o /dev/null", templates_dir());
+    assert_int_equal(run_cli(args), 2);
+    snprintf(args, sizeof args, "--jsonl '%s' --templates '%s' -o '%s' --facts templates",
+             tmp_path("nope.jsonl"), templates_dir(), out);
+    assert_int_equal(run_cli(args), 1);
+    assert_int_equal(run_cli("--help"), 0);
+}
+
+static int setup(void **state) {
+    (void)state;
+    snprintf(tmp_dir, sizeof tmp_dir, "/tmp/mnemo_probes_XXXXXX");
+    return mkdtemp(tmp_dir) ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_episodes_sessions_and_T),
+        cmocka_unit_test(test_episodes_deterministic),
+        cmocka_unit_test(test_template_probes_valid),
+        cmocka_unit_test(test_exact_long_distance),
+        cmocka_unit_test(test_probes_deterministic),
+        cmocka_unit_test(test_updates),
+        cmocka_unit_test(test_interference),
+        cmocka_unit_test(test_template_splits_disjoint),
+        cmocka_unit_test(test_template_errors),
+        cmocka_unit_test(test_distances_parse),
+        cmocka_unit_test(test_persona_split_fixture),
+        cmocka_unit_test(test_persona_split_msc),
+        cmocka_unit_test(test_synthetic),
+        cmocka_unit_test(test_cli),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
