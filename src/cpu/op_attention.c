@@ -1,137 +1,155 @@
 /* Multi-head scaled dot-product attention with key padding and an optional causal mask.
- * qkv (B, S, 3C): q | k | v blocks of C, head h at columns h*hs .. h*hs+hs-1 of each block. */
+ * qkv (B, S, 3C): q | k | v blocks of C, head h at columns h*hs .. h*hs+hs-1 of each block.
+ *
+ * Each (b, h) pair runs on one thread and does its products as single-threaded sgemm calls on
+ * blocks of MN_ATT_ROW_BLOCK query rows: scores Q K^T, then P V (forward); dP = dY V^T,
+ * dQ += dS K, dK += dS^T Q, dV += P^T dY (backward). With the causal mask a row block only
+ * multiplies the keys up to its last row, which skips most of the masked upper triangle.
+ * (Scalar dot-product loops were ~10% of a training step; see docs/perf.md.)
+ * A pair owns its q, k, v columns of dqkv, so every element is summed by one thread in a fixed
+ * order: deterministic for a fixed thread count. */
 #include "cpu/ops.h"
+#include "cpu/vec.h"
 
 #include <math.h>
+#include <stdlib.h>
+
+/* Query rows per block: large enough for efficient products, small enough that causal blocks
+ * skip the masked keys (S = 144: 3 blocks, 70% of the full score matrix). */
+#define MN_ATT_ROW_BLOCK 64
 
 /* Number of keys query s of a sequence with `valid` positions may attend to. */
 static int attention_key_count(int s, int valid, int causal) {
     return causal ? s + 1 : valid;   // only called for s < valid, so s + 1 <= valid
 }
 
+/* Row softmax in place over the first n_keys entries; entries n_keys .. n_zero-1 set to 0. */
+MN_VEC_CLONES
+static void softmax_row(float *a, int n_keys, int n_zero) {
+    int t = 0;
+    mn_v8f vmax = mn_v8f_set1(-INFINITY);
+    for (; t + 8 <= n_keys; t += 8) {
+        mn_v8f x = mn_v8f_load(a + t);
+        vmax = mn_v8f_select(x > vmax, x, vmax);
+    }
+    float maxval = mn_v8f_max(vmax);
+    for (; t < n_keys; t++)
+        maxval = a[t] > maxval ? a[t] : maxval;
+    mn_v8f vsum = mn_v8f_set1(0.0f), vm = mn_v8f_set1(maxval);
+    for (t = 0; t + 8 <= n_keys; t += 8) {
+        mn_v8f e = mn_exp8(mn_v8f_load(a + t) - vm);
+        mn_v8f_store(a + t, e);
+        vsum += e;
+    }
+    float sum = mn_v8f_sum(vsum);
+    for (; t < n_keys; t++) {
+        float e = mn_expf(a[t] - maxval);
+        a[t] = e;
+        sum += e;
+    }
+    float inv_sum = 1.0f / sum;
+    #pragma omp simd
+    for (int t = 0; t < n_keys; t++)
+        a[t] *= inv_sum;
+    for (int t = n_keys; t < n_zero; t++)
+        a[t] = 0.0f;   // masked keys: probability exactly 0
+}
+
+/* Softmax backward of one row: ds[t] = p[t] (dp[t] - sum_t' p[t'] dp[t']) * scale, in place
+ * over dp; entries n_keys .. n_zero-1 set to 0 (masked: p = 0). */
+MN_VEC_CLONES
+static void softmax_backward_row(float *dp, const float *p, int n_keys, int n_zero, float scale) {
+    float dot = 0.0f;
+    #pragma omp simd reduction(+ : dot)
+    for (int t = 0; t < n_keys; t++)
+        dot += p[t] * dp[t];
+    for (int t = 0; t < n_keys; t++)
+        dp[t] = p[t] * (dp[t] - dot) * scale;
+    for (int t = n_keys; t < n_zero; t++)
+        dp[t] = 0.0f;
+}
+
 // qkv (B, S, 3C), valid (B) -> out (B, S, C), att (B, H, S, S)
 void mn_attention_forward(float *out, float *att, const float *qkv, const int32_t *valid,
                           int B, int S, int C, int H, int causal) {
     int hs = C / H;
-    size_t C3 = (size_t)3 * C;
+    int C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
-    // every (b, h, s) query row is independent: it writes one att row and one out slice
-    #pragma omp parallel for collapse(3) schedule(static)
+    int team = mn_blas_on_openmp();   // else OpenBLAS threads each product itself (op_gemm.c)
+    #pragma omp parallel for collapse(2) schedule(static) if (team)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < H; h++) {
-            for (int s = 0; s < S; s++) {
-                float *att_row = att + (((size_t)b * H + h) * S + s) * S;   // (S)
-                float *o = out + ((size_t)b * S + s) * C + (size_t)h * hs;  // (hs)
-                int n_valid = valid[b];
-                if (s >= n_valid) {
-                    // padding query: defined zeros so that nothing downstream reads garbage
-                    for (int t = 0; t < S; t++) {
-                        att_row[t] = 0.0f;
-                    }
-                    for (int i = 0; i < hs; i++) {
-                        o[i] = 0.0f;
-                    }
-                    continue;
-                }
-                int n_keys = attention_key_count(s, n_valid, causal);
-                const float *q = qkv + ((size_t)b * S + s) * C3 + (size_t)h * hs;  // (hs)
-                // scores, with the max subtracted before exp for a stable softmax
-                float maxval = -INFINITY;
-                for (int t = 0; t < n_keys; t++) {
-                    const float *k = qkv + ((size_t)b * S + t) * C3 + C + (size_t)h * hs;
-                    float dot = 0.0f;
-                    // simd reduction: a fixed lane order per build, so still deterministic
-                    #pragma omp simd reduction(+ : dot)
-                    for (int i = 0; i < hs; i++) {
-                        dot += q[i] * k[i];
-                    }
-                    dot *= scale;
-                    att_row[t] = dot;
-                    if (dot > maxval) {
-                        maxval = dot;
-                    }
-                }
-                float sum = 0.0f;
-                for (int t = 0; t < n_keys; t++) {
-                    float e = expf(att_row[t] - maxval);
-                    att_row[t] = e;
-                    sum += e;
-                }
-                float inv_sum = 1.0f / sum;
-                for (int t = 0; t < n_keys; t++) {
-                    att_row[t] *= inv_sum;
-                }
-                for (int t = n_keys; t < S; t++) {
-                    att_row[t] = 0.0f;   // masked keys: probability exactly 0
-                }
-                // out = sum_t att[t] * v[t]
-                for (int i = 0; i < hs; i++) {
-                    o[i] = 0.0f;
-                }
-                for (int t = 0; t < n_keys; t++) {
-                    const float *v = qkv + ((size_t)b * S + t) * C3 + 2 * (size_t)C + (size_t)h * hs;
-                    float a = att_row[t];
-                    for (int i = 0; i < hs; i++) {
-                        o[i] += a * v[i];
-                    }
-                }
+            float *att_bh = att + ((size_t)b * H + h) * S * S;   // (S, S)
+            const float *q = qkv + (size_t)b * S * C3 + (size_t)h * hs;
+            const float *k = q + C, *v = q + 2 * C;              // rows of stride 3C
+            float *o = out + (size_t)b * S * C + (size_t)h * hs;  // rows of stride C
+            int n = valid[b];
+            for (int r0 = 0; r0 < n; r0 += MN_ATT_ROW_BLOCK) {
+                int r1 = r0 + MN_ATT_ROW_BLOCK < n ? r0 + MN_ATT_ROW_BLOCK : n;
+                int nk = causal ? r1 : n;   // keys any row of the block may see
+                float *a = att_bh + (size_t)r0 * S;
+                // scores (r1-r0, nk) = scale * Q[r0:r1] K[0:nk]^T
+                mn_sgemm_serial(0, 1, r1 - r0, nk, hs, scale, q + (size_t)r0 * C3, C3, k, C3, 0.0f, a, S);
+                for (int s = r0; s < r1; s++)
+                    softmax_row(att_bh + (size_t)s * S, attention_key_count(s, n, causal), S);
+                // out[r0:r1] = P (r1-r0, nk) V[0:nk]
+                mn_sgemm_serial(0, 0, r1 - r0, hs, nk, 1.0f, a, S, v, C3, 0.0f, o + (size_t)r0 * C, C);
+            }
+            // padding queries: defined zeros so that nothing downstream reads garbage
+            for (int s = n; s < S; s++) {
+                for (int t = 0; t < S; t++)
+                    att_bh[(size_t)s * S + t] = 0.0f;
+                for (int i = 0; i < hs; i++)
+                    o[(size_t)s * C + i] = 0.0f;
             }
         }
     }
 }
 
 // dout (B, S, C) -> dqkv (B, S, 3C) +=
-// A (b, h) pair owns its q, k and v columns of dqkv, so threads split the (b, h) pairs and
-// every element is summed by one thread in a fixed order.
 void mn_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
                            const int32_t *valid, int B, int S, int C, int H, int causal) {
     int hs = C / H;
-    size_t C3 = (size_t)3 * C;
+    int C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
-    #pragma omp parallel for collapse(2) schedule(static)
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < H; h++) {
-            // per-thread row buffer for the gradient of the softmax input (S floats of stack)
-            float dpre[S];
-            int n_valid = valid[b];
-            for (int s = 0; s < n_valid; s++) {   // padding queries send no gradient
-                int n_keys = attention_key_count(s, n_valid, causal);
-                const float *att_row = att + (((size_t)b * H + h) * S + s) * S;   // (S)
-                const float *dy = dout + ((size_t)b * S + s) * C + (size_t)h * hs;  // (hs)
-                const float *q = qkv + ((size_t)b * S + s) * C3 + (size_t)h * hs;
-                float *dq = dqkv + ((size_t)b * S + s) * C3 + (size_t)h * hs;
-                // datt[t] = dy . v[t];  dv[t] += att[t] * dy
-                float datt_dot_att = 0.0f;
-                for (int t = 0; t < n_keys; t++) {
-                    size_t row = ((size_t)b * S + t) * C3 + 2 * (size_t)C + (size_t)h * hs;
-                    const float *v = qkv + row;
-                    float *dv = dqkv + row;
-                    float a = att_row[t];
-                    float datt = 0.0f;
-                    #pragma omp simd reduction(+ : datt)
-                    for (int i = 0; i < hs; i++) {
-                        datt += dy[i] * v[i];
-                        dv[i] += a * dy[i];
-                    }
-                    dpre[t] = datt;
-                    datt_dot_att += datt * a;
-                }
-                // softmax backward: dpre[t] = att[t] * (datt[t] - sum_t' att[t'] datt[t'])
-                for (int t = 0; t < n_keys; t++) {
-                    dpre[t] = att_row[t] * (dpre[t] - datt_dot_att) * scale;
-                }
-                // dq += sum_t dpre[t] k[t];  dk[t] += dpre[t] q
-                for (int t = 0; t < n_keys; t++) {
-                    size_t row = ((size_t)b * S + t) * C3 + (size_t)C + (size_t)h * hs;
-                    const float *k = qkv + row;
-                    float *dk = dqkv + row;
-                    float g = dpre[t];
-                    for (int i = 0; i < hs; i++) {
-                        dq[i] += g * k[i];
-                        dk[i] += g * q[i];
-                    }
+    int team = mn_blas_on_openmp();   // else OpenBLAS threads each product itself (op_gemm.c)
+    #pragma omp parallel if (team)
+    {
+        // per-thread dP / dS block (MN_ATT_ROW_BLOCK, S); without memory, one row on the stack
+        int rb = MN_ATT_ROW_BLOCK;
+        float *ds = malloc((size_t)rb * S * sizeof(float));
+        float row_buf[ds ? 1 : S];
+        float *buf = ds;
+        if (!buf) {
+            buf = row_buf;
+            rb = 1;
+        }
+        #pragma omp for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++) {
+            for (int h = 0; h < H; h++) {
+                const float *att_bh = att + ((size_t)b * H + h) * S * S;
+                size_t base = (size_t)b * S * C3 + (size_t)h * hs;
+                const float *q = qkv + base, *k = q + C, *v = q + 2 * C;
+                float *dq = dqkv + base, *dk = dq + C, *dv = dq + 2 * C;
+                const float *dy = dout + (size_t)b * S * C + (size_t)h * hs;
+                int n = valid[b];   // padding queries send no gradient; padding keys get none
+                for (int r0 = 0; r0 < n; r0 += rb) {
+                    int r1 = r0 + rb < n ? r0 + rb : n;
+                    int nk = causal ? r1 : n;
+                    const float *p = att_bh + (size_t)r0 * S;   // (r1-r0, nk), row stride S
+                    // dV[0:nk] += P^T dY[r0:r1]
+                    mn_sgemm_serial(1, 0, nk, hs, r1 - r0, 1.0f, p, S, dy + (size_t)r0 * C, C, 1.0f, dv, C3);
+                    // dP (r1-r0, nk) = dY[r0:r1] V[0:nk]^T, then dS in place
+                    mn_sgemm_serial(0, 1, r1 - r0, nk, hs, 1.0f, dy + (size_t)r0 * C, C, v, C3, 0.0f, buf, nk);
+                    for (int s = r0; s < r1; s++)
+                        softmax_backward_row(buf + (size_t)(s - r0) * nk, att_bh + (size_t)s * S,
+                                             attention_key_count(s, n, causal), nk, scale);
+                    // dQ[r0:r1] += dS K[0:nk];  dK[0:nk] += dS^T Q[r0:r1]
+                    mn_sgemm_serial(0, 0, r1 - r0, hs, nk, 1.0f, buf, nk, k, C3, 1.0f, dq + (size_t)r0 * C3, C3);
+                    mn_sgemm_serial(1, 0, nk, hs, r1 - r0, 1.0f, buf, nk, q + (size_t)r0 * C3, C3, 1.0f, dk, C3);
                 }
             }
         }
+        free(ds);
     }
 }

@@ -1,5 +1,6 @@
 /* Token embedding: a row lookup forward, a scatter-add backward. */
 #include "cpu/ops.h"
+#include "cpu/vec.h"
 
 #include <string.h>
 
@@ -8,7 +9,7 @@
 
 // ids (N), table (V, C) -> out (N, C)
 void mn_embedding_forward(float *out, const int32_t *ids, const float *table, int N, int C) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * C >= MN_PAR_MIN_ELEMS)
     for (int n = 0; n < N; n++) {
         memcpy(out + (size_t)n * C, table + (size_t)ids[n] * C, (size_t)C * sizeof(float));
     }
@@ -19,7 +20,7 @@ void mn_embedding_forward(float *out, const int32_t *ids, const float *table, in
 // every dtable element is summed by one thread in n order, for any thread count.
 void mn_embedding_backward(float *dtable, const float *dout, const int32_t *ids, int N, int C) {
     int n_blocks = (C + MN_EMBEDDING_CHANNEL_BLOCK - 1) / MN_EMBEDDING_CHANNEL_BLOCK;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * C >= MN_PAR_MIN_ELEMS)
     for (int blk = 0; blk < n_blocks; blk++) {
         int c0 = blk * MN_EMBEDDING_CHANNEL_BLOCK;
         int c1 = c0 + MN_EMBEDDING_CHANNEL_BLOCK < C ? c0 + MN_EMBEDDING_CHANNEL_BLOCK : C;

@@ -1,5 +1,6 @@
 /* LayerNorm over the last dimension (eps 1e-5, biased variance, as PyTorch). */
 #include "cpu/ops.h"
+#include "cpu/vec.h"
 
 #include <math.h>
 
@@ -7,31 +8,60 @@
 /* Channels per slice in the weight-gradient sums: one thread owns a whole slice. */
 #define MN_LAYERNORM_CHANNEL_BLOCK 32
 
+/* One row; simd reductions have a fixed lane order per build (deterministic). */
+MN_VEC_CLONES
+static void layernorm_row(float *y, float *mean, float *rstd, const float *x, const float *weight,
+                          const float *bias, int C) {
+    // two passes (mean, then centred squares) avoid the cancellation of E[x^2] - E[x]^2
+    float m = 0.0f;
+    #pragma omp simd reduction(+ : m)
+    for (int c = 0; c < C; c++) {
+        m += x[c];
+    }
+    m /= (float)C;
+    float var = 0.0f;
+    #pragma omp simd reduction(+ : var)
+    for (int c = 0; c < C; c++) {
+        float d = x[c] - m;
+        var += d * d;
+    }
+    var /= (float)C;
+    float s = 1.0f / sqrtf(var + MN_LAYERNORM_EPS);
+    for (int c = 0; c < C; c++) {
+        y[c] = (x[c] - m) * s * weight[c] + bias[c];
+    }
+    *mean = m;
+    *rstd = s;
+}
+
 // inp (N, C), weight (C), bias (C) -> out (N, C), mean (N), rstd (N)
 void mn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                           const float *weight, const float *bias, int N, int C) {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if ((size_t)N * C >= MN_PAR_MIN_ELEMS)
     for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;   // (C)
-        float *y = out + (size_t)n * C;         // (C)
-        // two passes (mean, then centred squares) avoid the cancellation of E[x^2] - E[x]^2
-        float m = 0.0f;
-        for (int c = 0; c < C; c++) {
-            m += x[c];
-        }
-        m /= (float)C;
-        float var = 0.0f;
-        for (int c = 0; c < C; c++) {
-            float d = x[c] - m;
-            var += d * d;
-        }
-        var /= (float)C;
-        float s = 1.0f / sqrtf(var + MN_LAYERNORM_EPS);
-        for (int c = 0; c < C; c++) {
-            y[c] = (x[c] - m) * s * weight[c] + bias[c];
-        }
-        mean[n] = m;
-        rstd[n] = s;
+        layernorm_row(out + (size_t)n * C, mean + n, rstd + n, inp + (size_t)n * C, weight, bias, C);
+    }
+}
+
+// dx (C) += input gradient of one row
+MN_VEC_CLONES
+static void layernorm_backward_row(float *dx, const float *dy, const float *x, const float *weight,
+                                   float m, float s, int C) {
+    // dx = s * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * weight
+    float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
+    #pragma omp simd reduction(+ : dnorm_mean, dnorm_norm_mean)
+    for (int c = 0; c < C; c++) {
+        float xhat = (x[c] - m) * s;
+        float dxhat = dy[c] * weight[c];
+        dnorm_mean += dxhat;
+        dnorm_norm_mean += dxhat * xhat;
+    }
+    dnorm_mean /= (float)C;
+    dnorm_norm_mean /= (float)C;
+    for (int c = 0; c < C; c++) {
+        float xhat = (x[c] - m) * s;
+        float dxhat = dy[c] * weight[c];
+        dx[c] += s * (dxhat - dnorm_mean - xhat * dnorm_norm_mean);
     }
 }
 
@@ -40,32 +70,16 @@ void mn_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
                            const float *inp, const float *weight, const float *mean,
                            const float *rstd, int N, int C) {
     // input gradient: rows are independent
-    #pragma omp parallel for schedule(static)
+    int par = (size_t)N * C >= MN_PAR_MIN_ELEMS;
+    #pragma omp parallel for schedule(static) if (par)
     for (int n = 0; n < N; n++) {
-        const float *x = inp + (size_t)n * C;    // (C)
-        const float *dy = dout + (size_t)n * C;  // (C)
-        float *dx = dinp + (size_t)n * C;        // (C)
-        float m = mean[n], s = rstd[n];
-        // dx = s * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)),  dxhat = dy * weight
-        float dnorm_mean = 0.0f, dnorm_norm_mean = 0.0f;
-        for (int c = 0; c < C; c++) {
-            float xhat = (x[c] - m) * s;
-            float dxhat = dy[c] * weight[c];
-            dnorm_mean += dxhat;
-            dnorm_norm_mean += dxhat * xhat;
-        }
-        dnorm_mean /= (float)C;
-        dnorm_norm_mean /= (float)C;
-        for (int c = 0; c < C; c++) {
-            float xhat = (x[c] - m) * s;
-            float dxhat = dy[c] * weight[c];
-            dx[c] += s * (dxhat - dnorm_mean - xhat * dnorm_norm_mean);
-        }
+        layernorm_backward_row(dinp + (size_t)n * C, dout + (size_t)n * C, inp + (size_t)n * C, weight,
+                               mean[n], rstd[n], C);
     }
     // parameter gradients: sums over rows; threads split the channels so every sum runs in
     // n order on one thread (deterministic for any thread count)
     int n_blocks = (C + MN_LAYERNORM_CHANNEL_BLOCK - 1) / MN_LAYERNORM_CHANNEL_BLOCK;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (par)
     for (int blk = 0; blk < n_blocks; blk++) {
         int c0 = blk * MN_LAYERNORM_CHANNEL_BLOCK;
         int c1 = c0 + MN_LAYERNORM_CHANNEL_BLOCK < C ? c0 + MN_LAYERNORM_CHANNEL_BLOCK : C;

@@ -1,7 +1,7 @@
-/* Linear layer in GPT-2's Conv1D layout: y = x @ W + b, W (IC, OC). Products by OpenBLAS. */
+/* Linear layer in GPT-2's Conv1D layout: y = x @ W + b, W (IC, OC). Products by mn_sgemm. */
 #include "cpu/ops.h"
+#include "cpu/vec.h"
 
-#include <cblas.h>
 
 /* Output channels per slice in the bias-gradient sum: one thread owns a whole slice. */
 #define MN_LINEAR_CHANNEL_BLOCK 64
@@ -12,7 +12,7 @@ void mn_linear_forward(float *out, const float *inp, const float *weight, const 
     float beta = 0.0f;
     if (bias != NULL) {
         // preload the bias so that one sgemm with beta = 1 adds the product onto it
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if ((size_t)N * OC >= MN_PAR_MIN_ELEMS)
         for (int n = 0; n < N; n++) {
             float *y = out + (size_t)n * OC;
             for (int o = 0; o < OC; o++) {
@@ -22,8 +22,7 @@ void mn_linear_forward(float *out, const float *inp, const float *weight, const 
         beta = 1.0f;
     }
     // out (N, OC) = inp (N, IC) @ weight (IC, OC) [+ out]
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OC, IC,
-                1.0f, inp, IC, weight, OC, beta, out, OC);
+    mn_sgemm(0, 0, N, OC, IC, 1.0f, inp, IC, weight, OC, beta, out, OC);
 }
 
 // dout (N, OC) -> dinp (N, IC) += (if not NULL), dweight (IC, OC) +=, dbias (OC) += (if not NULL)
@@ -31,16 +30,14 @@ void mn_linear_backward(float *dinp, float *dweight, float *dbias, const float *
                         const float *inp, const float *weight, int N, int IC, int OC) {
     if (dinp != NULL) {
         // dinp (N, IC) += dout (N, OC) @ weight^T (OC, IC)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, IC, OC,
-                    1.0f, dout, OC, weight, OC, 1.0f, dinp, IC);
+        mn_sgemm(0, 1, N, IC, OC, 1.0f, dout, OC, weight, OC, 1.0f, dinp, IC);
     }
     // dweight (IC, OC) += inp^T (IC, N) @ dout (N, OC)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, IC, OC, N,
-                1.0f, inp, IC, dout, OC, 1.0f, dweight, OC);
+    mn_sgemm(1, 0, IC, OC, N, 1.0f, inp, IC, dout, OC, 1.0f, dweight, OC);
     if (dbias != NULL) {
         // column sums; threads split the channels so every sum runs in n order
         int n_blocks = (OC + MN_LINEAR_CHANNEL_BLOCK - 1) / MN_LINEAR_CHANNEL_BLOCK;
-        #pragma omp parallel for schedule(static)
+        #pragma omp parallel for schedule(static) if ((size_t)N * OC >= MN_PAR_MIN_ELEMS)
         for (int blk = 0; blk < n_blocks; blk++) {
             int o0 = blk * MN_LINEAR_CHANNEL_BLOCK;
             int o1 = o0 + MN_LINEAR_CHANNEL_BLOCK < OC ? o0 + MN_LINEAR_CHANNEL_BLOCK : OC;

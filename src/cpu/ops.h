@@ -9,6 +9,18 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Row-major sgemm, C (M, N) = alpha op(A) op(B) + beta C, op = transpose when trans_* != 0.
+ * mn_sgemm: call outside parallel regions; uses every thread (see op_gemm.c for which pool).
+ * mn_sgemm_serial: the calling thread only; for use inside an OpenMP region.
+ * mn_blas_on_openmp: 1 when OpenBLAS shares OpenMP's threads (single-threaded or the OpenMP
+ * build), so that ops may call mn_sgemm_serial from every thread of a team without
+ * oversubscribing the cores. */
+void mn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc);
+void mn_sgemm_serial(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
+                     int lda, const float *B, int ldb, float beta, float *C, int ldc);
+int mn_blas_on_openmp(void);
+
 /* embedding: out (N, C) = table[ids[n]] (V, C) */
 void mn_embedding_forward(float *out, const int32_t *ids, const float *table, int N, int C);
 void mn_embedding_backward(float *dtable, const float *dout, const int32_t *ids, int N, int C);
