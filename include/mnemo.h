@@ -49,6 +49,26 @@ mn_status mn_device_resolve(const char *request, mn_device *out, char *notice, s
 /* Number of CUDA devices, 0 in a build without CUDA; failures (error 35 on machines without
  * a driver) return MN_ERR_DEVICE with CUDA's message. */
 mn_status mn_cuda_device_count(int *count);
+/* Precision of the matrix products on CUDA. Weights, activations, gradients and their
+ * accumulation stay fp32 in every mode; TF32 and BF16 let cuBLAS round the inputs of each
+ * product to that format and use the tensor cores (docs/gpu.md states the tolerances). */
+typedef enum { MN_MATMUL_FP32 = 0, MN_MATMUL_TF32 = 1, MN_MATMUL_BF16 = 2 } mn_matmul;
+
+typedef struct {
+    char name[256];
+    int compute_capability;    /* major * 10 + minor, e.g. 90 */
+    int multiprocessors;
+    double clock_ghz;          /* peak SM clock */
+    double memory_gb;          /* global memory */
+    double peak_bandwidth_gbs; /* from the memory clock and bus width */
+    double peak_fp32_tflops;   /* CUDA cores: 128 FMA per SM per clock */
+    double peak_tf32_tflops;   /* dense tensor cores; 0 where this build does not know the chip */
+    double peak_bf16_tflops;
+    char peak_source[96];      /* where the peaks come from: a published figure or an estimate */
+} mn_device_info;
+
+/* Describes CUDA device `index` (0-based); MN_ERR_DEVICE without CUDA or without that device. */
+mn_status mn_cuda_device_info(int index, mn_device_info *info);
 
 /* ---------------------------------------------------------------- config */
 typedef struct {
@@ -100,6 +120,20 @@ mn_status mn_initial_state(const mn_model *model, float *r_out);
 mn_status mn_update(mn_model *model, const int32_t *tokens, int n, const float *r_in, float *r_out);
 /* Decoder logits of a turn read with state r: logits (n, V); row i predicts token i+1. */
 mn_status mn_logits(mn_model *model, const int32_t *tokens, int n, const float *r, float *logits);
+/* Updates n_sessions states in one call: session i reads tokens[offsets[i] .. offsets[i+1]-1]
+ * (1..max_turn_tokens tokens, offsets nondecreasing) and r_in[i] (k, C), and writes r_out[i].
+ * The same results as n_sessions calls of mn_update, up to the rounding of batched products.
+ * r_in == r_out is allowed; other overlap is not. Sessions are grouped by length internally. */
+mn_status mn_update_batch(mn_model *model, int n_sessions, const int32_t *tokens, const int64_t *offsets,
+                          const float *r_in, float *r_out);
+/* Where the inference calls (mn_update, mn_update_batch, mn_logits and the decoding calls)
+ * run; the CPU by default. MN_DEVICE_CUDA copies the parameters to the GPU: after changing
+ * mn_model_params() (a loaded checkpoint, a pulled trainer), call it again to refresh that
+ * copy. MN_ERR_DEVICE (the model stays on its previous device) when no GPU answers. */
+mn_status mn_model_set_device(mn_model *model, mn_device device);
+mn_device mn_model_device(const mn_model *model);
+/* Matrix-product precision of the inference calls (CUDA only; the CPU accepts FP32). */
+mn_status mn_model_set_matmul(mn_model *model, mn_matmul precision);
 
 /* ---------------------------------------------------------------- training */
 /* B episodes of T turns, each turn padded to max_len tokens. */
@@ -126,6 +160,15 @@ typedef struct mn_trainer mn_trainer;
 
 /* Holds gradients, AdamW moments and activations for batches up to max_B x (bptt turns). */
 mn_status mn_trainer_create(mn_model *model, int max_B, int bptt, mn_trainer **out);
+/* The same on a chosen device. On MN_DEVICE_CUDA the parameters are copied to the GPU at
+ * creation and the trainer works there: mn_model_params and the trainer's host buffers are
+ * mirrors, current after mn_trainer_pull; after editing them, mn_trainer_push. A CUDA failure
+ * returns MN_ERR_DEVICE with the call, file:line and CUDA's message; the trainer is then
+ * unusable (every later call repeats the error) and must be freed. */
+mn_status mn_trainer_create_on(mn_model *model, mn_device device, int max_B, int bptt, mn_trainer **out);
+mn_device mn_trainer_device(const mn_trainer *trainer);
+/* Matrix-product precision of training (CUDA only; the CPU accepts FP32). */
+mn_status mn_trainer_set_matmul(mn_trainer *trainer, mn_matmul precision);
 void mn_trainer_free(mn_trainer *trainer);
 int mn_trainer_bptt(const mn_trainer *trainer);
 /* Zeroes the gradients, then runs forward + backward (truncated every bptt turns) over the
@@ -140,7 +183,8 @@ float *mn_trainer_adam_m(mn_trainer *trainer);
 float *mn_trainer_adam_v(mn_trainer *trainer);
 uint64_t mn_trainer_step(const mn_trainer *trainer);     /* AdamW steps taken */
 void mn_trainer_set_step(mn_trainer *trainer, uint64_t step);
-/* L2 norm of the whole gradient (deterministic summation). */
+/* L2 norm of the whole gradient (deterministic summation). NaN if the device failed
+ * (mn_last_error() says how). */
 float mn_grad_norm(mn_trainer *trainer);
 /* Freezes (frozen = 1) or unfreezes every tensor whose name starts with prefix, e.g.
  * "decoder." or "wte": AdamW leaves frozen tensors bit-identical (their moments too).
@@ -155,6 +199,99 @@ mn_status mn_trainer_push(mn_trainer *trainer);
 /* Clips by global norm, then one AdamW step. *grad_norm (nullable) = norm before clipping.
  * A non-finite gradient norm returns MN_ERR_NUMERIC and leaves params and moments untouched. */
 mn_status mn_adamw_step(mn_trainer *trainer, const mn_adamw_config *opt, float *grad_norm);
+
+/* ---------------------------------------------------------------- decoding and sampling */
+/* Decoder logits of the last position only, logits (V): with r (k, C) it is the last row of
+ * mn_logits; with r == NULL the decoder runs on the tokens alone (no memory prefix, positions
+ * 0..n-1, n <= k + N), which is exactly Hugging Face GPT-2 on input_ids = tokens. */
+mn_status mn_next_logits(mn_model *model, const int32_t *tokens, int n, const float *r, float *logits);
+/* All rows of the memory-free decoder: logits (n, V), n <= k + N; row i predicts token i+1. */
+mn_status mn_logits_no_memory(mn_model *model, const int32_t *tokens, int n, float *logits);
+
+typedef struct {
+    float temperature; /* 0: greedy (argmax, ties to the lowest id); > 0: logits / temperature */
+    int top_k;         /* keep only the top_k most likely tokens; 0 = no limit */
+    float top_p;       /* keep the smallest most-likely set whose probability reaches top_p; 1 = all */
+} mn_sampling;
+
+/* Draws a token from logits (V). *rng_state is advanced (same state, same draw). Ties in the
+ * ranking go to the lower id, so the result does not depend on the sort's stability. */
+mn_status mn_sample(const float *logits, int vocab_size, const mn_sampling *sampling, uint64_t *rng_state,
+                    int32_t *token);
+/* Generates the rest of a turn read with state r (NULL: no memory). out (max_tokens) starts as
+ * a copy of prefix (n_prefix >= 1 tokens, e.g. the reply's speaker tokens); tokens are
+ * appended until one of stop[0..n_stop-1] is drawn (it is kept) or the turn holds max_tokens
+ * (<= N with memory, <= k + N without). *n_out = length of the whole turn. */
+mn_status mn_generate(mn_model *model, const float *r, const int32_t *prefix, int n_prefix, int max_tokens,
+                      const int32_t *stop, int n_stop, const mn_sampling *sampling, uint64_t *rng_state,
+                      int32_t *out, int *n_out);
+
+/* ---------------------------------------------------------------- session store */
+/* 64-bit fingerprint of what gives a session vector its meaning: the compressor-side config
+ * (V, C, H, n_comp_layers, k, N) and the bytes of wte, compressor.* and memory.*. The decoder
+ * is left out: a frozen-decoder run or a swapped decoder reads the same states. */
+uint64_t mn_model_fingerprint(const mn_model *model);
+
+/* Many sessions in one store (docs/sessions.md): for each id, R (k, C), a turn count,
+ * created/updated times and the fingerprint of the compressor that wrote R. An HDF5 snapshot
+ * (path) plus a checksummed append-only journal (path.journal) replayed on open and compacted
+ * atomically into a new snapshot. A put is atomic and durable when it returns: a crash at any
+ * moment loses at most the put in flight. Processes coordinate through advisory locks on
+ * path.lock: at most one writer at a time (a second is refused), any number of readers, each
+ * operation of a reader sees the last completed put. */
+typedef struct mn_session_store mn_session_store;
+
+enum {
+    MN_STORE_WRITE = 1,   /* put, delete and compact allowed; one writer per store at a time */
+    MN_STORE_CREATE = 2,  /* with MN_STORE_WRITE: create the store when it does not exist */
+    MN_STORE_NO_SYNC = 4, /* no fsync per put: survives a killed process, not a power cut */
+};
+#define MN_SESSION_ID_MAX 255 /* bytes; ids are 1..255 bytes, any byte but NUL */
+
+typedef struct {
+    char id[MN_SESSION_ID_MAX + 1];
+    int64_t turns;        /* as given to the last put */
+    int64_t created_us;   /* first put, microseconds since the Unix epoch */
+    int64_t updated_us;   /* last put */
+    uint64_t fingerprint; /* of the compressor that wrote R (mn_model_fingerprint) */
+} mn_session_info;
+
+typedef struct {
+    int64_t sessions;         /* live sessions */
+    int64_t snapshot_rows;    /* sessions in the HDF5 snapshot */
+    int64_t journal_records;  /* records appended since the last compaction */
+    int64_t snapshot_bytes, journal_bytes;
+    uint64_t generation;      /* bumped by every compaction */
+    int64_t compactions;      /* done by this handle */
+    mn_status last_compact_status; /* of this handle's last automatic compaction */
+} mn_session_store_stats;
+
+/* Opens (MN_STORE_CREATE: creates) the store at path. n_slots and d_model give R's shape:
+ * required to create; 0 takes the store's; otherwise they must equal the store's
+ * (MN_ERR_MISMATCH). A writer that finds the store open for writing elsewhere fails with
+ * MN_ERR_IO at once. Opening recovers from a crashed writer (a torn journal tail is dropped). */
+mn_status mn_session_store_open(const char *path, int flags, int n_slots, int d_model, mn_session_store **out);
+void mn_session_store_close(mn_session_store *store);
+void mn_session_store_shape(const mn_session_store *store, int *n_slots, int *d_model);
+/* Reads session id. Absent: MN_OK with *found = 0. With r (k, C) non-NULL, the session's
+ * fingerprint must equal `fingerprint` (else MN_ERR_MISMATCH, r untouched); r == NULL reads
+ * only the info (nullable). */
+mn_status mn_session_get(mn_session_store *store, const char *id, uint64_t fingerprint, float *r,
+                         mn_session_info *info, int *found);
+/* Writes (creates or replaces) session id; keeps its created time. R must be finite. */
+mn_status mn_session_put(mn_session_store *store, const char *id, uint64_t fingerprint, const float *r,
+                         int64_t turns);
+/* Removes session id; *existed (nullable) = whether it was there. */
+mn_status mn_session_delete(mn_session_store *store, const char *id, int *existed);
+/* Every session's info, sorted by id, in a malloc'd array (release with free()). */
+mn_status mn_session_list(mn_session_store *store, mn_session_info **infos, size_t *count);
+/* Rewrites the snapshot with every live session and starts an empty journal (atomic). */
+mn_status mn_session_store_compact(mn_session_store *store);
+/* Automatic compaction after a put once the journal holds max(min_records, snapshot rows)
+ * records, which keeps a put's amortised cost independent of the store's size.
+ * Default 4096; 0 turns it off. */
+void mn_session_store_set_autocompact(mn_session_store *store, int64_t min_records);
+mn_status mn_session_store_stats_get(mn_session_store *store, mn_session_store_stats *stats);
 
 #ifdef __cplusplus
 }

@@ -46,20 +46,34 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: mnemo bench [--batch B] [--turns T] [--bptt K] [--turn-tokens L] [--steps N] [--threads N]\n"
             "                   [--width C] [--layers L] [--slots k] [--vocab V]\n"
+            "                   [--device cpu|cuda|auto] [--matmul fp32|tf32|bf16] [--preset demo|gpt2-small]\n"
             "Times forward+backward+AdamW on random tokens with the demo config (or the overrides)\n"
-            "and OpenBLAS sgemm in the same run. Prints tokens/s, effective GFLOP/s, sgemm GFLOP/s.\n");
+            "and OpenBLAS sgemm in the same run. Prints tokens/s, effective GFLOP/s, sgemm GFLOP/s;\n"
+            "on a GPU also the model FLOPs utilisation (MFU) against the device's peak.\n"
+            "gpt2-small: V 50257, C 768, 12 heads, 12 decoder + 12 compressor layers, 32 slots.\n");
+}
+
+/* GPT-2 small's shape for both stacks, 32 memory slots, 128-token turns. */
+static mn_config gpt2_small(void) {
+    mn_config c = {.vocab_size = 50257, .d_model = 768, .n_heads = 12, .n_layers = 12, .n_comp_layers = 12,
+                   .n_slots = 32, .max_turn_tokens = 128, .gate_bias_init = -2.0f};
+    return c;
 }
 
 int cmd_bench(int argc, char **argv) {
     mn_config cfg = mn_config_demo();
     int B = 8, T = 8, bptt = 8, L = 64, steps = 5, threads = 0;
+    const char *device_name = "cpu";
+    mn_matmul matmul = MN_MATMUL_FP32;
     static const struct option options[] = {
         {"batch", required_argument, 0, 'B'},   {"turns", required_argument, 0, 'T'},
         {"bptt", required_argument, 0, 'K'},    {"turn-tokens", required_argument, 0, 'L'},
         {"steps", required_argument, 0, 's'},   {"threads", required_argument, 0, 'j'},
         {"width", required_argument, 0, 'C'},   {"layers", required_argument, 0, 'l'},
         {"slots", required_argument, 0, 'k'},   {"vocab", required_argument, 0, 'V'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+        {"device", required_argument, 0, 'd'},  {"matmul", required_argument, 0, 'm'},
+        {"preset", required_argument, 0, 'p'},  {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
@@ -74,6 +88,18 @@ int cmd_bench(int argc, char **argv) {
         case 'l': cfg.n_layers = atoi(optarg); break;
         case 'k': cfg.n_slots = atoi(optarg); break;
         case 'V': cfg.vocab_size = atoi(optarg); break;
+        case 'd': device_name = optarg; break;
+        case 'm':
+            if (!strcmp(optarg, "fp32")) matmul = MN_MATMUL_FP32;
+            else if (!strcmp(optarg, "tf32")) matmul = MN_MATMUL_TF32;
+            else if (!strcmp(optarg, "bf16")) matmul = MN_MATMUL_BF16;
+            else { usage(stderr); return 2; }
+            break;
+        case 'p': /* a preset replaces the config; put size overrides after it */
+            if (!strcmp(optarg, "gpt2-small")) cfg = gpt2_small();
+            else if (!strcmp(optarg, "demo")) cfg = mn_config_demo();
+            else { usage(stderr); return 2; }
+            break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -87,10 +113,19 @@ int cmd_bench(int argc, char **argv) {
         omp_set_num_threads(threads);
         openblas_set_num_threads(threads);
     }
+    mn_device device;
+    char notice[512];
+    if (mn_device_resolve(device_name, &device, notice, sizeof notice) != MN_OK) {
+        fprintf(stderr, "mnemo bench: %s\n", mn_last_error());
+        return 2;
+    }
+    if (notice[0])
+        fprintf(stderr, "%s\n", notice);
     mn_model *model = NULL;
     mn_trainer *trainer = NULL;
     if (mn_model_create(&cfg, &model) != MN_OK || mn_model_init(model, 1) != MN_OK ||
-        mn_trainer_create(model, B, bptt, &trainer) != MN_OK) {
+        mn_trainer_create_on(model, device, B, bptt, &trainer) != MN_OK ||
+        mn_trainer_set_matmul(trainer, matmul) != MN_OK) {
         fprintf(stderr, "mnemo bench: %s\n", mn_last_error());
         mn_model_free(model);
         return 1;
@@ -134,11 +169,24 @@ int cmd_bench(int argc, char **argv) {
     printf("config: V %d, C %d, H %d, decoder %d + compressor %d layers, %d slots; batch %d x %d turns x %d tokens, bptt %d, %d threads\n",
            cfg.vocab_size, cfg.d_model, cfg.n_heads, cfg.n_layers, cfg.n_comp_layers, cfg.n_slots, B, T, L, bptt,
            omp_get_max_threads());
+    printf("device: %s, matmul %s\n", device == MN_DEVICE_CUDA ? "cuda" : "cpu",
+           matmul == MN_MATMUL_BF16 ? "bf16" : matmul == MN_MATMUL_TF32 ? "tf32" : "fp32");
     printf("step (forward+backward+adamw): %.3f s, loss %.4f\n", dt, (double)loss);
     printf("tokens/s:                 %.0f\n", (double)n / dt);
     printf("effective GFLOP/s:        %.2f\n", gflops);
     printf("sgemm GFLOP/s (%dx%dx%d): %.2f\n", B * S, cfg.d_model, 4 * cfg.d_model, sgemm);
     printf("effective / sgemm:        %.2f\n", gflops / sgemm);
+    mn_device_info info;
+    if (device == MN_DEVICE_CUDA && mn_cuda_device_info(0, &info) == MN_OK) {
+        /* the sgemm line above is the host CPU's; on a GPU the reference is the device's peak */
+        double peak = matmul == MN_MATMUL_BF16 ? info.peak_bf16_tflops
+                      : matmul == MN_MATMUL_TF32 ? info.peak_tf32_tflops : info.peak_fp32_tflops;
+        static const char *names[] = {"fp32", "tf32", "bf16"};
+        printf("device:                   %s (%s)\n", info.name, info.peak_source);
+        printf("MFU vs %s peak:         %.1f%% of %.1f TFLOP/s\n", names[matmul], 100.0 * gflops / 1e3 / peak, peak);
+        printf("MFU vs bf16 dense peak:   %.1f%% of %.1f TFLOP/s\n", 100.0 * gflops / 1e3 / info.peak_bf16_tflops,
+               info.peak_bf16_tflops);
+    }
 done:
     free(tokens), free(lengths);
     mn_trainer_free(trainer);

@@ -34,10 +34,12 @@ mn_status mn_device_resolve(const char *request, mn_device *out, char *notice, s
         return mn_fail(MN_ERR_INVALID_ARG, "unknown device '%s' (expected cpu, cuda or auto)", request);
     int count = 0;
     mn_status st = mn_cuda_device_count(&count);
+    /* a copy: mn_fail below rewrites the buffer mn_last_error() points into */
+    char why[512];
 #ifndef MN_HAVE_CUDA
-    const char *why = "this build has no CUDA backend";
+    snprintf(why, sizeof why, "this build has no CUDA backend");
 #else
-    const char *why = st != MN_OK ? mn_last_error() : "no CUDA device found";
+    snprintf(why, sizeof why, "%s", st != MN_OK ? mn_last_error() : "no CUDA device found");
 #endif
     if (st == MN_OK && count > 0) {
         *out = MN_DEVICE_CUDA;
@@ -50,4 +52,19 @@ mn_status mn_device_resolve(const char *request, mn_device *out, char *notice, s
     *out = MN_DEVICE_CPU;
     mn_clear_error();
     return MN_OK;
+}
+
+mn_status mn_cuda_device_info(int index, mn_device_info *info) {
+    if (!info)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_cuda_device_info: info is NULL");
+    memset(info, 0, sizeof *info);
+#ifdef MN_HAVE_CUDA
+    char message[512];
+    if (mn_cuda_query_device_info(index, info, message, sizeof message) != 0)
+        return mn_fail(MN_ERR_DEVICE, "%s", message);
+    return MN_OK;
+#else
+    (void)index;
+    return mn_fail(MN_ERR_DEVICE, "this build has no CUDA backend");
+#endif
 }

@@ -4,11 +4,15 @@
 
 #include <stddef.h>
 
+#include "mnemo.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 /* Returns the cudaError_t of cudaGetDeviceCount (0 = success); on failure writes its text. */
 int mn_cuda_query_device_count(int *count, char *message, size_t message_cap);
+/* Fills info for device `index`; returns the first failing cudaError_t and writes its text. */
+int mn_cuda_query_device_info(int index, mn_device_info *info, char *message, size_t message_cap);
 #ifdef __cplusplus
 }
 #endif

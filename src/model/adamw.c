@@ -1,15 +1,18 @@
-/* Global-norm clipping and AdamW over the flat parameter buffer (docs/model.md). */
+/* Global-norm clipping and AdamW over the flat parameter buffer (docs/model.md), on the
+ * trainer's backend; host mirrors for device backends (pull/push). */
 #include <math.h>
 #include <string.h>
 
 #include "core/error.h"
-#include "cpu/ops.h"
 #include "model/trainer_internal.h"
 
 float mn_grad_norm(mn_trainer *tr) {
     if (!tr)
         return 0.0f;
-    return (float)sqrt(mn_sum_squares(tr->grads, tr->model->num_params));
+    double sumsq = MN_OP(&tr->exec, sum_squares, tr->grads, tr->model->num_params);
+    if (mn_exec_status(&tr->exec) != MN_OK)
+        return NAN; /* the device failed: mn_last_error() says how */
+    return (float)sqrt(sumsq);
 }
 
 static int finite_config(const mn_adamw_config *o) {
@@ -26,8 +29,11 @@ mn_status mn_adamw_step(mn_trainer *tr, const mn_adamw_config *opt, float *grad_
                        "adamw: invalid settings (lr %g, beta1 %g, beta2 %g, eps %g, weight_decay %g, grad_clip %g)",
                        (double)opt->lr, (double)opt->beta1, (double)opt->beta2, (double)opt->eps,
                        (double)opt->weight_decay, (double)opt->grad_clip);
+    const mn_exec *ex = &tr->exec;
+    MN_TRY(mn_exec_status(ex));
     mn_model *m = tr->model;
-    double norm = sqrt(mn_sum_squares(tr->grads, m->num_params));
+    double norm = sqrt(MN_OP(ex, sum_squares, tr->grads, m->num_params));
+    MN_TRY(mn_exec_status(ex));
     if (grad_norm)
         *grad_norm = (float)norm;
     if (!isfinite(norm))
@@ -36,19 +42,19 @@ mn_status mn_adamw_step(mn_trainer *tr, const mn_adamw_config *opt, float *grad_
         /* torch.nn.utils.clip_grad_norm_: coefficient clip / (norm + 1e-6), clamped to 1 */
         float coef = (float)((double)opt->grad_clip / (norm + 1e-6));
         if (coef < 1.0f)
-            for (size_t i = 0; i < m->num_params; i++)
-                tr->grads[i] *= coef;
+            MN_OP(ex, scale, tr->grads, coef, m->num_params);
     }
     tr->step++;
+    int n_segs = 0;
     for (int i = 0; i < m->n_tensors; i++) {
         const mn_tensor_info *t = &m->tensors[i];
         if (tr->frozen[i])
             continue;
-        mn_adamw_update(m->params + t->offset, tr->grads + t->offset, tr->adam_m + t->offset,
-                        tr->adam_v + t->offset, t->size, opt->lr, opt->beta1, opt->beta2, opt->eps,
-                        t->decay ? opt->weight_decay : 0.0f, tr->step);
+        tr->segments[n_segs++] = (mn_adamw_segment){t->offset, t->size, t->decay ? opt->weight_decay : 0.0f};
     }
-    return MN_OK;
+    MN_OP(ex, adamw_update, tr->params, tr->grads, tr->adam_m, tr->adam_v, tr->segments, n_segs, opt->lr,
+          opt->beta1, opt->beta2, opt->eps, tr->step);
+    return ex->be->synchronize(ex->ctx); /* a device failure is reported by the step that caused it */
 }
 
 mn_status mn_trainer_freeze(mn_trainer *tr, const char *prefix, int frozen) {
@@ -73,11 +79,27 @@ int mn_trainer_is_frozen(const mn_trainer *tr, int index) {
 mn_status mn_trainer_pull(mn_trainer *tr) {
     if (!tr)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_trainer_pull: trainer is NULL");
-    return MN_OK; /* the CPU backend works in the host buffers */
+    const mn_exec *ex = &tr->exec;
+    if (ex->be->device == MN_DEVICE_CPU)
+        return MN_OK; /* the CPU backend works in the host buffers */
+    size_t bytes = tr->model->num_params * sizeof(float);
+    MN_OP(ex, download, tr->model->params, tr->params, bytes);
+    MN_OP(ex, download, tr->host_grads, tr->grads, bytes);
+    MN_OP(ex, download, tr->host_adam_m, tr->adam_m, bytes);
+    MN_OP(ex, download, tr->host_adam_v, tr->adam_v, bytes);
+    return mn_exec_status(ex);
 }
 
 mn_status mn_trainer_push(mn_trainer *tr) {
     if (!tr)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_trainer_push: trainer is NULL");
-    return MN_OK;
+    const mn_exec *ex = &tr->exec;
+    if (ex->be->device == MN_DEVICE_CPU)
+        return MN_OK;
+    size_t bytes = tr->model->num_params * sizeof(float);
+    MN_OP(ex, upload, tr->params, tr->model->params, bytes);
+    MN_OP(ex, upload, tr->grads, tr->host_grads, bytes);
+    MN_OP(ex, upload, tr->adam_m, tr->host_adam_m, bytes);
+    MN_OP(ex, upload, tr->adam_v, tr->host_adam_v, bytes);
+    return ex->be->synchronize(ex->ctx);
 }

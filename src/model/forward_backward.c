@@ -1,56 +1,155 @@
 /* Training forward + backward over a batch of T-turn episodes, with BPTT truncated every
- * `bptt` turns (docs/model.md).
+ * `bptt` turns (docs/model.md), on the trainer's backend (model/backend.h).
  *
  * The decoder's output feeds only the loss of its own turn, so its whole backward runs right
  * after its forward: only one turn of decoder activations is ever alive, and its gradient into
  * R_{t-1} is kept. The compressor's activations are kept for the turns of the current chunk;
- * at the chunk's end the gradient flows back through R_t -> R_{t-1} inside the chunk. */
+ * at the chunk's end the gradient flows back through R_t -> R_{t-1} inside the chunk.
+ *
+ * Host work per batch: validation, the ids/targets/weights of every turn (uploaded in one
+ * copy), and one read-back of the per-turn loss sums at the end. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
-#include "cpu/ops.h"
 #include "model/model_internal.h"
 #include "model/trainer_internal.h"
 
+/* Per-turn sizes of the batch inputs for (B, S, L). */
+static size_t turn_ints(size_t B, size_t S, size_t L) { return 2 * B * S + B + B * L; }
+
+static void release_inputs(mn_trainer *tr) {
+    mn_exec_release(&tr->exec, tr->in_ints);
+    mn_exec_release(&tr->exec, tr->in_weights);
+    mn_exec_release(&tr->exec, tr->turn_loss);
+    free(tr->in_ints_host);
+    free(tr->in_weights_host);
+    free(tr->turn_weight);
+    free(tr->turn_loss_host);
+    tr->in_ints = NULL, tr->in_weights = NULL, tr->turn_loss = NULL;
+    tr->in_ints_host = NULL, tr->in_weights_host = NULL, tr->turn_weight = NULL, tr->turn_loss_host = NULL;
+    tr->input_turns = 0;
+}
+
+/* Room for the inputs of T turns of the largest batch shape. */
+static mn_status reserve_inputs(mn_trainer *tr, int T) {
+    if ((size_t)T <= tr->input_turns)
+        return MN_OK;
+    release_inputs(tr);
+    const mn_config *c = &tr->model->config;
+    size_t turns = (size_t)T < 8 ? 8 : (size_t)T, B = (size_t)tr->max_B, N = (size_t)c->max_turn_tokens;
+    size_t ints = turns * turn_ints(B, (size_t)c->n_slots + N, N), floats = turns * B * N;
+    tr->in_ints_host = malloc(ints * sizeof(int32_t));
+    tr->in_weights_host = malloc(floats * sizeof(float));
+    tr->turn_weight = malloc(turns * sizeof(double));
+    tr->turn_loss_host = malloc(turns * sizeof(double));
+    mn_status st = MN_OK;
+    if (!tr->in_ints_host || !tr->in_weights_host || !tr->turn_weight || !tr->turn_loss_host)
+        st = mn_fail(MN_ERR_NOMEM, "out of memory for the inputs of %zu turns", turns);
+    if (st == MN_OK)
+        st = mn_exec_alloc(&tr->exec, ints * sizeof(int32_t), (void **)&tr->in_ints);
+    if (st == MN_OK)
+        st = mn_exec_alloc(&tr->exec, floats * sizeof(float), (void **)&tr->in_weights);
+    if (st == MN_OK)
+        st = mn_exec_alloc(&tr->exec, turns * sizeof(double), (void **)&tr->turn_loss);
+    if (st != MN_OK) {
+        release_inputs(tr);
+        return st;
+    }
+    tr->input_turns = turns;
+    return MN_OK;
+}
 
 static void trainer_release(mn_trainer *tr) {
     if (!tr)
         return;
-    free(tr->frozen);
-    free(tr->grads);
-    free(tr->adam_m);
-    free(tr->adam_v);
-    mn_views_free(&tr->g);
-    mn_stack_acts_free(&tr->decoder);
-    if (tr->compressor)
-        for (int i = 0; i < tr->bptt; i++)
-            mn_stack_acts_free(&tr->compressor[i]);
+    const mn_exec *ex = &tr->exec;
+    if (ex->be) {
+        int on_host = ex->be->device == MN_DEVICE_CPU;
+        if (!on_host) {
+            mn_exec_release(ex, tr->params);
+            free(tr->host_grads);
+            free(tr->host_adam_m);
+            free(tr->host_adam_v);
+        }
+        mn_exec_release(ex, tr->grads);
+        mn_exec_release(ex, tr->adam_m);
+        mn_exec_release(ex, tr->adam_v);
+        mn_stack_acts_free(ex, &tr->decoder);
+        if (tr->compressor)
+            for (int i = 0; i < tr->bptt; i++)
+                mn_stack_acts_free(ex, &tr->compressor[i]);
+        mn_stack_scratch_free(ex, &tr->scratch);
+        float *buffers[] = {tr->states, tr->u, tr->z, tr->dmemory_decoder, tr->dstate, tr->dstate_prev, tr->du,
+                            tr->dgate_scratch, tr->head_in, tr->dhead_in, tr->logits, tr->dlogits, tr->losses,
+                            tr->dlnf};
+        for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++)
+            mn_exec_release(ex, buffers[i]);
+        release_inputs(tr);
+        mn_exec_close(&tr->exec);
+    }
     free(tr->compressor);
-    mn_stack_scratch_free(&tr->scratch);
-    free(tr->states);
-    free(tr->u);
-    free(tr->z);
-    free(tr->dmemory_decoder);
-    free(tr->dstate);
-    free(tr->dstate_prev);
-    free(tr->du);
-    free(tr->dgate_scratch);
-    free(tr->head_in);
-    free(tr->dhead_in);
-    free(tr->logits);
-    free(tr->dlogits);
-    free(tr->losses);
-    free(tr->weights);
-    free(tr->targets);
-    free(tr->dlnf);
+    free(tr->frozen);
+    free(tr->segments);
+    mn_views_free(&tr->p);
+    mn_views_free(&tr->g);
     free(tr);
 }
 
 void mn_trainer_free(mn_trainer *tr) { trainer_release(tr); }
 
-mn_status mn_trainer_create(mn_model *model, int max_B, int bptt, mn_trainer **out) {
+/* Backend buffers of the trainer, zero-filled. */
+static mn_status alloc_buffers(mn_trainer *tr) {
+    const mn_config *c = &tr->model->config;
+    const mn_exec *ex = &tr->exec;
+    size_t P = tr->model->num_params, B = (size_t)tr->max_B, C = (size_t)c->d_model;
+    size_t N = (size_t)c->max_turn_tokens, S = (size_t)c->n_slots + N, V = (size_t)c->vocab_size;
+    size_t state = B * (size_t)c->n_slots * C, bptt = (size_t)tr->bptt;
+    struct {
+        float **at;
+        size_t floats;
+    } plan[] = {
+        {&tr->grads, P},          {&tr->adam_m, P},        {&tr->adam_v, P},
+        {&tr->states, (bptt + 1) * state}, {&tr->u, bptt * state}, {&tr->z, bptt * state},
+        {&tr->dmemory_decoder, bptt * state}, {&tr->dstate, state}, {&tr->dstate_prev, state},
+        {&tr->du, state},         {&tr->dgate_scratch, state}, {&tr->head_in, B * N * C},
+        {&tr->dhead_in, B * N * C}, {&tr->logits, B * N * V}, {&tr->dlogits, B * N * V},
+        {&tr->losses, B * N},     {&tr->dlnf, B * S * C},
+    };
+    for (size_t i = 0; i < sizeof plan / sizeof plan[0]; i++)
+        MN_TRY(mn_exec_alloc(ex, plan[i].floats * sizeof(float), (void **)plan[i].at));
+    if (ex->be->device == MN_DEVICE_CPU) {
+        tr->params = tr->model->params;
+        tr->host_grads = tr->grads, tr->host_adam_m = tr->adam_m, tr->host_adam_v = tr->adam_v;
+    } else {
+        MN_TRY(mn_exec_alloc(ex, P * sizeof(float), (void **)&tr->params));
+        tr->host_grads = calloc(P, sizeof(float));
+        tr->host_adam_m = calloc(P, sizeof(float));
+        tr->host_adam_v = calloc(P, sizeof(float));
+        if (!tr->host_grads || !tr->host_adam_m || !tr->host_adam_v)
+            return mn_fail(MN_ERR_NOMEM, "out of memory for the host mirrors of %zu parameters", P);
+        MN_OP(ex, upload, tr->params, tr->model->params, P * sizeof(float));
+    }
+    MN_TRY(mn_views_bind(tr->model, tr->params, &tr->p));
+    MN_TRY(mn_views_bind(tr->model, tr->grads, &tr->g));
+    MN_TRY(mn_stack_acts_alloc(ex, &tr->decoder, c, c->n_layers, tr->max_B, (int)S, 0));
+    for (int i = 0; i < tr->bptt; i++)
+        MN_TRY(mn_stack_acts_alloc(ex, &tr->compressor[i], c, c->n_comp_layers, tr->max_B, (int)S, 0));
+    MN_TRY(mn_stack_scratch_alloc(ex, &tr->scratch, c, tr->max_B, (int)S));
+    MN_TRY(reserve_inputs(tr, 8));
+    return mn_exec_status(ex);
+}
+
+mn_status mn_trainer_create_on(mn_model *model, mn_device device, int max_B, int bptt, mn_trainer **out) {
+    const mn_backend *be = NULL;
+    if (out)
+        *out = NULL;
+    MN_TRY(mn_backend_for(device, &be));
+    return mn_trainer_create_backend(model, be, max_B, bptt, out);
+}
+
+mn_status mn_trainer_create_backend(mn_model *model, const mn_backend *be, int max_B, int bptt, mn_trainer **out) {
     if (!out || !model)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_trainer_create: NULL argument");
     *out = NULL;
@@ -58,51 +157,26 @@ mn_status mn_trainer_create(mn_model *model, int max_B, int bptt, mn_trainer **o
         return mn_fail(MN_ERR_INVALID_ARG, "mn_trainer_create: max_B = %d must be >= 1", max_B);
     if (bptt < 1)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_trainer_create: bptt = %d must be >= 1", bptt);
-    const mn_config *c = &model->config;
     mn_trainer *tr = calloc(1, sizeof *tr);
     if (!tr)
         return mn_fail(MN_ERR_NOMEM, "out of memory creating the trainer");
     tr->model = model;
     tr->max_B = max_B;
     tr->bptt = bptt;
-    size_t P = model->num_params, B = (size_t)max_B, C = (size_t)c->d_model;
-    size_t N = (size_t)c->max_turn_tokens, S = (size_t)c->n_slots + N, V = (size_t)c->vocab_size;
-    size_t state = B * (size_t)c->n_slots * C;
     tr->frozen = calloc((size_t)model->n_tensors, 1);
-    tr->grads = calloc(P, sizeof(float));
-    tr->adam_m = calloc(P, sizeof(float));
-    tr->adam_v = calloc(P, sizeof(float));
+    tr->segments = calloc((size_t)model->n_tensors, sizeof *tr->segments);
     tr->compressor = calloc((size_t)bptt, sizeof *tr->compressor);
-    tr->states = malloc(((size_t)bptt + 1) * state * sizeof(float));
-    tr->u = malloc((size_t)bptt * state * sizeof(float));
-    tr->z = malloc((size_t)bptt * state * sizeof(float));
-    tr->dmemory_decoder = malloc((size_t)bptt * state * sizeof(float));
-    tr->dstate = malloc(state * sizeof(float));
-    tr->dstate_prev = malloc(state * sizeof(float));
-    tr->du = malloc(state * sizeof(float));
-    tr->dgate_scratch = malloc(state * sizeof(float));
-    tr->head_in = malloc(B * N * C * sizeof(float));
-    tr->dhead_in = malloc(B * N * C * sizeof(float));
-    tr->logits = malloc(B * N * V * sizeof(float));
-    tr->dlogits = malloc(B * N * V * sizeof(float));
-    tr->losses = malloc(B * N * sizeof(float));
-    tr->weights = malloc(B * N * sizeof(float));
-    tr->targets = malloc(B * N * sizeof(int32_t));
-    tr->dlnf = malloc(B * S * C * sizeof(float));
     mn_status st = MN_OK;
-    if (!tr->frozen || !tr->grads || !tr->adam_m || !tr->adam_v || !tr->compressor || !tr->states || !tr->u || !tr->z ||
-        !tr->dmemory_decoder || !tr->dstate || !tr->dstate_prev || !tr->du || !tr->dgate_scratch || !tr->head_in ||
-        !tr->dhead_in || !tr->logits || !tr->dlogits || !tr->losses || !tr->weights || !tr->targets ||
-        !tr->dlnf)
-        st = mn_fail(MN_ERR_NOMEM, "out of memory creating the trainer (batch %d, bptt %d)", max_B, bptt);
+    if (!tr->frozen || !tr->segments || !tr->compressor)
+        st = mn_fail(MN_ERR_NOMEM, "out of memory creating the trainer");
     if (st == MN_OK)
-        st = mn_views_bind(model, tr->grads, &tr->g);
-    if (st == MN_OK)
-        st = mn_stack_acts_alloc(&tr->decoder, c, c->n_layers, max_B, (int)S);
-    for (int i = 0; st == MN_OK && i < bptt; i++)
-        st = mn_stack_acts_alloc(&tr->compressor[i], c, c->n_comp_layers, max_B, (int)S);
-    if (st == MN_OK)
-        st = mn_stack_scratch_alloc(&tr->scratch, c, max_B, (int)S);
+        st = mn_exec_open_backend(be, &tr->exec);
+    if (st == MN_OK) {
+        st = alloc_buffers(tr);
+        if (st != MN_OK)
+            st = mn_fail_context(st, "creating the trainer (batch %d, bptt %d) on the %s", max_B, bptt,
+                                 tr->exec.be->name);
+    }
     if (st != MN_OK) {
         trainer_release(tr);
         return st;
@@ -111,10 +185,20 @@ mn_status mn_trainer_create(mn_model *model, int max_B, int bptt, mn_trainer **o
     return MN_OK;
 }
 
+mn_status mn_trainer_create(mn_model *model, int max_B, int bptt, mn_trainer **out) {
+    return mn_trainer_create_on(model, MN_DEVICE_CPU, max_B, bptt, out);
+}
+
+mn_device mn_trainer_device(const mn_trainer *tr) { return tr ? tr->exec.be->device : MN_DEVICE_CPU; }
+mn_status mn_trainer_set_matmul(mn_trainer *tr, mn_matmul precision) {
+    if (!tr)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_trainer_set_matmul: trainer is NULL");
+    return tr->exec.be->set_matmul(tr->exec.ctx, precision);
+}
 int mn_trainer_bptt(const mn_trainer *tr) { return tr ? tr->bptt : 0; }
-float *mn_trainer_grads(mn_trainer *tr) { return tr ? tr->grads : NULL; }
-float *mn_trainer_adam_m(mn_trainer *tr) { return tr ? tr->adam_m : NULL; }
-float *mn_trainer_adam_v(mn_trainer *tr) { return tr ? tr->adam_v : NULL; }
+float *mn_trainer_grads(mn_trainer *tr) { return tr ? tr->host_grads : NULL; }
+float *mn_trainer_adam_m(mn_trainer *tr) { return tr ? tr->host_adam_m : NULL; }
+float *mn_trainer_adam_v(mn_trainer *tr) { return tr ? tr->host_adam_v : NULL; }
 uint64_t mn_trainer_step(const mn_trainer *tr) { return tr ? tr->step : 0; }
 void mn_trainer_set_step(mn_trainer *tr, uint64_t step) {
     if (tr)
@@ -166,93 +250,117 @@ static mn_status validate_batch(const mn_trainer *tr, const mn_batch *b, double 
     return MN_OK;
 }
 
+/* ---------------------------------------------------------------- inputs */
+/* Backend pointers to the inputs of one turn. */
+typedef struct {
+    const int32_t *ids_fwd, *ids_bwd, *valid, *targets; /* (B, S), (B, S), (B), (B, L) */
+    const float *weights;                               /* (B, L) */
+} turn_inputs;
+
+static turn_inputs inputs_of(const mn_trainer *tr, const mn_batch *b, int t) {
+    const size_t B = (size_t)b->B, L = (size_t)b->max_len, S = (size_t)tr->model->config.n_slots + L;
+    const int32_t *i0 = tr->in_ints + (size_t)t * turn_ints(B, S, L);
+    return (turn_inputs){i0, i0 + B * S, i0 + 2 * B * S, i0 + 2 * B * S + B, tr->in_weights + (size_t)t * B * L};
+}
+
+/* Builds every turn's ids, valid lengths, targets and weights on the host, and uploads them. */
+static void build_inputs(mn_trainer *tr, const mn_batch *b) {
+    const int B = b->B, L = b->max_len, T = b->T, k = tr->model->config.n_slots, S = k + L;
+    const size_t per_turn = turn_ints((size_t)B, (size_t)S, (size_t)L);
+    for (int t = 0; t < T; t++) {
+        int32_t *ids_fwd = tr->in_ints_host + (size_t)t * per_turn, *ids_bwd = ids_fwd + (size_t)B * S;
+        int32_t *valid = ids_bwd + (size_t)B * S, *targets = valid + B;
+        float *weights = tr->in_weights_host + (size_t)t * B * L;
+        const int32_t *tokens = b->tokens + (size_t)t * B * L;
+        const int32_t *lengths = b->lengths + (size_t)t * B;
+        const float *w = b->loss_weights ? b->loss_weights + (size_t)t * B * L : NULL;
+        double ws = 0.0;
+        for (int e = 0; e < B; e++) {
+            int len = lengths[e];
+            valid[e] = k + len;
+            mn_turn_ids(k, tokens + (size_t)e * L, len, L, ids_fwd + (size_t)e * S, ids_bwd + (size_t)e * S);
+            // row i predicts token i+1 of the same turn
+            for (int i = 0; i < L; i++) {
+                int r = e * L + i, has_target = i + 1 < len;
+                targets[r] = has_target ? tokens[r + 1] : 0;
+                weights[r] = has_target ? (w ? w[r + 1] : 1.0f) : 0.0f;
+                ws += weights[r];
+            }
+        }
+        tr->turn_weight[t] = ws;
+    }
+    MN_OP(&tr->exec, upload, tr->in_ints, tr->in_ints_host, (size_t)T * per_turn * sizeof(int32_t));
+    MN_OP(&tr->exec, upload, tr->in_weights, tr->in_weights_host, (size_t)T * B * L * sizeof(float));
+}
+
 /* ---------------------------------------------------------------- one turn */
 /* Decoder forward for turn t reading `memory` (B, k, C); with grads, also its full backward,
- * writing the memory's gradient into dmemory. Returns the turn's weighted loss sum and weight. */
+ * writing the memory's gradient into dmemory. The turn's weighted loss sum lands in
+ * tr->turn_loss[t] (backend memory). */
 static void decoder_turn(mn_trainer *tr, const mn_batch *b, int t, const float *memory, double scale,
-                         int with_grads, float *dmemory, double *loss_sum, double *weight_sum,
-                         float *logits_out) {
+                         int with_grads, float *dmemory, float *logits_out) {
     mn_model *m = tr->model;
+    const mn_exec *ex = &tr->exec;
     const mn_config *c = &m->config;
     const int B = b->B, L = b->max_len, k = c->n_slots, C = c->d_model, V = c->vocab_size, S = k + L;
-    const int32_t *tokens = b->tokens + (size_t)t * B * L;
-    const int32_t *lengths = b->lengths + (size_t)t * B;
-    const float *w = b->loss_weights ? b->loss_weights + (size_t)t * B * L : NULL;
+    const size_t LC = (size_t)L * C, SC = (size_t)S * C;
+    const turn_inputs in = inputs_of(tr, b, t);
     mn_stack_acts *a = &tr->decoder;
 
-    mn_stack_forward(a, c, m->views.wte, &m->views.decoder, memory, tokens, lengths, B, L, 1);
+    mn_stack_forward(ex, a, c, tr->p.wte, &tr->p.decoder, memory, in.ids_fwd, in.ids_bwd, in.valid, B, L, 1);
 
     // head_in (B, L, C) = token rows of ln_f; logits (B, L, V) = head_in @ wte^T
-    for (int e = 0; e < B; e++)
-        memcpy(tr->head_in + (size_t)e * L * C, a->lnf + ((size_t)e * S + k) * C, (size_t)L * C * sizeof(float));
-    mn_lm_head_forward(tr->logits, tr->head_in, m->views.wte, B * L, C, V);
-
-    // row i predicts token i+1 of the same turn
-    for (int e = 0; e < B; e++)
-        for (int i = 0; i < L; i++) {
-            int r = e * L + i, len = lengths[e];
-            int has_target = i + 1 < len;
-            tr->targets[r] = has_target ? tokens[r + 1] : 0;
-            tr->weights[r] = has_target ? (w ? w[r + 1] : 1.0f) : 0.0f;
-        }
-    mn_crossentropy_forward(tr->losses, tr->logits, tr->targets, tr->weights, B * L, V);
-    double ls = 0.0, ws = 0.0;
-    for (int r = 0; r < B * L; r++) {
-        ls += tr->losses[r];
-        ws += tr->weights[r];
-    }
-    *loss_sum = ls;
-    *weight_sum = ws;
+    MN_OP(ex, copy_rows, tr->head_in, LC, a->lnf + (size_t)k * C, SC, (size_t)B, LC);
+    MN_OP(ex, lm_head_forward, tr->logits, tr->head_in, tr->p.wte, B * L, C, V);
+    MN_OP(ex, crossentropy_forward, tr->losses, tr->logits, in.targets, in.weights, B * L, V);
+    MN_OP(ex, sum_to, tr->turn_loss + t, tr->losses, (size_t)B * L);
     if (logits_out)
         for (int e = 0; e < B; e++)
-            memcpy(logits_out + (size_t)e * L * V, tr->logits + (size_t)e * L * V,
-                   (size_t)lengths[e] * V * sizeof(float));
+            MN_OP(ex, download, logits_out + (size_t)e * L * V, tr->logits + (size_t)e * L * V,
+                  (size_t)b->lengths[(size_t)t * B + e] * V * sizeof(float));
     if (!with_grads)
         return;
 
-    memset(tr->dlogits, 0, (size_t)B * L * V * sizeof(float));
-    mn_crossentropy_backward(tr->dlogits, tr->logits, tr->targets, tr->weights, (float)scale, B * L, V);
-    memset(tr->dhead_in, 0, (size_t)B * L * C * sizeof(float));
-    mn_lm_head_backward(tr->dhead_in, tr->g.wte, tr->dlogits, tr->head_in, m->views.wte, B * L, C, V);
-    memset(tr->dlnf, 0, (size_t)B * S * C * sizeof(float));
-    for (int e = 0; e < B; e++)
-        memcpy(tr->dlnf + ((size_t)e * S + k) * C, tr->dhead_in + (size_t)e * L * C, (size_t)L * C * sizeof(float));
-    memset(dmemory, 0, (size_t)B * k * C * sizeof(float));
-    mn_stack_backward(a, &tr->scratch, c, &m->views.decoder, &tr->g.decoder, tr->g.wte, tr->dlnf, dmemory, 1);
+    MN_OP(ex, zero, tr->dlogits, (size_t)B * L * V * sizeof(float));
+    MN_OP(ex, crossentropy_backward, tr->dlogits, tr->logits, in.targets, in.weights, (float)scale, B * L, V);
+    MN_OP(ex, zero, tr->dhead_in, (size_t)B * LC * sizeof(float));
+    MN_OP(ex, lm_head_backward, tr->dhead_in, tr->g.wte, tr->dlogits, tr->head_in, tr->p.wte, B * L, C, V);
+    MN_OP(ex, zero, tr->dlnf, (size_t)B * SC * sizeof(float));
+    MN_OP(ex, copy_rows, tr->dlnf + (size_t)k * C, SC, tr->dhead_in, LC, (size_t)B, LC);
+    MN_OP(ex, zero, dmemory, (size_t)B * k * C * sizeof(float));
+    mn_stack_backward(ex, a, &tr->scratch, c, &tr->p.decoder, &tr->g.decoder, tr->g.wte, tr->dlnf, dmemory, 1);
 }
 
 /* Compressor forward for turn t: r_out = update(r_in, turn), keeping activations in slot j. */
 static void compressor_turn(mn_trainer *tr, const mn_batch *b, int t, int j, const float *r_in, float *r_out) {
     mn_model *m = tr->model;
+    const mn_exec *ex = &tr->exec;
     const mn_config *c = &m->config;
     const int B = b->B, L = b->max_len, k = c->n_slots, C = c->d_model, S = k + L;
+    const turn_inputs in = inputs_of(tr, b, t);
     mn_stack_acts *a = &tr->compressor[j];
-    mn_stack_forward(a, c, m->views.wte, &m->views.compressor, r_in, b->tokens + (size_t)t * B * L,
-                     b->lengths + (size_t)t * B, B, L, 0);
+    mn_stack_forward(ex, a, c, tr->p.wte, &tr->p.compressor, r_in, in.ids_fwd, in.ids_bwd, in.valid, B, L, 0);
     float *u = tr->u + (size_t)j * B * k * C, *z = tr->z + (size_t)j * B * k * C;
-    for (int e = 0; e < B; e++) // U = ln_f rows of the slots
-        memcpy(u + (size_t)e * k * C, a->lnf + (size_t)e * S * C, (size_t)k * C * sizeof(float));
-    mn_gated_update_forward(r_out, z, r_in, u, m->views.gate_w, m->views.gate_b, B * k, C);
+    MN_OP(ex, copy_rows, u, (size_t)k * C, a->lnf, (size_t)S * C, (size_t)B, (size_t)k * C); // U = slot rows
+    MN_OP(ex, gated_update_forward, r_out, z, r_in, u, tr->p.gate_w, tr->p.gate_b, B * k, C);
 }
 
 /* Backward of compressor turn in slot j: from dstate (dL/dR_t), accumulate dL/dR_{t-1} into dprev. */
 static void compressor_turn_backward(mn_trainer *tr, int j, const float *dstate, float *dprev) {
-    mn_model *m = tr->model;
-    const mn_config *c = &m->config;
+    const mn_exec *ex = &tr->exec;
+    const mn_config *c = &tr->model->config;
     mn_stack_acts *a = &tr->compressor[j];
     const int B = a->B, S = a->S, k = c->n_slots, C = c->d_model;
     const size_t state = (size_t)B * k * C;
     const float *r_in = tr->states + (size_t)j * state;
     float *u = tr->u + (size_t)j * state, *z = tr->z + (size_t)j * state;
-    float *du = tr->du;
-    memset(du, 0, state * sizeof(float));
-    mn_gated_update_backward(dprev, du, tr->g.gate_w, tr->g.gate_b, dstate, r_in, u, z, m->views.gate_w,
-                             tr->dgate_scratch, B * k, C);
+    MN_OP(ex, zero, tr->du, state * sizeof(float));
+    MN_OP(ex, gated_update_backward, dprev, tr->du, tr->g.gate_w, tr->g.gate_b, dstate, r_in, u, z, tr->p.gate_w,
+          tr->dgate_scratch, B * k, C);
     // dU enters ln_f at the slot rows; token rows of the compressor feed nothing
-    memset(tr->dlnf, 0, (size_t)B * S * C * sizeof(float));
-    for (int e = 0; e < B; e++)
-        memcpy(tr->dlnf + (size_t)e * S * C, du + (size_t)e * k * C, (size_t)k * C * sizeof(float));
-    mn_stack_backward(a, &tr->scratch, c, &m->views.compressor, &tr->g.compressor, tr->g.wte, tr->dlnf, dprev, 0);
+    MN_OP(ex, zero, tr->dlnf, (size_t)B * S * C * sizeof(float));
+    MN_OP(ex, copy_rows, tr->dlnf, (size_t)S * C, tr->du, (size_t)k * C, (size_t)B, (size_t)k * C);
+    mn_stack_backward(ex, a, &tr->scratch, c, &tr->p.compressor, &tr->g.compressor, tr->g.wte, tr->dlnf, dprev, 0);
 }
 
 /* ---------------------------------------------------------------- the batch */
@@ -260,44 +368,41 @@ static mn_status run_batch(mn_trainer *tr, const mn_batch *b, float *loss, mn_fo
                            int with_grads) {
     if (!tr || !loss)
         return mn_fail(MN_ERR_INVALID_ARG, "forward: trainer or loss is NULL");
-    double total_weight;
+    const mn_exec *ex = &tr->exec;
+    MN_TRY(mn_exec_status(ex)); /* a trainer that failed on its device stays failed */
+    double total_weight = 0.0;
     MN_TRY(validate_batch(tr, b, &total_weight));
+    MN_TRY(reserve_inputs(tr, b->T));
     mn_model *m = tr->model;
     const mn_config *c = &m->config;
     const int B = b->B, T = b->T, k = c->n_slots, C = c->d_model, V = c->vocab_size;
     const size_t state = (size_t)B * k * C;
     const double scale = 1.0 / total_weight;
+    build_inputs(tr, b);
     if (with_grads)
-        memset(tr->grads, 0, m->num_params * sizeof(float));
+        MN_OP(ex, zero, tr->grads, m->num_params * sizeof(float));
 
-    for (int e = 0; e < B; e++) // R_0 broadcast over the batch
-        memcpy(tr->states + (size_t)e * k * C, m->views.r0, (size_t)k * C * sizeof(float));
-    double loss_sum = 0.0;
+    MN_OP(ex, copy_rows, tr->states, (size_t)k * C, tr->p.r0, 0, (size_t)B, (size_t)k * C); // R_0 broadcast
     for (int t0 = 0; t0 < T; t0 += tr->bptt) {
         int n = T - t0 < tr->bptt ? T - t0 : tr->bptt;
         for (int j = 0; j < n; j++) {
             int t = t0 + j;
             const float *r_in = tr->states + (size_t)j * state;
-            double ls, ws;
             float *logits_out = out && out->logits ? out->logits + (size_t)t * B * b->max_len * V : NULL;
-            decoder_turn(tr, b, t, r_in, scale, with_grads, tr->dmemory_decoder + (size_t)j * state, &ls, &ws,
-                         logits_out);
-            loss_sum += ls;
-            if (out && out->turn_losses)
-                out->turn_losses[t] = ws > 0 ? (float)(ls / ws) : 0.0f;
+            decoder_turn(tr, b, t, r_in, scale, with_grads, tr->dmemory_decoder + (size_t)j * state, logits_out);
             /* R_T is read by nobody: skip the last update unless the caller wants the states */
             if (t + 1 < T || (out && out->states)) {
                 compressor_turn(tr, b, t, j, r_in, tr->states + (size_t)(j + 1) * state);
                 if (out && out->states)
-                    memcpy(out->states + (size_t)t * state, tr->states + (size_t)(j + 1) * state,
-                           state * sizeof(float));
+                    MN_OP(ex, download, out->states + (size_t)t * state, tr->states + (size_t)(j + 1) * state,
+                          state * sizeof(float));
             }
         }
         if (with_grads) {
             // the state leaving the chunk is read by the next chunk only: truncated, zero gradient
-            memset(tr->dstate, 0, state * sizeof(float));
+            MN_OP(ex, zero, tr->dstate, state * sizeof(float));
             for (int j = n - 1; j >= 0; j--) {
-                memcpy(tr->dstate_prev, tr->dmemory_decoder + (size_t)j * state, state * sizeof(float));
+                MN_OP(ex, copy, tr->dstate_prev, tr->dmemory_decoder + (size_t)j * state, state * sizeof(float));
                 if (j < n - 1)
                     compressor_turn_backward(tr, j, tr->dstate, tr->dstate_prev);
                 float *swap = tr->dstate;
@@ -305,11 +410,19 @@ static mn_status run_batch(mn_trainer *tr, const mn_batch *b, float *loss, mn_fo
                 tr->dstate_prev = swap;
             }
             if (t0 == 0) // only the first chunk reaches R_0; sum over the episodes it was copied to
-                for (int e = 0; e < B; e++)
-                    mn_residual_backward(tr->g.r0, NULL, tr->dstate + (size_t)e * k * C, (size_t)k * C);
+                MN_OP(ex, add_rows, tr->g.r0, 0, tr->dstate, (size_t)k * C, (size_t)B, (size_t)k * C);
         }
-        // the next chunk starts from the last state of this one
-        memmove(tr->states, tr->states + (size_t)n * state, state * sizeof(float));
+        // the next chunk starts from the last state of this one (slots 0 and n never overlap)
+        MN_OP(ex, copy, tr->states, tr->states + (size_t)n * state, state * sizeof(float));
+    }
+    MN_OP(ex, download, tr->turn_loss_host, tr->turn_loss, (size_t)T * sizeof(double)); /* waits */
+    MN_TRY(mn_exec_status(ex));
+    double loss_sum = 0.0;
+    for (int t = 0; t < T; t++) {
+        double ls = tr->turn_loss_host[t], ws = tr->turn_weight[t];
+        loss_sum += ls;
+        if (out && out->turn_losses)
+            out->turn_losses[t] = ws > 0 ? (float)(ls / ws) : 0.0f;
     }
     *loss = (float)(loss_sum * scale);
     if (!isfinite(*loss))

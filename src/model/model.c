@@ -8,8 +8,6 @@
 #include "core/rng.h"
 #include "model/model_internal.h"
 
-void mn_infer_workspace_free(struct mn_infer_workspace *ws); /* inference.c */
-
 /* Builds the table in two passes: count (table == NULL), then fill. */
 typedef struct {
     mn_tensor_info *table;
@@ -142,6 +140,8 @@ mn_status mn_model_create(const mn_config *config, mn_model **out) {
     build_table(&fill, config);
     m->num_params = fill.offset;
     mn_status st = mn_views_bind(m, m->params, &m->views);
+    if (st == MN_OK)
+        st = mn_inference_init(m);
     if (st != MN_OK) {
         mn_model_free(m);
         return st;
@@ -153,7 +153,7 @@ mn_status mn_model_create(const mn_config *config, mn_model **out) {
 void mn_model_free(mn_model *m) {
     if (!m)
         return;
-    mn_infer_workspace_free(m->infer);
+    mn_inference_release(m);
     mn_views_free(&m->views);
     free(m->tensors);
     free(m->names);

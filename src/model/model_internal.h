@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 #include "mnemo.h"
+#include "model/backend.h"
 
 /* One transformer block's tensors, pointing into some flat buffer (params or grads). */
 typedef struct {
@@ -40,10 +41,21 @@ struct mn_model {
     char *names;                 /* storage for the tensor names */
     int n_tensors;
     size_t num_params;
-    float *params;               /* (num_params) */
-    mn_param_views views;
-    struct mn_infer_workspace *infer; /* lazily allocated scratch for mn_update / mn_logits */
+    float *params;               /* (num_params), host */
+    mn_param_views views;        /* into params */
+    /* inference runs on exec, reading dev_params: the params themselves on the CPU, a copy
+     * made by mn_model_set_device on CUDA */
+    mn_exec exec;
+    float *dev_params;
+    mn_param_views dev_views;    /* into dev_params */
+    struct mn_infer_workspace *infer; /* lazily allocated scratch for the inference calls */
 };
+
+/* The model's inference backend (inference.c): CPU at creation; released with the model. */
+mn_status mn_inference_init(mn_model *model);
+void mn_inference_release(mn_model *model);
+/* mn_model_set_device with an explicit backend table. */
+mn_status mn_model_set_backend(mn_model *model, const mn_backend *be);
 
 /* Points views at a buffer with the parameter layout (params, grads or moments).
  * Block arrays are allocated; free them with mn_views_free. */
@@ -51,8 +63,9 @@ mn_status mn_views_bind(const mn_model *model, float *base, mn_param_views *view
 void mn_views_free(mn_param_views *views);
 
 /* ---------------------------------------------------------------- transformer stack */
-/* Activations of one stack over (B, S) positions, carved from one allocation by a size
- * table sized for (max_B, max_S); each call lays its (B, S) tensors out densely. */
+/* Activations of one stack over (B, S) positions, carved from one allocation in the backend's
+ * memory by a size table sized for (max_B, max_S); each call lays its (B, S) tensors out
+ * densely. Forward-only activations (inference) keep two blocks' worth and alternate. */
 typedef struct {
     float *x;          /* (B, S, C) block input */
     float *ln1;        /* (B, S, C) */
@@ -68,13 +81,12 @@ typedef struct {
 } mn_block_acts;
 
 typedef struct {
-    mn_block_acts *blocks; /* n_layers */
+    mn_block_acts *blocks; /* n_layers (host array of views) */
     float *x_out;      /* (B, S, C) last block's output */
     float *lnf;        /* (B, S, C) */
     float *lnf_mean, *lnf_rstd; /* (B, S) */
-    int32_t *ids;      /* (B, S - k) token ids with padding replaced by 0 */
-    int32_t *valid;    /* (B) k + turn length */
-    float *memory;     /* (B, k, C) the R this stack read */
+    const int32_t *ids_bwd; /* (B, S) of the last forward (not owned): token ids, -1 at slots and padding */
+    const int32_t *valid;   /* (B) of the last forward (not owned): k + turn length */
     float *buffer;     /* the one allocation */
     int n_layers;
     int B, S;          /* shape of the last forward */
@@ -86,22 +98,32 @@ typedef struct {
     float *buffer;
 } mn_stack_grads_scratch;
 
-mn_status mn_stack_acts_alloc(mn_stack_acts *acts, const mn_config *cfg, int n_layers, int max_B, int max_S);
-void mn_stack_acts_free(mn_stack_acts *acts);
-mn_status mn_stack_scratch_alloc(mn_stack_grads_scratch *s, const mn_config *cfg, int max_B, int max_S);
-void mn_stack_scratch_free(mn_stack_grads_scratch *s);
+/* forward_only: activations for inference (two blocks' worth, reused in turn); the backward
+ * needs every block's (forward_only = 0). */
+mn_status mn_stack_acts_alloc(const mn_exec *ex, mn_stack_acts *acts, const mn_config *cfg, int n_layers, int max_B,
+                              int max_S, int forward_only);
+void mn_stack_acts_free(const mn_exec *ex, mn_stack_acts *acts);
+mn_status mn_stack_scratch_alloc(const mn_exec *ex, mn_stack_grads_scratch *s, const mn_config *cfg, int max_B,
+                                 int max_S);
+void mn_stack_scratch_free(const mn_exec *ex, mn_stack_grads_scratch *s);
+
+/* The ids of one episode's S = k + max_len positions (host): ids_fwd reads wte at token rows
+ * (padding reads token 0: its values are never used) and is -1 at the k slot rows; ids_bwd
+ * (nullable) is -1 at slots and padding, so that only real tokens receive gradient. */
+void mn_turn_ids(int k, const int32_t *tokens, int len, int max_len, int32_t *ids_fwd, int32_t *ids_bwd);
 
 /* Forward of one stack over [memory ; turn tokens]:
  *   x = concat(memory (B,k,C), wte[tokens]) + wpe[0..S-1],  S = k + max_len
- * tokens (B, max_len), lengths (B). Causal for the decoder, bidirectional for the compressor.
- * Output: acts->lnf (B, S, C). */
-void mn_stack_forward(mn_stack_acts *acts, const mn_config *cfg, const float *wte,
-                      const mn_stack_views *p, const float *memory, const int32_t *tokens,
-                      const int32_t *lengths, int B, int max_len, int causal);
+ * ids_fwd, ids_bwd (B, S) and valid (B) in backend memory (mn_turn_ids; valid = k + length);
+ * ids_bwd may be NULL when no backward follows. Causal for the decoder, bidirectional for the
+ * compressor. Output: acts->lnf (B, S, C). */
+void mn_stack_forward(const mn_exec *ex, mn_stack_acts *acts, const mn_config *cfg, const float *wte,
+                      const mn_stack_views *p, const float *memory, const int32_t *ids_fwd, const int32_t *ids_bwd,
+                      const int32_t *valid, int B, int max_len, int causal);
 /* Backward from dlnf (B, S, C) (consumed as scratch). Accumulates parameter gradients into g
  * (and dwte), and the memory's gradient into dmemory (B, k, C) if it is not NULL. */
-void mn_stack_backward(mn_stack_acts *acts, mn_stack_grads_scratch *scratch, const mn_config *cfg,
-                       const mn_stack_views *p, mn_stack_views *g, float *dwte, float *dlnf,
+void mn_stack_backward(const mn_exec *ex, mn_stack_acts *acts, mn_stack_grads_scratch *scratch,
+                       const mn_config *cfg, const mn_stack_views *p, mn_stack_views *g, float *dwte, float *dlnf,
                        float *dmemory, int causal);
 
 #endif

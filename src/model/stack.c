@@ -1,10 +1,10 @@
 /* The transformer stack over [memory slots ; turn tokens], shared by the decoder (causal)
- * and the compressor (bidirectional). Forward and backward side by side. */
+ * and the compressor (bidirectional). Forward and backward side by side, through the backend
+ * table (model/backend.h), so the CPU and CUDA backends run this one copy. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
-#include "cpu/ops.h"
 #include "model/model_internal.h"
 
 /* ---------------------------------------------------------------- allocation */
@@ -16,25 +16,31 @@ static void block_sizes(const mn_config *c, size_t B, size_t S, size_t sizes[13]
     memcpy(sizes, s, sizeof s);
 }
 
-mn_status mn_stack_acts_alloc(mn_stack_acts *a, const mn_config *c, int n_layers, int max_B, int max_S) {
+mn_status mn_stack_acts_alloc(const mn_exec *ex, mn_stack_acts *a, const mn_config *c, int n_layers, int max_B,
+                              int max_S, int forward_only) {
     memset(a, 0, sizeof *a);
-    size_t B = (size_t)max_B, S = (size_t)max_S, C = (size_t)c->d_model, k = (size_t)c->n_slots;
+    size_t B = (size_t)max_B, S = (size_t)max_S, C = (size_t)c->d_model;
     size_t sizes[13], per_block = 0;
     block_sizes(c, B, S, sizes);
     for (int i = 0; i < 13; i++)
         per_block += sizes[i];
-    size_t tail = 2 * B * S * C + 2 * B * S + B * k * C;
-    size_t total = per_block * (size_t)n_layers + tail;
-    a->buffer = malloc(total * sizeof(float));
+    /* A forward-only pass writes block l+1's input while block l's activations are live, and
+     * reads nothing older: two sets, used alternately, are enough. */
+    int sets = forward_only ? (n_layers < 2 ? n_layers : 2) : n_layers;
+    size_t tail = 2 * B * S * C + 2 * B * S;
+    size_t total = per_block * (size_t)sets + tail;
     a->blocks = calloc((size_t)n_layers, sizeof *a->blocks);
-    a->ids = malloc(B * S * sizeof(int32_t));
-    a->valid = malloc(B * sizeof(int32_t));
-    if (!a->buffer || !a->blocks || !a->ids || !a->valid) {
-        mn_stack_acts_free(a);
-        return mn_fail(MN_ERR_NOMEM, "out of memory for activations (%zu floats)", total);
+    if (!a->blocks)
+        return mn_fail(MN_ERR_NOMEM, "out of memory for activation views");
+    mn_status st = mn_exec_alloc(ex, total * sizeof(float), (void **)&a->buffer);
+    if (st != MN_OK) {
+        free(a->blocks);
+        a->blocks = NULL;
+        return mn_fail_context(st, "activations of %d layers for %d x %d positions (%zu floats)", n_layers, max_B,
+                               max_S, total);
     }
-    float *p = a->buffer;
     for (int l = 0; l < n_layers; l++) {
+        float *p = a->buffer + per_block * (size_t)(l % sets);
         mn_block_acts *b = &a->blocks[l];
         float **fields[13] = {&b->x, &b->ln1, &b->ln1_mean, &b->ln1_rstd, &b->qkv, &b->att, &b->atty,
                               &b->res2, &b->ln2, &b->ln2_mean, &b->ln2_rstd, &b->fch, &b->fch_gelu};
@@ -43,29 +49,29 @@ mn_status mn_stack_acts_alloc(mn_stack_acts *a, const mn_config *c, int n_layers
             p += sizes[i];
         }
     }
+    float *p = a->buffer + per_block * (size_t)sets;
     a->x_out = p, p += B * S * C;
     a->lnf = p, p += B * S * C;
     a->lnf_mean = p, p += B * S;
-    a->lnf_rstd = p, p += B * S;
-    a->memory = p;
+    a->lnf_rstd = p;
     a->n_layers = n_layers;
     return MN_OK;
 }
 
-void mn_stack_acts_free(mn_stack_acts *a) {
-    free(a->buffer);
+void mn_stack_acts_free(const mn_exec *ex, mn_stack_acts *a) {
+    mn_exec_release(ex, a->buffer);
     free(a->blocks);
-    free(a->ids);
-    free(a->valid);
     memset(a, 0, sizeof *a);
 }
 
-mn_status mn_stack_scratch_alloc(mn_stack_grads_scratch *s, const mn_config *c, int max_B, int max_S) {
+mn_status mn_stack_scratch_alloc(const mn_exec *ex, mn_stack_grads_scratch *s, const mn_config *c, int max_B,
+                                 int max_S) {
+    memset(s, 0, sizeof *s);
     size_t BSC = (size_t)max_B * (size_t)max_S * (size_t)c->d_model;
     /* dx, dres2, dln, datty: BSC each; dqkv 3 BSC; dfch_gelu, dfch 4 BSC each */
-    s->buffer = malloc(15 * BSC * sizeof(float));
-    if (!s->buffer)
-        return mn_fail(MN_ERR_NOMEM, "out of memory for gradient scratch");
+    mn_status st = mn_exec_alloc(ex, 15 * BSC * sizeof(float), (void **)&s->buffer);
+    if (st != MN_OK)
+        return mn_fail_context(st, "gradient scratch");
     float *p = s->buffer;
     s->dx = p, p += BSC;
     s->dres2 = p, p += BSC;
@@ -77,98 +83,106 @@ mn_status mn_stack_scratch_alloc(mn_stack_grads_scratch *s, const mn_config *c, 
     return MN_OK;
 }
 
-void mn_stack_scratch_free(mn_stack_grads_scratch *s) {
-    free(s->buffer);
-    s->buffer = NULL;
+void mn_stack_scratch_free(const mn_exec *ex, mn_stack_grads_scratch *s) {
+    mn_exec_release(ex, s->buffer);
+    memset(s, 0, sizeof *s);
+}
+
+void mn_turn_ids(int k, const int32_t *tokens, int len, int max_len, int32_t *ids_fwd, int32_t *ids_bwd) {
+    for (int s = 0; s < k; s++) {
+        ids_fwd[s] = -1;
+        if (ids_bwd)
+            ids_bwd[s] = -1;
+    }
+    for (int i = 0; i < max_len; i++) {
+        int real = i < len;
+        ids_fwd[k + i] = real ? tokens[i] : 0; /* padding may hold anything: read token 0 there */
+        if (ids_bwd)
+            ids_bwd[k + i] = real ? tokens[i] : -1;
+    }
 }
 
 /* ---------------------------------------------------------------- forward */
-void mn_stack_forward(mn_stack_acts *a, const mn_config *cfg, const float *wte, const mn_stack_views *p,
-                      const float *memory, const int32_t *tokens, const int32_t *lengths, int B,
-                      int max_len, int causal) {
+void mn_stack_forward(const mn_exec *ex, mn_stack_acts *a, const mn_config *cfg, const float *wte,
+                      const mn_stack_views *p, const float *memory, const int32_t *ids_fwd, const int32_t *ids_bwd,
+                      const int32_t *valid, int B, int max_len, int causal) {
     const int C = cfg->d_model, H = cfg->n_heads, k = cfg->n_slots, S = k + max_len, N = B * S;
+    const size_t SC = (size_t)S * C, kC = (size_t)k * C;
     a->B = B;
     a->S = S;
-    memcpy(a->memory, memory, (size_t)B * k * C * sizeof(float));
-    for (int b = 0; b < B; b++) {
-        a->valid[b] = k + lengths[b];
-        for (int i = 0; i < max_len; i++) /* padding may hold anything: read token 0 there */
-            a->ids[b * max_len + i] = i < lengths[b] ? tokens[b * max_len + i] : 0;
-    }
+    a->ids_bwd = ids_bwd;
+    a->valid = valid;
 
     // x (B, S, C) = concat(memory (B, k, C), wte[ids] (B, max_len, C)) + wpe[0..S-1]
     float *x = a->blocks[0].x;
-    for (int b = 0; b < B; b++) {
-        float *xb = x + (size_t)b * S * C;
-        memcpy(xb, memory + (size_t)b * k * C, (size_t)k * C * sizeof(float));
-        mn_embedding_forward(xb + (size_t)k * C, a->ids + b * max_len, wte, max_len, C);
-        mn_residual_forward(xb, xb, p->wpe, (size_t)S * C);
-    }
+    if (k > 0)
+        MN_OP(ex, copy_rows, x, SC, memory, kC, (size_t)B, kC);
+    MN_OP(ex, embedding_forward, x, ids_fwd, wte, N, C); /* the slot rows have id -1: skipped */
+    MN_OP(ex, add_rows, x, SC, p->wpe, 0, (size_t)B, SC);
 
     for (int l = 0; l < p->n_layers; l++) {
         const mn_block_views *w = &p->blocks[l];
         mn_block_acts *ba = &a->blocks[l];
         float *out = l + 1 < p->n_layers ? a->blocks[l + 1].x : a->x_out;
-        mn_layernorm_forward(ba->ln1, ba->ln1_mean, ba->ln1_rstd, ba->x, w->ln1_w, w->ln1_b, N, C);
-        mn_linear_forward(ba->qkv, ba->ln1, w->attn_w, w->attn_b, N, C, 3 * C);
-        mn_attention_forward(ba->atty, ba->att, ba->qkv, a->valid, B, S, C, H, causal);
+        MN_OP(ex, layernorm_forward, ba->ln1, ba->ln1_mean, ba->ln1_rstd, ba->x, w->ln1_w, w->ln1_b, N, C);
+        MN_OP(ex, linear_forward, ba->qkv, ba->ln1, w->attn_w, w->attn_b, N, C, 3 * C);
+        MN_OP(ex, attention_forward, ba->atty, ba->att, ba->qkv, valid, B, S, C, H, causal);
         // res2 = x + atty @ attn_proj  (the projection lands in `out` first, used as scratch)
-        mn_linear_forward(out, ba->atty, w->attn_proj_w, w->attn_proj_b, N, C, C);
-        mn_residual_forward(ba->res2, ba->x, out, (size_t)N * C);
-        mn_layernorm_forward(ba->ln2, ba->ln2_mean, ba->ln2_rstd, ba->res2, w->ln2_w, w->ln2_b, N, C);
-        mn_linear_forward(ba->fch, ba->ln2, w->fc_w, w->fc_b, N, C, 4 * C);
-        mn_gelu_forward(ba->fch_gelu, ba->fch, (size_t)N * 4 * C);
-        mn_linear_forward(out, ba->fch_gelu, w->fc_proj_w, w->fc_proj_b, N, 4 * C, C);
-        mn_residual_forward(out, ba->res2, out, (size_t)N * C);
+        MN_OP(ex, linear_forward, out, ba->atty, w->attn_proj_w, w->attn_proj_b, N, C, C);
+        MN_OP(ex, residual_forward, ba->res2, ba->x, out, (size_t)N * C);
+        MN_OP(ex, layernorm_forward, ba->ln2, ba->ln2_mean, ba->ln2_rstd, ba->res2, w->ln2_w, w->ln2_b, N, C);
+        MN_OP(ex, linear_forward, ba->fch, ba->ln2, w->fc_w, w->fc_b, N, C, 4 * C);
+        MN_OP(ex, gelu_forward, ba->fch_gelu, ba->fch, (size_t)N * 4 * C);
+        MN_OP(ex, linear_forward, out, ba->fch_gelu, w->fc_proj_w, w->fc_proj_b, N, 4 * C, C);
+        MN_OP(ex, residual_forward, out, ba->res2, out, (size_t)N * C);
     }
-    mn_layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, a->x_out, p->lnf_w, p->lnf_b, N, C);
+    MN_OP(ex, layernorm_forward, a->lnf, a->lnf_mean, a->lnf_rstd, a->x_out, p->lnf_w, p->lnf_b, N, C);
 }
 
 /* ---------------------------------------------------------------- backward */
-void mn_stack_backward(mn_stack_acts *a, mn_stack_grads_scratch *s, const mn_config *cfg,
-                       const mn_stack_views *p, mn_stack_views *g, float *dwte, float *dlnf,
-                       float *dmemory, int causal) {
+void mn_stack_backward(const mn_exec *ex, mn_stack_acts *a, mn_stack_grads_scratch *s, const mn_config *cfg,
+                       const mn_stack_views *p, mn_stack_views *g, float *dwte, float *dlnf, float *dmemory,
+                       int causal) {
     const int C = cfg->d_model, H = cfg->n_heads, k = cfg->n_slots, B = a->B, S = a->S, N = B * S;
-    const int max_len = S - k;
-    const size_t NC = (size_t)N * C;
+    const size_t NC = (size_t)N * C, SC = (size_t)S * C, kC = (size_t)k * C;
     float *dx = s->dx, *dres2 = s->dres2;
 
-    memset(dx, 0, NC * sizeof(float));
-    mn_layernorm_backward(dx, g->lnf_w, g->lnf_b, dlnf, a->x_out, p->lnf_w, a->lnf_mean, a->lnf_rstd, N, C);
+    MN_OP(ex, zero, dx, NC * sizeof(float));
+    MN_OP(ex, layernorm_backward, dx, g->lnf_w, g->lnf_b, dlnf, a->x_out, p->lnf_w, a->lnf_mean, a->lnf_rstd, N, C);
 
     for (int l = p->n_layers - 1; l >= 0; l--) {
         const mn_block_views *w = &p->blocks[l];
         mn_block_views *gw = &g->blocks[l];
         mn_block_acts *ba = &a->blocks[l];
         // out = res2 + fc_proj(gelu(fc(ln2(res2))))
-        memcpy(dres2, dx, NC * sizeof(float));
-        memset(s->dfch_gelu, 0, 4 * NC * sizeof(float));
-        mn_linear_backward(s->dfch_gelu, gw->fc_proj_w, gw->fc_proj_b, dx, ba->fch_gelu, w->fc_proj_w, N, 4 * C, C);
-        memset(s->dfch, 0, 4 * NC * sizeof(float));
-        mn_gelu_backward(s->dfch, s->dfch_gelu, ba->fch, 4 * NC);
-        memset(s->dln, 0, NC * sizeof(float));
-        mn_linear_backward(s->dln, gw->fc_w, gw->fc_b, s->dfch, ba->ln2, w->fc_w, N, C, 4 * C);
-        mn_layernorm_backward(dres2, gw->ln2_w, gw->ln2_b, s->dln, ba->res2, w->ln2_w, ba->ln2_mean,
-                              ba->ln2_rstd, N, C);
+        MN_OP(ex, copy, dres2, dx, NC * sizeof(float));
+        MN_OP(ex, zero, s->dfch_gelu, 4 * NC * sizeof(float));
+        MN_OP(ex, linear_backward, s->dfch_gelu, gw->fc_proj_w, gw->fc_proj_b, dx, ba->fch_gelu, w->fc_proj_w, N,
+              4 * C, C);
+        MN_OP(ex, zero, s->dfch, 4 * NC * sizeof(float));
+        MN_OP(ex, gelu_backward, s->dfch, s->dfch_gelu, ba->fch, 4 * NC);
+        MN_OP(ex, zero, s->dln, NC * sizeof(float));
+        MN_OP(ex, linear_backward, s->dln, gw->fc_w, gw->fc_b, s->dfch, ba->ln2, w->fc_w, N, C, 4 * C);
+        MN_OP(ex, layernorm_backward, dres2, gw->ln2_w, gw->ln2_b, s->dln, ba->res2, w->ln2_w, ba->ln2_mean,
+              ba->ln2_rstd, N, C);
         // res2 = x + attn_proj(attention(qkv(ln1(x))))
-        memcpy(dx, dres2, NC * sizeof(float));
-        memset(s->datty, 0, NC * sizeof(float));
-        mn_linear_backward(s->datty, gw->attn_proj_w, gw->attn_proj_b, dres2, ba->atty, w->attn_proj_w, N, C, C);
-        memset(s->dqkv, 0, 3 * NC * sizeof(float));
-        mn_attention_backward(s->dqkv, s->datty, ba->qkv, ba->att, a->valid, B, S, C, H, causal);
-        memset(s->dln, 0, NC * sizeof(float));
-        mn_linear_backward(s->dln, gw->attn_w, gw->attn_b, s->dqkv, ba->ln1, w->attn_w, N, C, 3 * C);
-        mn_layernorm_backward(dx, gw->ln1_w, gw->ln1_b, s->dln, ba->x, w->ln1_w, ba->ln1_mean, ba->ln1_rstd, N, C);
+        MN_OP(ex, copy, dx, dres2, NC * sizeof(float));
+        MN_OP(ex, zero, s->datty, NC * sizeof(float));
+        MN_OP(ex, linear_backward, s->datty, gw->attn_proj_w, gw->attn_proj_b, dres2, ba->atty, w->attn_proj_w, N,
+              C, C);
+        MN_OP(ex, zero, s->dqkv, 3 * NC * sizeof(float));
+        MN_OP(ex, attention_backward, s->dqkv, s->datty, ba->qkv, ba->att, a->valid, B, S, C, H, causal);
+        MN_OP(ex, zero, s->dln, NC * sizeof(float));
+        MN_OP(ex, linear_backward, s->dln, gw->attn_w, gw->attn_b, s->dqkv, ba->ln1, w->attn_w, N, C, 3 * C);
+        MN_OP(ex, layernorm_backward, dx, gw->ln1_w, gw->ln1_b, s->dln, ba->x, w->ln1_w, ba->ln1_mean, ba->ln1_rstd,
+              N, C);
     }
 
-    // x = concat(memory, wte[ids]) + wpe: route dx to the memory, the embedding table and wpe
-    for (int b = 0; b < B; b++) {
-        const float *dxb = dx + (size_t)b * S * C;
-        mn_residual_backward(g->wpe, NULL, dxb, (size_t)S * C);
-        if (dmemory)
-            mn_residual_backward(dmemory + (size_t)b * k * C, NULL, dxb, (size_t)k * C);
-        /* only real tokens: padded rows carry exactly zero gradient, and their ids are fake */
-        int n = a->valid[b] - k;
-        mn_embedding_backward(dwte, dxb + (size_t)k * C, a->ids + b * max_len, n, C);
-    }
+    // x = concat(memory, wte[ids]) + wpe: route dx to wpe (summed over the batch in episode
+    // order), to the memory, and to the embedding table (real tokens only: padded rows carry
+    // exactly zero gradient, and their ids are fake)
+    MN_OP(ex, add_rows, g->wpe, 0, dx, SC, (size_t)B, SC);
+    if (dmemory && k > 0)
+        MN_OP(ex, add_rows, dmemory, kC, dx, SC, (size_t)B, kC);
+    MN_OP(ex, embedding_backward, dwte, dx, a->ids_bwd, N, C);
 }

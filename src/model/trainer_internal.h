@@ -1,4 +1,4 @@
-/* The trainer's fields, shared by forward_backward.c, adamw.c and the checkpoint code. */
+/* The trainer's fields, shared by forward_backward.c and adamw.c. */
 #ifndef MN_TRAINER_INTERNAL_H
 #define MN_TRAINER_INTERNAL_H
 
@@ -6,11 +6,17 @@
 
 struct mn_trainer {
     mn_model *model;
+    mn_exec exec;                      /* the backend training runs on */
     int max_B, bptt;
     uint64_t step;
     unsigned char *frozen;             /* (n_tensors) 1 = AdamW skips it */
-    float *grads, *adam_m, *adam_v;    /* (num_params) each */
-    mn_param_views g;                  /* views into grads */
+    mn_adamw_segment *segments;        /* (n_tensors) host scratch of mn_adamw_step */
+    /* In the backend's memory. params is the model's own buffer on the CPU, a copy on CUDA. */
+    float *params, *grads, *adam_m, *adam_v; /* (num_params) each */
+    /* What mn_trainer_grads/_adam_m/_adam_v return: the buffers above on the CPU, host mirrors
+     * kept by mn_trainer_pull/_push on CUDA. */
+    float *host_grads, *host_adam_m, *host_adam_v;
+    mn_param_views p, g;               /* views into params and grads */
     mn_stack_acts decoder;             /* one turn */
     mn_stack_acts *compressor;         /* bptt turns */
     mn_stack_grads_scratch scratch;
@@ -22,9 +28,21 @@ struct mn_trainer {
     /* decoder head, (B * max_turn, .) */
     float *head_in, *dhead_in;         /* (B, N, C) token rows of ln_f */
     float *logits, *dlogits;           /* (B, N, V) */
-    float *losses, *weights;           /* (B, N) */
-    int32_t *targets;                  /* (B, N) */
+    float *losses;                     /* (B, N) */
     float *dlnf;                       /* (B, S, C) */
+    /* The batch's inputs, built on the host and uploaded once per batch. Per turn, densely for
+     * the batch's (B, S = k + max_len, L = max_len):
+     *   ints:   ids_fwd (B, S) | ids_bwd (B, S) | valid (B) | targets (B, L)
+     *   floats: weights (B, L)                                                  */
+    size_t input_turns;                /* capacity, in turns of the largest shape */
+    int32_t *in_ints_host, *in_ints;
+    float *in_weights_host, *in_weights;
+    double *turn_weight;               /* host (capacity): target weight of each turn */
+    double *turn_loss_host, *turn_loss; /* (capacity) weighted loss sum of each turn */
 };
+
+/* mn_trainer_create_on with an explicit backend table (tests run the device code path on a
+ * checking host backend through it). */
+mn_status mn_trainer_create_backend(mn_model *model, const mn_backend *be, int max_B, int bptt, mn_trainer **out);
 
 #endif

@@ -1,0 +1,290 @@
+/* The CPU backend table (the reference ops of src/cpu/ops.h in host memory) and the
+ * backend-independent helpers of backend.h. */
+#include "model/backend.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "cpu/ops.h"
+
+/* ---------------------------------------------------------------- context */
+static mn_status cpu_context_create(void **ctx) {
+    *ctx = NULL;
+    return MN_OK;
+}
+static void cpu_context_free(void *ctx) { (void)ctx; }
+static mn_status cpu_status(void *ctx) {
+    (void)ctx;
+    return MN_OK;
+}
+static mn_status cpu_set_matmul(void *ctx, mn_matmul precision) {
+    (void)ctx;
+    if (precision != MN_MATMUL_FP32)
+        return mn_fail(MN_ERR_INVALID_ARG, "the CPU backend computes matrix products in fp32 only (asked for %s)",
+                       precision == MN_MATMUL_TF32 ? "tf32" : precision == MN_MATMUL_BF16 ? "bf16" : "?");
+    return MN_OK;
+}
+
+/* ---------------------------------------------------------------- memory */
+static mn_status cpu_alloc(void *ctx, size_t bytes, void **out) {
+    (void)ctx;
+    *out = calloc(bytes ? bytes : 1, 1);
+    if (!*out)
+        return mn_fail(MN_ERR_NOMEM, "out of memory (%zu bytes)", bytes);
+    return MN_OK;
+}
+static void cpu_release(void *ctx, void *p) {
+    (void)ctx;
+    free(p);
+}
+static void cpu_zero(void *ctx, void *p, size_t bytes) {
+    (void)ctx;
+    memset(p, 0, bytes);
+}
+static void cpu_copy(void *ctx, void *dst, const void *src, size_t bytes) {
+    (void)ctx;
+    memcpy(dst, src, bytes);
+}
+static void cpu_copy_rows(void *ctx, float *dst, size_t dst_stride, const float *src, size_t src_stride,
+                          size_t rows, size_t cols) {
+    (void)ctx;
+    for (size_t r = 0; r < rows; r++)
+        memcpy(dst + r * dst_stride, src + r * src_stride, cols * sizeof(float));
+}
+/* One residual_backward per row, rows in order: the accumulation order of the reference. */
+static void cpu_add_rows(void *ctx, float *dst, size_t dst_stride, const float *src, size_t src_stride,
+                         size_t rows, size_t cols) {
+    (void)ctx;
+    for (size_t r = 0; r < rows; r++)
+        mn_residual_backward(dst + r * dst_stride, NULL, src + r * src_stride, cols);
+}
+static void cpu_scale(void *ctx, float *x, float factor, size_t n) {
+    (void)ctx;
+    for (size_t i = 0; i < n; i++)
+        x[i] *= factor;
+}
+static double cpu_sum_squares(void *ctx, const float *x, size_t n) {
+    (void)ctx;
+    return mn_sum_squares(x, n);
+}
+static void cpu_sum_to(void *ctx, double *dst, const float *x, size_t n) {
+    (void)ctx;
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += x[i];
+    *dst = s;
+}
+
+/* ---------------------------------------------------------------- ops */
+/* Embedding over maximal runs of non-negative ids: for a (B, S) batch these are the token rows
+ * of each episode, so the calls (and the bits) are those of a per-episode loop. */
+static void cpu_embedding_forward(void *ctx, float *out, const int32_t *ids, const float *table, int N, int C) {
+    (void)ctx;
+    for (int n = 0; n < N;) {
+        if (ids[n] < 0) {
+            n++;
+            continue;
+        }
+        int start = n;
+        while (n < N && ids[n] >= 0)
+            n++;
+        mn_embedding_forward(out + (size_t)start * C, ids + start, table, n - start, C);
+    }
+}
+static void cpu_embedding_backward(void *ctx, float *dtable, const float *dout, const int32_t *ids, int N, int C) {
+    (void)ctx;
+    for (int n = 0; n < N;) {
+        if (ids[n] < 0) {
+            n++;
+            continue;
+        }
+        int start = n;
+        while (n < N && ids[n] >= 0)
+            n++;
+        mn_embedding_backward(dtable, dout + (size_t)start * C, ids + start, n - start, C);
+    }
+}
+static void cpu_layernorm_forward(void *ctx, float *out, float *mean, float *rstd, const float *inp,
+                                  const float *weight, const float *bias, int N, int C) {
+    (void)ctx;
+    mn_layernorm_forward(out, mean, rstd, inp, weight, bias, N, C);
+}
+static void cpu_layernorm_backward(void *ctx, float *dinp, float *dweight, float *dbias, const float *dout,
+                                   const float *inp, const float *weight, const float *mean, const float *rstd,
+                                   int N, int C) {
+    (void)ctx;
+    mn_layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
+}
+static void cpu_linear_forward(void *ctx, float *out, const float *inp, const float *weight, const float *bias,
+                               int N, int IC, int OC) {
+    (void)ctx;
+    mn_linear_forward(out, inp, weight, bias, N, IC, OC);
+}
+static void cpu_linear_backward(void *ctx, float *dinp, float *dweight, float *dbias, const float *dout,
+                                const float *inp, const float *weight, int N, int IC, int OC) {
+    (void)ctx;
+    mn_linear_backward(dinp, dweight, dbias, dout, inp, weight, N, IC, OC);
+}
+static void cpu_lm_head_forward(void *ctx, float *logits, const float *inp, const float *wte, int N, int C, int V) {
+    (void)ctx;
+    mn_lm_head_forward(logits, inp, wte, N, C, V);
+}
+static void cpu_lm_head_backward(void *ctx, float *dinp, float *dwte, const float *dlogits, const float *inp,
+                                 const float *wte, int N, int C, int V) {
+    (void)ctx;
+    mn_lm_head_backward(dinp, dwte, dlogits, inp, wte, N, C, V);
+}
+static void cpu_attention_forward(void *ctx, float *out, float *att, const float *qkv, const int32_t *valid, int B,
+                                  int S, int C, int H, int causal) {
+    (void)ctx;
+    mn_attention_forward(out, att, qkv, valid, B, S, C, H, causal);
+}
+static void cpu_attention_backward(void *ctx, float *dqkv, const float *dout, const float *qkv, const float *att,
+                                   const int32_t *valid, int B, int S, int C, int H, int causal) {
+    (void)ctx;
+    mn_attention_backward(dqkv, dout, qkv, att, valid, B, S, C, H, causal);
+}
+static void cpu_gelu_forward(void *ctx, float *out, const float *inp, size_t N) {
+    (void)ctx;
+    mn_gelu_forward(out, inp, N);
+}
+static void cpu_gelu_backward(void *ctx, float *dinp, const float *dout, const float *inp, size_t N) {
+    (void)ctx;
+    mn_gelu_backward(dinp, dout, inp, N);
+}
+static void cpu_gated_update_forward(void *ctx, float *r_out, float *z, const float *r_prev, const float *u,
+                                     const float *gate_w, const float *gate_b, int M, int C) {
+    (void)ctx;
+    mn_gated_update_forward(r_out, z, r_prev, u, gate_w, gate_b, M, C);
+}
+static void cpu_gated_update_backward(void *ctx, float *dr_prev, float *du, float *dgate_w, float *dgate_b,
+                                      const float *dr_out, const float *r_prev, const float *u, const float *z,
+                                      const float *gate_w, float *scratch, int M, int C) {
+    (void)ctx;
+    mn_gated_update_backward(dr_prev, du, dgate_w, dgate_b, dr_out, r_prev, u, z, gate_w, scratch, M, C);
+}
+static void cpu_crossentropy_forward(void *ctx, float *losses, const float *logits, const int32_t *targets,
+                                     const float *weights, int N, int V) {
+    (void)ctx;
+    mn_crossentropy_forward(losses, logits, targets, weights, N, V);
+}
+static void cpu_crossentropy_backward(void *ctx, float *dlogits, const float *logits, const int32_t *targets,
+                                      const float *weights, float scale, int N, int V) {
+    (void)ctx;
+    mn_crossentropy_backward(dlogits, logits, targets, weights, scale, N, V);
+}
+static void cpu_residual_forward(void *ctx, float *out, const float *a, const float *b, size_t N) {
+    (void)ctx;
+    mn_residual_forward(out, a, b, N);
+}
+static void cpu_residual_backward(void *ctx, float *da, float *db, const float *dout, size_t N) {
+    (void)ctx;
+    mn_residual_backward(da, db, dout, N);
+}
+static void cpu_adamw_update(void *ctx, float *params, const float *grads, float *m, float *v,
+                             const mn_adamw_segment *segs, int n_segs, float lr, float beta1, float beta2, float eps,
+                             uint64_t t) {
+    (void)ctx;
+    for (int i = 0; i < n_segs; i++) {
+        size_t o = segs[i].offset;
+        mn_adamw_update(params + o, grads + o, m + o, v + o, segs[i].size, lr, beta1, beta2, eps,
+                        segs[i].weight_decay, t);
+    }
+}
+
+static const mn_backend cpu_backend = {
+    .device = MN_DEVICE_CPU,
+    .name = "cpu",
+    .context_create = cpu_context_create,
+    .context_free = cpu_context_free,
+    .status = cpu_status,
+    .synchronize = cpu_status,
+    .set_matmul = cpu_set_matmul,
+    .alloc = cpu_alloc,
+    .release = cpu_release,
+    .zero = cpu_zero,
+    .copy = cpu_copy,
+    .upload = cpu_copy,
+    .download = cpu_copy,
+    .copy_rows = cpu_copy_rows,
+    .add_rows = cpu_add_rows,
+    .scale = cpu_scale,
+    .sum_squares = cpu_sum_squares,
+    .sum_to = cpu_sum_to,
+    .embedding_forward = cpu_embedding_forward,
+    .embedding_backward = cpu_embedding_backward,
+    .layernorm_forward = cpu_layernorm_forward,
+    .layernorm_backward = cpu_layernorm_backward,
+    .linear_forward = cpu_linear_forward,
+    .linear_backward = cpu_linear_backward,
+    .lm_head_forward = cpu_lm_head_forward,
+    .lm_head_backward = cpu_lm_head_backward,
+    .attention_forward = cpu_attention_forward,
+    .attention_backward = cpu_attention_backward,
+    .gelu_forward = cpu_gelu_forward,
+    .gelu_backward = cpu_gelu_backward,
+    .gated_update_forward = cpu_gated_update_forward,
+    .gated_update_backward = cpu_gated_update_backward,
+    .crossentropy_forward = cpu_crossentropy_forward,
+    .crossentropy_backward = cpu_crossentropy_backward,
+    .residual_forward = cpu_residual_forward,
+    .residual_backward = cpu_residual_backward,
+    .adamw_update = cpu_adamw_update,
+};
+
+const mn_backend *mn_backend_cpu(void) { return &cpu_backend; }
+
+#ifndef MN_HAVE_CUDA
+const mn_backend *mn_backend_cuda(void) { return NULL; }
+#endif
+
+/* ---------------------------------------------------------------- exec */
+mn_status mn_backend_for(mn_device device, const mn_backend **out) {
+    *out = NULL;
+    if (device == MN_DEVICE_CPU) {
+        *out = mn_backend_cpu();
+    } else if (device == MN_DEVICE_CUDA) {
+        *out = mn_backend_cuda();
+        if (!*out)
+            return mn_fail(MN_ERR_DEVICE, "this build has no CUDA backend (built without nvcc/cuBLAS)");
+    } else {
+        return mn_fail(MN_ERR_INVALID_ARG, "unknown device %d", (int)device);
+    }
+    return MN_OK;
+}
+
+mn_status mn_exec_open_backend(const mn_backend *be, mn_exec *out) {
+    out->be = NULL;
+    out->ctx = NULL;
+    void *ctx = NULL;
+    MN_TRY(be->context_create(&ctx));
+    out->be = be;
+    out->ctx = ctx;
+    return MN_OK;
+}
+
+mn_status mn_exec_open(mn_device device, mn_exec *out) {
+    const mn_backend *be = NULL;
+    out->be = NULL;
+    out->ctx = NULL;
+    MN_TRY(mn_backend_for(device, &be));
+    return mn_exec_open_backend(be, out);
+}
+
+void mn_exec_close(mn_exec *ex) {
+    if (!ex || !ex->be)
+        return;
+    ex->be->context_free(ex->ctx);
+    ex->be = NULL;
+    ex->ctx = NULL;
+}
+
+mn_status mn_exec_status(const mn_exec *ex) { return ex->be->status(ex->ctx); }
+
+mn_status mn_exec_alloc(const mn_exec *ex, size_t bytes, void **out) { return ex->be->alloc(ex->ctx, bytes, out); }
+
+void mn_exec_release(const mn_exec *ex, void *p) {
+    if (p)
+        ex->be->release(ex->ctx, p);
+}

@@ -1,0 +1,137 @@
+/* The backend table: every op of src/cpu/ops.h plus memory management and data movement, so
+ * that one copy of the model logic (stack.c, forward_backward.c, inference.c, adamw.c) drives
+ * both the CPU and the CUDA backend.
+ *
+ * Pointers handed to the table live in the backend's memory (host memory for the CPU, device
+ * memory for CUDA), except where an argument says "host". Ops return nothing: a CUDA backend
+ * records its first failure (the call, file:line and CUDA's message) in its context and turns
+ * every later op into a no-op; the model asks `status` at each public API boundary and returns
+ * it as MN_ERR_DEVICE. The CPU backend never fails after allocation.
+ *
+ * Op semantics are those of src/cpu/ops.h (backward ops ACCUMULATE), with two extensions:
+ * - embedding_forward / embedding_backward skip rows whose id is negative (the memory slots
+ *   and padding of a turn), so one call covers a whole (B, S) batch;
+ * - adamw_update runs over a list of segments of the flat buffers (one per unfrozen tensor).
+ * The CPU table calls the functions of ops.h, so the CPU results are those of the reference. */
+#ifndef MN_BACKEND_H
+#define MN_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mnemo.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One AdamW run over params[offset .. offset + size) (and the same range of grads, m, v). */
+typedef struct {
+    size_t offset, size;  /* in floats */
+    float weight_decay;   /* 0 for tensors that do not decay */
+} mn_adamw_segment;
+
+typedef struct mn_backend {
+    mn_device device;
+    const char *name;
+
+    /* ------------------------------------------------------------ context */
+    mn_status (*context_create)(void **ctx);     /* CPU: *ctx = NULL */
+    void (*context_free)(void *ctx);
+    /* MN_OK, or the first recorded failure as MN_ERR_DEVICE with its message. */
+    mn_status (*status)(void *ctx);
+    /* Waits for all queued work, then returns status. */
+    mn_status (*synchronize)(void *ctx);
+    /* Precision of the matrix products (the CPU backend accepts only MN_MATMUL_FP32). */
+    mn_status (*set_matmul)(void *ctx, mn_matmul precision);
+
+    /* ------------------------------------------------------------ memory */
+    /* Zero-filled allocation of `bytes` (at least 1). */
+    mn_status (*alloc)(void *ctx, size_t bytes, void **out);
+    void (*release)(void *ctx, void *p);        /* NULL is allowed */
+    void (*zero)(void *ctx, void *p, size_t bytes);
+    void (*copy)(void *ctx, void *dst, const void *src, size_t bytes);        /* no overlap */
+    void (*upload)(void *ctx, void *dst, const void *host_src, size_t bytes); /* host_src reusable on return */
+    void (*download)(void *ctx, void *host_dst, const void *src, size_t bytes); /* host_dst ready on return */
+    /* dst[r * dst_stride + c] = src[r * src_stride + c] for r < rows, c < cols (floats).
+     * src_stride 0 broadcasts one row; rows must not overlap. */
+    void (*copy_rows)(void *ctx, float *dst, size_t dst_stride, const float *src, size_t src_stride,
+                      size_t rows, size_t cols);
+    /* dst[r * dst_stride + c] += src[r * src_stride + c], r ascending for each element: with
+     * dst_stride 0 it sums the rows of src into one row (deterministically), with src_stride 0
+     * it adds one row to every row of dst. */
+    void (*add_rows)(void *ctx, float *dst, size_t dst_stride, const float *src, size_t src_stride,
+                     size_t rows, size_t cols);
+    void (*scale)(void *ctx, float *x, float factor, size_t n);              /* x *= factor */
+    /* Sum of squares of x (n) in double, deterministic; returns to the host (waits). */
+    double (*sum_squares)(void *ctx, const float *x, size_t n);
+    /* *dst (a double in backend memory) = sum of x (n) in double, deterministic; no wait. */
+    void (*sum_to)(void *ctx, double *dst, const float *x, size_t n);
+
+    /* ------------------------------------------------------------ ops (src/cpu/ops.h) */
+    void (*embedding_forward)(void *ctx, float *out, const int32_t *ids, const float *table, int N, int C);
+    void (*embedding_backward)(void *ctx, float *dtable, const float *dout, const int32_t *ids, int N, int C);
+    void (*layernorm_forward)(void *ctx, float *out, float *mean, float *rstd, const float *inp,
+                              const float *weight, const float *bias, int N, int C);
+    void (*layernorm_backward)(void *ctx, float *dinp, float *dweight, float *dbias, const float *dout,
+                               const float *inp, const float *weight, const float *mean, const float *rstd,
+                               int N, int C);
+    void (*linear_forward)(void *ctx, float *out, const float *inp, const float *weight, const float *bias,
+                           int N, int IC, int OC);
+    void (*linear_backward)(void *ctx, float *dinp, float *dweight, float *dbias, const float *dout,
+                            const float *inp, const float *weight, int N, int IC, int OC);
+    void (*lm_head_forward)(void *ctx, float *logits, const float *inp, const float *wte, int N, int C, int V);
+    void (*lm_head_backward)(void *ctx, float *dinp, float *dwte, const float *dlogits, const float *inp,
+                             const float *wte, int N, int C, int V);
+    void (*attention_forward)(void *ctx, float *out, float *att, const float *qkv, const int32_t *valid,
+                              int B, int S, int C, int H, int causal);
+    void (*attention_backward)(void *ctx, float *dqkv, const float *dout, const float *qkv, const float *att,
+                               const int32_t *valid, int B, int S, int C, int H, int causal);
+    void (*gelu_forward)(void *ctx, float *out, const float *inp, size_t N);
+    void (*gelu_backward)(void *ctx, float *dinp, const float *dout, const float *inp, size_t N);
+    void (*gated_update_forward)(void *ctx, float *r_out, float *z, const float *r_prev, const float *u,
+                                 const float *gate_w, const float *gate_b, int M, int C);
+    void (*gated_update_backward)(void *ctx, float *dr_prev, float *du, float *dgate_w, float *dgate_b,
+                                  const float *dr_out, const float *r_prev, const float *u, const float *z,
+                                  const float *gate_w, float *scratch, int M, int C);
+    void (*crossentropy_forward)(void *ctx, float *losses, const float *logits, const int32_t *targets,
+                                 const float *weights, int N, int V);
+    void (*crossentropy_backward)(void *ctx, float *dlogits, const float *logits, const int32_t *targets,
+                                  const float *weights, float scale, int N, int V);
+    void (*residual_forward)(void *ctx, float *out, const float *a, const float *b, size_t N);
+    void (*residual_backward)(void *ctx, float *da, float *db, const float *dout, size_t N);
+    /* segs: host array of n_segs segments; step t >= 1 */
+    void (*adamw_update)(void *ctx, float *params, const float *grads, float *m, float *v,
+                         const mn_adamw_segment *segs, int n_segs, float lr, float beta1, float beta2,
+                         float eps, uint64_t t);
+} mn_backend;
+
+/* A backend and its context: what the model holds and calls through. */
+typedef struct {
+    const mn_backend *be;
+    void *ctx;
+} mn_exec;
+
+/* Calls op `name` of exec `ex` with its context: MN_OP(ex, gelu_forward, out, inp, n). */
+#define MN_OP(ex, name, ...) ((ex)->be->name((ex)->ctx, __VA_ARGS__))
+
+const mn_backend *mn_backend_cpu(void);
+/* NULL in a build without CUDA. */
+const mn_backend *mn_backend_cuda(void);
+
+/* The table for `device`; MN_ERR_DEVICE for CUDA in a build without it. */
+mn_status mn_backend_for(mn_device device, const mn_backend **out);
+/* Opens a context of backend `be`: CUDA fails with MN_ERR_DEVICE (and CUDA's message) when
+ * no device answers. mn_exec_open is mn_backend_for then mn_exec_open_backend. */
+mn_status mn_exec_open_backend(const mn_backend *be, mn_exec *out);
+mn_status mn_exec_open(mn_device device, mn_exec *out);
+void mn_exec_close(mn_exec *ex);
+mn_status mn_exec_status(const mn_exec *ex);
+/* Allocates n floats (or ints) in the backend's memory, zero-filled. */
+mn_status mn_exec_alloc(const mn_exec *ex, size_t bytes, void **out);
+void mn_exec_release(const mn_exec *ex, void *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
