@@ -12,6 +12,8 @@ typedef struct {
 int cmd_bench(int argc, char **argv);
 int cmd_bench_ops(int argc, char **argv);
 int cmd_bench_update(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
 int cmd_episodes(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);

@@ -8,6 +8,8 @@ static const mn_command commands[] = {
     {"bench", "micro-benchmark: training tokens/s and GFLOP/s against sgemm", cmd_bench},
     {"bench-ops", "time every backend op against the roofline (--device cpu|cuda)", cmd_bench_ops},
     {"bench-update", "session-update latency and batched updates per second", cmd_bench_update},
+    {"train", "train the memory model (config file + options, checkpoints, resume)", cmd_train},
+    {"inspect", "summarise and verify a checkpoint", cmd_inspect},
     {"prepare", "convert a corpus into canonical dialogue JSONL", cmd_prepare},
     {"episodes", "chain dialogues into long episodes with recall probes", cmd_episodes},
     {"tokenizer", "train, inspect and run the byte-level BPE tokenizer", cmd_tokenizer},

@@ -24,4 +24,37 @@ mn_status mn_h5_read_attr_float(hid_t loc, const char *file, const char *name, d
 mn_status mn_h5_write_floats(hid_t loc, const char *file, const char *name, const float *data, int ndim,
                              const size_t *dims);
 
+/* ---- creating files and groups, typed datasets, attributes (checkpoints) */
+/* An HDF5 file built in memory (the core driver without backing store): nothing touches the
+ * disk, so the caller writes the bytes itself and sees every write error exactly. HDF5 1.10
+ * object formats: checksummed metadata, readable by HDF5 >= 1.10 and h5py built on it.
+ * `image` must stay in place until mn_h5_memory_file_close; size_hint (bytes) avoids regrowth. */
+typedef struct {
+    void *data;
+    size_t size;
+    int closed;
+} mn_h5_image;
+mn_status mn_h5_memory_file_create(const char *label, size_t size_hint, mn_h5_image *image, hid_t *file);
+/* Closes the file; on success image->data (malloc'd, release with free) holds the complete
+ * file, image->size bytes. On failure image->data is NULL. */
+mn_status mn_h5_memory_file_close(hid_t file, const char *label, mn_h5_image *image);
+/* Creates / opens a group (a path like "optimizer/m" with existing parents). Close with H5Gclose. */
+mn_status mn_h5_create_group(hid_t loc, const char *file, const char *name, hid_t *group);
+mn_status mn_h5_open_group(hid_t loc, const char *file, const char *name, hid_t *group);
+/* Writes a dataset of any fixed type (memtype in memory, stored as filetype), shape ndim <= 4,
+ * one chunk with the Fletcher32 checksum filter. mn_h5_write_floats is this with float32. */
+mn_status mn_h5_write_dataset(hid_t loc, const char *file, const char *name, hid_t memtype, hid_t filetype,
+                              const void *data, int ndim, const size_t *dims);
+mn_status mn_h5_write_u64s(hid_t loc, const char *file, const char *name, const uint64_t *data, size_t n);
+mn_status mn_h5_read_u64s(hid_t loc, const char *file, const char *name, uint64_t *dst, size_t n);
+/* Rank and dimensions (up to 4) of a dataset. */
+mn_status mn_h5_dataset_dims(hid_t loc, const char *file, const char *name, int *ndim, size_t dims[4]);
+int mn_h5_attr_exists(hid_t loc, const char *name);
+/* Scalar attributes: int64, double, and UTF-8 strings (variable length). */
+mn_status mn_h5_write_attr_int(hid_t loc, const char *file, const char *name, int64_t value);
+mn_status mn_h5_write_attr_float(hid_t loc, const char *file, const char *name, double value);
+mn_status mn_h5_write_attr_string(hid_t loc, const char *file, const char *name, const char *value);
+/* Reads a string attribute (fixed or variable length) into a malloc'd NUL-terminated copy. */
+mn_status mn_h5_read_attr_string(hid_t loc, const char *file, const char *name, char **value);
+
 #endif

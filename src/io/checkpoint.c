@@ -1,0 +1,748 @@
+/* HDF5 training checkpoints: atomic save, fully validated load, run-directory bookkeeping
+ * (docs/checkpoint.md). */
+#include "io/checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "build_id.h"
+#include "core/error.h"
+#include "io/h5util.h"
+#include "model/trainer_internal.h"
+
+#define PATH_CAP 4096
+
+/* ---------------------------------------------------------------- writing */
+typedef struct {
+    const char *file; /* the target path: what messages name */
+    mn_checkpoint_fault_fn fault;
+    void *fault_ctx;
+} writer;
+
+static mn_status injected(const writer *w, const char *name) {
+    if (w->fault && w->fault(w->fault_ctx, name))
+        return mn_fail(MN_ERR_IO, "%s: cannot write dataset '%s' (write failed: injected fault)", w->file, name);
+    return MN_OK;
+}
+
+static mn_status put_tensor(const writer *w, hid_t loc, const char *group, const mn_tensor_info *t,
+                            const float *base) {
+    char full[512];
+    snprintf(full, sizeof full, "%s/%s", group, t->name);
+    MN_TRY(injected(w, full));
+    size_t dims[2] = {(size_t)t->shape[0], (size_t)t->shape[1]};
+    return mn_h5_write_floats(loc, w->file, t->name, base + t->offset, t->ndim, dims);
+}
+
+static mn_status put_tensors(const writer *w, hid_t file, const char *group, const mn_model *m, const float *base) {
+    hid_t g;
+    MN_TRY(mn_h5_create_group(file, w->file, group, &g));
+    mn_status st = MN_OK;
+    for (int i = 0; st == MN_OK && i < mn_model_num_tensors(m); i++) {
+        mn_tensor_info t;
+        st = mn_model_tensor(m, i, &t);
+        if (st == MN_OK)
+            st = put_tensor(w, g, group, &t, base);
+    }
+    H5Gclose(g);
+    return st;
+}
+
+static void utc_now(char *buf, size_t cap) {
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static mn_status put_meta(const writer *w, hid_t file) {
+    hid_t g;
+    MN_TRY(mn_h5_create_group(file, w->file, "meta", &g));
+    char created[64];
+    utc_now(created, sizeof created);
+    mn_status st = mn_h5_write_attr_int(g, w->file, "format_version", MN_CHECKPOINT_FORMAT);
+    if (st == MN_OK)
+        st = mn_h5_write_attr_string(g, w->file, "build_id", MN_BUILD_ID);
+    if (st == MN_OK)
+        st = mn_h5_write_attr_string(g, w->file, "created", created);
+    if (st == MN_OK)
+        st = mn_h5_write_attr_string(g, w->file, "writer", "mnemo");
+    H5Gclose(g);
+    return st;
+}
+
+static mn_status put_config(const writer *w, hid_t file, const mn_config *c, const char *train_json) {
+    hid_t g;
+    MN_TRY(mn_h5_create_group(file, w->file, "config", &g));
+    const struct {
+        const char *name;
+        int value;
+    } ints[] = {{"vocab_size", c->vocab_size}, {"d_model", c->d_model},     {"n_heads", c->n_heads},
+                {"n_layers", c->n_layers},     {"n_comp_layers", c->n_comp_layers}, {"n_slots", c->n_slots},
+                {"max_turn_tokens", c->max_turn_tokens}};
+    mn_status st = MN_OK;
+    for (size_t i = 0; st == MN_OK && i < sizeof ints / sizeof ints[0]; i++)
+        st = mn_h5_write_attr_int(g, w->file, ints[i].name, ints[i].value);
+    if (st == MN_OK)
+        st = mn_h5_write_attr_float(g, w->file, "gate_bias_init", (double)c->gate_bias_init);
+    if (st == MN_OK)
+        st = mn_h5_write_attr_string(g, w->file, "train_config", train_json ? train_json : "{}");
+    H5Gclose(g);
+    return st;
+}
+
+static mn_status put_optimizer(const writer *w, hid_t file, mn_trainer *tr) {
+    hid_t g;
+    MN_TRY(mn_h5_create_group(file, w->file, "optimizer", &g));
+    mn_status st = mn_h5_write_attr_int(g, w->file, "step", (int64_t)mn_trainer_step(tr));
+    H5Gclose(g);
+    if (st == MN_OK)
+        st = put_tensors(w, file, "optimizer/m", tr->model, mn_trainer_adam_m(tr));
+    if (st == MN_OK)
+        st = put_tensors(w, file, "optimizer/v", tr->model, mn_trainer_adam_v(tr));
+    return st;
+}
+
+static mn_status put_train(const writer *w, hid_t file, const mn_train_state *s) {
+    hid_t g;
+    MN_TRY(mn_h5_create_group(file, w->file, "train", &g));
+    const struct {
+        const char *name;
+        int64_t value;
+    } attrs[] = {{"step", (int64_t)s->step},
+                 {"tokens_seen", (int64_t)s->tokens_seen},
+                 {"curriculum_stage", s->curriculum_stage},
+                 {"nan_streak", s->nan_streak},
+                 {"nan_skipped", s->nan_skipped}};
+    mn_status st = MN_OK;
+    for (size_t i = 0; st == MN_OK && i < sizeof attrs / sizeof attrs[0]; i++)
+        st = mn_h5_write_attr_int(g, w->file, attrs[i].name, attrs[i].value);
+    if (st == MN_OK)
+        st = injected(w, "train/rng");
+    if (st == MN_OK)
+        st = mn_h5_write_u64s(g, w->file, "rng", s->rng, 4);
+    uint64_t cursor[2] = {s->data_epoch, s->data_position};
+    if (st == MN_OK)
+        st = injected(w, "train/data_cursor");
+    if (st == MN_OK)
+        st = mn_h5_write_u64s(g, w->file, "data_cursor", cursor, 2);
+    H5Gclose(g);
+    return st;
+}
+
+static mn_status write_contents(const writer *w, hid_t file, mn_model *m, mn_trainer *tr, const mn_train_state *s,
+                                const mn_checkpoint_save_options *o) {
+    MN_TRY(put_meta(w, file));
+    MN_TRY(put_config(w, file, mn_model_config(m), o ? o->train_config_json : NULL));
+    MN_TRY(put_tensors(w, file, "params", m, mn_model_params(m)));
+    if (tr)
+        MN_TRY(put_optimizer(w, file, tr));
+    if (s)
+        MN_TRY(put_train(w, file, s));
+    if (o && o->tokenizer) {
+        MN_TRY(injected(w, "tokenizer"));
+        mn_status st = mn_tokenizer_save_h5(o->tokenizer, file);
+        if (st != MN_OK)
+            return mn_fail_context(MN_ERR_IO, "%s", w->file);
+    }
+    return MN_OK;
+}
+
+static mn_status fsync_path(const char *path, int directory, const char *target) {
+    int fd = open(path, (directory ? O_DIRECTORY : 0) | O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return mn_fail(MN_ERR_IO, "%s: cannot open %s for fsync: %s", target, path, strerror(errno));
+    int rc = fsync(fd);
+    int err = errno;
+    close(fd);
+    if (rc != 0)
+        return mn_fail(MN_ERR_IO, "%s: fsync of %s failed: %s", target, path, strerror(err));
+    return MN_OK;
+}
+
+static void dir_of(const char *path, char *dir, size_t cap) {
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        snprintf(dir, cap, ".");
+    else if (slash == path)
+        snprintf(dir, cap, "/");
+    else
+        snprintf(dir, cap, "%.*s", (int)(slash - path), path);
+}
+
+/* Writes the bytes to a new file at tmp and fsyncs it; on failure removes it. */
+static mn_status write_durably(const char *tmp, const void *data, size_t size, const char *target) {
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return mn_fail(MN_ERR_IO, "%s: cannot create temp file %s: %s (directory missing or not writable?)", target,
+                       tmp, strerror(errno));
+    const char *p = data;
+    size_t left = size;
+    mn_status st = MN_OK;
+    while (left > 0) {
+        ssize_t n = write(fd, p, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            st = mn_fail(MN_ERR_IO, "%s: writing temp file %s failed after %zu of %zu bytes: %s", target, tmp,
+                         size - left, size, n < 0 ? strerror(errno) : "no progress");
+            break;
+        }
+        p += n;
+        left -= (size_t)n;
+    }
+    if (st == MN_OK && fsync(fd) != 0)
+        st = mn_fail(MN_ERR_IO, "%s: fsync of temp file %s failed: %s", target, tmp, strerror(errno));
+    if (close(fd) != 0 && st == MN_OK) /* NFS and full disks can report here */
+        st = mn_fail(MN_ERR_IO, "%s: closing temp file %s failed: %s", target, tmp, strerror(errno));
+    if (st != MN_OK)
+        unlink(tmp);
+    return st;
+}
+
+mn_status mn_checkpoint_save(const char *path, mn_model *model, mn_trainer *trainer, const mn_train_state *state,
+                             const mn_checkpoint_save_options *opts) {
+    if (!path || !*path || !model)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_save: path or model is NULL");
+    if (trainer && trainer->model != model)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_save: the trainer belongs to another model");
+    char tmp[PATH_CAP], dir[PATH_CAP];
+    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp)
+        return mn_fail(MN_ERR_INVALID_ARG, "%s: path too long", path);
+    if (trainer)
+        MN_TRY(mn_trainer_pull(trainer)); /* device buffers -> host before reading them */
+
+    /* The file is built in memory and written with plain write() + fsync: HDF5 never sees a
+     * failing disk (its close after a failed write leaves the library in a bad state), and a
+     * full disk is reported exactly, with the temp file removed. */
+    writer w = {path, opts ? opts->fault : NULL, opts ? opts->fault_ctx : NULL};
+    hid_t file;
+    mn_h5_image image;
+    size_t floats = mn_model_num_params(model) * (trainer ? 3 : 1);
+    MN_TRY(mn_h5_memory_file_create(path, floats * sizeof(float) + ((size_t)1 << 20), &image, &file));
+    mn_status st = write_contents(&w, file, model, trainer, state, opts);
+    mn_status closed = mn_h5_memory_file_close(file, path, &image);
+    if (st == MN_OK)
+        st = closed;
+    if (st == MN_OK)
+        st = write_durably(tmp, image.data, image.size, path);
+    free(image.data);
+    if (st == MN_OK && rename(tmp, path) != 0) {
+        st = mn_fail(MN_ERR_IO, "%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
+        unlink(tmp);
+    }
+    if (st != MN_OK) /* the target was never touched */
+        return mn_fail_context(st, "checkpoint not saved (any previous %s is intact)", path);
+    dir_of(path, dir, sizeof dir);
+    /* the rename is durable only once the directory entry is on disk */
+    return fsync_path(dir, 1, path);
+}
+
+/* ---------------------------------------------------------------- reading */
+static mn_status open_checkpoint(const char *path, hid_t *out) {
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return mn_fail(MN_ERR_IO, "%s: cannot open checkpoint: %s", path, strerror(errno));
+    if (!S_ISREG(sb.st_mode))
+        return mn_fail(MN_ERR_IO, "%s: not a regular file", path);
+    hid_t f = H5I_INVALID_HID;
+    H5E_BEGIN_TRY { f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT); }
+    H5E_END_TRY;
+    if (f < 0)
+        return mn_fail(MN_ERR_FORMAT, "%s: not a readable HDF5 file (truncated or corrupt; %lld bytes)", path,
+                       (long long)sb.st_size);
+    hid_t meta;
+    mn_status st = mn_h5_open_group(f, path, "meta", &meta);
+    if (st != MN_OK) {
+        H5Fclose(f);
+        return mn_fail(MN_ERR_FORMAT, "%s: not a mnemo checkpoint (no /meta group)", path);
+    }
+    int64_t version = 0;
+    st = mn_h5_read_attr_int(meta, path, "format_version", &version);
+    H5Gclose(meta);
+    if (st == MN_OK && version != MN_CHECKPOINT_FORMAT)
+        st = mn_fail(MN_ERR_FORMAT, "%s: checkpoint format version %lld; this build reads version %d", path,
+                     (long long)version, MN_CHECKPOINT_FORMAT);
+    if (st != MN_OK) {
+        H5Fclose(f);
+        return st;
+    }
+    *out = f;
+    return MN_OK;
+}
+
+static mn_status read_config(hid_t f, const char *path, mn_config *c) {
+    hid_t g;
+    MN_TRY(mn_h5_open_group(f, path, "config", &g));
+    struct {
+        const char *name;
+        int *field;
+    } ints[] = {{"vocab_size", &c->vocab_size}, {"d_model", &c->d_model},     {"n_heads", &c->n_heads},
+                {"n_layers", &c->n_layers},     {"n_comp_layers", &c->n_comp_layers}, {"n_slots", &c->n_slots},
+                {"max_turn_tokens", &c->max_turn_tokens}};
+    mn_status st = MN_OK;
+    for (size_t i = 0; st == MN_OK && i < sizeof ints / sizeof ints[0]; i++) {
+        int64_t v = 0;
+        st = mn_h5_read_attr_int(g, path, ints[i].name, &v);
+        if (st == MN_OK && (v < INT_MIN || v > INT_MAX))
+            st = mn_fail(MN_ERR_FORMAT, "%s: config field %s = %lld is out of range", path, ints[i].name,
+                         (long long)v);
+        *ints[i].field = (int)v;
+    }
+    double gate = 0;
+    if (st == MN_OK)
+        st = mn_h5_read_attr_float(g, path, "gate_bias_init", &gate);
+    c->gate_bias_init = (float)gate;
+    H5Gclose(g);
+    if (st == MN_OK && mn_config_validate(c) != MN_OK)
+        st = mn_fail_context(MN_ERR_FORMAT, "%s: the stored config is invalid", path);
+    return st;
+}
+
+static mn_status compare_config(const char *path, const mn_config *file, const mn_config *model) {
+    const struct {
+        const char *name;
+        int in_file, in_model;
+    } ints[] = {{"vocab_size", file->vocab_size, model->vocab_size},
+                {"d_model", file->d_model, model->d_model},
+                {"n_heads", file->n_heads, model->n_heads},
+                {"n_layers", file->n_layers, model->n_layers},
+                {"n_comp_layers", file->n_comp_layers, model->n_comp_layers},
+                {"n_slots", file->n_slots, model->n_slots},
+                {"max_turn_tokens", file->max_turn_tokens, model->max_turn_tokens}};
+    for (size_t i = 0; i < sizeof ints / sizeof ints[0]; i++)
+        if (ints[i].in_file != ints[i].in_model)
+            return mn_fail(MN_ERR_MISMATCH, "%s: config field %s is %d in the checkpoint but %d in the model", path,
+                           ints[i].name, ints[i].in_file, ints[i].in_model);
+    if (file->gate_bias_init != model->gate_bias_init)
+        return mn_fail(MN_ERR_MISMATCH, "%s: config field gate_bias_init is %g in the checkpoint but %g in the model",
+                       path, (double)file->gate_bias_init, (double)model->gate_bias_init);
+    return MN_OK;
+}
+
+static mn_status check_tokenizer(hid_t f, const char *path, uint64_t want) {
+    if (!mn_h5_exists(f, "tokenizer"))
+        return mn_fail(MN_ERR_MISMATCH, "%s: holds no tokenizer; expected one with hash %016" PRIx64, path, want);
+    mn_tokenizer *tok = NULL;
+    MN_TRY(mn_tokenizer_load_h5(f, path, &tok));
+    uint64_t have = mn_tokenizer_hash(tok);
+    mn_tokenizer_free(tok);
+    if (have != want)
+        return mn_fail(MN_ERR_MISMATCH,
+                       "%s: tokenizer hash %016" PRIx64 " differs from the data's %016" PRIx64 " (another tokenizer)",
+                       path, have, want);
+    return MN_OK;
+}
+
+/* Names in a group that the model has no tensor for: a checkpoint of another model version. */
+typedef struct {
+    const mn_model *model;
+    char extra[256];
+    long count;
+} member_scan;
+
+static herr_t scan_member(hid_t group, const char *name, const H5L_info_t *info, void *data) {
+    (void)group, (void)info;
+    member_scan *s = data;
+    mn_tensor_info t;
+    s->count++;
+    if (!s->extra[0] && mn_model_find_tensor(s->model, name, &t) != MN_OK)
+        snprintf(s->extra, sizeof s->extra, "%s", name);
+    return 0;
+}
+
+/* Reads group/<name> for every tensor into dst (flat layout), checking shape and no extras. */
+static mn_status read_tensors(hid_t f, const char *path, const char *group, const mn_model *m, float *dst) {
+    hid_t g;
+    mn_status st = mn_h5_open_group(f, path, group, &g);
+    if (st != MN_OK)
+        return st;
+    member_scan scan = {m, "", 0};
+    herr_t rc = -1;
+    H5E_BEGIN_TRY { rc = H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, scan_member, &scan); }
+    H5E_END_TRY;
+    if (rc < 0)
+        st = mn_fail(MN_ERR_FORMAT, "%s: cannot list group '%s' (corrupt)", path, group);
+    else if (scan.extra[0])
+        st = mn_fail(MN_ERR_MISMATCH, "%s: %s/%s is not a tensor of this model (another model version?)", path, group,
+                     scan.extra);
+    for (int i = 0; st == MN_OK && i < mn_model_num_tensors(m); i++) {
+        mn_tensor_info t;
+        mn_model_tensor(m, i, &t);
+        char full[512];
+        snprintf(full, sizeof full, "%s/%s", group, t.name);
+        int ndim = 0;
+        size_t dims[4];
+        if (!mn_h5_exists(g, t.name)) {
+            st = mn_fail(MN_ERR_FORMAT, "%s: tensor %s is missing", path, full);
+            break;
+        }
+        st = mn_h5_dataset_dims(g, path, t.name, &ndim, dims);
+        if (st != MN_OK)
+            break;
+        int same = ndim == t.ndim;
+        for (int d = 0; same && d < ndim; d++)
+            same = dims[d] == (size_t)t.shape[d];
+        if (!same) {
+            char have[64], want[64];
+            snprintf(have, sizeof have, ndim == 2 ? "(%zu, %zu)" : "(%zu)", dims[0], dims[1]);
+            snprintf(want, sizeof want, t.ndim == 2 ? "(%d, %d)" : "(%d)", t.shape[0], t.shape[1]);
+            st = mn_fail(MN_ERR_MISMATCH, "%s: tensor %s has shape %s; the model's is %s", path, full, have, want);
+            break;
+        }
+        st = mn_h5_read_floats(g, path, t.name, dst + t.offset, t.size);
+        if (st != MN_OK)
+            st = mn_fail(MN_ERR_FORMAT, "%s: tensor %s cannot be read (checksum mismatch: corrupt, or truncated)", path,
+                         full);
+    }
+    H5Gclose(g);
+    return st;
+}
+
+static mn_status read_train(hid_t f, const char *path, mn_train_state *s) {
+    hid_t g;
+    if (!mn_h5_exists(f, "train"))
+        return mn_fail(MN_ERR_FORMAT, "%s: holds no training state (/train); it can initialise a model but not resume",
+                       path);
+    MN_TRY(mn_h5_open_group(f, path, "train", &g));
+    mn_train_state r;
+    memset(&r, 0, sizeof r);
+    int64_t step = 0, tokens = 0;
+    uint64_t cursor[2] = {0, 0};
+    mn_status st = mn_h5_read_attr_int(g, path, "step", &step);
+    if (st == MN_OK)
+        st = mn_h5_read_attr_int(g, path, "tokens_seen", &tokens);
+    if (st == MN_OK)
+        st = mn_h5_read_attr_int(g, path, "curriculum_stage", &r.curriculum_stage);
+    if (st == MN_OK)
+        st = mn_h5_read_attr_int(g, path, "nan_streak", &r.nan_streak);
+    if (st == MN_OK)
+        st = mn_h5_read_attr_int(g, path, "nan_skipped", &r.nan_skipped);
+    if (st == MN_OK)
+        st = mn_h5_read_u64s(g, path, "rng", r.rng, 4);
+    if (st == MN_OK)
+        st = mn_h5_read_u64s(g, path, "data_cursor", cursor, 2);
+    H5Gclose(g);
+    if (st != MN_OK)
+        return mn_fail_context(MN_ERR_FORMAT, "%s: bad training state", path);
+    if (step < 0 || tokens < 0 || r.curriculum_stage < 0 || r.nan_streak < 0 || r.nan_skipped < 0)
+        return mn_fail(MN_ERR_FORMAT, "%s: training state holds a negative counter", path);
+    if (!(r.rng[0] | r.rng[1] | r.rng[2] | r.rng[3])) /* xoshiro never reaches it; it would draw zeros forever */
+        return mn_fail(MN_ERR_FORMAT, "%s: training state has an all-zero RNG state", path);
+    r.step = (uint64_t)step;
+    r.tokens_seen = (uint64_t)tokens;
+    r.data_epoch = cursor[0];
+    r.data_position = cursor[1];
+    *s = r;
+    return MN_OK;
+}
+
+mn_status mn_checkpoint_read_config(const char *path, mn_config *config) {
+    if (!path || !config)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_read_config: NULL argument");
+    hid_t f;
+    MN_TRY(open_checkpoint(path, &f));
+    mn_status st = read_config(f, path, config);
+    H5Fclose(f);
+    return st;
+}
+
+mn_status mn_checkpoint_load(const char *path, mn_model *model, mn_trainer *trainer, mn_train_state *state,
+                             const mn_checkpoint_load_options *opts) {
+    if (!path || !model)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_load: path or model is NULL");
+    if (trainer && trainer->model != model)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_load: the trainer belongs to another model");
+    hid_t f;
+    MN_TRY(open_checkpoint(path, &f));
+    size_t P = mn_model_num_params(model);
+    float *params = NULL, *m = NULL, *v = NULL;
+    int64_t adam_step = 0;
+    mn_train_state train;
+    mn_config stored;
+    mn_status st = read_config(f, path, &stored);
+    if (st == MN_OK)
+        st = compare_config(path, &stored, mn_model_config(model));
+    if (st == MN_OK && opts && opts->check_tokenizer)
+        st = check_tokenizer(f, path, opts->tokenizer_hash);
+    /* staged, so that a refusal halfway leaves the model and trainer untouched */
+    if (st == MN_OK) {
+        params = malloc(P * sizeof(float));
+        if (trainer) {
+            m = malloc(P * sizeof(float));
+            v = malloc(P * sizeof(float));
+        }
+        if (!params || (trainer && (!m || !v)))
+            st = mn_fail(MN_ERR_NOMEM, "%s: out of memory loading %zu parameters", path, P);
+    }
+    if (st == MN_OK)
+        st = read_tensors(f, path, "params", model, params);
+    if (st == MN_OK && trainer) {
+        hid_t g;
+        if (!mn_h5_exists(f, "optimizer"))
+            st = mn_fail(MN_ERR_FORMAT, "%s: holds no optimizer state (/optimizer); cannot resume training from it",
+                         path);
+        if (st == MN_OK)
+            st = mn_h5_open_group(f, path, "optimizer", &g);
+        if (st == MN_OK) {
+            st = mn_h5_read_attr_int(g, path, "step", &adam_step);
+            H5Gclose(g);
+            if (st == MN_OK && adam_step < 0)
+                st = mn_fail(MN_ERR_FORMAT, "%s: optimizer step %lld is negative", path, (long long)adam_step);
+        }
+        if (st == MN_OK)
+            st = read_tensors(f, path, "optimizer/m", model, m);
+        if (st == MN_OK)
+            st = read_tensors(f, path, "optimizer/v", model, v);
+    }
+    if (st == MN_OK && state)
+        st = read_train(f, path, &train);
+    H5Fclose(f);
+    if (st == MN_OK) {
+        memcpy(mn_model_params(model), params, P * sizeof(float));
+        if (trainer) {
+            memcpy(mn_trainer_adam_m(trainer), m, P * sizeof(float));
+            memcpy(mn_trainer_adam_v(trainer), v, P * sizeof(float));
+            mn_trainer_set_step(trainer, (uint64_t)adam_step);
+            st = mn_trainer_push(trainer); /* host edits -> device */
+        }
+        if (state)
+            *state = train;
+    }
+    free(params);
+    free(m);
+    free(v);
+    return st;
+}
+
+mn_status mn_checkpoint_load_tokenizer(const char *path, mn_tokenizer **out) {
+    if (!path || !out)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_load_tokenizer: NULL argument");
+    *out = NULL;
+    hid_t f;
+    MN_TRY(open_checkpoint(path, &f));
+    mn_status st = MN_OK;
+    if (mn_h5_exists(f, "tokenizer"))
+        st = mn_tokenizer_load_h5(f, path, out);
+    H5Fclose(f);
+    return st;
+}
+
+void mn_checkpoint_info_free(mn_checkpoint_info *info) {
+    if (!info)
+        return;
+    free(info->build_id);
+    free(info->created);
+    free(info->train_config);
+    memset(info, 0, sizeof *info);
+}
+
+mn_status mn_checkpoint_read_info(const char *path, mn_checkpoint_info *info) {
+    if (!path || !info)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_read_info: NULL argument");
+    memset(info, 0, sizeof *info);
+    hid_t f, g;
+    MN_TRY(open_checkpoint(path, &f));
+    info->format_version = MN_CHECKPOINT_FORMAT;
+    mn_status st = mn_h5_open_group(f, path, "meta", &g);
+    if (st == MN_OK) {
+        st = mn_h5_read_attr_string(g, path, "build_id", &info->build_id);
+        if (st == MN_OK)
+            st = mn_h5_read_attr_string(g, path, "created", &info->created);
+        H5Gclose(g);
+    }
+    if (st == MN_OK)
+        st = read_config(f, path, &info->config);
+    if (st == MN_OK && mn_h5_open_group(f, path, "config", &g) == MN_OK) {
+        st = mn_h5_read_attr_string(g, path, "train_config", &info->train_config);
+        H5Gclose(g);
+    }
+    if (st == MN_OK && mn_h5_exists(f, "optimizer")) {
+        info->has_optimizer = 1;
+        int64_t step = 0;
+        st = mn_h5_open_group(f, path, "optimizer", &g);
+        if (st == MN_OK) {
+            st = mn_h5_read_attr_int(g, path, "step", &step);
+            H5Gclose(g);
+        }
+        info->adam_step = (uint64_t)step;
+    }
+    if (st == MN_OK && mn_h5_exists(f, "train")) {
+        info->has_train = 1;
+        st = read_train(f, path, &info->train);
+    }
+    info->has_tokenizer = mn_h5_exists(f, "tokenizer");
+    H5Fclose(f);
+    if (st != MN_OK)
+        mn_checkpoint_info_free(info);
+    return st;
+}
+
+/* ---------------------------------------------------------------- run directories */
+/* "ckpt-<digits>.h5" exactly; anything after (a temp suffix) disqualifies the name. */
+static int parse_ckpt_name(const char *name, uint64_t *step, const char **rest) {
+    if (strncmp(name, "ckpt-", 5))
+        return 0;
+    const char *p = name + 5;
+    uint64_t v = 0;
+    int digits = 0;
+    for (; *p >= '0' && *p <= '9'; p++, digits++) {
+        if (v > (UINT64_MAX - 9) / 10)
+            return 0;
+        v = v * 10 + (uint64_t)(*p - '0');
+    }
+    if (!digits || strncmp(p, ".h5", 3))
+        return 0;
+    *step = v;
+    *rest = p + 3;
+    return 1;
+}
+
+mn_status mn_checkpoint_run_path(const char *dir, uint64_t step, char *out, size_t cap) {
+    if (!dir || !out)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_run_path: NULL argument");
+    if ((size_t)snprintf(out, cap, "%s/ckpt-%08" PRIu64 ".h5", dir, step) >= cap)
+        return mn_fail(MN_ERR_INVALID_ARG, "%s: run directory path too long", dir);
+    return MN_OK;
+}
+
+/* Checkpoints of a run directory: step and file name, ascending by step. */
+typedef struct {
+    uint64_t step;
+    char name[256];
+} ckpt_entry;
+
+static mn_status list_checkpoints(const char *dir, ckpt_entry **entries, size_t *n) {
+    *entries = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return mn_fail(MN_ERR_IO, "%s: cannot list the run directory: %s", dir, strerror(errno));
+    size_t cap = 0;
+    struct dirent *e;
+    mn_status st = MN_OK;
+    while ((e = readdir(d))) {
+        uint64_t step;
+        const char *rest;
+        if (!parse_ckpt_name(e->d_name, &step, &rest) || *rest || strlen(e->d_name) >= sizeof(*entries)->name)
+            continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 16;
+            ckpt_entry *grown = realloc(*entries, cap * sizeof **entries);
+            if (!grown) {
+                st = mn_fail(MN_ERR_NOMEM, "%s: out of memory listing checkpoints", dir);
+                break;
+            }
+            *entries = grown;
+        }
+        (*entries)[*n].step = step;
+        snprintf((*entries)[*n].name, sizeof(*entries)->name, "%s", e->d_name);
+        (*n)++;
+    }
+    closedir(d);
+    ckpt_entry *v = *entries;
+    for (size_t i = 1; st == MN_OK && i < *n; i++) /* insertion sort: few files; ties by name */
+        for (size_t j = i; j > 0 && (v[j - 1].step > v[j].step ||
+                                     (v[j - 1].step == v[j].step && strcmp(v[j - 1].name, v[j].name) > 0));
+             j--) {
+            ckpt_entry t = v[j];
+            v[j] = v[j - 1];
+            v[j - 1] = t;
+        }
+    if (st != MN_OK) {
+        free(*entries);
+        *entries = NULL;
+        *n = 0;
+    }
+    return st;
+}
+
+mn_status mn_checkpoint_latest(const char *dir, char *out, size_t cap, uint64_t *step, int *found) {
+    if (!dir || !out || !found)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_latest: NULL argument");
+    *found = 0;
+    ckpt_entry *v;
+    size_t n;
+    MN_TRY(list_checkpoints(dir, &v, &n));
+    mn_status st = MN_OK;
+    if (n) {
+        if ((size_t)snprintf(out, cap, "%s/%s", dir, v[n - 1].name) >= cap) {
+            st = mn_fail(MN_ERR_INVALID_ARG, "%s: run directory path too long", dir);
+        } else {
+            *found = 1;
+            if (step)
+                *step = v[n - 1].step;
+        }
+    }
+    free(v);
+    return st;
+}
+
+mn_status mn_checkpoint_prune(const char *dir, int keep, int *removed) {
+    if (removed)
+        *removed = 0;
+    if (!dir || keep < 1)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_prune: need a directory and keep >= 1 (keep = %d)", keep);
+    ckpt_entry *v;
+    size_t n;
+    MN_TRY(list_checkpoints(dir, &v, &n));
+    mn_status st = MN_OK;
+    for (size_t i = 0; i + (size_t)keep < n; i++) { /* oldest first */
+        char path[PATH_CAP];
+        snprintf(path, sizeof path, "%s/%s", dir, v[i].name);
+        if (unlink(path) != 0 && errno != ENOENT) {
+            st = mn_fail(MN_ERR_IO, "%s: cannot delete an old checkpoint: %s", path, strerror(errno));
+            break;
+        }
+        if (removed)
+            (*removed)++;
+    }
+    free(v);
+    return st;
+}
+
+mn_status mn_checkpoint_clean_temps(const char *dir, int *removed) {
+    if (removed)
+        *removed = 0;
+    if (!dir)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_clean_temps: NULL directory");
+    DIR *d = opendir(dir);
+    if (!d)
+        return mn_fail(MN_ERR_IO, "%s: cannot list the run directory: %s", dir, strerror(errno));
+    mn_status st = MN_OK;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        uint64_t step;
+        const char *rest;
+        if (!parse_ckpt_name(e->d_name, &step, &rest) || strncmp(rest, ".tmp.", 5))
+            continue;
+        char *end = NULL;
+        errno = 0;
+        long pid = strtol(rest + 5, &end, 10);
+        if (errno || !end || *end || pid <= 0)
+            continue;
+        /* a live writer (this process or another) still owns its temp file */
+        if (pid == (long)getpid() || kill((pid_t)pid, 0) == 0 || errno != ESRCH)
+            continue;
+        char path[PATH_CAP];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (unlink(path) != 0 && errno != ENOENT) {
+            st = mn_fail(MN_ERR_IO, "%s: cannot delete a stale temp file: %s", path, strerror(errno));
+            break;
+        }
+        if (removed)
+            (*removed)++;
+    }
+    closedir(d);
+    return st;
+}

@@ -1,0 +1,92 @@
+/* Training checkpoints in HDF5 (docs/checkpoint.md): parameters, AdamW moments, the training
+ * loop's state, the model config, the effective training config, the tokenizer and metadata.
+ *
+ * Writes are atomic: the file is built in memory (HDF5's core driver; transiently the file's
+ * size in extra RAM), written to <path>.tmp.<pid> in the same directory with write(),
+ * fsynced, renamed over <path>, and the directory is fsynced. A failed or killed write never
+ * touches an existing <path>. Loading validates everything (format version, config field
+ * by field, tokenizer hash, each tensor's presence and shape, Fletcher32 checksums) before it
+ * changes the model, so a refused checkpoint leaves the model and trainer as they were. */
+#ifndef MN_CHECKPOINT_H
+#define MN_CHECKPOINT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mnemo.h"
+#include "text/tokenizer.h"
+
+#define MN_CHECKPOINT_FORMAT 1
+
+/* The training loop's state, everything beyond the tensors that a bit-identical resume needs. */
+typedef struct {
+    uint64_t step;            /* loop steps done, skipped (non-finite) steps included */
+    uint64_t tokens_seen;     /* training tokens consumed */
+    uint64_t rng[4];          /* the loop's RNG (mn_rng, xoshiro256**) */
+    uint64_t data_epoch;      /* data cursor: the shard loader's mn_loader_cursor */
+    uint64_t data_position;
+    int64_t curriculum_stage; /* index into the curriculum's stages */
+    int64_t nan_streak;       /* consecutive skipped steps when saved */
+    int64_t nan_skipped;      /* skipped steps over the whole run */
+} mn_train_state;
+
+/* Fault injection for tests: called before each dataset is written; a nonzero return makes
+ * that write fail exactly as a write error would (MN_ERR_IO, temp file removed). */
+typedef int (*mn_checkpoint_fault_fn)(void *ctx, const char *dataset);
+
+typedef struct {
+    const char *train_config_json;  /* stored as /config attribute train_config; NULL: "{}" */
+    const mn_tokenizer *tokenizer;  /* stored as group /tokenizer; NULL: none */
+    mn_checkpoint_fault_fn fault;   /* NULL: no injected faults */
+    void *fault_ctx;
+} mn_checkpoint_save_options;
+
+/* Writes model params; with trainer, also the AdamW moments and step (pulled from the device
+ * first); with state, the /train group. opts may be NULL. Failures return MN_ERR_IO naming
+ * path; an existing file at path is left intact. */
+mn_status mn_checkpoint_save(const char *path, mn_model *model, mn_trainer *trainer, const mn_train_state *state,
+                             const mn_checkpoint_save_options *opts);
+
+typedef struct {
+    int check_tokenizer;      /* 1: the checkpoint must hold a tokenizer with this hash */
+    uint64_t tokenizer_hash;
+} mn_checkpoint_load_options;
+
+/* Loads a checkpoint into model (whose config must equal the file's, field by field); with
+ * trainer, the moments and AdamW step too (then pushed to the device); with state, the /train
+ * group. opts may be NULL. Refusals: MN_ERR_IO (missing / unreadable), MN_ERR_FORMAT (not a
+ * checkpoint, another format version, truncated, checksum failure, missing part),
+ * MN_ERR_MISMATCH (another config, another tokenizer, a tensor of another shape). */
+mn_status mn_checkpoint_load(const char *path, mn_model *model, mn_trainer *trainer, mn_train_state *state,
+                             const mn_checkpoint_load_options *opts);
+
+/* The model config stored in a checkpoint (to create a matching model before loading). */
+mn_status mn_checkpoint_read_config(const char *path, mn_config *config);
+/* The stored tokenizer, or *out = NULL when the checkpoint holds none. */
+mn_status mn_checkpoint_load_tokenizer(const char *path, mn_tokenizer **out);
+
+/* Everything but the tensors, for `mnemo inspect`. Strings are malloc'd. */
+typedef struct {
+    int64_t format_version;
+    char *build_id, *created;  /* created: ISO 8601 UTC */
+    char *train_config;        /* the effective training config (JSON) */
+    mn_config config;
+    int has_optimizer, has_train, has_tokenizer;
+    uint64_t adam_step;        /* AdamW steps (when has_optimizer) */
+    mn_train_state train;      /* when has_train */
+} mn_checkpoint_info;
+
+mn_status mn_checkpoint_read_info(const char *path, mn_checkpoint_info *info);
+void mn_checkpoint_info_free(mn_checkpoint_info *info);
+
+/* ---- run directories: <dir>/ckpt-<step>.h5, step zero-padded to 8 digits */
+mn_status mn_checkpoint_run_path(const char *dir, uint64_t step, char *out, size_t cap);
+/* The checkpoint with the highest step in dir, found by name: only "ckpt-<digits>.h5" counts,
+ * so temp files of interrupted writes are never picked. *found = 0 when there is none. */
+mn_status mn_checkpoint_latest(const char *dir, char *out, size_t cap, uint64_t *step, int *found);
+/* Deletes all but the `keep` (>= 1) highest-step checkpoints. *removed (nullable) = count. */
+mn_status mn_checkpoint_prune(const char *dir, int keep, int *removed);
+/* Deletes temp files "ckpt-<digits>.h5.tmp.<pid>" whose writer process no longer runs. */
+mn_status mn_checkpoint_clean_temps(const char *dir, int *removed);
+
+#endif

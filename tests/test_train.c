@@ -1,0 +1,900 @@
+/* `mnemo train` through the real binary (MNEMO_BIN): config layering, bit-identical resume
+ * (synthetic recall and token shards), SIGINT/SIGTERM, non-finite steps, checkpoint write
+ * failures, refused checkpoints; the library pieces it uses (schedule, curriculum, recall
+ * episodes, multiple-choice scoring); and the integration test that the memory learns. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include <cblas.h>
+#include <omp.h>
+
+#include "core/rng.h"
+#include "io/checkpoint.h"
+#include "model/score.h"
+#include "train/recall.h"
+#include "train/schedule.h"
+
+#define OK(expr)                                                                       \
+    do {                                                                               \
+        mn_status st_ = (expr);                                                        \
+        if (st_ != MN_OK)                                                              \
+            fail_msg("%s -> %s: %s", #expr, mn_status_name(st_), mn_last_error());     \
+    } while (0)
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* ---------------------------------------------------------------- running the CLI */
+static const char *mnemo_bin(void) {
+    const char *b = getenv("MNEMO_BIN");
+    return b && *b ? b : "train/mnemo";
+}
+
+static char work_dir[256];
+
+static int setup_work_dir(void **state) {
+    (void)state;
+    snprintf(work_dir, sizeof work_dir, "/tmp/mnemo-train-XXXXXX");
+    if (!mkdtemp(work_dir))
+        return -1;
+    return 0;
+}
+
+static int remove_work_dir(void **state) {
+    (void)state;
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", work_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+/* Paths inside the work directory. */
+static const char *wpath(const char *name) {
+    static char bufs[8][600];
+    static int next;
+    char *b = bufs[next++ % 8];
+    snprintf(b, 600, "%s/%s", work_dir, name);
+    return b;
+}
+
+/* Starts `mnemo ARGS...` (NULL-terminated list) with stdout/stderr in <log>.out/.err. */
+static pid_t spawn_mnemo(const char *log, const char *const *args) {
+    const char *argv[128];
+    int n = 0;
+    argv[n++] = mnemo_bin();
+    for (int i = 0; args[i]; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    char out[700], err[700];
+    snprintf(out, sizeof out, "%s.out", wpath(log));
+    snprintf(err, sizeof err, "%s.err", wpath(log));
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644), fe = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fo < 0 || fe < 0)
+            _exit(126);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    return pid;
+}
+
+static int wait_exit(pid_t pid) {
+    int status;
+    if (waitpid(pid, &status, 0) != pid)
+        fail_msg("waitpid: %s", strerror(errno));
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return WEXITSTATUS(status);
+}
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return strdup("");
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = malloc((size_t)n + 1);
+    size_t got = fread(s, 1, (size_t)n, f);
+    s[got] = '\0';
+    fclose(f);
+    return s;
+}
+
+static char *log_text(const char *log, const char *ext) {
+    char p[700];
+    snprintf(p, sizeof p, "%s.%s", wpath(log), ext);
+    return slurp(p);
+}
+
+/* Runs and checks the exit code; on a mismatch prints the logs. */
+static void run_expect(int want, const char *log, const char *const *args) {
+    int rc = wait_exit(spawn_mnemo(log, args));
+    if (rc != want) {
+        char *out = log_text(log, "out"), *err = log_text(log, "err");
+        fail_msg("mnemo %s ... exited %d, expected %d\n--- stdout (tail)\n%s\n--- stderr\n%s", args[0], rc, want,
+                 strlen(out) > 3000 ? out + strlen(out) - 3000 : out, err);
+    }
+}
+
+static void log_has(const char *log, const char *ext, const char *needle) {
+    char *text = log_text(log, ext);
+    if (!strstr(text, needle))
+        fail_msg("%s.%s does not mention '%s':\n%s", log, ext, needle, text);
+    free(text);
+}
+
+/* The tiny recall setup shared by the CLI tests: trains in milliseconds a step. */
+#define TINY_RECALL                                                                                            \
+    "train", "--task", "recall", "--vocab-size", "40", "--d-model", "16", "--n-heads", "2", "--n-layers", "1", \
+        "--n-comp-layers", "1", "--n-slots", "2", "--max-turn-tokens", "6", "--recall-keys", "8",               \
+        "--recall-values", "8", "--recall-filler-max", "2", "--batch", "4", "--turns", "6", "--bptt", "3",      \
+        "--curriculum", "0:2,4:4,9:6", "--lr", "0.01", "--warmup-steps", "2", "--eval-interval", "5",          \
+        "--eval-batches", "1", "--eval-probes", "10", "--threads", "1", "--device", "cpu", "--log-interval", "1"
+
+/* ---------------------------------------------------------------- checkpoints and metrics */
+typedef struct {
+    mn_model *model;
+    mn_trainer *trainer;
+    mn_train_state state;
+} loaded;
+
+static loaded load_ckpt(const char *path) {
+    loaded l;
+    memset(&l, 0, sizeof l);
+    mn_config c;
+    OK(mn_checkpoint_read_config(path, &c));
+    OK(mn_model_create(&c, &l.model));
+    OK(mn_trainer_create(l.model, 1, 1, &l.trainer));
+    OK(mn_checkpoint_load(path, l.model, l.trainer, &l.state, NULL));
+    return l;
+}
+
+static void free_loaded(loaded *l) {
+    mn_trainer_free(l->trainer);
+    mn_model_free(l->model);
+}
+
+static void assert_same_training(const char *a_path, const char *b_path) {
+    loaded a = load_ckpt(a_path), b = load_ckpt(b_path);
+    size_t P = mn_model_num_params(a.model);
+    assert_int_equal(P, mn_model_num_params(b.model));
+    if (memcmp(mn_model_params(a.model), mn_model_params(b.model), P * sizeof(float)))
+        fail_msg("parameters of %s and %s differ", a_path, b_path);
+    assert_memory_equal(mn_trainer_adam_m(a.trainer), mn_trainer_adam_m(b.trainer), P * sizeof(float));
+    assert_memory_equal(mn_trainer_adam_v(a.trainer), mn_trainer_adam_v(b.trainer), P * sizeof(float));
+    assert_int_equal(mn_trainer_step(a.trainer), mn_trainer_step(b.trainer));
+    assert_memory_equal(&a.state, &b.state, sizeof a.state);
+    free_loaded(&a);
+    free_loaded(&b);
+}
+
+#define MAX_STEPS 4096
+typedef struct {
+    double loss[MAX_STEPS + 1], grad_norm[MAX_STEPS + 1];
+    int have[MAX_STEPS + 1], skipped[MAX_STEPS + 1];
+    int evals;
+    json_t *last_eval;
+} metrics;
+
+/* Reads <run>/metrics.jsonl: the last record of each step, and the last eval record. */
+static metrics *read_metrics(const char *run_dir) {
+    metrics *m = calloc(1, sizeof *m);
+    char path[700];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        fail_msg("no %s", path);
+    char line[8192];
+    while (fgets(line, sizeof line, f)) {
+        json_error_t e;
+        json_t *o = json_loads(line, 0, &e);
+        if (!o)
+            fail_msg("%s: bad JSON line: %s", path, e.text);
+        json_t *step = json_object_get(o, "step");
+        if (json_object_get(o, "eval")) {
+            m->evals++;
+            if (m->last_eval)
+                json_decref(m->last_eval);
+            m->last_eval = o;
+            continue;
+        }
+        json_t *loss = json_object_get(o, "loss");
+        if (step && json_object_get(o, "skipped")) {
+            int s = (int)json_integer_value(step);
+            if (s >= 0 && s <= MAX_STEPS) {
+                m->have[s] = 1;
+                m->loss[s] = json_is_number(loss) ? json_number_value(loss) : NAN;
+                m->grad_norm[s] = json_is_number(json_object_get(o, "grad_norm"))
+                                      ? json_number_value(json_object_get(o, "grad_norm"))
+                                      : NAN;
+                m->skipped[s] = json_is_true(json_object_get(o, "skipped"));
+            }
+        }
+        json_decref(o);
+    }
+    fclose(f);
+    return m;
+}
+
+static void free_metrics(metrics *m) {
+    if (m->last_eval)
+        json_decref(m->last_eval);
+    free(m);
+}
+
+static void assert_same_curve(const metrics *a, const metrics *b, int from, int to) {
+    for (int s = from; s <= to; s++) {
+        if (!a->have[s] || !b->have[s])
+            fail_msg("step %d missing from the metrics", s);
+        if ((float)a->loss[s] != (float)b->loss[s] || (float)a->grad_norm[s] != (float)b->grad_norm[s])
+            fail_msg("step %d: loss %.9g vs %.9g, grad norm %.9g vs %.9g", s, a->loss[s], b->loss[s], a->grad_norm[s],
+                     b->grad_norm[s]);
+    }
+}
+
+static int exists(const char *path) { return access(path, F_OK) == 0; }
+
+/* ---------------------------------------------------------------- library pieces */
+static void test_lr_schedule_and_curriculum(void **state) {
+    (void)state;
+    mn_lr_schedule s = {1e-3, 1e-4, 10, 110};
+    assert_true(fabs(mn_lr_at(&s, 0) - 1e-4) < 1e-15);     /* warmup: (0+1)/10 of the peak */
+    assert_true(fabs(mn_lr_at(&s, 9) - 1e-3) < 1e-15);     /* end of warmup: the peak */
+    assert_true(fabs(mn_lr_at(&s, 10) - 1e-3) < 1e-15);    /* cosine starts at the peak */
+    assert_true(fabs(mn_lr_at(&s, 60) - 5.5e-4) < 1e-12);  /* halfway: the mean of peak and floor */
+    assert_true(fabs(mn_lr_at(&s, 110) - 1e-4) < 1e-15);   /* the floor, and after it */
+    assert_true(fabs(mn_lr_at(&s, 500) - 1e-4) < 1e-15);
+    for (int64_t t = 10; t < 110; t++)
+        assert_true(mn_lr_at(&s, t + 1) <= mn_lr_at(&s, t));
+
+    mn_curriculum c;
+    OK(mn_curriculum_doubling(2, 12, 100, &c));
+    assert_int_equal(c.n, 4);
+    int turns[] = {2, 4, 8, 12};
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(c.turns[i], turns[i]);
+        assert_int_equal(c.start_step[i], 100 * i);
+    }
+    assert_int_equal(mn_curriculum_stage_at(&c, 0), 0);
+    assert_int_equal(mn_curriculum_stage_at(&c, 99), 0);
+    assert_int_equal(mn_curriculum_stage_at(&c, 100), 1);
+    assert_int_equal(mn_curriculum_stage_at(&c, 1000000), 3);
+    OK(mn_curriculum_doubling(2, 12, 0, &c));
+    assert_int_equal(c.n, 1);
+    assert_int_equal(c.turns[0], 12);
+    mn_curriculum bad = {.start_step = {0, 5, 5}, .turns = {2, 4, 6}, .n = 3};
+    assert_int_equal(mn_curriculum_validate(&bad, 6), MN_ERR_CONFIG);
+    bad = (mn_curriculum){.start_step = {1}, .turns = {2}, .n = 1};
+    assert_int_equal(mn_curriculum_validate(&bad, 6), MN_ERR_CONFIG);
+    bad = (mn_curriculum){.start_step = {0, 5}, .turns = {4, 2}, .n = 2};
+    assert_int_equal(mn_curriculum_validate(&bad, 6), MN_ERR_CONFIG);
+}
+
+static mn_recall_task small_task(void) {
+    return (mn_recall_task){.vocab_size = 64, .n_keys = 8, .n_values = 16, .filler_min = 1, .filler_max = 3,
+                            .facts = 2, .n_choices = 4, .text_weight = 1.0f, .answer_weight = 5.0f};
+}
+
+static void test_recall_episodes(void **state) {
+    (void)state;
+    mn_recall_task t = small_task();
+    const int B = 8, T = 12, L = mn_recall_max_len(&t);
+    assert_int_equal(L, 5);
+    int32_t tok[12 * 8 * 5], len[12 * 8], tok2[12 * 8 * 5];
+    float w[12 * 8 * 5];
+    mn_recall_probe probes[16];
+    mn_rng rng, rng2;
+    mn_rng_seed(&rng, 5);
+    mn_rng_seed(&rng2, 5);
+    OK(mn_recall_fill_batch(&t, &rng, B, T, L, 8, 11, tok, len, w, probes));
+    /* the RNG stream does not depend on whether the probes are wanted */
+    OK(mn_recall_fill_batch(&t, &rng2, B, T, L, 8, 11, tok2, len, w, NULL));
+    assert_memory_equal(tok, tok2, sizeof tok);
+    assert_memory_equal(rng.s, rng2.s, sizeof rng.s);
+    OK(mn_recall_fill_batch(&t, &rng, B, T, L, 8, 11, tok, len, w, probes)); /* weights of this one */
+    for (int b = 0; b < B; b++) {
+        for (int j = 0; j < 2; j++) {
+            const mn_recall_probe *p = &probes[b * 2 + j];
+            int d = p->question_turn - p->fact_turn;
+            assert_true(d >= 8 && d <= 11);
+            const int32_t *fact = tok + ((size_t)p->fact_turn * B + b) * L;
+            const int32_t *q = tok + ((size_t)p->question_turn * B + b) * L;
+            const float *qw = w + ((size_t)p->question_turn * B + b) * L;
+            assert_int_equal(fact[0], MN_RECALL_FACT);
+            assert_int_equal(fact[1], p->key);
+            assert_int_equal(fact[2], p->value);
+            assert_int_equal(q[0], MN_RECALL_ASK);
+            assert_int_equal(q[1], p->key);
+            assert_int_equal(q[2], p->value);
+            assert_true(qw[2] == 5.0f && qw[0] == 0.0f);
+            assert_int_equal(p->choices[p->answer_index], p->value);
+            const mn_recall_probe *other = &probes[b * 2 + (1 - j)];
+            assert_true(other->key != p->key && other->value != p->value);
+            int has_other = 0; /* the episode's other value is among the distractors */
+            for (int i = 0; i < p->n_choices; i++) {
+                has_other |= p->choices[i] == other->value;
+                for (int k = 0; k < i; k++)
+                    assert_true(p->choices[i] != p->choices[k]);
+            }
+            assert_true(has_other);
+        }
+        for (int turn = 0; turn < T; turn++) {
+            int n = len[turn * B + b];
+            const int32_t *x = tok + ((size_t)turn * B + b) * L;
+            assert_true(n >= 3 && n <= L);
+            assert_int_equal(x[n - 1], MN_RECALL_EOT);
+            for (int i = n; i < L; i++)
+                assert_int_equal(x[i], MN_RECALL_PAD);
+            if (x[0] == MN_RECALL_CHAT) /* filler words never are keys or values */
+                for (int i = 1; i < n - 1; i++)
+                    assert_true(x[i] >= MN_RECALL_FIRST_KEY + 8 + 16);
+        }
+    }
+    t.vocab_size = 29; /* 5 + 8 + 16: no filler words left */
+    assert_int_equal(mn_recall_fill_batch(&t, &rng, B, T, L, 1, 2, tok, len, w, NULL), MN_ERR_CONFIG);
+    t = small_task();
+    assert_int_equal(mn_recall_fill_batch(&t, &rng, B, T, L, 5, 12, tok, len, w, NULL), MN_ERR_INVALID_ARG);
+}
+
+/* mn_score_choices against a direct computation from mn_logits. */
+static void test_score_choices(void **state) {
+    (void)state;
+    mn_config c = {.vocab_size = 30, .d_model = 16, .n_heads = 2, .n_layers = 1, .n_comp_layers = 1, .n_slots = 2,
+                   .max_turn_tokens = 8, .gate_bias_init = -2.0f};
+    mn_model *m = NULL;
+    OK(mn_model_create(&c, &m));
+    OK(mn_model_init(m, 3));
+    float *p = mn_model_params(m); /* larger weights, so that choices differ clearly */
+    for (size_t i = 0; i < mn_model_num_params(m); i++)
+        p[i] *= 20.0f;
+    float r[2 * 16];
+    OK(mn_initial_state(m, r));
+    int32_t prefix[] = {1, 7, 9};
+    int32_t c0[] = {4}, c1[] = {5, 6, 2}, c2[] = {11, 3};
+    const int32_t *choices[] = {c0, c1, c2};
+    int lens[] = {1, 3, 2};
+    double scores[3];
+    int best = -1;
+    OK(mn_score_choices(m, r, prefix, 3, choices, lens, 3, scores, &best));
+    int argmax = 0;
+    for (int i = 0; i < 3; i++) {
+        int32_t seq[8];
+        memcpy(seq, prefix, sizeof prefix);
+        memcpy(seq + 3, choices[i], (size_t)lens[i] * sizeof(int32_t));
+        int n = 3 + lens[i];
+        float logits[8 * 30];
+        OK(mn_logits(m, seq, n, r, logits));
+        double sum = 0;
+        for (int j = 3; j < n; j++) {
+            const float *row = logits + (size_t)(j - 1) * 30;
+            double z = 0;
+            for (int v = 0; v < 30; v++)
+                z += exp((double)row[v]);
+            sum += (double)row[seq[j]] - log(z);
+        }
+        double want = sum / lens[i];
+        assert_true(fabs(scores[i] - want) < 1e-9 * (1 + fabs(want)));
+        if (want > scores[argmax] + 1e-12)
+            argmax = i;
+    }
+    assert_int_equal(best, argmax);
+    assert_true(scores[0] != scores[1] && scores[1] != scores[2]);
+    /* a question turn is read into memory first: the same as updating R by hand */
+    int32_t question[] = {2, 8, 8, 3};
+    mn_probe_tokens probe = {question, 4, prefix, 3, choices, lens, 3};
+    double via_probe[3], by_hand[3];
+    OK(mn_score_probe(m, r, &probe, via_probe, NULL));
+    float rq[2 * 16];
+    OK(mn_update(m, question, 4, r, rq));
+    OK(mn_score_choices(m, rq, prefix, 3, choices, lens, 3, by_hand, NULL));
+    assert_memory_equal(via_probe, by_hand, sizeof by_hand);
+    int32_t long_choice[8] = {0};
+    const int32_t *too_long[] = {long_choice};
+    int too_long_len[] = {6};
+    assert_int_equal(mn_score_choices(m, r, prefix, 3, too_long, too_long_len, 1, scores, NULL), MN_ERR_INVALID_ARG);
+    mn_model_free(m);
+}
+
+/* ---------------------------------------------------------------- the CLI */
+static void test_config_layers_and_errors(void **state) {
+    (void)state;
+    FILE *f = fopen(wpath("cfg.json"), "w");
+    fputs("{\"lr\": 0.5, \"batch\": 3, \"task\": \"recall\", \"freeze_decoder\": true}\n", f);
+    fclose(f);
+    const char *a[] = {"train", "--config", wpath("cfg.json"), "--batch", "5", "--print-config", NULL};
+    run_expect(0, "cfg", a);
+    log_has("cfg", "out", "\"lr\": 0.5");
+    log_has("cfg", "out", "\"batch\": 5"); /* the option overrides the file */
+    log_has("cfg", "out", "\"freeze_decoder\": true");
+    log_has("cfg", "out", "\"task\": \"recall\"");
+
+    f = fopen(wpath("bad.json"), "w");
+    fputs("{\"lr\": 0.5, \"bacth\": 3}\n", f);
+    fclose(f);
+    const char *b[] = {"train", "--config", wpath("bad.json"), "--print-config", NULL};
+    run_expect(2, "bad", b);
+    log_has("bad", "err", "unknown field 'bacth'");
+    f = fopen(wpath("type.json"), "w");
+    fputs("{\"batch\": \"many\"}\n", f);
+    fclose(f);
+    const char *c[] = {"train", "--config", wpath("type.json"), "--print-config", NULL};
+    run_expect(2, "type", c);
+    log_has("type", "err", "batch wants an integer");
+    const char *d[] = {"train", "--task", "recall", "--bptt", "0", "--print-config", NULL};
+    run_expect(2, "range", d);
+    log_has("range", "err", "bptt");
+    const char *e[] = {"train", "--task", "recall", "--lr", "fast", NULL};
+    run_expect(2, "num", e);
+    log_has("num", "err", "--lr wants a finite number");
+    const char *g[] = {"train", "--task", "recall", "--device", "cuda", "--steps", "1", "--run-dir", wpath("cuda"),
+                       NULL};
+    int rc = wait_exit(spawn_mnemo("cuda", g));
+    assert_int_equal(rc, 1); /* no GPU here, or CUDA training not implemented: a clear error */
+    log_has("cuda", "err", "--device cuda");
+}
+
+static void test_resume_bit_identical_recall(void **state) {
+    (void)state;
+    /* 12 straight steps, checkpoints every 6; the resume from step 6 crosses a curriculum stage
+     * (turns 4 -> 6 at step 9) and truncated BPTT (3 of 6 turns) */
+    const char *straight[] = {TINY_RECALL, "--steps", "12", "--checkpoint-interval", "6", "--run-dir", wpath("ra"),
+                              NULL};
+    run_expect(0, "ra", straight);
+    const char *resumed[] = {"train", "--resume", wpath("ra/ckpt-00000006.h5"), "--run-dir", wpath("rb"), NULL};
+    run_expect(0, "rb", resumed);
+    log_has("rb", "out", "resuming");
+    assert_same_training(wpath("ra/ckpt-00000012.h5"), wpath("rb/ckpt-00000012.h5"));
+    metrics *a = read_metrics(wpath("ra")), *b = read_metrics(wpath("rb"));
+    assert_same_curve(a, b, 7, 12);
+    assert_false(b->have[6]); /* the resumed run started after step 6 */
+    assert_true(a->loss[1] != a->loss[2]);
+    assert_true(a->evals >= 2 && b->evals >= 1);
+    free_metrics(a);
+    free_metrics(b);
+    /* a run directory resumes from its latest checkpoint; nothing left to do at step 12 */
+    const char *again[] = {"train", "--resume", wpath("ra"), "--run-dir", wpath("ra"), NULL};
+    run_expect(0, "again", again);
+    log_has("again", "out", "at step 12");
+}
+
+/* --base takes another run's parameters (fresh optimizer and step); --freeze-decoder keeps
+ * decoder.* and wte bit-identical while the compressor and memory train. */
+static void test_base_and_freeze_decoder(void **state) {
+    (void)state;
+    const char *a[] = {TINY_RECALL, "--steps", "3", "--run-dir", wpath("base_a"), NULL};
+    run_expect(0, "base_a", a);
+    const char *b[] = {TINY_RECALL, "--steps", "4", "--base", wpath("base_a/ckpt-00000003.h5"), "--freeze-decoder",
+                       "--run-dir", wpath("base_b"), NULL};
+    run_expect(0, "base_b", b);
+    loaded la = load_ckpt(wpath("base_a/ckpt-00000003.h5")), lb = load_ckpt(wpath("base_b/ckpt-00000004.h5"));
+    assert_int_equal(lb.state.step, 4);
+    assert_int_equal(mn_trainer_step(lb.trainer), 4);
+    int frozen = 0, moved = 0;
+    for (int i = 0; i < mn_model_num_tensors(la.model); i++) {
+        mn_tensor_info t;
+        mn_model_tensor(la.model, i, &t);
+        int same = !memcmp(mn_model_params(la.model) + t.offset, mn_model_params(lb.model) + t.offset,
+                           t.size * sizeof(float));
+        if (!strncmp(t.name, "decoder.", 8) || !strcmp(t.name, "wte")) {
+            if (!same)
+                fail_msg("%s changed although the decoder is frozen", t.name);
+            frozen++;
+        } else if (!strcmp(t.name, "memory.gate.weight") || !strcmp(t.name, "compressor.h.0.attn.c_attn.weight")) {
+            assert_false(same);
+            moved++;
+        }
+    }
+    assert_true(frozen > 10 && moved == 2);
+    free_loaded(&la);
+    free_loaded(&lb);
+    const char *c[] = {TINY_RECALL, "--steps", "2", "--base", wpath("base_a/ckpt-00000003.h5"), "--n-slots", "3",
+                       "--run-dir", wpath("base_c"), NULL};
+    run_expect(1, "base_c", c);
+    log_has("base_c", "err", "n_slots");
+}
+
+/* Builds a small dialogue corpus with probes, a tokenizer and two shards. */
+static void make_text_data(void) {
+    static const char *words[] = {"red",  "green", "blue", "cat",   "dog",  "fish", "likes", "eats",
+                                  "rice", "soup",  "tea",  "bread", "the",  "a",    "today", "again"};
+    static const char *foods[] = {"rice", "soup", "tea", "bread"};
+    mn_rng rng;
+    mn_rng_seed(&rng, 77);
+    for (int split = 0; split < 2; split++) {
+        FILE *f = fopen(wpath(split ? "valid.jsonl" : "train.jsonl"), "w");
+        for (int d = 0; d < (split ? 6 : 12); d++) {
+            int turns = 8 + (int)mn_rng_below(&rng, 5), food = (int)mn_rng_below(&rng, 4);
+            fprintf(f, "{\"id\": \"d%d\", \"turns\": [", d);
+            for (int t = 0; t < turns; t++) {
+                fprintf(f, "%s{\"speaker\": \"%s\", \"text\": \"", t ? ", " : "", t % 2 ? "B" : "A");
+                if (t == 1)
+                    fprintf(f, "my cat eats %s", foods[food]);
+                else
+                    for (int w = 0, n = 2 + (int)mn_rng_below(&rng, 5); w < n; w++)
+                        fprintf(f, "%s%s", w ? " " : "", words[mn_rng_below(&rng, 16)]);
+                fprintf(f, "\"}");
+            }
+            fprintf(f, "], \"probes\": [{\"after\": %d, \"speaker\": \"A\", \"question\": \"what does your cat eat\", "
+                       "\"answer\": \"%s\", \"choices\": [\"rice\", \"soup\", \"tea\", \"bread\"], \"evidence\": [1]}]}\n",
+                    turns - 1, foods[food]);
+        }
+        fclose(f);
+    }
+    const char *tok[] = {"tokenizer", "--train", "--jsonl", wpath("train.jsonl"), "--vocab-size", "300", "-o",
+                         wpath("tok.h5"), NULL};
+    run_expect(0, "tok", tok);
+    const char *tr[] = {"shard", "--tokenizer", wpath("tok.h5"), "--jsonl", wpath("train.jsonl"), "-o",
+                        wpath("train.shard"), "--max-turn-tokens", "16", NULL};
+    run_expect(0, "shard_train", tr);
+    const char *va[] = {"shard", "--tokenizer", wpath("tok.h5"), "--jsonl", wpath("valid.jsonl"), "-o",
+                        wpath("valid.shard"), "--max-turn-tokens", "16", NULL};
+    run_expect(0, "shard_valid", va);
+}
+
+#define TINY_SHARDS                                                                                            \
+    "train", "--task", "shards", "--train-data", wpath("train.shard"), "--valid-data", wpath("valid.shard"),   \
+        "--valid-probes", wpath("valid.jsonl"), "--tokenizer", wpath("tok.h5"), "--vocab-size", "300",          \
+        "--d-model", "16", "--n-heads", "2", "--n-layers", "1", "--n-comp-layers", "1", "--n-slots", "2",       \
+        "--max-turn-tokens", "16", "--batch", "2", "--turns", "4", "--bptt", "2", "--curriculum", "0:2,5:4",     \
+        "--lr", "0.01", "--warmup-steps", "2", "--eval-interval", "5", "--eval-batches", "1", "--eval-probes",   \
+        "6", "--threads", "1", "--device", "cpu"
+
+static void test_resume_bit_identical_shards(void **state) {
+    (void)state;
+    make_text_data();
+    /* 30 steps of 2 windows: more than the ~45 four-turn windows, so the cursor wraps */
+    const char *straight[] = {TINY_SHARDS, "--steps", "30", "--checkpoint-interval", "13", "--run-dir", wpath("sa"),
+                              NULL};
+    run_expect(0, "sa", straight);
+    log_has("sa", "out", "validation probes: 6 prepared");
+    log_has("sa", "out", "probes 6: accuracy");
+    const char *resumed[] = {"train", "--resume", wpath("sa/ckpt-00000013.h5"), "--run-dir", wpath("sb"), NULL};
+    run_expect(0, "sb", resumed);
+    assert_same_training(wpath("sa/ckpt-00000030.h5"), wpath("sb/ckpt-00000030.h5"));
+    metrics *a = read_metrics(wpath("sa")), *b = read_metrics(wpath("sb"));
+    assert_same_curve(a, b, 14, 30);
+    json_t *eval = json_object_get(a->last_eval, "valid_loss");
+    assert_true(json_is_number(eval));
+    free_metrics(a);
+    free_metrics(b);
+    loaded l = load_ckpt(wpath("sa/ckpt-00000030.h5"));
+    assert_true(l.state.data_epoch >= 1); /* the data cursor really moved through epochs */
+    free_loaded(&l);
+    mn_tokenizer *tok = NULL;
+    OK(mn_checkpoint_load_tokenizer(wpath("sa/ckpt-00000030.h5"), &tok));
+    assert_non_null(tok);
+    mn_tokenizer_free(tok);
+
+    /* another tokenizer: the resume is refused, naming the reason */
+    const char *tok2[] = {"tokenizer", "--train", "--jsonl", wpath("valid.jsonl"), "--vocab-size", "280", "-o",
+                          wpath("tok2.h5"), NULL};
+    run_expect(0, "tok2", tok2);
+    const char *other[] = {"train", "--resume", wpath("sa/ckpt-00000013.h5"), "--tokenizer", wpath("tok2.h5"),
+                           "--run-dir", wpath("sc"), NULL};
+    run_expect(1, "sc", other);
+    log_has("sc", "err", "tokenizer");
+    const char *inspect[] = {"inspect", wpath("sa/ckpt-00000030.h5"), NULL};
+    run_expect(0, "inspect", inspect);
+    log_has("inspect", "out", "tokenizer    mnemo-bpe");
+    log_has("inspect", "out", "step 30");
+    log_has("inspect", "out", "verified");
+}
+
+/* Waits until a run's metrics show at least `step` steps (or the child exits). */
+static void wait_for_step(pid_t pid, const char *run_dir, int step) {
+    char path[700];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
+    char needle[64];
+    snprintf(needle, sizeof needle, "{\"step\": %d,", step);
+    for (int i = 0; i < 6000; i++) {
+        char *text = slurp(path);
+        int found = strstr(text, needle) != NULL;
+        free(text);
+        if (found)
+            return;
+        if (waitpid(pid, NULL, WNOHANG) == pid)
+            fail_msg("the training child exited before step %d", step);
+        struct timespec ts = {0, 5000000};
+        nanosleep(&ts, NULL);
+    }
+    fail_msg("step %d never showed up in %s", step, path);
+}
+
+static void test_signals_checkpoint_and_resume(void **state) {
+    (void)state;
+    /* constant lr (min_lr = lr, no warmup): the schedule does not depend on --steps, so a run
+     * stopped anywhere and resumed equals a straight run of the same length */
+    const int sigs[] = {SIGINT, SIGTERM};
+    for (int k = 0; k < 2; k++) {
+        char dir[32], log[32];
+        snprintf(dir, sizeof dir, "sig%d", k);
+        snprintf(log, sizeof log, "sig%d", k);
+        const char *args[] = {TINY_RECALL, "--min-lr", "0.01", "--warmup-steps", "0", "--steps", "100000",
+                              "--checkpoint-interval", "0", "--eval-interval", "0", "--run-dir", wpath(dir), NULL};
+        pid_t pid = spawn_mnemo(log, args);
+        wait_for_step(pid, wpath(dir), 5);
+        kill(pid, sigs[k]);
+        int rc = wait_exit(pid);
+        char *err = log_text(log, "err");
+        if (rc != 3)
+            fail_msg("exit %d after signal %d, expected 3; stderr:\n%s", rc, sigs[k], err);
+        assert_non_null(strstr(err, k ? "interrupted by SIGTERM" : "interrupted by SIGINT"));
+        free(err);
+        char latest[700];
+        uint64_t stopped = 0;
+        int found = 0;
+        OK(mn_checkpoint_latest(wpath(dir), latest, sizeof latest, &stopped, &found));
+        assert_true(found && stopped >= 5 && stopped < 100000);
+        metrics *m = read_metrics(wpath(dir));
+        assert_true(m->have[stopped] && !m->have[stopped + 1]); /* the step in flight was finished, no more */
+        free_metrics(m);
+        if (k == 1)
+            continue;
+        /* resume for 3 more steps; compare with a straight run of stopped + 3 steps */
+        char total[32];
+        snprintf(total, sizeof total, "%" PRIu64, stopped + 3);
+        const char *resume[] = {"train", "--resume", latest, "--steps", total, "--run-dir", wpath("sig_resumed"), NULL};
+        run_expect(0, "sig_resumed", resume);
+        const char *straight[] = {TINY_RECALL, "--min-lr", "0.01", "--warmup-steps", "0", "--steps", total,
+                                  "--checkpoint-interval", "0", "--eval-interval", "0", "--run-dir",
+                                  wpath("sig_straight"), NULL};
+        run_expect(0, "sig_straight", straight);
+        char a[700], b[700];
+        snprintf(a, sizeof a, "%s/ckpt-%08" PRIu64 ".h5", wpath("sig_resumed"), stopped + 3);
+        snprintf(b, sizeof b, "%s/ckpt-%08" PRIu64 ".h5", wpath("sig_straight"), stopped + 3);
+        assert_same_training(a, b);
+        print_message("SIGINT after step %" PRIu64 ": exit 3, checkpoint written; resumed run == straight run\n",
+                      stopped);
+    }
+}
+
+static void test_nonfinite_steps_skipped_then_abort(void **state) {
+    (void)state;
+    /* a NaN gradient at step 5 (of 5) leaves everything as after step 4 */
+    const char *x[] = {TINY_RECALL, "--min-lr", "0.01", "--warmup-steps", "0", "--steps", "5",
+                       "--fault-nan-steps", "5", "--run-dir", wpath("nan_x"), NULL};
+    run_expect(0, "nan_x", x);
+    log_has("nan_x", "err", "step 5 skipped");
+    const char *y[] = {TINY_RECALL, "--min-lr", "0.01", "--warmup-steps", "0", "--steps", "4", "--run-dir",
+                       wpath("nan_y"), NULL};
+    run_expect(0, "nan_y", y);
+    loaded lx = load_ckpt(wpath("nan_x/ckpt-00000005.h5")), ly = load_ckpt(wpath("nan_y/ckpt-00000004.h5"));
+    size_t P = mn_model_num_params(lx.model);
+    assert_memory_equal(mn_model_params(lx.model), mn_model_params(ly.model), P * sizeof(float));
+    assert_memory_equal(mn_trainer_adam_m(lx.trainer), mn_trainer_adam_m(ly.trainer), P * sizeof(float));
+    assert_memory_equal(mn_trainer_adam_v(lx.trainer), mn_trainer_adam_v(ly.trainer), P * sizeof(float));
+    assert_int_equal(mn_trainer_step(lx.trainer), 4);
+    assert_int_equal(lx.state.nan_skipped, 1);
+    assert_int_equal(lx.state.nan_streak, 1);
+    assert_int_equal(lx.state.step, 5);
+    free_loaded(&lx);
+    free_loaded(&ly);
+    metrics *m = read_metrics(wpath("nan_x"));
+    assert_true(m->skipped[5] && !m->skipped[4]);
+    free_metrics(m);
+
+    /* M in a row aborts with a clear message and exit code 4 */
+    const char *abort_run[] = {TINY_RECALL, "--steps", "20", "--fault-nan-steps", "3,4,5", "--max-nan-steps", "3",
+                               "--checkpoint-interval", "2", "--run-dir", wpath("nan_abort"), NULL};
+    run_expect(4, "nan_abort", abort_run);
+    log_has("nan_abort", "err", "aborting: 3 steps in a row had a non-finite loss or gradient");
+    log_has("nan_abort", "err", "parameters are from step 2");
+    /* fewer in a row than M: skipped, counted, training goes on */
+    const char *gaps[] = {TINY_RECALL, "--steps", "8", "--fault-nan-steps", "3,4,6,7", "--max-nan-steps", "3",
+                          "--run-dir", wpath("nan_gaps"), NULL};
+    run_expect(0, "nan_gaps", gaps);
+    loaded lg = load_ckpt(wpath("nan_gaps/ckpt-00000008.h5"));
+    assert_int_equal(lg.state.nan_skipped, 4);
+    assert_int_equal(lg.state.nan_streak, 0);
+    assert_int_equal(mn_trainer_step(lg.trainer), 4);
+    free_loaded(&lg);
+}
+
+static void test_checkpoint_write_failures(void **state) {
+    (void)state;
+    /* a periodic checkpoint fails: warning, training continues, the others are written */
+    const char *a[] = {TINY_RECALL, "--steps", "6", "--checkpoint-interval", "2", "--keep-checkpoints", "5",
+                       "--fault-checkpoint-steps", "4", "--run-dir", wpath("cf_a"), NULL};
+    run_expect(0, "cf_a", a);
+    log_has("cf_a", "err", "warning");
+    log_has("cf_a", "err", "ckpt-00000004.h5");
+    log_has("cf_a", "err", "training continues");
+    assert_true(exists(wpath("cf_a/ckpt-00000002.h5")) && exists(wpath("cf_a/ckpt-00000006.h5")));
+    assert_false(exists(wpath("cf_a/ckpt-00000004.h5")));
+    char latest[700];
+    int found;
+    OK(mn_checkpoint_latest(wpath("cf_a"), latest, sizeof latest, NULL, &found));
+    assert_non_null(strstr(latest, "ckpt-00000006.h5"));
+    /* the final checkpoint fails: exit 1, naming the file and the last good checkpoint */
+    const char *b[] = {TINY_RECALL, "--steps", "6", "--checkpoint-interval", "4", "--fault-checkpoint-steps", "6",
+                       "--run-dir", wpath("cf_b"), NULL};
+    run_expect(1, "cf_b", b);
+    log_has("cf_b", "err", "ckpt-00000006.h5");
+    log_has("cf_b", "err", "the last saved one is");
+    log_has("cf_b", "err", "cf_b/ckpt-00000004.h5");
+    loaded l = load_ckpt(wpath("cf_b/ckpt-00000004.h5"));
+    assert_int_equal(l.state.step, 4);
+    free_loaded(&l);
+    assert_false(exists(wpath("cf_b/ckpt-00000006.h5")));
+    /* a run directory that cannot exist: refused before training */
+    FILE *f = fopen(wpath("plainfile"), "w");
+    fclose(f);
+    const char *c[] = {TINY_RECALL, "--steps", "2", "--run-dir", wpath("plainfile/run"), NULL};
+    run_expect(1, "cf_c", c);
+    log_has("cf_c", "err", "cannot create the run directory");
+    log_has("cf_c", "err", "plainfile/run");
+}
+
+static void test_bad_checkpoints_refused_by_cli(void **state) {
+    (void)state;
+    const char *a[] = {TINY_RECALL, "--steps", "3", "--run-dir", wpath("bad"), NULL};
+    run_expect(0, "bad_make", a);
+    char ck[700];
+    snprintf(ck, sizeof ck, "%s", wpath("bad/ckpt-00000003.h5"));
+    const char *mism[] = {"train", "--resume", ck, "--n-slots", "3", "--run-dir", wpath("bad_m"), NULL};
+    run_expect(1, "bad_m", mism);
+    log_has("bad_m", "err", "n_slots");
+    /* a flipped byte inside a tensor's data */
+    char cmd[2000];
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", ck, wpath("flipped.h5"));
+    assert_int_equal(system(cmd), 0);
+    hid_t f = H5Fopen(wpath("flipped.h5"), H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, "params/decoder.h.0.mlp.c_fc.weight", H5P_DEFAULT), space = H5Dget_space(d);
+    hsize_t coords[2], size;
+    unsigned mask;
+    haddr_t addr;
+    assert_true(H5Dget_chunk_info(d, space, 0, coords, &mask, &addr, &size) >= 0);
+    H5Sclose(space), H5Dclose(d), H5Fclose(f);
+    int fd = open(wpath("flipped.h5"), O_RDWR);
+    unsigned char byte;
+    assert_int_equal(pread(fd, &byte, 1, (off_t)(addr + size / 3)), 1);
+    byte ^= 0x01;
+    assert_int_equal(pwrite(fd, &byte, 1, (off_t)(addr + size / 3)), 1);
+    close(fd);
+    const char *flipped[] = {"train", "--resume", wpath("flipped.h5"), "--run-dir", wpath("bad_f"), NULL};
+    run_expect(1, "bad_f", flipped);
+    log_has("bad_f", "err", "checksum");
+    const char *insp[] = {"inspect", wpath("flipped.h5"), NULL};
+    run_expect(1, "bad_i", insp);
+    log_has("bad_i", "err", "decoder.h.0.mlp.c_fc.weight");
+    /* truncated */
+    snprintf(cmd, sizeof cmd, "head -c 5000 '%s' > '%s'", ck, wpath("cut.h5"));
+    assert_int_equal(system(cmd), 0);
+    const char *cut[] = {"train", "--resume", wpath("cut.h5"), "--run-dir", wpath("bad_t"), NULL};
+    run_expect(1, "bad_t", cut);
+    log_has("bad_t", "err", "truncated");
+}
+
+/* ---------------------------------------------------------------- the memory learns */
+/* Trains a small model on synthetic recall episodes through `mnemo train` (32-turn episodes,
+ * one fact asked about 1..31 turns later, curriculum 2 -> 4 -> 8 -> 16 -> 32 turns every 60
+ * steps, 400 steps), then scores held-out episodes from the checkpoint: with the session
+ * state, and with R reset to R_0. Accuracy reaches 99% by step 150 (measured with evaluations
+ * every 50 steps), so 400 steps leave a wide margin. About 30 s of training on one idle core. */
+#define LEARN_TURNS 32
+#define LEARN_CHOICES 4
+
+static void test_memory_learns(void **state) {
+    (void)state;
+    /* one thread, as the training run: two spinning OpenMP threads on a shared 2-core
+     * machine make the many tiny single-turn calls below several times slower */
+    omp_set_num_threads(1);
+    openblas_set_num_threads(1);
+    double t0 = now_s();
+    const char *args[] = {"train", "--task", "recall", "--vocab-size", "64", "--d-model", "64", "--n-heads", "4",
+                          "--n-layers", "1", "--n-comp-layers", "1", "--n-slots", "4", "--max-turn-tokens", "8",
+                          "--recall-keys", "16", "--recall-values", "32", "--recall-facts", "1", "--recall-choices",
+                          "4", "--recall-filler-min", "1", "--recall-filler-max", "3", "--batch", "16", "--turns",
+                          "32", "--bptt", "32", "--curriculum-start-turns", "2", "--curriculum-stage-steps", "60",
+                          "--lr", "0.003", "--min-lr", "0.0003", "--warmup-steps", "50", "--weight-decay", "0",
+                          "--grad-clip", "1", "--answer-weight", "5", "--text-weight", "1", "--steps", "400",
+                          "--seed", "1", "--eval-interval", "0", "--eval-batches", "2", "--eval-probes", "200",
+                          "--checkpoint-interval", "0", "--threads", "1", "--device", "cpu", "--log-interval", "100",
+                          "--run-dir", wpath("learn"), NULL};
+    run_expect(0, "learn", args);
+    double t_train = now_s() - t0;
+
+    loaded l = load_ckpt(wpath("learn/ckpt-00000400.h5"));
+    mn_model *m = l.model;
+    mn_recall_task task = {.vocab_size = 64, .n_keys = 16, .n_values = 32, .filler_min = 1, .filler_max = 3,
+                           .facts = 1, .n_choices = LEARN_CHOICES, .text_weight = 1, .answer_weight = 5};
+    const int T = LEARN_TURNS, L = mn_recall_max_len(&task), episodes = 1200;
+    mn_rng rng;
+    mn_rng_seed(&rng, 0xC0FFEEull); /* held out: not the training stream */
+    size_t S = mn_state_floats(m);
+    float *r = malloc(S * sizeof(float)), *r0 = malloc(S * sizeof(float));
+    OK(mn_initial_state(m, r0));
+    int32_t tokens[LEARN_TURNS * 8], lengths[LEARN_TURNS];
+    float weights[LEARN_TURNS * 8];
+    /* distance buckets 1-3, 4-7, 8-15, 16-31 */
+    int n[4] = {0}, ok[4] = {0}, ok_reset[4] = {0};
+    for (int e = 0; e < episodes; e++) {
+        mn_recall_probe p;
+        OK(mn_recall_fill_batch(&task, &rng, 1, T, L, 1, T - 1, tokens, lengths, weights, &p));
+        memcpy(r, r0, S * sizeof(float));
+        for (int t = 0; t < p.question_turn; t++)
+            OK(mn_update(m, tokens + t * L, lengths[t], r, r));
+        int32_t prefix[2] = {MN_RECALL_ASK, p.key};
+        const int32_t *choices[LEARN_CHOICES];
+        int lens[LEARN_CHOICES];
+        double scores[LEARN_CHOICES];
+        for (int i = 0; i < p.n_choices; i++) {
+            choices[i] = &p.choices[i];
+            lens[i] = 1;
+        }
+        int best, best_reset;
+        OK(mn_score_choices(m, r, prefix, 2, choices, lens, p.n_choices, scores, &best));
+        OK(mn_score_choices(m, r0, prefix, 2, choices, lens, p.n_choices, scores, &best_reset));
+        int d = p.question_turn - p.fact_turn, b = d >= 16 ? 3 : d >= 8 ? 2 : d >= 4 ? 1 : 0;
+        n[b]++;
+        ok[b] += best == p.answer_index;
+        ok_reset[b] += best_reset == p.answer_index;
+    }
+    double t_all = now_s() - t0;
+    const char *names[4] = {"1-3", "4-7", "8-15", "16-31"};
+    print_message("memory learns: %d held-out probes, %d choices (chance %.1f%%); training %.1f s, total %.1f s\n",
+                  episodes, LEARN_CHOICES, 100.0 / LEARN_CHOICES, t_train, t_all);
+    print_message("  distance  probes  with memory  R reset to R_0\n");
+    int far_n = 0, far_reset = 0;
+    for (int b = 0; b < 4; b++) {
+        print_message("  %-8s  %6d  %10.1f%%  %13.1f%%\n", names[b], n[b], 100.0 * ok[b] / n[b],
+                      100.0 * ok_reset[b] / n[b]);
+        if (b >= 2) {
+            far_n += n[b];
+            far_reset += ok_reset[b];
+        }
+    }
+    for (int b = 2; b < 4; b++) {
+        assert_true(n[b] >= 100);
+        if (!(ok[b] >= 0.90 * n[b]))
+            fail_msg("distance %s: %.1f%% with memory, below 90%%", names[b], 100.0 * ok[b] / n[b]);
+    }
+    double reset_acc = (double)far_reset / far_n, chance = 1.0 / LEARN_CHOICES;
+    if (fabs(reset_acc - chance) > 0.10)
+        fail_msg("with R reset to R_0 the accuracy at distance >= 8 is %.1f%%, more than 10 points from chance",
+                 100 * reset_acc);
+    free(r), free(r0);
+    free_loaded(&l);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lr_schedule_and_curriculum),
+        cmocka_unit_test(test_recall_episodes),
+        cmocka_unit_test(test_score_choices),
+        cmocka_unit_test(test_config_layers_and_errors),
+        cmocka_unit_test(test_resume_bit_identical_recall),
+        cmocka_unit_test(test_base_and_freeze_decoder),
+        cmocka_unit_test(test_resume_bit_identical_shards),
+        cmocka_unit_test(test_signals_checkpoint_and_resume),
+        cmocka_unit_test(test_nonfinite_steps_skipped_then_abort),
+        cmocka_unit_test(test_checkpoint_write_failures),
+        cmocka_unit_test(test_bad_checkpoints_refused_by_cli),
+        cmocka_unit_test(test_memory_learns),
+    };
+    return cmocka_run_group_tests(tests, setup_work_dir, remove_work_dir);
+}
