@@ -18,5 +18,8 @@ int cmd_prepare(int argc, char **argv);
 int cmd_episodes(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);
 int cmd_shard(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_import_gpt2(int argc, char **argv);
+int cmd_sessions(int argc, char **argv);
 
 #endif

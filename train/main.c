@@ -14,6 +14,9 @@ static const mn_command commands[] = {
     {"episodes", "chain dialogues into long episodes with recall probes", cmd_episodes},
     {"tokenizer", "train, inspect and run the byte-level BPE tokenizer", cmd_tokenizer},
     {"shard", "render dialogue JSONL into a checksummed token shard", cmd_shard},
+    {"chat", "talk to a checkpoint; the session memory R is kept in a session store", cmd_chat},
+    {"import-gpt2", "a Hugging Face GPT-2 (safetensors) as the decoder of a new checkpoint", cmd_import_gpt2},
+    {"sessions", "list, show, delete, compact or benchmark a session store", cmd_sessions},
 
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);

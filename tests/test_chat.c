@@ -1,0 +1,500 @@
+/* The session commands end to end, through the mnemo binary ($MNEMO_BIN): import-gpt2 on the
+ * HF fixture; chat writing R to a store after every turn, a second run continuing from the
+ * saved R (replayed exactly from the --trace of the token pieces fed to the compressor), a
+ * new session id starting from R_0, a foreign compressor refused; the turn rendering with
+ * mnemo's special tokens; `mnemo sessions`. */
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "io/checkpoint.h"
+#include "io/h5util.h"
+#include "mnemo.h"
+#include "text/tokenizer.h"
+
+static void ok(mn_status st) {
+    if (st != MN_OK)
+        fail_msg("%s: %s", mn_status_name(st), mn_last_error());
+}
+
+static char tmpdir[256];
+
+/* Paths stay valid for the whole run (freed at teardown). */
+static char *tmp_paths[1024];
+static int n_tmp_paths;
+
+static const char *tmp(const char *name) {
+    char *p = malloc(strlen(tmpdir) + strlen(name) + 2);
+    sprintf(p, "%s/%s", tmpdir, name);
+    if (n_tmp_paths == 1024)
+        fail_msg("too many paths");
+    tmp_paths[n_tmp_paths++] = p;
+    return p;
+}
+
+static const char *fx(const char *name) {
+    static char paths[8][4096];
+    static int next;
+    char *p = paths[next++ % 8];
+    const char *dir = getenv("MNEMO_FIXTURES");
+    snprintf(p, 4096, "%s/gpt2_tiny/%s", dir ? dir : "tests/fixtures", name);
+    return p;
+}
+
+static const char *mnemo_bin(void) {
+    const char *b = getenv("MNEMO_BIN");
+    return b ? b : "build/train/mnemo";
+}
+
+/* Runs mnemo with args (NULL-terminated), feeding `input` on stdin; stdout and stderr go to
+ * tmp files out.txt / err.txt. Returns the exit code. */
+static int run(const char *input, ...) {
+    const char *argv[64];
+    int n = 0;
+    argv[n++] = mnemo_bin();
+    va_list ap;
+    va_start(ap, input);
+    const char *a;
+    while ((a = va_arg(ap, const char *)) && n < 63)
+        argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    FILE *in = fopen(tmp("in.txt"), "w");
+    fputs(input ? input : "", in);
+    fclose(in);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int i = open(tmp("in.txt"), O_RDONLY), o = open(tmp("out.txt"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int e = open(tmp("err.txt"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(i, 0), dup2(o, 1), dup2(e, 2);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return strdup("");
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *s = calloc((size_t)n + 1, 1);
+    if (fread(s, 1, (size_t)n, f) != (size_t)n)
+        s[0] = '\0';
+    fclose(f);
+    return s;
+}
+
+static int count_lines(const char *s) {
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+static void assert_output_has(const char *file, const char *needle) {
+    char *s = slurp(tmp(file));
+    if (!strstr(s, needle))
+        fail_msg("%s lacks '%s':\n%s", file, needle, s);
+    free(s);
+}
+
+static mn_model *load_checkpoint(const char *path) {
+    mn_config c;
+    mn_model *m = NULL;
+    ok(mn_checkpoint_read_config(path, &c));
+    ok(mn_model_create(&c, &m));
+    ok(mn_checkpoint_load(path, m, NULL, NULL, NULL));
+    return m;
+}
+
+typedef struct {
+    int turns, pieces, longest_piece;
+    int32_t first_piece[8];
+    char last_hash[17]; /* XXH64 of R after the last turn, as the chat process had it */
+} replay_stats;
+
+/* Applies every piece of every trace line (of `session`) to r in order. */
+static replay_stats replay(mn_model *m, const char *trace, const char *session, float *r, int from_line) {
+    replay_stats st = {0};
+    FILE *f = fopen(trace, "r");
+    assert_non_null(f);
+    char *line = NULL;
+    size_t cap = 0;
+    int no = 0;
+    while (getline(&line, &cap, f) > 0) {
+        if (no++ < from_line)
+            continue;
+        json_t *j = json_loads(line, 0, NULL);
+        assert_non_null(j);
+        if (strcmp(json_string_value(json_object_get(j, "session")), session)) {
+            json_decref(j);
+            continue;
+        }
+        json_t *pieces = json_object_get(j, "pieces");
+        for (size_t p = 0; p < json_array_size(pieces); p++) {
+            json_t *ids = json_array_get(pieces, p);
+            int n = (int)json_array_size(ids);
+            int32_t *t = malloc((size_t)n * sizeof *t);
+            for (int i = 0; i < n; i++)
+                t[i] = (int32_t)json_integer_value(json_array_get(ids, (size_t)i));
+            if (st.turns == 0 && p == 0)
+                for (int i = 0; i < n && i < 8; i++)
+                    st.first_piece[i] = t[i];
+            ok(mn_update(m, t, n, r, r));
+            st.pieces++;
+            if (n > st.longest_piece)
+                st.longest_piece = n;
+            free(t);
+        }
+        snprintf(st.last_hash, sizeof st.last_hash, "%s", json_string_value(json_object_get(j, "r_xxh64")));
+        st.turns++;
+        json_decref(j);
+    }
+    free(line);
+    fclose(f);
+    return st;
+}
+
+/* The saved R is bit for bit the R the chat process had after its last turn. */
+static void assert_saved_is_last(const float *r, size_t S, const replay_stats *rs) {
+    char hash[17];
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)mn_xxh64(r, S * sizeof *r, 0));
+    assert_string_equal(hash, rs->last_hash);
+}
+
+/* Largest |a - b| relative to the state's scale. The replay runs in this process, the chat in
+ * another: BLAS may round the last bits differently, so replays agree to 1e-5, not bitwise. */
+static double state_diff(const float *a, const float *b, size_t S) {
+    double d = 0, scale = 1e-30;
+    for (size_t i = 0; i < S; i++) {
+        d = fmax(d, fabs((double)a[i] - b[i]));
+        scale = fmax(scale, fabs((double)b[i]));
+    }
+    return d / scale;
+}
+
+static int lines_in(const char *path) {
+    char *s = slurp(path);
+    int n = count_lines(s);
+    free(s);
+    return n;
+}
+
+static void stored_state(const char *store, const char *id, uint64_t fp, float *r, int64_t *turns) {
+    mn_session_store *s = NULL;
+    mn_session_info info;
+    int found = 0;
+    ok(mn_session_store_open(store, 0, 0, 0, &s));
+    ok(mn_session_get(s, id, fp, r, &info, &found));
+    assert_int_equal(found, 1);
+    *turns = info.turns;
+    mn_session_store_close(s);
+}
+
+/* ---------------------------------------------------------------- import-gpt2 */
+static void test_import_gpt2_cli(void **state) {
+    (void)state;
+    /* bad usage and a bad file: exit codes 2 and 1, the file named */
+    assert_int_equal(run(NULL, "import-gpt2", "--safetensors", fx("model.safetensors"), "-o", tmp("x.h5"), NULL), 2);
+    assert_int_equal(run(NULL, "import-gpt2", "--safetensors", fx("vocab.json"), "--vocab", fx("vocab.json"),
+                         "--merges", fx("merges.txt"), "-o", tmp("x.h5"), NULL),
+                     1);
+    assert_output_has("err.txt", "vocab.json: header length");
+    assert_int_equal(access(tmp("x.h5"), F_OK), -1);
+
+    assert_int_equal(run(NULL, "import-gpt2", "--safetensors", fx("model.safetensors"), "--vocab", fx("vocab.json"),
+                         "--merges", fx("merges.txt"), "--config", fx("config.json"), "--slots", "4",
+                         "--max-turn-tokens", "60", "--comp-layers", "1", "-o", tmp("base.h5"), NULL),
+                     0);
+    assert_output_has("out.txt", "2 layers, n_embd 32, 4 heads (from config.json)");
+    /* the checkpoint holds the HF decoder: its memory-free logits are HF's */
+    mn_model *m = load_checkpoint(tmp("base.h5"));
+    hid_t f;
+    ok(mn_h5_open_read(fx("reference.h5"), &f));
+    size_t n = 0;
+    ok(mn_h5_dataset_size(f, "reference.h5", "case0/ids", &n));
+    int32_t ids[64];
+    ok(mn_h5_read_ints(f, "reference.h5", "case0/ids", ids, n));
+    const int V = mn_model_config(m)->vocab_size;
+    float *want = malloc(n * V * sizeof *want), *got = malloc(n * V * sizeof *got);
+    ok(mn_h5_read_floats(f, "reference.h5", "case0/logits", want, n * V));
+    ok(mn_logits_no_memory(m, ids, (int)n, got));
+    for (size_t i = 0; i < n * V; i++)
+        assert_true(fabs((double)got[i] - want[i]) <= 1e-4 * (fabs(want[i]) + 0.1));
+    free(want), free(got);
+    H5Fclose(f);
+    /* and the tokenizer: GPT-2's files, no mnemo special tokens */
+    mn_tokenizer *tok = NULL;
+    ok(mn_checkpoint_load_tokenizer(tmp("base.h5"), &tok));
+    assert_non_null(tok);
+    assert_string_equal(mn_tokenizer_kind(tok), "gpt2");
+    mn_tokenizer_free(tok);
+    mn_model_free(m);
+}
+
+/* ---------------------------------------------------------------- chat, GPT-2 base (plain text) */
+static void test_chat_continues_from_saved_state(void **state) {
+    (void)state;
+    const char *base = tmp("base.h5"), *store = tmp("chat.h5"), *trace = tmp("trace.jsonl");
+    if (access(base, F_OK) != 0)
+        fail_msg("needs the checkpoint of test_import_gpt2_cli");
+    mn_model *m = load_checkpoint(base);
+    uint64_t fp = mn_model_fingerprint(m);
+    size_t S = mn_state_floats(m);
+    float *r = malloc(S * sizeof *r), *want = malloc(S * sizeof *want), *r0 = malloc(S * sizeof *r0);
+    ok(mn_initial_state(m, r0));
+    int64_t turns = 0;
+
+    /* first conversation: two exchanges, greedy */
+    assert_int_equal(run("Hi! I just moved to Lisbon.\n\nThe meeting moved to Thursday.\n", "chat", "--checkpoint",
+                         base, "--store", store, "--session", "alice", "--stdin", "--temperature", "0", "--max-tokens",
+                         "12", "--trace", trace, NULL),
+                     0);
+    char *out = slurp(tmp("out.txt"));
+    assert_int_equal(count_lines(out), 2); /* one reply per turn; the empty line is no turn */
+    free(out);
+    assert_int_equal(lines_in(trace), 4);  /* user, model, user, model */
+    memcpy(want, r0, S * sizeof *r0);
+    replay_stats rs = replay(m, trace, "alice", want, 0);
+    assert_int_equal(rs.turns, 4);
+    stored_state(store, "alice", fp, r, &turns);
+    assert_int_equal(turns, 4);
+    assert_saved_is_last(r, S, &rs);      /* the saved R is the R after the last turn */
+    assert_true(state_diff(r, want, S) < 1e-5); /* ... which the traced turns reproduce */
+
+    /* days later: the same session continues from the saved R */
+    float *after_first = malloc(S * sizeof *after_first);
+    memcpy(after_first, r, S * sizeof *r);
+    assert_int_equal(run("Where did I move to?\n", "chat", "--checkpoint", base, "--store", store, "--session", "alice",
+                         "--stdin", "--temperature", "0", "--max-tokens", "12", "--trace", trace, NULL),
+                     0);
+    assert_int_equal(lines_in(trace), 6);
+    memcpy(want, after_first, S * sizeof *want);
+    rs = replay(m, trace, "alice", want, 4);
+    assert_int_equal(rs.turns, 2);
+    /* plain-text format: a returning session opens with a blank line, like <|session|> */
+    mn_tokenizer *tok = NULL;
+    ok(mn_checkpoint_load_tokenizer(base, &tok));
+    mn_ids nl = {0};
+    ok(mn_tokenizer_encode(tok, "\n", 1, &nl));
+    int32_t newline = nl.ids[0];
+    assert_int_equal(rs.first_piece[0], newline);
+    mn_ids_free(&nl);
+    mn_tokenizer_free(tok);
+    stored_state(store, "alice", fp, r, &turns);
+    assert_int_equal(turns, 6);
+    assert_saved_is_last(r, S, &rs);
+    assert_true(state_diff(r, want, S) < 1e-5);
+    /* ... and not from R_0: the same turns from R_0 give another state */
+    memcpy(want, r0, S * sizeof *want);
+    replay(m, trace, "alice", want, 4);
+    assert_true(state_diff(r, want, S) > 1e-3);
+
+    /* another session id starts from R_0 and leaves alice alone */
+    assert_int_equal(run("Hello, I am Bob.\n", "chat", "--checkpoint", base, "--store", store, "--session", "bob",
+                         "--stdin", "--temperature", "0.9", "--top-k", "20", "--top-p", "0.9", "--seed", "7",
+                         "--trace", trace, NULL),
+                     0);
+    memcpy(want, r0, S * sizeof *want);
+    rs = replay(m, trace, "bob", want, 0);
+    assert_int_equal(rs.turns, 2);
+    assert_int_not_equal(rs.first_piece[0], newline); /* a new session opens with "A:", no blank line */
+    stored_state(store, "bob", fp, r, &turns);
+    assert_int_equal(turns, 2);
+    assert_saved_is_last(r, S, &rs);
+    assert_true(state_diff(r, want, S) < 1e-5);
+    float *alice = malloc(S * sizeof *alice);
+    stored_state(store, "alice", fp, alice, &turns);
+    assert_int_equal(turns, 6);
+
+    /* the store, as the sessions command shows it */
+    assert_int_equal(run(NULL, "sessions", "--store", store, "list", NULL), 0);
+    assert_output_has("out.txt", "alice\t6 turns");
+    assert_output_has("out.txt", "bob\t2 turns");
+    assert_int_equal(run(NULL, "sessions", "--store", store, "show", "nobody", NULL), 1);
+
+    /* a checkpoint with another compressor may not read alice's state */
+    assert_int_equal(run(NULL, "import-gpt2", "--safetensors", fx("model.safetensors"), "--vocab", fx("vocab.json"),
+                         "--merges", fx("merges.txt"), "--config", fx("config.json"), "--slots", "4",
+                         "--max-turn-tokens", "60", "--comp-layers", "1", "--seed", "2", "-o", tmp("other.h5"), NULL),
+                     0);
+    assert_int_equal(run("Hello?\n", "chat", "--checkpoint", tmp("other.h5"), "--store", store, "--session", "alice",
+                         "--stdin", NULL),
+                     1);
+    assert_output_has("err.txt", "another compressor");
+    float *still = malloc(S * sizeof *still);
+    stored_state(store, "alice", fp, still, &turns);
+    assert_memory_equal(still, alice, S * sizeof *still);
+    assert_int_equal(turns, 6);
+    assert_int_equal(run(NULL, "sessions", "--store", store, "delete", "bob", NULL), 0);
+    assert_int_equal(run(NULL, "sessions", "--store", store, "list", NULL), 0);
+    char *listing = slurp(tmp("out.txt"));
+    assert_null(strstr(listing, "bob"));
+    free(listing);
+    free(r), free(want), free(r0), free(after_first), free(alice), free(still);
+    mn_model_free(m);
+}
+
+/* ---------------------------------------------------------------- chat with mnemo's special tokens */
+static void test_chat_special_tokens(void **state) {
+    (void)state;
+    const char *texts[] = {"Hi! I just moved to Lisbon.", "How do you like it?", "The tram is lovely, the flat tiny.",
+                           "My sister works at the aquarium.", "Remember: Thursday at nine, room B-204."};
+    mn_tokenizer *tok = NULL;
+    ok(mn_tokenizer_train_texts(texts, NULL, 5, 300, &tok));
+    mn_config c = {.vocab_size = mn_tokenizer_vocab_size(tok), .d_model = 16, .n_heads = 2, .n_layers = 1,
+                   .n_comp_layers = 1, .n_slots = 2, .max_turn_tokens = 12, .gate_bias_init = -1.0f};
+    mn_model *m = NULL;
+    ok(mn_model_create(&c, &m));
+    ok(mn_model_init(m, 3));
+    mn_checkpoint_save_options so = {.tokenizer = tok};
+    ok(mn_checkpoint_save(tmp("bpe.h5"), m, NULL, NULL, &so));
+    const char *store = tmp("bpe-store.h5"), *trace = tmp("bpe-trace.jsonl");
+    const char *long_turn = "Remember: the meeting moved from Tuesday to Thursday at nine, in room B-204 upstairs.\n";
+    assert_int_equal(run(long_turn, "chat", "--checkpoint", tmp("bpe.h5"), "--store", store, "--session", "carol",
+                         "--stdin", "--seed", "5", "--max-tokens", "6", "--trace", trace, NULL),
+                     0);
+    size_t S = mn_state_floats(m);
+    float *r = malloc(S * sizeof *r), *want = malloc(S * sizeof *want);
+    ok(mn_initial_state(m, want));
+    replay_stats rs = replay(m, trace, "carol", want, 0);
+    int64_t turns;
+    stored_state(store, "carol", mn_model_fingerprint(m), r, &turns);
+    assert_int_equal(turns, 2);
+    assert_saved_is_last(r, S, &rs);
+    assert_true(state_diff(r, want, S) < 1e-5);
+    /* a long turn is split into pieces of at most N tokens, each opening with <|turn|> <|speaker_a|> */
+    assert_true(rs.pieces >= 3);
+    assert_true(rs.longest_piece <= c.max_turn_tokens);
+    assert_int_equal(rs.first_piece[0], mn_tokenizer_special(tok, MN_TOK_TURN));
+    assert_int_equal(rs.first_piece[1], mn_tokenizer_special(tok, MN_TOK_SPEAKER_A));
+    /* the reply is one piece opening with <|turn|> <|speaker_b|> and closed by <|eot|> */
+    FILE *f = fopen(trace, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    int32_t eot = mn_tokenizer_special(tok, MN_TOK_EOT);
+    for (int no = 0; getline(&line, &cap, f) > 0; no++) {
+        json_t *j = json_loads(line, 0, NULL);
+        json_t *pieces = json_object_get(j, "pieces");
+        json_t *lastp = json_array_get(pieces, json_array_size(pieces) - 1);
+        assert_int_equal(json_integer_value(json_array_get(lastp, json_array_size(lastp) - 1)), eot);
+        if (no == 1) {
+            assert_string_equal(json_string_value(json_object_get(j, "role")), "model");
+            assert_int_equal(json_array_size(pieces), 1);
+            assert_int_equal(json_integer_value(json_array_get(lastp, 1)), mn_tokenizer_special(tok, MN_TOK_SPEAKER_B));
+            assert_true(json_array_size(lastp) <= 2 + 6 + 1);
+        }
+        json_decref(j);
+    }
+    free(line);
+    fclose(f);
+    /* coming back: the first piece opens with <|session|> */
+    assert_int_equal(run("And where?\n", "chat", "--checkpoint", tmp("bpe.h5"), "--store", store, "--session",
+                         "carol", "--stdin", "--seed", "6", "--trace", trace, NULL),
+                     0);
+    memcpy(want, r, S * sizeof *r);
+    rs = replay(m, trace, "carol", want, 2);
+    assert_int_equal(rs.first_piece[0], mn_tokenizer_special(tok, MN_TOK_SESSION));
+    assert_int_equal(rs.first_piece[1], mn_tokenizer_special(tok, MN_TOK_TURN));
+    stored_state(store, "carol", mn_model_fingerprint(m), r, &turns);
+    assert_int_equal(turns, 4);
+    assert_saved_is_last(r, S, &rs);
+    assert_true(state_diff(r, want, S) < 1e-5);
+    free(r), free(want);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+}
+
+/* ---------------------------------------------------------------- train --base --freeze-decoder */
+/* XXH64 of the bytes of every tensor whose name starts with one of the prefixes. */
+static uint64_t tensors_hash(mn_model *m, const char *const *prefixes, int n_prefixes) {
+    mn_xxh64_state h;
+    mn_xxh64_init(&h, 0);
+    const float *p = mn_model_params(m);
+    for (int i = 0; i < mn_model_num_tensors(m); i++) {
+        mn_tensor_info t;
+        ok(mn_model_tensor(m, i, &t));
+        for (int j = 0; j < n_prefixes; j++)
+            if (!strncmp(t.name, prefixes[j], strlen(prefixes[j]))) {
+                mn_xxh64_update(&h, t.name, strlen(t.name));
+                mn_xxh64_update(&h, p + t.offset, t.size * sizeof(float));
+                break;
+            }
+    }
+    return mn_xxh64_digest(&h);
+}
+
+static void test_train_freeze_decoder(void **state) {
+    (void)state;
+    const char *base = tmp("base.h5");
+    if (access(base, F_OK) != 0)
+        fail_msg("needs the checkpoint of test_import_gpt2_cli");
+    const char *decoder[] = {"decoder.", "wte"}, *memory[] = {"compressor.", "memory."};
+    mn_model *b = load_checkpoint(base);
+    uint64_t dec0 = tensors_hash(b, decoder, 2), mem0 = tensors_hash(b, memory, 2);
+    mn_model_free(b);
+    for (int frozen = 1; frozen >= 0; frozen--) {
+        const char *run_dir = tmp(frozen ? "run-frozen" : "run-free");
+#define TRAIN_ARGS "train", "--base", base, "--task", "recall", "--steps", "5", "--batch", "2", "--turns", "4", \
+                   "--bptt", "4", "--warmup-steps", "1", "--eval-interval", "0", "--eval-probes", "4", \
+                   "--eval-batches", "1", "--threads", "1", "--device", "cpu", "--run-dir", run_dir
+        int rc = frozen ? run(NULL, TRAIN_ARGS, "--freeze-decoder", NULL) : run(NULL, TRAIN_ARGS, NULL);
+#undef TRAIN_ARGS
+        if (rc != 0) {
+            char *err = slurp(tmp("err.txt"));
+            fail_msg("mnemo train exited %d: %s", rc, err);
+        }
+        char ckpt[600];
+        snprintf(ckpt, sizeof ckpt, "%s/ckpt-00000005.h5", run_dir);
+        mn_model *t = load_checkpoint(ckpt);
+        uint64_t dec = tensors_hash(t, decoder, 2), mem = tensors_hash(t, memory, 2);
+        mn_model_free(t);
+        assert_true(mem != mem0); /* the compressor and memory did train */
+        if (frozen)
+            assert_true(dec == dec0); /* ... and the decoder and embeddings stayed bit-identical */
+        else
+            assert_true(dec != dec0); /* the control: unfrozen, they move */
+    }
+}
+
+static int setup(void **state) {
+    (void)state;
+    const char *base = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof tmpdir, "%s/mnemo-chat-XXXXXX", base && *base ? base : "/tmp");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    for (int i = 0; i < n_tmp_paths; i++)
+        free(tmp_paths[i]);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_import_gpt2_cli),
+        cmocka_unit_test(test_chat_continues_from_saved_state),
+        cmocka_unit_test(test_chat_special_tokens),
+        cmocka_unit_test(test_train_freeze_decoder),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
