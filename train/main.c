@@ -17,6 +17,7 @@ static const mn_command commands[] = {
     {"chat", "talk to a checkpoint; the session memory R is kept in a session store", cmd_chat},
     {"import-gpt2", "a Hugging Face GPT-2 (safetensors) as the decoder of a new checkpoint", cmd_import_gpt2},
     {"sessions", "list, show, delete, compact or benchmark a session store", cmd_sessions},
+    {"eval", "recall and LM evaluation of a checkpoint on dialogue JSONL with probes", cmd_eval},
 
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);

@@ -1,0 +1,158 @@
+/* Evaluation of recall and language modelling over canonical dialogues with probes
+ * (docs/eval.md; the output keys are those of docs/dialogue-format.md).
+ *
+ * One pass over each dialogue's turns keeps the session state R; every probe is scored when
+ * its `after` is reached, in each variant:
+ *   memory     the question turn is read into R, the answer turn is scored with that state;
+ *   no_memory  the same with R reset to R_0 before the question;
+ *   window W   no memory (R_0), the decoder reads the last W tokens of the rendered history,
+ *              then the question turn, then the answer turn, all inside one decoder sequence
+ *              of at most max_turn_tokens positions after the k slots;
+ *   full       window with the whole history, only where it fits in that sequence.
+ * Dialogues are independent, so they are spread over OpenMP threads, each with its own copy
+ * of the model; results are merged in dialogue order, so they do not depend on the thread
+ * count (timings aside). */
+#ifndef MN_EVAL_H
+#define MN_EVAL_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "mnemo.h"
+#include "text/dialogue.h"
+#include "text/tokenizer.h"
+
+typedef enum { MN_EVAL_MEMORY = 0, MN_EVAL_NO_MEMORY, MN_EVAL_WINDOW, MN_EVAL_FULL } mn_eval_mode;
+
+#define MN_EVAL_MAX_VARIANTS 8
+#define MN_EVAL_TURN_BUCKETS 10  /* distance in turns: [1,2) [2,4) ... [256,512) [512,inf) */
+#define MN_EVAL_TOKEN_BUCKETS 16 /* distance in tokens: [1,2) ... [32768,inf) */
+#define MN_EVAL_INDEX_BUCKETS 16 /* turn index (1-based): [1,2) ... [32768,inf) */
+#define MN_EVAL_CATEGORIES 6     /* 0: none; LoCoMo 1..5 */
+
+/* Power-of-two bucket of v >= 1: floor(log2 v), the last bucket open-ended; -1 for v < 1. */
+int mn_eval_bucket(int64_t v, int n_buckets);
+/* Bounds of bucket b: [*lo, *hi), *hi = -1 for the open-ended last bucket. */
+void mn_eval_bucket_range(int b, int n_buckets, int64_t *lo, int64_t *hi);
+
+/* ---- answer normalisation (malloc'd results; NULL when out of memory) */
+/* Exact match: lower-case (ASCII), ASCII punctuation removed, the words a/an/the removed,
+ * whitespace collapsed. */
+char *mn_eval_normalize_em(const char *s);
+/* LoCoMo's normalize_answer (task_eval/evaluation.py): commas removed, lower-case, ASCII
+ * punctuation removed, the words a/an/the/and removed, whitespace collapsed. */
+char *mn_eval_normalize_locomo(const char *s);
+/* 1 when the normalised (mn_eval_normalize_em) texts are equal. */
+int mn_eval_exact_match(const char *prediction, const char *gold);
+/* Token F1 over whitespace tokens of the LoCoMo-normalised texts, counting repeated tokens as
+ * a multiset (LoCoMo's f1_score without its Porter stemming). 0 when either side is empty. */
+double mn_eval_token_f1(const char *prediction, const char *gold);
+/* LoCoMo's per-category rule: category 1: gold split at ',' and prediction split at ',',
+ * the mean over gold parts of the best F1 against any prediction part; category 3: the gold
+ * up to its first ';'; categories 2 and 4 (and 0, no category): token F1; category 5: 1 when
+ * the lower-cased prediction contains "no information available" or "not mentioned", else 0. */
+double mn_eval_locomo_score(const char *prediction, const char *gold, int category);
+
+/* ---- running */
+typedef struct {
+    mn_eval_mode mode;
+    int window; /* tokens of history (MN_EVAL_WINDOW) */
+} mn_eval_variant_spec;
+
+typedef struct {
+    mn_eval_variant_spec variants[MN_EVAL_MAX_VARIANTS];
+    int n_variants;
+    int64_t max_probes;  /* score at most this many probes, in file order (0: all) */
+    int threads;         /* OpenMP threads over dialogues (0: OpenMP's default) */
+    int generate;        /* greedy generation for exact match and F1 */
+    int max_gen_tokens;  /* generated answer tokens at most (the gold's length + 8 below that) */
+    int lm;              /* per-turn LM loss of the dialogue turns */
+    FILE *progress;      /* nullable: a progress line per finished dialogue */
+} mn_eval_options;
+
+/* memory, no_memory, window k, window 4k, full; generation and LM on; 32 answer tokens.
+ * k is the model's n_slots. */
+void mn_eval_options_default(mn_eval_options *o, int n_slots);
+/* Parses "memory,no_memory,window,full" and "16,64" into o->variants (a window mode gives
+ * one variant per window size). Message names the bad item. */
+mn_status mn_eval_parse_variants(mn_eval_options *o, const char *modes, const char *windows);
+
+typedef struct {
+    int64_t n;           /* probes scored */
+    int64_t mc_n;        /* with >= 2 choices */
+    int64_t mc_correct;
+    int64_t gen_n;       /* with a generated answer */
+    int64_t em_correct;
+    double f1_sum;       /* mn_eval_locomo_score of the generated answer */
+    double gold_ll_sum;  /* mean log-likelihood per token of the gold answer */
+} mn_eval_tally;
+
+typedef struct {
+    mn_eval_variant_spec spec;
+    char name[32];       /* "memory", "no_memory", "window", "window_64", "full" */
+    mn_eval_tally all, no_distance;
+    mn_eval_tally by_turns[MN_EVAL_TURN_BUCKETS];
+    mn_eval_tally by_tokens[MN_EVAL_TOKEN_BUCKETS];
+    mn_eval_tally by_category[MN_EVAL_CATEGORIES];
+    int64_t unscored;            /* probes this variant could not score (full: too long) */
+    double window_used_sum;      /* history tokens actually shown (window and full) */
+    int64_t window_clipped;      /* probes whose window was cut to fit the decoder */
+    double lm_loss_sum;          /* nats over lm_tokens targets */
+    int64_t lm_tokens, lm_turns_skipped;
+    double lm_loss_by_index[MN_EVAL_INDEX_BUCKETS];
+    int64_t lm_tokens_by_index[MN_EVAL_INDEX_BUCKETS];
+    double forward_ms_by_index[MN_EVAL_INDEX_BUCKETS]; /* decoder pass over a turn */
+    int64_t forward_turns_by_index[MN_EVAL_INDEX_BUCKETS];
+    double gen_ms_sum;           /* greedy generation */
+    int64_t gen_tokens;
+} mn_eval_variant_result;
+
+typedef struct {
+    int64_t dialogue;    /* index in the input list */
+    int probe;           /* index in the dialogue */
+    int category;
+    int distance_turns;  /* after - max(evidence); -1 without evidence */
+    int64_t distance_tokens; /* rendered history tokens from the start of the evidence turn to the question; -1 */
+    int n_choices, answer;
+    int scored[MN_EVAL_MAX_VARIANTS];
+    int best[MN_EVAL_MAX_VARIANTS];       /* chosen choice */
+    double gold_ll[MN_EVAL_MAX_VARIANTS];
+    int em[MN_EVAL_MAX_VARIANTS];
+    double f1[MN_EVAL_MAX_VARIANTS];
+    char *generated[MN_EVAL_MAX_VARIANTS]; /* NULL when not generated */
+} mn_eval_probe_result;
+
+typedef struct {
+    int64_t dialogues, turns, history_tokens, probes, probes_skipped;
+    int n_variants;
+    mn_eval_variant_result variants[MN_EVAL_MAX_VARIANTS];
+    mn_eval_probe_result *probe_results; /* (probes) in file order */
+    double update_ms_sum;
+    int64_t updates;
+    double update_ms_by_index[MN_EVAL_INDEX_BUCKETS];
+    int64_t updates_by_index[MN_EVAL_INDEX_BUCKETS];
+    size_t state_floats;
+    int n_slots, max_turn_tokens, threads;
+    double wall_s;
+} mn_eval_result;
+
+/* Evaluates model (not modified) on the dialogues. tok must be the model's tokenizer. */
+mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list *list, const mn_eval_options *o,
+                      mn_eval_result *out);
+void mn_eval_result_free(mn_eval_result *r);
+
+/* ---- reports */
+/* The JSON report (docs/dialogue-format.md keys, plus the extras of docs/eval.md), written
+ * atomically. */
+mn_status mn_eval_write_json(const mn_eval_result *r, const char *checkpoint, const char *data, const char *path);
+/* One JSON line per probe: distances, category and each variant's choice, gold
+ * log-likelihood, generation, exact match and F1. */
+mn_status mn_eval_write_probes(const mn_eval_result *r, const mn_dialogue_list *list, const char *path);
+/* Multiple-choice accuracy by distance in turns, one column per variant. */
+void mn_eval_print_table(const mn_eval_result *r, FILE *out);
+/* Whitespace-separated data for gnuplot: recall by distance (one row per turn bucket with
+ * probes: lo hi then accuracy per variant, NaN where empty) and cost by turn index. */
+mn_status mn_eval_write_recall_data(const mn_eval_result *r, const char *path);
+mn_status mn_eval_write_cost_data(const mn_eval_result *r, const char *path);
+
+#endif

@@ -1,0 +1,593 @@
+/* mnemo eval: buckets, distances, answer normalisation (exact match and LoCoMo F1), the JSON
+ * report's keys, memory against no_memory with a shut gate, refusals of bad input, and the
+ * CLI end to end on a tiny checkpoint that must come out byte-identical. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "eval/eval.h"
+#include "io/checkpoint.h"
+#include "mnemo.h"
+#include "text/dialogue.h"
+#include "text/shard.h"
+#include "text/tokenizer.h"
+
+/* ---------------------------------------------------------------- fixtures */
+static const char *texts[] = {
+    "Hi! I just moved to Lisbon.", "Oh nice, how do you like it?", "The food is great and the people are kind.",
+    "Which city did you move to?", "Lisbon", "Oslo", "Quito", "Perth", "my dog's name is Rex",
+    "What is your dog's name?", "Rex", "Max", "Bella", "I like hiking in the mountains on weekends.",
+};
+
+static mn_tokenizer *make_tokenizer(int vocab) {
+    mn_tokenizer *tok = NULL;
+    assert_int_equal(mn_tokenizer_train_texts(texts, NULL, (int64_t)(sizeof texts / sizeof texts[0]), vocab, &tok),
+                     MN_OK);
+    return tok;
+}
+
+static mn_model *make_model_n(const mn_tokenizer *tok, uint64_t seed, int max_turn_tokens) {
+    mn_config c = {.vocab_size = mn_tokenizer_vocab_size(tok), .d_model = 16, .n_heads = 2, .n_layers = 1,
+                   .n_comp_layers = 1, .n_slots = 2, .max_turn_tokens = max_turn_tokens, .gate_bias_init = 0.0f};
+    mn_model *m = NULL;
+    assert_int_equal(mn_model_create(&c, &m), MN_OK);
+    assert_int_equal(mn_model_init(m, seed), MN_OK);
+    return m;
+}
+
+static mn_model *make_model(const mn_tokenizer *tok, uint64_t seed) { return make_model_n(tok, seed, 48); }
+
+static const char *dialogue_jsonl =
+    "{\"id\": \"d1\", \"turns\": ["
+    "{\"speaker\": \"A\", \"text\": \"Hi! I just moved to Lisbon.\", \"session\": 1},"
+    "{\"speaker\": \"B\", \"text\": \"Oh nice, how do you like it?\"},"
+    "{\"speaker\": \"A\", \"text\": \"The food is great and the people are kind.\"},"
+    "{\"speaker\": \"B\", \"text\": \"I like hiking in the mountains on weekends.\", \"session\": 2},"
+    "{\"speaker\": \"A\", \"text\": \"my dog's name is Rex\"},"
+    "{\"speaker\": \"B\", \"text\": \"Oh nice, how do you like it?\"}],"
+    " \"probes\": ["
+    "{\"after\": 3, \"speaker\": \"B\", \"question\": \"Which city did you move to?\", \"answer\": \"Lisbon\","
+    " \"choices\": [\"Lisbon\", \"Oslo\", \"Quito\", \"Perth\"], \"evidence\": [0]},"
+    "{\"after\": 6, \"question\": \"What is your dog's name?\", \"answer\": \"Rex\","
+    " \"choices\": [\"Max\", \"Rex\", \"Bella\"], \"evidence\": [4]},"
+    "{\"after\": 1, \"question\": \"Which city did you move to?\", \"answer\": \"Lisbon\"}]}\n"
+    "{\"id\": \"d2\", \"turns\": ["
+    "{\"speaker\": \"X\", \"text\": \"my dog's name is Rex\"},"
+    "{\"speaker\": \"Y\", \"text\": \"Oh nice, how do you like it?\"}],"
+    " \"probes\": ["
+    "{\"after\": 2, \"question\": \"What is your dog's name?\", \"answer\": \"Rex\","
+    " \"choices\": [\"Rex\", \"Max\"], \"evidence\": [0]}]}\n";
+
+static void read_dialogues(const char *jsonl, mn_dialogue_list *list) {
+    memset(list, 0, sizeof *list);
+    assert_int_equal(mn_jsonl_read_buffer("test", jsonl, strlen(jsonl), 1, NULL, list, NULL), MN_OK);
+}
+
+static void default_options(mn_eval_options *o, const mn_model *m) {
+    mn_eval_options_default(o, mn_model_config(m)->n_slots);
+    o->threads = 1;
+    o->max_gen_tokens = 6;
+}
+
+/* ---------------------------------------------------------------- buckets */
+static void test_bucket_edges(void **state) {
+    (void)state;
+    assert_int_equal(mn_eval_bucket(0, MN_EVAL_TURN_BUCKETS), -1);
+    assert_int_equal(mn_eval_bucket(-3, MN_EVAL_TURN_BUCKETS), -1);
+    assert_int_equal(mn_eval_bucket(1, MN_EVAL_TURN_BUCKETS), 0);
+    assert_int_equal(mn_eval_bucket(2, MN_EVAL_TURN_BUCKETS), 1);
+    assert_int_equal(mn_eval_bucket(3, MN_EVAL_TURN_BUCKETS), 1);
+    assert_int_equal(mn_eval_bucket(4, MN_EVAL_TURN_BUCKETS), 2);
+    assert_int_equal(mn_eval_bucket(7, MN_EVAL_TURN_BUCKETS), 2);
+    assert_int_equal(mn_eval_bucket(8, MN_EVAL_TURN_BUCKETS), 3);
+    assert_int_equal(mn_eval_bucket(255, MN_EVAL_TURN_BUCKETS), 7);
+    assert_int_equal(mn_eval_bucket(256, MN_EVAL_TURN_BUCKETS), 8);
+    assert_int_equal(mn_eval_bucket(511, MN_EVAL_TURN_BUCKETS), 8);
+    assert_int_equal(mn_eval_bucket(512, MN_EVAL_TURN_BUCKETS), 9); /* 512 and beyond */
+    assert_int_equal(mn_eval_bucket(100000, MN_EVAL_TURN_BUCKETS), 9);
+    int64_t lo, hi;
+    mn_eval_bucket_range(0, MN_EVAL_TURN_BUCKETS, &lo, &hi);
+    assert_true(lo == 1 && hi == 2);
+    mn_eval_bucket_range(3, MN_EVAL_TURN_BUCKETS, &lo, &hi);
+    assert_true(lo == 8 && hi == 16);
+    mn_eval_bucket_range(9, MN_EVAL_TURN_BUCKETS, &lo, &hi);
+    assert_true(lo == 512 && hi == -1);
+    /* every value falls inside its bucket's range */
+    for (int64_t v = 1; v < 5000; v++) {
+        int b = mn_eval_bucket(v, MN_EVAL_TOKEN_BUCKETS);
+        mn_eval_bucket_range(b, MN_EVAL_TOKEN_BUCKETS, &lo, &hi);
+        assert_true(v >= lo && (hi < 0 || v < hi));
+    }
+}
+
+/* ---------------------------------------------------------------- normalisation */
+static void expect_norm(char *(*fn)(const char *), const char *in, const char *want) {
+    char *got = fn(in);
+    assert_non_null(got);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static void test_normalize_exact_match(void **state) {
+    (void)state;
+    expect_norm(mn_eval_normalize_em, "The Lisbon!", "lisbon");
+    expect_norm(mn_eval_normalize_em, "  An apple, a   day.  ", "apple day");
+    expect_norm(mn_eval_normalize_em, "Theatre and Anna", "theatre and anna"); /* only whole words go */
+    expect_norm(mn_eval_normalize_em, "rock-'n'-roll", "rocknroll");          /* punctuation deleted, not spaced */
+    expect_norm(mn_eval_normalize_em, "A", "");
+    expect_norm(mn_eval_normalize_em, "Café", "café"); /* non-ASCII kept as is */
+    assert_true(mn_eval_exact_match("the Lisbon.", "Lisbon"));
+    assert_true(mn_eval_exact_match("REX!", "rex"));
+    assert_false(mn_eval_exact_match("Rex Max", "Rex"));
+    assert_false(mn_eval_exact_match("", "Rex"));
+}
+
+static void test_normalize_locomo_f1(void **state) {
+    (void)state;
+    /* LoCoMo also drops "and" */
+    expect_norm(mn_eval_normalize_locomo, "Cats and the dogs, mostly.", "cats dogs mostly");
+    /* "the cat sat on the mat" -> cat sat on mat (4); "a cat on a mat" -> cat on mat (3):
+     * 3 shared, P = 3/4, R = 1, F1 = 6/7 */
+    assert_float_equal(mn_eval_token_f1("the cat sat on the mat", "a cat on a mat"), 6.0 / 7.0, 1e-12);
+    /* repeated words count as a multiset: P = 1/3, R = 1 */
+    assert_float_equal(mn_eval_token_f1("dog dog dog", "dog"), 0.5, 1e-12);
+    assert_float_equal(mn_eval_token_f1("", "dog"), 0.0, 1e-12);
+    assert_float_equal(mn_eval_token_f1("The Dog.", "dog"), 1.0, 1e-12);
+    /* no stemming: "dogs" is not "dog" */
+    assert_float_equal(mn_eval_token_f1("dogs", "dog"), 0.0, 1e-12);
+    /* category 5: an abstention counts, whatever else is said */
+    assert_float_equal(mn_eval_locomo_score("It was Not Mentioned in the chat.", "x", 5), 1.0, 0);
+    assert_float_equal(mn_eval_locomo_score("No information available", "x", 5), 1.0, 0);
+    assert_float_equal(mn_eval_locomo_score("Lisbon", "Not mentioned in the conversation", 5), 0.0, 0);
+    /* category 3: the gold up to its first ';' */
+    assert_float_equal(mn_eval_locomo_score("7 May 2023", "7 May 2023; the week before", 3), 1.0, 1e-12);
+    assert_float_equal(mn_eval_token_f1("7 May 2023", "7 May 2023; the week before"), 2 * 1.0 * 0.6 / 1.6, 1e-12);
+    /* category 1: mean over gold parts of the best prediction part */
+    assert_float_equal(mn_eval_locomo_score("Oslo", "Lisbon, Oslo", 1), 0.5, 1e-12);
+    assert_float_equal(mn_eval_locomo_score("Oslo, Lisbon", "Lisbon, Oslo", 1), 1.0, 1e-12);
+    /* categories 2 and 4 are plain token F1 */
+    assert_float_equal(mn_eval_locomo_score("the cat sat on the mat", "a cat on a mat", 2), 6.0 / 7.0, 1e-12);
+}
+
+/* ---------------------------------------------------------------- distances */
+static void test_distances(void **state) {
+    (void)state;
+    mn_tokenizer *tok = make_tokenizer(300);
+    mn_model *m = make_model_n(tok, 1, 48);
+    mn_dialogue_list list;
+    read_dialogues(dialogue_jsonl, &list);
+    mn_eval_options o;
+    default_options(&o, m);
+    o.lm = 0;
+    o.generate = 0;
+    mn_eval_result r;
+    /* 48 tokens a turn: the whole history (near one token a byte with this small vocabulary)
+     * fits for no probe but the first-turn one; windows are cut to fit */
+    assert_int_equal(mn_eval_run(m, tok, &list, &o, &r), MN_OK);
+    assert_string_equal(r.variants[4].name, "full");
+    assert_true(r.variants[4].unscored >= 3);
+    assert_string_equal(r.variants[3].name, "window_8");
+    assert_true(r.variants[3].window_used_sum <= 8.0 * (double)r.probes);
+    mn_eval_result_free(&r);
+    mn_model_free(m);
+    m = make_model_n(tok, 1, 400);
+    assert_int_equal(mn_eval_run(m, tok, &list, &o, &r), MN_OK);
+    assert_int_equal(r.probes, 4);
+    assert_int_equal(r.dialogues, 2);
+    assert_int_equal(r.turns, 8);
+
+    /* the rendered lengths of dialogue 1's turns */
+    mn_token_corpus c = {0};
+    mn_render_options ro = {.max_turn_tokens = 400, .include_probes = 0};
+    assert_int_equal(mn_render_dialogue(tok, &list.items[0], &ro, &c, NULL), MN_OK);
+    const mn_eval_probe_result *p = r.probe_results;
+    assert_int_equal(p[0].dialogue, 0);
+    assert_int_equal(p[0].probe, 0);
+    assert_int_equal(p[0].distance_turns, 3);
+    assert_int_equal(p[0].distance_tokens, c.turn_start[3] - c.turn_start[0]);
+    assert_int_equal(p[1].distance_turns, 2); /* after 6, evidence 4 */
+    assert_int_equal(p[1].distance_tokens, c.turn_start[6] - c.turn_start[4]);
+    assert_int_equal(p[1].answer, 1);
+    assert_int_equal(p[2].distance_turns, -1); /* no evidence */
+    assert_int_equal(p[2].distance_tokens, -1);
+    assert_int_equal(p[2].n_choices, 0);       /* scored for its gold likelihood only */
+    assert_int_equal(p[3].dialogue, 1);
+    assert_int_equal(p[3].distance_turns, 2);
+    /* tallies: three probes with a distance, one without; three multiple choice */
+    const mn_eval_variant_result *mem = &r.variants[0];
+    assert_string_equal(mem->name, "memory");
+    assert_int_equal(mem->all.n, 4);
+    assert_int_equal(mem->all.mc_n, 3);
+    assert_int_equal(mem->no_distance.n, 1);
+    assert_int_equal(mem->by_turns[1].n, 3); /* distances 3, 2, 2 */
+    /* the session start of turn 3 is part of the token distance */
+    assert_true(c.turn_flags[3] & MN_TURN_SESSION_START);
+    /* full history fits these short dialogues */
+    assert_string_equal(r.variants[4].name, "full");
+    assert_int_equal(r.variants[4].unscored, 0);
+    mn_token_corpus_free(&c);
+    mn_eval_result_free(&r);
+    mn_dialogue_list_free(&list);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+}
+
+/* ---------------------------------------------------------------- memory vs no_memory */
+static void set_tensor(mn_model *m, const char *name, float value) {
+    mn_tensor_info t;
+    assert_int_equal(mn_model_find_tensor(m, name, &t), MN_OK);
+    float *p = mn_model_params(m) + t.offset;
+    for (size_t i = 0; i < t.size; i++)
+        p[i] = value;
+}
+
+static void test_memory_differs_only_in_state(void **state) {
+    (void)state;
+    mn_tokenizer *tok = make_tokenizer(300);
+    mn_dialogue_list list;
+    read_dialogues(dialogue_jsonl, &list);
+    mn_eval_options o;
+    for (int shut = 1; shut >= 0; shut--) {
+        mn_model *m = make_model(tok, 7);
+        default_options(&o, m);
+        /* shut: z = sigmoid(-1e4) = 0, so R stays R_0 and memory must equal no_memory;
+         * open: z = 1, R = U, and they must differ */
+        set_tensor(m, "memory.gate.weight", 0.0f);
+        set_tensor(m, "memory.gate.bias", shut ? -1e4f : 1e4f);
+        mn_eval_result r;
+        assert_int_equal(mn_eval_run(m, tok, &list, &o, &r), MN_OK);
+        assert_string_equal(r.variants[1].name, "no_memory");
+        int differ = 0;
+        for (int64_t i = 0; i < r.probes; i++) {
+            const mn_eval_probe_result *p = &r.probe_results[i];
+            assert_true(p->scored[0] && p->scored[1]);
+            if (shut) {
+                assert_int_equal(p->best[0], p->best[1]);
+                assert_float_equal(p->gold_ll[0], p->gold_ll[1], 0);
+                assert_string_equal(p->generated[0], p->generated[1]);
+            }
+            differ |= p->gold_ll[0] != p->gold_ll[1];
+        }
+        const mn_eval_variant_result *a = &r.variants[0], *b = &r.variants[1];
+        assert_true(a->lm_tokens > 0 && a->lm_tokens == b->lm_tokens);
+        if (shut) {
+            assert_false(differ);
+            assert_float_equal(a->lm_loss_sum, b->lm_loss_sum, 0);
+        } else {
+            assert_true(differ);
+            assert_true(a->lm_loss_sum != b->lm_loss_sum);
+        }
+        mn_eval_result_free(&r);
+        mn_model_free(m);
+    }
+    mn_dialogue_list_free(&list);
+    mn_tokenizer_free(tok);
+}
+
+/* Thread count changes nothing but timings. */
+static void test_threads_same_results(void **state) {
+    (void)state;
+    mn_tokenizer *tok = make_tokenizer(300);
+    mn_model *m = make_model(tok, 3);
+    mn_dialogue_list list;
+    read_dialogues(dialogue_jsonl, &list);
+    mn_eval_options o;
+    default_options(&o, m);
+    mn_eval_result r1, r2;
+    assert_int_equal(mn_eval_run(m, tok, &list, &o, &r1), MN_OK);
+    o.threads = 2;
+    assert_int_equal(mn_eval_run(m, tok, &list, &o, &r2), MN_OK);
+    for (int64_t i = 0; i < r1.probes; i++)
+        for (int v = 0; v < r1.n_variants; v++) {
+            assert_int_equal(r1.probe_results[i].best[v], r2.probe_results[i].best[v]);
+            assert_float_equal(r1.probe_results[i].gold_ll[v], r2.probe_results[i].gold_ll[v], 0);
+        }
+    for (int v = 0; v < r1.n_variants; v++)
+        assert_float_equal(r1.variants[v].lm_loss_sum, r2.variants[v].lm_loss_sum, 0);
+    mn_eval_result_free(&r1);
+    mn_eval_result_free(&r2);
+    mn_dialogue_list_free(&list);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+}
+
+/* max_probes takes the first probes in file order */
+static void test_max_probes(void **state) {
+    (void)state;
+    mn_tokenizer *tok = make_tokenizer(300);
+    mn_model *m = make_model(tok, 3);
+    mn_dialogue_list list;
+    read_dialogues(dialogue_jsonl, &list);
+    mn_eval_options o;
+    default_options(&o, m);
+    o.max_probes = 2;
+    o.lm = 0;
+    mn_eval_result r;
+    assert_int_equal(mn_eval_run(m, tok, &list, &o, &r), MN_OK);
+    assert_int_equal(r.probes, 2);
+    assert_int_equal(r.probes_skipped, 2);
+    assert_int_equal(r.dialogues, 1);
+    assert_int_equal(r.probe_results[1].probe, 1);
+    mn_eval_result_free(&r);
+    mn_dialogue_list_free(&list);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+}
+
+/* ---------------------------------------------------------------- bad input (library) */
+static void test_refuses_bad_input(void **state) {
+    (void)state;
+    mn_tokenizer *tok = make_tokenizer(300);
+    mn_model *m = make_model(tok, 3);
+    mn_eval_options o;
+    default_options(&o, m);
+    mn_eval_result r;
+    mn_dialogue_list empty = {0};
+    assert_int_equal(mn_eval_run(m, tok, &empty, &o, &r), MN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mn_last_error(), "no dialogues"));
+
+    /* the reader refuses these lines in strict mode, naming the reason */
+    const char *after = "{\"id\": \"x\", \"turns\": [{\"speaker\": \"A\", \"text\": \"hi\"}],"
+                        " \"probes\": [{\"after\": 2, \"question\": \"q\", \"answer\": \"a\"}]}\n";
+    const char *choices = "{\"id\": \"x\", \"turns\": [{\"speaker\": \"A\", \"text\": \"hi\"}],"
+                          " \"probes\": [{\"after\": 1, \"question\": \"q\", \"answer\": \"a\", \"choices\": [\"b\", \"c\"]}]}\n";
+    mn_dialogue_list list = {0};
+    assert_int_not_equal(mn_jsonl_read_buffer("after.jsonl", after, strlen(after), 1, NULL, &list, NULL), MN_OK);
+    assert_non_null(strstr(mn_last_error(), "after"));
+    mn_dialogue_list_free(&list);
+    assert_int_not_equal(mn_jsonl_read_buffer("choices.jsonl", choices, strlen(choices), 1, NULL, &list, NULL), MN_OK);
+    assert_non_null(strstr(mn_last_error(), "answer"));
+    mn_dialogue_list_free(&list);
+
+    /* and eval itself re-checks what a caller may have built in memory */
+    read_dialogues(dialogue_jsonl, &list);
+    list.items[0].probes[0].after = 99;
+    assert_int_equal(mn_eval_run(m, tok, &list, &o, &r), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "outside 1..6"));
+    list.items[0].probes[0].after = 3;
+    free(list.items[0].probes[0].answer);
+    list.items[0].probes[0].answer = strdup("Madrid");
+    assert_int_equal(mn_eval_run(m, tok, &list, &o, &r), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "do not contain the answer"));
+    mn_dialogue_list_free(&list);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+}
+
+/* ---------------------------------------------------------------- JSON report */
+static void expect_keys(json_t *o, const char *const *keys, int n, const char *where) {
+    assert_true(json_is_object(o));
+    for (int i = 0; i < n; i++)
+        if (!json_object_get(o, keys[i]))
+            fail_msg("%s lacks \"%s\"", where, keys[i]);
+}
+
+static void check_report(const char *path, size_t state_floats) {
+    json_error_t err;
+    json_t *root = json_load_file(path, 0, &err);
+    if (!root)
+        fail_msg("%s: %s", path, err.text);
+    static const char *const top[] = {"checkpoint", "data", "dialogues", "probes", "recall", "lm", "cost"};
+    expect_keys(root, top, 7, "report");
+    static const char *const tally[] = {"mc_accuracy", "exact_match", "n", "by_distance"};
+    static const char *const bucket[] = {"lo", "hi", "n", "mc_accuracy", "exact_match"};
+    static const char *const lm[] = {"loss", "ppl", "tokens"};
+    static const char *const modes[] = {"memory", "no_memory", "window"};
+    json_t *recall = json_object_get(root, "recall");
+    for (int m = 0; m < 3; m++) {
+        json_t *t = json_object_get(recall, modes[m]);
+        expect_keys(t, tally, 4, modes[m]);
+        json_t *b = json_object_get(t, "by_distance");
+        assert_true(json_is_array(b) && json_array_size(b) == MN_EVAL_TURN_BUCKETS);
+        for (size_t i = 0; i < json_array_size(b); i++)
+            expect_keys(json_array_get(b, i), bucket, 5, "by_distance bucket");
+        assert_int_equal(json_integer_value(json_object_get(json_array_get(b, 1), "lo")), 2);
+        assert_int_equal(json_integer_value(json_object_get(json_array_get(b, 1), "hi")), 4);
+        expect_keys(json_object_get(json_object_get(root, "lm"), modes[m]), lm, 3, "lm");
+    }
+    assert_true(json_is_integer(json_object_get(json_object_get(recall, "window"), "window_tokens")));
+    static const char *const cost[] = {"update_ms_per_turn", "decode_ms_per_token", "state_floats"};
+    json_t *c = json_object_get(root, "cost");
+    expect_keys(c, cost, 3, "cost");
+    assert_int_equal(json_integer_value(json_object_get(c, "state_floats")), (json_int_t)state_floats);
+    json_decref(root);
+}
+
+static void test_json_has_every_key(void **state) {
+    (void)state;
+    mn_tokenizer *tok = make_tokenizer(300);
+    mn_model *m = make_model(tok, 5);
+    mn_dialogue_list list;
+    read_dialogues(dialogue_jsonl, &list);
+    mn_eval_options o;
+    default_options(&o, m);
+    mn_eval_result r;
+    assert_int_equal(mn_eval_run(m, tok, &list, &o, &r), MN_OK);
+    char path[] = "/tmp/mnemo-eval-json-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(mn_eval_write_json(&r, "ckpt.h5", "data.jsonl", path), MN_OK);
+    check_report(path, mn_state_floats(m));
+    unlink(path);
+    mn_eval_result_free(&r);
+    mn_dialogue_list_free(&list);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+}
+
+/* ---------------------------------------------------------------- the CLI */
+typedef struct {
+    char dir[64], ckpt[128], tok[128], other_tok[128], data[128], json[128], err[128];
+    const char *bin;
+} cli_env;
+
+static int write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    fputs(text, f);
+    return fclose(f);
+}
+
+static char *read_all(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        free(buf);
+        buf = NULL;
+    }
+    if (buf)
+        buf[n] = '\0';
+    fclose(f);
+    *len = (size_t)n;
+    return buf;
+}
+
+/* Runs `mnemo eval --checkpoint C <args>`; stderr goes to env->err. Returns the exit code. */
+static int run_eval(const cli_env *e, const char *args) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "'%s' eval --checkpoint '%s' %s --quiet > /dev/null 2> '%s'", e->bin, e->ckpt, args,
+             e->err);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static int stderr_has(const cli_env *e, const char *what) {
+    size_t n;
+    char *s = read_all(e->err, &n);
+    int found = s && strstr(s, what) != NULL;
+    if (!found)
+        print_message("stderr was: %s\n", s ? s : "(unreadable)");
+    free(s);
+    return found;
+}
+
+static int cli_setup(void **state) {
+    cli_env *e = calloc(1, sizeof *e);
+    e->bin = getenv("MNEMO_BIN");
+    snprintf(e->dir, sizeof e->dir, "/tmp/mnemo-eval-XXXXXX");
+    if (!mkdtemp(e->dir))
+        return -1;
+    snprintf(e->ckpt, sizeof e->ckpt, "%s/tiny.h5", e->dir);
+    snprintf(e->tok, sizeof e->tok, "%s/tok.h5", e->dir);
+    snprintf(e->other_tok, sizeof e->other_tok, "%s/other.h5", e->dir);
+    snprintf(e->data, sizeof e->data, "%s/data.jsonl", e->dir);
+    snprintf(e->json, sizeof e->json, "%s/report.json", e->dir);
+    snprintf(e->err, sizeof e->err, "%s/stderr.txt", e->dir);
+    mn_tokenizer *tok = make_tokenizer(300), *other = make_tokenizer(280);
+    mn_model *m = make_model(tok, 11);
+    mn_checkpoint_save_options so = {.tokenizer = tok};
+    int bad = mn_checkpoint_save(e->ckpt, m, NULL, NULL, &so) != MN_OK || mn_tokenizer_save_file(tok, e->tok) != MN_OK ||
+              mn_tokenizer_save_file(other, e->other_tok) != MN_OK || write_file(e->data, dialogue_jsonl) != 0;
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+    mn_tokenizer_free(other);
+    *state = e;
+    return bad ? -1 : 0;
+}
+
+static int cli_teardown(void **state) {
+    cli_env *e = *state;
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", e->dir);
+    int rc = system(cmd);
+    free(e);
+    return rc == 0 ? 0 : -1;
+}
+
+static void test_cli_runs_and_leaves_checkpoint_unchanged(void **state) {
+    cli_env *e = *state;
+    if (!e->bin)
+        skip();
+    size_t n0, n1;
+    char *before = read_all(e->ckpt, &n0);
+    assert_non_null(before);
+    struct stat s0, s1;
+    assert_int_equal(stat(e->ckpt, &s0), 0);
+    char args[1024];
+    snprintf(args, sizeof args, "--data '%s' --json '%s' --threads 2 --tokenizer '%s'", e->data, e->json, e->tok);
+    assert_int_equal(run_eval(e, args), 0);
+    check_report(e->json, 2 * 16);
+    char *after = read_all(e->ckpt, &n1);
+    assert_non_null(after);
+    assert_int_equal(n0, n1);
+    assert_memory_equal(before, after, n0);
+    assert_int_equal(stat(e->ckpt, &s1), 0);
+    assert_true(s0.st_mtim.tv_sec == s1.st_mtim.tv_sec && s0.st_mtim.tv_nsec == s1.st_mtim.tv_nsec);
+    free(before);
+    free(after);
+}
+
+static void test_cli_refuses_bad_input(void **state) {
+    cli_env *e = *state;
+    if (!e->bin)
+        skip();
+    char path[160], args[1024];
+    /* an empty file */
+    snprintf(path, sizeof path, "%s/empty.jsonl", e->dir);
+    assert_int_equal(write_file(path, ""), 0);
+    snprintf(args, sizeof args, "--data '%s' --json '%s'", path, e->json);
+    assert_int_equal(run_eval(e, args), 1);
+    assert_true(stderr_has(e, "holds no dialogues"));
+    /* a probe whose after is out of range: the file and line are named */
+    snprintf(path, sizeof path, "%s/after.jsonl", e->dir);
+    assert_int_equal(write_file(path, "{\"id\": \"x\", \"turns\": [{\"speaker\": \"A\", \"text\": \"hi\"}],"
+                                      " \"probes\": [{\"after\": 5, \"question\": \"q\", \"answer\": \"a\"}]}\n"),
+                     0);
+    snprintf(args, sizeof args, "--data '%s'", path);
+    assert_int_equal(run_eval(e, args), 1);
+    assert_true(stderr_has(e, "after.jsonl:1"));
+    /* choices without the answer */
+    snprintf(path, sizeof path, "%s/choices.jsonl", e->dir);
+    assert_int_equal(write_file(path, "{\"id\": \"x\", \"turns\": [{\"speaker\": \"A\", \"text\": \"hi\"}],"
+                                      " \"probes\": [{\"after\": 1, \"question\": \"q\", \"answer\": \"a\","
+                                      " \"choices\": [\"b\", \"c\"]}]}\n"),
+                     0);
+    snprintf(args, sizeof args, "--data '%s'", path);
+    assert_int_equal(run_eval(e, args), 1);
+    assert_true(stderr_has(e, "choices.jsonl:1"));
+    /* a tokenizer other than the checkpoint's */
+    snprintf(args, sizeof args, "--data '%s' --tokenizer '%s'", e->data, e->other_tok);
+    assert_int_equal(run_eval(e, args), 1);
+    assert_true(stderr_has(e, "another tokenizer"));
+    /* a missing checkpoint and an unknown mode */
+    snprintf(args, sizeof args, "--data '%s' --modes memory,recency", e->data);
+    assert_int_equal(run_eval(e, args), 2);
+    assert_true(stderr_has(e, "unknown mode 'recency'"));
+}
+
+int main(void) {
+    const struct CMUnitTest unit[] = {
+        cmocka_unit_test(test_bucket_edges),
+        cmocka_unit_test(test_normalize_exact_match),
+        cmocka_unit_test(test_normalize_locomo_f1),
+        cmocka_unit_test(test_distances),
+        cmocka_unit_test(test_memory_differs_only_in_state),
+        cmocka_unit_test(test_threads_same_results),
+        cmocka_unit_test(test_max_probes),
+        cmocka_unit_test(test_refuses_bad_input),
+        cmocka_unit_test(test_json_has_every_key),
+    };
+    const struct CMUnitTest cli[] = {
+        cmocka_unit_test(test_cli_runs_and_leaves_checkpoint_unchanged),
+        cmocka_unit_test(test_cli_refuses_bad_input),
+    };
+    int failed = cmocka_run_group_tests_name("eval", unit, NULL, NULL);
+    failed += cmocka_run_group_tests_name("eval_cli", cli, cli_setup, cli_teardown);
+    return failed;
+}
