@@ -54,7 +54,7 @@ typedef struct {
     mn_tokenizer *tok;
     mn_shard *train_shard, *valid_shard;
     mn_loader *loader, *valid_loader;
-    int loader_turns;
+    int loader_stage;                /* the curriculum stage `loader` was made for */
     /* batch buffers (T, B, L) for synthetic batches and compacted shard batches */
     int32_t *tokens, *lengths;
     float *weights;
@@ -145,7 +145,7 @@ static void recall_distances(const run *r, int turns, int *lo, int *hi) {
 /* The loader of the current stage: each stage reads windows of its own length, in an order
  * seeded by (seed, stage); the cursor in the state belongs to the current stage's loader. */
 static mn_status stage_loader(run *r, int turns, int stage) {
-    if (r->loader && r->loader_turns == turns)
+    if (r->loader && r->loader_stage == stage)
         return MN_OK;
     mn_loader_free(r->loader);
     r->loader = NULL;
@@ -155,7 +155,7 @@ static mn_status stage_loader(run *r, int turns, int stage) {
     mn_status st = mn_loader_create(r->train_shard, &o, &r->loader);
     if (st != MN_OK)
         return st;
-    r->loader_turns = turns;
+    r->loader_stage = stage;
     mn_loader_cursor c = {r->st.data_epoch, r->st.data_position};
     return mn_loader_set_cursor(r->loader, c);
 }
