@@ -41,12 +41,19 @@ void mn_linear_backward(float *dinp, float *dweight, float *dbias, const float *
         for (int blk = 0; blk < n_blocks; blk++) {
             int o0 = blk * MN_LINEAR_CHANNEL_BLOCK;
             int o1 = o0 + MN_LINEAR_CHANNEL_BLOCK < OC ? o0 + MN_LINEAR_CHANNEL_BLOCK : OC;
+            // the running sums live in a local block (registers), not in dbias: dbias may alias
+            // nothing here, but the compiler cannot know, and reloaded it for every row
+            float acc[MN_LINEAR_CHANNEL_BLOCK];
+            for (int o = o0; o < o1; o++)
+                acc[o - o0] = dbias[o];
             for (int n = 0; n < N; n++) {
-                const float *dy = dout + (size_t)n * OC;
-                for (int o = o0; o < o1; o++) {
-                    dbias[o] += dy[o];
+                const float *dy = dout + (size_t)n * OC + o0;
+                for (int o = 0; o < o1 - o0; o++) {
+                    acc[o] += dy[o];
                 }
             }
+            for (int o = o0; o < o1; o++)
+                dbias[o] = acc[o - o0];
         }
     }
 }

@@ -1,0 +1,458 @@
+#!/usr/bin/python3
+"""Orchestrates scripts/bench (issue 7): runs mnemo_perf and the PyTorch reference driver, and
+prints one markdown report in which every figure is a ratio (or a value) measured in this run.
+
+Standard library only (runs under Debian's /usr/bin/python3). Torch runs use
+  - `python3` from PATH: PyPI's current torch (pip install torch), the fair peer for speed;
+  - /usr/bin/python3: Debian's python3-torch 1.13, a second data point;
+each skipped with a note if that interpreter has no torch.
+
+Noise: the machine is shared and its load swings within seconds, so training runs are paired:
+two processes (mnemo and the system compared) stay alive and take single steps in turn, and
+each ratio is taken inside a pair; the report gives medians over pairs. Every process gets the same OpenMP environment:
+OMP_NUM_THREADS=2 and OMP_WAIT_POLICY=passive (spinning waiters cost both mnemo and torch a
+lot when other processes share the two cores; passive is better for both, see docs/perf.md).
+mnemo also gets OPENBLAS_NUM_THREADS=1: products then run on the OpenMP team (src/cpu/op_gemm.c).
+"""
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+CONFIGS = {
+    # name: model config, batch
+    "demo": dict(vocab=4096, width=256, heads=4, layers=4, comp_layers=2, slots=16, max_turn=128,
+                 batch=8, turns=8, bptt=8, turn_tokens=128),
+    "4x": dict(vocab=8192, width=512, heads=8, layers=4, comp_layers=2, slots=16, max_turn=128,
+               batch=8, turns=8, bptt=8, turn_tokens=128),
+    "quick": dict(vocab=512, width=64, heads=2, layers=2, comp_layers=1, slots=4, max_turn=16,
+                  batch=2, turns=2, bptt=2, turn_tokens=16),
+}
+
+
+def flops_per_token(c):
+    """Forward+backward matrix FLOPs per token (mnemo_perf's formula)."""
+    C, S, L = c["width"], c["slots"] + c["turn_tokens"], c["turn_tokens"]
+    fwd = (c["layers"] * (24 * C * C * S + 4 * C * S * (S + 1) / 2) +
+           c["comp_layers"] * (24 * C * C * S + 4 * C * S * S) + 2 * L * C * c["vocab"] +
+           4 * c["slots"] * C * C)
+    return 3 * fwd / L
+
+
+def cfg_args(c, torch_style=False):
+    keys = ["vocab", "width", "heads", "layers", "comp_layers", "slots", "max_turn", "batch", "turns",
+            "bptt", "turn_tokens"]
+    out = []
+    for k in keys:
+        out += ["--" + k.replace("_", "-"), str(c[k])]
+    return out
+
+
+class Runner:
+    def __init__(self, out_dir, log):
+        self.out_dir = out_dir
+        self.log = log
+
+    def env(self, env_extra=None, env_unset=()):
+        env = dict(os.environ)
+        env.update({"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": "passive"})
+        env.update(env_extra or {})
+        for k in env_unset:
+            env.pop(k, None)
+        return env
+
+    def note(self, name):
+        with open(os.path.join(self.out_dir, "loadavg.log"), "a") as f:
+            f.write(f"{time.strftime('%H:%M:%S')} {name} load {open('/proc/loadavg').read().strip()}\n")
+
+    def log_text(self):
+        self.log.flush()
+        return open(self.log.name).read()
+
+    def run(self, name, cmd, env_extra=None, env_unset=(), timeout=3600, time_v=False):
+        env = self.env(env_extra, env_unset)
+        if time_v:
+            cmd = ["/usr/bin/time", "-v"] + cmd
+        t0 = time.time()
+        self.note(name)
+        p = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           timeout=timeout)
+        self.log.write(f"### {name} ({time.time() - t0:.1f} s, rc {p.returncode})\n$ {' '.join(cmd)}\n{p.stdout}\n")
+        self.log.flush()
+        if p.returncode != 0:
+            raise RuntimeError(f"{name} failed (rc {p.returncode}); see {self.log.name}\n{p.stdout[-2000:]}")
+        return p.stdout
+
+
+def field(text, key, cast=float, all_=False):
+    vals = re.findall(r"(?:^|\s)" + re.escape(key) + r" (\S+)", text)
+    if all_:
+        return [cast(v) for v in vals]
+    if not vals:
+        raise RuntimeError(f"no '{key}' in output:\n{text[-1500:]}")
+    return cast(vals[-1])
+
+
+def max_rss_kib(text):
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", text)
+    return int(m.group(1)) if m else None
+
+
+def torch_available(python):
+    if not shutil.which(python) and not os.path.exists(python):
+        return None
+    p = subprocess.run([python, "-c", "import torch; print(torch.__version__)"], stdout=subprocess.PIPE,
+                       stderr=subprocess.DEVNULL, text=True)
+    return p.stdout.strip() if p.returncode == 0 else None
+
+
+def openmp_openblas_dir():
+    """Where libopenblas0-openmp's library is: installed (apt), or unpacked without installing
+    (apt-get download libopenblas0-openmp; dpkg -x *.deb DIR) and named by MNEMO_BENCH_OPENMP_BLAS."""
+    for d in (os.environ.get("MNEMO_BENCH_OPENMP_BLAS", ""), "/usr/lib/x86_64-linux-gnu/openblas-openmp"):
+        if d and os.path.exists(os.path.join(d, "libopenblas.so.0")):
+            return d
+    return None
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+class Server:
+    """A training process in --serve mode: warms up, then runs one step per request."""
+
+    def __init__(self, r, name, cmd, env_extra=None, env_unset=()):
+        self.r, self.name = r, name
+        env = r.env(env_extra, env_unset)
+        r.note(f"start {name}")
+        self.p = subprocess.Popen(cmd + ["--serve"], env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.lines = [f"$ {' '.join(cmd)} --serve"]
+        self.warmup_losses = []
+        while True:
+            line = self._readline()
+            if line.startswith("warmup"):
+                self.warmup_losses.append(float(line.split()[-1]))
+            if line.strip() == "ready":
+                break
+
+    def _readline(self):
+        line = self.p.stdout.readline()
+        if not line:
+            self.p.wait()
+            self.r.log.write(f"### {self.name} (died, rc {self.p.returncode})\n" + "\n".join(self.lines) + "\n")
+            raise RuntimeError(f"{self.name} exited early; see {self.r.log.name}")
+        self.lines.append(line.rstrip())
+        return line
+
+    def step(self):
+        """-> (seconds, loss, sgemm GFLOP/s or None)"""
+        self.p.stdin.write("step\n")
+        self.p.stdin.flush()
+        while True:
+            f = self._readline().split()
+            if f and f[0] == "step":
+                sg = float(f[5]) if len(f) > 5 and f[4] == "sgemm_gflops" else None
+                return float(f[2]), float(f[3]), sg
+
+    def close(self):
+        self.p.stdin.write("quit\n")
+        self.p.stdin.close()
+        rest = self.p.stdout.read()
+        self.p.wait()
+        self.lines += rest.splitlines()
+        self.r.log.write(f"### {self.name} (rc {self.p.returncode})\n" + "\n".join(self.lines) + "\n\n")
+        self.r.log.flush()
+        return rest
+
+
+def paired(r, spec_a, spec_b, pairs):
+    """Alternates single steps of two training processes (a first on even pairs, b first on odd
+    ones), so that each pair sees the same machine load. Returns per-pair lists for a and b of
+    (seconds, loss, sgemm), and both servers' warm-up losses."""
+    sa = Server(r, *spec_a)
+    sb = Server(r, *spec_b)
+    ra, rb = [], []
+    try:
+        for i in range(pairs):
+            if i % 2 == 0:
+                ra.append(sa.step())
+                rb.append(sb.step())
+            else:
+                rb.append(sb.step())
+                ra.append(sa.step())
+    finally:
+        sa.close()
+        sb.close()
+    return ra, rb, sa.warmup_losses, sb.warmup_losses
+
+
+# ---------------------------------------------------------------------------------- sections
+def section_train(r, a, perf, report):
+    cfgs = ["quick"] if a.quick else ["demo", "4x"]
+    pypi = None if a.skip_torch else torch_available("python3")
+    debian = None if a.skip_torch else torch_available("/usr/bin/python3")
+    bench_torch = os.path.join(ROOT, "scripts", "reference", "bench_torch.py")
+    report.append("## 1. Training throughput (forward + backward + AdamW, fp32, 2 threads)\n")
+    report.append(f"PyPI torch: {pypi or 'not installed'}; Debian torch: {debian or 'not installed'}. "
+                  "Each system is run next to mnemo, one step of each in turn (the order swaps every pair), "
+                  "so that both see the same load on this shared machine; 'x mnemo time' is the median over "
+                  "pairs of (its step time / mnemo's step time in the same pair). mnemo's row pools its steps "
+                  "from every pairing.\n")
+    eff_rows = []
+    for name in cfgs:
+        c = CONFIGS[name]
+        pairs = 2 if a.quick else (a.pairs if name == "demo" else max(3, a.pairs * 2 // 3))
+        mn_cmd = [perf, "train"] + cfg_args(c) + ["--warmup", "1"]
+        mnemo = ("mnemo", mn_cmd, {"OPENBLAS_NUM_THREADS": "1"})
+        others = []
+        if not a.quick:
+            # the default environment: pthread OpenBLAS with its own threads next to OpenMP's
+            others.append(("mnemo, 2 pools (OPENBLAS_NUM_THREADS=2)", mn_cmd, {"OPENBLAS_NUM_THREADS": "2"}))
+            omp_blas = openmp_openblas_dir()
+            if omp_blas:
+                # Debian's libopenblas0-openmp (OpenBLAS on OpenMP's threads), for this process only
+                others.append(("mnemo, OpenMP OpenBLAS", mn_cmd, {"LD_LIBRARY_PATH": omp_blas}))
+        targs = cfg_args(c) + ["--threads", "2"]
+        if pypi:
+            others.append((f"torch {pypi} eager", ["python3", bench_torch, "--mode", "eager", "--warmup", "1"] + targs, {}))
+            others.append((f"torch {pypi} eager + SDPA", ["python3", bench_torch, "--mode", "sdpa", "--warmup", "1"] + targs, {}))
+            if not a.quick and not a.skip_compile:
+                others.append((f"torch {pypi} compile", ["python3", bench_torch, "--mode", "compile", "--warmup", "2"] + targs, {}))
+        if debian:
+            others.append((f"torch {debian} eager (Debian)", ["/usr/bin/python3", bench_torch, "--mode", "eager", "--warmup", "1"] + targs, {}))
+        mn_steps, rows = [], []
+        for spec in others:
+            ra, rb, _, _ = paired(r, mnemo, spec, pairs)
+            mn_steps += ra
+            rows.append((spec[0], med([t for t, _, _ in rb]), med([tb / ta for (ta, _, _), (tb, _, _) in zip(ra, rb)]),
+                         med([ta for ta, _, _ in ra])))
+        if not others:  # nothing to pair with (no torch, quick): run mnemo alone
+            srv = Server(r, *mnemo)
+            mn_steps = [srv.step() for _ in range(pairs)]
+            srv.close()
+        tokens = c["batch"] * c["turns"] * c["turn_tokens"]
+        report.append(f"\n**{name}**: V {c['vocab']}, C {c['width']}, H {c['heads']}, {c['layers']}+{c['comp_layers']} layers, "
+                      f"{c['slots']} slots; batch {c['batch']} x {c['turns']} turns x {c['turn_tokens']} tokens, bptt {c['bptt']}; "
+                      f"{flops_per_token(c) / 1e6:.1f} MFLOP/token "
+                      f"({flops_per_token(c) / flops_per_token(CONFIGS['demo']):.2f}x demo); {pairs} pairs per system\n")
+        report.append("| system | step s (median) | tokens/s | x mnemo time (median of pairs) | mnemo step s in those pairs |")
+        report.append("|---|---|---|---|---|")
+        mt = med([t for t, _, _ in mn_steps])
+        report.append(f"| mnemo (OPENBLAS_NUM_THREADS=1: one OpenMP pool) | {mt:.3f} | {tokens / mt:.0f} | 1 | |")
+        for sname, t, ratio, mt_pair in rows:
+            report.append(f"| {sname} | {t:.3f} | {tokens / t:.0f} | {ratio:.2f} | {mt_pair:.3f} |")
+        flops = flops_per_token(c) * tokens
+        eff = [flops / t / 1e9 for t, _, _ in mn_steps]
+        sg = [g for _, _, g in mn_steps]
+        eff_rows.append((name, med(eff), med(sg), med([e / g for e, g in zip(eff, sg)])))
+    a.eff_rows = eff_rows
+
+
+def section_efficiency(r, a, perf, report):
+    cfgs = ["quick"] if a.quick else ["demo", "4x"]
+    eff_rows = getattr(a, "eff_rows", [])
+    report.append("\n## 3. CPU efficiency\n")
+    if eff_rows:
+        report.append("mnemo, from the training steps of section 1; sgemm measured in the same process right "
+                      "after each step (mn_sgemm, the entry point the ops use):\n")
+        report.append("| config | effective training GFLOP/s | sgemm GFLOP/s (B*S x C x 4C, same process) | ratio |")
+        report.append("|---|---|---|---|")
+        for name, eff, sg, ratio in eff_rows:
+            report.append(f"| {name} | {eff:.1f} | {sg:.1f} | {ratio:.2f} |")
+    if a.baseline:
+        # the ops before this work (a mnemo_perf linked against them), each paired with mnemo now
+        c = CONFIGS[cfgs[0]]
+        pairs = 2 if a.quick else 4
+        tokens = c["batch"] * c["turns"] * c["turn_tokens"]
+        flops = flops_per_token(c) * tokens
+        now = ("mnemo", [perf, "train"] + cfg_args(c) + ["--warmup", "1"], {"OPENBLAS_NUM_THREADS": "1"})
+        rows = []
+        for label, env, unset in (("before, default environment (2 pools, OMP_WAIT_POLICY unset)", {}, ("OMP_WAIT_POLICY",)),
+                                  ("before, OMP_WAIT_POLICY=passive (2 pools)", {}, ())):
+            old = (label, [a.baseline, "train"] + cfg_args(c) + ["--warmup", "1"], env, unset)
+            ra, rb, _, _ = paired(r, now, old, pairs)
+            rows.append((label, rb, ra))
+        report.append(f"\nBefore/after on {cfgs[0]} ({pairs} alternating pairs each; 'before' = {a.baseline}):\n")
+        report.append("| build, environment | step s | effective GFLOP/s | effective / sgemm | after's speed-up in the same pairs |")
+        report.append("|---|---|---|---|---|")
+        for label, old, new_ in rows:
+            t = med([x for x, _, _ in old])
+            report.append(f"| {label} | {t:.3f} | {flops / t / 1e9:.1f} | {med([flops / x / 1e9 / g for x, _, g in old]):.2f} | "
+                          f"{med([o[0] / n[0] for o, n in zip(old, new_)]):.2f}x |")
+        t = med([x for _, _, new_ in rows for x, _, _ in new_])
+        all_new = [x for _, _, new_ in rows for x in new_]
+        report.append(f"| after (this tree), OPENBLAS_NUM_THREADS=1, passive | {t:.3f} | {flops / t / 1e9:.1f} | "
+                      f"{med([flops / x / 1e9 / g for x, _, g in all_new]):.2f} | |")
+
+
+def section_turns(r, a, perf, report):
+    if a.quick:
+        c, turns, points, rounds = CONFIGS["quick"], 64, "1,8,64", 2
+    else:
+        c, turns, points, rounds = CONFIGS["demo"], a.turns, ",".join(str(2 ** i) for i in range(13)), 10
+        points = ",".join(p for p in points.split(",") if int(p) <= turns)
+    tsv = os.path.join(r.out_dir, "turns.tsv")
+    model = [x for k in ("vocab", "width", "heads", "layers", "comp_layers", "slots", "max_turn", "turn_tokens")
+             for x in ("--" + k.replace("_", "-"), str(c[k]))]
+    out = r.run("turns", [perf, "turns"] + model + ["--turns", str(turns), "--points", points, "--rounds", str(rounds),
+                                                    "--tsv", tsv], {"OPENBLAS_NUM_THREADS": "1"})
+    rows = re.findall(r"point turn (\d+) mnemo_s (\S+) kv_s (\S+) mnemo_state_bytes (\d+) kv_cache_bytes (\d+)", out)
+    rows = [(int(t), float(m), float(k), int(mb), int(kb)) for t, m, k, mb, kb in rows]
+    chain = {int(t): float(s) for t, s in re.findall(r"chain_window turn (\d+) median_s (\S+)", out)}
+    first = rows[0]
+    report.append("\n## 2. Inference cost against conversation length (one session, turns of "
+                  f"{c['turn_tokens']} tokens, {c['vocab']}-token vocabulary, demo widths)\n" if not a.quick else
+                  "\n## 2. Inference cost against conversation length (quick config)\n")
+    report.append("Per-turn cost = decode the turn (logits of its tokens) + fold it into the state. mnemo: "
+                  "mn_logits + mn_update. KV baseline: the same decoder (mnemo's weights and CPU ops) attending "
+                  f"over a KV cache of every previous turn (its attention is checked against the ops' attention "
+                  f"first). Medians of {rounds} rounds, each over every turn count, in reverse order every other "
+                  "round (mnemo's rounds first, then the KV cache's); 'chain' = median of the 16 turns up to "
+                  "that turn in one continuous session of mnemo.\n")
+    report.append("| turn | mnemo ms | mnemo / turn 1 | mnemo chain ms | KV-cache ms | KV / turn 1 | KV / mnemo | mnemo bytes/session | KV bytes/session |")
+    report.append("|---|---|---|---|---|---|---|---|---|")
+    show = {1, 64, 512, 4096} if not a.quick else {int(p) for p in points.split(",")}
+    for t, m, k, mb, kb in rows:
+        if t in show:
+            report.append(f"| {t} | {m * 1e3:.2f} | {m / first[1]:.3f} | {chain.get(t, float('nan')) * 1e3:.2f} | "
+                          f"{k * 1e3:.1f} | {k / first[2]:.1f} | {k / m:.1f} | {mb} | {kb} |")
+    last = rows[-1]
+    verdict = ("quick run: not evaluated" if a.quick else
+               "met" if abs(last[1] / first[1] - 1) <= 0.05 else "NOT met")
+    report.append(f"\nmnemo at turn {last[0]} / turn 1: {last[1] / first[1]:.3f} "
+                  f"(goal: within 5%: {verdict}); "
+                  f"chain window: {chain.get(last[0], float('nan')) / chain.get(1, float('nan')):.3f}.\n")
+    with open(os.path.join(r.out_dir, "points.tsv"), "w") as f:
+        f.write("# turn\tmnemo_s\tkv_s\tmnemo_bytes\tkv_bytes\n")
+        for row in rows:
+            f.write("\t".join(str(x) for x in row) + "\n")
+    if shutil.which("gnuplot"):
+        png = os.path.join(r.out_dir, "turns.png")
+        script = f"""
+set terminal pngcairo size 1000,420 font ',10'
+set output '{png}'
+set multiplot layout 1,2
+set logscale x 2
+set logscale y
+set grid
+set key top left
+set xlabel 'turn'
+set ylabel 'ms per turn (decode turn + update)'
+set title 'Per-turn cost'
+plot '{tsv}' using 1:($2*1000) with points pt 7 ps 0.2 lc rgb '#9ecae1' title 'mnemo, every turn of one session', \\
+     '{r.out_dir}/points.tsv' using 1:($2*1000) with linespoints pt 7 lw 2 lc rgb '#08519c' title 'mnemo (median)', \\
+     '' using 1:($3*1000) with linespoints pt 5 lw 2 lc rgb '#cb181d' title 'KV cache over all turns (median)'
+set ylabel 'bytes per session'
+set title 'Session memory'
+plot '{r.out_dir}/points.tsv' using 1:4 with linespoints pt 7 lw 2 lc rgb '#08519c' title 'mnemo state (k x C floats)', \\
+     '' using 1:5 with linespoints pt 5 lw 2 lc rgb '#cb181d' title 'KV cache'
+unset multiplot
+"""
+        subprocess.run(["gnuplot"], input=script, text=True, check=True)
+        report.append(f"Plot: {png}\n")
+
+
+def section_blas(r, a, perf, report):
+    c = CONFIGS["quick" if a.quick else "demo"]
+    flags = open("/proc/cpuinfo").read()
+    avx512 = sorted(set(re.findall(r"\bavx512\w*", flags)))
+    coretype = os.environ.get("OPENBLAS_CORETYPE", "Haswell")
+    pairs = 2 if a.quick else 4
+    cmd = [perf, "train"] + cfg_args(c) + ["--warmup", "1"]
+    spec_a = (f"mnemo OPENBLAS_CORETYPE={coretype}", cmd, {"OPENBLAS_NUM_THREADS": "1", "OPENBLAS_CORETYPE": coretype})
+    spec_b = ("mnemo OPENBLAS_CORETYPE unset", cmd, {"OPENBLAS_NUM_THREADS": "1"}, ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
+    ra, rb, wa, wb = paired(r, spec_a, spec_b, pairs)
+    la = wa + [l for _, l, _ in ra]
+    lb = wb + [l for _, l, _ in rb]
+    worst = max(abs(x - y) / abs(x) for x, y in zip(la, lb))
+    core = re.findall(r"^blas (\S+)", r.log_text(), re.M)
+    core_a, core_b = (core[-2], core[-1]) if len(core) >= 2 else ("?", "?")
+    report.append("\n## 4. BLAS kernels\n")
+    report.append(f"CPU AVX-512 flags: {', '.join(avx512) if avx512 else 'none (this CPU has no AVX-512; unsetting OPENBLAS_CORETYPE selects the auto-detected kernels)'}.\n")
+    report.append("| OpenBLAS environment | kernels (openblas_get_corename) | step s (median) | losses (warm-up, then each step) |")
+    report.append("|---|---|---|---|")
+    report.append(f"| OPENBLAS_CORETYPE={coretype} | {core_a} | {med([t for t, _, _ in ra]):.3f} | {', '.join(f'{x:.7f}' for x in la)} |")
+    report.append(f"| OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE unset | {core_b} | {med([t for t, _, _ in rb]):.3f} | {', '.join(f'{x:.7f}' for x in lb)} |")
+    ok = worst <= 1e-5
+    ratio = med([tb / ta for (ta, _, _), (tb, _, _) in zip(ra, rb)])
+    report.append(f"\nLosses agree to {worst:.1e} relative (check: <= 1e-5: {'pass' if ok else 'FAIL'}); "
+                  f"step time unset / as set: {ratio:.2f} (median of {pairs} alternating pairs).\n")
+    if not ok:
+        raise RuntimeError("BLAS kernels disagree beyond 1e-5")
+
+
+def section_memory(r, a, perf, report):
+    c = CONFIGS["quick" if a.quick else "demo"]
+    n_sessions = 100 if a.quick else 10000
+    out = r.run("memory train", [perf, "train"] + cfg_args(c) + ["--steps", "1", "--warmup", "0"],
+                {"OPENBLAS_NUM_THREADS": "1"}, time_v=True)
+    train_rss = max_rss_kib(out)
+    model = [x for k in ("vocab", "width", "heads", "layers", "comp_layers", "slots", "max_turn", "turn_tokens")
+             for x in ("--" + k.replace("_", "-"), str(c[k]))]
+    store = os.path.join(r.out_dir, "sessions.h5")
+    for f in (store, store + ".journal", store + ".lock"):
+        if os.path.exists(f):
+            os.remove(f)
+    out2 = r.run("memory sessions", [perf, "sessions"] + model + ["--sessions", str(n_sessions), "--store", store],
+                 {"OPENBLAS_NUM_THREADS": "1"}, time_v=True)
+    sess_rss = max_rss_kib(out2)
+    store_bytes = field(out2, "store_bytes", int)
+    per = field(out2, "per_update_ms")
+    report.append("\n## 5. Memory (peak RSS from /usr/bin/time -v)\n")
+    report.append("| run | peak RSS MiB | notes |")
+    report.append("|---|---|---|")
+    report.append(f"| training, {'quick' if a.quick else 'demo'} config, batch {c['batch']} x {c['turns']} turns, bptt {c['bptt']} | "
+                  f"{train_rss / 1024:.0f} | one forward+backward+AdamW step |")
+    report.append(f"| update of a {n_sessions}-session HDF5 store (get 64 states, mn_update_batch, put; one "
+                  f"{c['turn_tokens']}-token turn each) | {sess_rss / 1024:.0f} | store files {store_bytes / 2**20:.1f} MiB, "
+                  f"{per:.2f} ms per session |")
+    pypi = None if (a.skip_torch or a.quick) else torch_available("python3")
+    if pypi:
+        bench_torch = os.path.join(ROOT, "scripts", "reference", "bench_torch.py")
+        out3 = r.run("memory torch train", ["python3", bench_torch, "--mode", "eager", "--warmup", "0", "--steps", "1"] + cfg_args(c),
+                     {}, time_v=True)
+        report.append(f"| torch {pypi} eager training, same config | {max_rss_kib(out3) / 1024:.0f} | for comparison |")
+
+
+def main():
+    ap = argparse.ArgumentParser(description="issue 7 benchmark (run via scripts/bench)")
+    ap.add_argument("--mnemo-perf", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--quick", action="store_true", help="tiny configs, one round, no timing assertions")
+    ap.add_argument("--pairs", type=int, default=6, help="alternating step pairs per system (demo; 4x: 2/3 of it)")
+    ap.add_argument("--turns", type=int, default=4096)
+    ap.add_argument("--sections", default="train,turns,efficiency,blas,memory")
+    ap.add_argument("--skip-torch", action="store_true")
+    ap.add_argument("--skip-compile", action="store_true")
+    ap.add_argument("--baseline", help="a mnemo_perf built from older ops, for the before/after row")
+    a = ap.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    log = open(os.path.join(a.out, "bench.log"), "w")
+    r = Runner(a.out, log)
+    report = [f"# mnemo benchmark ({time.strftime('%Y-%m-%d %H:%M')}, {os.uname().nodename}, "
+              f"{os.cpu_count()} CPUs, load at start {open('/proc/loadavg').read().split()[0]})\n"]
+    sections = a.sections.split(",")
+    t0 = time.time()
+    for s, fn in (("train", section_train), ("turns", section_turns), ("efficiency", section_efficiency),
+                  ("blas", section_blas), ("memory", section_memory)):
+        if s in sections:
+            fn(r, a, a.mnemo_perf, report)
+            print(f"[bench] {fn.__name__[8:]} done after {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
+            # written after every section, so that a run stopped later keeps what it measured
+            open(os.path.join(a.out, "results.md"), "w").write("\n".join(report) + "\n")
+    text = "\n".join(report) + "\n"
+    open(os.path.join(a.out, "results.md"), "w").write(text)
+    print(text)
+    print(f"(raw output: {a.out}/bench.log; load averages: {a.out}/loadavg.log)")
+
+
+if __name__ == "__main__":
+    main()
