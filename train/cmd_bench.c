@@ -111,7 +111,9 @@ int cmd_bench(int argc, char **argv) {
     }
     if (threads > 0) {
         omp_set_num_threads(threads);
-        openblas_set_num_threads(threads);
+        // products are split over the OpenMP team (src/cpu/op_gemm.c); a second pool of
+        // OpenBLAS threads spinning next to it made steps up to 4x slower (docs/perf.md)
+        openblas_set_num_threads(1);
     }
     mn_device device;
     char notice[512];

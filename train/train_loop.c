@@ -763,7 +763,9 @@ int train_run(const train_config *cfg, const train_run_options *opts) {
     }
     if (cfg->threads > 0) {
         omp_set_num_threads(cfg->threads);
-        openblas_set_num_threads(cfg->threads);
+        // products are split over the OpenMP team (src/cpu/op_gemm.c); a second pool of
+        // OpenBLAS threads spinning next to it made steps up to 4x slower (docs/perf.md)
+        openblas_set_num_threads(1);
     }
     if (cfg->curriculum[0]) {
         if (parse_curriculum(cfg->curriculum, cfg->turns, &r.curriculum)) {
