@@ -175,6 +175,13 @@ int mn_trainer_bptt(const mn_trainer *trainer);
  * batch. *loss = weighted mean loss over every target of the batch. */
 mn_status mn_forward_backward(mn_trainer *trainer, const mn_batch *batch, float *loss,
                               mn_forward_outputs *outputs);
+/* Data-parallel training: the same as mn_forward_backward, but the gradient is that of
+ * (weighted loss sum) * scale, where the caller passes scale = 1 / (the weight total of the
+ * global batch, every rank's part). *loss_sum = this batch's unscaled weighted loss sum. With
+ * scale = 1 / mn_batch_loss_weight(batch) the gradient is bit-identical to mn_forward_backward. */
+mn_status mn_forward_backward_scaled(mn_trainer *trainer, const mn_batch *batch, double scale, double *loss_sum);
+/* The sum of a batch's target loss weights: what mn_forward_backward divides by. */
+double mn_batch_loss_weight(const mn_batch *batch);
 /* Forward only (no gradients); same loss and outputs as mn_forward_backward. */
 mn_status mn_forward(mn_trainer *trainer, const mn_batch *batch, float *loss,
                      mn_forward_outputs *outputs);
@@ -199,6 +206,13 @@ mn_status mn_trainer_push(mn_trainer *trainer);
 /* Clips by global norm, then one AdamW step. *grad_norm (nullable) = norm before clipping.
  * A non-finite gradient norm returns MN_ERR_NUMERIC and leaves params and moments untouched. */
 mn_status mn_adamw_step(mn_trainer *trainer, const mn_adamw_config *opt, float *grad_norm);
+/* ZeRO-1 pieces. The sum of squares of grads[begin, end) (NaN if the device failed). */
+double mn_grad_sumsq_range(mn_trainer *trainer, size_t begin, size_t end);
+/* One AdamW step on params[begin, end) only, clipped with the global gradient norm
+ * sqrt(sumsq) exactly as mn_adamw_step would; moments outside the shard are untouched.
+ * A non-finite norm returns MN_ERR_NUMERIC and changes nothing. */
+mn_status mn_adamw_step_shard(mn_trainer *trainer, const mn_adamw_config *opt, double sumsq, size_t begin,
+                              size_t end);
 
 /* ---------------------------------------------------------------- decoding and sampling */
 /* Decoder logits of the last position only, logits (V): with r (k, C) it is the last row of

@@ -113,7 +113,27 @@ static mn_status put_optimizer(const writer *w, hid_t file, mn_trainer *tr) {
     return st;
 }
 
-static mn_status put_train(const writer *w, hid_t file, const mn_train_state *s) {
+static mn_status put_dist(const writer *w, hid_t train, const mn_checkpoint_dist *d) {
+    if (d->world_size < 1 || !d->rank_cursors)
+        return mn_fail(MN_ERR_INVALID_ARG, "%s: dist layout with %lld ranks and no cursors", w->file,
+                       (long long)d->world_size);
+    hid_t g;
+    MN_TRY(mn_h5_create_group(train, w->file, "dist", &g));
+    mn_status st = mn_h5_write_attr_int(g, w->file, "world_size", d->world_size);
+    if (st == MN_OK)
+        st = mn_h5_write_attr_int(g, w->file, "zero_stage", d->zero_stage);
+    if (st == MN_OK)
+        st = mn_h5_write_attr_int(g, w->file, "grad_accum", d->grad_accum);
+    if (st == MN_OK)
+        st = injected(w, "train/dist/rank_cursors");
+    if (st == MN_OK)
+        st = mn_h5_write_u64s(g, w->file, "rank_cursors", d->rank_cursors,
+                              (size_t)d->world_size * MN_DIST_CURSOR_FIELDS);
+    H5Gclose(g);
+    return st;
+}
+
+static mn_status put_train(const writer *w, hid_t file, const mn_train_state *s, const mn_checkpoint_dist *dist) {
     hid_t g;
     MN_TRY(mn_h5_create_group(file, w->file, "train", &g));
     const struct {
@@ -136,6 +156,8 @@ static mn_status put_train(const writer *w, hid_t file, const mn_train_state *s)
         st = injected(w, "train/data_cursor");
     if (st == MN_OK)
         st = mn_h5_write_u64s(g, w->file, "data_cursor", cursor, 2);
+    if (st == MN_OK && dist)
+        st = put_dist(w, g, dist);
     H5Gclose(g);
     return st;
 }
@@ -148,7 +170,7 @@ static mn_status write_contents(const writer *w, hid_t file, mn_model *m, mn_tra
     if (tr)
         MN_TRY(put_optimizer(w, file, tr));
     if (s)
-        MN_TRY(put_train(w, file, s));
+        MN_TRY(put_train(w, file, s, o ? o->dist : NULL));
     if (o && o->tokenizer) {
         MN_TRY(injected(w, "tokenizer"));
         mn_status st = mn_tokenizer_save_h5(o->tokenizer, file);
@@ -444,6 +466,53 @@ static mn_status read_train(hid_t f, const char *path, mn_train_state *s) {
     r.data_epoch = cursor[0];
     r.data_position = cursor[1];
     *s = r;
+    return MN_OK;
+}
+
+void mn_checkpoint_dist_free(mn_checkpoint_dist *d) {
+    if (!d)
+        return;
+    free(d->rank_cursors);
+    memset(d, 0, sizeof *d);
+}
+
+mn_status mn_checkpoint_read_dist(const char *path, mn_checkpoint_dist *d, int *found) {
+    if (!path || !d || !found)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_read_dist: NULL argument");
+    memset(d, 0, sizeof *d);
+    *found = 0;
+    hid_t f, g;
+    MN_TRY(open_checkpoint(path, &f));
+    if (!mn_h5_exists(f, "train") || !mn_h5_exists(f, "train/dist")) {
+        H5Fclose(f);
+        return MN_OK;
+    }
+    mn_status st = mn_h5_open_group(f, path, "train/dist", &g);
+    if (st != MN_OK) {
+        H5Fclose(f);
+        return st;
+    }
+    st = mn_h5_read_attr_int(g, path, "world_size", &d->world_size);
+    if (st == MN_OK)
+        st = mn_h5_read_attr_int(g, path, "zero_stage", &d->zero_stage);
+    if (st == MN_OK)
+        st = mn_h5_read_attr_int(g, path, "grad_accum", &d->grad_accum);
+    if (st == MN_OK && (d->world_size < 1 || d->world_size > (1 << 20) || d->zero_stage < 0 || d->grad_accum < 1))
+        st = mn_fail(MN_ERR_FORMAT, "%s: /train/dist: world_size %lld, zero_stage %lld, grad_accum %lld out of range",
+                     path, (long long)d->world_size, (long long)d->zero_stage, (long long)d->grad_accum);
+    if (st == MN_OK) {
+        size_t n = (size_t)d->world_size * MN_DIST_CURSOR_FIELDS;
+        d->rank_cursors = malloc(n * sizeof(uint64_t));
+        st = d->rank_cursors ? mn_h5_read_u64s(g, path, "rank_cursors", d->rank_cursors, n)
+                             : mn_fail(MN_ERR_NOMEM, "%s: out of memory", path);
+    }
+    H5Gclose(g);
+    H5Fclose(f);
+    if (st != MN_OK) {
+        mn_checkpoint_dist_free(d);
+        return mn_fail_context(MN_ERR_FORMAT, "%s: bad /train/dist", path);
+    }
+    *found = 1;
     return MN_OK;
 }
 

@@ -30,6 +30,17 @@ typedef struct {
     int64_t nan_skipped;      /* skipped steps over the whole run */
 } mn_train_state;
 
+/* The data-parallel layout a checkpoint was saved with, /train/dist (docs/distributed.md).
+ * The data cursor in mn_train_state is global (the order of the global batch); each rank's
+ * row restates it with the slice of every global batch that rank trains on. */
+#define MN_DIST_CURSOR_FIELDS 4 /* data epoch, data position, first episode of the slice, episodes */
+typedef struct {
+    int64_t world_size;     /* ranks that trained */
+    int64_t zero_stage;     /* 0: every rank updates every parameter; 1: optimizer sharded */
+    int64_t grad_accum;     /* micro-batches per rank and step */
+    uint64_t *rank_cursors; /* (world_size, MN_DIST_CURSOR_FIELDS) */
+} mn_checkpoint_dist;
+
 /* Fault injection for tests: called before each dataset is written; a nonzero return makes
  * that write fail exactly as a write error would (MN_ERR_IO, temp file removed). */
 typedef int (*mn_checkpoint_fault_fn)(void *ctx, const char *dataset);
@@ -37,6 +48,7 @@ typedef int (*mn_checkpoint_fault_fn)(void *ctx, const char *dataset);
 typedef struct {
     const char *train_config_json;  /* stored as /config attribute train_config; NULL: "{}" */
     const mn_tokenizer *tokenizer;  /* stored as group /tokenizer; NULL: none */
+    const mn_checkpoint_dist *dist; /* stored as /train/dist (with a state); NULL: none */
     mn_checkpoint_fault_fn fault;   /* NULL: no injected faults */
     void *fault_ctx;
 } mn_checkpoint_save_options;
@@ -59,6 +71,12 @@ typedef struct {
  * MN_ERR_MISMATCH (another config, another tokenizer, a tensor of another shape). */
 mn_status mn_checkpoint_load(const char *path, mn_model *model, mn_trainer *trainer, mn_train_state *state,
                              const mn_checkpoint_load_options *opts);
+
+/* /train/dist of a checkpoint: *found = 0 when it holds none (written before data-parallel
+ * training existed, or without a training state). rank_cursors is malloc'd:
+ * mn_checkpoint_dist_free. */
+mn_status mn_checkpoint_read_dist(const char *path, mn_checkpoint_dist *dist, int *found);
+void mn_checkpoint_dist_free(mn_checkpoint_dist *dist);
 
 /* The model config stored in a checkpoint (to create a matching model before loading). */
 mn_status mn_checkpoint_read_config(const char *path, mn_config *config);

@@ -57,6 +57,50 @@ mn_status mn_adamw_step(mn_trainer *tr, const mn_adamw_config *opt, float *grad_
     return ex->be->synchronize(ex->ctx); /* a device failure is reported by the step that caused it */
 }
 
+double mn_grad_sumsq_range(mn_trainer *tr, size_t begin, size_t end) {
+    if (!tr || begin >= end || end > tr->model->num_params)
+        return 0.0;
+    double sumsq = MN_OP(&tr->exec, sum_squares, tr->grads + begin, end - begin);
+    return mn_exec_status(&tr->exec) != MN_OK ? NAN : sumsq;
+}
+
+/* ZeRO-1: the same clip coefficient as mn_adamw_step (from the global sum of squares), then
+ * AdamW on [begin, end) only: each tensor segment is cut to the shard. */
+mn_status mn_adamw_step_shard(mn_trainer *tr, const mn_adamw_config *opt, double sumsq, size_t begin, size_t end) {
+    if (!tr || !opt)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_adamw_step_shard: NULL argument");
+    if (begin > end || end > tr->model->num_params)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_adamw_step_shard: shard [%zu, %zu) outside the %zu parameters", begin,
+                       end, tr->model->num_params);
+    if (!finite_config(opt) || opt->lr < 0 || opt->beta1 < 0 || opt->beta1 >= 1 || opt->beta2 < 0 ||
+        opt->beta2 >= 1 || opt->eps <= 0 || opt->weight_decay < 0 || opt->grad_clip < 0)
+        return mn_fail(MN_ERR_CONFIG, "adamw: invalid settings");
+    const mn_exec *ex = &tr->exec;
+    MN_TRY(mn_exec_status(ex));
+    mn_model *m = tr->model;
+    double norm = sqrt(sumsq);
+    if (!isfinite(norm))
+        return mn_fail(MN_ERR_NUMERIC, "adamw: the gradient norm is not finite; step skipped, parameters untouched");
+    if (opt->grad_clip > 0) {
+        float coef = (float)((double)opt->grad_clip / (norm + 1e-6));
+        if (coef < 1.0f && end > begin)
+            MN_OP(ex, scale, tr->grads + begin, coef, end - begin);
+    }
+    tr->step++;
+    int n_segs = 0;
+    for (int i = 0; i < m->n_tensors; i++) {
+        const mn_tensor_info *t = &m->tensors[i];
+        size_t lo = t->offset > begin ? t->offset : begin, hi = t->offset + t->size < end ? t->offset + t->size : end;
+        if (tr->frozen[i] || lo >= hi)
+            continue;
+        tr->segments[n_segs++] = (mn_adamw_segment){lo, hi - lo, t->decay ? opt->weight_decay : 0.0f};
+    }
+    if (n_segs)
+        MN_OP(ex, adamw_update, tr->params, tr->grads, tr->adam_m, tr->adam_v, tr->segments, n_segs, opt->lr,
+              opt->beta1, opt->beta2, opt->eps, tr->step);
+    return ex->be->synchronize(ex->ctx);
+}
+
 mn_status mn_trainer_freeze(mn_trainer *tr, const char *prefix, int frozen) {
     if (!tr || !prefix)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_trainer_freeze: NULL argument");

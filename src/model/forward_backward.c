@@ -364,8 +364,18 @@ static void compressor_turn_backward(mn_trainer *tr, int j, const float *dstate,
 }
 
 /* ---------------------------------------------------------------- the batch */
+/* scale_override > 0: the gradient's normaliser comes from the caller (data parallel: one over
+ * the weight total of every rank's batch); *loss_sum_out (nullable) = the unscaled sum. */
+static mn_status run_batch_scaled(mn_trainer *tr, const mn_batch *b, float *loss, mn_forward_outputs *out,
+                                  int with_grads, double scale_override, double *loss_sum_out);
+
 static mn_status run_batch(mn_trainer *tr, const mn_batch *b, float *loss, mn_forward_outputs *out,
                            int with_grads) {
+    return run_batch_scaled(tr, b, loss, out, with_grads, 0.0, NULL);
+}
+
+static mn_status run_batch_scaled(mn_trainer *tr, const mn_batch *b, float *loss, mn_forward_outputs *out,
+                                  int with_grads, double scale_override, double *loss_sum_out) {
     if (!tr || !loss)
         return mn_fail(MN_ERR_INVALID_ARG, "forward: trainer or loss is NULL");
     const mn_exec *ex = &tr->exec;
@@ -377,7 +387,7 @@ static mn_status run_batch(mn_trainer *tr, const mn_batch *b, float *loss, mn_fo
     const mn_config *c = &m->config;
     const int B = b->B, T = b->T, k = c->n_slots, C = c->d_model, V = c->vocab_size;
     const size_t state = (size_t)B * k * C;
-    const double scale = 1.0 / total_weight;
+    const double scale = scale_override > 0.0 ? scale_override : 1.0 / total_weight;
     build_inputs(tr, b);
     if (with_grads)
         MN_OP(ex, zero, tr->grads, m->num_params * sizeof(float));
@@ -424,6 +434,8 @@ static mn_status run_batch(mn_trainer *tr, const mn_batch *b, float *loss, mn_fo
         if (out && out->turn_losses)
             out->turn_losses[t] = ws > 0 ? (float)(ls / ws) : 0.0f;
     }
+    if (loss_sum_out)
+        *loss_sum_out = loss_sum;
     *loss = (float)(loss_sum * scale);
     if (!isfinite(*loss))
         return mn_fail(MN_ERR_NUMERIC, "forward: the loss is not finite (%g)", (double)*loss);
@@ -436,4 +448,27 @@ mn_status mn_forward_backward(mn_trainer *tr, const mn_batch *b, float *loss, mn
 
 mn_status mn_forward(mn_trainer *tr, const mn_batch *b, float *loss, mn_forward_outputs *out) {
     return run_batch(tr, b, loss, out, 0);
+}
+
+mn_status mn_forward_backward_scaled(mn_trainer *tr, const mn_batch *b, double scale, double *loss_sum) {
+    if (!(scale > 0.0) || !isfinite(scale) || !loss_sum)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_forward_backward_scaled: scale %g must be finite and > 0, loss_sum set",
+                       scale);
+    float loss;
+    return run_batch_scaled(tr, b, &loss, NULL, 1, scale, loss_sum);
+}
+
+double mn_batch_loss_weight(const mn_batch *b) {
+    /* the same order and rule as validate_batch: targets are positions 1..len-1 */
+    double total = 0.0;
+    if (!b || !b->lengths)
+        return 0.0;
+    for (int t = 0; t < b->T; t++)
+        for (int e = 0; e < b->B; e++) {
+            int len = b->lengths[t * b->B + e];
+            const float *w = b->loss_weights ? b->loss_weights + ((size_t)t * b->B + e) * b->max_len : NULL;
+            for (int i = 1; i < len && i <= b->max_len - 1; i++)
+                total += w ? w[i] : 1.0f;
+        }
+    return total;
 }
