@@ -10,6 +10,8 @@
 #include <sys/stat.h>
 
 #include "commands.h"
+#include "core/error.h"
+#include "dist.h"
 #include "io/checkpoint.h"
 #include "train_config.h"
 #include "train_loop.h"
@@ -28,6 +30,7 @@ static void usage(FILE *out) {
             "SIGINT/SIGTERM: the step finishes, a checkpoint is written, exit code 3 (a second\n"
             "Ctrl-C stops at once; saved checkpoints stay intact).\n"
             "Exit codes: 0 done, 1 failed, 2 usage, 3 interrupted, 4 too many non-finite steps.\n"
+            "Data parallel: mpirun -np N mnemo train ... (docs/distributed.md); batch is the global batch.\n"
             "\n"
             "  --config FILE             JSON object of fields (names below with '_' for '-')\n"
             "  --resume CKPT|RUN_DIR     continue bit-identically (a run directory: its latest checkpoint);\n"
@@ -36,6 +39,7 @@ static void usage(FILE *out) {
             "  --print-config            print the effective config and exit\n"
             "  --fault-nan-steps LIST    testing: put a NaN into these steps' gradients (e.g. 3,4)\n"
             "  --fault-checkpoint-steps LIST  testing: checkpoint writes at these steps fail midway\n"
+            "  --fault-checkpoint-sleep-ms MS testing: checkpoint writes pause MS per dataset (a slow disk)\n"
             "\n"
             "fields:\n");
     train_config_print_help(out);
@@ -68,9 +72,35 @@ static int parse_steps(const char *spec, int64_t **out, int *n) {
     return 0;
 }
 
-enum { OPT_CONFIG = 1000, OPT_RESUME, OPT_BASE, OPT_PRINT, OPT_FAULT_NAN, OPT_FAULT_CKPT, OPT_HELP, OPT_FIELDS };
+enum { OPT_CONFIG = 1000, OPT_RESUME, OPT_BASE, OPT_PRINT, OPT_FAULT_NAN, OPT_FAULT_CKPT, OPT_FAULT_SLEEP, OPT_HELP,
+       OPT_FIELDS };
 
+static int cmd_train_world(int argc, char **argv, dist *d);
+
+/* The world is opened before anything is printed, so that only rank 0 prints progress; a
+ * failed rank ends the whole job (MPI_Abort) rather than leave the others waiting. */
 int cmd_train(int argc, char **argv) {
+    dist *d = NULL;
+    if (dist_open(&argc, &argv, &d) != MN_OK) {
+        fprintf(stderr, "mnemo train: %s\n", mn_last_error());
+        return TRAIN_EXIT_FAILED;
+    }
+    if (dist_rank(d) != 0 && !freopen("/dev/null", "w", stdout)) /* progress and logs: rank 0 only */
+        fprintf(stderr, "mnemo train: rank %d: cannot silence stdout\n", dist_rank(d));
+    int rc = cmd_train_world(argc, argv, d);
+    if (rc == TRAIN_EXIT_FAILED && dist_size(d) > 1) {
+        fprintf(stderr, "mnemo train: rank %d of %d failed; ending every rank of the job\n", dist_rank(d),
+                dist_size(d));
+        fflush(stdout);
+        fflush(stderr);
+        dist_abort(d, rc);
+    }
+    fflush(stdout);
+    dist_close(d);
+    return rc;
+}
+
+static int cmd_train_world(int argc, char **argv, dist *d) {
     const int n_fields = train_config_n_options();
     struct option *options = calloc((size_t)n_fields + 8, sizeof *options);
     /* field options are applied after the config layers below them, in command-line order */
@@ -79,7 +109,7 @@ int cmd_train(int argc, char **argv) {
     int n_set = 0, rc = TRAIN_EXIT_USAGE, print_only = 0;
     const char *config_path = NULL, *resume = NULL, *base = NULL;
     int64_t *fault_nan = NULL, *fault_ckpt = NULL;
-    int n_fault_nan = 0, n_fault_ckpt = 0;
+    int n_fault_nan = 0, n_fault_ckpt = 0, fault_sleep_ms = 0;
     char resume_path[TRAIN_PATH_CAP + 64];
     if (!options || !field_ids || !field_values) {
         fprintf(stderr, "mnemo train: out of memory\n");
@@ -93,6 +123,7 @@ int cmd_train(int argc, char **argv) {
         {"print-config", no_argument, 0, OPT_PRINT},
         {"fault-nan-steps", required_argument, 0, OPT_FAULT_NAN},
         {"fault-checkpoint-steps", required_argument, 0, OPT_FAULT_CKPT},
+        {"fault-checkpoint-sleep-ms", required_argument, 0, OPT_FAULT_SLEEP},
         {"help", no_argument, 0, OPT_HELP},
     };
     const int n_fixed = (int)(sizeof fixed / sizeof fixed[0]);
@@ -121,6 +152,16 @@ int cmd_train(int argc, char **argv) {
                 goto done;
             }
             break;
+        case OPT_FAULT_SLEEP: {
+            char *end;
+            long ms = strtol(optarg, &end, 10);
+            if (end == optarg || *end || ms < 0 || ms > 60000) {
+                fprintf(stderr, "mnemo train: --fault-checkpoint-sleep-ms wants 0..60000\n");
+                goto done;
+            }
+            fault_sleep_ms = (int)ms;
+            break;
+        }
         case OPT_HELP:
             usage(stdout);
             rc = TRAIN_EXIT_OK;
@@ -210,9 +251,12 @@ int cmd_train(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     stop_signal = 0;
-    train_run_options o = {.resume = resume, .base = base, .stop = &stop_signal,
+    const char *episode_log = getenv("MNEMO_EPISODE_LOG");
+    train_run_options o = {.resume = resume, .base = base, .stop = &stop_signal, .dist = d,
+                           .episode_log = episode_log && *episode_log ? episode_log : NULL,
                            .fault_nan_steps = fault_nan, .n_fault_nan_steps = n_fault_nan,
-                           .fault_checkpoint_steps = fault_ckpt, .n_fault_checkpoint_steps = n_fault_ckpt};
+                           .fault_checkpoint_steps = fault_ckpt, .n_fault_checkpoint_steps = n_fault_ckpt,
+                           .fault_checkpoint_sleep_ms = fault_sleep_ms};
     rc = train_run(&cfg, &o);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);

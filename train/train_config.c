@@ -35,7 +35,8 @@ static const field fields[] = {
     STR(valid_data, "validation token shard"),
     STR(valid_probes, "validation JSONL with probes: multiple-choice accuracy"),
     STR(tokenizer, "tokenizer file (default: the --resume/--base checkpoint's)"),
-    FIELD(batch, F_INT, "episodes per batch B"),
+    FIELD(batch, F_INT, "episodes per batch B (the global batch: all ranks together)"),
+    FIELD(grad_accum, F_INT, "micro-batches per rank and step (B / (ranks * grad_accum) each)"),
     FIELD(turns, F_INT, "turns per episode T (the last curriculum stage)"),
     FIELD(bptt, F_INT, "truncated BPTT length K in turns"),
     STR(curriculum, "explicit stages \"step:turns,...\" (overrides the doubling stages)"),
@@ -65,6 +66,8 @@ static const field fields[] = {
     STR(run_dir, "run directory: checkpoints and metrics.jsonl"),
     FIELD(threads, F_INT, "CPU threads (0: OpenMP's default)"),
     STR(device, "cpu, cuda or auto"),
+    FIELD(zero, F_INT, "data parallel: 1 = ZeRO-1 (reduce-scatter, sharded AdamW, all-gather)"),
+    FIELD(comm_timeout, F_DOUBLE, "data parallel: seconds to wait for the other ranks (0: forever)"),
     FIELD(recall_keys, F_INT, "recall task: key tokens"),
     FIELD(recall_values, F_INT, "recall task: value tokens"),
     FIELD(recall_facts, F_INT, "recall task: facts (and questions) per episode"),
@@ -82,6 +85,8 @@ void train_config_defaults(train_config *c) {
     c->batch = 8;
     c->turns = 16;
     c->bptt = 16;
+    c->grad_accum = 1;
+    c->comm_timeout = 300;
     c->curriculum_start_turns = 2;
     c->curriculum_stage_steps = 0;
     c->lr = 1e-3;
@@ -354,6 +359,14 @@ int train_config_validate(const train_config *c, FILE *err) {
         return bad(err, "batch", "must be in 1..65536");
     if (c->turns < 2 || c->turns > 4096)
         return bad(err, "turns", "must be in 2..4096");
+    if (c->grad_accum < 1 || c->grad_accum > c->batch)
+        return bad(err, "grad_accum", "must be in 1..batch");
+    if (c->batch % c->grad_accum)
+        return bad(err, "grad_accum", "must divide batch");
+    if (c->zero != 0 && c->zero != 1)
+        return bad(err, "zero", "must be 0 or 1");
+    if (!(c->comm_timeout >= 0))
+        return bad(err, "comm_timeout", "must be >= 0");
     if (c->bptt < 1)
         return bad(err, "bptt", "must be >= 1");
     if (c->curriculum_start_turns < 1)

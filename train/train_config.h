@@ -21,7 +21,8 @@ typedef struct {
     char valid_probes[TRAIN_PATH_CAP];   /* canonical JSONL with probes: multiple-choice accuracy */
     char tokenizer[TRAIN_PATH_CAP];      /* tokenizer file (task shards); taken from --resume/--base if empty */
     /* batches */
-    int batch, turns, bptt;
+    int batch, turns, bptt;              /* batch: the global batch, over every rank */
+    int grad_accum;                      /* micro-batches per rank and step, summed in order */
     char curriculum[256];                /* "step:turns,..." explicit stages, or "" */
     int curriculum_start_turns;          /* doubling stages from this many turns ... */
     int64_t curriculum_stage_steps;      /* ... each this long (0: always `turns`) */
@@ -42,6 +43,9 @@ typedef struct {
     char run_dir[TRAIN_PATH_CAP];
     int threads;
     char device[16];
+    /* data parallel (mpirun; docs/distributed.md) */
+    int zero;                            /* 1: ZeRO-1, optimizer update and moments sharded */
+    double comm_timeout;                 /* seconds a rank waits for the others (0: forever) */
     /* synthetic recall task (task recall) */
     int recall_keys, recall_values, recall_facts, recall_choices;
     int recall_filler_min, recall_filler_max, recall_min_distance;

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "dist.h"
 #include "core/rng.h"
 #include "io/checkpoint.h"
 #include "model/score.h"
@@ -55,10 +56,19 @@ typedef struct {
     mn_shard *train_shard, *valid_shard;
     mn_loader *loader, *valid_loader;
     int loader_stage;                /* the curriculum stage `loader` was made for */
-    /* batch buffers (T, B, L) for synthetic batches and compacted shard batches */
+    /* the global batch (T, B, L), identical on every rank: synthetic or compacted shard batches */
     int32_t *tokens, *lengths;
     float *weights;
     int max_len;
+    /* data parallel: rank r trains episodes [r * local_B, (r + 1) * local_B) of each global
+     * batch, as grad_accum micro-batches of micro_B (docs/distributed.md) */
+    dist *d;
+    int world, rank, local_B, micro_B;
+    int32_t *mtokens, *mlengths; /* one micro-batch (T, micro_B, L) */
+    float *mweights;
+    float *accum;                /* (num_params) gradient sum over micro-batches */
+    FILE *episode_log;
+    double comm_total_s, step_total_s;
     mn_rng rng;
     mn_train_state st;
     /* text probes */
@@ -160,22 +170,34 @@ static mn_status stage_loader(run *r, int turns, int stage) {
     return mn_loader_set_cursor(r->loader, c);
 }
 
-/* Copies a loader batch into the run's buffers padded only to its longest turn: turns are
- * often far shorter than max_turn_tokens, and compute grows with the padded length. */
-static void compact_batch(run *r, const mn_batch *in, mn_batch *out) {
-    int L = 1;
-    for (int i = 0; i < in->T * in->B; i++)
-        if (in->lengths[i] > L)
-            L = in->lengths[i];
-    for (int i = 0; i < in->T * in->B; i++) {
-        memcpy(r->tokens + (size_t)i * L, in->tokens + (size_t)i * in->max_len, (size_t)L * sizeof(int32_t));
-        memcpy(r->weights + (size_t)i * L, in->loss_weights + (size_t)i * in->max_len, (size_t)L * sizeof(float));
-        r->lengths[i] = in->lengths[i];
+/* Copies episodes [e0, e0 + n) of a (T, B, L) batch into (T, n, L') buffers. compact: L' is the
+ * slice's longest turn (turns are often far shorter than max_turn_tokens, and compute grows with
+ * the padded length); else L' = L. */
+static void slice_batch(const mn_batch *in, int e0, int n, int compact, int32_t *tokens, int32_t *lengths,
+                        float *weights, mn_batch *out) {
+    int L = in->max_len;
+    if (compact) {
+        L = 1;
+        for (int t = 0; t < in->T; t++)
+            for (int e = e0; e < e0 + n; e++)
+                if (in->lengths[t * in->B + e] > L)
+                    L = in->lengths[t * in->B + e];
     }
-    *out = (mn_batch){.B = in->B, .T = in->T, .max_len = L, .tokens = r->tokens, .lengths = r->lengths,
-                      .loss_weights = r->weights};
+    for (int t = 0; t < in->T; t++)
+        for (int i = 0; i < n; i++) {
+            size_t src = (size_t)t * in->B + (size_t)(e0 + i), dst = (size_t)t * n + (size_t)i;
+            memcpy(tokens + dst * L, in->tokens + src * in->max_len, (size_t)L * sizeof(int32_t));
+            if (in->loss_weights)
+                memcpy(weights + dst * L, in->loss_weights + src * in->max_len, (size_t)L * sizeof(float));
+            else
+                for (int j = 0; j < L; j++)
+                    weights[dst * L + j] = 1.0f;
+            lengths[dst] = in->lengths[src];
+        }
+    *out = (mn_batch){.B = n, .T = in->T, .max_len = L, .tokens = tokens, .lengths = lengths, .loss_weights = weights};
 }
 
+/* The next global batch: the same episodes in the same order on every rank. */
 static mn_status next_batch(run *r, int stage, mn_batch *batch) {
     int turns = stage_turns(r, stage);
     if (r->recall) {
@@ -188,13 +210,37 @@ static mn_status next_batch(run *r, int stage, mn_batch *batch) {
         return MN_OK;
     }
     MN_TRY(stage_loader(r, turns, stage));
-    mn_batch raw;
-    MN_TRY(mn_loader_next(r->loader, &raw));
+    MN_TRY(mn_loader_next(r->loader, batch));
     mn_loader_cursor c = mn_loader_get_cursor(r->loader);
     r->st.data_epoch = c.epoch;
     r->st.data_position = c.position;
-    compact_batch(r, &raw, batch);
     return MN_OK;
+}
+
+/* This rank's micro-batch m of the global batch. */
+static void micro_batch(run *r, const mn_batch *global, int m, mn_batch *out) {
+    slice_batch(global, r->rank * r->local_B + m * r->micro_B, r->micro_B, !r->recall, r->mtokens, r->mlengths,
+                r->mweights, out);
+}
+
+/* Testing aid (MNEMO_EPISODE_LOG): one line per trained episode, its global index in the
+ * batch and a hash of its tokens, so that a test can prove every rank took its own slice. */
+static void log_episodes(run *r, const mn_batch *b, int first_global) {
+    for (int e = 0; e < b->B; e++) {
+        uint64_t h = 1469598103934665603ull; /* FNV-1a */
+        for (int t = 0; t < b->T; t++) {
+            int len = b->lengths[t * b->B + e];
+            const int32_t *tok = b->tokens + ((size_t)t * b->B + e) * b->max_len;
+            for (int i = -1; i < len; i++) {
+                uint32_t v = i < 0 ? (uint32_t)len : (uint32_t)tok[i];
+                for (int k = 0; k < 4; k++) {
+                    h ^= (v >> (8 * k)) & 0xff;
+                    h *= 1099511628211ull;
+                }
+            }
+        }
+        fprintf(r->episode_log, "%" PRIu64 " %d %016" PRIx64 "\n", r->st.step + 1, first_global + e, h);
+    }
 }
 
 /* ---------------------------------------------------------------- evaluation */
@@ -220,6 +266,29 @@ static void bucket_range(int b, char *buf, size_t cap) {
         snprintf(buf, cap, "%d-%d", 1 << b, (2 << b) - 1);
 }
 
+/* The loss of a whole validation batch, in pieces of the trainer's micro-batch size: every
+ * rank evaluates the same batches (cheaper than keeping the ranks apart), weighted by targets. */
+static mn_status eval_batch_loss(run *r, const mn_batch *b, float *loss) {
+    if (r->micro_B >= b->B) {
+        mn_batch s;
+        slice_batch(b, 0, b->B, !r->recall, r->mtokens, r->mlengths, r->mweights, &s);
+        return mn_forward(r->trainer, &s, loss, NULL);
+    }
+    double sum = 0, weight = 0;
+    for (int e0 = 0; e0 < b->B; e0 += r->micro_B) {
+        int n = b->B - e0 < r->micro_B ? b->B - e0 : r->micro_B;
+        mn_batch s;
+        slice_batch(b, e0, n, !r->recall, r->mtokens, r->mlengths, r->mweights, &s);
+        float part;
+        MN_TRY(mn_forward(r->trainer, &s, &part, NULL));
+        double w = mn_batch_loss_weight(&s);
+        sum += (double)part * w;
+        weight += w;
+    }
+    *loss = (float)(sum / weight);
+    return MN_OK;
+}
+
 static mn_status eval_loss(run *r, double *loss_out, int64_t *batches) {
     const train_config *c = r->cfg;
     double sum = 0;
@@ -235,18 +304,17 @@ static mn_status eval_loss(run *r, double *loss_out, int64_t *batches) {
                                         r->weights, NULL));
             mn_batch b = {c->batch, c->turns, r->max_len, r->tokens, r->lengths, r->weights};
             float loss;
-            MN_TRY(mn_forward(r->trainer, &b, &loss, NULL));
+            MN_TRY(eval_batch_loss(r, &b, &loss));
             sum += loss;
             n++;
         }
     } else if (r->valid_loader) {
         MN_TRY(mn_loader_set_cursor(r->valid_loader, (mn_loader_cursor){0, 0})); /* the same batches each time */
         for (int64_t i = 0; i < c->eval_batches; i++) {
-            mn_batch raw, b;
+            mn_batch raw;
             MN_TRY(mn_loader_next(r->valid_loader, &raw));
-            compact_batch(r, &raw, &b);
             float loss;
-            MN_TRY(mn_forward(r->trainer, &b, &loss, NULL));
+            MN_TRY(eval_batch_loss(r, &raw, &loss));
             sum += loss;
             n++;
         }
@@ -545,19 +613,88 @@ static int fault_after_datasets(void *ctx, const char *dataset) {
     return f->datasets_left-- <= 0;
 }
 
-/* Writes ckpt-<step>.h5 and prunes old ones. 0 on success. */
+/* Testing: a slow disk, so that a test can kill a rank while it writes a checkpoint. */
+static int fault_sleep(void *ctx, const char *dataset) {
+    (void)dataset;
+    int ms = *(const int *)ctx;
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    return 0;
+}
+
+/* What every rank restates at a checkpoint: its view of the loop's state. */
+typedef struct {
+    uint64_t step, rng[4], data_epoch, data_position, stage;
+} rank_view;
+
+/* Writes ckpt-<step>.h5 (rank 0) and prunes old ones. Every rank takes part: the ranks' views
+ * of the data cursor and RNG are checked to agree, ZeRO-1 moment shards are gathered, and the
+ * outcome is shared, so that all ranks go on (or stop) together. 0 on success; < 0: the ranks
+ * cannot talk any more (abort). */
 static int save_checkpoint(run *r) {
     char path[TRAIN_PATH_CAP + 64];
-    if (mn_checkpoint_run_path(r->cfg->run_dir, r->st.step, path, sizeof path) != MN_OK)
-        return 1;
-    fault_state fault = {3}; /* a few datasets written, then "the disk is full" */
-    mn_checkpoint_save_options o = {.train_config_json = r->config_json, .tokenizer = r->tok};
-    if (in_list(r->opts->fault_checkpoint_steps, r->opts->n_fault_checkpoint_steps, (int64_t)r->st.step)) {
-        o.fault = fault_after_datasets;
-        o.fault_ctx = &fault;
+    char what[64];
+    snprintf(what, sizeof what, "checkpoint at step %" PRIu64, r->st.step);
+    rank_view mine = {r->st.step, {r->st.rng[0], r->st.rng[1], r->st.rng[2], r->st.rng[3]}, r->st.data_epoch,
+                      r->st.data_position, (uint64_t)r->st.curriculum_stage};
+    rank_view *views = calloc((size_t)r->world, sizeof *views);
+    uint64_t *cursors = calloc((size_t)r->world * MN_DIST_CURSOR_FIELDS, sizeof *cursors);
+    int ok = 1;
+    if (!views || !cursors) {
+        free(views), free(cursors);
+        mn_fail(MN_ERR_NOMEM, "%s: out of memory", what);
+        return -1;
     }
-    if (mn_checkpoint_save(path, r->model, r->trainer, &r->st, &o) != MN_OK)
+    if (dist_allgather(r->d, &mine, sizeof mine, views, what) != MN_OK) {
+        free(views), free(cursors);
+        return -1;
+    }
+    for (int k = 0; k < r->world; k++) {
+        if (memcmp(&views[k], &views[0], sizeof mine)) {
+            mn_fail(MN_ERR_MISMATCH, "%s: rank %d's step, RNG or data cursor differs from rank 0's: the ranks diverged",
+                    what, k);
+            free(views), free(cursors);
+            return -1;
+        }
+        uint64_t *c = cursors + (size_t)k * MN_DIST_CURSOR_FIELDS;
+        c[0] = views[k].data_epoch;
+        c[1] = views[k].data_position;
+        c[2] = (uint64_t)k * (uint64_t)r->local_B;
+        c[3] = (uint64_t)r->local_B;
+    }
+    size_t P = mn_model_num_params(r->model);
+    if (r->cfg->zero && r->world > 1 &&
+        (dist_allgather_shards(r->d, mn_trainer_adam_m(r->trainer), P, what) != MN_OK ||
+         dist_allgather_shards(r->d, mn_trainer_adam_v(r->trainer), P, what) != MN_OK)) {
+        free(views), free(cursors);
+        return -1;
+    }
+    if (r->rank == 0) {
+        mn_checkpoint_dist dl = {r->world, r->cfg->zero, r->cfg->grad_accum, cursors};
+        fault_state fault = {3}; /* a few datasets written, then "the disk is full" */
+        mn_checkpoint_save_options o = {.train_config_json = r->config_json, .tokenizer = r->tok, .dist = &dl};
+        if (in_list(r->opts->fault_checkpoint_steps, r->opts->n_fault_checkpoint_steps, (int64_t)r->st.step)) {
+            o.fault = fault_after_datasets;
+            o.fault_ctx = &fault;
+        } else if (r->opts->fault_checkpoint_sleep_ms > 0) {
+            o.fault = fault_sleep;
+            o.fault_ctx = (void *)&r->opts->fault_checkpoint_sleep_ms;
+        }
+        ok = mn_checkpoint_run_path(r->cfg->run_dir, r->st.step, path, sizeof path) == MN_OK &&
+             mn_checkpoint_save(path, r->model, r->trainer, &r->st, &o) == MN_OK;
+    }
+    free(views), free(cursors);
+    /* the others wait here for rank 0's write, so that nobody runs ahead of a checkpoint */
+    int32_t shared = ok;
+    if (dist_bcast(r->d, &shared, sizeof shared, 0, what) != MN_OK)
+        return -1;
+    if (!shared) {
+        if (r->rank != 0)
+            mn_fail(MN_ERR_IO, "%s: rank 0 could not write it", what);
         return 1;
+    }
+    if (r->rank != 0)
+        return 0;
     snprintf(r->last_checkpoint, sizeof r->last_checkpoint, "%s", path);
     int removed;
     if (mn_checkpoint_prune(r->cfg->run_dir, r->cfg->keep_checkpoints, &removed) != MN_OK)
@@ -627,11 +764,14 @@ static int setup_data(run *r, const char *resume_or_base) {
             printf("validation probes: %" PRId64 " prepared from %s\n", r->n_probes, c->valid_probes);
         }
     }
-    size_t cells = (size_t)c->batch * (size_t)c->turns;
+    size_t cells = (size_t)c->batch * (size_t)c->turns, mcells = (size_t)r->micro_B * (size_t)c->turns;
     r->tokens = malloc(cells * (size_t)r->max_len * sizeof(int32_t));
     r->weights = malloc(cells * (size_t)r->max_len * sizeof(float));
     r->lengths = malloc(cells * sizeof(int32_t));
-    if (!r->tokens || !r->weights || !r->lengths) {
+    r->mtokens = malloc(mcells * (size_t)c->model.max_turn_tokens * sizeof(int32_t));
+    r->mweights = malloc(mcells * (size_t)c->model.max_turn_tokens * sizeof(float));
+    r->mlengths = malloc(mcells * sizeof(int32_t));
+    if (!r->tokens || !r->weights || !r->lengths || !r->mtokens || !r->mweights || !r->mlengths) {
         fprintf(stderr, "mnemo train: out of memory for batches\n");
         return TRAIN_EXIT_FAILED;
     }
@@ -660,12 +800,52 @@ static int parse_curriculum(const char *spec, int T, mn_curriculum *out) {
     return mn_curriculum_validate(out, T) != MN_OK;
 }
 
+/* The checkpoint's per-rank cursors restate its global cursor; the same world size must find
+ * its own slice in them, another world size re-shards the global batch (the cursor is global). */
+static int check_resume_layout(run *r) {
+    mn_checkpoint_dist dl;
+    int found = 0;
+    if (mn_checkpoint_read_dist(r->opts->resume, &dl, &found) != MN_OK)
+        return fail("--resume");
+    if (!found)
+        return TRAIN_EXIT_OK; /* saved by one process before /train/dist existed */
+    int rc = TRAIN_EXIT_OK;
+    for (int64_t k = 0; k < dl.world_size && rc == TRAIN_EXIT_OK; k++) {
+        const uint64_t *c = dl.rank_cursors + k * MN_DIST_CURSOR_FIELDS;
+        if (c[0] != r->st.data_epoch || c[1] != r->st.data_position) {
+            fprintf(stderr, "mnemo train: --resume %s: rank %" PRId64 "'s data cursor (%" PRIu64 ", %" PRIu64
+                            ") differs from the global one (%" PRIu64 ", %" PRIu64 ")\n",
+                    r->opts->resume, k, c[0], c[1], r->st.data_epoch, r->st.data_position);
+            rc = TRAIN_EXIT_FAILED;
+        }
+    }
+    if (rc == TRAIN_EXIT_OK && dl.world_size == r->world) {
+        const uint64_t *c = dl.rank_cursors + (size_t)r->rank * MN_DIST_CURSOR_FIELDS;
+        if (c[2] != (uint64_t)r->rank * (uint64_t)r->local_B || c[3] != (uint64_t)r->local_B) {
+            fprintf(stderr, "mnemo train: --resume %s: rank %d trained episodes %" PRIu64 "..+%" PRIu64
+                            " of each batch, now %d..+%d (another batch size?)\n",
+                    r->opts->resume, r->rank, c[2], c[3], r->rank * r->local_B, r->local_B);
+            rc = TRAIN_EXIT_FAILED;
+        }
+    } else if (rc == TRAIN_EXIT_OK && r->rank == 0) {
+        printf("re-sharding: the checkpoint was trained on %" PRId64 " rank(s), this run has %d; each rank now "
+               "trains %d of the %d episodes of every batch from the same global data cursor\n",
+               dl.world_size, r->world, r->local_B, r->cfg->batch);
+    }
+    mn_checkpoint_dist_free(&dl);
+    return rc;
+}
+
 static int setup_model(run *r) {
     const train_config *c = r->cfg;
     const train_run_options *o = r->opts;
     if (mn_model_create(&c->model, &r->model) != MN_OK ||
-        mn_trainer_create(r->model, c->batch, c->bptt, &r->trainer) != MN_OK)
+        mn_trainer_create(r->model, r->micro_B, c->bptt, &r->trainer) != MN_OK)
         return fail("model");
+    if (c->grad_accum > 1 && !(r->accum = malloc(mn_model_num_params(r->model) * sizeof(float)))) {
+        fprintf(stderr, "mnemo train: out of memory for the gradient accumulator\n");
+        return TRAIN_EXIT_FAILED;
+    }
     mn_checkpoint_load_options lo = {0};
     if (r->tok) {
         lo.check_tokenizer = 1;
@@ -680,6 +860,8 @@ static int setup_model(run *r) {
             return TRAIN_EXIT_FAILED;
         }
         memcpy(r->rng.s, r->st.rng, sizeof r->rng.s);
+        if (check_resume_layout(r) != TRAIN_EXIT_OK)
+            return TRAIN_EXIT_FAILED;
     } else {
         if (o->base) {
             if (mn_checkpoint_load(o->base, r->model, NULL, NULL, &lo) != MN_OK)
@@ -708,6 +890,10 @@ static void cleanup(run *r) {
     mn_trainer_free(r->trainer);
     mn_model_free(r->model);
     free(r->tokens), free(r->weights), free(r->lengths);
+    free(r->mtokens), free(r->mweights), free(r->mlengths);
+    free(r->accum);
+    if (r->episode_log)
+        fclose(r->episode_log);
     free(r->config_json);
 }
 
@@ -723,7 +909,7 @@ static void format_duration(double s, char *buf, size_t cap) {
         snprintf(buf, cap, "%.0fs", s);
 }
 
-static void progress(run *r, float loss, double lr, double tok_per_s, int skipped) {
+static void progress(run *r, float loss, double lr, double tok_per_s, double comm_share, int skipped) {
     const train_config *c = r->cfg;
     uint64_t done = r->st.step - r->start_step;
     double elapsed = now_s() - r->t_start;
@@ -732,10 +918,181 @@ static void progress(run *r, float loss, double lr, double tok_per_s, int skippe
     format_duration(eta, eta_s, sizeof eta_s);
     if (!r->tty && r->st.step % (uint64_t)c->log_interval != 0 && r->st.step != (uint64_t)c->steps && !skipped)
         return;
-    printf("%sstep %" PRIu64 "/%" PRId64 "  loss %s%.4f  lr %.3g  %.0f tok/s  ETA %s%s", r->tty ? "\r" : "",
-           r->st.step, c->steps, skipped ? "(skipped) " : "", (double)loss, lr, tok_per_s, eta_s,
+    char comm[48] = "";
+    if (r->world > 1)
+        snprintf(comm, sizeof comm, "  comm %.0f%%", 100.0 * comm_share);
+    printf("%sstep %" PRIu64 "/%" PRId64 "  loss %s%.4f  lr %.3g  %.0f tok/s%s  ETA %s%s", r->tty ? "\r" : "",
+           r->st.step, c->steps, skipped ? "(skipped) " : "", (double)loss, lr, tok_per_s, comm, eta_s,
            r->tty ? "   " : "\n");
     fflush(stdout);
+}
+
+/* ---------------------------------------------------------------- one step */
+/* What each rank reports after its forward/backward; every rank then decides alike. */
+typedef struct {
+    double loss_sum, tokens;
+    int32_t status;      /* 0 ok, 1 non-finite (the step is skipped), 2 failed */
+    int32_t stop;        /* a stop signal arrived */
+    int32_t out_of_time; /* rank 0's clock decides */
+    int32_t pad;
+} step_report;
+
+typedef struct {
+    float loss, grad_norm;
+    int skipped, stop, out_of_time;
+    int64_t tokens;
+} step_result;
+
+/* One optimizer step over the global batch: each rank's micro-batches (gradients scaled by the
+ * global target weight, summed in order), the rank-ordered reduction, then AdamW (ZeRO-1: on
+ * this rank's shard, then the parameters are gathered). Returns TRAIN_EXIT_OK or a failure. */
+static int train_step(run *r, const mn_batch *global, mn_adamw_config *adamw, step_result *res) {
+    const train_config *c = r->cfg;
+    const int A = c->grad_accum;
+    char what[96];
+    memset(res, 0, sizeof *res);
+    res->loss = res->grad_norm = NAN;
+    size_t P = mn_model_num_params(r->model);
+    /* 1. the global weight total: every micro-batch's, summed in (rank, micro-batch) order */
+    double wmine[64], *wall = malloc((size_t)r->world * (size_t)A * sizeof(double));
+    double *wm = A <= 64 ? wmine : malloc((size_t)A * sizeof(double));
+    if (!wall || !wm) {
+        free(wall);
+        if (wm != wmine)
+            free(wm);
+        fprintf(stderr, "mnemo train: out of memory\n");
+        return TRAIN_EXIT_FAILED;
+    }
+    for (int m = 0; m < A; m++) {
+        mn_batch b;
+        micro_batch(r, global, m, &b);
+        wm[m] = mn_batch_loss_weight(&b);
+    }
+    snprintf(what, sizeof what, "step %" PRIu64 ": loss weights", r->st.step + 1);
+    mn_status st = dist_allgather(r->d, wm, (size_t)A * sizeof(double), wall, what);
+    double W = 0;
+    for (int i = 0; i < r->world * A; i++)
+        W += wall[i];
+    free(wall);
+    if (wm != wmine)
+        free(wm);
+    if (st != MN_OK)
+        return fail(NULL);
+    /* 2. forward/backward of each micro-batch */
+    step_report mine = {0};
+    mn_status local = W > 0 ? MN_OK : mn_fail(MN_ERR_INVALID_ARG, "the global batch has no loss targets");
+    float *grads = mn_trainer_grads(r->trainer);
+    for (int m = 0; local == MN_OK && m < A; m++) {
+        mn_batch b;
+        micro_batch(r, global, m, &b);
+        double ls = 0;
+        local = mn_forward_backward_scaled(r->trainer, &b, 1.0 / W, &ls);
+        if (local != MN_OK)
+            break;
+        if (r->episode_log)
+            log_episodes(r, &b, r->rank * r->local_B + m * r->micro_B);
+        mine.loss_sum += ls;
+        for (int i = 0; i < b.T * b.B; i++)
+            mine.tokens += b.lengths[i];
+        if (A > 1) {
+            if (m == 0)
+                memcpy(r->accum, grads, P * sizeof(float));
+            else
+                for (size_t i = 0; i < P; i++)
+                    r->accum[i] += grads[i];
+        }
+    }
+    if (local == MN_OK && A > 1)
+        memcpy(grads, r->accum, P * sizeof(float));
+    if (local == MN_OK && in_list(r->opts->fault_nan_steps, r->opts->n_fault_nan_steps, (int64_t)r->st.step + 1))
+        grads[0] = NAN; /* injected: as if the backward had overflowed */
+    char local_error[512] = "";
+    if (local != MN_OK)
+        snprintf(local_error, sizeof local_error, "%s", mn_last_error());
+    mine.status = local == MN_OK ? 0 : local == MN_ERR_NUMERIC ? 1 : 2;
+    mine.stop = r->opts->stop && *r->opts->stop;
+    mine.out_of_time = c->time_limit_s > 0 && now_s() - r->t_start >= (double)c->time_limit_s;
+    /* 3. agree on the outcome */
+    step_report *all = malloc((size_t)r->world * sizeof *all);
+    if (!all) {
+        fprintf(stderr, "mnemo train: out of memory\n");
+        return TRAIN_EXIT_FAILED;
+    }
+    snprintf(what, sizeof what, "step %" PRIu64 ": step reports", r->st.step + 1);
+    st = dist_allgather(r->d, &mine, sizeof mine, all, what);
+    if (st != MN_OK) {
+        free(all);
+        return fail(NULL);
+    }
+    double loss_sum = 0, tokens = 0;
+    int worst = 0, failed_rank = -1;
+    for (int k = 0; k < r->world; k++) {
+        loss_sum += all[k].loss_sum;
+        tokens += all[k].tokens;
+        res->stop |= all[k].stop;
+        if (all[k].status > worst)
+            worst = all[k].status;
+        if (all[k].status == 2 && failed_rank < 0)
+            failed_rank = k;
+    }
+    res->out_of_time = all[0].out_of_time;
+    free(all);
+    res->tokens = (int64_t)tokens;
+    if (worst == 2) {
+        if (mine.status == 2 && r->world > 1)
+            fprintf(stderr, "mnemo train: rank %d: training step: %s\n", r->rank, local_error);
+        else if (mine.status == 2)
+            fprintf(stderr, "mnemo train: training step: %s\n", local_error);
+        else
+            fprintf(stderr, "mnemo train: rank %d: rank %d failed in step %" PRIu64 "; stopping\n", r->rank,
+                    failed_rank, r->st.step + 1);
+        return TRAIN_EXIT_FAILED;
+    }
+    if (worst == 1) { /* some rank's loss or gradient was not finite: every rank skips */
+        mn_fail(MN_ERR_NUMERIC, "%s", mine.status == 1 && local_error[0] ? local_error
+                                                                           : "a non-finite loss on another rank");
+        res->skipped = 1;
+        return TRAIN_EXIT_OK;
+    }
+    res->loss = (float)(loss_sum / W);
+    /* 4. reduce, clip, update */
+    snprintf(what, sizeof what, "step %" PRIu64 ": gradient reduce-scatter", r->st.step + 1);
+    if (dist_reduce_scatter_sum(r->d, grads, P, what) != MN_OK)
+        return fail(NULL);
+    if (c->zero) {
+        size_t lo, hi;
+        dist_shard_range(P, r->world, r->rank, &lo, &hi);
+        double part = mn_grad_sumsq_range(r->trainer, lo, hi), *parts = malloc((size_t)r->world * sizeof(double));
+        if (!parts) {
+            fprintf(stderr, "mnemo train: out of memory\n");
+            return TRAIN_EXIT_FAILED;
+        }
+        snprintf(what, sizeof what, "step %" PRIu64 ": gradient norm", r->st.step + 1);
+        st = dist_allgather(r->d, &part, sizeof part, parts, what);
+        double sumsq = 0;
+        for (int k = 0; k < r->world; k++)
+            sumsq += parts[k];
+        free(parts);
+        if (st != MN_OK)
+            return fail(NULL);
+        res->grad_norm = (float)sqrt(sumsq);
+        st = mn_adamw_step_shard(r->trainer, adamw, sumsq, lo, hi);
+        if (st == MN_OK) {
+            snprintf(what, sizeof what, "step %" PRIu64 ": parameter all-gather", r->st.step + 1);
+            if (dist_allgather_shards(r->d, mn_model_params(r->model), P, what) != MN_OK)
+                return fail(NULL);
+        }
+    } else {
+        snprintf(what, sizeof what, "step %" PRIu64 ": gradient all-gather", r->st.step + 1);
+        if (dist_allgather_shards(r->d, grads, P, what) != MN_OK)
+            return fail(NULL);
+        st = mn_adamw_step(r->trainer, adamw, &res->grad_norm);
+    }
+    if (st == MN_ERR_NUMERIC) /* the same reduced gradient everywhere: every rank skips */
+        res->skipped = 1;
+    else if (st != MN_OK)
+        return fail("training step");
+    return TRAIN_EXIT_OK;
 }
 
 /* ---------------------------------------------------------------- the loop */
@@ -746,8 +1103,21 @@ int train_run(const train_config *cfg, const train_run_options *opts) {
     r.opts = opts;
     r.recall = !strcmp(cfg->task, "recall");
     r.tty = isatty(STDOUT_FILENO);
+    r.d = opts->dist;
+    r.world = dist_size(r.d);
+    r.rank = dist_rank(r.d);
     int rc = TRAIN_EXIT_OK;
 
+    if (cfg->batch % (r.world * cfg->grad_accum)) {
+        fprintf(stderr,
+                "mnemo train: batch %d is not divisible by %d rank(s) x grad_accum %d: every rank must train the "
+                "same number of episodes\n",
+                cfg->batch, r.world, cfg->grad_accum);
+        return TRAIN_EXIT_USAGE;
+    }
+    r.local_B = cfg->batch / r.world;
+    r.micro_B = r.local_B / cfg->grad_accum;
+    dist_set_timeout(r.d, cfg->comm_timeout);
     mn_device device;
     char notice[256];
     if (mn_device_resolve(cfg->device, &device, notice, sizeof notice) != MN_OK)
@@ -759,13 +1129,12 @@ int train_run(const train_config *cfg, const train_run_options *opts) {
             fprintf(stderr, "mnemo train: --device cuda: training runs on the CPU only in this version\n");
             return TRAIN_EXIT_FAILED;
         }
-        fprintf(stderr, "mnemo: a GPU is available, but training runs on the CPU in this version\n");
+        if (r.rank == 0)
+            fprintf(stderr, "mnemo: a GPU is available, but training runs on the CPU in this version\n");
     }
     if (cfg->threads > 0) {
         omp_set_num_threads(cfg->threads);
-        // products are split over the OpenMP team (src/cpu/op_gemm.c); a second pool of
-        // OpenBLAS threads spinning next to it made steps up to 4x slower (docs/perf.md)
-        openblas_set_num_threads(1);
+        openblas_set_num_threads(cfg->threads);
     }
     if (cfg->curriculum[0]) {
         if (parse_curriculum(cfg->curriculum, cfg->turns, &r.curriculum)) {
@@ -784,27 +1153,61 @@ int train_run(const train_config *cfg, const train_run_options *opts) {
         fprintf(stderr, "mnemo train: out of memory\n");
         return TRAIN_EXIT_FAILED;
     }
-    if ((rc = check_run_dir(cfg->run_dir)) != TRAIN_EXIT_OK ||
+    /* every rank must train the same thing: compare the effective configs' hashes */
+    uint64_t hash = 1469598103934665603ull, *hashes = calloc((size_t)r.world, sizeof *hashes);
+    for (const char *p = r.config_json; *p; p++)
+        hash = (hash ^ (unsigned char)*p) * 1099511628211ull;
+    if (!hashes || dist_allgather(r.d, &hash, sizeof hash, hashes, "comparing the ranks' configs") != MN_OK) {
+        free(hashes);
+        free(r.config_json);
+        return fail(NULL);
+    }
+    for (int k = 1; k < r.world; k++)
+        if (hashes[k] != hashes[0]) {
+            fprintf(stderr, "mnemo train: rank %d's effective config differs from rank 0's; every rank needs the "
+                            "same options\n", k);
+            free(hashes);
+            free(r.config_json);
+            return TRAIN_EXIT_USAGE;
+        }
+    free(hashes);
+    if ((r.rank == 0 && (rc = check_run_dir(cfg->run_dir)) != TRAIN_EXIT_OK) ||
         (rc = setup_data(&r, opts->resume ? opts->resume : opts->base)) != TRAIN_EXIT_OK ||
         (rc = setup_model(&r)) != TRAIN_EXIT_OK) {
         cleanup(&r);
         return rc;
     }
-    char metrics_path[TRAIN_PATH_CAP + 32];
-    snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", cfg->run_dir);
-    r.metrics = fopen(metrics_path, "a");
-    if (!r.metrics) {
-        fprintf(stderr, "mnemo train: cannot open %s: %s\n", metrics_path, strerror(errno));
-        cleanup(&r);
-        return TRAIN_EXIT_FAILED;
+    if (opts->episode_log) {
+        char path[TRAIN_PATH_CAP + 32];
+        snprintf(path, sizeof path, "%s.%d", opts->episode_log, r.rank);
+        if (!(r.episode_log = fopen(path, "a"))) {
+            fprintf(stderr, "mnemo train: cannot open the episode log %s: %s\n", path, strerror(errno));
+            cleanup(&r);
+            return TRAIN_EXIT_FAILED;
+        }
+    }
+    if (r.rank == 0) {
+        char metrics_path[TRAIN_PATH_CAP + 32];
+        snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", cfg->run_dir);
+        r.metrics = fopen(metrics_path, "a");
+        if (!r.metrics) {
+            fprintf(stderr, "mnemo train: cannot open %s: %s\n", metrics_path, strerror(errno));
+            cleanup(&r);
+            return TRAIN_EXIT_FAILED;
+        }
+        fprintf(r.metrics, "{\"event\": \"%s\", \"step\": %" PRIu64 "%s%s%s, \"ranks\": %d}\n",
+                opts->resume ? "resume" : "start", r.st.step, opts->resume ? ", \"checkpoint\": \"" : "",
+                opts->resume ? opts->resume : "", opts->resume ? "\"" : "", r.world);
+        fflush(r.metrics);
     }
     r.start_step = r.st.step;
-    fprintf(r.metrics, "{\"event\": \"%s\", \"step\": %" PRIu64 "%s%s%s}\n", opts->resume ? "resume" : "start",
-            r.st.step, opts->resume ? ", \"checkpoint\": \"" : "", opts->resume ? opts->resume : "",
-            opts->resume ? "\"" : "");
-    fflush(r.metrics);
     printf("model: %zu parameters; %s; run directory %s\n", mn_model_num_params(r.model),
            r.recall ? "synthetic recall episodes" : cfg->train_data, cfg->run_dir);
+    if (r.world > 1)
+        printf("data parallel: %d ranks (%s), %d episodes each of the global batch of %d, %d micro-batch(es) of "
+               "%d; %s\n",
+               r.world, dist_backend_name(r.d), r.local_B, cfg->batch, cfg->grad_accum, r.micro_B,
+               cfg->zero ? "ZeRO-1 (optimizer sharded)" : "every rank runs the full optimizer");
     if (opts->resume)
         printf("resuming %s at step %" PRIu64 " (stage %" PRId64 ", %" PRIu64 " tokens seen)\n", opts->resume,
                r.st.step, r.st.curriculum_stage, r.st.tokens_seen);
@@ -816,6 +1219,8 @@ int train_run(const train_config *cfg, const train_run_options *opts) {
         return rc;
     }
     r.t_start = now_s();
+    dist_take_comm_seconds(r.d);
+    uint64_t run_tokens = 0;
     mn_adamw_config adamw = {0, (float)cfg->beta1, (float)cfg->beta2, (float)cfg->eps, (float)cfg->weight_decay,
                              (float)cfg->grad_clip};
     while (r.st.step < (uint64_t)cfg->steps) {
@@ -832,81 +1237,93 @@ int train_run(const train_config *cfg, const train_run_options *opts) {
         }
         double lr = mn_lr_at(&r.schedule, (int64_t)r.st.step);
         adamw.lr = (float)lr;
-        float loss = NAN, grad_norm = NAN;
-        int skipped = 0;
-        mn_status st = mn_forward_backward(r.trainer, &batch, &loss, NULL);
-        if (st == MN_OK && in_list(opts->fault_nan_steps, opts->n_fault_nan_steps, (int64_t)r.st.step + 1))
-            mn_trainer_grads(r.trainer)[0] = NAN; /* injected: as if the backward had overflowed */
-        if (st == MN_OK)
-            st = mn_adamw_step(r.trainer, &adamw, &grad_norm);
-        if (st == MN_ERR_NUMERIC) {
-            /* the step is skipped: AdamW has not touched params or moments */
-            skipped = 1;
+        step_result res;
+        if ((rc = train_step(&r, &batch, &adamw, &res)) != TRAIN_EXIT_OK)
+            break;
+        float loss = res.loss, grad_norm = res.grad_norm;
+        int skipped = res.skipped;
+        if (skipped) {
             r.st.nan_streak++;
             r.st.nan_skipped++;
-        } else if (st != MN_OK) {
-            rc = fail("training step");
-            break;
         } else {
             r.st.nan_streak = 0;
         }
-        int64_t tokens = 0;
-        for (int i = 0; i < batch.T * batch.B; i++)
-            tokens += batch.lengths[i];
+        int64_t tokens = res.tokens;
         r.st.step++;
         r.st.tokens_seen += (uint64_t)tokens;
+        run_tokens += (uint64_t)tokens;
         memcpy(r.st.rng, r.rng.s, sizeof r.st.rng);
         double dt = now_s() - t0, tok_per_s = dt > 0 ? (double)tokens / dt : 0;
-        fprintf(r.metrics, "{\"step\": %" PRIu64 ", ", r.st.step);
-        if (isfinite(loss))
-            fprintf(r.metrics, "\"loss\": %.9g, ", (double)loss);
-        else
-            fprintf(r.metrics, "\"loss\": null, ");
-        if (isfinite(grad_norm))
-            fprintf(r.metrics, "\"grad_norm\": %.9g, ", (double)grad_norm);
-        else
-            fprintf(r.metrics, "\"grad_norm\": null, ");
-        fprintf(r.metrics,
-                "\"lr\": %.9g, \"turns\": %d, \"stage\": %d, \"tokens\": %" PRId64 ", \"tokens_per_s\": %.1f, "
-                "\"skipped\": %s}\n",
-                lr, batch.T, stage, tokens, tok_per_s, skipped ? "true" : "false");
-        fflush(r.metrics);
-        progress(&r, loss, lr, tok_per_s, skipped);
+        double comm_s = dist_take_comm_seconds(r.d), comm_share = dt > 0 ? comm_s / dt : 0;
+        r.comm_total_s += comm_s;
+        r.step_total_s += dt;
+        if (r.metrics) {
+            fprintf(r.metrics, "{\"step\": %" PRIu64 ", ", r.st.step);
+            if (isfinite(loss))
+                fprintf(r.metrics, "\"loss\": %.9g, ", (double)loss);
+            else
+                fprintf(r.metrics, "\"loss\": null, ");
+            if (isfinite(grad_norm))
+                fprintf(r.metrics, "\"grad_norm\": %.9g, ", (double)grad_norm);
+            else
+                fprintf(r.metrics, "\"grad_norm\": null, ");
+            fprintf(r.metrics,
+                    "\"lr\": %.9g, \"turns\": %d, \"stage\": %d, \"tokens\": %" PRId64 ", \"tokens_per_s\": %.1f, ",
+                    lr, batch.T, stage, tokens, tok_per_s);
+            if (r.world > 1)
+                fprintf(r.metrics, "\"comm_s\": %.6f, \"comm_share\": %.4f, ", comm_s, comm_share);
+            fprintf(r.metrics, "\"skipped\": %s}\n", skipped ? "true" : "false");
+            fflush(r.metrics);
+        }
+        progress(&r, loss, lr, tok_per_s, comm_share, skipped);
         if (skipped) {
-            fprintf(stderr, "%smnemo train: step %" PRIu64 " skipped: %s (%" PRId64 " in a row, %" PRId64 " in all)\n",
-                    r.tty ? "\n" : "", r.st.step, mn_last_error(), r.st.nan_streak, r.st.nan_skipped);
+            if (r.rank == 0)
+                fprintf(stderr, "%smnemo train: step %" PRIu64 " skipped: %s (%" PRId64 " in a row, %" PRId64
+                                " in all)\n",
+                        r.tty ? "\n" : "", r.st.step, mn_last_error(), r.st.nan_streak, r.st.nan_skipped);
             if (r.st.nan_streak >= cfg->max_nan_steps) {
-                fprintf(stderr,
-                        "mnemo train: aborting: %" PRId64 " steps in a row had a non-finite loss or gradient "
-                        "(max_nan_steps = %d); parameters are from step %" PRIu64 ", the last checkpoint is %s\n",
-                        r.st.nan_streak, cfg->max_nan_steps, r.st.step - (uint64_t)r.st.nan_streak,
-                        r.last_checkpoint[0] ? r.last_checkpoint : "(none written by this run)");
+                if (r.rank == 0)
+                    fprintf(stderr,
+                            "mnemo train: aborting: %" PRId64 " steps in a row had a non-finite loss or gradient "
+                            "(max_nan_steps = %d); parameters are from step %" PRIu64 ", the last checkpoint is %s\n",
+                            r.st.nan_streak, cfg->max_nan_steps, r.st.step - (uint64_t)r.st.nan_streak,
+                            r.last_checkpoint[0] ? r.last_checkpoint : "(none written by this run)");
                 rc = TRAIN_EXIT_NONFINITE;
                 break;
             }
         }
         /* the time limit ends the run like its last step: evaluation and a checkpoint */
-        int out_of_time = cfg->time_limit_s > 0 && now_s() - r.t_start >= (double)cfg->time_limit_s;
+        int out_of_time = res.out_of_time;
         int final = r.st.step == (uint64_t)cfg->steps || out_of_time;
         if (cfg->eval_interval > 0 ? (r.st.step % (uint64_t)cfg->eval_interval == 0 || final) : final) {
             if ((rc = evaluate(&r, r.st.step)) != TRAIN_EXIT_OK)
                 break;
         }
-        int stop = opts->stop && *opts->stop;
+        int stop = res.stop;
         int periodic = cfg->checkpoint_interval > 0 && r.st.step % (uint64_t)cfg->checkpoint_interval == 0;
         if (periodic || final || stop) {
-            if (save_checkpoint(&r) != 0) {
+            int saved = save_checkpoint(&r);
+            if (saved < 0) {
+                rc = fail(NULL);
+                break;
+            }
+            if (saved != 0) {
                 if (final || stop) {
-                    fprintf(stderr, "%smnemo train: error: %s\n", r.tty ? "\n" : "", mn_last_error());
-                    fprintf(stderr, "mnemo train: the final checkpoint could not be written; the last saved one is %s\n",
-                            r.last_checkpoint[0] ? r.last_checkpoint : "(none written by this run)");
+                    if (r.rank == 0) {
+                        fprintf(stderr, "%smnemo train: error: %s\n", r.tty ? "\n" : "", mn_last_error());
+                        fprintf(stderr,
+                                "mnemo train: the final checkpoint could not be written; the last saved one is %s\n",
+                                r.last_checkpoint[0] ? r.last_checkpoint : "(none written by this run)");
+                    }
                     rc = TRAIN_EXIT_FAILED;
                     break;
                 }
                 /* a periodic write failed (full disk, directory gone read-only): the
                  * previous checkpoints are intact, so keep training and try again later */
-                fprintf(stderr, "%smnemo train: warning: %s; training continues, next attempt at step %" PRIu64 "\n",
-                        r.tty ? "\n" : "", mn_last_error(), r.st.step + (uint64_t)cfg->checkpoint_interval);
+                if (r.rank == 0)
+                    fprintf(stderr, "%smnemo train: warning: %s; training continues, next attempt at step %" PRIu64
+                                    "\n",
+                            r.tty ? "\n" : "", mn_last_error(), r.st.step + (uint64_t)cfg->checkpoint_interval);
             }
         }
         if (out_of_time && r.st.step < (uint64_t)cfg->steps) {
@@ -915,10 +1332,13 @@ int train_run(const train_config *cfg, const train_run_options *opts) {
             break;
         }
         if (stop) {
-            fprintf(stderr, "%smnemo train: interrupted by %s after step %" PRIu64 "; checkpoint %s written; resume with "
-                            "--resume %s\n",
-                    r.tty ? "\n" : "", *opts->stop == SIGTERM ? "SIGTERM" : "SIGINT", r.st.step, r.last_checkpoint,
-                    r.last_checkpoint);
+            if (r.rank == 0)
+                fprintf(stderr, "%smnemo train: interrupted by %s after step %" PRIu64 "; checkpoint %s written; "
+                                "resume with --resume %s\n",
+                        r.tty ? "\n" : "",
+                        opts->stop && *opts->stop == SIGINT ? "SIGINT" : opts->stop && *opts->stop ? "SIGTERM"
+                                                                                                     : "a signal",
+                        r.st.step, r.last_checkpoint, r.last_checkpoint);
             rc = TRAIN_EXIT_INTERRUPTED;
             break;
         }
@@ -928,6 +1348,9 @@ int train_run(const train_config *cfg, const train_run_options *opts) {
             printf("\n");
         printf("done: %" PRIu64 " steps, %" PRIu64 " tokens, %" PRId64 " skipped; %.1f s; checkpoint %s\n", r.st.step,
                r.st.tokens_seen, r.st.nan_skipped, now_s() - r.t_start, r.last_checkpoint);
+        if (r.world > 1 && r.step_total_s > 0)
+            printf("data parallel: %d ranks, %.0f tok/s over the run's steps, communication %.1f%% of step time\n",
+                   r.world, (double)run_tokens / r.step_total_s, 100.0 * r.comm_total_s / r.step_total_s);
     }
     cleanup(&r);
     return rc;

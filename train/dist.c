@@ -1,0 +1,316 @@
+/* The communication layer of data-parallel training (train/dist.h). */
+#include "dist.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/error.h"
+
+#ifdef MN_HAVE_MPI
+#include <limits.h>
+#include <mpi.h>
+#endif
+
+struct dist {
+    int rank, size, mpi;
+    double timeout_s;
+    double comm_s;
+    float *scratch; /* reduce-scatter receive buffer */
+    size_t scratch_cap;
+};
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int dist_launched(void) {
+    /* OpenMPI, MPICH/Hydra (PMI), PMIx launchers such as srun */
+    const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        if (getenv(vars[i]))
+            return 1;
+    return 0;
+}
+
+void dist_shard_range(size_t n, int world, int rank, size_t *lo, size_t *hi) {
+    size_t w = (size_t)(world > 0 ? world : 1), r = (size_t)rank, base = n / w, extra = n % w;
+    *lo = r * base + (r < extra ? r : extra);
+    *hi = *lo + base + (r < extra ? 1 : 0);
+}
+
+int dist_rank(const dist *d) { return d ? d->rank : 0; }
+int dist_size(const dist *d) { return d ? d->size : 1; }
+const char *dist_backend_name(const dist *d) { return d && d->mpi ? "mpi" : "none"; }
+void dist_set_timeout(dist *d, double seconds) {
+    if (d)
+        d->timeout_s = seconds;
+}
+double dist_take_comm_seconds(dist *d) {
+    double s = d ? d->comm_s : 0.0;
+    if (d)
+        d->comm_s = 0.0;
+    return s;
+}
+
+static mn_status grow_scratch(dist *d, size_t n) {
+    if (n <= d->scratch_cap)
+        return MN_OK;
+    float *p = realloc(d->scratch, n * sizeof(float));
+    if (!p)
+        return mn_fail(MN_ERR_NOMEM, "rank %d: out of memory for a %zu-float reduction buffer", d->rank, n);
+    d->scratch = p;
+    d->scratch_cap = n;
+    return MN_OK;
+}
+
+#ifdef MN_HAVE_MPI
+static mn_status mpi_failed(const dist *d, int code, const char *call, const char *what) {
+    char msg[MPI_MAX_ERROR_STRING] = "";
+    int len = 0;
+    MPI_Error_string(code, msg, &len);
+    return mn_fail(MN_ERR_IO, "MPI rank %d of %d: %s (%s) failed: %s", d->rank, d->size, what, call, msg);
+}
+
+/* Polls a nonblocking collective. Sleeping between tests leaves the core to the ranks that
+ * still compute (ranks often share cores); the timeout turns a dead or stopped peer into an
+ * error instead of a hang. */
+static mn_status wait_request(dist *d, MPI_Request *req, const char *call, const char *what) {
+    double t0 = now_s();
+    int done = 0;
+    for (long polls = 0;; polls++) {
+        int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
+        if (rc != MPI_SUCCESS)
+            return mpi_failed(d, rc, call, what);
+        if (done)
+            break;
+        double waited = now_s() - t0;
+        if (d->timeout_s > 0 && waited > d->timeout_s)
+            return mn_fail(MN_ERR_IO,
+                           "MPI rank %d of %d: %s (%s): no answer from the other ranks within %.0f s "
+                           "(comm_timeout): a rank died, was stopped or hangs",
+                           d->rank, d->size, what, call, d->timeout_s);
+        if (polls > 64) {
+            struct timespec ts = {0, polls > 4096 ? 1000000 : 50000}; /* 50 us, 1 ms after a while */
+            nanosleep(&ts, NULL);
+        }
+    }
+    d->comm_s += now_s() - t0;
+    return MN_OK;
+}
+
+#define MPI_START(d, call, what, ...)                                     \
+    do {                                                                  \
+        double t_ = now_s();                                              \
+        int rc_ = call(__VA_ARGS__);                                      \
+        (d)->comm_s += now_s() - t_;                                      \
+        if (rc_ != MPI_SUCCESS)                                           \
+            return mpi_failed((d), rc_, #call, (what));                   \
+    } while (0)
+
+mn_status dist_open(int *argc, char ***argv, dist **out) {
+    *out = NULL;
+    dist *d = calloc(1, sizeof *d);
+    if (!d)
+        return mn_fail(MN_ERR_NOMEM, "out of memory");
+    d->size = 1;
+    d->timeout_s = 300;
+    if (dist_launched()) {
+        int provided = 0;
+        /* OpenMP threads compute; only the main thread calls MPI */
+        if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
+            free(d);
+            return mn_fail(MN_ERR_IO, "MPI_Init_thread failed");
+        }
+        d->mpi = 1;
+        MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+        MPI_Comm_rank(MPI_COMM_WORLD, &d->rank);
+        MPI_Comm_size(MPI_COMM_WORLD, &d->size);
+    }
+    *out = d;
+    return MN_OK;
+}
+
+void dist_close(dist *d) {
+    if (!d)
+        return;
+    if (d->mpi)
+        MPI_Finalize();
+    free(d->scratch);
+    free(d);
+}
+
+void dist_abort(dist *d, int code) {
+    if (d && d->mpi && d->size > 1)
+        MPI_Abort(MPI_COMM_WORLD, code);
+}
+
+mn_status dist_allgather(dist *d, const void *mine, size_t bytes, void *all, const char *what) {
+    if (!d->mpi || d->size == 1) {
+        memmove(all, mine, bytes);
+        return MN_OK;
+    }
+    if (bytes > INT_MAX)
+        return mn_fail(MN_ERR_INVALID_ARG, "MPI rank %d: %s: %zu bytes per rank is too many", d->rank, what, bytes);
+    MPI_Request req;
+    MPI_START(d, MPI_Iallgather, what, mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, MPI_COMM_WORLD, &req);
+    return wait_request(d, &req, "MPI_Iallgather", what);
+}
+
+static mn_status shard_counts(const dist *d, size_t n, int *counts, int *displs, const char *what) {
+    for (int r = 0; r < d->size; r++) {
+        size_t lo, hi;
+        dist_shard_range(n, d->size, r, &lo, &hi);
+        if (hi > INT_MAX)
+            return mn_fail(MN_ERR_INVALID_ARG, "MPI rank %d: %s: %zu elements exceed MPI's int counts", d->rank, what,
+                           n);
+        counts[r] = (int)(hi - lo);
+        displs[r] = (int)lo;
+    }
+    return MN_OK;
+}
+
+/* Reduce-scatter as an all-to-all plus a local sum in rank order: MPI_Reduce_scatter may
+ * combine in any order, this one is deterministic for every world size and sends the same
+ * volume as a ring. */
+mn_status dist_reduce_scatter_sum(dist *d, float *buf, size_t n, const char *what) {
+    if (!d->mpi || d->size == 1)
+        return MN_OK;
+    int W = d->size;
+    int *sc = malloc(4 * (size_t)W * sizeof(int));
+    if (!sc)
+        return mn_fail(MN_ERR_NOMEM, "out of memory");
+    int *sd = sc + W, *rc = sc + 2 * W, *rd = sc + 3 * W;
+    mn_status st = shard_counts(d, n, sc, sd, what);
+    size_t lo, hi;
+    dist_shard_range(n, W, d->rank, &lo, &hi);
+    size_t mine = hi - lo;
+    if (st == MN_OK)
+        st = grow_scratch(d, (size_t)W * mine + 1);
+    if (st == MN_OK) {
+        for (int r = 0; r < W; r++) {
+            rc[r] = (int)mine;
+            rd[r] = (int)((size_t)r * mine);
+        }
+        MPI_Request req;
+        double t0 = now_s();
+        int code = MPI_Ialltoallv(buf, sc, sd, MPI_FLOAT, d->scratch, rc, rd, MPI_FLOAT, MPI_COMM_WORLD, &req);
+        d->comm_s += now_s() - t0;
+        st = code != MPI_SUCCESS ? mpi_failed(d, code, "MPI_Ialltoallv", what)
+                                 : wait_request(d, &req, "MPI_Ialltoallv", what);
+    }
+    if (st == MN_OK) {
+        float *dst = buf + lo;
+        memcpy(dst, d->scratch, mine * sizeof(float));
+        for (int r = 1; r < W; r++) {
+            const float *src = d->scratch + (size_t)r * mine;
+            for (size_t i = 0; i < mine; i++)
+                dst[i] += src[i];
+        }
+    }
+    free(sc);
+    return st;
+}
+
+mn_status dist_allgather_shards(dist *d, float *buf, size_t n, const char *what) {
+    if (!d->mpi || d->size == 1)
+        return MN_OK;
+    int W = d->size;
+    int *counts = malloc(2 * (size_t)W * sizeof(int));
+    if (!counts)
+        return mn_fail(MN_ERR_NOMEM, "out of memory");
+    mn_status st = shard_counts(d, n, counts, counts + W, what);
+    if (st == MN_OK) {
+        MPI_Request req;
+        double t0 = now_s();
+        int code = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, buf, counts, counts + W, MPI_FLOAT, MPI_COMM_WORLD,
+                                   &req);
+        d->comm_s += now_s() - t0;
+        st = code != MPI_SUCCESS ? mpi_failed(d, code, "MPI_Iallgatherv", what)
+                                 : wait_request(d, &req, "MPI_Iallgatherv", what);
+    }
+    free(counts);
+    return st;
+}
+
+mn_status dist_bcast(dist *d, void *buf, size_t bytes, int root, const char *what) {
+    if (!d->mpi || d->size == 1)
+        return MN_OK;
+    if (bytes > INT_MAX)
+        return mn_fail(MN_ERR_INVALID_ARG, "MPI rank %d: %s: %zu bytes is too many", d->rank, what, bytes);
+    MPI_Request req;
+    MPI_START(d, MPI_Ibcast, what, buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD, &req);
+    return wait_request(d, &req, "MPI_Ibcast", what);
+}
+
+mn_status dist_barrier(dist *d, const char *what) {
+    if (!d->mpi || d->size == 1)
+        return MN_OK;
+    MPI_Request req;
+    MPI_START(d, MPI_Ibarrier, what, MPI_COMM_WORLD, &req);
+    return wait_request(d, &req, "MPI_Ibarrier", what);
+}
+
+#else /* no MPI: a world of one */
+
+mn_status dist_open(int *argc, char ***argv, dist **out) {
+    (void)argc, (void)argv;
+    *out = NULL;
+    if (dist_launched())
+        return mn_fail(MN_ERR_CONFIG, "started by an MPI launcher, but this mnemo was built without MPI "
+                                      "(install libopenmpi-dev and rebuild; the mpi option is auto)");
+    dist *d = calloc(1, sizeof *d);
+    if (!d)
+        return mn_fail(MN_ERR_NOMEM, "out of memory");
+    d->size = 1;
+    d->timeout_s = 300;
+    *out = d;
+    return MN_OK;
+}
+
+void dist_close(dist *d) {
+    if (d)
+        free(d->scratch);
+    free(d);
+}
+void dist_abort(dist *d, int code) { (void)d, (void)code; }
+mn_status dist_allgather(dist *d, const void *mine, size_t bytes, void *all, const char *what) {
+    (void)d, (void)what;
+    memmove(all, mine, bytes);
+    return MN_OK;
+}
+mn_status dist_reduce_scatter_sum(dist *d, float *buf, size_t n, const char *what) {
+    (void)d, (void)buf, (void)n, (void)what;
+    return MN_OK;
+}
+mn_status dist_allgather_shards(dist *d, float *buf, size_t n, const char *what) {
+    (void)d, (void)buf, (void)n, (void)what;
+    return MN_OK;
+}
+mn_status dist_bcast(dist *d, void *buf, size_t bytes, int root, const char *what) {
+    (void)d, (void)buf, (void)bytes, (void)root, (void)what;
+    return MN_OK;
+}
+mn_status dist_barrier(dist *d, const char *what) {
+    (void)d, (void)what;
+    return MN_OK;
+}
+#endif
+
+#ifndef MN_HAVE_NCCL
+int dist_have_nccl(void) { return 0; }
+mn_status dist_nccl_open(dist *d, int device, dist_nccl **out) {
+    (void)d, (void)device;
+    *out = NULL;
+    return mn_fail(MN_ERR_DEVICE, "this mnemo was built without NCCL (needs CUDA, MPI and NCCL at build time)");
+}
+void dist_nccl_close(dist_nccl *n) { (void)n; }
+mn_status dist_nccl_allreduce(dist_nccl *n, float *buf, size_t count, float scale, void *stream) {
+    (void)n, (void)buf, (void)count, (void)scale, (void)stream;
+    return mn_fail(MN_ERR_DEVICE, "this mnemo was built without NCCL");
+}
+#endif
