@@ -1,0 +1,548 @@
+/* Data-parallel `mnemo train` under mpirun through the real binary (MNEMO_BIN, MNEMO_MPIRUN):
+ * 2 ranks equal 1 rank with 2 micro-batches bit for bit (and 1 rank with the whole batch
+ * within a stated tolerance), ZeRO-1 equals plain data parallel, the ranks' episodes partition
+ * the global batches, resume with the same and with another number of ranks, a killed rank or
+ * a stopped one ends the job within a bounded time, and killing rank 0 while it writes
+ * checkpoints leaves the previous one valid. Skipped (77) in builds without MPI. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "io/checkpoint.h"
+
+#define OK(expr)                                                                       \
+    do {                                                                               \
+        mn_status st_ = (expr);                                                        \
+        if (st_ != MN_OK)                                                              \
+            fail_msg("%s -> %s: %s", #expr, mn_status_name(st_), mn_last_error());     \
+    } while (0)
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void sleep_s(double s) {
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
+static const char *mnemo_bin(void) {
+    const char *b = getenv("MNEMO_BIN");
+    return b && *b ? b : "train/mnemo";
+}
+
+static char work_dir[256];
+
+static int setup_work_dir(void **state) {
+    (void)state;
+    snprintf(work_dir, sizeof work_dir, "/tmp/mnemo-dist-XXXXXX");
+    return mkdtemp(work_dir) ? 0 : -1;
+}
+
+static int end_jobs(void **state);
+
+static int remove_work_dir(void **state) {
+    end_jobs(state);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", work_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static const char *wpath(const char *name) {
+    static char bufs[16][600];
+    static int next;
+    char *b = bufs[next++ % 16];
+    snprintf(b, 600, "%s/%s", work_dir, name);
+    return b;
+}
+
+/* Whole file as a string (read to the end: /proc files report size 0). */
+static char *slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return strdup("");
+    size_t cap = 4096, n = 0;
+    char *s = malloc(cap);
+    for (;;) {
+        n += fread(s + n, 1, cap - n - 1, f);
+        if (n < cap - 1)
+            break;
+        cap *= 2;
+        s = realloc(s, cap);
+    }
+    s[n] = '\0';
+    fclose(f);
+    return s;
+}
+
+/* The direct children of pid (mpirun's ranks; OpenMPI gives each a process group of its own). */
+static int children_of(pid_t parent, pid_t *out, int cap) {
+    int n = 0;
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    while (d && (e = readdir(d)) && n < cap) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        char path[300];
+        snprintf(path, sizeof path, "/proc/%s/stat", e->d_name);
+        char *stat = slurp(path), *close_paren = strrchr(stat, ')');
+        int ppid = 0;
+        char state;
+        if (close_paren && sscanf(close_paren + 1, " %c %d", &state, &ppid) == 2 && ppid == parent)
+            out[n++] = (pid_t)atoi(e->d_name);
+        free(stat);
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* Jobs started by this test, ended by the teardown whatever happened. */
+static pid_t jobs[32];
+static int n_jobs;
+
+static void kill_job(pid_t job) {
+    pid_t kids[16];
+    int n = children_of(job, kids, 16);
+    for (int i = 0; i < n; i++) {
+        kill(kids[i], SIGKILL);
+        kill(kids[i], SIGCONT);
+    }
+    kill(-job, SIGKILL);
+}
+
+static int end_jobs(void **state) {
+    (void)state;
+    for (int i = 0; i < n_jobs; i++)
+        if (waitpid(jobs[i], NULL, WNOHANG) == 0) {
+            kill_job(jobs[i]);
+            waitpid(jobs[i], NULL, 0);
+        }
+    n_jobs = 0;
+    return 0;
+}
+
+static char *log_text(const char *log, const char *ext) {
+    char p[700];
+    snprintf(p, sizeof p, "%s.%s", wpath(log), ext);
+    return slurp(p);
+}
+
+static void log_has(const char *log, const char *ext, const char *needle) {
+    char *text = log_text(log, ext);
+    if (!strstr(text, needle))
+        fail_msg("%s.%s does not mention '%s':\n%s", log, ext, needle, text);
+    free(text);
+}
+
+/* Starts `mpirun -np N mnemo ARGS...` (ranks == 0: mnemo alone) in a process group of its own,
+ * stdout/stderr in <log>.out/.err. One thread per rank; the MCA settings make OpenMPI work in
+ * containers (shared memory without cross-memory attach, no core binding on a shared machine). */
+static pid_t spawn(int ranks, const char *log, const char *const *args) {
+    const char *argv[160];
+    int n = 0;
+    if (ranks > 0) {
+        const char *pre[] = {getenv("MNEMO_MPIRUN"), "--allow-run-as-root", "--oversubscribe", "--bind-to", "none",
+                             "--mca", "btl", "self,vader", "--mca", "btl_vader_single_copy_mechanism", "none", "-np"};
+        for (size_t i = 0; i < sizeof pre / sizeof pre[0]; i++)
+            argv[n++] = pre[i];
+        static char np[8][16];
+        static int k;
+        char *s = np[k++ % 8];
+        snprintf(s, 16, "%d", ranks);
+        argv[n++] = s;
+    }
+    argv[n++] = mnemo_bin();
+    for (int i = 0; args[i]; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    char out[700], err[700];
+    snprintf(out, sizeof out, "%s.out", wpath(log));
+    snprintf(err, sizeof err, "%s.err", wpath(log));
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        setpgid(0, 0);
+        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644), fe = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fo < 0 || fe < 0)
+            _exit(126);
+        dup2(fo, 1);
+        dup2(fe, 2);
+        execvp(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    setpgid(pid, pid);
+    if (n_jobs < 32)
+        jobs[n_jobs++] = pid;
+    return pid;
+}
+
+/* Exit code (128 + signal when killed); kills the group and fails after `limit` seconds. */
+static int wait_within(pid_t pid, double limit, double *took) {
+    double t0 = now_s();
+    for (;;) {
+        int status;
+        pid_t got = waitpid(pid, &status, WNOHANG);
+        if (got == pid) {
+            if (took)
+                *took = now_s() - t0;
+            return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+        }
+        if (now_s() - t0 > limit) {
+            kill_job(pid);
+            waitpid(pid, &status, 0);
+            fail_msg("the job (pid %d) was still running after %.0f s", (int)pid, limit);
+        }
+        sleep_s(0.02);
+    }
+}
+
+static void run_expect(int want, int ranks, const char *log, const char *const *args) {
+    int rc = wait_within(spawn(ranks, log, args), 240, NULL);
+    if (rc != want) {
+        char *out = log_text(log, "out"), *err = log_text(log, "err");
+        fail_msg("%d rank(s): mnemo %s ... exited %d, expected %d\n--- stdout (tail)\n%s\n--- stderr\n%s", ranks,
+                 args[0], rc, want, strlen(out) > 3000 ? out + strlen(out) - 3000 : out, err);
+    }
+}
+
+/* The pid of rank `rank` among mpirun's children (their environment names the rank). */
+static pid_t rank_pid(pid_t mpirun, int rank) {
+    char want[64];
+    snprintf(want, sizeof want, "OMPI_COMM_WORLD_RANK=%d", rank);
+    for (int tries = 0; tries < 500; tries++) {
+        pid_t kids[16];
+        int n = children_of(mpirun, kids, 16);
+        for (int k = 0; k < n; k++) {
+            char path[300];
+            snprintf(path, sizeof path, "/proc/%d/environ", (int)kids[k]);
+            FILE *f = fopen(path, "rb");
+            static char buf[1 << 17];
+            size_t len = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+            if (f)
+                fclose(f);
+            buf[len] = '\0';
+            for (size_t i = 0; i < len; i += strlen(buf + i) + 1)
+                if (!strcmp(buf + i, want))
+                    return kids[k];
+        }
+        sleep_s(0.02);
+    }
+    fail_msg("no rank %d under mpirun %d", rank, (int)mpirun);
+    return 0;
+}
+
+/* Waits until rank 0's metrics show step `step`. */
+static void wait_for_step(pid_t pid, const char *run_dir, int step) {
+    char path[700], needle[64];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
+    snprintf(needle, sizeof needle, "{\"step\": %d,", step);
+    for (int i = 0; i < 6000; i++) {
+        char *text = slurp(path);
+        int found = strstr(text, needle) != NULL;
+        free(text);
+        if (found)
+            return;
+        if (waitpid(pid, NULL, WNOHANG) == pid)
+            fail_msg("the job exited before step %d", step);
+        sleep_s(0.01);
+    }
+    fail_msg("step %d never showed up in %s", step, path);
+}
+
+/* The tiny recall setup of test_train.c: milliseconds a step. Global batch 4. */
+#define TINY_RECALL                                                                                            \
+    "train", "--task", "recall", "--vocab-size", "40", "--d-model", "16", "--n-heads", "2", "--n-layers", "1", \
+        "--n-comp-layers", "1", "--n-slots", "2", "--max-turn-tokens", "6", "--recall-keys", "8",               \
+        "--recall-values", "8", "--recall-filler-max", "2", "--batch", "4", "--turns", "6", "--bptt", "3",      \
+        "--curriculum", "0:2,4:4,9:6", "--lr", "0.01", "--warmup-steps", "2", "--eval-interval", "5",          \
+        "--eval-batches", "1", "--eval-probes", "10", "--threads", "1", "--device", "cpu", "--log-interval", "1"
+
+/* ---------------------------------------------------------------- checkpoints */
+typedef struct {
+    mn_model *model;
+    mn_trainer *trainer;
+    mn_train_state state;
+} loaded;
+
+static loaded load_ckpt(const char *path) {
+    loaded l;
+    memset(&l, 0, sizeof l);
+    mn_config c;
+    OK(mn_checkpoint_read_config(path, &c));
+    OK(mn_model_create(&c, &l.model));
+    OK(mn_trainer_create(l.model, 1, 1, &l.trainer));
+    OK(mn_checkpoint_load(path, l.model, l.trainer, &l.state, NULL));
+    return l;
+}
+
+static void free_loaded(loaded *l) {
+    mn_trainer_free(l->trainer);
+    mn_model_free(l->model);
+}
+
+/* Parameters, moments, optimizer step and loop state equal bit for bit. */
+static void assert_same_training(const char *a_path, const char *b_path) {
+    loaded a = load_ckpt(a_path), b = load_ckpt(b_path);
+    size_t P = mn_model_num_params(a.model);
+    assert_int_equal(P, mn_model_num_params(b.model));
+    if (memcmp(mn_model_params(a.model), mn_model_params(b.model), P * sizeof(float)))
+        fail_msg("parameters of %s and %s differ", a_path, b_path);
+    if (memcmp(mn_trainer_adam_m(a.trainer), mn_trainer_adam_m(b.trainer), P * sizeof(float)) ||
+        memcmp(mn_trainer_adam_v(a.trainer), mn_trainer_adam_v(b.trainer), P * sizeof(float)))
+        fail_msg("AdamW moments of %s and %s differ", a_path, b_path);
+    assert_int_equal(mn_trainer_step(a.trainer), mn_trainer_step(b.trainer));
+    assert_memory_equal(&a.state, &b.state, sizeof a.state);
+    free_loaded(&a);
+    free_loaded(&b);
+}
+
+/* Largest |a - b| over the parameters. */
+static double max_param_diff(const char *a_path, const char *b_path) {
+    loaded a = load_ckpt(a_path), b = load_ckpt(b_path);
+    size_t P = mn_model_num_params(a.model);
+    const float *x = mn_model_params(a.model), *y = mn_model_params(b.model);
+    double worst = 0;
+    for (size_t i = 0; i < P; i++) {
+        double d = fabs((double)x[i] - (double)y[i]);
+        if (!(d <= worst))
+            worst = d;
+    }
+    free_loaded(&a);
+    free_loaded(&b);
+    return worst;
+}
+
+static void assert_dist_layout(const char *path, int world, int zero) {
+    mn_checkpoint_dist d;
+    int found = 0;
+    OK(mn_checkpoint_read_dist(path, &d, &found));
+    assert_true(found);
+    assert_int_equal(d.world_size, world);
+    assert_int_equal(d.zero_stage, zero);
+    loaded l = load_ckpt(path);
+    for (int r = 0; r < world; r++) {
+        const uint64_t *c = d.rank_cursors + (size_t)r * MN_DIST_CURSOR_FIELDS;
+        assert_int_equal(c[0], l.state.data_epoch);
+        assert_int_equal(c[1], l.state.data_position);
+        assert_int_equal(c[2], (uint64_t)r * (4 / (uint64_t)world)); /* global batch 4 */
+        assert_int_equal(c[3], 4 / (uint64_t)world);
+    }
+    free_loaded(&l);
+    mn_checkpoint_dist_free(&d);
+}
+
+/* ---------------------------------------------------------------- equivalence */
+/* 2 ranks x 2 episodes == 1 rank x 2 micro-batches of 2, bit for bit: each micro-batch's
+ * gradient is computed exactly as on its rank (scaled by the same global weight), and a sum
+ * of two floats does not depend on the order. 1 rank with the whole batch of 4 sums the same
+ * terms in another order inside its matrix products, so it matches within a tolerance. */
+static void test_two_ranks_equal_one(void **state) {
+    (void)state;
+    const char *two[] = {TINY_RECALL, "--steps", "12", "--run-dir", wpath("eq2"), NULL};
+    run_expect(0, 2, "eq2", two);
+    const char *accum[] = {TINY_RECALL, "--steps", "12", "--grad-accum", "2", "--run-dir", wpath("eq1a"), NULL};
+    run_expect(0, 1, "eq1a", accum);
+    const char *whole[] = {TINY_RECALL, "--steps", "12", "--run-dir", wpath("eq1"), NULL};
+    run_expect(0, 0, "eq1", whole);
+    const char *zero[] = {TINY_RECALL, "--steps", "12", "--zero", "1", "--run-dir", wpath("eqz"), NULL};
+    run_expect(0, 2, "eqz", zero);
+
+    log_has("eq2", "out", "data parallel: 2 ranks");
+    log_has("eq2", "out", "communication");
+    assert_same_training(wpath("eq2/ckpt-00000012.h5"), wpath("eq1a/ckpt-00000012.h5"));
+    /* ZeRO-1: the norm is a sum of per-shard sums in double, rounded once to float for the clip
+     * coefficient (grad_clip 1 clips here); the update itself is the same arithmetic */
+    assert_same_training(wpath("eq2/ckpt-00000012.h5"), wpath("eqz/ckpt-00000012.h5"));
+    assert_dist_layout(wpath("eq2/ckpt-00000012.h5"), 2, 0);
+    assert_dist_layout(wpath("eqz/ckpt-00000012.h5"), 2, 1);
+    double d = max_param_diff(wpath("eq2/ckpt-00000012.h5"), wpath("eq1/ckpt-00000012.h5"));
+    print_message("2 ranks vs 1 rank with the whole batch: max |param diff| %.3g after 12 steps (bound 1e-4)\n", d);
+    assert_true(d <= 1e-4);
+    /* only rank 0 writes metrics and prints progress: one line per step */
+    char *out = log_text("eq2", "out"), *p = out;
+    int lines = 0;
+    while ((p = strstr(p, "step 12/12"))) {
+        lines++;
+        p++;
+    }
+    free(out);
+    assert_int_equal(lines, 1);
+}
+
+/* Every episode of every global batch is trained exactly once over the ranks. */
+static void test_episodes_partitioned(void **state) {
+    (void)state;
+    setenv("MNEMO_EPISODE_LOG", wpath("ep2"), 1);
+    const char *two[] = {TINY_RECALL, "--steps", "10", "--run-dir", wpath("ep2run"), NULL};
+    run_expect(0, 2, "ep2", two);
+    setenv("MNEMO_EPISODE_LOG", wpath("ep1"), 1);
+    const char *one[] = {TINY_RECALL, "--steps", "10", "--run-dir", wpath("ep1run"), NULL};
+    run_expect(0, 0, "ep1", one);
+    unsetenv("MNEMO_EPISODE_LOG");
+    char cmd[2000];
+    /* union of the ranks' lines == the single process's lines, and no line twice */
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && sort ep2.0 ep2.1 > ep2.all && sort ep1.0 > ep1.all && cmp -s ep2.all ep1.all && "
+             "test \"$(sort -u ep2.all | wc -l)\" = \"$(wc -l < ep2.all)\" && test \"$(wc -l < ep1.all)\" = 40 && "
+             "test \"$(wc -l < ep2.0)\" = 20 && test \"$(wc -l < ep2.1)\" = 20 && "
+             "! awk '$2 >= 2' ep2.0 | grep -q . && ! awk '$2 < 2' ep2.1 | grep -q .",
+             work_dir);
+    if (system(cmd) != 0) {
+        char *a = slurp(wpath("ep2.all")), *b = slurp(wpath("ep1.all"));
+        fail_msg("the ranks' episodes do not partition the single process's:\n2 ranks:\n%s\n1 rank:\n%s", a, b);
+    }
+}
+
+/* ---------------------------------------------------------------- resume */
+static void test_resume_same_and_other_rank_count(void **state) {
+    (void)state;
+    const char *straight[] = {TINY_RECALL, "--steps", "12", "--checkpoint-interval", "6", "--run-dir", wpath("rs"),
+                              NULL};
+    run_expect(0, 2, "rs", straight);
+    /* the same number of ranks: bit-identical continuation (crossing a curriculum stage) */
+    const char *same[] = {"train", "--resume", wpath("rs/ckpt-00000006.h5"), "--run-dir", wpath("rs2"), NULL};
+    run_expect(0, 2, "rs2", same);
+    log_has("rs2", "out", "resuming");
+    assert_same_training(wpath("rs/ckpt-00000012.h5"), wpath("rs2/ckpt-00000012.h5"));
+    /* 2 ranks -> 1 rank (2 micro-batches): re-sharded, still bit-identical */
+    const char *to1[] = {"train", "--resume", wpath("rs/ckpt-00000006.h5"), "--grad-accum", "2", "--run-dir",
+                         wpath("rs1"), NULL};
+    run_expect(0, 1, "rs1", to1);
+    log_has("rs1", "out", "re-sharding: the checkpoint was trained on 2 rank(s), this run has 1");
+    assert_same_training(wpath("rs/ckpt-00000012.h5"), wpath("rs1/ckpt-00000012.h5"));
+    assert_dist_layout(wpath("rs1/ckpt-00000012.h5"), 1, 0);
+    /* 1 rank -> 2 ranks, with ZeRO-1 switched on at the resume */
+    const char *to2[] = {"train", "--resume", wpath("rs1/ckpt-00000012.h5"), "--steps", "16", "--grad-accum", "1",
+                         "--zero", "1", "--run-dir", wpath("rs3"), NULL};
+    run_expect(0, 2, "rs3", to2);
+    log_has("rs3", "out", "re-sharding: the checkpoint was trained on 1 rank(s), this run has 2");
+    const char *more[] = {"train", "--resume", wpath("rs/ckpt-00000012.h5"), "--steps", "16", "--run-dir",
+                          wpath("rs4"), NULL};
+    run_expect(0, 2, "rs4", more);
+    assert_same_training(wpath("rs3/ckpt-00000016.h5"), wpath("rs4/ckpt-00000016.h5"));
+    /* a global batch that does not split over the ranks is refused, naming the numbers */
+    const char *odd[] = {TINY_RECALL, "--steps", "2", "--batch", "3", "--run-dir", wpath("odd"), NULL};
+    int rc = wait_within(spawn(2, "odd", odd), 120, NULL);
+    assert_int_not_equal(rc, 0);
+    log_has("odd", "err", "batch 3 is not divisible by 2 rank(s)");
+}
+
+/* ---------------------------------------------------------------- faults */
+/* kill -9 of one rank: mpirun ends the job with an error within a bounded time. */
+static void test_killed_rank_ends_job(void **state) {
+    (void)state;
+    const char *args[] = {TINY_RECALL, "--steps", "1000000", "--eval-interval", "0", "--checkpoint-interval", "0",
+                          "--run-dir", wpath("kill"), NULL};
+    pid_t job = spawn(2, "kill", args);
+    wait_for_step(job, wpath("kill"), 5);
+    kill(rank_pid(job, 1), SIGKILL);
+    double took = 0;
+    int rc = wait_within(job, 60, &took);
+    char *err = log_text("kill", "err");
+    print_message("rank 1 killed: mpirun exited %d after %.1f s\n", rc, took);
+    if (rc == 0)
+        fail_msg("mpirun exited 0 after a rank was killed; stderr:\n%s", err);
+    if (!strstr(err, "signal 9") && !strstr(err, "Killed") && !strstr(err, "rank 1"))
+        fail_msg("no clear message naming the killed rank; stderr:\n%s", err);
+    free(err);
+}
+
+/* A stopped rank (SIGSTOP) cannot die on its own: the others time out (comm_timeout), say so,
+ * and the CLI ends the job. */
+static void test_stopped_rank_times_out(void **state) {
+    (void)state;
+    const char *args[] = {TINY_RECALL, "--steps", "1000000", "--eval-interval", "0", "--checkpoint-interval", "0",
+                          "--comm-timeout", "3", "--run-dir", wpath("stop"), NULL};
+    pid_t job = spawn(2, "stop", args);
+    wait_for_step(job, wpath("stop"), 5);
+    pid_t r1 = rank_pid(job, 1);
+    kill(r1, SIGSTOP);
+    double took = 0;
+    int rc = wait_within(job, 60, &took);
+    kill(r1, SIGCONT);
+    kill(r1, SIGKILL); /* normally already gone with the job */
+    char *err = log_text("stop", "err");
+    print_message("rank 1 stopped: the job exited %d after %.1f s\n", rc, took);
+    if (rc == 0 || !strstr(err, "no answer from the other ranks within 3 s"))
+        fail_msg("exit %d; expected a timeout error; stderr:\n%s", rc, err);
+    assert_non_null(strstr(err, "MPI rank 0 of 2"));
+    free(err);
+}
+
+/* kill -9 of rank 0 in the middle of a checkpoint write (a slow disk: 40 ms per dataset, so
+ * that a write takes seconds): the previous checkpoint stays the latest, loads with every
+ * tensor's checksum verified, and the run resumes from it on 2 ranks. */
+static void test_kill_during_checkpoint(void **state) {
+    (void)state;
+    const char *args[] = {TINY_RECALL, "--steps", "1000000", "--eval-interval", "0", "--checkpoint-interval", "2",
+                          "--keep-checkpoints", "2", "--fault-checkpoint-sleep-ms", "40", "--run-dir", wpath("ck"),
+                          NULL};
+    pid_t job = spawn(2, "ck", args);
+    /* step 4's metrics line comes before its checkpoint; ckpt-2 is complete by then */
+    wait_for_step(job, wpath("ck"), 4);
+    sleep_s(0.5); /* well inside the write of ckpt-4, which takes ~40 ms x ~50 datasets */
+    kill(rank_pid(job, 0), SIGKILL);
+    int rc = wait_within(job, 60, NULL);
+    assert_int_not_equal(rc, 0);
+    char latest[700];
+    uint64_t step = 0;
+    int found = 0;
+    OK(mn_checkpoint_latest(wpath("ck"), latest, sizeof latest, &step, &found));
+    assert_true(found);
+    assert_int_equal(step, 2); /* ckpt-4 was never completed, and nothing touched ckpt-2 */
+    loaded l = load_ckpt(latest); /* fails the test unless complete and verified */
+    assert_int_equal(l.state.step, 2);
+    free_loaded(&l);
+    const char *resume[] = {"train", "--resume", wpath("ck"), "--steps", "6", "--checkpoint-interval", "0",
+                            "--run-dir", wpath("ck"), NULL};
+    run_expect(0, 2, "ck_resume", resume);
+    log_has("ck_resume", "out", "resuming");
+    log_has("ck_resume", "out", "at step 2");
+    assert_true(access(wpath("ck/ckpt-00000006.h5"), F_OK) == 0);
+}
+
+int main(void) {
+    const char *mpirun = getenv("MNEMO_MPIRUN");
+    if (!mpirun || !*mpirun || !getenv("MNEMO_MPI") || strcmp(getenv("MNEMO_MPI"), "1")) {
+        printf("SKIP: this mnemo was built without MPI (or mpirun is missing)\n");
+        return 77;
+    }
+    setenv("OMP_NUM_THREADS", "1", 1); /* one thread per rank */
+    setenv("OPENBLAS_NUM_THREADS", "1", 1);
+    /* OpenMPI keeps some allocations until exit by design; under the sanitize build,
+     * LeakSanitizer would report them in every rank (tests/lsan-openmpi.supp says which). */
+    const char *supp = getenv("MNEMO_LSAN_SUPP");
+    if (supp && *supp) {
+        char opts[1200];
+        snprintf(opts, sizeof opts, "suppressions=%s:print_suppressions=0", supp);
+        setenv("LSAN_OPTIONS", opts, 1);
+    }
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_two_ranks_equal_one, setup_work_dir, remove_work_dir),
+        cmocka_unit_test_setup_teardown(test_episodes_partitioned, setup_work_dir, remove_work_dir),
+        cmocka_unit_test_setup_teardown(test_resume_same_and_other_rank_count, setup_work_dir, remove_work_dir),
+        cmocka_unit_test_setup_teardown(test_killed_rank_ends_job, setup_work_dir, remove_work_dir),
+        cmocka_unit_test_setup_teardown(test_stopped_rank_times_out, setup_work_dir, remove_work_dir),
+        cmocka_unit_test_setup_teardown(test_kill_during_checkpoint, setup_work_dir, remove_work_dir),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
