@@ -2,7 +2,7 @@
 # Sourced, not run.
 
 MNEMO_APT_PACKAGES=(meson ninja-build pkg-config gcc libc6-dev libhdf5-dev hdf5-tools libcmocka-dev
-                    libopenblas-dev libjansson-dev libutf8proc-dev)
+                    libopenblas-dev libjansson-dev libutf8proc-dev libopenmpi-dev openmpi-bin)
 
 # Installs the Debian packages named, skipping those already installed.
 mnemo_apt_install() {
