@@ -216,7 +216,7 @@ static int wait_within(pid_t pid, double limit, double *took) {
 }
 
 static void run_expect(int want, int ranks, const char *log, const char *const *args) {
-    int rc = wait_within(spawn(ranks, log, args), 240, NULL);
+    int rc = wait_within(spawn(ranks, log, args), 600, NULL);
     if (rc != want) {
         char *out = log_text(log, "out"), *err = log_text(log, "err");
         fail_msg("%d rank(s): mnemo %s ... exited %d, expected %d\n--- stdout (tail)\n%s\n--- stderr\n%s", ranks,
@@ -535,6 +535,10 @@ int main(void) {
         char opts[1200];
         snprintf(opts, sizeof opts, "suppressions=%s:print_suppressions=0", supp);
         setenv("LSAN_OPTIONS", opts, 1);
+        const char *asan = getenv("ASAN_OPTIONS");
+        snprintf(opts, sizeof opts, "%s%sfast_unwind_on_malloc=0", asan ? asan : "", asan && *asan ? ":" : "");
+        setenv("ASAN_OPTIONS", opts, 1);
+        setenv("OMPI_MCA_mca_base_component_disable_dlclose", "1", 1);
     }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_two_ranks_equal_one, setup_work_dir, remove_work_dir),
