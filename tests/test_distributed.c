@@ -446,6 +446,83 @@ static void test_resume_same_and_other_rank_count(void **state) {
     log_has("odd", "err", "batch 3 is not divisible by 2 rank(s)");
 }
 
+/* ---------------------------------------------------------------- token shards */
+/* A small dialogue corpus (as in test_train.c), a tokenizer and train/valid token shards. */
+static void make_text_data(void) {
+    static const char *words[] = {"red",  "green", "blue", "cat",   "dog",  "fish", "likes", "eats",
+                                  "rice", "soup",  "tea",  "bread", "the",  "a",    "today", "again"};
+    static const char *foods[] = {"rice", "soup", "tea", "bread"};
+    uint64_t x = 77;
+    for (int split = 0; split < 2; split++) {
+        FILE *f = fopen(wpath(split ? "valid.jsonl" : "train.jsonl"), "w");
+        for (int d = 0; d < (split ? 6 : 12); d++) {
+#define DRAW(n) ((int)((x = x * 6364136223846793005ull + 1442695040888963407ull) >> 33) % (n))
+            int turns = 8 + DRAW(5), food = DRAW(4);
+            fprintf(f, "{\"id\": \"d%d\", \"turns\": [", d);
+            for (int t = 0; t < turns; t++) {
+                fprintf(f, "%s{\"speaker\": \"%s\", \"text\": \"", t ? ", " : "", t % 2 ? "B" : "A");
+                if (t == 1)
+                    fprintf(f, "my cat eats %s", foods[food]);
+                else
+                    for (int w = 0, n = 2 + DRAW(5); w < n; w++)
+                        fprintf(f, "%s%s", w ? " " : "", words[DRAW(16)]);
+                fprintf(f, "\"}");
+            }
+#undef DRAW
+            fprintf(f, "], \"probes\": [{\"after\": %d, \"speaker\": \"A\", \"question\": \"what does your cat eat\", "
+                       "\"answer\": \"%s\", \"choices\": [\"rice\", \"soup\", \"tea\", \"bread\"], \"evidence\": [1]}]}\n",
+                    turns - 1, foods[food]);
+        }
+        fclose(f);
+    }
+    const char *tok[] = {"tokenizer", "--train", "--jsonl", wpath("train.jsonl"), "--vocab-size", "300", "-o",
+                         wpath("tok.h5"), NULL};
+    run_expect(0, 0, "tok", tok);
+    const char *tr[] = {"shard", "--tokenizer", wpath("tok.h5"), "--jsonl", wpath("train.jsonl"), "-o",
+                        wpath("train.shard"), "--max-turn-tokens", "16", NULL};
+    run_expect(0, 0, "shard_train", tr);
+    const char *va[] = {"shard", "--tokenizer", wpath("tok.h5"), "--jsonl", wpath("valid.jsonl"), "-o",
+                        wpath("valid.shard"), "--max-turn-tokens", "16", NULL};
+    run_expect(0, 0, "shard_valid", va);
+}
+
+#define TINY_SHARDS                                                                                            \
+    "train", "--task", "shards", "--train-data", wpath("train.shard"), "--valid-data", wpath("valid.shard"),   \
+        "--valid-probes", wpath("valid.jsonl"), "--tokenizer", wpath("tok.h5"), "--vocab-size", "300",          \
+        "--d-model", "16", "--n-heads", "2", "--n-layers", "1", "--n-comp-layers", "1", "--n-slots", "2",       \
+        "--max-turn-tokens", "16", "--batch", "4", "--turns", "4", "--bptt", "2", "--curriculum", "0:2,9:4",     \
+        "--lr", "0.01", "--warmup-steps", "2", "--eval-interval", "10", "--eval-batches", "1", "--eval-probes",  \
+        "6", "--threads", "1", "--device", "cpu", "--steps", "24", "--checkpoint-interval", "12"
+
+/* Token shards: each rank's micro-batch is padded to its own longest turn; the windows of the
+ * shuffled epochs (the cursor wraps) are partitioned over the ranks; 2 ranks == 1 rank with
+ * 2 micro-batches bit for bit, and a 2-rank resume continues bit-identically. */
+static void test_shards_two_ranks(void **state) {
+    (void)state;
+    make_text_data();
+    setenv("MNEMO_EPISODE_LOG", wpath("sh2"), 1);
+    const char *two[] = {TINY_SHARDS, "--run-dir", wpath("sh2run"), NULL};
+    run_expect(0, 2, "sh2", two);
+    setenv("MNEMO_EPISODE_LOG", wpath("sh1"), 1);
+    const char *one[] = {TINY_SHARDS, "--grad-accum", "2", "--run-dir", wpath("sh1run"), NULL};
+    run_expect(0, 0, "sh1", one);
+    unsetenv("MNEMO_EPISODE_LOG");
+    assert_same_training(wpath("sh2run/ckpt-00000024.h5"), wpath("sh1run/ckpt-00000024.h5"));
+    loaded l = load_ckpt(wpath("sh2run/ckpt-00000024.h5"));
+    assert_true(l.state.data_epoch >= 1); /* the cursor wrapped into another epoch */
+    free_loaded(&l);
+    char cmd[2000];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && sort sh2.0 sh2.1 > sh2.all && sort sh1.0 > sh1.all && cmp -s sh2.all sh1.all && "
+             "test \"$(cut -d' ' -f1,2 sh2.all | sort -u | wc -l)\" = 96 && test \"$(wc -l < sh2.0)\" = 48",
+             work_dir);
+    if (system(cmd) != 0)
+        fail_msg("the ranks' shard windows do not partition the single process's (see %s/sh2.all)", work_dir);
+    const char *resumed[] = {"train", "--resume", wpath("sh2run/ckpt-00000012.h5"), "--run-dir", wpath("sh2b"), NULL};
+    run_expect(0, 2, "sh2b", resumed);
+    assert_same_training(wpath("sh2run/ckpt-00000024.h5"), wpath("sh2b/ckpt-00000024.h5"));
+}
+
 /* ---------------------------------------------------------------- faults */
 /* kill -9 of one rank: mpirun ends the job with an error within a bounded time. */
 static void test_killed_rank_ends_job(void **state) {
@@ -544,6 +621,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_two_ranks_equal_one, setup_work_dir, remove_work_dir),
         cmocka_unit_test_setup_teardown(test_episodes_partitioned, setup_work_dir, remove_work_dir),
         cmocka_unit_test_setup_teardown(test_resume_same_and_other_rank_count, setup_work_dir, remove_work_dir),
+        cmocka_unit_test_setup_teardown(test_shards_two_ranks, setup_work_dir, remove_work_dir),
         cmocka_unit_test_setup_teardown(test_killed_rank_ends_job, setup_work_dir, remove_work_dir),
         cmocka_unit_test_setup_teardown(test_stopped_rank_times_out, setup_work_dir, remove_work_dir),
         cmocka_unit_test_setup_teardown(test_kill_during_checkpoint, setup_work_dir, remove_work_dir),
