@@ -186,8 +186,16 @@ double mn_batch_loss_weight(const mn_batch *batch);
 mn_status mn_forward(mn_trainer *trainer, const mn_batch *batch, float *loss,
                      mn_forward_outputs *outputs);
 float *mn_trainer_grads(mn_trainer *trainer);            /* flat, same layout as params */
+/* The AdamW moments: num_params floats, or after mn_trainer_shard_moments only the shard's
+ * (element i of the flat layout at [i - lo]). */
 float *mn_trainer_adam_m(mn_trainer *trainer);
 float *mn_trainer_adam_v(mn_trainer *trainer);
+/* ZeRO-1 (CPU trainers): keep only the moments of [lo, hi), freeing the rest; from then on
+ * only mn_adamw_step_shard on [lo, hi) updates, and checkpoints need the gathered moments
+ * (mn_checkpoint_save_options). Load a checkpoint before sharding. */
+mn_status mn_trainer_shard_moments(mn_trainer *trainer, size_t lo, size_t hi);
+/* The moments held, [*lo, *hi) (nullable); returns 1 when sharded. */
+int mn_trainer_moments_range(const mn_trainer *trainer, size_t *lo, size_t *hi);
 uint64_t mn_trainer_step(const mn_trainer *trainer);     /* AdamW steps taken */
 void mn_trainer_set_step(mn_trainer *trainer, uint64_t step);
 /* L2 norm of the whole gradient (deterministic summation). NaN if the device failed
@@ -206,10 +214,11 @@ mn_status mn_trainer_push(mn_trainer *trainer);
 /* Clips by global norm, then one AdamW step. *grad_norm (nullable) = norm before clipping.
  * A non-finite gradient norm returns MN_ERR_NUMERIC and leaves params and moments untouched. */
 mn_status mn_adamw_step(mn_trainer *trainer, const mn_adamw_config *opt, float *grad_norm);
-/* ZeRO-1 pieces. The sum of squares of grads[begin, end) (NaN if the device failed). */
+/* ZeRO-1 pieces. The sum of squares of grads[begin, end) (NaN if the device failed). mn_adamw_step
+ * refuses a trainer whose moments are sharded. */
 double mn_grad_sumsq_range(mn_trainer *trainer, size_t begin, size_t end);
-/* One AdamW step on params[begin, end) only, clipped with the global gradient norm
- * sqrt(sumsq) exactly as mn_adamw_step would; moments outside the shard are untouched.
+/* One AdamW step on params[begin, end) only (inside the moments held), clipped with the global
+ * gradient norm sqrt(sumsq) exactly as mn_adamw_step would; moments outside it are untouched.
  * A non-finite norm returns MN_ERR_NUMERIC and changes nothing. */
 mn_status mn_adamw_step_shard(mn_trainer *trainer, const mn_adamw_config *opt, double sumsq, size_t begin,
                               size_t end);

@@ -237,6 +237,29 @@ mn_status dist_allgather_shards(dist *d, float *buf, size_t n, const char *what)
     return st;
 }
 
+mn_status dist_gather_shards(dist *d, const float *shard, size_t n, float *full, int root, const char *what) {
+    if (!d->mpi || d->size == 1) {
+        memmove(full, shard, n * sizeof(float));
+        return MN_OK;
+    }
+    int W = d->size;
+    int *counts = malloc(2 * (size_t)W * sizeof(int));
+    if (!counts)
+        return mn_fail(MN_ERR_NOMEM, "out of memory");
+    mn_status st = shard_counts(d, n, counts, counts + W, what);
+    if (st == MN_OK) {
+        MPI_Request req;
+        double t0 = now_s();
+        int code = MPI_Igatherv(shard, counts[d->rank], MPI_FLOAT, full, counts, counts + W, MPI_FLOAT, root,
+                                MPI_COMM_WORLD, &req);
+        d->comm_s += now_s() - t0;
+        st = code != MPI_SUCCESS ? mpi_failed(d, code, "MPI_Igatherv", what)
+                                 : wait_request(d, &req, "MPI_Igatherv", what);
+    }
+    free(counts);
+    return st;
+}
+
 mn_status dist_bcast(dist *d, void *buf, size_t bytes, int root, const char *what) {
     if (!d->mpi || d->size == 1)
         return MN_OK;
@@ -289,6 +312,11 @@ mn_status dist_reduce_scatter_sum(dist *d, float *buf, size_t n, const char *wha
 }
 mn_status dist_allgather_shards(dist *d, float *buf, size_t n, const char *what) {
     (void)d, (void)buf, (void)n, (void)what;
+    return MN_OK;
+}
+mn_status dist_gather_shards(dist *d, const float *shard, size_t n, float *full, int root, const char *what) {
+    (void)d, (void)root, (void)what;
+    memmove(full, shard, n * sizeof(float));
     return MN_OK;
 }
 mn_status dist_bcast(dist *d, void *buf, size_t bytes, int root, const char *what) {

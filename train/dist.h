@@ -45,6 +45,8 @@ mn_status dist_allgather(dist *d, const void *mine, size_t bytes, void *all, con
 mn_status dist_reduce_scatter_sum(dist *d, float *buf, size_t n, const char *what);
 /* Each rank's shard buf[lo_r, hi_r) to every rank: buf is then whole everywhere. */
 mn_status dist_allgather_shards(dist *d, float *buf, size_t n, const char *what);
+/* Each rank's shard (dist_shard_range of n) into full (n floats, read on root only). */
+mn_status dist_gather_shards(dist *d, const float *shard, size_t n, float *full, int root, const char *what);
 mn_status dist_bcast(dist *d, void *buf, size_t bytes, int root, const char *what);
 mn_status dist_barrier(dist *d, const char *what);
 

@@ -662,17 +662,26 @@ static int save_checkpoint(run *r) {
         c[2] = (uint64_t)k * (uint64_t)r->local_B;
         c[3] = (uint64_t)r->local_B;
     }
+    /* ZeRO-1: rank 0 gathers the moment shards, so that the file has one process's layout */
     size_t P = mn_model_num_params(r->model);
-    if (r->cfg->zero && r->world > 1 &&
-        (dist_allgather_shards(r->d, mn_trainer_adam_m(r->trainer), P, what) != MN_OK ||
-         dist_allgather_shards(r->d, mn_trainer_adam_v(r->trainer), P, what) != MN_OK)) {
-        free(views), free(cursors);
-        return -1;
+    float *full_m = NULL, *full_v = NULL;
+    if (mn_trainer_moments_range(r->trainer, NULL, NULL)) {
+        if (r->rank == 0 && (!(full_m = malloc(P * sizeof(float))) || !(full_v = malloc(P * sizeof(float))))) {
+            free(full_m), free(views), free(cursors);
+            mn_fail(MN_ERR_NOMEM, "%s: out of memory gathering the moments", what);
+            return -1;
+        }
+        if (dist_gather_shards(r->d, mn_trainer_adam_m(r->trainer), P, full_m, 0, what) != MN_OK ||
+            dist_gather_shards(r->d, mn_trainer_adam_v(r->trainer), P, full_v, 0, what) != MN_OK) {
+            free(full_m), free(full_v), free(views), free(cursors);
+            return -1;
+        }
     }
     if (r->rank == 0) {
         mn_checkpoint_dist dl = {r->world, r->cfg->zero, r->cfg->grad_accum, cursors};
         fault_state fault = {3}; /* a few datasets written, then "the disk is full" */
-        mn_checkpoint_save_options o = {.train_config_json = r->config_json, .tokenizer = r->tok, .dist = &dl};
+        mn_checkpoint_save_options o = {.train_config_json = r->config_json, .tokenizer = r->tok, .dist = &dl,
+                                        .adam_m = full_m, .adam_v = full_v};
         if (in_list(r->opts->fault_checkpoint_steps, r->opts->n_fault_checkpoint_steps, (int64_t)r->st.step)) {
             o.fault = fault_after_datasets;
             o.fault_ctx = &fault;
@@ -683,7 +692,7 @@ static int save_checkpoint(run *r) {
         ok = mn_checkpoint_run_path(r->cfg->run_dir, r->st.step, path, sizeof path) == MN_OK &&
              mn_checkpoint_save(path, r->model, r->trainer, &r->st, &o) == MN_OK;
     }
-    free(views), free(cursors);
+    free(views), free(cursors), free(full_m), free(full_v);
     /* the others wait here for rank 0's write, so that nobody runs ahead of a checkpoint */
     int32_t shared = ok;
     if (dist_bcast(r->d, &shared, sizeof shared, 0, what) != MN_OK)
@@ -875,6 +884,12 @@ static int setup_model(run *r) {
     if (c->freeze_decoder &&
         (mn_trainer_freeze(r->trainer, "decoder.", 1) != MN_OK || mn_trainer_freeze(r->trainer, "wte", 1) != MN_OK))
         return fail("freeze");
+    if (c->zero && r->world > 1) { /* ZeRO-1: this rank keeps only its shard of the moments */
+        size_t lo, hi;
+        dist_shard_range(mn_model_num_params(r->model), r->world, r->rank, &lo, &hi);
+        if (mn_trainer_shard_moments(r->trainer, lo, hi) != MN_OK)
+            return fail("zero");
+    }
     return TRAIN_EXIT_OK;
 }
 

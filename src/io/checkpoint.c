@@ -101,15 +101,23 @@ static mn_status put_config(const writer *w, hid_t file, const mn_config *c, con
     return st;
 }
 
-static mn_status put_optimizer(const writer *w, hid_t file, mn_trainer *tr) {
+static mn_status put_optimizer(const writer *w, hid_t file, mn_trainer *tr, const float *adam_m,
+                               const float *adam_v) {
+    if (!adam_m || !adam_v) {
+        if (mn_trainer_moments_range(tr, NULL, NULL))
+            return mn_fail(MN_ERR_INVALID_ARG, "%s: the trainer's moments are sharded (ZeRO-1); pass the gathered "
+                                               "moments in the save options", w->file);
+        adam_m = mn_trainer_adam_m(tr);
+        adam_v = mn_trainer_adam_v(tr);
+    }
     hid_t g;
     MN_TRY(mn_h5_create_group(file, w->file, "optimizer", &g));
     mn_status st = mn_h5_write_attr_int(g, w->file, "step", (int64_t)mn_trainer_step(tr));
     H5Gclose(g);
     if (st == MN_OK)
-        st = put_tensors(w, file, "optimizer/m", tr->model, mn_trainer_adam_m(tr));
+        st = put_tensors(w, file, "optimizer/m", tr->model, adam_m);
     if (st == MN_OK)
-        st = put_tensors(w, file, "optimizer/v", tr->model, mn_trainer_adam_v(tr));
+        st = put_tensors(w, file, "optimizer/v", tr->model, adam_v);
     return st;
 }
 
@@ -168,7 +176,7 @@ static mn_status write_contents(const writer *w, hid_t file, mn_model *m, mn_tra
     MN_TRY(put_config(w, file, mn_model_config(m), o ? o->train_config_json : NULL));
     MN_TRY(put_tensors(w, file, "params", m, mn_model_params(m)));
     if (tr)
-        MN_TRY(put_optimizer(w, file, tr));
+        MN_TRY(put_optimizer(w, file, tr, o ? o->adam_m : NULL, o ? o->adam_v : NULL));
     if (s)
         MN_TRY(put_train(w, file, s, o ? o->dist : NULL));
     if (o && o->tokenizer) {
@@ -532,6 +540,8 @@ mn_status mn_checkpoint_load(const char *path, mn_model *model, mn_trainer *trai
         return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_load: path or model is NULL");
     if (trainer && trainer->model != model)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_load: the trainer belongs to another model");
+    if (trainer && mn_trainer_moments_range(trainer, NULL, NULL))
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_load: the trainer's moments are sharded; load before sharding");
     hid_t f;
     MN_TRY(open_checkpoint(path, &f));
     size_t P = mn_model_num_params(model);

@@ -49,6 +49,9 @@ typedef struct {
     const char *train_config_json;  /* stored as /config attribute train_config; NULL: "{}" */
     const mn_tokenizer *tokenizer;  /* stored as group /tokenizer; NULL: none */
     const mn_checkpoint_dist *dist; /* stored as /train/dist (with a state); NULL: none */
+    /* Whole moments (num_params each) to write instead of the trainer's: required when the
+     * trainer's moments are sharded (ZeRO-1), gathered by the writing rank; else NULL. */
+    const float *adam_m, *adam_v;
     mn_checkpoint_fault_fn fault;   /* NULL: no injected faults */
     void *fault_ctx;
 } mn_checkpoint_save_options;

@@ -29,6 +29,8 @@ mn_status mn_adamw_step(mn_trainer *tr, const mn_adamw_config *opt, float *grad_
                        "adamw: invalid settings (lr %g, beta1 %g, beta2 %g, eps %g, weight_decay %g, grad_clip %g)",
                        (double)opt->lr, (double)opt->beta1, (double)opt->beta2, (double)opt->eps,
                        (double)opt->weight_decay, (double)opt->grad_clip);
+    if (tr->moment_lo != 0 || tr->moment_hi != tr->model->num_params)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_adamw_step: the moments are sharded; use mn_adamw_step_shard");
     const mn_exec *ex = &tr->exec;
     MN_TRY(mn_exec_status(ex));
     mn_model *m = tr->model;
@@ -72,6 +74,9 @@ mn_status mn_adamw_step_shard(mn_trainer *tr, const mn_adamw_config *opt, double
     if (begin > end || end > tr->model->num_params)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_adamw_step_shard: shard [%zu, %zu) outside the %zu parameters", begin,
                        end, tr->model->num_params);
+    if (begin < tr->moment_lo || end > tr->moment_hi)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_adamw_step_shard: shard [%zu, %zu) outside the moments held [%zu, %zu)",
+                       begin, end, tr->moment_lo, tr->moment_hi);
     if (!finite_config(opt) || opt->lr < 0 || opt->beta1 < 0 || opt->beta1 >= 1 || opt->beta2 < 0 ||
         opt->beta2 >= 1 || opt->eps <= 0 || opt->weight_decay < 0 || opt->grad_clip < 0)
         return mn_fail(MN_ERR_CONFIG, "adamw: invalid settings");
@@ -93,11 +98,12 @@ mn_status mn_adamw_step_shard(mn_trainer *tr, const mn_adamw_config *opt, double
         size_t lo = t->offset > begin ? t->offset : begin, hi = t->offset + t->size < end ? t->offset + t->size : end;
         if (tr->frozen[i] || lo >= hi)
             continue;
-        tr->segments[n_segs++] = (mn_adamw_segment){lo, hi - lo, t->decay ? opt->weight_decay : 0.0f};
+        /* offsets relative to the moments' first element: params and grads are passed from there */
+        tr->segments[n_segs++] = (mn_adamw_segment){lo - tr->moment_lo, hi - lo, t->decay ? opt->weight_decay : 0.0f};
     }
     if (n_segs)
-        MN_OP(ex, adamw_update, tr->params, tr->grads, tr->adam_m, tr->adam_v, tr->segments, n_segs, opt->lr,
-              opt->beta1, opt->beta2, opt->eps, tr->step);
+        MN_OP(ex, adamw_update, tr->params + tr->moment_lo, tr->grads + tr->moment_lo, tr->adam_m, tr->adam_v,
+              tr->segments, n_segs, opt->lr, opt->beta1, opt->beta2, opt->eps, tr->step);
     return ex->be->synchronize(ex->ctx);
 }
 

@@ -131,6 +131,8 @@ static mn_status alloc_buffers(mn_trainer *tr) {
             return mn_fail(MN_ERR_NOMEM, "out of memory for the host mirrors of %zu parameters", P);
         MN_OP(ex, upload, tr->params, tr->model->params, P * sizeof(float));
     }
+    tr->moment_lo = 0;
+    tr->moment_hi = P;
     MN_TRY(mn_views_bind(tr->model, tr->params, &tr->p));
     MN_TRY(mn_views_bind(tr->model, tr->grads, &tr->g));
     MN_TRY(mn_stack_acts_alloc(ex, &tr->decoder, c, c->n_layers, tr->max_B, (int)S, 0));
@@ -197,6 +199,47 @@ mn_status mn_trainer_set_matmul(mn_trainer *tr, mn_matmul precision) {
 }
 int mn_trainer_bptt(const mn_trainer *tr) { return tr ? tr->bptt : 0; }
 float *mn_trainer_grads(mn_trainer *tr) { return tr ? tr->host_grads : NULL; }
+int mn_trainer_moments_range(const mn_trainer *tr, size_t *lo, size_t *hi) {
+    if (!tr)
+        return 0;
+    if (lo)
+        *lo = tr->moment_lo;
+    if (hi)
+        *hi = tr->moment_hi;
+    return tr->moment_lo != 0 || tr->moment_hi != tr->model->num_params;
+}
+
+/* ZeRO-1: keep only [lo, hi) of the moments. New buffers, then the old ones go, so that a
+ * failure leaves the trainer whole. */
+mn_status mn_trainer_shard_moments(mn_trainer *tr, size_t lo, size_t hi) {
+    if (!tr)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_trainer_shard_moments: trainer is NULL");
+    if (tr->exec.be->device != MN_DEVICE_CPU)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_trainer_shard_moments: sharded moments are implemented on the CPU only");
+    if (lo < tr->moment_lo || hi > tr->moment_hi || lo > hi)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_trainer_shard_moments: [%zu, %zu) is not inside the moments held [%zu, %zu)",
+                       lo, hi, tr->moment_lo, tr->moment_hi);
+    const mn_exec *ex = &tr->exec;
+    size_t n = hi - lo > 0 ? hi - lo : 1;
+    float *m = NULL, *v = NULL;
+    mn_status st = mn_exec_alloc(ex, n * sizeof(float), (void **)&m);
+    if (st == MN_OK)
+        st = mn_exec_alloc(ex, n * sizeof(float), (void **)&v);
+    if (st != MN_OK) {
+        mn_exec_release(ex, m);
+        return st;
+    }
+    memcpy(m, tr->adam_m + (lo - tr->moment_lo), (hi - lo) * sizeof(float));
+    memcpy(v, tr->adam_v + (lo - tr->moment_lo), (hi - lo) * sizeof(float));
+    mn_exec_release(ex, tr->adam_m);
+    mn_exec_release(ex, tr->adam_v);
+    tr->adam_m = tr->host_adam_m = m;
+    tr->adam_v = tr->host_adam_v = v;
+    tr->moment_lo = lo;
+    tr->moment_hi = hi;
+    return MN_OK;
+}
+
 float *mn_trainer_adam_m(mn_trainer *tr) { return tr ? tr->host_adam_m : NULL; }
 float *mn_trainer_adam_v(mn_trainer *tr) { return tr ? tr->host_adam_v : NULL; }
 uint64_t mn_trainer_step(const mn_trainer *tr) { return tr ? tr->step : 0; }

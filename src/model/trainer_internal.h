@@ -16,6 +16,9 @@ struct mn_trainer {
     /* What mn_trainer_grads/_adam_m/_adam_v return: the buffers above on the CPU, host mirrors
      * kept by mn_trainer_pull/_push on CUDA. */
     float *host_grads, *host_adam_m, *host_adam_v;
+    /* The moments held: [0, num_params) unless sharded (ZeRO-1, mn_trainer_shard_moments);
+     * adam_m / adam_v then hold moment_hi - moment_lo floats, element i at [i - moment_lo]. */
+    size_t moment_lo, moment_hi;
     mn_param_views p, g;               /* views into params and grads */
     mn_stack_acts decoder;             /* one turn */
     mn_stack_acts *compressor;         /* bptt turns */
