@@ -374,6 +374,10 @@ static void test_two_ranks_equal_one(void **state) {
     assert_same_training(wpath("eq2/ckpt-00000012.h5"), wpath("eqz/ckpt-00000012.h5"));
     assert_dist_layout(wpath("eq2/ckpt-00000012.h5"), 2, 0);
     assert_dist_layout(wpath("eqz/ckpt-00000012.h5"), 2, 1);
+    const char *inspect[] = {"inspect", wpath("eqz/ckpt-00000012.h5"), NULL};
+    run_expect(0, 0, "inspect", inspect);
+    log_has("inspect", "out", "ranks        2 (ZeRO stage 1, 1 micro-batch(es) a rank); rank 0: episodes 0..1");
+    log_has("inspect", "out", "verified");
     double d = max_param_diff(wpath("eq2/ckpt-00000012.h5"), wpath("eq1/ckpt-00000012.h5"));
     print_message("2 ranks vs 1 rank with the whole batch: max |param diff| %.3g after 12 steps (bound 1e-4)\n", d);
     assert_true(d <= 1e-4);

@@ -72,6 +72,19 @@ int cmd_inspect(int argc, char **argv) {
                info.train.data_position, info.train.nan_skipped, info.train.nan_streak);
     else
         printf("training     (no training state: parameters only)\n");
+    mn_checkpoint_dist dl;
+    int has_dist = 0;
+    if (info.has_train && mn_checkpoint_read_dist(path, &dl, &has_dist) == MN_OK && has_dist) {
+        printf("ranks        %" PRId64 " (ZeRO stage %" PRId64 ", %" PRId64 " micro-batch(es) a rank);", dl.world_size,
+               dl.zero_stage, dl.grad_accum);
+        for (int64_t k = 0; k < dl.world_size && k < 8; k++)
+            printf(" rank %" PRId64 ": episodes %" PRIu64 "..%" PRIu64 " of each batch%s", k,
+                   dl.rank_cursors[k * MN_DIST_CURSOR_FIELDS + 2],
+                   dl.rank_cursors[k * MN_DIST_CURSOR_FIELDS + 2] + dl.rank_cursors[k * MN_DIST_CURSOR_FIELDS + 3] - 1,
+                   k + 1 < dl.world_size ? "," : "");
+        printf("%s\n", dl.world_size > 8 ? " ..." : "");
+        mn_checkpoint_dist_free(&dl);
+    }
     printf("train config %s\n", info.train_config ? info.train_config : "{}");
 
     int rc = 0;
