@@ -27,7 +27,7 @@ static void usage(FILE *out) {
             "usage: mnemo train [--config FILE] [--resume CKPT|RUN_DIR] [--base CKPT] [--FIELD VALUE ...]\n"
             "Trains the memory model: the effective config is printed at start and stored in every\n"
             "checkpoint (<run-dir>/ckpt-<step>.h5); metrics go to <run-dir>/metrics.jsonl.\n"
-            "SIGINT/SIGTERM: the step finishes, a checkpoint is written, exit code 3 (a second\n"
+            "SIGINT/SIGTERM/SIGUSR1: the step finishes, a checkpoint is written, exit code 3 (a second\n"
             "Ctrl-C stops at once; saved checkpoints stay intact).\n"
             "Exit codes: 0 done, 1 failed, 2 usage, 3 interrupted, 4 too many non-finite steps.\n"
             "Data parallel: mpirun -np N mnemo train ... (docs/distributed.md); batch is the global batch.\n"
@@ -250,6 +250,9 @@ static int cmd_train_world(int argc, char **argv, dist *d) {
     sa.sa_flags = SA_RESTART | SA_RESETHAND;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    /* OpenMPI's mpirun kills its ranks on SIGINT/SIGTERM but forwards SIGUSR1 to all of them:
+     * `kill -USR1 <mpirun>` is how a data-parallel run stops with a checkpoint */
+    sigaction(SIGUSR1, &sa, NULL);
     stop_signal = 0;
     const char *episode_log = getenv("MNEMO_EPISODE_LOG");
     train_run_options o = {.resume = resume, .base = base, .stop = &stop_signal, .dist = d,
@@ -260,6 +263,7 @@ static int cmd_train_world(int argc, char **argv, dist *d) {
     rc = train_run(&cfg, &o);
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
+    signal(SIGUSR1, SIG_DFL);
 done:
     free(options);
     free(field_ids);

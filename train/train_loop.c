@@ -1351,8 +1351,10 @@ int train_run(const train_config *cfg, const train_run_options *opts) {
                 fprintf(stderr, "%smnemo train: interrupted by %s after step %" PRIu64 "; checkpoint %s written; "
                                 "resume with --resume %s\n",
                         r.tty ? "\n" : "",
-                        opts->stop && *opts->stop == SIGINT ? "SIGINT" : opts->stop && *opts->stop ? "SIGTERM"
-                                                                                                     : "a signal",
+                        !opts->stop || !*opts->stop ? "a signal on another rank"
+                        : *opts->stop == SIGINT     ? "SIGINT"
+                        : *opts->stop == SIGUSR1    ? "SIGUSR1"
+                                                    : "SIGTERM",
                         r.st.step, r.last_checkpoint, r.last_checkpoint);
             rc = TRAIN_EXIT_INTERRUPTED;
             break;
