@@ -24,6 +24,7 @@
 
 #include <cmocka.h>
 
+#include "dist.h"
 #include "io/checkpoint.h"
 
 #define OK(expr)                                                                       \
@@ -679,9 +680,42 @@ static void test_sharded_moments(void **state) {
     mn_trainer_free(ta), mn_trainer_free(tb), mn_model_free(ma), mn_model_free(mb);
 }
 
+/* The MPI-free rendezvous of the NCCL id (train/dist.c): three readers wait for rank 0's
+ * file and get its bytes; a reader without a writer times out naming the file; a record of
+ * another size is refused. */
+static void test_rendezvous_file(void **state) {
+    (void)state;
+    const char *path = wpath("nccl-id.job1");
+    unsigned char id[128];
+    for (int i = 0; i < 128; i++)
+        id[i] = (unsigned char)(i * 7 + 3);
+    pid_t kids[3];
+    for (int k = 0; k < 3; k++) {
+        fflush(stdout);
+        kids[k] = fork();
+        if (kids[k] == 0) {
+            unsigned char got[128] = {0};
+            if (dist_rendezvous_file(path, k + 1, got, sizeof got, 20) != MN_OK)
+                _exit(2);
+            _exit(memcmp(got, id, sizeof id) ? 3 : 0);
+        }
+    }
+    sleep_s(0.2); /* the readers are polling by now */
+    OK(dist_rendezvous_file(path, 0, id, sizeof id, 0));
+    for (int k = 0; k < 3; k++)
+        assert_int_equal(wait_within(kids[k], 30, NULL), 0);
+    unsigned char buf[128];
+    double t0 = now_s();
+    assert_int_equal(dist_rendezvous_file(wpath("nccl-id.none"), 1, buf, sizeof buf, 0.3), MN_ERR_IO);
+    assert_true(now_s() - t0 < 5);
+    assert_non_null(strstr(mn_last_error(), "nccl-id.none"));
+    assert_int_equal(dist_rendezvous_file(path, 2, buf, 64, 1), MN_ERR_FORMAT);
+}
+
 int main(void) {
     const struct CMUnitTest library[] = {
         cmocka_unit_test_setup_teardown(test_sharded_moments, setup_work_dir, remove_work_dir),
+        cmocka_unit_test_setup_teardown(test_rendezvous_file, setup_work_dir, remove_work_dir),
     };
     const char *mpirun = getenv("MNEMO_MPIRUN");
     int rc = cmocka_run_group_tests_name("library", library, NULL, NULL);

@@ -1,11 +1,14 @@
 /* The communication layer of data-parallel training (train/dist.h). */
 #include "dist.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "core/error.h"
 
@@ -57,6 +60,7 @@ double dist_take_comm_seconds(dist *d) {
     return s;
 }
 
+#ifdef MN_HAVE_MPI
 static mn_status grow_scratch(dist *d, size_t n) {
     if (n <= d->scratch_cap)
         return MN_OK;
@@ -68,7 +72,6 @@ static mn_status grow_scratch(dist *d, size_t n) {
     return MN_OK;
 }
 
-#ifdef MN_HAVE_MPI
 static mn_status mpi_failed(const dist *d, int code, const char *call, const char *what) {
     char msg[MPI_MAX_ERROR_STRING] = "";
     int len = 0;
@@ -329,10 +332,63 @@ mn_status dist_barrier(dist *d, const char *what) {
 }
 #endif
 
+/* ---------------------------------------------------------------- file rendezvous */
+#define RDV_MAGIC "MNRDV001"
+
+mn_status dist_rendezvous_file(const char *path, int rank, void *buf, size_t bytes, double timeout_s) {
+    if (!path || !buf)
+        return mn_fail(MN_ERR_INVALID_ARG, "dist_rendezvous_file: NULL argument");
+    uint64_t n = bytes;
+    if (rank == 0) {
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+        int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0)
+            return mn_fail(MN_ERR_IO, "rank 0: rendezvous file %s: %s", tmp, strerror(errno));
+        int ok = write(fd, RDV_MAGIC, 8) == 8 && write(fd, &n, 8) == 8 && write(fd, buf, bytes) == (ssize_t)bytes &&
+                 fsync(fd) == 0;
+        ok = close(fd) == 0 && ok;
+        if (!ok || rename(tmp, path) != 0) {
+            mn_status st = mn_fail(MN_ERR_IO, "rank 0: cannot write the rendezvous file %s: %s", path, strerror(errno));
+            unlink(tmp);
+            return st;
+        }
+        return MN_OK;
+    }
+    double t0 = now_s();
+    for (;;) {
+        int fd = open(path, O_RDONLY);
+        if (fd >= 0) {
+            char magic[8];
+            uint64_t got = 0;
+            int ok = read(fd, magic, 8) == 8 && !memcmp(magic, RDV_MAGIC, 8) && read(fd, &got, 8) == 8 && got == n &&
+                     read(fd, buf, bytes) == (ssize_t)bytes;
+            close(fd);
+            if (!ok)
+                return mn_fail(MN_ERR_FORMAT, "rank %d: rendezvous file %s is not a %zu-byte mnemo rendezvous record",
+                               rank, path, bytes);
+            return MN_OK;
+        }
+        if (errno != ENOENT)
+            return mn_fail(MN_ERR_IO, "rank %d: rendezvous file %s: %s", rank, path, strerror(errno));
+        if (timeout_s > 0 && now_s() - t0 > timeout_s)
+            return mn_fail(MN_ERR_IO, "rank %d: rank 0 did not write the rendezvous file %s within %.0f s", rank, path,
+                           timeout_s);
+        struct timespec ts = {0, 10000000}; /* 10 ms */
+        nanosleep(&ts, NULL);
+    }
+}
+
 #ifndef MN_HAVE_NCCL
 int dist_have_nccl(void) { return 0; }
 mn_status dist_nccl_open(dist *d, int device, dist_nccl **out) {
     (void)d, (void)device;
+    *out = NULL;
+    return mn_fail(MN_ERR_DEVICE, "this mnemo was built without NCCL (needs CUDA, MPI and NCCL at build time)");
+}
+mn_status dist_nccl_open_file(const char *path, int rank, int world, int device, double timeout_s,
+                              dist_nccl **out) {
+    (void)path, (void)rank, (void)world, (void)device, (void)timeout_s;
     *out = NULL;
     return mn_fail(MN_ERR_DEVICE, "this mnemo was built without NCCL (needs CUDA, MPI and NCCL at build time)");
 }

@@ -50,6 +50,13 @@ mn_status dist_gather_shards(dist *d, const float *shard, size_t n, float *full,
 mn_status dist_bcast(dist *d, void *buf, size_t bytes, int root, const char *what);
 mn_status dist_barrier(dist *d, const char *what);
 
+/* Shares `bytes` bytes of rank 0's buf with every rank through a file on a filesystem they
+ * all see, without MPI (the NCCL id of a launch without mpirun): rank 0 writes path
+ * atomically (temp file, fsync, rename); the others poll for it for up to timeout_s and
+ * check its header and size. The path must be unique to the job (a stale file from another
+ * job would be read as this one's): e.g. <run_dir>/nccl-id.<job id>. */
+mn_status dist_rendezvous_file(const char *path, int rank, void *buf, size_t bytes, double timeout_s);
+
 /* NCCL (builds with CUDA + MPI + NCCL; docs/distributed.md). Not yet used by `mnemo train`,
  * whose training runs on the CPU in this version. */
 int dist_have_nccl(void);
@@ -57,6 +64,9 @@ typedef struct dist_nccl dist_nccl;
 /* Rank 0 makes the NCCL unique id, MPI_Bcast shares it, every rank joins (ncclCommInitRank)
  * on CUDA device `device`. */
 mn_status dist_nccl_open(dist *d, int device, dist_nccl **out);
+/* The same without MPI: the id travels through dist_rendezvous_file(path). */
+mn_status dist_nccl_open_file(const char *path, int rank, int world, int device, double timeout_s,
+                              dist_nccl **out);
 void dist_nccl_close(dist_nccl *n);
 /* Sums device buffer buf (n floats) over ranks on `stream` (a cudaStream_t; NULL: the
  * default stream), then multiplies by `scale` (1 / world for a plain average), and waits. */

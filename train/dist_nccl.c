@@ -41,6 +41,33 @@ mn_status dist_nccl_open(dist *d, int device, dist_nccl **out) {
     return MN_OK;
 }
 
+mn_status dist_nccl_open_file(const char *path, int rank, int world, int device, double timeout_s,
+                              dist_nccl **out) {
+    *out = NULL;
+    cudaError_t ce = cudaSetDevice(device);
+    if (ce != cudaSuccess)
+        return mn_fail(MN_ERR_DEVICE, "rank %d: cudaSetDevice(%d): %s", rank, device, cudaGetErrorString(ce));
+    ncclUniqueId id;
+    if (rank == 0) {
+        ncclResult_t nr = ncclGetUniqueId(&id);
+        if (nr != ncclSuccess)
+            return mn_fail(MN_ERR_DEVICE, "rank 0: ncclGetUniqueId: %s", ncclGetErrorString(nr));
+    }
+    MN_TRY(dist_rendezvous_file(path, rank, &id, sizeof id, timeout_s));
+    dist_nccl *n = calloc(1, sizeof *n);
+    if (!n)
+        return mn_fail(MN_ERR_NOMEM, "out of memory");
+    n->rank = rank;
+    n->size = world;
+    ncclResult_t nr = ncclCommInitRank(&n->comm, world, id, rank);
+    if (nr != ncclSuccess) {
+        free(n);
+        return mn_fail(MN_ERR_DEVICE, "rank %d: ncclCommInitRank: %s", rank, ncclGetErrorString(nr));
+    }
+    *out = n;
+    return MN_OK;
+}
+
 void dist_nccl_close(dist_nccl *n) {
     if (!n)
         return;
