@@ -1069,7 +1069,7 @@ static int train_step(run *r, const mn_batch *global, mn_adamw_config *adamw, st
         res->skipped = 1;
         return TRAIN_EXIT_OK;
     }
-    res->loss = (float)(loss_sum / W);
+    res->loss = (float)(loss_sum * (1.0 / W)); /* as mn_forward_backward: the sum times the scale */
     /* 4. reduce, clip, update */
     snprintf(what, sizeof what, "step %" PRIu64 ": gradient reduce-scatter", r->st.step + 1);
     if (dist_reduce_scatter_sum(r->d, grads, P, what) != MN_OK)
