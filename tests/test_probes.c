@@ -323,6 +323,105 @@ static void test_template_probes_valid(void **state) {
     mn_probe_templates_free(&t);
 }
 
+/* --open-values: train values come from a large generated pool (each seen rarely), of the
+ * category's kind, never a value of the valid or test split, and only for the train split. */
+static int ieq(const char *a, const char *b) {
+    for (; *a && *b; a++, b++)
+        if (tolower((unsigned char)*a) != tolower((unsigned char)*b))
+            return 0;
+    return *a == *b;
+}
+
+static void test_open_values(void **state) {
+    (void)state;
+    mn_probe_templates t, closed, valid, test;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &t), MN_OK);
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &closed), MN_OK);
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_VALID, &valid), MN_OK);
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TEST, &test), MN_OK);
+    /* held-out splits keep their lists */
+    assert_int_not_equal(mn_probe_templates_open_values(&test, templates_dir(), 1000, 1), MN_OK);
+    assert_int_not_equal(mn_probe_templates_open_values(&valid, templates_dir(), 1000, 1), MN_OK);
+    assert_int_equal(test.categories[0].n_values, 8);
+
+    assert_int_equal(mn_probe_templates_open_values(&t, templates_dir(), 5000, 7), MN_OK);
+    assert_int_equal(t.n_categories, closed.n_categories);
+    const mn_probe_templates *heldout[2] = {&valid, &test};
+    for (int c = 0; c < t.n_categories; c++) {
+        const mn_fact_category *cat = &t.categories[c];
+        /* a pool far larger than the closed list: every kind but dates reaches the 5000 asked */
+        if (!strcmp(cat->name, "dates"))
+            assert_in_range(cat->n_values, 300, 366);
+        else
+            assert_int_equal(cat->n_values, 5000);
+        for (int v = 0; v < cat->n_values; v++) {
+            const char *val = cat->values[v];
+            assert_true(strlen(val) > 0 && strlen(val) < 64);
+            if (!strcmp(cat->name, "numbers"))
+                for (const char *p = val; *p; p++)
+                    assert_true(isdigit((unsigned char)*p));
+            /* no held-out value of any category, whatever the case */
+            for (int h = 0; h < 2; h++)
+                for (int hc = 0; hc < heldout[h]->n_categories; hc++)
+                    for (int hv = 0; hv < heldout[h]->categories[hc].n_values; hv++)
+                        assert_false(ieq(val, heldout[h]->categories[hc].values[hv]));
+        }
+        /* unique within the category (spot check against the following values) */
+        for (int v = 0; v + 1 < cat->n_values && v < 300; v++)
+            for (int w = v + 1; w < cat->n_values; w++)
+                assert_true(strcmp(cat->values[v], cat->values[w]) != 0);
+    }
+
+    /* injected probes draw their answers from the open pool: many distinct answers, almost none
+     * from the closed train list, none held out */
+    mn_dialogue_list eps = build_episodes(400, 30, 3);
+    static const mn_distance_range dist[] = {{1, 3}};
+    mn_probe_config pc = mn_probe_config_default();
+    pc.distances = dist;
+    pc.n_distances = 1;
+    pc.probes_per_episode = 2;
+    pc.sources = MN_FACTS_TEMPLATES;
+    mn_probe_stats stats = {0};
+    assert_int_equal(mn_probes_inject_all(&eps, &t, NULL, &pc, &stats), MN_OK);
+    assert_true(stats.probes >= 200);
+    char **answers = calloc((size_t)stats.probes, sizeof *answers);
+    assert_non_null(answers);
+    int n = 0, distinct = 0, closed_hits = 0;
+    for (int64_t e = 0; e < eps.count; e++)
+        for (int p = 0; p < eps.items[e].n_probes; p++) {
+            const mn_probe *q = &eps.items[e].probes[p];
+            assert_true(category_of_value(&t, q->answer) >= 0);
+            closed_hits += category_of_value(&closed, q->answer) >= 0;
+            for (int h = 0; h < 2; h++)
+                assert_int_equal(category_of_value(heldout[h], q->answer), -1);
+            for (int i = 0; i < q->n_choices; i++)
+                for (int h = 0; h < 2; h++)
+                    assert_int_equal(category_of_value(heldout[h], q->choices[i]), -1);
+            distinct += !in_list(answers, n, q->answer);
+            answers[n++] = q->answer;
+        }
+    assert_true(distinct >= n * 8 / 10);
+    assert_true(closed_hits <= n / 20);
+    free(answers);
+    assert_roundtrip_valid(&eps);
+    mn_dialogue_list_free(&eps);
+
+    /* deterministic in the seed */
+    mn_probe_templates again;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &again), MN_OK);
+    assert_int_equal(mn_probe_templates_open_values(&again, templates_dir(), 5000, 7), MN_OK);
+    for (int c = 0; c < t.n_categories; c++) {
+        assert_int_equal(again.categories[c].n_values, t.categories[c].n_values);
+        for (int v = 0; v < t.categories[c].n_values; v++)
+            assert_string_equal(again.categories[c].values[v], t.categories[c].values[v]);
+    }
+    mn_probe_templates_free(&again);
+    mn_probe_templates_free(&t);
+    mn_probe_templates_free(&closed);
+    mn_probe_templates_free(&valid);
+    mn_probe_templates_free(&test);
+}
+
 static void test_exact_long_distance(void **state) {
     (void)state;
     mn_probe_templates t;
@@ -894,6 +993,28 @@ static void test_cli(void **state) {
     snprintf(args, sizeof args, "--jsonl '%s' --templates '%s' -o '%s' --facts templates",
              tmp_path("nope.jsonl"), templates_dir(), out);
     assert_int_equal(run_cli(args), 1);
+    /* --open-values: train split only */
+    snprintf(args, sizeof args,
+             "--jsonl '%s' --split test --facts templates --templates '%s' --open-values 100 "
+             "-o '%s'",
+             in, templates_dir(), out);
+    assert_int_equal(run_cli(args), 1);
+    snprintf(args, sizeof args,
+             "--jsonl '%s' --split train --turns 10 --distances 1-3 --probes-per-episode 1 "
+             "--facts templates --templates '%s' --open-values 1000 -o '%s'",
+             in, templates_dir(), out);
+    assert_int_equal(run_cli(args), 0);
+    assert_int_equal(mn_jsonl_read(out, 1, stderr, &eps, &rs), MN_OK);
+    assert_true(eps.count >= 10);
+    mn_probe_templates train;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &train), MN_OK);
+    int open_answers = 0;
+    for (int64_t e = 0; e < eps.count; e++)
+        for (int p = 0; p < eps.items[e].n_probes; p++)
+            open_answers += category_of_value(&train, eps.items[e].probes[p].answer) < 0;
+    assert_true(open_answers >= eps.count / 2);
+    mn_probe_templates_free(&train);
+    mn_dialogue_list_free(&eps);
     assert_int_equal(run_cli("--help"), 0);
 }
 
@@ -915,6 +1036,7 @@ int main(void) {
         cmocka_unit_test(test_episodes_sessions_and_T),
         cmocka_unit_test(test_episodes_deterministic),
         cmocka_unit_test(test_template_probes_valid),
+        cmocka_unit_test(test_open_values),
         cmocka_unit_test(test_exact_long_distance),
         cmocka_unit_test(test_probes_deterministic),
         cmocka_unit_test(test_updates),

@@ -39,6 +39,9 @@ static void usage(FILE *out) {
             "  --distractors K          wrong choices per probe (default 3)\n"
             "  --interference N         extra same-category facts per template probe (default 0)\n"
             "  --updates P              chance that a template fact is changed later (default 0)\n"
+            "  --open-values N          train split only: template values drawn from N generated\n"
+            "                           values per category (made-up words, numbers, dates; none\n"
+            "                           a valid/test value): recall must copy, not memorise\n"
             "  --drop-short             drop the last episode when it has fewer than T turns\n"
             "  --synthetic N            N episodes of built-in (or --jsonl) filler turns with\n"
             "                           template facts; needs no corpus and no personas\n"
@@ -103,7 +106,7 @@ int cmd_episodes(int argc, char **argv) {
     const char *input = NULL, *output = NULL, *split_name = "train", *facts = "both";
     const char *personas_path = NULL, *templates_path = "data/probes";
     const char *distances_spec = "1,2,4,8,16,32,64";
-    int strict = 0, synthetic = -1;
+    int strict = 0, synthetic = -1, open_values = 0;
     mn_episode_config ecfg = mn_episode_config_default();
     mn_probe_config pcfg = mn_probe_config_default();
     static const struct option options[] = {
@@ -121,6 +124,7 @@ int cmd_episodes(int argc, char **argv) {
         {"interference", required_argument, 0, 'i'},
         {"updates", required_argument, 0, 'u'},
         {"drop-short", no_argument, 0, 'D'},
+        {"open-values", required_argument, 0, 'O'},
         {"synthetic", required_argument, 0, 'y'},
         {"strict", no_argument, 0, 'X'},
         {"help", no_argument, 0, 'h'},
@@ -158,6 +162,10 @@ int cmd_episodes(int argc, char **argv) {
             break;
         case 'i':
             if (!parse_int(optarg, "--interference", 0, 1000, &pcfg.interference))
+                return 2;
+            break;
+        case 'O':
+            if (!parse_int(optarg, "--open-values", 2, 1 << 24, &open_values))
                 return 2;
             break;
         case 'y':
@@ -236,6 +244,15 @@ int cmd_episodes(int argc, char **argv) {
     if (mn_probe_templates_load(templates_path, split, &templates) != MN_OK) {
         fprintf(stderr, "mnemo episodes: templates: %s\n", mn_last_error());
         goto done;
+    }
+    if (open_values > 0) {
+        if (mn_probe_templates_open_values(&templates, templates_path, open_values,
+                                           (uint64_t)seed) != MN_OK) {
+            fprintf(stderr, "mnemo episodes: --open-values: %s\n", mn_last_error());
+            goto done;
+        }
+        printf("open values (train): %d categories, up to %d generated values each\n",
+               templates.n_categories, open_values);
     }
     if (pcfg.sources & MN_FACTS_PERSONAS) {
         if (!personas_path) {

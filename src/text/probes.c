@@ -1440,3 +1440,155 @@ mn_status mn_probes_synthetic(const mn_dialogue_list *pool, int n_episodes, int 
     free(texts);
     return st;
 }
+
+/* ------------------------------------------------------------------ open values */
+
+static const char *const month_names[12] = {"January", "February", "March",     "April",
+                                            "May",     "June",     "July",      "August",
+                                            "September", "October", "November", "December"};
+static const int month_days[12] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+
+/* A made-up word of `syll` consonant-vowel syllables, sometimes closed by a consonant. */
+static void made_up_word(mn_rng *rng, int syll, int capital, char *buf, size_t cap) {
+    static const char *const onsets[] = {"b", "d", "f", "g", "h", "k", "l", "m", "n", "p",
+                                         "r", "s", "t", "v", "z", "br", "ch", "dr", "gr",
+                                         "kr", "pl", "sh", "st", "th", "tr", "j", "w", ""};
+    static const char *const vowels[] = {"a", "e", "i", "o", "u", "a", "e", "o", "ai", "ou", "y"};
+    static const char *const codas[] = {"n", "r", "s", "l", "m", "x", "k", "t"};
+    size_t n = 0;
+    buf[0] = '\0';
+    for (int s = 0; s < syll; s++) {
+        const char *on = onsets[mn_rng_below(rng, sizeof onsets / sizeof *onsets)];
+        const char *v = vowels[mn_rng_below(rng, sizeof vowels / sizeof *vowels)];
+        n += (size_t)snprintf(buf + n, cap - n, "%s%s", on, v);
+    }
+    if (mn_rng_below(rng, 3) == 0)
+        n += (size_t)snprintf(buf + n, cap - n, "%s", codas[mn_rng_below(rng, 8)]);
+    if (capital)
+        buf[0] = (char)toupper((unsigned char)buf[0]);
+}
+
+/* One random value of the kind of `category`. */
+static void open_value(const char *category, mn_rng *rng, char *buf, size_t cap) {
+    if (!strcmp(category, "numbers")) {
+        int digits = 1 + (int)mn_rng_below(rng, 4); /* 1..4 digits, each length as likely */
+        uint64_t lo = digits == 1 ? 0 : 1, hi = 1;
+        for (int d = 0; d < digits; d++)
+            hi *= 10;
+        for (int d = 1; d < digits; d++)
+            lo *= 10;
+        snprintf(buf, cap, "%llu", (unsigned long long)(lo + mn_rng_below(rng, hi - lo)));
+    } else if (!strcmp(category, "dates")) {
+        int m = (int)mn_rng_below(rng, 12);
+        int day = 1 + (int)mn_rng_below(rng, (uint64_t)month_days[m]);
+        snprintf(buf, cap, "%s %d", month_names[m], day);
+    } else if (!strcmp(category, "preferences")) {
+        char a[64], b[64];
+        made_up_word(rng, 1 + (int)mn_rng_below(rng, 2), 0, a, sizeof a);
+        if (mn_rng_below(rng, 2)) {
+            made_up_word(rng, 1 + (int)mn_rng_below(rng, 2), 0, b, sizeof b);
+            snprintf(buf, cap, "%s %s", a, b);
+        } else {
+            snprintf(buf, cap, "%s", a);
+        }
+    } else {
+        made_up_word(rng, 2 + (int)mn_rng_below(rng, 2), 1, buf, cap);
+    }
+}
+
+/* How many distinct values a kind can take (an upper bound for the generator). */
+static int open_value_space(const char *category) {
+    if (!strcmp(category, "numbers"))
+        return 10000;
+    if (!strcmp(category, "dates"))
+        return 366;
+    return INT_MAX;
+}
+
+mn_status mn_probe_templates_open_values(mn_probe_templates *t, const char *path, int n_values,
+                                         uint64_t seed) {
+    if (!t || !path)
+        return mn_fail(MN_ERR_INVALID_ARG, "open values: NULL argument");
+    if (t->split != MN_SPLIT_TRAIN)
+        return mn_fail(MN_ERR_CONFIG, "open values: only for the train split (held-out splits "
+                                      "keep their own value lists)");
+    if (n_values < 2)
+        return mn_fail(MN_ERR_CONFIG, "open values: want at least 2 values (got %d)", n_values);
+    /* every held-out value, lower-cased, whatever its category */
+    index_map heldout;
+    memset(&heldout, 0, sizeof heldout);
+    mn_status st = MN_OK;
+    for (int s = 1; s <= 2 && st == MN_OK; s++) {
+        mn_probe_templates other;
+        st = mn_probe_templates_load(path, (mn_split)((int)MN_SPLIT_TRAIN + s), &other);
+        for (int c = 0; c < other.n_categories && st == MN_OK; c++)
+            for (int v = 0; v < other.categories[c].n_values && st == MN_OK; v++) {
+                char *k = lower_copy(other.categories[c].values[v]);
+                if (!k)
+                    st = mn_fail(MN_ERR_NOMEM, "open values: out of memory");
+                else if (index_map_get(&heldout, k) >= 0)
+                    free(k);
+                else
+                    st = index_map_put(&heldout, k, 1);
+            }
+        if (st == MN_OK)
+            mn_probe_templates_free(&other);
+    }
+    char ***lists = calloc((size_t)t->n_categories + 1, sizeof *lists);
+    int *counts = calloc((size_t)t->n_categories + 1, sizeof *counts);
+    if (st == MN_OK && (!lists || !counts))
+        st = mn_fail(MN_ERR_NOMEM, "open values: out of memory");
+    for (int c = 0; c < t->n_categories && st == MN_OK; c++) {
+        const char *name = t->categories[c].name;
+        mn_rng rng;
+        mn_rng_seed(&rng, mix64(mix64(seed ^ 0x09e4a1u) + (uint64_t)c));
+        int space = open_value_space(name);
+        int want = n_values < space ? n_values : space;
+        lists[c] = calloc((size_t)want, sizeof *lists[c]);
+        if (!lists[c]) {
+            st = mn_fail(MN_ERR_NOMEM, "open values: out of memory for %d values", want);
+            break;
+        }
+        index_map seen;
+        memset(&seen, 0, sizeof seen);
+        /* random draws; a small space is exhausted after a bounded number of misses */
+        int64_t misses = 0, max_misses = 64 * (int64_t)want + 100000;
+        while (counts[c] < want && misses < max_misses && st == MN_OK) {
+            char buf[128];
+            open_value(name, &rng, buf, sizeof buf);
+            char *k = lower_copy(buf);
+            if (!k) {
+                st = mn_fail(MN_ERR_NOMEM, "open values: out of memory");
+                break;
+            }
+            if (index_map_get(&heldout, k) >= 0 || index_map_get(&seen, k) >= 0) {
+                free(k);
+                misses++;
+                continue;
+            }
+            st = index_map_put(&seen, k, counts[c]);
+            if (st == MN_OK && !(lists[c][counts[c]] = strdup(buf)))
+                st = mn_fail(MN_ERR_NOMEM, "open values: out of memory");
+            if (st == MN_OK)
+                counts[c]++;
+        }
+        index_map_free(&seen);
+        if (st == MN_OK && counts[c] < 2)
+            st = mn_fail(MN_ERR_CONFIG, "open values: category '%s' got fewer than 2 values", name);
+    }
+    if (st == MN_OK) {
+        for (int c = 0; c < t->n_categories; c++) {
+            mn_fact_category *cat = &t->categories[c];
+            mn_free_strings(cat->values, cat->n_values);
+            cat->values = lists[c];
+            cat->n_values = counts[c];
+            lists[c] = NULL;
+        }
+    }
+    for (int c = 0; lists && c < t->n_categories; c++)
+        mn_free_strings(lists[c], counts[c]);
+    free(lists);
+    free(counts);
+    index_map_free(&heldout);
+    return st;
+}

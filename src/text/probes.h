@@ -44,6 +44,19 @@ typedef struct {
 mn_status mn_probe_templates_load(const char *path, mn_split split, mn_probe_templates *out);
 void mn_probe_templates_free(mn_probe_templates *templates);
 
+/* Open values (`mnemo episodes --open-values N`), for the train split only: replaces every
+ * category's value list by up to N generated values of the category's kind, so that a value is
+ * seen too rarely to be memorised and recall has to copy it from the fact turn. Kinds, by
+ * category name: "numbers" whole numbers 0..9999 (1 to 4 digits alike); "dates" "<Month> <day>"
+ * (any day of the year); "preferences" one or two lower-case made-up words; any other category
+ * (names, pets, places, ...) a capitalised made-up word of 2 or 3 syllables. Values are unique
+ * within a category, and none equals (case-insensitive) a value of the valid or test split of
+ * any category, read again from `path` (the same templates folder or file). A kind with fewer
+ * than N possible values keeps all it has (dates: 366 less the held-out ones). Deterministic in
+ * seed. Fails (leaving `t` unchanged) when t->split is not train. */
+mn_status mn_probe_templates_open_values(mn_probe_templates *t, const char *path, int n_values,
+                                         uint64_t seed);
+
 /* MSC persona sentences of one split (msc_personas_all.json: {"train"|"valid"|"test": [{"Speaker
  * 1": [...], "Speaker 2": [...]}]}). A sentence found in two splits (compared lower-cased,
  * with punctuation and extra spaces removed) is dropped from all of them, so that the splits
