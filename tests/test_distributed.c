@@ -27,71 +27,23 @@
 #include "dist.h"
 #include "io/checkpoint.h"
 
-#define OK(expr)                                                                       \
-    do {                                                                               \
-        mn_status st_ = (expr);                                                        \
-        if (st_ != MN_OK)                                                              \
-            fail_msg("%s -> %s: %s", #expr, mn_status_name(st_), mn_last_error());     \
-    } while (0)
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "cli_harness.h"
 
 static void sleep_s(double s) {
     struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
     nanosleep(&ts, NULL);
 }
 
-static const char *mnemo_bin(void) {
-    const char *b = getenv("MNEMO_BIN");
-    return b && *b ? b : "train/mnemo";
-}
-
-static char work_dir[256];
-
 static int setup_work_dir(void **state) {
     (void)state;
-    snprintf(work_dir, sizeof work_dir, "/tmp/mnemo-dist-XXXXXX");
-    return mkdtemp(work_dir) ? 0 : -1;
+    return make_work_dir("mnemo-dist");
 }
 
 static int end_jobs(void **state);
 
 static int remove_work_dir(void **state) {
     end_jobs(state);
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", work_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static const char *wpath(const char *name) {
-    static char bufs[16][600];
-    static int next;
-    char *b = bufs[next++ % 16];
-    snprintf(b, 600, "%s/%s", work_dir, name);
-    return b;
-}
-
-/* Whole file as a string (read to the end: /proc files report size 0). */
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return strdup("");
-    size_t cap = 4096, n = 0;
-    char *s = malloc(cap);
-    for (;;) {
-        n += fread(s + n, 1, cap - n - 1, f);
-        if (n < cap - 1)
-            break;
-        cap *= 2;
-        s = realloc(s, cap);
-    }
-    s[n] = '\0';
-    fclose(f);
-    return s;
+    return rm_work_dir();
 }
 
 /* The direct children of pid (mpirun's ranks; OpenMPI gives each a process group of its own). */
@@ -141,56 +93,23 @@ static int end_jobs(void **state) {
     return 0;
 }
 
-static char *log_text(const char *log, const char *ext) {
-    char p[700];
-    snprintf(p, sizeof p, "%s.%s", wpath(log), ext);
-    return slurp(p);
-}
-
-static void log_has(const char *log, const char *ext, const char *needle) {
-    char *text = log_text(log, ext);
-    if (!strstr(text, needle))
-        fail_msg("%s.%s does not mention '%s':\n%s", log, ext, needle, text);
-    free(text);
-}
-
 /* Starts `mpirun -np N mnemo ARGS...` (ranks == 0: mnemo alone) in a process group of its own,
  * stdout/stderr in <log>.out/.err. One thread per rank; the MCA settings make OpenMPI work in
  * containers (shared memory without cross-memory attach, no core binding on a shared machine). */
 static pid_t spawn(int ranks, const char *log, const char *const *args) {
-    const char *argv[160];
-    int n = 0;
+    const char *pre[16] = {NULL};
     if (ranks > 0) {
-        const char *pre[] = {getenv("MNEMO_MPIRUN"), "--allow-run-as-root", "--oversubscribe", "--bind-to", "none",
+        const char *mpi[] = {getenv("MNEMO_MPIRUN"), "--allow-run-as-root", "--oversubscribe", "--bind-to", "none",
                              "--mca", "btl", "self,vader", "--mca", "btl_vader_single_copy_mechanism", "none", "-np"};
-        for (size_t i = 0; i < sizeof pre / sizeof pre[0]; i++)
-            argv[n++] = pre[i];
+        size_t n = sizeof mpi / sizeof mpi[0];
+        memcpy(pre, mpi, sizeof mpi);
         static char np[8][16];
         static int k;
         char *s = np[k++ % 8];
         snprintf(s, 16, "%d", ranks);
-        argv[n++] = s;
+        pre[n] = s;
     }
-    argv[n++] = mnemo_bin();
-    for (int i = 0; args[i]; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-    char out[700], err[700];
-    snprintf(out, sizeof out, "%s.out", wpath(log));
-    snprintf(err, sizeof err, "%s.err", wpath(log));
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        setpgid(0, 0);
-        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644), fe = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fo < 0 || fe < 0)
-            _exit(126);
-        dup2(fo, 1);
-        dup2(fe, 2);
-        execvp(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    setpgid(pid, pid);
+    pid_t pid = spawn_logged(log, pre, args, 1);
     if (n_jobs < 32)
         jobs[n_jobs++] = pid;
     return pid;
@@ -217,12 +136,9 @@ static int wait_within(pid_t pid, double limit, double *took) {
 }
 
 static void run_expect(int want, int ranks, const char *log, const char *const *args) {
-    int rc = wait_within(spawn(ranks, log, args), 600, NULL);
-    if (rc != want) {
-        char *out = log_text(log, "out"), *err = log_text(log, "err");
-        fail_msg("%d rank(s): mnemo %s ... exited %d, expected %d\n--- stdout (tail)\n%s\n--- stderr\n%s", ranks,
-                 args[0], rc, want, strlen(out) > 3000 ? out + strlen(out) - 3000 : out, err);
-    }
+    char who[32];
+    snprintf(who, sizeof who, "%d rank(s): ", ranks);
+    check_exit(wait_within(spawn(ranks, log, args), 600, NULL), want, who, log, args);
 }
 
 /* The pid of rank `rank` among mpirun's children (their environment names the rank). */
@@ -251,71 +167,7 @@ static pid_t rank_pid(pid_t mpirun, int rank) {
     return 0;
 }
 
-/* Waits until rank 0's metrics show step `step`. */
-static void wait_for_step(pid_t pid, const char *run_dir, int step) {
-    char path[700], needle[64];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
-    snprintf(needle, sizeof needle, "{\"step\": %d,", step);
-    for (int i = 0; i < 6000; i++) {
-        char *text = slurp(path);
-        int found = strstr(text, needle) != NULL;
-        free(text);
-        if (found)
-            return;
-        if (waitpid(pid, NULL, WNOHANG) == pid)
-            fail_msg("the job exited before step %d", step);
-        sleep_s(0.01);
-    }
-    fail_msg("step %d never showed up in %s", step, path);
-}
-
-/* The tiny recall setup of test_train.c: milliseconds a step. Global batch 4. */
-#define TINY_RECALL                                                                                            \
-    "train", "--task", "recall", "--vocab-size", "40", "--d-model", "16", "--n-heads", "2", "--n-layers", "1", \
-        "--n-comp-layers", "1", "--n-slots", "2", "--max-turn-tokens", "6", "--recall-keys", "8",               \
-        "--recall-values", "8", "--recall-filler-max", "2", "--batch", "4", "--turns", "6", "--bptt", "3",      \
-        "--curriculum", "0:2,4:4,9:6", "--lr", "0.01", "--warmup-steps", "2", "--eval-interval", "5",          \
-        "--eval-batches", "1", "--eval-probes", "10", "--threads", "1", "--device", "cpu", "--log-interval", "1"
-
 /* ---------------------------------------------------------------- checkpoints */
-typedef struct {
-    mn_model *model;
-    mn_trainer *trainer;
-    mn_train_state state;
-} loaded;
-
-static loaded load_ckpt(const char *path) {
-    loaded l;
-    memset(&l, 0, sizeof l);
-    mn_config c;
-    OK(mn_checkpoint_read_config(path, &c));
-    OK(mn_model_create(&c, &l.model));
-    OK(mn_trainer_create(l.model, 1, 1, &l.trainer));
-    OK(mn_checkpoint_load(path, l.model, l.trainer, &l.state, NULL));
-    return l;
-}
-
-static void free_loaded(loaded *l) {
-    mn_trainer_free(l->trainer);
-    mn_model_free(l->model);
-}
-
-/* Parameters, moments, optimizer step and loop state equal bit for bit. */
-static void assert_same_training(const char *a_path, const char *b_path) {
-    loaded a = load_ckpt(a_path), b = load_ckpt(b_path);
-    size_t P = mn_model_num_params(a.model);
-    assert_int_equal(P, mn_model_num_params(b.model));
-    if (memcmp(mn_model_params(a.model), mn_model_params(b.model), P * sizeof(float)))
-        fail_msg("parameters of %s and %s differ", a_path, b_path);
-    if (memcmp(mn_trainer_adam_m(a.trainer), mn_trainer_adam_m(b.trainer), P * sizeof(float)) ||
-        memcmp(mn_trainer_adam_v(a.trainer), mn_trainer_adam_v(b.trainer), P * sizeof(float)))
-        fail_msg("AdamW moments of %s and %s differ", a_path, b_path);
-    assert_int_equal(mn_trainer_step(a.trainer), mn_trainer_step(b.trainer));
-    assert_memory_equal(&a.state, &b.state, sizeof a.state);
-    free_loaded(&a);
-    free_loaded(&b);
-}
-
 /* Largest |a - b| over the parameters. */
 static double max_param_diff(const char *a_path, const char *b_path) {
     loaded a = load_ckpt(a_path), b = load_ckpt(b_path);
@@ -452,59 +304,27 @@ static void test_resume_same_and_other_rank_count(void **state) {
 }
 
 /* ---------------------------------------------------------------- token shards */
-/* A small dialogue corpus (as in test_train.c), a tokenizer and train/valid token shards. */
-static void make_text_data(void) {
-    static const char *words[] = {"red",  "green", "blue", "cat",   "dog",  "fish", "likes", "eats",
-                                  "rice", "soup",  "tea",  "bread", "the",  "a",    "today", "again"};
-    static const char *foods[] = {"rice", "soup", "tea", "bread"};
-    uint64_t x = 77;
-    for (int split = 0; split < 2; split++) {
-        FILE *f = fopen(wpath(split ? "valid.jsonl" : "train.jsonl"), "w");
-        for (int d = 0; d < (split ? 6 : 12); d++) {
-#define DRAW(n) ((int)((x = x * 6364136223846793005ull + 1442695040888963407ull) >> 33) % (n))
-            int turns = 8 + DRAW(5), food = DRAW(4);
-            fprintf(f, "{\"id\": \"d%d\", \"turns\": [", d);
-            for (int t = 0; t < turns; t++) {
-                fprintf(f, "%s{\"speaker\": \"%s\", \"text\": \"", t ? ", " : "", t % 2 ? "B" : "A");
-                if (t == 1)
-                    fprintf(f, "my cat eats %s", foods[food]);
-                else
-                    for (int w = 0, n = 2 + DRAW(5); w < n; w++)
-                        fprintf(f, "%s%s", w ? " " : "", words[DRAW(16)]);
-                fprintf(f, "\"}");
-            }
-#undef DRAW
-            fprintf(f, "], \"probes\": [{\"after\": %d, \"speaker\": \"A\", \"question\": \"what does your cat eat\", "
-                       "\"answer\": \"%s\", \"choices\": [\"rice\", \"soup\", \"tea\", \"bread\"], \"evidence\": [1]}]}\n",
-                    turns - 1, foods[food]);
-        }
-        fclose(f);
-    }
-    const char *tok[] = {"tokenizer", "--train", "--jsonl", wpath("train.jsonl"), "--vocab-size", "300", "-o",
-                         wpath("tok.h5"), NULL};
-    run_expect(0, 0, "tok", tok);
-    const char *tr[] = {"shard", "--tokenizer", wpath("tok.h5"), "--jsonl", wpath("train.jsonl"), "-o",
-                        wpath("train.shard"), "--max-turn-tokens", "16", NULL};
-    run_expect(0, 0, "shard_train", tr);
-    const char *va[] = {"shard", "--tokenizer", wpath("tok.h5"), "--jsonl", wpath("valid.jsonl"), "-o",
-                        wpath("valid.shard"), "--max-turn-tokens", "16", NULL};
-    run_expect(0, 0, "shard_valid", va);
+/* The corpus's own stream (a 64-bit LCG): the shard counts asserted below were measured on it. */
+static int lcg_draw(void *ctx, int n) {
+    uint64_t *x = ctx;
+    *x = *x * 6364136223846793005ull + 1442695040888963407ull;
+    return (int)(*x >> 33) % n;
 }
 
+static void run_ok(const char *log, const char *const *args) { run_expect(0, 0, log, args); }
+
 #define TINY_SHARDS                                                                                            \
-    "train", "--task", "shards", "--train-data", wpath("train.shard"), "--valid-data", wpath("valid.shard"),   \
-        "--valid-probes", wpath("valid.jsonl"), "--tokenizer", wpath("tok.h5"), "--vocab-size", "300",          \
-        "--d-model", "16", "--n-heads", "2", "--n-layers", "1", "--n-comp-layers", "1", "--n-slots", "2",       \
-        "--max-turn-tokens", "16", "--batch", "4", "--turns", "4", "--bptt", "2", "--curriculum", "0:2,9:4",     \
-        "--lr", "0.01", "--warmup-steps", "2", "--eval-interval", "10", "--eval-batches", "1", "--eval-probes",  \
-        "6", "--threads", "1", "--device", "cpu", "--steps", "24", "--checkpoint-interval", "12"
+    TINY_SHARDS_MODEL, "--batch", "4", "--turns", "4", "--bptt", "2", "--curriculum", "0:2,9:4", "--lr", "0.01",  \
+        "--warmup-steps", "2", "--eval-interval", "10", "--eval-batches", "1", "--eval-probes", "6", "--threads",  \
+        "1", "--device", "cpu", "--steps", "24", "--checkpoint-interval", "12"
 
 /* Token shards: each rank's micro-batch is padded to its own longest turn; the windows of the
  * shuffled epochs (the cursor wraps) are partitioned over the ranks; 2 ranks == 1 rank with
  * 2 micro-batches bit for bit, and a 2-rank resume continues bit-identically. */
 static void test_shards_two_ranks(void **state) {
     (void)state;
-    make_text_data();
+    uint64_t x = 77;
+    make_text_data(lcg_draw, &x, run_ok);
     setenv("MNEMO_EPISODE_LOG", wpath("sh2"), 1);
     const char *two[] = {TINY_SHARDS, "--run-dir", wpath("sh2run"), NULL};
     run_expect(0, 2, "sh2", two);

@@ -31,75 +31,21 @@
 #include "train/recall.h"
 #include "train/schedule.h"
 
-#define OK(expr)                                                                       \
-    do {                                                                               \
-        mn_status st_ = (expr);                                                        \
-        if (st_ != MN_OK)                                                              \
-            fail_msg("%s -> %s: %s", #expr, mn_status_name(st_), mn_last_error());     \
-    } while (0)
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "cli_harness.h"
 
 /* ---------------------------------------------------------------- running the CLI */
-static const char *mnemo_bin(void) {
-    const char *b = getenv("MNEMO_BIN");
-    return b && *b ? b : "train/mnemo";
-}
-
-static char work_dir[256];
-
 static int setup_work_dir(void **state) {
     (void)state;
-    snprintf(work_dir, sizeof work_dir, "/tmp/mnemo-train-XXXXXX");
-    if (!mkdtemp(work_dir))
-        return -1;
-    return 0;
+    return make_work_dir("mnemo-train");
 }
 
 static int remove_work_dir(void **state) {
     (void)state;
-    char cmd[400];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", work_dir);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-/* Paths inside the work directory. */
-static const char *wpath(const char *name) {
-    static char bufs[8][600];
-    static int next;
-    char *b = bufs[next++ % 8];
-    snprintf(b, 600, "%s/%s", work_dir, name);
-    return b;
+    return rm_work_dir();
 }
 
 /* Starts `mnemo ARGS...` (NULL-terminated list) with stdout/stderr in <log>.out/.err. */
-static pid_t spawn_mnemo(const char *log, const char *const *args) {
-    const char *argv[128];
-    int n = 0;
-    argv[n++] = mnemo_bin();
-    for (int i = 0; args[i]; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-    char out[700], err[700];
-    snprintf(out, sizeof out, "%s.out", wpath(log));
-    snprintf(err, sizeof err, "%s.err", wpath(log));
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644), fe = open(err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fo < 0 || fe < 0)
-            _exit(126);
-        dup2(fo, 1);
-        dup2(fe, 2);
-        execv(argv[0], (char *const *)argv);
-        _exit(127);
-    }
-    return pid;
-}
+static pid_t spawn_mnemo(const char *log, const char *const *args) { return spawn_logged(log, NULL, args, 0); }
 
 static int wait_exit(pid_t pid) {
     int status;
@@ -110,88 +56,12 @@ static int wait_exit(pid_t pid) {
     return WEXITSTATUS(status);
 }
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return strdup("");
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    size_t got = fread(s, 1, (size_t)n, f);
-    s[got] = '\0';
-    fclose(f);
-    return s;
-}
-
-static char *log_text(const char *log, const char *ext) {
-    char p[700];
-    snprintf(p, sizeof p, "%s.%s", wpath(log), ext);
-    return slurp(p);
-}
-
 /* Runs and checks the exit code; on a mismatch prints the logs. */
 static void run_expect(int want, const char *log, const char *const *args) {
-    int rc = wait_exit(spawn_mnemo(log, args));
-    if (rc != want) {
-        char *out = log_text(log, "out"), *err = log_text(log, "err");
-        fail_msg("mnemo %s ... exited %d, expected %d\n--- stdout (tail)\n%s\n--- stderr\n%s", args[0], rc, want,
-                 strlen(out) > 3000 ? out + strlen(out) - 3000 : out, err);
-    }
+    check_exit(wait_exit(spawn_mnemo(log, args)), want, "", log, args);
 }
 
-static void log_has(const char *log, const char *ext, const char *needle) {
-    char *text = log_text(log, ext);
-    if (!strstr(text, needle))
-        fail_msg("%s.%s does not mention '%s':\n%s", log, ext, needle, text);
-    free(text);
-}
-
-/* The tiny recall setup shared by the CLI tests: trains in milliseconds a step. */
-#define TINY_RECALL                                                                                            \
-    "train", "--task", "recall", "--vocab-size", "40", "--d-model", "16", "--n-heads", "2", "--n-layers", "1", \
-        "--n-comp-layers", "1", "--n-slots", "2", "--max-turn-tokens", "6", "--recall-keys", "8",               \
-        "--recall-values", "8", "--recall-filler-max", "2", "--batch", "4", "--turns", "6", "--bptt", "3",      \
-        "--curriculum", "0:2,4:4,9:6", "--lr", "0.01", "--warmup-steps", "2", "--eval-interval", "5",          \
-        "--eval-batches", "1", "--eval-probes", "10", "--threads", "1", "--device", "cpu", "--log-interval", "1"
-
-/* ---------------------------------------------------------------- checkpoints and metrics */
-typedef struct {
-    mn_model *model;
-    mn_trainer *trainer;
-    mn_train_state state;
-} loaded;
-
-static loaded load_ckpt(const char *path) {
-    loaded l;
-    memset(&l, 0, sizeof l);
-    mn_config c;
-    OK(mn_checkpoint_read_config(path, &c));
-    OK(mn_model_create(&c, &l.model));
-    OK(mn_trainer_create(l.model, 1, 1, &l.trainer));
-    OK(mn_checkpoint_load(path, l.model, l.trainer, &l.state, NULL));
-    return l;
-}
-
-static void free_loaded(loaded *l) {
-    mn_trainer_free(l->trainer);
-    mn_model_free(l->model);
-}
-
-static void assert_same_training(const char *a_path, const char *b_path) {
-    loaded a = load_ckpt(a_path), b = load_ckpt(b_path);
-    size_t P = mn_model_num_params(a.model);
-    assert_int_equal(P, mn_model_num_params(b.model));
-    if (memcmp(mn_model_params(a.model), mn_model_params(b.model), P * sizeof(float)))
-        fail_msg("parameters of %s and %s differ", a_path, b_path);
-    assert_memory_equal(mn_trainer_adam_m(a.trainer), mn_trainer_adam_m(b.trainer), P * sizeof(float));
-    assert_memory_equal(mn_trainer_adam_v(a.trainer), mn_trainer_adam_v(b.trainer), P * sizeof(float));
-    assert_int_equal(mn_trainer_step(a.trainer), mn_trainer_step(b.trainer));
-    assert_memory_equal(&a.state, &b.state, sizeof a.state);
-    free_loaded(&a);
-    free_loaded(&b);
-}
-
+/* ---------------------------------------------------------------- metrics */
 #define MAX_STEPS 4096
 typedef struct {
     double loss[MAX_STEPS + 1], grad_norm[MAX_STEPS + 1];
@@ -517,55 +387,21 @@ static void test_base_and_freeze_decoder(void **state) {
     log_has("base_c", "err", "n_slots");
 }
 
-/* Builds a small dialogue corpus with probes, a tokenizer and two shards. */
-static void make_text_data(void) {
-    static const char *words[] = {"red",  "green", "blue", "cat",   "dog",  "fish", "likes", "eats",
-                                  "rice", "soup",  "tea",  "bread", "the",  "a",    "today", "again"};
-    static const char *foods[] = {"rice", "soup", "tea", "bread"};
-    mn_rng rng;
-    mn_rng_seed(&rng, 77);
-    for (int split = 0; split < 2; split++) {
-        FILE *f = fopen(wpath(split ? "valid.jsonl" : "train.jsonl"), "w");
-        for (int d = 0; d < (split ? 6 : 12); d++) {
-            int turns = 8 + (int)mn_rng_below(&rng, 5), food = (int)mn_rng_below(&rng, 4);
-            fprintf(f, "{\"id\": \"d%d\", \"turns\": [", d);
-            for (int t = 0; t < turns; t++) {
-                fprintf(f, "%s{\"speaker\": \"%s\", \"text\": \"", t ? ", " : "", t % 2 ? "B" : "A");
-                if (t == 1)
-                    fprintf(f, "my cat eats %s", foods[food]);
-                else
-                    for (int w = 0, n = 2 + (int)mn_rng_below(&rng, 5); w < n; w++)
-                        fprintf(f, "%s%s", w ? " " : "", words[mn_rng_below(&rng, 16)]);
-                fprintf(f, "\"}");
-            }
-            fprintf(f, "], \"probes\": [{\"after\": %d, \"speaker\": \"A\", \"question\": \"what does your cat eat\", "
-                       "\"answer\": \"%s\", \"choices\": [\"rice\", \"soup\", \"tea\", \"bread\"], \"evidence\": [1]}]}\n",
-                    turns - 1, foods[food]);
-        }
-        fclose(f);
-    }
-    const char *tok[] = {"tokenizer", "--train", "--jsonl", wpath("train.jsonl"), "--vocab-size", "300", "-o",
-                         wpath("tok.h5"), NULL};
-    run_expect(0, "tok", tok);
-    const char *tr[] = {"shard", "--tokenizer", wpath("tok.h5"), "--jsonl", wpath("train.jsonl"), "-o",
-                        wpath("train.shard"), "--max-turn-tokens", "16", NULL};
-    run_expect(0, "shard_train", tr);
-    const char *va[] = {"shard", "--tokenizer", wpath("tok.h5"), "--jsonl", wpath("valid.jsonl"), "-o",
-                        wpath("valid.shard"), "--max-turn-tokens", "16", NULL};
-    run_expect(0, "shard_valid", va);
-}
+/* The corpus's stream: mn_rng seeded 77 (the expectations below were measured on it). */
+static int rng_draw(void *ctx, int n) { return (int)mn_rng_below(ctx, (uint64_t)n); }
+
+static void run_ok(const char *log, const char *const *args) { run_expect(0, log, args); }
 
 #define TINY_SHARDS                                                                                            \
-    "train", "--task", "shards", "--train-data", wpath("train.shard"), "--valid-data", wpath("valid.shard"),   \
-        "--valid-probes", wpath("valid.jsonl"), "--tokenizer", wpath("tok.h5"), "--vocab-size", "300",          \
-        "--d-model", "16", "--n-heads", "2", "--n-layers", "1", "--n-comp-layers", "1", "--n-slots", "2",       \
-        "--max-turn-tokens", "16", "--batch", "2", "--turns", "4", "--bptt", "2", "--curriculum", "0:2,5:4",     \
-        "--lr", "0.01", "--warmup-steps", "2", "--eval-interval", "5", "--eval-batches", "1", "--eval-probes",   \
-        "6", "--threads", "1", "--device", "cpu"
+    TINY_SHARDS_MODEL, "--batch", "2", "--turns", "4", "--bptt", "2", "--curriculum", "0:2,5:4", "--lr", "0.01",  \
+        "--warmup-steps", "2", "--eval-interval", "5", "--eval-batches", "1", "--eval-probes", "6", "--threads",   \
+        "1", "--device", "cpu"
 
 static void test_resume_bit_identical_shards(void **state) {
     (void)state;
-    make_text_data();
+    mn_rng rng;
+    mn_rng_seed(&rng, 77);
+    make_text_data(rng_draw, &rng, run_ok);
     /* 30 steps of 2 windows: more than the ~45 four-turn windows, so the cursor wraps */
     const char *straight[] = {TINY_SHARDS, "--steps", "30", "--checkpoint-interval", "13", "--run-dir", wpath("sa"),
                               NULL};
@@ -602,26 +438,6 @@ static void test_resume_bit_identical_shards(void **state) {
     log_has("inspect", "out", "tokenizer    mnemo-bpe");
     log_has("inspect", "out", "step 30");
     log_has("inspect", "out", "verified");
-}
-
-/* Waits until a run's metrics show at least `step` steps (or the child exits). */
-static void wait_for_step(pid_t pid, const char *run_dir, int step) {
-    char path[700];
-    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
-    char needle[64];
-    snprintf(needle, sizeof needle, "{\"step\": %d,", step);
-    for (int i = 0; i < 6000; i++) {
-        char *text = slurp(path);
-        int found = strstr(text, needle) != NULL;
-        free(text);
-        if (found)
-            return;
-        if (waitpid(pid, NULL, WNOHANG) == pid)
-            fail_msg("the training child exited before step %d", step);
-        struct timespec ts = {0, 5000000};
-        nanosleep(&ts, NULL);
-    }
-    fail_msg("step %d never showed up in %s", step, path);
 }
 
 static void test_signals_checkpoint_and_resume(void **state) {
