@@ -559,22 +559,32 @@ static int cmd_turns(options *o) {
             memcpy(kv.v[l] + p * C, kv.v[l] + src * C, (size_t)C * sizeof(float));
         }
 
-    // 3. rounds over every point, mnemo first (turn 1 and turn T back to back, so that the
-    // flatness ratio sees the same machine load), then the KV cache; medians per point
-    int R = o->rounds;
-    double *tm = xmalloc((size_t)R * np * sizeof(double)), *tk = xmalloc((size_t)R * np * sizeof(double));
-    // odd rounds run the points in reverse, so that a drift of the machine's speed during a
-    // round does not tilt the comparison between the first and the last point
-    for (int rd = -1; rd < R; rd++) // round -1 warms caches and is not recorded
-        for (int jj = 0; jj < np; jj++) {
-            int j = rd % 2 ? np - 1 - jj : jj;
-            const int32_t *tt = tok + (size_t)(pts[j] - 1) * n;
-            const float *rp = saved + (size_t)j * state;
-            double t0 = now_seconds();
-            if (mn_logits(m, tt, n, rp, logits) != MN_OK || mn_update(m, tt, n, rp, r_out) != MN_OK)
-                die_mn("turn");
-            if (rd >= 0)
-                tm[(size_t)j * R + rd] = now_seconds() - t0;
+    // 3. mnemo: every round times each point right next to the first point (the order of the
+    // two swapping every round), so that each ratio to turn 1 sees one machine load; medians of
+    // those paired ratios over rounds are the flatness figure. Then the KV cache, per point.
+    int R = o->rounds, RM = 4 * o->rounds;
+    double *tm = xmalloc((size_t)RM * np * sizeof(double)), *tk = xmalloc((size_t)R * np * sizeof(double));
+    double *ratio = xmalloc((size_t)RM * np * sizeof(double));
+    for (int rd = -1; rd < RM; rd++) // round -1 warms caches and is not recorded
+        for (int j = 0; j < np; j++) {
+            double t[2];
+            for (int k = 0; k < 2; k++) {
+                int which = (rd + k) % 2 ? 0 : j; // alternate which of the pair runs first
+                const int32_t *tt = tok + (size_t)(pts[which] - 1) * n;
+                const float *rp = saved + (size_t)which * state;
+                double t0 = now_seconds();
+                if (mn_logits(m, tt, n, rp, logits) != MN_OK || mn_update(m, tt, n, rp, r_out) != MN_OK)
+                    die_mn("turn");
+                t[which == 0 ? 0 : 1] = now_seconds() - t0;
+                if (j == 0) { // the first point paired with itself: both timings are turn 1
+                    t[1] = t[0];
+                    break;
+                }
+            }
+            if (rd >= 0) {
+                tm[(size_t)j * RM + rd] = t[1];
+                ratio[(size_t)j * RM + rd] = t[1] / t[0];
+            }
         }
     for (int rd = 0; rd < R; rd++)
         for (int jj = 0; jj < np; jj++) {
@@ -585,13 +595,14 @@ static int cmd_turns(options *o) {
         }
     size_t kv_bytes_per_token = 2 * (size_t)c->n_layers * C * sizeof(float);
     for (int j = 0; j < np; j++) {
-        double a = median(tm + (size_t)j * R, R), b = median(tk + (size_t)j * R, R);
-        printf("point turn %d mnemo_s %.6f kv_s %.6f mnemo_state_bytes %zu kv_cache_bytes %zu\n", pts[j], a, b,
-               state * sizeof(float), (size_t)pts[j] * n * kv_bytes_per_token);
+        double a = median(tm + (size_t)j * RM, RM), b = median(tk + (size_t)j * R, R);
+        printf("point turn %d mnemo_s %.6f kv_s %.6f mnemo_state_bytes %zu kv_cache_bytes %zu paired_ratio %.4f\n",
+               pts[j], a, b, state * sizeof(float), (size_t)pts[j] * n * kv_bytes_per_token,
+               median(ratio + (size_t)j * RM, RM));
     }
     printf("peak_rss_kib %ld\n", peak_rss_kib());
     kv_free(&kv);
-    free(tm), free(tk), free(tok), free(logits), free(r), free(r_out), free(saved), free(chain);
+    free(tm), free(tk), free(ratio), free(tok), free(logits), free(r), free(r_out), free(saved), free(chain);
     mn_model_free(m);
     return 0;
 }

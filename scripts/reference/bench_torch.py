@@ -96,6 +96,8 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--mode", choices=["eager", "sdpa", "compile"], default="eager")
     ap.add_argument("--serve", action="store_true", help="after the warm-up, one step per 'step' line on stdin")
+    ap.add_argument("--profile", action="store_true",
+                    help="after the warm-up, one step under torch.profiler: share of time in matrix products")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -131,6 +133,19 @@ def main():
 
     for _ in range(args.warmup):
         step()
+    if args.profile:
+        # where torch's step goes, for docs/perf.md's comparison with mnemo's perf profile: self
+        # CPU time of the matrix-product ops against all ops (the other threads work inside them)
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            step()
+        ev = prof.key_averages()
+        total = sum(e.self_cpu_time_total for e in ev)
+        mm_ops = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation")
+        mm = sum(e.self_cpu_time_total for e in ev if e.key in mm_ops)
+        print(f"profile self_cpu_s {total / 1e6:.3f} matmul_s {mm / 1e6:.3f} matmul_share {mm / total:.3f}")
+        print(ev.table(sort_by="self_cpu_time_total", row_limit=12))
+        return
     if args.serve:
         # paired mode for scripts/bench: one step per "step" line on stdin
         print("ready", flush=True)
