@@ -137,6 +137,18 @@ def main():
         # where torch's step goes, for docs/perf.md's comparison with mnemo's perf profile: self
         # CPU time of the matrix-product ops against all ops (the other threads work inside them)
         from torch.profiler import ProfilerActivity, profile
+        # torch's own product speed on the model's main shapes (rows = batch x (slots + turn)),
+        # the counterpart of the sgemm GFLOP/s mnemo_perf prints
+        rows = B * (cfg.n_slots + L)
+        for M, K, N in ((rows, cfg.d_model, 4 * cfg.d_model), (rows, 4 * cfg.d_model, cfg.d_model),
+                        (B * L, cfg.d_model, cfg.vocab_size)):
+            a, b = torch.randn(M, K), torch.randn(K, N)
+            ts = []
+            for _ in range(12):
+                t0 = time.perf_counter()
+                a @ b
+                ts.append(time.perf_counter() - t0)
+            print(f"mm {M}x{K}x{N} gflops {2 * M * K * N / statistics.median(ts[2:]) / 1e9:.1f}")
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             step()
         ev = prof.key_averages()
