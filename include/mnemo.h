@@ -198,6 +198,15 @@ mn_status mn_trainer_shard_moments(mn_trainer *trainer, size_t lo, size_t hi);
 int mn_trainer_moments_range(const mn_trainer *trainer, size_t *lo, size_t *hi);
 uint64_t mn_trainer_step(const mn_trainer *trainer);     /* AdamW steps taken */
 void mn_trainer_set_step(mn_trainer *trainer, uint64_t step);
+/* Reconstruction aid: with weight > 0, mn_forward_backward also decodes every turn t again from
+ * R_t (the state that has just read it) and adds weight x that loss (the same token weights and
+ * normaliser) to the objective, so that writing tokens into memory and reading them back is
+ * learned from every turn, not only from probe answers (docs/training.md). The loss it returns
+ * stays the plain one; mn_forward (evaluation) never reconstructs. 0 (the default) turns it off.
+ * Costs one more decoder pass per turn. weight must be finite and >= 0. */
+mn_status mn_trainer_set_reconstruction(mn_trainer *trainer, float weight);
+/* The last mn_forward_backward's reconstruction loss (sum w*ce / the batch's weight); 0 when off. */
+double mn_trainer_reconstruction_loss(const mn_trainer *trainer);
 /* L2 norm of the whole gradient (deterministic summation). NaN if the device failed
  * (mn_last_error() says how). */
 float mn_grad_norm(mn_trainer *trainer);

@@ -349,6 +349,23 @@ static void test_fixture_on_gpu(void **state) {
     free(want);
     mn_trainer_free(tr);
 
+    /* the reconstruction aid (mn_trainer_set_reconstruction) on the device */
+    float recon_weight, recon, want_recon;
+    OK(mn_h5_read_floats(fx.file, fixture_path(), "outputs/reconstruct_weight", &recon_weight, 1));
+    OK(mn_h5_read_floats(fx.file, fixture_path(), "outputs/recon_loss", &want_recon, 1));
+    OK(dut_trainer(m, fx.B, fx.bptt, &tr));
+    OK(mn_trainer_set_reconstruction(tr, recon_weight));
+    OK(mn_forward_backward(tr, &batch, &loss, NULL));
+    OK(mn_trainer_pull(tr));
+    recon = (float)mn_trainer_reconstruction_loss(tr);
+    expect_close("fixture loss (reconstruction on)", &loss, &want_loss, 1, MODEL_RTOL, MODEL_ATOL);
+    expect_close("fixture reconstruction loss", &recon, &want_recon, 1, MODEL_RTOL, MODEL_ATOL);
+    want = read_named(&fx, m, "grads_reconstruct");
+    expect_tensors_close(m, "fixture grad (reconstruction, bptt 2)", mn_trainer_grads(tr), want, MODEL_RTOL,
+                         MODEL_ATOL);
+    free(want);
+    mn_trainer_free(tr);
+
     /* AdamW steps as test_model's, on the GPU */
     double lr, b1, b2, eps, wd, clip;
     int64_t steps;

@@ -218,6 +218,33 @@ static void test_fixture_forward_backward(void **state) {
     free(want_grads);
     mn_trainer_free(tr);
 
+    /* the reconstruction aid: other gradients (the oracle's), the same reported loss, its own loss */
+    float recon_weight = 0;
+    assert_int_equal(mn_h5_read_floats(fx.file, fixture_path(), "outputs/reconstruct_weight", &recon_weight, 1),
+                     MN_OK);
+    assert_true(recon_weight > 0);
+    assert_int_equal(mn_trainer_create(m, fx.B, fx.bptt, &tr), MN_OK);
+    assert_int_equal(mn_trainer_set_reconstruction(tr, recon_weight), MN_OK);
+    float recon_loss = 0, want_recon = 0, plain_loss = loss;
+    assert_int_equal(mn_forward_backward(tr, &batch, &loss, NULL), MN_OK);
+    assert_close("loss with reconstruction", &loss, &plain_loss, 1);
+    assert_int_equal(mn_h5_read_floats(fx.file, fixture_path(), "outputs/recon_loss", &want_recon, 1), MN_OK);
+    recon_loss = (float)mn_trainer_reconstruction_loss(tr);
+    assert_close("reconstruction loss", &recon_loss, &want_recon, 1);
+    float *want_recon_grads = read_named_tensors(&fx, m, "grads_reconstruct");
+    assert_tensors_close(m, "grad (reconstruction, bptt 2)", mn_trainer_grads(tr), want_recon_grads);
+    free(want_recon_grads);
+    assert_int_equal(mn_trainer_set_reconstruction(tr, -1.0f), MN_ERR_INVALID_ARG);
+    assert_int_equal(mn_trainer_set_reconstruction(tr, NAN), MN_ERR_INVALID_ARG);
+    /* weight 0 turns it off again: the plain gradients, bit for bit */
+    assert_int_equal(mn_trainer_set_reconstruction(tr, 0.0f), MN_OK);
+    assert_int_equal(mn_forward_backward(tr, &batch, &loss, NULL), MN_OK);
+    float *plain = read_named_tensors(&fx, m, "grads");
+    assert_tensors_close(m, "grad (reconstruction off)", mn_trainer_grads(tr), plain);
+    free(plain);
+    assert_true(mn_trainer_reconstruction_loss(tr) == 0.0);
+    mn_trainer_free(tr);
+
     /* full BPTT gives other gradients: the truncation is really applied */
     assert_int_equal(mn_trainer_create(m, fx.B, fx.T, &tr), MN_OK);
     assert_int_equal(mn_forward_backward(tr, &batch, &loss, NULL), MN_OK);

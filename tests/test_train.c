@@ -351,6 +351,41 @@ static void test_resume_bit_identical_recall(void **state) {
     log_has("again", "out", "at step 12");
 }
 
+/* --reconstruct-weight: the loop trains with the aid (its loss in the metrics, other parameters
+ * than without it), the checkpoint's config keeps it, and the resume is bit-identical. */
+static void test_reconstruction_in_training(void **state) {
+    (void)state;
+    const char *plain[] = {TINY_RECALL, "--steps", "6", "--run-dir", wpath("rc_plain"), NULL};
+    run_expect(0, "rc_plain", plain);
+    const char *aided[] = {TINY_RECALL, "--steps", "6", "--reconstruct-weight", "0.5", "--checkpoint-interval", "3",
+                           "--run-dir", wpath("rc_a"), NULL};
+    run_expect(0, "rc_a", aided);
+    char *m = slurp(wpath("rc_a/metrics.jsonl")), *mp = slurp(wpath("rc_plain/metrics.jsonl"));
+    assert_non_null(m);
+    assert_non_null(mp);
+    int lines = 0;
+    for (const char *at = m; (at = strstr(at, "\"recon_loss\": ")) != NULL; at++) {
+        double v = atof(at + strlen("\"recon_loss\": "));
+        assert_true(isfinite(v) && v > 0.0);
+        lines++;
+    }
+    assert_int_equal(lines, 6);                  /* one per step */
+    assert_null(strstr(mp, "\"recon_loss\"")); /* off by default */
+    free(m);
+    free(mp);
+    loaded a = load_ckpt(wpath("rc_a/ckpt-00000006.h5")), p = load_ckpt(wpath("rc_plain/ckpt-00000006.h5"));
+    assert_true(memcmp(mn_model_params(a.model), mn_model_params(p.model),
+                       mn_model_num_params(a.model) * sizeof(float)) != 0);
+    free_loaded(&a);
+    free_loaded(&p);
+    const char *resumed[] = {"train", "--resume", wpath("rc_a/ckpt-00000003.h5"), "--run-dir", wpath("rc_b"), NULL};
+    run_expect(0, "rc_b", resumed);
+    assert_same_training(wpath("rc_a/ckpt-00000006.h5"), wpath("rc_b/ckpt-00000006.h5"));
+    const char *bad[] = {"train", "--task", "recall", "--reconstruct-weight", "-1", "--print-config", NULL};
+    run_expect(2, "rc_bad", bad);
+    log_has("rc_bad", "err", "reconstruct_weight");
+}
+
 /* --base takes another run's parameters (fresh optimizer and step); --freeze-decoder keeps
  * decoder.* and wte bit-identical while the compressor and memory train. */
 static void test_base_and_freeze_decoder(void **state) {
@@ -704,6 +739,7 @@ int main(void) {
         cmocka_unit_test(test_score_choices),
         cmocka_unit_test(test_config_layers_and_errors),
         cmocka_unit_test(test_resume_bit_identical_recall),
+        cmocka_unit_test(test_reconstruction_in_training),
         cmocka_unit_test(test_base_and_freeze_decoder),
         cmocka_unit_test(test_resume_bit_identical_shards),
         cmocka_unit_test(test_signals_checkpoint_and_resume),

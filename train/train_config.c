@@ -52,6 +52,7 @@ static const field fields[] = {
     FIELD(grad_clip, F_DOUBLE, "clip the global gradient norm (0: off)"),
     FIELD(answer_weight, F_DOUBLE, "loss weight of probe-answer tokens"),
     FIELD(text_weight, F_DOUBLE, "loss weight of other tokens"),
+    FIELD(reconstruct_weight, F_DOUBLE, "weight of re-decoding each turn from the state that read it (0: off)"),
     FIELD(steps, F_I64, "training steps (the cosine schedule's length)"),
     FIELD(time_limit_s, F_I64, "stop after this many seconds with a checkpoint (0: none)"),
     FIELD(seed, F_I64, "seed of initialisation, data order and synthetic episodes"),
@@ -387,6 +388,8 @@ int train_config_validate(const train_config *c, FILE *err) {
         return bad(err, "grad_clip", "must be >= 0");
     if (!(c->answer_weight > 0) || !(c->text_weight >= 0))
         return bad(err, "answer_weight / text_weight", "must be > 0 and >= 0");
+    if (!(c->reconstruct_weight >= 0) || !isfinite(c->reconstruct_weight))
+        return bad(err, "reconstruct_weight", "must be finite and >= 0");
     if (c->steps < 1)
         return bad(err, "steps", "must be >= 1");
     if (c->time_limit_s < 0)

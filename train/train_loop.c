@@ -849,7 +849,8 @@ static int setup_model(run *r) {
     const train_config *c = r->cfg;
     const train_run_options *o = r->opts;
     if (mn_model_create(&c->model, &r->model) != MN_OK ||
-        mn_trainer_create(r->model, r->micro_B, c->bptt, &r->trainer) != MN_OK)
+        mn_trainer_create(r->model, r->micro_B, c->bptt, &r->trainer) != MN_OK ||
+        mn_trainer_set_reconstruction(r->trainer, (float)c->reconstruct_weight) != MN_OK)
         return fail("model");
     if (c->grad_accum > 1 && !(r->accum = malloc(mn_model_num_params(r->model) * sizeof(float)))) {
         fprintf(stderr, "mnemo train: out of memory for the gradient accumulator\n");
@@ -946,6 +947,7 @@ static void progress(run *r, float loss, double lr, double tok_per_s, double com
 /* What each rank reports after its forward/backward; every rank then decides alike. */
 typedef struct {
     double loss_sum, tokens;
+    double recon_loss;   /* reconstruction loss over the global weight (0: off) */
     int32_t status;      /* 0 ok, 1 non-finite (the step is skipped), 2 failed */
     int32_t stop;        /* a stop signal arrived */
     int32_t out_of_time; /* rank 0's clock decides */
@@ -954,6 +956,7 @@ typedef struct {
 
 typedef struct {
     float loss, grad_norm;
+    double recon_loss;
     int skipped, stop, out_of_time;
     int64_t tokens;
 } step_result;
@@ -1007,6 +1010,7 @@ static int train_step(run *r, const mn_batch *global, mn_adamw_config *adamw, st
         if (r->episode_log)
             log_episodes(r, &b, r->rank * r->local_B + m * r->micro_B);
         mine.loss_sum += ls;
+        mine.recon_loss += mn_trainer_reconstruction_loss(r->trainer);
         for (int i = 0; i < b.T * b.B; i++)
             mine.tokens += b.lengths[i];
         if (A > 1) {
@@ -1043,6 +1047,7 @@ static int train_step(run *r, const mn_batch *global, mn_adamw_config *adamw, st
     int worst = 0, failed_rank = -1;
     for (int k = 0; k < r->world; k++) {
         loss_sum += all[k].loss_sum;
+        res->recon_loss += all[k].recon_loss;
         tokens += all[k].tokens;
         res->stop |= all[k].stop;
         if (all[k].status > worst)
@@ -1287,6 +1292,8 @@ int train_run(const train_config *cfg, const train_run_options *opts) {
                     lr, batch.T, stage, tokens, tok_per_s);
             if (r.world > 1)
                 fprintf(r.metrics, "\"comm_s\": %.6f, \"comm_share\": %.4f, ", comm_s, comm_share);
+            if (cfg->reconstruct_weight > 0 && !skipped)
+                fprintf(r.metrics, "\"recon_loss\": %.9g, ", res.recon_loss);
             fprintf(r.metrics, "\"skipped\": %s}\n", skipped ? "true" : "false");
             fflush(r.metrics);
         }

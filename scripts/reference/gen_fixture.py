@@ -31,6 +31,7 @@ CFG = Config(vocab_size=53, d_model=16, n_heads=2, n_layers=2, n_comp_layers=2, 
              max_turn_tokens=8, gate_bias_init=-1.0)
 T, B, MAX_LEN, BPTT = 3, 2, 7, 2
 LENGTHS = [[7, 4], [3, 6], [5, 2]]
+RECONSTRUCT_WEIGHT = 0.5  # the reconstruction aid's gradients (mn_trainer_set_reconstruction)
 ADAMW = dict(lr=0.01, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, grad_clip=1.0, steps=3)
 
 
@@ -76,10 +77,10 @@ def make_batch(gen):
     return tokens, lengths, weights
 
 
-def grads_of(model, tokens, lengths, weights, bptt):
+def grads_of(model, tokens, lengths, weights, bptt, reconstruct_weight=0.0):
     model.zero_grad()
-    out = model.forward_batch(tokens, lengths, weights, bptt)
-    out["loss"].backward()
+    out = model.forward_batch(tokens, lengths, weights, bptt, reconstruct_weight=reconstruct_weight)
+    out["objective"].backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
     assert all(g is not None for g in grads.values())
     return out, grads
@@ -268,6 +269,25 @@ def main():
         print(f"  FD {gname:10s} random direction: autograd {ad:+.10e} fd {fd:+.10e} rel {r:.1e}")
         assert r < 1e-6
 
+    # --- the reconstruction aid, truncated: its own gradients, the same loss; the full-BPTT
+    # objective checked against finite differences along a random direction
+    out_r, grads_recon = grads_of(model, tokens, lengths, weights, BPTT, RECONSTRUCT_WEIGHT)
+    assert abs(float(out_r["loss"]) - loss) < 1e-14, "the reported loss stays the plain one"
+    recon_loss = float(out_r["recon_loss"])
+    rdiff = max(float((grads_recon[n] - grads[n]).abs().max()) for n in grads)
+    assert rdiff > 1e-4, "the reconstruction must change the gradients"
+    print(f"reconstruction loss {recon_loss:.6f}; grads change by up to {rdiff:.3e}")
+    _, grads_recon_full = grads_of(model, tokens, lengths, weights, T, RECONSTRUCT_WEIGHT)
+
+    def f_recon_full():
+        return float(model.forward_batch(tokens, lengths, weights, None,
+                                         reconstruct_weight=RECONSTRUCT_WEIGHT)["objective"])
+    ad = sum(float((grads_recon_full[n] * d).sum()) for n, d in direction.items())
+    fd = fd_direction(model, f_recon_full, direction)
+    print(f"  FD reconstruction (full BPTT) random direction: autograd {ad:+.10e} fd {fd:+.10e} "
+          f"rel {rel(fd, ad):.1e}")
+    assert rel(fd, ad) < 1e-6
+
     # --- AdamW: hyper-parameters as the C side holds them (float32)
     hp = {k: f32(v) for k, v in ADAMW.items() if k != "steps"}
     hp_tuple = (hp["lr"], hp["beta1"], hp["beta2"], hp["eps"], hp["weight_decay"], hp["grad_clip"])
@@ -325,7 +345,8 @@ def main():
         g.create_dataset("lengths", data=lengths.numpy().astype(np.int32), track_times=False)
         ds(g, "loss_weights", weights.numpy())
 
-        for gname, tensors in (("params", init), ("grads", grads), ("grads_full", grads_full)):
+        for gname, tensors in (("params", init), ("grads", grads), ("grads_full", grads_full),
+                               ("grads_reconstruct", grads_recon)):
             g = new_group(h5, gname)
             for n, v in tensors.items():
                 ds(g, n, v.numpy())
@@ -335,6 +356,8 @@ def main():
         ds(g, "turn_losses", out["turn_losses"].numpy())
         ds(g, "logits", out["logits"].numpy())
         ds(g, "states", out["states"].numpy())
+        ds(g, "recon_loss", np.float32(recon_loss))
+        ds(g, "reconstruct_weight", np.float32(RECONSTRUCT_WEIGHT))
 
         g = new_group(h5, "adamw")
         for key in ("lr", "beta1", "beta2", "eps", "weight_decay", "grad_clip"):

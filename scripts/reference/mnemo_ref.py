@@ -203,16 +203,20 @@ class MnemoRef(nn.Module):
         return (1 - z) * R + z * U
 
     # ------------------------------------------------------------------ episodes
-    def forward_batch(self, tokens, lengths, weights=None, bptt=None, r_init=None):
+    def forward_batch(self, tokens, lengths, weights=None, bptt=None, r_init=None, reconstruct_weight=0.0):
         """Runs B episodes of T turns. tokens (T, B, max_len) ints, lengths (T, B),
         weights (T, B, max_len) or None (all 1); weights[t, b, i] weights predicting token i.
         bptt: truncation K (None or >= T: full BPTT). r_init (B, k, C): state entering turn 1
-        (default R_0 broadcast). Returns dict with
+        (default R_0 broadcast). reconstruct_weight lam > 0: every turn t is decoded again from
+        R_t (the state that has just read it) with the same weights (the training aid of
+        mn_trainer_set_reconstruction). Returns dict with
           loss        scalar, sum w*ce / sum w over the whole batch (differentiable)
           turn_losses (T,) the same ratio restricted to each turn (detached)
           logits      (T, B, max_len, V) with padded rows set to 0 (detached)
           states      (T, B, k, C) R after each turn (detached)
-          num, weight the weighted CE sum (differentiable) and the total weight."""
+          num, weight the weighted CE sum (differentiable) and the total weight
+          objective   (num + lam * recon_num) / weight: what training differentiates
+          recon_loss  recon_num / weight (detached; 0 without reconstruction)"""
         tokens = torch.as_tensor(tokens, dtype=torch.long)
         lengths = torch.as_tensor(lengths, dtype=torch.long)
         T, B, max_len = tokens.shape
@@ -227,7 +231,7 @@ class MnemoRef(nn.Module):
             R = self.memory.r0[None].expand(B, k, C)
         else:
             R = r_init
-        nums, wsums, all_logits, states = [], [], [], []
+        nums, wsums, all_logits, states, recon_nums = [], [], [], [], []
         pos = torch.arange(max_len)
         for t in range(T):
             if t > 0 and t % K == 0:
@@ -245,13 +249,22 @@ class MnemoRef(nn.Module):
             all_logits.append((logits * valid_row).detach())
             R = self.update(R, tokens[t], lengths[t])
             states.append(R.detach())
+            if reconstruct_weight:
+                # R_t is not detached here even at a chunk's end: this loss reaches back into the chunk
+                logits_r = self.decode(R, tokens[t], lengths[t])
+                ce_r = F.cross_entropy(logits_r[:, :-1].reshape(-1, V),
+                                       tokens[t][:, 1:].reshape(-1), reduction="none")
+                recon_nums.append((w.reshape(-1) * ce_r).sum())
 
         num = torch.stack(nums).sum()
         weight = torch.stack(wsums).sum()
         loss = num / weight
         turn_losses = torch.stack([(a / b).detach() for a, b in zip(nums, wsums)])
+        recon_num = torch.stack(recon_nums).sum() if recon_nums else torch.zeros((), dtype=dtype)
+        objective = (num + reconstruct_weight * recon_num) / weight if recon_nums else loss
         return {"loss": loss, "turn_losses": turn_losses, "logits": torch.stack(all_logits),
-                "states": torch.stack(states), "num": num, "weight": weight.detach()}
+                "states": torch.stack(states), "num": num, "weight": weight.detach(),
+                "objective": objective, "recon_loss": (recon_num / weight).detach()}
 
 
 # ---------------------------------------------------------------------- optimizer

@@ -23,12 +23,15 @@ static void release_inputs(mn_trainer *tr) {
     mn_exec_release(&tr->exec, tr->in_ints);
     mn_exec_release(&tr->exec, tr->in_weights);
     mn_exec_release(&tr->exec, tr->turn_loss);
+    mn_exec_release(&tr->exec, tr->recon_loss);
     free(tr->in_ints_host);
     free(tr->in_weights_host);
     free(tr->turn_weight);
     free(tr->turn_loss_host);
-    tr->in_ints = NULL, tr->in_weights = NULL, tr->turn_loss = NULL;
+    free(tr->recon_loss_host);
+    tr->in_ints = NULL, tr->in_weights = NULL, tr->turn_loss = NULL, tr->recon_loss = NULL;
     tr->in_ints_host = NULL, tr->in_weights_host = NULL, tr->turn_weight = NULL, tr->turn_loss_host = NULL;
+    tr->recon_loss_host = NULL;
     tr->input_turns = 0;
 }
 
@@ -44,8 +47,9 @@ static mn_status reserve_inputs(mn_trainer *tr, int T) {
     tr->in_weights_host = malloc(floats * sizeof(float));
     tr->turn_weight = malloc(turns * sizeof(double));
     tr->turn_loss_host = malloc(turns * sizeof(double));
+    tr->recon_loss_host = malloc(turns * sizeof(double));
     mn_status st = MN_OK;
-    if (!tr->in_ints_host || !tr->in_weights_host || !tr->turn_weight || !tr->turn_loss_host)
+    if (!tr->in_ints_host || !tr->in_weights_host || !tr->turn_weight || !tr->turn_loss_host || !tr->recon_loss_host)
         st = mn_fail(MN_ERR_NOMEM, "out of memory for the inputs of %zu turns", turns);
     if (st == MN_OK)
         st = mn_exec_alloc(&tr->exec, ints * sizeof(int32_t), (void **)&tr->in_ints);
@@ -53,6 +57,8 @@ static mn_status reserve_inputs(mn_trainer *tr, int T) {
         st = mn_exec_alloc(&tr->exec, floats * sizeof(float), (void **)&tr->in_weights);
     if (st == MN_OK)
         st = mn_exec_alloc(&tr->exec, turns * sizeof(double), (void **)&tr->turn_loss);
+    if (st == MN_OK)
+        st = mn_exec_alloc(&tr->exec, turns * sizeof(double), (void **)&tr->recon_loss);
     if (st != MN_OK) {
         release_inputs(tr);
         return st;
@@ -83,7 +89,7 @@ static void trainer_release(mn_trainer *tr) {
         mn_stack_scratch_free(ex, &tr->scratch);
         float *buffers[] = {tr->states, tr->u, tr->z, tr->dmemory_decoder, tr->dstate, tr->dstate_prev, tr->du,
                             tr->dgate_scratch, tr->head_in, tr->dhead_in, tr->logits, tr->dlogits, tr->losses,
-                            tr->dlnf};
+                            tr->dlnf, tr->dmemory_recon};
         for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++)
             mn_exec_release(ex, buffers[i]);
         release_inputs(tr);
@@ -248,6 +254,23 @@ void mn_trainer_set_step(mn_trainer *tr, uint64_t step) {
         tr->step = step;
 }
 
+mn_status mn_trainer_set_reconstruction(mn_trainer *tr, float weight) {
+    if (!tr)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_trainer_set_reconstruction: trainer is NULL");
+    if (!isfinite(weight) || weight < 0.0f)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_trainer_set_reconstruction: weight %g must be finite and >= 0",
+                       (double)weight);
+    if (weight > 0.0f && !tr->dmemory_recon) {
+        const mn_config *c = &tr->model->config;
+        size_t floats = (size_t)tr->bptt * tr->max_B * c->n_slots * c->d_model;
+        MN_TRY(mn_exec_alloc(&tr->exec, floats * sizeof(float), (void **)&tr->dmemory_recon));
+    }
+    tr->reconstruct_weight = weight;
+    return MN_OK;
+}
+
+double mn_trainer_reconstruction_loss(const mn_trainer *tr) { return tr ? tr->last_recon_loss : 0.0; }
+
 /* ---------------------------------------------------------------- validation */
 static mn_status validate_batch(const mn_trainer *tr, const mn_batch *b, double *total_weight) {
     const mn_config *c = &tr->model->config;
@@ -339,9 +362,9 @@ static void build_inputs(mn_trainer *tr, const mn_batch *b) {
 /* ---------------------------------------------------------------- one turn */
 /* Decoder forward for turn t reading `memory` (B, k, C); with grads, also its full backward,
  * writing the memory's gradient into dmemory. The turn's weighted loss sum lands in
- * tr->turn_loss[t] (backend memory). */
+ * *loss_sum (backend memory). */
 static void decoder_turn(mn_trainer *tr, const mn_batch *b, int t, const float *memory, double scale,
-                         int with_grads, float *dmemory, float *logits_out) {
+                         int with_grads, float *dmemory, float *logits_out, double *loss_sum) {
     mn_model *m = tr->model;
     const mn_exec *ex = &tr->exec;
     const mn_config *c = &m->config;
@@ -356,7 +379,7 @@ static void decoder_turn(mn_trainer *tr, const mn_batch *b, int t, const float *
     MN_OP(ex, copy_rows, tr->head_in, LC, a->lnf + (size_t)k * C, SC, (size_t)B, LC);
     MN_OP(ex, lm_head_forward, tr->logits, tr->head_in, tr->p.wte, B * L, C, V);
     MN_OP(ex, crossentropy_forward, tr->losses, tr->logits, in.targets, in.weights, B * L, V);
-    MN_OP(ex, sum_to, tr->turn_loss + t, tr->losses, (size_t)B * L);
+    MN_OP(ex, sum_to, loss_sum, tr->losses, (size_t)B * L);
     if (logits_out)
         for (int e = 0; e < B; e++)
             MN_OP(ex, download, logits_out + (size_t)e * L * V, tr->logits + (size_t)e * L * V,
@@ -431,6 +454,7 @@ static mn_status run_batch_scaled(mn_trainer *tr, const mn_batch *b, float *loss
     const int B = b->B, T = b->T, k = c->n_slots, C = c->d_model, V = c->vocab_size;
     const size_t state = (size_t)B * k * C;
     const double scale = scale_override > 0.0 ? scale_override : 1.0 / total_weight;
+    const int recon = with_grads && tr->reconstruct_weight > 0.0f;
     build_inputs(tr, b);
     if (with_grads)
         MN_OP(ex, zero, tr->grads, m->num_params * sizeof(float));
@@ -442,21 +466,33 @@ static mn_status run_batch_scaled(mn_trainer *tr, const mn_batch *b, float *loss
             int t = t0 + j;
             const float *r_in = tr->states + (size_t)j * state;
             float *logits_out = out && out->logits ? out->logits + (size_t)t * B * b->max_len * V : NULL;
-            decoder_turn(tr, b, t, r_in, scale, with_grads, tr->dmemory_decoder + (size_t)j * state, logits_out);
-            /* R_T is read by nobody: skip the last update unless the caller wants the states */
-            if (t + 1 < T || (out && out->states)) {
-                compressor_turn(tr, b, t, j, r_in, tr->states + (size_t)(j + 1) * state);
+            decoder_turn(tr, b, t, r_in, scale, with_grads, tr->dmemory_decoder + (size_t)j * state, logits_out,
+                         tr->turn_loss + t);
+            /* R_T is read by nobody (but the reconstruction): skip the last update unless wanted */
+            if (t + 1 < T || (out && out->states) || recon) {
+                float *r_out = tr->states + (size_t)(j + 1) * state;
+                compressor_turn(tr, b, t, j, r_in, r_out);
                 if (out && out->states)
-                    MN_OP(ex, download, out->states + (size_t)t * state, tr->states + (size_t)(j + 1) * state,
-                          state * sizeof(float));
+                    MN_OP(ex, download, out->states + (size_t)t * state, r_out, state * sizeof(float));
+                if (recon) /* turn t again, read from R_t: its gradient enters R_t */
+                    decoder_turn(tr, b, t, r_out, scale * tr->reconstruct_weight, 1,
+                                 tr->dmemory_recon + (size_t)j * state, NULL, tr->recon_loss + t);
             }
         }
         if (with_grads) {
-            // the state leaving the chunk is read by the next chunk only: truncated, zero gradient
-            MN_OP(ex, zero, tr->dstate, state * sizeof(float));
+            // the state leaving the chunk is read by the next chunk only (truncated, no gradient)
+            // and by the reconstruction of the chunk's last turn
+            if (recon)
+                MN_OP(ex, copy, tr->dstate, tr->dmemory_recon + (size_t)(n - 1) * state, state * sizeof(float));
+            else
+                MN_OP(ex, zero, tr->dstate, state * sizeof(float));
             for (int j = n - 1; j >= 0; j--) {
+                // dL/dR entering turn j: its decoder, the reconstruction of turn j-1, the compressor of turn j
                 MN_OP(ex, copy, tr->dstate_prev, tr->dmemory_decoder + (size_t)j * state, state * sizeof(float));
-                if (j < n - 1)
+                if (recon && j > 0)
+                    MN_OP(ex, add_rows, tr->dstate_prev, state, tr->dmemory_recon + (size_t)(j - 1) * state, state,
+                          1, state);
+                if (j < n - 1 || recon)
                     compressor_turn_backward(tr, j, tr->dstate, tr->dstate_prev);
                 float *swap = tr->dstate;
                 tr->dstate = tr->dstate_prev;
@@ -468,8 +504,16 @@ static mn_status run_batch_scaled(mn_trainer *tr, const mn_batch *b, float *loss
         // the next chunk starts from the last state of this one (slots 0 and n never overlap)
         MN_OP(ex, copy, tr->states, tr->states + (size_t)n * state, state * sizeof(float));
     }
+    if (recon)
+        MN_OP(ex, download, tr->recon_loss_host, tr->recon_loss, (size_t)T * sizeof(double));
     MN_OP(ex, download, tr->turn_loss_host, tr->turn_loss, (size_t)T * sizeof(double)); /* waits */
     MN_TRY(mn_exec_status(ex));
+    if (with_grads) {
+        double recon_sum = 0.0;
+        for (int t = 0; recon && t < T; t++)
+            recon_sum += tr->recon_loss_host[t];
+        tr->last_recon_loss = recon_sum * scale;
+    }
     double loss_sum = 0.0;
     for (int t = 0; t < T; t++) {
         double ls = tr->turn_loss_host[t], ws = tr->turn_weight[t];
