@@ -643,9 +643,13 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
 #pragma omp critical(mn_eval_progress)
             {
                 finished++;
-                fprintf(o->progress, "\reval: %" PRId64 "/%" PRId64 " dialogues, %.0f s   ", finished, n_dlg,
-                        (now_ms() - t_start) / 1e3);
-                fflush(o->progress);
+                /* about 20 updates: a log file (not a terminal) keeps every one */
+                int64_t every = n_dlg / 20 > 1 ? n_dlg / 20 : 1;
+                if (finished % every == 0 || finished == n_dlg) {
+                    fprintf(o->progress, "\reval: %" PRId64 "/%" PRId64 " dialogues, %.0f s   ", finished, n_dlg,
+                            (now_ms() - t_start) / 1e3);
+                    fflush(o->progress);
+                }
             }
         }
     }
