@@ -438,15 +438,17 @@ static int evaluate(run *r, uint64_t step) {
         ok += buckets[b].correct;
         ok_reset += buckets[b].correct_reset;
     }
-    if (r->tty)
-        printf("\n");
-    printf("eval step %" PRIu64 ":", step);
-    if (batches)
-        printf(" valid loss %.4f (%" PRId64 " batches)", loss, batches);
-    if (n)
-        printf(" | probes %" PRId64 ": accuracy %.1f%% with memory, %.1f%% with R reset to R_0", n,
-               100.0 * ok / n, 100.0 * ok_reset / n);
-    printf(" | %.1f s\n", now_s() - t0);
+    if (batches || n) { /* nothing to say without validation data or probes */
+        if (r->tty)
+            printf("\n");
+        printf("eval step %" PRIu64 ":", step);
+        if (batches)
+            printf(" valid loss %.4f (%" PRId64 " batches)", loss, batches);
+        if (n)
+            printf(" | probes %" PRId64 ": accuracy %.1f%% with memory, %.1f%% with R reset to R_0", n,
+                   100.0 * ok / n, 100.0 * ok_reset / n);
+        printf(" | %.1f s\n", now_s() - t0);
+    }
     if (n) {
         printf("  distance  probes  memory  reset\n");
         for (int b = 0; b < N_BUCKETS; b++)
