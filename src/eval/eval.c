@@ -632,6 +632,8 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
     if (n_workers > 1)
         openblas_set_num_threads(1);
     int64_t finished = 0;
+    /* about 20 progress updates: a log file (not a terminal) keeps every one */
+    const int64_t progress_every = n_dlg / 20 > 1 ? n_dlg / 20 : 1;
 #pragma omp parallel for num_threads(n_workers) schedule(dynamic, 1) if (n_workers > 1)
     for (int64_t d = 0; d < n_dlg; d++) {
         worker *w = &workers[omp_get_thread_num()];
@@ -643,9 +645,7 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
 #pragma omp critical(mn_eval_progress)
             {
                 finished++;
-                /* about 20 updates: a log file (not a terminal) keeps every one */
-                int64_t every = n_dlg / 20 > 1 ? n_dlg / 20 : 1;
-                if (finished % every == 0 || finished == n_dlg) {
+                if (finished % progress_every == 0 || finished == n_dlg) {
                     fprintf(o->progress, "\reval: %" PRId64 "/%" PRId64 " dialogues, %.0f s   ", finished, n_dlg,
                             (now_ms() - t_start) / 1e3);
                     fflush(o->progress);

@@ -1521,6 +1521,8 @@ mn_status mn_probe_templates_open_values(mn_probe_templates *t, const char *path
     for (int s = 1; s <= 2 && st == MN_OK; s++) {
         mn_probe_templates other;
         st = mn_probe_templates_load(path, (mn_split)((int)MN_SPLIT_TRAIN + s), &other);
+        if (st != MN_OK)
+            break;
         for (int c = 0; c < other.n_categories && st == MN_OK; c++)
             for (int v = 0; v < other.categories[c].n_values && st == MN_OK; v++) {
                 char *k = lower_copy(other.categories[c].values[v]);
@@ -1531,8 +1533,7 @@ mn_status mn_probe_templates_open_values(mn_probe_templates *t, const char *path
                 else
                     st = index_map_put(&heldout, k, 1);
             }
-        if (st == MN_OK)
-            mn_probe_templates_free(&other);
+        mn_probe_templates_free(&other);
     }
     char ***lists = calloc((size_t)t->n_categories + 1, sizeof *lists);
     int *counts = calloc((size_t)t->n_categories + 1, sizeof *counts);
