@@ -20,8 +20,8 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "io/h5util.h"
-#include "text/tokenizer.h" /* mn_xxh64 */
 
 /* Advisory lock bytes of path.lock (fcntl open-file-description locks: per handle, not per
  * process, so two handles in one process exclude each other as two processes do). */
