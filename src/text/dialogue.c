@@ -11,6 +11,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "text/json_doc.h"
 #include "text/text_util.h"
 
 void mn_dialogue_free(mn_dialogue *d) {
@@ -262,16 +263,6 @@ static int parse_dialogue(json_t *root, int64_t line, mn_dialogue *d, why_t *why
     return 0;
 }
 
-static mn_status report_bad(const char *name, int64_t line, const char *reason, int strict,
-                            FILE *log, mn_read_stats *stats) {
-    stats->bad_records++;
-    if (log)
-        fprintf(log, "%s:%lld: %s\n", name, (long long)line, reason);
-    if (strict)
-        return mn_fail(MN_ERR_FORMAT, "%s:%lld: %s", name, (long long)line, reason);
-    return MN_OK;
-}
-
 mn_status mn_jsonl_read_buffer(const char *name, const char *buf, size_t len, int strict,
                                FILE *log, mn_dialogue_list *out, mn_read_stats *stats) {
     mn_read_stats local = {0};
@@ -279,6 +270,8 @@ mn_status mn_jsonl_read_buffer(const char *name, const char *buf, size_t len, in
         stats = &local;
     if (!name || (!buf && len) || !out)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_jsonl_read_buffer: NULL argument");
+    /* what the bad-record reporting reads: strictness and where to log */
+    mn_reader_options options = {.strict = strict, .log = log};
     size_t pos = 0;
     int64_t line = 0;
     while (pos < len) {
@@ -293,29 +286,10 @@ mn_status mn_jsonl_read_buffer(const char *name, const char *buf, size_t len, in
         if (k == n)
             continue;  /* blank lines hold no record */
         stats->lines_read++;
-        /* jansson refuses invalid UTF-8; repair it so that the record survives */
-        char *fixed = NULL;
-        const char *text = start;
-        size_t text_len = n;
-        if (!mn_utf8_valid(start, n)) {
-            int64_t replaced = 0;
-            fixed = mn_utf8_repair(start, n, &text_len, &replaced);
-            if (!fixed)
-                return mn_fail(MN_ERR_NOMEM, "%s:%lld: cannot copy the line", name,
-                               (long long)line);
-            text = fixed;
-            stats->invalid_utf8++;
-        }
-        json_error_t jerr;
-        json_t *root = json_loadb(text, text_len, 0, &jerr);
-        free(fixed);
-        if (!root) {
-            char reason[300];
-            snprintf(reason, sizeof reason, "invalid JSON (column %d): %s", jerr.column,
-                     jerr.text);
-            MN_TRY(report_bad(name, line, reason, strict, log, stats));
-            continue;
-        }
+        json_t *root;
+        MN_TRY(mn_json_parse(name, line, start, n, &options, stats, &root));
+        if (!root)
+            continue;  /* reported and skipped */
         mn_dialogue d = {0};
         why_t why = {{0}, 0};
         int rc = parse_dialogue(root, line, &d, &why);
@@ -324,7 +298,7 @@ mn_status mn_jsonl_read_buffer(const char *name, const char *buf, size_t len, in
             mn_dialogue_free(&d);
             if (why.nomem)
                 return mn_fail(MN_ERR_NOMEM, "%s:%lld: out of memory", name, (long long)line);
-            MN_TRY(report_bad(name, line, why.text, strict, log, stats));
+            MN_TRY(mn_bad_record(&options, stats, name, line, "%s", why.text));
             continue;
         }
         mn_status st = mn_dialogue_list_push(out, &d);
