@@ -1,6 +1,6 @@
 /* The corpus readers' JSON input (src/text/json_doc.h): parse errors at the right file:line for
  * whole documents and JSON-lines records alike, invalid UTF-8 repaired and counted, and the
- * walk over a document's top-level records. */
+ * walk over the records of a document's top level or of a file's lines. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,34 +15,15 @@
 #include "mnemo.h"
 #include "text/json_doc.h"
 
-/* A log stream whose text the test reads back. */
-typedef struct {
-    char *text;
-    size_t len;
-    FILE *f;
-} capture;
-
-static void capture_open(capture *c) {
-    c->text = NULL;
-    c->len = 0;
-    c->f = open_memstream(&c->text, &c->len);
-    assert_non_null(c->f);
-}
-
-static void capture_close(capture *c) {
-    fclose(c->f);
-    free(c->text);
-}
-
 /* the bad comma is on the document's third line, column 8 */
 static const char bad_doc[] = "{\n  \"a\": 1,\n  \"b\": ,\n  \"c\": 2\n}\n";
 
 static void test_parse_error_names_file_and_line(void **state) {
     (void)state;
-    capture log;
-    capture_open(&log);
+    char *log_text = NULL;
+    size_t log_len = 0;
     mn_reader_options opt = mn_reader_options_default();
-    opt.log = log.f;
+    opt.log = open_memstream(&log_text, &log_len);
     mn_read_stats stats = {0};
     json_t *root = (json_t *)&root;
     /* a whole document: jansson's line */
@@ -51,16 +32,17 @@ static void test_parse_error_names_file_and_line(void **state) {
     /* the same text starting at line 10 of its file (a JSON-lines record): lines count on */
     assert_int_equal(mn_json_parse("doc.jsonl", 10, bad_doc, strlen(bad_doc), &opt, &stats, &root), MN_OK);
     assert_null(root);
-    fflush(log.f);
-    assert_non_null(strstr(log.text, "doc.json:3: invalid JSON (column 8)"));
-    assert_non_null(strstr(log.text, "doc.jsonl:12: invalid JSON (column 8)"));
+    fflush(opt.log);
+    assert_non_null(strstr(log_text, "doc.json:3: invalid JSON (column 8)"));
+    assert_non_null(strstr(log_text, "doc.jsonl:12: invalid JSON (column 8)"));
     assert_int_equal(stats.bad_records, 2);
     /* strict: the same message is the error */
     opt.strict = 1;
     assert_int_equal(mn_json_parse("doc.json", 1, bad_doc, strlen(bad_doc), &opt, &stats, &root), MN_ERR_FORMAT);
     assert_null(root);
     assert_non_null(strstr(mn_last_error(), "doc.json:3: invalid JSON"));
-    capture_close(&log);
+    fclose(opt.log);
+    free(log_text);
 }
 
 static void test_parse_repairs_invalid_utf8(void **state) {
@@ -83,14 +65,16 @@ static void test_parse_repairs_invalid_utf8(void **state) {
     json_decref(root);
 }
 
-/* Records seen by the walk, as "key/index=value;" (arrays: "-/index=value;"). */
+/* Records seen by the walk, as "key/index=value;" ("-" for no key); a record is a number, or
+ * (JSON lines, whose documents are objects or arrays) a list holding one. */
 static char seen[256];
 
 static mn_status note_record(const mn_json_doc *doc, const char *key, size_t index, json_t *record) {
+    if (json_is_array(record))
+        record = json_array_get(record, 0);
     size_t n = strlen(seen);
     snprintf(seen + n, sizeof seen - n, "%s/%zu=%lld;", key ? key : "-", index,
              (long long)json_integer_value(record));
-    doc->stats->read.lines_read++;
     if (json_integer_value(record) < 0)
         return mn_fail(MN_ERR_FORMAT, "%s: record %zu is negative", doc->name, index);
     return MN_OK;
@@ -98,8 +82,8 @@ static mn_status note_record(const mn_json_doc *doc, const char *key, size_t ind
 
 static void test_doc_read_walks_records(void **state) {
     (void)state;
-    const mn_json_format objects = {JSON_OBJECT, "an object of numbers", note_record};
-    const mn_json_format arrays = {JSON_ARRAY, "a list of numbers", note_record};
+    const mn_json_format objects = {MN_JSON_OBJECT, "an object of numbers", note_record};
+    const mn_json_format arrays = {MN_JSON_ARRAY, "a list of numbers", note_record};
     mn_dialogue_list out = {0};
     mn_reader_stats stats = {0};
     const char *obj = "{\"x\": 1, \"y\": 2, \"z\": 3}", *arr = "[4, 5]";
@@ -110,20 +94,20 @@ static void test_doc_read_walks_records(void **state) {
     assert_int_equal(mn_json_doc_read(&arrays, "a.json", arr, strlen(arr), NULL, &out, &stats), MN_OK);
     assert_string_equal(seen, "-/0=4;-/1=5;");
     assert_int_equal(stats.files, 2);
-    assert_int_equal(stats.read.lines_read, 5);
     /* the wrong top level skips the file as one bad record, naming it */
-    capture log;
-    capture_open(&log);
+    char *log_text = NULL;
+    size_t log_len = 0;
     mn_reader_options opt = mn_reader_options_default();
-    opt.log = log.f;
+    opt.log = open_memstream(&log_text, &log_len);
     seen[0] = '\0';
     assert_int_equal(mn_json_doc_read(&objects, "a.json", arr, strlen(arr), &opt, &out, &stats), MN_OK);
-    fflush(log.f);
+    fflush(opt.log);
     assert_string_equal(seen, "");
-    assert_non_null(strstr(log.text, "a.json:1: top level is not an object of numbers (file skipped)"));
+    assert_non_null(strstr(log_text, "a.json:1: top level is not an object of numbers (file skipped)"));
     assert_int_equal(stats.read.bad_records, 1);
     assert_int_equal(stats.files, 3);
-    capture_close(&log);
+    fclose(opt.log);
+    free(log_text);
     /* a record's error stops the walk and is returned */
     const char *neg = "[7, -1, 8]";
     seen[0] = '\0';
@@ -136,11 +120,36 @@ static void test_doc_read_walks_records(void **state) {
     assert_int_equal(out.count, 0);
 }
 
+static void test_doc_read_lines(void **state) {
+    (void)state;
+    const mn_json_format lines = {MN_JSON_LINES, "JSON lines", note_record};
+    mn_dialogue_list out = {0};
+    mn_reader_stats stats = {0};
+    char *log_text = NULL;
+    size_t log_len = 0;
+    mn_reader_options opt = mn_reader_options_default();
+    opt.log = open_memstream(&log_text, &log_len);
+    /* a blank line, one of spaces and CR, a bad line and no final newline: records are
+     * handed over with their line numbers, the bad line is reported at its own */
+    const char *text = "[1]\n\n [2] \n \t\r\n[3\n[4]";
+    seen[0] = '\0';
+    assert_int_equal(mn_json_doc_read(&lines, "l.jsonl", text, strlen(text), &opt, &out, &stats), MN_OK);
+    fflush(opt.log);
+    assert_string_equal(seen, "-/1=1;-/3=2;-/6=4;");
+    assert_non_null(strstr(log_text, "l.jsonl:5: invalid JSON"));
+    assert_int_equal(stats.read.lines_read, 4); /* blank lines are not records */
+    assert_int_equal(stats.read.bad_records, 1);
+    assert_int_equal(stats.files, 1);
+    fclose(opt.log);
+    free(log_text);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_parse_error_names_file_and_line),
         cmocka_unit_test(test_parse_repairs_invalid_utf8),
         cmocka_unit_test(test_doc_read_walks_records),
+        cmocka_unit_test(test_doc_read_lines),
     };
     return cmocka_run_group_tests_name("json_doc", tests, NULL, NULL);
 }

@@ -2,6 +2,7 @@
 #include "text/json_doc.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/error.h"
 #include "text/text_util.h"
@@ -29,6 +30,60 @@ mn_status mn_json_parse(const char *name, int64_t first_line, const char *text, 
     return MN_OK;
 }
 
+/* Each non-blank line is one document. */
+static mn_status read_lines(const mn_json_format *format, const mn_json_doc *doc) {
+    size_t pos = 0;
+    int64_t line = 0;
+    while (pos < doc->len) {
+        line++;
+        const char *start = doc->buf + pos;
+        const char *nl = memchr(start, '\n', doc->len - pos);
+        size_t n = nl ? (size_t)(nl - start) : doc->len - pos;
+        pos += n + (nl ? 1 : 0);
+        size_t k = 0;
+        while (k < n && (start[k] == ' ' || start[k] == '\t' || start[k] == '\r'))
+            k++;
+        if (k == n)
+            continue; /* blank lines hold no record */
+        doc->stats->read.lines_read++;
+        json_t *record;
+        MN_TRY(mn_json_parse(doc->name, line, start, n, doc->options, &doc->stats->read, &record));
+        if (!record)
+            continue; /* reported and skipped */
+        mn_status st = format->read_record(doc, NULL, (size_t)line, record);
+        json_decref(record);
+        MN_TRY(st);
+    }
+    return MN_OK;
+}
+
+/* The whole text is one document whose top level holds the records. */
+static mn_status read_document(const mn_json_format *format, const mn_json_doc *doc) {
+    json_t *root;
+    MN_TRY(mn_json_parse(doc->name, 1, doc->buf, doc->len, doc->options, &doc->stats->read, &root));
+    if (!root)
+        return MN_OK; /* reported and skipped */
+    mn_status st = MN_OK;
+    if (!(format->layout == MN_JSON_OBJECT ? json_is_object(root) : json_is_array(root))) {
+        st = mn_bad_record(doc->options, &doc->stats->read, doc->name, 1, "top level is not %s (file skipped)",
+                           format->what);
+    } else if (format->layout == MN_JSON_OBJECT) {
+        const char *key;
+        json_t *record;
+        size_t index = 0;
+        json_object_foreach(root, key, record) {
+            st = format->read_record(doc, key, index++, record);
+            if (st != MN_OK)
+                break;
+        }
+    } else {
+        for (size_t i = 0; i < json_array_size(root) && st == MN_OK; i++)
+            st = format->read_record(doc, NULL, i, json_array_get(root, i));
+    }
+    json_decref(root);
+    return st;
+}
+
 mn_status mn_json_doc_read(const mn_json_format *format, const char *name, const char *buf, size_t len,
                            const mn_reader_options *options, mn_dialogue_list *out,
                            mn_reader_stats *stats) {
@@ -36,28 +91,7 @@ mn_status mn_json_doc_read(const mn_json_format *format, const char *name, const
     mn_reader_options defaults = mn_reader_options_default();
     mn_json_doc doc = {name, buf ? buf : "", len, options ? options : &defaults, out, stats ? stats : &local};
     doc.stats->files++;
-    json_t *root;
-    MN_TRY(mn_json_parse(name, 1, doc.buf, len, doc.options, &doc.stats->read, &root));
-    if (!root)
-        return MN_OK; /* reported and skipped */
-    mn_status st = MN_OK;
-    if (json_typeof(root) != format->top) {
-        st = mn_bad_record(doc.options, &doc.stats->read, name, 1, "top level is not %s (file skipped)", format->what);
-    } else if (format->top == JSON_OBJECT) {
-        const char *key;
-        json_t *record;
-        size_t index = 0;
-        json_object_foreach(root, key, record) {
-            st = format->read_record(&doc, key, index++, record);
-            if (st != MN_OK)
-                break;
-        }
-    } else {
-        for (size_t i = 0; i < json_array_size(root) && st == MN_OK; i++)
-            st = format->read_record(&doc, NULL, i, json_array_get(root, i));
-    }
-    json_decref(root);
-    return st;
+    return format->layout == MN_JSON_LINES ? read_lines(format, &doc) : read_document(format, &doc);
 }
 
 mn_status mn_json_doc_read_file(const mn_json_format *format, const char *path,

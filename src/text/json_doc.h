@@ -1,7 +1,8 @@
 /* The JSON input of the corpus readers: one parser for a whole JSON file and for each line of
  * a JSON-lines file (invalid UTF-8 repaired first, a parse error reported as "file:line:
- * reason"), and the reading of a JSON corpus file whose top level is an object or an array of
- * records (Topical-Chat, LoCoMo, Chit-Chat). Internal to src/text. */
+ * reason"), and one reader of a corpus file whose records are the members of an object, the
+ * elements of an array (Topical-Chat, Chit-Chat, LoCoMo) or its lines (canonical JSONL).
+ * Internal to src/text. */
 #ifndef MN_JSON_DOC_H
 #define MN_JSON_DOC_H
 
@@ -29,18 +30,26 @@ typedef struct {
     mn_reader_stats *stats;           /* never NULL */
 } mn_json_doc;
 
-/* A corpus format: the top level's type (JSON_OBJECT or JSON_ARRAY), what it is called in
- * "top level is not <what> (file skipped)", and the function that converts one record: key is
- * its member name (object) or NULL (array), index its position. */
+/* How a file holds its records. */
+typedef enum {
+    MN_JSON_OBJECT, /* one document, an object: each member is a record, key = its name */
+    MN_JSON_ARRAY,  /* one document, an array: each element is a record */
+    MN_JSON_LINES,  /* JSON lines: each non-blank line is a record (counted in lines_read) */
+} mn_json_layout;
+
+/* A corpus format: its layout, what a document's top level is called in "top level is not
+ * <what> (file skipped)", and the function that converts one record. index is the member's
+ * position (object), the element's index (array) or the 1-based line number (lines); key
+ * is NULL but for objects. */
 typedef struct {
-    json_type top;
+    mn_json_layout layout;
     const char *what;
     mn_status (*read_record)(const mn_json_doc *doc, const char *key, size_t index, json_t *record);
 } mn_json_format;
 
 /* Reads one file of the format from memory: NULL options and stats take the defaults, the
- * file is counted in stats->files, parsed with mn_json_parse, and each record handed to
- * read_record in order until one fails. */
+ * file is counted in stats->files, parsed with mn_json_parse (each line on its own for
+ * JSON lines), and each record handed to read_record in order until one fails. */
 mn_status mn_json_doc_read(const mn_json_format *format, const char *name, const char *buf, size_t len,
                            const mn_reader_options *options, mn_dialogue_list *out,
                            mn_reader_stats *stats);

@@ -466,7 +466,7 @@ done:
     return st;
 }
 
-static const mn_json_format locomo = {JSON_ARRAY, "a list of samples", read_sample};
+static const mn_json_format locomo = {MN_JSON_ARRAY, "a list of samples", read_sample};
 
 mn_status mn_read_locomo_buffer(const char *name, const char *buf, size_t len,
                                 const mn_reader_options *options, mn_dialogue_list *out,

@@ -57,7 +57,7 @@ static mn_status read_conversation(const mn_json_doc *doc, const char *key, size
     return st;
 }
 
-static const mn_json_format topical_chat = {JSON_OBJECT, "an object of conversations", read_conversation};
+static const mn_json_format topical_chat = {MN_JSON_OBJECT, "an object of conversations", read_conversation};
 
 mn_status mn_read_topical_chat_buffer(const char *name, const char *buf, size_t len,
                                       const mn_reader_options *options,
