@@ -19,9 +19,7 @@ void mn_ids_free(mn_ids *ids) {
 static mn_status ids_reserve(mn_ids *ids, int64_t extra) {
     if (ids->count + extra <= ids->capacity)
         return MN_OK;
-    int64_t cap = ids->capacity ? ids->capacity : 256;
-    while (cap < ids->count + extra)
-        cap *= 2;
+    int64_t cap = (int64_t)grown_capacity((size_t)ids->capacity, (size_t)(ids->count + extra), 256);
     int32_t *p = realloc(ids->ids, (size_t)cap * sizeof *p);
     if (!p)
         return mn_fail(MN_ERR_NOMEM, "tokenizer: out of memory for %lld ids", (long long)cap);
@@ -47,28 +45,27 @@ static inline int32_t pair_lookup(const mn_tokenizer *tok, int32_t a, int32_t b)
     }
 }
 
+/* realloc that keeps the old block, and clears *ok, when it fails (nothing leaks). */
+static void *resize(void *p, size_t bytes, int *ok) {
+    void *q = realloc(p, bytes);
+    if (!q) {
+        *ok = 0;
+        return p;
+    }
+    return q;
+}
+
 static mn_status scratch_reserve(mn_tokenizer *tok, size_t n) {
     if (n <= tok->scratch_cap)
         return MN_OK;
-    size_t cap = tok->scratch_cap ? tok->scratch_cap : 256;
-    while (cap < n)
-        cap *= 2;
-    int32_t *sym = realloc(tok->sym, cap * sizeof(int32_t));
-    if (sym)
-        tok->sym = sym;
-    int32_t *rank = realloc(tok->rank, cap * sizeof(int32_t));
-    if (rank)
-        tok->rank = rank;
-    int32_t *prev = realloc(tok->prev, cap * sizeof(int32_t));
-    if (prev)
-        tok->prev = prev;
-    int32_t *next = realloc(tok->next, cap * sizeof(int32_t));
-    if (next)
-        tok->next = next;
-    uint64_t *heap = realloc(tok->heap, 3 * cap * sizeof(uint64_t)); /* n - 1 + 2 per merge */
-    if (heap)
-        tok->heap = heap;
-    if (!sym || !rank || !prev || !next || !heap)
+    size_t cap = grown_capacity(tok->scratch_cap, n, 256);
+    int ok = 1;
+    tok->sym = resize(tok->sym, cap * sizeof(int32_t), &ok);
+    tok->rank = resize(tok->rank, cap * sizeof(int32_t), &ok);
+    tok->prev = resize(tok->prev, cap * sizeof(int32_t), &ok);
+    tok->next = resize(tok->next, cap * sizeof(int32_t), &ok);
+    tok->heap = resize(tok->heap, 3 * cap * sizeof(uint64_t), &ok); /* n - 1 + 2 per merge */
+    if (!ok)
         return mn_fail(MN_ERR_NOMEM, "tokenizer: out of memory for a %zu-byte pre-token", n);
     tok->scratch_cap = cap;
     return MN_OK;
@@ -197,9 +194,7 @@ static mn_status cache_insert(mn_tokenizer *tok, uint64_t h, uint32_t slot, cons
         slot = (uint32_t)(h & (CACHE_SLOTS - 1));
     }
     if (tok->cache_ids_len + m > tok->cache_ids_cap) {
-        uint32_t cap = tok->cache_ids_cap ? tok->cache_ids_cap * 2 : 65536;
-        while (cap < tok->cache_ids_len + m)
-            cap *= 2;
+        uint32_t cap = (uint32_t)grown_capacity(tok->cache_ids_cap, tok->cache_ids_len + m, 65536);
         int32_t *q = realloc(tok->cache_ids, cap * sizeof *q);
         if (!q)
             return mn_fail(MN_ERR_NOMEM, "tokenizer: out of memory for the encode cache");

@@ -85,9 +85,7 @@ static mn_status counts_add_piece(mn_bpe_counts *c, const uint8_t *p, size_t n) 
         }
     }
     if (c->keys_len + n > c->keys_cap || c->keys_len + n > UINT32_MAX) {
-        size_t cap = c->keys_cap;
-        while (cap < c->keys_len + n)
-            cap *= 2;
+        size_t cap = grown_capacity(c->keys_cap, c->keys_len + n, 1);
         uint8_t *k = (c->keys_len + n > UINT32_MAX) ? NULL : realloc(c->keys, cap);
         if (!k)
             return mn_fail(MN_ERR_NOMEM, "tokenizer training: out of memory for pre-tokens");

@@ -134,9 +134,7 @@ mn_status mn_tok_finalize(mn_tokenizer *tok, const char *name) {
         if (tok->byte_id[b] < 0)
             return mn_fail(MN_ERR_FORMAT, "%s: no token for byte 0x%02x", name, b);
     /* merges: in range, not special, result == left + right, each pair once */
-    uint64_t cap = 16;
-    while (cap < 2 * (uint64_t)tok->n_merges + 16)
-        cap *= 2;
+    uint64_t cap = grown_capacity(0, 2 * (size_t)tok->n_merges + 16, 16);
     tok->pair_keys = malloc(cap * sizeof *tok->pair_keys);
     tok->pair_rank = malloc(cap * sizeof *tok->pair_rank);
     if (!tok->pair_keys || !tok->pair_rank)

@@ -58,6 +58,15 @@ static inline size_t tok_len(const mn_tokenizer *tok, int32_t id) {
     return (size_t)(tok->tok_off[id + 1] - tok->tok_off[id]);
 }
 
+/* The capacity a growing array moves to so that it holds `need`: its current one (or `first`
+ * when it has none), doubled until it does. */
+static inline size_t grown_capacity(size_t have, size_t need, size_t first) {
+    size_t cap = have ? have : first;
+    while (cap < need)
+        cap *= 2;
+    return cap;
+}
+
 /* ---- hashing for the merge table, the encode cache and the training tables */
 static inline uint64_t pair_key(int32_t a, int32_t b) {
     return ((uint64_t)(uint32_t)a << 32) | (uint32_t)b;
