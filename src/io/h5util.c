@@ -58,7 +58,7 @@ mn_status mn_h5_dataset_size(hid_t loc, const char *file, const char *name, size
     return MN_OK;
 }
 
-static mn_status read_dataset(hid_t loc, const char *file, const char *name, hid_t memtype, void *dst, size_t n) {
+mn_status mn_h5_read_dataset(hid_t loc, const char *file, const char *name, hid_t memtype, void *dst, size_t n) {
     hid_t d;
     size_t count;
     MN_TRY(open_dataset(loc, file, name, &d, &count));
@@ -67,7 +67,7 @@ static mn_status read_dataset(hid_t loc, const char *file, const char *name, hid
         return mn_fail(MN_ERR_MISMATCH, "%s: dataset '%s' has %zu elements, expected %zu", file, name, count, n);
     }
     herr_t rc = -1;
-    H5E_BEGIN_TRY { rc = H5Dread(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst); }
+    H5E_BEGIN_TRY { rc = n ? H5Dread(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) : 0; }
     H5E_END_TRY;
     H5Dclose(d);
     if (rc < 0) /* a failed Fletcher32 check or a truncated file lands here */
@@ -77,11 +77,11 @@ static mn_status read_dataset(hid_t loc, const char *file, const char *name, hid
 }
 
 mn_status mn_h5_read_floats(hid_t loc, const char *file, const char *name, float *dst, size_t n) {
-    return read_dataset(loc, file, name, H5T_NATIVE_FLOAT, dst, n);
+    return mn_h5_read_dataset(loc, file, name, H5T_NATIVE_FLOAT, dst, n);
 }
 
 mn_status mn_h5_read_ints(hid_t loc, const char *file, const char *name, int32_t *dst, size_t n) {
-    return read_dataset(loc, file, name, H5T_NATIVE_INT32, dst, n);
+    return mn_h5_read_dataset(loc, file, name, H5T_NATIVE_INT32, dst, n);
 }
 
 static mn_status read_attr(hid_t loc, const char *file, const char *name, hid_t memtype, void *value) {
@@ -118,38 +118,61 @@ mn_status mn_h5_read_attr_float(hid_t loc, const char *file, const char *name, d
     return read_attr(loc, file, name, H5T_NATIVE_DOUBLE, value);
 }
 
-mn_status mn_h5_write_dataset(hid_t loc, const char *file, const char *name, hid_t memtype, hid_t filetype,
-                              const void *data, int ndim, const size_t *dims) {
-    hsize_t hdims[4], chunk[4];
+mn_status mn_h5_create_dataset(hid_t loc, const char *file, const char *name, hid_t filetype, int ndim,
+                               const size_t *dims, const size_t *chunk, hid_t *dset) {
+    hsize_t hdims[4], hchunk[4];
     if (ndim < 1 || ndim > 4)
         return mn_fail(MN_ERR_INVALID_ARG, "%s: dataset '%s' has unsupported rank %d", file, name, ndim);
     size_t n = 1;
     for (int i = 0; i < ndim; i++) {
-        hdims[i] = chunk[i] = dims[i];
+        hdims[i] = dims[i];
+        hchunk[i] = chunk[i];
         n *= dims[i];
     }
-    herr_t rc = -1;
+    hid_t d = H5I_INVALID_HID;
     H5E_BEGIN_TRY {
         hid_t space = H5Screate_simple(ndim, hdims, NULL);
         hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-        /* one chunk per dataset: Fletcher32 needs chunking; empty tensors stay contiguous */
+        /* Fletcher32 needs chunking, and chunking needs elements: empty datasets stay contiguous */
         if (n > 0) {
-            H5Pset_chunk(dcpl, ndim, chunk);
+            H5Pset_chunk(dcpl, ndim, hchunk);
             H5Pset_fletcher32(dcpl);
         }
-        hid_t d = H5Dcreate2(loc, name, filetype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-        if (d >= 0) {
-            rc = n ? H5Dwrite(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) : 0;
-            if (H5Dclose(d) < 0)
-                rc = -1;
-        }
+        d = H5Dcreate2(loc, name, filetype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
         H5Pclose(dcpl);
         H5Sclose(space);
+    }
+    H5E_END_TRY;
+    if (d < 0)
+        return mn_fail(MN_ERR_IO, "%s: cannot create dataset '%s'", file, name);
+    *dset = d;
+    return MN_OK;
+}
+
+mn_status mn_h5_write_dataset_chunked(hid_t loc, const char *file, const char *name, hid_t memtype,
+                                      hid_t filetype, const void *data, int ndim, const size_t *dims,
+                                      const size_t *chunk) {
+    hid_t d;
+    MN_TRY(mn_h5_create_dataset(loc, file, name, filetype, ndim, dims, chunk, &d));
+    size_t n = 1;
+    for (int i = 0; i < ndim; i++)
+        n *= dims[i];
+    herr_t rc = -1;
+    H5E_BEGIN_TRY {
+        rc = n ? H5Dwrite(d, memtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) : 0;
+        if (H5Dclose(d) < 0)
+            rc = -1;
     }
     H5E_END_TRY;
     if (rc < 0)
         return mn_fail(MN_ERR_IO, "%s: cannot write dataset '%s' (disk full or not writable?)", file, name);
     return MN_OK;
+}
+
+mn_status mn_h5_write_dataset(hid_t loc, const char *file, const char *name, hid_t memtype, hid_t filetype,
+                              const void *data, int ndim, const size_t *dims) {
+    /* one chunk per dataset: the checksum covers it whole */
+    return mn_h5_write_dataset_chunked(loc, file, name, memtype, filetype, data, ndim, dims, dims);
 }
 
 mn_status mn_h5_write_floats(hid_t loc, const char *file, const char *name, const float *data, int ndim,
@@ -162,7 +185,7 @@ mn_status mn_h5_write_u64s(hid_t loc, const char *file, const char *name, const 
 }
 
 mn_status mn_h5_read_u64s(hid_t loc, const char *file, const char *name, uint64_t *dst, size_t n) {
-    return read_dataset(loc, file, name, H5T_NATIVE_UINT64, dst, n);
+    return mn_h5_read_dataset(loc, file, name, H5T_NATIVE_UINT64, dst, n);
 }
 
 mn_status mn_h5_dataset_dims(hid_t loc, const char *file, const char *name, int *ndim, size_t dims[4]) {

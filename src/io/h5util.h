@@ -18,6 +18,8 @@ int mn_h5_exists(hid_t loc, const char *name);
 /* Reads a whole float/int32 dataset; it must hold exactly n elements. */
 mn_status mn_h5_read_floats(hid_t loc, const char *file, const char *name, float *dst, size_t n);
 mn_status mn_h5_read_ints(hid_t loc, const char *file, const char *name, int32_t *dst, size_t n);
+/* The same for any element type (memtype: the type in memory). */
+mn_status mn_h5_read_dataset(hid_t loc, const char *file, const char *name, hid_t memtype, void *dst, size_t n);
 mn_status mn_h5_read_attr_int(hid_t loc, const char *file, const char *name, int64_t *value);
 mn_status mn_h5_read_attr_float(hid_t loc, const char *file, const char *name, double *value);
 /* Writes a float dataset of the given shape (ndim <= 4) with the Fletcher32 checksum filter. */
@@ -45,6 +47,15 @@ mn_status mn_h5_open_group(hid_t loc, const char *file, const char *name, hid_t 
  * one chunk with the Fletcher32 checksum filter. mn_h5_write_floats is this with float32. */
 mn_status mn_h5_write_dataset(hid_t loc, const char *file, const char *name, hid_t memtype, hid_t filetype,
                               const void *data, int ndim, const size_t *dims);
+/* Same in chunks of the given shape (each checksummed), for datasets too large for one. */
+mn_status mn_h5_write_dataset_chunked(hid_t loc, const char *file, const char *name, hid_t memtype,
+                                      hid_t filetype, const void *data, int ndim, const size_t *dims,
+                                      const size_t *chunk);
+/* Creates a dataset to be written in parts (H5Dwrite on selections; close with H5Dclose),
+ * in chunks of the given shape with the Fletcher32 checksum filter; one with no element is
+ * contiguous. */
+mn_status mn_h5_create_dataset(hid_t loc, const char *file, const char *name, hid_t filetype, int ndim,
+                               const size_t *dims, const size_t *chunk, hid_t *dset);
 mn_status mn_h5_write_u64s(hid_t loc, const char *file, const char *name, const uint64_t *data, size_t n);
 mn_status mn_h5_read_u64s(hid_t loc, const char *file, const char *name, uint64_t *dst, size_t n);
 /* Rank and dimensions (up to 4) of a dataset. */

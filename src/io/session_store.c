@@ -20,8 +20,8 @@
 #include <unistd.h>
 
 #include "core/error.h"
+#include "core/hash.h"
 #include "io/h5util.h"
-#include "text/tokenizer.h" /* mn_xxh64 */
 
 /* Advisory lock bytes of path.lock (fcntl open-file-description locks: per handle, not per
  * process, so two handles in one process exclude each other as two processes do). */
@@ -413,68 +413,21 @@ static hid_t snapshot_fapl(void) {
     return fapl;
 }
 
-static mn_status write_attr_i64(hid_t loc, const char *file, const char *name, int64_t value) {
-    herr_t rc = -1;
-    H5E_BEGIN_TRY {
-        hid_t space = H5Screate(H5S_SCALAR);
-        hid_t a = H5Acreate2(loc, name, H5T_STD_I64LE, space, H5P_DEFAULT, H5P_DEFAULT);
-        if (a >= 0) {
-            rc = H5Awrite(a, H5T_NATIVE_INT64, &value);
-            H5Aclose(a);
-        }
-        H5Sclose(space);
-    }
-    H5E_END_TRY;
-    if (rc < 0)
-        return mn_fail(MN_ERR_IO, "%s: cannot write attribute '%s'", file, name);
-    return MN_OK;
-}
-
-/* A 1-D dataset with the Fletcher32 checksum filter (chunked; empty ones stay contiguous). */
+/* A 1-D snapshot array, checksummed in chunks of at most 2^18 elements. */
 static mn_status write_array(hid_t loc, const char *file, const char *name, hid_t ftype, hid_t mtype, size_t n,
                              const void *data) {
-    hsize_t dims[1] = {n}, chunk[1] = {n < (1u << 18) ? n : (1u << 18)};
-    herr_t rc = -1;
-    H5E_BEGIN_TRY {
-        hid_t space = H5Screate_simple(1, dims, NULL);
-        hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-        if (n > 0) {
-            H5Pset_chunk(dcpl, 1, chunk);
-            H5Pset_fletcher32(dcpl);
-        }
-        hid_t d = H5Dcreate2(loc, name, ftype, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-        if (d >= 0) {
-            rc = n ? H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) : 0;
-            H5Dclose(d);
-        }
-        H5Pclose(dcpl);
-        H5Sclose(space);
-    }
-    H5E_END_TRY;
-    if (rc < 0)
-        return mn_fail(MN_ERR_IO, "%s: cannot write dataset '%s' (disk full or not writable?)", file, name);
-    return MN_OK;
+    size_t chunk = n < (1u << 18) ? n : (1u << 18);
+    return mn_h5_write_dataset_chunked(loc, file, name, mtype, ftype, data, 1, &n, &chunk);
 }
 
+/* A whole 1-D dataset of n elements; another count means a corrupt snapshot (not another
+ * model's, as h5util's MN_ERR_MISMATCH would say). */
 static mn_status read_array(hid_t loc, const char *file, const char *name, hid_t mtype, size_t n, void *data) {
     size_t count = 0;
     MN_TRY(mn_h5_dataset_size(loc, file, name, &count));
     if (count != n)
         return mn_fail(MN_ERR_FORMAT, "%s: dataset '%s' has %zu elements, expected %zu", file, name, count, n);
-    if (n == 0)
-        return MN_OK;
-    herr_t rc = -1;
-    H5E_BEGIN_TRY {
-        hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
-        if (d >= 0) {
-            rc = H5Dread(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
-            H5Dclose(d);
-        }
-    }
-    H5E_END_TRY;
-    if (rc < 0)
-        return mn_fail(MN_ERR_FORMAT, "%s: dataset '%s' cannot be read (corrupt or truncated)", file, name);
-    return MN_OK;
+    return mn_h5_read_dataset(loc, file, name, mtype, data, n);
 }
 
 /* Reads the R of one entry from wherever it lives, checking its checksum on the way. */
@@ -553,10 +506,11 @@ static mn_status write_snapshot(mn_session_store *s, const char *tmp, uint64_t g
         st = mn_fail(MN_ERR_IO, "%s: cannot create (folder missing or not writable?)", tmp);
         goto done;
     }
-    if ((st = write_attr_i64(f, tmp, "session_store_version", MN_STORE_VERSION)) ||
-        (st = write_attr_i64(f, tmp, "n_slots", s->n_slots)) || (st = write_attr_i64(f, tmp, "d_model", s->d_model)) ||
-        (st = write_attr_i64(f, tmp, "generation", (int64_t)generation)) ||
-        (st = write_attr_i64(f, tmp, "count", (int64_t)n)) ||
+    if ((st = mn_h5_write_attr_int(f, tmp, "session_store_version", MN_STORE_VERSION)) ||
+        (st = mn_h5_write_attr_int(f, tmp, "n_slots", s->n_slots)) ||
+        (st = mn_h5_write_attr_int(f, tmp, "d_model", s->d_model)) ||
+        (st = mn_h5_write_attr_int(f, tmp, "generation", (int64_t)generation)) ||
+        (st = mn_h5_write_attr_int(f, tmp, "count", (int64_t)n)) ||
         (st = write_array(f, tmp, "id_offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, n + 1, offsets)) ||
         (st = write_array(f, tmp, "id_bytes", H5T_STD_U8LE, H5T_NATIVE_UINT8, id_total, ids)) ||
         (st = write_array(f, tmp, "turns", H5T_STD_I64LE, H5T_NATIVE_INT64, n, turns)) ||
@@ -565,28 +519,13 @@ static mn_status write_snapshot(mn_session_store *s, const char *tmp, uint64_t g
         (st = write_array(f, tmp, "fingerprint", H5T_STD_U64LE, H5T_NATIVE_UINT64, n, fps)))
         goto done;
 
+    /* about 16 KiB chunks: a get reads and checksums one chunk, not the whole store */
+    size_t chunk_rows = STATE_CHUNK_BYTES / (F * sizeof(float));
+    chunk_rows = chunk_rows < 1 ? 1 : chunk_rows > n ? n : chunk_rows;
+    size_t dims[2] = {n, F}, chunk[2] = {chunk_rows, F};
     hid_t d = H5I_INVALID_HID;
-    hsize_t dims[2] = {n, F};
-    H5E_BEGIN_TRY {
-        hid_t space = H5Screate_simple(2, dims, NULL);
-        hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-        if (n > 0) {
-            /* about 16 KiB chunks: a get reads and checksums one chunk, not the whole store */
-            hsize_t rows = STATE_CHUNK_BYTES / (F * sizeof(float));
-            rows = rows < 1 ? 1 : rows > n ? n : rows;
-            hsize_t chunk[2] = {rows, F};
-            H5Pset_chunk(dcpl, 2, chunk);
-            H5Pset_fletcher32(dcpl);
-        }
-        d = H5Dcreate2(f, "states", H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-        H5Pclose(dcpl);
-        H5Sclose(space);
-    }
-    H5E_END_TRY;
-    if (d < 0) {
-        st = mn_fail(MN_ERR_IO, "%s: cannot create dataset 'states'", tmp);
+    if ((st = mn_h5_create_dataset(f, tmp, "states", H5T_IEEE_F32LE, 2, dims, chunk, &d)))
         goto done;
-    }
     for (size_t first = 0; first < n && st == MN_OK; first += batch_rows) {
         size_t rows = n - first < batch_rows ? n - first : batch_rows;
         for (size_t i = 0; i < rows && st == MN_OK; i++)
@@ -757,21 +696,17 @@ static mn_status load_snapshot(mn_session_store *s) {
     }
     s->snap_rows = (int64_t)n;
 
-    hsize_t dims[2] = {0, 0};
-    int ndims = -1;
-    H5E_BEGIN_TRY {
-        s->states = H5Dopen2(s->snap, "states", H5P_DEFAULT);
-        if (s->states >= 0) {
-            hid_t space = H5Dget_space(s->states);
-            ndims = H5Sget_simple_extent_ndims(space);
-            if (ndims == 2)
-                H5Sget_simple_extent_dims(space, dims, NULL);
-            H5Sclose(space);
-        }
+    size_t dims[4];
+    int ndims = 0;
+    if ((st = mn_h5_dataset_dims(s->snap, p, "states", &ndims, dims)))
+        goto done;
+    if (ndims == 2 && dims[0] == n && dims[1] == s->state_floats) {
+        H5E_BEGIN_TRY { s->states = H5Dopen2(s->snap, "states", H5P_DEFAULT); }
+        H5E_END_TRY;
     }
-    H5E_END_TRY;
-    if (s->states < 0 || ndims != 2 || dims[0] != n || dims[1] != s->state_floats)
-        st = mn_fail(MN_ERR_FORMAT, "%s: dataset 'states' is missing or not (%zu, %zu)", p, n, s->state_floats);
+    if (s->states < 0)
+        st = mn_fail(MN_ERR_FORMAT, "%s: dataset 'states' is not (%zu, %zu) or cannot be opened", p, n,
+                     s->state_floats);
 done:
     free(offsets), free(turns), free(fps), free(ids);
     return st;

@@ -5,7 +5,7 @@
 #include <string.h>
 
 #include "mnemo.h"
-#include "text/tokenizer.h" /* mn_xxh64 */
+#include "core/hash.h"
 
 static int is_compressor_side(const char *name) {
     return !strcmp(name, "wte") || !strncmp(name, "compressor.", 11) || !strncmp(name, "memory.", 7);

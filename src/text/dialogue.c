@@ -11,6 +11,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "text/json_doc.h"
 #include "text/text_util.h"
 
 void mn_dialogue_free(mn_dialogue *d) {
@@ -262,90 +263,54 @@ static int parse_dialogue(json_t *root, int64_t line, mn_dialogue *d, why_t *why
     return 0;
 }
 
-static mn_status report_bad(const char *name, int64_t line, const char *reason, int strict,
-                            FILE *log, mn_read_stats *stats) {
-    stats->bad_records++;
-    if (log)
-        fprintf(log, "%s:%lld: %s\n", name, (long long)line, reason);
-    if (strict)
-        return mn_fail(MN_ERR_FORMAT, "%s:%lld: %s", name, (long long)line, reason);
-    return MN_OK;
+/* One line of canonical JSONL: a dialogue, or a bad record. */
+static mn_status read_line(const mn_json_doc *doc, const char *key, size_t line, json_t *root) {
+    (void)key;
+    mn_dialogue d = {0};
+    why_t why = {{0}, 0};
+    if (parse_dialogue(root, (int64_t)line, &d, &why)) {
+        mn_dialogue_free(&d);
+        if (why.nomem)
+            return mn_fail(MN_ERR_NOMEM, "%s:%zu: out of memory", doc->name, line);
+        return mn_bad_record(doc->options, &doc->stats->read, doc->name, (int64_t)line, "%s", why.text);
+    }
+    mn_status st = mn_dialogue_list_push(doc->out, &d);
+    if (st != MN_OK)
+        mn_dialogue_free(&d);
+    return st;
+}
+
+static const mn_json_format jsonl = {MN_JSON_LINES, "canonical JSONL", read_line};
+
+/* Both JSONL entry points: from memory (path NULL) or from the file at path. They take
+ * strictness and the log rather than reader options, and count into mn_read_stats. */
+static mn_status jsonl_read(const char *path, const char *name, const char *buf, size_t len, int strict,
+                            FILE *log, mn_dialogue_list *out, mn_read_stats *stats) {
+    mn_reader_options options = mn_reader_options_default();
+    options.strict = strict;
+    options.log = log;
+    mn_reader_stats all = {0};
+    if (stats)
+        all.read = *stats;
+    mn_status st = path ? mn_json_doc_read_file(&jsonl, path, &options, out, &all)
+                        : mn_json_doc_read(&jsonl, name, buf, len, &options, out, &all);
+    if (stats)
+        *stats = all.read;
+    return st;
 }
 
 mn_status mn_jsonl_read_buffer(const char *name, const char *buf, size_t len, int strict,
                                FILE *log, mn_dialogue_list *out, mn_read_stats *stats) {
-    mn_read_stats local = {0};
-    if (!stats)
-        stats = &local;
     if (!name || (!buf && len) || !out)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_jsonl_read_buffer: NULL argument");
-    size_t pos = 0;
-    int64_t line = 0;
-    while (pos < len) {
-        line++;
-        const char *start = buf + pos;
-        const char *nl = memchr(start, '\n', len - pos);
-        size_t n = nl ? (size_t)(nl - start) : len - pos;
-        pos += n + (nl ? 1 : 0);
-        size_t k = 0;
-        while (k < n && (start[k] == ' ' || start[k] == '\t' || start[k] == '\r'))
-            k++;
-        if (k == n)
-            continue;  /* blank lines hold no record */
-        stats->lines_read++;
-        /* jansson refuses invalid UTF-8; repair it so that the record survives */
-        char *fixed = NULL;
-        const char *text = start;
-        size_t text_len = n;
-        if (!mn_utf8_valid(start, n)) {
-            int64_t replaced = 0;
-            fixed = mn_utf8_repair(start, n, &text_len, &replaced);
-            if (!fixed)
-                return mn_fail(MN_ERR_NOMEM, "%s:%lld: cannot copy the line", name,
-                               (long long)line);
-            text = fixed;
-            stats->invalid_utf8++;
-        }
-        json_error_t jerr;
-        json_t *root = json_loadb(text, text_len, 0, &jerr);
-        free(fixed);
-        if (!root) {
-            char reason[300];
-            snprintf(reason, sizeof reason, "invalid JSON (column %d): %s", jerr.column,
-                     jerr.text);
-            MN_TRY(report_bad(name, line, reason, strict, log, stats));
-            continue;
-        }
-        mn_dialogue d = {0};
-        why_t why = {{0}, 0};
-        int rc = parse_dialogue(root, line, &d, &why);
-        json_decref(root);
-        if (rc) {
-            mn_dialogue_free(&d);
-            if (why.nomem)
-                return mn_fail(MN_ERR_NOMEM, "%s:%lld: out of memory", name, (long long)line);
-            MN_TRY(report_bad(name, line, why.text, strict, log, stats));
-            continue;
-        }
-        mn_status st = mn_dialogue_list_push(out, &d);
-        if (st != MN_OK) {
-            mn_dialogue_free(&d);
-            return st;
-        }
-    }
-    return MN_OK;
+    return jsonl_read(NULL, name, buf, len, strict, log, out, stats);
 }
 
 mn_status mn_jsonl_read(const char *path, int strict, FILE *log, mn_dialogue_list *out,
                         mn_read_stats *stats) {
     if (!path || !out)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_jsonl_read: NULL argument");
-    char *buf;
-    size_t len;
-    MN_TRY(mn_file_read_all(path, &buf, &len));
-    mn_status st = mn_jsonl_read_buffer(path, buf, len, strict, log, out, stats);
-    free(buf);
-    return st;
+    return jsonl_read(path, path, NULL, 0, strict, log, out, stats);
 }
 
 /* ------------------------------------------------------------------ writing */

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "text/json_doc.h"
 #include "text/readers.h"
 #include "text/text_util.h"
 
@@ -40,14 +41,15 @@ static const char *check_conversation(json_t *conv) {
     return NULL;
 }
 
-static mn_status read_conversation(const char *name, const char *buf, size_t len,
-                                   const char *key, json_t *conv,
-                                   const mn_reader_options *options, mn_dialogue_list *out,
-                                   mn_reader_stats *stats) {
+static mn_status read_conversation(const mn_json_doc *doc, const char *key, size_t index,
+                                   json_t *conv) {
+    (void)index;
+    const mn_reader_options *options = doc->options;
+    mn_reader_stats *stats = doc->stats;
     stats->read.lines_read++;
     const char *problem = check_conversation(conv);
     if (problem)
-        return mn_bad_record(options, &stats->read, name, mn_line_of_key(buf, len, key),
+        return mn_bad_record(options, &stats->read, doc->name, mn_line_of_key(doc->buf, doc->len, key),
                              "conversation %s: %s", key, problem);
     json_t *messages = json_object_get(conv, "messages");
     mn_dialogue d = {0};
@@ -121,7 +123,7 @@ static mn_status read_conversation(const char *name, const char *buf, size_t len
     if (st == MN_OK && d.n_turns == 0)
         stats->empty_dialogues++;
     else if (st == MN_OK)
-        st = mn_dialogue_list_push(out, &d);
+        st = mn_dialogue_list_push(doc->out, &d);
     free(joined);
     free(order);
     mn_strset_free(&senders);
@@ -129,49 +131,19 @@ static mn_status read_conversation(const char *name, const char *buf, size_t len
     return st;
 }
 
+static const mn_json_format chitchat = {MN_JSON_OBJECT, "an object of conversations", read_conversation};
+
 mn_status mn_read_chitchat_buffer(const char *name, const char *buf, size_t len,
                                   const mn_reader_options *options, mn_dialogue_list *out,
                                   mn_reader_stats *stats) {
-    mn_reader_stats local = {0};
-    mn_reader_options defaults = mn_reader_options_default();
     if (!name || (!buf && len) || !out)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_read_chitchat_buffer: NULL argument");
-    if (!options)
-        options = &defaults;
-    if (!stats)
-        stats = &local;
-    if (!buf)
-        buf = "";
-    stats->files++;
-    json_t *root;
-    MN_TRY(mn_json_load_document(name, buf, len, options, &stats->read, &root));
-    if (!root)
-        return MN_OK;
-    mn_status st = MN_OK;
-    if (!json_is_object(root)) {
-        st = mn_bad_record(options, &stats->read, name, 1,
-                           "top level is not an object of conversations (file skipped)");
-    } else {
-        const char *key;
-        json_t *conv;
-        json_object_foreach(root, key, conv) {
-            st = read_conversation(name, buf, len, key, conv, options, out, stats);
-            if (st != MN_OK)
-                break;
-        }
-    }
-    json_decref(root);
-    return st;
+    return mn_json_doc_read(&chitchat, name, buf, len, options, out, stats);
 }
 
 mn_status mn_read_chitchat(const char *path, const mn_reader_options *options,
                            mn_dialogue_list *out, mn_reader_stats *stats) {
     if (!path || !out)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_read_chitchat: NULL argument");
-    char *buf;
-    size_t len;
-    MN_TRY(mn_file_read_all(path, &buf, &len));
-    mn_status st = mn_read_chitchat_buffer(path, buf, len, options, out, stats);
-    free(buf);
-    return st;
+    return mn_json_doc_read_file(&chitchat, path, options, out, stats);
 }

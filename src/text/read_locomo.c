@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "text/json_doc.h"
 #include "text/readers.h"
 #include "text/text_util.h"
 
@@ -388,16 +389,18 @@ static mn_status read_qa_item(const char *name, int64_t line, const char *sample
     return MN_OK;
 }
 
-static mn_status read_sample(const char *name, const char *buf, size_t len, size_t index,
-                             json_t *sample, const mn_reader_options *options,
-                             mn_dialogue_list *out, mn_reader_stats *stats) {
+static mn_status read_sample(const mn_json_doc *doc, const char *key, size_t index, json_t *sample) {
+    (void)key;
+    const char *name = doc->name;
+    const mn_reader_options *options = doc->options;
+    mn_reader_stats *stats = doc->stats;
     json_t *sid = json_object_get(sample, "sample_id");
     char fallback[32];
     snprintf(fallback, sizeof fallback, "locomo-%zu", index);
     const char *sample_id = json_is_string(sid) ? json_string_value(sid) : fallback;
     char needle[300];
     snprintf(needle, sizeof needle, "\"%.280s\"", sample_id);
-    int64_t line = json_is_string(sid) ? mn_line_of(buf, len, needle) : 0;
+    int64_t line = json_is_string(sid) ? mn_line_of(doc->buf, doc->len, needle) : 0;
     json_t *conversation = json_object_get(sample, "conversation");
     json_t *qa = json_object_get(sample, "qa");
     if (!json_is_object(sample) || !json_is_object(conversation) || (qa && !json_is_array(qa)))
@@ -451,7 +454,7 @@ static mn_status read_sample(const char *name, const char *buf, size_t len, size
         }
     }
     if (st == MN_OK)
-        st = mn_dialogue_list_push(out, &d);
+        st = mn_dialogue_list_push(doc->out, &d);
 done:
     for (size_t i = 0; items && i < n_qa; i++) {
         free(items[i].answer);
@@ -463,34 +466,14 @@ done:
     return st;
 }
 
+static const mn_json_format locomo = {MN_JSON_ARRAY, "a list of samples", read_sample};
+
 mn_status mn_read_locomo_buffer(const char *name, const char *buf, size_t len,
                                 const mn_reader_options *options, mn_dialogue_list *out,
                                 mn_reader_stats *stats) {
-    mn_reader_stats local = {0};
-    mn_reader_options defaults = mn_reader_options_default();
     if (!name || (!buf && len) || !out)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_read_locomo_buffer: NULL argument");
-    if (!options)
-        options = &defaults;
-    if (!stats)
-        stats = &local;
-    if (!buf)
-        buf = "";
-    stats->files++;
-    json_t *root;
-    MN_TRY(mn_json_load_document(name, buf, len, options, &stats->read, &root));
-    if (!root)
-        return MN_OK;
-    mn_status st = MN_OK;
-    if (!json_is_array(root)) {
-        st = mn_bad_record(options, &stats->read, name, 1,
-                           "top level is not a list of samples (file skipped)");
-    } else {
-        for (size_t i = 0; i < json_array_size(root) && st == MN_OK; i++)
-            st = read_sample(name, buf, len, i, json_array_get(root, i), options, out, stats);
-    }
-    json_decref(root);
-    return st;
+    return mn_json_doc_read(&locomo, name, buf, len, options, out, stats);
 }
 
 mn_status mn_read_locomo(const char *path, const mn_reader_options *options,
@@ -506,13 +489,7 @@ mn_status mn_read_locomo(const char *path, const mn_reader_options *options,
         return mn_fail(MN_ERR_NOMEM, "cannot allocate a path");
     /* a folder means the locomo/ data folder */
     snprintf(file, n, S_ISDIR(sb.st_mode) ? "%s/locomo10.json" : "%s", path);
-    char *buf;
-    size_t len;
-    mn_status st = mn_file_read_all(file, &buf, &len);
-    if (st == MN_OK) {
-        st = mn_read_locomo_buffer(file, buf, len, options, out, stats);
-        free(buf);
-    }
+    mn_status st = mn_json_doc_read_file(&locomo, file, options, out, stats);
     free(file);
     return st;
 }

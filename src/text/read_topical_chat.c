@@ -6,14 +6,16 @@
 #include <sys/stat.h>
 
 #include "core/error.h"
+#include "text/json_doc.h"
 #include "text/readers.h"
 #include "text/text_util.h"
 
 /* Converts one conversation; a malformed one is a bad record (reported at its id's line). */
-static mn_status read_conversation(const char *name, const char *buf, size_t len,
-                                   const char *key, json_t *conv,
-                                   const mn_reader_options *options, mn_dialogue_list *out,
-                                   mn_reader_stats *stats) {
+static mn_status read_conversation(const mn_json_doc *doc, const char *key, size_t index,
+                                   json_t *conv) {
+    (void)index;
+    const mn_reader_options *options = doc->options;
+    mn_reader_stats *stats = doc->stats;
     stats->read.lines_read++;
     json_t *content = json_object_get(conv, "content");
     const char *problem = !json_is_object(conv) ? "not an object"
@@ -32,7 +34,7 @@ static mn_status read_conversation(const char *name, const char *buf, size_t len
             problem = "a turn's message is missing or not a string";
     }
     if (problem)
-        return mn_bad_record(options, &stats->read, name, mn_line_of_key(buf, len, key),
+        return mn_bad_record(options, &stats->read, doc->name, mn_line_of_key(doc->buf, doc->len, key),
                              "conversation %s: %s", key, problem);
     mn_dialogue d = {0};
     int cap = 0;
@@ -50,54 +52,19 @@ static mn_status read_conversation(const char *name, const char *buf, size_t len
     if (st == MN_OK && d.n_turns == 0)
         stats->empty_dialogues++;
     else if (st == MN_OK)
-        st = mn_dialogue_list_push(out, &d);
+        st = mn_dialogue_list_push(doc->out, &d);
     mn_dialogue_free(&d);
     return st;
 }
 
+static const mn_json_format topical_chat = {MN_JSON_OBJECT, "an object of conversations", read_conversation};
+
 mn_status mn_read_topical_chat_buffer(const char *name, const char *buf, size_t len,
                                       const mn_reader_options *options,
                                       mn_dialogue_list *out, mn_reader_stats *stats) {
-    mn_reader_stats local = {0};
-    mn_reader_options defaults = mn_reader_options_default();
     if (!name || (!buf && len) || !out)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_read_topical_chat_buffer: NULL argument");
-    if (!options)
-        options = &defaults;
-    if (!stats)
-        stats = &local;
-    if (!buf)
-        buf = "";
-    stats->files++;
-    json_t *root;
-    MN_TRY(mn_json_load_document(name, buf, len, options, &stats->read, &root));
-    if (!root)
-        return MN_OK;
-    mn_status st = MN_OK;
-    if (!json_is_object(root)) {
-        st = mn_bad_record(options, &stats->read, name, 1,
-                           "top level is not an object of conversations (file skipped)");
-    } else {
-        const char *key;
-        json_t *conv;
-        json_object_foreach(root, key, conv) {
-            st = read_conversation(name, buf, len, key, conv, options, out, stats);
-            if (st != MN_OK)
-                break;
-        }
-    }
-    json_decref(root);
-    return st;
-}
-
-static mn_status read_file(const char *path, const mn_reader_options *options,
-                           mn_dialogue_list *out, mn_reader_stats *stats) {
-    char *buf;
-    size_t len;
-    MN_TRY(mn_file_read_all(path, &buf, &len));
-    mn_status st = mn_read_topical_chat_buffer(path, buf, len, options, out, stats);
-    free(buf);
-    return st;
+    return mn_json_doc_read(&topical_chat, name, buf, len, options, out, stats);
 }
 
 mn_status mn_read_topical_chat(const char *path, const mn_reader_options *options,
@@ -114,7 +81,7 @@ mn_status mn_read_topical_chat(const char *path, const mn_reader_options *option
     if (stat(path, &sb) != 0)
         return mn_fail(MN_ERR_IO, "%s: cannot read Topical-Chat: %s", path, strerror(errno));
     if (!S_ISDIR(sb.st_mode))
-        return read_file(path, options, out, stats);
+        return mn_json_doc_read_file(&topical_chat, path, options, out, stats);
     static const char *const valid[] = {"valid_freq.json", "valid_rare.json", NULL};
     static const char *const test[] = {"test_freq.json", "test_rare.json", NULL};
     static const char *const train[] = {"train.json", NULL};
@@ -138,7 +105,7 @@ mn_status mn_read_topical_chat(const char *path, const mn_reader_options *option
     mn_status st = MN_OK;
     for (int i = 0; names[i] && st == MN_OK; i++) {
         snprintf(file, n, "%s/%s", dir, names[i]);
-        st = read_file(file, options, out, stats);
+        st = mn_json_doc_read_file(&topical_chat, file, options, out, stats);
     }
     free(dir);
     free(file);

@@ -423,28 +423,3 @@ int64_t mn_line_of_key(const char *buf, size_t len, const char *key) {
     free(needle);
     return line;
 }
-
-mn_status mn_json_load_document(const char *name, const char *buf, size_t len,
-                                const mn_reader_options *options, mn_read_stats *stats,
-                                json_t **root) {
-    *root = NULL;
-    char *fixed = NULL;
-    if (!mn_utf8_valid(buf, len)) {
-        /* jansson refuses invalid UTF-8 anywhere; repair it so the document survives */
-        int64_t replaced = 0;
-        size_t fixed_len = 0;
-        fixed = mn_utf8_repair(buf, len, &fixed_len, &replaced);
-        if (!fixed)
-            return mn_fail(MN_ERR_NOMEM, "%s: cannot copy %zu bytes", name, len);
-        stats->invalid_utf8 += replaced;
-        buf = fixed;
-        len = fixed_len;
-    }
-    json_error_t jerr;
-    *root = json_loadb(buf, len, 0, &jerr);
-    free(fixed);
-    if (!*root)
-        return mn_bad_record(options, stats, name, jerr.line > 0 ? jerr.line : 1,
-                             "invalid JSON (column %d): %s", jerr.column, jerr.text);
-    return MN_OK;
-}

@@ -1,13 +1,12 @@
 /* Helpers shared by the corpus readers: whole-file loading, UTF-8 repair, a string set,
- * and adding a cleaned turn to a dialogue. Internal to src/text. */
+ * bad-record reporting and adding a cleaned turn to a dialogue (their JSON input is
+ * json_doc.h). Internal to src/text. */
 #ifndef MN_TEXT_UTIL_H
 #define MN_TEXT_UTIL_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
-
-#include <jansson.h>
 
 #include "text/readers.h"
 
@@ -49,13 +48,6 @@ mn_status mn_bad_record(const mn_reader_options *options, mn_read_stats *stats,
 int64_t mn_line_of(const char *buf, size_t len, const char *needle);
 /* Line of "key" (quoted) in buf, 0 if absent. */
 int64_t mn_line_of_key(const char *buf, size_t len, const char *key);
-
-/* Parses one JSON document (object or array), invalid UTF-8 repaired first (each replaced
- * byte counted in invalid_utf8). Unparseable: reported as a bad record at jansson's line,
- * *root = NULL, MN_OK when not strict. */
-mn_status mn_json_load_document(const char *name, const char *buf, size_t len,
-                                const mn_reader_options *options, mn_read_stats *stats,
-                                json_t **root);
 
 /* Appends a turn built from raw text: repaired (counted in invalid_utf8), trimmed, dropped if
  * empty (counted), split at whitespace into pieces of at most max_turn_chars code points

@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/hash.h" /* mn_xxh64, which callers of the tokenizer have taken from here */
 #include "mnemo.h"
 #include "text/dialogue.h"
 
@@ -120,17 +121,5 @@ mn_status mn_tokenizer_load_h5(hid_t loc, const char *name, mn_tokenizer **out);
 /* A standalone HDF5 file holding only the tokenizer group; written atomically. */
 mn_status mn_tokenizer_save_file(const mn_tokenizer *tok, const char *path);
 mn_status mn_tokenizer_load_file(const char *path, mn_tokenizer **out);
-
-/* ---- 64-bit checksum (XXH64), streaming; used for shards */
-typedef struct {
-    uint64_t v[4], total;
-    uint8_t buf[32];
-    size_t buf_len;
-    uint64_t seed;
-} mn_xxh64_state;
-void mn_xxh64_init(mn_xxh64_state *s, uint64_t seed);
-void mn_xxh64_update(mn_xxh64_state *s, const void *data, size_t len);
-uint64_t mn_xxh64_digest(const mn_xxh64_state *s);
-uint64_t mn_xxh64(const void *data, size_t len, uint64_t seed);
 
 #endif

@@ -5,7 +5,7 @@
  *      whatever loads must round-trip the input bytes
  *   2: training on the rest (split at newlines) with a small vocabulary, then round trip
  * Pre-tokens must tile the input; decode(encode(x)) must equal x; nothing may crash.
- * Build: sources of src/core and src/text/tokenizer.c, with jansson, libutf8proc and hdf5. */
+ * Build: scripts/fuzz (the tokenizer's files in src/text and src/core, with jansson, libutf8proc, hdf5). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
