@@ -1,6 +1,6 @@
 /* Helpers shared by the corpus readers: whole-file loading, UTF-8 repair, a string set,
- * and adding a cleaned turn to a dialogue. Internal to src/text, but for mn_utf8_repair, which
- * the chat (src/model/chat.c) uses on sampled replies. */
+ * and adding a cleaned turn to a dialogue. Internal to src/text, but for mn_file_read_all
+ * (also `mnemo tokenizer --file`) and mn_utf8_repair (also the chat's sampled replies). */
 #ifndef MN_TEXT_UTIL_H
 #define MN_TEXT_UTIL_H
 
