@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* strtoll and strtod skip leading white space and accept a '+': a value is its whole string */
+/* strtoll and strtod skip leading white space: a value is its whole string, so refuse it */
 static int starts_clean(const char *arg) { return arg[0] && !isspace((unsigned char)arg[0]); }
 
 int cli_int64(const char *cmd, const char *opt, const char *arg, int64_t lo, int64_t hi, int64_t *out) {
