@@ -577,25 +577,22 @@ static void test_cli_refuses_bad_numbers(void **state) {
     cli_env *e = *state;
     if (!e->bin)
         skip();
-    char args[1024];
-    snprintf(args, sizeof args, "--data '%s' --max-probes 99999999999999999999", e->data);
-    assert_int_equal(run_eval(e, args), 2);
-    assert_true(stderr_has(e, "--max-probes wants an integer in 1..1099511627776, got '99999999999999999999'"));
-    snprintf(args, sizeof args, "--data '%s' --threads abc", e->data);
-    assert_int_equal(run_eval(e, args), 2);
-    assert_true(stderr_has(e, "--threads wants an integer in 1..1024, got 'abc'"));
-    snprintf(args, sizeof args, "--data '%s' --threads 0", e->data);
-    assert_int_equal(run_eval(e, args), 2);
-    assert_true(stderr_has(e, "--threads wants an integer in 1..1024"));
-    snprintf(args, sizeof args, "--data '%s' --max-gen-tokens 8x", e->data);
-    assert_int_equal(run_eval(e, args), 2);
-    assert_true(stderr_has(e, "--max-gen-tokens wants an integer in 1..1048576, got '8x'"));
-    snprintf(args, sizeof args, "--data '%s' --max-probes ' 3'", e->data);
-    assert_int_equal(run_eval(e, args), 2);
-    assert_true(stderr_has(e, "--max-probes wants an integer"));
-    snprintf(args, sizeof args, "--data '%s' --bogus", e->data);
-    assert_int_equal(run_eval(e, args), 2);
-    assert_true(stderr_has(e, "unknown option '--bogus'"));
+    static const struct {
+        const char *option, *err;
+    } cases[] = {
+        {"--max-probes 99999999999999999999", "--max-probes wants an integer in 1..1099511627776, got '99999999999999999999'"},
+        {"--threads abc", "--threads wants an integer in 1..1024, got 'abc'"},
+        {"--threads 0", "--threads wants an integer in 1..1024, got '0'"},
+        {"--max-gen-tokens 8x", "--max-gen-tokens wants an integer in 1..1048576, got '8x'"},
+        {"--max-probes ' 3'", "--max-probes wants an integer in 1..1099511627776, got ' 3'"},
+        {"--bogus", "unknown option '--bogus'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char args[1024];
+        snprintf(args, sizeof args, "--data '%s' %s", e->data, cases[i].option);
+        assert_int_equal(run_eval(e, args), 2);
+        assert_true(stderr_has(e, cases[i].err));
+    }
 }
 
 /* A stand-in gnuplot: writes its argument count and arguments, one a line, to
