@@ -116,6 +116,9 @@ mn_status mn_model_find_tensor(const mn_model *model, const char *name, mn_tenso
 size_t mn_state_floats(const mn_model *model);
 /* r_out (k, C) = R_0, the learned initial state. */
 mn_status mn_initial_state(const mn_model *model, float *r_out);
+/* L2 norm of n floats, summed in double: the |R| that `mnemo chat` and `mnemo sessions show`
+ * print, and the tensor norms of `mnemo inspect`. */
+double mn_l2_norm(const float *x, size_t n);
 /* One turn through the compressor: r_out = update(r_in, tokens[0..n-1]). r_in == r_out is allowed. */
 mn_status mn_update(mn_model *model, const int32_t *tokens, int n, const float *r_in, float *r_out);
 /* Decoder logits of a turn read with state r: logits (n, V); row i predicts token i+1. */

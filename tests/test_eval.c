@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -571,6 +572,153 @@ static void test_cli_refuses_bad_input(void **state) {
     assert_true(stderr_has(e, "unknown mode 'recency'"));
 }
 
+/* Option values are parsed whole and range-checked; the error names the option and the range. */
+static void test_cli_refuses_bad_numbers(void **state) {
+    cli_env *e = *state;
+    if (!e->bin)
+        skip();
+    static const struct {
+        const char *option, *err;
+    } cases[] = {
+        {"--max-probes 99999999999999999999", "--max-probes wants an integer in 1..1099511627776, got '99999999999999999999'"},
+        {"--threads abc", "--threads wants an integer in 1..1024, got 'abc'"},
+        {"--threads 0", "--threads wants an integer in 1..1024, got '0'"},
+        {"--max-gen-tokens 8x", "--max-gen-tokens wants an integer in 1..1048576, got '8x'"},
+        {"--max-probes ' 3'", "--max-probes wants an integer in 1..1099511627776, got ' 3'"},
+        {"--bogus", "unknown option '--bogus'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char args[1024];
+        snprintf(args, sizeof args, "--data '%s' %s", e->data, cases[i].option);
+        assert_int_equal(run_eval(e, args), 2);
+        assert_true(stderr_has(e, cases[i].err));
+    }
+}
+
+/* A stand-in gnuplot: writes its argument count and arguments, one a line, to
+ * $FAKE_GNUPLOT_LOG, fails unless its first argument is a file, exits $FAKE_GNUPLOT_EXIT. */
+static const char *fake_gnuplot = "#!/bin/sh\n"
+                                  "{ echo \"$#\"; for a in \"$@\"; do printf '%s\\n' \"$a\"; done; } > \"$FAKE_GNUPLOT_LOG\"\n"
+                                  "test -f \"$1\" || exit 9\n"
+                                  "exit \"${FAKE_GNUPLOT_EXIT:-0}\"\n";
+
+/* mnemo eval --plot png --no-generate --no-lm, run in e->dir with PATH = path (no shell in
+ * between); the fake gnuplot exits gp_exit. Returns the exit code. */
+static int run_plot(const cli_env *e, const char *png, const char *path, int gp_exit) {
+    char log[160], code[16];
+    snprintf(log, sizeof log, "%s/gnuplot-args.txt", e->dir);
+    snprintf(code, sizeof code, "%d", gp_exit);
+    unlink(log);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (chdir(e->dir) != 0 || !freopen("/dev/null", "w", stdout) || !freopen(e->err, "w", stderr))
+            _exit(126);
+        setenv("PATH", path, 1);
+        setenv("FAKE_GNUPLOT_LOG", log, 1);
+        setenv("FAKE_GNUPLOT_EXIT", code, 1);
+        const char *argv[] = {e->bin, "eval", "--checkpoint", e->ckpt, "--data", e->data, "--plot", png,
+                              "--no-generate", "--no-lm", "--quiet", NULL};
+        execv(e->bin, (char *const *)argv);
+        _exit(127);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* What the fake gnuplot was called with: one argument, this one. */
+static void assert_gnuplot_got(const cli_env *e, const char *script) {
+    char path[160], want[1024];
+    snprintf(path, sizeof path, "%s/gnuplot-args.txt", e->dir);
+    snprintf(want, sizeof want, "1\n%s\n", script);
+    size_t n;
+    char *got = read_all(path, &n);
+    assert_non_null(got);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static int file_has(const char *path, const char *what) {
+    size_t n;
+    char *s = read_all(path, &n);
+    int found = s && strstr(s, what) != NULL;
+    if (!found)
+        print_message("%s was: %s\n", path, s ? s : "(unreadable)");
+    free(s);
+    return found;
+}
+
+/* gnuplot runs without a shell: its script is one argument whatever the plot's name holds,
+ * the names inside the script are quoted for gnuplot, and its exit status is reported. */
+static void test_cli_plot_runs_gnuplot_without_a_shell(void **state) {
+    cli_env *e = *state;
+    if (!e->bin)
+        skip();
+    char bin[128], empty[128], gp[160], png[160], script[160], want[256], pwned[128];
+    snprintf(bin, sizeof bin, "%s/fakebin", e->dir);
+    snprintf(empty, sizeof empty, "%s/nobin", e->dir);
+    snprintf(gp, sizeof gp, "%s/gnuplot", bin);
+    assert_int_equal(mkdir(bin, 0755), 0);
+    assert_int_equal(mkdir(empty, 0755), 0);
+    assert_int_equal(write_file(gp, fake_gnuplot), 0);
+    assert_int_equal(chmod(gp, 0755), 0);
+
+    /* a quote and spaces in the name */
+    snprintf(png, sizeof png, "%s/it's a plot.png", e->dir);
+    snprintf(script, sizeof script, "%s/it's a plot.gp", e->dir);
+    assert_int_equal(run_plot(e, png, bin, 0), 0);
+    assert_gnuplot_got(e, script);
+    snprintf(want, sizeof want, "set output '%s/it''s a plot.png'\n", e->dir);
+    assert_true(file_has(script, want));
+    snprintf(want, sizeof want, "'%s/it''s a plot.dat' using 1:4", e->dir);
+    assert_true(file_has(script, want));
+
+    /* a name that would end a shell's quotes runs no command */
+    snprintf(png, sizeof png, "%s/x'; touch pwned; '.png", e->dir);
+    snprintf(script, sizeof script, "%s/x'; touch pwned; '.gp", e->dir);
+    snprintf(pwned, sizeof pwned, "%s/pwned", e->dir);
+    assert_int_equal(run_plot(e, png, bin, 0), 0);
+    assert_gnuplot_got(e, script);
+    assert_int_equal(access(pwned, F_OK), -1);
+    /* the same with no gnuplot at all: refused, still nothing run */
+    assert_int_equal(run_plot(e, png, empty, 0), 1);
+    assert_true(stderr_has(e, "cannot run gnuplot"));
+    assert_int_equal(access(pwned, F_OK), -1);
+
+    /* a relative name starting with '-' is not taken for an option */
+    assert_int_equal(run_plot(e, "-e.png", bin, 0), 0);
+    assert_gnuplot_got(e, "./-e.gp");
+
+    /* gnuplot's failure is reported with its exit status */
+    snprintf(png, sizeof png, "%s/plot.png", e->dir);
+    assert_int_equal(run_plot(e, png, bin, 3), 1);
+    assert_true(stderr_has(e, "gnuplot failed on"));
+    assert_true(stderr_has(e, "exit status 3"));
+
+    /* and with a real gnuplot, where one is installed, the quoted name draws a PNG */
+    const char *path = getenv("PATH");
+    int have_gnuplot = 0;
+    for (const char *p = path ? path : ""; *p && !have_gnuplot;) {
+        size_t n = strcspn(p, ":");
+        char exe[512];
+        snprintf(exe, sizeof exe, "%.*s/gnuplot", (int)n, p);
+        have_gnuplot = n > 0 && access(exe, X_OK) == 0;
+        p += n + (p[n] == ':');
+    }
+    if (!have_gnuplot) {
+        print_message("no gnuplot on PATH: the real plot is not drawn\n");
+        return;
+    }
+    snprintf(png, sizeof png, "%s/it's a plot.png", e->dir);
+    unlink(png);
+    assert_int_equal(run_plot(e, png, path, 0), 0);
+    size_t n;
+    char *img = read_all(png, &n);
+    assert_non_null(img);
+    assert_true(n > 8 && !memcmp(img, "\x89PNG", 4));
+    free(img);
+}
+
 int main(void) {
     const struct CMUnitTest unit[] = {
         cmocka_unit_test(test_bucket_edges),
@@ -586,6 +734,8 @@ int main(void) {
     const struct CMUnitTest cli[] = {
         cmocka_unit_test(test_cli_runs_and_leaves_checkpoint_unchanged),
         cmocka_unit_test(test_cli_refuses_bad_input),
+        cmocka_unit_test(test_cli_refuses_bad_numbers),
+        cmocka_unit_test(test_cli_plot_runs_gnuplot_without_a_shell),
     };
     int failed = cmocka_run_group_tests_name("eval", unit, NULL, NULL);
     failed += cmocka_run_group_tests_name("eval_cli", cli, cli_setup, cli_teardown);

@@ -1,6 +1,7 @@
 /* Session store: round trips, persistence, compaction, refusal of foreign states, recovery
  * from torn and stale journals, a writer SIGKILLed dozens of times at random moments, and
- * concurrent reader processes next to a writer process. Also the model fingerprint. */
+ * concurrent reader processes next to a writer process. Also the model fingerprint, and what
+ * `mnemo sessions` shows and benchmarks. */
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -19,6 +20,7 @@
 
 #include <cmocka.h>
 
+#include "io/session_ops.h"
 #include "io/session_store.h"
 #include "mnemo.h"
 
@@ -801,6 +803,64 @@ static void test_fingerprint(void **state) {
     mn_model_free(b);
 }
 
+/* ---------------------------------------------------------------- what `mnemo sessions` shows */
+/* describe: the info and |R| of any session, whatever compressor wrote it; absent: found 0. */
+static void test_describe(void **state) {
+    (void)state;
+    tmp_store t;
+    tmp_store_make(&t);
+    mn_session_store *s = NULL;
+    ok(mn_session_store_open(t.path, MN_STORE_WRITE | MN_STORE_CREATE, SLOTS, WIDTH, &s));
+    float r[F];
+    pattern(3, 1, r);
+    ok(mn_session_put(s, "carol", FP ^ 99, r, 5));
+    double want = 0;
+    for (int i = 0; i < F; i++)
+        want += (double)r[i] * r[i];
+    want = sqrt(want);
+    mn_session_info info;
+    double norm = -1;
+    int found = 0;
+    ok(mn_session_describe(s, "carol", &info, &norm, &found));
+    assert_int_equal(found, 1);
+    assert_string_equal(info.id, "carol");
+    assert_int_equal(info.turns, 5);
+    assert_true(info.fingerprint == (FP ^ 99));
+    assert_true(fabs(norm - want) <= 1e-12 * want);
+    ok(mn_session_describe(s, "nobody", &info, &norm, &found));
+    assert_int_equal(found, 0);
+    mn_session_store_close(s);
+    tmp_store_remove(&t);
+}
+
+/* The benchmark leaves a store of `count` sessions with both rounds of puts in its journal,
+ * reports every figure, and never reuses an existing path. */
+static void test_store_bench(void **state) {
+    (void)state;
+    tmp_store t;
+    tmp_store_make(&t);
+    mn_session_bench_options o = {.count = 40, .n_slots = 2, .width = 4, .gets = 30, .puts = 20};
+    mn_session_bench_result r;
+    ok(mn_session_store_bench(t.path, &o, &r));
+    assert_true(r.fill_rate > 0 && r.get_rate > 0 && r.put_sync_rate > 0 && r.put_rate > 0 && r.journal_get_rate > 0);
+    assert_true(r.get_p50 > 0 && r.get_p50 <= r.get_p99);
+    assert_true(r.put_sync_p50 <= r.put_sync_p99 && r.put_sync_p99 <= r.put_sync_max);
+    assert_int_equal(r.journal_gets, 20);
+    assert_int_equal(r.journal_records, 40);
+    assert_true(r.snapshot_bytes > 0 && r.journal_bytes > 0);
+    mn_session_store *s = NULL;
+    ok(mn_session_store_open(t.path, 0, 0, 0, &s));
+    mn_session_info *infos = NULL;
+    size_t n = 0;
+    ok(mn_session_list(s, &infos, &n));
+    assert_int_equal(n, 40);
+    free(infos);
+    mn_session_store_close(s);
+    assert_int_equal(mn_session_store_bench(t.path, &o, &r), MN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mn_last_error(), "exists"));
+    tmp_store_remove(&t);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_round_trip_and_persistence),
@@ -812,6 +872,8 @@ int main(void) {
         cmocka_unit_test(test_concurrent_processes),
         cmocka_unit_test(test_lock_protocol),
         cmocka_unit_test(test_fingerprint),
+        cmocka_unit_test(test_describe),
+        cmocka_unit_test(test_store_bench),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

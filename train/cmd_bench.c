@@ -1,46 +1,17 @@
-/* mnemo bench: training throughput of the CPU model on synthetic batches, next to OpenBLAS
- * sgemm measured in the same run. The ratio of effective GFLOP/s to sgemm GFLOP/s is the share
- * of peak matrix speed the whole step reaches: the rest is time outside matrix products. */
+/* mnemo bench: training throughput of the model on synthetic batches, next to OpenBLAS sgemm
+ * measured in the same run (src/model/bench.h). The ratio of effective GFLOP/s to sgemm
+ * GFLOP/s is the share of peak matrix speed the whole step reaches: the rest is time outside
+ * matrix products. */
 #include <cblas.h>
 #include <getopt.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "cli_util.h"
 #include "commands.h"
-#include "mnemo.h"
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* Matrix-product FLOPs of one forward pass of a stack over S positions (of which n_valid are
- * real) for one episode: 24 C^2 per position per layer, attention 4 C per (query, key) pair. */
-static double stack_flops(const mn_config *c, int layers, int S, double pairs) {
-    double C = c->d_model;
-    return layers * (24.0 * C * C * S + 4.0 * C * pairs);
-}
-
-/* sgemm GFLOP/s on the model's most common product shape (B*S, C) @ (C, 4C). */
-static double sgemm_gflops(int M, int K, int N, int reps) {
-    float *a = malloc((size_t)M * K * sizeof(float)), *b = malloc((size_t)K * N * sizeof(float));
-    float *c = malloc((size_t)M * N * sizeof(float));
-    for (size_t i = 0; i < (size_t)M * K; i++)
-        a[i] = (float)(i % 13) * 0.01f;
-    for (size_t i = 0; i < (size_t)K * N; i++)
-        b[i] = (float)(i % 7) * 0.01f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, a, K, b, N, 0.0f, c, N);
-    double t0 = now_seconds();
-    for (int r = 0; r < reps; r++)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, a, K, b, N, 0.0f, c, N);
-    double dt = now_seconds() - t0;
-    free(a), free(b), free(c);
-    return 2.0 * M * K * N * reps / dt / 1e9;
-}
+#include "model/bench.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -61,10 +32,11 @@ static mn_config gpt2_small(void) {
 }
 
 int cmd_bench(int argc, char **argv) {
-    mn_config cfg = mn_config_demo();
-    int B = 8, T = 8, bptt = 8, L = 64, steps = 5, threads = 0;
+    mn_bench_train_options o = {.config = mn_config_demo(), .matmul = MN_MATMUL_FP32, .batch = 8, .turns = 8,
+                                .bptt = 8, .turn_tokens = 64, .steps = 5};
+    mn_config *cfg = &o.config;
+    int threads = 0;
     const char *device_name = "cpu";
-    mn_matmul matmul = MN_MATMUL_FP32;
     static const struct option options[] = {
         {"batch", required_argument, 0, 'B'},   {"turns", required_argument, 0, 'T'},
         {"bptt", required_argument, 0, 'K'},    {"turn-tokens", required_argument, 0, 'L'},
@@ -74,39 +46,45 @@ int cmd_bench(int argc, char **argv) {
         {"device", required_argument, 0, 'd'},  {"matmul", required_argument, 0, 'm'},
         {"preset", required_argument, 0, 'p'},  {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
-    int opt;
+    int opt, ok = 1;
     optind = 1;
-    while ((opt = getopt_long(argc, argv, "", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, ":", options, NULL)) != -1) {
         switch (opt) {
-        case 'B': B = atoi(optarg); break;
-        case 'T': T = atoi(optarg); break;
-        case 'K': bptt = atoi(optarg); break;
-        case 'L': L = atoi(optarg); break;
-        case 's': steps = atoi(optarg); break;
-        case 'j': threads = atoi(optarg); break;
-        case 'C': cfg.d_model = atoi(optarg); break;
-        case 'l': cfg.n_layers = atoi(optarg); break;
-        case 'k': cfg.n_slots = atoi(optarg); break;
-        case 'V': cfg.vocab_size = atoi(optarg); break;
+        case 'B': ok = cli_int("bench", "--batch", optarg, 1, 1 << 20, &o.batch); break;
+        case 'T': ok = cli_int("bench", "--turns", optarg, 1, 1 << 20, &o.turns); break;
+        case 'K': ok = cli_int("bench", "--bptt", optarg, 1, 1 << 20, &o.bptt); break;
+        case 'L': ok = cli_int("bench", "--turn-tokens", optarg, 2, 1 << 20, &o.turn_tokens); break;
+        case 's': ok = cli_int("bench", "--steps", optarg, 1, 1 << 20, &o.steps); break;
+        case 'j': ok = cli_int("bench", "--threads", optarg, 1, 4096, &threads); break;
+        case 'C': ok = cli_int("bench", "--width", optarg, 1, 1 << 16, &cfg->d_model); break;
+        case 'l': ok = cli_int("bench", "--layers", optarg, 1, 1024, &cfg->n_layers); break;
+        case 'k': ok = cli_int("bench", "--slots", optarg, 1, 1 << 16, &cfg->n_slots); break;
+        case 'V': ok = cli_int("bench", "--vocab", optarg, 2, 1 << 24, &cfg->vocab_size); break;
         case 'd': device_name = optarg; break;
-        case 'm':
-            if (!strcmp(optarg, "fp32")) matmul = MN_MATMUL_FP32;
-            else if (!strcmp(optarg, "tf32")) matmul = MN_MATMUL_TF32;
-            else if (!strcmp(optarg, "bf16")) matmul = MN_MATMUL_BF16;
-            else { usage(stderr); return 2; }
-            break;
+        case 'm': ok = cli_matmul("bench", optarg, &o.matmul); break;
         case 'p': /* a preset replaces the config; put size overrides after it */
-            if (!strcmp(optarg, "gpt2-small")) cfg = gpt2_small();
-            else if (!strcmp(optarg, "demo")) cfg = mn_config_demo();
-            else { usage(stderr); return 2; }
+            if (!strcmp(optarg, "gpt2-small"))
+                *cfg = gpt2_small();
+            else if (!strcmp(optarg, "demo"))
+                *cfg = mn_config_demo();
+            else {
+                fprintf(stderr, "mnemo bench: --preset wants demo or gpt2-small, got '%s'\n", optarg);
+                return 2;
+            }
             break;
         case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        default: return cli_option_error("bench", opt, argv, usage);
         }
+        if (!ok)
+            return 2;
     }
-    if (B < 1 || T < 1 || bptt < 1 || steps < 1 || L < 2 || L > cfg.max_turn_tokens) {
+    if (optind < argc) {
+        fprintf(stderr, "mnemo bench: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (o.turn_tokens > cfg->max_turn_tokens) {
         fprintf(stderr, "mnemo bench: need batch, turns, bptt, steps >= 1 and 2 <= turn-tokens <= %d\n",
-                cfg.max_turn_tokens);
+                cfg->max_turn_tokens);
         return 2;
     }
     if (threads > 0) {
@@ -115,83 +93,33 @@ int cmd_bench(int argc, char **argv) {
         // OpenBLAS threads spinning next to it made steps up to 4x slower (docs/perf.md)
         openblas_set_num_threads(1);
     }
-    mn_device device;
-    char notice[512];
-    if (mn_device_resolve(device_name, &device, notice, sizeof notice) != MN_OK) {
-        fprintf(stderr, "mnemo bench: %s\n", mn_last_error());
+    if (!cli_device("bench", device_name, &o.device))
         return 2;
-    }
-    if (notice[0])
-        fprintf(stderr, "%s\n", notice);
-    mn_model *model = NULL;
-    mn_trainer *trainer = NULL;
-    if (mn_model_create(&cfg, &model) != MN_OK || mn_model_init(model, 1) != MN_OK ||
-        mn_trainer_create_on(model, device, B, bptt, &trainer) != MN_OK ||
-        mn_trainer_set_matmul(trainer, matmul) != MN_OK) {
+    mn_bench_train_result r;
+    if (mn_bench_train(&o, &r) != MN_OK) {
         fprintf(stderr, "mnemo bench: %s\n", mn_last_error());
-        mn_model_free(model);
         return 1;
     }
-    size_t n = (size_t)T * B * L;
-    int32_t *tokens = malloc(n * sizeof(int32_t)), *lengths = malloc((size_t)T * B * sizeof(int32_t));
-    uint32_t x = 12345;
-    for (size_t i = 0; i < n; i++) {
-        x = x * 1664525u + 1013904223u;
-        tokens[i] = (int32_t)((x >> 8) % (uint32_t)cfg.vocab_size);
-    }
-    for (int i = 0; i < T * B; i++)
-        lengths[i] = L; /* full turns: every position does real work */
-    mn_batch batch = {B, T, L, tokens, lengths, NULL};
-    mn_adamw_config adamw = {3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
-
-    float loss;
-    int status = 0;
-    if (mn_forward_backward(trainer, &batch, &loss, NULL) != MN_OK) { /* warm-up */
-        fprintf(stderr, "mnemo bench: %s\n", mn_last_error());
-        status = 1;
-        goto done;
-    }
-    double t0 = now_seconds();
-    for (int s = 0; s < steps; s++)
-        if (mn_forward_backward(trainer, &batch, &loss, NULL) != MN_OK ||
-            mn_adamw_step(trainer, &adamw, NULL) != MN_OK) {
-            fprintf(stderr, "mnemo bench: %s\n", mn_last_error());
-            status = 1;
-            goto done;
-        }
-    double dt = (now_seconds() - t0) / steps;
-
-    int S = cfg.n_slots + L;
-    double causal_pairs = S * (S + 1) / 2.0, full_pairs = (double)S * S;
-    double fwd = stack_flops(&cfg, cfg.n_layers, S, causal_pairs) + stack_flops(&cfg, cfg.n_comp_layers, S, full_pairs) +
-                 2.0 * L * cfg.d_model * cfg.vocab_size + 4.0 * cfg.n_slots * cfg.d_model * cfg.d_model;
-    double flops = 3.0 * fwd * B * T; /* backward costs twice the forward */
-    double gflops = flops / dt / 1e9;
-    double sgemm = sgemm_gflops(B * S, cfg.d_model, 4 * cfg.d_model, 10);
     printf("config: V %d, C %d, H %d, decoder %d + compressor %d layers, %d slots; batch %d x %d turns x %d tokens, bptt %d, %d threads\n",
-           cfg.vocab_size, cfg.d_model, cfg.n_heads, cfg.n_layers, cfg.n_comp_layers, cfg.n_slots, B, T, L, bptt,
-           omp_get_max_threads());
-    printf("device: %s, matmul %s\n", device == MN_DEVICE_CUDA ? "cuda" : "cpu",
-           matmul == MN_MATMUL_BF16 ? "bf16" : matmul == MN_MATMUL_TF32 ? "tf32" : "fp32");
-    printf("step (forward+backward+adamw): %.3f s, loss %.4f\n", dt, (double)loss);
-    printf("tokens/s:                 %.0f\n", (double)n / dt);
-    printf("effective GFLOP/s:        %.2f\n", gflops);
-    printf("sgemm GFLOP/s (%dx%dx%d): %.2f\n", B * S, cfg.d_model, 4 * cfg.d_model, sgemm);
-    printf("effective / sgemm:        %.2f\n", gflops / sgemm);
+           cfg->vocab_size, cfg->d_model, cfg->n_heads, cfg->n_layers, cfg->n_comp_layers, cfg->n_slots, o.batch,
+           o.turns, o.turn_tokens, o.bptt, omp_get_max_threads());
+    printf("device: %s, matmul %s\n", o.device == MN_DEVICE_CUDA ? "cuda" : "cpu", cli_matmul_name(o.matmul));
+    printf("step (forward+backward+adamw): %.3f s, loss %.4f\n", r.step_s, (double)r.loss);
+    printf("tokens/s:                 %.0f\n", r.tokens_per_s);
+    printf("effective GFLOP/s:        %.2f\n", r.gflops);
+    printf("sgemm GFLOP/s (%dx%dx%d): %.2f\n", r.sgemm_m, r.sgemm_k, r.sgemm_n, r.sgemm_gflops);
+    printf("effective / sgemm:        %.2f\n", r.gflops / r.sgemm_gflops);
     mn_device_info info;
-    if (device == MN_DEVICE_CUDA && mn_cuda_device_info(0, &info) == MN_OK) {
+    if (o.device == MN_DEVICE_CUDA && mn_cuda_device_info(0, &info) == MN_OK) {
         /* the sgemm line above is the host CPU's; on a GPU the reference is the device's peak */
-        double peak = matmul == MN_MATMUL_BF16 ? info.peak_bf16_tflops
-                      : matmul == MN_MATMUL_TF32 ? info.peak_tf32_tflops : info.peak_fp32_tflops;
-        static const char *names[] = {"fp32", "tf32", "bf16"};
+        double peak = o.matmul == MN_MATMUL_BF16   ? info.peak_bf16_tflops
+                      : o.matmul == MN_MATMUL_TF32 ? info.peak_tf32_tflops
+                                                   : info.peak_fp32_tflops;
         printf("device:                   %s (%s)\n", info.name, info.peak_source);
-        printf("MFU vs %s peak:         %.1f%% of %.1f TFLOP/s\n", names[matmul], 100.0 * gflops / 1e3 / peak, peak);
-        printf("MFU vs bf16 dense peak:   %.1f%% of %.1f TFLOP/s\n", 100.0 * gflops / 1e3 / info.peak_bf16_tflops,
+        printf("MFU vs %s peak:         %.1f%% of %.1f TFLOP/s\n", cli_matmul_name(o.matmul),
+               100.0 * r.gflops / 1e3 / peak, peak);
+        printf("MFU vs bf16 dense peak:   %.1f%% of %.1f TFLOP/s\n", 100.0 * r.gflops / 1e3 / info.peak_bf16_tflops,
                info.peak_bf16_tflops);
     }
-done:
-    free(tokens), free(lengths);
-    mn_trainer_free(trainer);
-    mn_model_free(model);
-    return status;
+    return 0;
 }

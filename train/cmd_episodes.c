@@ -9,10 +9,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cli_util.h"
 #include "commands.h"
-#include "mnemo.h"
-#include "text/episodes.h"
-#include "text/probes.h"
+#include "text/episodes_job.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -49,66 +48,45 @@ static void usage(FILE *out) {
             "  --help                   this text\n");
 }
 
-static int parse_long(const char *text, const char *flag, long lo, long hi, long *out) {
-    char *end;
-    long v = strtol(text, &end, 10);
-    if (!*text || *end || v < lo || v > hi) {
-        fprintf(stderr, "mnemo episodes: %s wants an integer in %ld..%ld, got '%s'\n", flag,
-                lo, hi, text);
-        return 0;
-    }
-    *out = v;
-    return 1;
-}
-
-static int parse_int(const char *text, const char *flag, int lo, int hi, int *out) {
-    long v;
-    if (!parse_long(text, flag, lo, hi, &v))
-        return 0;
-    *out = (int)v;
-    return 1;
-}
-
-static void print_distance_counts(const mn_dialogue_list *list, const mn_distance_range *r,
-                                  int n_ranges) {
-    int64_t *counts = calloc((size_t)n_ranges + 1, sizeof *counts);
-    if (!counts)
+/* What the job read and wrote, as far as it got. */
+static void print_report(const mn_episodes_job *job, const mn_episodes_report *r, const char *split_name) {
+    if (job->open_values > 0 && r->reached > MN_EPISODES_OPEN_VALUES)
+        printf("open values (train): %d categories, up to %d generated values each\n", r->template_categories,
+               job->open_values);
+    if (job->synthetic < 0 && (job->probes.sources & MN_FACTS_PERSONAS) && r->reached > MN_EPISODES_PERSONAS)
+        printf("personas (%s): %d sentences in %d personas; %" PRId64 " dropped as shared with another split\n",
+               split_name, r->persona_sentences, r->personas, r->personas_dropped_shared);
+    if (job->jsonl && r->reached > MN_EPISODES_READ)
+        printf("read %" PRId64 " dialogues from %s (%" PRId64 " bad lines skipped)\n", r->dialogues_read, job->jsonl,
+               r->bad_lines);
+    if (r->reached != MN_EPISODES_DONE)
         return;
-    for (int64_t i = 0; i < list->count; i++)
-        for (int p = 0; p < list->items[i].n_probes; p++) {
-            const mn_probe *q = &list->items[i].probes[p];
-            if (q->n_evidence == 0)
-                continue;
-            int last = q->evidence[0];
-            for (int e = 1; e < q->n_evidence; e++)
-                if (q->evidence[e] > last)
-                    last = q->evidence[e];
-            int d = q->after - last, slot = n_ranges;
-            for (int k = 0; k < n_ranges && slot == n_ranges; k++)
-                if (d >= r[k].lo && d <= r[k].hi)
-                    slot = k;
-            counts[slot]++;
-        }
+    const mn_probe_stats *s = &r->probes;
+    printf("wrote %" PRId64 " episodes (%" PRId64 " turns, T=%d, split %s) to %s\n", r->written.dialogues,
+           r->written.turns, job->episodes.turns, split_name, job->output);
+    printf("probes: %" PRId64 " (persona %" PRId64 ", template %" PRId64 "; with update %" PRId64
+           "); interference facts %" PRId64 "; fact turns %" PRId64 "\n",
+           s->probes, s->persona_probes, s->template_probes, s->update_probes, s->interference_facts, s->fact_turns);
+    printf("skipped probes (no room for the distance) %" PRId64 "; original turns pushed out %" PRId64 "\n",
+           s->skipped_probes, s->dropped_turns);
+    const mn_distance_range *ranges = job->probes.distances;
+    int n = job->probes.n_distances;
     printf("probes by distance:");
-    for (int k = 0; k < n_ranges; k++) {
-        if (r[k].lo == r[k].hi)
-            printf(" %d:%" PRId64, r[k].lo, counts[k]);
+    for (int k = 0; k < n; k++) {
+        if (ranges[k].lo == ranges[k].hi)
+            printf(" %d:%" PRId64, ranges[k].lo, r->by_distance[k]);
         else
-            printf(" %d-%d:%" PRId64, r[k].lo, r[k].hi, counts[k]);
+            printf(" %d-%d:%" PRId64, ranges[k].lo, ranges[k].hi, r->by_distance[k]);
     }
-    if (counts[n_ranges])
-        printf(" other:%" PRId64, counts[n_ranges]);
+    if (r->by_distance[n])
+        printf(" other:%" PRId64, r->by_distance[n]);
     printf("\n");
-    free(counts);
 }
 
 int cmd_episodes(int argc, char **argv) {
-    const char *input = NULL, *output = NULL, *split_name = "train", *facts = "both";
-    const char *personas_path = NULL, *templates_path = "data/probes";
-    const char *distances_spec = "1,2,4,8,16,32,64";
-    int strict = 0, synthetic = -1, open_values = 0;
-    mn_episode_config ecfg = mn_episode_config_default();
-    mn_probe_config pcfg = mn_probe_config_default();
+    const char *split_name = "train", *facts = "both", *distances_spec = "1,2,4,8,16,32,64";
+    mn_episodes_job job = {.templates = "data/probes", .synthetic = -1, .log = stderr,
+                           .episodes = mn_episode_config_default(), .probes = mn_probe_config_default()};
     static const struct option options[] = {
         {"jsonl", required_argument, 0, 'j'},
         {"split", required_argument, 0, 's'},
@@ -132,191 +110,116 @@ int cmd_episodes(int argc, char **argv) {
     };
     optind = 1;
     int c;
-    long seed = 1;
+    int64_t seed = 1;
+    mn_probe_config *pcfg = &job.probes;
     while ((c = getopt_long(argc, argv, ":o:", options, NULL)) != -1) {
         switch (c) {
-        case 'j': input = optarg; break;
+        case 'j': job.jsonl = optarg; break;
         case 's': split_name = optarg; break;
-        case 'o': output = optarg; break;
+        case 'o': job.output = optarg; break;
         case 'd': distances_spec = optarg; break;
         case 'f': facts = optarg; break;
-        case 'p': personas_path = optarg; break;
-        case 't': templates_path = optarg; break;
-        case 'D': ecfg.drop_short = 1; break;
-        case 'X': strict = 1; break;
+        case 'p': job.personas = optarg; break;
+        case 't': job.templates = optarg; break;
+        case 'D': job.episodes.drop_short = 1; break;
+        case 'X': job.strict = 1; break;
         case 'T':
-            if (!parse_int(optarg, "--turns", 1, 1 << 24, &ecfg.turns))
+            if (!cli_int("episodes", "--turns", optarg, 1, 1 << 24, &job.episodes.turns))
                 return 2;
             break;
         case 'S':
-            if (!parse_long(optarg, "--seed", 0, LONG_MAX, &seed))
+            if (!cli_int64("episodes", "--seed", optarg, 0, INT64_MAX, &seed))
                 return 2;
             break;
         case 'n':
-            if (!parse_int(optarg, "--probes-per-episode", 1, 1 << 20, &pcfg.probes_per_episode))
+            if (!cli_int("episodes", "--probes-per-episode", optarg, 1, 1 << 20, &pcfg->probes_per_episode))
                 return 2;
             break;
         case 'k':
-            if (!parse_int(optarg, "--distractors", 0, 1000, &pcfg.n_distractors))
+            if (!cli_int("episodes", "--distractors", optarg, 0, 1000, &pcfg->n_distractors))
                 return 2;
             break;
         case 'i':
-            if (!parse_int(optarg, "--interference", 0, 1000, &pcfg.interference))
+            if (!cli_int("episodes", "--interference", optarg, 0, 1000, &pcfg->interference))
                 return 2;
             break;
         case 'O':
-            if (!parse_int(optarg, "--open-values", 2, 1 << 24, &open_values))
+            if (!cli_int("episodes", "--open-values", optarg, 2, 1 << 24, &job.open_values))
                 return 2;
             break;
         case 'y':
-            if (!parse_int(optarg, "--synthetic", 0, INT_MAX, &synthetic))
+            if (!cli_int("episodes", "--synthetic", optarg, 0, INT_MAX, &job.synthetic))
                 return 2;
             break;
-        case 'u': {
-            char *end;
-            pcfg.update_prob = strtod(optarg, &end);
-            if (!*optarg || *end || !(pcfg.update_prob >= 0 && pcfg.update_prob <= 1)) {
-                fprintf(stderr, "mnemo episodes: --updates wants a probability in [0, 1], "
-                                "got '%s'\n",
-                        optarg);
+        case 'u':
+            if (!cli_double("episodes", "--updates", optarg, 0, 1, &pcfg->update_prob))
                 return 2;
-            }
             break;
-        }
         case 'h': usage(stdout); return 0;
-        case ':':
-            fprintf(stderr, "mnemo episodes: %s needs a value\n", argv[optind - 1]);
-            return 2;
-        default:
-            fprintf(stderr, "mnemo episodes: unknown option '%s'\n", argv[optind - 1]);
-            usage(stderr);
-            return 2;
+        default: return cli_option_error("episodes", c, argv, usage);
         }
     }
     if (optind < argc) {
         fprintf(stderr, "mnemo episodes: unexpected argument '%s'\n", argv[optind]);
         return 2;
     }
-    if (!output || (synthetic < 0 && !input)) {
+    if (!job.output || (job.synthetic < 0 && !job.jsonl)) {
         fprintf(stderr, "mnemo episodes: -o and one of --jsonl or --synthetic are required\n");
         usage(stderr);
         return 2;
     }
     /* the output is replaced by rename: never do that to /dev/null or another special file */
     struct stat out_stat;
-    if (stat(output, &out_stat) == 0 && !S_ISREG(out_stat.st_mode)) {
-        fprintf(stderr, "mnemo episodes: -o %s exists and is not a regular file\n", output);
+    if (stat(job.output, &out_stat) == 0 && !S_ISREG(out_stat.st_mode)) {
+        fprintf(stderr, "mnemo episodes: -o %s exists and is not a regular file\n", job.output);
         return 2;
     }
-    pcfg.seed = ecfg.seed = (uint64_t)seed;
-    mn_split split;
-    if (mn_probe_split_parse(split_name, &split) != MN_OK) {
+    pcfg->seed = job.episodes.seed = (uint64_t)seed;
+    if (mn_probe_split_parse(split_name, &job.split) != MN_OK) {
         fprintf(stderr, "mnemo episodes: --split: %s\n", mn_last_error());
         return 2;
     }
     if (!strcmp(facts, "personas"))
-        pcfg.sources = MN_FACTS_PERSONAS;
+        pcfg->sources = MN_FACTS_PERSONAS;
     else if (!strcmp(facts, "templates"))
-        pcfg.sources = MN_FACTS_TEMPLATES;
+        pcfg->sources = MN_FACTS_TEMPLATES;
     else if (!strcmp(facts, "both"))
-        pcfg.sources = MN_FACTS_BOTH;
+        pcfg->sources = MN_FACTS_BOTH;
     else {
-        fprintf(stderr, "mnemo episodes: --facts wants personas, templates or both, got '%s'\n",
-                facts);
+        fprintf(stderr, "mnemo episodes: --facts wants personas, templates or both, got '%s'\n", facts);
         return 2;
     }
-    if (synthetic >= 0)
-        pcfg.sources = MN_FACTS_TEMPLATES;
     mn_distance_range *ranges = NULL;
-    if (mn_distances_parse(distances_spec, &ranges, &pcfg.n_distances) != MN_OK) {
+    if (mn_distances_parse(distances_spec, &ranges, &pcfg->n_distances) != MN_OK) {
         fprintf(stderr, "mnemo episodes: --distances: %s\n", mn_last_error());
         return 2;
     }
-    pcfg.distances = ranges;
-
-    int rc = 1;
+    pcfg->distances = ranges;
     char default_personas[4096];
-    mn_probe_templates templates = {0};
-    mn_persona_bank personas = {0};
-    mn_dialogue_list dialogues = {0}, episodes = {0};
-    mn_probe_stats stats = {0};
-    mn_read_stats read_stats = {0};
-    if (mn_probe_templates_load(templates_path, split, &templates) != MN_OK) {
-        fprintf(stderr, "mnemo episodes: templates: %s\n", mn_last_error());
-        goto done;
+    if (!job.personas) {
+        const char *data = getenv("MNEMO_DATA");
+        snprintf(default_personas, sizeof default_personas, "%s/locomo/msc_personas_all.json",
+                 data && *data ? data : "../shared/data");
+        job.personas = default_personas;
     }
-    if (open_values > 0) {
-        if (mn_probe_templates_open_values(&templates, templates_path, open_values,
-                                           (uint64_t)seed) != MN_OK) {
+
+    mn_episodes_report report;
+    mn_status st = mn_episodes_run(&job, &report);
+    print_report(&job, &report, split_name);
+    if (st != MN_OK) {
+        if (report.reached == MN_EPISODES_TEMPLATES)
+            fprintf(stderr, "mnemo episodes: templates: %s\n", mn_last_error());
+        else if (report.reached == MN_EPISODES_OPEN_VALUES)
             fprintf(stderr, "mnemo episodes: --open-values: %s\n", mn_last_error());
-            goto done;
-        }
-        printf("open values (train): %d categories, up to %d generated values each\n",
-               templates.n_categories, open_values);
-    }
-    if (pcfg.sources & MN_FACTS_PERSONAS) {
-        if (!personas_path) {
-            const char *data = getenv("MNEMO_DATA");
-            snprintf(default_personas, sizeof default_personas,
-                     "%s/locomo/msc_personas_all.json",
-                     data && *data ? data : "../shared/data");
-            personas_path = default_personas;
-        }
-        if (mn_persona_bank_load(personas_path, split, &personas) != MN_OK) {
+        else if (report.reached == MN_EPISODES_PERSONAS)
             fprintf(stderr, "mnemo episodes: personas: %s\n(MSC personas ship with LoCoMo: "
                             "https://github.com/snap-research/LoCoMo, data/msc_personas_all.json;"
                             " or use --facts templates)\n",
                     mn_last_error());
-            goto done;
-        }
-        printf("personas (%s): %d sentences in %d personas; %" PRId64
-               " dropped as shared with another split\n",
-               split_name, personas.n_sentences, personas.n_personas, personas.dropped_shared);
-    }
-    if (input) {
-        if (mn_jsonl_read(input, strict, stderr, &dialogues, &read_stats) != MN_OK) {
+        else
             fprintf(stderr, "mnemo episodes: %s\n", mn_last_error());
-            goto done;
-        }
-        printf("read %" PRId64 " dialogues from %s (%" PRId64 " bad lines skipped)\n",
-               dialogues.count, input, read_stats.bad_records);
     }
-    if (synthetic >= 0) {
-        if (mn_probes_synthetic(input ? &dialogues : NULL, synthetic, ecfg.turns, &templates,
-                                &pcfg, &episodes, &stats) != MN_OK) {
-            fprintf(stderr, "mnemo episodes: %s\n", mn_last_error());
-            goto done;
-        }
-    } else {
-        if (mn_episodes_build(&dialogues, &ecfg, &episodes) != MN_OK ||
-            mn_probes_inject_all(&episodes, &templates, &personas, &pcfg, &stats) != MN_OK) {
-            fprintf(stderr, "mnemo episodes: %s\n", mn_last_error());
-            goto done;
-        }
-    }
-    if (mn_jsonl_write_file(output, &episodes) != MN_OK) {
-        fprintf(stderr, "mnemo episodes: %s\n", mn_last_error());
-        goto done;
-    }
-    int64_t turns = 0;
-    for (int64_t i = 0; i < episodes.count; i++)
-        turns += episodes.items[i].n_turns;
-    printf("wrote %" PRId64 " episodes (%" PRId64 " turns, T=%d, split %s) to %s\n",
-           episodes.count, turns, ecfg.turns, split_name, output);
-    printf("probes: %" PRId64 " (persona %" PRId64 ", template %" PRId64 "; with update %" PRId64
-           "); interference facts %" PRId64 "; fact turns %" PRId64 "\n",
-           stats.probes, stats.persona_probes, stats.template_probes, stats.update_probes,
-           stats.interference_facts, stats.fact_turns);
-    printf("skipped probes (no room for the distance) %" PRId64
-           "; original turns pushed out %" PRId64 "\n",
-           stats.skipped_probes, stats.dropped_turns);
-    print_distance_counts(&episodes, ranges, pcfg.n_distances);
-    rc = 0;
-done:
-    mn_dialogue_list_free(&episodes);
-    mn_dialogue_list_free(&dialogues);
-    mn_persona_bank_free(&personas);
-    mn_probe_templates_free(&templates);
+    mn_episodes_report_free(&report);
     free(ranges);
-    return rc;
+    return st == MN_OK ? 0 : 1;
 }

@@ -1,12 +1,16 @@
 /* mnemo eval: recall (multiple choice, exact match, F1) and LM loss of a checkpoint on
  * canonical dialogue JSONL, against no-memory and raw-history baselines (docs/eval.md). */
+#include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "eval/eval.h"
 #include "io/checkpoint.h"
@@ -37,130 +41,80 @@ static void usage(FILE *out) {
             "  --quiet                 no table, no progress\n");
 }
 
-/* OUT.png -> OUT.<ext> beside it */
-static void sibling(const char *png, const char *ext, char *buf, size_t cap) {
-    size_t n = strlen(png);
-    if (n > 4 && !strcmp(png + n - 4, ".png"))
-        n -= 4;
-    snprintf(buf, cap, "%.*s.%s", (int)n, png, ext);
-}
-
-/* gnuplot's pngcairo when this gnuplot has it, else its plain png terminal. */
-static const char *gp_terminal =
-    "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
-    "  set terminal pngcairo size 960,600 enhanced font 'Sans,11'\n"
-    "} else {\n"
-    "  set terminal png size 960,600\n"
-    "}\n"
-    "set termoption noenhanced\n"; /* names like no_memory are literal, not subscripts */
-
+/* gnuplot SCRIPT, run directly (no shell: the name is one argument, whatever it holds);
+ * 0 when it exited 0, else 1 with the reason on stderr. */
 static int run_gnuplot(const char *script) {
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "gnuplot '%s'", script);
-    int rc = system(cmd);
-    if (rc != 0)
-        fprintf(stderr, "mnemo eval: gnuplot failed on %s (is gnuplot installed? Debian: gnuplot-nox)\n", script);
-    return rc != 0;
-}
-
-static int plot_recall(const mn_eval_result *r, const char *png, const char *title) {
-    char dat[4096], gp[4096];
-    sibling(png, "dat", dat, sizeof dat);
-    sibling(png, "gp", gp, sizeof gp);
-    if (mn_eval_write_recall_data(r, dat) != MN_OK) {
-        fprintf(stderr, "mnemo eval: %s\n", mn_last_error());
+    /* a relative name starting with '-' would read as an option */
+    char *arg = malloc(strlen(script) + 3);
+    if (!arg) {
+        fprintf(stderr, "mnemo eval: out of memory\n");
         return 1;
     }
-    /* chance: the mean of 1 / choices over the multiple-choice probes */
-    double chance = 0;
-    int64_t n = 0;
-    for (int64_t i = 0; i < r->probes; i++)
-        if (r->probe_results[i].n_choices >= 2) {
-            chance += 1.0 / r->probe_results[i].n_choices;
-            n++;
+    sprintf(arg, "%s%s", script[0] == '/' ? "" : "./", script);
+    /* the child reports a failed exec through this pipe, closed by a successful one */
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) {
+        fprintf(stderr, "mnemo eval: cannot run gnuplot: %s\n", strerror(errno));
+        free(arg);
+        return 1;
+    }
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char *const argv[] = {"gnuplot", arg, NULL};
+        execvp("gnuplot", argv);
+        int err = errno;
+        ssize_t w = write(report[1], &err, sizeof err);
+        (void)w;
+        _exit(127);
+    }
+    int fork_errno = errno, exec_errno = 0, status = 0;
+    close(report[1]);
+    free(arg);
+    if (pid < 0) {
+        close(report[0]);
+        fprintf(stderr, "mnemo eval: cannot run gnuplot: %s\n", strerror(fork_errno));
+        return 1;
+    }
+    ssize_t got;
+    while ((got = read(report[0], &exec_errno, sizeof exec_errno)) < 0 && errno == EINTR)
+        ;
+    close(report[0]);
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) {
+            fprintf(stderr, "mnemo eval: waiting for gnuplot: %s\n", strerror(errno));
+            return 1;
         }
-    FILE *f = fopen(gp, "w");
-    if (!f) {
-        fprintf(stderr, "mnemo eval: cannot write %s\n", gp);
+    if (got == (ssize_t)sizeof exec_errno) {
+        fprintf(stderr, "mnemo eval: cannot run gnuplot on %s: %s (is gnuplot installed? Debian: gnuplot-nox)\n",
+                script, strerror(exec_errno));
         return 1;
     }
-    fprintf(f, "%s", gp_terminal);
-    fprintf(f, "set output '%s'\n", png);
-    fprintf(f, "set title \"Recall against distance: %s\" noenhanced\n", title);
-    fprintf(f, "set xlabel 'distance from the evidence to the question (turns, log scale)'\n");
-    fprintf(f, "set ylabel 'multiple-choice accuracy (%%)'\n");
-    fprintf(f, "set logscale x 2\nset yrange [0:100]\nset grid\nset key outside right top\n");
-    fprintf(f, "set style data linespoints\n");
-    fprintf(f, "plot ");
-    for (int v = 0; v < r->n_variants; v++) {
-        const mn_eval_variant_result *vr = &r->variants[v];
-        char label[64];
-        if (vr->spec.mode == MN_EVAL_WINDOW)
-            snprintf(label, sizeof label, "window (%d tokens)", vr->spec.window);
-        else
-            snprintf(label, sizeof label, "%s", vr->name);
-        fprintf(f, "%s'%s' using 1:%d title '%s' lw 2 pt %d", v ? ", " : "", dat, 4 + v, label, 5 + 2 * v);
-    }
-    if (n)
-        fprintf(f, ", %g title 'chance' with lines dt 2 lc rgb 'gray40'", 100.0 * chance / (double)n);
-    fprintf(f, "\n");
-    fclose(f);
-    return run_gnuplot(gp);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    if (WIFEXITED(status))
+        fprintf(stderr, "mnemo eval: gnuplot failed on %s: exit status %d\n", script, WEXITSTATUS(status));
+    else
+        fprintf(stderr, "mnemo eval: gnuplot failed on %s: killed by signal %d\n", script, WTERMSIG(status));
+    return 1;
 }
 
-static int plot_cost_png(const mn_eval_result *r, const char *png) {
-    char dat[4096], gp[4096];
-    sibling(png, "dat", dat, sizeof dat);
-    sibling(png, "gp", gp, sizeof gp);
-    if (mn_eval_write_cost_data(r, dat) != MN_OK) {
+/* Draws a plot whose data and script the library wrote (st), then frees the script's name. */
+static int plot(mn_status st, char *script) {
+    if (st != MN_OK) {
         fprintf(stderr, "mnemo eval: %s\n", mn_last_error());
         return 1;
     }
-    FILE *f = fopen(gp, "w");
-    if (!f) {
-        fprintf(stderr, "mnemo eval: cannot write %s\n", gp);
-        return 1;
-    }
-    fprintf(f, "%s", gp_terminal);
-    fprintf(f, "set output '%s'\n", png);
-    fprintf(f, "set title 'Cost per turn against turn index (%d threads; state %zu floats)'\n", r->threads,
-            r->state_floats);
-    fprintf(f, "set xlabel 'turn index in the dialogue (log scale)'\n");
-    fprintf(f, "set ylabel 'wall time per turn (ms)'\n");
-    fprintf(f, "set logscale x 2\nset yrange [0:*]\nset grid\nset key outside right top\n");
-    fprintf(f, "set style data linespoints\n");
-    fprintf(f, "plot '%s' using 1:2 title 'memory update (compressor)' lw 2 pt 7", dat);
-    for (int v = 0; v < r->n_variants; v++) {
-        const mn_eval_variant_result *vr = &r->variants[v];
-        if (!r->variants[v].lm_tokens)
-            continue;
-        char label[64];
-        if (vr->spec.mode == MN_EVAL_WINDOW)
-            snprintf(label, sizeof label, "decoder, window %d tokens", vr->spec.window);
-        else
-            snprintf(label, sizeof label, "decoder, %s", vr->name);
-        fprintf(f, ", '%s' using 1:%d title '%s' lw 2 pt %d", dat, 3 + v, label, 5 + 2 * v);
-    }
-    fprintf(f, "\n");
-    fclose(f);
-    return run_gnuplot(gp);
+    int rc = run_gnuplot(script);
+    free(script);
+    return rc;
 }
 
 enum {
     OPT_CHECKPOINT = 1000, OPT_DATA, OPT_JSON, OPT_PLOT, OPT_PLOT_COST, OPT_PROBES_OUT, OPT_MODES, OPT_WINDOWS,
     OPT_MAX_PROBES, OPT_THREADS, OPT_MAX_GEN, OPT_NO_GEN, OPT_NO_LM, OPT_TOKENIZER, OPT_SKIP_BAD, OPT_QUIET, OPT_HELP
 };
-
-static int parse_int(const char *name, const char *s, long lo, long hi, long *out) {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (end == s || *end || v < lo || v > hi) {
-        fprintf(stderr, "mnemo eval: %s wants an integer in %ld..%ld, got '%s'\n", name, lo, hi, s);
-        return 1;
-    }
-    *out = v;
-    return 0;
-}
 
 int cmd_eval(int argc, char **argv) {
     static const struct option options[] = {
@@ -174,9 +128,10 @@ int cmd_eval(int argc, char **argv) {
         {"skip-bad", no_argument, 0, OPT_SKIP_BAD},           {"quiet", no_argument, 0, OPT_QUIET},
         {"help", no_argument, 0, OPT_HELP},                   {0, 0, 0, 0},
     };
-    const char *ckpt = NULL, *data = NULL, *json = NULL, *plot = NULL, *plot_cost = NULL, *probes_out = NULL;
+    const char *ckpt = NULL, *data = NULL, *json = NULL, *plot_recall = NULL, *plot_cost = NULL, *probes_out = NULL;
     const char *modes = NULL, *windows = NULL, *tok_path = NULL;
-    long max_probes = 0, threads = 0, max_gen = 32;
+    int64_t max_probes = 0;
+    int threads = 0, max_gen = 32;
     int generate = 1, lm = 1, skip_bad = 0, quiet = 0;
     optind = 1;
     int c;
@@ -185,21 +140,21 @@ int cmd_eval(int argc, char **argv) {
         case OPT_CHECKPOINT: ckpt = optarg; break;
         case OPT_DATA: data = optarg; break;
         case OPT_JSON: json = optarg; break;
-        case OPT_PLOT: plot = optarg; break;
+        case OPT_PLOT: plot_recall = optarg; break;
         case OPT_PLOT_COST: plot_cost = optarg; break;
         case OPT_PROBES_OUT: probes_out = optarg; break;
         case OPT_MODES: modes = optarg; break;
         case OPT_WINDOWS: windows = optarg; break;
         case OPT_MAX_PROBES:
-            if (parse_int("--max-probes", optarg, 1, 1L << 40, &max_probes))
+            if (!cli_int64("eval", "--max-probes", optarg, 1, (int64_t)1 << 40, &max_probes))
                 return 2;
             break;
         case OPT_THREADS:
-            if (parse_int("--threads", optarg, 1, 1024, &threads))
+            if (!cli_int("eval", "--threads", optarg, 1, 1024, &threads))
                 return 2;
             break;
         case OPT_MAX_GEN:
-            if (parse_int("--max-gen-tokens", optarg, 1, 1 << 20, &max_gen))
+            if (!cli_int("eval", "--max-gen-tokens", optarg, 1, 1 << 20, &max_gen))
                 return 2;
             break;
         case OPT_NO_GEN: generate = 0; break;
@@ -208,8 +163,7 @@ int cmd_eval(int argc, char **argv) {
         case OPT_SKIP_BAD: skip_bad = 1; break;
         case OPT_QUIET: quiet = 1; break;
         case OPT_HELP: usage(stdout); return 0;
-        case ':': fprintf(stderr, "mnemo eval: %s needs a value\n", argv[optind - 1]); return 2;
-        default: fprintf(stderr, "mnemo eval: unknown option '%s' (see --help)\n", argv[optind - 1]); return 2;
+        default: return cli_option_error("eval", c, argv, NULL);
         }
     }
     if (optind < argc) {
@@ -280,9 +234,9 @@ int cmd_eval(int argc, char **argv) {
         goto done;
     }
     o.max_probes = max_probes;
-    o.threads = (int)threads;
+    o.threads = threads;
     o.generate = generate;
-    o.max_gen_tokens = (int)max_gen;
+    o.max_gen_tokens = max_gen;
     o.lm = lm;
     o.progress = quiet ? NULL : stderr;
     if (mn_eval_run(model, tok, &list, &o, &res) != MN_OK) {
@@ -300,10 +254,16 @@ int cmd_eval(int argc, char **argv) {
         goto done;
     }
     rc = 0;
-    if (plot && plot_recall(&res, plot, data))
-        rc = 1;
-    if (plot_cost && plot_cost_png(&res, plot_cost))
-        rc = 1;
+    char *script = NULL;
+    if (plot_recall) {
+        mn_status st = mn_eval_write_recall_plot(&res, plot_recall, data, &script);
+        rc |= plot(st, script);
+    }
+    script = NULL;
+    if (plot_cost) {
+        mn_status st = mn_eval_write_cost_plot(&res, plot_cost, &script);
+        rc |= plot(st, script);
+    }
     if (!quiet && json)
         printf("report: %s\n", json);
 done:

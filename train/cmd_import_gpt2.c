@@ -1,14 +1,13 @@
 /* mnemo import-gpt2: a Hugging Face GPT-2 (safetensors + vocab.json + merges.txt) as the decoder
  * of a new mnemo checkpoint, with a freshly initialised compressor and memory, ready for
  * `mnemo train --base base.h5 --freeze-decoder`. */
-#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "io/checkpoint.h"
 #include "io/gpt2_import.h"
@@ -30,18 +29,6 @@ static void usage(FILE *out) {
             "  --seed S               seed of the compressor and memory (default 1)\n");
 }
 
-static int parse_long(const char *opt, const char *arg, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    long v = strtol(arg, &end, 10);
-    if (errno || !*arg || *end || v < lo || v > hi) {
-        fprintf(stderr, "mnemo import-gpt2: --%s needs an integer in [%ld, %ld], got '%s'\n", opt, lo, hi, arg);
-        return 0;
-    }
-    *out = v;
-    return 1;
-}
-
 int cmd_import_gpt2(int argc, char **argv) {
     const char *safetensors = NULL, *vocab = NULL, *merges = NULL, *output = NULL;
     mn_gpt2_import_options o = mn_gpt2_import_defaults();
@@ -53,7 +40,7 @@ int cmd_import_gpt2(int argc, char **argv) {
         {"comp-layers", required_argument, 0, 'L'}, {"seed", required_argument, 0, 's'},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
     int opt;
-    long v;
+    int64_t seed;
     optind = 1;
     while ((opt = getopt_long(argc, argv, ":o:", options, NULL)) != -1) {
         switch (opt) {
@@ -62,14 +49,13 @@ int cmd_import_gpt2(int argc, char **argv) {
         case 'm': merges = optarg; break;
         case 'o': output = optarg; break;
         case 'c': o.config_json = optarg; break;
-        case 'H': if (!parse_long("heads", optarg, 1, 4096, &v)) return 2; o.n_heads = (int)v; break;
-        case 'k': if (!parse_long("slots", optarg, 1, 4096, &v)) return 2; o.n_slots = (int)v; break;
-        case 'N': if (!parse_long("max-turn-tokens", optarg, 2, 1 << 20, &v)) return 2; o.max_turn_tokens = (int)v; break;
-        case 'L': if (!parse_long("comp-layers", optarg, 1, 256, &v)) return 2; o.n_comp_layers = (int)v; break;
-        case 's': if (!parse_long("seed", optarg, 0, LONG_MAX, &v)) return 2; o.seed = (uint64_t)v; break;
+        case 'H': if (!cli_int("import-gpt2", "--heads", optarg, 1, 4096, &o.n_heads)) return 2; break;
+        case 'k': if (!cli_int("import-gpt2", "--slots", optarg, 1, 4096, &o.n_slots)) return 2; break;
+        case 'N': if (!cli_int("import-gpt2", "--max-turn-tokens", optarg, 2, 1 << 20, &o.max_turn_tokens)) return 2; break;
+        case 'L': if (!cli_int("import-gpt2", "--comp-layers", optarg, 1, 256, &o.n_comp_layers)) return 2; break;
+        case 's': if (!cli_int64("import-gpt2", "--seed", optarg, 0, INT64_MAX, &seed)) return 2; o.seed = (uint64_t)seed; break;
         case 'h': usage(stdout); return 0;
-        case ':': fprintf(stderr, "mnemo import-gpt2: %s needs a value\n", argv[optind - 1]); return 2;
-        default: fprintf(stderr, "mnemo import-gpt2: unknown option '%s'\n", argv[optind - 1]); usage(stderr); return 2;
+        default: return cli_option_error("import-gpt2", opt, argv, usage);
         }
     }
     if (optind < argc || !safetensors || !vocab || !merges || !output) {

@@ -1,7 +1,6 @@
 /* mnemo inspect: a readable summary of a checkpoint (docs/checkpoint.md), after loading and
  * verifying all of it. */
 #include <inttypes.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,13 +15,6 @@ static void usage(FILE *out) {
                  "tokens seen, every tensor with its shape and L2 norm, the optimizer state and the\n"
                  "tokenizer; loading verifies every checksum. Exit 1 if the checkpoint is refused.\n"
                  "  --config-only   print only the stored training config (JSON)\n");
-}
-
-static double l2(const float *x, size_t n) {
-    double s = 0;
-    for (size_t i = 0; i < n; i++)
-        s += (double)x[i] * x[i];
-    return sqrt(s);
 }
 
 int cmd_inspect(int argc, char **argv) {
@@ -107,12 +99,12 @@ int cmd_inspect(int argc, char **argv) {
             snprintf(shape, sizeof shape, "(%d, %d)", t.shape[0], t.shape[1]);
         else
             snprintf(shape, sizeof shape, "(%d)", t.shape[0]);
-        printf("  %-40s %-14s %12.5g\n", t.name, shape, l2(p + t.offset, t.size));
+        printf("  %-40s %-14s %12.5g\n", t.name, shape, mn_l2_norm(p + t.offset, t.size));
     }
     if (trainer)
         printf("optimizer    AdamW step %" PRIu64 ", moments m and v for every tensor (|m| %.5g, |v| %.5g)\n",
-               info.adam_step, l2(mn_trainer_adam_m(trainer), mn_model_num_params(model)),
-               l2(mn_trainer_adam_v(trainer), mn_model_num_params(model)));
+               info.adam_step, mn_l2_norm(mn_trainer_adam_m(trainer), mn_model_num_params(model)),
+               mn_l2_norm(mn_trainer_adam_v(trainer), mn_model_num_params(model)));
     else
         printf("optimizer    (none)\n");
     if (info.has_tokenizer) {

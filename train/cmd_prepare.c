@@ -5,17 +5,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "cli_util.h"
 #include "commands.h"
-#include "mnemo.h"
+#include "core/clock.h"
 #include "text/readers.h"
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -42,18 +36,6 @@ static void usage(FILE *out) {
             "chitchat's dataset.json: python3 -m pip install chitchat-dataset, then\n"
             "  python3 -c 'import chitchat_dataset,os;print(os.path.join("
             "os.path.dirname(chitchat_dataset.__file__),\"dataset.json\"))'\n");
-}
-
-static int parse_int(const char *text, const char *flag, int lo, int hi, int *out) {
-    char *end;
-    long v = strtol(text, &end, 10);
-    if (!*text || *end || v < lo || v > hi) {
-        fprintf(stderr, "mnemo prepare: %s wants an integer in %d..%d, got '%s'\n", flag, lo,
-                hi, text);
-        return 0;
-    }
-    *out = (int)v;
-    return 1;
 }
 
 int cmd_prepare(int argc, char **argv) {
@@ -84,7 +66,7 @@ int cmd_prepare(int argc, char **argv) {
         case 's': split_name = optarg; break;
         case 'S': opt.strict = 1; break;
         case 'm':
-            if (!parse_int(optarg, "--max-turn-chars", 1, INT_MAX, &opt.max_turn_chars))
+            if (!cli_int("prepare", "--max-turn-chars", optarg, 1, INT_MAX, &opt.max_turn_chars))
                 return 2;
             break;
         case 'a':
@@ -99,21 +81,15 @@ int cmd_prepare(int argc, char **argv) {
             }
             break;
         case 'd':
-            if (!parse_int(optarg, "--distractors", 0, 1000, &opt.n_distractors))
+            if (!cli_int("prepare", "--distractors", optarg, 0, 1000, &opt.n_distractors))
                 return 2;
             break;
         case 'v':
-            if (!parse_int(optarg, "--valid-percent", 0, 100, &opt.valid_percent))
+            if (!cli_int("prepare", "--valid-percent", optarg, 0, 100, &opt.valid_percent))
                 return 2;
             break;
         case 'h': usage(stdout); return 0;
-        case ':':
-            fprintf(stderr, "mnemo prepare: %s needs a value\n", argv[optind - 1]);
-            return 2;
-        default:
-            fprintf(stderr, "mnemo prepare: unknown option '%s'\n", argv[optind - 1]);
-            usage(stderr);
-            return 2;
+        default: return cli_option_error("prepare", c, argv, usage);
         }
     }
     if (optind < argc) {
@@ -149,36 +125,28 @@ int cmd_prepare(int argc, char **argv) {
 
     mn_dialogue_list list = {0};
     mn_reader_stats stats = {0};
-    double t0 = now_seconds();
+    double t0 = mn_clock_s();
     mn_status st = mn_read_corpus(format, input, &opt, &list, &stats);
-    double t_read = now_seconds() - t0;
+    double t_read = mn_clock_s() - t0;
     if (st != MN_OK) {
         fprintf(stderr, "mnemo prepare: %s\n", mn_last_error());
         mn_dialogue_list_free(&list);
         return 1;
     }
-    double t1 = now_seconds();
+    double t1 = mn_clock_s();
     st = mn_jsonl_write_file(output, &list);
-    double t_write = now_seconds() - t1;
+    double t_write = mn_clock_s() - t1;
     if (st != MN_OK) {
         fprintf(stderr, "mnemo prepare: %s\n", mn_last_error());
         mn_dialogue_list_free(&list);
         return 1;
     }
-    int64_t turns = 0, probes = 0, choices = 0, evidence = 0;
-    for (int64_t i = 0; i < list.count; i++) {
-        turns += list.items[i].n_turns;
-        probes += list.items[i].n_probes;
-        for (int j = 0; j < list.items[i].n_probes; j++) {
-            choices += list.items[i].probes[j].n_choices > 0;
-            evidence += list.items[i].probes[j].n_evidence > 0;
-        }
-    }
+    mn_dialogue_counts n = mn_dialogue_list_count(&list);
     const mn_read_stats *r = &stats.read;
     printf("prepare %s (split %s) %s -> %s\n", format_name, split_name, input, output);
     printf("  dialogues %lld  turns %lld  probes %lld (with choices %lld, with evidence %lld)\n",
-           (long long)list.count, (long long)turns, (long long)probes, (long long)choices,
-           (long long)evidence);
+           (long long)n.dialogues, (long long)n.turns, (long long)n.probes, (long long)n.probes_with_choices,
+           (long long)n.probes_with_evidence);
     printf("  files %lld  records read %lld  bad records %lld\n", (long long)stats.files,
            (long long)r->lines_read, (long long)r->bad_records);
     printf("  empty turns dropped %lld  invalid UTF-8 repaired %lld  long turns split %lld  "

@@ -4,10 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "cli_util.h"
 #include "commands.h"
-#include "mnemo.h"
+#include "core/clock.h"
 #include "text/dialogue.h"
 #include "text/shard.h"
 #include "text/tokenizer.h"
@@ -62,8 +62,6 @@ int cmd_shard(int argc, char **argv) {
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, ":o:", options, NULL)) != -1) {
-        char *end;
-        long v;
         switch (c) {
         case 'k': tok_path = optarg; break;
         case 'j': jsonl = optarg; break;
@@ -72,22 +70,11 @@ int cmd_shard(int argc, char **argv) {
         case 'P': ro.include_probes = 0; break;
         case 'S': strict = 1; break;
         case 'm':
-            v = strtol(optarg, &end, 10);
-            if (!*optarg || *end || v < 8 || v > 1000000) {
-                fprintf(stderr, "mnemo shard: --max-turn-tokens wants 8..1000000, got '%s'\n",
-                        optarg);
+            if (!cli_int("shard", "--max-turn-tokens", optarg, 8, 1000000, &ro.max_turn_tokens))
                 return 2;
-            }
-            ro.max_turn_tokens = (int)v;
             break;
         case 'h': usage(stdout); return 0;
-        case ':':
-            fprintf(stderr, "mnemo shard: %s needs a value\n", argv[optind - 1]);
-            return 2;
-        default:
-            fprintf(stderr, "mnemo shard: unknown option %s\n", argv[optind - 1]);
-            usage(stderr);
-            return 2;
+        default: return cli_option_error("shard", c, argv, usage);
         }
     }
     if (optind < argc) {
@@ -109,7 +96,7 @@ int cmd_shard(int argc, char **argv) {
         mn_dialogue_list list = {0};
         mn_read_stats rs = {0};
         mn_render_stats st = {0};
-        clock_t t0 = clock();
+        double t0 = mn_clock_s();
         if (mn_jsonl_read(jsonl, strict, stderr, &list, &rs) != MN_OK)
             rc = fail(NULL);
         else if (mn_shard_write_dialogues(output, tok, &list, &ro, &st) != MN_OK)
@@ -120,7 +107,7 @@ int cmd_shard(int argc, char **argv) {
                    output, (long long)st.dialogues, (long long)st.turns,
                    (long long)st.split_turns, (long long)st.probe_turns, (long long)st.tokens,
                    (long long)st.answer_tokens, st.longest_turn, (long long)rs.bad_records,
-                   (double)(clock() - t0) / CLOCKS_PER_SEC);
+                   mn_clock_s() - t0);
         mn_dialogue_list_free(&list);
     }
     mn_tokenizer_free(tok);

@@ -1,22 +1,15 @@
 /* mnemo tokenizer: train a byte-level BPE on canonical JSONL, encode/decode text with a saved
  * or a GPT-2 tokenizer, convert GPT-2 files, and time encoding (docs/tokens.md). */
 #include <getopt.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "cli_util.h"
 #include "commands.h"
-#include "mnemo.h"
-#include "text/dialogue.h"
-#include "text/tokenizer.h"
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "core/clock.h"
+#include "text/bpe_jsonl.h"
+#include "text/text_util.h" /* mn_file_read_all */
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -51,65 +44,27 @@ static int fail(const char *what) {
     return 1;
 }
 
-static int read_file(const char *path, char **buf, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        perror(path);
-        return 0;
-    }
-    size_t cap = 1 << 20, n = 0;
-    char *b = malloc(cap);
-    while (b) {
-        n += fread(b + n, 1, cap - n, f);
-        if (n < cap)
-            break;
-        char *nb = realloc(b, cap * 2);
-        if (!nb)
-            free(b);
-        b = nb;
-        cap *= 2;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (!b || err) {
-        free(b);
-        fprintf(stderr, "mnemo tokenizer: %s: cannot read\n", path);
-        return 0;
-    }
-    *buf = b;
-    *len = n;
-    return 1;
-}
-
-static int do_train(const char **jsonl, int n_jsonl, int vocab_size, int strict,
-                    const char *output) {
+static int do_train(const char **jsonl, int n_jsonl, int vocab_size, int strict, const char *output) {
     mn_bpe_counts *counts;
     if (mn_bpe_counts_create(&counts) != MN_OK)
         return fail(NULL);
-    double t0 = now_seconds();
+    double t0 = mn_clock_s();
     int64_t dialogues = 0, turns = 0;
     for (int i = 0; i < n_jsonl; i++) {
-        mn_dialogue_list list = {0};
-        mn_read_stats rs = {0};
-        mn_status st = mn_jsonl_read(jsonl[i], strict, stderr, &list, &rs);
-        if (st == MN_OK)
-            st = mn_bpe_counts_add_dialogues(counts, &list);
-        dialogues += list.count;
-        for (int64_t d = 0; d < list.count; d++)
-            turns += list.items[d].n_turns;
-        mn_dialogue_list_free(&list);
-        if (st != MN_OK) {
+        mn_bpe_jsonl_stats js;
+        if (mn_bpe_counts_add_jsonl(counts, jsonl[i], strict, stderr, &js) != MN_OK) {
             mn_bpe_counts_free(counts);
-            return fail(jsonl[i]);
+            return fail(NULL);
         }
-        if (rs.bad_records)
-            fprintf(stderr, "mnemo tokenizer: %s: %lld bad lines skipped\n", jsonl[i],
-                    (long long)rs.bad_records);
+        dialogues += js.dialogues;
+        turns += js.turns;
+        if (js.bad_lines)
+            fprintf(stderr, "mnemo tokenizer: %s: %lld bad lines skipped\n", jsonl[i], (long long)js.bad_lines);
     }
-    double t1 = now_seconds();
+    double t1 = mn_clock_s();
     mn_tokenizer *tok;
     mn_status st = mn_tokenizer_train(counts, vocab_size, &tok);
-    double t2 = now_seconds();
+    double t2 = mn_clock_s();
     printf("read %lld dialogues, %lld turns: %lld pre-tokens, %lld distinct (%.2f s)\n",
            (long long)dialogues, (long long)turns, (long long)mn_bpe_counts_total(counts),
            (long long)mn_bpe_counts_distinct(counts), t1 - t0);
@@ -147,8 +102,8 @@ static int do_encode(mn_tokenizer *tok, const char *text, const char *file, cons
     if (text) {
         len = strlen(text);
     } else if (file) {
-        if (!read_file(file, &buf, &len))
-            return 1;
+        if (mn_file_read_all(file, &buf, &len) != MN_OK)
+            return fail(NULL);
         text = buf;
     } else {
         fprintf(stderr, "mnemo tokenizer: --encode needs --text or --file\n");
@@ -159,12 +114,12 @@ static int do_encode(mn_tokenizer *tok, const char *text, const char *file, cons
     int rc = 0;
     for (int r = 0; r < (repeat > 0 ? repeat : 1); r++) {
         ids.count = 0;
-        double t0 = now_seconds();
+        double t0 = mn_clock_s();
         if (mn_tokenizer_encode(tok, text, len, &ids) != MN_OK) {
             rc = fail("encode");
             break;
         }
-        double dt = now_seconds() - t0;
+        double dt = mn_clock_s() - t0;
         if (r == 0)
             first = dt;
         if (dt < best)
@@ -197,25 +152,24 @@ static int do_decode(const mn_tokenizer *tok, const char *spec) {
         fprintf(stderr, "mnemo tokenizer: --decode needs --ids\n");
         return 2;
     }
+    /* ids separated by spaces, commas, tabs or newlines */
     mn_ids ids = {0};
-    const char *p = spec;
-    while (*p) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p) {
-            if (*p == ' ' || *p == ',' || *p == '\n' || *p == '\t') {
-                p++;
-                continue;
+    for (const char *p = spec; *p;) {
+        size_t n = strcspn(p, " ,\t\n");
+        if (n) {
+            char *id = strndup(p, n);
+            int v = 0, good = id && cli_int("tokenizer", "--ids", id, 0, INT32_MAX, &v);
+            free(id);
+            if (!good) {
+                mn_ids_free(&ids);
+                return 2;
             }
-            fprintf(stderr, "mnemo tokenizer: --ids: not an integer at '%s'\n", p);
-            mn_ids_free(&ids);
-            return 2;
+            if (mn_ids_push(&ids, v) != MN_OK) {
+                mn_ids_free(&ids);
+                return fail("--ids");
+            }
         }
-        if (v < INT32_MIN || v > INT32_MAX || mn_ids_push(&ids, (int32_t)v) != MN_OK) {
-            mn_ids_free(&ids);
-            return fail("--ids");
-        }
-        p = end;
+        p += n + (p[n] != '\0');
     }
     char *out;
     size_t n;
@@ -258,8 +212,6 @@ int cmd_tokenizer(int argc, char **argv) {
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, ":o:", options, NULL)) != -1) {
-        char *end;
-        long v;
         switch (c) {
         case 't': action = A_TRAIN; n_actions++; break;
         case 'e': action = A_ENCODE; n_actions++; break;
@@ -274,18 +226,12 @@ int cmd_tokenizer(int argc, char **argv) {
             jsonl[n_jsonl++] = optarg;
             break;
         case 'v':
-        case 'r':
-            v = strtol(optarg, &end, 10);
-            if (!*optarg || *end || v < (c == 'v' ? MN_TOK_MERGE_BASE : 1) ||
-                v > (c == 'v' ? MN_TOK_MAX_VOCAB : 1000000)) {
-                fprintf(stderr, "mnemo tokenizer: --%s: bad value '%s'\n",
-                        c == 'v' ? "vocab-size" : "repeat", optarg);
+            if (!cli_int("tokenizer", "--vocab-size", optarg, MN_TOK_MERGE_BASE, MN_TOK_MAX_VOCAB, &vocab_size))
                 return 2;
-            }
-            if (c == 'v')
-                vocab_size = (int)v;
-            else
-                repeat = (int)v;
+            break;
+        case 'r':
+            if (!cli_int("tokenizer", "--repeat", optarg, 1, 1000000, &repeat))
+                return 2;
             break;
         case 'S': strict = 1; break;
         case 'o': output = optarg; break;
@@ -297,13 +243,7 @@ int cmd_tokenizer(int argc, char **argv) {
         case 'O': ids_out = optarg; break;
         case 'i': ids = optarg; break;
         case 'h': usage(stdout); return 0;
-        case ':':
-            fprintf(stderr, "mnemo tokenizer: %s needs a value\n", argv[optind - 1]);
-            return 2;
-        default:
-            fprintf(stderr, "mnemo tokenizer: unknown option %s\n", argv[optind - 1]);
-            usage(stderr);
-            return 2;
+        default: return cli_option_error("tokenizer", c, argv, usage);
         }
     }
     if (optind < argc) {

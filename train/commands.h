@@ -1,5 +1,6 @@
-/* The mnemo CLI's subcommands. Each lives in its own cmd_<name>.c and returns a process
- * exit code (0 ok, 1 failure, 2 usage error); only main() exits. */
+/* The mnemo CLI's subcommands. Each lives in its own cmd_<name>.c, parses its options (with
+ * cli_util.h), calls the library, prints what it returns, and returns a process exit code
+ * (0 ok, 1 failure, 2 usage error); only main() exits. */
 #ifndef MN_COMMANDS_H
 #define MN_COMMANDS_H
 

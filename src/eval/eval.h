@@ -155,4 +155,13 @@ void mn_eval_print_table(const mn_eval_result *r, FILE *out);
 mn_status mn_eval_write_recall_data(const mn_eval_result *r, const char *path);
 mn_status mn_eval_write_cost_data(const mn_eval_result *r, const char *path);
 
+/* ---- plots (plot.c) */
+/* The data file OUT.dat (as above) and a gnuplot script OUT.gp that draws it into png, where
+ * OUT is png without its ".png"; *script gets OUT.gp (malloc'd). Names and the title are
+ * quoted for gnuplot, so any file name is taken literally (one with a line break is refused).
+ * Recall: multiple-choice accuracy against distance, one line per variant, and chance;
+ * cost: the update and each variant's decoder time per turn against the turn index. */
+mn_status mn_eval_write_recall_plot(const mn_eval_result *r, const char *png, const char *title, char **script);
+mn_status mn_eval_write_cost_plot(const mn_eval_result *r, const char *png, char **script);
+
 #endif

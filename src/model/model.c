@@ -169,6 +169,13 @@ size_t mn_state_floats(const mn_model *m) {
     return m ? (size_t)m->config.n_slots * (size_t)m->config.d_model : 0;
 }
 
+double mn_l2_norm(const float *x, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)x[i] * x[i];
+    return sqrt(s);
+}
+
 mn_status mn_model_tensor(const mn_model *m, int index, mn_tensor_info *info) {
     if (!m || !info)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_model_tensor: NULL argument");

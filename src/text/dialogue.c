@@ -455,3 +455,17 @@ mn_status mn_jsonl_write_file(const char *path, const mn_dialogue_list *list) {
     }
     return mn_atomic_commit(&af);
 }
+
+mn_dialogue_counts mn_dialogue_list_count(const mn_dialogue_list *list) {
+    mn_dialogue_counts c = {.dialogues = list->count};
+    for (int64_t i = 0; i < list->count; i++) {
+        const mn_dialogue *d = &list->items[i];
+        c.turns += d->n_turns;
+        c.probes += d->n_probes;
+        for (int j = 0; j < d->n_probes; j++) {
+            c.probes_with_choices += d->probes[j].n_choices > 0;
+            c.probes_with_evidence += d->probes[j].n_evidence > 0;
+        }
+    }
+    return c;
+}

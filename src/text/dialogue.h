@@ -71,4 +71,11 @@ mn_status mn_jsonl_write_dialogue(FILE *f, const mn_dialogue *d);
 /* Writes the list atomically: temp file, fsync, rename. */
 mn_status mn_jsonl_write_file(const char *path, const mn_dialogue_list *list);
 
+/* What a list holds, as `mnemo prepare`, `episodes` and `tokenizer` report it. */
+typedef struct {
+    int64_t dialogues, turns, probes;
+    int64_t probes_with_choices, probes_with_evidence;
+} mn_dialogue_counts;
+mn_dialogue_counts mn_dialogue_list_count(const mn_dialogue_list *list);
+
 #endif

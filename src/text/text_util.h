@@ -1,6 +1,7 @@
 /* Helpers shared by the corpus readers: whole-file loading, UTF-8 repair, a string set,
  * bad-record reporting and adding a cleaned turn to a dialogue (their JSON input is
- * json_doc.h). Internal to src/text. */
+ * json_doc.h). Internal to src/text, but for mn_file_read_all (also `mnemo tokenizer --file`)
+ * and mn_utf8_repair (also the chat's sampled replies). */
 #ifndef MN_TEXT_UTIL_H
 #define MN_TEXT_UTIL_H
 

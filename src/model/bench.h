@@ -1,0 +1,62 @@
+/* Measurements behind `mnemo bench`, `bench-ops` and `bench-update` (docs/perf.md, docs/gpu.md):
+ * each times library calls on synthetic data and returns the figures; the commands print them. */
+#ifndef MN_BENCH_H
+#define MN_BENCH_H
+
+#include "mnemo.h"
+
+/* ---- training throughput: forward+backward+AdamW on random full turns, next to sgemm */
+typedef struct {
+    mn_config config;
+    mn_device device;
+    mn_matmul matmul;
+    int batch, turns, bptt; /* >= 1 */
+    int turn_tokens;        /* 2..config.max_turn_tokens, every position real */
+    int steps;              /* timed, after one warm-up pass */
+} mn_bench_train_options;
+
+typedef struct {
+    double step_s;                 /* forward+backward+adamw, mean over the steps */
+    float loss;                    /* of the last step */
+    double tokens_per_s;
+    double gflops;                 /* effective: the step's matrix-product FLOPs / step_s */
+    double sgemm_gflops;           /* OpenBLAS sgemm, same run, on the model's most common shape */
+    int sgemm_m, sgemm_k, sgemm_n; /* that shape: (B*(k+L), C) @ (C, 4C) */
+} mn_bench_train_result;
+
+mn_status mn_bench_train(const mn_bench_train_options *o, mn_bench_train_result *r);
+
+/* ---- every backend op at the shapes of one training turn */
+typedef struct {
+    mn_device device;
+    mn_matmul matmul;
+    int batch, turn_tokens, slots, width, heads, vocab; /* heads divide width */
+    int reps;                                           /* timed calls of each op, after one warm-up */
+} mn_bench_ops_options;
+
+typedef struct {
+    const char *name;
+    double seconds;       /* one call */
+    double bytes, flops;  /* the op's minimum memory traffic and arithmetic */
+} mn_bench_op;
+
+/* Times each op in turn and hands its figures to report as soon as they are measured. */
+mn_status mn_bench_ops(const mn_bench_ops_options *o, void (*report)(void *ctx, const mn_bench_op *op), void *ctx);
+
+/* ---- session updates through the compressor, host state in and out */
+typedef struct {
+    mn_config config; /* config.max_turn_tokens is the turn length */
+    mn_device device;
+    mn_matmul matmul;
+    int sessions;     /* in the batched update */
+    int reps;         /* timed single updates, after three warm-up ones */
+} mn_bench_update_options;
+
+typedef struct {
+    double median_s, p90_s, min_s; /* one mn_update of one turn */
+    double batch_s;                /* one mn_update_batch of every session, after a warm-up call */
+} mn_bench_update_result;
+
+mn_status mn_bench_update(const mn_bench_update_options *o, mn_bench_update_result *r);
+
+#endif

@@ -1,0 +1,60 @@
+/* `mnemo episodes` as one call: canonical dialogues (or synthetic filler) chained into
+ * multi-session episodes with recall probes, written as canonical JSONL (docs/probes.md). */
+#ifndef MN_EPISODES_JOB_H
+#define MN_EPISODES_JOB_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "text/dialogue.h"
+#include "text/episodes.h"
+#include "text/probes.h"
+
+typedef struct {
+    const char *jsonl;     /* the dialogues; with synthetic >= 0 the filler pool (nullable) */
+    const char *output;    /* written atomically */
+    mn_split split;        /* which templates, values and personas */
+    const char *templates; /* folder or file of probe templates */
+    const char *personas;  /* msc_personas_all.json: read when probes.sources has personas */
+    int open_values;       /* > 0: template values drawn from this many generated ones (train) */
+    int synthetic;         /* >= 0: this many synthetic episodes, template facts only */
+    int strict;            /* a bad input line is fatal, else reported to log and skipped */
+    FILE *log;             /* nullable */
+    mn_episode_config episodes;
+    mn_probe_config probes; /* probes.seed is the job's seed */
+} mn_episodes_job;
+
+/* The steps of a job, in order; a report says how far it got. */
+typedef enum {
+    MN_EPISODES_TEMPLATES,
+    MN_EPISODES_OPEN_VALUES,
+    MN_EPISODES_PERSONAS,
+    MN_EPISODES_READ,
+    MN_EPISODES_BUILD,
+    MN_EPISODES_WRITE,
+    MN_EPISODES_DONE,
+} mn_episodes_step;
+
+typedef struct {
+    mn_episodes_step reached;  /* the step that failed, or MN_EPISODES_DONE */
+    int template_categories;   /* after the open values */
+    int persona_sentences, personas;
+    int64_t personas_dropped_shared; /* sentences another split also has */
+    int64_t dialogues_read, bad_lines;
+    mn_dialogue_counts written;
+    mn_probe_stats probes;
+    int64_t *by_distance;      /* probes per distance range of the job, then the others */
+} mn_episodes_report;
+
+/* Runs the job; *report (release with mn_episodes_report_free) says how far it got even when
+ * it fails. */
+mn_status mn_episodes_run(const mn_episodes_job *job, mn_episodes_report *report);
+void mn_episodes_report_free(mn_episodes_report *report);
+
+/* counts[k] (n_ranges + 1 of them) = the list's probes whose distance, after - the last
+ * evidence turn, falls in ranges[k]; counts[n_ranges] those in none. Probes without evidence
+ * are not counted. */
+void mn_probes_count_by_distance(const mn_dialogue_list *list, const mn_distance_range *ranges, int n_ranges,
+                                 int64_t *counts);
+
+#endif
