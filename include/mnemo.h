@@ -134,6 +134,11 @@ mn_status mn_model_set_device(mn_model *model, mn_device device);
 mn_device mn_model_device(const mn_model *model);
 /* Matrix-product precision of the inference calls (CUDA only; the CPU accepts FP32). */
 mn_status mn_model_set_matmul(mn_model *model, mn_matmul precision);
+/* CPU threads this handle's work may use (OpenMP team size of its ops and products);
+ * 0 = OpenMP's default at the call. No process-wide setting is changed. Applies to the
+ * inference calls (and is kept across mn_model_set_device); a trainer created from the model
+ * starts with the model's setting. The CUDA backend ignores it. MN_ERR_INVALID_ARG if < 0. */
+mn_status mn_model_set_threads(mn_model *model, int threads);
 
 /* ---------------------------------------------------------------- training */
 /* B episodes of T turns, each turn padded to max_len tokens. */
@@ -169,6 +174,10 @@ mn_status mn_trainer_create_on(mn_model *model, mn_device device, int max_B, int
 mn_device mn_trainer_device(const mn_trainer *trainer);
 /* Matrix-product precision of training (CUDA only; the CPU accepts FP32). */
 mn_status mn_trainer_set_matmul(mn_trainer *trainer, mn_matmul precision);
+/* CPU threads this handle's work may use (OpenMP team size of its ops and products);
+ * 0 = OpenMP's default at the call. No process-wide setting is changed. Starts as the model's
+ * setting (mn_model_set_threads) at mn_trainer_create; the CUDA backend ignores it. */
+mn_status mn_trainer_set_threads(mn_trainer *trainer, int threads);
 void mn_trainer_free(mn_trainer *trainer);
 int mn_trainer_bptt(const mn_trainer *trainer);
 /* Zeroes the gradients, then runs forward + backward (truncated every bptt turns) over the
