@@ -5,10 +5,23 @@
  *   names the file/field and the reason. The message lives in thread-local storage: it is
  *   per calling thread, never shared between threads.
  * - The library never exits, never prints (except where a function says so) and keeps no
- *   global state: everything lives in the handles passed in.
+ *   global state: everything lives in the handles passed in. It never changes process-wide
+ *   settings (OpenMP's defaults, OpenBLAS's thread count, signal handlers, locale).
  * - Shapes are given as comments, row-major: (B, T, C) means index [b][t][c].
- * - A handle is not safe to use from two threads at once; distinct handles are independent.
  * The exact model definition is docs/model.md.
+ *
+ * Threads (docs/model.md, "Threads")
+ * - Distinct handles may be used on distinct threads at once; one handle never from two
+ *   threads at once. A trainer and the model it was created from count as one handle.
+ * - A handle's CPU work runs on an OpenMP team of mn_model_set_threads / mn_trainer_set_threads
+ *   threads (0: OpenMP's default). Results are bit-identical for the same thread count, equal
+ *   to rounding across counts.
+ * - OpenBLAS's thread count is the process's: results are correct whatever it is, but for speed
+ *   set it to 1 in main() (openblas_set_num_threads(1) or OPENBLAS_NUM_THREADS=1), as the mnemo
+ *   CLI does; with more, OpenBLAS's threads compete with the OpenMP teams.
+ * - HDF5 calls (checkpoints, tokenizer files, session stores) are safe from several threads
+ *   with a thread-safe libhdf5 (Debian's is), which runs them one at a time; with one built
+ *   without thread safety, only one thread at a time may be inside such a call.
  */
 #ifndef MNEMO_H
 #define MNEMO_H
