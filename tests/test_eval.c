@@ -438,6 +438,7 @@ static int hand_window(void) {
 }
 
 static int hand_pick(const hand_probe *e, int v) { return e->seen[v] ? e->choice_x : 1 - e->choice_x; }
+static int hand_gold(const hand_probe *e) { return e->gold_x ? e->choice_x : 1 - e->choice_x; }
 
 static void hand_options(mn_eval_options *o, const mn_model *m, int d) {
     default_options(o, m);
@@ -652,14 +653,16 @@ static char *read_all(const char *path, size_t *len) {
     return buf;
 }
 
-/* Runs `mnemo eval --checkpoint C <args>`; stderr goes to env->err. Returns the exit code. */
-static int run_eval(const cli_env *e, const char *args) {
+/* Runs `mnemo eval --checkpoint ckpt <args>`; stderr goes to env->err. Returns the exit code. */
+static int run_eval_on(const cli_env *e, const char *ckpt, const char *args) {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "'%s' eval --checkpoint '%s' %s --quiet > /dev/null 2> '%s'", e->bin, e->ckpt, args,
+    snprintf(cmd, sizeof cmd, "'%s' eval --checkpoint '%s' %s --quiet > /dev/null 2> '%s'", e->bin, ckpt, args,
              e->err);
     int rc = system(cmd);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
+
+static int run_eval(const cli_env *e, const char *args) { return run_eval_on(e, e->ckpt, args); }
 
 static int stderr_has(const cli_env *e, const char *what) {
     size_t n;
@@ -765,6 +768,74 @@ static void test_cli_refuses_bad_input(void **state) {
     assert_true(stderr_has(e, "unknown mode 'recency'"));
 }
 
+/* `mnemo eval` on the hand-set model's checkpoint: the report's accuracies and every probe's
+ * pick and gold log-likelihood (--probes-out) are the closed-form ones. */
+static void test_cli_hand_set_model(void **state) {
+    cli_env *e = *state;
+    if (!e->bin)
+        skip();
+    char ckpt[160], data[160], probes[160], args[1024];
+    snprintf(ckpt, sizeof ckpt, "%s/hand.h5", e->dir);
+    snprintf(data, sizeof data, "%s/hand.jsonl", e->dir);
+    snprintf(probes, sizeof probes, "%s/hand-probes.jsonl", e->dir);
+    mn_tokenizer *tok = bytes_tokenizer();
+    mn_model *m = hand_model(tok);
+    const int V = mn_tokenizer_vocab_size(tok), d = hand_window();
+    mn_checkpoint_save_options so = {.tokenizer = tok};
+    assert_int_equal(mn_checkpoint_save(ckpt, m, NULL, NULL, &so), MN_OK);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+    assert_int_equal(write_file(data, hand_jsonl), 0);
+    snprintf(args, sizeof args,
+             "--data '%s' --json '%s' --probes-out '%s' --modes memory,no_memory,window --window-tokens %d,%d "
+             "--no-generate --no-lm --threads 2",
+             data, e->json, probes, d, d - 1);
+    assert_int_equal(run_eval_on(e, ckpt, args), 0);
+
+    static const char *const modes[HAND_MODES] = {"memory", "no_memory", "window", NULL};
+    char window_short[32];
+    snprintf(window_short, sizeof window_short, "window_%d", d - 1);
+    const char *names[HAND_MODES] = {modes[0], modes[1], modes[2], window_short};
+    json_error_t err;
+    json_t *report = json_load_file(e->json, 0, &err);
+    if (!report)
+        fail_msg("%s: %s", e->json, err.text);
+    json_t *recall = json_object_get(report, "recall");
+    for (int v = 0; v < HAND_MODES; v++) {
+        int correct = 0;
+        for (int i = 0; i < HAND_PROBES; i++)
+            correct += hand_pick(&hand_expect[i], v) == hand_gold(&hand_expect[i]);
+        double acc = json_real_value(json_object_get(json_object_get(recall, names[v]), "mc_accuracy"));
+        if (fabs(acc - (double)correct / HAND_PROBES) > 1e-6) /* the report keeps 6 digits */
+            fail_msg("%s: mc_accuracy %g, expected %d/%d", names[v], acc, correct, HAND_PROBES);
+    }
+    json_decref(report);
+
+    size_t len;
+    char *text = read_all(probes, &len);
+    assert_non_null(text);
+    char *line = text;
+    for (int i = 0; i < HAND_PROBES; i++) {
+        char *end = strchr(line, '\n');
+        assert_non_null(end);
+        json_t *row = json_loadb(line, (size_t)(end - line), 0, &err);
+        if (!row)
+            fail_msg("%s line %d: %s", probes, i + 1, err.text);
+        for (int v = 0; v < HAND_MODES; v++) {
+            json_t *mode = json_object_get(row, names[v]);
+            int pick = (int)json_integer_value(json_object_get(mode, "choice"));
+            double ll = json_real_value(json_object_get(mode, "gold_ll"));
+            double want = hand_ll(hand_expect[i].gold_x, hand_expect[i].seen[v], V);
+            if (pick != hand_pick(&hand_expect[i], v) || fabs(ll - want) > 1e-4) /* 6 digits in the file */
+                fail_msg("probe %d, %s: choice %d, gold_ll %.6f; expected %d, %.6f", i, names[v], pick, ll,
+                         hand_pick(&hand_expect[i], v), want);
+        }
+        json_decref(row);
+        line = end + 1;
+    }
+    free(text);
+}
+
 int main(void) {
     const struct CMUnitTest unit[] = {
         cmocka_unit_test(test_bucket_edges),
@@ -781,6 +852,7 @@ int main(void) {
     const struct CMUnitTest cli[] = {
         cmocka_unit_test(test_cli_runs_and_leaves_checkpoint_unchanged),
         cmocka_unit_test(test_cli_refuses_bad_input),
+        cmocka_unit_test(test_cli_hand_set_model),
     };
     int failed = cmocka_run_group_tests_name("eval", unit, NULL, NULL);
     failed += cmocka_run_group_tests_name("eval_cli", cli, cli_setup, cli_teardown);
