@@ -280,6 +280,28 @@ mn_status mn_generate(mn_model *model, const float *r, const int32_t *prefix, in
                       const int32_t *stop, int n_stop, const mn_sampling *sampling, uint64_t *rng_state,
                       int32_t *out, int *n_out);
 
+/* ---------------------------------------------------------------- checkpoints and tokenizers */
+/* What a program needs to run a trained model: the parameters and the tokenizer that
+ * `mnemo train` or `mnemo import-gpt2` stored in a checkpoint (docs/checkpoint.md,
+ * docs/tokens.md). */
+/* Creates a model with the checkpoint's config and loads its parameters. MN_ERR_IO (missing,
+ * unreadable), MN_ERR_FORMAT (not a checkpoint, truncated, checksum failure), naming the file. */
+mn_status mn_model_load(const char *checkpoint, mn_model **out);
+
+typedef struct mn_tokenizer mn_tokenizer;
+/* The tokenizer stored in a checkpoint, or *out = NULL when it holds none. */
+mn_status mn_checkpoint_load_tokenizer(const char *path, mn_tokenizer **out);
+void mn_tokenizer_free(mn_tokenizer *tok);
+int mn_tokenizer_vocab_size(const mn_tokenizer *tok);
+/* The token ids of text[0..len) (any bytes): the first min(*count, cap) into ids, and *count =
+ * how many the text has (more than cap: the rest were not written). A tokenizer caches what it
+ * encodes, so one tokenizer is not for two threads at once. */
+mn_status mn_tokenizer_encode_ids(mn_tokenizer *tok, const char *text, size_t len, int32_t *ids, size_t cap,
+                                  size_t *count);
+/* Bytes of token id (a special token's are its text, e.g. "<|eot|>"); NULL for an id out of
+ * range. */
+const uint8_t *mn_tokenizer_token_bytes(const mn_tokenizer *tok, int32_t id, size_t *len);
+
 /* ---------------------------------------------------------------- session store */
 /* 64-bit fingerprint of what gives a session vector its meaning: the compressor-side config
  * (V, C, H, n_comp_layers, k, N) and the bytes of wte, compressor.* and memory.*. The decoder
