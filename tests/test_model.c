@@ -496,17 +496,38 @@ static int process_thread_count(void) {
     return n;
 }
 
-/* One forward + backward pass on a trainer set to `threads`. */
-static void one_pass(mn_trainer *tr, int threads, const mn_config *c) {
-    assert_int_equal(mn_trainer_set_threads(tr, threads), MN_OK);
+/* One forward + backward pass of a trainer. */
+static void one_pass(mn_trainer *tr, const mn_config *c) {
     owned_batch b = random_batch(7, 4, 2, c->max_turn_tokens, c->vocab_size);
     loss_of(tr, &b);
     free_batch(&b);
 }
 
+/* One mn_update_batch of 16 full turns: inference large enough for teams and split products. */
+static void one_update(mn_model *m, const mn_config *c) {
+    enum { SESSIONS = 16 };
+    owned_batch b = random_batch(9, SESSIONS, 1, c->max_turn_tokens, c->vocab_size);
+    int64_t offsets[SESSIONS + 1];
+    for (int i = 0; i <= SESSIONS; i++)
+        offsets[i] = (int64_t)i * c->max_turn_tokens;
+    size_t S = mn_state_floats(m);
+    float *r = calloc(SESSIONS * S, sizeof(float));
+    assert_int_equal(mn_update_batch(m, SESSIONS, b.tokens, offsets, r, r), MN_OK);
+    free(r);
+    free_batch(&b);
+}
+
+/* Asserts that the process gained at least `least` threads since `before` (0: none at all). */
+static void assert_threads_grown(int before, int least, const char *what) {
+    int grown = process_thread_count() - before;
+    if (least == 0 ? grown != 0 : grown < least)
+        fail_msg("%s added %d threads to the process (%s %d expected)", what, grown, least ? "at least" : "exactly",
+                 least);
+}
+
 /* The team follows the handle, not the process: libgomp starts a worker thread the first time
- * a team needs it and keeps it, so a pass on more threads than any team before adds threads to
- * the process, and a one-thread pass under a large process default adds none. The bits follow
+ * a team needs it and keeps it, so work on more threads than any team before adds threads to
+ * the process, and one-thread work under a large process default adds none. The bits follow
  * the handle too: 2 threads under a process default of 1 are the bits of 2 threads taken from
  * the process default. */
 static void test_threads_follow_the_handle(void **state) {
@@ -515,9 +536,6 @@ static void test_threads_follow_the_handle(void **state) {
     mn_model *m = NULL;
     assert_int_equal(mn_model_create(&c, &m), MN_OK);
     assert_int_equal(mn_model_init(m, 3), MN_OK);
-    mn_trainer *tr = NULL;
-    assert_int_equal(mn_trainer_create(m, 4, 2, &tr), MN_OK);
-    assert_int_equal(mn_trainer_set_threads(tr, -1), MN_ERR_INVALID_ARG);
     assert_int_equal(mn_model_set_threads(m, -2), MN_ERR_INVALID_ARG);
 
     enum { STEPS = 2 };
@@ -532,21 +550,30 @@ static void test_threads_follow_the_handle(void **state) {
 
     /* teams before this test had at most max(process default, 2) threads */
     int before = process_thread_count();
-    int known = process_threads > 2 ? process_threads : 2, big = known + 3;
-    if (before < 0 || omp_get_dynamic() || omp_get_max_active_levels() < 1 || omp_get_thread_limit() < big + 1) {
+    int known = process_threads > 2 ? process_threads : 2, big = known + 3, bigger = big + 2;
+    if (before < 0 || omp_get_dynamic() || omp_get_max_active_levels() < 1 || omp_get_thread_limit() < bigger + 1) {
         omp_set_num_threads(process_threads);
-        mn_trainer_free(tr), mn_model_free(m);
+        mn_model_free(m);
         skip(); /* no /proc, or OpenMP may shrink teams: the thread count says nothing */
     }
-    omp_set_num_threads(big + 1);
-    one_pass(tr, 1, &c);
-    assert_int_equal(process_thread_count(), before);
+    /* one thread: the model's inference, and a trainer created from the model (it inherits) */
+    omp_set_num_threads(bigger + 1);
+    assert_int_equal(mn_model_set_threads(m, 1), MN_OK);
+    mn_trainer *tr = NULL;
+    assert_int_equal(mn_trainer_create(m, 4, 2, &tr), MN_OK);
+    assert_int_equal(mn_trainer_set_threads(tr, -1), MN_ERR_INVALID_ARG);
+    one_update(m, &c);
+    one_pass(tr, &c);
+    assert_threads_grown(before, 0, "one-thread work under a larger process default");
+    /* more threads than any team before, under a process default of 1 */
     omp_set_num_threads(1);
-    one_pass(tr, big, &c);
-    int grown = process_thread_count() - before;
-    if (grown < big - known)
-        fail_msg("a pass on %d threads added %d threads to the process (at least %d expected)", big, grown,
-                 big - known);
+    assert_int_equal(mn_model_set_threads(m, big), MN_OK);
+    one_update(m, &c);
+    assert_threads_grown(before, big - known, "inference on a model set to more threads");
+    before = process_thread_count();
+    assert_int_equal(mn_trainer_set_threads(tr, bigger), MN_OK);
+    one_pass(tr, &c);
+    assert_threads_grown(before, bigger - big, "a pass of a trainer set to more threads");
     omp_set_num_threads(process_threads);
     mn_trainer_free(tr);
     mn_model_free(m);
