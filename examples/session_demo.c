@@ -9,19 +9,17 @@
  * token ids directly. STORE defaults to session_demo.h5 in the current folder; running the
  * demo twice continues the same session from its saved R.
  *
- * Build by hand (after `meson setup build && ninja -C build`):
- *   cc -std=c11 -D_GNU_SOURCE -Iinclude -Isrc examples/session_demo.c build/src/libmnemo.a \
- *      $(pkg-config --cflags --libs hdf5 openblas jansson libutf8proc) -fopenmp -lm -o session_demo
- * The test suite builds and runs it (tests/test_example.c).
+ * It uses the public header only. Build it against an installed mnemo (README, "Install"):
+ *   cc -std=c11 examples/session_demo.c $(pkg-config --cflags --libs mnemo) -lm -o session_demo
+ * The test suite builds and runs it (tests/test_example.c), and again against a `meson install`
+ * of the build (tests/test_install.sh).
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "io/checkpoint.h" /* checkpoint loading is not in the public header yet */
 #include "mnemo.h"
-#include "text/tokenizer.h"
 
 static int failed(const char *what) {
     fprintf(stderr, "session_demo: %s: %s\n", what, mn_last_error());
@@ -36,13 +34,10 @@ static int turn_tokens(mn_tokenizer *tok, const mn_config *c, const char *text, 
             ids[n++] = (int32_t)((unsigned char)*p % c->vocab_size);
         return n;
     }
-    mn_ids enc = {0};
-    if (mn_tokenizer_encode(tok, text, strlen(text), &enc) != MN_OK)
+    size_t count = 0;
+    if (mn_tokenizer_encode_ids(tok, text, strlen(text), ids, (size_t)cap, &count) != MN_OK)
         return -1;
-    int n = enc.count < cap ? (int)enc.count : cap;
-    memcpy(ids, enc.ids, (size_t)n * sizeof *ids);
-    mn_ids_free(&enc);
-    return n;
+    return count < (size_t)cap ? (int)count : cap; /* a longer turn is cut to what the model takes */
 }
 
 static double norm(const float *x, size_t n) {
@@ -62,10 +57,7 @@ int main(int argc, char **argv) {
 
     /* 1. a model: from a checkpoint, or created and initialised */
     if (checkpoint) {
-        mn_config c;
-        if (mn_checkpoint_read_config(checkpoint, &c) != MN_OK || mn_model_create(&c, &model) != MN_OK ||
-            mn_checkpoint_load(checkpoint, model, NULL, NULL, NULL) != MN_OK ||
-            mn_checkpoint_load_tokenizer(checkpoint, &tok) != MN_OK) {
+        if (mn_model_load(checkpoint, &model) != MN_OK || mn_checkpoint_load_tokenizer(checkpoint, &tok) != MN_OK) {
             rc = failed(checkpoint);
             goto done;
         }

@@ -5,10 +5,23 @@
  *   names the file/field and the reason. The message lives in thread-local storage: it is
  *   per calling thread, never shared between threads.
  * - The library never exits, never prints (except where a function says so) and keeps no
- *   global state: everything lives in the handles passed in.
+ *   global state: everything lives in the handles passed in. It never changes process-wide
+ *   settings (OpenMP's defaults, OpenBLAS's thread count, signal handlers, locale).
  * - Shapes are given as comments, row-major: (B, T, C) means index [b][t][c].
- * - A handle is not safe to use from two threads at once; distinct handles are independent.
  * The exact model definition is docs/model.md.
+ *
+ * Threads (docs/model.md, "Threads")
+ * - Distinct handles may be used on distinct threads at once; one handle never from two
+ *   threads at once. A trainer and the model it was created from count as one handle.
+ * - A handle's CPU work runs on an OpenMP team of mn_model_set_threads / mn_trainer_set_threads
+ *   threads (0: OpenMP's default). Results are bit-identical for the same thread count, equal
+ *   to rounding across counts.
+ * - OpenBLAS's thread count is the process's: results are correct whatever it is, but for speed
+ *   set it to 1 in main() (openblas_set_num_threads(1) or OPENBLAS_NUM_THREADS=1), as the mnemo
+ *   CLI does; with more, OpenBLAS's threads compete with the OpenMP teams.
+ * - HDF5 calls (checkpoints, tokenizer files, session stores) are safe from several threads
+ *   with a thread-safe libhdf5 (Debian's is), which runs them one at a time; with one built
+ *   without thread safety, only one thread at a time may be inside such a call.
  */
 #ifndef MNEMO_H
 #define MNEMO_H
@@ -137,6 +150,11 @@ mn_status mn_model_set_device(mn_model *model, mn_device device);
 mn_device mn_model_device(const mn_model *model);
 /* Matrix-product precision of the inference calls (CUDA only; the CPU accepts FP32). */
 mn_status mn_model_set_matmul(mn_model *model, mn_matmul precision);
+/* CPU threads this handle's work may use (OpenMP team size of its ops and products);
+ * 0 = OpenMP's default at the call. No process-wide setting is changed. Applies to the
+ * inference calls (and is kept across mn_model_set_device); a trainer created from the model
+ * starts with the model's setting. The CUDA backend ignores it. MN_ERR_INVALID_ARG if < 0. */
+mn_status mn_model_set_threads(mn_model *model, int threads);
 
 /* ---------------------------------------------------------------- training */
 /* B episodes of T turns, each turn padded to max_len tokens. */
@@ -172,6 +190,10 @@ mn_status mn_trainer_create_on(mn_model *model, mn_device device, int max_B, int
 mn_device mn_trainer_device(const mn_trainer *trainer);
 /* Matrix-product precision of training (CUDA only; the CPU accepts FP32). */
 mn_status mn_trainer_set_matmul(mn_trainer *trainer, mn_matmul precision);
+/* CPU threads this handle's work may use (OpenMP team size of its ops and products);
+ * 0 = OpenMP's default at the call. No process-wide setting is changed. Starts as the model's
+ * setting (mn_model_set_threads) at mn_trainer_create; the CUDA backend ignores it. */
+mn_status mn_trainer_set_threads(mn_trainer *trainer, int threads);
 void mn_trainer_free(mn_trainer *trainer);
 int mn_trainer_bptt(const mn_trainer *trainer);
 /* Zeroes the gradients, then runs forward + backward (truncated every bptt turns) over the
@@ -260,6 +282,28 @@ mn_status mn_sample(const float *logits, int vocab_size, const mn_sampling *samp
 mn_status mn_generate(mn_model *model, const float *r, const int32_t *prefix, int n_prefix, int max_tokens,
                       const int32_t *stop, int n_stop, const mn_sampling *sampling, uint64_t *rng_state,
                       int32_t *out, int *n_out);
+
+/* ---------------------------------------------------------------- checkpoints and tokenizers */
+/* What a program needs to run a trained model: the parameters and the tokenizer that
+ * `mnemo train` or `mnemo import-gpt2` stored in a checkpoint (docs/checkpoint.md,
+ * docs/tokens.md). */
+/* Creates a model with the checkpoint's config and loads its parameters. MN_ERR_IO (missing,
+ * unreadable), MN_ERR_FORMAT (not a checkpoint, truncated, checksum failure), naming the file. */
+mn_status mn_model_load(const char *checkpoint, mn_model **out);
+
+typedef struct mn_tokenizer mn_tokenizer;
+/* The tokenizer stored in a checkpoint, or *out = NULL when it holds none. */
+mn_status mn_checkpoint_load_tokenizer(const char *path, mn_tokenizer **out);
+void mn_tokenizer_free(mn_tokenizer *tok);
+int mn_tokenizer_vocab_size(const mn_tokenizer *tok);
+/* The token ids of text[0..len) (any bytes): the first min(*count, cap) into ids, and *count =
+ * how many the text has (more than cap: the rest were not written). A tokenizer caches what it
+ * encodes, so one tokenizer is not for two threads at once. */
+mn_status mn_tokenizer_encode_ids(mn_tokenizer *tok, const char *text, size_t len, int32_t *ids, size_t cap,
+                                  size_t *count);
+/* Bytes of token id (a special token's are its text, e.g. "<|eot|>"); NULL for an id out of
+ * range. */
+const uint8_t *mn_tokenizer_token_bytes(const mn_tokenizer *tok, int32_t id, size_t *len);
 
 /* ---------------------------------------------------------------- session store */
 /* 64-bit fingerprint of what gives a session vector its meaning: the compressor-side config

@@ -79,6 +79,12 @@ static mn_status g_set_matmul(void *ctx, mn_matmul precision) {
     return precision == MN_MATMUL_FP32 ? MN_OK
                                        : mn_fail(MN_ERR_INVALID_ARG, "guarded backend: fp32 products only");
 }
+/* the CPU ops it forwards to run on OpenMP's default team (a NULL CPU context) */
+static mn_status g_set_threads(void *ctx, int threads) {
+    (void)ctx;
+    (void)threads;
+    return MN_OK;
+}
 static mn_status g_alloc(void *ctx, size_t bytes, void **out) {
     guard *g = ctx;
     if (g->count == g->cap) {
@@ -346,6 +352,7 @@ static const mn_backend guarded = {
     .status = g_status,
     .synchronize = g_status,
     .set_matmul = g_set_matmul,
+    .set_threads = g_set_threads,
     .alloc = g_alloc,
     .release = g_release,
     .zero = g_zero,

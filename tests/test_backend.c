@@ -94,8 +94,9 @@ static void test_embedding_skips_negative_ids(void **state) {
         assert_memory_equal(out + n * C, ids[n] < 0 ? before + n * C : table + ids[n] * C, C * sizeof(float));
     float *dout = random_floats(N * C), *dtable = random_floats(V * C), *want = copy_of(dtable, V * C);
     MN_OP(&ex, embedding_backward, dtable, dout, ids, N, C);
-    mn_embedding_backward(want, dout + 2 * C, ids + 2, 3, C); /* runs [2, 5) and [6, 8) */
-    mn_embedding_backward(want, dout + 6 * C, ids + 6, 2, C);
+    /* one thread: the scatter's channel slices give the same bits for any team */
+    mn_embedding_backward(want, dout + 2 * C, ids + 2, 3, C, 1); /* runs [2, 5) and [6, 8) */
+    mn_embedding_backward(want, dout + 6 * C, ids + 6, 2, C, 1);
     assert_memory_equal(dtable, want, V * C * sizeof(float));
     free(table), free(out), free(before), free(dout), free(dtable), free(want);
     mn_exec_close(&ex);
@@ -111,8 +112,8 @@ static void test_adamw_segments(void **state) {
     float *p2 = copy_of(p, P), *m2 = copy_of(m, P), *v2 = copy_of(v, P);
     mn_adamw_segment segs[2] = {{3, 10, 0.1f}, {20, 15, 0.0f}};
     MN_OP(&ex, adamw_update, p, g, m, v, segs, 2, 1e-2f, 0.9f, 0.95f, 1e-8f, 3);
-    mn_adamw_update(p2 + 3, g + 3, m2 + 3, v2 + 3, 10, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 3);
-    mn_adamw_update(p2 + 20, g + 20, m2 + 20, v2 + 20, 15, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.0f, 3);
+    mn_adamw_update(p2 + 3, g + 3, m2 + 3, v2 + 3, 10, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 3, 1); /* elementwise */
+    mn_adamw_update(p2 + 20, g + 20, m2 + 20, v2 + 20, 15, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.0f, 3, 1);
     assert_memory_equal(p, p2, P * sizeof(float)); /* outside the segments: untouched in both */
     assert_memory_equal(m, m2, P * sizeof(float));
     assert_memory_equal(v, v2, P * sizeof(float));
@@ -152,9 +153,26 @@ static void test_device_choice(void **state) {
     assert_int_equal(mn_trainer_set_matmul(tr, MN_MATMUL_FP32), MN_OK);
     assert_int_equal(mn_trainer_set_matmul(tr, MN_MATMUL_TF32), MN_ERR_INVALID_ARG);
     assert_non_null(strstr(mn_last_error(), "fp32 only"));
-    assert_int_equal(mn_trainer_pull(tr), MN_OK); /* no-ops on the CPU */
+    /* on the CPU the host buffers are the trainer's own, so pull and push are no-ops: a backward
+     * pass fills mn_trainer_grads without a pull, mn_grad_norm is the norm of exactly those
+     * floats, and a step moves mn_model_params itself */
+    int32_t tokens[2 * 5] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10}, lengths[2] = {5, 4};
+    mn_batch batch = {.B = 2, .T = 1, .max_len = 5, .tokens = tokens, .lengths = lengths};
+    float loss = 0.0f;
+    assert_int_equal(mn_forward_backward(tr, &batch, &loss, NULL), MN_OK);
+    assert_int_equal(mn_trainer_pull(tr), MN_OK);
     assert_int_equal(mn_trainer_push(tr), MN_OK);
-    assert_ptr_equal(mn_trainer_grads(tr), mn_trainer_grads(tr));
+    const float *grads = mn_trainer_grads(tr);
+    double sumsq = 0.0;
+    for (size_t i = 0; i < mn_model_num_params(m); i++)
+        sumsq += (double)grads[i] * grads[i];
+    assert_true(sumsq > 0.0);
+    assert_float_equal(mn_grad_norm(tr), sqrt(sumsq), 1e-5 * sqrt(sumsq));
+    float *before = copy_of(mn_model_params(m), mn_model_num_params(m));
+    mn_adamw_config opt = {1e-3f, 0.9f, 0.95f, 1e-8f, 0.0f, 0.0f};
+    assert_int_equal(mn_adamw_step(tr, &opt, NULL), MN_OK);
+    assert_memory_not_equal(before, mn_model_params(m), mn_model_num_params(m) * sizeof(float));
+    free(before);
     mn_trainer_free(tr);
     assert_int_equal(mn_model_set_matmul(m, MN_MATMUL_BF16), MN_ERR_INVALID_ARG);
     assert_int_equal(mn_model_set_device(m, MN_DEVICE_CPU), MN_OK);

@@ -1,6 +1,7 @@
 /* mnemo eval: buckets, distances, answer normalisation (exact match and LoCoMo F1), the JSON
  * report's keys, memory against no_memory with a shut gate, refusals of bad input, and the
  * CLI end to end on a tiny checkpoint that must come out byte-identical. */
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -301,6 +302,200 @@ static void test_threads_same_results(void **state) {
     mn_tokenizer_free(tok);
 }
 
+/* ---------------------------------------------------------------- hand-set weights
+ * A model whose every eval number is known without running it, to check mn_eval_run (and the
+ * CLI) against values computed here from docs/eval.md and docs/tokens.md alone: which tokens
+ * each mode shows the decoder, the window boundary to the token, and the scores.
+ *
+ * Bytes-only tokenizer (vocab 262: every byte is one token, no merges), C = 8, one head, one
+ * layer in each stack, every weight 0 except:
+ * - the marker '@': wte = 10 (e0 - e1). Both stacks' attention is uniform over the keys a query
+ *   sees (q = k = 0) and carries the LayerNorm'd input's dim 0 as its value: 2 for the marker
+ *   and for a state that holds it, exactly 0 for every other token and for R_0 = 0.
+ * - compressor: c_proj turns that value into HUGE (e0 - e1) and the gate bias is +40 (z = 1, so
+ *   R' = U = ln_f of the slot): R becomes 2 (e0 - e1) once a turn holds the marker and keeps it
+ *   (the slots see themselves), else stays 0.
+ * - decoder: c_proj turns it into HUGE (e2 - e3). 'X' = S (e2 - e3), 'Y' = -S (e2 - e3), both
+ *   speaker tokens EPS (e3 - e2) (tied: the same rows are the output classes). ln_f normalises
+ *   the residual, so the speaker row that predicts the answer's first token points along
+ *   +(e2 - e3) when it sees a marker (in the window, the question or the slots) and along
+ *   -(e2 - e3), its own direction, when not: the model answers X exactly when it sees one.
+ * LayerNorm of c (e_i - e_j) in 8 dimensions is f(c) (e_i - e_j), so every logit of the rows
+ * that matter has a closed form (hand_ll). */
+#define HAND_C 8
+#define HAND_S 2.0
+#define HAND_EPS 0.5
+#define HAND_HUGE 1e4
+#define HAND_MARKER '@'
+
+static double ln_coef(double c) { return c / sqrt(c * c / 4.0 + 1e-5); }
+
+/* log-sum-exp of the row whose ln_f output is q (e2 - e3): logits X 2qS, Y -2qS, the two
+ * speakers -2q EPS, every other token 0. */
+static double row_lse(double q, int V) {
+    return log(exp(2 * q * HAND_S) + exp(-2 * q * HAND_S) + 2 * exp(-2 * q * HAND_EPS) + (V - 4));
+}
+
+/* Mean log-probability of the choice "X" (x = 1) or "Y" (x = 0), i.e. [letter, <|eot|>], after
+ * the answer prefix; seen: the prefix's speaker row sees a marker (then so do the later rows). */
+static double hand_ll(int x, int seen, int V) {
+    const double vis = 2.0; /* ln_coef of a HUGE coefficient, to ~1e-10 */
+    double q_speaker = seen ? vis : -ln_coef(HAND_EPS);
+    double q_letter = seen ? vis : (x ? 1 : -1) * ln_coef(HAND_S);
+    double first = (x ? 2 : -2) * q_speaker * HAND_S - row_lse(q_speaker, V);
+    double eot = -row_lse(q_letter, V);
+    return (first + eot) / 2.0;
+}
+
+static void set_param(mn_model *m, const char *name, size_t index, float value) {
+    mn_tensor_info t;
+    assert_int_equal(mn_model_find_tensor(m, name, &t), MN_OK);
+    assert_true(index < t.size);
+    mn_model_params(m)[t.offset + index] = value;
+}
+
+static void set_row(mn_model *m, int token, const float row[HAND_C]) {
+    for (int c = 0; c < HAND_C; c++)
+        set_param(m, "wte", (size_t)token * HAND_C + c, row[c]);
+}
+
+/* The uniform-attention, marker-counting block of one stack; c_proj sends the count to dims d, d+1. */
+static void set_marker_block(mn_model *m, const char *stack, int d) {
+    char name[128];
+    for (int c = 0; c < HAND_C; c++) {
+        snprintf(name, sizeof name, "%s.h.0.ln_1.weight", stack);
+        set_param(m, name, c, 1.0f);
+        snprintf(name, sizeof name, "%s.ln_f.weight", stack);
+        set_param(m, name, c, 1.0f);
+    }
+    snprintf(name, sizeof name, "%s.h.0.attn.c_attn.weight", stack);
+    set_param(m, name, 2 * HAND_C, 1.0f); /* row 0 (input dim 0) -> v column 0 */
+    snprintf(name, sizeof name, "%s.h.0.attn.c_proj.weight", stack);
+    set_param(m, name, d, (float)HAND_HUGE);
+    set_param(m, name, d + 1, (float)-HAND_HUGE);
+}
+
+static mn_tokenizer *bytes_tokenizer(void) {
+    mn_tokenizer *tok = make_tokenizer(MN_TOK_MERGE_BASE);
+    assert_int_equal(mn_tokenizer_vocab_size(tok), MN_TOK_MERGE_BASE);
+    return tok;
+}
+
+static mn_model *hand_model(const mn_tokenizer *tok) {
+    mn_config c = {.vocab_size = mn_tokenizer_vocab_size(tok), .d_model = HAND_C, .n_heads = 1, .n_layers = 1,
+                   .n_comp_layers = 1, .n_slots = 2, .max_turn_tokens = 64, .gate_bias_init = 0.0f};
+    mn_model *m = NULL;
+    assert_int_equal(mn_model_create(&c, &m), MN_OK);
+    memset(mn_model_params(m), 0, mn_model_num_params(m) * sizeof(float));
+    const float marker[HAND_C] = {10, -10}, x[HAND_C] = {0, 0, HAND_S, -HAND_S}, y[HAND_C] = {0, 0, -HAND_S, HAND_S};
+    const float speaker[HAND_C] = {0, 0, -HAND_EPS, HAND_EPS};
+    set_row(m, HAND_MARKER, marker);
+    set_row(m, 'X', x);
+    set_row(m, 'Y', y);
+    set_row(m, mn_tokenizer_special(tok, MN_TOK_SPEAKER_A), speaker);
+    set_row(m, mn_tokenizer_special(tok, MN_TOK_SPEAKER_B), speaker);
+    set_marker_block(m, "compressor", 0);
+    set_marker_block(m, "decoder", 2);
+    for (int c = 0; c < HAND_C; c++)
+        set_param(m, "memory.gate.bias", c, 40.0f);
+    return m;
+}
+
+/* Rendered turns (docs/tokens.md): <|turn|> <speaker> bytes <|eot|>, one token a byte here. */
+static int rendered_len(const char *text) { return 3 + (int)strlen(text); }
+
+/* d1's turns; the second holds the marker, and a window's boundary falls on it. */
+static const char *const hand_turns[] = {"hello there", "note @ here", "ok fine", "sure"};
+static const char *hand_jsonl =
+    "{\"id\": \"d1\", \"turns\": ["
+    "{\"speaker\": \"A\", \"text\": \"hello there\"}, {\"speaker\": \"B\", \"text\": \"note @ here\"},"
+    "{\"speaker\": \"A\", \"text\": \"ok fine\"}, {\"speaker\": \"B\", \"text\": \"sure\"}],"
+    " \"probes\": ["
+    "{\"after\": 4, \"question\": \"which one?\", \"answer\": \"X\", \"choices\": [\"Y\", \"X\"], \"evidence\": [1]},"
+    "{\"after\": 1, \"question\": \"which one?\", \"answer\": \"Y\", \"choices\": [\"X\", \"Y\"], \"evidence\": [0]}]}\n"
+    "{\"id\": \"d2\", \"turns\": [{\"speaker\": \"A\", \"text\": \"hi\"}, {\"speaker\": \"B\", \"text\": \"yes\"}],"
+    " \"probes\": [{\"after\": 2, \"question\": \"is it @?\", \"answer\": \"X\", \"choices\": [\"Y\", \"X\"]}]}\n";
+
+enum { HAND_PROBES = 3, HAND_MODES = 4 }; /* modes: memory, no_memory, window d, window d - 1 */
+typedef struct {
+    int choice_x;            /* index of "X" among the probe's choices */
+    int gold_x;              /* the answer is "X" */
+    int seen[HAND_MODES];    /* the decoder sees a marker in this mode */
+} hand_probe;
+
+static const hand_probe hand_expect[HAND_PROBES] = {
+    /* d1 after 4: memory holds the marker, R_0 does not; the window of d shows it, d - 1 not */
+    {1, 1, {1, 0, 1, 0}},
+    /* d1 after 1: the marker's turn comes later; no mode may see it (nor peek ahead) */
+    {0, 0, {0, 0, 0, 0}},
+    /* d2: the marker is in the question, which every mode reads */
+    {1, 1, {1, 1, 1, 1}},
+};
+
+/* The tokens from the marker to the end of d1's history: a window of d shows it, d - 1 not. */
+static int hand_window(void) {
+    return (int)strlen(strchr(hand_turns[1], HAND_MARKER)) + 1 + rendered_len(hand_turns[2]) +
+           rendered_len(hand_turns[3]);
+}
+
+static int hand_pick(const hand_probe *e, int v) { return e->seen[v] ? e->choice_x : 1 - e->choice_x; }
+static int hand_gold(const hand_probe *e) { return e->gold_x ? e->choice_x : 1 - e->choice_x; }
+
+static void hand_options(mn_eval_options *o, const mn_model *m, int d) {
+    default_options(o, m);
+    o->generate = 0;
+    o->lm = 0;
+    o->n_variants = HAND_MODES;
+    o->variants[0] = (mn_eval_variant_spec){MN_EVAL_MEMORY, 0};
+    o->variants[1] = (mn_eval_variant_spec){MN_EVAL_NO_MEMORY, 0};
+    o->variants[2] = (mn_eval_variant_spec){MN_EVAL_WINDOW, d};
+    o->variants[3] = (mn_eval_variant_spec){MN_EVAL_WINDOW, d - 1};
+}
+
+static void test_hand_set_model(void **state) {
+    (void)state;
+    mn_tokenizer *tok = bytes_tokenizer();
+    mn_model *m = hand_model(tok);
+    const int V = mn_tokenizer_vocab_size(tok), d = hand_window();
+    assert_int_equal(d, 24); /* "@ here" + <|eot|>, then 3 + 7, then 3 + 4 */
+    mn_dialogue_list list;
+    read_dialogues(hand_jsonl, &list);
+    mn_eval_options o;
+    hand_options(&o, m, d);
+    mn_eval_result r;
+    assert_int_equal(mn_eval_run(m, tok, &list, &o, &r), MN_OK);
+    assert_int_equal(r.probes, HAND_PROBES);
+    for (int i = 0; i < HAND_PROBES; i++) {
+        const hand_probe *e = &hand_expect[i];
+        const mn_eval_probe_result *p = &r.probe_results[i];
+        for (int v = 0; v < HAND_MODES; v++) {
+            assert_true(p->scored[v]);
+            if (p->best[v] != hand_pick(e, v))
+                fail_msg("probe %d, %s: picked choice %d, expected %d", i, r.variants[v].name, p->best[v],
+                         hand_pick(e, v));
+            double want = hand_ll(e->gold_x, e->seen[v], V);
+            if (fabs(p->gold_ll[v] - want) > 1e-6)
+                fail_msg("probe %d, %s: gold log-likelihood %.9f, expected %.9f", i, r.variants[v].name,
+                         p->gold_ll[v], want);
+        }
+    }
+    /* distances (docs/eval.md): turns after - max(evidence); tokens from the evidence turn's start */
+    assert_int_equal(r.probe_results[0].distance_turns, 3);
+    assert_int_equal(r.probe_results[0].distance_tokens,
+                     rendered_len(hand_turns[1]) + rendered_len(hand_turns[2]) + rendered_len(hand_turns[3]));
+    assert_int_equal(r.probe_results[1].distance_turns, 1);
+    assert_int_equal(r.probe_results[1].distance_tokens, rendered_len(hand_turns[0]));
+    assert_int_equal(r.probe_results[2].distance_turns, -1);
+    /* the history tokens the window of d showed: all d asked for, then all there were */
+    assert_int_equal(r.variants[2].window_clipped, 0);
+    assert_float_equal(r.variants[2].window_used_sum,
+                       d + rendered_len(hand_turns[0]) + rendered_len("hi") + rendered_len("yes"), 0);
+    mn_eval_result_free(&r);
+    mn_dialogue_list_free(&list);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+}
+
 /* max_probes takes the first probes in file order */
 static void test_max_probes(void **state) {
     (void)state;
@@ -459,14 +654,16 @@ static char *read_all(const char *path, size_t *len) {
     return buf;
 }
 
-/* Runs `mnemo eval --checkpoint C <args>`; stderr goes to env->err. Returns the exit code. */
-static int run_eval(const cli_env *e, const char *args) {
+/* Runs `mnemo eval --checkpoint ckpt <args>`; stderr goes to env->err. Returns the exit code. */
+static int run_eval_on(const cli_env *e, const char *ckpt, const char *args) {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "'%s' eval --checkpoint '%s' %s --quiet > /dev/null 2> '%s'", e->bin, e->ckpt, args,
+    snprintf(cmd, sizeof cmd, "'%s' eval --checkpoint '%s' %s --quiet > /dev/null 2> '%s'", e->bin, ckpt, args,
              e->err);
     int rc = system(cmd);
     return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
 }
+
+static int run_eval(const cli_env *e, const char *args) { return run_eval_on(e, e->ckpt, args); }
 
 static int stderr_has(const cli_env *e, const char *what) {
     size_t n;
@@ -719,6 +916,74 @@ static void test_cli_plot_runs_gnuplot_without_a_shell(void **state) {
     free(img);
 }
 
+/* `mnemo eval` on the hand-set model's checkpoint: the report's accuracies and every probe's
+ * pick and gold log-likelihood (--probes-out) are the closed-form ones. */
+static void test_cli_hand_set_model(void **state) {
+    cli_env *e = *state;
+    if (!e->bin)
+        skip();
+    char ckpt[160], data[160], probes[160], args[1024];
+    snprintf(ckpt, sizeof ckpt, "%s/hand.h5", e->dir);
+    snprintf(data, sizeof data, "%s/hand.jsonl", e->dir);
+    snprintf(probes, sizeof probes, "%s/hand-probes.jsonl", e->dir);
+    mn_tokenizer *tok = bytes_tokenizer();
+    mn_model *m = hand_model(tok);
+    const int V = mn_tokenizer_vocab_size(tok), d = hand_window();
+    mn_checkpoint_save_options so = {.tokenizer = tok};
+    assert_int_equal(mn_checkpoint_save(ckpt, m, NULL, NULL, &so), MN_OK);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+    assert_int_equal(write_file(data, hand_jsonl), 0);
+    snprintf(args, sizeof args,
+             "--data '%s' --json '%s' --probes-out '%s' --modes memory,no_memory,window --window-tokens %d,%d "
+             "--no-generate --no-lm --threads 2",
+             data, e->json, probes, d, d - 1);
+    assert_int_equal(run_eval_on(e, ckpt, args), 0);
+
+    static const char *const modes[HAND_MODES] = {"memory", "no_memory", "window", NULL};
+    char window_short[32];
+    snprintf(window_short, sizeof window_short, "window_%d", d - 1);
+    const char *names[HAND_MODES] = {modes[0], modes[1], modes[2], window_short};
+    json_error_t err;
+    json_t *report = json_load_file(e->json, 0, &err);
+    if (!report)
+        fail_msg("%s: %s", e->json, err.text);
+    json_t *recall = json_object_get(report, "recall");
+    for (int v = 0; v < HAND_MODES; v++) {
+        int correct = 0;
+        for (int i = 0; i < HAND_PROBES; i++)
+            correct += hand_pick(&hand_expect[i], v) == hand_gold(&hand_expect[i]);
+        double acc = json_real_value(json_object_get(json_object_get(recall, names[v]), "mc_accuracy"));
+        if (fabs(acc - (double)correct / HAND_PROBES) > 1e-6) /* the report keeps 6 digits */
+            fail_msg("%s: mc_accuracy %g, expected %d/%d", names[v], acc, correct, HAND_PROBES);
+    }
+    json_decref(report);
+
+    size_t len;
+    char *text = read_all(probes, &len);
+    assert_non_null(text);
+    char *line = text;
+    for (int i = 0; i < HAND_PROBES; i++) {
+        char *end = strchr(line, '\n');
+        assert_non_null(end);
+        json_t *row = json_loadb(line, (size_t)(end - line), 0, &err);
+        if (!row)
+            fail_msg("%s line %d: %s", probes, i + 1, err.text);
+        for (int v = 0; v < HAND_MODES; v++) {
+            json_t *mode = json_object_get(row, names[v]);
+            int pick = (int)json_integer_value(json_object_get(mode, "choice"));
+            double ll = json_real_value(json_object_get(mode, "gold_ll"));
+            double want = hand_ll(hand_expect[i].gold_x, hand_expect[i].seen[v], V);
+            if (pick != hand_pick(&hand_expect[i], v) || fabs(ll - want) > 1e-4) /* 6 digits in the file */
+                fail_msg("probe %d, %s: choice %d, gold_ll %.6f; expected %d, %.6f", i, names[v], pick, ll,
+                         hand_pick(&hand_expect[i], v), want);
+        }
+        json_decref(row);
+        line = end + 1;
+    }
+    free(text);
+}
+
 int main(void) {
     const struct CMUnitTest unit[] = {
         cmocka_unit_test(test_bucket_edges),
@@ -728,6 +993,7 @@ int main(void) {
         cmocka_unit_test(test_memory_differs_only_in_state),
         cmocka_unit_test(test_threads_same_results),
         cmocka_unit_test(test_max_probes),
+        cmocka_unit_test(test_hand_set_model),
         cmocka_unit_test(test_refuses_bad_input),
         cmocka_unit_test(test_json_has_every_key),
     };
@@ -736,6 +1002,7 @@ int main(void) {
         cmocka_unit_test(test_cli_refuses_bad_input),
         cmocka_unit_test(test_cli_refuses_bad_numbers),
         cmocka_unit_test(test_cli_plot_runs_gnuplot_without_a_shell),
+        cmocka_unit_test(test_cli_hand_set_model),
     };
     int failed = cmocka_run_group_tests_name("eval", unit, NULL, NULL);
     failed += cmocka_run_group_tests_name("eval_cli", cli, cli_setup, cli_teardown);

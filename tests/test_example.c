@@ -15,7 +15,9 @@
 
 #include <cmocka.h>
 
+#include "io/checkpoint.h"
 #include "io/gpt2_import.h"
+#include "text/tokenizer.h"
 
 static char dir[256];
 
@@ -107,6 +109,34 @@ static void test_demo_with_gpt2_checkpoint(void **state) {
     output_has("err.txt", "missing.h5");
 }
 
+/* The public header's encoder (what the demo uses) gives the tokenizer's ids, cut at cap, and
+ * always the full count. */
+static void test_public_encoder(void **state) {
+    (void)state;
+    const char *texts[] = {"the tram is lovely", "the flat is tiny"};
+    mn_tokenizer *tok = NULL;
+    assert_int_equal(mn_tokenizer_train_texts(texts, NULL, 2, 280, &tok), MN_OK);
+    const char *text = "the tram is tiny, the flat is lovely";
+    mn_ids want = {0};
+    assert_int_equal(mn_tokenizer_encode(tok, text, strlen(text), &want), MN_OK);
+    assert_true(want.count > 4);
+    int32_t ids[64];
+    size_t count = 0;
+    assert_int_equal(mn_tokenizer_encode_ids(tok, text, strlen(text), ids, 64, &count), MN_OK);
+    assert_int_equal(count, (size_t)want.count);
+    assert_memory_equal(ids, want.ids, count * sizeof *ids);
+    int32_t few[4] = {-1, -1, -1, -1};
+    assert_int_equal(mn_tokenizer_encode_ids(tok, text, strlen(text), few, 3, &count), MN_OK);
+    assert_int_equal(count, (size_t)want.count); /* all of them counted, 3 written */
+    assert_memory_equal(few, want.ids, 3 * sizeof *few);
+    assert_int_equal(few[3], -1);
+    assert_int_equal(mn_tokenizer_encode_ids(tok, "", 0, NULL, 0, &count), MN_OK);
+    assert_int_equal(count, 0);
+    assert_int_equal(mn_tokenizer_encode_ids(tok, text, strlen(text), ids, 64, NULL), MN_ERR_INVALID_ARG);
+    mn_ids_free(&want);
+    mn_tokenizer_free(tok);
+}
+
 static int setup(void **state) {
     (void)state;
     const char *base = getenv("TMPDIR");
@@ -125,6 +155,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_demo_without_checkpoint),
         cmocka_unit_test(test_demo_with_gpt2_checkpoint),
+        cmocka_unit_test(test_public_encoder),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,5 +1,6 @@
 /* Whole-model tests: the PyTorch oracle fixture, gradient flow through memory, determinism,
  * padding invariance of inference, and bad input. */
+#include <dirent.h>
 #include <math.h>
 #include <omp.h>
 #include <setjmp.h>
@@ -423,32 +424,159 @@ static void test_gradient_flows_through_memory(void **state) {
     mn_model_free(m);
 }
 
-static void train_steps(mn_model *m, int steps, float *losses) {
+/* ---------------------------------------------------------------- threads and determinism */
+/* What docs/model.md promises: training is bit-identical for the same thread count; across
+ * thread counts the matrix products are split into other panels, which some OpenBLAS kernels
+ * (Haswell, Zen) round differently, so results agree to rounding only. The thread count is
+ * the handle's (mn_trainer_set_threads), never the process's OpenMP default. */
+
+/* Large enough that every op runs on a team and every product is split into panels
+ * (MN_PAR_MIN_ELEMS, MN_GEMM_SPLIT_MIN_MACS): logits of one turn are 4 x 32 x 512. */
+static mn_config team_config(void) {
+    return (mn_config){.vocab_size = 512, .d_model = 64, .n_heads = 4, .n_layers = 1, .n_comp_layers = 1,
+                       .n_slots = 4, .max_turn_tokens = 32, .gate_bias_init = 0.0f};
+}
+
+/* OpenMP's default team size when main() started, before any test changed it. */
+static int process_threads;
+
+/* steps AdamW steps from seed's init on a trainer set to `threads`; returns the model. */
+static mn_model *train_steps(mn_config c, uint64_t seed, int threads, int steps, float *losses) {
+    mn_model *m = NULL;
+    assert_int_equal(mn_model_create(&c, &m), MN_OK);
+    assert_int_equal(mn_model_init(m, seed), MN_OK);
     mn_trainer *tr = NULL;
-    assert_int_equal(mn_trainer_create(m, 3, 2, &tr), MN_OK);
+    assert_int_equal(mn_trainer_create(m, 4, 2, &tr), MN_OK);
+    assert_int_equal(mn_trainer_set_threads(tr, threads), MN_OK);
     mn_adamw_config opt = {1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
     for (int s = 0; s < steps; s++) {
-        owned_batch b = random_batch(100 + (uint32_t)s, 3, 5, 9, 40);
+        owned_batch b = random_batch(100 + (uint32_t)s, 4, 2, c.max_turn_tokens, c.vocab_size);
         losses[s] = loss_of(tr, &b);
         assert_int_equal(mn_adamw_step(tr, &opt, NULL), MN_OK);
         free_batch(&b);
     }
     mn_trainer_free(tr);
+    return m;
 }
 
-static void test_determinism_two_threads(void **state) {
+static void assert_same_params(mn_model *a, mn_model *b) {
+    assert_memory_equal(mn_model_params(a), mn_model_params(b), mn_model_num_params(a) * sizeof(float));
+}
+
+static void test_determinism_same_thread_count(void **state) {
     (void)state;
+    const mn_config c = team_config();
+    enum { STEPS = 3 };
+    float l1a[STEPS], l1b[STEPS], l2a[STEPS], l2b[STEPS], lseed[STEPS];
+    mn_model *a1 = train_steps(c, 11, 1, STEPS, l1a), *b1 = train_steps(c, 11, 1, STEPS, l1b);
+    mn_model *a2 = train_steps(c, 11, 2, STEPS, l2a), *b2 = train_steps(c, 11, 2, STEPS, l2b);
+    mn_model *other = train_steps(c, 12, 2, STEPS, lseed);
+    /* the same thread count: the same bits, for one thread and for two */
+    assert_memory_equal(l1a, l1b, sizeof l1a);
+    assert_same_params(a1, b1);
+    assert_memory_equal(l2a, l2b, sizeof l2a);
+    assert_same_params(a2, b2);
+    /* (and a different seed is a different run: the comparison can tell runs apart) */
+    assert_memory_not_equal(mn_model_params(a2), mn_model_params(other), mn_model_num_params(a2) * sizeof(float));
+    /* one thread against two: equal to rounding (bit-identical with some OpenBLAS kernels only) */
+    for (int s = 0; s < STEPS; s++)
+        assert_float_equal(l1a[s], l2a[s], 1e-5 * fabs(l1a[s]));
+    mn_model_free(a1), mn_model_free(b1), mn_model_free(a2), mn_model_free(b2), mn_model_free(other);
+}
+
+/* Threads of this process (Linux: the entries of /proc/self/task); -1 where unreadable. */
+static int process_thread_count(void) {
+    DIR *d = opendir("/proc/self/task");
+    if (!d)
+        return -1;
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* One forward + backward pass of a trainer. */
+static void one_pass(mn_trainer *tr, const mn_config *c) {
+    owned_batch b = random_batch(7, 4, 2, c->max_turn_tokens, c->vocab_size);
+    loss_of(tr, &b);
+    free_batch(&b);
+}
+
+/* One mn_update_batch of 16 full turns: inference large enough for teams and split products. */
+static void one_update(mn_model *m, const mn_config *c) {
+    enum { SESSIONS = 16 };
+    owned_batch b = random_batch(9, SESSIONS, 1, c->max_turn_tokens, c->vocab_size);
+    int64_t offsets[SESSIONS + 1];
+    for (int i = 0; i <= SESSIONS; i++)
+        offsets[i] = (int64_t)i * c->max_turn_tokens;
+    size_t S = mn_state_floats(m);
+    float *r = calloc(SESSIONS * S, sizeof(float));
+    assert_int_equal(mn_update_batch(m, SESSIONS, b.tokens, offsets, r, r), MN_OK);
+    free(r);
+    free_batch(&b);
+}
+
+/* Asserts that the process gained at least `least` threads since `before` (0: none at all). */
+static void assert_threads_grown(int before, int least, const char *what) {
+    int grown = process_thread_count() - before;
+    if (least == 0 ? grown != 0 : grown < least)
+        fail_msg("%s added %d threads to the process (%s %d expected)", what, grown, least ? "at least" : "exactly",
+                 least);
+}
+
+/* The team follows the handle, not the process: libgomp starts a worker thread the first time
+ * a team needs it and keeps it, so work on more threads than any team before adds threads to
+ * the process, and one-thread work under a large process default adds none. The bits follow
+ * the handle too: 2 threads under a process default of 1 are the bits of 2 threads taken from
+ * the process default. */
+static void test_threads_follow_the_handle(void **state) {
+    (void)state;
+    const mn_config c = team_config();
+    mn_model *m = NULL;
+    assert_int_equal(mn_model_create(&c, &m), MN_OK);
+    assert_int_equal(mn_model_init(m, 3), MN_OK);
+    assert_int_equal(mn_model_set_threads(m, -2), MN_ERR_INVALID_ARG);
+
+    enum { STEPS = 2 };
+    float la[STEPS], lb[STEPS];
+    omp_set_num_threads(1);
+    mn_model *a = train_steps(c, 5, 2, STEPS, la);
     omp_set_num_threads(2);
-    const int steps = 4;
-    float la[4], lb[4];
-    mn_model *a = small_model(11), *b = small_model(11), *c = small_model(12);
-    assert_memory_equal(mn_model_params(a), mn_model_params(b), mn_model_num_params(a) * sizeof(float));
-    assert_memory_not_equal(mn_model_params(a), mn_model_params(c), mn_model_num_params(a) * sizeof(float));
-    train_steps(a, steps, la);
-    train_steps(b, steps, lb);
+    mn_model *b = train_steps(c, 5, 0, STEPS, lb);
     assert_memory_equal(la, lb, sizeof la);
-    assert_memory_equal(mn_model_params(a), mn_model_params(b), mn_model_num_params(a) * sizeof(float));
-    mn_model_free(a), mn_model_free(b), mn_model_free(c);
+    assert_same_params(a, b);
+    mn_model_free(a), mn_model_free(b);
+
+    /* teams before this test had at most max(process default, 2) threads */
+    int before = process_thread_count();
+    int known = process_threads > 2 ? process_threads : 2, big = known + 3, bigger = big + 2;
+    if (before < 0 || omp_get_dynamic() || omp_get_max_active_levels() < 1 || omp_get_thread_limit() < bigger + 1) {
+        omp_set_num_threads(process_threads);
+        mn_model_free(m);
+        skip(); /* no /proc, or OpenMP may shrink teams: the thread count says nothing */
+    }
+    /* one thread: the model's inference, and a trainer created from the model (it inherits) */
+    omp_set_num_threads(bigger + 1);
+    assert_int_equal(mn_model_set_threads(m, 1), MN_OK);
+    mn_trainer *tr = NULL;
+    assert_int_equal(mn_trainer_create(m, 4, 2, &tr), MN_OK);
+    assert_int_equal(mn_trainer_set_threads(tr, -1), MN_ERR_INVALID_ARG);
+    one_update(m, &c);
+    one_pass(tr, &c);
+    assert_threads_grown(before, 0, "one-thread work under a larger process default");
+    /* more threads than any team before, under a process default of 1 */
+    omp_set_num_threads(1);
+    assert_int_equal(mn_model_set_threads(m, big), MN_OK);
+    one_update(m, &c);
+    assert_threads_grown(before, big - known, "inference on a model set to more threads");
+    before = process_thread_count();
+    assert_int_equal(mn_trainer_set_threads(tr, bigger), MN_OK);
+    one_pass(tr, &c);
+    assert_threads_grown(before, bigger - big, "a pass of a trainer set to more threads");
+    omp_set_num_threads(process_threads);
+    mn_trainer_free(tr);
+    mn_model_free(m);
 }
 
 /* The single-session inference API gives the batch path's results for one episode, so
@@ -655,11 +783,13 @@ static void test_tensor_table(void **state) {
 }
 
 int main(void) {
+    process_threads = omp_get_max_threads();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixture_forward_backward),
         cmocka_unit_test(test_fixture_adamw),
         cmocka_unit_test(test_gradient_flows_through_memory),
-        cmocka_unit_test(test_determinism_two_threads),
+        cmocka_unit_test(test_determinism_same_thread_count),
+        cmocka_unit_test(test_threads_follow_the_handle),
         cmocka_unit_test(test_inference_matches_batch),
         cmocka_unit_test(test_invalid_config),
         cmocka_unit_test(test_bad_turns_and_shapes),

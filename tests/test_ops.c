@@ -20,6 +20,8 @@
 #include "cpu/ops.h"
 
 /* ------------------------------------------------------------------ helpers */
+/* The team the ops run on: OpenMP's default, as the CPU backend passes for a handle left at 0. */
+static int team(void) { return omp_get_max_threads(); }
 
 static uint64_t rng_state = 0x243f6a8885a308d3ull;
 
@@ -165,14 +167,14 @@ static void test_embedding(void **state) {
     const int32_t ids[N] = {5, 0, 36, 5, 17, 5, 0};   // repeats exercise the scatter-add
     float *table = random_floats(V * C, -1, 1);
     float *out = zero_floats(N * C);
-    mn_embedding_forward(out, ids, table, N, C);
+    mn_embedding_forward(out, ids, table, N, C, team());
     for (int n = 0; n < N; n++)
         assert_memory_equal(out + n * C, table + ids[n] * C, C * sizeof(float));
 
     float *G = random_floats(N * C, -1, 1);
     float *dtable = random_floats(V * C, -1, 1);
     float *dtable0 = copy_floats(dtable, V * C);
-    mn_embedding_backward(dtable, G, ids, N, C);
+    mn_embedding_backward(dtable, G, ids, N, C, team());
 
     embedding_ctx e = {N, C, ids, to_double(table, V * C), zero_doubles(N * C), to_double(G, N * C)};
     check_grad("embedding dtable", e.table, V * C, embedding_loss, &e, dtable, dtable0);
@@ -223,7 +225,7 @@ static void test_layernorm(void **state) {
     float *weight = random_floats(C, 0.5, 1.5);
     float *bias = random_floats(C, -0.5, 0.5);
     float *out = zero_floats(N * C), *mean = zero_floats(N), *rstd = zero_floats(N);
-    mn_layernorm_forward(out, mean, rstd, inp, weight, bias, N, C);
+    mn_layernorm_forward(out, mean, rstd, inp, weight, bias, N, C, team());
 
     layernorm_ctx e = {N, C, to_double(inp, N * C), to_double(weight, C), to_double(bias, C),
                        zero_doubles(N * C), zero_doubles(N), zero_doubles(N), NULL};
@@ -237,7 +239,7 @@ static void test_layernorm(void **state) {
     float *dinp = random_floats(N * C, -1, 1), *dinp0 = copy_floats(dinp, N * C);
     float *dweight = random_floats(C, -1, 1), *dweight0 = copy_floats(dweight, C);
     float *dbias = random_floats(C, -1, 1), *dbias0 = copy_floats(dbias, C);
-    mn_layernorm_backward(dinp, dweight, dbias, G, inp, weight, mean, rstd, N, C);
+    mn_layernorm_backward(dinp, dweight, dbias, G, inp, weight, mean, rstd, N, C, team());
 
     check_grad("layernorm dinp", e.inp, N * C, layernorm_loss, &e, dinp, dinp0);
     check_grad("layernorm dweight", e.weight, C, layernorm_loss, &e, dweight, dweight0);
@@ -278,7 +280,7 @@ static void run_linear_case(int with_bias) {
     float *weight = random_floats(IC * OC, -1, 1);
     float *bias = with_bias ? random_floats(OC, -1, 1) : NULL;
     float *out = random_floats(N * OC, -9, 9);   // garbage: forward must overwrite it
-    mn_linear_forward(out, inp, weight, bias, N, IC, OC);
+    mn_linear_forward(out, inp, weight, bias, N, IC, OC, team());
 
     linear_ctx e = {N, IC, OC, to_double(inp, N * IC), to_double(weight, IC * OC),
                     with_bias ? to_double(bias, OC) : NULL, zero_doubles(N * OC), NULL};
@@ -291,13 +293,13 @@ static void run_linear_case(int with_bias) {
     if (with_bias) {
         float *dinp = random_floats(N * IC, -1, 1), *dinp0 = copy_floats(dinp, N * IC);
         float *dbias = random_floats(OC, -1, 1), *dbias0 = copy_floats(dbias, OC);
-        mn_linear_backward(dinp, dweight, dbias, G, inp, weight, N, IC, OC);
+        mn_linear_backward(dinp, dweight, dbias, G, inp, weight, N, IC, OC, team());
         check_grad("linear dinp", e.inp, N * IC, linear_loss, &e, dinp, dinp0);
         check_grad("linear dbias", e.bias, OC, linear_loss, &e, dbias, dbias0);
         free(dinp); free(dinp0); free(dbias); free(dbias0);
     } else {
         // the NULL paths: no input gradient, no bias gradient
-        mn_linear_backward(NULL, dweight, NULL, G, inp, weight, N, IC, OC);
+        mn_linear_backward(NULL, dweight, NULL, G, inp, weight, N, IC, OC, team());
     }
     check_grad("linear dweight", e.weight, IC * OC, linear_loss, &e, dweight, dweight0);
 
@@ -342,7 +344,7 @@ static void test_lm_head(void **state) {
     float *inp = random_floats(N * C, -1, 1);
     float *wte = random_floats(V * C, -1, 1);
     float *logits = random_floats(N * V, -9, 9);
-    mn_lm_head_forward(logits, inp, wte, N, C, V);
+    mn_lm_head_forward(logits, inp, wte, N, C, V, team());
 
     lm_head_ctx e = {N, C, V, to_double(inp, N * C), to_double(wte, V * C), zero_doubles(N * V), NULL};
     ref_lm_head(e.out, e.inp, e.wte, N, C, V);
@@ -352,7 +354,7 @@ static void test_lm_head(void **state) {
     e.G = to_double(G, N * V);
     float *dinp = random_floats(N * C, -1, 1), *dinp0 = copy_floats(dinp, N * C);
     float *dwte = random_floats(V * C, -1, 1), *dwte0 = copy_floats(dwte, V * C);
-    mn_lm_head_backward(dinp, dwte, G, inp, wte, N, C, V);
+    mn_lm_head_backward(dinp, dwte, G, inp, wte, N, C, V, team());
     check_grad("lm_head dinp", e.inp, N * C, lm_head_loss, &e, dinp, dinp0);
     check_grad("lm_head dwte", e.wte, V * C, lm_head_loss, &e, dwte, dwte0);
 
@@ -419,7 +421,7 @@ static void run_attention_case(int causal) {
     float *qkv = random_floats(n_qkv, -1.5, 1.5);
     float *out = random_floats(n_out, -9, 9);   // garbage: forward must overwrite every entry
     float *att = random_floats(n_att, -9, 9);
-    mn_attention_forward(out, att, qkv, valid, B, S, C, H, causal);
+    mn_attention_forward(out, att, qkv, valid, B, S, C, H, causal, team());
 
     attention_ctx e = {B, S, C, H, causal, valid, to_double(qkv, n_qkv), zero_doubles(n_out),
                        zero_doubles(n_att), NULL};
@@ -438,7 +440,7 @@ static void run_attention_case(int causal) {
     float *G = random_floats(n_out, -1, 1);   // nonzero on padding rows too: must be ignored
     e.G = to_double(G, n_out);
     float *dqkv = random_floats(n_qkv, -1, 1), *dqkv0 = copy_floats(dqkv, n_qkv);
-    mn_attention_backward(dqkv, G, qkv, att, valid, B, S, C, H, causal);
+    mn_attention_backward(dqkv, G, qkv, att, valid, B, S, C, H, causal, team());
     check_grad(causal ? "causal attention dqkv" : "bidirectional attention dqkv", e.qkv, n_qkv,
                attention_loss, &e, dqkv, dqkv0);
     // padding positions get no gradient at all (q, k and v), bit for bit
@@ -471,7 +473,7 @@ static void test_attention_large_scores(void **state) {
     const int32_t valid[B] = {4};
     float *qkv = random_floats((size_t)B * S * 3 * C, 20, 30);   // q.k / sqrt(hs) ~ 1000
     float *out = zero_floats((size_t)B * S * C), *att = zero_floats((size_t)B * H * S * S);
-    mn_attention_forward(out, att, qkv, valid, B, S, C, H, 0);
+    mn_attention_forward(out, att, qkv, valid, B, S, C, H, 0, team());
     for (int i = 0; i < B * S * C; i++)
         assert_true(isfinite(out[i]));
     for (int h = 0; h < H; h++)
@@ -510,7 +512,7 @@ static void test_gelu(void **state) {
     enum { N = 37 };
     float *inp = random_floats(N, -4, 4);
     float *out = zero_floats(N);
-    mn_gelu_forward(out, inp, N);
+    mn_gelu_forward(out, inp, N, team());
     gelu_ctx e = {N, to_double(inp, N), zero_doubles(N), NULL};
     ref_gelu(e.out, e.inp, N);
     expect_close_forward("gelu out", out, e.out, N, 1e-5);
@@ -518,7 +520,7 @@ static void test_gelu(void **state) {
     float *G = random_floats(N, -1, 1);
     e.G = to_double(G, N);
     float *dinp = random_floats(N, -1, 1), *dinp0 = copy_floats(dinp, N);
-    mn_gelu_backward(dinp, G, inp, N);
+    mn_gelu_backward(dinp, G, inp, N, team());
     check_grad("gelu dinp", e.inp, N, gelu_loss, &e, dinp, dinp0);
 
     free(e.inp); free(e.out); free(e.G);
@@ -560,7 +562,7 @@ static void test_gated_update(void **state) {
     float *gate_w = random_floats(2 * C * C, -0.4, 0.4);
     float *gate_b = random_floats(C, -1.5, 0.5);
     float *r_out = zero_floats(M * C), *z = zero_floats(M * C);
-    mn_gated_update_forward(r_out, z, r_prev, u, gate_w, gate_b, M, C);
+    mn_gated_update_forward(r_out, z, r_prev, u, gate_w, gate_b, M, C, team());
 
     gated_ctx e = {M, C, to_double(r_prev, M * C), to_double(u, M * C), to_double(gate_w, 2 * C * C),
                    to_double(gate_b, C), zero_doubles(M * C), zero_doubles(M * C), NULL};
@@ -570,7 +572,7 @@ static void test_gated_update(void **state) {
 
     // in place (r_out == r_prev), as mn_update allows: same result
     float *r_inplace = copy_floats(r_prev, M * C), *z_inplace = zero_floats(M * C);
-    mn_gated_update_forward(r_inplace, z_inplace, r_inplace, u, gate_w, gate_b, M, C);
+    mn_gated_update_forward(r_inplace, z_inplace, r_inplace, u, gate_w, gate_b, M, C, team());
     assert_memory_equal(r_inplace, r_out, M * C * sizeof(float));
 
     float *G = random_floats(M * C, -1, 1);
@@ -580,7 +582,7 @@ static void test_gated_update(void **state) {
     float *dgate_w = random_floats(2 * C * C, -1, 1), *dgate_w0 = copy_floats(dgate_w, 2 * C * C);
     float *dgate_b = random_floats(C, -1, 1), *dgate_b0 = copy_floats(dgate_b, C);
     float *scratch = random_floats(M * C, -9, 9);
-    mn_gated_update_backward(dr_prev, du, dgate_w, dgate_b, G, r_prev, u, z, gate_w, scratch, M, C);
+    mn_gated_update_backward(dr_prev, du, dgate_w, dgate_b, G, r_prev, u, z, gate_w, scratch, M, C, team());
     check_grad("gated dr_prev", e.r_prev, M * C, gated_loss, &e, dr_prev, dr_prev0);
     check_grad("gated du", e.u, M * C, gated_loss, &e, du, du0);
     check_grad("gated dgate_w", e.gate_w, 2 * C * C, gated_loss, &e, dgate_w, dgate_w0);
@@ -642,7 +644,7 @@ static void test_crossentropy(void **state) {
     for (int v = 0; v < V; v++)
         logits[6 * V + v] += 1000.0f;   // a row whose naive exp would overflow
     float *losses = random_floats(N, -9, 9);
-    mn_crossentropy_forward(losses, logits, targets, weights, N, V);
+    mn_crossentropy_forward(losses, logits, targets, weights, N, V, team());
 
     ce_ctx e = {N, V, targets, to_double(weights, N), scale, to_double(logits, N * V), zero_doubles(N)};
     ref_crossentropy(e.losses, e.logits, targets, e.weights, N, V);
@@ -651,7 +653,7 @@ static void test_crossentropy(void **state) {
     assert_true(losses[1] == 0.0f && losses[4] == 0.0f);
 
     float *dlogits = random_floats(N * V, -1, 1), *dlogits0 = copy_floats(dlogits, N * V);
-    mn_crossentropy_backward(dlogits, logits, targets, weights, scale, N, V);
+    mn_crossentropy_backward(dlogits, logits, targets, weights, scale, N, V, team());
     check_grad("crossentropy dlogits", e.logits, N * V, ce_loss, &e, dlogits, dlogits0);
     assert_memory_equal(dlogits + 1 * V, dlogits0 + 1 * V, V * sizeof(float));
     assert_memory_equal(dlogits + 4 * V, dlogits0 + 4 * V, V * sizeof(float));
@@ -667,19 +669,19 @@ static void test_residual(void **state) {
     rng_reset(21);
     enum { N = 37 };
     float *a = random_floats(N, -1, 1), *b = random_floats(N, -1, 1), *out = zero_floats(N);
-    mn_residual_forward(out, a, b, N);
+    mn_residual_forward(out, a, b, N, team());
     for (int i = 0; i < N; i++)
         assert_true(out[i] == a[i] + b[i]);
     float *G = random_floats(N, -1, 1);
     float *da = random_floats(N, -1, 1), *da0 = copy_floats(da, N);
     float *db = random_floats(N, -1, 1), *db0 = copy_floats(db, N);
-    mn_residual_backward(da, db, G, N);
+    mn_residual_backward(da, db, G, N, team());
     for (int i = 0; i < N; i++) {
         assert_true(da[i] == da0[i] + G[i]);
         assert_true(db[i] == db0[i] + G[i]);
     }
     // db NULL: only da accumulates
-    mn_residual_backward(da, NULL, G, N);
+    mn_residual_backward(da, NULL, G, N, team());
     for (int i = 0; i < N; i++)
         assert_true(da[i] == (da0[i] + G[i]) + G[i]);
     free(a); free(b); free(out); free(G); free(da); free(da0); free(db); free(db0);
@@ -707,7 +709,7 @@ static void run_adamw_case(float wd) {
     for (int t = 1; t <= 2; t++) {
         float *g = random_floats(N, -1, 1);
         g[1] = 0.0f;   // zero gradient: only decay and the running moments move it
-        mn_adamw_update(p, g, m, v, N, lr, b1, b2, eps, wd, (uint64_t)t);
+        mn_adamw_update(p, g, m, v, N, lr, b1, b2, eps, wd, (uint64_t)t, team());
         for (int i = 0; i < N; i++)
             hand_adamw(&hp[i], &hm[i], &hv[i], g[i], lr, b1, b2, eps, wd, t);
         // one step moves p by about lr = 0.1; decay by lr * wd * |p| ~ 0.1; 2e-6 is fp32 noise
@@ -738,17 +740,13 @@ static void test_sum_squares(void **state) {
         double want = 0.0;
         for (size_t i = 0; i < n; i++)
             want += (double)x[i] * x[i];
-        double got = mn_sum_squares(x, n);
+        double got = mn_sum_squares(x, n, team());
         // both sum in double; only the order differs (relative error ~ n * 1e-16 at worst)
         if (fabs(got - want) > 1e-12 * want + 1e-300)
             fail_msg("sum_squares n=%zu: got %.17g, want %.17g", n, got, want);
         // the chunking is fixed, so one thread and two give the same bits
-        int threads = omp_get_max_threads();
-        omp_set_num_threads(1);
-        double one = mn_sum_squares(x, n);
-        omp_set_num_threads(2);
-        double two = mn_sum_squares(x, n);
-        omp_set_num_threads(threads);
+        double one = mn_sum_squares(x, n, 1);
+        double two = mn_sum_squares(x, n, 2);
         assert_memory_equal(&one, &got, sizeof(double));
         assert_memory_equal(&two, &got, sizeof(double));
         free(x);
@@ -780,42 +778,42 @@ static void test_determinism(void **state) {
         int k = 0;
         // linear
         r[k] = zero_floats(N * OC);
-        mn_linear_forward(r[k], inp, w, bias, N, C, OC);
+        mn_linear_forward(r[k], inp, w, bias, N, C, OC, team());
         r[k + 1] = zero_floats(N * C);
         r[k + 2] = zero_floats(C * OC);
         r[k + 3] = zero_floats(OC);
-        mn_linear_backward(r[k + 1], r[k + 2], r[k + 3], G, inp, w, N, C, OC);
+        mn_linear_backward(r[k + 1], r[k + 2], r[k + 3], G, inp, w, N, C, OC, team());
         k += 4;
         // layernorm
         float *mean = zero_floats(N), *rstd = zero_floats(N);
         r[k] = zero_floats(N * C);
-        mn_layernorm_forward(r[k], mean, rstd, inp, ln_w, ln_b, N, C);
+        mn_layernorm_forward(r[k], mean, rstd, inp, ln_w, ln_b, N, C, team());
         r[k + 1] = zero_floats(N * C);
         r[k + 2] = zero_floats(C);
         r[k + 3] = zero_floats(C);
-        mn_layernorm_backward(r[k + 1], r[k + 2], r[k + 3], G, inp, ln_w, mean, rstd, N, C);
+        mn_layernorm_backward(r[k + 1], r[k + 2], r[k + 3], G, inp, ln_w, mean, rstd, N, C, team());
         free(mean); free(rstd);
         k += 4;
         // attention (causal), with a padded sequence
         float *att = zero_floats((size_t)B * H * S * S);
         r[k] = zero_floats((size_t)B * S * C);
-        mn_attention_forward(r[k], att, qkv, valid, B, S, C, H, 1);
+        mn_attention_forward(r[k], att, qkv, valid, B, S, C, H, 1, team());
         r[k + 1] = zero_floats((size_t)B * S * 3 * C);
-        mn_attention_backward(r[k + 1], G, qkv, att, valid, B, S, C, H, 1);
+        mn_attention_backward(r[k + 1], G, qkv, att, valid, B, S, C, H, 1, team());
         free(att);
         k += 2;
         // embedding scatter-add, lm head, cross-entropy
         r[k] = zero_floats((size_t)V * C);
-        mn_embedding_backward(r[k], G, ids, N, C);
+        mn_embedding_backward(r[k], G, ids, N, C, team());
         r[k + 1] = zero_floats((size_t)N * V);
-        mn_lm_head_forward(r[k + 1], inp, wte, N, C, V);
+        mn_lm_head_forward(r[k + 1], inp, wte, N, C, V, team());
         r[k + 2] = zero_floats(N);
-        mn_crossentropy_forward(r[k + 2], r[k + 1], targets, weights, N, V);
+        mn_crossentropy_forward(r[k + 2], r[k + 1], targets, weights, N, V, team());
         r[k + 3] = zero_floats((size_t)N * V);
-        mn_crossentropy_backward(r[k + 3], r[k + 1], targets, weights, 0.01f, N, V);
+        mn_crossentropy_backward(r[k + 3], r[k + 1], targets, weights, 0.01f, N, V, team());
         r[k + 4] = zero_floats(N * C);
         r[k + 5] = zero_floats((size_t)V * C);
-        mn_lm_head_backward(r[k + 4], r[k + 5], r[k + 3], inp, wte, N, C, V);
+        mn_lm_head_backward(r[k + 4], r[k + 5], r[k + 3], inp, wte, N, C, V, team());
         k += 6;
         assert_int_equal(k, 16);
     }
@@ -840,8 +838,8 @@ static void test_determinism(void **state) {
         float *r_out = zero_floats(M * D), *z = zero_floats(M * D), *scratch = zero_floats(M * D);
         float *d_prev = zero_floats(M * D), *d_u = zero_floats(M * D);
         float *d_w = zero_floats(2 * D * D), *d_b = zero_floats(D);
-        mn_gated_update_forward(r_out, z, r_prev, u, gw, gb, M, D);
-        mn_gated_update_backward(d_prev, d_u, d_w, d_b, dr, r_prev, u, z, gw, scratch, M, D);
+        mn_gated_update_forward(r_out, z, r_prev, u, gw, gb, M, D, team());
+        mn_gated_update_backward(d_prev, d_u, d_w, d_b, dr, r_prev, u, z, gw, scratch, M, D, team());
         free(scratch);
         float *o[6] = {r_out, z, d_prev, d_u, d_w, d_b};
         memcpy(out[run], o, sizeof o);

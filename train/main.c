@@ -1,4 +1,8 @@
-/* mnemo: one binary, subcommands with long options only. */
+/* mnemo: one binary, subcommands with long options only.
+ * main() owns the process-wide settings (the library never changes them): OpenBLAS runs on one
+ * thread, so that the library's products split over its handles' OpenMP teams without a
+ * second pool of BLAS threads competing for the cores (src/cpu/op_gemm.c, docs/perf.md). */
+#include <cblas.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -29,6 +33,7 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+    openblas_set_num_threads(1);
     if (argc < 2) {
         usage(stderr);
         return 2;

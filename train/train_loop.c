@@ -851,6 +851,7 @@ static int setup_model(run *r) {
     const train_config *c = r->cfg;
     const train_run_options *o = r->opts;
     if (mn_model_create(&c->model, &r->model) != MN_OK ||
+        mn_model_set_threads(r->model, c->threads) != MN_OK ||
         mn_trainer_create(r->model, r->micro_B, c->bptt, &r->trainer) != MN_OK ||
         mn_trainer_set_reconstruction(r->trainer, (float)c->reconstruct_weight) != MN_OK)
         return fail("model");
@@ -1153,10 +1154,6 @@ int train_run(const train_config *cfg, const train_run_options *opts) {
         }
         if (r.rank == 0)
             fprintf(stderr, "mnemo: a GPU is available, but training runs on the CPU in this version\n");
-    }
-    if (cfg->threads > 0) {
-        omp_set_num_threads(cfg->threads);
-        openblas_set_num_threads(cfg->threads);
     }
     if (cfg->curriculum[0]) {
         if (parse_curriculum(cfg->curriculum, cfg->turns, &r.curriculum)) {

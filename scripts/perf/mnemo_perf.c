@@ -79,7 +79,7 @@ static long peak_rss_kib(void) {
 static void print_blas(void) {
     printf("blas %s parallel %d blas_threads %d omp_threads %d pool %s\n", openblas_get_corename(),
            openblas_get_parallel(), openblas_get_num_threads(), omp_get_max_threads(),
-           mn_blas_on_openmp() ? "openmp-only" : "openblas+openmp");
+           openblas_get_num_threads() == 1 ? "openmp-only" : "openblas+openmp");
 }
 
 /* Config options shared by the modes. */
@@ -168,10 +168,10 @@ static double sgemm_gflops(int M, int K, int N, int reps) {
         a[i] = (float)(i % 13) * 0.01f;
     for (size_t i = 0; i < (size_t)K * N; i++)
         b[i] = (float)(i % 7) * 0.01f;
-    mn_sgemm(0, 0, M, N, K, 1.0f, a, K, b, N, 0.0f, c, N);
+    mn_sgemm(0, 0, M, N, K, 1.0f, a, K, b, N, 0.0f, c, N, omp_get_max_threads());
     double t0 = now_seconds();
     for (int r = 0; r < reps; r++)
-        mn_sgemm(0, 0, M, N, K, 1.0f, a, K, b, N, 0.0f, c, N);
+        mn_sgemm(0, 0, M, N, K, 1.0f, a, K, b, N, 0.0f, c, N, omp_get_max_threads());
     double dt = now_seconds() - t0;
     free(a), free(b), free(c);
     return 2.0 * M * K * N * reps / dt / 1e9;
@@ -432,7 +432,7 @@ static double kv_attention_check(int C, int H) {
         memcpy(vc + (size_t)t * C, qkv + (size_t)t * 3 * C + 2 * C, (size_t)C * sizeof(float));
     }
     int32_t valid = S;
-    mn_attention_forward(ref, att, qkv, &valid, 1, S, C, H, 1);
+    mn_attention_forward(ref, att, qkv, &valid, 1, S, C, H, 1, omp_get_max_threads());
     kv_attention(out, qkv + (size_t)past * 3 * C, kc, vc, (size_t)past, n, C, H);
     double worst = 0.0;
     for (int i = 0; i < n; i++)
@@ -447,29 +447,30 @@ static void kv_turn(kv_model *kv, const int32_t *tok, int n, size_t past) {
     const mn_config *c = kv->c;
     int C = c->d_model, P = c->n_slots + c->max_turn_tokens;
     size_t nC = (size_t)n * C;
-    mn_embedding_forward(kv->x, tok, kv->wte, n, C);
+    const int team = omp_get_max_threads(); // the ops' threads: the process's OpenMP default
+    mn_embedding_forward(kv->x, tok, kv->wte, n, C, team);
     for (int i = 0; i < n; i++) {
         const float *pos = kv->wpe + (size_t)((past + (size_t)i) % (size_t)P) * C;
-        mn_residual_forward(kv->x + (size_t)i * C, kv->x + (size_t)i * C, pos, (size_t)C);
+        mn_residual_forward(kv->x + (size_t)i * C, kv->x + (size_t)i * C, pos, (size_t)C, team);
     }
     for (int l = 0; l < c->n_layers; l++) {
-        mn_layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, kv->ln1_w[l], kv->ln1_b[l], n, C);
-        mn_linear_forward(kv->qkv, kv->ln, kv->attn_w[l], kv->attn_b[l], n, C, 3 * C);
+        mn_layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, kv->ln1_w[l], kv->ln1_b[l], n, C, team);
+        mn_linear_forward(kv->qkv, kv->ln, kv->attn_w[l], kv->attn_b[l], n, C, 3 * C, team);
         for (int i = 0; i < n; i++) { // append this turn's keys and values
             memcpy(kv->k[l] + (past + (size_t)i) * C, kv->qkv + (size_t)i * 3 * C + C, (size_t)C * sizeof(float));
             memcpy(kv->v[l] + (past + (size_t)i) * C, kv->qkv + (size_t)i * 3 * C + 2 * C, (size_t)C * sizeof(float));
         }
         kv_attention(kv->atty, kv->qkv, kv->k[l], kv->v[l], past, n, C, c->n_heads);
-        mn_linear_forward(kv->tmp, kv->atty, kv->proj_w[l], kv->proj_b[l], n, C, C);
-        mn_residual_forward(kv->res, kv->x, kv->tmp, nC);
-        mn_layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->res, kv->ln2_w[l], kv->ln2_b[l], n, C);
-        mn_linear_forward(kv->fch, kv->ln, kv->fc_w[l], kv->fc_b[l], n, C, 4 * C);
-        mn_gelu_forward(kv->fcg, kv->fch, 4 * nC);
-        mn_linear_forward(kv->tmp, kv->fcg, kv->fcp_w[l], kv->fcp_b[l], n, 4 * C, C);
-        mn_residual_forward(kv->x, kv->res, kv->tmp, nC);
+        mn_linear_forward(kv->tmp, kv->atty, kv->proj_w[l], kv->proj_b[l], n, C, C, team);
+        mn_residual_forward(kv->res, kv->x, kv->tmp, nC, team);
+        mn_layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->res, kv->ln2_w[l], kv->ln2_b[l], n, C, team);
+        mn_linear_forward(kv->fch, kv->ln, kv->fc_w[l], kv->fc_b[l], n, C, 4 * C, team);
+        mn_gelu_forward(kv->fcg, kv->fch, 4 * nC, team);
+        mn_linear_forward(kv->tmp, kv->fcg, kv->fcp_w[l], kv->fcp_b[l], n, 4 * C, C, team);
+        mn_residual_forward(kv->x, kv->res, kv->tmp, nC, team);
     }
-    mn_layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, kv->lnf_w, kv->lnf_b, n, C);
-    mn_lm_head_forward(kv->logits, kv->ln, kv->wte, n, C, c->vocab_size);
+    mn_layernorm_forward(kv->ln, kv->mean, kv->rstd, kv->x, kv->lnf_w, kv->lnf_b, n, C, team);
+    mn_lm_head_forward(kv->logits, kv->ln, kv->wte, n, C, c->vocab_size, team);
 }
 
 /* ------------------------------------------------------------------ turns */

@@ -10,10 +10,10 @@
 /* Independent accumulators inside a chunk: lane-wise sums vectorise without reassociation. */
 #define MN_SUMSQ_LANES 8
 
-double mn_sum_squares(const float *x, size_t N) {
+double mn_sum_squares(const float *x, size_t N, int threads) {
     double chunk_sums[MN_SUMSQ_CHUNKS];
     size_t chunk_len = (N + MN_SUMSQ_CHUNKS - 1) / MN_SUMSQ_CHUNKS;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) num_threads(threads)
     for (int ch = 0; ch < MN_SUMSQ_CHUNKS; ch++) {
         size_t i0 = (size_t)ch * chunk_len;
         size_t i1 = i0 + chunk_len;
@@ -49,15 +49,15 @@ double mn_sum_squares(const float *x, size_t N) {
 }
 
 // params, grads, m, v (N); step t >= 1
-void mn_adamw_update(float *params, const float *grads, float *m, float *v, size_t N,
-                     float lr, float beta1, float beta2, float eps, float weight_decay, uint64_t t) {
+void mn_adamw_update(float *params, const float *grads, float *m, float *v, size_t N, float lr, float beta1,
+                     float beta2, float eps, float weight_decay, uint64_t t, int threads) {
     // bias corrections in double, as PyTorch computes them from Python floats
     double bias_correction1 = 1.0 - pow((double)beta1, (double)t);
     double bias_correction2 = 1.0 - pow((double)beta2, (double)t);
     float step_size = (float)((double)lr / bias_correction1);
     float bias_correction2_sqrt = (float)sqrt(bias_correction2);
     float decay = lr * weight_decay;
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) num_threads(threads)
     for (size_t i = 0; i < N; i++) {
         float p = params[i];
         float g = grads[i];

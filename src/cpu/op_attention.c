@@ -71,12 +71,11 @@ static void softmax_backward_row(float *dp, const float *p, int n_keys, int n_ze
 
 // qkv (B, S, 3C), valid (B) -> out (B, S, C), att (B, H, S, S)
 void mn_attention_forward(float *out, float *att, const float *qkv, const int32_t *valid,
-                          int B, int S, int C, int H, int causal) {
+                          int B, int S, int C, int H, int causal, int threads) {
     int hs = C / H;
     int C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
-    int team = mn_blas_on_openmp();   // else OpenBLAS threads each product itself (op_gemm.c)
-    #pragma omp parallel for collapse(2) schedule(static) if (team)
+    #pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < H; h++) {
             float *att_bh = att + ((size_t)b * H + h) * S * S;   // (S, S)
@@ -108,12 +107,11 @@ void mn_attention_forward(float *out, float *att, const float *qkv, const int32_
 
 // dout (B, S, C) -> dqkv (B, S, 3C) +=
 void mn_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
-                           const int32_t *valid, int B, int S, int C, int H, int causal) {
+                           const int32_t *valid, int B, int S, int C, int H, int causal, int threads) {
     int hs = C / H;
     int C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
-    int team = mn_blas_on_openmp();   // else OpenBLAS threads each product itself (op_gemm.c)
-    #pragma omp parallel if (team)
+    #pragma omp parallel num_threads(threads) if (threads > 1)
     {
         // per-thread dP / dS block (MN_ATT_ROW_BLOCK, S); without memory, one row on the stack
         int rb = MN_ATT_ROW_BLOCK;

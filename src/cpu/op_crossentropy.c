@@ -41,8 +41,8 @@ static void add_scaled_softmax(float *dx, const float *x, float lse, float sw, i
 
 // logits (N, V), targets (N), weights (N) -> losses (N)
 void mn_crossentropy_forward(float *losses, const float *logits, const int32_t *targets,
-                             const float *weights, int N, int V) {
-    #pragma omp parallel for schedule(static) if ((size_t)N * V >= MN_PAR_MIN_ELEMS)
+                             const float *weights, int N, int V, int threads) {
+    #pragma omp parallel for schedule(static) num_threads(threads) if ((size_t)N * V >= MN_PAR_MIN_ELEMS)
     for (int n = 0; n < N; n++) {
         float w = weights[n];
         if (w == 0.0f) {
@@ -57,8 +57,8 @@ void mn_crossentropy_forward(float *losses, const float *logits, const int32_t *
 
 // -> dlogits (N, V) += scale * weights[n] * (softmax(logits[n]) - onehot(targets[n]))
 void mn_crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets,
-                              const float *weights, float scale, int N, int V) {
-    #pragma omp parallel for schedule(static) if ((size_t)N * V >= MN_PAR_MIN_ELEMS)
+                              const float *weights, float scale, int N, int V, int threads) {
+    #pragma omp parallel for schedule(static) num_threads(threads) if ((size_t)N * V >= MN_PAR_MIN_ELEMS)
     for (int n = 0; n < N; n++) {
         float w = weights[n];
         if (w == 0.0f) {

@@ -9,22 +9,22 @@
 
 // r_prev (M, C), u (M, C), gate_w (2C, C), gate_b (C) -> r_out (M, C), z (M, C)
 void mn_gated_update_forward(float *r_out, float *z, const float *r_prev, const float *u,
-                             const float *gate_w, const float *gate_b, int M, int C) {
+                             const float *gate_w, const float *gate_b, int M, int C, int threads) {
     const float *w_r = gate_w;                     // (C, C)
     const float *w_u = gate_w + (size_t)C * C;     // (C, C)
     // z holds the pre-activation first: bias rows, then both products added by sgemm
     size_t total = (size_t)M * C;
-    #pragma omp parallel for schedule(static) if (total >= MN_PAR_MIN_ELEMS)
+    #pragma omp parallel for schedule(static) num_threads(threads) if (total >= MN_PAR_MIN_ELEMS)
     for (int m = 0; m < M; m++) {
         float *zr = z + (size_t)m * C;
         for (int c = 0; c < C; c++) {
             zr[c] = gate_b[c];
         }
     }
-    mn_sgemm(0, 0, M, C, C, 1.0f, r_prev, C, w_r, C, 1.0f, z, C);
-    mn_sgemm(0, 0, M, C, C, 1.0f, u, C, w_u, C, 1.0f, z, C);
+    mn_sgemm(0, 0, M, C, C, 1.0f, r_prev, C, w_r, C, 1.0f, z, C, threads);
+    mn_sgemm(0, 0, M, C, C, 1.0f, u, C, w_u, C, 1.0f, z, C, threads);
     // elementwise after the products, so r_out may alias r_prev
-    #pragma omp parallel for simd schedule(static) if (total >= MN_PAR_MIN_ELEMS)
+    #pragma omp parallel for simd schedule(static) num_threads(threads) if (total >= MN_PAR_MIN_ELEMS)
     for (size_t i = 0; i < total; i++) {
         float g = 1.0f / (1.0f + mn_expf(-z[i]));
         z[i] = g;
@@ -36,7 +36,7 @@ void mn_gated_update_forward(float *r_out, float *z, const float *r_prev, const 
 // scratch (M, C) receives the gradient of the gate pre-activation.
 void mn_gated_update_backward(float *dr_prev, float *du, float *dgate_w, float *dgate_b,
                               const float *dr_out, const float *r_prev, const float *u,
-                              const float *z, const float *gate_w, float *scratch, int M, int C) {
+                              const float *z, const float *gate_w, float *scratch, int M, int C, int threads) {
     const float *w_r = gate_w;
     const float *w_u = gate_w + (size_t)C * C;
     float *dw_r = dgate_w;
@@ -44,7 +44,7 @@ void mn_gated_update_backward(float *dr_prev, float *du, float *dgate_w, float *
     size_t total = (size_t)M * C;
     float *dpre = scratch;   // (M, C)
     // direct paths through the interpolation, and the gate's pre-activation gradient
-    #pragma omp parallel for simd schedule(static) if (total >= MN_PAR_MIN_ELEMS)
+    #pragma omp parallel for simd schedule(static) num_threads(threads) if (total >= MN_PAR_MIN_ELEMS)
     for (size_t i = 0; i < total; i++) {
         float g = z[i];
         float dy = dr_out[i];
@@ -54,7 +54,7 @@ void mn_gated_update_backward(float *dr_prev, float *du, float *dgate_w, float *
     }
     // dgate_b (C) += column sums of dpre; threads split the channels (sums run in m order)
     int n_blocks = (C + MN_GATE_CHANNEL_BLOCK - 1) / MN_GATE_CHANNEL_BLOCK;
-    #pragma omp parallel for schedule(static) if (total >= MN_PAR_MIN_ELEMS)
+    #pragma omp parallel for schedule(static) num_threads(threads) if (total >= MN_PAR_MIN_ELEMS)
     for (int blk = 0; blk < n_blocks; blk++) {
         int c0 = blk * MN_GATE_CHANNEL_BLOCK;
         int c1 = c0 + MN_GATE_CHANNEL_BLOCK < C ? c0 + MN_GATE_CHANNEL_BLOCK : C;
@@ -66,9 +66,9 @@ void mn_gated_update_backward(float *dr_prev, float *du, float *dgate_w, float *
         }
     }
     // dWr (C, C) += r_prev^T @ dpre;  dWu (C, C) += u^T @ dpre
-    mn_sgemm(1, 0, C, C, M, 1.0f, r_prev, C, dpre, C, 1.0f, dw_r, C);
-    mn_sgemm(1, 0, C, C, M, 1.0f, u, C, dpre, C, 1.0f, dw_u, C);
+    mn_sgemm(1, 0, C, C, M, 1.0f, r_prev, C, dpre, C, 1.0f, dw_r, C, threads);
+    mn_sgemm(1, 0, C, C, M, 1.0f, u, C, dpre, C, 1.0f, dw_u, C, threads);
     // dr_prev (M, C) += dpre @ Wr^T;  du (M, C) += dpre @ Wu^T
-    mn_sgemm(0, 1, M, C, C, 1.0f, dpre, C, w_r, C, 1.0f, dr_prev, C);
-    mn_sgemm(0, 1, M, C, C, 1.0f, dpre, C, w_u, C, 1.0f, du, C);
+    mn_sgemm(0, 1, M, C, C, 1.0f, dpre, C, w_r, C, 1.0f, dr_prev, C, threads);
+    mn_sgemm(0, 1, M, C, C, 1.0f, dpre, C, w_u, C, 1.0f, du, C, threads);
 }

@@ -61,8 +61,8 @@ static void share(size_t N, size_t *i0, size_t *len) {
 }
 
 // inp (N) -> out (N)
-void mn_gelu_forward(float *out, const float *inp, size_t N) {
-    #pragma omp parallel if (N >= MN_PAR_MIN_ELEMS)
+void mn_gelu_forward(float *out, const float *inp, size_t N, int threads) {
+    #pragma omp parallel num_threads(threads) if (N >= MN_PAR_MIN_ELEMS)
     {
         size_t i0, n;
         share(N, &i0, &n);
@@ -71,8 +71,8 @@ void mn_gelu_forward(float *out, const float *inp, size_t N) {
 }
 
 // dout (N) -> dinp (N) +=
-void mn_gelu_backward(float *dinp, const float *dout, const float *inp, size_t N) {
-    #pragma omp parallel if (N >= MN_PAR_MIN_ELEMS)
+void mn_gelu_backward(float *dinp, const float *dout, const float *inp, size_t N, int threads) {
+    #pragma omp parallel num_threads(threads) if (N >= MN_PAR_MIN_ELEMS)
     {
         size_t i0, n;
         share(N, &i0, &n);

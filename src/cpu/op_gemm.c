@@ -3,18 +3,20 @@
  * With Debian's pthread OpenBLAS, OpenBLAS keeps its own worker threads next to OpenMP's. On two
  * cores the two pools take turns: after every product OpenBLAS's workers spin (sched_yield) while
  * OpenMP runs the next elementwise op, and OpenMP's workers spin while OpenBLAS runs; profiles of
- * a training step showed ~40% of the time in that spinning (docs/perf.md). So:
- *   - OpenBLAS single-threaded (OPENBLAS_NUM_THREADS=1, or the serial build): mn_sgemm splits the
- *     product into column (or row) panels over the OpenMP team, one single-threaded OpenBLAS
- *     call per thread. One pool of threads for everything.
- *   - OpenBLAS built with OpenMP (libopenblas0-openmp): it already runs on OpenMP's team, and
- *     inside a parallel region it runs single-threaded by itself; mn_sgemm calls it directly.
- *   - pthread OpenBLAS with several threads: mn_sgemm calls it directly (two pools, as before).
- * The split depends only on the shapes and the thread count: deterministic for a fixed count. */
+ * a training step showed ~40% of the time in that spinning (docs/perf.md). So mn_sgemm splits
+ * the product into column (or row) panels over the caller's `threads` OpenMP threads, one
+ * OpenBLAS call per thread: one pool of threads for everything when OpenBLAS is single-threaded
+ * (OPENBLAS_NUM_THREADS=1, or what the mnemo CLI sets in main()).
+ *
+ * The library never changes OpenBLAS's thread count (a process-wide setting) and never decides
+ * by it: with a multi-threaded OpenBLAS each panel call is threaded again by OpenBLAS, which is
+ * correct but oversubscribes the cores (slower). The split depends only on the shapes and
+ * `threads`: deterministic for a fixed count. Across counts the panels have other widths, and
+ * some OpenBLAS kernels (Haswell, Zen) round an element differently in another panel shape, so
+ * results agree to rounding, not bit for bit (docs/model.md). */
 #include "cpu/ops.h"
 
 #include <cblas.h>
-#include <omp.h>
 
 /* Below this many multiply-adds one thread does the whole product (a split costs more). */
 #define MN_GEMM_SPLIT_MIN_MACS (1 << 18)
@@ -34,19 +36,11 @@ void mn_sgemm_serial(int trans_a, int trans_b, int M, int N, int K, float alpha,
     sgemm_call(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-int mn_blas_on_openmp(void) {
-    // 2 = OpenBLAS built with OpenMP; otherwise only a single-threaded OpenBLAS leaves the
-    // cores to the OpenMP team
-    return openblas_get_parallel() == 2 || openblas_get_num_threads() == 1;
-}
-
 void mn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
-              const float *B, int ldb, float beta, float *C, int ldc) {
+              const float *B, int ldb, float beta, float *C, int ldc, int threads) {
     if (M <= 0 || N <= 0)
         return;
-    int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-    if (openblas_get_num_threads() != 1 || threads == 1 ||
-        (double)M * N * K < (double)MN_GEMM_SPLIT_MIN_MACS) {
+    if (threads <= 1 || (double)M * N * K < (double)MN_GEMM_SPLIT_MIN_MACS) {
         sgemm_call(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }

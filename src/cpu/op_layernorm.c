@@ -36,8 +36,8 @@ static void layernorm_row(float *y, float *mean, float *rstd, const float *x, co
 
 // inp (N, C), weight (C), bias (C) -> out (N, C), mean (N), rstd (N)
 void mn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
-                          const float *weight, const float *bias, int N, int C) {
-    #pragma omp parallel for schedule(static) if ((size_t)N * C >= MN_PAR_MIN_ELEMS)
+                          const float *weight, const float *bias, int N, int C, int threads) {
+    #pragma omp parallel for schedule(static) num_threads(threads) if ((size_t)N * C >= MN_PAR_MIN_ELEMS)
     for (int n = 0; n < N; n++) {
         layernorm_row(out + (size_t)n * C, mean + n, rstd + n, inp + (size_t)n * C, weight, bias, C);
     }
@@ -68,10 +68,10 @@ static void layernorm_backward_row(float *dx, const float *dy, const float *x, c
 // dout (N, C) -> dinp (N, C) +=, dweight (C) +=, dbias (C) +=
 void mn_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                            const float *inp, const float *weight, const float *mean,
-                           const float *rstd, int N, int C) {
+                           const float *rstd, int N, int C, int threads) {
     // input gradient: rows are independent
     int par = (size_t)N * C >= MN_PAR_MIN_ELEMS;
-    #pragma omp parallel for schedule(static) if (par)
+    #pragma omp parallel for schedule(static) num_threads(threads) if (par)
     for (int n = 0; n < N; n++) {
         layernorm_backward_row(dinp + (size_t)n * C, dout + (size_t)n * C, inp + (size_t)n * C, weight,
                                mean[n], rstd[n], C);
@@ -79,7 +79,7 @@ void mn_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
     // parameter gradients: sums over rows; threads split the channels so every sum runs in
     // n order on one thread (deterministic for any thread count)
     int n_blocks = (C + MN_LAYERNORM_CHANNEL_BLOCK - 1) / MN_LAYERNORM_CHANNEL_BLOCK;
-    #pragma omp parallel for schedule(static) if (par)
+    #pragma omp parallel for schedule(static) num_threads(threads) if (par)
     for (int blk = 0; blk < n_blocks; blk++) {
         int c0 = blk * MN_LAYERNORM_CHANNEL_BLOCK;
         int c1 = c0 + MN_LAYERNORM_CHANNEL_BLOCK < C ? c0 + MN_LAYERNORM_CHANNEL_BLOCK : C;

@@ -2,6 +2,13 @@
  * model/backend.h. Compiled only when the build has CUDA. */
 #include "cuda/ops_cuda.h"
 
+/* The CPU thread setting of a handle means nothing to the GPU's kernels. */
+static mn_status cuda_set_threads(void *ctx, int threads) {
+    (void)ctx;
+    (void)threads;
+    return MN_OK;
+}
+
 static const mn_backend cuda_backend = {
     .device = MN_DEVICE_CUDA,
     .name = "GPU (CUDA)",
@@ -10,6 +17,7 @@ static const mn_backend cuda_backend = {
     .status = mn_cu_status,
     .synchronize = mn_cu_synchronize,
     .set_matmul = mn_cu_set_matmul,
+    .set_threads = cuda_set_threads,
     .alloc = mn_cu_alloc,
     .release = mn_cu_release,
     .zero = mn_cu_zero,

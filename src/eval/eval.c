@@ -1,7 +1,6 @@
 /* Recall and LM evaluation over canonical dialogues (src/eval/eval.h, docs/eval.md). */
 #include "eval/eval.h"
 
-#include <cblas.h>
 #include <inttypes.h>
 #include <math.h>
 #include <omp.h>
@@ -488,6 +487,13 @@ static mn_status worker_init(worker *w, mn_model *src, int max_choices) {
     memset(w, 0, sizeof *w);
     const mn_config *cfg = mn_model_config(src);
     MN_TRY(mn_model_create(cfg, &w->model));
+    /* one thread per worker: the parallelism is over dialogues, and single-threaded products
+     * keep the results independent of the worker count */
+    mn_status st = mn_model_set_threads(w->model, 1);
+    if (st != MN_OK) {
+        worker_free(w);
+        return st;
+    }
     memcpy(mn_model_params(w->model), mn_model_params(src), mn_model_num_params(src) * sizeof(float));
     size_t S = mn_state_floats(src);
     int N = cfg->max_turn_tokens;
@@ -502,7 +508,7 @@ static mn_status worker_init(worker *w, mn_model *src, int max_choices) {
         worker_free(w);
         return mn_fail(MN_ERR_NOMEM, "eval: out of memory for a worker");
     }
-    mn_status st = mn_initial_state(w->model, w->r0);
+    st = mn_initial_state(w->model, w->r0);
     if (st != MN_OK)
         worker_free(w);
     return st;
@@ -626,11 +632,6 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
     if (st != MN_OK)
         goto done;
     const int32_t eot = mn_tokenizer_special(tok, MN_TOK_EOT);
-    /* one thread per dialogue: the matrix products are small, so BLAS threads would only
-     * contend with the dialogue threads */
-    int blas_threads = openblas_get_num_threads();
-    if (n_workers > 1)
-        openblas_set_num_threads(1);
     int64_t finished = 0;
     /* about 20 progress updates: a log file (not a terminal) keeps every one */
     const int64_t progress_every = n_dlg / 20 > 1 ? n_dlg / 20 : 1;
@@ -653,8 +654,6 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
             }
         }
     }
-    if (n_workers > 1)
-        openblas_set_num_threads(blas_threads);
     if (o->progress)
         fprintf(o->progress, "\n");
     for (int64_t d = 0; d < n_dlg; d++)

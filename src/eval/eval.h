@@ -10,8 +10,11 @@
  *              of at most max_turn_tokens positions after the k slots;
  *   full       window with the whole history, only where it fits in that sequence.
  * Dialogues are independent, so they are spread over OpenMP threads, each with its own copy
- * of the model; results are merged in dialogue order, so they do not depend on the thread
- * count (timings aside). */
+ * of the model running single-threaded (mn_model_set_threads 1); results are merged in dialogue
+ * order, so they do not depend on the thread count (timings aside). No process-wide setting
+ * is changed: with a multi-threaded OpenBLAS each worker's products are threaded again by
+ * OpenBLAS (correct, but the cores are oversubscribed; the mnemo CLI runs OpenBLAS on one
+ * thread). */
 #ifndef MN_EVAL_H
 #define MN_EVAL_H
 
@@ -63,7 +66,7 @@ typedef struct {
     mn_eval_variant_spec variants[MN_EVAL_MAX_VARIANTS];
     int n_variants;
     int64_t max_probes;  /* score at most this many probes, in file order (0: all) */
-    int threads;         /* OpenMP threads over dialogues (0: OpenMP's default) */
+    int threads;         /* dialogues evaluated in parallel, one thread each (0: OpenMP's default) */
     int generate;        /* greedy generation for exact match and F1 */
     int max_gen_tokens;  /* generated answer tokens at most (the gold's length + 8 below that) */
     int lm;              /* per-turn LM loss of the dialogue turns */

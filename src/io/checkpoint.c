@@ -604,6 +604,23 @@ mn_status mn_checkpoint_load(const char *path, mn_model *model, mn_trainer *trai
     return st;
 }
 
+mn_status mn_model_load(const char *path, mn_model **out) {
+    if (!path || !out)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_model_load: NULL argument");
+    *out = NULL;
+    mn_config config;
+    MN_TRY(mn_checkpoint_read_config(path, &config));
+    mn_model *m = NULL;
+    MN_TRY(mn_model_create(&config, &m));
+    mn_status st = mn_checkpoint_load(path, m, NULL, NULL, NULL);
+    if (st != MN_OK) {
+        mn_model_free(m);
+        return st;
+    }
+    *out = m;
+    return MN_OK;
+}
+
 mn_status mn_checkpoint_load_tokenizer(const char *path, mn_tokenizer **out) {
     if (!path || !out)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_load_tokenizer: NULL argument");

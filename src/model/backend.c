@@ -2,6 +2,7 @@
  * backend-independent helpers of backend.h. */
 #include "model/backend.h"
 
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,11 +10,26 @@
 #include "cpu/ops.h"
 
 /* ---------------------------------------------------------------- context */
+/* The CPU context: the team size of the handle that owns it. */
+typedef struct {
+    int threads; /* 0: OpenMP's default at each op */
+} cpu_context;
+
 static mn_status cpu_context_create(void **ctx) {
-    *ctx = NULL;
+    *ctx = calloc(1, sizeof(cpu_context));
+    return *ctx ? MN_OK : mn_fail(MN_ERR_NOMEM, "out of memory (CPU backend context)");
+}
+static void cpu_context_free(void *ctx) { free(ctx); }
+static mn_status cpu_set_threads(void *ctx, int threads) {
+    ((cpu_context *)ctx)->threads = threads;
     return MN_OK;
 }
-static void cpu_context_free(void *ctx) { (void)ctx; }
+/* The team size of one op, resolved at the call: a NULL context (another backend calling the
+ * CPU ops, as the tests' checking backend does) uses OpenMP's default. */
+static int cpu_threads(const void *ctx) {
+    int t = ctx ? ((const cpu_context *)ctx)->threads : 0;
+    return t > 0 ? t : omp_get_max_threads();
+}
 static mn_status cpu_status(void *ctx) {
     (void)ctx;
     return MN_OK;
@@ -55,9 +71,9 @@ static void cpu_copy_rows(void *ctx, float *dst, size_t dst_stride, const float 
 /* One residual_backward per row, rows in order: the accumulation order of the reference. */
 static void cpu_add_rows(void *ctx, float *dst, size_t dst_stride, const float *src, size_t src_stride,
                          size_t rows, size_t cols) {
-    (void)ctx;
+    const int threads = cpu_threads(ctx);
     for (size_t r = 0; r < rows; r++)
-        mn_residual_backward(dst + r * dst_stride, NULL, src + r * src_stride, cols);
+        mn_residual_backward(dst + r * dst_stride, NULL, src + r * src_stride, cols, threads);
 }
 static void cpu_scale(void *ctx, float *x, float factor, size_t n) {
     (void)ctx;
@@ -65,8 +81,8 @@ static void cpu_scale(void *ctx, float *x, float factor, size_t n) {
         x[i] *= factor;
 }
 static double cpu_sum_squares(void *ctx, const float *x, size_t n) {
-    (void)ctx;
-    return mn_sum_squares(x, n);
+    const int threads = cpu_threads(ctx);
+    return mn_sum_squares(x, n, threads);
 }
 static void cpu_sum_to(void *ctx, double *dst, const float *x, size_t n) {
     (void)ctx;
@@ -80,7 +96,7 @@ static void cpu_sum_to(void *ctx, double *dst, const float *x, size_t n) {
 /* Embedding over maximal runs of non-negative ids: for a (B, S) batch these are the token rows
  * of each episode, so the calls (and the bits) are those of a per-episode loop. */
 static void cpu_embedding_forward(void *ctx, float *out, const int32_t *ids, const float *table, int N, int C) {
-    (void)ctx;
+    const int threads = cpu_threads(ctx);
     for (int n = 0; n < N;) {
         if (ids[n] < 0) {
             n++;
@@ -89,11 +105,11 @@ static void cpu_embedding_forward(void *ctx, float *out, const int32_t *ids, con
         int start = n;
         while (n < N && ids[n] >= 0)
             n++;
-        mn_embedding_forward(out + (size_t)start * C, ids + start, table, n - start, C);
+        mn_embedding_forward(out + (size_t)start * C, ids + start, table, n - start, C, threads);
     }
 }
 static void cpu_embedding_backward(void *ctx, float *dtable, const float *dout, const int32_t *ids, int N, int C) {
-    (void)ctx;
+    const int threads = cpu_threads(ctx);
     for (int n = 0; n < N;) {
         if (ids[n] < 0) {
             n++;
@@ -102,94 +118,94 @@ static void cpu_embedding_backward(void *ctx, float *dtable, const float *dout, 
         int start = n;
         while (n < N && ids[n] >= 0)
             n++;
-        mn_embedding_backward(dtable, dout + (size_t)start * C, ids + start, n - start, C);
+        mn_embedding_backward(dtable, dout + (size_t)start * C, ids + start, n - start, C, threads);
     }
 }
 static void cpu_layernorm_forward(void *ctx, float *out, float *mean, float *rstd, const float *inp,
                                   const float *weight, const float *bias, int N, int C) {
-    (void)ctx;
-    mn_layernorm_forward(out, mean, rstd, inp, weight, bias, N, C);
+    const int threads = cpu_threads(ctx);
+    mn_layernorm_forward(out, mean, rstd, inp, weight, bias, N, C, threads);
 }
 static void cpu_layernorm_backward(void *ctx, float *dinp, float *dweight, float *dbias, const float *dout,
                                    const float *inp, const float *weight, const float *mean, const float *rstd,
                                    int N, int C) {
-    (void)ctx;
-    mn_layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
+    const int threads = cpu_threads(ctx);
+    mn_layernorm_backward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C, threads);
 }
 static void cpu_linear_forward(void *ctx, float *out, const float *inp, const float *weight, const float *bias,
                                int N, int IC, int OC) {
-    (void)ctx;
-    mn_linear_forward(out, inp, weight, bias, N, IC, OC);
+    const int threads = cpu_threads(ctx);
+    mn_linear_forward(out, inp, weight, bias, N, IC, OC, threads);
 }
 static void cpu_linear_backward(void *ctx, float *dinp, float *dweight, float *dbias, const float *dout,
                                 const float *inp, const float *weight, int N, int IC, int OC) {
-    (void)ctx;
-    mn_linear_backward(dinp, dweight, dbias, dout, inp, weight, N, IC, OC);
+    const int threads = cpu_threads(ctx);
+    mn_linear_backward(dinp, dweight, dbias, dout, inp, weight, N, IC, OC, threads);
 }
 static void cpu_lm_head_forward(void *ctx, float *logits, const float *inp, const float *wte, int N, int C, int V) {
-    (void)ctx;
-    mn_lm_head_forward(logits, inp, wte, N, C, V);
+    const int threads = cpu_threads(ctx);
+    mn_lm_head_forward(logits, inp, wte, N, C, V, threads);
 }
 static void cpu_lm_head_backward(void *ctx, float *dinp, float *dwte, const float *dlogits, const float *inp,
                                  const float *wte, int N, int C, int V) {
-    (void)ctx;
-    mn_lm_head_backward(dinp, dwte, dlogits, inp, wte, N, C, V);
+    const int threads = cpu_threads(ctx);
+    mn_lm_head_backward(dinp, dwte, dlogits, inp, wte, N, C, V, threads);
 }
 static void cpu_attention_forward(void *ctx, float *out, float *att, const float *qkv, const int32_t *valid, int B,
                                   int S, int C, int H, int causal) {
-    (void)ctx;
-    mn_attention_forward(out, att, qkv, valid, B, S, C, H, causal);
+    const int threads = cpu_threads(ctx);
+    mn_attention_forward(out, att, qkv, valid, B, S, C, H, causal, threads);
 }
 static void cpu_attention_backward(void *ctx, float *dqkv, const float *dout, const float *qkv, const float *att,
                                    const int32_t *valid, int B, int S, int C, int H, int causal) {
-    (void)ctx;
-    mn_attention_backward(dqkv, dout, qkv, att, valid, B, S, C, H, causal);
+    const int threads = cpu_threads(ctx);
+    mn_attention_backward(dqkv, dout, qkv, att, valid, B, S, C, H, causal, threads);
 }
 static void cpu_gelu_forward(void *ctx, float *out, const float *inp, size_t N) {
-    (void)ctx;
-    mn_gelu_forward(out, inp, N);
+    const int threads = cpu_threads(ctx);
+    mn_gelu_forward(out, inp, N, threads);
 }
 static void cpu_gelu_backward(void *ctx, float *dinp, const float *dout, const float *inp, size_t N) {
-    (void)ctx;
-    mn_gelu_backward(dinp, dout, inp, N);
+    const int threads = cpu_threads(ctx);
+    mn_gelu_backward(dinp, dout, inp, N, threads);
 }
 static void cpu_gated_update_forward(void *ctx, float *r_out, float *z, const float *r_prev, const float *u,
                                      const float *gate_w, const float *gate_b, int M, int C) {
-    (void)ctx;
-    mn_gated_update_forward(r_out, z, r_prev, u, gate_w, gate_b, M, C);
+    const int threads = cpu_threads(ctx);
+    mn_gated_update_forward(r_out, z, r_prev, u, gate_w, gate_b, M, C, threads);
 }
 static void cpu_gated_update_backward(void *ctx, float *dr_prev, float *du, float *dgate_w, float *dgate_b,
                                       const float *dr_out, const float *r_prev, const float *u, const float *z,
                                       const float *gate_w, float *scratch, int M, int C) {
-    (void)ctx;
-    mn_gated_update_backward(dr_prev, du, dgate_w, dgate_b, dr_out, r_prev, u, z, gate_w, scratch, M, C);
+    const int threads = cpu_threads(ctx);
+    mn_gated_update_backward(dr_prev, du, dgate_w, dgate_b, dr_out, r_prev, u, z, gate_w, scratch, M, C, threads);
 }
 static void cpu_crossentropy_forward(void *ctx, float *losses, const float *logits, const int32_t *targets,
                                      const float *weights, int N, int V) {
-    (void)ctx;
-    mn_crossentropy_forward(losses, logits, targets, weights, N, V);
+    const int threads = cpu_threads(ctx);
+    mn_crossentropy_forward(losses, logits, targets, weights, N, V, threads);
 }
 static void cpu_crossentropy_backward(void *ctx, float *dlogits, const float *logits, const int32_t *targets,
                                       const float *weights, float scale, int N, int V) {
-    (void)ctx;
-    mn_crossentropy_backward(dlogits, logits, targets, weights, scale, N, V);
+    const int threads = cpu_threads(ctx);
+    mn_crossentropy_backward(dlogits, logits, targets, weights, scale, N, V, threads);
 }
 static void cpu_residual_forward(void *ctx, float *out, const float *a, const float *b, size_t N) {
-    (void)ctx;
-    mn_residual_forward(out, a, b, N);
+    const int threads = cpu_threads(ctx);
+    mn_residual_forward(out, a, b, N, threads);
 }
 static void cpu_residual_backward(void *ctx, float *da, float *db, const float *dout, size_t N) {
-    (void)ctx;
-    mn_residual_backward(da, db, dout, N);
+    const int threads = cpu_threads(ctx);
+    mn_residual_backward(da, db, dout, N, threads);
 }
 static void cpu_adamw_update(void *ctx, float *params, const float *grads, float *m, float *v,
                              const mn_adamw_segment *segs, int n_segs, float lr, float beta1, float beta2, float eps,
                              uint64_t t) {
-    (void)ctx;
+    const int threads = cpu_threads(ctx);
     for (int i = 0; i < n_segs; i++) {
         size_t o = segs[i].offset;
         mn_adamw_update(params + o, grads + o, m + o, v + o, segs[i].size, lr, beta1, beta2, eps,
-                        segs[i].weight_decay, t);
+                        segs[i].weight_decay, t, threads);
     }
 }
 
@@ -201,6 +217,7 @@ static const mn_backend cpu_backend = {
     .status = cpu_status,
     .synchronize = cpu_status,
     .set_matmul = cpu_set_matmul,
+    .set_threads = cpu_set_threads,
     .alloc = cpu_alloc,
     .release = cpu_release,
     .zero = cpu_zero,
@@ -281,6 +298,12 @@ void mn_exec_close(mn_exec *ex) {
 }
 
 mn_status mn_exec_status(const mn_exec *ex) { return ex->be->status(ex->ctx); }
+
+mn_status mn_exec_set_threads(const mn_exec *ex, int threads) {
+    if (threads < 0)
+        return mn_fail(MN_ERR_INVALID_ARG, "threads = %d must be >= 0 (0: OpenMP's default)", threads);
+    return ex->be->set_threads(ex->ctx, threads);
+}
 
 mn_status mn_exec_alloc(const mn_exec *ex, size_t bytes, void **out) { return ex->be->alloc(ex->ctx, bytes, out); }
 

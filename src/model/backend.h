@@ -44,6 +44,9 @@ typedef struct mn_backend {
     mn_status (*synchronize)(void *ctx);
     /* Precision of the matrix products (the CPU backend accepts only MN_MATMUL_FP32). */
     mn_status (*set_matmul)(void *ctx, mn_matmul precision);
+    /* CPU threads the ops may use (OpenMP team size); 0 = OpenMP's default at each op. The
+     * CPU backend's ops read it from ctx (a NULL ctx means 0); CUDA ignores it. */
+    mn_status (*set_threads)(void *ctx, int threads);
 
     /* ------------------------------------------------------------ memory */
     /* Zero-filled allocation of `bytes` (at least 1). */
@@ -127,6 +130,9 @@ mn_status mn_exec_open_backend(const mn_backend *be, mn_exec *out);
 mn_status mn_exec_open(mn_device device, mn_exec *out);
 void mn_exec_close(mn_exec *ex);
 mn_status mn_exec_status(const mn_exec *ex);
+/* The thread setting of the public API (mn_model_set_threads, mn_trainer_set_threads):
+ * MN_ERR_INVALID_ARG for threads < 0, else the backend's set_threads. */
+mn_status mn_exec_set_threads(const mn_exec *ex, int threads);
 /* Allocates n floats (or ints) in the backend's memory, zero-filled. */
 mn_status mn_exec_alloc(const mn_exec *ex, size_t bytes, void **out);
 void mn_exec_release(const mn_exec *ex, void *p);

@@ -179,6 +179,8 @@ mn_status mn_trainer_create_backend(mn_model *model, const mn_backend *be, int m
         st = mn_fail(MN_ERR_NOMEM, "out of memory creating the trainer");
     if (st == MN_OK)
         st = mn_exec_open_backend(be, &tr->exec);
+    if (st == MN_OK)
+        st = mn_exec_set_threads(&tr->exec, model->threads);
     if (st == MN_OK) {
         st = alloc_buffers(tr);
         if (st != MN_OK)
@@ -198,6 +200,11 @@ mn_status mn_trainer_create(mn_model *model, int max_B, int bptt, mn_trainer **o
 }
 
 mn_device mn_trainer_device(const mn_trainer *tr) { return tr ? tr->exec.be->device : MN_DEVICE_CPU; }
+mn_status mn_trainer_set_threads(mn_trainer *tr, int threads) {
+    if (!tr)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_trainer_set_threads: trainer is NULL");
+    return mn_exec_set_threads(&tr->exec, threads);
+}
 mn_status mn_trainer_set_matmul(mn_trainer *tr, mn_matmul precision) {
     if (!tr)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_trainer_set_matmul: trainer is NULL");

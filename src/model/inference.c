@@ -123,8 +123,8 @@ mn_status mn_model_set_backend(mn_model *m, const mn_backend *be) {
     MN_TRY(mn_exec_open_backend(be, &ex));
     float *dev_params = m->params;
     mn_param_views views = {0};
-    mn_status st = MN_OK;
-    if (be->device != MN_DEVICE_CPU) {
+    mn_status st = mn_exec_set_threads(&ex, m->threads);
+    if (st == MN_OK && be->device != MN_DEVICE_CPU) {
         st = mn_exec_alloc(&ex, bytes, (void **)&dev_params);
         if (st == MN_OK) {
             MN_OP(&ex, upload, dev_params, m->params, bytes);
@@ -147,6 +147,14 @@ mn_status mn_model_set_backend(mn_model *m, const mn_backend *be) {
 }
 
 mn_device mn_model_device(const mn_model *m) { return m && m->exec.be ? m->exec.be->device : MN_DEVICE_CPU; }
+
+mn_status mn_model_set_threads(mn_model *m, int threads) {
+    if (!m)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_model_set_threads: model is NULL");
+    MN_TRY(mn_exec_set_threads(&m->exec, threads));
+    m->threads = threads;
+    return MN_OK;
+}
 
 mn_status mn_model_set_matmul(mn_model *m, mn_matmul precision) {
     if (!m)

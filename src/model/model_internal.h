@@ -46,6 +46,7 @@ struct mn_model {
     /* inference runs on exec, reading dev_params: the params themselves on the CPU, a copy
      * made by mn_model_set_device on CUDA */
     mn_exec exec;
+    int threads;                 /* mn_model_set_threads; kept when the device changes */
     float *dev_params;
     mn_param_views dev_views;    /* into dev_params */
     struct mn_infer_workspace *infer; /* lazily allocated scratch for the inference calls */
