@@ -30,6 +30,15 @@ static void usage(FILE *out) {
             "  --distances LIST         turns between fact and question: values and ranges,\n"
             "                           e.g. 1,2,4,8,16,32,64 (default) or 1-16,100-512\n"
             "  --facts F                personas | templates | both (default both)\n"
+            "  --families F             all | shared | held-out: which template families of the\n"
+            "                           split (held-out: those serving only this split; default\n"
+            "                           all)\n"
+            "  --askers A               other | self | both: the other speaker asks (\"your\"),\n"
+            "                           the fact's own speaker asks (\"my\"), or either per\n"
+            "                           probe (default other)\n"
+            "  --alive N                probes in groups of N template facts of different\n"
+            "                           families, all said before the group's questions\n"
+            "                           (default 0: independent)\n"
             "  --personas PATH          msc_personas_all.json (default\n"
             "                           $MNEMO_DATA/locomo/msc_personas_all.json, else\n"
             "                           ../shared/data/locomo/msc_personas_all.json)\n"
@@ -104,6 +113,7 @@ static void print_distance_counts(const mn_dialogue_list *list, const mn_distanc
 
 int cmd_episodes(int argc, char **argv) {
     const char *input = NULL, *output = NULL, *split_name = "train", *facts = "both";
+    const char *families = "all", *askers = "other";
     const char *personas_path = NULL, *templates_path = "data/probes";
     const char *distances_spec = "1,2,4,8,16,32,64";
     int strict = 0, synthetic = -1, open_values = 0;
@@ -116,6 +126,9 @@ int cmd_episodes(int argc, char **argv) {
         {"turns", required_argument, 0, 'T'},
         {"distances", required_argument, 0, 'd'},
         {"facts", required_argument, 0, 'f'},
+        {"families", required_argument, 0, 'F'},
+        {"askers", required_argument, 0, 'a'},
+        {"alive", required_argument, 0, 'A'},
         {"personas", required_argument, 0, 'p'},
         {"templates", required_argument, 0, 't'},
         {"seed", required_argument, 0, 'S'},
@@ -140,6 +153,8 @@ int cmd_episodes(int argc, char **argv) {
         case 'o': output = optarg; break;
         case 'd': distances_spec = optarg; break;
         case 'f': facts = optarg; break;
+        case 'F': families = optarg; break;
+        case 'a': askers = optarg; break;
         case 'p': personas_path = optarg; break;
         case 't': templates_path = optarg; break;
         case 'D': ecfg.drop_short = 1; break;
@@ -162,6 +177,10 @@ int cmd_episodes(int argc, char **argv) {
             break;
         case 'i':
             if (!parse_int(optarg, "--interference", 0, 1000, &pcfg.interference))
+                return 2;
+            break;
+        case 'A':
+            if (!parse_int(optarg, "--alive", 0, 1000, &pcfg.alive))
                 return 2;
             break;
         case 'O':
@@ -227,6 +246,28 @@ int cmd_episodes(int argc, char **argv) {
     }
     if (synthetic >= 0)
         pcfg.sources = MN_FACTS_TEMPLATES;
+    if (!strcmp(askers, "other"))
+        pcfg.askers = MN_ASKERS_OTHER;
+    else if (!strcmp(askers, "self"))
+        pcfg.askers = MN_ASKERS_SELF;
+    else if (!strcmp(askers, "both"))
+        pcfg.askers = MN_ASKERS_BOTH;
+    else {
+        fprintf(stderr, "mnemo episodes: --askers wants other, self or both, got '%s'\n", askers);
+        return 2;
+    }
+    mn_family_set family_set;
+    if (!strcmp(families, "all"))
+        family_set = MN_FAMILIES_ALL;
+    else if (!strcmp(families, "shared"))
+        family_set = MN_FAMILIES_SHARED;
+    else if (!strcmp(families, "held-out"))
+        family_set = MN_FAMILIES_HELD_OUT;
+    else {
+        fprintf(stderr, "mnemo episodes: --families wants all, shared or held-out, got '%s'\n",
+                families);
+        return 2;
+    }
     mn_distance_range *ranges = NULL;
     if (mn_distances_parse(distances_spec, &ranges, &pcfg.n_distances) != MN_OK) {
         fprintf(stderr, "mnemo episodes: --distances: %s\n", mn_last_error());
@@ -241,7 +282,8 @@ int cmd_episodes(int argc, char **argv) {
     mn_dialogue_list dialogues = {0}, episodes = {0};
     mn_probe_stats stats = {0};
     mn_read_stats read_stats = {0};
-    if (mn_probe_templates_load(templates_path, split, &templates) != MN_OK) {
+    if (mn_probe_templates_load(templates_path, split, &templates) != MN_OK ||
+        mn_probe_templates_select(&templates, family_set) != MN_OK) {
         fprintf(stderr, "mnemo episodes: templates: %s\n", mn_last_error());
         goto done;
     }
