@@ -1312,7 +1312,36 @@ static void test_cli(void **state) {
     assert_int_equal(mn_jsonl_read(out, 1, stderr, &eps, &rs), MN_OK);
     assert_int_equal(eps.count, 4);
     mn_dialogue_list_free(&eps);
+    /* the held-out families of the test split, asked by the speaker who stated the fact */
+    snprintf(args, sizeof args,
+             "--jsonl '%s' --split test --turns 60 --distances 1-8 --facts templates "
+             "--families held-out --askers self --templates '%s' --seed 4 -o '%s'",
+             in, templates_dir(), out);
+    assert_int_equal(run_cli(args), 0);
+    assert_int_equal(mn_jsonl_read(out, 1, stderr, &eps, &rs), MN_OK);
+    mn_probe_templates test;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TEST, &test), MN_OK);
+    probes = 0;
+    for (int64_t e = 0; e < eps.count; e++)
+        for (int p = 0; p < eps.items[e].n_probes; p++) {
+            const mn_probe *q = &eps.items[e].probes[p];
+            int c = category_of_value(&test, q->answer);
+            assert_true(c >= 0 && test.categories[c].held_out);
+            assert_string_equal(q->speaker, eps.items[e].turns[q->evidence[0]].speaker);
+            probes++;
+        }
+    assert_true(probes >= 20);
+    mn_probe_templates_free(&test);
+    mn_dialogue_list_free(&eps);
+    /* train has no held-out family */
+    snprintf(args, sizeof args,
+             "--jsonl '%s' --split train --facts templates --families held-out --templates '%s' "
+             "-o '%s'",
+             in, templates_dir(), out);
+    assert_int_equal(run_cli(args), 1);
     /* usage errors exit 2, a missing input 1 */
+    assert_int_equal(run_cli("--askers me -o x.jsonl --synthetic 1"), 2);
+    assert_int_equal(run_cli("--families some -o x.jsonl --synthetic 1"), 2);
     assert_int_equal(run_cli("--split dev -o x.jsonl --synthetic 1"), 2);
     assert_int_equal(run_cli("--distances 0 -o x.jsonl --synthetic 1"), 2);
     assert_int_equal(run_cli("--bogus"), 2);
