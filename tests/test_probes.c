@@ -109,11 +109,12 @@ static int category_of_value(const mn_probe_templates *t, const char *value) {
     return -1;
 }
 
-/* The key a template question asks about, found by filling each question template. */
-static const char *key_of_question(const mn_fact_category *cat, const char *question) {
-    for (int q = 0; q < cat->n_questions; q++)
+/* The key a question asks about, found by filling each of the given question templates. */
+static const char *key_in(const mn_fact_category *cat, char **questions, int n_questions,
+                          const char *question) {
+    for (int q = 0; q < n_questions; q++)
         for (int k = 0; k < cat->n_keys; k++) {
-            const char *tmpl = cat->questions[q];
+            const char *tmpl = questions[q];
             const char *at = strstr(tmpl, "{key}");
             if (!at)
                 continue;
@@ -123,6 +124,11 @@ static const char *key_of_question(const mn_fact_category *cat, const char *ques
                 return cat->keys[k];
         }
     return NULL;
+}
+
+/* The key a template question (asked by the other speaker) asks about. */
+static const char *key_of_question(const mn_fact_category *cat, const char *question) {
+    return key_in(cat, cat->questions, cat->n_questions, question);
 }
 
 /* s occurs in text as a whole word: "7" is not found in "71". */
@@ -334,9 +340,12 @@ static void test_open_values(void **state) {
     assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_VALID, &valid), MN_OK);
     assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TEST, &test), MN_OK);
     /* held-out splits keep their lists */
+    int test_values = test.categories[0].n_values;
+    char *test_first = test.categories[0].values[0];
     assert_int_not_equal(mn_probe_templates_open_values(&test, templates_dir(), 1000, 1), MN_OK);
     assert_int_not_equal(mn_probe_templates_open_values(&valid, templates_dir(), 1000, 1), MN_OK);
-    assert_int_equal(test.categories[0].n_values, 8);
+    assert_int_equal(test.categories[0].n_values, test_values);
+    assert_ptr_equal(test.categories[0].values[0], test_first);
 
     assert_int_equal(mn_probe_templates_open_values(&t, templates_dir(), 5000, 7), MN_OK);
     assert_int_equal(t.n_categories, closed.n_categories);
@@ -603,27 +612,63 @@ static void add_all(char **list, int n, char ***all, int *count) {
     }
 }
 
+/* data/probes: six families serve every split; whole families are held out for valid (2) and
+ * test (6), with keys of their own; no phrasing or value is in two splits. */
 static void test_template_splits_disjoint(void **state) {
     (void)state;
     mn_probe_templates s[3];
     mn_split splits[3] = {MN_SPLIT_TRAIN, MN_SPLIT_VALID, MN_SPLIT_TEST};
+    const int held_out[3] = {0, 2, 6};
     char **phrases[3] = {0}, **values[3] = {0};
     int n_phr[3] = {0}, n_val[3] = {0};
     for (int i = 0; i < 3; i++) {
         assert_int_equal(mn_probe_templates_load(templates_dir(), splits[i], &s[i]), MN_OK);
-        assert_int_equal(s[i].n_categories, 6);
+        assert_int_equal(s[i].n_categories, 6 + held_out[i]);
         assert_true(s[i].n_persona_questions > 0);
+        assert_true(s[i].n_persona_self_questions > 0);
         add_all(s[i].persona_questions, s[i].n_persona_questions, &phrases[i], &n_phr[i]);
+        add_all(s[i].persona_self_questions, s[i].n_persona_self_questions, &phrases[i],
+                &n_phr[i]);
+        int shared = 0, held = 0;
         for (int c = 0; c < s[i].n_categories; c++) {
             const mn_fact_category *cat = &s[i].categories[c];
-            assert_string_equal(cat->name, s[0].categories[c].name);
+            if (cat->held_out) {
+                held++;
+            } else {
+                /* the shared families, in the same order in every split */
+                assert_string_equal(cat->name, s[0].categories[shared].name);
+                shared++;
+            }
             assert_true(cat->n_values >= 8); /* answer + 3 distractors + interference/updates */
+            assert_true(cat->n_self_questions > 0);
             add_all(cat->facts, cat->n_facts, &phrases[i], &n_phr[i]);
             add_all(cat->updates, cat->n_updates, &phrases[i], &n_phr[i]);
             add_all(cat->questions, cat->n_questions, &phrases[i], &n_phr[i]);
+            add_all(cat->self_questions, cat->n_self_questions, &phrases[i], &n_phr[i]);
             add_all(cat->values, cat->n_values, &values[i], &n_val[i]);
         }
+        assert_int_equal(shared, 6);
+        assert_int_equal(held, held_out[i]);
     }
+    /* a held-out family's keys are its own: in no other family of any split, not even as a
+     * part of a longer key */
+    for (int i = 1; i < 3; i++)
+        for (int c = 0; c < s[i].n_categories; c++) {
+            const mn_fact_category *cat = &s[i].categories[c];
+            if (!cat->held_out)
+                continue;
+            for (int j = 0; j < 3; j++)
+                for (int o = 0; o < s[j].n_categories; o++) {
+                    const mn_fact_category *other = &s[j].categories[o];
+                    if (!strcmp(other->name, cat->name))
+                        continue;
+                    for (int k = 0; k < cat->n_keys; k++)
+                        for (int m = 0; m < other->n_keys; m++) {
+                            assert_null(strcasestr(cat->keys[k], other->keys[m]));
+                            assert_null(strcasestr(other->keys[m], cat->keys[k]));
+                        }
+                }
+        }
     for (int a = 0; a < 3; a++)
         for (int b = a + 1; b < 3; b++) {
             for (int i = 0; i < n_phr[a]; i++)
@@ -708,6 +753,284 @@ static void test_distances_parse(void **state) {
         assert_int_equal(mn_distances_parse(bad[i], &r, &n), MN_ERR_INVALID_ARG);
 }
 
+/* ------------------------------------------------------------------ held-out families */
+
+/* A family serving all splits, and one held out for test (its values include numbers that the
+ * open-value generator of "numbers" could draw). */
+static const char *numbers_family =
+    "{\"category\": \"numbers\", \"keys\": [\"lucky number\", \"room number\"],"
+    " \"fact\": {\"train\": [\"My {key} is {value}.\"], \"valid\": [\"V {key} {value}\"],"
+    "            \"test\": [\"T {key} {value}\"]},"
+    " \"update\": {\"train\": [\"Now my {key} is {value}.\"], \"valid\": [\"VU {key} {value}\"],"
+    "            \"test\": [\"TU {key} {value}\"]},"
+    " \"question\": {\"train\": [\"What is your {key}?\"], \"valid\": [\"V {key}?\"],"
+    "            \"test\": [\"T {key}?\"]},"
+    " \"values\": {\"train\": [\"1\", \"2\"], \"valid\": [\"3\", \"4\"],"
+    "            \"test\": [\"5\", \"6\"]}}";
+
+static const char *locker_family =
+    "{\"category\": \"lockers\", \"family_split\": %s, \"keys\": [%s],"
+    " \"fact\": {\"test\": [\"{value} opens my {key}.\"]%s},"
+    " \"update\": {\"test\": [\"New code: {value} opens my {key}.\"]},"
+    " \"question\": {\"test\": [\"What opens your {key}?\"]},"
+    " \"self_question\": {\"test\": [\"What opens my {key}?\"]},"
+    " \"values\": {\"test\": [\"7\", \"42\", %s]}}";
+
+/* Writes a folder holding the numbers family and a locker family (fields as in locker_family,
+ * under file name `locker_file`) and returns its path. */
+static const char *family_dir(const char *name, const char *locker_file, const char *split,
+                              const char *keys, const char *extra_fact, const char *values) {
+    const char *dir = tmp_path(name);
+    mkdir(dir, 0700);
+    char path[1024], text[4096];
+    snprintf(path, sizeof path, "%s/a_numbers.json", dir);
+    write_text(path, numbers_family);
+    snprintf(path, sizeof path, "%s/%s", dir, locker_file);
+    snprintf(text, sizeof text, locker_family, split, keys, extra_fact, values);
+    write_text(path, text);
+    return dir;
+}
+
+static int category_named(const mn_probe_templates *t, const char *name) {
+    for (int c = 0; c < t->n_categories; c++)
+        if (!strcmp(t->categories[c].name, name))
+            return c;
+    return -1;
+}
+
+static void test_family_split(void **state) {
+    (void)state;
+    const char *dir = family_dir("fam_ok", "b_lockers.json", "\"test\"",
+                                 "\"locker code\", \"bike lock code\"", "", "\"A1\"");
+    mn_probe_templates t;
+    /* the held-out family is absent for train and valid, present for test */
+    assert_int_equal(mn_probe_templates_load(dir, MN_SPLIT_TRAIN, &t), MN_OK);
+    assert_int_equal(t.n_categories, 1);
+    assert_int_equal(category_named(&t, "lockers"), -1);
+    mn_probe_templates_free(&t);
+    assert_int_equal(mn_probe_templates_load(dir, MN_SPLIT_VALID, &t), MN_OK);
+    assert_int_equal(category_named(&t, "lockers"), -1);
+    mn_probe_templates_free(&t);
+    assert_int_equal(mn_probe_templates_load(dir, MN_SPLIT_TEST, &t), MN_OK);
+    assert_int_equal(t.n_categories, 2);
+    int c = category_named(&t, "lockers");
+    assert_true(c >= 0);
+    assert_int_equal(t.categories[c].held_out, 1);
+    assert_int_equal(t.categories[1 - c].held_out, 0);
+    assert_int_equal(t.categories[c].n_values, 3);
+    assert_string_equal(t.categories[c].values[2], "A1");
+    assert_string_equal(t.categories[c].self_questions[0], "What opens my {key}?");
+    assert_int_equal(t.categories[1 - c].n_self_questions, 0); /* optional */
+    /* selections: held-out only, shared only */
+    mn_probe_templates held;
+    assert_int_equal(mn_probe_templates_load(dir, MN_SPLIT_TEST, &held), MN_OK);
+    assert_int_equal(mn_probe_templates_select(&held, MN_FAMILIES_HELD_OUT), MN_OK);
+    assert_int_equal(held.n_categories, 1);
+    assert_string_equal(held.categories[0].name, "lockers");
+    mn_probe_templates_free(&held);
+    assert_int_equal(mn_probe_templates_select(&t, MN_FAMILIES_SHARED), MN_OK);
+    assert_int_equal(t.n_categories, 1);
+    assert_string_equal(t.categories[0].name, "numbers");
+    mn_probe_templates_free(&t);
+    /* train has no held-out family: refused, the templates left as they were */
+    assert_int_equal(mn_probe_templates_load(dir, MN_SPLIT_TRAIN, &t), MN_OK);
+    assert_int_equal(mn_probe_templates_select(&t, MN_FAMILIES_HELD_OUT), MN_ERR_CONFIG);
+    assert_int_equal(t.n_categories, 1);
+    mn_probe_templates_free(&t);
+
+    /* the open values of "numbers" (0..9999, all of them when 10000 are asked) skip the held-out
+     * family's values too, not only the valid/test values of the training families */
+    assert_int_equal(mn_probe_templates_load(dir, MN_SPLIT_TRAIN, &t), MN_OK);
+    assert_int_equal(mn_probe_templates_open_values(&t, dir, 10000, 3), MN_OK);
+    assert_int_equal(t.categories[0].n_values, 10000 - 6); /* 3, 4, 5, 6, 7 and 42 */
+    assert_false(in_list(t.categories[0].values, t.categories[0].n_values, "7"));
+    assert_false(in_list(t.categories[0].values, t.categories[0].n_values, "42"));
+    assert_true(in_list(t.categories[0].values, t.categories[0].n_values, "43"));
+    mn_probe_templates_free(&t);
+
+    /* a held-out family's key shared with (or inside, or around) another family's key is
+     * refused, naming both files, whichever file is read first */
+    dir = family_dir("fam_key", "b_lockers.json", "\"test\"", "\"room number\"", "", "\"A1\"");
+    assert_int_equal(mn_probe_templates_load(dir, MN_SPLIT_TRAIN, &t), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "a_numbers.json"));
+    assert_non_null(strstr(mn_last_error(), "b_lockers.json"));
+    assert_non_null(strstr(mn_last_error(), "room number"));
+    dir = family_dir("fam_key2", "0_lockers.json", "\"test\"", "\"number\"", "", "\"A1\"");
+    assert_int_equal(mn_probe_templates_load(dir, MN_SPLIT_TEST, &t), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "a_numbers.json"));
+    assert_non_null(strstr(mn_last_error(), "0_lockers.json"));
+    /* a held-out family listing another split, a family held out of training, a held-out
+     * value that training uses */
+    dir = family_dir("fam_train", "b_lockers.json", "\"test\"", "\"locker code\"",
+                     ", \"train\": [\"{key}: {value}\"]", "\"A1\"");
+    assert_int_equal(mn_probe_templates_load(dir, MN_SPLIT_TEST, &t), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "fact.train"));
+    dir = family_dir("fam_split", "b_lockers.json", "\"train\"", "\"locker code\"", "", "\"A1\"");
+    assert_int_equal(mn_probe_templates_load(dir, MN_SPLIT_TEST, &t), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "family_split"));
+    dir = family_dir("fam_value", "b_lockers.json", "\"test\"", "\"locker code\"", "", "\"2\"");
+    assert_int_equal(mn_probe_templates_load(dir, MN_SPLIT_VALID, &t), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "\"2\""));
+}
+
+/* --askers self: the same episode as with other askers (same seed: facts, answers, choices,
+ * distances), but the fact's own speaker asks with a first-person question; --askers both
+ * mixes the two per probe, deterministically. */
+static void test_askers(void **state) {
+    (void)state;
+    mn_probe_templates t;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TEST, &t), MN_OK);
+    static const mn_distance_range dist[] = {{1, 8}, {9, 64}};
+    mn_probe_config pc = mn_probe_config_default();
+    pc.distances = dist;
+    pc.n_distances = 2;
+    pc.probes_per_episode = 6;
+    pc.sources = MN_FACTS_TEMPLATES;
+    pc.update_prob = 0.3;
+    pc.interference = 1;
+    pc.seed = 31;
+    mn_dialogue_list runs[4];
+    const int askers[4] = {MN_ASKERS_OTHER, MN_ASKERS_SELF, MN_ASKERS_BOTH, MN_ASKERS_BOTH};
+    for (int r = 0; r < 4; r++) {
+        runs[r] = build_episodes(300, 128, 5);
+        pc.askers = askers[r];
+        mn_probe_stats stats = {0};
+        assert_int_equal(mn_probes_inject_all(&runs[r], &t, NULL, &pc, &stats), MN_OK);
+        assert_true(stats.probes >= 150);
+    }
+    const mn_dialogue_list *other = &runs[0], *self = &runs[1];
+    for (int64_t e = 0; e < other->count; e++) {
+        const mn_dialogue *eo = &other->items[e], *es = &self->items[e];
+        assert_int_equal(eo->n_turns, es->n_turns);
+        for (int i = 0; i < eo->n_turns; i++)
+            assert_string_equal(eo->turns[i].text, es->turns[i].text);
+        assert_int_equal(eo->n_probes, es->n_probes);
+        for (int p = 0; p < eo->n_probes; p++) {
+            const mn_probe *o = &eo->probes[p], *s = &es->probes[p];
+            assert_int_equal(o->after, s->after);
+            assert_int_equal(o->evidence[0], s->evidence[0]);
+            assert_string_equal(o->answer, s->answer);
+            assert_int_equal(o->n_choices, s->n_choices);
+            for (int c = 0; c < o->n_choices; c++)
+                assert_string_equal(o->choices[c], s->choices[c]);
+            const char *teller = es->turns[s->evidence[0]].speaker;
+            assert_string_equal(s->speaker, teller);
+            assert_true(strcmp(o->speaker, teller) != 0);
+            /* the self question is a first-person phrasing naming the fact's key, never one
+             * of the other speaker's questions */
+            const char *key = NULL, *other_key = NULL;
+            for (int c = 0; c < t.n_categories && !key; c++) {
+                const mn_fact_category *cat = &t.categories[c];
+                if (!in_list(cat->values, cat->n_values, s->answer))
+                    continue;
+                key = key_in(cat, cat->self_questions, cat->n_self_questions, s->question);
+                other_key = key_of_question(cat, s->question);
+            }
+            assert_non_null(key);
+            assert_null(other_key);
+            assert_non_null(strstr(es->turns[s->evidence[0]].text, key));
+        }
+    }
+    /* both: deterministic, a mix of the two, each probe consistent */
+    char *a = serialize(&runs[2]), *b = serialize(&runs[3]);
+    assert_string_equal(a, b);
+    free(a);
+    free(b);
+    int n_self = 0, n_other = 0;
+    for (int64_t e = 0; e < runs[2].count; e++) {
+        const mn_dialogue *ep = &runs[2].items[e];
+        for (int p = 0; p < ep->n_probes; p++) {
+            const mn_probe *q = &ep->probes[p];
+            int asks_self = !strcmp(q->speaker, ep->turns[q->evidence[0]].speaker);
+            int self_phrasing = 0;
+            for (int c = 0; c < t.n_categories; c++)
+                self_phrasing |= key_in(&t.categories[c], t.categories[c].self_questions,
+                                        t.categories[c].n_self_questions, q->question) != NULL;
+            assert_int_equal(asks_self, self_phrasing);
+            n_self += asks_self;
+            n_other += !asks_self;
+        }
+    }
+    assert_true(n_self > n_other / 2 && n_other > n_self / 2);
+    for (int r = 0; r < 4; r++)
+        mn_dialogue_list_free(&runs[r]);
+    mn_probe_templates_free(&t);
+
+    /* a category without self questions cannot be asked by its own speaker */
+    char text[2048];
+    snprintf(text, sizeof text, good_category, "\"Kim\", \"Lou\"");
+    write_text(tmp_path("noself.json"), text);
+    assert_int_equal(mn_probe_templates_load(tmp_path("noself.json"), MN_SPLIT_TRAIN, &t), MN_OK);
+    mn_dialogue_list eps = build_episodes(10, 40, 1);
+    mn_probe_stats stats = {0};
+    pc.update_prob = 0;
+    pc.interference = 0;
+    pc.probes_per_episode = 1;
+    pc.askers = MN_ASKERS_SELF;
+    assert_int_equal(mn_probes_inject_all(&eps, &t, NULL, &pc, &stats), MN_ERR_CONFIG);
+    assert_non_null(strstr(mn_last_error(), "pets"));
+    pc.askers = MN_ASKERS_OTHER;
+    assert_int_equal(mn_probes_inject_all(&eps, &t, NULL, &pc, &stats), MN_OK);
+    mn_dialogue_list_free(&eps);
+    mn_probe_templates_free(&t);
+}
+
+/* --alive N: the N facts of a group belong to different categories and are all said before
+ * the first of the group's questions. */
+static void test_alive(void **state) {
+    (void)state;
+    mn_probe_templates t;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TEST, &t), MN_OK);
+    static const mn_distance_range dist[] = {{1, 64}};
+    mn_probe_config pc = mn_probe_config_default();
+    pc.distances = dist;
+    pc.n_distances = 1;
+    pc.probes_per_episode = 4;
+    pc.alive = 4;
+    pc.sources = MN_FACTS_TEMPLATES;
+    pc.update_prob = 0.2;
+    mn_dialogue_list eps = build_episodes(120, 80, 8);
+    mn_probe_stats stats = {0};
+    assert_int_equal(mn_probes_inject_all(&eps, &t, NULL, &pc, &stats), MN_OK);
+    assert_true(stats.probes >= 4 * (eps.count - 1) - 4);
+    int short_ones = 0;
+    for (int64_t e = 0; e < eps.count; e++) {
+        const mn_dialogue *ep = &eps.items[e];
+        int last_fact = -1, first_question = 1 << 30;
+        int cats[4], n = 0;
+        for (int p = 0; p < ep->n_probes; p++) {
+            const mn_probe *q = &ep->probes[p];
+            assert_in_range(distance_of(q), 1, 64);
+            short_ones += distance_of(q) <= 2;
+            if (q->evidence[0] > last_fact)
+                last_fact = q->evidence[0];
+            if (q->after < first_question)
+                first_question = q->after;
+            int c = -1;
+            for (int k = 0; k < t.n_categories && c < 0; k++)
+                if (key_of_question(&t.categories[k], q->question))
+                    c = k;
+            assert_true(c >= 0);
+            for (int i = 0; i < n; i++)
+                assert_int_not_equal(cats[i], c);
+            cats[n++] = c;
+        }
+        /* the question asked after `after` turns comes after every fact of the group */
+        if (ep->n_probes)
+            assert_true(last_fact < first_question);
+    }
+    assert_true(short_ones > 0);
+    assert_roundtrip_valid(&eps);
+    /* groups are of template facts, of 2 or more */
+    pc.sources = MN_FACTS_BOTH;
+    assert_int_equal(mn_probes_inject_all(&eps, &t, NULL, &pc, &stats), MN_ERR_CONFIG);
+    pc.sources = MN_FACTS_TEMPLATES;
+    pc.alive = 1;
+    assert_int_equal(mn_probes_inject_all(&eps, &t, NULL, &pc, &stats), MN_ERR_CONFIG);
+    mn_dialogue_list_free(&eps);
+    mn_probe_templates_free(&t);
+}
+
 /* ------------------------------------------------------------------ personas */
 
 /* "I like dogs." is in train and (spelled differently) in test: it must vanish from both. */
@@ -738,8 +1061,9 @@ static void assert_no_sentence_of(const mn_dialogue_list *eps, const mn_persona_
     }
 }
 
+/* self: the speaker of the sentence asks for it back; else the other speaker asks. */
 static void check_persona_probes(const mn_dialogue_list *eps, const mn_persona_bank *bank,
-                                 int k) {
+                                 int k, int self) {
     int64_t n = 0;
     for (int64_t e = 0; e < eps->count; e++) {
         const mn_dialogue *ep = &eps->items[e];
@@ -750,7 +1074,7 @@ static void check_persona_probes(const mn_dialogue_list *eps, const mn_persona_b
             n++;
             /* the persona sentence is the fact turn, verbatim */
             assert_string_equal(ep->turns[q->evidence[0]].text, q->answer);
-            assert_true(strcmp(q->speaker, ep->turns[q->evidence[0]].speaker) != 0);
+            assert_int_equal(strcmp(q->speaker, ep->turns[q->evidence[0]].speaker) == 0, self);
             assert_in_range(q->n_choices, 2, k + 1);
             int has = 0;
             for (int c = 0; c < q->n_choices; c++) {
@@ -810,9 +1134,20 @@ static void test_persona_split_fixture(void **state) {
     assert_int_equal(mn_probes_inject_all(&eps, &t, &train, &pc, &stats), MN_OK);
     assert_int_equal(stats.persona_probes, stats.probes);
     assert_true(stats.probes > 0);
-    check_persona_probes(&eps, &train, 3);
+    check_persona_probes(&eps, &train, 3, 0);
     assert_no_sentence_of(&eps, &test);
     assert_roundtrip_valid(&eps);
+    /* asked back by the speaker who said it, with a first-person question */
+    mn_dialogue_list self_eps = build_episodes(40, 80, 6);
+    pc.askers = MN_ASKERS_SELF;
+    assert_int_equal(mn_probes_inject_all(&self_eps, &t, &train, &pc, &stats), MN_OK);
+    check_persona_probes(&self_eps, &train, 3, 1);
+    for (int64_t e = 0; e < self_eps.count; e++)
+        for (int p = 0; p < self_eps.items[e].n_probes; p++)
+            assert_true(in_list(t.persona_self_questions, t.n_persona_self_questions,
+                                self_eps.items[e].probes[p].question));
+    mn_dialogue_list_free(&self_eps);
+    pc.askers = MN_ASKERS_OTHER;
     /* a test-split bank with train templates is a configuration error */
     assert_int_equal(mn_probes_inject_all(&eps, &t, &test, &pc, &stats), MN_ERR_CONFIG);
     /* persona facts without a bank, templates without categories */
@@ -856,7 +1191,7 @@ static void test_persona_split_msc(void **state) {
     mn_probe_stats stats = {0};
     assert_int_equal(mn_probes_inject_all(&eps, &t, &banks[0], &pc, &stats), MN_OK);
     assert_true(stats.persona_probes > 0 && stats.template_probes > 0);
-    check_persona_probes(&eps, &banks[0], 3);
+    check_persona_probes(&eps, &banks[0], 3, 0);
     assert_no_sentence_of(&eps, &banks[2]);
     assert_no_sentence_of(&eps, &banks[1]);
     assert_roundtrip_valid(&eps);
@@ -977,7 +1312,36 @@ static void test_cli(void **state) {
     assert_int_equal(mn_jsonl_read(out, 1, stderr, &eps, &rs), MN_OK);
     assert_int_equal(eps.count, 4);
     mn_dialogue_list_free(&eps);
+    /* the held-out families of the test split, asked by the speaker who stated the fact */
+    snprintf(args, sizeof args,
+             "--jsonl '%s' --split test --turns 60 --distances 1-8 --facts templates "
+             "--families held-out --askers self --templates '%s' --seed 4 -o '%s'",
+             in, templates_dir(), out);
+    assert_int_equal(run_cli(args), 0);
+    assert_int_equal(mn_jsonl_read(out, 1, stderr, &eps, &rs), MN_OK);
+    mn_probe_templates test;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TEST, &test), MN_OK);
+    probes = 0;
+    for (int64_t e = 0; e < eps.count; e++)
+        for (int p = 0; p < eps.items[e].n_probes; p++) {
+            const mn_probe *q = &eps.items[e].probes[p];
+            int c = category_of_value(&test, q->answer);
+            assert_true(c >= 0 && test.categories[c].held_out);
+            assert_string_equal(q->speaker, eps.items[e].turns[q->evidence[0]].speaker);
+            probes++;
+        }
+    assert_true(probes >= 20);
+    mn_probe_templates_free(&test);
+    mn_dialogue_list_free(&eps);
+    /* train has no held-out family */
+    snprintf(args, sizeof args,
+             "--jsonl '%s' --split train --facts templates --families held-out --templates '%s' "
+             "-o '%s'",
+             in, templates_dir(), out);
+    assert_int_equal(run_cli(args), 1);
     /* usage errors exit 2, a missing input 1 */
+    assert_int_equal(run_cli("--askers me -o x.jsonl --synthetic 1"), 2);
+    assert_int_equal(run_cli("--families some -o x.jsonl --synthetic 1"), 2);
     assert_int_equal(run_cli("--split dev -o x.jsonl --synthetic 1"), 2);
     assert_int_equal(run_cli("--distances 0 -o x.jsonl --synthetic 1"), 2);
     assert_int_equal(run_cli("--bogus"), 2);
@@ -1037,6 +1401,9 @@ int main(void) {
         cmocka_unit_test(test_interference),
         cmocka_unit_test(test_template_splits_disjoint),
         cmocka_unit_test(test_template_errors),
+        cmocka_unit_test(test_family_split),
+        cmocka_unit_test(test_askers),
+        cmocka_unit_test(test_alive),
         cmocka_unit_test(test_distances_parse),
         cmocka_unit_test(test_persona_split_fixture),
         cmocka_unit_test(test_persona_split_msc),

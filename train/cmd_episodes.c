@@ -29,6 +29,15 @@ static void usage(FILE *out) {
             "  --distances LIST         turns between fact and question: values and ranges,\n"
             "                           e.g. 1,2,4,8,16,32,64 (default) or 1-16,100-512\n"
             "  --facts F                personas | templates | both (default both)\n"
+            "  --families F             all | shared | held-out: which template families of the\n"
+            "                           split (held-out: those serving only this split; default\n"
+            "                           all)\n"
+            "  --askers A               other | self | both: the other speaker asks (\"your\"),\n"
+            "                           the fact's own speaker asks (\"my\"), or either per\n"
+            "                           probe (default other)\n"
+            "  --alive N                probes in groups of N template facts of different\n"
+            "                           families, all said before the group's questions\n"
+            "                           (default 0: independent)\n"
             "  --personas PATH          msc_personas_all.json (default\n"
             "                           $MNEMO_DATA/locomo/msc_personas_all.json, else\n"
             "                           ../shared/data/locomo/msc_personas_all.json)\n"
@@ -85,6 +94,7 @@ static void print_report(const mn_episodes_job *job, const mn_episodes_report *r
 
 int cmd_episodes(int argc, char **argv) {
     const char *split_name = "train", *facts = "both", *distances_spec = "1,2,4,8,16,32,64";
+    const char *families = "all", *askers = "other";
     mn_episodes_job job = {.templates = "data/probes", .synthetic = -1, .log = stderr,
                            .episodes = mn_episode_config_default(), .probes = mn_probe_config_default()};
     static const struct option options[] = {
@@ -94,6 +104,9 @@ int cmd_episodes(int argc, char **argv) {
         {"turns", required_argument, 0, 'T'},
         {"distances", required_argument, 0, 'd'},
         {"facts", required_argument, 0, 'f'},
+        {"families", required_argument, 0, 'F'},
+        {"askers", required_argument, 0, 'a'},
+        {"alive", required_argument, 0, 'A'},
         {"personas", required_argument, 0, 'p'},
         {"templates", required_argument, 0, 't'},
         {"seed", required_argument, 0, 'S'},
@@ -119,6 +132,8 @@ int cmd_episodes(int argc, char **argv) {
         case 'o': job.output = optarg; break;
         case 'd': distances_spec = optarg; break;
         case 'f': facts = optarg; break;
+        case 'F': families = optarg; break;
+        case 'a': askers = optarg; break;
         case 'p': job.personas = optarg; break;
         case 't': job.templates = optarg; break;
         case 'D': job.episodes.drop_short = 1; break;
@@ -141,6 +156,10 @@ int cmd_episodes(int argc, char **argv) {
             break;
         case 'i':
             if (!cli_int("episodes", "--interference", optarg, 0, 1000, &pcfg->interference))
+                return 2;
+            break;
+        case 'A':
+            if (!cli_int("episodes", "--alive", optarg, 0, 1000, &pcfg->alive))
                 return 2;
             break;
         case 'O':
@@ -187,6 +206,26 @@ int cmd_episodes(int argc, char **argv) {
         pcfg->sources = MN_FACTS_BOTH;
     else {
         fprintf(stderr, "mnemo episodes: --facts wants personas, templates or both, got '%s'\n", facts);
+        return 2;
+    }
+    if (!strcmp(askers, "other"))
+        pcfg->askers = MN_ASKERS_OTHER;
+    else if (!strcmp(askers, "self"))
+        pcfg->askers = MN_ASKERS_SELF;
+    else if (!strcmp(askers, "both"))
+        pcfg->askers = MN_ASKERS_BOTH;
+    else {
+        fprintf(stderr, "mnemo episodes: --askers wants other, self or both, got '%s'\n", askers);
+        return 2;
+    }
+    if (!strcmp(families, "all"))
+        job.families = MN_FAMILIES_ALL;
+    else if (!strcmp(families, "shared"))
+        job.families = MN_FAMILIES_SHARED;
+    else if (!strcmp(families, "held-out"))
+        job.families = MN_FAMILIES_HELD_OUT;
+    else {
+        fprintf(stderr, "mnemo episodes: --families wants all, shared or held-out, got '%s'\n", families);
         return 2;
     }
     mn_distance_range *ranges = NULL;

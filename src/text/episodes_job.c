@@ -39,6 +39,7 @@ static mn_status run(const mn_episodes_job *job, mn_episodes_report *rep, job_da
         pcfg.sources = MN_FACTS_TEMPLATES;
     rep->reached = MN_EPISODES_TEMPLATES;
     MN_TRY(mn_probe_templates_load(job->templates, job->split, &d->templates));
+    MN_TRY(mn_probe_templates_select(&d->templates, job->families));
     rep->reached = MN_EPISODES_OPEN_VALUES;
     if (job->open_values > 0)
         MN_TRY(mn_probe_templates_open_values(&d->templates, job->templates, job->open_values, pcfg.seed));

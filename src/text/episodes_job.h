@@ -15,6 +15,7 @@ typedef struct {
     const char *output;    /* written atomically */
     mn_split split;        /* which templates, values and personas */
     const char *templates; /* folder or file of probe templates */
+    mn_family_set families; /* which template families of the split (default 0: all) */
     const char *personas;  /* msc_personas_all.json: read when probes.sources has personas */
     int open_values;       /* > 0: template values drawn from this many generated ones (train) */
     int synthetic;         /* >= 0: this many synthetic episodes, template facts only */

@@ -86,26 +86,32 @@ static char *fill_template(const char *tmpl, const char *key, const char *value)
 
 /* ------------------------------------------------------------------ templates */
 
+static void category_free(mn_fact_category *cat) {
+    free(cat->name);
+    mn_free_strings(cat->keys, cat->n_keys);
+    mn_free_strings(cat->facts, cat->n_facts);
+    mn_free_strings(cat->updates, cat->n_updates);
+    mn_free_strings(cat->questions, cat->n_questions);
+    mn_free_strings(cat->self_questions, cat->n_self_questions);
+    mn_free_strings(cat->values, cat->n_values);
+    memset(cat, 0, sizeof *cat);
+}
+
 void mn_probe_templates_free(mn_probe_templates *t) {
     if (!t)
         return;
-    for (int c = 0; c < t->n_categories; c++) {
-        mn_fact_category *cat = &t->categories[c];
-        free(cat->name);
-        mn_free_strings(cat->keys, cat->n_keys);
-        mn_free_strings(cat->facts, cat->n_facts);
-        mn_free_strings(cat->updates, cat->n_updates);
-        mn_free_strings(cat->questions, cat->n_questions);
-        mn_free_strings(cat->values, cat->n_values);
-    }
+    for (int c = 0; c < t->n_categories; c++)
+        category_free(&t->categories[c]);
     free(t->categories);
     mn_free_strings(t->persona_questions, t->n_persona_questions);
+    mn_free_strings(t->persona_self_questions, t->n_persona_self_questions);
     memset(t, 0, sizeof *t);
 }
 
 enum { ROLE_STATEMENT, ROLE_QUESTION, ROLE_PLAIN, ROLE_WORD };
 
-/* Why a string cannot serve in its role, or NULL when it can. */
+/* Why a string cannot serve in its role, or NULL when it can. Placeholders may come in any
+ * order ("{value} is where I keep my {key}."). */
 static const char *template_problem(const char *s, int role) {
     if (!*s)
         return "is empty";
@@ -140,31 +146,110 @@ static const char *template_problem(const char *s, int role) {
     }
 }
 
-/* Strings seen so far per split, lower-cased, so that no phrasing (group 0) or value (group 1)
- * appears in two splits anywhere in the template files. */
+/* The keys of one family as loaded, for the held-out key rule. */
+typedef struct {
+    char *file;
+    char *name;
+    int held_out;
+    char **keys;
+    int n_keys;
+} family_keys;
+
+/* What the loader has seen in all files so far: strings per split, lower-cased, so that no
+ * phrasing (group 0) or value (group 1) appears in two splits anywhere in the template files,
+ * and every family's keys, so that a held-out family's key appears in no other family. */
 typedef struct {
     mn_strset seen[2][3];
-} split_guard;
+    family_keys *families;
+    int n_families;
+} load_guard;
 
-static void split_guard_free(split_guard *g) {
+static void load_guard_free(load_guard *g) {
     for (int i = 0; i < 2; i++)
         for (int j = 0; j < 3; j++)
             mn_strset_free(&g->seen[i][j]);
+    for (int f = 0; f < g->n_families; f++) {
+        free(g->families[f].file);
+        free(g->families[f].name);
+        mn_free_strings(g->families[f].keys, g->families[f].n_keys);
+    }
+    free(g->families);
 }
 
-/* Reads field.<split> for all three splits, checks every string, keeps the asked split's.
- * A field absent or not an object of three arrays is an error. */
-static mn_status read_split_field(json_t *root, const char *field, const char *file, int role,
-                                  int group, split_guard *guard, int want, char ***out,
-                                  int *n_out) {
+/* Records a family's keys, refusing any overlap (equal, or one inside the other) between a
+ * held-out family's key and a key of another family: a test family's key never occurs in
+ * training, not even as part of a longer key. */
+static mn_status guard_family_keys(load_guard *g, const char *file, const mn_fact_category *cat) {
+    for (int f = 0; f < g->n_families; f++) {
+        const family_keys *o = &g->families[f];
+        if (!cat->held_out && !o->held_out)
+            continue;
+        for (int k = 0; k < cat->n_keys; k++)
+            for (int j = 0; j < o->n_keys; j++)
+                if (strcasestr(cat->keys[k], o->keys[j]) || strcasestr(o->keys[j], cat->keys[k]))
+                    return mn_fail(MN_ERR_FORMAT,
+                                   "%s: key \"%s\" of family '%s' overlaps key \"%s\" of family "
+                                   "'%s' in %s; a held-out family's keys appear in no other "
+                                   "family",
+                                   file, cat->keys[k], cat->name, o->keys[j], o->name, o->file);
+    }
+    family_keys *grown = realloc(g->families, (size_t)(g->n_families + 1) * sizeof *grown);
+    if (!grown)
+        return mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
+    g->families = grown;
+    family_keys *fk = &g->families[g->n_families];
+    memset(fk, 0, sizeof *fk);
+    fk->held_out = cat->held_out;
+    fk->file = strdup(file);
+    fk->name = strdup(cat->name);
+    fk->keys = calloc((size_t)cat->n_keys, sizeof *fk->keys);
+    int ok = fk->file && fk->name && fk->keys;
+    for (int k = 0; ok && k < cat->n_keys; k++)
+        ok = (fk->keys[k] = strdup(cat->keys[k])) != NULL;
+    fk->n_keys = fk->keys ? cat->n_keys : 0;
+    g->n_families++; /* freed with the guard, complete or not */
+    return ok ? MN_OK : mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
+}
+
+/* How a split field is read. */
+typedef struct {
+    const char *field;
+    int role;        /* ROLE_* of each string */
+    int group;       /* 0 phrasings, 1 values: strings of one group never repeat across splits */
+    int only;        /* -1: the field lists all three splits; 0..2: only this one (a held-out
+                      * family), the others must be absent */
+    int optional;    /* 1: the field may be absent altogether */
+    int min_items;   /* per split */
+} field_spec;
+
+/* Reads field.<split> for the splits the spec names, checks every string, keeps the list of
+ * split `want` (none when want is -1). An absent required field, a split missing or present
+ * against the spec, or a list shorter than spec->min_items is an error. */
+static mn_status read_split_field(json_t *root, const field_spec *spec, const char *file,
+                                  load_guard *guard, int want, char ***out, int *n_out) {
+    const char *field = spec->field;
     json_t *obj = json_object_get(root, field);
-    if (!json_is_object(obj))
+    if (!obj && spec->optional)
+        return MN_OK;
+    if (!json_is_object(obj)) {
+        if (spec->only >= 0)
+            return mn_fail(MN_ERR_FORMAT, "%s: '%s' must be an object {\"%s\": [...]}", file,
+                           field, split_names[spec->only]);
         return mn_fail(MN_ERR_FORMAT,
                        "%s: '%s' must be an object {\"train\": [...], \"valid\": [...], "
                        "\"test\": [...]}",
                        file, field);
+    }
     for (int s = 0; s < 3; s++) {
         json_t *arr = json_object_get(obj, split_names[s]);
+        if (spec->only >= 0 && s != spec->only) {
+            if (arr)
+                return mn_fail(MN_ERR_FORMAT,
+                               "%s: '%s.%s' is given, but the family is held out for %s "
+                               "(family_split) and serves no other split",
+                               file, field, split_names[s], split_names[spec->only]);
+            continue;
+        }
         if (!json_is_array(arr) || json_array_size(arr) == 0)
             return mn_fail(MN_ERR_FORMAT, "%s: '%s.%s' must be a non-empty array of strings",
                            file, field, split_names[s]);
@@ -172,6 +257,10 @@ static mn_status read_split_field(json_t *root, const char *field, const char *f
         if (n > INT_MAX / 2)
             return mn_fail(MN_ERR_FORMAT, "%s: '%s.%s' is too long", file, field,
                            split_names[s]);
+        if (n < (size_t)spec->min_items)
+            return mn_fail(MN_ERR_FORMAT,
+                           "%s: '%s.%s' needs at least %d entries (an answer and a distractor)",
+                           file, field, split_names[s], spec->min_items);
         mn_strset local = {0};
         char **list = NULL;
         if (s == want) {
@@ -188,7 +277,7 @@ static mn_status read_split_field(json_t *root, const char *field, const char *f
                 break;
             }
             const char *text = json_string_value(item);
-            const char *why = template_problem(text, role);
+            const char *why = template_problem(text, spec->role);
             if (why) {
                 st = mn_fail(MN_ERR_FORMAT, "%s: '%s.%s[%zu]' (\"%s\") %s", file, field,
                              split_names[s], i, text, why);
@@ -205,13 +294,13 @@ static mn_status read_split_field(json_t *root, const char *field, const char *f
                 st = mn_fail(MN_ERR_FORMAT, "%s: '%s.%s' lists \"%s\" twice", file, field,
                              split_names[s], text);
             for (int o = 0; o < 3 && st == MN_OK; o++)
-                if (o != s && mn_strset_has(&guard->seen[group][o], low))
+                if (o != s && mn_strset_has(&guard->seen[spec->group][o], low))
                     st = mn_fail(MN_ERR_FORMAT,
                                  "%s: '%s.%s' has \"%s\", which the %s split also uses; "
                                  "splits must be disjoint",
                                  file, field, split_names[s], text, split_names[o]);
             if (st == MN_OK)
-                st = mn_strset_add(&guard->seen[group][s], low, &added);
+                st = mn_strset_add(&guard->seen[spec->group][s], low, &added);
             free(low);
             if (st == MN_OK && list && !(list[i] = strdup(text)))
                 st = mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
@@ -259,7 +348,44 @@ static mn_status read_keys(json_t *root, const char *file, mn_fact_category *cat
     return MN_OK;
 }
 
-static mn_status load_template_file(const char *file, int want, split_guard *guard,
+/* Reads and checks one category file into `cat`, keeping the lists of split `want` when the
+ * family serves it (*serves = 1), none otherwise. */
+static mn_status read_category(json_t *root, const char *file, int want, load_guard *guard,
+                               mn_fact_category *cat, int *serves) {
+    int only = -1;
+    json_t *fs = json_object_get(root, "family_split");
+    if (fs) {
+        mn_split split;
+        if (!json_is_string(fs) || mn_probe_split_parse(json_string_value(fs), &split) != MN_OK ||
+            split == MN_SPLIT_TRAIN)
+            return mn_fail(MN_ERR_FORMAT,
+                           "%s: 'family_split' must be \"valid\" or \"test\" (a family held out "
+                           "of training)",
+                           file);
+        only = split_index(split);
+    }
+    *serves = only < 0 || only == want;
+    cat->held_out = only >= 0;
+    int keep = *serves ? want : -1;
+    if (!(cat->name = strdup(json_string_value(json_object_get(root, "category")))))
+        return mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
+    MN_TRY(read_keys(root, file, cat));
+    const field_spec fact = {"fact", ROLE_STATEMENT, 0, only, 0, 1},
+                     update = {"update", ROLE_STATEMENT, 0, only, 0, 1},
+                     question = {"question", ROLE_QUESTION, 0, only, 0, 1},
+                     self_question = {"self_question", ROLE_QUESTION, 0, only, 1, 1},
+                     values = {"values", ROLE_WORD, 1, only, 0, 2};
+    MN_TRY(read_split_field(root, &fact, file, guard, keep, &cat->facts, &cat->n_facts));
+    MN_TRY(read_split_field(root, &update, file, guard, keep, &cat->updates, &cat->n_updates));
+    MN_TRY(read_split_field(root, &question, file, guard, keep, &cat->questions,
+                            &cat->n_questions));
+    MN_TRY(read_split_field(root, &self_question, file, guard, keep, &cat->self_questions,
+                            &cat->n_self_questions));
+    MN_TRY(read_split_field(root, &values, file, guard, keep, &cat->values, &cat->n_values));
+    return guard_family_keys(guard, file, cat);
+}
+
+static mn_status load_template_file(const char *file, int want, load_guard *guard,
                                     mn_probe_templates *t) {
     json_error_t jerr;
     json_t *root = json_load_file(file, 0, &jerr);
@@ -271,48 +397,38 @@ static mn_status load_template_file(const char *file, int want, split_guard *gua
     if (!json_is_object(root)) {
         st = mn_fail(MN_ERR_FORMAT, "%s: the top level must be an object", file);
     } else if (json_object_get(root, "persona_questions")) {
+        const field_spec other = {"persona_questions", ROLE_PLAIN, 0, -1, 0, 1},
+                         self = {"persona_self_questions", ROLE_PLAIN, 0, -1, 1, 1};
         if (t->persona_questions)
             st = mn_fail(MN_ERR_FORMAT, "%s: persona_questions given in a second file", file);
         else
-            st = read_split_field(root, "persona_questions", file, ROLE_PLAIN, 0, guard, want,
-                                  &t->persona_questions, &t->n_persona_questions);
+            st = read_split_field(root, &other, file, guard, want, &t->persona_questions,
+                                  &t->n_persona_questions);
+        if (st == MN_OK)
+            st = read_split_field(root, &self, file, guard, want, &t->persona_self_questions,
+                                  &t->n_persona_self_questions);
     } else if (json_is_string(name) && json_string_length(name) > 0) {
-        for (int c = 0; c < t->n_categories && st == MN_OK; c++)
-            if (!strcmp(t->categories[c].name, json_string_value(name)))
-                st = mn_fail(MN_ERR_FORMAT, "%s: category '%s' is defined twice", file,
-                             json_string_value(name));
-        mn_fact_category *cats = NULL;
-        if (st == MN_OK) {
-            cats = realloc(t->categories, (size_t)(t->n_categories + 1) * sizeof *cats);
-            if (!cats)
+        for (int c = 0; c < guard->n_families && st == MN_OK; c++)
+            if (!strcmp(guard->families[c].name, json_string_value(name)))
+                st = mn_fail(MN_ERR_FORMAT, "%s: category '%s' is defined twice (also in %s)",
+                             file, json_string_value(name), guard->families[c].file);
+        mn_fact_category cat;
+        memset(&cat, 0, sizeof cat);
+        int serves = 0;
+        if (st == MN_OK)
+            st = read_category(root, file, want, guard, &cat, &serves);
+        if (st == MN_OK && serves) {
+            mn_fact_category *cats =
+                realloc(t->categories, (size_t)(t->n_categories + 1) * sizeof *cats);
+            if (!cats) {
                 st = mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
+            } else {
+                t->categories = cats;
+                cats[t->n_categories++] = cat;
+                memset(&cat, 0, sizeof cat);
+            }
         }
-        if (st == MN_OK) {
-            t->categories = cats;
-            mn_fact_category *cat = &cats[t->n_categories++];
-            memset(cat, 0, sizeof *cat);
-            if (!(cat->name = strdup(json_string_value(name))))
-                st = mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
-            if (st == MN_OK)
-                st = read_keys(root, file, cat);
-            if (st == MN_OK)
-                st = read_split_field(root, "fact", file, ROLE_STATEMENT, 0, guard, want,
-                                      &cat->facts, &cat->n_facts);
-            if (st == MN_OK)
-                st = read_split_field(root, "update", file, ROLE_STATEMENT, 0, guard, want,
-                                      &cat->updates, &cat->n_updates);
-            if (st == MN_OK)
-                st = read_split_field(root, "question", file, ROLE_QUESTION, 0, guard, want,
-                                      &cat->questions, &cat->n_questions);
-            if (st == MN_OK)
-                st = read_split_field(root, "values", file, ROLE_WORD, 1, guard, want,
-                                      &cat->values, &cat->n_values);
-            if (st == MN_OK && cat->n_values < 2)
-                st = mn_fail(MN_ERR_FORMAT,
-                             "%s: 'values.%s' needs at least 2 values (an answer and a "
-                             "distractor)",
-                             file, split_names[want]);
-        }
+        category_free(&cat);
     } else {
         st = mn_fail(MN_ERR_FORMAT,
                      "%s: expected a non-empty string 'category' or a 'persona_questions' "
@@ -349,18 +465,42 @@ mn_status mn_probe_templates_load(const char *path, mn_split split, mn_probe_tem
         }
         n_files = 1;
     }
-    split_guard guard;
+    load_guard guard;
     memset(&guard, 0, sizeof guard);
     mn_status st = MN_OK;
     for (int i = 0; i < n_files && st == MN_OK; i++)
         st = load_template_file(files[i], want, &guard, out);
     if (st == MN_OK && out->n_categories == 0 && out->n_persona_questions == 0)
-        st = mn_fail(MN_ERR_FORMAT, "%s: holds no category and no persona_questions", path);
-    split_guard_free(&guard);
+        st = mn_fail(MN_ERR_FORMAT, "%s: holds no category and no persona_questions for the %s "
+                                    "split",
+                     path, split_names[want]);
+    load_guard_free(&guard);
     mn_free_strings(files, n_files);
     if (st != MN_OK)
         mn_probe_templates_free(out);
     return st;
+}
+
+mn_status mn_probe_templates_select(mn_probe_templates *t, mn_family_set which) {
+    if (!t || which < MN_FAMILIES_ALL || which > MN_FAMILIES_HELD_OUT)
+        return mn_fail(MN_ERR_INVALID_ARG, "probe templates: bad family selection");
+    if (which == MN_FAMILIES_ALL)
+        return MN_OK;
+    int want_held = which == MN_FAMILIES_HELD_OUT, kept = 0;
+    for (int c = 0; c < t->n_categories; c++)
+        kept += t->categories[c].held_out == want_held;
+    if (kept == 0)
+        return mn_fail(MN_ERR_CONFIG, "probe templates: the %s split has no %s family",
+                       mn_probe_split_name(t->split), want_held ? "held-out" : "shared");
+    int n = 0;
+    for (int c = 0; c < t->n_categories; c++) {
+        if (t->categories[c].held_out == want_held)
+            t->categories[n++] = t->categories[c];
+        else
+            category_free(&t->categories[c]);
+    }
+    t->n_categories = n;
+    return MN_OK;
 }
 
 /* ------------------------------------------------------------------ personas */
@@ -642,6 +782,8 @@ mn_probe_config mn_probe_config_default(void) {
         .interference = 0,
         .update_prob = 0.0,
         .sources = MN_FACTS_BOTH,
+        .askers = MN_ASKERS_OTHER,
+        .alive = 0,
         .seed = 1,
     };
     return c;
@@ -719,6 +861,21 @@ static mn_status check_config(const mn_probe_config *c, const mn_probe_templates
         return mn_fail(MN_ERR_CONFIG, "probes: facts must be personas, templates or both");
     if ((c->sources & MN_FACTS_TEMPLATES) && (!templates || templates->n_categories == 0))
         return mn_fail(MN_ERR_CONFIG, "probes: template facts asked for but no category loaded");
+    if (c->askers < MN_ASKERS_OTHER || c->askers > MN_ASKERS_BOTH)
+        return mn_fail(MN_ERR_CONFIG, "probes: askers must be other, self or both");
+    if (c->askers != MN_ASKERS_OTHER && (c->sources & MN_FACTS_TEMPLATES))
+        for (int i = 0; i < templates->n_categories; i++)
+            if (templates->categories[i].n_self_questions == 0)
+                return mn_fail(MN_ERR_CONFIG,
+                               "probes: the speaker asks for their own facts, but category "
+                               "'%s' has no self_question for the %s split",
+                               templates->categories[i].name,
+                               mn_probe_split_name(templates->split));
+    if (c->alive < 0 || c->alive == 1)
+        return mn_fail(MN_ERR_CONFIG, "probes: facts alive together must be 0 (off) or >= 2");
+    if (c->alive && c->sources != MN_FACTS_TEMPLATES)
+        return mn_fail(MN_ERR_CONFIG, "probes: groups of facts alive together are template "
+                                      "facts only");
     if (c->sources & MN_FACTS_PERSONAS) {
         if (!personas || personas->n_sentences < 2 || personas->n_personas < 1)
             return mn_fail(MN_ERR_CONFIG, "probes: persona facts asked for but no personas loaded");
@@ -729,6 +886,9 @@ static mn_status check_config(const mn_probe_config *c, const mn_probe_templates
             return mn_fail(MN_ERR_CONFIG, "probes: templates are %s but personas are %s",
                            mn_probe_split_name(templates->split),
                            mn_probe_split_name(personas->split));
+        if (c->askers != MN_ASKERS_OTHER && templates->n_persona_self_questions == 0)
+            return mn_fail(MN_ERR_CONFIG, "probes: the speaker asks for their own persona facts, "
+                                          "but the templates have no persona_self_questions");
     }
     return MN_OK;
 }
@@ -750,6 +910,7 @@ typedef struct {
     int n_interf;
     int d;
     int range;        /* which distance range it was drawn from */
+    int self_ask;     /* 1: the fact's own speaker asks, in the first person */
 } probe_plan;
 
 typedef struct {
@@ -849,33 +1010,39 @@ static const char *pick_str(mn_rng *rng, char **list, int n) {
     return list[mn_rng_below(rng, (uint64_t)n)];
 }
 
-/* Places a template probe: its fact (and old value, interfering facts) around index f.
- * Returns 0 when nothing fits (the probe is skipped), 1 when placed, or -1 on error. */
-static int place_template(injector *in, probe_plan *pp, int speaker, mn_probe_stats *stats,
-                          mn_status *st) {
+/* A category that still has a free key and two free values (answer + old value) and is not
+ * excluded (exclude may be NULL). */
+static int category_available(const injector *in, int c, const unsigned char *exclude) {
+    const mn_fact_category *cat = &in->t->categories[c];
+    return (!exclude || !exclude[c]) &&
+           count_unused(in->key_used + in->key_off[c], cat->n_keys) >= 1 &&
+           count_unused(in->val_used + in->val_off[c], cat->n_values) >= 2;
+}
+
+/* Places a template probe: its fact at a free index in [flo, fhi] (and old value, interfering
+ * facts around it), of a category not in `exclude`. Returns 0 when nothing fits (the probe is
+ * skipped), 1 when placed, or -1 on error; pp->category tells which category was used. */
+static int place_template(injector *in, probe_plan *pp, int speaker, int flo, int fhi,
+                          const unsigned char *exclude, mn_probe_stats *stats, mn_status *st) {
     const mn_probe_templates *t = in->t;
-    /* categories that still have a free key and two free values (answer + old value) */
     int n_ok = 0;
     for (int c = 0; c < t->n_categories; c++)
-        n_ok += count_unused(in->key_used + in->key_off[c], t->categories[c].n_keys) >= 1 &&
-                count_unused(in->val_used + in->val_off[c], t->categories[c].n_values) >= 2;
+        n_ok += category_available(in, c, exclude);
     if (n_ok == 0)
         return 0;
     int k = (int)mn_rng_below(&in->rng, (uint64_t)n_ok), c = 0;
     for (;; c++)
-        if (count_unused(in->key_used + in->key_off[c], t->categories[c].n_keys) >= 1 &&
-            count_unused(in->val_used + in->val_off[c], t->categories[c].n_values) >= 2 &&
-            k-- == 0)
+        if (category_available(in, c, exclude) && k-- == 0)
             break;
     const mn_fact_category *cat = &t->categories[c];
     unsigned char *keys = in->key_used + in->key_off[c];
     unsigned char *vals = in->val_used + in->val_off[c];
 
     int want_update = in->cfg->update_prob > 0 && mn_rng_uniform(&in->rng) < in->cfg->update_prob;
-    int f = pick_free(in, want_update ? 1 : 0, in->L - pp->d);
+    int f = pick_free(in, want_update && flo < 1 ? 1 : flo, fhi);
     if (f < 0 && want_update) {
         want_update = 0;
-        f = pick_free(in, 0, in->L - pp->d);
+        f = pick_free(in, flo, fhi);
     }
     if (f < 0)
         return 0;
@@ -939,8 +1106,9 @@ static int place_template(injector *in, probe_plan *pp, int speaker, mn_probe_st
     }
     mn_probe *p = &in->probes[in->n_probes++];
     p->after = f + pp->d;
-    p->question = fill_template(pick_str(&in->rng, cat->questions, cat->n_questions),
-                                cat->keys[key], NULL);
+    char **questions = pp->self_ask ? cat->self_questions : cat->questions;
+    int n_questions = pp->self_ask ? cat->n_self_questions : cat->n_questions;
+    p->question = fill_template(pick_str(&in->rng, questions, n_questions), cat->keys[key], NULL);
     p->answer = strdup(cat->values[value]);
     p->evidence = malloc(sizeof *p->evidence);
     if (!p->question || !p->answer || !p->evidence) {
@@ -1020,7 +1188,11 @@ static int place_persona(injector *in, probe_plan *pp, int speaker, mn_probe_sta
         return -1;
     mn_probe *p = &in->probes[in->n_probes++];
     p->after = f + pp->d;
-    p->question = strdup(pick_str(&in->rng, in->t->persona_questions, in->t->n_persona_questions));
+    const mn_probe_templates *t = in->t;
+    p->question = strdup(pp->self_ask ? pick_str(&in->rng, t->persona_self_questions,
+                                                 t->n_persona_self_questions)
+                                      : pick_str(&in->rng, t->persona_questions,
+                                                 t->n_persona_questions));
     p->answer = strdup(in->pb->sentences[s]);
     p->evidence = malloc(sizeof *p->evidence);
     if (!p->question || !p->answer || !p->evidence) {
@@ -1110,6 +1282,43 @@ static int cmp_plan_by_distance(const void *a, const void *b) {
     if (x->d != y->d)
         return x->d > y->d ? -1 : 1; /* longest first: they are the hardest to fit */
     return x->range - y->range;
+}
+
+static int cmp_plan_shortest_first(const void *a, const void *b) {
+    const probe_plan *x = a, *y = b;
+    if (x->d != y->d)
+        return x->d < y->d ? -1 : 1;
+    return x->range - y->range;
+}
+
+/* Draws the fact speaker, the source and the asker of one probe and places it (a template
+ * fact at a free index in [flo, fhi], of a category not in `exclude`). Returns as
+ * place_template. */
+static int place_probe(injector *in, probe_plan *pp, int flo, int fhi,
+                       const unsigned char *exclude, mn_probe_stats *stats, mn_status *st) {
+    const mn_probe_config *cfg = in->cfg;
+    int speaker = (int)mn_rng_below(&in->rng, (uint64_t)in->n_speakers);
+    int use_persona = cfg->sources == MN_FACTS_PERSONAS ||
+                      (cfg->sources == MN_FACTS_BOTH && (mn_rng_next(&in->rng) >> 63));
+    /* drawn only when both kinds are asked for, so that `other` output is as before */
+    pp->self_ask = cfg->askers == MN_ASKERS_SELF ||
+                   (cfg->askers == MN_ASKERS_BOTH && (mn_rng_next(&in->rng) >> 63));
+    int before = in->n_probes;
+    int placed = use_persona ? place_persona(in, pp, speaker, stats, st)
+                             : place_template(in, pp, speaker, flo, fhi, exclude, stats, st);
+    if (placed == 0 && cfg->sources == MN_FACTS_BOTH)
+        placed = use_persona ? place_template(in, pp, speaker, flo, fhi, exclude, stats, st)
+                             : place_persona(in, pp, speaker, stats, st);
+    if (placed != 1)
+        return placed;
+    /* the other speaker asks (the format's example: B asks what A said), or the fact's own
+     * speaker asks for it back and the other one answers (mnemo chat: the user tells and asks) */
+    int asker = pp->self_ask || in->n_speakers < 2 ? speaker : 1 - speaker;
+    if (!(in->probes[before].speaker = strdup(in->speakers[asker]))) {
+        *st = mn_fail(MN_ERR_NOMEM, "probes: out of memory");
+        return -1;
+    }
+    return 1;
 }
 
 /* Builds the episode's new turns and probes from the plan, then swaps them in. */
@@ -1260,40 +1469,54 @@ static mn_status inject_one(mn_dialogue *ep, int64_t index, const mn_probe_templ
         plan[i].range = r;
         plan[i].d = dr->lo + (int)mn_rng_below(&in.rng, (uint64_t)(dr->hi - dr->lo) + 1);
     }
-    if (st == MN_OK)
+    if (st == MN_OK && !cfg->alive)
         qsort(plan, (size_t)ppe, sizeof *plan, cmp_plan_by_distance);
 
     int *plan_of_probe = calloc((size_t)ppe, sizeof *plan_of_probe);
     if (!plan_of_probe && st == MN_OK)
         st = mn_fail(MN_ERR_NOMEM, "probes: out of memory");
-    for (int i = 0; i < ppe && st == MN_OK; i++) {
-        probe_plan *pp = &plan[i];
-        if (pp->d > in.L) {
-            stats->skipped_probes++;
-            continue;
+    unsigned char *group_used = cfg->alive ? calloc((size_t)n_cat + 1, 1) : NULL;
+    if (cfg->alive && !group_used && st == MN_OK)
+        st = mn_fail(MN_ERR_NOMEM, "probes: out of memory");
+    /* without groups, one group per probe with the whole episode as its window */
+    int group = cfg->alive ? cfg->alive : 1;
+    for (int g = 0; g < ppe && st == MN_OK; g += group) {
+        int n = ppe - g < group ? ppe - g : group;
+        int pivot = 0;
+        if (cfg->alive) {
+            /* the group's facts all lie before index pivot (at least n indices, one per fact),
+             * its questions come after it; the shortest distance is placed first, as it has
+             * the fewest places to go */
+            qsort(plan + g, (size_t)n, sizeof *plan, cmp_plan_shortest_first);
+            int lo = n < in.L ? n : in.L;
+            pivot = lo + (int)mn_rng_below(&in.rng, (uint64_t)(in.L - lo) + 1);
+            memset(group_used, 0, (size_t)n_cat + 1);
         }
-        int speaker = (int)mn_rng_below(&in.rng, (uint64_t)in.n_speakers);
-        int use_persona = cfg->sources == MN_FACTS_PERSONAS ||
-                          (cfg->sources == MN_FACTS_BOTH && (mn_rng_next(&in.rng) >> 63));
-        int before = in.n_probes;
-        int placed = use_persona ? place_persona(&in, pp, speaker, stats, &st)
-                                 : place_template(&in, pp, speaker, stats, &st);
-        if (placed == 0 && cfg->sources == MN_FACTS_BOTH)
-            placed = use_persona ? place_template(&in, pp, speaker, stats, &st)
-                                 : place_persona(&in, pp, speaker, stats, &st);
-        if (placed < 0)
-            break;
-        if (placed == 0) {
-            stats->skipped_probes++;
-            continue;
+        for (int i = g; i < g + n && st == MN_OK; i++) {
+            probe_plan *pp = &plan[i];
+            if (pp->d > in.L) {
+                stats->skipped_probes++;
+                continue;
+            }
+            int flo = 0, fhi = in.L - pp->d;
+            if (cfg->alive) {
+                flo = pivot - pp->d > 0 ? pivot - pp->d : 0;
+                fhi = pivot - 1 < fhi ? pivot - 1 : fhi;
+            }
+            int before = in.n_probes;
+            int placed = place_probe(&in, pp, flo, fhi, group_used, stats, &st);
+            if (placed < 0)
+                break;
+            if (placed == 0) {
+                stats->skipped_probes++;
+                continue;
+            }
+            if (group_used)
+                group_used[pp->category] = 1;
+            plan_of_probe[before] = i;
         }
-        /* the other speaker asks (the format's example: B asks what A said) */
-        mn_probe *p = &in.probes[before];
-        int asker = in.n_speakers > 1 ? 1 - speaker : speaker;
-        if (!(p->speaker = strdup(in.speakers[asker])))
-            st = mn_fail(MN_ERR_NOMEM, "probes: out of memory");
-        plan_of_probe[before] = i;
     }
+    free(group_used);
     for (int i = 0; i < in.n_probes && st == MN_OK; i++)
         st = fill_choices(&in, &plan[plan_of_probe[i]], &in.probes[i]);
     if (st == MN_OK) {

@@ -1,7 +1,8 @@
 /* Recall probes injected into episodes (docs/probes.md): a fact is said as a first-person turn
- * by one speaker, and d turns later the other speaker asks about it. The facts come from MSC
- * persona sentences or from slot templates (the JSON files in data/probes); both are split so
- * that no test phrasing, value or persona sentence ever reaches training data. */
+ * by one speaker, and d turns later the other speaker asks about it (or the same speaker asks
+ * for it back). The facts come from MSC persona sentences or from slot templates (the JSON
+ * files in data/probes); both are split so that no test phrasing, value or persona sentence
+ * ever reaches training data, and whole template families can be held out of training. */
 #ifndef MN_PROBES_H
 #define MN_PROBES_H
 
@@ -10,10 +11,13 @@
 #include "text/dialogue.h"
 #include "text/readers.h" /* mn_split */
 
-/* One slot-template category of one split, e.g. "pets": "my {key} is {value}". */
+/* One slot-template category (a family) of one split, e.g. "pets": "my {key} is {value}". */
 typedef struct {
     char *name;
-    char **keys;       /* what is recalled, e.g. "dog's name"; shared by all splits */
+    int held_out;      /* 1: the family serves only this split ("family_split"), so its keys,
+                        * phrasings and values are nowhere in the other splits */
+    char **keys;       /* what is recalled, e.g. "dog's name"; shared by all the splits the
+                        * family serves */
     int n_keys;
     char **facts;      /* first-person statements holding {key} and {value} */
     int n_facts;
@@ -21,6 +25,9 @@ typedef struct {
     int n_updates;
     char **questions;  /* second-person questions holding {key}, never {value} */
     int n_questions;
+    char **self_questions; /* first-person questions asked by the fact's own speaker ("What's
+                            * my {key} again?"); optional in the files (0 when absent) */
+    int n_self_questions;
     char **values;     /* all of one type, so that any two are plausible alternatives */
     int n_values;
 } mn_fact_category;
@@ -31,17 +38,35 @@ typedef struct {
     int n_categories;
     char **persona_questions;  /* asked about an MSC persona fact */
     int n_persona_questions;
+    char **persona_self_questions; /* asked by the persona's own speaker ("What did I tell you
+                                    * about myself?"); optional */
+    int n_persona_self_questions;
 } mn_probe_templates;
 
 /* Loads the templates of one split (train, valid or test) from a folder of *.json files (read
  * in name order) or from one such file. A file holds either one category
- *   {"category": name, "keys": [...], "fact": S, "update": S, "question": S, "values": S}
- * or {"persona_questions": S}, where S = {"train": [...], "valid": [...], "test": [...]}.
- * All three splits are read and checked, whichever is asked for: every list non-empty, fact
- * and update phrasings holding {key} and {value}, questions holding {key} and no {value}, no
- * other placeholder, values unique within a category, and no phrasing or value (case-insensitive)
- * in two splits, across all files. Errors name the file and the field. */
+ *   {"category": name, "keys": [...], "fact": S, "update": S, "question": S,
+ *    "self_question": S (optional), "values": S}
+ * or {"persona_questions": S, "persona_self_questions": S (optional)}, where S = {"train":
+ * [...], "valid": [...], "test": [...]}. A category with "family_split": "valid" or "test" is a
+ * held-out family: its S objects hold that split only, and it is loaded for that split only.
+ * Every file is read and checked, whichever split is asked for: every list non-empty, fact and
+ * update phrasings holding {key} and {value} (in either order), questions holding {key} and no
+ * {value}, no other placeholder, values unique within a category, no phrasing or value
+ * (case-insensitive) in two splits across all files, and no key of a held-out family equal to,
+ * inside or around a key of any other family. Errors name the file(s) and the field. */
 mn_status mn_probe_templates_load(const char *path, mn_split split, mn_probe_templates *out);
+
+/* Which loaded families to keep (`mnemo episodes --families`). */
+typedef enum {
+    MN_FAMILIES_ALL = 0,  /* every family of the split */
+    MN_FAMILIES_SHARED,   /* the families serving all splits (held-out ones dropped) */
+    MN_FAMILIES_HELD_OUT, /* only the families held out for this split */
+} mn_family_set;
+
+/* Drops the categories not in `which`; fails (leaving `t` unchanged) when none would be left.
+ * Persona questions are kept. */
+mn_status mn_probe_templates_select(mn_probe_templates *t, mn_family_set which);
 void mn_probe_templates_free(mn_probe_templates *templates);
 
 /* Open values (`mnemo episodes --open-values N`), for the train split only: replaces every
@@ -96,11 +121,22 @@ typedef struct {
     double update_prob;      /* per template probe: chance that the value is first stated, then
                               * changed; the answer is the new value, the old one a distractor */
     int sources;             /* MN_FACTS_* */
+    int askers;              /* MN_ASKERS_*: who asks about a fact */
+    int alive;               /* 0: probes placed independently; N >= 2: the probes of an
+                              * episode come in groups of N template facts of different
+                              * categories, all said before the first of the group's questions
+                              * (N facts alive at once; templates only) */
     uint64_t seed;
 } mn_probe_config;
 
+/* Who asks: the other speaker, in the second person ("What is your dog's name?"); the speaker
+ * who stated the fact, in the first person ("What's my dog's name again?"; the other speaker
+ * answers, as in `mnemo chat` where the user tells and asks and the model answers); or either,
+ * drawn per probe. */
+enum { MN_ASKERS_OTHER = 0, MN_ASKERS_SELF = 1, MN_ASKERS_BOTH = 2 };
+
 /* Distances 1,2,4,8,16,32,64; 8 probes per episode; 3 distractors; no interference; no
- * updates; both sources; seed 1. */
+ * updates; both sources; the other speaker asks; no groups; seed 1. */
 mn_probe_config mn_probe_config_default(void);
 
 typedef struct {
@@ -118,11 +154,12 @@ typedef struct {
 /* Adds probes to one episode. The episode keeps its length: fact turns are placed at chosen
  * indices and the original turns fill the others in order, the last ones falling off the end.
  * Each probe has after = fact index + d, evidence = [fact index] (the update turn when there
- * is one), speaker = the other speaker, and choices with the answer at a random place. The
- * episode's existing probes are re-indexed (and dropped if their turns fell off). Deterministic
- * in (config->seed, episode_index). `templates` may be NULL when sources has no
+ * is one), speaker = the asker (config->askers), and choices with the answer at a random
+ * place. The episode's existing probes are re-indexed (and dropped if their turns fell off).
+ * Deterministic in (config->seed, episode_index). `templates` may be NULL when sources has no
  * MN_FACTS_TEMPLATES and no persona probe is asked for; persona probes need both `personas`
- * and templates->persona_questions. On failure the episode is unchanged. */
+ * and templates->persona_questions. With askers self or both, every category (and, for
+ * persona probes, the templates) needs self questions. On failure the episode is unchanged. */
 mn_status mn_probes_inject(mn_dialogue *episode, int64_t episode_index,
                            const mn_probe_templates *templates, const mn_persona_bank *personas,
                            const mn_probe_config *config, mn_probe_stats *stats);
