@@ -1,5 +1,6 @@
 #include "cli_harness.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,8 +21,23 @@ double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+static int hooks_on;
+
+int have_hooks_bin(void) {
+    const char *b = getenv("MNEMO_HOOKS_BIN");
+    return b && *b;
+}
+
+void use_hooks_bin(int on) {
+    if (on && !have_hooks_bin()) {
+        print_message("no mnemo-test-hooks in this build (meson -Dtest_hooks=true builds it): skipped\n");
+        skip();
+    }
+    hooks_on = on;
+}
+
 const char *mnemo_bin(void) {
-    const char *b = getenv("MNEMO_BIN");
+    const char *b = getenv(hooks_on ? "MNEMO_HOOKS_BIN" : "MNEMO_BIN");
     return b && *b ? b : "train/mnemo";
 }
 
@@ -105,6 +121,15 @@ pid_t spawn_logged(const char *log, const char *const *pre, const char *const *a
     if (own_group)
         setpgid(pid, pid); /* also from here: no race with a kill of the group right after */
     return pid;
+}
+
+int wait_exit(pid_t pid) {
+    int status;
+    if (waitpid(pid, &status, 0) != pid)
+        fail_msg("waitpid: %s", strerror(errno));
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return WEXITSTATUS(status);
 }
 
 void check_exit(int rc, int want, const char *who, const char *log, const char *const *args) {

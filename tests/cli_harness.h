@@ -26,7 +26,14 @@
         "--eval-batches", "1", "--eval-probes", "10", "--threads", "1", "--device", "cpu", "--log-interval", "1"
 
 double now_s(void);
+/* The binary spawn_logged runs: MNEMO_BIN, or MNEMO_HOOKS_BIN after use_hooks_bin(1). */
 const char *mnemo_bin(void);
+/* on = 1: run the test build's mnemo-test-hooks (fault injection options, MNEMO_EPISODE_LOG)
+ * from now on, and skip the calling cmocka test (skip()) when this build has none (meson
+ * -Dtest_hooks=false); 0: the shipped mnemo again. */
+void use_hooks_bin(int on);
+/* MNEMO_HOOKS_BIN is set and not empty. */
+int have_hooks_bin(void);
 
 extern char work_dir[256];
 /* mkdtemp of /tmp/<prefix>-XXXXXX into work_dir; 0 or -1, as a cmocka setup returns. */
@@ -45,6 +52,8 @@ void log_has(const char *log, const char *ext, const char *needle);
  * <log>.out/.err; own_group puts it in a process group of its own, so that a whole mpirun
  * job can be killed at once. */
 pid_t spawn_logged(const char *log, const char *const *pre, const char *const *args, int own_group);
+/* Waits for pid: its exit code, or 128 + the signal that ended it. */
+int wait_exit(pid_t pid);
 /* Fails unless rc == want, with "<who>mnemo ARG0 ... exited" and the logs' tails. */
 void check_exit(int rc, int want, const char *who, const char *log, const char *const *args);
 /* Waits until the run's metrics show step `step`; fails if the child exits first. */

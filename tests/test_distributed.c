@@ -25,7 +25,7 @@
 
 #include <cmocka.h>
 
-#include "dist.h"
+#include "train/dist.h"
 #include "io/checkpoint.h"
 
 #include "cli_harness.h"
@@ -37,6 +37,7 @@ static void sleep_s(double s) {
 
 static int setup_work_dir(void **state) {
     (void)state;
+    use_hooks_bin(0); /* the shipped mnemo, unless a test asks for the hooks */
     return make_work_dir("mnemo-dist");
 }
 
@@ -249,6 +250,7 @@ static void test_two_ranks_equal_one(void **state) {
 /* Every episode of every global batch is trained exactly once over the ranks. */
 static void test_episodes_partitioned(void **state) {
     (void)state;
+    use_hooks_bin(1); /* MNEMO_EPISODE_LOG */
     setenv("MNEMO_EPISODE_LOG", wpath("ep2"), 1);
     const char *two[] = {TINY_RECALL, "--steps", "10", "--run-dir", wpath("ep2run"), NULL};
     run_expect(0, 2, "ep2", two);
@@ -324,6 +326,7 @@ static void run_ok(const char *log, const char *const *args) { run_expect(0, 0, 
  * 2 micro-batches bit for bit, and a 2-rank resume continues bit-identically. */
 static void test_shards_two_ranks(void **state) {
     (void)state;
+    use_hooks_bin(1); /* MNEMO_EPISODE_LOG */
     uint64_t x = 77;
     make_text_data(lcg_draw, &x, run_ok);
     setenv("MNEMO_EPISODE_LOG", wpath("sh2"), 1);
@@ -418,6 +421,7 @@ static void test_stopped_rank_times_out(void **state) {
  * tensor's checksum verified, and the run resumes from it on 2 ranks. */
 static void test_kill_during_checkpoint(void **state) {
     (void)state;
+    use_hooks_bin(1); /* --fault-checkpoint-sleep-ms */
     const char *args[] = {TINY_RECALL, "--steps", "1000000", "--eval-interval", "0", "--checkpoint-interval", "2",
                           "--keep-checkpoints", "2", "--fault-checkpoint-sleep-ms", "40", "--run-dir", wpath("ck"),
                           NULL};
@@ -501,7 +505,7 @@ static void test_sharded_moments(void **state) {
     mn_trainer_free(ta), mn_trainer_free(tb), mn_model_free(ma), mn_model_free(mb);
 }
 
-/* The MPI-free rendezvous of the NCCL id (train/dist.c): three readers wait for rank 0's
+/* The MPI-free rendezvous of the NCCL id (src/train/dist.c): three readers wait for rank 0's
  * file and get its bytes; a reader without a writer times out naming the file; a record of
  * another size is refused. */
 static void test_rendezvous_file(void **state) {
@@ -516,21 +520,21 @@ static void test_rendezvous_file(void **state) {
         kids[k] = fork();
         if (kids[k] == 0) {
             unsigned char got[128] = {0};
-            if (dist_rendezvous_file(path, k + 1, got, sizeof got, 20) != MN_OK)
+            if (mn_dist_rendezvous_file(path, k + 1, got, sizeof got, 20) != MN_OK)
                 _exit(2);
             _exit(memcmp(got, id, sizeof id) ? 3 : 0);
         }
     }
     sleep_s(0.2); /* the readers are polling by now */
-    OK(dist_rendezvous_file(path, 0, id, sizeof id, 0));
+    OK(mn_dist_rendezvous_file(path, 0, id, sizeof id, 0));
     for (int k = 0; k < 3; k++)
         assert_int_equal(wait_within(kids[k], 30, NULL), 0);
     unsigned char buf[128];
     double t0 = now_s();
-    assert_int_equal(dist_rendezvous_file(wpath("nccl-id.none"), 1, buf, sizeof buf, 0.3), MN_ERR_IO);
+    assert_int_equal(mn_dist_rendezvous_file(wpath("nccl-id.none"), 1, buf, sizeof buf, 0.3), MN_ERR_IO);
     assert_true(now_s() - t0 < 5);
     assert_non_null(strstr(mn_last_error(), "nccl-id.none"));
-    assert_int_equal(dist_rendezvous_file(path, 2, buf, 64, 1), MN_ERR_FORMAT);
+    assert_int_equal(mn_dist_rendezvous_file(path, 2, buf, 64, 1), MN_ERR_FORMAT);
 }
 
 /* Meson reads exit status 77 as SKIP. */

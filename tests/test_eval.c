@@ -190,7 +190,7 @@ static void test_distances(void **state) {
     /* the rendered lengths of dialogue 1's turns */
     mn_token_corpus c = {0};
     mn_render_options ro = {.max_turn_tokens = 400, .include_probes = 0};
-    assert_int_equal(mn_render_dialogue(tok, &list.items[0], &ro, &c, NULL), MN_OK);
+    assert_int_equal(mn_render_dialogue(tok, &list.items[0], &ro, &c, NULL, NULL), MN_OK);
     const mn_eval_probe_result *p = r.probe_results;
     assert_int_equal(p[0].dialogue, 0);
     assert_int_equal(p[0].probe, 0);

@@ -1,4 +1,4 @@
-/* The NCCL path of data-parallel training (train/dist_nccl.c) on a real GPU: rank 0 makes the
+/* The NCCL path of data-parallel training (src/train/dist_nccl.c) on a real GPU: rank 0 makes the
  * unique id, it is shared over MPI (a world of one without mpirun; under `mpirun -np N` with N
  * GPUs, one per rank), the communicator forms, and an all-reduce with a pre-multiplied scale
  * sums a device buffer over the ranks. Built only with CUDA + MPI + NCCL; skipped (77) without
@@ -13,17 +13,17 @@
 
 #include <cmocka.h>
 
-#include "dist.h"
+#include "train/dist.h"
 
-static dist *world;
+static mn_dist *world;
 
 static void test_allreduce_scaled(void **state) {
     (void)state;
     int devices = 0;
     assert_int_equal(cudaGetDeviceCount(&devices), cudaSuccess);
-    int rank = dist_rank(world), size = dist_size(world);
-    dist_nccl *n = NULL;
-    if (dist_nccl_open(world, rank % devices, &n) != MN_OK)
+    int rank = mn_dist_rank(world), size = mn_dist_size(world);
+    mn_dist_nccl *n = NULL;
+    if (mn_dist_nccl_open(world, rank % devices, &n) != MN_OK)
         fail_msg("%s", mn_last_error());
     enum { COUNT = 1 << 20 };
     float *host = malloc(COUNT * sizeof(float)), *dev = NULL;
@@ -32,7 +32,7 @@ static void test_allreduce_scaled(void **state) {
     assert_int_equal(cudaMalloc((void **)&dev, COUNT * sizeof(float)), cudaSuccess);
     assert_int_equal(cudaMemcpy(dev, host, COUNT * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
     /* the mean over ranks: sum_r (r + 1) / size = (size + 1) / 2 times i % 97 */
-    if (dist_nccl_allreduce(n, dev, COUNT, 1.0f / (float)size, NULL) != MN_OK)
+    if (mn_dist_nccl_allreduce(n, dev, COUNT, 1.0f / (float)size, NULL) != MN_OK)
         fail_msg("%s", mn_last_error());
     assert_int_equal(cudaMemcpy(host, dev, COUNT * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
     for (int i = 0; i < COUNT; i++) {
@@ -42,7 +42,7 @@ static void test_allreduce_scaled(void **state) {
     }
     cudaFree(dev);
     free(host);
-    dist_nccl_close(n);
+    mn_dist_nccl_close(n);
 }
 
 int main(int argc, char **argv) {
@@ -51,12 +51,12 @@ int main(int argc, char **argv) {
         printf("SKIP: no CUDA device\n");
         return 77;
     }
-    if (dist_open(&argc, &argv, &world) != MN_OK) {
-        printf("dist_open: %s\n", mn_last_error());
+    if (mn_dist_open(&argc, &argv, &world) != MN_OK) {
+        printf("mn_dist_open: %s\n", mn_last_error());
         return 1;
     }
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_allreduce_scaled)};
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    dist_close(world);
+    mn_dist_close(world);
     return rc;
 }

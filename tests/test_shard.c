@@ -54,7 +54,7 @@ static void test_render_layout(void **state) {
     mn_token_corpus c = {0};
     mn_render_options o = mn_render_options_default();
     mn_render_stats st = {0};
-    assert_int_equal(mn_render_dialogue(tok, &dialogue3, &o, &c, &st), MN_OK);
+    assert_int_equal(mn_render_dialogue(tok, &dialogue3, &o, &c, &st, NULL), MN_OK);
     assert_int_equal(c.n_episodes, 1);
     assert_int_equal(c.n_turns, 5);
     assert_int_equal(st.probe_turns, 2);
@@ -111,7 +111,7 @@ static void test_render_layout(void **state) {
     /* without probes: three turns; an explicit probe speaker asks */
     mn_token_corpus c2 = {0};
     o.include_probes = 0;
-    assert_int_equal(mn_render_dialogue(tok, &dialogue3, &o, &c2, NULL), MN_OK);
+    assert_int_equal(mn_render_dialogue(tok, &dialogue3, &o, &c2, NULL, NULL), MN_OK);
     assert_int_equal(c2.n_turns, 3);
     mn_token_corpus_free(&c2);
     mn_probe p2 = probe1;
@@ -119,10 +119,43 @@ static void test_render_layout(void **state) {
     mn_dialogue d2 = dialogue3;
     d2.probes = &p2;
     o.include_probes = 1;
-    assert_int_equal(mn_render_dialogue(tok, &d2, &o, &c2, NULL), MN_OK);
+    assert_int_equal(mn_render_dialogue(tok, &d2, &o, &c2, NULL, NULL), MN_OK);
     assert_int_equal(c2.tokens[c2.turn_start[2] + 1], sp(MN_TOK_SPEAKER_B)); /* bob asks */
     assert_int_equal(c2.tokens[c2.turn_start[3] + 1], sp(MN_TOK_SPEAKER_A)); /* alice answers */
     mn_token_corpus_free(&c2);
+    mn_token_corpus_free(&c);
+}
+
+/* The renderer asks probes in order of `after`, file order among equals, and says where each
+ * probe's question landed in the corpus (probe_turn): what mnemo eval walks by. */
+static void test_render_probe_turns(void **state) {
+    (void)state;
+    mn_turn turns[4] = {{.speaker = "alice", .text = "hi there"}, {.speaker = "bob", .text = "hello"},
+                        {.speaker = "alice", .text = "a new day"}, {.speaker = "bob", .text = "the then"}};
+    mn_probe probes[4] = {{.after = 3, .question = "what day?", .answer = "new"},
+                          {.after = 1, .question = "who?", .answer = "alice"},
+                          {.after = 3, .question = "what then?", .answer = "the"},
+                          {.after = 2, .question = "how?", .answer = "hello"}};
+    mn_dialogue d = {.id = "order", .turns = turns, .n_turns = 4, .probes = probes, .n_probes = 4};
+    mn_token_corpus c = {0};
+    mn_render_options o = mn_render_options_default();
+    int64_t at[4];
+    assert_int_equal(mn_render_dialogue(tok, &dialogue3, &o, &c, NULL, NULL), MN_OK); /* 5 turns before */
+    assert_int_equal(mn_render_dialogue(tok, &d, &o, &c, NULL, at), MN_OK);
+    /* t0 | Q1 A1 | t1 | Q3 A3 | t2 | Q0 A0 Q2 A2 | t3 */
+    const int64_t want[4] = {5 + 7, 5 + 1, 5 + 9, 5 + 4};
+    assert_memory_equal(at, want, sizeof want);
+    for (int p = 0; p < 4; p++) {
+        assert_true(c.turn_flags[at[p]] & MN_TURN_QUESTION);
+        mn_ids q = {0};
+        push_text(&q, probes[p].question);
+        assert_memory_equal(c.tokens + c.turn_start[at[p]] + 2, q.ids, (size_t)q.count * sizeof(int32_t));
+        mn_ids_free(&q);
+    }
+    o.include_probes = 0;
+    assert_int_equal(mn_render_dialogue(tok, &d, &o, &c, NULL, at), MN_OK);
+    for (int p = 0; p < 4; p++)
+        assert_int_equal(at[p], -1);
     mn_token_corpus_free(&c);
 }
 
@@ -138,7 +171,7 @@ static void test_split_long_turn(void **state) {
     mn_render_options o = {.max_turn_tokens = 8, .include_probes = 1};
     mn_token_corpus c = {0};
     mn_render_stats st = {0};
-    assert_int_equal(mn_render_dialogue(tok, &d, &o, &c, &st), MN_OK);
+    assert_int_equal(mn_render_dialogue(tok, &d, &o, &c, &st, NULL), MN_OK);
     assert_int_equal(st.split_turns, 1);
     assert_true(c.n_turns > 3);
     assert_int_equal(st.longest_turn, 8);
@@ -170,7 +203,7 @@ static void test_split_long_turn(void **state) {
     mn_ids_free(&enc);
     mn_token_corpus_free(&c);
     o.max_turn_tokens = 7;
-    assert_int_equal(mn_render_dialogue(tok, &d, &o, &c, NULL), MN_ERR_INVALID_ARG);
+    assert_int_equal(mn_render_dialogue(tok, &d, &o, &c, NULL, NULL), MN_ERR_INVALID_ARG);
     mn_token_corpus_free(&c);
 }
 
@@ -213,7 +246,7 @@ static void write_shard(const char *path, int n, mn_token_corpus *render_out) {
     assert_int_equal(mn_shard_write_dialogues(path, tok, &list, &o, &st), MN_OK);
     if (render_out)
         for (int i = 0; i < n; i++)
-            assert_int_equal(mn_render_dialogue(tok, &list.items[i], &o, render_out, NULL), MN_OK);
+            assert_int_equal(mn_render_dialogue(tok, &list.items[i], &o, render_out, NULL, NULL), MN_OK);
 }
 
 static void test_shard_round_trip(void **state) {
@@ -555,17 +588,18 @@ static void test_render_refusals(void **state) {
     assert_int_equal(mn_tokenizer_load_gpt2(v, m, &g2), MN_OK);
     mn_token_corpus c = {0};
     mn_render_options o = mn_render_options_default();
-    assert_int_equal(mn_render_dialogue(g2, &dialogue3, &o, &c, NULL), MN_ERR_INVALID_ARG);
+    assert_int_equal(mn_render_dialogue(g2, &dialogue3, &o, &c, NULL, NULL), MN_ERR_INVALID_ARG);
     assert_non_null(strstr(mn_last_error(), "<|pad|>"));
     mn_tokenizer_free(g2);
     mn_dialogue empty = {.id = "empty", .turns = NULL, .n_turns = 0};
-    assert_int_equal(mn_render_dialogue(tok, &empty, &o, &c, NULL), MN_ERR_INVALID_ARG);
+    assert_int_equal(mn_render_dialogue(tok, &empty, &o, &c, NULL, NULL), MN_ERR_INVALID_ARG);
     mn_token_corpus_free(&c);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_render_layout),
+        cmocka_unit_test(test_render_probe_turns),
         cmocka_unit_test(test_split_long_turn),
         cmocka_unit_test(test_render_refusals),
         cmocka_unit_test(test_shard_round_trip),

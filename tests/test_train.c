@@ -1,7 +1,9 @@
-/* `mnemo train` through the real binary (MNEMO_BIN): config layering, bit-identical resume
- * (synthetic recall and token shards), SIGINT/SIGTERM, non-finite steps, checkpoint write
- * failures, refused checkpoints; the library pieces it uses (schedule, curriculum, recall
+/* `mnemo train` through the real binary (MNEMO_BIN): config layering, the recipes, bit-identical
+ * resume (synthetic recall and token shards), SIGINT/SIGTERM, refused checkpoints, no test
+ * hooks in the shipped binary (test_train_hooks.c runs them), the training log's probe
+ * accuracy against `mnemo eval`'s; the library pieces it uses (schedule, curriculum, recall
  * episodes, multiple-choice scoring); and the integration test that the memory learns. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -27,6 +29,7 @@
 
 #include "core/rng.h"
 #include "io/checkpoint.h"
+#include "mnemo_train.h"
 #include "model/score.h"
 #include "train/recall.h"
 #include "train/schedule.h"
@@ -46,15 +49,6 @@ static int remove_work_dir(void **state) {
 
 /* Starts `mnemo ARGS...` (NULL-terminated list) with stdout/stderr in <log>.out/.err. */
 static pid_t spawn_mnemo(const char *log, const char *const *args) { return spawn_logged(log, NULL, args, 0); }
-
-static int wait_exit(pid_t pid) {
-    int status;
-    if (waitpid(pid, &status, 0) != pid)
-        fail_msg("waitpid: %s", strerror(errno));
-    if (WIFSIGNALED(status))
-        return 128 + WTERMSIG(status);
-    return WEXITSTATUS(status);
-}
 
 /* Runs and checks the exit code; on a mismatch prints the logs. */
 static void run_expect(int want, const char *log, const char *const *args) {
@@ -523,83 +517,6 @@ static void test_signals_checkpoint_and_resume(void **state) {
     }
 }
 
-static void test_nonfinite_steps_skipped_then_abort(void **state) {
-    (void)state;
-    /* a NaN gradient at step 5 (of 5) leaves everything as after step 4 */
-    const char *x[] = {TINY_RECALL, "--min-lr", "0.01", "--warmup-steps", "0", "--steps", "5",
-                       "--fault-nan-steps", "5", "--run-dir", wpath("nan_x"), NULL};
-    run_expect(0, "nan_x", x);
-    log_has("nan_x", "err", "step 5 skipped");
-    const char *y[] = {TINY_RECALL, "--min-lr", "0.01", "--warmup-steps", "0", "--steps", "4", "--run-dir",
-                       wpath("nan_y"), NULL};
-    run_expect(0, "nan_y", y);
-    loaded lx = load_ckpt(wpath("nan_x/ckpt-00000005.h5")), ly = load_ckpt(wpath("nan_y/ckpt-00000004.h5"));
-    size_t P = mn_model_num_params(lx.model);
-    assert_memory_equal(mn_model_params(lx.model), mn_model_params(ly.model), P * sizeof(float));
-    assert_memory_equal(mn_trainer_adam_m(lx.trainer), mn_trainer_adam_m(ly.trainer), P * sizeof(float));
-    assert_memory_equal(mn_trainer_adam_v(lx.trainer), mn_trainer_adam_v(ly.trainer), P * sizeof(float));
-    assert_int_equal(mn_trainer_step(lx.trainer), 4);
-    assert_int_equal(lx.state.nan_skipped, 1);
-    assert_int_equal(lx.state.nan_streak, 1);
-    assert_int_equal(lx.state.step, 5);
-    free_loaded(&lx);
-    free_loaded(&ly);
-    metrics *m = read_metrics(wpath("nan_x"));
-    assert_true(m->skipped[5] && !m->skipped[4]);
-    free_metrics(m);
-
-    /* M in a row aborts with a clear message and exit code 4 */
-    const char *abort_run[] = {TINY_RECALL, "--steps", "20", "--fault-nan-steps", "3,4,5", "--max-nan-steps", "3",
-                               "--checkpoint-interval", "2", "--run-dir", wpath("nan_abort"), NULL};
-    run_expect(4, "nan_abort", abort_run);
-    log_has("nan_abort", "err", "aborting: 3 steps in a row had a non-finite loss or gradient");
-    log_has("nan_abort", "err", "parameters are from step 2");
-    /* fewer in a row than M: skipped, counted, training goes on */
-    const char *gaps[] = {TINY_RECALL, "--steps", "8", "--fault-nan-steps", "3,4,6,7", "--max-nan-steps", "3",
-                          "--run-dir", wpath("nan_gaps"), NULL};
-    run_expect(0, "nan_gaps", gaps);
-    loaded lg = load_ckpt(wpath("nan_gaps/ckpt-00000008.h5"));
-    assert_int_equal(lg.state.nan_skipped, 4);
-    assert_int_equal(lg.state.nan_streak, 0);
-    assert_int_equal(mn_trainer_step(lg.trainer), 4);
-    free_loaded(&lg);
-}
-
-static void test_checkpoint_write_failures(void **state) {
-    (void)state;
-    /* a periodic checkpoint fails: warning, training continues, the others are written */
-    const char *a[] = {TINY_RECALL, "--steps", "6", "--checkpoint-interval", "2", "--keep-checkpoints", "5",
-                       "--fault-checkpoint-steps", "4", "--run-dir", wpath("cf_a"), NULL};
-    run_expect(0, "cf_a", a);
-    log_has("cf_a", "err", "warning");
-    log_has("cf_a", "err", "ckpt-00000004.h5");
-    log_has("cf_a", "err", "training continues");
-    assert_true(exists(wpath("cf_a/ckpt-00000002.h5")) && exists(wpath("cf_a/ckpt-00000006.h5")));
-    assert_false(exists(wpath("cf_a/ckpt-00000004.h5")));
-    char latest[700];
-    int found;
-    OK(mn_checkpoint_latest(wpath("cf_a"), latest, sizeof latest, NULL, &found));
-    assert_non_null(strstr(latest, "ckpt-00000006.h5"));
-    /* the final checkpoint fails: exit 1, naming the file and the last good checkpoint */
-    const char *b[] = {TINY_RECALL, "--steps", "6", "--checkpoint-interval", "4", "--fault-checkpoint-steps", "6",
-                       "--run-dir", wpath("cf_b"), NULL};
-    run_expect(1, "cf_b", b);
-    log_has("cf_b", "err", "ckpt-00000006.h5");
-    log_has("cf_b", "err", "the last saved one is");
-    log_has("cf_b", "err", "cf_b/ckpt-00000004.h5");
-    loaded l = load_ckpt(wpath("cf_b/ckpt-00000004.h5"));
-    assert_int_equal(l.state.step, 4);
-    free_loaded(&l);
-    assert_false(exists(wpath("cf_b/ckpt-00000006.h5")));
-    /* a run directory that cannot exist: refused before training */
-    FILE *f = fopen(wpath("plainfile"), "w");
-    fclose(f);
-    const char *c[] = {TINY_RECALL, "--steps", "2", "--run-dir", wpath("plainfile/run"), NULL};
-    run_expect(1, "cf_c", c);
-    log_has("cf_c", "err", "cannot create the run directory");
-    log_has("cf_c", "err", "plainfile/run");
-}
-
 static void test_bad_checkpoints_refused_by_cli(void **state) {
     (void)state;
     const char *a[] = {TINY_RECALL, "--steps", "3", "--run-dir", wpath("bad"), NULL};
@@ -638,6 +555,184 @@ static void test_bad_checkpoints_refused_by_cli(void **state) {
     const char *cut[] = {"train", "--resume", wpath("cut.h5"), "--run-dir", wpath("bad_t"), NULL};
     run_expect(1, "bad_t", cut);
     log_has("bad_t", "err", "truncated");
+}
+
+/* Every recipe (train/recipes/<name>.json) loads with the library's config loader and, with the
+ * paths a run adds (a recipe holds none), validates. */
+static void test_recipes_load(void **state) {
+    (void)state;
+    const char *dir = getenv("MNEMO_RECIPES");
+    assert_non_null(dir);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0, demo = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len < 6 || strcmp(e->d_name + len - 5, ".json"))
+            continue;
+        char path[1200];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        mn_train_config c;
+        mn_train_config_defaults(&c);
+        OK(mn_train_config_load_file(&c, path));
+        if (!strcmp(c.task, "shards")) {
+            assert_string_equal(c.train_data, ""); /* the run's, not the recipe's */
+            snprintf(c.train_data, sizeof c.train_data, "the-run's.shard");
+        }
+        if (mn_train_config_validate(&c) != MN_OK)
+            fail_msg("%s: %s", path, mn_last_error());
+        demo |= !strcmp(e->d_name, "demo.json");
+        n++;
+    }
+    closedir(d);
+    assert_true(demo && n >= 1);
+}
+
+/* The shipped mnemo has no test hooks: the fault options are unknown, MNEMO_EPISODE_LOG is
+ * ignored, --help names neither (mnemo-test-hooks has them: test_train_hooks.c). */
+static void test_plain_mnemo_has_no_hooks(void **state) {
+    (void)state;
+    const char *hooks[][2] = {{"--fault-nan-steps", "1"}, {"--fault-checkpoint-steps", "1"},
+                              {"--fault-checkpoint-sleep-ms", "10"}};
+    for (int i = 0; i < 3; i++) {
+        const char *a[] = {TINY_RECALL, "--steps", "1", hooks[i][0], hooks[i][1], "--run-dir", wpath("plain"), NULL};
+        run_expect(2, "plain", a);
+        char want[96];
+        snprintf(want, sizeof want, "unknown option '%s'", hooks[i][0]);
+        log_has("plain", "err", want);
+    }
+    setenv("MNEMO_EPISODE_LOG", wpath("plain_ep"), 1);
+    const char *b[] = {TINY_RECALL, "--steps", "2", "--run-dir", wpath("plain_run"), NULL};
+    run_expect(0, "plain_run", b);
+    unsetenv("MNEMO_EPISODE_LOG");
+    assert_true(exists(wpath("plain_run/ckpt-00000002.h5")));
+    assert_false(exists(wpath("plain_ep.0")));
+    const char *help[] = {"train", "--help", NULL};
+    run_expect(0, "plain_help", help);
+    char *out = log_text("plain_help", "out");
+    assert_non_null(strstr(out, "--print-config"));
+    assert_null(strstr(out, "--fault"));
+    assert_null(strstr(out, "MNEMO_EPISODE_LOG"));
+    free(out);
+}
+
+/* A probe file whose distances depend on the rule: per dialogue, probe 0 has evidence
+ * [1, after - 2] (after - max = 2; after - evidence[0] = after - 1), probe 1 a question longer
+ * than a turn (rendered in pieces) at distance 5, probe 2 no evidence; dialogue 1's probe 2
+ * has no choices (scored, but not multiple choice). */
+static void write_probe_file(const char *path) {
+    static const char *foods[] = {"rice", "soup", "tea", "bread"};
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    for (int d = 0; d < 6; d++) {
+        int turns = 8 + d % 3;
+        const char *cat = foods[d % 4], *dog = foods[(d + 1) % 4];
+        fprintf(f, "{\"id\": \"p%d\", \"turns\": [", d);
+        for (int t = 0; t < turns; t++)
+            fprintf(f, "%s{\"speaker\": \"%s\", \"text\": \"%s%s\"}", t ? ", " : "", t % 2 ? "B" : "A",
+                    t == 1 ? "my cat eats " : t == turns - 6 ? "my dog likes " : "the red fish likes tea today ",
+                    t == 1 ? cat : t == turns - 6 ? dog : "again");
+        fprintf(f, "], \"probes\": [{\"after\": %d, \"speaker\": \"A\", \"question\": \"what does your cat eat\", "
+                   "\"answer\": \"%s\", \"choices\": [\"rice\", \"soup\", \"tea\", \"bread\"], \"evidence\": [1, %d]}, ",
+                turns - 1, cat, turns - 3);
+        fprintf(f, "{\"after\": %d, \"speaker\": \"A\", \"question\": \"tell me again what it was that your dog "
+                   "really likes to eat most of all today\", \"answer\": \"%s\", \"choices\": [\"rice\", \"soup\", "
+                   "\"tea\", \"bread\"], \"evidence\": [%d]}, ",
+                turns - 1, dog, turns - 6);
+        if (d == 1)
+            fprintf(f, "{\"after\": 3, \"question\": \"what do you like\", \"answer\": \"tea\"}]}\n");
+        else
+            fprintf(f, "{\"after\": 3, \"question\": \"what do you like\", \"answer\": \"tea\", "
+                       "\"choices\": [\"tea\", \"soup\"]}]}\n");
+    }
+    fclose(f);
+}
+
+/* eval's label of a turn bucket [lo, hi) (hi null: open-ended). */
+static void bucket_label(json_t *b, char *buf, size_t cap) {
+    json_int_t lo = json_integer_value(json_object_get(b, "lo"));
+    json_t *hi = json_object_get(b, "hi");
+    if (json_is_null(hi))
+        snprintf(buf, cap, "%lld+", (long long)lo);
+    else if (json_integer_value(hi) - 1 == lo)
+        snprintf(buf, cap, "%lld", (long long)lo);
+    else
+        snprintf(buf, cap, "%lld-%lld", (long long)lo, (long long)json_integer_value(hi) - 1);
+}
+
+/* The metrics bucket `label`, or NULL. */
+static json_t *metrics_bucket(json_t *eval, const char *label) {
+    json_t *buckets = json_object_get(eval, "buckets"), *b;
+    size_t i;
+    json_array_foreach(buckets, i, b) if (!strcmp(json_string_value(json_object_get(b, "distance")), label)) return b;
+    return NULL;
+}
+
+/* n and correct (acc * n, printed to 6 digits: exact for these counts) of a metrics bucket and
+ * an eval tally ({mc_n, mc_accuracy}) agree. */
+static void assert_same_tally(const char *what, json_t *m, const char *acc_key, json_t *e) {
+    json_int_t n = json_integer_value(json_object_get(m, "n") ? json_object_get(m, "n") : json_object_get(m, "probes"));
+    json_int_t en = json_integer_value(json_object_get(e, "mc_n"));
+    double acc = json_number_value(json_object_get(m, acc_key)), eacc = json_number_value(json_object_get(e, "mc_accuracy"));
+    if (n != en || llround(acc * (double)n) != llround(eacc * (double)en))
+        fail_msg("%s (%s): training log %lld probes at %.6g, mnemo eval %lld at %.17g", what, acc_key, (long long)n, acc,
+                 (long long)en, eacc);
+}
+
+/* The probe accuracy of the training log (metrics.jsonl) equals `mnemo eval --modes
+ * memory,no_memory` on the same checkpoint and probe file, bucket by bucket: one scorer, one
+ * distance rule (after - max(evidence)), the same probes (the first eval_probes in file order,
+ * split questions included). */
+static void test_probe_accuracy_equals_eval(void **state) {
+    (void)state;
+    mn_rng rng;
+    mn_rng_seed(&rng, 77);
+    make_text_data(rng_draw, &rng, run_ok);
+    write_probe_file(wpath("probes.jsonl"));
+    const char *train[] = {TINY_SHARDS_MODEL, "--valid-probes", wpath("probes.jsonl"), "--batch", "2", "--turns", "4",
+                           "--bptt", "2", "--lr", "0.01", "--warmup-steps", "1", "--steps", "3", "--eval-interval", "3",
+                           "--eval-batches", "1", "--eval-probes", "7", "--threads", "1", "--device", "cpu",
+                           "--run-dir", wpath("pe"), NULL};
+    run_expect(0, "pe", train);
+    const char *eval[] = {"eval", "--checkpoint", wpath("pe/ckpt-00000003.h5"), "--data", wpath("probes.jsonl"),
+                          "--modes", "memory,no_memory", "--max-probes", "7", "--no-generate", "--no-lm", "--threads",
+                          "1", "--json", wpath("pe.json"), "--quiet", NULL};
+    run_expect(0, "pe_eval", eval);
+    metrics *m = read_metrics(wpath("pe"));
+    json_t *t = m->last_eval;
+    assert_int_equal(json_integer_value(json_object_get(t, "step")), 3);
+    json_t *report = json_load_file(wpath("pe.json"), 0, NULL);
+    assert_non_null(report);
+    json_t *mem = json_object_get(json_object_get(report, "recall"), "memory");
+    json_t *reset = json_object_get(json_object_get(report, "recall"), "no_memory");
+    assert_same_tally("all", t, "probe_acc", mem);
+    assert_same_tally("all", t, "probe_acc_reset", reset);
+    int buckets = 0;
+    for (size_t i = 0; i < json_array_size(json_object_get(mem, "by_distance")); i++) {
+        json_t *eb = json_array_get(json_object_get(mem, "by_distance"), i);
+        if (!json_integer_value(json_object_get(eb, "mc_n")))
+            continue;
+        char label[32];
+        bucket_label(eb, label, sizeof label);
+        json_t *mb = metrics_bucket(t, label);
+        if (!mb)
+            fail_msg("mnemo eval has probes at distance %s, the training log has none", label);
+        assert_same_tally(label, mb, "acc", eb);
+        assert_same_tally(label, mb, "acc_reset", json_array_get(json_object_get(reset, "by_distance"), i));
+        buckets++;
+    }
+    assert_same_tally("none", metrics_bucket(t, "none"), "acc", json_object_get(mem, "no_distance"));
+    assert_same_tally("none", metrics_bucket(t, "none"), "acc_reset", json_object_get(reset, "no_distance"));
+    assert_int_equal(json_array_size(json_object_get(t, "buckets")), buckets + 1);
+    /* the probes and the distance rule themselves: 6 multiple-choice probes among the first 7,
+     * 3 at after - max(evidence) = 2, 2 split questions at 5, 1 without evidence */
+    assert_int_equal(json_integer_value(json_object_get(t, "probes")), 6);
+    assert_int_equal(json_integer_value(json_object_get(metrics_bucket(t, "2-3"), "n")), 3);
+    assert_int_equal(json_integer_value(json_object_get(metrics_bucket(t, "4-7"), "n")), 2);
+    log_has("pe", "out", "validation probes: 6 prepared");
+    json_decref(report);
+    free_metrics(m);
 }
 
 /* ---------------------------------------------------------------- the memory learns */
@@ -738,14 +833,15 @@ int main(void) {
         cmocka_unit_test(test_recall_episodes),
         cmocka_unit_test(test_score_choices),
         cmocka_unit_test(test_config_layers_and_errors),
+        cmocka_unit_test(test_recipes_load),
+        cmocka_unit_test(test_plain_mnemo_has_no_hooks),
         cmocka_unit_test(test_resume_bit_identical_recall),
         cmocka_unit_test(test_reconstruction_in_training),
         cmocka_unit_test(test_base_and_freeze_decoder),
         cmocka_unit_test(test_resume_bit_identical_shards),
         cmocka_unit_test(test_signals_checkpoint_and_resume),
-        cmocka_unit_test(test_nonfinite_steps_skipped_then_abort),
-        cmocka_unit_test(test_checkpoint_write_failures),
         cmocka_unit_test(test_bad_checkpoints_refused_by_cli),
+        cmocka_unit_test(test_probe_accuracy_equals_eval),
         cmocka_unit_test(test_memory_learns),
     };
     return cmocka_run_group_tests(tests, setup_work_dir, remove_work_dir);

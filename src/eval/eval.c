@@ -33,6 +33,17 @@ void mn_eval_bucket_range(int b, int n_buckets, int64_t *lo, int64_t *hi) {
     *hi = b == n_buckets - 1 ? -1 : (int64_t)2 << b;
 }
 
+void mn_eval_bucket_label(int b, int n_buckets, char *buf, size_t cap) {
+    int64_t lo, hi;
+    mn_eval_bucket_range(b, n_buckets, &lo, &hi);
+    if (hi < 0)
+        snprintf(buf, cap, "%" PRId64 "+", lo);
+    else if (hi - 1 == lo)
+        snprintf(buf, cap, "%" PRId64, lo);
+    else
+        snprintf(buf, cap, "%" PRId64 "-%" PRId64, lo, hi - 1);
+}
+
 void mn_eval_options_default(mn_eval_options *o, int n_slots) {
     memset(o, 0, sizeof *o);
     o->variants[0] = (mn_eval_variant_spec){MN_EVAL_MEMORY, 0};
@@ -147,30 +158,32 @@ static mn_status prepare(mn_tokenizer *tok, const mn_config *cfg, const mn_dialo
     /* only the probes within the budget are rendered: a copy of the dialogue header */
     mn_dialogue view = *dl;
     view.n_probes = budget < dl->n_probes ? budget : dl->n_probes;
-    MN_TRY(mn_render_dialogue(tok, &view, &ro, &pd->c, NULL));
+    int64_t *probe_turn = malloc((size_t)(view.n_probes ? view.n_probes : 1) * sizeof *probe_turn);
+    if (!probe_turn)
+        return mn_fail(MN_ERR_NOMEM, "eval: out of memory rendering dialogue %s", dl->id);
+    mn_status st = mn_render_dialogue(tok, &view, &ro, &pd->c, NULL, probe_turn);
+    if (st != MN_OK) {
+        free(probe_turn);
+        return st;
+    }
     const mn_token_corpus *c = &pd->c;
     const int64_t n_turns = c->n_turns;
     pd->hist_turn = malloc((size_t)n_turns * sizeof *pd->hist_turn);
     pd->hist_start = malloc((size_t)(n_turns + 1) * sizeof *pd->hist_start);
     pd->hist_tokens = malloc((size_t)(c->n_tokens ? c->n_tokens : 1) * sizeof *pd->hist_tokens);
     int *piece_of_turn = malloc((size_t)(dl->n_turns + 1) * sizeof *piece_of_turn); /* first piece of source turn */
-    int *order = malloc((size_t)(view.n_probes ? view.n_probes : 1) * sizeof *order);
+    int *probe_at = malloc((size_t)n_turns * sizeof *probe_at); /* the probe whose question starts at turn t */
     pd->probes = calloc((size_t)(view.n_probes ? view.n_probes : 1), sizeof *pd->probes);
     mn_ids ids = {0};
-    mn_status st = MN_OK;
-    if (!pd->hist_turn || !pd->hist_start || !pd->hist_tokens || !piece_of_turn || !order || !pd->probes) {
+    if (!pd->hist_turn || !pd->hist_start || !pd->hist_tokens || !piece_of_turn || !probe_at || !pd->probes) {
         st = mn_fail(MN_ERR_NOMEM, "eval: out of memory rendering dialogue %s", dl->id);
         goto done;
     }
-    /* the renderer's probe order: by `after`, file order among equals */
-    for (int p = 0; p < view.n_probes; p++) {
-        int i = p;
-        while (i > 0 && dl->probes[order[i - 1]].after > dl->probes[p].after) {
-            order[i] = order[i - 1];
-            i--;
-        }
-        order[i] = p;
-    }
+    for (int64_t t = 0; t < n_turns; t++)
+        probe_at[t] = -1;
+    for (int p = 0; p < view.n_probes; p++)
+        if (probe_turn[p] >= 0 && probe_turn[p] < n_turns)
+            probe_at[probe_turn[p]] = p;
     int64_t n_hist = 0, n_tok = 0;
     int source = 0, next = 0;
     pd->hist_start[0] = 0;
@@ -183,9 +196,14 @@ static mn_status prepare(mn_tokenizer *tok, const mn_config *cfg, const mn_dialo
                 pd->probes[next - 1].q_count++;
                 continue;
             }
-            const mn_probe *pr = &dl->probes[order[next]];
+            if (probe_at[t] < 0 || next == view.n_probes) {
+                st = mn_fail(MN_ERR_FORMAT, "eval: dialogue %s: rendered turn %" PRId64 " is no probe's question",
+                             dl->id, t);
+                break;
+            }
+            const mn_probe *pr = &dl->probes[probe_at[t]];
             prep_probe *pp = &pd->probes[next++];
-            pp->index = order[next - 1];
+            pp->index = probe_at[t];
             pp->q_first = (int)t;
             pp->q_count = 1;
             pp->hist_before = n_hist;
@@ -278,7 +296,8 @@ static mn_status prepare(mn_tokenizer *tok, const mn_config *cfg, const mn_dialo
 done:
     mn_ids_free(&ids);
     free(piece_of_turn);
-    free(order);
+    free(probe_at);
+    free(probe_turn);
     return st;
 }
 

@@ -37,6 +37,8 @@ typedef enum { MN_EVAL_MEMORY = 0, MN_EVAL_NO_MEMORY, MN_EVAL_WINDOW, MN_EVAL_FU
 int mn_eval_bucket(int64_t v, int n_buckets);
 /* Bounds of bucket b: [*lo, *hi), *hi = -1 for the open-ended last bucket. */
 void mn_eval_bucket_range(int b, int n_buckets, int64_t *lo, int64_t *hi);
+/* Bucket b as a label: "1", "2-3", ..., "512+" (the open-ended last). */
+void mn_eval_bucket_label(int b, int n_buckets, char *buf, size_t cap);
 
 /* ---- answer normalisation (malloc'd results; NULL when out of memory) */
 /* Exact match: lower-case (ASCII), ASCII punctuation removed, the words a/an/the removed,

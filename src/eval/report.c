@@ -207,18 +207,10 @@ void mn_eval_print_table(const mn_eval_result *r, FILE *out) {
     fprintf(out, "\n");
     for (int b = 0; b <= MN_EVAL_TURN_BUCKETS; b++) {
         char label[32];
-        if (b < MN_EVAL_TURN_BUCKETS) {
-            int64_t lo, hi;
-            mn_eval_bucket_range(b, MN_EVAL_TURN_BUCKETS, &lo, &hi);
-            if (hi < 0)
-                snprintf(label, sizeof label, "%" PRId64 "+", lo);
-            else if (hi - 1 == lo)
-                snprintf(label, sizeof label, "%" PRId64, lo);
-            else
-                snprintf(label, sizeof label, "%" PRId64 "-%" PRId64, lo, hi - 1);
-        } else {
+        if (b < MN_EVAL_TURN_BUCKETS)
+            mn_eval_bucket_label(b, MN_EVAL_TURN_BUCKETS, label, sizeof label);
+        else
             snprintf(label, sizeof label, "all");
-        }
         int64_t n = 0;
         for (int v = 0; v < r->n_variants; v++) {
             const mn_eval_tally *t = b < MN_EVAL_TURN_BUCKETS ? &r->variants[v].by_turns[b] : &r->variants[v].all;

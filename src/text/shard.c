@@ -149,9 +149,12 @@ static const char *other_speaker(const mn_dialogue *d, const char *than) {
 
 static mn_status render_dialogue(mn_tokenizer *tok, const mn_dialogue *d,
                                  const mn_render_options *o, mn_token_corpus *c,
-                                 mn_render_stats *st, mn_ids *scratch, int *order) {
+                                 mn_render_stats *st, mn_ids *scratch, int *order,
+                                 int64_t *probe_turn) {
     const char *first = d->turns[0].speaker;
     int n_order = 0;
+    for (int p = 0; probe_turn && p < d->n_probes; p++)
+        probe_turn[p] = -1;
     if (o->include_probes) {
         /* probes in order of `after`, file order among equals (insertion sort is stable) */
         for (int p = 0; p < d->n_probes; p++) {
@@ -173,7 +176,10 @@ static mn_status render_dialogue(mn_tokenizer *tok, const mn_dialogue *d,
         MN_TRY(render_turn(tok, c, turn->text, strcmp(turn->speaker, first) != 0, session_start,
                            0, 0, o->max_turn_tokens, scratch, st));
         while (next_probe < n_order && d->probes[order[next_probe]].after == t + 1) {
-            const mn_probe *p = &d->probes[order[next_probe++]];
+            const mn_probe *p = &d->probes[order[next_probe]];
+            if (probe_turn)
+                probe_turn[order[next_probe]] = c->n_turns; /* the question's first piece */
+            next_probe++;
             const char *asker = p->speaker ? p->speaker : other_speaker(d, turn->speaker);
             const char *answerer = other_speaker(d, asker);
             MN_TRY(render_turn(tok, c, p->question, strcmp(asker, first) != 0, 0,
@@ -188,7 +194,7 @@ static mn_status render_dialogue(mn_tokenizer *tok, const mn_dialogue *d,
 
 mn_status mn_render_dialogue(mn_tokenizer *tok, const mn_dialogue *d,
                              const mn_render_options *o, mn_token_corpus *c,
-                             mn_render_stats *stats) {
+                             mn_render_stats *stats, int64_t *probe_turn) {
     if (!tok || !d || !o || !c)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_render_dialogue: NULL argument");
     for (int i = 0; i < MN_TOK_N_SPECIAL; i++)
@@ -210,7 +216,7 @@ mn_status mn_render_dialogue(mn_tokenizer *tok, const mn_dialogue *d,
         return mn_fail(MN_ERR_NOMEM, "render: out of memory");
     mn_ids scratch = {0};
     int64_t turns0 = c->n_turns, tokens0 = c->n_tokens;
-    mn_status st = render_dialogue(tok, d, o, c, stats, &scratch, order);
+    mn_status st = render_dialogue(tok, d, o, c, stats, &scratch, order, probe_turn);
     free(order);
     mn_ids_free(&scratch);
     if (st != MN_OK) {
@@ -359,7 +365,7 @@ mn_status mn_shard_write_dialogues(const char *path, mn_tokenizer *tok,
     mn_status st = MN_OK;
     int64_t n_probes = 0;
     for (int64_t i = 0; i < list->count && st == MN_OK; i++) {
-        st = mn_render_dialogue(tok, &list->items[i], options, &c, stats);
+        st = mn_render_dialogue(tok, &list->items[i], options, &c, stats, NULL);
         if (st != MN_OK)
             mn_fail_context(st, "%s: dialogue %lld (%s)", path, (long long)i,
                             list->items[i].id ? list->items[i].id : "?");

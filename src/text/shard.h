@@ -62,10 +62,13 @@ typedef struct {
 } mn_token_corpus;
 
 void mn_token_corpus_free(mn_token_corpus *c);
-/* Renders one dialogue as one episode appended to c. The tokenizer needs the special tokens. */
+/* Renders one dialogue as one episode appended to c. The tokenizer needs the special tokens.
+ * Probes are asked in order of `after`, file order among equals; probe_turn (nullable,
+ * d->n_probes entries) receives for each probe, in file order, the index in c of its question's
+ * first turn (-1 when probes are not included): the one place that order is decided. */
 mn_status mn_render_dialogue(mn_tokenizer *tok, const mn_dialogue *d,
                              const mn_render_options *options, mn_token_corpus *c,
-                             mn_render_stats *stats);
+                             mn_render_stats *stats, int64_t *probe_turn);
 
 /* ---- shard files */
 #define MN_SHARD_MAGIC "MNSHARD1"

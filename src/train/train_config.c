@@ -1,11 +1,19 @@
-/* The table-driven training config (train/train_config.h). */
-#include "train_config.h"
+/* The training config (include/mnemo_train.h): one table of fields drives the JSON config
+ * file, the long options (field name with '-' for '_'), their help, and the JSON stored in
+ * checkpoints (docs/training.md). */
+#include "mnemo_train.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+
+#include "core/error.h"
+#include "io/checkpoint.h"
 
 typedef enum { F_INT, F_I64, F_FLOAT, F_DOUBLE, F_STR, F_BOOL } field_type;
 
@@ -17,9 +25,9 @@ typedef struct {
     const char *help;
 } field;
 
-#define FIELD(n, t, h) {#n, t, offsetof(train_config, n), 0, h}
-#define MODEL(n, t, h) {#n, t, offsetof(train_config, model.n), 0, h}
-#define STR(n, h) {#n, F_STR, offsetof(train_config, n), sizeof(((train_config *)0)->n), h}
+#define FIELD(n, t, h) {#n, t, offsetof(mn_train_config, n), 0, h}
+#define MODEL(n, t, h) {#n, t, offsetof(mn_train_config, model.n), 0, h}
+#define STR(n, h) {#n, F_STR, offsetof(mn_train_config, n), sizeof(((mn_train_config *)0)->n), h}
 
 static const field fields[] = {
     MODEL(vocab_size, F_INT, "model: vocabulary size V (task shards: the tokenizer's)"),
@@ -79,7 +87,7 @@ static const field fields[] = {
 };
 static const int n_fields = (int)(sizeof fields / sizeof fields[0]);
 
-void train_config_defaults(train_config *c) {
+void mn_train_config_defaults(mn_train_config *c) {
     memset(c, 0, sizeof *c);
     c->model = mn_config_demo();
     snprintf(c->task, sizeof c->task, "shards");
@@ -120,8 +128,8 @@ void train_config_defaults(train_config *c) {
     c->recall_min_distance = 1;
 }
 
-static void *at(train_config *c, const field *f) { return (char *)c + f->offset; }
-static const void *at_const(const train_config *c, const field *f) { return (const char *)c + f->offset; }
+static void *at(mn_train_config *c, const field *f) { return (char *)c + f->offset; }
+static const void *at_const(const mn_train_config *c, const field *f) { return (const char *)c + f->offset; }
 
 static const field *find(const char *name) {
     for (int i = 0; i < n_fields; i++)
@@ -130,107 +138,120 @@ static const field *find(const char *name) {
     return NULL;
 }
 
-/* Sets a field from a JSON value; 0 on success. */
-static int set_json(train_config *c, const field *f, json_t *v, const char *where, FILE *err) {
+/* Sets a field from a JSON value. */
+static mn_status set_json(mn_train_config *c, const field *f, json_t *v, const char *where) {
     switch (f->type) {
     case F_INT:
     case F_I64: {
-        if (!json_is_integer(v)) {
-            fprintf(err, "%s: field %s wants an integer\n", where, f->name);
-            return 1;
-        }
+        if (!json_is_integer(v))
+            return mn_fail(MN_ERR_CONFIG, "%s: field %s wants an integer", where, f->name);
         json_int_t x = json_integer_value(v);
         if (f->type == F_INT) {
-            if (x < -2147483647LL - 1 || x > 2147483647LL) {
-                fprintf(err, "%s: field %s = %lld is out of the int range\n", where, f->name, (long long)x);
-                return 1;
-            }
+            if (x < -2147483647LL - 1 || x > 2147483647LL)
+                return mn_fail(MN_ERR_CONFIG, "%s: field %s = %lld is out of the int range", where, f->name,
+                               (long long)x);
             *(int *)at(c, f) = (int)x;
         } else {
             *(int64_t *)at(c, f) = (int64_t)x;
         }
-        return 0;
+        return MN_OK;
     }
     case F_FLOAT:
     case F_DOUBLE:
-        if (!json_is_number(v)) {
-            fprintf(err, "%s: field %s wants a number\n", where, f->name);
-            return 1;
-        }
+        if (!json_is_number(v))
+            return mn_fail(MN_ERR_CONFIG, "%s: field %s wants a number", where, f->name);
         if (f->type == F_FLOAT)
             *(float *)at(c, f) = (float)json_number_value(v);
         else
             *(double *)at(c, f) = json_number_value(v);
-        return 0;
+        return MN_OK;
     case F_BOOL:
-        if (!json_is_boolean(v)) {
-            fprintf(err, "%s: field %s wants true or false\n", where, f->name);
-            return 1;
-        }
+        if (!json_is_boolean(v))
+            return mn_fail(MN_ERR_CONFIG, "%s: field %s wants true or false", where, f->name);
         *(int *)at(c, f) = json_is_true(v);
-        return 0;
+        return MN_OK;
     case F_STR: {
-        if (!json_is_string(v)) {
-            fprintf(err, "%s: field %s wants a string\n", where, f->name);
-            return 1;
-        }
+        if (!json_is_string(v))
+            return mn_fail(MN_ERR_CONFIG, "%s: field %s wants a string", where, f->name);
         const char *s = json_string_value(v);
-        if (strlen(s) >= f->cap) {
-            fprintf(err, "%s: field %s is longer than %zu bytes\n", where, f->name, f->cap - 1);
-            return 1;
-        }
+        if (strlen(s) >= f->cap)
+            return mn_fail(MN_ERR_CONFIG, "%s: field %s is longer than %zu bytes", where, f->name, f->cap - 1);
         snprintf((char *)at(c, f), f->cap, "%s", s);
-        return 0;
+        return MN_OK;
     }
     }
-    return 1;
+    return mn_fail(MN_ERR_CONFIG, "%s: field %s has an unknown type", where, f->name);
 }
 
-static int load_object(train_config *c, json_t *root, const char *where, FILE *err) {
-    if (!json_is_object(root)) {
-        fprintf(err, "%s: the config must be a JSON object\n", where);
-        return 1;
-    }
+static mn_status load_object(mn_train_config *c, json_t *root, const char *where) {
+    if (!json_is_object(root))
+        return mn_fail(MN_ERR_CONFIG, "%s: the config must be a JSON object", where);
     const char *key;
     json_t *v;
     json_object_foreach(root, key, v) {
         const field *f = find(key);
-        if (!f) {
-            fprintf(err, "%s: unknown field '%s' (see mnemo train --help)\n", where, key);
-            return 1;
-        }
-        if (set_json(c, f, v, where, err))
-            return 1;
+        if (!f)
+            return mn_fail(MN_ERR_CONFIG, "%s: unknown field '%s'", where, key);
+        MN_TRY(set_json(c, f, v, where));
     }
-    return 0;
+    return MN_OK;
 }
 
-int train_config_load_file(train_config *c, const char *path, FILE *err) {
+mn_status mn_train_config_load_file(mn_train_config *c, const char *path) {
+    if (!c || !path)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_train_config_load_file: NULL argument");
     json_error_t e;
     json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &e);
-    if (!root) {
-        fprintf(err, "%s:%d: %s\n", path, e.line, e.text);
-        return 1;
-    }
-    int rc = load_object(c, root, path, err);
+    if (!root)
+        return mn_fail(MN_ERR_CONFIG, "%s:%d: %s", path, e.line, e.text);
+    mn_status st = load_object(c, root, path);
     json_decref(root);
-    return rc;
+    return st;
 }
 
-int train_config_load_string(train_config *c, const char *json, const char *where, FILE *err) {
+mn_status mn_train_config_load_string(mn_train_config *c, const char *json, const char *where) {
+    if (!c || !json || !where)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_train_config_load_string: NULL argument");
     json_error_t e;
     json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &e);
-    if (!root) {
-        fprintf(err, "%s: config JSON: %s\n", where, e.text);
-        return 1;
-    }
-    int rc = load_object(c, root, where, err);
+    if (!root)
+        return mn_fail(MN_ERR_CONFIG, "%s: config JSON: %s", where, e.text);
+    mn_status st = load_object(c, root, where);
     json_decref(root);
-    return rc;
+    return st;
 }
 
-char *train_config_to_json(const train_config *c, int indent) {
+mn_status mn_train_config_load_checkpoint(mn_train_config *c, const char *checkpoint) {
+    if (!c || !checkpoint)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_train_config_load_checkpoint: NULL argument");
+    mn_checkpoint_info info;
+    MN_TRY(mn_checkpoint_read_info(checkpoint, &info));
+    mn_status st = mn_train_config_load_string(c, info.train_config ? info.train_config : "{}", checkpoint);
+    c->model = info.config; /* the tensors decide the model, whatever the JSON says */
+    mn_checkpoint_info_free(&info);
+    return st;
+}
+
+mn_status mn_train_resume_path(const char *checkpoint_or_run_dir, char *out, size_t cap) {
+    if (!checkpoint_or_run_dir || !out || !cap)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_train_resume_path: NULL argument");
+    struct stat sb;
+    if (stat(checkpoint_or_run_dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        if ((size_t)snprintf(out, cap, "%s", checkpoint_or_run_dir) >= cap)
+            return mn_fail(MN_ERR_INVALID_ARG, "%s: the path is too long", checkpoint_or_run_dir);
+        return MN_OK;
+    }
+    int found = 0;
+    MN_TRY(mn_checkpoint_latest(checkpoint_or_run_dir, out, cap, NULL, &found));
+    if (!found)
+        return mn_fail(MN_ERR_IO, "%s: the directory holds no checkpoint (ckpt-<step>.h5)", checkpoint_or_run_dir);
+    return MN_OK;
+}
+
+char *mn_train_config_to_json(const mn_train_config *c, int indent) {
     json_t *root = json_object();
+    if (!root)
+        return NULL;
     for (int i = 0; i < n_fields; i++) {
         const field *f = &fields[i];
         const void *p = at_const(c, f);
@@ -252,165 +273,154 @@ char *train_config_to_json(const train_config *c, int indent) {
     return s;
 }
 
-int train_config_n_options(void) { return n_fields; }
+/* ---------------------------------------------------------------- fields as options */
+int mn_train_config_n_fields(void) { return n_fields; }
 
-void train_config_options(struct option *opts, int first_id) {
-    static char names[sizeof fields / sizeof fields[0]][64];
-    for (int i = 0; i < n_fields; i++) {
-        snprintf(names[i], sizeof names[i], "%s", fields[i].name);
-        for (char *p = names[i]; *p; p++)
-            if (*p == '_')
-                *p = '-';
-        opts[i].name = names[i];
-        opts[i].has_arg = fields[i].type == F_BOOL ? no_argument : required_argument;
-        opts[i].flag = NULL;
-        opts[i].val = first_id + i;
-    }
-}
+static const field *field_at(int i) { return i >= 0 && i < n_fields ? &fields[i] : NULL; }
 
-int train_config_set_option(train_config *c, int id, int first_id, const char *value, FILE *err) {
-    int i = id - first_id;
-    if (i < 0 || i >= n_fields)
-        return 1;
-    const field *f = &fields[i];
-    char where[96];
-    snprintf(where, sizeof where, "mnemo train: --%s", f->name);
-    for (char *p = where + 14; *p; p++)
+mn_status mn_train_config_field(int i, mn_train_field *out) {
+    const field *f = field_at(i);
+    if (!f || !out)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_train_config_field: no field %d (0..%d)", i, n_fields - 1);
+    out->name = f->name;
+    out->help = f->help;
+    out->is_flag = f->type == F_BOOL;
+    snprintf(out->option, sizeof out->option, "%s", f->name);
+    for (char *p = out->option; *p; p++)
         if (*p == '_')
             *p = '-';
+    return MN_OK;
+}
+
+mn_status mn_train_config_set_field(mn_train_config *c, int i, const char *value) {
+    mn_train_field info;
+    MN_TRY(mn_train_config_field(i, &info));
+    const field *f = &fields[i];
+    if (f->type == F_BOOL) {
+        *(int *)at(c, f) = 1;
+        return MN_OK;
+    }
+    if (!value)
+        return mn_fail(MN_ERR_CONFIG, "--%s needs a value", info.option);
     char *end = NULL;
     switch (f->type) {
-    case F_BOOL: *(int *)at(c, f) = 1; return 0;
+    case F_BOOL: break;
     case F_STR:
-        if (strlen(value) >= f->cap) {
-            fprintf(err, "%s: longer than %zu bytes\n", where, f->cap - 1);
-            return 1;
-        }
+        if (strlen(value) >= f->cap)
+            return mn_fail(MN_ERR_CONFIG, "--%s is longer than %zu bytes", info.option, f->cap - 1);
         snprintf((char *)at(c, f), f->cap, "%s", value);
-        return 0;
+        return MN_OK;
     case F_INT:
     case F_I64: {
+        errno = 0;
         long long x = strtoll(value, &end, 10);
-        if (!*value || *end || (f->type == F_INT && (x < -2147483647LL - 1 || x > 2147483647LL))) {
-            fprintf(err, "%s wants an integer, got '%s'\n", where, value);
-            return 1;
-        }
+        if (!*value || *end || errno || (f->type == F_INT && (x < -2147483647LL - 1 || x > 2147483647LL)))
+            return mn_fail(MN_ERR_CONFIG, "--%s wants an integer, got '%s'", info.option, value);
         if (f->type == F_INT)
             *(int *)at(c, f) = (int)x;
         else
             *(int64_t *)at(c, f) = x;
-        return 0;
+        return MN_OK;
     }
     case F_FLOAT:
     case F_DOUBLE: {
         double x = strtod(value, &end);
-        if (!*value || *end || !isfinite(x)) {
-            fprintf(err, "%s wants a finite number, got '%s'\n", where, value);
-            return 1;
-        }
+        if (!*value || *end || !isfinite(x))
+            return mn_fail(MN_ERR_CONFIG, "--%s wants a finite number, got '%s'", info.option, value);
         if (f->type == F_FLOAT)
             *(float *)at(c, f) = (float)x;
         else
             *(double *)at(c, f) = x;
-        return 0;
+        return MN_OK;
     }
     }
-    return 1;
+    return mn_fail(MN_ERR_CONFIG, "--%s has an unknown type", info.option);
 }
 
-void train_config_print_help(FILE *out) {
-    train_config d;
-    train_config_defaults(&d);
-    for (int i = 0; i < n_fields; i++) {
-        const field *f = &fields[i];
-        char opt[64], def[TRAIN_PATH_CAP + 32];
-        snprintf(opt, sizeof opt, "%s", f->name);
-        for (char *p = opt; *p; p++)
-            if (*p == '_')
-                *p = '-';
-        const void *v = at_const(&d, f);
-        switch (f->type) {
-        case F_INT: snprintf(def, sizeof def, "%d", *(const int *)v); break;
-        case F_I64: snprintf(def, sizeof def, "%lld", (long long)*(const int64_t *)v); break;
-        case F_FLOAT: snprintf(def, sizeof def, "%g", (double)*(const float *)v); break;
-        case F_DOUBLE: snprintf(def, sizeof def, "%g", *(const double *)v); break;
-        case F_BOOL: snprintf(def, sizeof def, "%s", *(const int *)v ? "on" : "off"); break;
-        case F_STR: snprintf(def, sizeof def, "\"%s\"", (const char *)v); break;
-        }
-        fprintf(out, "  --%-24s %s%s (default %s)\n", opt, f->type == F_BOOL ? "(flag) " : "", f->help, def);
+mn_status mn_train_config_field_text(const mn_train_config *c, int i, char *buf, size_t cap) {
+    const field *f = field_at(i);
+    if (!f || !c || !buf || !cap)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_train_config_field_text: no field %d, or NULL", i);
+    const void *v = at_const(c, f);
+    switch (f->type) {
+    case F_INT: snprintf(buf, cap, "%d", *(const int *)v); break;
+    case F_I64: snprintf(buf, cap, "%lld", (long long)*(const int64_t *)v); break;
+    case F_FLOAT: snprintf(buf, cap, "%g", (double)*(const float *)v); break;
+    case F_DOUBLE: snprintf(buf, cap, "%g", *(const double *)v); break;
+    case F_BOOL: snprintf(buf, cap, "%s", *(const int *)v ? "on" : "off"); break;
+    case F_STR: snprintf(buf, cap, "\"%s\"", (const char *)v); break;
     }
+    return MN_OK;
 }
 
 /* ---------------------------------------------------------------- validation */
-static int bad(FILE *err, const char *field, const char *why) {
-    fprintf(err, "mnemo train: config field %s %s\n", field, why);
-    return 1;
+static mn_status bad(const char *field, const char *why) {
+    return mn_fail(MN_ERR_CONFIG, "config field %s %s", field, why);
 }
 
-int train_config_validate(const train_config *c, FILE *err) {
-    if (mn_config_validate(&c->model) != MN_OK) {
-        fprintf(err, "mnemo train: %s\n", mn_last_error());
-        return 1;
-    }
+mn_status mn_train_config_validate(const mn_train_config *c) {
+    if (!c)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_train_config_validate: NULL argument");
+    MN_TRY(mn_config_validate(&c->model));
     if (strcmp(c->task, "shards") && strcmp(c->task, "recall"))
-        return bad(err, "task", "must be shards or recall");
+        return bad("task", "must be shards or recall");
     if (strcmp(c->device, "cpu") && strcmp(c->device, "cuda") && strcmp(c->device, "auto"))
-        return bad(err, "device", "must be cpu, cuda or auto");
+        return bad("device", "must be cpu, cuda or auto");
     if (c->batch < 1 || c->batch > 65536)
-        return bad(err, "batch", "must be in 1..65536");
+        return bad("batch", "must be in 1..65536");
     if (c->turns < 2 || c->turns > 4096)
-        return bad(err, "turns", "must be in 2..4096");
+        return bad("turns", "must be in 2..4096");
     if (c->grad_accum < 1 || c->grad_accum > c->batch)
-        return bad(err, "grad_accum", "must be in 1..batch");
+        return bad("grad_accum", "must be in 1..batch");
     if (c->batch % c->grad_accum)
-        return bad(err, "grad_accum", "must divide batch");
+        return bad("grad_accum", "must divide batch");
     if (c->zero != 0 && c->zero != 1)
-        return bad(err, "zero", "must be 0 or 1");
+        return bad("zero", "must be 0 or 1");
     if (!(c->comm_timeout >= 0))
-        return bad(err, "comm_timeout", "must be >= 0");
+        return bad("comm_timeout", "must be >= 0");
     if (c->bptt < 1)
-        return bad(err, "bptt", "must be >= 1");
+        return bad("bptt", "must be >= 1");
     if (c->curriculum_start_turns < 1)
-        return bad(err, "curriculum_start_turns", "must be >= 1");
+        return bad("curriculum_start_turns", "must be >= 1");
     if (c->curriculum_stage_steps < 0)
-        return bad(err, "curriculum_stage_steps", "must be >= 0");
+        return bad("curriculum_stage_steps", "must be >= 0");
     if (!(c->lr > 0) || !(c->min_lr >= 0) || c->min_lr > c->lr)
-        return bad(err, "lr / min_lr", "must satisfy 0 <= min_lr <= lr, lr > 0");
+        return bad("lr / min_lr", "must satisfy 0 <= min_lr <= lr, lr > 0");
     if (c->warmup_steps < 0)
-        return bad(err, "warmup_steps", "must be >= 0");
+        return bad("warmup_steps", "must be >= 0");
     if (!(c->beta1 >= 0 && c->beta1 < 1) || !(c->beta2 >= 0 && c->beta2 < 1))
-        return bad(err, "beta1 / beta2", "must be in [0, 1)");
+        return bad("beta1 / beta2", "must be in [0, 1)");
     if (!(c->eps > 0))
-        return bad(err, "eps", "must be > 0");
+        return bad("eps", "must be > 0");
     if (!(c->weight_decay >= 0))
-        return bad(err, "weight_decay", "must be >= 0");
+        return bad("weight_decay", "must be >= 0");
     if (!(c->grad_clip >= 0))
-        return bad(err, "grad_clip", "must be >= 0");
+        return bad("grad_clip", "must be >= 0");
     if (!(c->answer_weight > 0) || !(c->text_weight >= 0))
-        return bad(err, "answer_weight / text_weight", "must be > 0 and >= 0");
+        return bad("answer_weight / text_weight", "must be > 0 and >= 0");
     if (!(c->reconstruct_weight >= 0) || !isfinite(c->reconstruct_weight))
-        return bad(err, "reconstruct_weight", "must be finite and >= 0");
+        return bad("reconstruct_weight", "must be finite and >= 0");
     if (c->steps < 1)
-        return bad(err, "steps", "must be >= 1");
+        return bad("steps", "must be >= 1");
     if (c->time_limit_s < 0)
-        return bad(err, "time_limit_s", "must be >= 0");
+        return bad("time_limit_s", "must be >= 0");
     if (c->max_nan_steps < 1)
-        return bad(err, "max_nan_steps", "must be >= 1");
+        return bad("max_nan_steps", "must be >= 1");
     if (c->eval_interval < 0 || c->eval_batches < 0 || c->eval_probes < 0)
-        return bad(err, "eval_interval / eval_batches / eval_probes", "must be >= 0");
+        return bad("eval_interval / eval_batches / eval_probes", "must be >= 0");
     if (c->log_interval < 1)
-        return bad(err, "log_interval", "must be >= 1");
+        return bad("log_interval", "must be >= 1");
     if (c->checkpoint_interval < 0)
-        return bad(err, "checkpoint_interval", "must be >= 0");
+        return bad("checkpoint_interval", "must be >= 0");
     if (c->keep_checkpoints < 1)
-        return bad(err, "keep_checkpoints", "must be >= 1");
+        return bad("keep_checkpoints", "must be >= 1");
     if (!c->run_dir[0])
-        return bad(err, "run_dir", "must be set");
+        return bad("run_dir", "must be set");
     if (c->threads < 0)
-        return bad(err, "threads", "must be >= 0");
+        return bad("threads", "must be >= 0");
     if (!strcmp(c->task, "shards") && !c->train_data[0])
-        return bad(err, "train_data", "must name a token shard for task shards");
+        return bad("train_data", "must name a token shard for task shards");
     if (!strcmp(c->task, "recall") && (c->recall_min_distance < 1 || c->recall_min_distance > c->turns - 1))
-        return bad(err, "recall_min_distance", "must be in 1..turns-1");
-    return 0;
+        return bad("recall_min_distance", "must be in 1..turns-1");
+    return MN_OK;
 }

@@ -1,5 +1,5 @@
-/* The communication layer of data-parallel training (train/dist.h). */
-#include "dist.h"
+/* The communication layer of data-parallel training (src/train/dist.h). */
+#include "train/dist.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -17,7 +17,7 @@
 #include <mpi.h>
 #endif
 
-struct dist {
+struct mn_dist {
     int rank, size, mpi;
     double timeout_s;
     double comm_s;
@@ -31,7 +31,7 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-int dist_launched(void) {
+int mn_dist_launched(void) {
     /* OpenMPI, MPICH/Hydra (PMI), PMIx launchers such as srun */
     const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS"};
     for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
@@ -40,20 +40,20 @@ int dist_launched(void) {
     return 0;
 }
 
-void dist_shard_range(size_t n, int world, int rank, size_t *lo, size_t *hi) {
+void mn_dist_shard_range(size_t n, int world, int rank, size_t *lo, size_t *hi) {
     size_t w = (size_t)(world > 0 ? world : 1), r = (size_t)rank, base = n / w, extra = n % w;
     *lo = r * base + (r < extra ? r : extra);
     *hi = *lo + base + (r < extra ? 1 : 0);
 }
 
-int dist_rank(const dist *d) { return d ? d->rank : 0; }
-int dist_size(const dist *d) { return d ? d->size : 1; }
-const char *dist_backend_name(const dist *d) { return d && d->mpi ? "mpi" : "none"; }
-void dist_set_timeout(dist *d, double seconds) {
+int mn_dist_rank(const mn_dist *d) { return d ? d->rank : 0; }
+int mn_dist_size(const mn_dist *d) { return d ? d->size : 1; }
+const char *mn_dist_backend_name(const mn_dist *d) { return d && d->mpi ? "mpi" : "none"; }
+void mn_dist_set_timeout(mn_dist *d, double seconds) {
     if (d)
         d->timeout_s = seconds;
 }
-double dist_take_comm_seconds(dist *d) {
+double mn_dist_take_comm_seconds(mn_dist *d) {
     double s = d ? d->comm_s : 0.0;
     if (d)
         d->comm_s = 0.0;
@@ -61,7 +61,7 @@ double dist_take_comm_seconds(dist *d) {
 }
 
 #ifdef MN_HAVE_MPI
-static mn_status grow_scratch(dist *d, size_t n) {
+static mn_status grow_scratch(mn_dist *d, size_t n) {
     if (n <= d->scratch_cap)
         return MN_OK;
     float *p = realloc(d->scratch, n * sizeof(float));
@@ -72,7 +72,7 @@ static mn_status grow_scratch(dist *d, size_t n) {
     return MN_OK;
 }
 
-static mn_status mpi_failed(const dist *d, int code, const char *call, const char *what) {
+static mn_status mpi_failed(const mn_dist *d, int code, const char *call, const char *what) {
     char msg[MPI_MAX_ERROR_STRING] = "";
     int len = 0;
     MPI_Error_string(code, msg, &len);
@@ -82,7 +82,7 @@ static mn_status mpi_failed(const dist *d, int code, const char *call, const cha
 /* Polls a nonblocking collective. Sleeping between tests leaves the core to the ranks that
  * still compute (ranks often share cores); the timeout turns a dead or stopped peer into an
  * error instead of a hang. */
-static mn_status wait_request(dist *d, MPI_Request *req, const char *call, const char *what) {
+static mn_status wait_request(mn_dist *d, MPI_Request *req, const char *call, const char *what) {
     double t0 = now_s();
     int done = 0;
     for (long polls = 0;; polls++) {
@@ -115,14 +115,14 @@ static mn_status wait_request(dist *d, MPI_Request *req, const char *call, const
             return mpi_failed((d), rc_, #call, (what));                   \
     } while (0)
 
-mn_status dist_open(int *argc, char ***argv, dist **out) {
+mn_status mn_dist_open(int *argc, char ***argv, mn_dist **out) {
     *out = NULL;
-    dist *d = calloc(1, sizeof *d);
+    mn_dist *d = calloc(1, sizeof *d);
     if (!d)
         return mn_fail(MN_ERR_NOMEM, "out of memory");
     d->size = 1;
     d->timeout_s = 300;
-    if (dist_launched()) {
+    if (mn_dist_launched()) {
         int provided = 0;
         /* OpenMP threads compute; only the main thread calls MPI */
         if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS) {
@@ -138,7 +138,7 @@ mn_status dist_open(int *argc, char ***argv, dist **out) {
     return MN_OK;
 }
 
-void dist_close(dist *d) {
+void mn_dist_close(mn_dist *d) {
     if (!d)
         return;
     if (d->mpi)
@@ -147,12 +147,12 @@ void dist_close(dist *d) {
     free(d);
 }
 
-void dist_abort(dist *d, int code) {
+void mn_dist_abort(mn_dist *d, int code) {
     if (d && d->mpi && d->size > 1)
         MPI_Abort(MPI_COMM_WORLD, code);
 }
 
-mn_status dist_allgather(dist *d, const void *mine, size_t bytes, void *all, const char *what) {
+mn_status mn_dist_allgather(mn_dist *d, const void *mine, size_t bytes, void *all, const char *what) {
     if (!d->mpi || d->size == 1) {
         memmove(all, mine, bytes);
         return MN_OK;
@@ -164,10 +164,10 @@ mn_status dist_allgather(dist *d, const void *mine, size_t bytes, void *all, con
     return wait_request(d, &req, "MPI_Iallgather", what);
 }
 
-static mn_status shard_counts(const dist *d, size_t n, int *counts, int *displs, const char *what) {
+static mn_status shard_counts(const mn_dist *d, size_t n, int *counts, int *displs, const char *what) {
     for (int r = 0; r < d->size; r++) {
         size_t lo, hi;
-        dist_shard_range(n, d->size, r, &lo, &hi);
+        mn_dist_shard_range(n, d->size, r, &lo, &hi);
         if (hi > INT_MAX)
             return mn_fail(MN_ERR_INVALID_ARG, "MPI rank %d: %s: %zu elements exceed MPI's int counts", d->rank, what,
                            n);
@@ -180,7 +180,7 @@ static mn_status shard_counts(const dist *d, size_t n, int *counts, int *displs,
 /* Reduce-scatter as an all-to-all plus a local sum in rank order: MPI_Reduce_scatter may
  * combine in any order, this one is deterministic for every world size and sends the same
  * volume as a ring. */
-mn_status dist_reduce_scatter_sum(dist *d, float *buf, size_t n, const char *what) {
+mn_status mn_dist_reduce_scatter_sum(mn_dist *d, float *buf, size_t n, const char *what) {
     if (!d->mpi || d->size == 1)
         return MN_OK;
     int W = d->size;
@@ -190,7 +190,7 @@ mn_status dist_reduce_scatter_sum(dist *d, float *buf, size_t n, const char *wha
     int *sd = sc + W, *rc = sc + 2 * W, *rd = sc + 3 * W;
     mn_status st = shard_counts(d, n, sc, sd, what);
     size_t lo, hi;
-    dist_shard_range(n, W, d->rank, &lo, &hi);
+    mn_dist_shard_range(n, W, d->rank, &lo, &hi);
     size_t mine = hi - lo;
     if (st == MN_OK)
         st = grow_scratch(d, (size_t)W * mine + 1);
@@ -219,7 +219,7 @@ mn_status dist_reduce_scatter_sum(dist *d, float *buf, size_t n, const char *wha
     return st;
 }
 
-mn_status dist_allgather_shards(dist *d, float *buf, size_t n, const char *what) {
+mn_status mn_dist_allgather_shards(mn_dist *d, float *buf, size_t n, const char *what) {
     if (!d->mpi || d->size == 1)
         return MN_OK;
     int W = d->size;
@@ -240,7 +240,7 @@ mn_status dist_allgather_shards(dist *d, float *buf, size_t n, const char *what)
     return st;
 }
 
-mn_status dist_gather_shards(dist *d, const float *shard, size_t n, float *full, int root, const char *what) {
+mn_status mn_dist_gather_shards(mn_dist *d, const float *shard, size_t n, float *full, int root, const char *what) {
     if (!d->mpi || d->size == 1) {
         memmove(full, shard, n * sizeof(float));
         return MN_OK;
@@ -263,7 +263,7 @@ mn_status dist_gather_shards(dist *d, const float *shard, size_t n, float *full,
     return st;
 }
 
-mn_status dist_bcast(dist *d, void *buf, size_t bytes, int root, const char *what) {
+mn_status mn_dist_bcast(mn_dist *d, void *buf, size_t bytes, int root, const char *what) {
     if (!d->mpi || d->size == 1)
         return MN_OK;
     if (bytes > INT_MAX)
@@ -273,7 +273,7 @@ mn_status dist_bcast(dist *d, void *buf, size_t bytes, int root, const char *wha
     return wait_request(d, &req, "MPI_Ibcast", what);
 }
 
-mn_status dist_barrier(dist *d, const char *what) {
+mn_status mn_dist_barrier(mn_dist *d, const char *what) {
     if (!d->mpi || d->size == 1)
         return MN_OK;
     MPI_Request req;
@@ -283,13 +283,13 @@ mn_status dist_barrier(dist *d, const char *what) {
 
 #else /* no MPI: a world of one */
 
-mn_status dist_open(int *argc, char ***argv, dist **out) {
+mn_status mn_dist_open(int *argc, char ***argv, mn_dist **out) {
     (void)argc, (void)argv;
     *out = NULL;
-    if (dist_launched())
+    if (mn_dist_launched())
         return mn_fail(MN_ERR_CONFIG, "started by an MPI launcher, but this mnemo was built without MPI "
                                       "(install libopenmpi-dev and rebuild; the mpi option is auto)");
-    dist *d = calloc(1, sizeof *d);
+    mn_dist *d = calloc(1, sizeof *d);
     if (!d)
         return mn_fail(MN_ERR_NOMEM, "out of memory");
     d->size = 1;
@@ -298,35 +298,35 @@ mn_status dist_open(int *argc, char ***argv, dist **out) {
     return MN_OK;
 }
 
-void dist_close(dist *d) {
+void mn_dist_close(mn_dist *d) {
     if (d)
         free(d->scratch);
     free(d);
 }
-void dist_abort(dist *d, int code) { (void)d, (void)code; }
-mn_status dist_allgather(dist *d, const void *mine, size_t bytes, void *all, const char *what) {
+void mn_dist_abort(mn_dist *d, int code) { (void)d, (void)code; }
+mn_status mn_dist_allgather(mn_dist *d, const void *mine, size_t bytes, void *all, const char *what) {
     (void)d, (void)what;
     memmove(all, mine, bytes);
     return MN_OK;
 }
-mn_status dist_reduce_scatter_sum(dist *d, float *buf, size_t n, const char *what) {
+mn_status mn_dist_reduce_scatter_sum(mn_dist *d, float *buf, size_t n, const char *what) {
     (void)d, (void)buf, (void)n, (void)what;
     return MN_OK;
 }
-mn_status dist_allgather_shards(dist *d, float *buf, size_t n, const char *what) {
+mn_status mn_dist_allgather_shards(mn_dist *d, float *buf, size_t n, const char *what) {
     (void)d, (void)buf, (void)n, (void)what;
     return MN_OK;
 }
-mn_status dist_gather_shards(dist *d, const float *shard, size_t n, float *full, int root, const char *what) {
+mn_status mn_dist_gather_shards(mn_dist *d, const float *shard, size_t n, float *full, int root, const char *what) {
     (void)d, (void)root, (void)what;
     memmove(full, shard, n * sizeof(float));
     return MN_OK;
 }
-mn_status dist_bcast(dist *d, void *buf, size_t bytes, int root, const char *what) {
+mn_status mn_dist_bcast(mn_dist *d, void *buf, size_t bytes, int root, const char *what) {
     (void)d, (void)buf, (void)bytes, (void)root, (void)what;
     return MN_OK;
 }
-mn_status dist_barrier(dist *d, const char *what) {
+mn_status mn_dist_barrier(mn_dist *d, const char *what) {
     (void)d, (void)what;
     return MN_OK;
 }
@@ -335,9 +335,9 @@ mn_status dist_barrier(dist *d, const char *what) {
 /* ---------------------------------------------------------------- file rendezvous */
 #define RDV_MAGIC "MNRDV001"
 
-mn_status dist_rendezvous_file(const char *path, int rank, void *buf, size_t bytes, double timeout_s) {
+mn_status mn_dist_rendezvous_file(const char *path, int rank, void *buf, size_t bytes, double timeout_s) {
     if (!path || !buf)
-        return mn_fail(MN_ERR_INVALID_ARG, "dist_rendezvous_file: NULL argument");
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_dist_rendezvous_file: NULL argument");
     uint64_t n = bytes;
     if (rank == 0) {
         char tmp[4096];
@@ -380,20 +380,20 @@ mn_status dist_rendezvous_file(const char *path, int rank, void *buf, size_t byt
 }
 
 #ifndef MN_HAVE_NCCL
-int dist_have_nccl(void) { return 0; }
-mn_status dist_nccl_open(dist *d, int device, dist_nccl **out) {
+int mn_dist_have_nccl(void) { return 0; }
+mn_status mn_dist_nccl_open(mn_dist *d, int device, mn_dist_nccl **out) {
     (void)d, (void)device;
     *out = NULL;
     return mn_fail(MN_ERR_DEVICE, "this mnemo was built without NCCL (needs CUDA, MPI and NCCL at build time)");
 }
-mn_status dist_nccl_open_file(const char *path, int rank, int world, int device, double timeout_s,
-                              dist_nccl **out) {
+mn_status mn_dist_nccl_open_file(const char *path, int rank, int world, int device, double timeout_s,
+                                 mn_dist_nccl **out) {
     (void)path, (void)rank, (void)world, (void)device, (void)timeout_s;
     *out = NULL;
     return mn_fail(MN_ERR_DEVICE, "this mnemo was built without NCCL (needs CUDA, MPI and NCCL at build time)");
 }
-void dist_nccl_close(dist_nccl *n) { (void)n; }
-mn_status dist_nccl_allreduce(dist_nccl *n, float *buf, size_t count, float scale, void *stream) {
+void mn_dist_nccl_close(mn_dist_nccl *n) { (void)n; }
+mn_status mn_dist_nccl_allreduce(mn_dist_nccl *n, float *buf, size_t count, float scale, void *stream) {
     (void)n, (void)buf, (void)count, (void)scale, (void)stream;
     return mn_fail(MN_ERR_DEVICE, "this mnemo was built without NCCL");
 }

@@ -1,0 +1,141 @@
+/* `mnemo train`'s fault injection through the test build's mnemo-test-hooks (MNEMO_HOOKS_BIN;
+ * meson -Dtest_hooks=true): non-finite steps skipped then aborting, checkpoint write failures.
+ * Skipped (77) in a build without it; the shipped mnemo has none of these options
+ * (test_train: test_plain_mnemo_has_no_hooks). */
+#include <jansson.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "cli_harness.h"
+
+static void run_expect(int want, const char *log, const char *const *args) {
+    check_exit(wait_exit(spawn_logged(log, NULL, args, 0)), want, "", log, args);
+}
+
+static int exists(const char *path) { return access(path, F_OK) == 0; }
+
+/* "skipped" of step `step`'s record in <run>/metrics.jsonl (the last one): 1, 0, or -1 if absent. */
+static int step_skipped(const char *run_dir, int step) {
+    char path[700], line[8192];
+    snprintf(path, sizeof path, "%s/metrics.jsonl", run_dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        fail_msg("no %s", path);
+    int skipped = -1;
+    while (fgets(line, sizeof line, f)) {
+        json_t *o = json_loads(line, 0, NULL);
+        json_t *s = json_object_get(o, "step"), *k = json_object_get(o, "skipped");
+        if (json_is_integer(s) && json_integer_value(s) == step && json_is_boolean(k))
+            skipped = json_is_true(k);
+        json_decref(o);
+    }
+    fclose(f);
+    return skipped;
+}
+
+static int setup_work_dir(void **state) {
+    (void)state;
+    return make_work_dir("mnemo-train-hooks");
+}
+
+static int remove_work_dir(void **state) {
+    (void)state;
+    return rm_work_dir();
+}
+
+static void test_nonfinite_steps_skipped_then_abort(void **state) {
+    (void)state;
+    /* a NaN gradient at step 5 (of 5) leaves everything as after step 4 */
+    const char *x[] = {TINY_RECALL, "--min-lr", "0.01", "--warmup-steps", "0", "--steps", "5",
+                       "--fault-nan-steps", "5", "--run-dir", wpath("nan_x"), NULL};
+    run_expect(0, "nan_x", x);
+    log_has("nan_x", "err", "step 5 skipped");
+    const char *y[] = {TINY_RECALL, "--min-lr", "0.01", "--warmup-steps", "0", "--steps", "4", "--run-dir",
+                       wpath("nan_y"), NULL};
+    run_expect(0, "nan_y", y);
+    loaded lx = load_ckpt(wpath("nan_x/ckpt-00000005.h5")), ly = load_ckpt(wpath("nan_y/ckpt-00000004.h5"));
+    size_t P = mn_model_num_params(lx.model);
+    assert_memory_equal(mn_model_params(lx.model), mn_model_params(ly.model), P * sizeof(float));
+    assert_memory_equal(mn_trainer_adam_m(lx.trainer), mn_trainer_adam_m(ly.trainer), P * sizeof(float));
+    assert_memory_equal(mn_trainer_adam_v(lx.trainer), mn_trainer_adam_v(ly.trainer), P * sizeof(float));
+    assert_int_equal(mn_trainer_step(lx.trainer), 4);
+    assert_int_equal(lx.state.nan_skipped, 1);
+    assert_int_equal(lx.state.nan_streak, 1);
+    assert_int_equal(lx.state.step, 5);
+    free_loaded(&lx);
+    free_loaded(&ly);
+    assert_int_equal(step_skipped(wpath("nan_x"), 5), 1);
+    assert_int_equal(step_skipped(wpath("nan_x"), 4), 0);
+
+    /* M in a row aborts with a clear message and exit code 4 */
+    const char *abort_run[] = {TINY_RECALL, "--steps", "20", "--fault-nan-steps", "3,4,5", "--max-nan-steps", "3",
+                               "--checkpoint-interval", "2", "--run-dir", wpath("nan_abort"), NULL};
+    run_expect(4, "nan_abort", abort_run);
+    log_has("nan_abort", "err", "aborting: 3 steps in a row had a non-finite loss or gradient");
+    log_has("nan_abort", "err", "parameters are from step 2");
+    /* fewer in a row than M: skipped, counted, training goes on */
+    const char *gaps[] = {TINY_RECALL, "--steps", "8", "--fault-nan-steps", "3,4,6,7", "--max-nan-steps", "3",
+                          "--run-dir", wpath("nan_gaps"), NULL};
+    run_expect(0, "nan_gaps", gaps);
+    loaded lg = load_ckpt(wpath("nan_gaps/ckpt-00000008.h5"));
+    assert_int_equal(lg.state.nan_skipped, 4);
+    assert_int_equal(lg.state.nan_streak, 0);
+    assert_int_equal(mn_trainer_step(lg.trainer), 4);
+    free_loaded(&lg);
+}
+
+static void test_checkpoint_write_failures(void **state) {
+    (void)state;
+    /* a periodic checkpoint fails: warning, training continues, the others are written */
+    const char *a[] = {TINY_RECALL, "--steps", "6", "--checkpoint-interval", "2", "--keep-checkpoints", "5",
+                       "--fault-checkpoint-steps", "4", "--run-dir", wpath("cf_a"), NULL};
+    run_expect(0, "cf_a", a);
+    log_has("cf_a", "err", "warning");
+    log_has("cf_a", "err", "ckpt-00000004.h5");
+    log_has("cf_a", "err", "training continues");
+    assert_true(exists(wpath("cf_a/ckpt-00000002.h5")) && exists(wpath("cf_a/ckpt-00000006.h5")));
+    assert_false(exists(wpath("cf_a/ckpt-00000004.h5")));
+    char latest[700];
+    int found;
+    OK(mn_checkpoint_latest(wpath("cf_a"), latest, sizeof latest, NULL, &found));
+    assert_non_null(strstr(latest, "ckpt-00000006.h5"));
+    /* the final checkpoint fails: exit 1, naming the file and the last good checkpoint */
+    const char *b[] = {TINY_RECALL, "--steps", "6", "--checkpoint-interval", "4", "--fault-checkpoint-steps", "6",
+                       "--run-dir", wpath("cf_b"), NULL};
+    run_expect(1, "cf_b", b);
+    log_has("cf_b", "err", "ckpt-00000006.h5");
+    log_has("cf_b", "err", "the last saved one is");
+    log_has("cf_b", "err", "cf_b/ckpt-00000004.h5");
+    loaded l = load_ckpt(wpath("cf_b/ckpt-00000004.h5"));
+    assert_int_equal(l.state.step, 4);
+    free_loaded(&l);
+    assert_false(exists(wpath("cf_b/ckpt-00000006.h5")));
+    /* a run directory that cannot exist: refused before training */
+    FILE *f = fopen(wpath("plainfile"), "w");
+    fclose(f);
+    const char *c[] = {TINY_RECALL, "--steps", "2", "--run-dir", wpath("plainfile/run"), NULL};
+    run_expect(1, "cf_c", c);
+    log_has("cf_c", "err", "cannot create the run directory");
+    log_has("cf_c", "err", "plainfile/run");
+}
+
+int main(void) {
+    if (!have_hooks_bin()) {
+        printf("SKIP: no mnemo-test-hooks in this build (meson -Dtest_hooks=true builds it)\n");
+        return 77;
+    }
+    use_hooks_bin(1);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_nonfinite_steps_skipped_then_abort),
+        cmocka_unit_test(test_checkpoint_write_failures),
+    };
+    return cmocka_run_group_tests(tests, setup_work_dir, remove_work_dir);
+}
