@@ -7,6 +7,7 @@
 
 #include "cli_util.h"
 #include "commands.h"
+#include "core/atomic_file.h"
 #include "core/clock.h"
 #include "text/bpe_jsonl.h"
 #include "text/text_util.h" /* mn_file_read_all */
@@ -30,6 +31,7 @@ static void usage(FILE *out) {
             "  TOKENIZER is --tokenizer TOK.h5, or --gpt2-vocab vocab.json --gpt2-merges merges.txt\n"
             "  --encode              print the ids of --text, or of the bytes of --file\n"
             "  --ids-out F           write the ids as little-endian int32 instead of printing them\n"
+            "                        (atomically: a failed write leaves any old F untouched)\n"
             "  --repeat R            encode R times and print MB/s (first pass, with a cold cache,\n"
             "                        and the best pass)\n"
             "  --decode              print the bytes of --ids\n"
@@ -130,13 +132,9 @@ static int do_encode(mn_tokenizer *tok, const char *text, const char *file, cons
                (double)len / 1e6, (long long)ids.count, (double)len / 1e6 / first, repeat,
                (double)len / 1e6 / best);
     if (rc == 0 && ids_out) {
-        FILE *f = fopen(ids_out, "wb");
-        if (!f || fwrite(ids.ids, sizeof(int32_t), (size_t)ids.count, f) != (size_t)ids.count) {
-            perror(ids_out);
-            rc = 1;
-        }
-        if (f && fclose(f) != 0)
-            rc = 1;
+        /* written like every other output: temp file, fsync, rename (never a partial file) */
+        if (mn_atomic_write_bytes(ids_out, ids.ids, (size_t)ids.count * sizeof(int32_t)) != MN_OK)
+            rc = fail(NULL);
     } else if (rc == 0 && repeat <= 0) {
         for (int64_t i = 0; i < ids.count; i++)
             printf(i ? " %d" : "%d", ids.ids[i]);

@@ -83,3 +83,38 @@ mn_status mn_atomic_commit(mn_atomic_file *af) {
     mn_atomic_abort(af);
     return st;
 }
+
+mn_status mn_atomic_write_tmp(const mn_atomic_file *af, const void *data, size_t size) {
+    int fd = open(af->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return mn_fail(MN_ERR_IO, "%s: cannot create %s: %s", af->path, af->tmp, strerror(errno));
+    const char *p = data;
+    size_t left = size;
+    mn_status st = MN_OK;
+    while (left > 0) {
+        ssize_t n = write(fd, p, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            st = mn_fail(MN_ERR_IO, "%s: write failed after %zu of %zu bytes: %s", af->path, size - left, size,
+                         n < 0 ? strerror(errno) : "no progress");
+            break;
+        }
+        p += n;
+        left -= (size_t)n;
+    }
+    if (close(fd) != 0 && st == MN_OK) /* NFS and full disks can report here */
+        st = mn_fail(MN_ERR_IO, "%s: close failed: %s", af->path, strerror(errno));
+    return st;
+}
+
+mn_status mn_atomic_write_bytes(const char *path, const void *data, size_t size) {
+    mn_atomic_file af;
+    MN_TRY(mn_atomic_begin(path, &af));
+    mn_status st = mn_atomic_write_tmp(&af, data, size);
+    if (st != MN_OK) {
+        mn_atomic_abort(&af);
+        return st;
+    }
+    return mn_atomic_commit(&af);
+}
