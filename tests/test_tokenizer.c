@@ -309,6 +309,72 @@ static void test_train_determinism(void **state) {
     mn_tokenizer_free(d);
 }
 
+/* Bit-identical results: the hashes the word-scanning trainer (before positions) learned from
+ * this corpus, and from it plus runs where overlapping merges and long pieces matter. */
+static void test_train_pinned_hashes(void **state) {
+    (void)state;
+    mn_tokenizer *tok = train_corpus(500);
+    assert_int_equal(mn_tokenizer_hash(tok), 0x48e37a2f2a4554d3ull);
+    mn_tokenizer_free(tok);
+    char extra[1024];
+    int n = snprintf(extra, sizeof extra, "aaaaaaa aaaa aaa abababab %300sx", "");
+    for (int i = 0; i < 40; i++)
+        n += snprintf(extra + n, sizeof extra - (size_t)n, "\xc3\xa9");
+    n += snprintf(extra + n, sizeof extra - (size_t)n, " ");
+    for (int i = 0; i < 200; i++)
+        n += snprintf(extra + n, sizeof extra - (size_t)n, "ab");
+    const char *texts[64];
+    for (int i = 0; i < n_corpus; i++)
+        texts[i] = corpus[i];
+    texts[n_corpus] = extra;
+    assert_int_equal(mn_tokenizer_train_texts(texts, NULL, n_corpus + 1, 1000, &tok), MN_OK);
+    assert_int_equal(mn_tokenizer_n_merges(tok), 317);
+    assert_int_equal(mn_tokenizer_hash(tok), 0x1241b208a2aba158ull);
+    mn_tokenizer_free(tok);
+}
+
+/* Training is linear in the text, even in one endless pre-token (a 1 MB turn of one letter
+ * took 32 s): the work, pair occurrences recorded and visited, stays within a few times the
+ * text's bytes for one letter, one accented letter, one CJK character, and random letters
+ * with no space, where every merge touches the one word. */
+static void test_train_linear_in_one_long_word(void **state) {
+    (void)state;
+    const size_t n = 1 << 20;
+    char *text = malloc(n);
+    assert_non_null(text);
+    const char *units[] = {"a", "\xc3\xa9", "\xe6\x9d\xb1", NULL};
+    for (int u = 0; u < 4; u++) {
+        size_t len = 0;
+        if (units[u]) {
+            size_t k = strlen(units[u]);
+            for (; len + k <= n; len += k)
+                memcpy(text + len, units[u], k);
+        } else {
+            mn_rng rng;
+            mn_rng_seed(&rng, 7);
+            for (; len < n; len++)
+                text[len] = (char)('a' + mn_rng_next(&rng) % 26);
+        }
+        mn_bpe_counts *counts;
+        assert_int_equal(mn_bpe_counts_create(&counts), MN_OK);
+        assert_int_equal(mn_bpe_counts_add(counts, text, len), MN_OK);
+        assert_int_equal(mn_bpe_counts_distinct(counts), 1);
+        mn_tokenizer *tok;
+        mn_bpe_train_stats stats;
+        assert_int_equal(mn_tokenizer_train_with_stats(counts, 2000, &tok, &stats), MN_OK);
+        assert_int_equal(stats.symbols, (int64_t)len);
+        if (stats.steps > 6 * stats.symbols)
+            fail_msg("unit %d: %lld steps of work for %lld bytes", u, (long long)stats.steps,
+                     (long long)stats.symbols);
+        assert_true(mn_tokenizer_n_merges(tok) > 0);
+        /* a long word of the text encodes back to itself */
+        assert_round_trip(tok, text, 100000);
+        mn_tokenizer_free(tok);
+        mn_bpe_counts_free(counts);
+    }
+    free(text);
+}
+
 static void test_train_merge_order(void **state) {
     (void)state;
     /* "ab" 3 times, "cd" and "xy" twice each (a tie broken by the smaller left id: 'c' < 'x') */
@@ -680,6 +746,8 @@ int main(void) {
         cmocka_unit_test(test_long_piece_matches_short),
         cmocka_unit_test(test_train_determinism),
         cmocka_unit_test(test_train_merge_order),
+        cmocka_unit_test(test_train_linear_in_one_long_word),
+        cmocka_unit_test(test_train_pinned_hashes),
         cmocka_unit_test(test_train_compresses),
         cmocka_unit_test(test_special_tokens),
         cmocka_unit_test(test_save_load),
