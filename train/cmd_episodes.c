@@ -45,6 +45,9 @@ static void usage(FILE *out) {
             "  --synthetic N            N episodes of built-in (or --jsonl) filler turns with\n"
             "                           template facts; needs no corpus and no personas\n"
             "  --strict                 a bad input line is fatal instead of skipped\n"
+            "  --skip-bad               use the good lines even when more than half are bad\n"
+            "Nothing is written (exit 1) when --jsonl yields no dialogue, has more than half its\n"
+            "lines bad (without --skip-bad), or no episode can be built.\n"
             "  --help                   this text\n");
 }
 
@@ -105,6 +108,7 @@ int cmd_episodes(int argc, char **argv) {
         {"open-values", required_argument, 0, 'O'},
         {"synthetic", required_argument, 0, 'y'},
         {"strict", no_argument, 0, 'X'},
+        {"skip-bad", no_argument, 0, 'B'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -123,6 +127,7 @@ int cmd_episodes(int argc, char **argv) {
         case 't': job.templates = optarg; break;
         case 'D': job.episodes.drop_short = 1; break;
         case 'X': job.strict = 1; break;
+        case 'B': job.skip_bad = 1; break;
         case 'T':
             if (!cli_int("episodes", "--turns", optarg, 1, 1 << 24, &job.episodes.turns))
                 return 2;
@@ -148,7 +153,7 @@ int cmd_episodes(int argc, char **argv) {
                 return 2;
             break;
         case 'y':
-            if (!cli_int("episodes", "--synthetic", optarg, 0, INT_MAX, &job.synthetic))
+            if (!cli_int("episodes", "--synthetic", optarg, 1, INT_MAX, &job.synthetic))
                 return 2;
             break;
         case 'u':
@@ -166,6 +171,10 @@ int cmd_episodes(int argc, char **argv) {
     if (!job.output || (job.synthetic < 0 && !job.jsonl)) {
         fprintf(stderr, "mnemo episodes: -o and one of --jsonl or --synthetic are required\n");
         usage(stderr);
+        return 2;
+    }
+    if (job.strict && job.skip_bad) {
+        fprintf(stderr, "mnemo episodes: --strict and --skip-bad contradict each other\n");
         return 2;
     }
     /* the output is replaced by rename: never do that to /dev/null or another special file */
