@@ -523,6 +523,17 @@ static void test_bad_files(void **state) {
         assert_int_equal(mn_gpt2_inspect(fx("model.safetensors"), cfg, 0, &info), MN_ERR_MISMATCH);
         assert_non_null(strstr(mn_last_error(), needles[i]));
     }
+    /* a config.json that is missing, or not JSON: one reason, naming the file and the cause */
+    unlink(cfg);
+    assert_int_equal(mn_gpt2_inspect(fx("model.safetensors"), cfg, 0, &info), MN_ERR_IO);
+    assert_non_null(strstr(mn_last_error(), cfg));
+    assert_non_null(strstr(mn_last_error(), ": cannot open: No such file or directory"));
+    assert_null(strstr(mn_last_error(), ":-1:"));
+    f = fopen(cfg, "w");
+    fputs("{\"n_head\": 4,\n\"n_layer\": }", f);
+    fclose(f);
+    assert_int_equal(mn_gpt2_inspect(fx("model.safetensors"), cfg, 0, &info), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), ":2: invalid JSON"));
     /* a decoder of another size cannot be loaded into a model */
     mn_config small = {.vocab_size = 420, .d_model = 32, .n_heads = 4, .n_layers = 1, .n_comp_layers = 1,
                        .n_slots = SLOTS, .max_turn_tokens = TURN, .gate_bias_init = -2.0f};

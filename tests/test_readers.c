@@ -918,6 +918,9 @@ static void test_commands_refuse_inputs_that_yield_nothing(void **state) {
     expect_mnemo(dir, 2, "--strict and --skip-bad", "prepare --format jsonl --input mostly_bad.jsonl --jsonl out.jsonl "
                  "--strict --skip-bad");
 
+    /* one reason, the path once */
+    expect_mnemo(dir, 1, "mnemo tokenizer: missing.jsonl: cannot open: No such file or directory\n",
+                 "tokenizer --train --jsonl missing.jsonl -o tok.h5");
     expect_mnemo(dir, 1, "empty.jsonl: no dialogue in it", "tokenizer --train --jsonl empty.jsonl -o tok.h5");
     expect_mnemo(dir, 1, "garbage.jsonl: nothing usable", "tokenizer --train --jsonl garbage.jsonl -o tok.h5");
     expect_mnemo(dir, 1, "mostly_bad.jsonl: 2 of 3", "tokenizer --train --jsonl good.jsonl --jsonl mostly_bad.jsonl -o tok.h5");
