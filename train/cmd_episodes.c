@@ -8,10 +8,27 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli_util.h"
 #include "commands.h"
 #include "text/episodes_job.h"
+
+/* The probe templates when --templates is not given: share/mnemo/probes of the install prefix
+ * when this binary is the installed one, else the source tree's data/probes (a binary in a
+ * build directory); never the current directory. */
+static const char *default_templates(void) {
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    char *installed = realpath(MN_INSTALLED_BIN, NULL);
+    int is_installed = 0;
+    if (n > 0 && installed) {
+        exe[n] = '\0';
+        is_installed = !strcmp(exe, installed);
+    }
+    free(installed);
+    return is_installed ? MN_INSTALLED_DATA_DIR "/probes" : MN_SOURCE_DATA_DIR "/probes";
+}
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -31,8 +48,8 @@ static void usage(FILE *out) {
             "  --facts F                personas | templates | both (default both)\n"
             "  --personas PATH          msc_personas_all.json (default\n"
             "                           $MNEMO_DATA/locomo/msc_personas_all.json, else\n"
-            "                           ../shared/data/locomo/msc_personas_all.json)\n"
-            "  --templates PATH         template folder or file (default data/probes)\n"
+            "                           %s/locomo/msc_personas_all.json)\n"
+            "  --templates PATH         template folder or file (default %s)\n"
             "  --seed S                 seed for episode order and probes (default 1)\n"
             "  --probes-per-episode N   default 8\n"
             "  --distractors K          wrong choices per probe (default 3)\n"
@@ -48,7 +65,8 @@ static void usage(FILE *out) {
             "  --skip-bad               use the good lines even when more than half are bad\n"
             "Nothing is written (exit 1) when --jsonl yields no dialogue, has more than half its\n"
             "lines bad (without --skip-bad), or no episode can be built.\n"
-            "  --help                   this text\n");
+            "  --help                   this text\n",
+            MN_SHARED_DATA_DEFAULT, default_templates());
 }
 
 /* What the job read and wrote, as far as it got. */
@@ -88,7 +106,7 @@ static void print_report(const mn_episodes_job *job, const mn_episodes_report *r
 
 int cmd_episodes(int argc, char **argv) {
     const char *split_name = "train", *facts = "both", *distances_spec = "1,2,4,8,16,32,64";
-    mn_episodes_job job = {.templates = "data/probes", .synthetic = -1, .log = stderr,
+    mn_episodes_job job = {.templates = default_templates(), .synthetic = -1, .log = stderr,
                            .episodes = mn_episode_config_default(), .probes = mn_probe_config_default()};
     static const struct option options[] = {
         {"jsonl", required_argument, 0, 'j'},
@@ -208,7 +226,7 @@ int cmd_episodes(int argc, char **argv) {
     if (!job.personas) {
         const char *data = getenv("MNEMO_DATA");
         snprintf(default_personas, sizeof default_personas, "%s/locomo/msc_personas_all.json",
-                 data && *data ? data : "../shared/data");
+                 data && *data ? data : MN_SHARED_DATA_DEFAULT);
         job.personas = default_personas;
     }
 
