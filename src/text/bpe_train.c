@@ -96,7 +96,6 @@ static mn_status counts_add_piece(mn_bpe_counts *c, const uint8_t *p, size_t n) 
     c->slots[i] = (count_slot){h, (uint32_t)c->keys_len, (uint32_t)n, 1};
     c->keys_len += n;
     c->used++;
-
     if (c->used * 2 > c->cap)
         MN_TRY(counts_grow(c));
     return MN_OK;
