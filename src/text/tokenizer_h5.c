@@ -280,7 +280,7 @@ mn_status mn_tokenizer_save_file(const mn_tokenizer *tok, const char *path) {
             st = closed;
     }
     if (st == MN_OK)
-        st = mn_atomic_write_tmp(&af, image.data, image.size);
+        st = mn_write_new_file(af.tmp, image.data, image.size, path);
     if (st == MN_OK) {
         mn_tokenizer *back = NULL;
         st = mn_tokenizer_load_file(af.tmp, &back);
