@@ -724,7 +724,12 @@ static void test_template_errors(void **state) {
     assert_non_null(strstr(mn_last_error(), "fact.train[0]"));
     assert_int_equal(mn_probe_templates_load(tmp_path("missing.json"), MN_SPLIT_TRAIN, &t),
                      MN_ERR_IO);
-    assert_non_null(strstr(mn_last_error(), "missing.json"));
+    assert_non_null(strstr(mn_last_error(), "missing.json: cannot open: No such file"));
+    assert_null(strstr(mn_last_error(), ":-1:")); /* jansson's line of an unopened file */
+    mn_persona_bank bank;
+    assert_int_equal(mn_persona_bank_load(tmp_path("missing.json"), MN_SPLIT_TRAIN, &bank), MN_ERR_IO);
+    assert_non_null(strstr(mn_last_error(), "missing.json: cannot open: No such file"));
+    assert_null(strstr(mn_last_error(), ":-1:"));
     write_text(tmp_path("trunc.json"), "{\"category\": \"x\", \"keys\": [");
     assert_int_equal(mn_probe_templates_load(tmp_path("trunc.json"), MN_SPLIT_TRAIN, &t),
                      MN_ERR_FORMAT);
