@@ -13,12 +13,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <hdf5.h>
 
 #include "io/session_ops.h"
 #include "io/session_store.h"
@@ -766,6 +768,209 @@ static void test_lock_protocol(void **state) {
     tmp_store_remove(&t);
 }
 
+/* ---------------------------------------------------------------- full disks and damaged files */
+/* Whole file into a malloc'd buffer (*n bytes); NULL when missing. */
+static uint8_t *read_whole(const char *path, const char *suffix, size_t *n) {
+    char p[400];
+    snprintf(p, sizeof p, "%s%s", path, suffix);
+    FILE *f = fopen(p, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc(size > 0 ? (size_t)size : 1);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    *n = (size_t)size;
+    return b;
+}
+
+/* Forked children report a failed check in this file and exit 1; cmocka's asserts belong to
+ * the parent. */
+static char child_why[400];
+
+static void child_fail(int line, const char *fmt, ...) {
+    FILE *f = fopen(child_why, "w");
+    if (f) {
+        va_list ap;
+        va_start(ap, fmt);
+        fprintf(f, "line %d: ", line);
+        vfprintf(f, fmt, ap);
+        va_end(ap);
+        fclose(f);
+    }
+    _exit(1);
+}
+#define CHILD_CHECK(cond, ...)                      \
+    do {                                            \
+        if (!(cond))                                \
+            child_fail(__LINE__, __VA_ARGS__);      \
+    } while (0)
+
+/* Applies a file-size limit of `bytes` to this process, with SIGXFSZ ignored so that a write
+ * past it fails with EFBIG (a full disk's ENOSPC takes the same paths) instead of killing. */
+static void limit_file_size(rlim_t bytes) {
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit rl = {bytes, bytes};
+    if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+        _exit(126);
+}
+
+/* Runs fn(ctx) in a child whose stderr goes to err_path; fails with the child's reason unless
+ * it exits 0. */
+static void run_child(void (*fn)(void *), void *ctx, const char *err_path) {
+    unlink(child_why);
+    fflush(stdout);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || dup2(fd, 2) < 0)
+            _exit(126);
+        fn(ctx);
+        _exit(0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        size_t n = 0;
+        uint8_t *why = read_whole(child_why, "", &n);
+        fail_msg("child %s %d: %.*s", WIFEXITED(status) ? "exited" : "killed by signal",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), why ? (int)n : 0, why ? (char *)why : "");
+    }
+}
+
+/* Runs `mnemo ARGS...` (MNEMO_BIN) with stdout and stderr in files, under a file-size limit
+ * when limit > 0; its exit status, or 128 + the signal that killed it. */
+static int run_mnemo(const char *const *args, rlim_t limit, const char *out_path, const char *err_path) {
+    const char *bin = getenv("MNEMO_BIN");
+    assert_non_null(bin);
+    const char *argv[16] = {bin};
+    int n = 1;
+    for (int i = 0; args[i] && n < 15; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    fflush(stdout);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fo = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644), fe = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fo < 0 || fe < 0 || dup2(fo, 1) < 0 || dup2(fe, 2) < 0)
+            _exit(126);
+        if (limit > 0)
+            limit_file_size(limit);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int count_lines(const uint8_t *text, size_t n) {
+    int lines = 0;
+    for (size_t i = 0; i < n; i++)
+        lines += text[i] == '\n';
+    return lines;
+}
+
+/* 40 sessions in the snapshot, two more in the journal. */
+static void make_small_store(const char *path) {
+    mn_session_store *s = NULL;
+    ok(mn_session_store_open(path, MN_STORE_WRITE | MN_STORE_CREATE, SLOTS, WIDTH, &s));
+    for (int sid = 0; sid < 40; sid++)
+        put_version(s, sid, 1);
+    ok(mn_session_store_compact(s));
+    put_version(s, 3, 2);
+    put_version(s, 40, 1);
+    mn_session_store_close(s);
+}
+
+static void expect_small_store(mn_session_store *s, int extra) {
+    for (int sid = 0; sid <= 40 + extra; sid++)
+        expect_session(s, sid, sid == 3 ? 2 : 1);
+}
+
+typedef struct {
+    const char *path;
+    rlim_t limit;
+} limit_ctx;
+
+/* Compaction past a file-size limit: one error naming the temp file and the errno reason,
+ * no HDF5 handle left behind, the store as it was and still writable. */
+static void compact_under_limit(void *arg) {
+    const limit_ctx *c = arg;
+    limit_file_size(c->limit);
+    mn_session_store *s = NULL;
+    CHILD_CHECK(mn_session_store_open(c->path, MN_STORE_WRITE, 0, 0, &s) == MN_OK, "open: %s", mn_last_error());
+    ssize_t handles = H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL);
+    mn_status st = mn_session_store_compact(s);
+    const char *msg = mn_last_error();
+    CHILD_CHECK(st == MN_ERR_IO, "compaction past the limit gave %s: %s", mn_status_name(st), msg);
+    CHILD_CHECK(strstr(msg, MN_STORE_SNAPSHOT_TMP_SUFFIX) && strstr(msg, strerror(EFBIG)) &&
+                    strstr(msg, "unchanged") && !strstr(msg, "folder"),
+                "message: %s", msg);
+    CHILD_CHECK(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL) == handles, "HDF5 handles leaked: %zd, before %zd",
+                H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL), handles);
+    CHILD_CHECK(!file_exists(c->path, MN_STORE_SNAPSHOT_TMP_SUFFIX) && !file_exists(c->path, MN_STORE_JOURNAL_TMP_SUFFIX),
+                "temp files left behind");
+    float r[F];
+    pattern(41, 1, r);
+    CHILD_CHECK(mn_session_put(s, "user-0041", FP, r, 1) == MN_OK, "put after the failed compaction: %s",
+                mn_last_error());
+    mn_session_store_close(s);
+    CHILD_CHECK(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL) == 0, "HDF5 handles open after close");
+}
+
+static void test_compact_past_file_size_limit(void **state) {
+    (void)state;
+    tmp_store t;
+    tmp_store_make(&t);
+    make_small_store(t.path);
+    size_t snap_n = 0, journal_n = 0;
+    uint8_t *snap = read_whole(t.path, "", &snap_n), *journal = read_whole(t.path, MN_STORE_JOURNAL_SUFFIX, &journal_n);
+    /* room for a few more journal records, not for a new snapshot */
+    rlim_t limit = journal_n + 3 * mn_journal_record_bytes(F);
+    assert_true(limit < snap_n);
+    char err[400], out[400];
+    snprintf(child_why, sizeof child_why, "%s/why", t.dir);
+    snprintf(err, sizeof err, "%s/err", t.dir);
+    snprintf(out, sizeof out, "%s/out", t.dir);
+    limit_ctx c = {t.path, limit};
+    run_child(compact_under_limit, &c, err);
+    size_t n = 0;
+    uint8_t *text = read_whole(err, "", &n);
+    assert_int_equal(n, 0); /* not a line of HDF5 diagnostics */
+    free(text);
+    /* the snapshot untouched, the journal one record longer */
+    size_t n2 = 0;
+    uint8_t *now = read_whole(t.path, "", &n2);
+    assert_int_equal(n2, snap_n);
+    assert_memory_equal(now, snap, snap_n);
+    free(now);
+    assert_int_equal(file_size(t.path, MN_STORE_JOURNAL_SUFFIX), (off_t)(journal_n + mn_journal_record_bytes(F)));
+
+    /* the command: exit 1 with one line naming the file and the reason, no crash */
+    const char *args[] = {"sessions", "--store", t.path, "compact", NULL};
+    int rc = run_mnemo(args, limit, out, err);
+    text = read_whole(err, "", &n);
+    if (rc != 1 || count_lines(text, n) != 1 || !strstr((char *)text, strerror(EFBIG)) ||
+        !strstr((char *)text, MN_STORE_SNAPSHOT_TMP_SUFFIX) || strstr((char *)text, "HDF5"))
+        fail_msg("mnemo sessions compact past the limit: exit %d, stderr:\n%.*s", rc, (int)n, (char *)text);
+    free(text);
+    mn_session_store *s = NULL;
+    ok(mn_session_store_open(t.path, MN_STORE_WRITE, 0, 0, &s));
+    expect_small_store(s, 1);
+    ok(mn_session_store_compact(s)); /* without the limit it works */
+    expect_small_store(s, 1);
+    mn_session_store_close(s);
+    free(snap), free(journal);
+    unlink(err), unlink(out), unlink(child_why);
+    tmp_store_remove(&t);
+}
+
 /* ---------------------------------------------------------------- fingerprint */
 static void test_fingerprint(void **state) {
     (void)state;
@@ -871,6 +1076,7 @@ int main(void) {
         cmocka_unit_test(test_kill9_writer),
         cmocka_unit_test(test_concurrent_processes),
         cmocka_unit_test(test_lock_protocol),
+        cmocka_unit_test(test_compact_past_file_size_limit),
         cmocka_unit_test(test_fingerprint),
         cmocka_unit_test(test_describe),
         cmocka_unit_test(test_store_bench),

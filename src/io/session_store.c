@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
-#include <libgen.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/hash.h"
 #include "io/h5util.h"
@@ -114,8 +114,11 @@ static mn_status write_full(int fd, const void *buf, size_t n, off_t off) {
         ssize_t w = pwrite(fd, p, n, off);
         if (w < 0 && errno == EINTR)
             continue;
-        if (w <= 0)
+        if (w <= 0) {
+            if (w == 0)
+                errno = EIO; /* no progress: never expected of a regular file */
             return MN_ERR_IO;
+        }
         p += w, n -= (size_t)w, off += w;
     }
     return MN_OK;
@@ -138,32 +141,22 @@ static ssize_t read_full(int fd, void *buf, size_t n, off_t off) {
     return (ssize_t)got;
 }
 
-/* fsync the folder so that a rename survives a power cut. */
-static mn_status fsync_dir_of(const char *path) {
-    char *copy = strdup(path);
-    if (!copy)
-        return mn_fail(MN_ERR_NOMEM, "out of memory");
-    const char *dir = dirname(copy);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+/* Writes size bytes to a new file at path and fsyncs it; on failure removes it, and the
+ * message names the file and the reason (ENOSPC, EFBIG, ...). */
+static mn_status write_new_file(const char *path, const void *data, size_t size) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return mn_fail(MN_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
     mn_status st = MN_OK;
-    if (fd < 0 || fsync(fd) != 0)
-        st = mn_fail(MN_ERR_IO, "%s: cannot fsync the folder: %s", dir, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    free(copy);
+    if (write_full(fd, data, size, 0) != MN_OK)
+        st = mn_fail(MN_ERR_IO, "%s: cannot write %zu bytes: %s", path, size, strerror(errno));
+    else if (fsync(fd) != 0)
+        st = mn_fail(MN_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
+    if (close(fd) != 0 && st == MN_OK) /* NFS and full disks can report here */
+        st = mn_fail(MN_ERR_IO, "%s: cannot close: %s", path, strerror(errno));
+    if (st != MN_OK)
+        unlink(path);
     return st;
-}
-
-static mn_status fsync_path(const char *path) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        return mn_fail(MN_ERR_IO, "%s: fsync failed: %s", path, strerror(e));
-    }
-    close(fd);
-    return MN_OK;
 }
 
 /* ================================================================ locks */
@@ -405,14 +398,6 @@ static mn_status replay(mn_session_store *s, int64_t off, int64_t size) {
 }
 
 /* ================================================================ HDF5 snapshot */
-static hid_t snapshot_fapl(void) {
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    /* 1.10 format: fixed-array chunk index, so reading one session is O(1) in the store size */
-    if (fapl >= 0)
-        H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
-    return fapl;
-}
-
 /* A 1-D snapshot array, checksummed in chunks of at most 2^18 elements. */
 static mn_status write_array(hid_t loc, const char *file, const char *name, hid_t ftype, hid_t mtype, size_t n,
                              const void *data) {
@@ -468,7 +453,11 @@ static mn_status read_state(mn_session_store *s, const entry *e, float *dst) {
     return MN_OK;
 }
 
-/* Writes the entries order[0..n) as a snapshot of the given generation to tmp and fsyncs it. */
+/* Writes the entries order[0..n) as a snapshot of the given generation to tmp and fsyncs it.
+ * The file is built in memory and written with plain write(), as checkpoints are: HDF5 never
+ * sees a failing disk (after a failed write its close leaves the library broken, and the
+ * process crashes at exit), and a full disk is reported exactly, with the temp file removed.
+ * The cost is memory for the whole new snapshot while compaction runs. */
 static mn_status write_snapshot(mn_session_store *s, const char *tmp, uint64_t generation, const size_t *order,
                                 size_t n) {
     const size_t F = s->state_floats;
@@ -484,9 +473,10 @@ static mn_status write_snapshot(mn_session_store *s, const char *tmp, uint64_t g
     if (batch_rows < 1)
         batch_rows = 1;
     float *batch = malloc(batch_rows * F * sizeof(float));
-    hid_t f = H5I_INVALID_HID, fapl = snapshot_fapl();
+    hid_t f = H5I_INVALID_HID;
+    mn_h5_image image = {0};
     mn_status st = MN_OK;
-    if (!offsets || !ids || !turns || !created || !updated || !fps || !batch || fapl < 0) {
+    if (!offsets || !ids || !turns || !created || !updated || !fps || !batch) {
         st = mn_fail(MN_ERR_NOMEM, "out of memory writing a snapshot of %zu sessions", n);
         goto done;
     }
@@ -500,12 +490,10 @@ static mn_status write_snapshot(mn_session_store *s, const char *tmp, uint64_t g
         updated[i] = e->updated_us;
         fps[i] = e->fingerprint;
     }
-    H5E_BEGIN_TRY { f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl); }
-    H5E_END_TRY;
-    if (f < 0) {
-        st = mn_fail(MN_ERR_IO, "%s: cannot create (folder missing or not writable?)", tmp);
+    /* states with their chunk checksums, the per-session arrays, and room for the metadata */
+    size_t size_hint = n * (F * sizeof(float) + 64) + id_total + ((size_t)1 << 16);
+    if ((st = mn_h5_memory_file_create(tmp, size_hint, &image, &f)))
         goto done;
-    }
     if ((st = mn_h5_write_attr_int(f, tmp, "session_store_version", MN_STORE_VERSION)) ||
         (st = mn_h5_write_attr_int(f, tmp, "n_slots", s->n_slots)) ||
         (st = mn_h5_write_attr_int(f, tmp, "d_model", s->d_model)) ||
@@ -544,57 +532,48 @@ static mn_status write_snapshot(mn_session_store *s, const char *tmp, uint64_t g
         }
         H5E_END_TRY;
         if (rc < 0)
-            st = mn_fail(MN_ERR_IO, "%s: cannot write rows %zu.. of 'states' (disk full?)", tmp, first);
+            st = mn_fail(MN_ERR_NOMEM, "%s: cannot build rows %zu.. of 'states' in memory", tmp, first);
     }
-    H5Dclose(d);
+    H5E_BEGIN_TRY { H5Dclose(d); }
+    H5E_END_TRY;
 done:
     if (f >= 0) {
-        herr_t rc;
-        H5E_BEGIN_TRY { rc = H5Fclose(f); }
-        H5E_END_TRY;
-        if (rc < 0 && st == MN_OK)
-            st = mn_fail(MN_ERR_IO, "%s: cannot finish writing (disk full?)", tmp);
+        mn_status closed = mn_h5_memory_file_close(f, tmp, &image);
+        if (st == MN_OK)
+            st = closed;
     }
-    if (fapl >= 0)
-        H5Pclose(fapl);
     if (st == MN_OK)
-        st = fsync_path(tmp);
+        st = write_new_file(tmp, image.data, image.size);
+    free(image.data);
     free(offsets), free(ids), free(turns), free(created), free(updated), free(fps), free(batch);
     return st;
 }
 
-/* Writes a journal holding only its header to tmp, fsyncs it and renames it to journal_path. */
+/* Writes a journal holding only its header to journal_tmp (fsynced) and, with rename_now,
+ * renames it over journal_path and fsyncs the folder. */
 static mn_status journal_replace(mn_session_store *s, uint64_t generation, int rename_now) {
     uint8_t h[MN_JOURNAL_HEADER_BYTES];
     journal_header(s, generation, h);
-    int fd = open(s->journal_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return mn_fail(MN_ERR_IO, "%s: cannot create: %s", s->journal_tmp, strerror(errno));
-    mn_status st = write_full(fd, h, sizeof h, 0);
-    if (st == MN_OK && fsync(fd) != 0)
-        st = MN_ERR_IO;
-    int e = errno;
-    close(fd);
-    if (st != MN_OK) {
-        unlink(s->journal_tmp);
-        return mn_fail(MN_ERR_IO, "%s: cannot write: %s", s->journal_tmp, strerror(e));
-    }
+    MN_TRY(write_new_file(s->journal_tmp, h, sizeof h));
     if (!rename_now)
         return MN_OK;
     if (rename(s->journal_tmp, s->journal_path) != 0) {
-        e = errno;
+        int e = errno;
         unlink(s->journal_tmp);
         return mn_fail(MN_ERR_IO, "%s: cannot rename %s into place: %s", s->journal_path, s->journal_tmp, strerror(e));
     }
-    return fsync_dir_of(s->journal_path);
+    return mn_fsync_parent_dir(s->journal_path);
 }
 
 /* ================================================================ loading */
 static void unload(mn_session_store *s) {
-    if (s->states >= 0)
-        H5Dclose(s->states);
-    if (s->snap >= 0)
-        H5Fclose(s->snap);
+    H5E_BEGIN_TRY {
+        if (s->states >= 0)
+            H5Dclose(s->states);
+        if (s->snap >= 0)
+            H5Fclose(s->snap);
+    }
+    H5E_END_TRY;
     s->states = s->snap = H5I_INVALID_HID;
     if (s->journal_fd >= 0)
         close(s->journal_fd);
@@ -780,14 +759,19 @@ static mn_status create_store(mn_session_store *s) {
     s->d_model = s->want_d_model;
     s->state_floats = (size_t)s->n_slots * (size_t)s->d_model;
     s->record_bytes = mn_journal_record_bytes(s->state_floats);
-    MN_TRY(write_snapshot(s, s->snap_tmp, 1, NULL, 0));
-    if (rename(s->snap_tmp, s->path) != 0) {
-        int e = errno;
+    /* the journal first: a snapshot never exists without its journal, so a missing journal
+     * is always damage, never a creation that died half-way */
+    MN_TRY(journal_replace(s, 1, 1));
+    mn_status st = write_snapshot(s, s->snap_tmp, 1, NULL, 0);
+    if (st == MN_OK && rename(s->snap_tmp, s->path) != 0) {
+        st = mn_fail(MN_ERR_IO, "%s: cannot rename %s into place: %s", s->path, s->snap_tmp, strerror(errno));
         unlink(s->snap_tmp);
-        return mn_fail(MN_ERR_IO, "%s: cannot rename %s into place: %s", s->path, s->snap_tmp, strerror(e));
     }
-    MN_TRY(fsync_dir_of(s->path));
-    return journal_replace(s, 1, 1);
+    if (st != MN_OK) {
+        unlink(s->journal_path);
+        return st;
+    }
+    return mn_fsync_parent_dir(s->path);
 }
 
 static mn_status open_locked(mn_session_store *s) {
@@ -1112,12 +1096,12 @@ static mn_status compact(mn_session_store *s) {
         data_unlock(s);
         return st;
     }
-    st = fsync_dir_of(s->path);
+    st = mn_fsync_parent_dir(s->path);
     if (rename(s->journal_tmp, s->journal_path) != 0 && st == MN_OK)
         st = mn_fail(MN_ERR_IO, "%s: cannot rename %s into place: %s", s->journal_path, s->journal_tmp,
                      strerror(errno));
     if (st == MN_OK)
-        st = fsync_dir_of(s->journal_path);
+        st = mn_fsync_parent_dir(s->journal_path);
     mn_status loaded = load(s); /* the new files, whatever happened to the second rename */
     if (loaded == MN_OK && s->journal_stale) { /* the journal rename failed: retry it once */
         loaded = journal_replace(s, s->generation, 1);
