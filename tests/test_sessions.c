@@ -116,6 +116,113 @@ static void put_version(mn_session_store *s, int sid, int64_t version) {
     ok(mn_session_put(s, id, FP, r, version));
 }
 
+/* Whole file into a malloc'd buffer (*n bytes); NULL when missing. */
+static uint8_t *read_whole(const char *path, const char *suffix, size_t *n) {
+    char p[400];
+    snprintf(p, sizeof p, "%s%s", path, suffix);
+    FILE *f = fopen(p, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    uint8_t *b = malloc(size > 0 ? (size_t)size : 1);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    *n = (size_t)size;
+    return b;
+}
+
+/* Forked children report a failed check in this file and exit 1; cmocka's asserts belong to
+ * the parent. */
+static char child_why[400];
+
+static void child_fail(int line, const char *fmt, ...) {
+    FILE *f = fopen(child_why, "w");
+    if (f) {
+        va_list ap;
+        va_start(ap, fmt);
+        fprintf(f, "line %d: ", line);
+        vfprintf(f, fmt, ap);
+        va_end(ap);
+        fclose(f);
+    }
+    _exit(1);
+}
+#define CHILD_CHECK(cond, ...)                      \
+    do {                                            \
+        if (!(cond))                                \
+            child_fail(__LINE__, __VA_ARGS__);      \
+    } while (0)
+
+/* Applies a file-size limit of `bytes` to this process, with SIGXFSZ ignored so that a write
+ * past it fails with EFBIG (a full disk's ENOSPC takes the same paths) instead of killing. */
+static void limit_file_size(rlim_t bytes) {
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit rl = {bytes, bytes};
+    if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
+        _exit(126);
+}
+
+/* Runs fn(ctx) in a child whose stderr goes to err_path; fails with the child's reason unless
+ * it exits 0. */
+static void run_child(void (*fn)(void *), void *ctx, const char *err_path) {
+    unlink(child_why);
+    fflush(stdout);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd < 0 || dup2(fd, 2) < 0)
+            _exit(126);
+        fn(ctx);
+        _exit(0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        size_t n = 0;
+        uint8_t *why = read_whole(child_why, "", &n);
+        fail_msg("child %s %d: %.*s", WIFEXITED(status) ? "exited" : "killed by signal",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), why ? (int)n : 0, why ? (char *)why : "");
+    }
+}
+
+/* Runs `mnemo ARGS...` (MNEMO_BIN) with stdout and stderr in files, under a file-size limit
+ * when limit > 0; its exit status, or 128 + the signal that killed it. */
+static int run_mnemo(const char *const *args, rlim_t limit, const char *out_path, const char *err_path) {
+    const char *bin = getenv("MNEMO_BIN");
+    assert_non_null(bin);
+    const char *argv[16] = {bin};
+    int n = 1;
+    for (int i = 0; args[i] && n < 15; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    fflush(stdout);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int fo = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644), fe = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fo < 0 || fe < 0 || dup2(fo, 1) < 0 || dup2(fe, 2) < 0)
+            _exit(126);
+        if (limit > 0)
+            limit_file_size(limit);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int count_lines(const uint8_t *text, size_t n) {
+    int lines = 0;
+    for (size_t i = 0; i < n; i++)
+        lines += text[i] == '\n';
+    return lines;
+}
+
 /* ---------------------------------------------------------------- basics */
 static void test_round_trip_and_persistence(void **state) {
     (void)state;
@@ -351,10 +458,34 @@ static void test_torn_and_damaged_journal(void **state) {
     expect_session(s, 9, 1);
     mn_session_store_close(s);
 
-    /* a full-size bad last record is a torn put too */
+    /* a complete bad last record is not what a crash leaves (that is a partial one): refused,
+     * naming the journal and the byte, unless the caller asks to recover */
     append_bytes(t.path, MN_STORE_JOURNAL_SUFFIX, junk, rb);
-    ok(mn_session_store_open(t.path, MN_STORE_WRITE, 0, 0, &s));
+    for (int writer = 0; writer < 2; writer++) {
+        assert_int_equal(mn_session_store_open(t.path, writer ? MN_STORE_WRITE : 0, 0, 0, &s), MN_ERR_FORMAT);
+        assert_null(s);
+        char where[64];
+        snprintf(where, sizeof where, "record 6 at byte %lld", (long long)(clean + (off_t)rb));
+        assert_non_null(strstr(mn_last_error(), ".journal"));
+        assert_non_null(strstr(mn_last_error(), where));
+        assert_non_null(strstr(mn_last_error(), "MN_STORE_RECOVER"));
+        assert_int_equal(file_size(t.path, MN_STORE_JOURNAL_SUFFIX), clean + 2 * (off_t)rb);
+    }
+    ok(mn_session_store_open(t.path, MN_STORE_RECOVER, 0, 0, &s)); /* a reader recovers its view only */
+    expect_session(s, 9, 1);
+    assert_non_null(mn_session_store_recovery(s));
+    assert_non_null(strstr(mn_session_store_recovery(s), "dropping 1 record"));
+    mn_session_store_close(s);
+    assert_int_equal(file_size(t.path, MN_STORE_JOURNAL_SUFFIX), clean + 2 * (off_t)rb);
+    ok(mn_session_store_open(t.path, MN_STORE_WRITE | MN_STORE_RECOVER, 0, 0, &s)); /* the writer truncates */
+    mn_session_store_stats stats;
+    ok(mn_session_store_stats_get(s, &stats));
+    assert_int_equal(stats.recovered_records, 1);
     assert_int_equal(file_size(t.path, MN_STORE_JOURNAL_SUFFIX), clean + (off_t)rb);
+    mn_session_store_close(s);
+    ok(mn_session_store_open(t.path, MN_STORE_WRITE, 0, 0, &s));
+    assert_null(mn_session_store_recovery(s)); /* nothing to recover any more */
+    expect_session(s, 9, 1);
     mn_session_store_close(s);
 
     /* damage in the middle is not a crash: refused, naming the journal and the record */
@@ -377,6 +508,112 @@ static void test_torn_and_damaged_journal(void **state) {
     expect_session(s, 1, 1);
     mn_session_store_close(s);
     free(junk);
+    tmp_store_remove(&t);
+}
+
+/* Flips one bit of the file at offset `at`. */
+static void flip_byte(const char *path, const char *suffix, off_t at, uint8_t mask) {
+    char p[400];
+    snprintf(p, sizeof p, "%s%s", path, suffix);
+    int fd = open(p, O_RDWR);
+    assert_true(fd >= 0);
+    uint8_t byte = 0;
+    assert_int_equal(pread(fd, &byte, 1, at), 1);
+    byte ^= mask;
+    assert_int_equal(pwrite(fd, &byte, 1, at), 1);
+    close(fd);
+}
+
+/* The issue's case: one flipped bit in the last complete record used to roll its session back
+ * a turn without a word. Now it is refused; recovery rolls back on request and says so. A bad
+ * record in the middle drops everything from it on. */
+static void test_recover_corrupt_records(void **state) {
+    (void)state;
+    tmp_store t;
+    tmp_store_make(&t);
+    mn_session_store *s = NULL;
+    ok(mn_session_store_open(t.path, MN_STORE_WRITE | MN_STORE_CREATE, SLOTS, WIDTH, &s));
+    for (int sid = 0; sid < 5; sid++)
+        put_version(s, sid, 1);
+    put_version(s, 2, 2); /* record 5, the last */
+    mn_session_store_close(s);
+    size_t rb = mn_journal_record_bytes(F);
+    off_t last = MN_JOURNAL_HEADER_BYTES + 5 * (off_t)rb;
+    flip_byte(t.path, MN_STORE_JOURNAL_SUFFIX, last + MN_RECORD_STATE_OFFSET + 7, 0x01);
+    assert_int_equal(mn_session_store_open(t.path, 0, 0, 0, &s), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "checksum"));
+    ok(mn_session_store_open(t.path, MN_STORE_WRITE | MN_STORE_RECOVER, 0, 0, &s));
+    expect_session(s, 2, 1); /* rolled back, as asked */
+    assert_non_null(strstr(mn_session_store_recovery(s), "record 5"));
+    mn_session_store_close(s);
+    assert_int_equal(file_size(t.path, MN_STORE_JOURNAL_SUFFIX), last);
+
+    /* a bad record 1 of 5: records 1..4 go, session 0 stays */
+    flip_byte(t.path, MN_STORE_JOURNAL_SUFFIX, MN_JOURNAL_HEADER_BYTES + (off_t)rb + 60, 0x20); /* in its id */
+    assert_int_equal(mn_session_store_open(t.path, MN_STORE_WRITE, 0, 0, &s), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "record 1"));
+    ok(mn_session_store_open(t.path, MN_STORE_RECOVER, 0, 0, &s));
+    mn_session_store_stats stats;
+    ok(mn_session_store_stats_get(s, &stats));
+    assert_int_equal(stats.recovered_records, 4);
+    assert_int_equal(stats.sessions, 1);
+    assert_non_null(strstr(mn_session_store_recovery(s), "dropping 4 records"));
+    expect_session(s, 0, 1);
+    mn_session_store_close(s);
+
+    /* the command line: refused with the way out named; --recover takes it and says what it did */
+    char out[400], err[400];
+    snprintf(out, sizeof out, "%s/out", t.dir);
+    snprintf(err, sizeof err, "%s/err", t.dir);
+    const char *list[] = {"sessions", "--store", t.path, "list", NULL};
+    assert_int_equal(run_mnemo(list, 0, out, err), 1);
+    size_t n = 0;
+    uint8_t *text = read_whole(err, "", &n);
+    assert_int_equal(count_lines(text, n), 1);
+    assert_non_null(strstr((char *)text, "--recover"));
+    free(text);
+    const char *recover[] = {"sessions", "--store", t.path, "--recover", "compact", NULL};
+    assert_int_equal(run_mnemo(recover, 0, out, err), 0);
+    text = read_whole(err, "", &n);
+    assert_non_null(strstr((char *)text, "dropping 4 records"));
+    free(text);
+    assert_int_equal(run_mnemo(list, 0, out, err), 0);
+    text = read_whole(out, "", &n);
+    assert_int_equal(count_lines(text, n), 1);
+    free(text);
+    unlink(out), unlink(err);
+    tmp_store_remove(&t);
+}
+
+/* A snapshot always has its journal (creation writes the journal first): without it, the
+ * puts since the last compaction are gone, which is an error, not an empty store. */
+static void test_missing_journal(void **state) {
+    (void)state;
+    tmp_store t;
+    tmp_store_make(&t);
+    mn_session_store *s = NULL;
+    ok(mn_session_store_open(t.path, MN_STORE_WRITE | MN_STORE_CREATE, SLOTS, WIDTH, &s));
+    put_version(s, 1, 1);
+    ok(mn_session_store_compact(s));
+    put_version(s, 1, 2);
+    mn_session_store_close(s);
+    remove_suffix(t.path, MN_STORE_JOURNAL_SUFFIX);
+    for (int writer = 0; writer < 2; writer++) {
+        assert_int_equal(mn_session_store_open(t.path, writer ? MN_STORE_WRITE : 0, 0, 0, &s), MN_ERR_FORMAT);
+        assert_non_null(strstr(mn_last_error(), MN_STORE_JOURNAL_SUFFIX));
+        assert_non_null(strstr(mn_last_error(), "missing"));
+        assert_false(file_exists(t.path, MN_STORE_JOURNAL_SUFFIX));
+    }
+    ok(mn_session_store_open(t.path, MN_STORE_RECOVER, 0, 0, &s)); /* the snapshot alone */
+    expect_session(s, 1, 1);
+    assert_non_null(strstr(mn_session_store_recovery(s), "missing"));
+    mn_session_store_close(s);
+    ok(mn_session_store_open(t.path, MN_STORE_WRITE | MN_STORE_RECOVER, 0, 0, &s)); /* a new empty journal */
+    put_version(s, 1, 3);
+    mn_session_store_close(s);
+    ok(mn_session_store_open(t.path, 0, 0, 0, &s));
+    expect_session(s, 1, 3);
+    mn_session_store_close(s);
     tmp_store_remove(&t);
 }
 
@@ -769,113 +1006,6 @@ static void test_lock_protocol(void **state) {
 }
 
 /* ---------------------------------------------------------------- full disks and damaged files */
-/* Whole file into a malloc'd buffer (*n bytes); NULL when missing. */
-static uint8_t *read_whole(const char *path, const char *suffix, size_t *n) {
-    char p[400];
-    snprintf(p, sizeof p, "%s%s", path, suffix);
-    FILE *f = fopen(p, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(size > 0 ? (size_t)size : 1);
-    assert_non_null(b);
-    assert_int_equal(fread(b, 1, (size_t)size, f), (size_t)size);
-    fclose(f);
-    *n = (size_t)size;
-    return b;
-}
-
-/* Forked children report a failed check in this file and exit 1; cmocka's asserts belong to
- * the parent. */
-static char child_why[400];
-
-static void child_fail(int line, const char *fmt, ...) {
-    FILE *f = fopen(child_why, "w");
-    if (f) {
-        va_list ap;
-        va_start(ap, fmt);
-        fprintf(f, "line %d: ", line);
-        vfprintf(f, fmt, ap);
-        va_end(ap);
-        fclose(f);
-    }
-    _exit(1);
-}
-#define CHILD_CHECK(cond, ...)                      \
-    do {                                            \
-        if (!(cond))                                \
-            child_fail(__LINE__, __VA_ARGS__);      \
-    } while (0)
-
-/* Applies a file-size limit of `bytes` to this process, with SIGXFSZ ignored so that a write
- * past it fails with EFBIG (a full disk's ENOSPC takes the same paths) instead of killing. */
-static void limit_file_size(rlim_t bytes) {
-    signal(SIGXFSZ, SIG_IGN);
-    struct rlimit rl = {bytes, bytes};
-    if (setrlimit(RLIMIT_FSIZE, &rl) != 0)
-        _exit(126);
-}
-
-/* Runs fn(ctx) in a child whose stderr goes to err_path; fails with the child's reason unless
- * it exits 0. */
-static void run_child(void (*fn)(void *), void *ctx, const char *err_path) {
-    unlink(child_why);
-    fflush(stdout);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd < 0 || dup2(fd, 2) < 0)
-            _exit(126);
-        fn(ctx);
-        _exit(0);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        size_t n = 0;
-        uint8_t *why = read_whole(child_why, "", &n);
-        fail_msg("child %s %d: %.*s", WIFEXITED(status) ? "exited" : "killed by signal",
-                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status), why ? (int)n : 0, why ? (char *)why : "");
-    }
-}
-
-/* Runs `mnemo ARGS...` (MNEMO_BIN) with stdout and stderr in files, under a file-size limit
- * when limit > 0; its exit status, or 128 + the signal that killed it. */
-static int run_mnemo(const char *const *args, rlim_t limit, const char *out_path, const char *err_path) {
-    const char *bin = getenv("MNEMO_BIN");
-    assert_non_null(bin);
-    const char *argv[16] = {bin};
-    int n = 1;
-    for (int i = 0; args[i] && n < 15; i++)
-        argv[n++] = args[i];
-    argv[n] = NULL;
-    fflush(stdout);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        int fo = open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644), fe = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fo < 0 || fe < 0 || dup2(fo, 1) < 0 || dup2(fe, 2) < 0)
-            _exit(126);
-        if (limit > 0)
-            limit_file_size(limit);
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-static int count_lines(const uint8_t *text, size_t n) {
-    int lines = 0;
-    for (size_t i = 0; i < n; i++)
-        lines += text[i] == '\n';
-    return lines;
-}
-
 /* 40 sessions in the snapshot, two more in the journal. */
 static void make_small_store(const char *path) {
     mn_session_store *s = NULL;
@@ -903,6 +1033,7 @@ typedef struct {
 static void compact_under_limit(void *arg) {
     const limit_ctx *c = arg;
     limit_file_size(c->limit);
+    ssize_t inherited = H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL); /* 0 unless a failed test leaked */
     mn_session_store *s = NULL;
     CHILD_CHECK(mn_session_store_open(c->path, MN_STORE_WRITE, 0, 0, &s) == MN_OK, "open: %s", mn_last_error());
     ssize_t handles = H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL);
@@ -921,7 +1052,7 @@ static void compact_under_limit(void *arg) {
     CHILD_CHECK(mn_session_put(s, "user-0041", FP, r, 1) == MN_OK, "put after the failed compaction: %s",
                 mn_last_error());
     mn_session_store_close(s);
-    CHILD_CHECK(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL) == 0, "HDF5 handles open after close");
+    CHILD_CHECK(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL) == inherited, "HDF5 handles open after close");
 }
 
 static void test_compact_past_file_size_limit(void **state) {
@@ -1072,6 +1203,8 @@ int main(void) {
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_compaction),
         cmocka_unit_test(test_torn_and_damaged_journal),
+        cmocka_unit_test(test_recover_corrupt_records),
+        cmocka_unit_test(test_missing_journal),
         cmocka_unit_test(test_stale_journal),
         cmocka_unit_test(test_kill9_writer),
         cmocka_unit_test(test_concurrent_processes),

@@ -71,6 +71,9 @@ struct mn_session_store {
     int64_t autocompact_min, autocompact_retry_at;
     int64_t compactions;
     mn_status last_compact_status;
+    /* what an MN_STORE_RECOVER open dropped ("" and 0: nothing) */
+    char recovery[640];
+    int64_t recovered_records;
 };
 
 /* ================================================================ small helpers */
@@ -368,9 +371,30 @@ static mn_status apply_record(mn_session_store *s, const uint8_t *rec, int64_t o
     return MN_OK;
 }
 
-/* Replays records from byte `off` up to `size`. A bad record that is the last thing in the
- * file is the torn put of a writer that died: it is not applied, and journal_end stays before
- * it. A bad record with anything after it is damage, never the result of a crash. */
+/* The complete record at journal offset off fails its checks (problem says how). A crash
+ * leaves at most a partial last record, so this is damage: refused, unless the store was
+ * opened to recover, in which case replay stops before it (and the writer truncates there). */
+static mn_status journal_damaged(mn_session_store *s, int64_t off, int64_t size, const char *problem) {
+    int64_t dropped = (size - off) / (int64_t)s->record_bytes, kept = s->journal_records;
+    if (!(s->flags & MN_STORE_RECOVER))
+        return mn_fail(MN_ERR_FORMAT,
+                       "%s: record %lld at byte %lld is %s; a crash leaves at most a partial last record, so the "
+                       "journal is damaged. Opening with recovery (MN_STORE_RECOVER; mnemo sessions --recover) "
+                       "keeps the %lld records before it and drops %lld",
+                       s->journal_path, (long long)kept, (long long)off, problem, (long long)kept,
+                       (long long)dropped);
+    s->journal_end = off;
+    s->recovered_records = dropped;
+    snprintf(s->recovery, sizeof s->recovery,
+             "%s: record %lld at byte %lld is %s: rolled back to the %lld records before it, dropping %lld record%s",
+             s->journal_path, (long long)kept, (long long)off, problem, (long long)kept, (long long)dropped,
+             dropped == 1 ? "" : "s");
+    return MN_OK;
+}
+
+/* Replays records from byte `off` up to `size`. A partial record at the end is the torn put of
+ * a writer that died mid-append: it is not applied, and journal_end stays before it (the
+ * writer truncates it away). A complete bad record is journal_damaged's. */
 static mn_status replay(mn_session_store *s, int64_t off, int64_t size) {
     const int64_t rb = (int64_t)s->record_bytes;
     while (off + rb <= size) {
@@ -379,16 +403,10 @@ static mn_status replay(mn_session_store *s, int64_t off, int64_t size) {
             return mn_fail(MN_ERR_IO, "%s: read failed at byte %lld: %s", s->journal_path, (long long)off,
                            strerror(errno));
         if (got < rb)
-            break;
+            break; /* the file shrank under us: what is gone was never acknowledged */
         const char *problem = record_problem(s, s->record, s->journal_records);
-        if (problem) {
-            if (off + rb < size)
-                return mn_fail(MN_ERR_FORMAT,
-                               "%s: record %lld at byte %lld is %s and more data follows it: the journal is "
-                               "damaged",
-                               s->journal_path, (long long)s->journal_records, (long long)off, problem);
-            break;
-        }
+        if (problem)
+            return journal_damaged(s, off, size, problem);
         MN_TRY(apply_record(s, s->record, off));
         off += rb;
         s->journal_records++;
@@ -691,12 +709,32 @@ done:
     return st;
 }
 
+/* The journal cannot be used at all (missing, or its header is bad): refused, or with
+ * MN_STORE_RECOVER the snapshot alone, with the journal treated as stale (a writer replaces it
+ * with an empty one). `records`: complete records it holds, -1 when unknown. */
+static mn_status journal_unusable(mn_session_store *s, const char *problem, int64_t records) {
+    char held[64] = "";
+    if (records >= 0)
+        snprintf(held, sizeof held, ", dropping %lld record%s", (long long)records, records == 1 ? "" : "s");
+    if (!(s->flags & MN_STORE_RECOVER))
+        return mn_fail(MN_ERR_FORMAT,
+                       "%s: %s: the puts since the last compaction cannot be read. Opening with recovery "
+                       "(MN_STORE_RECOVER; mnemo sessions --recover) keeps the snapshot alone (generation %llu, "
+                       "%lld sessions)%s",
+                       s->journal_path, problem, (unsigned long long)s->generation, (long long)s->snap_rows, held);
+    s->journal_stale = 1;
+    s->recovered_records = records > 0 ? records : 0;
+    snprintf(s->recovery, sizeof s->recovery, "%s: %s: rolled back to the snapshot alone (generation %llu, %lld sessions)%s",
+             s->journal_path, problem, (unsigned long long)s->generation, (long long)s->snap_rows, held);
+    return MN_OK;
+}
+
 static mn_status load_journal(mn_session_store *s) {
     int writer = s->flags & MN_STORE_WRITE;
     s->journal_fd = open(s->journal_path, (writer ? O_RDWR : O_RDONLY) | O_CLOEXEC);
     if (s->journal_fd < 0) {
-        if (errno == ENOENT) /* a crash between creating the snapshot and its journal */
-            return MN_OK;
+        if (errno == ENOENT) /* a store is created journal first: this is loss, not a crash */
+            return journal_unusable(s, "missing (deleted, or the store was copied without it?)", -1);
         return mn_fail(MN_ERR_IO, "%s: cannot open: %s", s->journal_path, strerror(errno));
     }
     struct stat sb;
@@ -705,23 +743,27 @@ static mn_status load_journal(mn_session_store *s) {
         return mn_fail(MN_ERR_IO, "%s: cannot stat: %s", s->journal_path, strerror(errno));
     s->journal_dev = sb.st_dev;
     s->journal_ino = sb.st_ino;
+    s->journal_end = MN_JOURNAL_HEADER_BYTES;
+    int64_t records = sb.st_size > MN_JOURNAL_HEADER_BYTES
+                          ? (int64_t)(sb.st_size - MN_JOURNAL_HEADER_BYTES) / (int64_t)s->record_bytes
+                          : 0;
     if (read_full(s->journal_fd, h, sizeof h, 0) != (ssize_t)sizeof h || memcmp(h, MN_JOURNAL_MAGIC, 8) ||
         get_u64(h + 56) != mn_xxh64(h, 56, 0))
-        return mn_fail(MN_ERR_FORMAT, "%s: the journal header is missing or corrupt", s->journal_path);
+        return journal_unusable(s, "the journal header is missing or corrupt", records);
     uint64_t gen = get_u64(h + 24);
     if (get_u32(h + 8) != MN_STORE_VERSION || get_u32(h + 12) != (uint32_t)s->n_slots ||
         get_u32(h + 16) != (uint32_t)s->d_model || get_u64(h + 32) != s->record_bytes)
-        return mn_fail(MN_ERR_FORMAT, "%s: the journal's version or state shape differs from the snapshot's",
-                       s->journal_path);
-    s->journal_end = MN_JOURNAL_HEADER_BYTES;
+        return journal_unusable(s, "the journal's version or state shape differs from the snapshot's", records);
     if (gen < s->generation) { /* compaction renamed the snapshot in and died before the journal */
         s->journal_stale = 1;
         return MN_OK;
     }
-    if (gen > s->generation)
-        return mn_fail(MN_ERR_FORMAT,
-                       "%s: journal generation %llu is newer than the snapshot's %llu (files mixed up by hand?)",
-                       s->journal_path, (unsigned long long)gen, (unsigned long long)s->generation);
+    if (gen > s->generation) {
+        char problem[160];
+        snprintf(problem, sizeof problem, "journal generation %llu is newer than the snapshot's %llu (files mixed up?)",
+                 (unsigned long long)gen, (unsigned long long)s->generation);
+        return journal_unusable(s, problem, records);
+    }
     return replay(s, MN_JOURNAL_HEADER_BYTES, (int64_t)sb.st_size);
 }
 
@@ -746,6 +788,8 @@ static mn_status reader_sync(mn_session_store *s) {
     if (has_journal != (s->journal_fd >= 0) ||
         (has_journal && (sb.st_ino != s->journal_ino || sb.st_dev != s->journal_dev)))
         return load(s);
+    if (has_journal && !s->journal_stale && (int64_t)sb.st_size < s->journal_end)
+        return load(s); /* truncated under us (a recovering writer): start over */
     if (has_journal && !s->journal_stale && (int64_t)sb.st_size > s->journal_end)
         return replay(s, s->journal_end, (int64_t)sb.st_size);
     return MN_OK;
@@ -798,7 +842,7 @@ static mn_status open_locked(mn_session_store *s) {
         return mn_fail(MN_ERR_IO, "%s: cannot stat: %s", s->journal_path, strerror(errno));
     if ((int64_t)sb.st_size > s->journal_end) {
         if (ftruncate(s->journal_fd, s->journal_end) != 0 || fsync(s->journal_fd) != 0)
-            return mn_fail(MN_ERR_IO, "%s: cannot drop the torn record at its end: %s", s->journal_path,
+            return mn_fail(MN_ERR_IO, "%s: cannot truncate it to its last good record: %s", s->journal_path,
                            strerror(errno));
     }
     return MN_OK;
@@ -876,6 +920,8 @@ void mn_session_store_close(mn_session_store *s) {
     free(s->path), free(s->journal_path), free(s->lock_path), free(s->snap_tmp), free(s->journal_tmp);
     free(s);
 }
+
+const char *mn_session_store_recovery(const mn_session_store *s) { return s && s->recovery[0] ? s->recovery : NULL; }
 
 void mn_session_store_shape(const mn_session_store *s, int *n_slots, int *d_model) {
     if (n_slots)
@@ -1131,6 +1177,7 @@ mn_status mn_session_store_stats_get(mn_session_store *s, mn_session_store_stats
     out->generation = s->generation;
     out->compactions = s->compactions;
     out->last_compact_status = s->last_compact_status;
+    out->recovered_records = s->recovered_records;
     struct stat sb;
     if (stat(s->path, &sb) == 0)
         out->snapshot_bytes = (int64_t)sb.st_size;
