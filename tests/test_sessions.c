@@ -165,6 +165,11 @@ static void limit_file_size(rlim_t bytes) {
         _exit(126);
 }
 
+typedef struct {
+    const char *path;
+    rlim_t limit;
+} limit_ctx;
+
 /* Runs fn(ctx) in a child whose stderr goes to err_path; fails with the child's reason unless
  * it exits 0. */
 static void run_child(void (*fn)(void *), void *ctx, const char *err_path) {
@@ -617,6 +622,68 @@ static void test_missing_journal(void **state) {
     tmp_store_remove(&t);
 }
 
+/* Creating a store under a file-size limit too small for its snapshot. */
+static void create_under_limit(void *arg) {
+    const limit_ctx *c = arg;
+    limit_file_size(c->limit);
+    mn_session_store *s = NULL;
+    mn_status st = mn_session_store_open(c->path, MN_STORE_WRITE | MN_STORE_CREATE, SLOTS, WIDTH, &s);
+    CHILD_CHECK(st == MN_ERR_IO && strstr(mn_last_error(), strerror(EFBIG)), "creation past the limit: %s: %s",
+                mn_status_name(st), mn_last_error());
+}
+
+/* A store that fails to open removes the lock file it created, and only that: a lock file it
+ * found (the store's own, maybe held by another handle) stays. */
+static void test_refused_open_leaves_no_lock(void **state) {
+    (void)state;
+    tmp_store t;
+    tmp_store_make(&t);
+    mn_session_store *s = NULL, *w = NULL;
+    for (int writer = 0; writer < 2; writer++) { /* nothing there */
+        assert_int_equal(mn_session_store_open(t.path, writer ? MN_STORE_WRITE : 0, 0, 0, &s), MN_ERR_IO);
+        assert_non_null(strstr(mn_last_error(), "no session store"));
+        assert_false(file_exists(t.path, MN_STORE_LOCK_SUFFIX));
+    }
+    /* a creation that fails half-way leaves nothing at all */
+    char why_dir[400];
+    snprintf(child_why, sizeof child_why, "%s/why", t.dir);
+    snprintf(why_dir, sizeof why_dir, "%s/err", t.dir);
+    limit_ctx c = {t.path, 200}; /* the journal's header fits, the snapshot does not */
+    run_child(create_under_limit, &c, why_dir);
+    unlink(why_dir);
+    assert_false(file_exists(t.path, "") || file_exists(t.path, MN_STORE_JOURNAL_SUFFIX) ||
+                 file_exists(t.path, MN_STORE_LOCK_SUFFIX) || file_exists(t.path, MN_STORE_SNAPSHOT_TMP_SUFFIX) ||
+                 file_exists(t.path, MN_STORE_JOURNAL_TMP_SUFFIX));
+
+    /* a damaged store copied without its lock file: refused, and no lock file appears */
+    ok(mn_session_store_open(t.path, MN_STORE_WRITE | MN_STORE_CREATE, SLOTS, WIDTH, &s));
+    put_version(s, 1, 1);
+    put_version(s, 2, 1);
+    mn_session_store_close(s);
+    flip_byte(t.path, MN_STORE_JOURNAL_SUFFIX, MN_JOURNAL_HEADER_BYTES + 100, 0x10);
+    remove_suffix(t.path, MN_STORE_LOCK_SUFFIX);
+    for (int writer = 0; writer < 2; writer++) {
+        assert_int_equal(mn_session_store_open(t.path, writer ? MN_STORE_WRITE : 0, 0, 0, &s), MN_ERR_FORMAT);
+        assert_false(file_exists(t.path, MN_STORE_LOCK_SUFFIX));
+    }
+    /* with its lock file there, the lock file stays */
+    ok(mn_session_store_open(t.path, MN_STORE_RECOVER, 0, 0, &s)); /* creates it, and keeps it: opened */
+    mn_session_store_close(s);
+    assert_true(file_exists(t.path, MN_STORE_LOCK_SUFFIX));
+    assert_int_equal(mn_session_store_open(t.path, MN_STORE_WRITE, 0, 0, &s), MN_ERR_FORMAT);
+    assert_true(file_exists(t.path, MN_STORE_LOCK_SUFFIX));
+    /* a writer refused because another holds the store keeps that writer's lock working */
+    flip_byte(t.path, MN_STORE_JOURNAL_SUFFIX, MN_JOURNAL_HEADER_BYTES + 100, 0x10);
+    ok(mn_session_store_open(t.path, MN_STORE_WRITE, 0, 0, &w));
+    assert_int_equal(mn_session_store_open(t.path, MN_STORE_WRITE, 0, 0, &s), MN_ERR_IO);
+    assert_non_null(strstr(mn_last_error(), "open for writing"));
+    assert_true(file_exists(t.path, MN_STORE_LOCK_SUFFIX));
+    assert_int_equal(mn_session_store_open(t.path, MN_STORE_WRITE, 0, 0, &s), MN_ERR_IO); /* still held */
+    expect_session(w, 2, 1);
+    mn_session_store_close(w);
+    tmp_store_remove(&t);
+}
+
 static int copy_file(const char *from, const char *to) {
     FILE *a = fopen(from, "rb"), *b = fopen(to, "wb");
     char buf[65536];
@@ -1023,11 +1090,6 @@ static void expect_small_store(mn_session_store *s, int extra) {
         expect_session(s, sid, sid == 3 ? 2 : 1);
 }
 
-typedef struct {
-    const char *path;
-    rlim_t limit;
-} limit_ctx;
-
 /* Compaction past a file-size limit: one error naming the temp file and the errno reason,
  * no HDF5 handle left behind, the store as it was and still writable. */
 static void compact_under_limit(void *arg) {
@@ -1205,6 +1267,7 @@ int main(void) {
         cmocka_unit_test(test_torn_and_damaged_journal),
         cmocka_unit_test(test_recover_corrupt_records),
         cmocka_unit_test(test_missing_journal),
+        cmocka_unit_test(test_refused_open_leaves_no_lock),
         cmocka_unit_test(test_stale_journal),
         cmocka_unit_test(test_kill9_writer),
         cmocka_unit_test(test_concurrent_processes),

@@ -848,6 +848,52 @@ static mn_status open_locked(mn_session_store *s) {
     return MN_OK;
 }
 
+/* Whether lock_path still names the file this handle locks: an opener that created the lock
+ * file and then failed removes it again, and whoever opened it meanwhile must start over. */
+static int lock_file_current(const mn_session_store *s) {
+    struct stat a, b;
+    return fstat(s->lock_fd, &a) == 0 && stat(s->lock_path, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev;
+}
+
+/* Removes the lock file this failed open created, unless another handle locks it by now. */
+static void remove_own_lock_file(mn_session_store *s) {
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 2, .l_pid = 0};
+    if (fcntl(s->lock_fd, F_OFD_SETLK, &fl) == 0 && lock_file_current(s))
+        unlink(s->lock_path);
+}
+
+/* Opens (creating: *created) and locks the lock file, then the store under the data lock.
+ * *stale: the lock file was replaced meanwhile (the caller starts over). */
+static mn_status open_with_lock(mn_session_store *s, int *created, int *stale) {
+    int writer = s->flags & MN_STORE_WRITE;
+    s->lock_fd = open(s->lock_path, (writer ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (s->lock_fd < 0 && errno == ENOENT) {
+        /* a store copied without its lock file gets one; nothing at all is no store (unless
+         * this open creates it) and gets no lock file */
+        if (access(s->path, F_OK) != 0 && !(s->flags & MN_STORE_CREATE))
+            return mn_fail(MN_ERR_IO, "%s: no session store here", s->path);
+        s->lock_fd = open(s->lock_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        *created = s->lock_fd >= 0;
+        if (s->lock_fd < 0 && errno == EEXIST) /* another opener was quicker */
+            s->lock_fd = open(s->lock_path, (writer ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    }
+    if (s->lock_fd < 0)
+        return mn_fail(MN_ERR_IO, "%s: cannot open the lock file: %s", s->lock_path, strerror(errno));
+    if (writer && ofd_lock(s->lock_fd, F_WRLCK, LOCK_WRITER_BYTE, 0) != 0)
+        return errno == EAGAIN || errno == EACCES
+                   ? mn_fail(MN_ERR_IO, "%s: the store is open for writing by another process (lock on %s)",
+                             s->path, s->lock_path)
+                   : mn_fail(MN_ERR_IO, "%s: cannot lock: %s", s->lock_path, strerror(errno));
+    MN_TRY(data_lock(s, writer));
+    mn_status st = MN_OK;
+    if (!lock_file_current(s))
+        *stale = 1;
+    else
+        st = open_locked(s);
+    data_unlock(s);
+    return st;
+}
+
 mn_status mn_session_store_open(const char *path, int flags, int n_slots, int d_model, mn_session_store **out) {
     if (!out)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_session_store_open: out is NULL");
@@ -876,33 +922,23 @@ mn_status mn_session_store_open(const char *path, int flags, int n_slots, int d_
         mn_session_store_close(s);
         return mn_fail(MN_ERR_NOMEM, "out of memory");
     }
-    int writer = flags & MN_STORE_WRITE;
-    mn_status st = MN_OK;
-    if (writer) {
-        s->lock_fd = open(s->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    } else {
-        s->lock_fd = open(s->lock_path, O_RDONLY | O_CLOEXEC);
-        if (s->lock_fd < 0 && errno == ENOENT) {
-            if (access(path, F_OK) == 0) /* a store copied without its lock file */
-                s->lock_fd = open(s->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-            else
-                st = mn_fail(MN_ERR_IO, "%s: no session store here", path);
+    mn_status st;
+    for (int attempt = 0;; attempt++) {
+        int created = 0, stale = 0;
+        st = open_with_lock(s, &created, &stale);
+        if (st == MN_OK && !stale)
+            break;
+        if (st != MN_OK && created)
+            remove_own_lock_file(s);
+        if (st != MN_OK || attempt == 100) {
+            if (st == MN_OK)
+                st = mn_fail(MN_ERR_IO, "%s: its lock file keeps being replaced", s->lock_path);
+            mn_session_store_close(s);
+            return st;
         }
-    }
-    if (st == MN_OK && s->lock_fd < 0)
-        st = mn_fail(MN_ERR_IO, "%s: cannot open the lock file: %s", s->lock_path, strerror(errno));
-    if (st == MN_OK && writer && ofd_lock(s->lock_fd, F_WRLCK, LOCK_WRITER_BYTE, 0) != 0)
-        st = errno == EAGAIN || errno == EACCES
-                 ? mn_fail(MN_ERR_IO, "%s: the store is open for writing by another process (lock on %s)", path,
-                           s->lock_path)
-                 : mn_fail(MN_ERR_IO, "%s: cannot lock: %s", s->lock_path, strerror(errno));
-    if (st == MN_OK && (st = data_lock(s, writer)) == MN_OK) {
-        st = open_locked(s);
-        data_unlock(s);
-    }
-    if (st != MN_OK) {
-        mn_session_store_close(s);
-        return st;
+        unload(s); /* the lock file was removed under us by an opener that failed: again */
+        close(s->lock_fd);
+        s->lock_fd = -1;
     }
     *out = s;
     return MN_OK;
