@@ -1231,6 +1231,70 @@ static void test_describe(void **state) {
     tmp_store_remove(&t);
 }
 
+/* Ids are any bytes but NUL: a listing escapes control characters, backslashes and bytes that
+ * are not UTF-8, so every id stays on its line and reads back unambiguously. */
+static void test_escaped_ids(void **state) {
+    (void)state;
+    struct {
+        const char *id, *shown;
+    } cases[] = {
+        {"plain-id", "plain-id"},        {"tab\there", "tab\\there"},     {"new\nline", "new\\nline"},
+        {"cr\r", "cr\\r"},             {"back\\slash", "back\\\\slash"}, {"bell\a\x7f", "bell\\x07\\x7f"},
+        {"caf\xc3\xa9", "caf\xc3\xa9"}, {"bad\xff\xc3", "bad\\xff\\xc3"}, {"c1\xc2\x85", "c1\\xc2\\x85"},
+    };
+    const int n = (int)(sizeof cases / sizeof cases[0]);
+    char out[MN_SESSION_ID_ESCAPED_MAX];
+    for (int i = 0; i < n; i++) {
+        mn_session_id_escape(cases[i].id, out, sizeof out);
+        assert_string_equal(out, cases[i].shown);
+    }
+    char longest[MN_SESSION_ID_MAX + 1];
+    memset(longest, '\x01', MN_SESSION_ID_MAX);
+    longest[MN_SESSION_ID_MAX] = '\0';
+    mn_session_id_escape(longest, out, sizeof out);
+    assert_int_equal(strlen(out), 4 * MN_SESSION_ID_MAX);
+    mn_session_id_escape(longest, out, 10); /* truncated, never split inside an escape */
+    assert_string_equal(out, "\\x01\\x01");
+
+    tmp_store t;
+    tmp_store_make(&t);
+    mn_session_store *s = NULL;
+    ok(mn_session_store_open(t.path, MN_STORE_WRITE | MN_STORE_CREATE, SLOTS, WIDTH, &s));
+    float r[F];
+    pattern(1, 1, r);
+    for (int i = 0; i < n; i++)
+        ok(mn_session_put(s, cases[i].id, FP, r, i));
+    mn_session_store_close(s);
+    char outp[400], errp[400];
+    snprintf(outp, sizeof outp, "%s/out", t.dir);
+    snprintf(errp, sizeof errp, "%s/err", t.dir);
+    const char *list[] = {"sessions", "--store", t.path, "list", NULL};
+    assert_int_equal(run_mnemo(list, 0, outp, errp), 0);
+    size_t len = 0;
+    char *text = (char *)read_whole(outp, "", &len);
+    assert_int_equal(count_lines((uint8_t *)text, len), n);
+    char *lines = malloc(len + 2); /* "\n" + the listing: every line starts after a newline */
+    assert_non_null(lines);
+    lines[0] = '\n';
+    memcpy(lines + 1, text, len);
+    lines[len + 1] = '\0';
+    for (int i = 0; i < n; i++) {
+        char line[300];
+        snprintf(line, sizeof line, "\n%s\t%d turns", cases[i].shown, i);
+        if (!strstr(lines, line))
+            fail_msg("listing lacks the line of '%s':\n%.*s", cases[i].shown, (int)len, text);
+    }
+    free(lines);
+    free(text);
+    const char *show[] = {"sessions", "--store", t.path, "show", cases[1].id, NULL};
+    assert_int_equal(run_mnemo(show, 0, outp, errp), 0);
+    text = (char *)read_whole(outp, "", &len);
+    assert_non_null(strstr(text, "session      tab\\there\n"));
+    free(text);
+    unlink(outp), unlink(errp);
+    tmp_store_remove(&t);
+}
+
 /* The benchmark leaves a store of `count` sessions with both rounds of puts in its journal,
  * reports every figure, and never reuses an existing path. */
 static void test_store_bench(void **state) {
@@ -1275,6 +1339,7 @@ int main(void) {
         cmocka_unit_test(test_compact_past_file_size_limit),
         cmocka_unit_test(test_fingerprint),
         cmocka_unit_test(test_describe),
+        cmocka_unit_test(test_escaped_ids),
         cmocka_unit_test(test_store_bench),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
