@@ -423,10 +423,11 @@ static mn_status write_array(hid_t loc, const char *file, const char *name, hid_
     return mn_h5_write_dataset_chunked(loc, file, name, mtype, ftype, data, 1, &n, &chunk);
 }
 
-/* A whole 1-D dataset of n elements; another count means a corrupt snapshot (not another
- * model's, as h5util's MN_ERR_MISMATCH would say). */
+/* A whole 1-D dataset of n elements, checksummed; another count means a corrupt snapshot (not
+ * another model's, as h5util's MN_ERR_MISMATCH would say). */
 static mn_status read_array(hid_t loc, const char *file, const char *name, hid_t mtype, size_t n, void *data) {
     size_t count = 0;
+    MN_TRY(mn_h5_require_checksum(loc, file, name));
     MN_TRY(mn_h5_dataset_size(loc, file, name, &count));
     if (count != n)
         return mn_fail(MN_ERR_FORMAT, "%s: dataset '%s' has %zu elements, expected %zu", file, name, count, n);
@@ -695,7 +696,8 @@ static mn_status load_snapshot(mn_session_store *s) {
 
     size_t dims[4];
     int ndims = 0;
-    if ((st = mn_h5_dataset_dims(s->snap, p, "states", &ndims, dims)))
+    if ((st = mn_h5_dataset_dims(s->snap, p, "states", &ndims, dims)) ||
+        (st = mn_h5_require_checksum(s->snap, p, "states")))
         goto done;
     if (ndims == 2 && dims[0] == n && dims[1] == s->state_floats) {
         H5E_BEGIN_TRY { s->states = H5Dopen2(s->snap, "states", H5P_DEFAULT); }
