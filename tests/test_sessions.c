@@ -1210,6 +1210,26 @@ static int same_view(const store_view *a, const store_view *b) {
     return !memcmp(a->states, b->states, a->n * F * sizeof(float));
 }
 
+/* Whether HDF5 can shut down: after some refusals HDF5 keeps internal state of a file it
+ * reports closed (H5Fget_obj_count 0), and H5close (as at exit) then prints "infinite loop
+ * closing library". Shuts the library down (the next call starts it again) with stderr caught. */
+static int hdf5_closes_cleanly(const char *scratch) {
+    char path[400];
+    snprintf(path, sizeof path, "%s.h5close", scratch);
+    fflush(stderr);
+    int saved = dup(2), fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    assert_true(saved >= 0 && fd >= 0);
+    dup2(fd, 2);
+    H5close();
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    close(fd);
+    off_t said = file_size(path, "");
+    unlink(path);
+    return said == 0;
+}
+
 /* Flips byte `at` of the file with `mask`, opens the store and reads everything; the flip must
  * be refused with a message naming the store's file, or change nothing that can be read. */
 static int flip_and_check(const char *path, const char *suffix, const uint8_t *pristine, size_t size, size_t at,
@@ -1228,8 +1248,9 @@ static int flip_and_check(const char *path, const char *suffix, const uint8_t *p
                  mn_status_name(st), mn_last_error());
     if (!refused && !same_view(&v, truth))
         fail_msg("%s byte %zu ^ 0x%02x: silently changed what the store holds", suffix, at, mask);
-    if (H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL) != 0)
-        fail_msg("%s byte %zu ^ 0x%02x: HDF5 handles left open", suffix, at, mask);
+    if (H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL) != 0 || !hdf5_closes_cleanly(path))
+        fail_msg("%s byte %zu ^ 0x%02x: HDF5 left a file open inside (%s)", suffix, at, mask,
+                 refused ? mn_last_error() : "opened");
     free_view(&v);
     /* restore the whole file: a writer's open may have truncated or rewritten it */
     assert_int_equal(pwrite(fd, pristine, size, 0), (ssize_t)size);
@@ -1238,11 +1259,12 @@ static int flip_and_check(const char *path, const char *suffix, const uint8_t *p
     return refused;
 }
 
-/* Every byte of a small store's snapshot and journal, flipped one at a time with three masks:
- * each flip is refused with a reason or changes nothing readable; never a crash, a leaked HDF5
- * handle or a silent change. The store is tiny (5 KB snapshot, 1.4 KB journal), so every byte
- * of both files is covered, metadata and data alike. The snapshot is opened as a reader; the
- * journal as a reader and as a writer (which must not "repair" damage on its own). */
+/* Every byte of a small store's snapshot and journal, flipped one at a time with two masks:
+ * each flip is refused with a reason (at open, or for a state chunk at the get that reads it)
+ * or changes nothing readable; never a crash, an HDF5 handle or internal file left behind, or
+ * a silent change. The store is tiny (5 KB snapshot, 1.4 KB journal), so every byte of both
+ * files is covered, metadata and data alike. The snapshot is opened as a reader; the journal
+ * as a reader and as a writer (which must not "repair" damage on its own). */
 static void test_byte_flip_sweep(void **state) {
     (void)state;
     tmp_store t;
@@ -1262,13 +1284,13 @@ static void test_byte_flip_sweep(void **state) {
     size_t sizes[2];
     uint8_t *files[2] = {read_whole(t.path, "", &sizes[0]), read_whole(t.path, MN_STORE_JOURNAL_SUFFIX, &sizes[1])};
     const char *suffixes[2] = {"", MN_STORE_JOURNAL_SUFFIX};
-    const uint8_t masks[3] = {0x01, 0x80, 0xff};
     int refused[2] = {0, 0}, tries[2] = {0, 0};
     for (int f = 0; f < 2; f++)
         for (size_t at = 0; at < sizes[f]; at++)
-            for (int m = 0; m < 3; m++)
+            for (int m = 0; m < 2; m++) /* one bit (a different one from byte to byte), and all eight */
                 for (int writer = 0; writer <= f; writer++) {
-                    refused[f] += flip_and_check(t.path, suffixes[f], files[f], sizes[f], at, masks[m],
+                    uint8_t mask = m ? 0xff : (uint8_t)(1u << (at % 8));
+                    refused[f] += flip_and_check(t.path, suffixes[f], files[f], sizes[f], at, mask,
                                                  writer ? MN_STORE_WRITE : 0, &truth);
                     tries[f]++;
                 }
@@ -1285,7 +1307,8 @@ static void test_byte_flip_sweep(void **state) {
 }
 
 /* A snapshot whose states carry no checksum (made by hand: mnemo never writes one) is
- * refused: a flipped state byte in it could not be noticed. */
+ * refused: a flipped state byte in it could not be noticed. Made as a version 1 snapshot
+ * (no trailer), since editing the file with HDF5 breaks a version 2 snapshot's digest. */
 static void test_unchecksummed_states_refused(void **state) {
     (void)state;
     tmp_store t;
@@ -1305,7 +1328,11 @@ static void test_unchecksummed_states_refused(void **state) {
     hid_t space = H5Screate_simple(2, dims, NULL);
     d = H5Dcreate2(f, "states", H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT); /* contiguous */
     assert_true(H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, r) >= 0);
-    H5Dclose(d), H5Sclose(space), H5Fclose(f);
+    H5Dclose(d), H5Sclose(space);
+    int64_t v1 = 1;
+    hid_t a = H5Aopen(f, "session_store_version", H5P_DEFAULT);
+    assert_true(H5Awrite(a, H5T_NATIVE_INT64, &v1) >= 0);
+    H5Aclose(a), H5Fclose(f);
     assert_int_equal(mn_session_store_open(t.path, 0, 0, 0, &s), MN_ERR_FORMAT);
     assert_non_null(strstr(mn_last_error(), "'states' carries no Fletcher32 checksum"));
     tmp_store_remove(&t);

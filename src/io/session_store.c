@@ -302,7 +302,7 @@ static void index_clear(mn_session_store *s) {
 static void journal_header(const mn_session_store *s, uint64_t generation, uint8_t h[MN_JOURNAL_HEADER_BYTES]) {
     memset(h, 0, MN_JOURNAL_HEADER_BYTES);
     memcpy(h, MN_JOURNAL_MAGIC, 8);
-    put_u32(h + 8, MN_STORE_VERSION);
+    put_u32(h + 8, MN_JOURNAL_VERSION);
     put_u32(h + 12, (uint32_t)s->n_slots);
     put_u32(h + 16, (uint32_t)s->d_model);
     put_u64(h + 24, generation);
@@ -472,6 +472,129 @@ static mn_status read_state(mn_session_store *s, const entry *e, float *dst) {
     return MN_OK;
 }
 
+static int by_address(const void *a, const void *b) {
+    uint64_t x = ((const uint64_t *)a)[0], y = ((const uint64_t *)b)[0];
+    return (x > y) - (x < y);
+}
+
+/* The longest run of adjacent chunks of 'states' in the file, [*begin, *end): the trailer's
+ * digest covers everything else. HDF5 puts all but the first chunk or so of a snapshot built
+ * in memory in one run (the chunk index lands after the first); chunks outside the run are
+ * simply digested too. Any failure gives an empty run: slower to open, never wrong. */
+static void states_extent(hid_t f, size_t n_chunks, size_t chunk_rows, uint64_t *begin, uint64_t *end) {
+    *begin = *end = 0;
+    uint64_t *ranges = n_chunks ? malloc(n_chunks * 2 * sizeof *ranges) : NULL; /* (address, size) */
+    int ok = ranges != NULL;
+    H5E_BEGIN_TRY {
+        hid_t d = ok ? H5Dopen2(f, "states", H5P_DEFAULT) : H5I_INVALID_HID;
+        ok = ok && d >= 0;
+        for (size_t i = 0; ok && i < n_chunks; i++) {
+            hsize_t offset[2] = {(hsize_t)(i * chunk_rows), 0}, size = 0;
+            haddr_t addr = HADDR_UNDEF;
+            unsigned mask = 0;
+            ok = H5Dget_chunk_info_by_coord(d, offset, &mask, &addr, &size) >= 0 && addr != HADDR_UNDEF;
+            ranges[2 * i] = addr;
+            ranges[2 * i + 1] = size;
+        }
+        if (d >= 0)
+            H5Dclose(d);
+    }
+    H5E_END_TRY;
+    if (ok) {
+        qsort(ranges, n_chunks, 2 * sizeof *ranges, by_address);
+        for (size_t i = 0, j; i < n_chunks; i = j) {
+            uint64_t run_end = ranges[2 * i] + ranges[2 * i + 1];
+            for (j = i + 1; j < n_chunks && ranges[2 * j] == run_end; j++)
+                run_end += ranges[2 * j + 1];
+            if (run_end - ranges[2 * i] > *end - *begin) {
+                *begin = ranges[2 * i];
+                *end = run_end;
+            }
+        }
+    }
+    free(ranges);
+}
+
+/* XXH64 of the first `size` bytes outside [begin, end), read from fd or, fd < 0, from data. */
+static mn_status metadata_digest(int fd, const uint8_t *data, uint64_t size, uint64_t begin, uint64_t end,
+                                 const char *path, uint64_t *digest) {
+    mn_xxh64_state h;
+    mn_xxh64_init(&h, 0);
+    uint8_t *buf = fd >= 0 ? malloc(1 << 20) : NULL;
+    if (fd >= 0 && !buf)
+        return mn_fail(MN_ERR_NOMEM, "out of memory");
+    uint64_t ranges[2][2] = {{0, begin}, {end, size}};
+    for (int r = 0; r < 2; r++)
+        for (uint64_t at = ranges[r][0]; at < ranges[r][1];) {
+            size_t n = ranges[r][1] - at < (1u << 20) ? (size_t)(ranges[r][1] - at) : (1u << 20);
+            if (fd < 0) {
+                mn_xxh64_update(&h, data + at, n);
+            } else if (read_full(fd, buf, n, (off_t)at) != (ssize_t)n) {
+                free(buf);
+                return mn_fail(MN_ERR_IO, "%s: cannot read byte %llu: %s", path, (unsigned long long)at,
+                               errno ? strerror(errno) : "end of file");
+            } else {
+                mn_xxh64_update(&h, buf, n);
+            }
+            at += n;
+        }
+    free(buf);
+    *digest = mn_xxh64_digest(&h);
+    return MN_OK;
+}
+
+/* Appends the trailer (session_store.h) to the HDF5 image. */
+static mn_status append_trailer(const char *path, mn_h5_image *image, uint64_t begin, uint64_t end) {
+    uint8_t t[MN_SNAPSHOT_TRAILER_BYTES] = {0};
+    uint64_t digest = 0;
+    MN_TRY(metadata_digest(-1, image->data, image->size, begin, end, path, &digest));
+    uint8_t *grown = realloc(image->data, image->size + sizeof t);
+    if (!grown)
+        return mn_fail(MN_ERR_NOMEM, "%s: out of memory", path);
+    memcpy(t, MN_SNAPSHOT_TRAILER_MAGIC, 8);
+    put_u64(t + 8, begin);
+    put_u64(t + 16, end);
+    put_u64(t + 24, image->size);
+    put_u64(t + 32, digest);
+    put_u64(t + 56, mn_xxh64(t, 56, 0));
+    memcpy(grown + image->size, t, sizeof t);
+    image->data = grown;
+    image->size += sizeof t;
+    return MN_OK;
+}
+
+/* Checks the trailer and the digest of everything HDF5 will parse, before HDF5 sees the file.
+ * *has_trailer 0: none (a version 1 snapshot, or its magic is damaged: the version attribute,
+ * read next, tells which). */
+static mn_status verify_snapshot(const char *path, int *has_trailer) {
+    *has_trailer = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return mn_fail(MN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    uint8_t t[MN_SNAPSHOT_TRAILER_BYTES];
+    mn_status st = MN_OK;
+    if (fstat(fd, &sb) != 0) {
+        st = mn_fail(MN_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+    } else if (sb.st_size >= MN_SNAPSHOT_TRAILER_BYTES &&
+               read_full(fd, t, sizeof t, sb.st_size - MN_SNAPSHOT_TRAILER_BYTES) == (ssize_t)sizeof t &&
+               !memcmp(t, MN_SNAPSHOT_TRAILER_MAGIC, 8)) {
+        uint64_t begin = get_u64(t + 8), end = get_u64(t + 16), bytes = get_u64(t + 24), want = get_u64(t + 32);
+        uint64_t digest = 0;
+        if (get_u64(t + 56) != mn_xxh64(t, 56, 0) || bytes != (uint64_t)sb.st_size - MN_SNAPSHOT_TRAILER_BYTES ||
+            begin > end || end > bytes)
+            st = mn_fail(MN_ERR_FORMAT, "%s: the snapshot's trailer is corrupt (or the file was cut or extended)",
+                         path);
+        else if ((st = metadata_digest(fd, NULL, bytes, begin, end, path, &digest)) == MN_OK && digest != want)
+            st = mn_fail(MN_ERR_FORMAT,
+                         "%s: the snapshot's metadata or session index fails its checksum (the file is damaged)",
+                         path);
+        *has_trailer = 1;
+    }
+    close(fd);
+    return st;
+}
+
 /* Writes the entries order[0..n) as a snapshot of the given generation to tmp and fsyncs it.
  * The file is built in memory and written with plain write(), as checkpoints are: HDF5 never
  * sees a failing disk (after a failed write its close leaves the library broken, and the
@@ -494,6 +617,7 @@ static mn_status write_snapshot(mn_session_store *s, const char *tmp, uint64_t g
     float *batch = malloc(batch_rows * F * sizeof(float));
     hid_t f = H5I_INVALID_HID;
     mn_h5_image image = {0};
+    uint64_t states_begin = 0, states_end = 0;
     mn_status st = MN_OK;
     if (!offsets || !ids || !turns || !created || !updated || !fps || !batch) {
         st = mn_fail(MN_ERR_NOMEM, "out of memory writing a snapshot of %zu sessions", n);
@@ -513,7 +637,7 @@ static mn_status write_snapshot(mn_session_store *s, const char *tmp, uint64_t g
     size_t size_hint = n * (F * sizeof(float) + 64) + id_total + ((size_t)1 << 16);
     if ((st = mn_h5_memory_file_create(tmp, size_hint, &image, &f)))
         goto done;
-    if ((st = mn_h5_write_attr_int(f, tmp, "session_store_version", MN_STORE_VERSION)) ||
+    if ((st = mn_h5_write_attr_int(f, tmp, "session_store_version", MN_SNAPSHOT_VERSION)) ||
         (st = mn_h5_write_attr_int(f, tmp, "n_slots", s->n_slots)) ||
         (st = mn_h5_write_attr_int(f, tmp, "d_model", s->d_model)) ||
         (st = mn_h5_write_attr_int(f, tmp, "generation", (int64_t)generation)) ||
@@ -555,12 +679,16 @@ static mn_status write_snapshot(mn_session_store *s, const char *tmp, uint64_t g
     }
     H5E_BEGIN_TRY { H5Dclose(d); }
     H5E_END_TRY;
+    if (st == MN_OK)
+        states_extent(f, n ? (n + chunk_rows - 1) / chunk_rows : 0, chunk_rows, &states_begin, &states_end);
 done:
     if (f >= 0) {
         mn_status closed = mn_h5_memory_file_close(f, tmp, &image);
         if (st == MN_OK)
             st = closed;
     }
+    if (st == MN_OK)
+        st = append_trailer(tmp, &image, states_begin, states_end);
     if (st == MN_OK)
         st = write_new_file(tmp, image.data, image.size);
     free(image.data);
@@ -608,15 +736,19 @@ static mn_status load_snapshot(mn_session_store *s) {
     struct stat sb;
     if (stat(s->path, &sb) != 0)
         return mn_fail(MN_ERR_IO, "%s: no session store here: %s", s->path, strerror(errno));
+    int has_trailer = 0;
+    MN_TRY(verify_snapshot(s->path, &has_trailer));
     MN_TRY(mn_h5_open_read(s->path, &s->snap));
     s->snap_dev = sb.st_dev;
     s->snap_ino = sb.st_ino;
     int64_t version = 0, ns = 0, dm = 0, gen = 0, count = 0;
     const char *p = s->path;
     MN_TRY(mn_h5_read_attr_int(s->snap, p, "session_store_version", &version));
-    if (version != MN_STORE_VERSION)
-        return mn_fail(MN_ERR_FORMAT, "%s: session store version %lld; this build reads version %d", p,
-                       (long long)version, MN_STORE_VERSION);
+    if (version < 1 || version > MN_SNAPSHOT_VERSION)
+        return mn_fail(MN_ERR_FORMAT, "%s: session store version %lld; this build reads versions 1 to %d", p,
+                       (long long)version, MN_SNAPSHOT_VERSION);
+    if (version >= 2 && !has_trailer)
+        return mn_fail(MN_ERR_FORMAT, "%s: the snapshot's trailer is missing or damaged (the file is damaged)", p);
     MN_TRY(mn_h5_read_attr_int(s->snap, p, "n_slots", &ns));
     MN_TRY(mn_h5_read_attr_int(s->snap, p, "d_model", &dm));
     MN_TRY(mn_h5_read_attr_int(s->snap, p, "generation", &gen));
@@ -753,7 +885,7 @@ static mn_status load_journal(mn_session_store *s) {
         get_u64(h + 56) != mn_xxh64(h, 56, 0))
         return journal_unusable(s, "the journal header is missing or corrupt", records);
     uint64_t gen = get_u64(h + 24);
-    if (get_u32(h + 8) != MN_STORE_VERSION || get_u32(h + 12) != (uint32_t)s->n_slots ||
+    if (get_u32(h + 8) != MN_JOURNAL_VERSION || get_u32(h + 12) != (uint32_t)s->n_slots ||
         get_u32(h + 16) != (uint32_t)s->d_model || get_u64(h + 32) != s->record_bytes)
         return journal_unusable(s, "the journal's version or state shape differs from the snapshot's", records);
     if (gen < s->generation) { /* compaction renamed the snapshot in and died before the journal */
