@@ -93,6 +93,14 @@ static off_t file_size(const char *path, const char *suffix) {
     return stat(p, &sb) == 0 ? sb.st_size : -1;
 }
 
+/* A new empty store in a new temp folder, open for writing. */
+static mn_session_store *new_store(tmp_store *t) {
+    mn_session_store *s = NULL;
+    tmp_store_make(t);
+    ok(mn_session_store_open(t->path, MN_STORE_WRITE | MN_STORE_CREATE, SLOTS, WIDTH, &s));
+    return s;
+}
+
 /* Asserts that session sid holds exactly `version` (turns) and its pattern. */
 static void expect_session(mn_session_store *s, int sid, int64_t version) {
     char id[64];
@@ -437,9 +445,7 @@ static void append_bytes(const char *path, const char *suffix, const void *data,
 static void test_torn_and_damaged_journal(void **state) {
     (void)state;
     tmp_store t;
-    tmp_store_make(&t);
-    mn_session_store *s = NULL;
-    ok(mn_session_store_open(t.path, MN_STORE_WRITE | MN_STORE_CREATE, SLOTS, WIDTH, &s));
+    mn_session_store *s = new_store(&t);
     for (int sid = 0; sid < 5; sid++)
         put_version(s, sid, 1);
     mn_session_store_close(s);
@@ -535,9 +541,7 @@ static void flip_byte(const char *path, const char *suffix, off_t at, uint8_t ma
 static void test_recover_corrupt_records(void **state) {
     (void)state;
     tmp_store t;
-    tmp_store_make(&t);
-    mn_session_store *s = NULL;
-    ok(mn_session_store_open(t.path, MN_STORE_WRITE | MN_STORE_CREATE, SLOTS, WIDTH, &s));
+    mn_session_store *s = new_store(&t);
     for (int sid = 0; sid < 5; sid++)
         put_version(s, sid, 1);
     put_version(s, 2, 2); /* record 5, the last */
@@ -595,9 +599,7 @@ static void test_recover_corrupt_records(void **state) {
 static void test_missing_journal(void **state) {
     (void)state;
     tmp_store t;
-    tmp_store_make(&t);
-    mn_session_store *s = NULL;
-    ok(mn_session_store_open(t.path, MN_STORE_WRITE | MN_STORE_CREATE, SLOTS, WIDTH, &s));
+    mn_session_store *s = new_store(&t);
     put_version(s, 1, 1);
     ok(mn_session_store_compact(s));
     put_version(s, 1, 2);
@@ -704,9 +706,7 @@ static int copy_file(const char *from, const char *to) {
 static void test_stale_journal(void **state) {
     (void)state;
     tmp_store t;
-    tmp_store_make(&t);
-    mn_session_store *s = NULL;
-    ok(mn_session_store_open(t.path, MN_STORE_WRITE | MN_STORE_CREATE, SLOTS, WIDTH, &s));
+    mn_session_store *s = new_store(&t);
     mn_session_store_set_autocompact(s, 0);
     for (int sid = 0; sid < 4; sid++)
         put_version(s, sid, 1);
@@ -806,9 +806,7 @@ static void crash_verify(const char *path, const int64_t *acked, const crash_msg
 static void test_kill9_writer(void **state) {
     (void)state;
     tmp_store t;
-    tmp_store_make(&t);
-    mn_session_store *s = NULL;
-    ok(mn_session_store_open(t.path, MN_STORE_WRITE | MN_STORE_CREATE, SLOTS, WIDTH, &s));
+    mn_session_store *s = new_store(&t);
     mn_session_store_close(s);
     int64_t acked[POOL] = {0};
     const int iterations = 48;
@@ -958,9 +956,7 @@ static void concurrent_reader(const char *path, double seconds) {
 static void test_concurrent_processes(void **state) {
     (void)state;
     tmp_store t;
-    tmp_store_make(&t);
-    mn_session_store *s = NULL;
-    ok(mn_session_store_open(t.path, MN_STORE_WRITE | MN_STORE_CREATE, SLOTS, WIDTH, &s));
+    mn_session_store *s = new_store(&t);
     for (int sid = 0; sid < CPOOL; sid++)
         put_version(s, sid, 1);
     mn_session_store_close(s);
@@ -1057,9 +1053,7 @@ static int op_finishes_while_held(const char *path, int writer, short type, int 
 static void test_lock_protocol(void **state) {
     (void)state;
     tmp_store t;
-    tmp_store_make(&t);
-    mn_session_store *s = NULL;
-    ok(mn_session_store_open(t.path, MN_STORE_WRITE | MN_STORE_CREATE, SLOTS, WIDTH, &s));
+    mn_session_store *s = new_store(&t);
     put_version(s, 1, 1);
     mn_session_store_close(s);
     assert_false(op_finishes_while_held(t.path, 0, F_WRLCK, 300));
@@ -1268,9 +1262,7 @@ static int flip_and_check(const char *path, const char *suffix, const uint8_t *p
 static void test_byte_flip_sweep(void **state) {
     (void)state;
     tmp_store t;
-    tmp_store_make(&t);
-    mn_session_store *s = NULL;
-    ok(mn_session_store_open(t.path, MN_STORE_WRITE | MN_STORE_CREATE, SLOTS, WIDTH, &s));
+    mn_session_store *s = new_store(&t);
     for (int sid = 0; sid < 3; sid++)
         put_version(s, sid, 1);
     ok(mn_session_store_compact(s));
@@ -1312,9 +1304,7 @@ static void test_byte_flip_sweep(void **state) {
 static void test_unchecksummed_states_refused(void **state) {
     (void)state;
     tmp_store t;
-    tmp_store_make(&t);
-    mn_session_store *s = NULL;
-    ok(mn_session_store_open(t.path, MN_STORE_WRITE | MN_STORE_CREATE, SLOTS, WIDTH, &s));
+    mn_session_store *s = new_store(&t);
     put_version(s, 1, 1);
     ok(mn_session_store_compact(s));
     mn_session_store_close(s);
@@ -1416,9 +1406,7 @@ static void test_fingerprint(void **state) {
 static void test_describe(void **state) {
     (void)state;
     tmp_store t;
-    tmp_store_make(&t);
-    mn_session_store *s = NULL;
-    ok(mn_session_store_open(t.path, MN_STORE_WRITE | MN_STORE_CREATE, SLOTS, WIDTH, &s));
+    mn_session_store *s = new_store(&t);
     float r[F];
     pattern(3, 1, r);
     ok(mn_session_put(s, "carol", FP ^ 99, r, 5));
@@ -1467,9 +1455,7 @@ static void test_escaped_ids(void **state) {
     assert_string_equal(out, "\\x01\\x01");
 
     tmp_store t;
-    tmp_store_make(&t);
-    mn_session_store *s = NULL;
-    ok(mn_session_store_open(t.path, MN_STORE_WRITE | MN_STORE_CREATE, SLOTS, WIDTH, &s));
+    mn_session_store *s = new_store(&t);
     float r[F];
     pattern(1, 1, r);
     for (int i = 0; i < n; i++)
