@@ -1298,9 +1298,9 @@ static void test_byte_flip_sweep(void **state) {
     tmp_store_remove(&t);
 }
 
-/* A snapshot whose states carry no checksum (made by hand: mnemo never writes one) is
- * refused: a flipped state byte in it could not be noticed. Made as a version 1 snapshot
- * (no trailer), since editing the file with HDF5 breaks a version 2 snapshot's digest. */
+/* A version 1 snapshot (no trailer, no row checksums) whose states carry no Fletcher32
+ * either (made by hand: mnemo never wrote one) is refused: a flipped state byte in it could
+ * not be noticed. */
 static void test_unchecksummed_states_refused(void **state) {
     (void)state;
     tmp_store t;

@@ -126,7 +126,7 @@ mn_status mn_h5_create_dataset(hid_t loc, const char *file, const char *name, hi
     size_t n = 1;
     for (int i = 0; i < ndim; i++) {
         hdims[i] = dims[i];
-        hchunk[i] = chunk[i];
+        hchunk[i] = chunk ? chunk[i] : 0;
         n *= dims[i];
     }
     hid_t d = H5I_INVALID_HID;
@@ -134,7 +134,7 @@ mn_status mn_h5_create_dataset(hid_t loc, const char *file, const char *name, hi
         hid_t space = H5Screate_simple(ndim, hdims, NULL);
         hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
         /* Fletcher32 needs chunking, and chunking needs elements: empty datasets stay contiguous */
-        if (n > 0) {
+        if (n > 0 && chunk) {
             H5Pset_chunk(dcpl, ndim, hchunk);
             H5Pset_fletcher32(dcpl);
         }

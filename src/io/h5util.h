@@ -53,7 +53,7 @@ mn_status mn_h5_write_dataset_chunked(hid_t loc, const char *file, const char *n
                                       const size_t *chunk);
 /* Creates a dataset to be written in parts (H5Dwrite on selections; close with H5Dclose),
  * in chunks of the given shape with the Fletcher32 checksum filter; one with no element is
- * contiguous. */
+ * contiguous. chunk NULL: contiguous and unfiltered (the caller checksums the data itself). */
 mn_status mn_h5_create_dataset(hid_t loc, const char *file, const char *name, hid_t filetype, int ndim,
                                const size_t *dims, const size_t *chunk, hid_t *dset);
 mn_status mn_h5_write_u64s(hid_t loc, const char *file, const char *name, const uint64_t *data, size_t n);

@@ -29,7 +29,6 @@
 #define LOCK_DATA_BYTE 1   /* shared while a reader reads, exclusive while files change */
 
 #define DEFAULT_AUTOCOMPACT 4096
-#define STATE_CHUNK_BYTES 16384    /* target size of one HDF5 chunk of the states dataset */
 #define COMPACT_BATCH_BYTES (4u << 20)
 #define MAX_SHAPE (1 << 20)
 
@@ -54,6 +53,7 @@ struct mn_session_store {
     dev_t snap_dev;
     ino_t snap_ino;
     int64_t snap_rows;
+    uint64_t *row_sums;    /* version 2: the XXH64 of each snapshot row; NULL for version 1 */
     uint64_t generation;
     /* the journal (fd -1: there is none) */
     int journal_fd;
@@ -434,6 +434,12 @@ static mn_status read_array(hid_t loc, const char *file, const char *name, hid_t
     return mn_h5_read_dataset(loc, file, name, mtype, data, n);
 }
 
+/* The checksum of snapshot row `row` (version 2 keeps one per session in 'state_xxh64'):
+ * seeded with the row, so that a state in the wrong row fails too. */
+static uint64_t row_checksum(const float *r, size_t floats, size_t row) {
+    return mn_xxh64(r, floats * sizeof(float), (uint64_t)row);
+}
+
 /* Reads the R of one entry from wherever it lives, checking its checksum on the way. */
 static mn_status read_state(mn_session_store *s, const entry *e, float *dst) {
     const size_t F = s->state_floats;
@@ -454,12 +460,13 @@ static mn_status read_state(mn_session_store *s, const entry *e, float *dst) {
     }
     hsize_t row = (hsize_t)(-1 - e->where);
     hsize_t start[2] = {row, 0}, count[2] = {1, F}, mdims[1] = {F};
+    float *r = (float *)s->record; /* scratch: dst only ever gets a verified state */
     herr_t rc = -1;
     H5E_BEGIN_TRY {
         hid_t fs = H5Dget_space(s->states);
         hid_t ms = H5Screate_simple(1, mdims, NULL);
         if (fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0)
-            rc = H5Dread(s->states, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, dst);
+            rc = H5Dread(s->states, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, r);
         if (ms >= 0)
             H5Sclose(ms);
         if (fs >= 0)
@@ -469,50 +476,11 @@ static mn_status read_state(mn_session_store *s, const entry *e, float *dst) {
     if (rc < 0)
         return mn_fail(MN_ERR_FORMAT, "%s: row %llu of 'states' (session '%s') cannot be read (checksum or I/O error)",
                        s->path, (unsigned long long)row, e->id);
+    if (s->row_sums && row_checksum(r, F, row) != s->row_sums[row])
+        return mn_fail(MN_ERR_FORMAT, "%s: row %llu of 'states' (session '%s') fails its checksum (the file is damaged)",
+                       s->path, (unsigned long long)row, e->id);
+    memcpy(dst, r, F * sizeof(float));
     return MN_OK;
-}
-
-static int by_address(const void *a, const void *b) {
-    uint64_t x = ((const uint64_t *)a)[0], y = ((const uint64_t *)b)[0];
-    return (x > y) - (x < y);
-}
-
-/* The longest run of adjacent chunks of 'states' in the file, [*begin, *end): the trailer's
- * digest covers everything else. HDF5 puts all but the first chunk or so of a snapshot built
- * in memory in one run (the chunk index lands after the first); chunks outside the run are
- * simply digested too. Any failure gives an empty run: slower to open, never wrong. */
-static void states_extent(hid_t f, size_t n_chunks, size_t chunk_rows, uint64_t *begin, uint64_t *end) {
-    *begin = *end = 0;
-    uint64_t *ranges = n_chunks ? malloc(n_chunks * 2 * sizeof *ranges) : NULL; /* (address, size) */
-    int ok = ranges != NULL;
-    H5E_BEGIN_TRY {
-        hid_t d = ok ? H5Dopen2(f, "states", H5P_DEFAULT) : H5I_INVALID_HID;
-        ok = ok && d >= 0;
-        for (size_t i = 0; ok && i < n_chunks; i++) {
-            hsize_t offset[2] = {(hsize_t)(i * chunk_rows), 0}, size = 0;
-            haddr_t addr = HADDR_UNDEF;
-            unsigned mask = 0;
-            ok = H5Dget_chunk_info_by_coord(d, offset, &mask, &addr, &size) >= 0 && addr != HADDR_UNDEF;
-            ranges[2 * i] = addr;
-            ranges[2 * i + 1] = size;
-        }
-        if (d >= 0)
-            H5Dclose(d);
-    }
-    H5E_END_TRY;
-    if (ok) {
-        qsort(ranges, n_chunks, 2 * sizeof *ranges, by_address);
-        for (size_t i = 0, j; i < n_chunks; i = j) {
-            uint64_t run_end = ranges[2 * i] + ranges[2 * i + 1];
-            for (j = i + 1; j < n_chunks && ranges[2 * j] == run_end; j++)
-                run_end += ranges[2 * j + 1];
-            if (run_end - ranges[2 * i] > *end - *begin) {
-                *begin = ranges[2 * i];
-                *end = run_end;
-            }
-        }
-    }
-    free(ranges);
 }
 
 /* XXH64 of the first `size` bytes outside [begin, end), read from fd or, fd < 0, from data. */
@@ -527,6 +495,7 @@ static mn_status metadata_digest(int fd, const uint8_t *data, uint64_t size, uin
     for (int r = 0; r < 2; r++)
         for (uint64_t at = ranges[r][0]; at < ranges[r][1];) {
             size_t n = ranges[r][1] - at < (1u << 20) ? (size_t)(ranges[r][1] - at) : (1u << 20);
+            errno = 0;
             if (fd < 0) {
                 mn_xxh64_update(&h, data + at, n);
             } else if (read_full(fd, buf, n, (off_t)at) != (ssize_t)n) {
@@ -563,10 +532,10 @@ static mn_status append_trailer(const char *path, mn_h5_image *image, uint64_t b
     return MN_OK;
 }
 
-/* Checks the trailer and the digest of everything HDF5 will parse, before HDF5 sees the file.
- * *has_trailer 0: none (a version 1 snapshot, or its magic is damaged: the version attribute,
- * read next, tells which). */
-static mn_status verify_snapshot(const char *path, int *has_trailer) {
+/* Checks the trailer and the digest of everything HDF5 will parse, before HDF5 sees the file;
+ * [*begin, *end): the bytes of 'states' it leaves out. *has_trailer 0: none (a version 1
+ * snapshot, or its magic is damaged: the version attribute, read next, tells which). */
+static mn_status verify_snapshot(const char *path, int *has_trailer, uint64_t *states_begin, uint64_t *states_end) {
     *has_trailer = 0;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -590,6 +559,8 @@ static mn_status verify_snapshot(const char *path, int *has_trailer) {
                          "%s: the snapshot's metadata or session index fails its checksum (the file is damaged)",
                          path);
         *has_trailer = 1;
+        *states_begin = begin;
+        *states_end = end;
     }
     close(fd);
     return st;
@@ -615,11 +586,12 @@ static mn_status write_snapshot(mn_session_store *s, const char *tmp, uint64_t g
     if (batch_rows < 1)
         batch_rows = 1;
     float *batch = malloc(batch_rows * F * sizeof(float));
+    uint64_t *row_sums = malloc((n + 1) * sizeof *row_sums);
     hid_t f = H5I_INVALID_HID;
     mn_h5_image image = {0};
     uint64_t states_begin = 0, states_end = 0;
     mn_status st = MN_OK;
-    if (!offsets || !ids || !turns || !created || !updated || !fps || !batch) {
+    if (!offsets || !ids || !turns || !created || !updated || !fps || !batch || !row_sums) {
         st = mn_fail(MN_ERR_NOMEM, "out of memory writing a snapshot of %zu sessions", n);
         goto done;
     }
@@ -650,17 +622,18 @@ static mn_status write_snapshot(mn_session_store *s, const char *tmp, uint64_t g
         (st = write_array(f, tmp, "fingerprint", H5T_STD_U64LE, H5T_NATIVE_UINT64, n, fps)))
         goto done;
 
-    /* about 16 KiB chunks: a get reads and checksums one chunk, not the whole store */
-    size_t chunk_rows = STATE_CHUNK_BYTES / (F * sizeof(float));
-    chunk_rows = chunk_rows < 1 ? 1 : chunk_rows > n ? n : chunk_rows;
-    size_t dims[2] = {n, F}, chunk[2] = {chunk_rows, F};
+    /* contiguous and unfiltered: a get reads its row with one read and checks it against its
+     * XXH64 in 'state_xxh64'; the trailer's digest leaves out exactly these bytes */
+    size_t dims[2] = {n, F};
     hid_t d = H5I_INVALID_HID;
-    if ((st = mn_h5_create_dataset(f, tmp, "states", H5T_IEEE_F32LE, 2, dims, chunk, &d)))
+    if ((st = mn_h5_create_dataset(f, tmp, "states", H5T_IEEE_F32LE, 2, dims, NULL, &d)))
         goto done;
     for (size_t first = 0; first < n && st == MN_OK; first += batch_rows) {
         size_t rows = n - first < batch_rows ? n - first : batch_rows;
-        for (size_t i = 0; i < rows && st == MN_OK; i++)
+        for (size_t i = 0; i < rows && st == MN_OK; i++) {
             st = read_state(s, &s->entries[order[first + i]], batch + i * F);
+            row_sums[first + i] = row_checksum(batch + i * F, F, first + i);
+        }
         if (st != MN_OK)
             break;
         herr_t rc = -1;
@@ -677,10 +650,20 @@ static mn_status write_snapshot(mn_session_store *s, const char *tmp, uint64_t g
         if (rc < 0)
             st = mn_fail(MN_ERR_NOMEM, "%s: cannot build rows %zu.. of 'states' in memory", tmp, first);
     }
-    H5E_BEGIN_TRY { H5Dclose(d); }
+    haddr_t at = HADDR_UNDEF;
+    H5E_BEGIN_TRY {
+        at = H5Dget_offset(d);
+        H5Dclose(d);
+    }
     H5E_END_TRY;
+    if (st == MN_OK && n > 0 && at == HADDR_UNDEF)
+        st = mn_fail(MN_ERR_NOMEM, "%s: 'states' has no storage in the file being built", tmp);
+    if (st == MN_OK && n > 0) {
+        states_begin = at;
+        states_end = at + n * F * sizeof(float);
+    }
     if (st == MN_OK)
-        states_extent(f, n ? (n + chunk_rows - 1) / chunk_rows : 0, chunk_rows, &states_begin, &states_end);
+        st = write_array(f, tmp, "state_xxh64", H5T_STD_U64LE, H5T_NATIVE_UINT64, n, row_sums);
 done:
     if (f >= 0) {
         mn_status closed = mn_h5_memory_file_close(f, tmp, &image);
@@ -692,7 +675,7 @@ done:
     if (st == MN_OK)
         st = write_new_file(tmp, image.data, image.size);
     free(image.data);
-    free(offsets), free(ids), free(turns), free(created), free(updated), free(fps), free(batch);
+    free(offsets), free(ids), free(turns), free(created), free(updated), free(fps), free(batch), free(row_sums);
     return st;
 }
 
@@ -722,6 +705,8 @@ static void unload(mn_session_store *s) {
     }
     H5E_END_TRY;
     s->states = s->snap = H5I_INVALID_HID;
+    free(s->row_sums);
+    s->row_sums = NULL;
     if (s->journal_fd >= 0)
         close(s->journal_fd);
     s->journal_fd = -1;
@@ -737,7 +722,8 @@ static mn_status load_snapshot(mn_session_store *s) {
     if (stat(s->path, &sb) != 0)
         return mn_fail(MN_ERR_IO, "%s: no session store here: %s", s->path, strerror(errno));
     int has_trailer = 0;
-    MN_TRY(verify_snapshot(s->path, &has_trailer));
+    uint64_t states_begin = 0, states_end = 0;
+    MN_TRY(verify_snapshot(s->path, &has_trailer, &states_begin, &states_end));
     MN_TRY(mn_h5_open_read(s->path, &s->snap));
     s->snap_dev = sb.st_dev;
     s->snap_ino = sb.st_ino;
@@ -828,16 +814,36 @@ static mn_status load_snapshot(mn_session_store *s) {
 
     size_t dims[4];
     int ndims = 0;
-    if ((st = mn_h5_dataset_dims(s->snap, p, "states", &ndims, dims)) ||
-        (st = mn_h5_require_checksum(s->snap, p, "states")))
+    if ((st = mn_h5_dataset_dims(s->snap, p, "states", &ndims, dims)))
         goto done;
     if (ndims == 2 && dims[0] == n && dims[1] == s->state_floats) {
         H5E_BEGIN_TRY { s->states = H5Dopen2(s->snap, "states", H5P_DEFAULT); }
         H5E_END_TRY;
     }
-    if (s->states < 0)
+    if (s->states < 0) {
         st = mn_fail(MN_ERR_FORMAT, "%s: dataset 'states' is not (%zu, %zu) or cannot be opened", p, n,
                      s->state_floats);
+        goto done;
+    }
+    if (version == 1) { /* chunks with Fletcher32, checked by HDF5 as a get reads them */
+        st = mn_h5_require_checksum(s->snap, p, "states");
+        goto done;
+    }
+    /* version 2: one contiguous run of rows, each checked against its XXH64 by a get; the run
+     * must be exactly the bytes the trailer's digest left out */
+    haddr_t at = HADDR_UNDEF;
+    H5E_BEGIN_TRY { at = H5Dget_offset(s->states); }
+    H5E_END_TRY;
+    uint64_t bytes = (uint64_t)n * s->state_floats * sizeof(float);
+    if (n ? at == HADDR_UNDEF || at != states_begin || states_end - states_begin != bytes : states_begin != states_end) {
+        st = mn_fail(MN_ERR_FORMAT, "%s: dataset 'states' is not where the snapshot's trailer says", p);
+        goto done;
+    }
+    s->row_sums = malloc((n + 1) * sizeof *s->row_sums);
+    if (!s->row_sums)
+        st = mn_fail(MN_ERR_NOMEM, "%s: out of memory for %zu row checksums", p, n);
+    else
+        st = read_array(s->snap, p, "state_xxh64", H5T_NATIVE_UINT64, n, s->row_sums);
 done:
     free(offsets), free(turns), free(fps), free(ids);
     return st;

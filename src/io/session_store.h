@@ -23,10 +23,11 @@
  *   0 magic "MNSNAPT1" | 8 u64 states_begin | 16 u64 states_end | 24 u64 hdf5_bytes
  *   32 u64 XXH64 of the HDF5 bytes outside [states_begin, states_end) | 40..55 zero
  *   56 u64 XXH64(bytes 0..55)
- * [states_begin, states_end) holds the chunks of 'states' (each with its Fletcher32, checked
- * by HDF5 when a get reads it); everything else HDF5 parses (superblock, object headers, the
- * chunk index, the per-session arrays) is under the digest, verified before HDF5 opens the
- * file: HDF5 can leave internal state behind, or worse, when its metadata is damaged. */
+ * [states_begin, states_end) is the contiguous dataset 'states', whose rows a get checks
+ * against their XXH64 in 'state_xxh64' (seeded with the row number); everything else HDF5
+ * parses (superblock, object headers, the per-session arrays, the row checksums) is under the
+ * digest, verified before HDF5 opens the file: HDF5 can leave internal state behind, or
+ * worse, when its metadata is damaged. */
 #define MN_SNAPSHOT_TRAILER_MAGIC "MNSNAPT1"
 #define MN_SNAPSHOT_TRAILER_BYTES 64
 
