@@ -124,7 +124,7 @@ static void put_version(mn_session_store *s, int sid, int64_t version) {
     ok(mn_session_put(s, id, FP, r, version));
 }
 
-/* Whole file into a malloc'd buffer (*n bytes); NULL when missing. */
+/* Whole file into a malloc'd buffer (*n bytes, then a NUL); NULL when missing. */
 static uint8_t *read_whole(const char *path, const char *suffix, size_t *n) {
     char p[400];
     snprintf(p, sizeof p, "%s%s", path, suffix);
@@ -134,9 +134,10 @@ static uint8_t *read_whole(const char *path, const char *suffix, size_t *n) {
     fseek(f, 0, SEEK_END);
     long size = ftell(f);
     fseek(f, 0, SEEK_SET);
-    uint8_t *b = malloc(size > 0 ? (size_t)size : 1);
+    uint8_t *b = malloc((size_t)size + 1);
     assert_non_null(b);
     assert_int_equal(fread(b, 1, (size_t)size, f), (size_t)size);
+    b[size] = 0;
     fclose(f);
     *n = (size_t)size;
     return b;
