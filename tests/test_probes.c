@@ -131,10 +131,10 @@ static const char *key_of_question(const mn_fact_category *cat, const char *ques
     return key_in(cat, cat->questions, cat->n_questions, question);
 }
 
-/* s occurs in text as a whole word: "7" is not found in "71". */
-static int has_word(const char *text, const char *s) {
+/* s occurs in text as a whole word: "7" is not found in "71"; case counts unless ignore_case. */
+static int has_word_case(const char *text, const char *s, int ignore_case) {
     size_t n = strlen(s);
-    for (const char *p = text; (p = strstr(p, s)); p++) {
+    for (const char *p = text; (p = ignore_case ? strcasestr(p, s) : strstr(p, s)); p++) {
         int before = p == text || !isalnum((unsigned char)p[-1]);
         int after = !isalnum((unsigned char)p[n]);
         if (before && after)
@@ -142,6 +142,9 @@ static int has_word(const char *text, const char *s) {
     }
     return 0;
 }
+
+static int has_word(const char *text, const char *s) { return has_word_case(text, s, 0); }
+static int has_word_ci(const char *text, const char *s) { return has_word_case(text, s, 1); }
 
 static int distance_of(const mn_probe *p) { return p->after - p->evidence[0]; }
 
@@ -878,6 +881,376 @@ static void test_family_split(void **state) {
     assert_non_null(strstr(mn_last_error(), "\"2\""));
 }
 
+/* ------------------------------------------------------------------ open families */
+
+/* The letters of s, lower-cased: coarser than the loader's comparison of phrasings (case,
+ * punctuation and spacing aside), so that a frame unlike every held-out phrasing here is
+ * unlike it there too. */
+static void letters_of(const char *s, char *out, size_t cap) {
+    size_t k = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p && k + 1 < cap; p++)
+        if (isalpha(*p))
+            out[k++] = (char)tolower(*p);
+    out[k] = '\0';
+}
+
+/* Words of a and b (split at spaces and hyphens) that are the same, case, a trailing "'s" and a
+ * plural "s" aside. */
+static int share_word(const char *a, const char *b) {
+    char wa[16][64], wb[16][64];
+    int na = 0, nb = 0;
+    const char *src[2] = {a, b};
+    char (*dst[2])[64] = {wa, wb};
+    int *cnt[2] = {&na, &nb};
+    for (int s = 0; s < 2; s++)
+        for (const char *p = src[s]; *p && *cnt[s] < 16;) {
+            p += strspn(p, " -");
+            size_t n = strcspn(p, " -");
+            if (!n)
+                break;
+            char *w = dst[s][(*cnt[s])++];
+            snprintf(w, 64, "%.*s", (int)n, p);
+            for (char *c = w; *c; c++)
+                *c = (char)tolower((unsigned char)*c);
+            size_t len = strlen(w);
+            if (len > 2 && !strcmp(w + len - 2, "'s"))
+                w[len - 2] = '\0';
+            else if (len > 3 && w[len - 1] == 's')
+                w[len - 1] = '\0';
+            p += n;
+        }
+    for (int i = 0; i < na; i++)
+        for (int j = 0; j < nb; j++)
+            if (!strcmp(wa[i], wb[j]))
+                return 1;
+    return 0;
+}
+
+static void free_list(char **list, int n) {
+    for (int i = 0; i < n; i++)
+        free(list[i]);
+    free(list);
+}
+
+static int is_open_family(const mn_fact_category *cat) { return !strncmp(cat->name, "open-", 5); }
+
+static int cmp_str(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every phrasing of a loaded split (persona questions included), as letters_of. */
+static void add_phrasings(const mn_probe_templates *t, char ***all, int *n) {
+    char buf[512];
+    char **lists[6] = {t->persona_questions, t->persona_self_questions};
+    int counts[6] = {t->n_persona_questions, t->n_persona_self_questions};
+    for (int c = -1; c < t->n_categories; c++) {
+        if (c >= 0) {
+            const mn_fact_category *cat = &t->categories[c];
+            char **l[4] = {cat->facts, cat->updates, cat->questions, cat->self_questions};
+            int k[4] = {cat->n_facts, cat->n_updates, cat->n_questions, cat->n_self_questions};
+            for (int i = 0; i < 4; i++) {
+                lists[i] = l[i];
+                counts[i] = k[i];
+            }
+        }
+        for (int i = 0; i < (c < 0 ? 2 : 4); i++)
+            for (int j = 0; j < counts[i]; j++) {
+                letters_of(lists[i][j], buf, sizeof buf);
+                *all = realloc(*all, (size_t)(*n + 1) * sizeof **all);
+                (*all)[(*n)++] = strdup(buf);
+            }
+    }
+}
+
+/* Generated families keep clear of everything held out: no key overlapping a key of any
+ * valid or test family (shared or held out), no word of a held-out family's key, no valid or
+ * test value, no valid or test phrasing; keys unique across families, none holding another as
+ * whole words; frames from the open frames file, values of one family never in its questions. */
+static void test_open_families(void **state) {
+    (void)state;
+    mn_probe_templates t, valid, test;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &t), MN_OK);
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_VALID, &valid), MN_OK);
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TEST, &test), MN_OK);
+    /* the shipped frames: train material only, as many as docs/probes.md says */
+    const mn_open_frames *of = t.open_frames;
+    assert_non_null(of);
+    assert_null(valid.open_frames);
+    assert_null(test.open_frames);
+    assert_true(of->n_facts >= 40 && of->n_updates >= 15);
+    assert_true(of->n_questions >= 25 && of->n_self_questions >= 25);
+    assert_true(of->n_nouns + of->n_modifiers >= 150);
+    /* held-out splits and folders without frames are refused, t left as it was */
+    assert_int_equal(mn_probe_templates_open_families(&test, templates_dir(), 10, 1), MN_ERR_CONFIG);
+    assert_int_equal(mn_probe_templates_open_families(&valid, templates_dir(), 10, 1), MN_ERR_CONFIG);
+    assert_int_equal(test.n_categories, 12);
+    assert_int_equal(valid.n_categories, 8);
+    const char *bare = family_dir("fam_frameless", "b_lockers.json", "\"test\"", "\"locker code\"",
+                                  "", "\"A1\"");
+    mn_probe_templates frameless;
+    assert_int_equal(mn_probe_templates_load(bare, MN_SPLIT_TRAIN, &frameless), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families(&frameless, bare, 10, 1), MN_ERR_CONFIG);
+    assert_non_null(strstr(mn_last_error(), "open_frames"));
+    assert_int_equal(frameless.n_categories, 1);
+    mn_probe_templates_free(&frameless);
+
+    int loaded = t.n_categories;
+    assert_int_equal(mn_probe_templates_open_families(&t, templates_dir(), 1000, 5), MN_OK);
+    assert_int_equal(t.n_categories, loaded + 1000);
+    char **held_phr = NULL, **keys = NULL;
+    int n_held_phr = 0, n_keys = 0;
+    add_phrasings(&valid, &held_phr, &n_held_phr);
+    add_phrasings(&test, &held_phr, &n_held_phr);
+    const mn_probe_templates *heldout[2] = {&valid, &test};
+    char buf[512];
+    for (int c = loaded; c < t.n_categories; c++) {
+        const mn_fact_category *cat = &t.categories[c];
+        assert_true(is_open_family(cat));
+        assert_int_equal(cat->held_out, 0);
+        assert_in_range(cat->n_keys, 5, 8);
+        assert_in_range(cat->n_facts, 3, 6);
+        assert_in_range(cat->n_updates, 1, 3);
+        assert_in_range(cat->n_questions, 2, 4);
+        assert_in_range(cat->n_self_questions, 2, 4);
+        assert_in_range(cat->n_values, 8, MN_OPEN_FAMILY_VALUES);
+        for (int k = 0; k < cat->n_keys; k++) {
+            for (int h = 0; h < 2; h++)
+                for (int o = 0; o < heldout[h]->n_categories; o++) {
+                    const mn_fact_category *other = &heldout[h]->categories[o];
+                    for (int m = 0; m < other->n_keys; m++) {
+                        assert_null(strcasestr(cat->keys[k], other->keys[m]));
+                        assert_null(strcasestr(other->keys[m], cat->keys[k]));
+                        if (other->held_out && share_word(cat->keys[k], other->keys[m]))
+                            fail_msg("key \"%s\" shares a word with held-out key \"%s\"",
+                                     cat->keys[k], other->keys[m]);
+                    }
+                }
+            for (int j = 0; j < k; j++) {
+                assert_null(strcasestr(cat->keys[k], cat->keys[j]));
+                assert_null(strcasestr(cat->keys[j], cat->keys[k]));
+            }
+            keys = realloc(keys, (size_t)(n_keys + 1) * sizeof *keys);
+            keys[n_keys] = strdup(cat->keys[k]);
+            for (char *p = keys[n_keys]; *p; p++)
+                *p = (char)tolower((unsigned char)*p);
+            n_keys++;
+        }
+        for (int v = 0; v < cat->n_values; v++) {
+            for (int h = 0; h < 2; h++)
+                assert_int_equal(category_of_value(heldout[h], cat->values[v]), -1);
+            for (int h = 0; h < 2; h++)
+                for (int o = 0; o < heldout[h]->n_categories; o++)
+                    for (int w = 0; w < heldout[h]->categories[o].n_values; w++)
+                        assert_true(strcasecmp(cat->values[v], heldout[h]->categories[o].values[w]));
+            for (int q = 0; q < cat->n_questions; q++)
+                assert_false(has_word_ci(cat->questions[q], cat->values[v]));
+            for (int q = 0; q < cat->n_self_questions; q++)
+                assert_false(has_word_ci(cat->self_questions[q], cat->values[v]));
+            for (int k = 0; k < cat->n_keys; k++)
+                assert_false(has_word_ci(cat->keys[k], cat->values[v]));
+            for (int w = 0; w < v; w++)
+                assert_true(strcasecmp(cat->values[v], cat->values[w]));
+        }
+        char **mine[4] = {cat->facts, cat->updates, cat->questions, cat->self_questions};
+        int n_mine[4] = {cat->n_facts, cat->n_updates, cat->n_questions, cat->n_self_questions};
+        char **pool[4] = {of->facts, of->updates, of->questions, of->self_questions};
+        int n_pool[4] = {of->n_facts, of->n_updates, of->n_questions, of->n_self_questions};
+        for (int l = 0; l < 4; l++)
+            for (int i = 0; i < n_mine[l]; i++) {
+                assert_true(in_list(pool[l], n_pool[l], mine[l][i]));
+                letters_of(mine[l][i], buf, sizeof buf);
+                assert_false(in_list(held_phr, n_held_phr, buf));
+            }
+    }
+    /* keys: unique across families, and no key holds another as whole words */
+    qsort(keys, (size_t)n_keys, sizeof *keys, cmp_str);
+    for (int i = 0; i < n_keys; i++) {
+        if (i > 0)
+            assert_true(strcmp(keys[i - 1], keys[i]) != 0);
+        const char *words[16];
+        int n_words = 0;
+        for (const char *p = keys[i]; *p && n_words < 16; p += strcspn(p, " "), p += strspn(p, " "))
+            words[n_words++] = p;
+        for (int a = 0; a < n_words; a++)
+            for (int b = a; b < n_words; b++) {
+                if (a == 0 && b == n_words - 1)
+                    continue; /* the key itself */
+                size_t len = b + 1 < n_words ? (size_t)(words[b + 1] - words[a] - 1)
+                                             : strlen(words[a]);
+                snprintf(buf, sizeof buf, "%.*s", (int)len, words[a]);
+                const char *run = buf;
+                if (bsearch(&run, keys, (size_t)n_keys, sizeof *keys, cmp_str))
+                    fail_msg("generated key \"%s\" holds generated key \"%s\"", keys[i], buf);
+            }
+    }
+    /* deterministic in the seed */
+    mn_probe_templates again, other_seed;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &again), MN_OK);
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &other_seed), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families(&again, templates_dir(), 1000, 5), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families(&other_seed, templates_dir(), 1000, 6), MN_OK);
+    int same_as_other = 1;
+    for (int c = loaded; c < t.n_categories; c++) {
+        const mn_fact_category *a = &t.categories[c], *b = &again.categories[c];
+        assert_string_equal(a->name, b->name);
+        assert_int_equal(a->n_keys, b->n_keys);
+        for (int k = 0; k < a->n_keys; k++)
+            assert_string_equal(a->keys[k], b->keys[k]);
+        assert_int_equal(a->n_facts, b->n_facts);
+        for (int i = 0; i < a->n_facts; i++)
+            assert_string_equal(a->facts[i], b->facts[i]);
+        assert_int_equal(a->n_self_questions, b->n_self_questions);
+        for (int i = 0; i < a->n_self_questions; i++)
+            assert_string_equal(a->self_questions[i], b->self_questions[i]);
+        assert_int_equal(a->n_values, b->n_values);
+        for (int v = 0; v < a->n_values; v++)
+            assert_string_equal(a->values[v], b->values[v]);
+        same_as_other &= !strcmp(a->keys[0], other_seed.categories[c].keys[0]);
+    }
+    assert_false(same_as_other);
+    mn_probe_templates_free(&again);
+    mn_probe_templates_free(&other_seed);
+    free_list(keys, n_keys);
+    free_list(held_phr, n_held_phr);
+    mn_probe_templates_free(&t);
+    mn_probe_templates_free(&valid);
+    mn_probe_templates_free(&test);
+}
+
+/* Probes of open families (templates t as generated for the episodes): the fact turn holds the
+ * key and the value, the question (of the asker's list: self when the fact's speaker asks)
+ * holds the key and never the value. Returns how many probes were of open families. */
+static int assert_open_family_probes(const mn_dialogue_list *eps, const mn_probe_templates *t) {
+    int open = 0;
+    for (int64_t e = 0; e < eps->count; e++)
+        for (int p = 0; p < eps->items[e].n_probes; p++) {
+            const mn_probe *q = &eps->items[e].probes[p];
+            const mn_turn *fact = &eps->items[e].turns[q->evidence[0]];
+            int self = !strcmp(q->speaker, fact->speaker);
+            const char *key = NULL;
+            const mn_fact_category *cat = NULL;
+            for (int c = 0; c < t->n_categories && !key; c++) {
+                cat = &t->categories[c];
+                if (in_list(cat->values, cat->n_values, q->answer))
+                    key = key_in(cat, self ? cat->self_questions : cat->questions,
+                                 self ? cat->n_self_questions : cat->n_questions, q->question);
+            }
+            if (!key)
+                fail_msg("no family asks \"%s\" with answer \"%s\"", q->question, q->answer);
+            assert_true(has_word_ci(fact->text, key));
+            assert_true(has_word_ci(fact->text, q->answer));
+            assert_true(has_word_ci(q->question, key));
+            if (has_word_ci(q->question, q->answer))
+                fail_msg("question \"%s\" holds its answer \"%s\"", q->question, q->answer);
+            for (int i = 0; i < q->n_choices; i++)
+                assert_true(in_list(cat->values, cat->n_values, q->choices[i]));
+            open += is_open_family(cat);
+        }
+    return open;
+}
+
+static void test_open_family_probes(void **state) {
+    (void)state;
+    mn_probe_templates t;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &t), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families(&t, templates_dir(), 1000, 9), MN_OK);
+    mn_dialogue_list eps = build_episodes(300, 24, 3);
+    static const mn_distance_range dist[] = {{1, 3}, {4, 8}};
+    mn_probe_config pc = mn_probe_config_default();
+    pc.distances = dist;
+    pc.n_distances = 2;
+    pc.probes_per_episode = 2;
+    pc.sources = MN_FACTS_TEMPLATES;
+    pc.askers = MN_ASKERS_BOTH;
+    pc.interference = 1;
+    pc.update_prob = 0.3;
+    pc.seed = 9;
+    mn_probe_stats stats = {0};
+    assert_int_equal(mn_probes_inject_all(&eps, &t, NULL, &pc, &stats), MN_OK);
+    assert_true(stats.probes >= 100);
+    assert_true(stats.update_probes > 0 && stats.interference_facts > 0);
+    assert_true(assert_open_family_probes(&eps, &t) >= stats.probes * 9 / 10);
+    assert_roundtrip_valid(&eps);
+    mn_dialogue_list_free(&eps);
+    mn_probe_templates_free(&t);
+}
+
+/* A copy of data/probes in tmp/<name>, with `from` replaced by `to` in open_frames.json (and
+ * nothing replaced when from is NULL). */
+static const char *templates_copy(const char *name, const char *from, const char *to) {
+    const char *dir = tmp_path(name);
+    char cmd[10240], path[1024];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -r '%s' '%s'", dir, templates_dir(), dir);
+    assert_int_equal(system(cmd), 0);
+    if (!from)
+        return dir;
+    snprintf(path, sizeof path, "%s/open_frames.json", dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    static char text[65536];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    text[n] = '\0';
+    fclose(f);
+    char *at = strstr(text, from);
+    assert_non_null(at);
+    static char out[65536 + 1024];
+    snprintf(out, sizeof out, "%.*s%s%s", (int)(at - text), text, to, at + strlen(from));
+    write_text(path, out);
+    return dir;
+}
+
+/* The loader refuses open frames that would carry held-out material into training, on every
+ * load (whatever the split), naming the file and what it found. */
+static void test_open_frames_errors(void **state) {
+    (void)state;
+    mn_probe_templates t;
+    const char *dir = templates_copy("frames_ok", NULL, NULL);
+    assert_int_equal(mn_probe_templates_load(dir, MN_SPLIT_TRAIN, &t), MN_OK);
+    assert_non_null(t.open_frames);
+    mn_probe_templates_free(&t);
+    /* a question frame equal to a test phrasing of a held-out family, case and punctuation
+     * aside */
+    dir = templates_copy("frames_test_q", "\"What's your {key}?\"",
+                         "\"where do you keep your {key}\"");
+    for (int s = 0; s < 3; s++) {
+        mn_split split = (mn_split)(MN_SPLIT_TRAIN + s);
+        assert_int_equal(mn_probe_templates_load(dir, split, &t), MN_ERR_FORMAT);
+        assert_non_null(strstr(mn_last_error(), "open_frames.json"));
+        assert_non_null(strstr(mn_last_error(), "where do you keep your {key}"));
+        assert_non_null(strstr(mn_last_error(), "test split"));
+    }
+    /* a fact frame equal to a valid phrasing of a shared family */
+    dir = templates_copy("frames_valid_f", "\"My {key} is {value}.\"",
+                         "\"Just so you know, my {key} is {value}.\"");
+    assert_int_equal(mn_probe_templates_load(dir, MN_SPLIT_TRAIN, &t), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "open_frames.json"));
+    assert_non_null(strstr(mn_last_error(), "valid split"));
+    /* a key word of a held-out family's key, even as a plural */
+    dir = templates_copy("frames_key_word", "\"locker\"", "\"passports\"");
+    assert_int_equal(mn_probe_templates_load(dir, MN_SPLIT_TRAIN, &t), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "open_frames.json"));
+    assert_non_null(strstr(mn_last_error(), "\"passports\""));
+    assert_non_null(strstr(mn_last_error(), "storage"));
+    dir = templates_copy("frames_kind_word", "\"nickname\"", "\"side gig\"");
+    assert_int_equal(mn_probe_templates_load(dir, MN_SPLIT_TEST, &t), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "kind_words.name"));
+    /* a value word that is a word of a test value */
+    dir = templates_copy("frames_value_word", "\"kettle\"", "\"pretzel\"");
+    assert_int_equal(mn_probe_templates_load(dir, MN_SPLIT_TRAIN, &t), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "\"pretzel\""));
+    assert_non_null(strstr(mn_last_error(), "Pretzel"));
+    /* frames that are not train material, and a second frames file */
+    dir = templates_copy("frames_split", "\"update\": {", "\"update\": {\"test\": [\"X {key} {value}\"],");
+    assert_int_equal(mn_probe_templates_load(dir, MN_SPLIT_TRAIN, &t), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "update.test"));
+    dir = templates_copy("frames_twice", NULL, NULL);
+    char cmd[1536];
+    snprintf(cmd, sizeof cmd, "cp '%s/open_frames.json' '%s/zz_more_frames.json'", dir, dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(mn_probe_templates_load(dir, MN_SPLIT_TRAIN, &t), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "second file"));
+}
+
 /* --askers self: the same episode as with other askers (same seed: facts, answers, choices,
  * distances), but the fact's own speaker asks with a first-person question; --askers both
  * mixes the two per probe, deterministically. */
@@ -1378,6 +1751,29 @@ static void test_cli(void **state) {
     assert_true(open_answers >= eps.count / 2);
     mn_probe_templates_free(&train);
     mn_dialogue_list_free(&eps);
+    /* --open-families: train split only; its probes (asked by either speaker) hold the key in
+     * the fact and the question, the value in the fact only */
+    for (int s = 0; s < 2; s++) {
+        snprintf(args, sizeof args,
+                 "--jsonl '%s' --split %s --facts templates --templates '%s' --open-families 10 "
+                 "-o '%s'",
+                 in, s ? "valid" : "test", templates_dir(), out);
+        assert_int_equal(run_cli(args), 1);
+    }
+    snprintf(args, sizeof args,
+             "--jsonl '%s' --split train --turns 10 --distances 1-3 --probes-per-episode 1 "
+             "--facts templates --templates '%s' --open-values 1000 --open-families 1000 "
+             "--askers both --seed 6 -o '%s'",
+             in, templates_dir(), out);
+    assert_int_equal(run_cli(args), 0);
+    assert_int_equal(mn_jsonl_read(out, 1, stderr, &eps, &rs), MN_OK);
+    assert_true(eps.count >= 10);
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &train), MN_OK);
+    assert_int_equal(mn_probe_templates_open_values(&train, templates_dir(), 1000, 6), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families(&train, templates_dir(), 1000, 6), MN_OK);
+    assert_true(assert_open_family_probes(&eps, &train) >= eps.count * 8 / 10);
+    mn_probe_templates_free(&train);
+    mn_dialogue_list_free(&eps);
     assert_int_equal(run_cli("--help"), 0);
 }
 
@@ -1443,6 +1839,9 @@ int main(void) {
         cmocka_unit_test(test_template_splits_disjoint),
         cmocka_unit_test(test_template_errors),
         cmocka_unit_test(test_family_split),
+        cmocka_unit_test(test_open_families),
+        cmocka_unit_test(test_open_family_probes),
+        cmocka_unit_test(test_open_frames_errors),
         cmocka_unit_test(test_askers),
         cmocka_unit_test(test_alive),
         cmocka_unit_test(test_distances_parse),

@@ -67,6 +67,9 @@ static void usage(FILE *out) {
             "  --open-values N          train split only: template values drawn from N generated\n"
             "                           values per category (made-up words, numbers, dates; none\n"
             "                           a valid/test value): recall must copy, not memorise\n"
+            "  --open-families N        train split only: add N generated families (made-up and\n"
+            "                           compound keys, train-only frames of open_frames.json,\n"
+            "                           generated values; nothing of a valid/test family)\n"
             "  --drop-short             drop the last episode when it has fewer than T turns\n"
             "  --synthetic N            N episodes of built-in (or --jsonl) filler turns with\n"
             "                           template facts; needs no corpus and no personas\n"
@@ -83,6 +86,9 @@ static void print_report(const mn_episodes_job *job, const mn_episodes_report *r
     if (job->open_values > 0 && r->reached > MN_EPISODES_OPEN_VALUES)
         printf("open values (train): %d categories, up to %d generated values each\n", r->template_categories,
                job->open_values);
+    if (job->open_families > 0 && r->reached > MN_EPISODES_OPEN_FAMILIES)
+        printf("open families (train): %d generated beside %d loaded families\n", job->open_families,
+               r->template_categories);
     if (job->synthetic < 0 && (job->probes.sources & MN_FACTS_PERSONAS) && r->reached > MN_EPISODES_PERSONAS)
         printf("personas (%s): %d sentences in %d personas; %" PRId64 " dropped as shared with another split\n",
                split_name, r->persona_sentences, r->personas, r->personas_dropped_shared);
@@ -137,6 +143,7 @@ int cmd_episodes(int argc, char **argv) {
         {"updates", required_argument, 0, 'u'},
         {"drop-short", no_argument, 0, 'D'},
         {"open-values", required_argument, 0, 'O'},
+        {"open-families", required_argument, 0, 'P'},
         {"synthetic", required_argument, 0, 'y'},
         {"strict", no_argument, 0, 'X'},
         {"skip-bad", no_argument, 0, 'B'},
@@ -187,6 +194,10 @@ int cmd_episodes(int argc, char **argv) {
             break;
         case 'O':
             if (!cli_int("episodes", "--open-values", optarg, 2, 1 << 24, &job.open_values))
+                return 2;
+            break;
+        case 'P':
+            if (!cli_int("episodes", "--open-families", optarg, 1, 100000, &job.open_families))
                 return 2;
             break;
         case 'y':
@@ -277,6 +288,8 @@ int cmd_episodes(int argc, char **argv) {
             fprintf(stderr, "mnemo episodes: templates: %s\n", mn_last_error());
         else if (report.reached == MN_EPISODES_OPEN_VALUES)
             fprintf(stderr, "mnemo episodes: --open-values: %s\n", mn_last_error());
+        else if (report.reached == MN_EPISODES_OPEN_FAMILIES)
+            fprintf(stderr, "mnemo episodes: --open-families: %s\n", mn_last_error());
         else if (report.reached == MN_EPISODES_PERSONAS)
             fprintf(stderr, "mnemo episodes: personas: %s\n(MSC personas ship with LoCoMo: "
                             "https://github.com/snap-research/LoCoMo, data/msc_personas_all.json;"

@@ -44,6 +44,9 @@ static mn_status run(const mn_episodes_job *job, mn_episodes_report *rep, job_da
     if (job->open_values > 0)
         MN_TRY(mn_probe_templates_open_values(&d->templates, job->templates, job->open_values, pcfg.seed));
     rep->template_categories = d->templates.n_categories;
+    rep->reached = MN_EPISODES_OPEN_FAMILIES;
+    if (job->open_families > 0)
+        MN_TRY(mn_probe_templates_open_families(&d->templates, job->templates, job->open_families, pcfg.seed));
     rep->reached = MN_EPISODES_PERSONAS;
     if (pcfg.sources & MN_FACTS_PERSONAS) {
         if (!job->personas)

@@ -18,6 +18,7 @@ typedef struct {
     mn_family_set families; /* which template families of the split (default 0: all) */
     const char *personas;  /* msc_personas_all.json: read when probes.sources has personas */
     int open_values;       /* > 0: template values drawn from this many generated ones (train) */
+    int open_families;     /* > 0: this many generated families added to the templates (train) */
     int synthetic;         /* >= 0: this many synthetic episodes, template facts only */
     int strict;            /* a bad input line is fatal, else reported to log and skipped */
     int skip_bad;          /* accept more than half bad lines (mn_read_check_yield) */
@@ -30,6 +31,7 @@ typedef struct {
 typedef enum {
     MN_EPISODES_TEMPLATES,
     MN_EPISODES_OPEN_VALUES,
+    MN_EPISODES_OPEN_FAMILIES,
     MN_EPISODES_PERSONAS,
     MN_EPISODES_READ,
     MN_EPISODES_BUILD,
@@ -39,7 +41,7 @@ typedef enum {
 
 typedef struct {
     mn_episodes_step reached;  /* the step that failed, or MN_EPISODES_DONE */
-    int template_categories;   /* after the open values */
+    int template_categories;   /* loaded and selected (open families not counted) */
     int persona_sentences, personas;
     int64_t personas_dropped_shared; /* sentences another split also has */
     int64_t dialogues_read, bad_lines;

@@ -58,6 +58,45 @@ static int str_ieq(const char *a, const char *b) {
     return *a == *b;
 }
 
+/* Lower-cased letters and digits, other runs collapsed to one space: "I like dogs!" and
+ * "i like  dogs" are the same fact, "What's your {key}?" and "what s your key" the same
+ * phrasing. Bytes >= 0x80 (UTF-8) count as letters. */
+static char *text_norm(const char *s) {
+    size_t n = strlen(s);
+    char *out = malloc(n + 1);
+    if (!out)
+        return NULL;
+    size_t k = 0;
+    int gap = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (isalnum(*p) || *p >= 0x80) {
+            if (gap && k > 0)
+                out[k++] = ' ';
+            out[k++] = (char)tolower(*p);
+            gap = 0;
+        } else {
+            gap = 1;
+        }
+    }
+    out[k] = '\0';
+    return out;
+}
+
+/* Grows *p (of *cap items of `size` bytes) to hold at least `need`. */
+static mn_status grow(void **p, int *cap, int need, size_t size) {
+    if (need <= *cap)
+        return MN_OK;
+    int c = *cap ? *cap : 256;
+    while (c < need)
+        c *= 2;
+    void *q = realloc(*p, (size_t)c * size);
+    if (!q)
+        return mn_fail(MN_ERR_NOMEM, "probes: out of memory");
+    *p = q;
+    *cap = c;
+    return MN_OK;
+}
+
 /* Replaces {key} and {value} in a template already validated to hold no other placeholder. */
 static char *fill_template(const char *tmpl, const char *key, const char *value) {
     size_t klen = key ? strlen(key) : 0, vlen = value ? strlen(value) : 0;
@@ -98,12 +137,31 @@ static void category_free(mn_fact_category *cat) {
     memset(cat, 0, sizeof *cat);
 }
 
+static void open_frames_free(mn_open_frames *of) {
+    if (!of)
+        return;
+    free(of->file);
+    mn_free_strings(of->facts, of->n_facts);
+    mn_free_strings(of->updates, of->n_updates);
+    mn_free_strings(of->questions, of->n_questions);
+    mn_free_strings(of->self_questions, of->n_self_questions);
+    mn_free_strings(of->nouns, of->n_nouns);
+    mn_free_strings(of->modifiers, of->n_modifiers);
+    mn_free_strings(of->owners, of->n_owners);
+    for (int k = 0; k < MN_OPEN_KINDS; k++)
+        mn_free_strings(of->kind_words[k], of->n_kind_words[k]);
+    mn_free_strings(of->things, of->n_things);
+    mn_free_strings(of->qualities, of->n_qualities);
+    free(of);
+}
+
 void mn_probe_templates_free(mn_probe_templates *t) {
     if (!t)
         return;
     for (int c = 0; c < t->n_categories; c++)
         category_free(&t->categories[c]);
     free(t->categories);
+    open_frames_free(t->open_frames);
     mn_free_strings(t->persona_questions, t->n_persona_questions);
     mn_free_strings(t->persona_self_questions, t->n_persona_self_questions);
     memset(t, 0, sizeof *t);
@@ -156,13 +214,19 @@ typedef struct {
     int n_keys;
 } family_keys;
 
-/* What the loader has seen in all files so far: strings per split, lower-cased, so that no
- * phrasing (group 0) or value (group 1) appears in two splits anywhere in the template files,
- * and every family's keys, so that a held-out family's key appears in no other family. */
+/* What the loader has seen in all files so far: strings per split, so that no phrasing (group
+ * 0, compared by text_norm: case, punctuation and spacing aside) or value (group 1, lower-cased)
+ * appears in two splits anywhere in the template files; every family's keys, so that a
+ * held-out family's key appears in no other family; the valid and test values, for the open
+ * frames' word rule; and the open frames file, read after all the others. */
 typedef struct {
     mn_strset seen[2][3];
     family_keys *families;
     int n_families;
+    char **heldout_values;
+    int n_heldout_values, cap_heldout_values;
+    json_t *frames_root;
+    char *frames_file;
 } load_guard;
 
 static void load_guard_free(load_guard *g) {
@@ -175,6 +239,15 @@ static void load_guard_free(load_guard *g) {
         mn_free_strings(g->families[f].keys, g->families[f].n_keys);
     }
     free(g->families);
+    mn_free_strings(g->heldout_values, g->n_heldout_values);
+    json_decref(g->frames_root);
+    free(g->frames_file);
+}
+
+/* The rule of keys within and across families: neither holds the other ("birthday" in
+ * "mother's birthday"), case aside. */
+static int keys_overlap(const char *a, const char *b) {
+    return strcasestr(a, b) || strcasestr(b, a);
 }
 
 /* Records a family's keys, refusing any overlap (equal, or one inside the other) between a
@@ -187,7 +260,7 @@ static mn_status guard_family_keys(load_guard *g, const char *file, const mn_fac
             continue;
         for (int k = 0; k < cat->n_keys; k++)
             for (int j = 0; j < o->n_keys; j++)
-                if (strcasestr(cat->keys[k], o->keys[j]) || strcasestr(o->keys[j], cat->keys[k]))
+                if (keys_overlap(cat->keys[k], o->keys[j]))
                     return mn_fail(MN_ERR_FORMAT,
                                    "%s: key \"%s\" of family '%s' overlaps key \"%s\" of family "
                                    "'%s' in %s; a held-out family's keys appear in no other "
@@ -212,13 +285,22 @@ static mn_status guard_family_keys(load_guard *g, const char *file, const mn_fac
     return ok ? MN_OK : mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
 }
 
+static mn_status note_heldout_value(load_guard *g, const char *value, const char *file) {
+    if (grow((void **)&g->heldout_values, &g->cap_heldout_values, g->n_heldout_values + 1,
+             sizeof *g->heldout_values) != MN_OK ||
+        !(g->heldout_values[g->n_heldout_values] = strdup(value)))
+        return mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
+    g->n_heldout_values++;
+    return MN_OK;
+}
+
 /* How a split field is read. */
 typedef struct {
     const char *field;
     int role;        /* ROLE_* of each string */
     int group;       /* 0 phrasings, 1 values: strings of one group never repeat across splits */
     int only;        /* -1: the field lists all three splits; 0..2: only this one (a held-out
-                      * family), the others must be absent */
+                      * family, or the open frames: train), the others must be absent */
     int optional;    /* 1: the field may be absent altogether */
     int min_items;   /* per split */
 } field_spec;
@@ -246,8 +328,8 @@ static mn_status read_split_field(json_t *root, const field_spec *spec, const ch
         if (spec->only >= 0 && s != spec->only) {
             if (arr)
                 return mn_fail(MN_ERR_FORMAT,
-                               "%s: '%s.%s' is given, but the family is held out for %s "
-                               "(family_split) and serves no other split",
+                               "%s: '%s.%s' is given, but the file serves the %s split only "
+                               "(family_split, or open_frames: train)",
                                file, field, split_names[s], split_names[spec->only]);
             continue;
         }
@@ -284,7 +366,8 @@ static mn_status read_split_field(json_t *root, const field_spec *spec, const ch
                              split_names[s], i, text, why);
                 break;
             }
-            char *low = lower_copy(text);
+            /* phrasings differing only in case, punctuation or spacing are one phrasing */
+            char *low = spec->group == 0 ? text_norm(text) : lower_copy(text);
             if (!low) {
                 st = mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
                 break;
@@ -302,6 +385,8 @@ static mn_status read_split_field(json_t *root, const field_spec *spec, const ch
                                  file, field, split_names[s], text, split_names[o]);
             if (st == MN_OK)
                 st = mn_strset_add(&guard->seen[spec->group][s], low, &added);
+            if (st == MN_OK && spec->group == 1 && s != 0 && added)
+                st = note_heldout_value(guard, text, file);
             free(low);
             if (st == MN_OK && list && !(list[i] = strdup(text)))
                 st = mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
@@ -339,8 +424,7 @@ static mn_status read_keys(json_t *root, const char *file, mn_fact_category *cat
         /* no key inside another ("birthday" in "mother's birthday"), so that the key
          * found in a question or a fact turn names exactly one fact */
         for (size_t j = 0; j < i; j++)
-            if (strcasestr(cat->keys[j], json_string_value(item)) ||
-                strcasestr(json_string_value(item), cat->keys[j]))
+            if (keys_overlap(cat->keys[j], json_string_value(item)))
                 return mn_fail(MN_ERR_FORMAT, "%s: 'keys' \"%s\" and \"%s\" overlap", file,
                                cat->keys[j], json_string_value(item));
         if (!(cat->keys[i] = strdup(json_string_value(item))))
@@ -386,6 +470,142 @@ static mn_status read_category(json_t *root, const char *file, int want, load_gu
     return guard_family_keys(guard, file, cat);
 }
 
+/* ------------------------------------------------------------------ open frames */
+
+static const char *const kind_names[MN_OPEN_KINDS] = {"name", "number", "date", "phrase",
+                                                      "time", "code", "thing"};
+
+/* Length of word w[0..n) without a trailing "'s" or plural "s": "gloves" and "glove",
+ * "daughter's" and "daughter" are one word for the open frames' rules. */
+static size_t word_stem(const char *w, size_t n) {
+    if (n > 2 && w[n - 2] == '\'' && tolower((unsigned char)w[n - 1]) == 's')
+        return n - 2;
+    if (n > 3 && tolower((unsigned char)w[n - 1]) == 's')
+        return n - 1;
+    return n;
+}
+
+/* The first word of `a` that is also a word of `b` (words split at spaces and hyphens, compared
+ * case-insensitively by word_stem): its start and length, or 0 when they share none. */
+static size_t shared_word(const char *a, const char *b, const char **at) {
+    static const char seps[] = " -";
+    for (const char *p = a; *p; p += strspn(p, seps)) {
+        size_t n = strcspn(p, seps);
+        size_t ns = word_stem(p, n);
+        for (const char *q = b; *q; q += strspn(q, seps)) {
+            size_t m = strcspn(q, seps);
+            if (n && word_stem(q, m) == ns && !strncasecmp(p, q, ns)) {
+                *at = p;
+                return n;
+            }
+            q += m;
+        }
+        p += n;
+    }
+    return 0;
+}
+
+/* Reads one word list of the open frames (non-empty, unique ignoring case, no placeholder).
+ * A word that makes keys may share no word with a held-out family's key; a word that makes
+ * values none with a valid or test value. */
+static mn_status read_word_list(json_t *obj, const char *name, const char *field,
+                                const char *file, int of_keys, const load_guard *g, char ***out,
+                                int *n_out) {
+    json_t *arr = json_object_get(obj, name);
+    if (!json_is_array(arr) || json_array_size(arr) == 0 || json_array_size(arr) > INT_MAX / 2)
+        return mn_fail(MN_ERR_FORMAT, "%s: 'open_frames.%s' must be a non-empty array of strings",
+                       file, field);
+    size_t n = json_array_size(arr);
+    if (!(*out = calloc(n, sizeof **out)))
+        return mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
+    for (size_t i = 0; i < n; i++) {
+        json_t *item = json_array_get(arr, i);
+        const char *w = json_string_value(item);
+        const char *why = w ? template_problem(w, ROLE_WORD) : "is not a string";
+        if (why)
+            return mn_fail(MN_ERR_FORMAT, "%s: 'open_frames.%s[%zu]' %s", file, field, i, why);
+        for (size_t j = 0; j < i; j++)
+            if (str_ieq((*out)[j], w))
+                return mn_fail(MN_ERR_FORMAT, "%s: 'open_frames.%s' lists \"%s\" twice", file,
+                               field, w);
+        const char *at = NULL;
+        size_t len = 0;
+        for (int f = 0; of_keys && f < g->n_families; f++)
+            for (int k = 0; g->families[f].held_out && k < g->families[f].n_keys; k++)
+                if ((len = shared_word(w, g->families[f].keys[k], &at)))
+                    return mn_fail(MN_ERR_FORMAT,
+                                   "%s: 'open_frames.%s' has \"%s\", whose word \"%.*s\" is in "
+                                   "the key \"%s\" of the held-out family '%s' (%s); generated "
+                                   "keys use no word of a held-out key",
+                                   file, field, w, (int)len, at, g->families[f].keys[k],
+                                   g->families[f].name, g->families[f].file);
+        for (int v = 0; !of_keys && v < g->n_heldout_values; v++)
+            if ((len = shared_word(w, g->heldout_values[v], &at)))
+                return mn_fail(MN_ERR_FORMAT,
+                               "%s: 'open_frames.%s' has \"%s\", whose word \"%.*s\" is in the "
+                               "valid or test value \"%s\"; generated values use no word of a "
+                               "held-out value",
+                               file, field, w, (int)len, at, g->heldout_values[v]);
+        if (!((*out)[i] = strdup(w)))
+            return mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
+        *n_out = (int)i + 1;
+    }
+    return MN_OK;
+}
+
+static mn_status read_open_frames(json_t *root, const char *file, int want, load_guard *g,
+                                  mn_open_frames *of) {
+    json_t *obj = json_object_get(root, "open_frames");
+    if (!json_is_object(obj))
+        return mn_fail(MN_ERR_FORMAT, "%s: 'open_frames' must be an object", file);
+    if (!(of->file = strdup(file)))
+        return mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
+    /* train phrasings under the cross-split rule of every template file: a frame equal to a
+     * valid or test phrasing of any family (or persona question) is refused */
+    int keep = want == 0 ? 0 : -1;
+    const field_spec fact = {"fact", ROLE_STATEMENT, 0, 0, 0, 1},
+                     update = {"update", ROLE_STATEMENT, 0, 0, 0, 1},
+                     question = {"question", ROLE_QUESTION, 0, 0, 0, 1},
+                     self_question = {"self_question", ROLE_QUESTION, 0, 0, 0, 1};
+    MN_TRY(read_split_field(obj, &fact, file, g, keep, &of->facts, &of->n_facts));
+    MN_TRY(read_split_field(obj, &update, file, g, keep, &of->updates, &of->n_updates));
+    MN_TRY(read_split_field(obj, &question, file, g, keep, &of->questions, &of->n_questions));
+    MN_TRY(read_split_field(obj, &self_question, file, g, keep, &of->self_questions,
+                            &of->n_self_questions));
+    MN_TRY(read_word_list(obj, "nouns", "nouns", file, 1, g, &of->nouns, &of->n_nouns));
+    MN_TRY(read_word_list(obj, "modifiers", "modifiers", file, 1, g, &of->modifiers,
+                          &of->n_modifiers));
+    MN_TRY(read_word_list(obj, "owners", "owners", file, 1, g, &of->owners, &of->n_owners));
+    MN_TRY(read_word_list(obj, "things", "things", file, 0, g, &of->things, &of->n_things));
+    MN_TRY(read_word_list(obj, "qualities", "qualities", file, 0, g, &of->qualities,
+                          &of->n_qualities));
+    json_t *kinds = json_object_get(obj, "kind_words");
+    if (!json_is_object(kinds))
+        return mn_fail(MN_ERR_FORMAT, "%s: 'open_frames.kind_words' must be an object of lists",
+                       file);
+    for (int k = 0; k < MN_OPEN_KINDS; k++) {
+        char field[64];
+        snprintf(field, sizeof field, "kind_words.%s", kind_names[k]);
+        MN_TRY(read_word_list(kinds, kind_names[k], field, file, 1, g, &of->kind_words[k],
+                              &of->n_kind_words[k]));
+    }
+    return MN_OK;
+}
+
+/* Checks the open frames file; keeps it in t for the train split. */
+static mn_status load_open_frames(const char *file, json_t *root, int want, load_guard *g,
+                                  mn_probe_templates *t) {
+    mn_open_frames *of = calloc(1, sizeof *of);
+    if (!of)
+        return mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
+    mn_status st = read_open_frames(root, file, want, g, of);
+    if (st == MN_OK && want == 0)
+        t->open_frames = of;
+    else
+        open_frames_free(of);
+    return st;
+}
+
 static mn_status load_template_file(const char *file, int want, load_guard *guard,
                                     mn_probe_templates *t) {
     json_t *root = NULL;
@@ -394,6 +614,15 @@ static mn_status load_template_file(const char *file, int want, load_guard *guar
     json_t *name = json_object_get(root, "category");
     if (!json_is_object(root)) {
         st = mn_fail(MN_ERR_FORMAT, "%s: the top level must be an object", file);
+    } else if (json_object_get(root, "open_frames")) {
+        /* read after every other file: its rules need all families and held-out values */
+        if (guard->frames_root)
+            st = mn_fail(MN_ERR_FORMAT, "%s: open_frames given in a second file (also in %s)",
+                         file, guard->frames_file);
+        else if (!(guard->frames_file = strdup(file)))
+            st = mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
+        else
+            guard->frames_root = json_incref(root);
     } else if (json_object_get(root, "persona_questions")) {
         const field_spec other = {"persona_questions", ROLE_PLAIN, 0, -1, 0, 1},
                          self = {"persona_self_questions", ROLE_PLAIN, 0, -1, 1, 1};
@@ -468,6 +697,8 @@ mn_status mn_probe_templates_load(const char *path, mn_split split, mn_probe_tem
     mn_status st = MN_OK;
     for (int i = 0; i < n_files && st == MN_OK; i++)
         st = load_template_file(files[i], want, &guard, out);
+    if (st == MN_OK && guard.frames_root)
+        st = load_open_frames(guard.frames_file, guard.frames_root, want, &guard, out);
     if (st == MN_OK && out->n_categories == 0 && out->n_persona_questions == 0)
         st = mn_fail(MN_ERR_FORMAT, "%s: holds no category and no persona_questions for the %s "
                                     "split",
@@ -510,29 +741,6 @@ void mn_persona_bank_free(mn_persona_bank *bank) {
     free(bank->persona_start);
     free(bank->persona_sentences);
     memset(bank, 0, sizeof *bank);
-}
-
-/* Lower-cased letters and digits, other runs collapsed to one space: "I like dogs!" and
- * "i like  dogs" are the same fact. Bytes >= 0x80 (UTF-8) count as letters. */
-static char *persona_norm(const char *s) {
-    size_t n = strlen(s);
-    char *out = malloc(n + 1);
-    if (!out)
-        return NULL;
-    size_t k = 0;
-    int gap = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (isalnum(*p) || *p >= 0x80) {
-            if (gap && k > 0)
-                out[k++] = ' ';
-            out[k++] = (char)tolower(*p);
-            gap = 0;
-        } else {
-            gap = 1;
-        }
-    }
-    out[k] = '\0';
-    return out;
 }
 
 /* normalised sentence -> index in bank->sentences */
@@ -631,7 +839,7 @@ static mn_status visit_split(json_t *root, const char *path, int split, sentence
 }
 
 static mn_status collect_other(void *ctx, const char *sentence, size_t item, int side) {
-    char *norm = persona_norm(sentence);
+    char *norm = text_norm(sentence);
     if (!norm)
         return mn_fail(MN_ERR_NOMEM, "personas: out of memory");
     int added;
@@ -650,24 +858,10 @@ typedef struct {
     int open; /* a persona has been started for (cur_item, cur_side) */
 } bank_builder;
 
-static mn_status grow(void **p, int *cap, int need, size_t size) {
-    if (need <= *cap)
-        return MN_OK;
-    int c = *cap ? *cap : 256;
-    while (c < need)
-        c *= 2;
-    void *q = realloc(*p, (size_t)c * size);
-    if (!q)
-        return mn_fail(MN_ERR_NOMEM, "personas: out of memory");
-    *p = q;
-    *cap = c;
-    return MN_OK;
-}
-
 static mn_status collect_own(void *ctx, const char *sentence, size_t item, int side) {
     bank_builder *b = ctx;
     mn_persona_bank *bank = b->bank;
-    char *norm = persona_norm(sentence);
+    char *norm = text_norm(sentence);
     if (!norm)
         return mn_fail(MN_ERR_NOMEM, "personas: out of memory");
     if (!*norm || mn_strset_has(b->other, norm)) {
@@ -1686,9 +1880,22 @@ static void made_up_word(mn_rng *rng, int syll, int capital, char *buf, size_t c
         buf[0] = (char)toupper((unsigned char)buf[0]);
 }
 
-/* One random value of the kind of `category`. */
-static void open_value(const char *category, mn_rng *rng, char *buf, size_t cap) {
-    if (!strcmp(category, "numbers")) {
+/* The value kind of a loaded category, by its name (--open-values). */
+static mn_open_kind category_kind(const char *category) {
+    if (!strcmp(category, "numbers"))
+        return MN_OPEN_NUMBER;
+    if (!strcmp(category, "dates"))
+        return MN_OPEN_DATE;
+    if (!strcmp(category, "preferences"))
+        return MN_OPEN_PHRASE;
+    return MN_OPEN_NAME;
+}
+
+/* One random value of a kind; MN_OPEN_THING needs the open frames' word lists. */
+static void open_value(mn_open_kind kind, const mn_open_frames *of, mn_rng *rng, char *buf,
+                       size_t cap) {
+    switch (kind) {
+    case MN_OPEN_NUMBER: {
         int digits = 1 + (int)mn_rng_below(rng, 4); /* 1..4 digits, each length as likely */
         uint64_t lo = digits == 1 ? 0 : 1, hi = 1;
         for (int d = 0; d < digits; d++)
@@ -1696,11 +1903,15 @@ static void open_value(const char *category, mn_rng *rng, char *buf, size_t cap)
         for (int d = 1; d < digits; d++)
             lo *= 10;
         snprintf(buf, cap, "%llu", (unsigned long long)(lo + mn_rng_below(rng, hi - lo)));
-    } else if (!strcmp(category, "dates")) {
+        break;
+    }
+    case MN_OPEN_DATE: {
         int m = (int)mn_rng_below(rng, 12);
         int day = 1 + (int)mn_rng_below(rng, (uint64_t)month_days[m]);
         snprintf(buf, cap, "%s %d", month_names[m], day);
-    } else if (!strcmp(category, "preferences")) {
+        break;
+    }
+    case MN_OPEN_PHRASE: {
         char a[64], b[64];
         made_up_word(rng, 1 + (int)mn_rng_below(rng, 2), 0, a, sizeof a);
         if (mn_rng_below(rng, 2)) {
@@ -1709,18 +1920,115 @@ static void open_value(const char *category, mn_rng *rng, char *buf, size_t cap)
         } else {
             snprintf(buf, cap, "%s", a);
         }
-    } else {
+        break;
+    }
+    case MN_OPEN_TIME: {
+        int h = 1 + (int)mn_rng_below(rng, 12), m = (int)mn_rng_below(rng, 60);
+        snprintf(buf, cap, "%d:%02d", h, m);
+        break;
+    }
+    case MN_OPEN_CODE: {
+        char letters[3] = {(char)('A' + mn_rng_below(rng, 26)), 0, 0};
+        if (mn_rng_below(rng, 2))
+            letters[1] = (char)('A' + mn_rng_below(rng, 26));
+        int digits = 2 + (int)mn_rng_below(rng, 3);
+        uint64_t lo = 1;
+        for (int d = 1; d < digits; d++)
+            lo *= 10;
+        snprintf(buf, cap, "%s-%llu", letters, (unsigned long long)(lo + mn_rng_below(rng, 9 * lo)));
+        break;
+    }
+    case MN_OPEN_THING: {
+        const char *thing = pick_str(rng, of->things, of->n_things);
+        if (mn_rng_below(rng, 2))
+            snprintf(buf, cap, "%s %s", pick_str(rng, of->qualities, of->n_qualities), thing);
+        else
+            snprintf(buf, cap, "%s", thing);
+        break;
+    }
+    default:
         made_up_word(rng, 2 + (int)mn_rng_below(rng, 2), 1, buf, cap);
     }
 }
 
 /* How many distinct values a kind can take (an upper bound for the generator). */
-static int open_value_space(const char *category) {
-    if (!strcmp(category, "numbers"))
-        return 10000;
-    if (!strcmp(category, "dates"))
-        return 366;
-    return INT_MAX;
+static int open_value_space(mn_open_kind kind, const mn_open_frames *of) {
+    switch (kind) {
+    case MN_OPEN_NUMBER: return 10000;
+    case MN_OPEN_DATE: return 366;
+    case MN_OPEN_TIME: return 12 * 60;
+    case MN_OPEN_THING: return of->n_things * (1 + of->n_qualities);
+    default: return INT_MAX;
+    }
+}
+
+/* What generated keys and values keep clear of: every family of the valid and test splits of
+ * the templates at `path` (shared and held out), their keys and their values (lower-cased). */
+typedef struct {
+    index_map values;
+    mn_probe_templates split[2];
+} heldout_set;
+
+static void heldout_free(heldout_set *h) {
+    index_map_free(&h->values);
+    mn_probe_templates_free(&h->split[0]);
+    mn_probe_templates_free(&h->split[1]);
+}
+
+static mn_status heldout_load(const char *path, heldout_set *h) {
+    memset(h, 0, sizeof *h);
+    mn_status st = MN_OK;
+    for (int s = 0; s < 2 && st == MN_OK; s++) {
+        const mn_probe_templates *other = &h->split[s];
+        st = mn_probe_templates_load(path, s == 0 ? MN_SPLIT_VALID : MN_SPLIT_TEST, &h->split[s]);
+        for (int c = 0; st == MN_OK && c < other->n_categories; c++)
+            for (int v = 0; v < other->categories[c].n_values && st == MN_OK; v++) {
+                char *k = lower_copy(other->categories[c].values[v]);
+                if (!k)
+                    st = mn_fail(MN_ERR_NOMEM, "open values: out of memory");
+                else if (index_map_get(&h->values, k) >= 0)
+                    free(k);
+                else
+                    st = index_map_put(&h->values, k, 1);
+            }
+    }
+    if (st != MN_OK)
+        heldout_free(h);
+    return st;
+}
+
+/* Up to `want` distinct values of a kind, none held out, by random draws (a small space is
+ * exhausted after a bounded number of misses). *n_out counts what was made, also on error. */
+static mn_status draw_values(mn_open_kind kind, const mn_open_frames *of, int want,
+                             const index_map *heldout, mn_rng *rng, char ***out, int *n_out) {
+    *n_out = 0;
+    if (!(*out = calloc((size_t)want, sizeof **out)))
+        return mn_fail(MN_ERR_NOMEM, "open values: out of memory for %d values", want);
+    index_map seen;
+    memset(&seen, 0, sizeof seen);
+    mn_status st = MN_OK;
+    int64_t misses = 0, max_misses = 64 * (int64_t)want + 100000;
+    while (*n_out < want && misses < max_misses && st == MN_OK) {
+        char buf[128];
+        open_value(kind, of, rng, buf, sizeof buf);
+        char *k = lower_copy(buf);
+        if (!k) {
+            st = mn_fail(MN_ERR_NOMEM, "open values: out of memory");
+            break;
+        }
+        if (index_map_get(heldout, k) >= 0 || index_map_get(&seen, k) >= 0) {
+            free(k);
+            misses++;
+            continue;
+        }
+        st = index_map_put(&seen, k, *n_out);
+        if (st == MN_OK && !((*out)[*n_out] = strdup(buf)))
+            st = mn_fail(MN_ERR_NOMEM, "open values: out of memory");
+        if (st == MN_OK)
+            (*n_out)++;
+    }
+    index_map_free(&seen);
+    return st;
 }
 
 mn_status mn_probe_templates_open_values(mn_probe_templates *t, const char *path, int n_values,
@@ -1732,66 +2040,21 @@ mn_status mn_probe_templates_open_values(mn_probe_templates *t, const char *path
                                       "keep their own value lists)");
     if (n_values < 2)
         return mn_fail(MN_ERR_CONFIG, "open values: want at least 2 values (got %d)", n_values);
-    /* every held-out value, lower-cased, whatever its category */
-    index_map heldout;
-    memset(&heldout, 0, sizeof heldout);
+    heldout_set h;
+    MN_TRY(heldout_load(path, &h));
     mn_status st = MN_OK;
-    for (int s = 1; s <= 2 && st == MN_OK; s++) {
-        mn_probe_templates other;
-        st = mn_probe_templates_load(path, (mn_split)((int)MN_SPLIT_TRAIN + s), &other);
-        if (st != MN_OK)
-            break;
-        for (int c = 0; c < other.n_categories && st == MN_OK; c++)
-            for (int v = 0; v < other.categories[c].n_values && st == MN_OK; v++) {
-                char *k = lower_copy(other.categories[c].values[v]);
-                if (!k)
-                    st = mn_fail(MN_ERR_NOMEM, "open values: out of memory");
-                else if (index_map_get(&heldout, k) >= 0)
-                    free(k);
-                else
-                    st = index_map_put(&heldout, k, 1);
-            }
-        mn_probe_templates_free(&other);
-    }
     char ***lists = calloc((size_t)t->n_categories + 1, sizeof *lists);
     int *counts = calloc((size_t)t->n_categories + 1, sizeof *counts);
-    if (st == MN_OK && (!lists || !counts))
+    if (!lists || !counts)
         st = mn_fail(MN_ERR_NOMEM, "open values: out of memory");
     for (int c = 0; c < t->n_categories && st == MN_OK; c++) {
         const char *name = t->categories[c].name;
         mn_rng rng;
         mn_rng_seed(&rng, mix64(mix64(seed ^ 0x09e4a1u) + (uint64_t)c));
-        int space = open_value_space(name);
-        int want = n_values < space ? n_values : space;
-        lists[c] = calloc((size_t)want, sizeof *lists[c]);
-        if (!lists[c]) {
-            st = mn_fail(MN_ERR_NOMEM, "open values: out of memory for %d values", want);
-            break;
-        }
-        index_map seen;
-        memset(&seen, 0, sizeof seen);
-        /* random draws; a small space is exhausted after a bounded number of misses */
-        int64_t misses = 0, max_misses = 64 * (int64_t)want + 100000;
-        while (counts[c] < want && misses < max_misses && st == MN_OK) {
-            char buf[128];
-            open_value(name, &rng, buf, sizeof buf);
-            char *k = lower_copy(buf);
-            if (!k) {
-                st = mn_fail(MN_ERR_NOMEM, "open values: out of memory");
-                break;
-            }
-            if (index_map_get(&heldout, k) >= 0 || index_map_get(&seen, k) >= 0) {
-                free(k);
-                misses++;
-                continue;
-            }
-            st = index_map_put(&seen, k, counts[c]);
-            if (st == MN_OK && !(lists[c][counts[c]] = strdup(buf)))
-                st = mn_fail(MN_ERR_NOMEM, "open values: out of memory");
-            if (st == MN_OK)
-                counts[c]++;
-        }
-        index_map_free(&seen);
+        mn_open_kind kind = category_kind(name);
+        int space = open_value_space(kind, NULL);
+        st = draw_values(kind, NULL, n_values < space ? n_values : space, &h.values, &rng,
+                         &lists[c], &counts[c]);
         if (st == MN_OK && counts[c] < 2)
             st = mn_fail(MN_ERR_CONFIG, "open values: category '%s' got fewer than 2 values", name);
     }
@@ -1808,6 +2071,252 @@ mn_status mn_probe_templates_open_values(mn_probe_templates *t, const char *path
         mn_free_strings(lists[c], counts[c]);
     free(lists);
     free(counts);
-    index_map_free(&heldout);
+    heldout_free(&h);
+    return st;
+}
+
+/* ------------------------------------------------------------------ open families */
+
+/* Generated keys so far: `taken` holds each key, `parts` each run of whole words of each key
+ * ("locker code" and "code" of "gym locker code"), lower-cased. */
+typedef struct {
+    mn_strset taken, parts;
+} key_registry;
+
+/* Calls visit(run) for every run of whole words of a lower-cased key (the key included);
+ * stops at the first nonzero result and returns it (-1: out of memory). */
+static int for_each_word_run(const char *key, int (*visit)(void *ctx, const char *run),
+                             void *ctx) {
+    const char *start[32];
+    const char *end[32];
+    int n = 0;
+    for (const char *p = key; *p && n < 32;) {
+        p += strspn(p, " ");
+        if (!*p)
+            break;
+        start[n] = p;
+        p += strcspn(p, " ");
+        end[n++] = p;
+    }
+    char run[256];
+    for (int i = 0; i < n; i++)
+        for (int j = i; j < n; j++) {
+            size_t len = (size_t)(end[j] - start[i]);
+            if (len >= sizeof run)
+                continue;
+            memcpy(run, start[i], len);
+            run[len] = '\0';
+            int r = visit(ctx, run);
+            if (r)
+                return r;
+        }
+    return 0;
+}
+
+static int run_taken(void *ctx, const char *run) {
+    return mn_strset_has(&((const key_registry *)ctx)->taken, run);
+}
+
+static int run_add(void *ctx, const char *run) {
+    int added;
+    return mn_strset_add(&((key_registry *)ctx)->parts, run, &added) == MN_OK ? 0 : -1;
+}
+
+/* A key as generated: a made-up word alone or before a word of the kind ("zorbin", "kelvat
+ * code"), a noun with the kind's word after it and maybe a modifier or an owner before it
+ * ("locker code", "gym locker code", "cousin's kayak code"), an owner's made-up word
+ * ("cousin's zorbin"), or a modifier and a noun ("beach umbrella"). */
+static void open_key(mn_rng *rng, const mn_open_frames *of, mn_open_kind kind, char *buf,
+                     size_t cap) {
+    const char *word = pick_str(rng, of->kind_words[kind], of->n_kind_words[kind]);
+    char made[64];
+    made_up_word(rng, 2 + (int)mn_rng_below(rng, 2), 0, made, sizeof made);
+    const char *noun = pick_str(rng, of->nouns, of->n_nouns);
+    const char *modifier = pick_str(rng, of->modifiers, of->n_modifiers);
+    const char *owner = pick_str(rng, of->owners, of->n_owners);
+    int shape = (int)mn_rng_below(rng, 100);
+    if (shape < 18)
+        snprintf(buf, cap, "%s", made);
+    else if (shape < 33)
+        snprintf(buf, cap, "%s %s", made, word);
+    else if (shape < 55)
+        snprintf(buf, cap, "%s %s", noun, word);
+    else if (shape < 72)
+        snprintf(buf, cap, "%s %s %s", modifier, noun, word);
+    else if (shape < 87)
+        snprintf(buf, cap, "%s's %s %s", owner, noun, word);
+    else if (shape < 95)
+        snprintf(buf, cap, "%s's %s", owner, made);
+    else
+        snprintf(buf, cap, "%s %s", modifier, noun);
+}
+
+/* Whether a generated key may join family `cat` (keys so far): not overlapping any key of the
+ * valid and test splits (keys_overlap), sharing no word with a held-out family's key, equal to
+ * or holding as whole words no generated key, not inside one either, and not overlapping a
+ * key of its own family. `low` is the key lower-cased. */
+static int open_key_allowed(const char *key, const char *low, const mn_fact_category *cat,
+                            const heldout_set *h, const key_registry *reg) {
+    for (int s = 0; s < 2; s++)
+        for (int c = 0; c < h->split[s].n_categories; c++) {
+            const mn_fact_category *o = &h->split[s].categories[c];
+            for (int k = 0; k < o->n_keys; k++) {
+                const char *at;
+                if (keys_overlap(key, o->keys[k]) ||
+                    (o->held_out && shared_word(key, o->keys[k], &at)))
+                    return 0;
+            }
+        }
+    if (mn_strset_has(&reg->parts, low) || for_each_word_run(low, run_taken, (void *)reg))
+        return 0;
+    for (int k = 0; k < cat->n_keys; k++)
+        if (keys_overlap(key, cat->keys[k]))
+            return 0;
+    return 1;
+}
+
+/* k = lo..hi (at most n) distinct strings of `src`, copied, in a random order. */
+static mn_status pick_frames(mn_rng *rng, char **src, int n, int lo, int hi, char ***out,
+                             int *n_out) {
+    int k = lo + (int)mn_rng_below(rng, (uint64_t)(hi - lo) + 1);
+    if (k > n)
+        k = n;
+    int *order = malloc((size_t)n * sizeof *order);
+    *out = calloc((size_t)k, sizeof **out);
+    mn_status st = order && *out ? MN_OK : mn_fail(MN_ERR_NOMEM, "open families: out of memory");
+    for (int i = 0; st == MN_OK && i < n; i++)
+        order[i] = i;
+    for (int i = 0; st == MN_OK && i < k; i++) {
+        int j = i + (int)mn_rng_below(rng, (uint64_t)(n - i));
+        int tmp = order[i];
+        order[i] = order[j];
+        order[j] = tmp;
+        if (!((*out)[i] = strdup(src[order[i]])))
+            st = mn_fail(MN_ERR_NOMEM, "open families: out of memory");
+        else
+            *n_out = i + 1;
+    }
+    free(order);
+    return st;
+}
+
+/* 1 if `phrase` occurs in `text` as whole words, case aside ("the" in "What was the {key}?"). */
+static int holds_words(const char *text, const char *phrase) {
+    size_t n = strlen(phrase);
+    for (const char *p = text; n && (p = strcasestr(p, phrase)); p++)
+        if ((p == text || !isalnum((unsigned char)p[-1])) && !isalnum((unsigned char)p[n]))
+            return 1;
+    return 0;
+}
+
+/* Drops the values that a key or a question of the family holds as words, so that no
+ * question gives its answer away ("the" asked by "What was the {key} you mentioned?"). */
+static void drop_values_in_questions(mn_fact_category *cat) {
+    int kept = 0;
+    for (int v = 0; v < cat->n_values; v++) {
+        const char *value = cat->values[v];
+        int given = 0;
+        for (int k = 0; k < cat->n_keys && !given; k++)
+            given = holds_words(cat->keys[k], value);
+        for (int q = 0; q < cat->n_questions && !given; q++)
+            given = holds_words(cat->questions[q], value);
+        for (int q = 0; q < cat->n_self_questions && !given; q++)
+            given = holds_words(cat->self_questions[q], value);
+        if (given)
+            free(cat->values[v]);
+        else
+            cat->values[kept++] = cat->values[v];
+    }
+    cat->n_values = kept;
+}
+
+/* Family `index`: its kind, keys, frames and values. What is made is in cat on error too. */
+static mn_status make_open_family(mn_rng *rng, const mn_open_frames *of, const heldout_set *h,
+                                  key_registry *reg, int index, mn_fact_category *cat) {
+    char name[32];
+    snprintf(name, sizeof name, "open-%d", index + 1);
+    mn_open_kind kind = (mn_open_kind)mn_rng_below(rng, MN_OPEN_KINDS);
+    int want_keys = 5 + (int)mn_rng_below(rng, 4);
+    cat->name = strdup(name);
+    cat->keys = calloc((size_t)want_keys, sizeof *cat->keys);
+    if (!cat->name || !cat->keys)
+        return mn_fail(MN_ERR_NOMEM, "open families: out of memory");
+    for (int tries = 0; cat->n_keys < want_keys && tries < 100 * want_keys; tries++) {
+        char key[256];
+        open_key(rng, of, kind, key, sizeof key);
+        char *low = lower_copy(key);
+        if (!low)
+            return mn_fail(MN_ERR_NOMEM, "open families: out of memory");
+        int added = 0;
+        mn_status st = MN_OK;
+        if (open_key_allowed(key, low, cat, h, reg)) {
+            st = mn_strset_add(&reg->taken, low, &added);
+            if (st == MN_OK && for_each_word_run(low, run_add, reg))
+                st = mn_fail(MN_ERR_NOMEM, "open families: out of memory");
+            if (st == MN_OK && !(cat->keys[cat->n_keys] = strdup(key)))
+                st = mn_fail(MN_ERR_NOMEM, "open families: out of memory");
+            if (st == MN_OK)
+                cat->n_keys++;
+        }
+        free(low);
+        MN_TRY(st);
+    }
+    if (cat->n_keys < 2)
+        return mn_fail(MN_ERR_CONFIG, "open families: family %s found only %d free keys in %s",
+                       name, cat->n_keys, of->file);
+    MN_TRY(pick_frames(rng, of->facts, of->n_facts, 3, 6, &cat->facts, &cat->n_facts));
+    MN_TRY(pick_frames(rng, of->updates, of->n_updates, 1, 3, &cat->updates, &cat->n_updates));
+    MN_TRY(pick_frames(rng, of->questions, of->n_questions, 2, 4, &cat->questions,
+                       &cat->n_questions));
+    MN_TRY(pick_frames(rng, of->self_questions, of->n_self_questions, 2, 4,
+                       &cat->self_questions, &cat->n_self_questions));
+    int space = open_value_space(kind, of);
+    MN_TRY(draw_values(kind, of, MN_OPEN_FAMILY_VALUES < space ? MN_OPEN_FAMILY_VALUES : space,
+                       &h->values, rng, &cat->values, &cat->n_values));
+    drop_values_in_questions(cat);
+    if (cat->n_values < 2)
+        return mn_fail(MN_ERR_CONFIG, "open families: family %s (%s values) got fewer than 2 "
+                                      "values", name, kind_names[kind]);
+    return MN_OK;
+}
+
+mn_status mn_probe_templates_open_families(mn_probe_templates *t, const char *path,
+                                           int n_families, uint64_t seed) {
+    if (!t || !path)
+        return mn_fail(MN_ERR_INVALID_ARG, "open families: NULL argument");
+    if (t->split != MN_SPLIT_TRAIN)
+        return mn_fail(MN_ERR_CONFIG, "open families: only for the train split (held-out splits "
+                                      "keep their own families)");
+    if (!t->open_frames)
+        return mn_fail(MN_ERR_CONFIG, "open families: %s has no open_frames file (as "
+                                      "data/probes/open_frames.json)", path);
+    if (n_families < 1 || n_families > INT_MAX / 2 - t->n_categories)
+        return mn_fail(MN_ERR_CONFIG, "open families: want at least 1 family (got %d)",
+                       n_families);
+    heldout_set h;
+    MN_TRY(heldout_load(path, &h));
+    key_registry reg;
+    memset(&reg, 0, sizeof reg);
+    mn_fact_category *cats = realloc(t->categories,
+                                     (size_t)(t->n_categories + n_families) * sizeof *cats);
+    mn_status st = cats ? MN_OK : mn_fail(MN_ERR_NOMEM, "open families: out of memory");
+    if (cats) {
+        t->categories = cats;
+        memset(cats + t->n_categories, 0, (size_t)n_families * sizeof *cats);
+    }
+    mn_rng rng;
+    mn_rng_seed(&rng, mix64(mix64(seed ^ 0x0be9fa3111e5ull)));
+    int made = 0;
+    for (; made < n_families && st == MN_OK; made++)
+        st = make_open_family(&rng, t->open_frames, &h, &reg, made,
+                              &t->categories[t->n_categories + made]);
+    if (st == MN_OK)
+        t->n_categories += n_families;
+    else
+        for (int i = 0; cats && i < made; i++)
+            category_free(&t->categories[t->n_categories + i]);
+    mn_strset_free(&reg.taken);
+    mn_strset_free(&reg.parts);
+    heldout_free(&h);
     return st;
 }

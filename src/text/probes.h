@@ -32,10 +32,42 @@ typedef struct {
     int n_values;
 } mn_fact_category;
 
+/* Value kinds of generated values (open values and open families). */
+typedef enum {
+    MN_OPEN_NAME,   /* a capitalised made-up word, 2 or 3 syllables ("Zobex") */
+    MN_OPEN_NUMBER, /* a whole number 0..9999, 1 to 4 digits alike */
+    MN_OPEN_DATE,   /* "<Month> <day>" */
+    MN_OPEN_PHRASE, /* one or two lower-case made-up words ("maplen", "he gin") */
+    MN_OPEN_TIME,   /* "H:MM", 1:00 to 12:59 */
+    MN_OPEN_CODE,   /* one or two capitals, a dash, 2 to 4 digits ("B-212") */
+    MN_OPEN_THING,  /* a thing of the frames' list, alone or after a quality ("copper kettle") */
+    MN_OPEN_KINDS
+} mn_open_kind;
+
+/* Train-only material for generated families, from the templates' open_frames file
+ * (data/probes/open_frames.json): phrasings with {key} and {value} ("frames") and the words
+ * that generated keys and values are made of. */
+typedef struct {
+    char *file;
+    char **facts, **updates, **questions, **self_questions;
+    int n_facts, n_updates, n_questions, n_self_questions;
+    char **nouns;      /* what a key is about: "locker" */
+    char **modifiers;  /* before a noun: "gym" -> "gym locker code" */
+    char **owners;     /* whose: "cousin" -> "cousin's kayak code" */
+    int n_nouns, n_modifiers, n_owners;
+    char **kind_words[MN_OPEN_KINDS]; /* what a key of each value kind ends in: "code" */
+    int n_kind_words[MN_OPEN_KINDS];
+    char **things;     /* MN_OPEN_THING values */
+    char **qualities;  /* before a thing */
+    int n_things, n_qualities;
+} mn_open_frames;
+
 typedef struct {
     mn_split split;
     mn_fact_category *categories;
     int n_categories;
+    mn_open_frames *open_frames; /* train split only: the open_frames file of the templates,
+                                  * NULL when they have none */
     char **persona_questions;  /* asked about an MSC persona fact */
     int n_persona_questions;
     char **persona_self_questions; /* asked by the persona's own speaker ("What did I tell you
@@ -50,11 +82,19 @@ typedef struct {
  * or {"persona_questions": S, "persona_self_questions": S (optional)}, where S = {"train":
  * [...], "valid": [...], "test": [...]}. A category with "family_split": "valid" or "test" is a
  * held-out family: its S objects hold that split only, and it is loaded for that split only.
- * Every file is read and checked, whichever split is asked for: every list non-empty, fact and
- * update phrasings holding {key} and {value} (in either order), questions holding {key} and no
- * {value}, no other placeholder, values unique within a category, no phrasing or value
- * (case-insensitive) in two splits across all files, and no key of a held-out family equal to,
- * inside or around a key of any other family. Errors name the file(s) and the field. */
+ * At most one file is {"open_frames": {"fact": [...], "update": [...], "question": [...],
+ * "self_question": [...], "nouns": [...], "modifiers": [...], "owners": [...], "kind_words":
+ * {"name": [...], ...one list per mn_open_kind}, "things": [...], "qualities": [...]}}, train
+ * material only (kept in out->open_frames for the train split). Every file is read and
+ * checked, whichever split is asked for: every list non-empty, fact and update phrasings
+ * holding {key} and {value} (in either order), questions holding {key} and no {value}, no
+ * other placeholder, values unique within a category, no phrasing or value (case-insensitive)
+ * in two splits across all files, no key of a held-out family equal to, inside or around a key
+ * of any other family; and for the open frames: no frame equal to a valid or test phrasing of
+ * any file ignoring case, punctuation and spacing, no word of a key list equal to a word of a
+ * held-out family's key, no word of a value list equal to a word of a valid or test value
+ * (words compared ignoring case, a trailing "'s" and a plural "s"). Errors name the file(s)
+ * and the field. */
 mn_status mn_probe_templates_load(const char *path, mn_split split, mn_probe_templates *out);
 
 /* Which loaded families to keep (`mnemo episodes --families`). */
@@ -81,6 +121,22 @@ void mn_probe_templates_free(mn_probe_templates *templates);
  * seed. Fails (leaving `t` unchanged) when t->split is not train. */
 mn_status mn_probe_templates_open_values(mn_probe_templates *t, const char *path, int n_values,
                                          uint64_t seed);
+
+/* Open families (`mnemo episodes --open-families N`), for the train split only: adds N
+ * generated families to t, so that recall is learnt for any key and phrasing rather than for
+ * the loaded families. Family i is named "open-<i+1>" and has one value kind (uniform over
+ * mn_open_kind), 5 to 8 generated keys (made-up words, and compounds of t->open_frames' nouns,
+ * modifiers, owners and the kind's words: "zorbin", "kelvat code", "cousin's kayak code", "gym
+ * locker number"), 3 to 6 fact, 1 to 3 update, 2 to 4 question and 2 to 4 self-question frames
+ * drawn from the open frames, and up to MN_OPEN_FAMILY_VALUES generated values of its kind.
+ * No generated key equals, lies inside or holds a key of any family in `path` (read again for
+ * the valid and test splits) or has a word of a held-out family's key; no generated key equals
+ * or holds as whole words another generated key, or lies inside one of its own family; no
+ * value equals (case-insensitive) a valid or test value of any family. Deterministic in seed.
+ * Fails (leaving t unchanged) when t->split is not train or t has no open frames. */
+#define MN_OPEN_FAMILY_VALUES 64
+mn_status mn_probe_templates_open_families(mn_probe_templates *t, const char *path,
+                                           int n_families, uint64_t seed);
 
 /* MSC persona sentences of one split (msc_personas_all.json: {"train"|"valid"|"test": [{"Speaker
  * 1": [...], "Speaker 2": [...]}]}). A sentence found in two splits (compared lower-cased,
