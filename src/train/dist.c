@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/error.h"
 
 #ifdef MN_HAVE_MPI
@@ -24,12 +25,6 @@ struct mn_dist {
     float *scratch; /* reduce-scatter receive buffer */
     size_t scratch_cap;
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 int mn_dist_launched(void) {
     /* OpenMPI, MPICH/Hydra (PMI), PMIx launchers such as srun */
@@ -83,7 +78,7 @@ static mn_status mpi_failed(const mn_dist *d, int code, const char *call, const 
  * still compute (ranks often share cores); the timeout turns a dead or stopped peer into an
  * error instead of a hang. */
 static mn_status wait_request(mn_dist *d, MPI_Request *req, const char *call, const char *what) {
-    double t0 = now_s();
+    double t0 = mn_clock_s();
     int done = 0;
     for (long polls = 0;; polls++) {
         int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
@@ -91,7 +86,7 @@ static mn_status wait_request(mn_dist *d, MPI_Request *req, const char *call, co
             return mpi_failed(d, rc, call, what);
         if (done)
             break;
-        double waited = now_s() - t0;
+        double waited = mn_clock_s() - t0;
         if (d->timeout_s > 0 && waited > d->timeout_s)
             return mn_fail(MN_ERR_IO,
                            "MPI rank %d of %d: %s (%s): no answer from the other ranks within %.0f s "
@@ -102,15 +97,15 @@ static mn_status wait_request(mn_dist *d, MPI_Request *req, const char *call, co
             nanosleep(&ts, NULL);
         }
     }
-    d->comm_s += now_s() - t0;
+    d->comm_s += mn_clock_s() - t0;
     return MN_OK;
 }
 
 #define MPI_START(d, call, what, ...)                                     \
     do {                                                                  \
-        double t_ = now_s();                                              \
+        double t_ = mn_clock_s();                                              \
         int rc_ = call(__VA_ARGS__);                                      \
-        (d)->comm_s += now_s() - t_;                                      \
+        (d)->comm_s += mn_clock_s() - t_;                                      \
         if (rc_ != MPI_SUCCESS)                                           \
             return mpi_failed((d), rc_, #call, (what));                   \
     } while (0)
@@ -200,9 +195,9 @@ mn_status mn_dist_reduce_scatter_sum(mn_dist *d, float *buf, size_t n, const cha
             rd[r] = (int)((size_t)r * mine);
         }
         MPI_Request req;
-        double t0 = now_s();
+        double t0 = mn_clock_s();
         int code = MPI_Ialltoallv(buf, sc, sd, MPI_FLOAT, d->scratch, rc, rd, MPI_FLOAT, MPI_COMM_WORLD, &req);
-        d->comm_s += now_s() - t0;
+        d->comm_s += mn_clock_s() - t0;
         st = code != MPI_SUCCESS ? mpi_failed(d, code, "MPI_Ialltoallv", what)
                                  : wait_request(d, &req, "MPI_Ialltoallv", what);
     }
@@ -229,10 +224,10 @@ mn_status mn_dist_allgather_shards(mn_dist *d, float *buf, size_t n, const char 
     mn_status st = shard_counts(d, n, counts, counts + W, what);
     if (st == MN_OK) {
         MPI_Request req;
-        double t0 = now_s();
+        double t0 = mn_clock_s();
         int code = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, buf, counts, counts + W, MPI_FLOAT, MPI_COMM_WORLD,
                                    &req);
-        d->comm_s += now_s() - t0;
+        d->comm_s += mn_clock_s() - t0;
         st = code != MPI_SUCCESS ? mpi_failed(d, code, "MPI_Iallgatherv", what)
                                  : wait_request(d, &req, "MPI_Iallgatherv", what);
     }
@@ -252,10 +247,10 @@ mn_status mn_dist_gather_shards(mn_dist *d, const float *shard, size_t n, float 
     mn_status st = shard_counts(d, n, counts, counts + W, what);
     if (st == MN_OK) {
         MPI_Request req;
-        double t0 = now_s();
+        double t0 = mn_clock_s();
         int code = MPI_Igatherv(shard, counts[d->rank], MPI_FLOAT, full, counts, counts + W, MPI_FLOAT, root,
                                 MPI_COMM_WORLD, &req);
-        d->comm_s += now_s() - t0;
+        d->comm_s += mn_clock_s() - t0;
         st = code != MPI_SUCCESS ? mpi_failed(d, code, "MPI_Igatherv", what)
                                  : wait_request(d, &req, "MPI_Igatherv", what);
     }
@@ -355,7 +350,7 @@ mn_status mn_dist_rendezvous_file(const char *path, int rank, void *buf, size_t 
         }
         return MN_OK;
     }
-    double t0 = now_s();
+    double t0 = mn_clock_s();
     for (;;) {
         int fd = open(path, O_RDONLY);
         if (fd >= 0) {
@@ -371,7 +366,7 @@ mn_status mn_dist_rendezvous_file(const char *path, int rank, void *buf, size_t 
         }
         if (errno != ENOENT)
             return mn_fail(MN_ERR_IO, "rank %d: rendezvous file %s: %s", rank, path, strerror(errno));
-        if (timeout_s > 0 && now_s() - t0 > timeout_s)
+        if (timeout_s > 0 && mn_clock_s() - t0 > timeout_s)
             return mn_fail(MN_ERR_IO, "rank %d: rank 0 did not write the rendezvous file %s within %.0f s", rank, path,
                            timeout_s);
         struct timespec ts = {0, 10000000}; /* 10 ms */
