@@ -2,7 +2,6 @@
 #include "eval/eval.h"
 
 #include <inttypes.h>
-#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -327,17 +326,6 @@ typedef struct {
     int max_choices;
 } worker;
 
-static double log_prob(const float *row, int V, int32_t target) {
-    double max = row[0];
-    for (int v = 1; v < V; v++)
-        if (row[v] > max)
-            max = row[v];
-    double sum = 0.0;
-    for (int v = 0; v < V; v++)
-        sum += exp((double)row[v] - max);
-    return (double)row[target] - max - log(sum);
-}
-
 /* Reads the question pieces of p into a copy of r_in: rq. */
 static mn_status read_question(worker *w, const prep_dialogue *pd, const prep_probe *p, const float *r_in) {
     size_t S = mn_state_floats(w->model);
@@ -458,7 +446,7 @@ static mn_status turn_lm(worker *w, const mn_eval_options *o, const prep_dialogu
         acc->fwd_n[v][ib]++;
         double loss = 0.0;
         for (int i = 1; i < n; i++) /* row shown + i - 1 predicts turn token i */
-            loss -= log_prob(w->logits + (size_t)(shown + i - 1) * V, V, toks[i]);
+            loss -= mn_log_prob(w->logits + (size_t)(shown + i - 1) * V, V, toks[i]);
         acc->lm_loss[v][ib] += loss;
         acc->lm_tokens[v][ib] += n - 1;
     }
