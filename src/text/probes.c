@@ -39,10 +39,10 @@ static int split_index(mn_split split) { return (int)split - (int)MN_SPLIT_TRAIN
  * bytes), and a split that names one of the three; *want = its index. */
 static mn_status load_start(const char *what, const char *path, void *out, size_t size,
                             mn_split split, int *want) {
+    *want = split_index(split);
     if (!path || !out)
         return mn_fail(MN_ERR_INVALID_ARG, "%s: NULL argument", what);
     memset(out, 0, size);
-    *want = split_index(split);
     if (*want < 0 || *want > 2)
         return mn_fail(MN_ERR_INVALID_ARG, "%s: the split must be train, valid or test", what);
     return MN_OK;
