@@ -60,11 +60,11 @@ static void host_only(guard *g, const char *op, const char *arg, const void *p, 
 }
 
 /* ---------------------------------------------------------------- context and memory */
-static mn_status g_create(void **ctx) {
+static mn_status g_context_create(void **ctx) {
     *ctx = calloc(1, sizeof(guard));
     return *ctx ? MN_OK : mn_fail(MN_ERR_NOMEM, "guarded backend: out of memory");
 }
-static void g_free_ctx(void *ctx) {
+static void g_context_free(void *ctx) {
     guard *g = ctx;
     /* allocations the model forgot to release stay allocated: ASan reports them as leaks */
     free(g->regions);
@@ -347,42 +347,10 @@ static void g_adamw_update(void *ctx, float *params, const float *grads, float *
 static const mn_backend guarded = {
     .device = MN_DEVICE_CUDA, /* drive the model's device code path */
     .name = "guarded host backend (tests)",
-    .context_create = g_create,
-    .context_free = g_free_ctx,
-    .status = g_status,
     .synchronize = g_status,
-    .set_matmul = g_set_matmul,
-    .set_threads = g_set_threads,
-    .alloc = g_alloc,
-    .release = g_release,
-    .zero = g_zero,
-    .copy = g_copy,
     .upload = g_upload,
     .download = g_download,
-    .copy_rows = g_copy_rows,
-    .add_rows = g_add_rows,
-    .scale = g_scale,
-    .sum_squares = g_sum_squares,
-    .sum_to = g_sum_to,
-    .embedding_forward = g_embedding_forward,
-    .embedding_backward = g_embedding_backward,
-    .layernorm_forward = g_layernorm_forward,
-    .layernorm_backward = g_layernorm_backward,
-    .linear_forward = g_linear_forward,
-    .linear_backward = g_linear_backward,
-    .lm_head_forward = g_lm_head_forward,
-    .lm_head_backward = g_lm_head_backward,
-    .attention_forward = g_attention_forward,
-    .attention_backward = g_attention_backward,
-    .gelu_forward = g_gelu_forward,
-    .gelu_backward = g_gelu_backward,
-    .gated_update_forward = g_gated_update_forward,
-    .gated_update_backward = g_gated_update_backward,
-    .crossentropy_forward = g_crossentropy_forward,
-    .crossentropy_backward = g_crossentropy_backward,
-    .residual_forward = g_residual_forward,
-    .residual_backward = g_residual_backward,
-    .adamw_update = g_adamw_update,
+    MN_BACKEND_ENTRIES(g_),
 };
 
 const mn_backend *mn_guarded_backend(void) { return &guarded; }

@@ -339,19 +339,12 @@ static void kv_free(kv_model *kv) {
  * so that the baseline's softmax is as fast as mnemo's. */
 MN_VEC_CLONES
 static float online_softmax_row(float *row, int nv, int nt, float *mx, float *sum) {
-    int t = 0;
-    mn_v8f vmax = mn_v8f_set1(-INFINITY);
-    for (; t + 8 <= nv; t += 8) {
-        mn_v8f x = mn_v8f_load(row + t);
-        vmax = mn_v8f_select(x > vmax, x, vmax);
-    }
-    float m = mn_v8f_max(vmax);
-    for (; t < nv; t++)
-        m = row[t] > m ? row[t] : m;
+    float m = mn_max_row(row, nv);
     m = *mx > m ? *mx : m;
     float corr = *mx == -INFINITY ? 0.0f : mn_expf(*mx - m);
     mn_v8f vs = mn_v8f_set1(0.0f), vm = mn_v8f_set1(m);
-    for (t = 0; t + 8 <= nv; t += 8) {
+    int t = 0;
+    for (; t + 8 <= nv; t += 8) {
         mn_v8f e = mn_exp8(mn_v8f_load(row + t) - vm);
         mn_v8f_store(row + t, e);
         vs += e;

@@ -26,17 +26,10 @@ static int attention_key_count(int s, int valid, int causal) {
 /* Row softmax in place over the first n_keys entries; entries n_keys .. n_zero-1 set to 0. */
 MN_VEC_CLONES
 static void softmax_row(float *a, int n_keys, int n_zero) {
-    int t = 0;
-    mn_v8f vmax = mn_v8f_set1(-INFINITY);
-    for (; t + 8 <= n_keys; t += 8) {
-        mn_v8f x = mn_v8f_load(a + t);
-        vmax = mn_v8f_select(x > vmax, x, vmax);
-    }
-    float maxval = mn_v8f_max(vmax);
-    for (; t < n_keys; t++)
-        maxval = a[t] > maxval ? a[t] : maxval;
+    float maxval = mn_max_row(a, n_keys);
     mn_v8f vsum = mn_v8f_set1(0.0f), vm = mn_v8f_set1(maxval);
-    for (t = 0; t + 8 <= n_keys; t += 8) {
+    int t = 0;
+    for (; t + 8 <= n_keys; t += 8) {
         mn_v8f e = mn_exp8(mn_v8f_load(a + t) - vm);
         mn_v8f_store(a + t, e);
         vsum += e;

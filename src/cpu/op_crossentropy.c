@@ -9,18 +9,11 @@
 /* log(sum_v exp(x[v])) computed as max + log(sum exp(x - max)). */
 MN_VEC_CLONES
 static float log_sum_exp(const float *x, int V) {
-    int v = 0;
-    mn_v8f vmax = mn_v8f_set1(-INFINITY);
-    for (; v + 8 <= V; v += 8) {
-        mn_v8f xv = mn_v8f_load(x + v);
-        vmax = mn_v8f_select(xv > vmax, xv, vmax);
-    }
-    float maxval = mn_v8f_max(vmax);
-    for (; v < V; v++)
-        maxval = x[v] > maxval ? x[v] : maxval;
+    float maxval = mn_max_row(x, V);
     mn_v8f vsum = mn_v8f_set1(0.0f);
     mn_v8f vm = mn_v8f_set1(maxval);
-    for (v = 0; v + 8 <= V; v += 8)
+    int v = 0;
+    for (; v + 8 <= V; v += 8)
         vsum += mn_exp8(mn_v8f_load(x + v) - vm);
     float sum = mn_v8f_sum(vsum);
     for (; v < V; v++)

@@ -7,6 +7,7 @@
 #ifndef MN_CPU_VEC_H
 #define MN_CPU_VEC_H
 
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -64,6 +65,21 @@ MN_ALWAYS_INLINE mn_v8f mn_v8f_set1(float x) { return (mn_v8f){x, x, x, x, x, x,
             m_ = v_[i_] > m_ ? v_[i_] : m_;                                                        \
         m_;                                                                                        \
     })
+
+/* max of x[0..n) (-inf for n = 0): 8 lanes, then the tail, in a fixed order (deterministic).
+ * The first pass of every stable softmax. */
+MN_ALWAYS_INLINE float mn_max_row(const float *x, int n) {
+    int i = 0;
+    mn_v8f vmax = mn_v8f_set1(-INFINITY);
+    for (; i + 8 <= n; i += 8) {
+        mn_v8f v = mn_v8f_load(x + i);
+        vmax = mn_v8f_select(v > vmax, v, vmax);
+    }
+    float m = mn_v8f_max(vmax);
+    for (; i < n; i++)
+        m = x[i] > m ? x[i] : m;
+    return m;
+}
 
 /* exp without libm's scalar call: Cephes' degree-6 polynomial on x - n ln2, n = rint(x log2e),
  * |error| <= 2 ulp for x in [-87.3, 88.3]. Below about -87.7 it returns exactly 0 (2^n flushes

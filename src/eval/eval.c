@@ -2,22 +2,15 @@
 #include "eval/eval.h"
 
 #include <inttypes.h>
-#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "model/score.h"
 #include "text/shard.h"
-
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return 1e3 * (double)ts.tv_sec + 1e-6 * (double)ts.tv_nsec;
-}
 
 int mn_eval_bucket(int64_t v, int n_buckets) {
     if (v < 1)
@@ -333,17 +326,6 @@ typedef struct {
     int max_choices;
 } worker;
 
-static double log_prob(const float *row, int V, int32_t target) {
-    double max = row[0];
-    for (int v = 1; v < V; v++)
-        if (row[v] > max)
-            max = row[v];
-    double sum = 0.0;
-    for (int v = 0; v < V; v++)
-        sum += exp((double)row[v] - max);
-    return (double)row[target] - max - log(sum);
-}
-
 /* Reads the question pieces of p into a copy of r_in: rq. */
 static mn_status read_question(worker *w, const prep_dialogue *pd, const prep_probe *p, const float *r_in) {
     size_t S = mn_state_floats(w->model);
@@ -414,9 +396,9 @@ static mn_status score_probe(worker *w, const mn_eval_options *o, const prep_dia
                 mn_sampling greedy = {0.0f, 0, 1.0f};
                 uint64_t rng = 1;
                 int n_out = 0;
-                double t0 = now_ms();
+                double t0 = mn_clock_s();
                 MN_TRY(mn_generate(w->model, r, w->seq, n_prefix, max_tokens, &eot, 1, &greedy, &rng, w->gen, &n_out));
-                acc->gen_ms[v] += now_ms() - t0;
+                acc->gen_ms[v] += 1e3 * (mn_clock_s() - t0);
                 acc->gen_tokens[v] += n_out - n_prefix;
                 int n = n_out - n_prefix;
                 if (n > 0 && w->gen[n_out - 1] == eot)
@@ -446,7 +428,7 @@ static mn_status turn_lm(worker *w, const mn_eval_options *o, const prep_dialogu
         const mn_eval_variant_spec *spec = &o->variants[v];
         int shown = 0;
         const float *r = spec->mode == MN_EVAL_MEMORY ? w->r : w->r0;
-        double t0 = now_ms();
+        double t0 = mn_clock_s();
         if (spec->mode == MN_EVAL_MEMORY || spec->mode == MN_EVAL_NO_MEMORY) {
             MN_TRY(mn_logits(w->model, toks, n, r, w->logits));
         } else {
@@ -460,11 +442,11 @@ static mn_status turn_lm(worker *w, const mn_eval_options *o, const prep_dialogu
             memcpy(w->seq + shown, toks, (size_t)n * sizeof(int32_t));
             MN_TRY(mn_logits(w->model, w->seq, shown + n, r, w->logits));
         }
-        acc->fwd_ms[v][ib] += now_ms() - t0;
+        acc->fwd_ms[v][ib] += 1e3 * (mn_clock_s() - t0);
         acc->fwd_n[v][ib]++;
         double loss = 0.0;
         for (int i = 1; i < n; i++) /* row shown + i - 1 predicts turn token i */
-            loss -= log_prob(w->logits + (size_t)(shown + i - 1) * V, V, toks[i]);
+            loss -= mn_log_prob(w->logits + (size_t)(shown + i - 1) * V, V, toks[i]);
         acc->lm_loss[v][ib] += loss;
         acc->lm_tokens[v][ib] += n - 1;
     }
@@ -487,10 +469,10 @@ static mn_status walk(worker *w, const mn_eval_options *o, const prep_dialogue *
             MN_TRY(turn_lm(w, o, pd, j, acc));
         const int32_t *toks = pd->hist_tokens + pd->hist_start[j];
         int n = (int)(pd->hist_start[j + 1] - pd->hist_start[j]);
-        double t0 = now_ms();
+        double t0 = mn_clock_s();
         MN_TRY(mn_update(w->model, toks, n, w->r, w->r));
         int ib = mn_eval_bucket(j + 1, MN_EVAL_INDEX_BUCKETS);
-        acc->upd_ms[ib] += now_ms() - t0;
+        acc->upd_ms[ib] += 1e3 * (mn_clock_s() - t0);
         acc->upd_n[ib]++;
     }
     return MN_OK;
@@ -562,7 +544,7 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
                        mn_tokenizer_vocab_size(tok), cfg->vocab_size);
     if (list->count < 1)
         return mn_fail(MN_ERR_INVALID_ARG, "eval: no dialogues to evaluate (empty input)");
-    double t_start = now_ms();
+    double t_start = mn_clock_s();
 
     /* which dialogues and probes: the first max_probes probes in file order */
     int64_t n_dlg = 0, n_probes = 0;
@@ -667,7 +649,7 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
                 finished++;
                 if (finished % progress_every == 0 || finished == n_dlg) {
                     fprintf(o->progress, "\reval: %" PRId64 "/%" PRId64 " dialogues, %.0f s   ", finished, n_dlg,
-                            (now_ms() - t_start) / 1e3);
+                            mn_clock_s() - t_start);
                     fflush(o->progress);
                 }
             }
@@ -746,7 +728,7 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
             vr->window_clipped += a->window_clipped[v];
         }
     }
-    out->wall_s = (now_ms() - t_start) / 1e3;
+    out->wall_s = mn_clock_s() - t_start;
 done:
     for (int i = 0; i < n_workers && workers; i++)
         worker_free(&workers[i]);

@@ -18,7 +18,7 @@
 #include "build_id.h"
 #include "core/atomic_file.h"
 #include "core/error.h"
-#include "io/h5util.h"
+#include "core/h5util.h"
 #include "model/trainer_internal.h"
 
 #define PATH_CAP 4096

@@ -83,8 +83,7 @@ void mn_checkpoint_dist_free(mn_checkpoint_dist *dist);
 
 /* The model config stored in a checkpoint (to create a matching model before loading). */
 mn_status mn_checkpoint_read_config(const char *path, mn_config *config);
-/* The stored tokenizer, or *out = NULL when the checkpoint holds none. */
-mn_status mn_checkpoint_load_tokenizer(const char *path, mn_tokenizer **out);
+/* (mn_checkpoint_load_tokenizer, the stored tokenizer, is public API: mnemo.h.) */
 
 /* Everything but the tensors, for `mnemo inspect`. Strings are malloc'd. */
 typedef struct {

@@ -21,7 +21,7 @@
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/hash.h"
-#include "io/h5util.h"
+#include "core/h5util.h"
 
 /* Advisory lock bytes of path.lock (fcntl open-file-description locks: per handle, not per
  * process, so two handles in one process exclude each other as two processes do). */

@@ -94,32 +94,29 @@ static void cpu_sum_to(void *ctx, double *dst, const float *x, size_t n) {
 
 /* ---------------------------------------------------------------- ops */
 /* Embedding over maximal runs of non-negative ids: for a (B, S) batch these are the token rows
- * of each episode, so the calls (and the bits) are those of a per-episode loop. */
+ * of each episode, so the calls (and the bits) are those of a per-episode loop.
+ * next_id_run: the next run [*start, *end) at or after *end; 0 when none is left. */
+static int next_id_run(const int32_t *ids, int N, int *start, int *end) {
+    int n = *end;
+    while (n < N && ids[n] < 0)
+        n++;
+    if (n >= N)
+        return 0;
+    *start = n;
+    while (n < N && ids[n] >= 0)
+        n++;
+    *end = n;
+    return 1;
+}
 static void cpu_embedding_forward(void *ctx, float *out, const int32_t *ids, const float *table, int N, int C) {
     const int threads = cpu_threads(ctx);
-    for (int n = 0; n < N;) {
-        if (ids[n] < 0) {
-            n++;
-            continue;
-        }
-        int start = n;
-        while (n < N && ids[n] >= 0)
-            n++;
-        mn_embedding_forward(out + (size_t)start * C, ids + start, table, n - start, C, threads);
-    }
+    for (int s = 0, e = 0; next_id_run(ids, N, &s, &e);)
+        mn_embedding_forward(out + (size_t)s * C, ids + s, table, e - s, C, threads);
 }
 static void cpu_embedding_backward(void *ctx, float *dtable, const float *dout, const int32_t *ids, int N, int C) {
     const int threads = cpu_threads(ctx);
-    for (int n = 0; n < N;) {
-        if (ids[n] < 0) {
-            n++;
-            continue;
-        }
-        int start = n;
-        while (n < N && ids[n] >= 0)
-            n++;
-        mn_embedding_backward(dtable, dout + (size_t)start * C, ids + start, n - start, C, threads);
-    }
+    for (int s = 0, e = 0; next_id_run(ids, N, &s, &e);)
+        mn_embedding_backward(dtable, dout + (size_t)s * C, ids + s, e - s, C, threads);
 }
 static void cpu_layernorm_forward(void *ctx, float *out, float *mean, float *rstd, const float *inp,
                                   const float *weight, const float *bias, int N, int C) {
@@ -212,42 +209,10 @@ static void cpu_adamw_update(void *ctx, float *params, const float *grads, float
 static const mn_backend cpu_backend = {
     .device = MN_DEVICE_CPU,
     .name = "cpu",
-    .context_create = cpu_context_create,
-    .context_free = cpu_context_free,
-    .status = cpu_status,
-    .synchronize = cpu_status,
-    .set_matmul = cpu_set_matmul,
-    .set_threads = cpu_set_threads,
-    .alloc = cpu_alloc,
-    .release = cpu_release,
-    .zero = cpu_zero,
-    .copy = cpu_copy,
-    .upload = cpu_copy,
+    .synchronize = cpu_status, /* nothing runs asynchronously */
+    .upload = cpu_copy,        /* backend memory is host memory */
     .download = cpu_copy,
-    .copy_rows = cpu_copy_rows,
-    .add_rows = cpu_add_rows,
-    .scale = cpu_scale,
-    .sum_squares = cpu_sum_squares,
-    .sum_to = cpu_sum_to,
-    .embedding_forward = cpu_embedding_forward,
-    .embedding_backward = cpu_embedding_backward,
-    .layernorm_forward = cpu_layernorm_forward,
-    .layernorm_backward = cpu_layernorm_backward,
-    .linear_forward = cpu_linear_forward,
-    .linear_backward = cpu_linear_backward,
-    .lm_head_forward = cpu_lm_head_forward,
-    .lm_head_backward = cpu_lm_head_backward,
-    .attention_forward = cpu_attention_forward,
-    .attention_backward = cpu_attention_backward,
-    .gelu_forward = cpu_gelu_forward,
-    .gelu_backward = cpu_gelu_backward,
-    .gated_update_forward = cpu_gated_update_forward,
-    .gated_update_backward = cpu_gated_update_backward,
-    .crossentropy_forward = cpu_crossentropy_forward,
-    .crossentropy_backward = cpu_crossentropy_backward,
-    .residual_forward = cpu_residual_forward,
-    .residual_backward = cpu_residual_backward,
-    .adamw_update = cpu_adamw_update,
+    MN_BACKEND_ENTRIES(cpu_),
 };
 
 const mn_backend *mn_backend_cpu(void) { return &cpu_backend; }

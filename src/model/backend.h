@@ -109,6 +109,24 @@ typedef struct mn_backend {
                          float eps, uint64_t t);
 } mn_backend;
 
+/* The entries of a backend table whose functions are named <p><entry> (cpu_alloc, mn_cu_alloc):
+ * all but device, name, synchronize, upload and download, which each table sets itself. One
+ * list for every table, so a backend that lacks a function does not compile. */
+#define MN_BACKEND_ENTRIES(p)                                                                                \
+    .context_create = p##context_create, .context_free = p##context_free, .status = p##status,               \
+    .set_matmul = p##set_matmul, .set_threads = p##set_threads, .alloc = p##alloc, .release = p##release,    \
+    .zero = p##zero, .copy = p##copy, .copy_rows = p##copy_rows, .add_rows = p##add_rows, .scale = p##scale, \
+    .sum_squares = p##sum_squares, .sum_to = p##sum_to, .embedding_forward = p##embedding_forward,           \
+    .embedding_backward = p##embedding_backward, .layernorm_forward = p##layernorm_forward,                  \
+    .layernorm_backward = p##layernorm_backward, .linear_forward = p##linear_forward,                        \
+    .linear_backward = p##linear_backward, .lm_head_forward = p##lm_head_forward,                            \
+    .lm_head_backward = p##lm_head_backward, .attention_forward = p##attention_forward,                      \
+    .attention_backward = p##attention_backward, .gelu_forward = p##gelu_forward,                            \
+    .gelu_backward = p##gelu_backward, .gated_update_forward = p##gated_update_forward,                      \
+    .gated_update_backward = p##gated_update_backward, .crossentropy_forward = p##crossentropy_forward,      \
+    .crossentropy_backward = p##crossentropy_backward, .residual_forward = p##residual_forward,              \
+    .residual_backward = p##residual_backward, .adamw_update = p##adamw_update
+
 /* A backend and its context: what the model holds and calls through. */
 typedef struct {
     const mn_backend *be;

@@ -7,8 +7,7 @@
 
 #include "core/error.h"
 
-/* log softmax(row)[target], in double so that long vocabularies lose nothing. */
-static double log_prob(const float *row, int V, int32_t target) {
+double mn_log_prob(const float *row, int V, int32_t target) {
     double max = row[0];
     for (int v = 1; v < V; v++)
         if (row[v] > max)
@@ -58,7 +57,7 @@ mn_status mn_score_choices(mn_model *m, const float *r, const int32_t *prefix, i
             break;
         double sum = 0.0;
         for (int j = n_prefix; j < n; j++) /* row j-1 predicts token j */
-            sum += log_prob(logits + (size_t)(j - 1) * V, V, seq[j]);
+            sum += mn_log_prob(logits + (size_t)(j - 1) * V, V, seq[j]);
         scores[i] = sum / choice_lens[i];
         if (scores[i] > scores[arg])
             arg = i;

@@ -7,6 +7,10 @@
 
 #include "mnemo.h"
 
+/* log softmax(row)[target] of one row of V logits, in double so that long vocabularies lose
+ * nothing. */
+double mn_log_prob(const float *row, int V, int32_t target);
+
 /* Scores each choice as the continuation of prefix inside one decoder sequence read with
  * state r (k, C): scores[i] = mean over the choice's tokens of log p(token | r, prefix, the
  * choice's earlier tokens). n_prefix >= 1 (the first position predicts nothing);

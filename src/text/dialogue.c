@@ -14,6 +14,16 @@
 #include "text/json_doc.h"
 #include "text/text_util.h"
 
+void mn_probe_free(mn_probe *p) {
+    free(p->speaker);
+    free(p->question);
+    free(p->answer);
+    for (int j = 0; j < p->n_choices; j++)
+        free(p->choices[j]);
+    free(p->choices);
+    free(p->evidence);
+}
+
 void mn_dialogue_free(mn_dialogue *d) {
     if (!d)
         return;
@@ -24,16 +34,8 @@ void mn_dialogue_free(mn_dialogue *d) {
         free(d->turns[i].date);
     }
     free(d->turns);
-    for (int i = 0; i < d->n_probes; i++) {
-        mn_probe *p = &d->probes[i];
-        free(p->speaker);
-        free(p->question);
-        free(p->answer);
-        for (int j = 0; j < p->n_choices; j++)
-            free(p->choices[j]);
-        free(p->choices);
-        free(p->evidence);
-    }
+    for (int i = 0; i < d->n_probes; i++)
+        mn_probe_free(&d->probes[i]);
     free(d->probes);
     memset(d, 0, sizeof *d);
 }

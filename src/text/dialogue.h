@@ -42,6 +42,7 @@ typedef struct {
     int64_t count, capacity;
 } mn_dialogue_list;
 
+void mn_probe_free(mn_probe *p);                   /* frees contents, not p itself */
 void mn_dialogue_free(mn_dialogue *d);             /* frees contents, not d itself */
 void mn_dialogue_list_free(mn_dialogue_list *list);
 /* Moves *d into the list (d is zeroed on success). */

@@ -36,6 +36,19 @@ const char *mn_probe_split_name(mn_split split) {
 
 static int split_index(mn_split split) { return (int)split - (int)MN_SPLIT_TRAIN; }
 
+/* What both loaders (templates, personas) check first: arguments present, *out zeroed (size
+ * bytes), and a split that names one of the three; *want = its index. */
+static mn_status load_start(const char *what, const char *path, void *out, size_t size,
+                            mn_split split, int *want) {
+    *want = split_index(split);
+    if (!path || !out)
+        return mn_fail(MN_ERR_INVALID_ARG, "%s: NULL argument", what);
+    memset(out, 0, size);
+    if (*want < 0 || *want > 2)
+        return mn_fail(MN_ERR_INVALID_ARG, "%s: the split must be train, valid or test", what);
+    return MN_OK;
+}
+
 static uint64_t mix64(uint64_t z) {
     z += 0x9e3779b97f4a7c15ull;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -667,13 +680,8 @@ static mn_status load_template_file(const char *file, int want, load_guard *guar
 }
 
 mn_status mn_probe_templates_load(const char *path, mn_split split, mn_probe_templates *out) {
-    if (!path || !out)
-        return mn_fail(MN_ERR_INVALID_ARG, "probe templates: NULL argument");
-    memset(out, 0, sizeof *out);
-    int want = split_index(split);
-    if (want < 0 || want > 2)
-        return mn_fail(MN_ERR_INVALID_ARG,
-                       "probe templates: the split must be train, valid or test");
+    int want;
+    MN_TRY(load_start("probe templates", path, out, sizeof *out, split, &want));
     out->split = split;
     struct stat sb;
     if (stat(path, &sb) != 0)
@@ -921,12 +929,8 @@ static mn_status collect_own(void *ctx, const char *sentence, size_t item, int s
 }
 
 mn_status mn_persona_bank_load(const char *path, mn_split split, mn_persona_bank *out) {
-    if (!path || !out)
-        return mn_fail(MN_ERR_INVALID_ARG, "personas: NULL argument");
-    memset(out, 0, sizeof *out);
-    int want = split_index(split);
-    if (want < 0 || want > 2)
-        return mn_fail(MN_ERR_INVALID_ARG, "personas: the split must be train, valid or test");
+    int want;
+    MN_TRY(load_start("personas", path, out, sizeof *out, split, &want));
     json_t *root = NULL;
     MN_TRY(mn_json_load_file(path, 0, &root));
     mn_status st = MN_OK;
@@ -1208,6 +1212,26 @@ static int category_available(const injector *in, int c, const unsigned char *ex
            count_unused(in->val_used + in->val_off[c], cat->n_values) >= 2;
 }
 
+/* The probe of the fact at turn f, asked pp->d turns later: question (taken over; NULL when
+ * making it ran out of memory), a copy of answer, evidence f; counted in *made. Returns as
+ * place_template below: 1, or -1 with *st set. */
+static int add_probe(injector *in, const probe_plan *pp, int f, char *question, const char *answer,
+                     int64_t *made, mn_status *st) {
+    mn_probe *p = &in->probes[in->n_probes++];
+    p->after = f + pp->d;
+    p->question = question;
+    p->answer = strdup(answer);
+    p->evidence = malloc(sizeof *p->evidence);
+    if (!p->question || !p->answer || !p->evidence) {
+        *st = mn_fail(MN_ERR_NOMEM, "probes: out of memory");
+        return -1;
+    }
+    p->evidence[0] = f;
+    p->n_evidence = 1;
+    (*made)++;
+    return 1;
+}
+
 /* Places a template probe: its fact at a free index in [flo, fhi] (and old value, interfering
  * facts around it), of a category not in `exclude`. Returns 0 when nothing fits (the probe is
  * skipped), 1 when placed, or -1 on error; pp->category tells which category was used. */
@@ -1293,21 +1317,11 @@ static int place_template(injector *in, probe_plan *pp, int speaker, int flo, in
         pp->n_interf++;
         stats->interference_facts++;
     }
-    mn_probe *p = &in->probes[in->n_probes++];
-    p->after = f + pp->d;
     char **questions = pp->self_ask ? cat->self_questions : cat->questions;
     int n_questions = pp->self_ask ? cat->n_self_questions : cat->n_questions;
-    p->question = fill_template(pick_str(&in->rng, questions, n_questions), cat->keys[key], NULL);
-    p->answer = strdup(cat->values[value]);
-    p->evidence = malloc(sizeof *p->evidence);
-    if (!p->question || !p->answer || !p->evidence) {
-        *st = mn_fail(MN_ERR_NOMEM, "probes: out of memory");
-        return -1;
-    }
-    p->evidence[0] = f;
-    p->n_evidence = 1;
-    stats->template_probes++;
-    return 1;
+    char *question =
+        fill_template(pick_str(&in->rng, questions, n_questions), cat->keys[key], NULL);
+    return add_probe(in, pp, f, question, cat->values[value], &stats->template_probes, st);
 }
 
 static int persona_has(const mn_persona_bank *pb, int persona, int sentence) {
@@ -1375,23 +1389,12 @@ static int place_persona(injector *in, probe_plan *pp, int speaker, mn_probe_sta
     *st = add_fact(in, f, speaker, strdup(in->pb->sentences[s]));
     if (*st != MN_OK)
         return -1;
-    mn_probe *p = &in->probes[in->n_probes++];
-    p->after = f + pp->d;
     const mn_probe_templates *t = in->t;
-    p->question = strdup(pp->self_ask ? pick_str(&in->rng, t->persona_self_questions,
-                                                 t->n_persona_self_questions)
-                                      : pick_str(&in->rng, t->persona_questions,
-                                                 t->n_persona_questions));
-    p->answer = strdup(in->pb->sentences[s]);
-    p->evidence = malloc(sizeof *p->evidence);
-    if (!p->question || !p->answer || !p->evidence) {
-        *st = mn_fail(MN_ERR_NOMEM, "probes: out of memory");
-        return -1;
-    }
-    p->evidence[0] = f;
-    p->n_evidence = 1;
-    stats->persona_probes++;
-    return 1;
+    char *question = strdup(pp->self_ask ? pick_str(&in->rng, t->persona_self_questions,
+                                                    t->n_persona_self_questions)
+                                         : pick_str(&in->rng, t->persona_questions,
+                                                    t->n_persona_questions));
+    return add_probe(in, pp, f, question, in->pb->sentences[s], &stats->persona_probes, st);
 }
 
 static int choice_taken(char **choices, int n, const char *s) {
@@ -1456,16 +1459,6 @@ static mn_status fill_choices(injector *in, const probe_plan *pp, mn_probe *p) {
     return st;
 }
 
-static void free_probe(mn_probe *p) {
-    free(p->speaker);
-    free(p->question);
-    free(p->answer);
-    for (int j = 0; j < p->n_choices; j++)
-        free(p->choices[j]);
-    free(p->choices);
-    free(p->evidence);
-}
-
 static int cmp_plan_by_distance(const void *a, const void *b) {
     const probe_plan *x = a, *y = b;
     if (x->d != y->d)
@@ -1510,6 +1503,15 @@ static int place_probe(injector *in, probe_plan *pp, int flo, int fhi,
     return 1;
 }
 
+/* Whether an episode probe keeps its turns once facts are inserted: its `after` turn and
+ * every evidence turn are in range (of n_turns) and still there (old_to_new >= 0). */
+static int probe_survives(const mn_probe *p, int n_turns, const int *old_to_new) {
+    int ok = p->after >= 1 && p->after <= n_turns && old_to_new[p->after - 1] >= 0;
+    for (int e = 0; e < p->n_evidence && ok; e++)
+        ok = p->evidence[e] >= 0 && p->evidence[e] < n_turns && old_to_new[p->evidence[e]] >= 0;
+    return ok;
+}
+
 /* Builds the episode's new turns and probes from the plan, then swaps them in. */
 static mn_status assemble(injector *in, mn_dialogue *ep, mn_probe_stats *stats) {
     int L = in->L;
@@ -1545,14 +1547,8 @@ static mn_status assemble(injector *in, mn_dialogue *ep, mn_probe_stats *stats) 
         old_to_new[i] = -1;
     /* the episode's own probes, re-indexed; those whose turns fell off are dropped */
     int n_keep = 0;
-    for (int i = 0; i < ep->n_probes; i++) {
-        mn_probe *p = &ep->probes[i];
-        int ok = p->after >= 1 && p->after <= ep->n_turns && old_to_new[p->after - 1] >= 0;
-        for (int e = 0; e < p->n_evidence && ok; e++)
-            ok = p->evidence[e] >= 0 && p->evidence[e] < ep->n_turns &&
-                 old_to_new[p->evidence[e]] >= 0;
-        n_keep += ok;
-    }
+    for (int i = 0; i < ep->n_probes; i++)
+        n_keep += probe_survives(&ep->probes[i], ep->n_turns, old_to_new);
     mn_probe *probes = calloc((size_t)(n_keep + in->n_probes) + 1, sizeof *probes);
     if (!probes)
         st = mn_fail(MN_ERR_NOMEM, "probes: out of memory");
@@ -1573,12 +1569,8 @@ static mn_status assemble(injector *in, mn_dialogue *ep, mn_probe_stats *stats) 
     int n = 0;
     for (int i = 0; i < ep->n_probes; i++) {
         mn_probe *p = &ep->probes[i];
-        int ok = p->after >= 1 && p->after <= ep->n_turns && old_to_new[p->after - 1] >= 0;
-        for (int e = 0; e < p->n_evidence && ok; e++)
-            ok = p->evidence[e] >= 0 && p->evidence[e] < ep->n_turns &&
-                 old_to_new[p->evidence[e]] >= 0;
-        if (!ok) {
-            free_probe(p);
+        if (!probe_survives(p, ep->n_turns, old_to_new)) {
+            mn_probe_free(p);
             continue;
         }
         p->after = old_to_new[p->after - 1] + 1;
@@ -1715,7 +1707,7 @@ static mn_status inject_one(mn_dialogue *ep, int64_t index, const mn_probe_templ
             stats->probes += made;
     }
     for (int i = 0; in.probes && i < in.n_probes; i++)
-        free_probe(&in.probes[i]);
+        mn_probe_free(&in.probes[i]);
     free(in.probes);
     free(plan);
     free(plan_of_probe);

@@ -45,8 +45,6 @@ enum {
 /* Text of a special token, e.g. "<|turn|>". */
 const char *mn_special_text(mn_special which);
 
-typedef struct mn_tokenizer mn_tokenizer;
-
 /* A growable array of token ids. Zero-initialise; mn_ids_free releases it. */
 typedef struct {
     int32_t *ids;
@@ -93,16 +91,14 @@ mn_status mn_tokenizer_load_gpt2_buffers(const char *vocab_json, size_t vocab_le
                                          const char *vocab_name, const char *merges_name,
                                          mn_tokenizer **out);
 
-void mn_tokenizer_free(mn_tokenizer *tok);
+/* mn_tokenizer_free, mn_tokenizer_vocab_size and mn_tokenizer_token_bytes are public API
+ * (mnemo.h). */
 
 /* ---- queries */
 const char *mn_tokenizer_kind(const mn_tokenizer *tok);       /* "mnemo-bpe" or "gpt2" */
-int mn_tokenizer_vocab_size(const mn_tokenizer *tok);
 int mn_tokenizer_n_merges(const mn_tokenizer *tok);
 /* Id of a special token, -1 if this tokenizer has none. */
 int32_t mn_tokenizer_special(const mn_tokenizer *tok, mn_special which);
-/* Bytes of token `id` (a special token's are its text). NULL for an id out of range. */
-const uint8_t *mn_tokenizer_token_bytes(const mn_tokenizer *tok, int32_t id, size_t *len);
 /* 64-bit content hash over kind, every token's bytes, the merges and the special ids.
  * Checkpoints and shards store it and refuse a tokenizer with another hash. */
 uint64_t mn_tokenizer_hash(const mn_tokenizer *tok);

@@ -11,7 +11,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
-#include "io/h5util.h"
+#include "core/h5util.h"
 #include "text/tokenizer_internal.h"
 
 #define TOK_H5_VERSION 1

@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/error.h"
 
 #ifdef MN_HAVE_MPI
@@ -24,12 +25,6 @@ struct mn_dist {
     float *scratch; /* reduce-scatter receive buffer */
     size_t scratch_cap;
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 int mn_dist_launched(void) {
     /* OpenMPI, MPICH/Hydra (PMI), PMIx launchers such as srun */
@@ -83,7 +78,7 @@ static mn_status mpi_failed(const mn_dist *d, int code, const char *call, const 
  * still compute (ranks often share cores); the timeout turns a dead or stopped peer into an
  * error instead of a hang. */
 static mn_status wait_request(mn_dist *d, MPI_Request *req, const char *call, const char *what) {
-    double t0 = now_s();
+    double t0 = mn_clock_s();
     int done = 0;
     for (long polls = 0;; polls++) {
         int rc = MPI_Test(req, &done, MPI_STATUS_IGNORE);
@@ -91,7 +86,7 @@ static mn_status wait_request(mn_dist *d, MPI_Request *req, const char *call, co
             return mpi_failed(d, rc, call, what);
         if (done)
             break;
-        double waited = now_s() - t0;
+        double waited = mn_clock_s() - t0;
         if (d->timeout_s > 0 && waited > d->timeout_s)
             return mn_fail(MN_ERR_IO,
                            "MPI rank %d of %d: %s (%s): no answer from the other ranks within %.0f s "
@@ -102,17 +97,21 @@ static mn_status wait_request(mn_dist *d, MPI_Request *req, const char *call, co
             nanosleep(&ts, NULL);
         }
     }
-    d->comm_s += now_s() - t0;
+    d->comm_s += mn_clock_s() - t0;
     return MN_OK;
 }
 
-#define MPI_START(d, call, what, ...)                                     \
-    do {                                                                  \
-        double t_ = now_s();                                              \
-        int rc_ = call(__VA_ARGS__);                                      \
-        (d)->comm_s += now_s() - t_;                                      \
-        if (rc_ != MPI_SUCCESS)                                           \
-            return mpi_failed((d), rc_, #call, (what));                   \
+/* Runs one nonblocking collective to its end (the request is the call's last argument,
+ * supplied here): st = the call's failure, else wait_request's result. Starting it counts as
+ * communication time, as the wait does. */
+#define MPI_RUN(st, d, what, call, ...)                                                  \
+    do {                                                                                 \
+        MPI_Request req_;                                                                \
+        double t_ = mn_clock_s();                                                        \
+        int rc_ = call(__VA_ARGS__, &req_);                                              \
+        (d)->comm_s += mn_clock_s() - t_;                                                \
+        (st) = rc_ != MPI_SUCCESS ? mpi_failed((d), rc_, #call, (what))                  \
+                                  : wait_request((d), &req_, #call, (what));             \
     } while (0)
 
 mn_status mn_dist_open(int *argc, char ***argv, mn_dist **out) {
@@ -159,21 +158,30 @@ mn_status mn_dist_allgather(mn_dist *d, const void *mine, size_t bytes, void *al
     }
     if (bytes > INT_MAX)
         return mn_fail(MN_ERR_INVALID_ARG, "MPI rank %d: %s: %zu bytes per rank is too many", d->rank, what, bytes);
-    MPI_Request req;
-    MPI_START(d, MPI_Iallgather, what, mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, MPI_COMM_WORLD, &req);
-    return wait_request(d, &req, "MPI_Iallgather", what);
+    mn_status st;
+    MPI_RUN(st, d, what, MPI_Iallgather, mine, (int)bytes, MPI_BYTE, all, (int)bytes, MPI_BYTE, MPI_COMM_WORLD);
+    return st;
 }
 
-static mn_status shard_counts(const mn_dist *d, size_t n, int *counts, int *displs, const char *what) {
-    for (int r = 0; r < d->size; r++) {
+/* MPI's int counts and displacements of every rank's shard of n elements: counts[r] at r,
+ * displs[r] at W + r of a new array of blocks * W ints (the rest is the caller's). */
+static mn_status shard_counts(const mn_dist *d, size_t n, int blocks, int **out, const char *what) {
+    int W = d->size;
+    int *counts = malloc((size_t)blocks * (size_t)W * sizeof(int));
+    if (!counts)
+        return mn_fail(MN_ERR_NOMEM, "out of memory");
+    for (int r = 0; r < W; r++) {
         size_t lo, hi;
-        mn_dist_shard_range(n, d->size, r, &lo, &hi);
-        if (hi > INT_MAX)
+        mn_dist_shard_range(n, W, r, &lo, &hi);
+        if (hi > INT_MAX) {
+            free(counts);
             return mn_fail(MN_ERR_INVALID_ARG, "MPI rank %d: %s: %zu elements exceed MPI's int counts", d->rank, what,
                            n);
+        }
         counts[r] = (int)(hi - lo);
-        displs[r] = (int)lo;
+        counts[W + r] = (int)lo;
     }
+    *out = counts;
     return MN_OK;
 }
 
@@ -183,28 +191,19 @@ static mn_status shard_counts(const mn_dist *d, size_t n, int *counts, int *disp
 mn_status mn_dist_reduce_scatter_sum(mn_dist *d, float *buf, size_t n, const char *what) {
     if (!d->mpi || d->size == 1)
         return MN_OK;
-    int W = d->size;
-    int *sc = malloc(4 * (size_t)W * sizeof(int));
-    if (!sc)
-        return mn_fail(MN_ERR_NOMEM, "out of memory");
+    int W = d->size, *sc;
+    MN_TRY(shard_counts(d, n, 4, &sc, what));
     int *sd = sc + W, *rc = sc + 2 * W, *rd = sc + 3 * W;
-    mn_status st = shard_counts(d, n, sc, sd, what);
     size_t lo, hi;
     mn_dist_shard_range(n, W, d->rank, &lo, &hi);
     size_t mine = hi - lo;
-    if (st == MN_OK)
-        st = grow_scratch(d, (size_t)W * mine + 1);
+    mn_status st = grow_scratch(d, (size_t)W * mine + 1);
     if (st == MN_OK) {
         for (int r = 0; r < W; r++) {
             rc[r] = (int)mine;
             rd[r] = (int)((size_t)r * mine);
         }
-        MPI_Request req;
-        double t0 = now_s();
-        int code = MPI_Ialltoallv(buf, sc, sd, MPI_FLOAT, d->scratch, rc, rd, MPI_FLOAT, MPI_COMM_WORLD, &req);
-        d->comm_s += now_s() - t0;
-        st = code != MPI_SUCCESS ? mpi_failed(d, code, "MPI_Ialltoallv", what)
-                                 : wait_request(d, &req, "MPI_Ialltoallv", what);
+        MPI_RUN(st, d, what, MPI_Ialltoallv, buf, sc, sd, MPI_FLOAT, d->scratch, rc, rd, MPI_FLOAT, MPI_COMM_WORLD);
     }
     if (st == MN_OK) {
         float *dst = buf + lo;
@@ -222,20 +221,11 @@ mn_status mn_dist_reduce_scatter_sum(mn_dist *d, float *buf, size_t n, const cha
 mn_status mn_dist_allgather_shards(mn_dist *d, float *buf, size_t n, const char *what) {
     if (!d->mpi || d->size == 1)
         return MN_OK;
-    int W = d->size;
-    int *counts = malloc(2 * (size_t)W * sizeof(int));
-    if (!counts)
-        return mn_fail(MN_ERR_NOMEM, "out of memory");
-    mn_status st = shard_counts(d, n, counts, counts + W, what);
-    if (st == MN_OK) {
-        MPI_Request req;
-        double t0 = now_s();
-        int code = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, buf, counts, counts + W, MPI_FLOAT, MPI_COMM_WORLD,
-                                   &req);
-        d->comm_s += now_s() - t0;
-        st = code != MPI_SUCCESS ? mpi_failed(d, code, "MPI_Iallgatherv", what)
-                                 : wait_request(d, &req, "MPI_Iallgatherv", what);
-    }
+    int *counts;
+    MN_TRY(shard_counts(d, n, 2, &counts, what));
+    mn_status st;
+    MPI_RUN(st, d, what, MPI_Iallgatherv, MPI_IN_PLACE, 0, MPI_FLOAT, buf, counts, counts + d->size, MPI_FLOAT,
+            MPI_COMM_WORLD);
     free(counts);
     return st;
 }
@@ -245,20 +235,11 @@ mn_status mn_dist_gather_shards(mn_dist *d, const float *shard, size_t n, float 
         memmove(full, shard, n * sizeof(float));
         return MN_OK;
     }
-    int W = d->size;
-    int *counts = malloc(2 * (size_t)W * sizeof(int));
-    if (!counts)
-        return mn_fail(MN_ERR_NOMEM, "out of memory");
-    mn_status st = shard_counts(d, n, counts, counts + W, what);
-    if (st == MN_OK) {
-        MPI_Request req;
-        double t0 = now_s();
-        int code = MPI_Igatherv(shard, counts[d->rank], MPI_FLOAT, full, counts, counts + W, MPI_FLOAT, root,
-                                MPI_COMM_WORLD, &req);
-        d->comm_s += now_s() - t0;
-        st = code != MPI_SUCCESS ? mpi_failed(d, code, "MPI_Igatherv", what)
-                                 : wait_request(d, &req, "MPI_Igatherv", what);
-    }
+    int *counts;
+    MN_TRY(shard_counts(d, n, 2, &counts, what));
+    mn_status st;
+    MPI_RUN(st, d, what, MPI_Igatherv, shard, counts[d->rank], MPI_FLOAT, full, counts, counts + d->size, MPI_FLOAT,
+            root, MPI_COMM_WORLD);
     free(counts);
     return st;
 }
@@ -268,17 +249,17 @@ mn_status mn_dist_bcast(mn_dist *d, void *buf, size_t bytes, int root, const cha
         return MN_OK;
     if (bytes > INT_MAX)
         return mn_fail(MN_ERR_INVALID_ARG, "MPI rank %d: %s: %zu bytes is too many", d->rank, what, bytes);
-    MPI_Request req;
-    MPI_START(d, MPI_Ibcast, what, buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD, &req);
-    return wait_request(d, &req, "MPI_Ibcast", what);
+    mn_status st;
+    MPI_RUN(st, d, what, MPI_Ibcast, buf, (int)bytes, MPI_BYTE, root, MPI_COMM_WORLD);
+    return st;
 }
 
 mn_status mn_dist_barrier(mn_dist *d, const char *what) {
     if (!d->mpi || d->size == 1)
         return MN_OK;
-    MPI_Request req;
-    MPI_START(d, MPI_Ibarrier, what, MPI_COMM_WORLD, &req);
-    return wait_request(d, &req, "MPI_Ibarrier", what);
+    mn_status st;
+    MPI_RUN(st, d, what, MPI_Ibarrier, MPI_COMM_WORLD);
+    return st;
 }
 
 #else /* no MPI: a world of one */
@@ -355,7 +336,7 @@ mn_status mn_dist_rendezvous_file(const char *path, int rank, void *buf, size_t 
         }
         return MN_OK;
     }
-    double t0 = now_s();
+    double t0 = mn_clock_s();
     for (;;) {
         int fd = open(path, O_RDONLY);
         if (fd >= 0) {
@@ -371,7 +352,7 @@ mn_status mn_dist_rendezvous_file(const char *path, int rank, void *buf, size_t 
         }
         if (errno != ENOENT)
             return mn_fail(MN_ERR_IO, "rank %d: rendezvous file %s: %s", rank, path, strerror(errno));
-        if (timeout_s > 0 && now_s() - t0 > timeout_s)
+        if (timeout_s > 0 && mn_clock_s() - t0 > timeout_s)
             return mn_fail(MN_ERR_IO, "rank %d: rank 0 did not write the rendezvous file %s within %.0f s", rank, path,
                            timeout_s);
         struct timespec ts = {0, 10000000}; /* 10 ms */

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "eval/eval.h"
 #include "model/score.h"
@@ -194,7 +195,7 @@ static void write_metrics(FILE *f, const mn_train_eval_info *e) {
 
 mn_status mn_train_evaluate(mn_train_run_state *r, uint64_t step) {
     const mn_train_config *c = r->cfg;
-    double t0 = mn_train_now_s();
+    double t0 = mn_clock_s();
     mn_train_eval_info e;
     memset(&e, 0, sizeof e);
     e.step = step;
@@ -218,7 +219,7 @@ mn_status mn_train_evaluate(mn_train_run_state *r, uint64_t step) {
         e.correct += out->correct;
         e.correct_reset += out->correct_reset;
     }
-    e.seconds = mn_train_now_s() - t0;
+    e.seconds = mn_clock_s() - t0;
     if (r->cb->eval)
         r->cb->eval(r->cb->ctx, &e);
     if (r->metrics)

@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "train/dist.h"
 #include "train/train_run.h"
@@ -24,12 +24,6 @@
 #define LOADER_SALT 0x9e3779b97f4a7c15ull
 
 typedef mn_train_run_state run;
-
-double mn_train_now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void notice(run *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void notice(run *r, const char *fmt, ...) {
@@ -546,7 +540,7 @@ static mn_status train_step(run *r, const mn_batch *global, mn_adamw_config *ada
         snprintf(local_error, sizeof local_error, "%s", mn_last_error());
     mine.status = local == MN_OK ? 0 : local == MN_ERR_NUMERIC ? 1 : 2;
     mine.stop = r->opts->stop && *r->opts->stop;
-    mine.out_of_time = c->time_limit_s > 0 && mn_train_now_s() - r->t_start >= (double)c->time_limit_s;
+    mine.out_of_time = c->time_limit_s > 0 && mn_clock_s() - r->t_start >= (double)c->time_limit_s;
     /* 3. agree on the outcome */
     step_report *all = malloc((size_t)r->world * sizeof *all);
     if (!all)
@@ -710,7 +704,7 @@ static void report_step(run *r, const step_result *res, double lr, int turns, in
     r->comm_total_s += comm_s;
     r->step_total_s += dt;
     uint64_t done = r->st.step - r->start_step;
-    double elapsed = mn_train_now_s() - r->t_start;
+    double elapsed = mn_clock_s() - r->t_start;
     mn_train_step_info info = {
         .step = r->st.step, .steps = c->steps, .loss = res->loss, .grad_norm = res->grad_norm, .lr = lr,
         .turns = turns, .stage = stage, .tokens = res->tokens,
@@ -752,7 +746,7 @@ static mn_status loop(run *r, mn_train_outcome *outcome, mn_train_summary *summa
                              (float)cfg->grad_clip};
     *outcome = MN_TRAIN_FAILED;
     while (r->st.step < (uint64_t)cfg->steps) {
-        double t0 = mn_train_now_s();
+        double t0 = mn_clock_s();
         int stage = mn_curriculum_stage_at(&r->curriculum, (int64_t)r->st.step);
         if (stage != r->st.curriculum_stage) { /* a new stage reads its own data order from the start */
             r->st.curriculum_stage = stage;
@@ -776,7 +770,7 @@ static mn_status loop(run *r, mn_train_outcome *outcome, mn_train_summary *summa
         r->st.tokens_seen += (uint64_t)res.tokens;
         run_tokens += (uint64_t)res.tokens;
         memcpy(r->st.rng, r->rng.s, sizeof r->st.rng);
-        report_step(r, &res, lr, batch.T, stage, mn_train_now_s() - t0);
+        report_step(r, &res, lr, batch.T, stage, mn_clock_s() - t0);
         if (res.skipped && r->st.nan_streak >= cfg->max_nan_steps) {
             *outcome = MN_TRAIN_NONFINITE;
             return mn_fail(MN_ERR_NUMERIC,
@@ -816,7 +810,7 @@ static mn_status loop(run *r, mn_train_outcome *outcome, mn_train_summary *summa
     summary->step = r->st.step;
     summary->tokens_seen = r->st.tokens_seen;
     summary->nan_skipped = r->st.nan_skipped;
-    summary->seconds = mn_train_now_s() - r->t_start;
+    summary->seconds = mn_clock_s() - r->t_start;
     summary->last_checkpoint = r->last_checkpoint;
     summary->tokens_per_s = r->step_total_s > 0 ? (double)run_tokens / r->step_total_s : 0;
     summary->comm_share = r->step_total_s > 0 ? r->comm_total_s / r->step_total_s : 0;
@@ -853,7 +847,7 @@ mn_status mn_train_run(const mn_train_config *cfg, const mn_train_options *opts,
     mn_train_summary summary;
     memset(&summary, 0, sizeof summary);
     if (st == MN_OK) {
-        r.t_start = mn_train_now_s();
+        r.t_start = mn_clock_s();
         mn_dist_take_comm_seconds(r.d);
         st = loop(&r, outcome, &summary);
     }

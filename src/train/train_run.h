@@ -58,8 +58,6 @@ typedef struct {
     uint64_t start_step;
 } mn_train_run_state;
 
-double mn_train_now_s(void);
-
 /* Probe distances of the recall task at a given episode length. */
 void mn_train_recall_distances(const mn_train_run_state *r, int turns, int *lo, int *hi);
 

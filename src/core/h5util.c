@@ -1,4 +1,4 @@
-#include "io/h5util.h"
+#include "core/h5util.h"
 
 #include <stdlib.h>
 #include <string.h>
