@@ -19,7 +19,7 @@
 #include <cmocka.h>
 
 #include "io/checkpoint.h"
-#include "io/h5util.h"
+#include "core/h5util.h"
 #include "mnemo.h"
 #include "text/tokenizer.h"
 

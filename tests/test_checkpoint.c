@@ -24,7 +24,7 @@
 #include <cmocka.h>
 
 #include "io/checkpoint.h"
-#include "io/h5util.h"
+#include "core/h5util.h"
 #include "mnemo.h"
 #include "text/tokenizer.h"
 

@@ -32,7 +32,7 @@
 
 #include <cmocka.h>
 
-#include "io/h5util.h"
+#include "core/h5util.h"
 #include "mnemo.h"
 #ifdef MN_TEST_GUARDED
 #include "guarded_backend.h"

@@ -16,7 +16,7 @@
 #include <cmocka.h>
 
 #include "io/gpt2_import.h"
-#include "io/h5util.h"
+#include "core/h5util.h"
 #include "io/safetensors.h"
 #include "mnemo.h"
 #include "text/tokenizer.h"

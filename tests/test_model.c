@@ -13,7 +13,7 @@
 
 #include <cmocka.h>
 
-#include "io/h5util.h"
+#include "core/h5util.h"
 #include "mnemo.h"
 
 /* ---------------------------------------------------------------- helpers */
