@@ -324,6 +324,9 @@ enum {
     MN_STORE_WRITE = 1,   /* put, delete and compact allowed; one writer per store at a time */
     MN_STORE_CREATE = 2,  /* with MN_STORE_WRITE: create the store when it does not exist */
     MN_STORE_NO_SYNC = 4, /* no fsync per put: survives a killed process, not a power cut */
+    MN_STORE_RECOVER = 8, /* open a store whose journal is damaged or missing: keep what precedes
+                             the damage (a writer truncates the journal there); see
+                             mn_session_store_recovery */
 };
 #define MN_SESSION_ID_MAX 255 /* bytes; ids are 1..255 bytes, any byte but NUL */
 
@@ -343,14 +346,22 @@ typedef struct {
     uint64_t generation;      /* bumped by every compaction */
     int64_t compactions;      /* done by this handle */
     mn_status last_compact_status; /* of this handle's last automatic compaction */
+    int64_t recovered_records;     /* complete journal records an MN_STORE_RECOVER open dropped */
 } mn_session_store_stats;
 
 /* Opens (MN_STORE_CREATE: creates) the store at path. n_slots and d_model give R's shape:
  * required to create; 0 takes the store's; otherwise they must equal the store's
  * (MN_ERR_MISMATCH). A writer that finds the store open for writing elsewhere fails with
- * MN_ERR_IO at once. Opening recovers from a crashed writer (a torn journal tail is dropped). */
+ * MN_ERR_IO at once. Opening recovers from a crashed writer (a torn journal tail, a partial last
+ * record, is dropped). Damage a crash cannot leave (a complete record that fails its checksum
+ * or checks, a missing or corrupt journal) fails with MN_ERR_FORMAT naming the file, the record
+ * and the byte, unless flags has MN_STORE_RECOVER. A store that fails to open leaves no lock
+ * file it created. */
 mn_status mn_session_store_open(const char *path, int flags, int n_slots, int d_model, mn_session_store **out);
 void mn_session_store_close(mn_session_store *store);
+/* What an MN_STORE_RECOVER open dropped, in one sentence naming the file, the record, the byte
+ * and the count; NULL when it dropped nothing. Valid until the store is closed. */
+const char *mn_session_store_recovery(const mn_session_store *store);
 void mn_session_store_shape(const mn_session_store *store, int *n_slots, int *d_model);
 /* Reads session id. Absent: MN_OK with *found = 0. With r (k, C) non-NULL, the session's
  * fingerprint must equal `fingerprint` (else MN_ERR_MISMATCH, r untouched); r == NULL reads

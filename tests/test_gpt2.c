@@ -331,6 +331,33 @@ static void st_write(const char *path, const st_file *s, json_t *header, size_t 
     free(json);
 }
 
+/* Writes the file without tensor `name`: its bytes cut out, the offsets after them moved down
+ * (a valid safetensors file that lacks the tensor). */
+static void st_write_without(const char *path, const st_file *s, const char *name) {
+    json_t *h = json_deep_copy(s->header);
+    json_t *offsets = json_object_get(json_object_get(h, name), "data_offsets");
+    assert_non_null(offsets);
+    json_int_t b = json_integer_value(json_array_get(offsets, 0)), e = json_integer_value(json_array_get(offsets, 1));
+    json_object_del(h, name);
+    const char *key;
+    json_t *value;
+    json_object_foreach(h, key, value) {
+        json_t *o = json_object_get(value, "data_offsets");
+        if (o && json_integer_value(json_array_get(o, 0)) >= e)
+            for (size_t i = 0; i < 2; i++)
+                json_array_set_new(o, i, json_integer(json_integer_value(json_array_get(o, i)) - (e - b)));
+    }
+    const uint8_t *data = s->bytes + s->data_at;
+    size_t data_len = s->n - s->data_at;
+    st_file cut = {.bytes = malloc(s->n), .n = s->n - (size_t)(e - b), .data_at = s->data_at};
+    assert_non_null(cut.bytes);
+    memcpy(cut.bytes + cut.data_at, data, (size_t)b);
+    memcpy(cut.bytes + cut.data_at + b, data + e, data_len - (size_t)e);
+    st_write(path, &cut, h, 0, NULL, 0);
+    free(cut.bytes);
+    json_decref(h);
+}
+
 static void expect_refused(const char *path, mn_status want, const char *needle1, const char *needle2) {
     mn_gpt2_info info;
     mn_status st = mn_gpt2_inspect(path, NULL, 4, &info);
@@ -367,6 +394,23 @@ static void test_bad_files(void **state) {
     /* truncated: the last tensor's data runs past the end */
     st_write(path, &s, s.header, 100, NULL, 0);
     expect_refused(path, MN_ERR_FORMAT, "truncated", "transformer.");
+    /* bytes after the last tensor's data, and bytes that belong to no tensor (a hole where
+     * the first tensor was): the format indexes its whole data section */
+    st_write(path, &s, s.header, 0, "JUNK", 4);
+    expect_refused(path, MN_ERR_FORMAT, "4 trailing bytes", NULL);
+    h = json_deep_copy(s.header);
+    const char *key;
+    json_t *value;
+    void *tmp;
+    json_object_foreach_safe(h, tmp, key, value) {
+        json_t *offsets = json_object_get(value, "data_offsets");
+        if (offsets && json_integer_value(json_array_get(offsets, 0)) == 0 &&
+            json_integer_value(json_array_get(offsets, 1)) > 0)
+            json_object_del(h, key);
+    }
+    st_write(path, &s, h, 0, NULL, 0);
+    json_decref(h);
+    expect_refused(path, MN_ERR_FORMAT, "belong to no tensor", "[0, ");
     /* a header length beyond the file */
     FILE *f = fopen(path, "r+b");
     uint64_t huge = (uint64_t)s.n * 2;
@@ -418,10 +462,7 @@ static void test_bad_files(void **state) {
     json_decref(h);
     expect_refused(path, MN_ERR_FORMAT, "overlap", "transformer.ln_f.");
     /* a missing tensor, an unexpected one, and a file that is not GPT-2 at all */
-    h = json_deep_copy(s.header);
-    json_object_del(h, "transformer.h.1.mlp.c_fc.bias");
-    st_write(path, &s, h, 0, NULL, 0);
-    json_decref(h);
+    st_write_without(path, &s, "transformer.h.1.mlp.c_fc.bias");
     expect_refused(path, MN_ERR_FORMAT, "transformer.h.1.mlp.c_fc.bias", "missing");
     h = json_deep_copy(s.header);
     json_object_set_new(h, "transformer.h.0.adapter.weight", json_pack("{s:s,s:[i],s:[ii]}", "dtype", "F32", "shape", 0,
@@ -482,6 +523,17 @@ static void test_bad_files(void **state) {
         assert_int_equal(mn_gpt2_inspect(fx("model.safetensors"), cfg, 0, &info), MN_ERR_MISMATCH);
         assert_non_null(strstr(mn_last_error(), needles[i]));
     }
+    /* a config.json that is missing, or not JSON: one reason, naming the file and the cause */
+    unlink(cfg);
+    assert_int_equal(mn_gpt2_inspect(fx("model.safetensors"), cfg, 0, &info), MN_ERR_IO);
+    assert_non_null(strstr(mn_last_error(), cfg));
+    assert_non_null(strstr(mn_last_error(), ": cannot open: No such file or directory"));
+    assert_null(strstr(mn_last_error(), ":-1:"));
+    f = fopen(cfg, "w");
+    fputs("{\"n_head\": 4,\n\"n_layer\": }", f);
+    fclose(f);
+    assert_int_equal(mn_gpt2_inspect(fx("model.safetensors"), cfg, 0, &info), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), ":2: invalid JSON"));
     /* a decoder of another size cannot be loaded into a model */
     mn_config small = {.vocab_size = 420, .d_model = 32, .n_heads = 4, .n_layers = 1, .n_comp_layers = 1,
                        .n_slots = SLOTS, .max_turn_tokens = TURN, .gate_bias_init = -2.0f};

@@ -724,7 +724,12 @@ static void test_template_errors(void **state) {
     assert_non_null(strstr(mn_last_error(), "fact.train[0]"));
     assert_int_equal(mn_probe_templates_load(tmp_path("missing.json"), MN_SPLIT_TRAIN, &t),
                      MN_ERR_IO);
-    assert_non_null(strstr(mn_last_error(), "missing.json"));
+    assert_non_null(strstr(mn_last_error(), "missing.json: cannot open: No such file"));
+    assert_null(strstr(mn_last_error(), ":-1:")); /* jansson's line of an unopened file */
+    mn_persona_bank bank;
+    assert_int_equal(mn_persona_bank_load(tmp_path("missing.json"), MN_SPLIT_TRAIN, &bank), MN_ERR_IO);
+    assert_non_null(strstr(mn_last_error(), "missing.json: cannot open: No such file"));
+    assert_null(strstr(mn_last_error(), ":-1:"));
     write_text(tmp_path("trunc.json"), "{\"category\": \"x\", \"keys\": [");
     assert_int_equal(mn_probe_templates_load(tmp_path("trunc.json"), MN_SPLIT_TRAIN, &t),
                      MN_ERR_FORMAT);
@@ -1376,6 +1381,42 @@ static void test_cli(void **state) {
     assert_int_equal(run_cli("--help"), 0);
 }
 
+/* Without --templates, mnemo episodes finds its templates from any working directory (the
+ * source tree's data/probes for a build-tree binary, share/mnemo/probes when installed), and
+ * --help names the folder it will use. */
+static void test_cli_default_templates_from_any_directory(void **state) {
+    (void)state;
+    const char *bin = getenv("MNEMO_BIN");
+    if (!bin)
+        skip();
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' episodes --synthetic 2 --turns 20 -o elsewhere.jsonl > cli.log 2>&1",
+             tmp_dir, bin);
+    int rc = system(cmd);
+    if (!WIFEXITED(rc) || WEXITSTATUS(rc) != 0) {
+        snprintf(cmd, sizeof cmd, "cat '%s'", tmp_path("cli.log"));
+        assert_int_equal(system(cmd), 0);
+        fail_msg("mnemo episodes from %s exited %d", tmp_dir, WIFEXITED(rc) ? WEXITSTATUS(rc) : -1);
+    }
+    mn_dialogue_list eps = {0};
+    mn_read_stats rs = {0};
+    assert_int_equal(mn_jsonl_read(tmp_path("elsewhere.jsonl"), 1, stderr, &eps, &rs), MN_OK);
+    assert_int_equal(eps.count, 2);
+    mn_dialogue_list_free(&eps);
+    snprintf(cmd, sizeof cmd, "cd / && '%s' episodes --help > '%s'", bin, tmp_path("help.txt"));
+    assert_int_equal(system(cmd), 0);
+    FILE *f = fopen(tmp_path("help.txt"), "r");
+    assert_non_null(f);
+    char help[8192];
+    size_t n = fread(help, 1, sizeof help - 1, f);
+    help[n] = '\0';
+    fclose(f);
+    char real[4096];
+    assert_non_null(realpath(templates_dir(), real));
+    if (!strstr(help, real))
+        fail_msg("--help does not name %s:\n%s", real, help);
+}
+
 static int setup(void **state) {
     (void)state;
     snprintf(tmp_dir, sizeof tmp_dir, "/tmp/mnemo_probes_XXXXXX");
@@ -1409,6 +1450,7 @@ int main(void) {
         cmocka_unit_test(test_persona_split_msc),
         cmocka_unit_test(test_synthetic),
         cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_cli_default_templates_from_any_directory),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -826,6 +826,140 @@ static void test_garbage_inputs(void **state) {
     }
 }
 
+/* ------------------------------------------------------------------ inputs that yield nothing */
+
+/* The rule itself: nothing usable is an error; more than half bad is one unless accepted. */
+static void test_check_yield(void **state) {
+    (void)state;
+    mn_read_stats rs = {.lines_read = 3, .bad_records = 2};
+    assert_int_equal(mn_read_check_yield("in.jsonl", &rs, 1, 0), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "in.jsonl: 2 of 3 records are bad"));
+    assert_non_null(strstr(mn_last_error(), "--skip-bad"));
+    assert_int_equal(mn_read_check_yield("in.jsonl", &rs, 1, 1), MN_OK);
+    rs.bad_records = 1; /* half is not more than half */
+    rs.lines_read = 2;
+    assert_int_equal(mn_read_check_yield("in.jsonl", &rs, 1, 0), MN_OK);
+    rs.bad_records = rs.lines_read = 2;
+    assert_int_equal(mn_read_check_yield("in.jsonl", &rs, 0, 1), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "in.jsonl: nothing usable: 2 bad records, no good one"));
+    rs.bad_records = rs.lines_read = 0;
+    assert_int_equal(mn_read_check_yield("in.jsonl", &rs, 0, 1), MN_ERR_FORMAT);
+    assert_non_null(strstr(mn_last_error(), "in.jsonl: no dialogue in it"));
+}
+
+static void write_text(const char *dir, const char *name, const char *text) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* Runs `mnemo ARGS` in dir (stdout and stderr kept in dir/out, dir/err); the exit code. */
+static int mnemo_in(const char *dir, const char *args) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "cd '%s' && '%s' %s > out 2> err", dir, getenv("MNEMO_BIN"), args);
+    int rc = system(cmd);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static void expect_mnemo(const char *dir, int want_rc, const char *want_err, const char *args) {
+    int rc = mnemo_in(dir, args);
+    char path[1200], *err;
+    size_t len;
+    snprintf(path, sizeof path, "%s/err", dir);
+    assert_int_equal(mn_file_read_all(path, &err, &len), MN_OK);
+    if (rc != want_rc || (want_err && !strstr(err, want_err)))
+        fail_msg("mnemo %s: exit %d (want %d), stderr:\n%s(want \"%s\")", args, rc, want_rc, err,
+                 want_err ? want_err : "");
+    free(err);
+}
+
+/* The output file is untouched: still "old". */
+static void expect_old(const char *dir, const char *name) {
+    char path[1200], *text;
+    size_t len;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    assert_int_equal(mn_file_read_all(path, &text, &len), MN_OK);
+    assert_string_equal(text, "old");
+    free(text);
+}
+
+/* prepare, tokenizer --train, shard and episodes on input that yields nothing (empty,
+ * garbage, a truncated document, text without a pair) exit 1 naming the input and leave
+ * their output untouched; more than half bad lines too, unless --skip-bad (which cannot go
+ * with --strict). */
+static void test_commands_refuse_inputs_that_yield_nothing(void **state) {
+    (void)state;
+    if (!getenv("MNEMO_BIN"))
+        skip();
+    char *dir = temp_dir();
+    const char *good = "{\"id\": \"g\", \"turns\": [{\"speaker\": \"A\", \"text\": \"hello there, how are "
+                       "you doing today?\"}, {\"speaker\": \"B\", \"text\": \"fine thanks\"}]}\n";
+    char mostly_bad[1024];
+    snprintf(mostly_bad, sizeof mostly_bad, "%sgarbage\n{\"id\": \"x\"}\n", good);
+    write_text(dir, "good.jsonl", good);
+    write_text(dir, "garbage.jsonl", "garbage\n\x01\x02zz\n");
+    write_text(dir, "empty.jsonl", "");
+    write_text(dir, "trunc.json", "[{\"conversation\": {\"speaker_a\": \"A\"");
+    write_text(dir, "mostly_bad.jsonl", mostly_bad);
+    write_text(dir, "no_pair.jsonl", "{\"id\": \"a\", \"turns\": [{\"speaker\": \"A\", \"text\": \"a\"}]}\n");
+    const char *outputs[] = {"out.jsonl", "tok.h5", "out.shard"};
+    for (int i = 0; i < 3; i++)
+        write_text(dir, outputs[i], "old");
+
+    expect_mnemo(dir, 1, "trunc.json: nothing usable", "prepare --format locomo --input trunc.json --jsonl out.jsonl");
+    expect_mnemo(dir, 1, "garbage.jsonl: nothing usable: 2 bad records, no good one",
+                 "prepare --format jsonl --input garbage.jsonl --jsonl out.jsonl");
+    expect_mnemo(dir, 1, "mostly_bad.jsonl: 2 of 3 records are bad",
+                 "prepare --format jsonl --input mostly_bad.jsonl --jsonl out.jsonl");
+    expect_old(dir, "out.jsonl");
+    expect_mnemo(dir, 2, "--strict and --skip-bad", "prepare --format jsonl --input mostly_bad.jsonl --jsonl out.jsonl "
+                 "--strict --skip-bad");
+
+    /* one reason, the path once */
+    expect_mnemo(dir, 1, "mnemo tokenizer: missing.jsonl: cannot open: No such file or directory\n",
+                 "tokenizer --train --jsonl missing.jsonl -o tok.h5");
+    expect_mnemo(dir, 1, "empty.jsonl: no dialogue in it", "tokenizer --train --jsonl empty.jsonl -o tok.h5");
+    expect_mnemo(dir, 1, "garbage.jsonl: nothing usable", "tokenizer --train --jsonl garbage.jsonl -o tok.h5");
+    expect_mnemo(dir, 1, "mostly_bad.jsonl: 2 of 3", "tokenizer --train --jsonl good.jsonl --jsonl mostly_bad.jsonl -o tok.h5");
+    expect_mnemo(dir, 1, "no merge", "tokenizer --train --jsonl no_pair.jsonl -o tok.h5");
+    expect_old(dir, "tok.h5");
+    expect_mnemo(dir, 0, NULL, "tokenizer --train --jsonl mostly_bad.jsonl --skip-bad --vocab-size 280 -o tok.h5");
+
+    expect_mnemo(dir, 1, "garbage.jsonl: nothing usable", "shard --tokenizer tok.h5 --jsonl garbage.jsonl -o out.shard");
+    expect_mnemo(dir, 1, "empty.jsonl: no dialogue", "shard --tokenizer tok.h5 --jsonl empty.jsonl -o out.shard");
+    expect_mnemo(dir, 1, "mostly_bad.jsonl: 2 of 3", "shard --tokenizer tok.h5 --jsonl mostly_bad.jsonl -o out.shard");
+    expect_old(dir, "out.shard");
+    expect_mnemo(dir, 0, NULL, "shard --tokenizer tok.h5 --jsonl mostly_bad.jsonl --skip-bad -o out.shard");
+
+    char args[2048];
+    const char *episodes = "episodes --facts templates --templates '%s' --turns 4 %s -o out.jsonl";
+    const char *cases[][2] = {
+        {"--jsonl garbage.jsonl", "garbage.jsonl: nothing usable"},
+        {"--jsonl empty.jsonl", "empty.jsonl: no dialogue"},
+        {"--jsonl mostly_bad.jsonl", "mostly_bad.jsonl: 2 of 3"},
+        {"--jsonl good.jsonl --turns 50 --drop-short", "no episode"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        snprintf(args, sizeof args, episodes, fixture("../../../data/probes"), cases[i][0]);
+        expect_mnemo(dir, 1, cases[i][1], args);
+    }
+    expect_old(dir, "out.jsonl");
+    snprintf(args, sizeof args, episodes, fixture("../../../data/probes"), "--jsonl mostly_bad.jsonl --skip-bad");
+    expect_mnemo(dir, 0, NULL, args);
+    /* the good line was used: 1 dialogue read, 2 bad lines counted */
+    char path[1200], *out;
+    size_t len;
+    snprintf(path, sizeof path, "%s/out", dir);
+    assert_int_equal(mn_file_read_all(path, &out, &len), MN_OK);
+    assert_non_null(strstr(out, "read 1 dialogues from mostly_bad.jsonl (2 bad lines skipped)"));
+    free(out);
+    remove_dir(dir);
+    free(dir);
+}
+
 /* ------------------------------------------------------------------ real data */
 
 typedef struct {
@@ -1050,6 +1184,8 @@ int main(void) {
         cmocka_unit_test(test_prepare_cli),
         cmocka_unit_test(test_missing_inputs_name_the_path),
         cmocka_unit_test(test_garbage_inputs),
+        cmocka_unit_test(test_check_yield),
+        cmocka_unit_test(test_commands_refuse_inputs_that_yield_nothing),
         cmocka_unit_test(test_real_self_dialogue),
         cmocka_unit_test(test_real_topical_chat),
         cmocka_unit_test(test_real_locomo),

@@ -1,13 +1,19 @@
 /* Byte-level BPE: pre-tokenizer, round trips on any bytes, GPT-2 ids against the tiktoken/HF
  * fixture (tests/fixtures/gpt2_tok, scripts/reference/gen_tokenizer_fixture.py), training
- * determinism, HDF5 save/load and hash, special tokens, bad GPT-2 files. */
+ * determinism, HDF5 save/load and hash, special tokens, bad GPT-2 files; a full disk while
+ * saving a tokenizer or writing --ids-out leaves the old file and no HDF5 handle. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -303,6 +309,72 @@ static void test_train_determinism(void **state) {
     mn_tokenizer_free(d);
 }
 
+/* Bit-identical results: the hashes the word-scanning trainer (before positions) learned from
+ * this corpus, and from it plus runs where overlapping merges and long pieces matter. */
+static void test_train_pinned_hashes(void **state) {
+    (void)state;
+    mn_tokenizer *tok = train_corpus(500);
+    assert_int_equal(mn_tokenizer_hash(tok), 0x48e37a2f2a4554d3ull);
+    mn_tokenizer_free(tok);
+    char extra[1024];
+    int n = snprintf(extra, sizeof extra, "aaaaaaa aaaa aaa abababab %300sx", "");
+    for (int i = 0; i < 40; i++)
+        n += snprintf(extra + n, sizeof extra - (size_t)n, "\xc3\xa9");
+    n += snprintf(extra + n, sizeof extra - (size_t)n, " ");
+    for (int i = 0; i < 200; i++)
+        n += snprintf(extra + n, sizeof extra - (size_t)n, "ab");
+    const char *texts[64];
+    for (int i = 0; i < n_corpus; i++)
+        texts[i] = corpus[i];
+    texts[n_corpus] = extra;
+    assert_int_equal(mn_tokenizer_train_texts(texts, NULL, n_corpus + 1, 1000, &tok), MN_OK);
+    assert_int_equal(mn_tokenizer_n_merges(tok), 317);
+    assert_int_equal(mn_tokenizer_hash(tok), 0x1241b208a2aba158ull);
+    mn_tokenizer_free(tok);
+}
+
+/* Training is linear in the text, even in one endless pre-token (a 1 MB turn of one letter
+ * took 32 s): the work, pair occurrences recorded and visited, stays within a few times the
+ * text's bytes for one letter, one accented letter, one CJK character, and random letters
+ * with no space, where every merge touches the one word. */
+static void test_train_linear_in_one_long_word(void **state) {
+    (void)state;
+    const size_t n = 1 << 20;
+    char *text = malloc(n);
+    assert_non_null(text);
+    const char *units[] = {"a", "\xc3\xa9", "\xe6\x9d\xb1", NULL};
+    for (int u = 0; u < 4; u++) {
+        size_t len = 0;
+        if (units[u]) {
+            size_t k = strlen(units[u]);
+            for (; len + k <= n; len += k)
+                memcpy(text + len, units[u], k);
+        } else {
+            mn_rng rng;
+            mn_rng_seed(&rng, 7);
+            for (; len < n; len++)
+                text[len] = (char)('a' + mn_rng_next(&rng) % 26);
+        }
+        mn_bpe_counts *counts;
+        assert_int_equal(mn_bpe_counts_create(&counts), MN_OK);
+        assert_int_equal(mn_bpe_counts_add(counts, text, len), MN_OK);
+        assert_int_equal(mn_bpe_counts_distinct(counts), 1);
+        mn_tokenizer *tok;
+        mn_bpe_train_stats stats;
+        assert_int_equal(mn_tokenizer_train_with_stats(counts, 2000, &tok, &stats), MN_OK);
+        assert_int_equal(stats.symbols, (int64_t)len);
+        if (stats.steps > 6 * stats.symbols)
+            fail_msg("unit %d: %lld steps of work for %lld bytes", u, (long long)stats.steps,
+                     (long long)stats.symbols);
+        assert_true(mn_tokenizer_n_merges(tok) > 0);
+        /* a long word of the text encodes back to itself */
+        assert_round_trip(tok, text, 100000);
+        mn_tokenizer_free(tok);
+        mn_bpe_counts_free(counts);
+    }
+    free(text);
+}
+
 static void test_train_merge_order(void **state) {
     (void)state;
     /* "ab" 3 times, "cd" and "xy" twice each (a tie broken by the smaller left id: 'c' < 'x') */
@@ -453,6 +525,156 @@ static void test_save_load(void **state) {
     unlink(path);
 }
 
+/* ------------------------------------------------------------------ a full disk */
+static char *read_whole(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = malloc(1 << 20);
+    assert_non_null(buf);
+    *len = fread(buf, 1, 1 << 20, f);
+    fclose(f);
+    return buf;
+}
+
+/* Entries of dir whose name starts with prefix (temp files left behind). */
+static int count_prefixed(const char *dir, const char *prefix) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "ls -1 '%s' | grep -c '^%s'", dir, prefix);
+    FILE *p = popen(cmd, "r");
+    int n = -1;
+    assert_non_null(p);
+    assert_int_equal(fscanf(p, "%d", &n), 1);
+    pclose(p);
+    return n;
+}
+
+/* Makes the next writes past `bytes` fail with EFBIG, as a full disk would (SIGXFSZ ignored,
+ * which an exec'd child inherits). */
+static void limit_file_size(rlim_t bytes) {
+    signal(SIGXFSZ, SIG_IGN);
+    struct rlimit r = {bytes, bytes};
+    if (setrlimit(RLIMIT_FSIZE, &r) != 0)
+        _exit(90);
+}
+
+/* The tokenizer file is built in memory and renamed into place: a write that fails leaves the
+ * old file, no temp file and no open HDF5 object, and the process exits cleanly (HDF5 used
+ * to crash at exit closing the file it could not flush). */
+static void test_save_on_full_disk(void **state) {
+    (void)state;
+    char dir[] = "/tmp/mnemo_tok_full_XXXXXX", path[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/tok.h5", dir);
+    mn_tokenizer *old = train_corpus(300), *tok = train_corpus(800);
+    assert_int_equal(mn_tokenizer_save_file(old, path), MN_OK);
+    size_t old_len, new_len;
+    char *before = read_whole(path, &old_len);
+    assert_non_null(before);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        limit_file_size(2048);
+        mn_status st = mn_tokenizer_save_file(tok, path);
+        if (st != MN_ERR_IO)
+            _exit(1);
+        if (!strstr(mn_last_error(), path) || !strstr(mn_last_error(), strerror(EFBIG))) {
+            fprintf(stderr, "unexpected message: %s\n", mn_last_error());
+            _exit(2);
+        }
+        if (H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL) != 0)
+            _exit(3);
+        exit(0); /* HDF5's exit handler runs: it must find nothing left to close */
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        fail_msg("the child %s %d", WIFEXITED(status) ? "exited" : "died of signal",
+                 WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    char *after = read_whole(path, &new_len);
+    assert_int_equal(new_len, old_len);
+    assert_memory_equal(after, before, old_len);
+    assert_int_equal(count_prefixed(dir, "tok.h5.tmp"), 0);
+    /* and without the limit the new tokenizer replaces the old one */
+    assert_int_equal(mn_tokenizer_save_file(tok, path), MN_OK);
+    mn_tokenizer *back;
+    assert_int_equal(mn_tokenizer_load_file(path, &back), MN_OK);
+    assert_int_equal(mn_tokenizer_hash(back), mn_tokenizer_hash(tok));
+    assert_int_equal(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL), 0);
+    mn_tokenizer_free(back);
+    free(before);
+    free(after);
+    mn_tokenizer_free(old);
+    mn_tokenizer_free(tok);
+    unlink(path);
+    rmdir(dir);
+}
+
+/* mnemo tokenizer --encode --ids-out on a full disk: exit 1 naming the file and the cause,
+ * the old file intact, no partial or temp file. */
+static void test_ids_out_on_full_disk(void **state) {
+    (void)state;
+    const char *bin = getenv("MNEMO_BIN");
+    if (!bin)
+        skip();
+    char dir[] = "/tmp/mnemo_ids_full_XXXXXX", tok_path[256], text_path[256], ids_path[256],
+         err_path[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(tok_path, sizeof tok_path, "%s/tok.h5", dir);
+    snprintf(text_path, sizeof text_path, "%s/text.txt", dir);
+    snprintf(ids_path, sizeof ids_path, "%s/ids.bin", dir);
+    snprintf(err_path, sizeof err_path, "%s/err", dir);
+    mn_tokenizer *tok = train_corpus(300);
+    assert_int_equal(mn_tokenizer_save_file(tok, tok_path), MN_OK);
+    mn_tokenizer_free(tok);
+    FILE *f = fopen(text_path, "w");
+    for (int i = 0; i < 2000; i++)
+        fputs(corpus[i % n_corpus], f);
+    fclose(f);
+    f = fopen(ids_path, "w");
+    fputs("old ids", f);
+    fclose(f);
+    for (int limited = 1; limited >= 0; limited--) {
+        fflush(NULL);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            if (!freopen(err_path, "w", stderr) || !freopen("/dev/null", "w", stdout))
+                _exit(91);
+            if (limited)
+                limit_file_size(4096);
+            execl(bin, bin, "tokenizer", "--encode", "--tokenizer", tok_path, "--file", text_path,
+                  "--ids-out", ids_path, (char *)NULL);
+            _exit(92);
+        }
+        int status;
+        assert_int_equal(waitpid(pid, &status, 0), pid);
+        assert_true(WIFEXITED(status));
+        size_t len;
+        char *ids = read_whole(ids_path, &len);
+        assert_non_null(ids);
+        if (limited) {
+            size_t err_len;
+            char *err = read_whole(err_path, &err_len);
+            err[err_len < (1 << 20) ? err_len : (1 << 20) - 1] = '\0';
+            if (WEXITSTATUS(status) != 1 || !strstr(err, ids_path) || !strstr(err, strerror(EFBIG)))
+                fail_msg("exit %d, stderr: %s", WEXITSTATUS(status), err);
+            free(err);
+            assert_int_equal(len, 7);
+            assert_memory_equal(ids, "old ids", 7);
+            assert_int_equal(count_prefixed(dir, "ids.bin.tmp"), 0);
+        } else {
+            assert_int_equal(WEXITSTATUS(status), 0);
+            assert_true(len > 4096 && len % 4 == 0);
+        }
+        free(ids);
+    }
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* ------------------------------------------------------------------ bad GPT-2 files */
 static mn_status load_bufs(const char *vocab, const char *merges) {
     mn_tokenizer *tok = NULL;
@@ -524,9 +746,13 @@ int main(void) {
         cmocka_unit_test(test_long_piece_matches_short),
         cmocka_unit_test(test_train_determinism),
         cmocka_unit_test(test_train_merge_order),
+        cmocka_unit_test(test_train_linear_in_one_long_word),
+        cmocka_unit_test(test_train_pinned_hashes),
         cmocka_unit_test(test_train_compresses),
         cmocka_unit_test(test_special_tokens),
         cmocka_unit_test(test_save_load),
+        cmocka_unit_test(test_save_on_full_disk),
+        cmocka_unit_test(test_ids_out_on_full_disk),
         cmocka_unit_test(test_bad_gpt2_files),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -8,10 +8,27 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli_util.h"
 #include "commands.h"
 #include "text/episodes_job.h"
+
+/* The probe templates when --templates is not given: share/mnemo/probes of the install prefix
+ * when this binary is the installed one, else the source tree's data/probes (a binary in a
+ * build directory); never the current directory. */
+static const char *default_templates(void) {
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    char *installed = realpath(MN_INSTALLED_BIN, NULL);
+    int is_installed = 0;
+    if (n > 0 && installed) {
+        exe[n] = '\0';
+        is_installed = !strcmp(exe, installed);
+    }
+    free(installed);
+    return is_installed ? MN_INSTALLED_DATA_DIR "/probes" : MN_SOURCE_DATA_DIR "/probes";
+}
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -40,8 +57,8 @@ static void usage(FILE *out) {
             "                           (default 0: independent)\n"
             "  --personas PATH          msc_personas_all.json (default\n"
             "                           $MNEMO_DATA/locomo/msc_personas_all.json, else\n"
-            "                           ../shared/data/locomo/msc_personas_all.json)\n"
-            "  --templates PATH         template folder or file (default data/probes)\n"
+            "                           %s/locomo/msc_personas_all.json)\n"
+            "  --templates PATH         template folder or file (default %s)\n"
             "  --seed S                 seed for episode order and probes (default 1)\n"
             "  --probes-per-episode N   default 8\n"
             "  --distractors K          wrong choices per probe (default 3)\n"
@@ -54,7 +71,11 @@ static void usage(FILE *out) {
             "  --synthetic N            N episodes of built-in (or --jsonl) filler turns with\n"
             "                           template facts; needs no corpus and no personas\n"
             "  --strict                 a bad input line is fatal instead of skipped\n"
-            "  --help                   this text\n");
+            "  --skip-bad               use the good lines even when more than half are bad\n"
+            "Nothing is written (exit 1) when --jsonl yields no dialogue, has more than half its\n"
+            "lines bad (without --skip-bad), or no episode can be built.\n"
+            "  --help                   this text\n",
+            MN_SHARED_DATA_DEFAULT, default_templates());
 }
 
 /* What the job read and wrote, as far as it got. */
@@ -95,7 +116,7 @@ static void print_report(const mn_episodes_job *job, const mn_episodes_report *r
 int cmd_episodes(int argc, char **argv) {
     const char *split_name = "train", *facts = "both", *distances_spec = "1,2,4,8,16,32,64";
     const char *families = "all", *askers = "other";
-    mn_episodes_job job = {.templates = "data/probes", .synthetic = -1, .log = stderr,
+    mn_episodes_job job = {.templates = default_templates(), .synthetic = -1, .log = stderr,
                            .episodes = mn_episode_config_default(), .probes = mn_probe_config_default()};
     static const struct option options[] = {
         {"jsonl", required_argument, 0, 'j'},
@@ -118,6 +139,7 @@ int cmd_episodes(int argc, char **argv) {
         {"open-values", required_argument, 0, 'O'},
         {"synthetic", required_argument, 0, 'y'},
         {"strict", no_argument, 0, 'X'},
+        {"skip-bad", no_argument, 0, 'B'},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -138,6 +160,7 @@ int cmd_episodes(int argc, char **argv) {
         case 't': job.templates = optarg; break;
         case 'D': job.episodes.drop_short = 1; break;
         case 'X': job.strict = 1; break;
+        case 'B': job.skip_bad = 1; break;
         case 'T':
             if (!cli_int("episodes", "--turns", optarg, 1, 1 << 24, &job.episodes.turns))
                 return 2;
@@ -167,7 +190,7 @@ int cmd_episodes(int argc, char **argv) {
                 return 2;
             break;
         case 'y':
-            if (!cli_int("episodes", "--synthetic", optarg, 0, INT_MAX, &job.synthetic))
+            if (!cli_int("episodes", "--synthetic", optarg, 1, INT_MAX, &job.synthetic))
                 return 2;
             break;
         case 'u':
@@ -185,6 +208,10 @@ int cmd_episodes(int argc, char **argv) {
     if (!job.output || (job.synthetic < 0 && !job.jsonl)) {
         fprintf(stderr, "mnemo episodes: -o and one of --jsonl or --synthetic are required\n");
         usage(stderr);
+        return 2;
+    }
+    if (job.strict && job.skip_bad) {
+        fprintf(stderr, "mnemo episodes: --strict and --skip-bad contradict each other\n");
         return 2;
     }
     /* the output is replaced by rename: never do that to /dev/null or another special file */
@@ -238,7 +265,7 @@ int cmd_episodes(int argc, char **argv) {
     if (!job.personas) {
         const char *data = getenv("MNEMO_DATA");
         snprintf(default_personas, sizeof default_personas, "%s/locomo/msc_personas_all.json",
-                 data && *data ? data : "../shared/data");
+                 data && *data ? data : MN_SHARED_DATA_DEFAULT);
         job.personas = default_personas;
     }
 

@@ -26,13 +26,16 @@ static void usage(FILE *out) {
             "  --split S             all (default); self-dialogue: train | valid (authors held\n"
             "                        out by a hash of the WorkerId); topical-chat: valid | test\n"
             "  --strict              a bad record is fatal instead of skipped and counted\n"
+            "  --skip-bad            use the good records even when more than half are bad\n"
             "  --max-turn-chars N    split longer turns at whitespace (default 4000)\n"
             "  --ask-at WHEN         locomo: ask probes at the end (default) or right after the\n"
             "                        session of the last evidence turn (evidence)\n"
             "  --distractors K       locomo: multiple-choice distractors per probe (default 3)\n"
             "  --valid-percent P     self-dialogue: share of authors held out (default 5)\n"
             "  --help                this text\n"
-            "Bad records are reported on stderr as file:line: reason.\n"
+            "Bad records are reported on stderr as file:line: reason, skipped and counted. The\n"
+            "input is refused (exit 1, OUT untouched) when nothing usable comes out of it, or when\n"
+            "more than half of its records are bad without --skip-bad.\n"
             "chitchat's dataset.json: python3 -m pip install chitchat-dataset, then\n"
             "  python3 -c 'import chitchat_dataset,os;print(os.path.join("
             "os.path.dirname(chitchat_dataset.__file__),\"dataset.json\"))'\n");
@@ -40,6 +43,7 @@ static void usage(FILE *out) {
 
 int cmd_prepare(int argc, char **argv) {
     const char *format_name = NULL, *input = NULL, *output = NULL, *split_name = "all";
+    int skip_bad = 0;
     mn_reader_options opt = mn_reader_options_default();
     opt.log = stderr;
     static const struct option options[] = {
@@ -48,6 +52,7 @@ int cmd_prepare(int argc, char **argv) {
         {"jsonl", required_argument, 0, 'o'},
         {"split", required_argument, 0, 's'},
         {"strict", no_argument, 0, 'S'},
+        {"skip-bad", no_argument, 0, 'B'},
         {"max-turn-chars", required_argument, 0, 'm'},
         {"ask-at", required_argument, 0, 'a'},
         {"distractors", required_argument, 0, 'd'},
@@ -65,6 +70,7 @@ int cmd_prepare(int argc, char **argv) {
         case 'o': output = optarg; break;
         case 's': split_name = optarg; break;
         case 'S': opt.strict = 1; break;
+        case 'B': skip_bad = 1; break;
         case 'm':
             if (!cli_int("prepare", "--max-turn-chars", optarg, 1, INT_MAX, &opt.max_turn_chars))
                 return 2;
@@ -101,6 +107,10 @@ int cmd_prepare(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    if (opt.strict && skip_bad) {
+        fprintf(stderr, "mnemo prepare: --strict and --skip-bad contradict each other\n");
+        return 2;
+    }
     int format;
     if (mn_reader_format_parse(format_name, &format) != MN_OK) {
         fprintf(stderr, "mnemo prepare: %s\n", mn_last_error());
@@ -128,6 +138,8 @@ int cmd_prepare(int argc, char **argv) {
     double t0 = mn_clock_s();
     mn_status st = mn_read_corpus(format, input, &opt, &list, &stats);
     double t_read = mn_clock_s() - t0;
+    if (st == MN_OK)
+        st = mn_read_check_yield(input, &stats.read, list.count, skip_bad);
     if (st != MN_OK) {
         fprintf(stderr, "mnemo prepare: %s\n", mn_last_error());
         mn_dialogue_list_free(&list);

@@ -12,12 +12,16 @@
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: mnemo sessions --store S list | show ID | delete ID | compact\n"
+            "usage: mnemo sessions --store S [--recover] list | show ID | delete ID | compact\n"
             "       mnemo sessions --store S bench [--count N] [--slots k] [--width C] [--gets N] [--puts N]\n"
-            "  list      every session: id, turns, last update, fingerprint\n"
+            "  list      every session: id, turns, last update, fingerprint (control characters,\n"
+            "            backslashes and bytes that are not UTF-8 in ids are shown as C escapes)\n"
             "  show ID   one session's info and the norm of its state\n"
             "  delete ID remove a session\n"
             "  compact   rewrite the HDF5 snapshot and empty the journal\n"
+            "  --recover open a store whose journal is damaged or missing: keep what precedes the\n"
+            "            damage and say what was dropped (delete and compact also truncate the journal\n"
+            "            there; list and show change nothing)\n"
             "  bench     create S (which must not exist), fill it with N sessions (default 100000) of\n"
             "            k x C floats (default 16 x 256, the demo model), then time gets, puts (with and\n"
             "            without fsync), reopening and compaction, and report the file sizes; S is\n"
@@ -73,8 +77,9 @@ int cmd_sessions(int argc, char **argv) {
         {"store", required_argument, 0, 'S'}, {"count", required_argument, 0, 'n'},
         {"slots", required_argument, 0, 'k'}, {"width", required_argument, 0, 'C'},
         {"gets", required_argument, 0, 'g'},  {"puts", required_argument, 0, 'p'},
-        {"help", no_argument, 0, 'h'},        {0, 0, 0, 0}};
-    int opt;
+        {"recover", no_argument, 0, 'r'},     {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int opt, recover = 0;
     optind = 1;
     while ((opt = getopt_long(argc, argv, ":", options, NULL)) != -1) {
         switch (opt) {
@@ -84,6 +89,7 @@ int cmd_sessions(int argc, char **argv) {
         case 'C': if (!cli_int("sessions", "--width", optarg, 1, 65536, &bo.width)) return 2; break;
         case 'g': if (!cli_int64("sessions", "--gets", optarg, 1, 100000000, &bo.gets)) return 2; break;
         case 'p': if (!cli_int64("sessions", "--puts", optarg, 1, 100000000, &bo.puts)) return 2; break;
+        case 'r': recover = 1; break;
         case 'h': usage(stdout); return 0;
         default: return cli_option_error("sessions", opt, argv, usage);
         }
@@ -104,10 +110,15 @@ int cmd_sessions(int argc, char **argv) {
         return 2;
     }
     mn_session_store *s = NULL;
-    if (mn_session_store_open(path, writer ? MN_STORE_WRITE : 0, 0, 0, &s) != MN_OK)
+    int flags = (writer ? MN_STORE_WRITE : 0) | (recover ? MN_STORE_RECOVER : 0);
+    if (mn_session_store_open(path, flags, 0, 0, &s) != MN_OK)
         return fail(NULL);
+    if (mn_session_store_recovery(s))
+        fprintf(stderr, "mnemo sessions: recovered: %s\n", mn_session_store_recovery(s));
     int rc = 0;
-    char when[32];
+    char when[32], shown[MN_SESSION_ID_ESCAPED_MAX];
+    if (id)
+        mn_session_id_escape(id, shown, sizeof shown);
     if (!strcmp(action, "list")) {
         mn_session_info *infos = NULL;
         size_t n = 0;
@@ -116,7 +127,8 @@ int cmd_sessions(int argc, char **argv) {
         } else {
             for (size_t i = 0; i < n; i++) {
                 iso_time(infos[i].updated_us, when, sizeof when);
-                printf("%s\t%" PRId64 " turns\tupdated %s\tfingerprint %016" PRIx64 "\n", infos[i].id, infos[i].turns,
+                mn_session_id_escape(infos[i].id, shown, sizeof shown);
+                printf("%s\t%" PRId64 " turns\tupdated %s\tfingerprint %016" PRIx64 "\n", shown, infos[i].turns,
                        when, infos[i].fingerprint);
             }
             free(infos);
@@ -127,9 +139,9 @@ int cmd_sessions(int argc, char **argv) {
         mn_session_info info;
         double norm = 0;
         if (mn_session_describe(s, id, &info, &norm, &found) != MN_OK) {
-            rc = fail(id);
+            rc = fail(shown);
         } else if (!found) {
-            fprintf(stderr, "mnemo sessions: no session '%s' in %s\n", id, path);
+            fprintf(stderr, "mnemo sessions: no session '%s' in %s\n", shown, path);
             rc = 1;
         } else {
             char created[32];
@@ -137,14 +149,14 @@ int cmd_sessions(int argc, char **argv) {
             iso_time(info.updated_us, when, sizeof when);
             printf("session      %s\nturns        %" PRId64 "\ncreated      %s\nupdated      %s\nfingerprint  %016" PRIx64
                    "\nstate        %d x %d, |R| = %.6f\n",
-                   info.id, info.turns, created, when, info.fingerprint, k_, C_, norm);
+                   shown, info.turns, created, when, info.fingerprint, k_, C_, norm);
         }
     } else if (!strcmp(action, "delete")) {
         int existed = 0;
         if (mn_session_delete(s, id, &existed) != MN_OK)
-            rc = fail(id);
+            rc = fail(shown);
         else if (!existed)
-            fprintf(stderr, "mnemo sessions: no session '%s' in %s\n", id, path), rc = 1;
+            fprintf(stderr, "mnemo sessions: no session '%s' in %s\n", shown, path), rc = 1;
     } else {
         mn_session_store_stats st;
         if (mn_session_store_compact(s) != MN_OK || mn_session_store_stats_get(s, &st) != MN_OK)

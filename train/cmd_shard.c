@@ -21,10 +21,13 @@ static void usage(FILE *out) {
             "\n"
             "  --tokenizer F         a tokenizer written by `mnemo tokenizer --train`\n"
             "  --jsonl F             canonical dialogue JSONL; each dialogue becomes one episode\n"
-            "  -o, --output F        the shard to write\n"
+            "  -o, --output F        the shard to write; not written, exit 1, when the JSONL\n"
+            "                        yields no dialogue or has more than half its lines bad\n"
+            "                        (without --skip-bad)\n"
             "  --max-turn-tokens N   split longer turns (default 128, at least 8)\n"
             "  --no-probes           leave probes out (no question/answer turns)\n"
             "  --strict              a bad JSONL line is fatal instead of skipped\n"
+            "  --skip-bad            use the good lines even when more than half are bad\n"
             "  --check F             open a shard, verify it against the tokenizer, print counts\n"
             "  --help                this text\n");
 }
@@ -51,11 +54,12 @@ static int check(const mn_tokenizer *tok, const char *path) {
 int cmd_shard(int argc, char **argv) {
     const char *tok_path = NULL, *jsonl = NULL, *output = NULL, *check_path = NULL;
     mn_render_options ro = mn_render_options_default();
-    int strict = 0;
+    int strict = 0, skip_bad = 0;
     static const struct option options[] = {
         {"tokenizer", required_argument, 0, 'k'}, {"jsonl", required_argument, 0, 'j'},
         {"output", required_argument, 0, 'o'},    {"max-turn-tokens", required_argument, 0, 'm'},
         {"no-probes", no_argument, 0, 'P'},       {"strict", no_argument, 0, 'S'},
+        {"skip-bad", no_argument, 0, 'B'},
         {"check", required_argument, 0, 'c'},     {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -69,6 +73,7 @@ int cmd_shard(int argc, char **argv) {
         case 'c': check_path = optarg; break;
         case 'P': ro.include_probes = 0; break;
         case 'S': strict = 1; break;
+        case 'B': skip_bad = 1; break;
         case 'm':
             if (!cli_int("shard", "--max-turn-tokens", optarg, 8, 1000000, &ro.max_turn_tokens))
                 return 2;
@@ -86,6 +91,10 @@ int cmd_shard(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    if (strict && skip_bad) {
+        fprintf(stderr, "mnemo shard: --strict and --skip-bad contradict each other\n");
+        return 2;
+    }
     mn_tokenizer *tok;
     if (mn_tokenizer_load_file(tok_path, &tok) != MN_OK)
         return fail(NULL);
@@ -97,7 +106,8 @@ int cmd_shard(int argc, char **argv) {
         mn_read_stats rs = {0};
         mn_render_stats st = {0};
         double t0 = mn_clock_s();
-        if (mn_jsonl_read(jsonl, strict, stderr, &list, &rs) != MN_OK)
+        if (mn_jsonl_read(jsonl, strict, stderr, &list, &rs) != MN_OK ||
+            mn_read_check_yield(jsonl, &rs, list.count, skip_bad) != MN_OK)
             rc = fail(NULL);
         else if (mn_shard_write_dialogues(output, tok, &list, &ro, &st) != MN_OK)
             rc = fail(NULL);

@@ -7,6 +7,7 @@
 
 #include "cli_util.h"
 #include "commands.h"
+#include "core/atomic_file.h"
 #include "core/clock.h"
 #include "text/bpe_jsonl.h"
 #include "text/text_util.h" /* mn_file_read_all */
@@ -26,10 +27,14 @@ static void usage(FILE *out) {
             "  --jsonl F             canonical dialogue JSONL (repeatable)\n"
             "  --vocab-size N        262..%d (default %d); fewer if the text runs out of pairs\n"
             "  --strict              a bad JSONL line is fatal instead of skipped\n"
-            "  -o, --output F        HDF5 file to write (atomically)\n"
+            "  --skip-bad            use the good lines of a file even when more than half are bad\n"
+            "  -o, --output F        HDF5 file to write (atomically); not written, exit 1, when a\n"
+            "                        file yields no dialogue, has more than half its lines bad\n"
+            "                        (without --skip-bad), or the text gives no merge\n"
             "  TOKENIZER is --tokenizer TOK.h5, or --gpt2-vocab vocab.json --gpt2-merges merges.txt\n"
             "  --encode              print the ids of --text, or of the bytes of --file\n"
             "  --ids-out F           write the ids as little-endian int32 instead of printing them\n"
+            "                        (atomically: a failed write leaves any old F untouched)\n"
             "  --repeat R            encode R times and print MB/s (first pass, with a cold cache,\n"
             "                        and the best pass)\n"
             "  --decode              print the bytes of --ids\n"
@@ -44,7 +49,7 @@ static int fail(const char *what) {
     return 1;
 }
 
-static int do_train(const char **jsonl, int n_jsonl, int vocab_size, int strict, const char *output) {
+static int do_train(const char **jsonl, int n_jsonl, int vocab_size, int strict, int skip_bad, const char *output) {
     mn_bpe_counts *counts;
     if (mn_bpe_counts_create(&counts) != MN_OK)
         return fail(NULL);
@@ -52,7 +57,7 @@ static int do_train(const char **jsonl, int n_jsonl, int vocab_size, int strict,
     int64_t dialogues = 0, turns = 0;
     for (int i = 0; i < n_jsonl; i++) {
         mn_bpe_jsonl_stats js;
-        if (mn_bpe_counts_add_jsonl(counts, jsonl[i], strict, stderr, &js) != MN_OK) {
+        if (mn_bpe_counts_add_jsonl(counts, jsonl[i], strict, skip_bad, stderr, &js) != MN_OK) {
             mn_bpe_counts_free(counts);
             return fail(NULL);
         }
@@ -73,6 +78,12 @@ static int do_train(const char **jsonl, int n_jsonl, int vocab_size, int strict,
         return fail("training");
     printf("trained %d merges, vocabulary %d (%.2f s), hash %016llx\n", mn_tokenizer_n_merges(tok),
            mn_tokenizer_vocab_size(tok), t2 - t1, (unsigned long long)mn_tokenizer_hash(tok));
+    if (mn_tokenizer_n_merges(tok) == 0 && vocab_size > MN_TOK_MERGE_BASE) {
+        fprintf(stderr, "mnemo tokenizer: learned no merge: no pre-token of the text has two bytes; %s not "
+                        "written\n", output);
+        mn_tokenizer_free(tok);
+        return 1;
+    }
     st = mn_tokenizer_save_file(tok, output);
     mn_tokenizer_free(tok);
     if (st != MN_OK)
@@ -130,13 +141,9 @@ static int do_encode(mn_tokenizer *tok, const char *text, const char *file, cons
                (double)len / 1e6, (long long)ids.count, (double)len / 1e6 / first, repeat,
                (double)len / 1e6 / best);
     if (rc == 0 && ids_out) {
-        FILE *f = fopen(ids_out, "wb");
-        if (!f || fwrite(ids.ids, sizeof(int32_t), (size_t)ids.count, f) != (size_t)ids.count) {
-            perror(ids_out);
-            rc = 1;
-        }
-        if (f && fclose(f) != 0)
-            rc = 1;
+        /* written like every other output: temp file, fsync, rename (never a partial file) */
+        if (mn_atomic_write_bytes(ids_out, ids.ids, (size_t)ids.count * sizeof(int32_t)) != MN_OK)
+            rc = fail(NULL);
     } else if (rc == 0 && repeat <= 0) {
         for (int64_t i = 0; i < ids.count; i++)
             printf(i ? " %d" : "%d", ids.ids[i]);
@@ -194,7 +201,7 @@ static void print_info(const mn_tokenizer *tok) {
 int cmd_tokenizer(int argc, char **argv) {
     enum { A_NONE, A_TRAIN, A_ENCODE, A_DECODE, A_INFO, A_CONVERT } action = A_NONE;
     const char *jsonl[64];
-    int n_jsonl = 0, vocab_size = MN_TOK_DEFAULT_VOCAB, strict = 0, repeat = 0, n_actions = 0;
+    int n_jsonl = 0, vocab_size = MN_TOK_DEFAULT_VOCAB, strict = 0, skip_bad = 0, repeat = 0, n_actions = 0;
     const char *output = NULL, *tok_path = NULL, *vocab = NULL, *merges = NULL, *text = NULL,
                *file = NULL, *ids_out = NULL, *ids = NULL;
     static const struct option options[] = {
@@ -202,6 +209,7 @@ int cmd_tokenizer(int argc, char **argv) {
         {"decode", no_argument, 0, 'd'},       {"info", no_argument, 0, 'I'},
         {"convert", no_argument, 0, 'c'},      {"jsonl", required_argument, 0, 'j'},
         {"vocab-size", required_argument, 0, 'v'}, {"strict", no_argument, 0, 'S'},
+        {"skip-bad", no_argument, 0, 'B'},
         {"output", required_argument, 0, 'o'}, {"tokenizer", required_argument, 0, 'k'},
         {"gpt2-vocab", required_argument, 0, 'V'}, {"gpt2-merges", required_argument, 0, 'M'},
         {"text", required_argument, 0, 'x'},   {"file", required_argument, 0, 'f'},
@@ -234,6 +242,7 @@ int cmd_tokenizer(int argc, char **argv) {
                 return 2;
             break;
         case 'S': strict = 1; break;
+        case 'B': skip_bad = 1; break;
         case 'o': output = optarg; break;
         case 'k': tok_path = optarg; break;
         case 'V': vocab = optarg; break;
@@ -261,7 +270,11 @@ int cmd_tokenizer(int argc, char **argv) {
             fprintf(stderr, "mnemo tokenizer: --train needs --jsonl and -o\n");
             return 2;
         }
-        return do_train(jsonl, n_jsonl, vocab_size, strict, output);
+        if (strict && skip_bad) {
+            fprintf(stderr, "mnemo tokenizer: --strict and --skip-bad contradict each other\n");
+            return 2;
+        }
+        return do_train(jsonl, n_jsonl, vocab_size, strict, skip_bad, output);
     }
     if (action == A_CONVERT && !output) {
         fprintf(stderr, "mnemo tokenizer: --convert needs -o\n");

@@ -83,3 +83,41 @@ mn_status mn_atomic_commit(mn_atomic_file *af) {
     mn_atomic_abort(af);
     return st;
 }
+
+mn_status mn_write_new_file(const char *tmp, const void *data, size_t size, const char *target) {
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return mn_fail(MN_ERR_IO, "%s: cannot create temp file %s: %s (directory missing or not writable?)", target,
+                       tmp, strerror(errno));
+    const char *p = data;
+    size_t left = size;
+    mn_status st = MN_OK;
+    while (left > 0) {
+        ssize_t n = write(fd, p, left);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            st = mn_fail(MN_ERR_IO, "%s: writing temp file %s failed after %zu of %zu bytes: %s", target, tmp,
+                         size - left, size, n < 0 ? strerror(errno) : "no progress");
+            break;
+        }
+        p += n;
+        left -= (size_t)n;
+    }
+    if (st == MN_OK && fsync(fd) != 0)
+        st = mn_fail(MN_ERR_IO, "%s: fsync of temp file %s failed: %s", target, tmp, strerror(errno));
+    if (close(fd) != 0 && st == MN_OK) /* NFS and full disks can report here */
+        st = mn_fail(MN_ERR_IO, "%s: closing temp file %s failed: %s", target, tmp, strerror(errno));
+    return st;
+}
+
+mn_status mn_atomic_write_bytes(const char *path, const void *data, size_t size) {
+    mn_atomic_file af;
+    MN_TRY(mn_atomic_begin(path, &af));
+    mn_status st = mn_write_new_file(af.tmp, data, size, path);
+    if (st != MN_OK) {
+        mn_atomic_abort(&af);
+        return st;
+    }
+    return mn_atomic_commit(&af);
+}

@@ -211,32 +211,6 @@ static mn_status write_contents(writer *w, hid_t file, mn_model *m, mn_trainer *
     return MN_OK;
 }
 
-/* Writes the bytes to the new file tmp (the caller commits or removes it). */
-static mn_status write_all(const char *tmp, const void *data, size_t size, const char *target) {
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return mn_fail(MN_ERR_IO, "%s: cannot create temp file %s: %s (directory missing or not writable?)", target,
-                       tmp, strerror(errno));
-    const char *p = data;
-    size_t left = size;
-    mn_status st = MN_OK;
-    while (left > 0) {
-        ssize_t n = write(fd, p, left);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0) {
-            st = mn_fail(MN_ERR_IO, "%s: writing temp file %s failed after %zu of %zu bytes: %s", target, tmp,
-                         size - left, size, n < 0 ? strerror(errno) : "no progress");
-            break;
-        }
-        p += n;
-        left -= (size_t)n;
-    }
-    if (close(fd) != 0 && st == MN_OK) /* NFS and full disks can report here */
-        st = mn_fail(MN_ERR_IO, "%s: closing temp file %s failed: %s", target, tmp, strerror(errno));
-    return st;
-}
-
 mn_status mn_checkpoint_save(const char *path, mn_model *model, mn_trainer *trainer, const mn_train_state *state,
                              const mn_checkpoint_save_options *opts) {
     if (!path || !*path || !model)
@@ -265,16 +239,9 @@ mn_status mn_checkpoint_save(const char *path, mn_model *model, mn_trainer *trai
     if (st == MN_OK)
         st = mn_h5_trailer_append(&image, TRAILER_MAGIC, w.chunks, w.n_chunks, path);
     free(w.chunks);
-    mn_atomic_file af = {NULL, NULL};
-    if (st == MN_OK)
-        st = mn_atomic_begin(path, &af);
-    if (st == MN_OK)
-        st = write_all(af.tmp, image.data, image.size, path);
+    if (st == MN_OK) /* <path>.tmp.<pid>, fsync, rename over path, fsync of the directory */
+        st = mn_atomic_write_bytes(path, image.data, image.size);
     free(image.data);
-    if (st == MN_OK)
-        st = mn_atomic_commit(&af); /* fsync, rename over path, fsync of the directory */
-    else
-        mn_atomic_abort(&af);
     if (st != MN_OK) /* the target was never touched */
         return mn_fail_context(st, "checkpoint not saved (any previous %s is intact)", path);
     return MN_OK;
@@ -610,7 +577,7 @@ static mn_status read_tensors(const ckpt *c, const char *group, const mn_model *
             st = mn_fail(MN_ERR_MISMATCH, "%s: tensor %s has shape %s; the model's is %s", path, full, have, want);
             break;
         }
-        if ((st = mn_h5_require_fletcher32(c->file, path, full)) != MN_OK)
+        if ((st = mn_h5_require_checksum(c->file, path, full)) != MN_OK)
             break;
         if (mn_h5_read_floats(c->file, path, full, dst + t.offset, t.size) != MN_OK)
             st = mn_fail(MN_ERR_FORMAT, "%s: tensor %s cannot be read (checksum mismatch: corrupt, or truncated)", path,

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "io/safetensors.h"
+#include "text/json_doc.h"
 
 /* The tensors of one GPT-2 block, in HF's names (== mnemo's after "decoder.h.{l}."). */
 static const char *const block_suffix[12] = {
@@ -59,10 +60,8 @@ static mn_status check_shape(const char *path, const mn_st_tensor *t, int64_t ro
 
 /* Reads n_head and checks the rest of an HF config.json against the tensors. */
 static mn_status read_config(const char *path, mn_gpt2_info *info, int *heads) {
-    json_error_t err;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
-    if (!root)
-        return mn_fail(MN_ERR_FORMAT, "%s:%d: %s", path, err.line, err.text);
+    json_t *root;
+    MN_TRY(mn_json_load_file(path, JSON_REJECT_DUPLICATES, &root));
     mn_status st = MN_OK;
     struct {
         const char *key;

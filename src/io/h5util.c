@@ -160,7 +160,7 @@ mn_status mn_h5_create_dataset(hid_t loc, const char *file, const char *name, hi
     size_t n = 1;
     for (int i = 0; i < ndim; i++) {
         hdims[i] = dims[i];
-        hchunk[i] = chunk[i];
+        hchunk[i] = chunk ? chunk[i] : 0;
         n *= dims[i];
     }
     hid_t d = H5I_INVALID_HID;
@@ -168,7 +168,7 @@ mn_status mn_h5_create_dataset(hid_t loc, const char *file, const char *name, hi
         hid_t space = H5Screate_simple(ndim, hdims, NULL);
         hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
         /* Fletcher32 needs chunking, and chunking needs elements: empty datasets stay contiguous */
-        if (n > 0) {
+        if (n > 0 && chunk) {
             H5Pset_chunk(dcpl, ndim, hchunk);
             H5Pset_fletcher32(dcpl);
         }
@@ -220,6 +220,28 @@ mn_status mn_h5_write_u64s(hid_t loc, const char *file, const char *name, const 
 
 mn_status mn_h5_read_u64s(hid_t loc, const char *file, const char *name, uint64_t *dst, size_t n) {
     return mn_h5_read_dataset(loc, file, name, H5T_NATIVE_UINT64, dst, n);
+}
+
+mn_status mn_h5_require_checksum(hid_t loc, const char *file, const char *name) {
+    hid_t d;
+    size_t count;
+    MN_TRY(open_dataset(loc, file, name, &d, &count));
+    herr_t found = -1;
+    H5E_BEGIN_TRY {
+        hid_t dcpl = H5Dget_create_plist(d);
+        unsigned flags = 0;
+        size_t n_values = 0;
+        if (dcpl >= 0) {
+            found = H5Pget_filter_by_id2(dcpl, H5Z_FILTER_FLETCHER32, &flags, &n_values, NULL, 0, NULL, NULL);
+            H5Pclose(dcpl);
+        }
+        H5Dclose(d);
+    }
+    H5E_END_TRY;
+    if (count > 0 && found < 0)
+        return mn_fail(MN_ERR_FORMAT, "%s: dataset '%s' carries no Fletcher32 checksum: its reads cannot be verified",
+                       file, name);
+    return MN_OK;
 }
 
 mn_status mn_h5_dataset_dims(hid_t loc, const char *file, const char *name, int *ndim, size_t dims[4]) {
@@ -463,34 +485,9 @@ mn_status mn_h5_read_attr_string(hid_t loc, const char *file, const char *name, 
 }
 
 /* ---------------------------------------------------------------- integrity */
-mn_status mn_h5_require_fletcher32(hid_t loc, const char *file, const char *name) {
-    if (!mn_h5_exists(loc, name))
-        return mn_fail(MN_ERR_FORMAT, "%s: dataset '%s' is missing", file, name);
-    int has = 0;
-    H5E_BEGIN_TRY {
-        hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
-        hid_t dcpl = d >= 0 ? H5Dget_create_plist(d) : H5I_INVALID_HID;
-        if (dcpl >= 0) {
-            unsigned flags = 0, config = 0;
-            size_t nvalues = 0;
-            has = H5Pget_filter_by_id2(dcpl, H5Z_FILTER_FLETCHER32, &flags, &nvalues, NULL, 0, NULL, &config) >= 0;
-            H5Pclose(dcpl);
-        }
-        if (d >= 0)
-            H5Dclose(d);
-    }
-    H5E_END_TRY;
-    if (!has)
-        return mn_fail(MN_ERR_FORMAT,
-                       "%s: dataset '%s' carries no Fletcher32 checksum, so its bytes cannot be verified (not written "
-                       "by mnemo, or altered)",
-                       file, name);
-    return MN_OK;
-}
-
 mn_status mn_h5_read_checksummed(hid_t loc, const char *file, const char *name, hid_t memtype, void *dst,
                                  size_t n) {
-    MN_TRY(mn_h5_require_fletcher32(loc, file, name));
+    MN_TRY(mn_h5_require_checksum(loc, file, name));
     return mn_h5_read_dataset(loc, file, name, memtype, dst, n);
 }
 

@@ -56,11 +56,14 @@ mn_status mn_h5_write_dataset_chunked(hid_t loc, const char *file, const char *n
                                       const size_t *chunk);
 /* Creates a dataset to be written in parts (H5Dwrite on selections; close with H5Dclose),
  * in chunks of the given shape with the Fletcher32 checksum filter; one with no element is
- * contiguous. */
+ * contiguous. chunk NULL: contiguous and unfiltered (the caller checksums the data itself). */
 mn_status mn_h5_create_dataset(hid_t loc, const char *file, const char *name, hid_t filetype, int ndim,
                                const size_t *dims, const size_t *chunk, hid_t *dset);
 mn_status mn_h5_write_u64s(hid_t loc, const char *file, const char *name, const uint64_t *data, size_t n);
 mn_status mn_h5_read_u64s(hid_t loc, const char *file, const char *name, uint64_t *dst, size_t n);
+/* Fails (MN_ERR_FORMAT, naming the dataset) unless the dataset carries the Fletcher32 checksum
+ * filter, so that its reads are verified; an empty one (contiguous, nothing to read) passes. */
+mn_status mn_h5_require_checksum(hid_t loc, const char *file, const char *name);
 /* Rank and dimensions (up to 4) of a dataset. */
 mn_status mn_h5_dataset_dims(hid_t loc, const char *file, const char *name, int *ndim, size_t dims[4]);
 int mn_h5_attr_exists(hid_t loc, const char *name);
@@ -75,8 +78,6 @@ mn_status mn_h5_write_attr_string(hid_t loc, const char *file, const char *name,
 mn_status mn_h5_read_attr_string(hid_t loc, const char *file, const char *name, char **value);
 
 /* ---- integrity */
-/* Fails (MN_ERR_FORMAT, naming the dataset) unless the dataset carries the Fletcher32 filter. */
-mn_status mn_h5_require_fletcher32(hid_t loc, const char *file, const char *name);
 /* mn_h5_read_dataset of a dataset that must carry the Fletcher32 filter, so that HDF5 verified
  * every byte it returns. */
 mn_status mn_h5_read_checksummed(hid_t loc, const char *file, const char *name, hid_t memtype, void *dst,

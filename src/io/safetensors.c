@@ -145,7 +145,8 @@ static mn_status parse_header(mn_safetensors *st, const char *json, size_t len) 
     json_decref(root);
     if (s != MN_OK)
         return s;
-    /* no two tensors may share bytes */
+    /* The tensors tile the data section exactly, as the format requires (no polyglot files):
+     * no two share bytes, no byte belongs to none, nothing follows the last. */
     mn_st_tensor **by_begin = malloc(((size_t)st->n_tensors + 1) * sizeof *by_begin);
     if (!by_begin)
         return mn_fail(MN_ERR_NOMEM, "out of memory");
@@ -153,16 +154,27 @@ static mn_status parse_header(mn_safetensors *st, const char *json, size_t len) 
         by_begin[i] = &st->tensors[i];
     qsort(by_begin, (size_t)st->n_tensors, sizeof *by_begin, cmp_begin);
     const mn_st_tensor *reach = NULL; /* the non-empty tensor that ends furthest so far */
+    uint64_t hole_begin = 0, hole_end = 0; /* the first gap; an overlap is reported first */
     for (int i = 0; i < st->n_tensors && s == MN_OK; i++) {
         const mn_st_tensor *t = by_begin[i];
         if (t->end == t->begin)
             continue;
-        if (reach && t->begin < reach->end)
+        uint64_t covered = reach ? reach->end : 0;
+        if (t->begin < covered)
             s = mn_fail(MN_ERR_FORMAT, "%s: tensors '%s' and '%s' overlap in the data section", st->path, reach->name,
                         t->name);
+        else if (t->begin > covered && hole_end == 0)
+            hole_begin = covered, hole_end = t->begin;
         if (!reach || t->end > reach->end)
             reach = t;
     }
+    uint64_t end = reach ? reach->end : 0;
+    if (s == MN_OK && hole_end > 0)
+        s = mn_fail(MN_ERR_FORMAT, "%s: bytes [%llu, %llu) of the data section belong to no tensor (not a valid "
+                    "safetensors file)", st->path, (unsigned long long)hole_begin, (unsigned long long)hole_end);
+    if (s == MN_OK && end < st->data_bytes)
+        s = mn_fail(MN_ERR_FORMAT, "%s: %llu trailing bytes after the last tensor's data (not a valid safetensors "
+                    "file, or another file appended)", st->path, (unsigned long long)(st->data_bytes - end));
     free(by_begin);
     return s;
 }

@@ -3,10 +3,12 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 #include "core/clock.h"
 #include "core/error.h"
+#include "text/text_util.h"
 
 mn_status mn_session_describe(mn_session_store *store, const char *id, mn_session_info *info, double *state_norm,
                               int *found) {
@@ -25,6 +27,50 @@ mn_status mn_session_describe(mn_session_store *store, const char *id, mn_sessio
         *state_norm = mn_l2_norm(r, (size_t)k * C);
     free(r);
     return st;
+}
+
+/* Length of the valid UTF-8 sequence at p (at most n bytes), 0 if there is none. */
+static size_t utf8_length(const char *p, size_t n) {
+    for (size_t k = 1; k <= 4 && k <= n; k++)
+        if (mn_utf8_valid(p, k)) /* a proper prefix of a sequence is never valid */
+            return k;
+    return 0;
+}
+
+void mn_session_id_escape(const char *id, char *out, size_t cap) {
+    size_t o = 0, n = strlen(id);
+    if (!cap)
+        return;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = (unsigned char)id[i];
+        size_t k = utf8_length(id + i, n - i);
+        int c1 = k == 2 && c == 0xc2 && (unsigned char)id[i + 1] < 0xa0; /* U+0080..U+009F */
+        char piece[12];
+        size_t len;
+        if (k > 1 && !c1) {
+            memcpy(piece, id + i, k);
+            len = k;
+        } else if (c == '\\' || c == '\t' || c == '\n' || c == '\r') {
+            piece[0] = '\\';
+            piece[1] = c == '\t' ? 't' : c == '\n' ? 'n' : c == '\r' ? 'r' : '\\';
+            len = 2;
+            k = 1;
+        } else if (c < 0x20 || c >= 0x7f) {
+            k = c1 ? 2 : 1;
+            len = 0;
+            for (size_t j = 0; j < k; j++)
+                len += (size_t)snprintf(piece + len, sizeof piece - len, "\\x%02x", (unsigned char)id[i + j]);
+        } else {
+            piece[0] = (char)c;
+            len = k = 1;
+        }
+        if (o + len >= cap)
+            break;
+        memcpy(out + o, piece, len);
+        o += len;
+        i += k;
+    }
+    out[o] = '\0';
 }
 
 /* ---------------------------------------------------------------- the benchmark */

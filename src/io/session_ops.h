@@ -3,6 +3,7 @@
 #ifndef MN_SESSION_OPS_H
 #define MN_SESSION_OPS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "mnemo.h"
@@ -11,6 +12,14 @@
  * refuses a state. Absent: MN_OK with *found = 0. */
 mn_status mn_session_describe(mn_session_store *store, const char *id, mn_session_info *info, double *state_norm,
                               int *found);
+
+/* Writes id with C escapes for what would garble a listing: \t \n \r, \\ for a backslash, and
+ * \xNN for the other control bytes (below 0x20, 0x7f), the C1 controls U+0080..U+009F and
+ * bytes that are not valid UTF-8. Other UTF-8 is kept. out holds cap bytes and is always
+ * NUL-terminated; an escape that does not fit is left out whole. MN_SESSION_ID_ESCAPED_MAX
+ * holds any id. */
+#define MN_SESSION_ID_ESCAPED_MAX (4 * MN_SESSION_ID_MAX + 1)
+void mn_session_id_escape(const char *id, char *out, size_t cap);
 
 typedef struct {
     int64_t count;      /* sessions to fill the store with */

@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
-#include <libgen.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 #include "core/hash.h"
 #include "io/h5util.h"
@@ -29,7 +29,6 @@
 #define LOCK_DATA_BYTE 1   /* shared while a reader reads, exclusive while files change */
 
 #define DEFAULT_AUTOCOMPACT 4096
-#define STATE_CHUNK_BYTES 16384    /* target size of one HDF5 chunk of the states dataset */
 #define COMPACT_BATCH_BYTES (4u << 20)
 #define MAX_SHAPE (1 << 20)
 
@@ -54,6 +53,7 @@ struct mn_session_store {
     dev_t snap_dev;
     ino_t snap_ino;
     int64_t snap_rows;
+    uint64_t *row_sums;    /* version 2: the XXH64 of each snapshot row; NULL for version 1 */
     uint64_t generation;
     /* the journal (fd -1: there is none) */
     int journal_fd;
@@ -71,6 +71,9 @@ struct mn_session_store {
     int64_t autocompact_min, autocompact_retry_at;
     int64_t compactions;
     mn_status last_compact_status;
+    /* what an MN_STORE_RECOVER open dropped ("" and 0: nothing) */
+    char recovery[640];
+    int64_t recovered_records;
 };
 
 /* ================================================================ small helpers */
@@ -114,8 +117,11 @@ static mn_status write_full(int fd, const void *buf, size_t n, off_t off) {
         ssize_t w = pwrite(fd, p, n, off);
         if (w < 0 && errno == EINTR)
             continue;
-        if (w <= 0)
+        if (w <= 0) {
+            if (w == 0)
+                errno = EIO; /* no progress: never expected of a regular file */
             return MN_ERR_IO;
+        }
         p += w, n -= (size_t)w, off += w;
     }
     return MN_OK;
@@ -138,32 +144,22 @@ static ssize_t read_full(int fd, void *buf, size_t n, off_t off) {
     return (ssize_t)got;
 }
 
-/* fsync the folder so that a rename survives a power cut. */
-static mn_status fsync_dir_of(const char *path) {
-    char *copy = strdup(path);
-    if (!copy)
-        return mn_fail(MN_ERR_NOMEM, "out of memory");
-    const char *dir = dirname(copy);
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+/* Writes size bytes to a new file at path and fsyncs it; on failure removes it, and the
+ * message names the file and the reason (ENOSPC, EFBIG, ...). */
+static mn_status write_new_file(const char *path, const void *data, size_t size) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return mn_fail(MN_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
     mn_status st = MN_OK;
-    if (fd < 0 || fsync(fd) != 0)
-        st = mn_fail(MN_ERR_IO, "%s: cannot fsync the folder: %s", dir, strerror(errno));
-    if (fd >= 0)
-        close(fd);
-    free(copy);
+    if (write_full(fd, data, size, 0) != MN_OK)
+        st = mn_fail(MN_ERR_IO, "%s: cannot write %zu bytes: %s", path, size, strerror(errno));
+    else if (fsync(fd) != 0)
+        st = mn_fail(MN_ERR_IO, "%s: fsync failed: %s", path, strerror(errno));
+    if (close(fd) != 0 && st == MN_OK) /* NFS and full disks can report here */
+        st = mn_fail(MN_ERR_IO, "%s: cannot close: %s", path, strerror(errno));
+    if (st != MN_OK)
+        unlink(path);
     return st;
-}
-
-static mn_status fsync_path(const char *path) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || fsync(fd) != 0) {
-        int e = errno;
-        if (fd >= 0)
-            close(fd);
-        return mn_fail(MN_ERR_IO, "%s: fsync failed: %s", path, strerror(e));
-    }
-    close(fd);
-    return MN_OK;
 }
 
 /* ================================================================ locks */
@@ -306,7 +302,7 @@ static void index_clear(mn_session_store *s) {
 static void journal_header(const mn_session_store *s, uint64_t generation, uint8_t h[MN_JOURNAL_HEADER_BYTES]) {
     memset(h, 0, MN_JOURNAL_HEADER_BYTES);
     memcpy(h, MN_JOURNAL_MAGIC, 8);
-    put_u32(h + 8, MN_STORE_VERSION);
+    put_u32(h + 8, MN_JOURNAL_VERSION);
     put_u32(h + 12, (uint32_t)s->n_slots);
     put_u32(h + 16, (uint32_t)s->d_model);
     put_u64(h + 24, generation);
@@ -375,9 +371,30 @@ static mn_status apply_record(mn_session_store *s, const uint8_t *rec, int64_t o
     return MN_OK;
 }
 
-/* Replays records from byte `off` up to `size`. A bad record that is the last thing in the
- * file is the torn put of a writer that died: it is not applied, and journal_end stays before
- * it. A bad record with anything after it is damage, never the result of a crash. */
+/* The complete record at journal offset off fails its checks (problem says how). A crash
+ * leaves at most a partial last record, so this is damage: refused, unless the store was
+ * opened to recover, in which case replay stops before it (and the writer truncates there). */
+static mn_status journal_damaged(mn_session_store *s, int64_t off, int64_t size, const char *problem) {
+    int64_t dropped = (size - off) / (int64_t)s->record_bytes, kept = s->journal_records;
+    if (!(s->flags & MN_STORE_RECOVER))
+        return mn_fail(MN_ERR_FORMAT,
+                       "%s: record %lld at byte %lld is %s; a crash leaves at most a partial last record, so the "
+                       "journal is damaged. Opening with recovery (MN_STORE_RECOVER; mnemo sessions --recover) "
+                       "keeps the %lld records before it and drops %lld",
+                       s->journal_path, (long long)kept, (long long)off, problem, (long long)kept,
+                       (long long)dropped);
+    s->journal_end = off;
+    s->recovered_records = dropped;
+    snprintf(s->recovery, sizeof s->recovery,
+             "%s: record %lld at byte %lld is %s: rolled back to the %lld records before it, dropping %lld record%s",
+             s->journal_path, (long long)kept, (long long)off, problem, (long long)kept, (long long)dropped,
+             dropped == 1 ? "" : "s");
+    return MN_OK;
+}
+
+/* Replays records from byte `off` up to `size`. A partial record at the end is the torn put of
+ * a writer that died mid-append: it is not applied, and journal_end stays before it (the
+ * writer truncates it away). A complete bad record is journal_damaged's. */
 static mn_status replay(mn_session_store *s, int64_t off, int64_t size) {
     const int64_t rb = (int64_t)s->record_bytes;
     while (off + rb <= size) {
@@ -386,16 +403,10 @@ static mn_status replay(mn_session_store *s, int64_t off, int64_t size) {
             return mn_fail(MN_ERR_IO, "%s: read failed at byte %lld: %s", s->journal_path, (long long)off,
                            strerror(errno));
         if (got < rb)
-            break;
+            break; /* the file shrank under us: what is gone was never acknowledged */
         const char *problem = record_problem(s, s->record, s->journal_records);
-        if (problem) {
-            if (off + rb < size)
-                return mn_fail(MN_ERR_FORMAT,
-                               "%s: record %lld at byte %lld is %s and more data follows it: the journal is "
-                               "damaged",
-                               s->journal_path, (long long)s->journal_records, (long long)off, problem);
-            break;
-        }
+        if (problem)
+            return journal_damaged(s, off, size, problem);
         MN_TRY(apply_record(s, s->record, off));
         off += rb;
         s->journal_records++;
@@ -405,14 +416,6 @@ static mn_status replay(mn_session_store *s, int64_t off, int64_t size) {
 }
 
 /* ================================================================ HDF5 snapshot */
-static hid_t snapshot_fapl(void) {
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    /* 1.10 format: fixed-array chunk index, so reading one session is O(1) in the store size */
-    if (fapl >= 0)
-        H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
-    return fapl;
-}
-
 /* A 1-D snapshot array, checksummed in chunks of at most 2^18 elements. */
 static mn_status write_array(hid_t loc, const char *file, const char *name, hid_t ftype, hid_t mtype, size_t n,
                              const void *data) {
@@ -420,14 +423,21 @@ static mn_status write_array(hid_t loc, const char *file, const char *name, hid_
     return mn_h5_write_dataset_chunked(loc, file, name, mtype, ftype, data, 1, &n, &chunk);
 }
 
-/* A whole 1-D dataset of n elements; another count means a corrupt snapshot (not another
- * model's, as h5util's MN_ERR_MISMATCH would say). */
+/* A whole 1-D dataset of n elements, checksummed; another count means a corrupt snapshot (not
+ * another model's, as h5util's MN_ERR_MISMATCH would say). */
 static mn_status read_array(hid_t loc, const char *file, const char *name, hid_t mtype, size_t n, void *data) {
     size_t count = 0;
+    MN_TRY(mn_h5_require_checksum(loc, file, name));
     MN_TRY(mn_h5_dataset_size(loc, file, name, &count));
     if (count != n)
         return mn_fail(MN_ERR_FORMAT, "%s: dataset '%s' has %zu elements, expected %zu", file, name, count, n);
     return mn_h5_read_dataset(loc, file, name, mtype, data, n);
+}
+
+/* The checksum of snapshot row `row` (version 2 keeps one per session in 'state_xxh64'):
+ * seeded with the row, so that a state in the wrong row fails too. */
+static uint64_t row_checksum(const float *r, size_t floats, size_t row) {
+    return mn_xxh64(r, floats * sizeof(float), (uint64_t)row);
 }
 
 /* Reads the R of one entry from wherever it lives, checking its checksum on the way. */
@@ -450,12 +460,13 @@ static mn_status read_state(mn_session_store *s, const entry *e, float *dst) {
     }
     hsize_t row = (hsize_t)(-1 - e->where);
     hsize_t start[2] = {row, 0}, count[2] = {1, F}, mdims[1] = {F};
+    float *r = (float *)s->record; /* scratch: dst only ever gets a verified state */
     herr_t rc = -1;
     H5E_BEGIN_TRY {
         hid_t fs = H5Dget_space(s->states);
         hid_t ms = H5Screate_simple(1, mdims, NULL);
         if (fs >= 0 && ms >= 0 && H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0)
-            rc = H5Dread(s->states, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, dst);
+            rc = H5Dread(s->states, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, r);
         if (ms >= 0)
             H5Sclose(ms);
         if (fs >= 0)
@@ -465,10 +476,101 @@ static mn_status read_state(mn_session_store *s, const entry *e, float *dst) {
     if (rc < 0)
         return mn_fail(MN_ERR_FORMAT, "%s: row %llu of 'states' (session '%s') cannot be read (checksum or I/O error)",
                        s->path, (unsigned long long)row, e->id);
+    if (s->row_sums && row_checksum(r, F, row) != s->row_sums[row])
+        return mn_fail(MN_ERR_FORMAT, "%s: row %llu of 'states' (session '%s') fails its checksum (the file is damaged)",
+                       s->path, (unsigned long long)row, e->id);
+    memcpy(dst, r, F * sizeof(float));
     return MN_OK;
 }
 
-/* Writes the entries order[0..n) as a snapshot of the given generation to tmp and fsyncs it. */
+/* XXH64 of the first `size` bytes outside [begin, end), read from fd or, fd < 0, from data. */
+static mn_status metadata_digest(int fd, const uint8_t *data, uint64_t size, uint64_t begin, uint64_t end,
+                                 const char *path, uint64_t *digest) {
+    mn_xxh64_state h;
+    mn_xxh64_init(&h, 0);
+    uint8_t *buf = fd >= 0 ? malloc(1 << 20) : NULL;
+    if (fd >= 0 && !buf)
+        return mn_fail(MN_ERR_NOMEM, "out of memory");
+    uint64_t ranges[2][2] = {{0, begin}, {end, size}};
+    for (int r = 0; r < 2; r++)
+        for (uint64_t at = ranges[r][0]; at < ranges[r][1];) {
+            size_t n = ranges[r][1] - at < (1u << 20) ? (size_t)(ranges[r][1] - at) : (1u << 20);
+            errno = 0;
+            if (fd < 0) {
+                mn_xxh64_update(&h, data + at, n);
+            } else if (read_full(fd, buf, n, (off_t)at) != (ssize_t)n) {
+                free(buf);
+                return mn_fail(MN_ERR_IO, "%s: cannot read byte %llu: %s", path, (unsigned long long)at,
+                               errno ? strerror(errno) : "end of file");
+            } else {
+                mn_xxh64_update(&h, buf, n);
+            }
+            at += n;
+        }
+    free(buf);
+    *digest = mn_xxh64_digest(&h);
+    return MN_OK;
+}
+
+/* Appends the trailer (session_store.h) to the HDF5 image. */
+static mn_status append_trailer(const char *path, mn_h5_image *image, uint64_t begin, uint64_t end) {
+    uint8_t t[MN_SNAPSHOT_TRAILER_BYTES] = {0};
+    uint64_t digest = 0;
+    MN_TRY(metadata_digest(-1, image->data, image->size, begin, end, path, &digest));
+    uint8_t *grown = realloc(image->data, image->size + sizeof t);
+    if (!grown)
+        return mn_fail(MN_ERR_NOMEM, "%s: out of memory", path);
+    memcpy(t, MN_SNAPSHOT_TRAILER_MAGIC, 8);
+    put_u64(t + 8, begin);
+    put_u64(t + 16, end);
+    put_u64(t + 24, image->size);
+    put_u64(t + 32, digest);
+    put_u64(t + 56, mn_xxh64(t, 56, 0));
+    memcpy(grown + image->size, t, sizeof t);
+    image->data = grown;
+    image->size += sizeof t;
+    return MN_OK;
+}
+
+/* Checks the trailer and the digest of everything HDF5 will parse, before HDF5 sees the file;
+ * [*begin, *end): the bytes of 'states' it leaves out. *has_trailer 0: none (a version 1
+ * snapshot, or its magic is damaged: the version attribute, read next, tells which). */
+static mn_status verify_snapshot(const char *path, int *has_trailer, uint64_t *states_begin, uint64_t *states_end) {
+    *has_trailer = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return mn_fail(MN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    uint8_t t[MN_SNAPSHOT_TRAILER_BYTES];
+    mn_status st = MN_OK;
+    if (fstat(fd, &sb) != 0) {
+        st = mn_fail(MN_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
+    } else if (sb.st_size >= MN_SNAPSHOT_TRAILER_BYTES &&
+               read_full(fd, t, sizeof t, sb.st_size - MN_SNAPSHOT_TRAILER_BYTES) == (ssize_t)sizeof t &&
+               !memcmp(t, MN_SNAPSHOT_TRAILER_MAGIC, 8)) {
+        uint64_t begin = get_u64(t + 8), end = get_u64(t + 16), bytes = get_u64(t + 24), want = get_u64(t + 32);
+        uint64_t digest = 0;
+        if (get_u64(t + 56) != mn_xxh64(t, 56, 0) || bytes != (uint64_t)sb.st_size - MN_SNAPSHOT_TRAILER_BYTES ||
+            begin > end || end > bytes)
+            st = mn_fail(MN_ERR_FORMAT, "%s: the snapshot's trailer is corrupt (or the file was cut or extended)",
+                         path);
+        else if ((st = metadata_digest(fd, NULL, bytes, begin, end, path, &digest)) == MN_OK && digest != want)
+            st = mn_fail(MN_ERR_FORMAT,
+                         "%s: the snapshot's metadata or session index fails its checksum (the file is damaged)",
+                         path);
+        *has_trailer = 1;
+        *states_begin = begin;
+        *states_end = end;
+    }
+    close(fd);
+    return st;
+}
+
+/* Writes the entries order[0..n) as a snapshot of the given generation to tmp and fsyncs it.
+ * The file is built in memory and written with plain write(), as checkpoints are: HDF5 never
+ * sees a failing disk (after a failed write its close leaves the library broken, and the
+ * process crashes at exit), and a full disk is reported exactly, with the temp file removed.
+ * The cost is memory for the whole new snapshot while compaction runs. */
 static mn_status write_snapshot(mn_session_store *s, const char *tmp, uint64_t generation, const size_t *order,
                                 size_t n) {
     const size_t F = s->state_floats;
@@ -484,9 +586,12 @@ static mn_status write_snapshot(mn_session_store *s, const char *tmp, uint64_t g
     if (batch_rows < 1)
         batch_rows = 1;
     float *batch = malloc(batch_rows * F * sizeof(float));
-    hid_t f = H5I_INVALID_HID, fapl = snapshot_fapl();
+    uint64_t *row_sums = malloc((n + 1) * sizeof *row_sums);
+    hid_t f = H5I_INVALID_HID;
+    mn_h5_image image = {0};
+    uint64_t states_begin = 0, states_end = 0;
     mn_status st = MN_OK;
-    if (!offsets || !ids || !turns || !created || !updated || !fps || !batch || fapl < 0) {
+    if (!offsets || !ids || !turns || !created || !updated || !fps || !batch || !row_sums) {
         st = mn_fail(MN_ERR_NOMEM, "out of memory writing a snapshot of %zu sessions", n);
         goto done;
     }
@@ -500,13 +605,11 @@ static mn_status write_snapshot(mn_session_store *s, const char *tmp, uint64_t g
         updated[i] = e->updated_us;
         fps[i] = e->fingerprint;
     }
-    H5E_BEGIN_TRY { f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl); }
-    H5E_END_TRY;
-    if (f < 0) {
-        st = mn_fail(MN_ERR_IO, "%s: cannot create (folder missing or not writable?)", tmp);
+    /* states with their chunk checksums, the per-session arrays, and room for the metadata */
+    size_t size_hint = n * (F * sizeof(float) + 64) + id_total + ((size_t)1 << 16);
+    if ((st = mn_h5_memory_file_create(tmp, size_hint, &image, &f)))
         goto done;
-    }
-    if ((st = mn_h5_write_attr_int(f, tmp, "session_store_version", MN_STORE_VERSION)) ||
+    if ((st = mn_h5_write_attr_int(f, tmp, "session_store_version", MN_SNAPSHOT_VERSION)) ||
         (st = mn_h5_write_attr_int(f, tmp, "n_slots", s->n_slots)) ||
         (st = mn_h5_write_attr_int(f, tmp, "d_model", s->d_model)) ||
         (st = mn_h5_write_attr_int(f, tmp, "generation", (int64_t)generation)) ||
@@ -519,17 +622,18 @@ static mn_status write_snapshot(mn_session_store *s, const char *tmp, uint64_t g
         (st = write_array(f, tmp, "fingerprint", H5T_STD_U64LE, H5T_NATIVE_UINT64, n, fps)))
         goto done;
 
-    /* about 16 KiB chunks: a get reads and checksums one chunk, not the whole store */
-    size_t chunk_rows = STATE_CHUNK_BYTES / (F * sizeof(float));
-    chunk_rows = chunk_rows < 1 ? 1 : chunk_rows > n ? n : chunk_rows;
-    size_t dims[2] = {n, F}, chunk[2] = {chunk_rows, F};
+    /* contiguous and unfiltered: a get reads its row with one read and checks it against its
+     * XXH64 in 'state_xxh64'; the trailer's digest leaves out exactly these bytes */
+    size_t dims[2] = {n, F};
     hid_t d = H5I_INVALID_HID;
-    if ((st = mn_h5_create_dataset(f, tmp, "states", H5T_IEEE_F32LE, 2, dims, chunk, &d)))
+    if ((st = mn_h5_create_dataset(f, tmp, "states", H5T_IEEE_F32LE, 2, dims, NULL, &d)))
         goto done;
     for (size_t first = 0; first < n && st == MN_OK; first += batch_rows) {
         size_t rows = n - first < batch_rows ? n - first : batch_rows;
-        for (size_t i = 0; i < rows && st == MN_OK; i++)
+        for (size_t i = 0; i < rows && st == MN_OK; i++) {
             st = read_state(s, &s->entries[order[first + i]], batch + i * F);
+            row_sums[first + i] = row_checksum(batch + i * F, F, first + i);
+        }
         if (st != MN_OK)
             break;
         herr_t rc = -1;
@@ -544,58 +648,65 @@ static mn_status write_snapshot(mn_session_store *s, const char *tmp, uint64_t g
         }
         H5E_END_TRY;
         if (rc < 0)
-            st = mn_fail(MN_ERR_IO, "%s: cannot write rows %zu.. of 'states' (disk full?)", tmp, first);
+            st = mn_fail(MN_ERR_NOMEM, "%s: cannot build rows %zu.. of 'states' in memory", tmp, first);
     }
-    H5Dclose(d);
+    haddr_t at = HADDR_UNDEF;
+    H5E_BEGIN_TRY {
+        at = H5Dget_offset(d);
+        H5Dclose(d);
+    }
+    H5E_END_TRY;
+    if (st == MN_OK && n > 0 && at == HADDR_UNDEF)
+        st = mn_fail(MN_ERR_NOMEM, "%s: 'states' has no storage in the file being built", tmp);
+    if (st == MN_OK && n > 0) {
+        states_begin = at;
+        states_end = at + n * F * sizeof(float);
+    }
+    if (st == MN_OK)
+        st = write_array(f, tmp, "state_xxh64", H5T_STD_U64LE, H5T_NATIVE_UINT64, n, row_sums);
 done:
     if (f >= 0) {
-        herr_t rc;
-        H5E_BEGIN_TRY { rc = H5Fclose(f); }
-        H5E_END_TRY;
-        if (rc < 0 && st == MN_OK)
-            st = mn_fail(MN_ERR_IO, "%s: cannot finish writing (disk full?)", tmp);
+        mn_status closed = mn_h5_memory_file_close(f, tmp, &image);
+        if (st == MN_OK)
+            st = closed;
     }
-    if (fapl >= 0)
-        H5Pclose(fapl);
     if (st == MN_OK)
-        st = fsync_path(tmp);
-    free(offsets), free(ids), free(turns), free(created), free(updated), free(fps), free(batch);
+        st = append_trailer(tmp, &image, states_begin, states_end);
+    if (st == MN_OK)
+        st = write_new_file(tmp, image.data, image.size);
+    free(image.data);
+    free(offsets), free(ids), free(turns), free(created), free(updated), free(fps), free(batch), free(row_sums);
     return st;
 }
 
-/* Writes a journal holding only its header to tmp, fsyncs it and renames it to journal_path. */
+/* Writes a journal holding only its header to journal_tmp (fsynced) and, with rename_now,
+ * renames it over journal_path and fsyncs the folder. */
 static mn_status journal_replace(mn_session_store *s, uint64_t generation, int rename_now) {
     uint8_t h[MN_JOURNAL_HEADER_BYTES];
     journal_header(s, generation, h);
-    int fd = open(s->journal_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return mn_fail(MN_ERR_IO, "%s: cannot create: %s", s->journal_tmp, strerror(errno));
-    mn_status st = write_full(fd, h, sizeof h, 0);
-    if (st == MN_OK && fsync(fd) != 0)
-        st = MN_ERR_IO;
-    int e = errno;
-    close(fd);
-    if (st != MN_OK) {
-        unlink(s->journal_tmp);
-        return mn_fail(MN_ERR_IO, "%s: cannot write: %s", s->journal_tmp, strerror(e));
-    }
+    MN_TRY(write_new_file(s->journal_tmp, h, sizeof h));
     if (!rename_now)
         return MN_OK;
     if (rename(s->journal_tmp, s->journal_path) != 0) {
-        e = errno;
+        int e = errno;
         unlink(s->journal_tmp);
         return mn_fail(MN_ERR_IO, "%s: cannot rename %s into place: %s", s->journal_path, s->journal_tmp, strerror(e));
     }
-    return fsync_dir_of(s->journal_path);
+    return mn_fsync_parent_dir(s->journal_path);
 }
 
 /* ================================================================ loading */
 static void unload(mn_session_store *s) {
-    if (s->states >= 0)
-        H5Dclose(s->states);
-    if (s->snap >= 0)
-        H5Fclose(s->snap);
+    H5E_BEGIN_TRY {
+        if (s->states >= 0)
+            H5Dclose(s->states);
+        if (s->snap >= 0)
+            H5Fclose(s->snap);
+    }
+    H5E_END_TRY;
     s->states = s->snap = H5I_INVALID_HID;
+    free(s->row_sums);
+    s->row_sums = NULL;
     if (s->journal_fd >= 0)
         close(s->journal_fd);
     s->journal_fd = -1;
@@ -610,15 +721,20 @@ static mn_status load_snapshot(mn_session_store *s) {
     struct stat sb;
     if (stat(s->path, &sb) != 0)
         return mn_fail(MN_ERR_IO, "%s: no session store here: %s", s->path, strerror(errno));
+    int has_trailer = 0;
+    uint64_t states_begin = 0, states_end = 0;
+    MN_TRY(verify_snapshot(s->path, &has_trailer, &states_begin, &states_end));
     MN_TRY(mn_h5_open_read(s->path, &s->snap));
     s->snap_dev = sb.st_dev;
     s->snap_ino = sb.st_ino;
     int64_t version = 0, ns = 0, dm = 0, gen = 0, count = 0;
     const char *p = s->path;
     MN_TRY(mn_h5_read_attr_int(s->snap, p, "session_store_version", &version));
-    if (version != MN_STORE_VERSION)
-        return mn_fail(MN_ERR_FORMAT, "%s: session store version %lld; this build reads version %d", p,
-                       (long long)version, MN_STORE_VERSION);
+    if (version < 1 || version > MN_SNAPSHOT_VERSION)
+        return mn_fail(MN_ERR_FORMAT, "%s: session store version %lld; this build reads versions 1 to %d", p,
+                       (long long)version, MN_SNAPSHOT_VERSION);
+    if (version >= 2 && !has_trailer)
+        return mn_fail(MN_ERR_FORMAT, "%s: the snapshot's trailer is missing or damaged (the file is damaged)", p);
     MN_TRY(mn_h5_read_attr_int(s->snap, p, "n_slots", &ns));
     MN_TRY(mn_h5_read_attr_int(s->snap, p, "d_model", &dm));
     MN_TRY(mn_h5_read_attr_int(s->snap, p, "generation", &gen));
@@ -704,20 +820,61 @@ static mn_status load_snapshot(mn_session_store *s) {
         H5E_BEGIN_TRY { s->states = H5Dopen2(s->snap, "states", H5P_DEFAULT); }
         H5E_END_TRY;
     }
-    if (s->states < 0)
+    if (s->states < 0) {
         st = mn_fail(MN_ERR_FORMAT, "%s: dataset 'states' is not (%zu, %zu) or cannot be opened", p, n,
                      s->state_floats);
+        goto done;
+    }
+    if (version == 1) { /* chunks with Fletcher32, checked by HDF5 as a get reads them */
+        st = mn_h5_require_checksum(s->snap, p, "states");
+        goto done;
+    }
+    /* version 2: one contiguous run of rows, each checked against its XXH64 by a get; the run
+     * must be exactly the bytes the trailer's digest left out */
+    haddr_t at = HADDR_UNDEF;
+    H5E_BEGIN_TRY { at = H5Dget_offset(s->states); }
+    H5E_END_TRY;
+    uint64_t bytes = (uint64_t)n * s->state_floats * sizeof(float);
+    if (n ? at == HADDR_UNDEF || at != states_begin || states_end - states_begin != bytes : states_begin != states_end) {
+        st = mn_fail(MN_ERR_FORMAT, "%s: dataset 'states' is not where the snapshot's trailer says", p);
+        goto done;
+    }
+    s->row_sums = malloc((n + 1) * sizeof *s->row_sums);
+    if (!s->row_sums)
+        st = mn_fail(MN_ERR_NOMEM, "%s: out of memory for %zu row checksums", p, n);
+    else
+        st = read_array(s->snap, p, "state_xxh64", H5T_NATIVE_UINT64, n, s->row_sums);
 done:
     free(offsets), free(turns), free(fps), free(ids);
     return st;
+}
+
+/* The journal cannot be used at all (missing, or its header is bad): refused, or with
+ * MN_STORE_RECOVER the snapshot alone, with the journal treated as stale (a writer replaces it
+ * with an empty one). `records`: complete records it holds, -1 when unknown. */
+static mn_status journal_unusable(mn_session_store *s, const char *problem, int64_t records) {
+    char held[64] = "";
+    if (records >= 0)
+        snprintf(held, sizeof held, ", dropping %lld record%s", (long long)records, records == 1 ? "" : "s");
+    if (!(s->flags & MN_STORE_RECOVER))
+        return mn_fail(MN_ERR_FORMAT,
+                       "%s: %s: the puts since the last compaction cannot be read. Opening with recovery "
+                       "(MN_STORE_RECOVER; mnemo sessions --recover) keeps the snapshot alone (generation %llu, "
+                       "%lld sessions)%s",
+                       s->journal_path, problem, (unsigned long long)s->generation, (long long)s->snap_rows, held);
+    s->journal_stale = 1;
+    s->recovered_records = records > 0 ? records : 0;
+    snprintf(s->recovery, sizeof s->recovery, "%s: %s: rolled back to the snapshot alone (generation %llu, %lld sessions)%s",
+             s->journal_path, problem, (unsigned long long)s->generation, (long long)s->snap_rows, held);
+    return MN_OK;
 }
 
 static mn_status load_journal(mn_session_store *s) {
     int writer = s->flags & MN_STORE_WRITE;
     s->journal_fd = open(s->journal_path, (writer ? O_RDWR : O_RDONLY) | O_CLOEXEC);
     if (s->journal_fd < 0) {
-        if (errno == ENOENT) /* a crash between creating the snapshot and its journal */
-            return MN_OK;
+        if (errno == ENOENT) /* a store is created journal first: this is loss, not a crash */
+            return journal_unusable(s, "missing (deleted, or the store was copied without it?)", -1);
         return mn_fail(MN_ERR_IO, "%s: cannot open: %s", s->journal_path, strerror(errno));
     }
     struct stat sb;
@@ -726,23 +883,27 @@ static mn_status load_journal(mn_session_store *s) {
         return mn_fail(MN_ERR_IO, "%s: cannot stat: %s", s->journal_path, strerror(errno));
     s->journal_dev = sb.st_dev;
     s->journal_ino = sb.st_ino;
+    s->journal_end = MN_JOURNAL_HEADER_BYTES;
+    int64_t records = sb.st_size > MN_JOURNAL_HEADER_BYTES
+                          ? (int64_t)(sb.st_size - MN_JOURNAL_HEADER_BYTES) / (int64_t)s->record_bytes
+                          : 0;
     if (read_full(s->journal_fd, h, sizeof h, 0) != (ssize_t)sizeof h || memcmp(h, MN_JOURNAL_MAGIC, 8) ||
         get_u64(h + 56) != mn_xxh64(h, 56, 0))
-        return mn_fail(MN_ERR_FORMAT, "%s: the journal header is missing or corrupt", s->journal_path);
+        return journal_unusable(s, "the journal header is missing or corrupt", records);
     uint64_t gen = get_u64(h + 24);
-    if (get_u32(h + 8) != MN_STORE_VERSION || get_u32(h + 12) != (uint32_t)s->n_slots ||
+    if (get_u32(h + 8) != MN_JOURNAL_VERSION || get_u32(h + 12) != (uint32_t)s->n_slots ||
         get_u32(h + 16) != (uint32_t)s->d_model || get_u64(h + 32) != s->record_bytes)
-        return mn_fail(MN_ERR_FORMAT, "%s: the journal's version or state shape differs from the snapshot's",
-                       s->journal_path);
-    s->journal_end = MN_JOURNAL_HEADER_BYTES;
+        return journal_unusable(s, "the journal's version or state shape differs from the snapshot's", records);
     if (gen < s->generation) { /* compaction renamed the snapshot in and died before the journal */
         s->journal_stale = 1;
         return MN_OK;
     }
-    if (gen > s->generation)
-        return mn_fail(MN_ERR_FORMAT,
-                       "%s: journal generation %llu is newer than the snapshot's %llu (files mixed up by hand?)",
-                       s->journal_path, (unsigned long long)gen, (unsigned long long)s->generation);
+    if (gen > s->generation) {
+        char problem[160];
+        snprintf(problem, sizeof problem, "journal generation %llu is newer than the snapshot's %llu (files mixed up?)",
+                 (unsigned long long)gen, (unsigned long long)s->generation);
+        return journal_unusable(s, problem, records);
+    }
     return replay(s, MN_JOURNAL_HEADER_BYTES, (int64_t)sb.st_size);
 }
 
@@ -767,6 +928,8 @@ static mn_status reader_sync(mn_session_store *s) {
     if (has_journal != (s->journal_fd >= 0) ||
         (has_journal && (sb.st_ino != s->journal_ino || sb.st_dev != s->journal_dev)))
         return load(s);
+    if (has_journal && !s->journal_stale && (int64_t)sb.st_size < s->journal_end)
+        return load(s); /* truncated under us (a recovering writer): start over */
     if (has_journal && !s->journal_stale && (int64_t)sb.st_size > s->journal_end)
         return replay(s, s->journal_end, (int64_t)sb.st_size);
     return MN_OK;
@@ -780,14 +943,19 @@ static mn_status create_store(mn_session_store *s) {
     s->d_model = s->want_d_model;
     s->state_floats = (size_t)s->n_slots * (size_t)s->d_model;
     s->record_bytes = mn_journal_record_bytes(s->state_floats);
-    MN_TRY(write_snapshot(s, s->snap_tmp, 1, NULL, 0));
-    if (rename(s->snap_tmp, s->path) != 0) {
-        int e = errno;
+    /* the journal first: a snapshot never exists without its journal, so a missing journal
+     * is always damage, never a creation that died half-way */
+    MN_TRY(journal_replace(s, 1, 1));
+    mn_status st = write_snapshot(s, s->snap_tmp, 1, NULL, 0);
+    if (st == MN_OK && rename(s->snap_tmp, s->path) != 0) {
+        st = mn_fail(MN_ERR_IO, "%s: cannot rename %s into place: %s", s->path, s->snap_tmp, strerror(errno));
         unlink(s->snap_tmp);
-        return mn_fail(MN_ERR_IO, "%s: cannot rename %s into place: %s", s->path, s->snap_tmp, strerror(e));
     }
-    MN_TRY(fsync_dir_of(s->path));
-    return journal_replace(s, 1, 1);
+    if (st != MN_OK) {
+        unlink(s->journal_path);
+        return st;
+    }
+    return mn_fsync_parent_dir(s->path);
 }
 
 static mn_status open_locked(mn_session_store *s) {
@@ -814,10 +982,56 @@ static mn_status open_locked(mn_session_store *s) {
         return mn_fail(MN_ERR_IO, "%s: cannot stat: %s", s->journal_path, strerror(errno));
     if ((int64_t)sb.st_size > s->journal_end) {
         if (ftruncate(s->journal_fd, s->journal_end) != 0 || fsync(s->journal_fd) != 0)
-            return mn_fail(MN_ERR_IO, "%s: cannot drop the torn record at its end: %s", s->journal_path,
+            return mn_fail(MN_ERR_IO, "%s: cannot truncate it to its last good record: %s", s->journal_path,
                            strerror(errno));
     }
     return MN_OK;
+}
+
+/* Whether lock_path still names the file this handle locks: an opener that created the lock
+ * file and then failed removes it again, and whoever opened it meanwhile must start over. */
+static int lock_file_current(const mn_session_store *s) {
+    struct stat a, b;
+    return fstat(s->lock_fd, &a) == 0 && stat(s->lock_path, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev;
+}
+
+/* Removes the lock file this failed open created, unless another handle locks it by now. */
+static void remove_own_lock_file(mn_session_store *s) {
+    struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0, .l_len = 2, .l_pid = 0};
+    if (fcntl(s->lock_fd, F_OFD_SETLK, &fl) == 0 && lock_file_current(s))
+        unlink(s->lock_path);
+}
+
+/* Opens (creating: *created) and locks the lock file, then the store under the data lock.
+ * *stale: the lock file was replaced meanwhile (the caller starts over). */
+static mn_status open_with_lock(mn_session_store *s, int *created, int *stale) {
+    int writer = s->flags & MN_STORE_WRITE;
+    s->lock_fd = open(s->lock_path, (writer ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (s->lock_fd < 0 && errno == ENOENT) {
+        /* a store copied without its lock file gets one; nothing at all is no store (unless
+         * this open creates it) and gets no lock file */
+        if (access(s->path, F_OK) != 0 && !(s->flags & MN_STORE_CREATE))
+            return mn_fail(MN_ERR_IO, "%s: no session store here", s->path);
+        s->lock_fd = open(s->lock_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        *created = s->lock_fd >= 0;
+        if (s->lock_fd < 0 && errno == EEXIST) /* another opener was quicker */
+            s->lock_fd = open(s->lock_path, (writer ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    }
+    if (s->lock_fd < 0)
+        return mn_fail(MN_ERR_IO, "%s: cannot open the lock file: %s", s->lock_path, strerror(errno));
+    if (writer && ofd_lock(s->lock_fd, F_WRLCK, LOCK_WRITER_BYTE, 0) != 0)
+        return errno == EAGAIN || errno == EACCES
+                   ? mn_fail(MN_ERR_IO, "%s: the store is open for writing by another process (lock on %s)",
+                             s->path, s->lock_path)
+                   : mn_fail(MN_ERR_IO, "%s: cannot lock: %s", s->lock_path, strerror(errno));
+    MN_TRY(data_lock(s, writer));
+    mn_status st = MN_OK;
+    if (!lock_file_current(s))
+        *stale = 1;
+    else
+        st = open_locked(s);
+    data_unlock(s);
+    return st;
 }
 
 mn_status mn_session_store_open(const char *path, int flags, int n_slots, int d_model, mn_session_store **out) {
@@ -848,33 +1062,23 @@ mn_status mn_session_store_open(const char *path, int flags, int n_slots, int d_
         mn_session_store_close(s);
         return mn_fail(MN_ERR_NOMEM, "out of memory");
     }
-    int writer = flags & MN_STORE_WRITE;
-    mn_status st = MN_OK;
-    if (writer) {
-        s->lock_fd = open(s->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    } else {
-        s->lock_fd = open(s->lock_path, O_RDONLY | O_CLOEXEC);
-        if (s->lock_fd < 0 && errno == ENOENT) {
-            if (access(path, F_OK) == 0) /* a store copied without its lock file */
-                s->lock_fd = open(s->lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-            else
-                st = mn_fail(MN_ERR_IO, "%s: no session store here", path);
+    mn_status st;
+    for (int attempt = 0;; attempt++) {
+        int created = 0, stale = 0;
+        st = open_with_lock(s, &created, &stale);
+        if (st == MN_OK && !stale)
+            break;
+        if (st != MN_OK && created)
+            remove_own_lock_file(s);
+        if (st != MN_OK || attempt == 100) {
+            if (st == MN_OK)
+                st = mn_fail(MN_ERR_IO, "%s: its lock file keeps being replaced", s->lock_path);
+            mn_session_store_close(s);
+            return st;
         }
-    }
-    if (st == MN_OK && s->lock_fd < 0)
-        st = mn_fail(MN_ERR_IO, "%s: cannot open the lock file: %s", s->lock_path, strerror(errno));
-    if (st == MN_OK && writer && ofd_lock(s->lock_fd, F_WRLCK, LOCK_WRITER_BYTE, 0) != 0)
-        st = errno == EAGAIN || errno == EACCES
-                 ? mn_fail(MN_ERR_IO, "%s: the store is open for writing by another process (lock on %s)", path,
-                           s->lock_path)
-                 : mn_fail(MN_ERR_IO, "%s: cannot lock: %s", s->lock_path, strerror(errno));
-    if (st == MN_OK && (st = data_lock(s, writer)) == MN_OK) {
-        st = open_locked(s);
-        data_unlock(s);
-    }
-    if (st != MN_OK) {
-        mn_session_store_close(s);
-        return st;
+        unload(s); /* the lock file was removed under us by an opener that failed: again */
+        close(s->lock_fd);
+        s->lock_fd = -1;
     }
     *out = s;
     return MN_OK;
@@ -892,6 +1096,8 @@ void mn_session_store_close(mn_session_store *s) {
     free(s->path), free(s->journal_path), free(s->lock_path), free(s->snap_tmp), free(s->journal_tmp);
     free(s);
 }
+
+const char *mn_session_store_recovery(const mn_session_store *s) { return s && s->recovery[0] ? s->recovery : NULL; }
 
 void mn_session_store_shape(const mn_session_store *s, int *n_slots, int *d_model) {
     if (n_slots)
@@ -1112,12 +1318,12 @@ static mn_status compact(mn_session_store *s) {
         data_unlock(s);
         return st;
     }
-    st = fsync_dir_of(s->path);
+    st = mn_fsync_parent_dir(s->path);
     if (rename(s->journal_tmp, s->journal_path) != 0 && st == MN_OK)
         st = mn_fail(MN_ERR_IO, "%s: cannot rename %s into place: %s", s->journal_path, s->journal_tmp,
                      strerror(errno));
     if (st == MN_OK)
-        st = fsync_dir_of(s->journal_path);
+        st = mn_fsync_parent_dir(s->journal_path);
     mn_status loaded = load(s); /* the new files, whatever happened to the second rename */
     if (loaded == MN_OK && s->journal_stale) { /* the journal rename failed: retry it once */
         loaded = journal_replace(s, s->generation, 1);
@@ -1147,6 +1353,7 @@ mn_status mn_session_store_stats_get(mn_session_store *s, mn_session_store_stats
     out->generation = s->generation;
     out->compactions = s->compactions;
     out->last_compact_status = s->last_compact_status;
+    out->recovered_records = s->recovered_records;
     struct stat sb;
     if (stat(s->path, &sb) == 0)
         out->snapshot_bytes = (int64_t)sb.st_size;

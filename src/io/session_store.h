@@ -14,9 +14,24 @@
 #define MN_STORE_SNAPSHOT_TMP_SUFFIX ".compact.tmp"
 #define MN_STORE_JOURNAL_TMP_SUFFIX ".journal.tmp"
 
-#define MN_STORE_VERSION 1
+/* Snapshot format (the root attribute session_store_version): 2 carries the trailer below;
+ * 1, written before it, is still read (HDF5's own checksums only). */
+#define MN_SNAPSHOT_VERSION 2
+#define MN_JOURNAL_VERSION 1
 
-/* Journal header, 64 bytes, little-endian:
+/* Snapshot trailer, the last 64 bytes of S, after the end of the HDF5 file, little-endian:
+ *   0 magic "MNSNAPT1" | 8 u64 states_begin | 16 u64 states_end | 24 u64 hdf5_bytes
+ *   32 u64 XXH64 of the HDF5 bytes outside [states_begin, states_end) | 40..55 zero
+ *   56 u64 XXH64(bytes 0..55)
+ * [states_begin, states_end) is the contiguous dataset 'states', whose rows a get checks
+ * against their XXH64 in 'state_xxh64' (seeded with the row number); everything else HDF5
+ * parses (superblock, object headers, the per-session arrays, the row checksums) is under the
+ * digest, verified before HDF5 opens the file: HDF5 can leave internal state behind, or
+ * worse, when its metadata is damaged. */
+#define MN_SNAPSHOT_TRAILER_MAGIC "MNSNAPT1"
+#define MN_SNAPSHOT_TRAILER_BYTES 64
+
+/* Journal header, 64 bytes, little-endian (version: MN_JOURNAL_VERSION):
  *   0 magic "MNJOURN1" | 8 u32 version | 12 u32 n_slots | 16 u32 d_model | 20 u32 0
  *   24 u64 generation  | 32 u64 record_bytes | 40..55 zero | 56 u64 XXH64(bytes 0..55) */
 #define MN_JOURNAL_MAGIC "MNJOURN1"

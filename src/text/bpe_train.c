@@ -131,26 +131,29 @@ mn_status mn_bpe_counts_add_dialogues(mn_bpe_counts *c, const mn_dialogue_list *
 }
 
 /* ================================================================ training */
-/* Incremental BPE: words (distinct pre-tokens) as symbol arrays, pair counts with the list of
- * words holding each pair, and a max-heap of (count, left, right) whose stale entries are
- * re-pushed with their current count when popped (counts of old pairs only ever fall). */
+/* Incremental BPE on the distinct pre-tokens ("words"): every word of 2+ bytes is a linked
+ * list of symbols in one array of positions; each pair keeps its count and the positions
+ * where it was seen (some merged away since, checked when used), and a max-heap of (count,
+ * left, right) whose stale entries are re-pushed with their current count when popped
+ * (counts of old pairs only ever fall). A merge visits only the positions of its pair, never
+ * a whole word again, so a 1 MB word costs what 1 MB of short words does: each position is
+ * recorded once, a merge records at most two, and each record is visited at most once. */
 typedef struct {
     int64_t count;
     int32_t a, b;
 } heap_entry;
 
 typedef struct {
-    /* words */
-    int32_t *syms;
-    int64_t *woff;
-    int32_t *wlen;
+    /* the words: symbol, neighbours (-1 at a word's ends) and word of each position; a
+     * merge writes its result at the left position and unlinks the right one (symbol -1) */
+    int32_t *sym, *next, *prev, *word;
     int64_t *wfreq;
-    int32_t *wstamp;
-    int64_t n_words;
+    int64_t n_words, n_syms;
+    int64_t steps; /* mn_bpe_train_stats.steps */
     /* pairs */
     int32_t *pa, *pb;
     int64_t *pcount;
-    int32_t **plist;
+    int32_t **plist; /* positions of the pair's left symbol */
     int32_t *plen, *pcap;
     int32_t *pstamp;
     int64_t n_pairs, pairs_cap;
@@ -166,11 +169,11 @@ typedef struct {
 } trainer;
 
 static void trainer_free(trainer *t) {
-    free(t->syms);
-    free(t->woff);
-    free(t->wlen);
+    free(t->sym);
+    free(t->next);
+    free(t->prev);
+    free(t->word);
     free(t->wfreq);
-    free(t->wstamp);
     for (int64_t i = 0; i < t->n_pairs; i++)
         free(t->plist[i]);
     free(t->pa);
@@ -257,18 +260,22 @@ static mn_status pair_get(trainer *t, int32_t a, int32_t b, int32_t *out) {
     return MN_OK;
 }
 
-static mn_status pair_add(trainer *t, int32_t a, int32_t b, int64_t delta, int32_t word,
+/* Adds delta to the count of pair (a, b); a pair seen anew (delta > 0) records its position. */
+static mn_status pair_add(trainer *t, int32_t a, int32_t b, int64_t delta, int32_t pos,
                           int32_t *index) {
     int32_t p;
     MN_TRY(pair_get(t, a, b, &p));
     t->pcount[p] += delta;
-    if (delta > 0 && (t->plen[p] == 0 || t->plist[p][t->plen[p] - 1] != word)) {
+    if (delta > 0) {
         if (t->plen[p] == t->pcap[p]) {
+            if (t->pcap[p] > INT32_MAX / 2)
+                return mn_fail(MN_ERR_NOMEM, "tokenizer training: a pair occurs too often");
             int32_t cap = t->pcap[p] ? t->pcap[p] * 2 : 4;
             GROW(t->plist[p], cap);
             t->pcap[p] = cap;
         }
-        t->plist[p][t->plen[p]++] = word;
+        t->plist[p][t->plen[p]++] = pos;
+        t->steps++;
     }
     if (index)
         *index = p;
@@ -333,49 +340,52 @@ static mn_status touch(trainer *t, int32_t p, int32_t stamp) {
     return MN_OK;
 }
 
-/* Applies merge (a, b) -> x of the given rank to every word holding the pair. */
+/* Applies merge (a, b) -> x of the given rank at every position still holding the pair. */
 static mn_status apply_merge(trainer *t, int32_t pidx, int32_t x, int32_t rank) {
     int32_t a = t->pa[pidx], b = t->pb[pidx];
-    int32_t *words = t->plist[pidx];
-    int32_t n_words = t->plen[pidx];
+    int32_t *at = t->plist[pidx];
+    int32_t n_at = t->plen[pidx];
     t->plist[pidx] = NULL; /* new pairs all involve x, so this list never grows meanwhile */
     t->plen[pidx] = t->pcap[pidx] = 0;
+    /* Left to right, as a scan of each word merges ("aaa" becomes (aa)a, not a(aa)): the list
+     * is in position order, since a pair gains positions only at the start or in the merge
+     * that made its newer symbol, which records them in the order it visits its own. */
+    t->steps += n_at;
     t->n_touched = 0;
     mn_status st = MN_OK;
-    for (int32_t k = 0; k < n_words && st == MN_OK; k++) {
-        int32_t w = words[k];
-        if (t->wstamp[w] == rank)
+    for (int32_t k = 0; k < n_at && st == MN_OK; k++) {
+        int32_t i = at[k];
+        if (t->sym[i] != a)
+            continue; /* merged away since it was recorded */
+        int32_t j = t->next[i];
+        if (j < 0 || t->sym[j] != b)
             continue;
-        t->wstamp[w] = rank;
-        int32_t *s = t->syms + t->woff[w];
-        int32_t len = t->wlen[w];
-        int64_t f = t->wfreq[w];
-        for (int32_t i = 0; i + 1 < len && st == MN_OK; i++) {
-            if (s[i] != a || s[i + 1] != b)
-                continue;
-            int32_t q;
-            t->pcount[pidx] -= f;
-            if (i > 0) {
-                st = pair_add(t, s[i - 1], a, -f, w, NULL);
-                if (st == MN_OK)
-                    st = pair_add(t, s[i - 1], x, f, w, &q);
-                if (st == MN_OK)
-                    st = touch(t, q, rank);
-            }
-            if (st == MN_OK && i + 2 < len) {
-                st = pair_add(t, b, s[i + 2], -f, w, NULL);
-                if (st == MN_OK)
-                    st = pair_add(t, x, s[i + 2], f, w, &q);
-                if (st == MN_OK)
-                    st = touch(t, q, rank);
-            }
-            s[i] = x;
-            memmove(s + i + 1, s + i + 2, (size_t)(len - i - 2) * sizeof *s);
-            len--;
+        int64_t f = t->wfreq[t->word[i]];
+        int32_t l = t->prev[i], r = t->next[j], q;
+        t->pcount[pidx] -= f;
+        if (l >= 0) {
+            st = pair_add(t, t->sym[l], a, -f, -1, NULL);
+            if (st == MN_OK)
+                st = pair_add(t, t->sym[l], x, f, l, &q);
+            if (st == MN_OK)
+                st = touch(t, q, rank);
         }
-        t->wlen[w] = len;
+        if (st == MN_OK && r >= 0) {
+            st = pair_add(t, b, t->sym[r], -f, -1, NULL);
+            if (st == MN_OK)
+                st = pair_add(t, x, t->sym[r], f, i, &q);
+            if (st == MN_OK)
+                st = touch(t, q, rank);
+        }
+        if (st == MN_OK) {
+            t->sym[i] = x;
+            t->sym[j] = -1;
+            t->next[i] = r;
+            if (r >= 0)
+                t->prev[r] = i;
+        }
     }
-    free(words);
+    free(at);
     MN_TRY(st);
     t->pcount[pidx] = 0;
     for (int64_t k = 0; k < t->n_touched; k++) {
@@ -460,32 +470,36 @@ static mn_status train_run(trainer *t, const mn_bpe_counts *c, int32_t max_merge
             n_words++;
             n_syms += c->slots[i].key_len;
         }
-    if (n_words >= INT32_MAX)
-        return mn_fail(MN_ERR_NOMEM, "tokenizer training: too many distinct pre-tokens");
-    t->syms = malloc((size_t)(n_syms ? n_syms : 1) * sizeof *t->syms);
-    t->woff = malloc((size_t)(n_words ? n_words : 1) * sizeof *t->woff);
-    t->wlen = malloc((size_t)(n_words ? n_words : 1) * sizeof *t->wlen);
+    if (n_words >= INT32_MAX || n_syms >= INT32_MAX)
+        return mn_fail(MN_ERR_NOMEM, "tokenizer training: %lld distinct pre-tokens of %lld bytes: too many",
+                       (long long)n_words, (long long)n_syms);
+    size_t ns = (size_t)(n_syms ? n_syms : 1);
+    t->sym = malloc(ns * sizeof *t->sym);
+    t->next = malloc(ns * sizeof *t->next);
+    t->prev = malloc(ns * sizeof *t->prev);
+    t->word = malloc(ns * sizeof *t->word);
     t->wfreq = malloc((size_t)(n_words ? n_words : 1) * sizeof *t->wfreq);
-    t->wstamp = malloc((size_t)(n_words ? n_words : 1) * sizeof *t->wstamp);
-    if (!t->syms || !t->woff || !t->wlen || !t->wfreq || !t->wstamp)
+    if (!t->sym || !t->next || !t->prev || !t->word || !t->wfreq)
         return mn_fail(MN_ERR_NOMEM, "tokenizer training: out of memory for %lld words",
                        (long long)n_words);
+    t->n_syms = n_syms;
     MN_TRY(map_grow(t));
-    int64_t at = 0;
+    int32_t at = 0;
     for (size_t i = 0; i < c->cap; i++) {
         const count_slot *s = &c->slots[i];
         if (s->key_len < 2)
             continue;
-        int32_t w = (int32_t)t->n_words++;
-        t->woff[w] = at;
-        t->wlen[w] = (int32_t)s->key_len;
+        int32_t w = (int32_t)t->n_words++, len = (int32_t)s->key_len;
         t->wfreq[w] = s->count;
-        t->wstamp[w] = -1;
-        for (uint32_t j = 0; j < s->key_len; j++)
-            t->syms[at + j] = MN_TOK_BYTE_BASE + c->keys[s->key_off + j];
-        for (uint32_t j = 0; j + 1 < s->key_len; j++)
-            MN_TRY(pair_add(t, t->syms[at + j], t->syms[at + j + 1], s->count, w, NULL));
-        at += s->key_len;
+        for (int32_t j = 0; j < len; j++) {
+            t->sym[at + j] = MN_TOK_BYTE_BASE + c->keys[s->key_off + (uint32_t)j];
+            t->prev[at + j] = j > 0 ? at + j - 1 : -1;
+            t->next[at + j] = j + 1 < len ? at + j + 1 : -1;
+            t->word[at + j] = w;
+        }
+        for (int32_t j = 0; j + 1 < len; j++)
+            MN_TRY(pair_add(t, t->sym[at + j], t->sym[at + j + 1], s->count, at + j, NULL));
+        at += len;
     }
     for (int64_t p = 0; p < t->n_pairs; p++)
         if (t->pcount[p] > 0)
@@ -529,7 +543,8 @@ static mn_status train_run(trainer *t, const mn_bpe_counts *c, int32_t max_merge
     return MN_OK;
 }
 
-mn_status mn_tokenizer_train(const mn_bpe_counts *counts, int vocab_size, mn_tokenizer **out) {
+mn_status mn_tokenizer_train_with_stats(const mn_bpe_counts *counts, int vocab_size, mn_tokenizer **out,
+                                        mn_bpe_train_stats *stats) {
     if (!counts || !out)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_tokenizer_train: NULL argument");
     if (vocab_size < MN_TOK_MERGE_BASE || vocab_size > MN_TOK_MAX_VOCAB)
@@ -538,12 +553,18 @@ mn_status mn_tokenizer_train(const mn_bpe_counts *counts, int vocab_size, mn_tok
     trainer t = {0};
     int32_t *left = NULL, *right = NULL, n = 0;
     mn_status st = train_run(&t, counts, vocab_size - MN_TOK_MERGE_BASE, &left, &right, &n);
+    if (stats)
+        *stats = (mn_bpe_train_stats){.symbols = t.n_syms, .steps = t.steps};
     trainer_free(&t);
     if (st == MN_OK)
         st = build_trained(left, right, n, out);
     free(left);
     free(right);
     return st;
+}
+
+mn_status mn_tokenizer_train(const mn_bpe_counts *counts, int vocab_size, mn_tokenizer **out) {
+    return mn_tokenizer_train_with_stats(counts, vocab_size, out, NULL);
 }
 
 mn_status mn_tokenizer_train_texts(const char *const *texts, const size_t *lens, int64_t n,

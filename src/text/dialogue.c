@@ -469,3 +469,17 @@ mn_dialogue_counts mn_dialogue_list_count(const mn_dialogue_list *list) {
     }
     return c;
 }
+
+mn_status mn_read_check_yield(const char *input, const mn_read_stats *stats, int64_t usable, int accept_bad) {
+    int64_t read = stats ? stats->lines_read : 0, bad = stats ? stats->bad_records : 0;
+    if (usable == 0 && bad > 0)
+        return mn_fail(MN_ERR_FORMAT, "%s: nothing usable: %lld bad record%s, no good one", input, (long long)bad,
+                       bad == 1 ? "" : "s");
+    if (usable == 0)
+        return mn_fail(MN_ERR_FORMAT, "%s: no dialogue in it (empty, or every dialogue was dropped)", input);
+    if (!accept_bad && bad * 2 > read)
+        return mn_fail(MN_ERR_FORMAT,
+                       "%s: %lld of %lld records are bad (more than half); --skip-bad uses the good ones",
+                       input, (long long)bad, (long long)read);
+    return MN_OK;
+}

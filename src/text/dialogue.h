@@ -56,6 +56,12 @@ typedef struct {
     int64_t split_turns;     /* over-long turns split into several */
 } mn_read_stats;
 
+/* The rule for input that yields nothing (docs/dialogue-format.md): MN_ERR_FORMAT, naming
+ * `input`, when nothing usable came out of it (usable == 0: no dialogue, or every record bad),
+ * or when more than half of the records read were bad and the caller does not accept bad
+ * records (accept_bad: the commands' --skip-bad). The caller then leaves its output alone. */
+mn_status mn_read_check_yield(const char *input, const mn_read_stats *stats, int64_t usable, int accept_bad);
+
 /* Reads canonical JSONL. Bad lines are reported (file:line and reason, to `log` if not NULL)
  * and skipped, or fatal when strict. Validates the format's rules (non-empty speaker,
  * probe `after` in 1..n_turns, choices containing the answer, evidence in range). */

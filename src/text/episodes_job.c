@@ -59,6 +59,7 @@ static mn_status run(const mn_episodes_job *job, mn_episodes_report *rep, job_da
         MN_TRY(mn_jsonl_read(job->jsonl, job->strict, job->log, &d->dialogues, &rs));
         rep->dialogues_read = d->dialogues.count;
         rep->bad_lines = rs.bad_records;
+        MN_TRY(mn_read_check_yield(job->jsonl, &rs, d->dialogues.count, job->skip_bad));
     }
     rep->reached = MN_EPISODES_BUILD;
     if (synthetic) {
@@ -68,6 +69,9 @@ static mn_status run(const mn_episodes_job *job, mn_episodes_report *rep, job_da
         MN_TRY(mn_episodes_build(&d->dialogues, &job->episodes, &d->episodes));
         MN_TRY(mn_probes_inject_all(&d->episodes, &d->templates, &d->personas, &pcfg, &rep->probes));
     }
+    if (d->episodes.count == 0)
+        return mn_fail(MN_ERR_INVALID_ARG, "no episode built: %s", job->episodes.drop_short ?
+                       "the dialogues hold fewer turns than one episode (--drop-short)" : "nothing to build from");
     rep->reached = MN_EPISODES_WRITE;
     MN_TRY(mn_jsonl_write_file(job->output, &d->episodes));
     rep->written = mn_dialogue_list_count(&d->episodes);

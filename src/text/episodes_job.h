@@ -20,6 +20,7 @@ typedef struct {
     int open_values;       /* > 0: template values drawn from this many generated ones (train) */
     int synthetic;         /* >= 0: this many synthetic episodes, template facts only */
     int strict;            /* a bad input line is fatal, else reported to log and skipped */
+    int skip_bad;          /* accept more than half bad lines (mn_read_check_yield) */
     FILE *log;             /* nullable */
     mn_episode_config episodes;
     mn_probe_config probes; /* probes.seed is the job's seed */
@@ -48,7 +49,8 @@ typedef struct {
 } mn_episodes_report;
 
 /* Runs the job; *report (release with mn_episodes_report_free) says how far it got even when
- * it fails. */
+ * it fails. Input that yields nothing (mn_read_check_yield), or no episode at all, fails
+ * before the output is touched. */
 mn_status mn_episodes_run(const mn_episodes_job *job, mn_episodes_report *report);
 void mn_episodes_report_free(mn_episodes_report *report);
 

@@ -30,6 +30,19 @@ mn_status mn_json_parse(const char *name, int64_t first_line, const char *text, 
     return MN_OK;
 }
 
+mn_status mn_json_load_file(const char *path, size_t flags, json_t **root) {
+    *root = NULL;
+    char *text;
+    size_t len;
+    MN_TRY(mn_file_read_all(path, &text, &len));
+    json_error_t jerr;
+    *root = json_loadb(text, len, flags, &jerr);
+    free(text);
+    if (!*root)
+        return mn_fail(MN_ERR_FORMAT, "%s:%d: invalid JSON (column %d): %s", path, jerr.line, jerr.column, jerr.text);
+    return MN_OK;
+}
+
 /* Each non-blank line is one document. */
 static mn_status read_lines(const mn_json_format *format, const mn_json_doc *doc) {
     size_t pos = 0;

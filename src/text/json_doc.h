@@ -1,8 +1,9 @@
 /* The JSON input of the corpus readers: one parser for a whole JSON file and for each line of
  * a JSON-lines file (invalid UTF-8 repaired first, a parse error reported as "file:line:
  * reason"), and one reader of a corpus file whose records are the members of an object, the
- * elements of an array (Topical-Chat, Chit-Chat, LoCoMo) or its lines (canonical JSONL).
- * Internal to src/text. */
+ * elements of an array (Topical-Chat, Chit-Chat, LoCoMo) or its lines (canonical JSONL);
+ * and the loader of any other whole JSON file (templates, personas, GPT-2's config.json), so
+ * that every JSON input is refused with the same kind of message. Internal to the library. */
 #ifndef MN_JSON_DOC_H
 #define MN_JSON_DOC_H
 
@@ -19,6 +20,11 @@
  * (mn_bad_record): *root = NULL and MN_OK, or MN_ERR_FORMAT when options->strict. */
 mn_status mn_json_parse(const char *name, int64_t first_line, const char *text, size_t len,
                         const mn_reader_options *options, mn_read_stats *stats, json_t **root);
+
+/* A whole JSON file, parsed with jansson's flags: "path: cannot open: <errno text>" (MN_ERR_IO)
+ * when it cannot be read, "path:LINE: invalid JSON (column C): <reason>" (MN_ERR_FORMAT) when
+ * it does not parse. */
+mn_status mn_json_load_file(const char *path, size_t flags, json_t **root);
 
 /* One JSON corpus file being read, as its records see it. */
 typedef struct {

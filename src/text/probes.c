@@ -1,4 +1,5 @@
 #include "text/probes.h"
+#include "text/json_doc.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -387,11 +388,8 @@ static mn_status read_category(json_t *root, const char *file, int want, load_gu
 
 static mn_status load_template_file(const char *file, int want, load_guard *guard,
                                     mn_probe_templates *t) {
-    json_error_t jerr;
-    json_t *root = json_load_file(file, 0, &jerr);
-    if (!root)
-        return mn_fail(access(file, R_OK) != 0 ? MN_ERR_IO : MN_ERR_FORMAT, "%s:%d: %s", file,
-                       jerr.line, jerr.text);
+    json_t *root = NULL;
+    MN_TRY(mn_json_load_file(file, 0, &root));
     mn_status st = MN_OK;
     json_t *name = json_object_get(root, "category");
     if (!json_is_object(root)) {
@@ -735,11 +733,8 @@ mn_status mn_persona_bank_load(const char *path, mn_split split, mn_persona_bank
     int want = split_index(split);
     if (want < 0 || want > 2)
         return mn_fail(MN_ERR_INVALID_ARG, "personas: the split must be train, valid or test");
-    json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
-    if (!root)
-        return mn_fail(access(path, R_OK) != 0 ? MN_ERR_IO : MN_ERR_FORMAT, "%s:%d: %s", path,
-                       jerr.line, jerr.text);
+    json_t *root = NULL;
+    MN_TRY(mn_json_load_file(path, 0, &root));
     mn_status st = MN_OK;
     mn_strset other = {0};
     bank_builder b;

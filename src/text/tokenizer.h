@@ -71,6 +71,13 @@ int64_t mn_bpe_counts_total(const mn_bpe_counts *counts);
  * smaller). Each step merges the most frequent adjacent pair; ties go to the smaller left id,
  * then the smaller right id, so training is deterministic. vocab_size in 262..MN_TOK_MAX_VOCAB. */
 mn_status mn_tokenizer_train(const mn_bpe_counts *counts, int vocab_size, mn_tokenizer **out);
+/* What a training run worked on and how much work it did (tests bound the work by the text). */
+typedef struct {
+    int64_t symbols; /* bytes of the distinct pre-tokens of 2+ bytes: the text training works on */
+    int64_t steps;   /* pair occurrences recorded, plus those looked at when their pair merged */
+} mn_bpe_train_stats;
+mn_status mn_tokenizer_train_with_stats(const mn_bpe_counts *counts, int vocab_size, mn_tokenizer **out,
+                                        mn_bpe_train_stats *stats);
 /* Convenience: texts[i] of lens[i] bytes (lens NULL: NUL-terminated). */
 mn_status mn_tokenizer_train_texts(const char *const *texts, const size_t *lens, int64_t n,
                                    int vocab_size, mn_tokenizer **out);

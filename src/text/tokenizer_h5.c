@@ -11,6 +11,7 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "io/h5util.h"
 #include "text/tokenizer_internal.h"
 
 #define TOK_H5_VERSION 1
@@ -257,26 +258,40 @@ mn_status mn_tokenizer_load_h5(hid_t loc, const char *file, mn_tokenizer **out) 
     return MN_OK;
 }
 
+/* Like a checkpoint: the file is built in memory (HDF5 never sees a failing disk: its close
+ * after a failed write leaves the library in a state that crashes at exit), written to a temp
+ * file beside the target, read back and compared, then fsynced and renamed over the target. */
 mn_status mn_tokenizer_save_file(const mn_tokenizer *tok, const char *path) {
     if (!tok || !path)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_tokenizer_save_file: NULL argument");
     mn_atomic_file af;
     MN_TRY(mn_atomic_begin(path, &af));
+    size_t size_hint = (size_t)tok->tok_off[tok->n_vocab] + (size_t)tok->n_vocab * 8 +
+                       (size_t)tok->n_merges * 12 + ((size_t)1 << 16);
+    mn_h5_image image = {0};
     hid_t f;
-    H5E_BEGIN_TRY { f = H5Fcreate(af.tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT); }
-    H5E_END_TRY;
-    if (f < 0) {
-        mn_atomic_abort(&af);
-        return mn_fail(MN_ERR_IO, "%s: cannot create", path);
+    mn_status st = mn_h5_memory_file_create(path, size_hint, &image, &f);
+    if (st == MN_OK) {
+        st = mn_tokenizer_save_h5(tok, f);
+        if (st != MN_OK)
+            mn_fail_context(st, "%s", path);
+        mn_status closed = mn_h5_memory_file_close(f, path, &image);
+        if (st == MN_OK)
+            st = closed;
     }
-    mn_status st = mn_tokenizer_save_h5(tok, f);
-    if (st != MN_OK)
-        mn_fail_context(st, "%s", path);
-    herr_t c;
-    H5E_BEGIN_TRY { c = H5Fclose(f); }
-    H5E_END_TRY;
-    if (st == MN_OK && c < 0)
-        st = mn_fail(MN_ERR_IO, "%s: cannot close", path);
+    if (st == MN_OK)
+        st = mn_write_new_file(af.tmp, image.data, image.size, path);
+    if (st == MN_OK) {
+        mn_tokenizer *back = NULL;
+        st = mn_tokenizer_load_file(af.tmp, &back);
+        if (st == MN_OK && back->hash != tok->hash)
+            st = mn_fail(MN_ERR_IO, "%s: the written file reads back with hash %016llx, not %016llx", path,
+                         (unsigned long long)back->hash, (unsigned long long)tok->hash);
+        else if (st != MN_OK)
+            mn_fail_context(st, "%s: the written file does not read back", path);
+        mn_tokenizer_free(back);
+    }
+    free(image.data);
     if (st != MN_OK) {
         mn_atomic_abort(&af);
         return st;
