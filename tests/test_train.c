@@ -532,6 +532,25 @@ static void test_signals_checkpoint_and_resume(void **state) {
     }
 }
 
+/* Flips the bits of mask in the byte `at` bytes into the (only) chunk of a dataset of the file
+ * at path; at < 0: a third of the way in. */
+static void flip_in_chunk(const char *path, const char *dataset, long at, unsigned char mask) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, dataset, H5P_DEFAULT), space = H5Dget_space(d);
+    hsize_t coords[4], size;
+    unsigned filter_mask;
+    haddr_t addr;
+    assert_true(H5Dget_chunk_info(d, space, 0, coords, &filter_mask, &addr, &size) >= 0);
+    H5Sclose(space), H5Dclose(d), H5Fclose(f);
+    off_t where = (off_t)addr + (at < 0 ? (off_t)(size / 3) : (off_t)at);
+    int fd = open(path, O_RDWR);
+    unsigned char byte;
+    assert_int_equal(pread(fd, &byte, 1, where), 1);
+    byte ^= mask;
+    assert_int_equal(pwrite(fd, &byte, 1, where), 1);
+    close(fd);
+}
+
 static void test_bad_checkpoints_refused_by_cli(void **state) {
     (void)state;
     const char *a[] = {TINY_RECALL, "--steps", "3", "--run-dir", wpath("bad"), NULL};
@@ -545,19 +564,7 @@ static void test_bad_checkpoints_refused_by_cli(void **state) {
     char cmd[2000];
     snprintf(cmd, sizeof cmd, "cp '%s' '%s'", ck, wpath("flipped.h5"));
     assert_int_equal(system(cmd), 0);
-    hid_t f = H5Fopen(wpath("flipped.h5"), H5F_ACC_RDONLY, H5P_DEFAULT);
-    hid_t d = H5Dopen2(f, "params/decoder.h.0.mlp.c_fc.weight", H5P_DEFAULT), space = H5Dget_space(d);
-    hsize_t coords[2], size;
-    unsigned mask;
-    haddr_t addr;
-    assert_true(H5Dget_chunk_info(d, space, 0, coords, &mask, &addr, &size) >= 0);
-    H5Sclose(space), H5Dclose(d), H5Fclose(f);
-    int fd = open(wpath("flipped.h5"), O_RDWR);
-    unsigned char byte;
-    assert_int_equal(pread(fd, &byte, 1, (off_t)(addr + size / 3)), 1);
-    byte ^= 0x01;
-    assert_int_equal(pwrite(fd, &byte, 1, (off_t)(addr + size / 3)), 1);
-    close(fd);
+    flip_in_chunk(wpath("flipped.h5"), "params/decoder.h.0.mlp.c_fc.weight", -1, 0x01);
     const char *flipped[] = {"train", "--resume", wpath("flipped.h5"), "--run-dir", wpath("bad_f"), NULL};
     run_expect(1, "bad_f", flipped);
     log_has("bad_f", "err", "checksum");
@@ -778,19 +785,7 @@ static void test_inspect_verifies_what_resume_needs(void **state) {
     const char *old_ok[] = {"inspect", wpath("insp_dist.h5"), NULL};
     run_expect(0, "insp_old", old_ok);
     log_has("insp_old", "out", "verified     format 1");
-    hid_t f = H5Fopen(wpath("insp_dist.h5"), H5F_ACC_RDONLY, H5P_DEFAULT);
-    hid_t d = H5Dopen2(f, "train/dist/rank_cursors", H5P_DEFAULT), space = H5Dget_space(d);
-    hsize_t coords[1], size;
-    unsigned mask;
-    haddr_t addr;
-    assert_true(H5Dget_chunk_info(d, space, 0, coords, &mask, &addr, &size) >= 0);
-    H5Sclose(space), H5Dclose(d), H5Fclose(f);
-    int fd = open(wpath("insp_dist.h5"), O_RDWR);
-    unsigned char byte;
-    assert_int_equal(pread(fd, &byte, 1, (off_t)addr + 9), 1);
-    byte ^= 0x10;
-    assert_int_equal(pwrite(fd, &byte, 1, (off_t)addr + 9), 1);
-    close(fd);
+    flip_in_chunk(wpath("insp_dist.h5"), "train/dist/rank_cursors", 9, 0x10);
     const char *dist[] = {"inspect", wpath("insp_dist.h5"), NULL};
     run_expect(1, "insp_dist", dist);
     log_has("insp_dist", "err", "train/dist/rank_cursors");
@@ -799,7 +794,7 @@ static void test_inspect_verifies_what_resume_needs(void **state) {
 
     snprintf(cmd, sizeof cmd, "cp '%s' '%s'", fixture, wpath("insp_nofl.h5"));
     assert_int_equal(system(cmd), 0);
-    f = H5Fopen(wpath("insp_nofl.h5"), H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t f = H5Fopen(wpath("insp_nofl.h5"), H5F_ACC_RDWR, H5P_DEFAULT), space, d;
     float zeros[2 * 8] = {0};
     hsize_t dims[2] = {2, 8};
     assert_true(H5Ldelete(f, "optimizer/m/memory.r0", H5P_DEFAULT) >= 0);
@@ -826,7 +821,7 @@ static void test_inspect_verifies_what_resume_needs(void **state) {
     fclose(in);
     char *lr = memmem(bytes, n, "\"lr\":0.01", 9);
     assert_non_null(lr);
-    fd = open(wpath("insp_cfg.h5"), O_RDWR);
+    int fd = open(wpath("insp_cfg.h5"), O_RDWR);
     assert_int_equal(pwrite(fd, "9", 1, (off_t)(lr - bytes) + 8), 1);
     close(fd);
     free(bytes);

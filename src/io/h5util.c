@@ -516,6 +516,20 @@ mn_status mn_h5_single_chunk(hid_t loc, const char *file, const char *name, uint
 }
 
 /* ---------------------------------------------------------------- the integrity trailer */
+/* The file read-only, and its size. */
+static mn_status open_for_reading(const char *path, int *fd, uint64_t *size) {
+    struct stat sb;
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0 || fstat(*fd, &sb) != 0) {
+        mn_status st = mn_fail(MN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        if (*fd >= 0)
+            close(*fd);
+        return st;
+    }
+    *size = (uint64_t)sb.st_size;
+    return MN_OK;
+}
+
 #define TRAILER_TAIL 40 /* n, image size, digest, trailer digest, magic */
 
 static void put64(unsigned char *p, uint64_t v) {
@@ -537,6 +551,8 @@ static int by_offset(const void *a, const void *b) {
 
 /* Sorted, merged where adjacent; 0 when they overlap or leave [0, size). */
 static int normalise_ranges(mn_h5_range *r, size_t *n, uint64_t size) {
+    if (*n == 0)
+        return 1;
     qsort(r, *n, sizeof *r, by_offset);
     size_t out = 0;
     for (size_t i = 0; i < *n; i++) {
@@ -636,15 +652,9 @@ mn_status mn_h5_trailer_append(mn_h5_image *im, const char *magic, mn_h5_range *
 
 mn_status mn_h5_trailer_verify(const char *path, const char *magic, int *found) {
     *found = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat sb;
-    if (fd < 0 || fstat(fd, &sb) != 0) {
-        mn_status st = mn_fail(MN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return st;
-    }
-    uint64_t size = (uint64_t)sb.st_size;
+    int fd;
+    uint64_t size;
+    MN_TRY(open_for_reading(path, &fd, &size));
     unsigned char tail[TRAILER_TAIL];
     mn_h5_range *r = NULL;
     mn_status st = MN_OK;
@@ -752,16 +762,10 @@ static int parse_collection(const unsigned char *c, uint64_t size, uint64_t at, 
 mn_status mn_h5_heap_objects(const char *path, mn_h5_heap_object **objects, size_t *n) {
     *objects = NULL;
     *n = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    struct stat sb;
-    if (fd < 0 || fstat(fd, &sb) != 0) {
-        mn_status st = mn_fail(MN_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return st;
-    }
+    int fd;
+    uint64_t file_size;
+    MN_TRY(open_for_reading(path, &fd, &file_size));
     const size_t block = (size_t)1 << 20;
-    uint64_t file_size = (uint64_t)sb.st_size;
     unsigned char *buf = malloc(block + 3), *coll = NULL;
     size_t cap = 0;
     mn_status st = buf ? MN_OK : mn_fail(MN_ERR_NOMEM, "%s: out of memory", path);

@@ -2,7 +2,6 @@
 #include "train/run_dir.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>
@@ -11,7 +10,6 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
@@ -165,7 +163,7 @@ mn_status mn_run_dir_check(const char *dir, const char *resume, mn_run_claim *cl
 mn_status mn_run_dir_claim(const char *dir, const mn_run_claim *claim) {
     if (!claim->write_file)
         return MN_OK;
-    char path[PATH_MAX], absolute[PATH_MAX], created[32];
+    char path[PATH_MAX], absolute[PATH_MAX], created[32], text[2 * PATH_MAX];
     if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, MN_RUN_ID_FILE) >= sizeof path)
         return mn_fail(MN_ERR_INVALID_ARG, "%s: path too long", dir);
     if (!realpath(dir, absolute))
@@ -174,25 +172,12 @@ mn_status mn_run_dir_claim(const char *dir, const mn_run_claim *claim) {
     struct tm tm;
     gmtime_r(&now, &tm);
     strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    mn_atomic_file af;
-    MN_TRY(mn_atomic_begin(path, &af));
-    FILE *f = fopen(af.tmp, "w");
-    if (!f) {
-        mn_status st = mn_fail(MN_ERR_IO, "%s: cannot create %s: %s", path, af.tmp, strerror(errno));
-        mn_atomic_abort(&af);
-        return st;
-    }
-    fprintf(f, "%s\nid %s\ncreated %s\ndirectory %s\n", RUN_ID_HEADER, claim->id, created, absolute);
-    if (claim->continued)
-        fprintf(f, "continues %s step %" PRIu64 "\n", claim->parent[0] ? claim->parent : "format-1-checkpoint",
-                claim->parent_step);
-    int failed = ferror(f);
-    if (fclose(f) != 0)
-        failed = 1;
-    if (failed) {
-        mn_status st = mn_fail(MN_ERR_IO, "%s: cannot write %s: %s", path, af.tmp, strerror(errno));
-        mn_atomic_abort(&af);
-        return st;
-    }
-    return mn_atomic_commit(&af);
+    int n = snprintf(text, sizeof text, "%s\nid %s\ncreated %s\ndirectory %s\n", RUN_ID_HEADER, claim->id, created,
+                     absolute);
+    if (claim->continued && n > 0 && (size_t)n < sizeof text)
+        n += snprintf(text + n, sizeof text - (size_t)n, "continues %s step %" PRIu64 "\n",
+                      claim->parent[0] ? claim->parent : "format-1-checkpoint", claim->parent_step);
+    if (n < 0 || (size_t)n >= sizeof text)
+        return mn_fail(MN_ERR_INVALID_ARG, "%s: path too long", dir);
+    return mn_atomic_write_bytes(path, text, (size_t)n);
 }
