@@ -607,6 +607,13 @@ static void test_unverifiable_or_nonfinite_refused(void **state) {
     flip_byte(old, off + 3);
     assert_int_equal(mn_checkpoint_read_dist(old, &dist, &found), MN_ERR_FORMAT);
     assert_message_has("train/dist/rank_cursors");
+    /* the link to /train/dist (its name, length-prefixed) in /train's checksummed header */
+    copy_file(fixture, old);
+    span link = find_bytes(old, "\004dist");
+    assert_true(link.lo > 0);
+    flip_byte(old, link.lo + 2);
+    assert_int_equal(mn_checkpoint_read_dist(old, &dist, &found), MN_ERR_FORMAT); /* not "none" */
+    assert_message_has("a corrupt object header");
     copy_file(fixture, old);
     f = H5Fopen(old, H5F_ACC_RDWR, H5P_DEFAULT);
     hid_t g = H5Gopen2(f, "train/dist", H5P_DEFAULT);

@@ -181,7 +181,8 @@ static void usage(FILE *out) {
             "\n"
             "  --config FILE             JSON object of fields (names below with '_' for '-')\n"
             "  --resume CKPT|RUN_DIR     continue bit-identically (a run directory: its latest checkpoint);\n"
-            "                            the checkpoint's config is the base, options override it\n"
+            "                            the checkpoint's config is the base, options override it; the\n"
+            "                            run continues in the checkpoint's directory (or --run-dir)\n"
             "  --base CKPT               initialise the model's parameters from a checkpoint\n"
             "  --print-config            print the effective config and exit\n");
 #ifdef MN_TEST_HOOKS
