@@ -808,11 +808,27 @@ static void test_inspect_verifies_what_resume_needs(void **state) {
     int hfd = open(wpath("insp_hdr.h5"), O_RDWR);
     assert_int_equal(pwrite(hfd, "X", 1, link_at + 2), 1);
     close(hfd);
+    /* under LeakSanitizer (a sanitize build) these two runs would end on that HDF5 leak */
+    FILE *supp = fopen(wpath("lsan-hdf5.supp"), "w");
+    assert_non_null(supp);
+    fputs("leak:libhdf5\n", supp);
+    fclose(supp);
+    const char *lsan = getenv("LSAN_OPTIONS");
+    char *saved = lsan ? strdup(lsan) : NULL, options[1200];
+    snprintf(options, sizeof options, "%s%ssuppressions=%s", lsan ? lsan : "", lsan ? ":" : "", wpath("lsan-hdf5.supp"));
+    setenv("LSAN_OPTIONS", options, 1);
     const char *hdr[] = {"inspect", wpath("insp_hdr.h5"), NULL};
-    run_expect(1, "insp_hdr", hdr);
-    log_has("insp_hdr", "err", "corrupt");
+    int hdr_rc = wait_exit(spawn_mnemo("insp_hdr", hdr));
     const char *hdr_resume[] = {"train", "--resume", wpath("insp_hdr.h5"), "--run-dir", wpath("insp_hdr_run"), NULL};
-    run_expect(1, "insp_hdr_resume", hdr_resume);
+    int hdr_resume_rc = wait_exit(spawn_mnemo("insp_hdr_resume", hdr_resume));
+    if (saved)
+        setenv("LSAN_OPTIONS", saved, 1);
+    else
+        unsetenv("LSAN_OPTIONS");
+    free(saved);
+    check_exit(hdr_rc, 1, "", "insp_hdr", hdr);
+    check_exit(hdr_resume_rc, 1, "", "insp_hdr_resume", hdr_resume);
+    log_has("insp_hdr", "err", "corrupt");
     const char *hdr_logs[] = {"insp_hdr", "insp_hdr_resume"};
     for (int i = 0; i < 2; i++) {
         char *err = log_text(hdr_logs[i], "err");

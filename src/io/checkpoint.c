@@ -27,6 +27,14 @@
  * the tensors' chunks (metadata, config, state, tokenizer), checked before HDF5 parses a byte. */
 #define TRAILER_MAGIC "MNEMOCK2"
 
+int mn_run_id_valid(const char *s) {
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return n == 0 || n == MN_RUN_ID_LEN;
+}
+
 /* ---------------------------------------------------------------- writing */
 typedef struct {
     const char *file; /* the target path: what messages name */
@@ -218,7 +226,7 @@ mn_status mn_checkpoint_save(const char *path, mn_model *model, mn_trainer *trai
     if (trainer && trainer->model != model)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_save: the trainer belongs to another model");
     const char *run_id = opts ? opts->run_id : NULL;
-    if (run_id && *run_id && strlen(run_id) != MN_RUN_ID_LEN)
+    if (run_id && !mn_run_id_valid(run_id))
         return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_save: run id '%s' is not %d hex digits", run_id,
                        MN_RUN_ID_LEN);
     if (trainer)
@@ -335,14 +343,6 @@ static int is_printable(const char *s, size_t max) {
     return n > 0 && n <= max;
 }
 
-static int is_run_id(const char *s) {
-    size_t n = strlen(s);
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return 0;
-    return n == 0 || n == MN_RUN_ID_LEN;
-}
-
 /* Format 1 stored the strings as variable-length attributes, in HDF5's global heap, which has no
  * checksum and which HDF5 1.10 trusts (a flipped byte there crashed it). They are read from the
  * heap's own bytes with bounds checks instead; format 1 wrote exactly four, in this order. */
@@ -428,7 +428,7 @@ static mn_status read_strings(const ckpt *c, meta_strings *m) {
         st = mn_fail(MN_ERR_FORMAT, "%s: the build id is not printable text (corrupt)", c->path);
     else if (st == MN_OK && !is_timestamp(m->created))
         st = mn_fail(MN_ERR_FORMAT, "%s: the creation time '%s' is not ISO 8601 UTC (corrupt)", c->path, m->created);
-    else if (st == MN_OK && !is_run_id(m->run_id))
+    else if (st == MN_OK && !mn_run_id_valid(m->run_id))
         st = mn_fail(MN_ERR_FORMAT, "%s: the run id is not %d hex digits (corrupt)", c->path, MN_RUN_ID_LEN);
     if (st != MN_OK)
         meta_strings_free(m);
@@ -859,7 +859,7 @@ mn_status mn_checkpoint_read_run_id(const char *path, char *out, size_t cap) {
             st = mn_h5_read_attr_string(meta, path, "run_id", &id);
             H5Gclose(meta);
         }
-        if (st == MN_OK && !is_run_id(id))
+        if (st == MN_OK && !mn_run_id_valid(id))
             st = mn_fail(MN_ERR_FORMAT, "%s: the run id is not %d hex digits (corrupt)", path, MN_RUN_ID_LEN);
         if (st == MN_OK)
             snprintf(out, cap, "%s", id);

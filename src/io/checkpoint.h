@@ -27,6 +27,8 @@
 #define MN_CHECKPOINT_FORMAT_OLDEST 1 /* the oldest it reads */
 /* A run's identity (docs/training.md, "Run directories"): 32 hex digits. */
 #define MN_RUN_ID_LEN 32
+/* 1 for "" (no run) or MN_RUN_ID_LEN lowercase hex digits. */
+int mn_run_id_valid(const char *s);
 
 /* The training loop's state, everything beyond the tensors that a bit-identical resume needs. */
 typedef struct {

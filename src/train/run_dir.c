@@ -32,15 +32,6 @@ static mn_status new_run_id(char id[MN_RUN_ID_LEN + 1]) {
     return MN_OK;
 }
 
-static int is_hex_id(const char *s, size_t n) {
-    if (n != MN_RUN_ID_LEN)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-            return 0;
-    return 1;
-}
-
 mn_status mn_run_dir_read_id(const char *dir, char *id, int *found, char *first_path, size_t cap) {
     *found = 0;
     id[0] = '\0';
@@ -60,14 +51,14 @@ mn_status mn_run_dir_read_id(const char *dir, char *id, int *found, char *first_
     while (fgets(line, sizeof line, f) && lines++ < 16) {
         size_t n = strcspn(line, "\n");
         line[n] = '\0';
-        if (lines == 1)
+        if (lines == 1) {
             header = !strcmp(line, RUN_ID_HEADER);
-        else if (!strncmp(line, "id ", 3) && is_hex_id(line + 3, n - 3)) {
+        } else if (!strncmp(line, "id ", 3) && n == 3 + MN_RUN_ID_LEN && mn_run_id_valid(line + 3)) {
             memcpy(id, line + 3, MN_RUN_ID_LEN);
             id[MN_RUN_ID_LEN] = '\0';
-        }
-        else if (!strncmp(line, "directory ", 10) && first_path && cap)
+        } else if (!strncmp(line, "directory ", 10) && first_path && cap) {
             snprintf(first_path, cap, "%s", line + 10);
+        }
     }
     fclose(f);
     if (!header || !id[0])
