@@ -715,6 +715,7 @@ static void test_injected_write_failures_keep_old(void **state) {
         assert_message_has(path);
         assert_message_has("injected");
         assert_int_equal(count_temp_files(dir), 0);
+        assert_int_equal(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL), 0); /* the memory file closed */
         mn_train_state got;
         OK(mn_checkpoint_load(path, c.model, c.trainer, &got, NULL)); /* still the first one */
         assert_int_equal(got.step, 1);
