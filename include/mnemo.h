@@ -288,7 +288,8 @@ mn_status mn_generate(mn_model *model, const float *r, const int32_t *prefix, in
  * `mnemo train` or `mnemo import-gpt2` stored in a checkpoint (docs/checkpoint.md,
  * docs/tokens.md). */
 /* Creates a model with the checkpoint's config and loads its parameters. MN_ERR_IO (missing,
- * unreadable), MN_ERR_FORMAT (not a checkpoint, truncated, checksum failure), naming the file. */
+ * unreadable), MN_ERR_FORMAT (not a checkpoint, truncated, checksum failure), MN_ERR_NUMERIC (a
+ * NaN or infinite parameter), naming the file. */
 mn_status mn_model_load(const char *checkpoint, mn_model **out);
 
 typedef struct mn_tokenizer mn_tokenizer;

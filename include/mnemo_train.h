@@ -70,7 +70,8 @@ void mn_train_config_defaults(mn_train_config *c);
  * fields and wrong types are errors naming the field. */
 mn_status mn_train_config_load_file(mn_train_config *c, const char *path);
 mn_status mn_train_config_load_string(mn_train_config *c, const char *json, const char *where);
-/* A checkpoint's stored training config onto c, and its model config (the tensors decide). */
+/* A checkpoint's stored training config onto c, and its model config (the tensors decide);
+ * run_dir becomes the directory holding the checkpoint (a resume writes there, docs/training.md). */
 mn_status mn_train_config_load_checkpoint(mn_train_config *c, const char *checkpoint);
 /* Checks every field's range; the message names the first bad field. MN_ERR_CONFIG. */
 mn_status mn_train_config_validate(const mn_train_config *c);

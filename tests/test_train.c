@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -27,6 +28,7 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include "core/hash.h"
 #include "core/rng.h"
 #include "io/checkpoint.h"
 #include "mnemo_train.h"
@@ -314,6 +316,19 @@ static void test_config_layers_and_errors(void **state) {
     const char *e[] = {"train", "--task", "recall", "--lr", "fast", NULL};
     run_expect(2, "num", e);
     log_has("num", "err", "--lr wants a finite number");
+    /* issue 20: --print-config validates the whole config (it printed an unusable one, exit 0),
+     * and a missing --config names the file and errno's text (it said "nope.json:-1: ...") */
+    const char *pc[] = {"train", "--task", "recall", "--curriculum", "5:2", "--print-config", NULL};
+    run_expect(2, "print_bad", pc);
+    log_has("print_bad", "err", "config field curriculum '5:2'");
+    const char *pf[] = {"train", "--task", "recall", "--recall-facts", "3", "--turns", "4", "--print-config", NULL};
+    run_expect(2, "print_facts", pf);
+    log_has("print_facts", "err", "cannot hold 3 facts");
+    const char *nope[] = {"train", "--config", wpath("nope.json"), "--print-config", NULL};
+    run_expect(2, "nope", nope);
+    char want[600];
+    snprintf(want, sizeof want, "mnemo train: %s: No such file or directory\n", wpath("nope.json"));
+    log_has("nope", "err", want);
     const char *g[] = {"train", "--task", "recall", "--device", "cuda", "--steps", "1", "--run-dir", wpath("cuda"),
                        NULL};
     int rc = wait_exit(spawn_mnemo("cuda", g));
@@ -517,6 +532,25 @@ static void test_signals_checkpoint_and_resume(void **state) {
     }
 }
 
+/* Flips the bits of mask in the byte `at` bytes into the (only) chunk of a dataset of the file
+ * at path; at < 0: a third of the way in. */
+static void flip_in_chunk(const char *path, const char *dataset, long at, unsigned char mask) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, dataset, H5P_DEFAULT), space = H5Dget_space(d);
+    hsize_t coords[4], size;
+    unsigned filter_mask;
+    haddr_t addr;
+    assert_true(H5Dget_chunk_info(d, space, 0, coords, &filter_mask, &addr, &size) >= 0);
+    H5Sclose(space), H5Dclose(d), H5Fclose(f);
+    off_t where = (off_t)addr + (at < 0 ? (off_t)(size / 3) : (off_t)at);
+    int fd = open(path, O_RDWR);
+    unsigned char byte;
+    assert_int_equal(pread(fd, &byte, 1, where), 1);
+    byte ^= mask;
+    assert_int_equal(pwrite(fd, &byte, 1, where), 1);
+    close(fd);
+}
+
 static void test_bad_checkpoints_refused_by_cli(void **state) {
     (void)state;
     const char *a[] = {TINY_RECALL, "--steps", "3", "--run-dir", wpath("bad"), NULL};
@@ -530,19 +564,7 @@ static void test_bad_checkpoints_refused_by_cli(void **state) {
     char cmd[2000];
     snprintf(cmd, sizeof cmd, "cp '%s' '%s'", ck, wpath("flipped.h5"));
     assert_int_equal(system(cmd), 0);
-    hid_t f = H5Fopen(wpath("flipped.h5"), H5F_ACC_RDONLY, H5P_DEFAULT);
-    hid_t d = H5Dopen2(f, "params/decoder.h.0.mlp.c_fc.weight", H5P_DEFAULT), space = H5Dget_space(d);
-    hsize_t coords[2], size;
-    unsigned mask;
-    haddr_t addr;
-    assert_true(H5Dget_chunk_info(d, space, 0, coords, &mask, &addr, &size) >= 0);
-    H5Sclose(space), H5Dclose(d), H5Fclose(f);
-    int fd = open(wpath("flipped.h5"), O_RDWR);
-    unsigned char byte;
-    assert_int_equal(pread(fd, &byte, 1, (off_t)(addr + size / 3)), 1);
-    byte ^= 0x01;
-    assert_int_equal(pwrite(fd, &byte, 1, (off_t)(addr + size / 3)), 1);
-    close(fd);
+    flip_in_chunk(wpath("flipped.h5"), "params/decoder.h.0.mlp.c_fc.weight", -1, 0x01);
     const char *flipped[] = {"train", "--resume", wpath("flipped.h5"), "--run-dir", wpath("bad_f"), NULL};
     run_expect(1, "bad_f", flipped);
     log_has("bad_f", "err", "checksum");
@@ -555,6 +577,305 @@ static void test_bad_checkpoints_refused_by_cli(void **state) {
     const char *cut[] = {"train", "--resume", wpath("cut.h5"), "--run-dir", wpath("bad_t"), NULL};
     run_expect(1, "bad_t", cut);
     log_has("bad_t", "err", "truncated");
+}
+
+/* ---------------------------------------------------------------- run directories */
+/* A directory's files, names with sizes and content hashes, sorted: equal lists = untouched. */
+static char *dir_print(const char *dir) {
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    char lines[64][320];
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < 64) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        FILE *f = fopen(path, "rb");
+        assert_non_null(f);
+        unsigned char buf[1 << 16];
+        size_t got, size = 0;
+        mn_xxh64_state h;
+        mn_xxh64_init(&h, 0);
+        while ((got = fread(buf, 1, sizeof buf, f)) > 0) {
+            mn_xxh64_update(&h, buf, got);
+            size += got;
+        }
+        fclose(f);
+        snprintf(lines[n++], sizeof lines[0], "%s %zu %016" PRIx64 "\n", e->d_name, size, mn_xxh64_digest(&h));
+    }
+    closedir(d);
+    qsort(lines, (size_t)n, sizeof lines[0], (int (*)(const void *, const void *))strcmp);
+    char *out = calloc((size_t)n * sizeof lines[0] + 1, 1);
+    for (int i = 0; i < n; i++)
+        strcat(out, lines[i]);
+    return out;
+}
+
+static void assert_same_dir(const char *before, const char *dir) {
+    char *now = dir_print(dir);
+    if (strcmp(before, now))
+        fail_msg("%s changed:\nbefore:\n%safter:\n%s", dir, before, now);
+    free(now);
+}
+
+/* The id line of dir/run-id. */
+static void run_id_of(const char *dir, char id[MN_RUN_ID_LEN + 1]) {
+    char path[800];
+    snprintf(path, sizeof path, "%s/run-id", dir);
+    char *text = slurp(path), *line = strstr(text, "\nid ");
+    if (!line)
+        fail_msg("%s holds no id line:\n%s", path, text);
+    snprintf(id, MN_RUN_ID_LEN + 1, "%s", line + 4);
+    free(text);
+}
+
+static char ro_mount[800]; /* a read-only bind mount made by a test, undone even when it fails */
+
+static int unmount_ro(void **state) {
+    (void)state;
+    if (ro_mount[0])
+        umount2(ro_mount, MNT_DETACH);
+    ro_mount[0] = '\0';
+    return 0;
+}
+
+/* Issue 20: `--resume DIR` wrote into the run directory stored in the checkpoint (relative to
+ * wherever the first run started) and pruned there: resuming a copy replaced the original's
+ * checkpoints. Now a resume writes where its checkpoint lies (or into --run-dir), a directory
+ * belongs to the run in its run-id file, and nothing of another run is written over or pruned. */
+static void test_resume_never_touches_another_run(void **state) {
+    (void)state;
+    const char *a[] = {TINY_RECALL, "--steps", "4", "--checkpoint-interval", "2", "--keep-checkpoints", "2",
+                       "--run-dir", wpath("own_a"), NULL};
+    run_expect(0, "own_a", a);
+    char id_a[MN_RUN_ID_LEN + 1], id[MN_RUN_ID_LEN + 1];
+    run_id_of(wpath("own_a"), id_a);
+    char *text = slurp(wpath("own_a/run-id"));
+    assert_non_null(strstr(text, "mnemo run 1\n"));
+    char want[900];
+    snprintf(want, sizeof want, "\ndirectory %s\n", wpath("own_a")); /* absolute: the work dir is */
+    assert_non_null(strstr(text, want));
+    free(text);
+    OK(mn_checkpoint_read_run_id(wpath("own_a/ckpt-00000004.h5"), id, sizeof id));
+    assert_string_equal(id, id_a);
+
+    /* a fresh run into it is refused: it would write over run A's ckpt-2 and ckpt-4 */
+    char *before_a = dir_print(wpath("own_a"));
+    const char *again[] = {TINY_RECALL, "--steps", "2", "--run-dir", wpath("own_a"), NULL};
+    run_expect(1, "own_again", again);
+    log_has("own_again", "err", "holds checkpoints of run");
+    assert_same_dir(before_a, wpath("own_a"));
+
+    /* a copy of the run directory resumes into the copy; the original is untouched */
+    char cmd[2000];
+    snprintf(cmd, sizeof cmd, "cp -r '%s' '%s'", wpath("own_a"), wpath("own_copy"));
+    assert_int_equal(system(cmd), 0);
+    const char *copy[] = {"train", "--resume", wpath("own_copy"), "--steps", "8", NULL};
+    run_expect(0, "own_copy", copy);
+    log_has("own_copy", "err", "a copy of its directory");
+    assert_same_dir(before_a, wpath("own_a"));
+    OK(mn_checkpoint_read_run_id(wpath("own_copy/ckpt-00000008.h5"), id, sizeof id));
+    assert_string_equal(id, id_a);
+    assert_true(access(wpath("own_copy/ckpt-00000004.h5"), F_OK) != 0); /* pruned: keep 2, its own */
+
+    /* run A's checkpoint with --run-dir of run B: refused, B untouched */
+    const char *b[] = {TINY_RECALL, "--steps", "2", "--run-dir", wpath("own_b"), NULL};
+    run_expect(0, "own_b", b);
+    char *before_b = dir_print(wpath("own_b"));
+    const char *into_b[] = {"train", "--resume", wpath("own_a/ckpt-00000004.h5"), "--run-dir", wpath("own_b"), NULL};
+    run_expect(1, "own_into_b", into_b);
+    log_has("own_into_b", "err", "belongs to run");
+    log_has("own_into_b", "err", "--run-dir");
+    assert_same_dir(before_b, wpath("own_b"));
+    /* ... and the same checkpoint copied into run B's directory: resuming it would write there */
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", wpath("own_a/ckpt-00000004.h5"), wpath("own_b/ckpt-00000001.h5"));
+    assert_int_equal(system(cmd), 0);
+    free(before_b);
+    before_b = dir_print(wpath("own_b"));
+    const char *copied[] = {"train", "--resume", wpath("own_b/ckpt-00000001.h5"), NULL};
+    run_expect(1, "own_copied", copied);
+    log_has("own_copied", "err", "belongs to run");
+    assert_same_dir(before_b, wpath("own_b"));
+    /* run B continues in its directory and prunes only its own checkpoints: A's copy stays */
+    const char *more_b[] = {"train", "--resume", wpath("own_b/ckpt-00000002.h5"), "--steps", "6",
+                            "--checkpoint-interval", "1", "--keep-checkpoints", "1", NULL};
+    run_expect(0, "own_more_b", more_b);
+    assert_true(access(wpath("own_b/ckpt-00000006.h5"), F_OK) == 0);
+    assert_true(access(wpath("own_b/ckpt-00000005.h5"), F_OK) != 0);
+    assert_true(access(wpath("own_b/ckpt-00000001.h5"), F_OK) == 0);
+
+    /* a continuation into a new directory is a run of its own, which records where it came from */
+    const char *branch[] = {"train", "--resume", wpath("own_a/ckpt-00000002.h5"), "--steps", "3", "--run-dir",
+                            wpath("own_c"), NULL};
+    run_expect(0, "own_c", branch);
+    run_id_of(wpath("own_c"), id);
+    assert_true(strcmp(id, id_a) != 0);
+    text = slurp(wpath("own_c/run-id"));
+    snprintf(want, sizeof want, "continues %s step 2\n", id_a);
+    assert_non_null(strstr(text, want));
+    free(text);
+    assert_same_dir(before_a, wpath("own_a"));
+
+    /* a checkpoint that lies somewhere read-only: refused with the way out, which works */
+    assert_int_equal(mkdir(wpath("own_ro"), 0755), 0);
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", wpath("own_a/ckpt-00000004.h5"), wpath("own_ro/"));
+    assert_int_equal(system(cmd), 0);
+    if (geteuid() != 0) {
+        assert_int_equal(chmod(wpath("own_ro"), 0555), 0);
+    } else if (mount(wpath("own_ro"), wpath("own_ro"), NULL, MS_BIND, NULL) == 0) {
+        snprintf(ro_mount, sizeof ro_mount, "%s", wpath("own_ro"));
+        if (mount(NULL, wpath("own_ro"), NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) != 0)
+            unmount_ro(NULL);
+    }
+    if (access(wpath("own_ro"), W_OK) == 0 && !ro_mount[0]) {
+        print_message("cannot make a read-only directory here: that part skipped\n");
+    } else {
+        const char *ro[] = {"train", "--resume", wpath("own_ro/ckpt-00000004.h5"), NULL};
+        run_expect(1, "own_ro", ro);
+        log_has("own_ro", "err", "is not writable");
+        log_has("own_ro", "err", "give --run-dir a new directory");
+        const char *out[] = {"train", "--resume", wpath("own_ro/ckpt-00000004.h5"), "--steps", "5", "--run-dir",
+                             wpath("own_ro_next"), NULL};
+        run_expect(0, "own_ro_next", out);
+        unmount_ro(NULL);
+        chmod(wpath("own_ro"), 0755);
+    }
+    free(before_a);
+    free(before_b);
+}
+
+/* Issue 20: inspect said "verified" for a checkpoint whose /train/dist failed its checksum, for
+ * tensors without a Fletcher32 filter and for NaN parameters; --config-only of a flipped config
+ * crashed. It verifies all that a resume loads and exits 1 naming what failed. */
+static void test_inspect_verifies_what_resume_needs(void **state) {
+    (void)state;
+    const char *make[] = {TINY_RECALL, "--steps", "2", "--run-dir", wpath("insp"), NULL};
+    run_expect(0, "insp_make", make);
+    const char *good[] = {"inspect", wpath("insp/ckpt-00000002.h5"), NULL};
+    run_expect(0, "insp_good", good);
+    log_has("insp_good", "out", "verified     format 2");
+    log_has("insp_good", "out", "run          ");
+
+    /* NaN parameters: they load no more, and inspect says which */
+    loaded l = load_ckpt(wpath("insp/ckpt-00000002.h5"));
+    mn_tensor_info t;
+    OK(mn_model_find_tensor(l.model, "memory.r0", &t));
+    mn_model_params(l.model)[t.offset + 5] = NAN;
+    mn_checkpoint_info info;
+    OK(mn_checkpoint_read_info(wpath("insp/ckpt-00000002.h5"), &info));
+    mn_checkpoint_save_options so = {.train_config_json = info.train_config};
+    OK(mn_checkpoint_save(wpath("insp_nan.h5"), l.model, l.trainer, &l.state, &so));
+    mn_checkpoint_info_free(&info);
+    free_loaded(&l);
+    const char *nan[] = {"inspect", wpath("insp_nan.h5"), NULL};
+    run_expect(1, "insp_nan", nan);
+    log_has("insp_nan", "err", "tensor params/memory.r0 holds a non-finite value (nan) at index 5");
+    log_has("insp_nan", "err", "NOT verified");
+    const char *nan_resume[] = {"train", "--resume", wpath("insp_nan.h5"), "--run-dir", wpath("insp_nan_run"), NULL};
+    run_expect(1, "insp_nan_resume", nan_resume);
+    log_has("insp_nan_resume", "err", "non-finite");
+
+    /* format 1: /train/dist failing its checksum, and a tensor without a Fletcher32 filter */
+    char fixture[600], cmd[2000];
+    snprintf(fixture, sizeof fixture, "%s/ckpt_format1.h5", getenv("MNEMO_FIXTURES"));
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", fixture, wpath("insp_dist.h5"));
+    assert_int_equal(system(cmd), 0);
+    const char *old_ok[] = {"inspect", wpath("insp_dist.h5"), NULL};
+    run_expect(0, "insp_old", old_ok);
+    log_has("insp_old", "out", "verified     format 1");
+    flip_in_chunk(wpath("insp_dist.h5"), "train/dist/rank_cursors", 9, 0x10);
+    const char *dist[] = {"inspect", wpath("insp_dist.h5"), NULL};
+    run_expect(1, "insp_dist", dist);
+    log_has("insp_dist", "err", "train/dist/rank_cursors");
+    log_has("insp_dist", "err", "NOT verified: data-parallel layout (/train/dist) failed");
+    log_has("insp_dist", "out", "parameters   "); /* the rest is still shown */
+
+    /* a corrupt header (the link to /train/dist): refused, and HDF5, which keeps some memory
+     * after rejecting it, does not print "infinite loop closing library" at exit */
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", fixture, wpath("insp_hdr.h5"));
+    assert_int_equal(system(cmd), 0);
+    FILE *hf = fopen(wpath("insp_hdr.h5"), "rb");
+    assert_non_null(hf);
+    unsigned char *all = malloc(1 << 20);
+    size_t got = fread(all, 1, 1 << 20, hf);
+    fclose(hf);
+    unsigned char *link = memmem(all, got, "\004dist", 5); /* the link's name, length-prefixed */
+    assert_non_null(link);
+    long link_at = (long)(link - all);
+    free(all);
+    int hfd = open(wpath("insp_hdr.h5"), O_RDWR);
+    assert_int_equal(pwrite(hfd, "X", 1, link_at + 2), 1);
+    close(hfd);
+    /* under LeakSanitizer (a sanitize build) these two runs would end on that HDF5 leak */
+    FILE *supp = fopen(wpath("lsan-hdf5.supp"), "w");
+    assert_non_null(supp);
+    fputs("leak:libhdf5\n", supp);
+    fclose(supp);
+    const char *lsan = getenv("LSAN_OPTIONS");
+    char *saved = lsan ? strdup(lsan) : NULL, options[1200];
+    snprintf(options, sizeof options, "%s%ssuppressions=%s", lsan ? lsan : "", lsan ? ":" : "", wpath("lsan-hdf5.supp"));
+    setenv("LSAN_OPTIONS", options, 1);
+    const char *hdr[] = {"inspect", wpath("insp_hdr.h5"), NULL};
+    int hdr_rc = wait_exit(spawn_mnemo("insp_hdr", hdr));
+    const char *hdr_resume[] = {"train", "--resume", wpath("insp_hdr.h5"), "--run-dir", wpath("insp_hdr_run"), NULL};
+    int hdr_resume_rc = wait_exit(spawn_mnemo("insp_hdr_resume", hdr_resume));
+    if (saved)
+        setenv("LSAN_OPTIONS", saved, 1);
+    else
+        unsetenv("LSAN_OPTIONS");
+    free(saved);
+    check_exit(hdr_rc, 1, "", "insp_hdr", hdr);
+    check_exit(hdr_resume_rc, 1, "", "insp_hdr_resume", hdr_resume);
+    log_has("insp_hdr", "err", "corrupt");
+    const char *hdr_logs[] = {"insp_hdr", "insp_hdr_resume"};
+    for (int i = 0; i < 2; i++) {
+        char *err = log_text(hdr_logs[i], "err");
+        if (strstr(err, "infinite loop") || strstr(err, "HDF5-DIAG"))
+            fail_msg("%s.err shows HDF5's own diagnostics:\n%s", hdr_logs[i], err);
+        free(err);
+    }
+
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", fixture, wpath("insp_nofl.h5"));
+    assert_int_equal(system(cmd), 0);
+    hid_t f = H5Fopen(wpath("insp_nofl.h5"), H5F_ACC_RDWR, H5P_DEFAULT), space, d;
+    float zeros[2 * 8] = {0};
+    hsize_t dims[2] = {2, 8};
+    assert_true(H5Ldelete(f, "optimizer/m/memory.r0", H5P_DEFAULT) >= 0);
+    space = H5Screate_simple(2, dims, NULL);
+    d = H5Dcreate2(f, "optimizer/m/memory.r0", H5T_IEEE_F32LE, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(d >= 0 && H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, zeros) >= 0);
+    H5Dclose(d), H5Sclose(space), H5Fclose(f);
+    const char *nofl[] = {"inspect", wpath("insp_nofl.h5"), NULL};
+    run_expect(1, "insp_nofl", nofl);
+    log_has("insp_nofl", "err", "'optimizer/m/memory.r0' carries no Fletcher32 checksum");
+
+    /* a flipped digit of the stored config: refused, not printed (nor crashed on) */
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", wpath("insp/ckpt-00000002.h5"), wpath("insp_cfg.h5"));
+    assert_int_equal(system(cmd), 0);
+    char *bytes = NULL;
+    size_t n = 0;
+    FILE *in = fopen(wpath("insp_cfg.h5"), "rb");
+    assert_non_null(in);
+    fseek(in, 0, SEEK_END);
+    n = (size_t)ftell(in);
+    rewind(in);
+    bytes = malloc(n);
+    assert_int_equal(fread(bytes, 1, n, in), n);
+    fclose(in);
+    char *lr = memmem(bytes, n, "\"lr\":0.01", 9);
+    assert_non_null(lr);
+    int fd = open(wpath("insp_cfg.h5"), O_RDWR);
+    assert_int_equal(pwrite(fd, "9", 1, (off_t)(lr - bytes) + 8), 1);
+    close(fd);
+    free(bytes);
+    const char *cfg[] = {"inspect", "--config-only", wpath("insp_cfg.h5"), NULL};
+    run_expect(1, "insp_cfg", cfg);
+    log_has("insp_cfg", "err", "checksum mismatch");
+    const char *cfg_resume[] = {"train", "--resume", wpath("insp_cfg.h5"), "--run-dir", wpath("insp_cfg_run"), NULL};
+    run_expect(1, "insp_cfg_resume", cfg_resume);
+    log_has("insp_cfg_resume", "err", "checksum mismatch");
 }
 
 /* Every recipe (train/recipes/<name>.json) loads with the library's config loader and, with the
@@ -841,6 +1162,8 @@ int main(void) {
         cmocka_unit_test(test_resume_bit_identical_shards),
         cmocka_unit_test(test_signals_checkpoint_and_resume),
         cmocka_unit_test(test_bad_checkpoints_refused_by_cli),
+        cmocka_unit_test_teardown(test_resume_never_touches_another_run, unmount_ro),
+        cmocka_unit_test(test_inspect_verifies_what_resume_needs),
         cmocka_unit_test(test_probe_accuracy_equals_eval),
         cmocka_unit_test(test_memory_learns),
     };

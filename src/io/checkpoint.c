@@ -1,5 +1,5 @@
-/* HDF5 training checkpoints: atomic save, fully validated load, run-directory bookkeeping
- * (docs/checkpoint.md). */
+/* HDF5 training checkpoints: atomic save, an integrity trailer and a fully validated load,
+ * the format 1 reader, run-directory bookkeeping (docs/checkpoint.md). */
 #include "io/checkpoint.h"
 
 #include <dirent.h>
@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,12 +23,25 @@
 #include "model/trainer_internal.h"
 
 #define PATH_CAP 4096
+/* Format 2 ends in an integrity trailer (h5util.h) with this magic: the digest of every byte but
+ * the tensors' chunks (metadata, config, state, tokenizer), checked before HDF5 parses a byte. */
+#define TRAILER_MAGIC "MNEMOCK2"
+
+int mn_run_id_valid(const char *s) {
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+            return 0;
+    return n == 0 || n == MN_RUN_ID_LEN;
+}
 
 /* ---------------------------------------------------------------- writing */
 typedef struct {
     const char *file; /* the target path: what messages name */
     mn_checkpoint_fault_fn fault;
     void *fault_ctx;
+    mn_h5_range *chunks; /* the tensors' chunks, which the trailer leaves to their Fletcher32 */
+    size_t n_chunks, cap_chunks;
 } writer;
 
 static mn_status injected(const writer *w, const char *name) {
@@ -36,16 +50,26 @@ static mn_status injected(const writer *w, const char *name) {
     return MN_OK;
 }
 
-static mn_status put_tensor(const writer *w, hid_t loc, const char *group, const mn_tensor_info *t,
-                            const float *base) {
+static mn_status put_tensor(writer *w, hid_t loc, const char *group, const mn_tensor_info *t, const float *base) {
     char full[512];
     snprintf(full, sizeof full, "%s/%s", group, t->name);
     MN_TRY(injected(w, full));
     size_t dims[2] = {(size_t)t->shape[0], (size_t)t->shape[1]};
-    return mn_h5_write_floats(loc, w->file, t->name, base + t->offset, t->ndim, dims);
+    MN_TRY(mn_h5_write_floats(loc, w->file, t->name, base + t->offset, t->ndim, dims));
+    if (w->n_chunks == w->cap_chunks) {
+        size_t cap = w->cap_chunks ? 2 * w->cap_chunks : 64;
+        mn_h5_range *grown = realloc(w->chunks, cap * sizeof *grown);
+        if (!grown)
+            return mn_fail(MN_ERR_NOMEM, "%s: out of memory", w->file);
+        w->chunks = grown, w->cap_chunks = cap;
+    }
+    mn_h5_range *r = &w->chunks[w->n_chunks];
+    MN_TRY(mn_h5_single_chunk(loc, w->file, t->name, &r->offset, &r->length));
+    w->n_chunks++;
+    return MN_OK;
 }
 
-static mn_status put_tensors(const writer *w, hid_t file, const char *group, const mn_model *m, const float *base) {
+static mn_status put_tensors(writer *w, hid_t file, const char *group, const mn_model *m, const float *base) {
     hid_t g;
     MN_TRY(mn_h5_create_group(file, w->file, group, &g));
     mn_status st = MN_OK;
@@ -66,7 +90,7 @@ static void utc_now(char *buf, size_t cap) {
     strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static mn_status put_meta(const writer *w, hid_t file) {
+static mn_status put_meta(const writer *w, hid_t file, const char *run_id) {
     hid_t g;
     MN_TRY(mn_h5_create_group(file, w->file, "meta", &g));
     char created[64];
@@ -78,6 +102,8 @@ static mn_status put_meta(const writer *w, hid_t file) {
         st = mn_h5_write_attr_string(g, w->file, "created", created);
     if (st == MN_OK)
         st = mn_h5_write_attr_string(g, w->file, "writer", "mnemo");
+    if (st == MN_OK)
+        st = mn_h5_write_attr_string(g, w->file, "run_id", run_id ? run_id : "");
     H5Gclose(g);
     return st;
 }
@@ -96,14 +122,18 @@ static mn_status put_config(const writer *w, hid_t file, const mn_config *c, con
         st = mn_h5_write_attr_int(g, w->file, ints[i].name, ints[i].value);
     if (st == MN_OK)
         st = mn_h5_write_attr_float(g, w->file, "gate_bias_init", (double)c->gate_bias_init);
+    /* a checksummed byte dataset: a flipped digit in the config must not go unnoticed */
+    const char *json = train_json ? train_json : "{}";
+    size_t len = strlen(json);
     if (st == MN_OK)
-        st = mn_h5_write_attr_string(g, w->file, "train_config", train_json ? train_json : "{}");
+        st = injected(w, "config/train_config");
+    if (st == MN_OK)
+        st = mn_h5_write_dataset(g, w->file, "train_config", H5T_NATIVE_UINT8, H5T_STD_U8LE, json, 1, &len);
     H5Gclose(g);
     return st;
 }
 
-static mn_status put_optimizer(const writer *w, hid_t file, mn_trainer *tr, const float *adam_m,
-                               const float *adam_v) {
+static mn_status put_optimizer(writer *w, hid_t file, mn_trainer *tr, const float *adam_m, const float *adam_v) {
     if (!adam_m || !adam_v) {
         if (mn_trainer_moments_range(tr, NULL, NULL))
             return mn_fail(MN_ERR_INVALID_ARG, "%s: the trainer's moments are sharded (ZeRO-1); pass the gathered "
@@ -171,9 +201,9 @@ static mn_status put_train(const writer *w, hid_t file, const mn_train_state *s,
     return st;
 }
 
-static mn_status write_contents(const writer *w, hid_t file, mn_model *m, mn_trainer *tr, const mn_train_state *s,
+static mn_status write_contents(writer *w, hid_t file, mn_model *m, mn_trainer *tr, const mn_train_state *s,
                                 const mn_checkpoint_save_options *o) {
-    MN_TRY(put_meta(w, file));
+    MN_TRY(put_meta(w, file, o ? o->run_id : NULL));
     MN_TRY(put_config(w, file, mn_model_config(m), o ? o->train_config_json : NULL));
     MN_TRY(put_tensors(w, file, "params", m, mn_model_params(m)));
     if (tr)
@@ -189,52 +219,23 @@ static mn_status write_contents(const writer *w, hid_t file, mn_model *m, mn_tra
     return MN_OK;
 }
 
-static mn_status fsync_path(const char *path, int directory, const char *target) {
-    int fd = open(path, (directory ? O_DIRECTORY : 0) | O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return mn_fail(MN_ERR_IO, "%s: cannot open %s for fsync: %s", target, path, strerror(errno));
-    int rc = fsync(fd);
-    int err = errno;
-    close(fd);
-    if (rc != 0)
-        return mn_fail(MN_ERR_IO, "%s: fsync of %s failed: %s", target, path, strerror(err));
-    return MN_OK;
-}
-
-static void dir_of(const char *path, char *dir, size_t cap) {
-    const char *slash = strrchr(path, '/');
-    if (!slash)
-        snprintf(dir, cap, ".");
-    else if (slash == path)
-        snprintf(dir, cap, "/");
-    else
-        snprintf(dir, cap, "%.*s", (int)(slash - path), path);
-}
-
-/* Writes the bytes to a new file at tmp and fsyncs it; on failure removes it. */
-static mn_status write_durably(const char *tmp, const void *data, size_t size, const char *target) {
-    mn_status st = mn_write_new_file(tmp, data, size, target);
-    if (st != MN_OK)
-        unlink(tmp);
-    return st;
-}
-
 mn_status mn_checkpoint_save(const char *path, mn_model *model, mn_trainer *trainer, const mn_train_state *state,
                              const mn_checkpoint_save_options *opts) {
     if (!path || !*path || !model)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_save: path or model is NULL");
     if (trainer && trainer->model != model)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_save: the trainer belongs to another model");
-    char tmp[PATH_CAP], dir[PATH_CAP];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp)
-        return mn_fail(MN_ERR_INVALID_ARG, "%s: path too long", path);
+    const char *run_id = opts ? opts->run_id : NULL;
+    if (run_id && !mn_run_id_valid(run_id))
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_save: run id '%s' is not %d hex digits", run_id,
+                       MN_RUN_ID_LEN);
     if (trainer)
         MN_TRY(mn_trainer_pull(trainer)); /* device buffers -> host before reading them */
 
     /* The file is built in memory and written with plain write() + fsync: HDF5 never sees a
      * failing disk (its close after a failed write leaves the library in a bad state), and a
      * full disk is reported exactly, with the temp file removed. */
-    writer w = {path, opts ? opts->fault : NULL, opts ? opts->fault_ctx : NULL};
+    writer w = {path, opts ? opts->fault : NULL, opts ? opts->fault_ctx : NULL, NULL, 0, 0};
     hid_t file;
     mn_h5_image image;
     size_t floats = mn_model_num_params(model) * (trainer ? 3 : 1);
@@ -244,26 +245,34 @@ mn_status mn_checkpoint_save(const char *path, mn_model *model, mn_trainer *trai
     if (st == MN_OK)
         st = closed;
     if (st == MN_OK)
-        st = write_durably(tmp, image.data, image.size, path);
+        st = mn_h5_trailer_append(&image, TRAILER_MAGIC, w.chunks, w.n_chunks, path);
+    free(w.chunks);
+    if (st == MN_OK) /* <path>.tmp.<pid>, fsync, rename over path, fsync of the directory */
+        st = mn_atomic_write_bytes(path, image.data, image.size);
     free(image.data);
-    if (st == MN_OK && rename(tmp, path) != 0) {
-        st = mn_fail(MN_ERR_IO, "%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
-        unlink(tmp);
-    }
     if (st != MN_OK) /* the target was never touched */
         return mn_fail_context(st, "checkpoint not saved (any previous %s is intact)", path);
-    dir_of(path, dir, sizeof dir);
-    /* the rename is durable only once the directory entry is on disk */
-    return fsync_path(dir, 1, path);
+    return MN_OK;
 }
 
 /* ---------------------------------------------------------------- reading */
-static mn_status open_checkpoint(const char *path, hid_t *out) {
+/* An open, verified checkpoint: the HDF5 file and its format version. */
+typedef struct {
+    hid_t file;
+    const char *path;
+    int64_t version;
+} ckpt;
+
+/* Format 2: the trailer is verified before HDF5 opens the file. Format 1 (no trailer): HDF5
+ * verifies the superblock's and object headers' checksums as it parses them. */
+static mn_status open_checkpoint(const char *path, ckpt *c) {
     struct stat sb;
     if (stat(path, &sb) != 0)
         return mn_fail(MN_ERR_IO, "%s: cannot open checkpoint: %s", path, strerror(errno));
     if (!S_ISREG(sb.st_mode))
         return mn_fail(MN_ERR_IO, "%s: not a regular file", path);
+    int trailer = 0;
+    MN_TRY(mn_h5_trailer_verify(path, TRAILER_MAGIC, &trailer));
     hid_t f = H5I_INVALID_HID;
     H5E_BEGIN_TRY { f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT); }
     H5E_END_TRY;
@@ -279,20 +288,157 @@ static mn_status open_checkpoint(const char *path, hid_t *out) {
     int64_t version = 0;
     st = mn_h5_read_attr_int(meta, path, "format_version", &version);
     H5Gclose(meta);
-    if (st == MN_OK && version != MN_CHECKPOINT_FORMAT)
-        st = mn_fail(MN_ERR_FORMAT, "%s: checkpoint format version %lld; this build reads version %d", path,
-                     (long long)version, MN_CHECKPOINT_FORMAT);
+    if (st == MN_OK && (version < MN_CHECKPOINT_FORMAT_OLDEST || version > MN_CHECKPOINT_FORMAT))
+        st = mn_fail(MN_ERR_FORMAT, "%s: checkpoint format version %lld; this build reads versions %d to %d", path,
+                     (long long)version, MN_CHECKPOINT_FORMAT_OLDEST, MN_CHECKPOINT_FORMAT);
+    else if (st == MN_OK && version >= 2 && !trailer)
+        st = mn_fail(MN_ERR_FORMAT, "%s: format %lld checkpoint without its integrity trailer (truncated or altered)",
+                     path, (long long)version);
+    else if (st == MN_OK && version < 2 && trailer)
+        st = mn_fail(MN_ERR_FORMAT, "%s: format 1 checkpoint with an integrity trailer: not written by mnemo", path);
     if (st != MN_OK) {
         H5Fclose(f);
         return st;
     }
-    *out = f;
+    *c = (ckpt){f, path, version};
     return MN_OK;
 }
 
-static mn_status read_config(hid_t f, const char *path, mn_config *c) {
+/* Whether an optional part is there; a header that cannot be read is corruption, not absence. */
+static mn_status has(const ckpt *c, const char *name, int *present) {
+    return mn_h5_lookup(c->file, c->path, name, present);
+}
+
+static void close_checkpoint(ckpt *c) {
+    if (c->file >= 0)
+        H5Fclose(c->file);
+    c->file = H5I_INVALID_HID;
+}
+
+/* The metadata strings: build id, creation time, run id, training config (JSON). */
+typedef struct {
+    char *build_id, *created, *run_id, *train_config;
+} meta_strings;
+
+static void meta_strings_free(meta_strings *m) {
+    free(m->build_id), free(m->created), free(m->run_id), free(m->train_config);
+    memset(m, 0, sizeof *m);
+}
+
+static int is_timestamp(const char *s) { /* YYYY-MM-DDTHH:MM:SSZ */
+    static const char pattern[] = "dddd-dd-ddTdd:dd:ddZ";
+    if (strlen(s) != sizeof pattern - 1)
+        return 0;
+    for (size_t i = 0; pattern[i]; i++)
+        if (pattern[i] == 'd' ? !(s[i] >= '0' && s[i] <= '9') : s[i] != pattern[i])
+            return 0;
+    return 1;
+}
+
+static int is_printable(const char *s, size_t max) {
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n; i++)
+        if (s[i] < 0x20 || s[i] > 0x7e)
+            return 0;
+    return n > 0 && n <= max;
+}
+
+/* Format 1 stored the strings as variable-length attributes, in HDF5's global heap, which has no
+ * checksum and which HDF5 1.10 trusts (a flipped byte there crashed it). They are read from the
+ * heap's own bytes with bounds checks instead; format 1 wrote exactly four, in this order. */
+static mn_status read_format1_strings(const ckpt *c, meta_strings *m) {
+    hid_t meta, config;
+    MN_TRY(mn_h5_open_group(c->file, c->path, "meta", &meta));
+    int present = mn_h5_attr_exists(meta, "build_id") && mn_h5_attr_exists(meta, "created") &&
+                  mn_h5_attr_exists(meta, "writer");
+    H5Gclose(meta);
+    MN_TRY(mn_h5_open_group(c->file, c->path, "config", &config));
+    present = present && mn_h5_attr_exists(config, "train_config");
+    H5Gclose(config);
+    if (!present)
+        return mn_fail(MN_ERR_FORMAT, "%s: format 1 checkpoint without its build_id, created, writer or train_config",
+                       c->path);
+    mn_h5_heap_object *o;
+    size_t n;
+    MN_TRY(mn_h5_heap_objects(c->path, &o, &n));
+    for (size_t i = 1; i < n; i++) /* by collection, then index: the order they were written in */
+        for (size_t j = i; j > 0 && (o[j - 1].collection > o[j].collection ||
+                                     (o[j - 1].collection == o[j].collection && o[j - 1].index > o[j].index));
+             j--) {
+            mn_h5_heap_object t = o[j];
+            o[j] = o[j - 1];
+            o[j - 1] = t;
+        }
+    int ok = n == 4;
+    for (size_t i = 0; ok && i < n; i++)
+        ok = strlen((const char *)o[i].data) == o[i].size; /* no NUL inside */
+    ok = ok && is_printable((const char *)o[0].data, 256) && is_timestamp((const char *)o[1].data) &&
+         !strcmp((const char *)o[2].data, "mnemo") && o[3].data[0] == '{';
+    if (ok) {
+        m->build_id = (char *)o[0].data, m->created = (char *)o[1].data, m->train_config = (char *)o[3].data;
+        o[0].data = o[1].data = o[3].data = NULL;
+        m->run_id = strdup("");
+    }
+    mn_h5_heap_objects_free(o, n);
+    if (!ok)
+        return mn_fail(MN_ERR_FORMAT,
+                       "%s: format 1 checkpoint whose build id, creation time and training config are not intact "
+                       "(corrupt global heap)",
+                       c->path);
+    if (!m->run_id)
+        return mn_fail(MN_ERR_NOMEM, "%s: out of memory", c->path);
+    return MN_OK;
+}
+
+/* Format 2: fixed-length attributes in the checksummed object header, the training config a
+ * byte dataset with Fletcher32, and all of it under the trailer's digest. */
+static mn_status read_format2_strings(const ckpt *c, meta_strings *m) {
+    hid_t meta;
+    char *writer = NULL;
+    MN_TRY(mn_h5_open_group(c->file, c->path, "meta", &meta));
+    mn_status st = mn_h5_read_attr_string(meta, c->path, "build_id", &m->build_id);
+    if (st == MN_OK)
+        st = mn_h5_read_attr_string(meta, c->path, "created", &m->created);
+    if (st == MN_OK)
+        st = mn_h5_read_attr_string(meta, c->path, "run_id", &m->run_id);
+    if (st == MN_OK)
+        st = mn_h5_read_attr_string(meta, c->path, "writer", &writer);
+    H5Gclose(meta);
+    if (st == MN_OK && strcmp(writer, "mnemo"))
+        st = mn_fail(MN_ERR_FORMAT, "%s: written by '%s', not mnemo", c->path, writer);
+    free(writer);
+    size_t len = 0;
+    if (st == MN_OK)
+        st = mn_h5_dataset_size(c->file, c->path, "config/train_config", &len);
+    if (st == MN_OK && len > ((size_t)16 << 20))
+        st = mn_fail(MN_ERR_FORMAT, "%s: config/train_config holds %zu bytes (corrupt)", c->path, len);
+    if (st == MN_OK && !(m->train_config = calloc(len + 1, 1)))
+        st = mn_fail(MN_ERR_NOMEM, "%s: out of memory", c->path);
+    if (st == MN_OK)
+        st = mn_h5_read_checksummed(c->file, c->path, "config/train_config", H5T_NATIVE_UINT8, m->train_config, len);
+    if (st == MN_OK && strlen(m->train_config) != len)
+        st = mn_fail(MN_ERR_FORMAT, "%s: config/train_config holds a NUL byte (corrupt)", c->path);
+    return st;
+}
+
+static mn_status read_strings(const ckpt *c, meta_strings *m) {
+    memset(m, 0, sizeof *m);
+    mn_status st = c->version == 1 ? read_format1_strings(c, m) : read_format2_strings(c, m);
+    if (st == MN_OK && !is_printable(m->build_id, 256))
+        st = mn_fail(MN_ERR_FORMAT, "%s: the build id is not printable text (corrupt)", c->path);
+    else if (st == MN_OK && !is_timestamp(m->created))
+        st = mn_fail(MN_ERR_FORMAT, "%s: the creation time '%s' is not ISO 8601 UTC (corrupt)", c->path, m->created);
+    else if (st == MN_OK && !mn_run_id_valid(m->run_id))
+        st = mn_fail(MN_ERR_FORMAT, "%s: the run id is not %d hex digits (corrupt)", c->path, MN_RUN_ID_LEN);
+    if (st != MN_OK)
+        meta_strings_free(m);
+    return st;
+}
+
+static mn_status read_config(const ckpt *ck, mn_config *c) {
     hid_t g;
-    MN_TRY(mn_h5_open_group(f, path, "config", &g));
+    const char *path = ck->path;
+    MN_TRY(mn_h5_open_group(ck->file, path, "config", &g));
     struct {
         const char *name;
         int *field;
@@ -339,17 +485,19 @@ static mn_status compare_config(const char *path, const mn_config *file, const m
     return MN_OK;
 }
 
-static mn_status check_tokenizer(hid_t f, const char *path, uint64_t want) {
-    if (!mn_h5_exists(f, "tokenizer"))
-        return mn_fail(MN_ERR_MISMATCH, "%s: holds no tokenizer; expected one with hash %016" PRIx64, path, want);
+static mn_status check_tokenizer(const ckpt *c, uint64_t want) {
+    int present;
+    MN_TRY(has(c, "tokenizer", &present));
+    if (!present)
+        return mn_fail(MN_ERR_MISMATCH, "%s: holds no tokenizer; expected one with hash %016" PRIx64, c->path, want);
     mn_tokenizer *tok = NULL;
-    MN_TRY(mn_tokenizer_load_h5(f, path, &tok));
+    MN_TRY(mn_tokenizer_load_h5(c->file, c->path, &tok));
     uint64_t have = mn_tokenizer_hash(tok);
     mn_tokenizer_free(tok);
     if (have != want)
         return mn_fail(MN_ERR_MISMATCH,
                        "%s: tokenizer hash %016" PRIx64 " differs from the data's %016" PRIx64 " (another tokenizer)",
-                       path, have, want);
+                       c->path, have, want);
     return MN_OK;
 }
 
@@ -370,16 +518,33 @@ static herr_t scan_member(hid_t group, const char *name, const H5L_info_t *info,
     return 0;
 }
 
-/* Reads group/<name> for every tensor into dst (flat layout), checking shape and no extras. */
-static mn_status read_tensors(hid_t f, const char *path, const char *group, const mn_model *m, float *dst) {
+/* Parameters and moments are finite, second moments >= 0: anything else is corruption (the
+ * trainer skips non-finite steps), and would poison chat, eval and training. */
+static mn_status check_values(const char *path, const char *full, const float *x, size_t n, int nonnegative) {
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(x[i]))
+            return mn_fail(MN_ERR_NUMERIC, "%s: tensor %s holds a non-finite value (%g) at index %zu", path, full,
+                           (double)x[i], i);
+        if (nonnegative && x[i] < 0)
+            return mn_fail(MN_ERR_NUMERIC, "%s: tensor %s holds a negative second moment (%g) at index %zu", path,
+                           full, (double)x[i], i);
+    }
+    return MN_OK;
+}
+
+/* Reads group/<name> for every tensor into dst (flat layout), checking shape, checksum and
+ * values, and that there are no extras. */
+static mn_status read_tensors(const ckpt *c, const char *group, const mn_model *m, float *dst) {
+    const char *path = c->path;
     hid_t g;
-    mn_status st = mn_h5_open_group(f, path, group, &g);
+    mn_status st = mn_h5_open_group(c->file, path, group, &g);
     if (st != MN_OK)
         return st;
     member_scan scan = {m, "", 0};
     herr_t rc = -1;
     H5E_BEGIN_TRY { rc = H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, scan_member, &scan); }
     H5E_END_TRY;
+    H5Gclose(g);
     if (rc < 0)
         st = mn_fail(MN_ERR_FORMAT, "%s: cannot list group '%s' (corrupt)", path, group);
     else if (scan.extra[0])
@@ -392,11 +557,14 @@ static mn_status read_tensors(hid_t f, const char *path, const char *group, cons
         snprintf(full, sizeof full, "%s/%s", group, t.name);
         int ndim = 0;
         size_t dims[4];
-        if (!mn_h5_exists(g, t.name)) {
+        int present;
+        if ((st = has(c, full, &present)) != MN_OK)
+            break;
+        if (!present) {
             st = mn_fail(MN_ERR_FORMAT, "%s: tensor %s is missing", path, full);
             break;
         }
-        st = mn_h5_dataset_dims(g, path, t.name, &ndim, dims);
+        st = mn_h5_dataset_dims(c->file, path, full, &ndim, dims);
         if (st != MN_OK)
             break;
         int same = ndim == t.ndim;
@@ -409,21 +577,26 @@ static mn_status read_tensors(hid_t f, const char *path, const char *group, cons
             st = mn_fail(MN_ERR_MISMATCH, "%s: tensor %s has shape %s; the model's is %s", path, full, have, want);
             break;
         }
-        st = mn_h5_read_floats(g, path, t.name, dst + t.offset, t.size);
-        if (st != MN_OK)
+        if ((st = mn_h5_require_checksum(c->file, path, full)) != MN_OK)
+            break;
+        if (mn_h5_read_floats(c->file, path, full, dst + t.offset, t.size) != MN_OK)
             st = mn_fail(MN_ERR_FORMAT, "%s: tensor %s cannot be read (checksum mismatch: corrupt, or truncated)", path,
                          full);
+        else
+            st = check_values(path, full, dst + t.offset, t.size, !strcmp(group, "optimizer/v"));
     }
-    H5Gclose(g);
     return st;
 }
 
-static mn_status read_train(hid_t f, const char *path, mn_train_state *s) {
+static mn_status read_train(const ckpt *c, mn_train_state *s) {
+    const char *path = c->path;
     hid_t g;
-    if (!mn_h5_exists(f, "train"))
+    int present;
+    MN_TRY(has(c, "train", &present));
+    if (!present)
         return mn_fail(MN_ERR_FORMAT, "%s: holds no training state (/train); it can initialise a model but not resume",
                        path);
-    MN_TRY(mn_h5_open_group(f, path, "train", &g));
+    MN_TRY(mn_h5_open_group(c->file, path, "train", &g));
     mn_train_state r;
     memset(&r, 0, sizeof r);
     int64_t step = 0, tokens = 0;
@@ -437,11 +610,11 @@ static mn_status read_train(hid_t f, const char *path, mn_train_state *s) {
         st = mn_h5_read_attr_int(g, path, "nan_streak", &r.nan_streak);
     if (st == MN_OK)
         st = mn_h5_read_attr_int(g, path, "nan_skipped", &r.nan_skipped);
-    if (st == MN_OK)
-        st = mn_h5_read_u64s(g, path, "rng", r.rng, 4);
-    if (st == MN_OK)
-        st = mn_h5_read_u64s(g, path, "data_cursor", cursor, 2);
     H5Gclose(g);
+    if (st == MN_OK)
+        st = mn_h5_read_checksummed(c->file, path, "train/rng", H5T_NATIVE_UINT64, r.rng, 4);
+    if (st == MN_OK)
+        st = mn_h5_read_checksummed(c->file, path, "train/data_cursor", H5T_NATIVE_UINT64, cursor, 2);
     if (st != MN_OK)
         return mn_fail_context(MN_ERR_FORMAT, "%s: bad training state", path);
     if (step < 0 || tokens < 0 || r.curriculum_stage < 0 || r.nan_streak < 0 || r.nan_skipped < 0)
@@ -468,15 +641,18 @@ mn_status mn_checkpoint_read_dist(const char *path, mn_checkpoint_dist *d, int *
         return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_read_dist: NULL argument");
     memset(d, 0, sizeof *d);
     *found = 0;
-    hid_t f, g;
-    MN_TRY(open_checkpoint(path, &f));
-    if (!mn_h5_exists(f, "train") || !mn_h5_exists(f, "train/dist")) {
-        H5Fclose(f);
-        return MN_OK;
+    ckpt c;
+    hid_t g;
+    MN_TRY(open_checkpoint(path, &c));
+    int present = 0;
+    mn_status st = has(&c, "train/dist", &present);
+    if (st != MN_OK || !present) { /* none: written before data-parallel training, or no state */
+        close_checkpoint(&c);
+        return st;
     }
-    mn_status st = mn_h5_open_group(f, path, "train/dist", &g);
+    st = mn_h5_open_group(c.file, path, "train/dist", &g);
     if (st != MN_OK) {
-        H5Fclose(f);
+        close_checkpoint(&c);
         return st;
     }
     st = mn_h5_read_attr_int(g, path, "world_size", &d->world_size);
@@ -484,17 +660,19 @@ mn_status mn_checkpoint_read_dist(const char *path, mn_checkpoint_dist *d, int *
         st = mn_h5_read_attr_int(g, path, "zero_stage", &d->zero_stage);
     if (st == MN_OK)
         st = mn_h5_read_attr_int(g, path, "grad_accum", &d->grad_accum);
-    if (st == MN_OK && (d->world_size < 1 || d->world_size > (1 << 20) || d->zero_stage < 0 || d->grad_accum < 1))
+    H5Gclose(g);
+    if (st == MN_OK && (d->world_size < 1 || d->world_size > (1 << 20) || d->zero_stage < 0 || d->zero_stage > 1 ||
+                        d->grad_accum < 1))
         st = mn_fail(MN_ERR_FORMAT, "%s: /train/dist: world_size %lld, zero_stage %lld, grad_accum %lld out of range",
                      path, (long long)d->world_size, (long long)d->zero_stage, (long long)d->grad_accum);
     if (st == MN_OK) {
         size_t n = (size_t)d->world_size * MN_DIST_CURSOR_FIELDS;
         d->rank_cursors = malloc(n * sizeof(uint64_t));
-        st = d->rank_cursors ? mn_h5_read_u64s(g, path, "rank_cursors", d->rank_cursors, n)
-                             : mn_fail(MN_ERR_NOMEM, "%s: out of memory", path);
+        st = d->rank_cursors
+                 ? mn_h5_read_checksummed(c.file, path, "train/dist/rank_cursors", H5T_NATIVE_UINT64, d->rank_cursors, n)
+                 : mn_fail(MN_ERR_NOMEM, "%s: out of memory", path);
     }
-    H5Gclose(g);
-    H5Fclose(f);
+    close_checkpoint(&c);
     if (st != MN_OK) {
         mn_checkpoint_dist_free(d);
         return mn_fail_context(MN_ERR_FORMAT, "%s: bad /train/dist", path);
@@ -506,10 +684,10 @@ mn_status mn_checkpoint_read_dist(const char *path, mn_checkpoint_dist *d, int *
 mn_status mn_checkpoint_read_config(const char *path, mn_config *config) {
     if (!path || !config)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_read_config: NULL argument");
-    hid_t f;
-    MN_TRY(open_checkpoint(path, &f));
-    mn_status st = read_config(f, path, config);
-    H5Fclose(f);
+    ckpt c;
+    MN_TRY(open_checkpoint(path, &c));
+    mn_status st = read_config(&c, config);
+    close_checkpoint(&c);
     return st;
 }
 
@@ -521,18 +699,18 @@ mn_status mn_checkpoint_load(const char *path, mn_model *model, mn_trainer *trai
         return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_load: the trainer belongs to another model");
     if (trainer && mn_trainer_moments_range(trainer, NULL, NULL))
         return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_load: the trainer's moments are sharded; load before sharding");
-    hid_t f;
-    MN_TRY(open_checkpoint(path, &f));
+    ckpt c;
+    MN_TRY(open_checkpoint(path, &c));
     size_t P = mn_model_num_params(model);
     float *params = NULL, *m = NULL, *v = NULL;
     int64_t adam_step = 0;
     mn_train_state train;
     mn_config stored;
-    mn_status st = read_config(f, path, &stored);
+    mn_status st = read_config(&c, &stored);
     if (st == MN_OK)
         st = compare_config(path, &stored, mn_model_config(model));
     if (st == MN_OK && opts && opts->check_tokenizer)
-        st = check_tokenizer(f, path, opts->tokenizer_hash);
+        st = check_tokenizer(&c, opts->tokenizer_hash);
     /* staged, so that a refusal halfway leaves the model and trainer untouched */
     if (st == MN_OK) {
         params = malloc(P * sizeof(float));
@@ -544,14 +722,16 @@ mn_status mn_checkpoint_load(const char *path, mn_model *model, mn_trainer *trai
             st = mn_fail(MN_ERR_NOMEM, "%s: out of memory loading %zu parameters", path, P);
     }
     if (st == MN_OK)
-        st = read_tensors(f, path, "params", model, params);
+        st = read_tensors(&c, "params", model, params);
     if (st == MN_OK && trainer) {
         hid_t g;
-        if (!mn_h5_exists(f, "optimizer"))
+        int present = 0;
+        st = has(&c, "optimizer", &present);
+        if (st == MN_OK && !present)
             st = mn_fail(MN_ERR_FORMAT, "%s: holds no optimizer state (/optimizer); cannot resume training from it",
                          path);
         if (st == MN_OK)
-            st = mn_h5_open_group(f, path, "optimizer", &g);
+            st = mn_h5_open_group(c.file, path, "optimizer", &g);
         if (st == MN_OK) {
             st = mn_h5_read_attr_int(g, path, "step", &adam_step);
             H5Gclose(g);
@@ -559,13 +739,13 @@ mn_status mn_checkpoint_load(const char *path, mn_model *model, mn_trainer *trai
                 st = mn_fail(MN_ERR_FORMAT, "%s: optimizer step %lld is negative", path, (long long)adam_step);
         }
         if (st == MN_OK)
-            st = read_tensors(f, path, "optimizer/m", model, m);
+            st = read_tensors(&c, "optimizer/m", model, m);
         if (st == MN_OK)
-            st = read_tensors(f, path, "optimizer/v", model, v);
+            st = read_tensors(&c, "optimizer/v", model, v);
     }
     if (st == MN_OK && state)
-        st = read_train(f, path, &train);
-    H5Fclose(f);
+        st = read_train(&c, &train);
+    close_checkpoint(&c);
     if (st == MN_OK) {
         memcpy(mn_model_params(model), params, P * sizeof(float));
         if (trainer) {
@@ -604,12 +784,13 @@ mn_status mn_checkpoint_load_tokenizer(const char *path, mn_tokenizer **out) {
     if (!path || !out)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_load_tokenizer: NULL argument");
     *out = NULL;
-    hid_t f;
-    MN_TRY(open_checkpoint(path, &f));
-    mn_status st = MN_OK;
-    if (mn_h5_exists(f, "tokenizer"))
-        st = mn_tokenizer_load_h5(f, path, out);
-    H5Fclose(f);
+    ckpt c;
+    MN_TRY(open_checkpoint(path, &c));
+    int present = 0;
+    mn_status st = has(&c, "tokenizer", &present);
+    if (st == MN_OK && present)
+        st = mn_tokenizer_load_h5(c.file, path, out);
+    close_checkpoint(&c);
     return st;
 }
 
@@ -618,6 +799,7 @@ void mn_checkpoint_info_free(mn_checkpoint_info *info) {
         return;
     free(info->build_id);
     free(info->created);
+    free(info->run_id);
     free(info->train_config);
     memset(info, 0, sizeof *info);
 }
@@ -626,40 +808,64 @@ mn_status mn_checkpoint_read_info(const char *path, mn_checkpoint_info *info) {
     if (!path || !info)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_read_info: NULL argument");
     memset(info, 0, sizeof *info);
-    hid_t f, g;
-    MN_TRY(open_checkpoint(path, &f));
-    info->format_version = MN_CHECKPOINT_FORMAT;
-    mn_status st = mn_h5_open_group(f, path, "meta", &g);
+    ckpt c;
+    hid_t g;
+    MN_TRY(open_checkpoint(path, &c));
+    info->format_version = c.version;
+    meta_strings ms;
+    mn_status st = read_strings(&c, &ms);
     if (st == MN_OK) {
-        st = mn_h5_read_attr_string(g, path, "build_id", &info->build_id);
-        if (st == MN_OK)
-            st = mn_h5_read_attr_string(g, path, "created", &info->created);
-        H5Gclose(g);
+        info->build_id = ms.build_id, info->created = ms.created, info->run_id = ms.run_id;
+        info->train_config = ms.train_config;
+        st = read_config(&c, &info->config);
     }
     if (st == MN_OK)
-        st = read_config(f, path, &info->config);
-    if (st == MN_OK && mn_h5_open_group(f, path, "config", &g) == MN_OK) {
-        st = mn_h5_read_attr_string(g, path, "train_config", &info->train_config);
-        H5Gclose(g);
-    }
-    if (st == MN_OK && mn_h5_exists(f, "optimizer")) {
-        info->has_optimizer = 1;
+        st = has(&c, "optimizer", &info->has_optimizer);
+    if (st == MN_OK && info->has_optimizer) {
         int64_t step = 0;
-        st = mn_h5_open_group(f, path, "optimizer", &g);
+        st = mn_h5_open_group(c.file, path, "optimizer", &g);
         if (st == MN_OK) {
             st = mn_h5_read_attr_int(g, path, "step", &step);
             H5Gclose(g);
         }
+        if (st == MN_OK && step < 0)
+            st = mn_fail(MN_ERR_FORMAT, "%s: optimizer step %lld is negative", path, (long long)step);
         info->adam_step = (uint64_t)step;
     }
-    if (st == MN_OK && mn_h5_exists(f, "train")) {
-        info->has_train = 1;
-        st = read_train(f, path, &info->train);
-    }
-    info->has_tokenizer = mn_h5_exists(f, "tokenizer");
-    H5Fclose(f);
+    if (st == MN_OK)
+        st = has(&c, "train", &info->has_train);
+    if (st == MN_OK && info->has_train)
+        st = read_train(&c, &info->train);
+    if (st == MN_OK)
+        st = has(&c, "tokenizer", &info->has_tokenizer);
+    close_checkpoint(&c);
     if (st != MN_OK)
         mn_checkpoint_info_free(info);
+    return st;
+}
+
+mn_status mn_checkpoint_read_run_id(const char *path, char *out, size_t cap) {
+    if (!path || !out || cap < MN_RUN_ID_LEN + 1)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_read_run_id: NULL argument or short buffer");
+    out[0] = '\0';
+    ckpt c;
+    MN_TRY(open_checkpoint(path, &c));
+    mn_status st = MN_OK;
+    if (c.version >= 2) {
+        hid_t meta;
+        char *id = NULL;
+        st = mn_h5_open_group(c.file, path, "meta", &meta);
+        if (st == MN_OK) {
+            st = mn_h5_read_attr_string(meta, path, "run_id", &id);
+            H5Gclose(meta);
+        }
+        if (st == MN_OK && !mn_run_id_valid(id))
+            st = mn_fail(MN_ERR_FORMAT, "%s: the run id is not %d hex digits (corrupt)", path, MN_RUN_ID_LEN);
+        if (st == MN_OK)
+            snprintf(out, cap, "%s", id);
+        free(id);
+    }
+    close_checkpoint(&c);
     return st;
 }
 
@@ -763,18 +969,27 @@ mn_status mn_checkpoint_latest(const char *dir, char *out, size_t cap, uint64_t 
     return st;
 }
 
-mn_status mn_checkpoint_prune(const char *dir, int keep, int *removed) {
+mn_status mn_checkpoint_prune(const char *dir, const char *run_id, int keep, int *removed) {
     if (removed)
         *removed = 0;
-    if (!dir || keep < 1)
-        return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_prune: need a directory and keep >= 1 (keep = %d)", keep);
+    if (!dir || !run_id || strlen(run_id) != MN_RUN_ID_LEN || keep < 1)
+        return mn_fail(MN_ERR_INVALID_ARG,
+                       "mn_checkpoint_prune: need a directory, a run id and keep >= 1 (keep = %d)", keep);
     ckpt_entry *v;
     size_t n;
     MN_TRY(list_checkpoints(dir, &v, &n));
     mn_status st = MN_OK;
-    for (size_t i = 0; i + (size_t)keep < n; i++) { /* oldest first */
-        char path[PATH_CAP];
+    int kept = 0;
+    for (size_t i = n; i-- > 0;) { /* newest first: the first `keep` of this run stay */
+        char path[PATH_CAP], id[MN_RUN_ID_LEN + 1];
         snprintf(path, sizeof path, "%s/%s", dir, v[i].name);
+        /* another run's, a format 1 file or one that cannot be read: not provably ours, kept */
+        if (mn_checkpoint_read_run_id(path, id, sizeof id) != MN_OK || strcmp(id, run_id))
+            continue;
+        if (kept < keep) {
+            kept++;
+            continue;
+        }
         if (unlink(path) != 0 && errno != ENOENT) {
             st = mn_fail(MN_ERR_IO, "%s: cannot delete an old checkpoint: %s", path, strerror(errno));
             break;

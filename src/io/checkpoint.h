@@ -4,9 +4,16 @@
  * Writes are atomic: the file is built in memory (HDF5's core driver; transiently the file's
  * size in extra RAM), written to <path>.tmp.<pid> in the same directory with write(),
  * fsynced, renamed over <path>, and the directory is fsynced. A failed or killed write never
- * touches an existing <path>. Loading validates everything (format version, config field
- * by field, tokenizer hash, each tensor's presence and shape, Fletcher32 checksums) before it
- * changes the model, so a refused checkpoint leaves the model and trainer as they were. */
+ * touches an existing <path>.
+ *
+ * Every byte is checked before it is trusted: an integrity trailer after HDF5's end of file
+ * holds the XXH64 of every byte but the tensors' chunks (metadata, config, state, tokenizer),
+ * verified before HDF5 parses anything; each tensor chunk carries its Fletcher32 checksum,
+ * verified by HDF5 as it is read. Loading then validates everything (format version, config
+ * field by field, tokenizer hash, each tensor's presence, shape, checksum filter and finite
+ * values) before it changes the model, so a refused checkpoint leaves the model and trainer
+ * as they were. Format 1 files (no trailer) still load, verified as far as their layout
+ * allows (docs/checkpoint.md). */
 #ifndef MN_CHECKPOINT_H
 #define MN_CHECKPOINT_H
 
@@ -16,7 +23,12 @@
 #include "mnemo.h"
 #include "text/tokenizer.h"
 
-#define MN_CHECKPOINT_FORMAT 1
+#define MN_CHECKPOINT_FORMAT 2        /* what this build writes */
+#define MN_CHECKPOINT_FORMAT_OLDEST 1 /* the oldest it reads */
+/* A run's identity (docs/training.md, "Run directories"): 32 hex digits. */
+#define MN_RUN_ID_LEN 32
+/* 1 for "" (no run) or MN_RUN_ID_LEN lowercase hex digits. */
+int mn_run_id_valid(const char *s);
 
 /* The training loop's state, everything beyond the tensors that a bit-identical resume needs. */
 typedef struct {
@@ -46,7 +58,8 @@ typedef struct {
 typedef int (*mn_checkpoint_fault_fn)(void *ctx, const char *dataset);
 
 typedef struct {
-    const char *train_config_json;  /* stored as /config attribute train_config; NULL: "{}" */
+    const char *train_config_json;  /* stored as /config/train_config; NULL: "{}" */
+    const char *run_id;             /* the run that writes it (MN_RUN_ID_LEN hex digits); NULL: none */
     const mn_tokenizer *tokenizer;  /* stored as group /tokenizer; NULL: none */
     const mn_checkpoint_dist *dist; /* stored as /train/dist (with a state); NULL: none */
     /* Whole moments (num_params each) to write instead of the trainer's: required when the
@@ -70,8 +83,9 @@ typedef struct {
 /* Loads a checkpoint into model (whose config must equal the file's, field by field); with
  * trainer, the moments and AdamW step too (then pushed to the device); with state, the /train
  * group. opts may be NULL. Refusals: MN_ERR_IO (missing / unreadable), MN_ERR_FORMAT (not a
- * checkpoint, another format version, truncated, checksum failure, missing part),
- * MN_ERR_MISMATCH (another config, another tokenizer, a tensor of another shape). */
+ * checkpoint, another format version, truncated, checksum failure or no checksum, missing
+ * part), MN_ERR_MISMATCH (another config, another tokenizer, a tensor of another shape),
+ * MN_ERR_NUMERIC (a non-finite parameter or moment, a negative second moment). */
 mn_status mn_checkpoint_load(const char *path, mn_model *model, mn_trainer *trainer, mn_train_state *state,
                              const mn_checkpoint_load_options *opts);
 
@@ -89,6 +103,7 @@ mn_status mn_checkpoint_read_config(const char *path, mn_config *config);
 typedef struct {
     int64_t format_version;
     char *build_id, *created;  /* created: ISO 8601 UTC */
+    char *run_id;              /* the run that wrote it; "" when none (format 1, or outside a run) */
     char *train_config;        /* the effective training config (JSON) */
     mn_config config;
     int has_optimizer, has_train, has_tokenizer;
@@ -104,8 +119,13 @@ mn_status mn_checkpoint_run_path(const char *dir, uint64_t step, char *out, size
 /* The checkpoint with the highest step in dir, found by name: only "ckpt-<digits>.h5" counts,
  * so temp files of interrupted writes are never picked. *found = 0 when there is none. */
 mn_status mn_checkpoint_latest(const char *dir, char *out, size_t cap, uint64_t *step, int *found);
-/* Deletes all but the `keep` (>= 1) highest-step checkpoints. *removed (nullable) = count. */
-mn_status mn_checkpoint_prune(const char *dir, int keep, int *removed);
+/* Deletes all but the `keep` (>= 1) highest-step checkpoints of run run_id; a checkpoint of
+ * another run, of none (format 1) or whose run cannot be read (corrupt) is never deleted.
+ * *removed (nullable) = count. */
+mn_status mn_checkpoint_prune(const char *dir, const char *run_id, int keep, int *removed);
+/* The run id a checkpoint was written by ("" when none), verified like every read; out holds
+ * MN_RUN_ID_LEN + 1 bytes. */
+mn_status mn_checkpoint_read_run_id(const char *path, char *out, size_t cap);
 /* Deletes temp files "ckpt-<digits>.h5.tmp.<pid>" whose writer process no longer runs. */
 mn_status mn_checkpoint_clean_temps(const char *dir, int *removed);
 

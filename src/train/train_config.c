@@ -14,6 +14,10 @@
 
 #include "core/error.h"
 #include "io/checkpoint.h"
+#include "train/recall.h"
+#include "train/run_dir.h"
+#include "train/schedule.h"
+#include "train/train_run.h"
 
 typedef enum { F_INT, F_I64, F_FLOAT, F_DOUBLE, F_STR, F_BOOL } field_type;
 
@@ -200,8 +204,15 @@ static mn_status load_object(mn_train_config *c, json_t *root, const char *where
 mn_status mn_train_config_load_file(mn_train_config *c, const char *path) {
     if (!c || !path)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_train_config_load_file: NULL argument");
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return mn_fail(MN_ERR_CONFIG, "%s: %s", path, strerror(errno));
     json_error_t e;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &e);
+    json_t *root = json_loadf(f, JSON_REJECT_DUPLICATES, &e);
+    int read_error = ferror(f);
+    fclose(f);
+    if (!root && read_error)
+        return mn_fail(MN_ERR_CONFIG, "%s: cannot read: %s", path, strerror(errno));
     if (!root)
         return mn_fail(MN_ERR_CONFIG, "%s:%d: %s", path, e.line, e.text);
     mn_status st = load_object(c, root, path);
@@ -229,6 +240,9 @@ mn_status mn_train_config_load_checkpoint(mn_train_config *c, const char *checkp
     mn_status st = mn_train_config_load_string(c, info.train_config ? info.train_config : "{}", checkpoint);
     c->model = info.config; /* the tensors decide the model, whatever the JSON says */
     mn_checkpoint_info_free(&info);
+    /* a run continues where its checkpoint lies, not at the path it was started with (which is
+     * relative to wherever that was, and may be another run's by now) */
+    mn_run_dir_of(checkpoint, c->run_dir, sizeof c->run_dir);
     return st;
 }
 
@@ -354,6 +368,55 @@ mn_status mn_train_config_field_text(const mn_train_config *c, int i, char *buf,
 }
 
 /* ---------------------------------------------------------------- validation */
+static int parse_curriculum(const char *spec, int T, mn_curriculum *out) {
+    out->n = 0;
+    const char *p = spec;
+    while (*p) {
+        char *end;
+        long long step = strtoll(p, &end, 10);
+        if (end == p || *end != ':')
+            return 1;
+        p = end + 1;
+        long turns = strtol(p, &end, 10);
+        if (end == p || (*end && *end != ','))
+            return 1;
+        if (out->n == MN_CURRICULUM_MAX)
+            return 1;
+        out->start_step[out->n] = step;
+        out->turns[out->n] = (int)turns;
+        out->n++;
+        p = *end ? end + 1 : end;
+    }
+    return mn_curriculum_validate(out, T) != MN_OK;
+}
+
+mn_status mn_train_curriculum(const mn_train_config *c, mn_curriculum *out) {
+    if (c->curriculum[0]) {
+        if (parse_curriculum(c->curriculum, c->turns, out))
+            return mn_fail(MN_ERR_CONFIG,
+                           "config field curriculum '%s' is not \"step:turns,...\" with stages starting at step 0, "
+                           "steps increasing, turns non-decreasing and <= turns",
+                           c->curriculum);
+        return MN_OK;
+    }
+    mn_status st = mn_curriculum_doubling(c->curriculum_start_turns, c->turns, c->curriculum_stage_steps, out);
+    return st == MN_OK ? MN_OK : mn_fail_context(MN_ERR_CONFIG, "config fields curriculum_start_turns, turns");
+}
+
+mn_status mn_train_recall_task(const mn_train_config *c, mn_recall_task *task) {
+    *task = (mn_recall_task){.vocab_size = c->model.vocab_size, .n_keys = c->recall_keys,
+                             .n_values = c->recall_values, .filler_min = c->recall_filler_min,
+                             .filler_max = c->recall_filler_max, .facts = c->recall_facts,
+                             .n_choices = c->recall_choices, .text_weight = (float)c->text_weight,
+                             .answer_weight = (float)c->answer_weight};
+    mn_status st = mn_recall_task_validate(task);
+    if (st != MN_OK)
+        return mn_fail_context(MN_ERR_CONFIG, "config");
+    if (mn_recall_max_len(task) > c->model.max_turn_tokens)
+        return mn_fail(MN_ERR_CONFIG, "config: recall turns of %d tokens exceed max_turn_tokens = %d",
+                       mn_recall_max_len(task), c->model.max_turn_tokens);
+    return MN_OK;
+}
 static mn_status bad(const char *field, const char *why) {
     return mn_fail(MN_ERR_CONFIG, "config field %s %s", field, why);
 }
@@ -422,5 +485,15 @@ mn_status mn_train_config_validate(const mn_train_config *c) {
         return bad("train_data", "must name a token shard for task shards");
     if (!strcmp(c->task, "recall") && (c->recall_min_distance < 1 || c->recall_min_distance > c->turns - 1))
         return bad("recall_min_distance", "must be in 1..turns-1");
+    mn_curriculum curriculum;
+    MN_TRY(mn_train_curriculum(c, &curriculum));
+    if (!strcmp(c->task, "recall")) {
+        mn_recall_task task;
+        MN_TRY(mn_train_recall_task(c, &task));
+        if (curriculum.turns[0] < 2 * c->recall_facts)
+            return mn_fail(MN_ERR_CONFIG,
+                           "config: the first curriculum stage (%d turns) cannot hold %d facts and questions",
+                           curriculum.turns[0], c->recall_facts);
+    }
     return MN_OK;
 }

@@ -5,6 +5,7 @@
  * is train_eval.c. */
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -54,23 +55,45 @@ static int make_dirs(const char *path) {
     return 0;
 }
 
-/* Fails fast when the run directory cannot take a checkpoint, before any training is spent. */
+/* Fails fast when the run directory cannot take a checkpoint or belongs to another run, before
+ * any training is spent (run_dir.h); the run-id file is written once setup has succeeded. */
 static mn_status check_run_dir(run *r, const char *dir) {
+    const char *resume = r->opts->resume;
+    const char *hint = resume ? "; to continue a checkpoint that lies somewhere read-only, give --run-dir a new "
+                                "directory"
+                              : "";
     if (make_dirs(dir) != 0)
-        return mn_fail(MN_ERR_IO, "cannot create the run directory %s: %s", dir, strerror(errno));
+        return mn_fail(MN_ERR_IO, "cannot create the run directory %s: %s%s", dir, strerror(errno), hint);
     char probe[MN_TRAIN_PATH_CAP + 64];
     snprintf(probe, sizeof probe, "%s/.write-test.%ld", dir, (long)getpid());
     FILE *f = fopen(probe, "w");
     if (!f)
-        return mn_fail(MN_ERR_IO, "the run directory %s is not writable: %s", dir, strerror(errno));
+        return mn_fail(MN_ERR_IO, "the run directory %s is not writable: %s%s", dir, strerror(errno), hint);
     fclose(f);
     unlink(probe);
+    MN_TRY(mn_run_dir_check(dir, resume, &r->claim));
+    char here[PATH_MAX];
+    if (r->claim.first_path[0] && realpath(dir, here) && strcmp(here, r->claim.first_path))
+        notice(r, "continuing run %s in %s, a copy of its directory first made at %s", r->claim.id, dir,
+               r->claim.first_path);
     int removed = 0;
     if (mn_checkpoint_clean_temps(dir, &removed) != MN_OK)
         notice(r, "warning: %s", mn_last_error());
     else if (removed)
         notice(r, "removed %d stale temp file(s) of interrupted checkpoint writes in %s", removed, dir);
     return MN_OK;
+}
+
+/* A checkpoint file already at path (a resume from an earlier step of this run) is replaced only
+ * when it is provably this run's. */
+static mn_status may_replace(const run *r, const char *path) {
+    char id[MN_RUN_ID_LEN + 1];
+    if (access(path, F_OK) != 0)
+        return MN_OK;
+    if (mn_checkpoint_read_run_id(path, id, sizeof id) == MN_OK && !strcmp(id, r->claim.id))
+        return MN_OK;
+    return mn_fail(MN_ERR_MISMATCH, "%s exists and is not a checkpoint of this run (%s): it is not replaced", path,
+                   r->claim.id);
 }
 
 /* ---------------------------------------------------------------- data */
@@ -224,14 +247,14 @@ static int save_checkpoint(run *r, int final) {
     if (r->rank == 0) {
         mn_checkpoint_dist dl = {r->world, r->cfg->zero, r->cfg->grad_accum, cursors};
         fault_adapter fault = {r->cb, r->st.step};
-        mn_checkpoint_save_options o = {.train_config_json = r->config_json, .tokenizer = r->tok, .dist = &dl,
-                                        .adam_m = full_m, .adam_v = full_v};
+        mn_checkpoint_save_options o = {.train_config_json = r->config_json, .run_id = r->claim.id,
+                                        .tokenizer = r->tok, .dist = &dl, .adam_m = full_m, .adam_v = full_v};
         if (r->cb->checkpoint_fault) {
             o.fault = checkpoint_fault;
             o.fault_ctx = &fault;
         }
         ok = mn_checkpoint_run_path(r->cfg->run_dir, r->st.step, path, sizeof path) == MN_OK &&
-             mn_checkpoint_save(path, r->model, r->trainer, &r->st, &o) == MN_OK;
+             may_replace(r, path) == MN_OK && mn_checkpoint_save(path, r->model, r->trainer, &r->st, &o) == MN_OK;
         mn_train_checkpoint_info info = {r->st.step, path, ok, ok ? NULL : mn_last_error(), final};
         if (r->cb->checkpoint)
             r->cb->checkpoint(r->cb->ctx, &info);
@@ -250,7 +273,7 @@ static int save_checkpoint(run *r, int final) {
         return 0;
     snprintf(r->last_checkpoint, sizeof r->last_checkpoint, "%s", path);
     int removed;
-    if (mn_checkpoint_prune(r->cfg->run_dir, r->cfg->keep_checkpoints, &removed) != MN_OK)
+    if (mn_checkpoint_prune(r->cfg->run_dir, r->claim.id, r->cfg->keep_checkpoints, &removed) != MN_OK)
         notice(r, "warning: %s", mn_last_error());
     if (r->metrics) {
         fprintf(r->metrics, "{\"checkpoint\": \"%s\", \"step\": %" PRIu64 "}\n", path, r->st.step);
@@ -263,21 +286,8 @@ static int save_checkpoint(run *r, int final) {
 static mn_status setup_data(run *r, const char *resume_or_base) {
     const mn_train_config *c = r->cfg;
     if (r->recall) {
-        r->task = (mn_recall_task){.vocab_size = c->model.vocab_size, .n_keys = c->recall_keys,
-                                   .n_values = c->recall_values, .filler_min = c->recall_filler_min,
-                                   .filler_max = c->recall_filler_max, .facts = c->recall_facts,
-                                   .n_choices = c->recall_choices, .text_weight = (float)c->text_weight,
-                                   .answer_weight = (float)c->answer_weight};
-        mn_status st = mn_recall_task_validate(&r->task);
-        if (st != MN_OK)
-            return mn_fail_context(st, "config");
+        MN_TRY(mn_train_recall_task(c, &r->task)); /* checked by mn_train_config_validate */
         r->max_len = mn_recall_max_len(&r->task);
-        if (r->max_len > c->model.max_turn_tokens)
-            return mn_fail(MN_ERR_CONFIG, "recall turns of %d tokens exceed max_turn_tokens = %d", r->max_len,
-                           c->model.max_turn_tokens);
-        if (stage_turns(r, 0) < 2 * c->recall_facts)
-            return mn_fail(MN_ERR_CONFIG, "the first curriculum stage (%d turns) cannot hold %d facts and questions",
-                           stage_turns(r, 0), c->recall_facts);
     } else {
         mn_status st = MN_OK;
         if (c->tokenizer[0])
@@ -317,28 +327,6 @@ static mn_status setup_data(run *r, const char *resume_or_base) {
     if (!r->tokens || !r->weights || !r->lengths || !r->mtokens || !r->mweights || !r->mlengths)
         return mn_fail(MN_ERR_NOMEM, "out of memory for batches");
     return MN_OK;
-}
-
-static int parse_curriculum(const char *spec, int T, mn_curriculum *out) {
-    out->n = 0;
-    const char *p = spec;
-    while (*p) {
-        char *end;
-        long long step = strtoll(p, &end, 10);
-        if (end == p || *end != ':')
-            return 1;
-        p = end + 1;
-        long turns = strtol(p, &end, 10);
-        if (end == p || (*end && *end != ','))
-            return 1;
-        if (out->n == MN_CURRICULUM_MAX)
-            return 1;
-        out->start_step[out->n] = step;
-        out->turns[out->n] = (int)turns;
-        out->n++;
-        p = *end ? end + 1 : end;
-    }
-    return mn_curriculum_validate(out, T) != MN_OK;
 }
 
 /* The checkpoint's per-rank cursors restate its global cursor; the same world size must find
@@ -647,17 +635,7 @@ static mn_status setup(run *r, mn_train_outcome *outcome) {
             notice(r, "a GPU is available, but training runs on the CPU in this version");
     }
     *outcome = MN_TRAIN_USAGE;
-    if (cfg->curriculum[0]) {
-        if (parse_curriculum(cfg->curriculum, cfg->turns, &r->curriculum))
-            return mn_fail(MN_ERR_CONFIG,
-                           "config field curriculum '%s' is not \"step:turns,...\" with stages starting at step 0, "
-                           "steps increasing, turns non-decreasing and <= turns",
-                           cfg->curriculum);
-    } else if ((st = mn_curriculum_doubling(cfg->curriculum_start_turns, cfg->turns, cfg->curriculum_stage_steps,
-                                            &r->curriculum)) != MN_OK) {
-        *outcome = MN_TRAIN_FAILED;
-        return mn_fail_context(st, "curriculum");
-    }
+    MN_TRY(mn_train_curriculum(cfg, &r->curriculum)); /* checked by mn_train_config_validate */
     r->schedule = (mn_lr_schedule){cfg->lr, cfg->min_lr, cfg->warmup_steps, cfg->steps};
     *outcome = MN_TRAIN_FAILED;
     if (!(r->config_json = mn_train_config_to_json(cfg, 0)))
@@ -682,8 +660,10 @@ static mn_status setup(run *r, mn_train_outcome *outcome) {
         MN_TRY(check_run_dir(r, cfg->run_dir));
     MN_TRY(setup_data(r, opts->resume ? opts->resume : opts->base));
     MN_TRY(setup_model(r));
-    if (r->rank == 0)
+    if (r->rank == 0) {
+        MN_TRY(mn_run_dir_claim(cfg->run_dir, &r->claim));
         MN_TRY(open_metrics(r));
+    }
     return MN_OK;
 }
 

@@ -13,6 +13,7 @@
 #include "text/shard.h"
 #include "text/tokenizer.h"
 #include "train/recall.h"
+#include "train/run_dir.h"
 #include "train/schedule.h"
 
 /* The validation data's own RNG seed salt (the shard loader's order, recall episodes). */
@@ -53,10 +54,16 @@ typedef struct {
     FILE *metrics;                   /* rank 0: <run_dir>/metrics.jsonl */
     char *config_json;
     char last_checkpoint[MN_TRAIN_PATH_CAP + 64];
+    mn_run_claim claim;              /* rank 0: the run that owns run_dir (run_dir.h) */
     int64_t resharded_from;          /* > 0: the resumed checkpoint's other world size */
     double t_start;
     uint64_t start_step;
 } mn_train_run_state;
+
+/* The curriculum a config describes (explicit stages, or doubling ones), and its synthetic
+ * recall task (task recall): checked, MN_ERR_CONFIG naming the field. train_config.c. */
+mn_status mn_train_curriculum(const mn_train_config *c, mn_curriculum *out);
+mn_status mn_train_recall_task(const mn_train_config *c, mn_recall_task *task);
 
 /* Probe distances of the recall task at a given episode length. */
 void mn_train_recall_distances(const mn_train_run_state *r, int turns, int *lo, int *hi);
