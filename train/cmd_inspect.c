@@ -1,7 +1,6 @@
 /* mnemo inspect: a readable summary of a checkpoint (docs/checkpoint.md), after verifying all
  * that `mnemo train --resume` would load: metadata and training config, parameters, optimizer
  * state, training state, /train/dist and tokenizer. */
-#include <hdf5.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,9 +80,6 @@ int cmd_inspect(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    /* mnemo reports every failure itself; HDF5's own printing, which also runs at exit, loops
-     * after some corrupt format 1 files ("infinite loop closing library") */
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     mn_checkpoint_info info;
     if (mn_checkpoint_read_info(path, &info) != MN_OK) {
         fprintf(stderr, "mnemo inspect: %s\n", mn_last_error());

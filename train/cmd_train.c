@@ -2,7 +2,6 @@
  * --config file < options), the signal handlers, and the lines that report what the trainer
  * library (include/mnemo_train.h) delivers through its callbacks (docs/training.md). */
 #include <getopt.h>
-#include <hdf5.h>
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
@@ -363,9 +362,6 @@ done:
 /* The world is opened before anything is printed, so that only rank 0 prints progress; a
  * failed rank ends the whole job (MPI_Abort) rather than leave the others waiting. */
 int cmd_train(int argc, char **argv) {
-    /* mnemo reports every failure itself; HDF5's own printing, which also runs at exit, loops
-     * after some corrupt format 1 checkpoints ("infinite loop closing library") */
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     mn_dist *d = NULL;
     if (mn_dist_open(&argc, &argv, &d) != MN_OK) {
         fprintf(stderr, "mnemo train: %s\n", mn_last_error());
