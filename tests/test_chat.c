@@ -1,8 +1,8 @@
 /* The session commands end to end, through the mnemo binary ($MNEMO_BIN): import-gpt2 on the
  * HF fixture; chat writing R to a store after every turn, a second run continuing from the
  * saved R (replayed exactly from the --trace of the token pieces fed to the compressor), a
- * new session id starting from R_0, a foreign compressor refused; the turn rendering with
- * mnemo's special tokens; `mnemo sessions`. */
+ * new session id starting from R_0, a foreign compressor refused, /quit and /state from a
+ * pipe; the turn rendering with mnemo's special tokens; `mnemo sessions`. */
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
@@ -351,6 +351,44 @@ static void test_chat_continues_from_saved_state(void **state) {
     mn_model_free(m);
 }
 
+/* Commands work without a terminal, with --stdin or without: /state prints the state on
+ * stderr and is no turn, //text is the turn "/text", /quit ends the chat (the line after it is
+ * never read as a turn); an unknown command is named and skipped. */
+static void test_chat_commands_from_a_pipe(void **state) {
+    (void)state;
+    const char *base = tmp("base.h5");
+    if (access(base, F_OK) != 0)
+        fail_msg("needs the checkpoint of test_import_gpt2_cli");
+    mn_model *m = load_checkpoint(base);
+    uint64_t fp = mn_model_fingerprint(m);
+    float *r = malloc(mn_state_floats(m) * sizeof *r);
+    for (int with_stdin = 0; with_stdin < 2; with_stdin++) {
+        const char *store = tmp(with_stdin ? "cmd-stdin.h5" : "cmd-pipe.h5");
+        const char *trace = tmp(with_stdin ? "cmd-stdin.jsonl" : "cmd-pipe.jsonl");
+        assert_int_equal(run("Hello there.\n/state\n/bogus\n//etc is a folder\n/quit\nNever sent.\n", "chat",
+                             "--checkpoint", base, "--store", store, "--session", "dora", "--temperature", "0",
+                             "--max-tokens", "4", "--trace", trace, with_stdin ? "--stdin" : NULL, NULL),
+                         0);
+        char *out = slurp(tmp("out.txt"));
+        assert_int_equal(count_lines(out), 2); /* a reply to each of the two turns */
+        free(out);
+        assert_output_has("err.txt", "session 'dora': 2 turns, |R| = ");
+        assert_output_has("err.txt", "unknown command '/bogus'");
+        char *traced = slurp(trace);
+        assert_int_equal(count_lines(traced), 4); /* user, model, user, model */
+        assert_non_null(strstr(traced, "\"/etc is a folder\""));
+        assert_null(strstr(traced, "Never sent"));
+        assert_null(strstr(traced, "/quit"));
+        assert_null(strstr(traced, "/state"));
+        free(traced);
+        int64_t turns = 0;
+        stored_state(store, "dora", fp, r, &turns);
+        assert_int_equal(turns, 4);
+    }
+    free(r);
+    mn_model_free(m);
+}
+
 /* ---------------------------------------------------------------- chat with mnemo's special tokens */
 static void test_chat_special_tokens(void **state) {
     (void)state;
@@ -493,6 +531,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_import_gpt2_cli),
         cmocka_unit_test(test_chat_continues_from_saved_state),
+        cmocka_unit_test(test_chat_commands_from_a_pipe),
         cmocka_unit_test(test_chat_special_tokens),
         cmocka_unit_test(test_train_freeze_decoder),
     };

@@ -1,7 +1,8 @@
 /* The command line's shared rules, through the mnemo binary ($MNEMO_BIN): option values are
  * parsed whole and range-checked, and a refusal exits 2 naming the option and what it
  * accepts; --device and --matmul are checked the same way in every command; unknown options,
- * missing values and stray arguments are refused. (mnemo eval's own cases: test_eval.c.) */
+ * missing values and stray arguments are refused; the CUDA notice comes only when a device
+ * was asked for. (mnemo eval's own cases: test_eval.c.) */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -97,6 +98,32 @@ static void test_device_matmul_and_options(void **state) {
     log_has("cli", "out", "sum of squares (4 N C)");
 }
 
+/* The CUDA notice ("no usable GPU (...); running on the CPU") only when a device was asked
+ * for: a plain run is on the CPU and says nothing about GPUs; --device auto says what it
+ * found, whether a GPU answers or not. */
+static void test_cuda_notice_only_when_asked(void **state) {
+    (void)state;
+    const char *const plain[] = {"train", "--task", "recall", "--vocab-size", "40", "--d-model", "16", "--n-heads", "2",
+                                 "--n-layers", "1", "--n-comp-layers", "1", "--n-slots", "2", "--max-turn-tokens", "6",
+                                 "--recall-keys", "8", "--recall-values", "8", "--recall-filler-max", "2", "--batch", "2",
+                                 "--turns", "2", "--bptt", "2", "--steps", "1", "--eval-batches", "1",
+                                 "--eval-probes", "4", "--threads", "1", "--run-dir", wpath("plain"), NULL};
+    expect(0, NULL, plain);
+    char *err = log_text("cli", "err");
+    if (strstr(err, "GPU") || strstr(err, "CUDA") || strstr(err, "cuda"))
+        fail_msg("a run that asked for no device mentions GPUs:\n%s", err);
+    free(err);
+    const char *auto_run[64];
+    size_t n = 0;
+    for (; plain[n]; n++)
+        auto_run[n] = plain[n];
+    auto_run[n - 1] = wpath("auto");
+    auto_run[n++] = "--device";
+    auto_run[n++] = "auto";
+    auto_run[n] = NULL;
+    expect(0, "GPU", auto_run);
+}
+
 static int setup(void **state) {
     (void)state;
     return getenv("MNEMO_BIN") ? make_work_dir("mnemo-cli") : -1;
@@ -112,6 +139,7 @@ int main(void) {
         cmocka_unit_test(test_integers),
         cmocka_unit_test(test_numbers),
         cmocka_unit_test(test_device_matmul_and_options),
+        cmocka_unit_test(test_cuda_notice_only_when_asked),
     };
     return cmocka_run_group_tests_name("cli", tests, setup, teardown);
 }

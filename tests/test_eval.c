@@ -1,6 +1,7 @@
 /* mnemo eval: buckets, distances, answer normalisation (exact match and LoCoMo F1), the JSON
  * report's keys, memory against no_memory with a shut gate, refusals of bad input, and the
  * CLI end to end on a tiny checkpoint that must come out byte-identical. */
+#include <fcntl.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -792,6 +793,103 @@ static void test_cli_refuses_bad_numbers(void **state) {
     }
 }
 
+/* Runs `mnemo eval` on the small data with stdout to /dev/null and stderr to a pseudo-terminal
+ * (tty = 1) or to env->err; returns what stderr received (malloc'd) and the exit code. */
+static char *eval_stderr(const cli_env *e, int tty, int *rc) {
+    const char *argv[] = {e->bin, "eval", "--checkpoint", e->ckpt, "--data", e->data, "--no-generate", "--no-lm", NULL};
+    int master = -1;
+    const char *slave = NULL;
+    if (tty) {
+        master = posix_openpt(O_RDWR | O_NOCTTY);
+        assert_true(master >= 0 && grantpt(master) == 0 && unlockpt(master) == 0);
+        slave = ptsname(master);
+        assert_non_null(slave);
+    }
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int err = tty ? open(slave, O_RDWR) : open(e->err, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int null = open("/dev/null", O_WRONLY);
+        if (err < 0 || null < 0 || dup2(null, 1) < 0 || dup2(err, 2) < 0)
+            _exit(126);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    char *text = NULL;
+    size_t n = 0;
+    if (tty) { /* read as it comes: a full terminal buffer would block the child */
+        char buf[4096];
+        ssize_t got;
+        while ((got = read(master, buf, sizeof buf)) > 0) {
+            text = realloc(text, n + (size_t)got + 1);
+            memcpy(text + n, buf, (size_t)got);
+            n += (size_t)got;
+        }
+        close(master);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    *rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (!tty)
+        return read_all(e->err, &n);
+    if (!text)
+        text = calloc(1, 1);
+    text[n] = '\0';
+    return text;
+}
+
+/* Progress: about 20 updates, redrawn in place with '\r' on a terminal, a line each in a log
+ * (no '\r' in a file), the last one counting every dialogue. */
+static void test_cli_progress_only_redrawn_on_a_terminal(void **state) {
+    cli_env *e = *state;
+    if (!e->bin)
+        skip();
+    int rc;
+    char *log = eval_stderr(e, 0, &rc);
+    assert_int_equal(rc, 0);
+    assert_non_null(log);
+    if (strchr(log, '\r'))
+        fail_msg("a log receives carriage returns: %s", log);
+    int lines = 0;
+    long done = -1, total = -2;
+    for (const char *p = log; (p = strstr(p, "eval: ")); p++) {
+        if (p != log && p[-1] != '\n')
+            fail_msg("a progress update that is not a line of its own: %s", log);
+        const char *end = strchr(p, '\n');
+        if (!end || strncmp(end - 2, " s", 2))
+            fail_msg("a progress update that is not a whole line: %s", log);
+        assert_int_equal(sscanf(p, "eval: %ld/%ld dialogues", &done, &total), 2);
+        lines++;
+    }
+    assert_true(lines >= 1 && lines <= 21);
+    assert_int_equal(done, total);
+    free(log);
+    /* on a terminal: one line, redrawn */
+    char *screen = eval_stderr(e, 1, &rc);
+    assert_int_equal(rc, 0);
+    if (!strstr(screen, "\reval: "))
+        fail_msg("a terminal's progress is not redrawn in place: %s", screen);
+    free(screen);
+}
+
+/* A plot whose folder does not exist: one message naming the folder and the reason. */
+static void test_cli_plot_into_a_missing_folder(void **state) {
+    cli_env *e = *state;
+    if (!e->bin)
+        skip();
+    char args[1024], dir[160], want[512];
+    snprintf(dir, sizeof dir, "%s/nope", e->dir);
+    snprintf(args, sizeof args, "--data '%s' --no-generate --no-lm --plot '%s/x.png'", e->data, dir);
+    assert_int_equal(run_eval(e, args), 1);
+    snprintf(want, sizeof want, "mnemo eval: plot %s/x.png: cannot write in %s: No such file or directory\n", dir,
+             dir);
+    size_t n;
+    char *err = read_all(e->err, &n);
+    if (strcmp(err, want))
+        fail_msg("stderr was '%s', expected '%s'", err, want);
+    free(err);
+}
+
 /* A stand-in gnuplot: writes its argument count and arguments, one a line, to
  * $FAKE_GNUPLOT_LOG, fails unless its first argument is a file, exits $FAKE_GNUPLOT_EXIT. */
 static const char *fake_gnuplot = "#!/bin/sh\n"
@@ -1001,6 +1099,8 @@ int main(void) {
         cmocka_unit_test(test_cli_runs_and_leaves_checkpoint_unchanged),
         cmocka_unit_test(test_cli_refuses_bad_input),
         cmocka_unit_test(test_cli_refuses_bad_numbers),
+        cmocka_unit_test(test_cli_progress_only_redrawn_on_a_terminal),
+        cmocka_unit_test(test_cli_plot_into_a_missing_folder),
         cmocka_unit_test(test_cli_plot_runs_gnuplot_without_a_shell),
         cmocka_unit_test(test_cli_hand_set_model),
     };

@@ -30,7 +30,8 @@ static void usage(FILE *out) {
             "  --stdin           non-interactive: one turn per input line, one reply per output line\n"
             "  --trace FILE      append a JSON line per turn: role, text, the token pieces fed to the\n"
             "                    compressor (to replay the session's R) and an XXH64 of R after it\n"
-            "Interactive commands: /quit, /state.\n");
+            "Commands, typed or piped: /quit ends, /state shows the memory (on stderr); a line starting\n"
+            "with // is a turn starting with /.\n");
 }
 
 /* The checkpoint's model and its tokenizer (chat reads and writes text). */
@@ -124,7 +125,11 @@ int cmd_chat(int argc, char **argv) {
             line[--got] = '\0';
         if (got == 0)
             continue;
-        if (interactive && line[0] == '/') {
+        /* commands work the same from a terminal and from a pipe; "//" escapes a leading '/' */
+        const char *turn = line;
+        if (line[0] == '/' && line[1] == '/') {
+            turn = line + 1;
+        } else if (line[0] == '/') {
             if (!strcmp(line, "/quit"))
                 break;
             if (!strcmp(line, "/state")) {
@@ -132,11 +137,12 @@ int cmd_chat(int argc, char **argv) {
                 fprintf(stderr, "session '%s': %" PRId64 " turns, |R| = %.4f, fingerprint %016" PRIx64 "\n", session,
                         cs.turns, cs.state_norm, cs.fingerprint);
             } else {
-                fprintf(stderr, "commands: /quit, /state\n");
+                fprintf(stderr, "mnemo chat: unknown command '%s'; commands: /quit, /state (// starts a turn with /)\n",
+                        line);
             }
             continue;
         }
-        if (mn_chat_exchange(chat, line, &reply) != MN_OK) {
+        if (mn_chat_exchange(chat, turn, &reply) != MN_OK) {
             fprintf(stderr, "mnemo chat: %s\n", mn_last_error());
             goto done;
         }

@@ -175,6 +175,14 @@ int cmd_eval(int argc, char **argv) {
         return 2;
     }
 
+    /* the plots' folders before the evaluation, not after it */
+    const char *plots[] = {plot_recall, plot_cost};
+    for (int i = 0; i < 2; i++)
+        if (plots[i] && mn_eval_check_plot(plots[i]) != MN_OK) {
+            fprintf(stderr, "mnemo eval: %s\n", mn_last_error());
+            return 1;
+        }
+
     int rc = 1;
     mn_model *model = NULL;
     mn_tokenizer *tok = NULL, *given = NULL;
@@ -239,6 +247,7 @@ int cmd_eval(int argc, char **argv) {
     o.max_gen_tokens = max_gen;
     o.lm = lm;
     o.progress = quiet ? NULL : stderr;
+    o.progress_redraw = isatty(STDERR_FILENO);
     if (mn_eval_run(model, tok, &list, &o, &res) != MN_OK) {
         fprintf(stderr, "mnemo eval: %s\n", mn_last_error());
         goto done;

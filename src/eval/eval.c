@@ -634,8 +634,9 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
         goto done;
     const int32_t eot = mn_tokenizer_special(tok, MN_TOK_EOT);
     int64_t finished = 0;
-    /* about 20 progress updates: a log file (not a terminal) keeps every one */
+    /* about 20 progress updates, redrawn in place on a terminal, a line each in a log */
     const int64_t progress_every = n_dlg / 20 > 1 ? n_dlg / 20 : 1;
+    const char *progress_start = o->progress_redraw ? "\r" : "", *progress_end = o->progress_redraw ? "   " : "\n";
 #pragma omp parallel for num_threads(n_workers) schedule(dynamic, 1) if (n_workers > 1)
     for (int64_t d = 0; d < n_dlg; d++) {
         worker *w = &workers[omp_get_thread_num()];
@@ -648,14 +649,14 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
             {
                 finished++;
                 if (finished % progress_every == 0 || finished == n_dlg) {
-                    fprintf(o->progress, "\reval: %" PRId64 "/%" PRId64 " dialogues, %.0f s   ", finished, n_dlg,
-                            mn_clock_s() - t_start);
+                    fprintf(o->progress, "%seval: %" PRId64 "/%" PRId64 " dialogues, %.0f s%s", progress_start,
+                            finished, n_dlg, mn_clock_s() - t_start, progress_end);
                     fflush(o->progress);
                 }
             }
         }
     }
-    if (o->progress)
+    if (o->progress && o->progress_redraw)
         fprintf(o->progress, "\n");
     for (int64_t d = 0; d < n_dlg; d++)
         if (accs[d].status != MN_OK) {

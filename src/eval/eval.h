@@ -72,7 +72,9 @@ typedef struct {
     int generate;        /* greedy generation for exact match and F1 */
     int max_gen_tokens;  /* generated answer tokens at most (the gold's length + 8 below that) */
     int lm;              /* per-turn LM loss of the dialogue turns */
-    FILE *progress;      /* nullable: a progress line per finished dialogue */
+    FILE *progress;      /* nullable: about 20 progress updates over the run */
+    int progress_redraw; /* 1 (progress is a terminal): one line redrawn in place with '\r';
+                          * 0 (a log): each update a line of its own */
 } mn_eval_options;
 
 /* memory, no_memory, window k, window 4k, full; generation and LM on; 32 answer tokens.
@@ -168,5 +170,9 @@ mn_status mn_eval_write_cost_data(const mn_eval_result *r, const char *path);
  * cost: the update and each variant's decoder time per turn against the turn index. */
 mn_status mn_eval_write_recall_plot(const mn_eval_result *r, const char *png, const char *title, char **script);
 mn_status mn_eval_write_cost_plot(const mn_eval_result *r, const char *png, char **script);
+/* Whether the plot's three files can be written: a name without a line break, in a folder
+ * that exists and is writable; else one message naming the folder and the reason. The
+ * writers above check it too; a caller checks first to fail before the evaluation. */
+mn_status mn_eval_check_plot(const char *png);
 
 #endif

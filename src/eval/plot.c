@@ -2,9 +2,12 @@
  * mn_eval_write_*_data and a script that draws it. Every file name and title goes into the
  * script as a single-quoted gnuplot string with its quotes doubled, so a name is always taken
  * literally; running gnuplot is the caller's business. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/error.h"
 #include "eval/eval.h"
@@ -44,23 +47,45 @@ static char *sibling(const char *png, const char *ext) {
     return out;
 }
 
+mn_status mn_eval_check_plot(const char *png) {
+    if (!png || !*png)
+        return mn_fail(MN_ERR_INVALID_ARG, "plot: no output file named");
+    if (strchr(png, '\n'))
+        return mn_fail(MN_ERR_INVALID_ARG, "plot: '%s' holds a line break, which a gnuplot script cannot name", png);
+    const char *slash = strrchr(png, '/');
+    size_t n = !slash ? 1 : slash == png ? 1 : (size_t)(slash - png);
+    char *dir = malloc(n + 1);
+    if (!dir)
+        return mn_fail(MN_ERR_NOMEM, "plot: out of memory");
+    snprintf(dir, n + 1, "%.*s", (int)n, slash ? png : ".");
+    /* the data, the script and gnuplot's png all go there: one reason for all three */
+    struct stat sb;
+    int err = 0;
+    if (stat(dir, &sb) != 0)
+        err = errno;
+    else if (!S_ISDIR(sb.st_mode))
+        err = ENOTDIR;
+    else if (access(dir, W_OK) != 0)
+        err = errno;
+    mn_status st = err ? mn_fail(MN_ERR_IO, "plot %s: cannot write in %s: %s", png, dir, strerror(err)) : MN_OK;
+    free(dir);
+    return st;
+}
+
 /* The data and script names beside png, the data written by write_data; the script opened
  * with the terminal and output set. */
 static mn_status begin(const mn_eval_result *r, const char *png, mn_status (*write_data)(const mn_eval_result *, const char *),
                        char **dat, char **gp, FILE **f) {
     *dat = *gp = NULL;
     *f = NULL;
-    if (!png || !*png)
-        return mn_fail(MN_ERR_INVALID_ARG, "plot: no output file named");
-    if (strchr(png, '\n'))
-        return mn_fail(MN_ERR_INVALID_ARG, "plot: '%s' holds a line break, which a gnuplot script cannot name", png);
+    MN_TRY(mn_eval_check_plot(png));
     *dat = sibling(png, "dat");
     *gp = sibling(png, "gp");
     if (!*dat || !*gp)
         return mn_fail(MN_ERR_NOMEM, "plot: out of memory");
     MN_TRY(write_data(r, *dat));
     if (!(*f = fopen(*gp, "w")))
-        return mn_fail(MN_ERR_IO, "%s: cannot write", *gp);
+        return mn_fail(MN_ERR_IO, "%s: cannot write: %s", *gp, strerror(errno));
     fputs(gp_terminal, *f);
     fputs("set output ", *f);
     gp_string(*f, png);

@@ -1,5 +1,6 @@
 /* Reports of an evaluation: JSON (docs/dialogue-format.md + docs/eval.md), per-probe JSONL,
  * a text table and gnuplot data (src/eval/eval.h). */
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
@@ -257,7 +258,7 @@ void mn_eval_print_table(const mn_eval_result *r, FILE *out) {
 
 static mn_status open_data(const char *path, FILE **f) {
     *f = fopen(path, "w");
-    return *f ? MN_OK : mn_fail(MN_ERR_IO, "%s: cannot write", path);
+    return *f ? MN_OK : mn_fail(MN_ERR_IO, "%s: cannot write: %s", path, strerror(errno));
 }
 
 mn_status mn_eval_write_recall_data(const mn_eval_result *r, const char *path) {

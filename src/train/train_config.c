@@ -122,7 +122,7 @@ void mn_train_config_defaults(mn_train_config *c) {
     c->checkpoint_interval = 500;
     c->keep_checkpoints = 3;
     snprintf(c->run_dir, sizeof c->run_dir, "runs/default");
-    snprintf(c->device, sizeof c->device, "auto");
+    snprintf(c->device, sizeof c->device, "cpu"); /* auto and cuda only when asked for: no CUDA notice by default */
     c->recall_keys = 16;
     c->recall_values = 32;
     c->recall_facts = 1;
