@@ -88,6 +88,8 @@ static void test_device_matmul_and_options(void **state) {
         {"mnemo bench: unexpected argument 'extra'", {"bench", "extra"}},
         {"mnemo chat: --top-k needs a value", {"chat", "--top-k"}},
         {"mnemo shard: unknown option '--bogus'", {"shard", "--bogus"}},
+        /* a config string is stored as JSON, so it must be UTF-8 (it used to drop out silently) */
+        {"--valid-data is not valid UTF-8 text", {"train", "--print-config", "--valid-data", "data/\xff.bin"}},
     };
     expect_refused(cases, sizeof cases / sizeof cases[0]);
     /* and a run that passes the checks does its work */

@@ -319,11 +319,18 @@ mn_status mn_train_config_set_field(mn_train_config *c, int i, const char *value
     char *end = NULL;
     switch (f->type) {
     case F_BOOL: break;
-    case F_STR:
+    case F_STR: {
         if (strlen(value) >= f->cap)
             return mn_fail(MN_ERR_CONFIG, "--%s is longer than %zu bytes", info.option, f->cap - 1);
+        /* the config is stored as JSON, which holds UTF-8 only: jansson refuses anything else,
+         * and the field would drop out of every stored config */
+        json_t *as_json = json_string(value);
+        if (!as_json)
+            return mn_fail(MN_ERR_CONFIG, "--%s is not valid UTF-8 text", info.option);
+        json_decref(as_json);
         snprintf((char *)at(c, f), f->cap, "%s", value);
         return MN_OK;
+    }
     case F_INT:
     case F_I64: {
         errno = 0;
