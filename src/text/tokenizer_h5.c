@@ -14,6 +14,9 @@
 #include "core/h5util.h"
 #include "text/tokenizer_internal.h"
 
+/* the last 8 bytes of a tokenizer file (mn_h5_trailer_append) */
+#define TOKENIZER_TRAILER_MAGIC "MNEMOTK1"
+
 #define TOK_H5_VERSION 1
 
 static mn_status h5_write(hid_t g, const char *name, hid_t type, int rank, const hsize_t *dims,
@@ -279,6 +282,8 @@ mn_status mn_tokenizer_save_file(const mn_tokenizer *tok, const char *path) {
         if (st == MN_OK)
             st = closed;
     }
+    if (st == MN_OK) /* a digest of every byte, checked before HDF5 parses the file again */
+        st = mn_h5_trailer_append(&image, TOKENIZER_TRAILER_MAGIC, NULL, 0, path);
     if (st == MN_OK)
         st = mn_write_new_file(af.tmp, image.data, image.size, path);
     if (st == MN_OK) {
@@ -304,6 +309,16 @@ mn_status mn_tokenizer_load_file(const char *path, mn_tokenizer **out) {
         return mn_fail(MN_ERR_INVALID_ARG, "mn_tokenizer_load_file: NULL argument");
     if (access(path, R_OK) != 0)
         return mn_fail(MN_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    /* HDF5 1.10 trusts the metadata it parses (a flipped byte crashed it, a forged extent made
+     * it allocate gigabytes): the file's digest is checked first, and a file without one is not
+     * parsed at all */
+    int trailer = 0;
+    MN_TRY(mn_h5_trailer_verify(path, TOKENIZER_TRAILER_MAGIC, &trailer));
+    if (!trailer)
+        return mn_fail(MN_ERR_FORMAT,
+                       "%s: no integrity trailer (not a tokenizer file, or one written before mnemo checked "
+                       "them; train it again with `mnemo tokenizer --train`)",
+                       path);
     hid_t f;
     H5E_BEGIN_TRY { f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT); }
     H5E_END_TRY;
