@@ -89,6 +89,8 @@ static void test_device_matmul_and_options(void **state) {
         {"mnemo chat: --top-k needs a value", {"chat", "--top-k"}},
         {"mnemo shard: unknown option '--bogus'", {"shard", "--bogus"}},
         /* a config string is stored as JSON, so it must be UTF-8 (it used to drop out silently) */
+        /* a float field's value must stay finite as a float (inf would drop out of the JSON) */
+        {"--gate-bias-init wants a finite number, got '1e300'", {"train", "--print-config", "--gate-bias-init", "1e300"}},
         {"--valid-data is not valid UTF-8 text", {"train", "--print-config", "--valid-data", "data/\xff.bin"}},
     };
     expect_refused(cases, sizeof cases / sizeof cases[0]);

@@ -164,6 +164,8 @@ static mn_status set_json(mn_train_config *c, const field *f, json_t *v, const c
     case F_DOUBLE:
         if (!json_is_number(v))
             return mn_fail(MN_ERR_CONFIG, "%s: field %s wants a number", where, f->name);
+        if (f->type == F_FLOAT && !isfinite((float)json_number_value(v))) /* JSON has no inf */
+            return mn_fail(MN_ERR_CONFIG, "%s: field %s is out of the float range", where, f->name);
         if (f->type == F_FLOAT)
             *(float *)at(c, f) = (float)json_number_value(v);
         else
@@ -346,7 +348,7 @@ mn_status mn_train_config_set_field(mn_train_config *c, int i, const char *value
     case F_FLOAT:
     case F_DOUBLE: {
         double x = strtod(value, &end);
-        if (!*value || *end || !isfinite(x))
+        if (!*value || *end || !isfinite(x) || (f->type == F_FLOAT && !isfinite((float)x)))
             return mn_fail(MN_ERR_CONFIG, "--%s wants a finite number, got '%s'", info.option, value);
         if (f->type == F_FLOAT)
             *(float *)at(c, f) = (float)x;
