@@ -81,3 +81,8 @@ int cli_option_error(const char *cmd, int opt, char **argv, void (*usage)(FILE *
         usage(stderr);
     return 2;
 }
+
+int cli_fail(const char *cmd, const char *what) {
+    fprintf(stderr, "mnemo %s: %s%s%s\n", cmd, what ? what : "", what ? ": " : "", mn_last_error());
+    return 1;
+}

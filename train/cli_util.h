@@ -27,5 +27,8 @@ const char *cli_matmul_name(mn_matmul m);
 /* For getopt_long's ':' (a value missing) and '?' (an unknown option), with optstring
  * starting with ':': prints the error, then usage(stderr) when usage is given; returns 2. */
 int cli_option_error(const char *cmd, int opt, char **argv, void (*usage)(FILE *out));
+/* "mnemo CMD: WHAT: <mn_last_error()>" (no WHAT when NULL) on stderr; returns 1, the exit code
+ * of a failed command. */
+int cli_fail(const char *cmd, const char *what);
 
 #endif

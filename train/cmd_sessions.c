@@ -28,10 +28,7 @@ static void usage(FILE *out) {
             "            left in place\n");
 }
 
-static int fail(const char *what) {
-    fprintf(stderr, "mnemo sessions: %s%s%s\n", what ? what : "", what ? ": " : "", mn_last_error());
-    return 1;
-}
+static int fail(const char *what) { return cli_fail("sessions", what); }
 
 static void iso_time(int64_t us, char *buf, size_t cap) {
     time_t t = (time_t)(us / 1000000);

@@ -32,10 +32,7 @@ static void usage(FILE *out) {
             "  --help                this text\n");
 }
 
-static int fail(const char *what) {
-    fprintf(stderr, "mnemo shard: %s%s%s\n", what ? what : "", what ? ": " : "", mn_last_error());
-    return 1;
-}
+static int fail(const char *what) { return cli_fail("shard", what); }
 
 static int check(const mn_tokenizer *tok, const char *path) {
     mn_shard *s;

@@ -43,11 +43,7 @@ static void usage(FILE *out) {
             MN_TOK_MAX_VOCAB, MN_TOK_DEFAULT_VOCAB);
 }
 
-static int fail(const char *what) {
-    fprintf(stderr, "mnemo tokenizer: %s%s%s\n", what ? what : "", what ? ": " : "",
-            mn_last_error());
-    return 1;
-}
+static int fail(const char *what) { return cli_fail("tokenizer", what); }
 
 static int do_train(const char **jsonl, int n_jsonl, int vocab_size, int strict, int skip_bad, const char *output) {
     mn_bpe_counts *counts;
