@@ -1056,6 +1056,25 @@ static void test_probe_accuracy_equals_eval(void **state) {
     free_metrics(m);
 }
 
+/* A validation probe file that holds nothing usable is refused before any step (it used to
+ * train on with no validation at all), naming the file and the line. */
+static void test_garbage_probe_file_refused(void **state) {
+    (void)state;
+    mn_rng rng;
+    mn_rng_seed(&rng, 78);
+    make_text_data(rng_draw, &rng, run_ok);
+    FILE *f = fopen(wpath("garbage.jsonl"), "w");
+    assert_non_null(f);
+    fputs("garbage\n{\"x\": 1}\n", f);
+    fclose(f);
+    const char *train[] = {TINY_SHARDS_MODEL, "--valid-probes", wpath("garbage.jsonl"), "--batch", "2", "--turns", "4",
+                           "--bptt", "2", "--steps", "2", "--threads", "1", "--device", "cpu",
+                           "--run-dir", wpath("garbage"), NULL};
+    run_expect(1, "garbage", train);
+    log_has("garbage", "err", "garbage.jsonl:1: invalid JSON");
+    assert_int_equal(access(wpath("garbage/ckpt-00000002.h5"), F_OK), -1);
+}
+
 /* ---------------------------------------------------------------- the memory learns */
 /* Trains a small model on synthetic recall episodes through `mnemo train` (32-turn episodes,
  * one fact asked about 1..31 turns later, curriculum 2 -> 4 -> 8 -> 16 -> 32 turns every 60
@@ -1165,6 +1184,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_resume_never_touches_another_run, unmount_ro),
         cmocka_unit_test(test_inspect_verifies_what_resume_needs),
         cmocka_unit_test(test_probe_accuracy_equals_eval),
+        cmocka_unit_test(test_garbage_probe_file_refused),
         cmocka_unit_test(test_memory_learns),
     };
     return cmocka_run_group_tests(tests, setup_work_dir, remove_work_dir);
