@@ -20,6 +20,7 @@
 #include "eval/eval.h"
 #include "io/checkpoint.h"
 #include "mnemo.h"
+#include "model/score.h"
 #include "text/dialogue.h"
 #include "text/shard.h"
 #include "text/tokenizer.h"
@@ -298,6 +299,237 @@ static void test_threads_same_results(void **state) {
         assert_float_equal(r1.variants[v].lm_loss_sum, r2.variants[v].lm_loss_sum, 0);
     mn_eval_result_free(&r1);
     mn_eval_result_free(&r2);
+    mn_dialogue_list_free(&list);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+}
+
+/* ---------------------------------------------------------------- batched against one at a time */
+/* log p(tokens[j] | r, tokens[0..j)) for j in [first, n), one sequence through mn_logits, the
+ * log-softmax in double. */
+static double one_log_prob_sum(mn_model *m, const int32_t *tokens, int n, const float *r, int first) {
+    const int V = mn_model_config(m)->vocab_size;
+    float *logits = malloc((size_t)n * V * sizeof *logits);
+    assert_non_null(logits);
+    assert_int_equal(mn_logits(m, tokens, n, r, logits), MN_OK);
+    double sum = 0.0;
+    for (int j = first; j < n; j++) {
+        const float *row = logits + (size_t)(j - 1) * V;
+        double mx = row[0], z = 0.0;
+        for (int v = 1; v < V; v++)
+            mx = row[v] > mx ? row[v] : mx;
+        for (int v = 0; v < V; v++)
+            z += exp((double)row[v] - mx);
+        sum += (double)row[tokens[j]] - mx - log(z);
+    }
+    free(logits);
+    return sum;
+}
+
+/* mn_sequence_log_probs and mn_sequence_next_logits (sequences of every length, several
+ * states, more sequences than one chunk holds) against mn_logits / mn_next_logits one sequence
+ * at a time. */
+static void test_sequence_batches(void **state) {
+    (void)state;
+    mn_config c = {.vocab_size = 40, .d_model = 16, .n_heads = 2, .n_layers = 2, .n_comp_layers = 1, .n_slots = 4,
+                   .max_turn_tokens = 64, .gate_bias_init = 0.0f};
+    mn_model *m = NULL;
+    assert_int_equal(mn_model_create(&c, &m), MN_OK);
+    assert_int_equal(mn_model_init(m, 11), MN_OK);
+    float *p = mn_model_params(m); /* larger weights: peaked distributions, distinct states */
+    for (size_t i = 0; i < mn_model_num_params(m); i++)
+        p[i] *= 5.0f;
+    enum { SEQS = 40 }; /* 1024 positions a chunk / (4 + 64): 15 sequences a chunk */
+    const size_t S = mn_state_floats(m);
+    float *states = malloc(3 * S * sizeof *states);
+    int32_t *tokens = malloc((size_t)SEQS * 64 * sizeof *tokens);
+    float *lp = malloc((size_t)SEQS * 64 * sizeof *lp), *next = malloc((size_t)SEQS * 40 * sizeof *next);
+    float *one = malloc(40 * sizeof *one);
+    int64_t offsets[SEQS + 1];
+    int first[SEQS];
+    const float *r[SEQS];
+    assert_true(states && tokens && lp && next && one);
+    assert_int_equal(mn_initial_state(m, states), MN_OK);
+    int32_t turn[] = {3, 9, 27, 1, 8};
+    assert_int_equal(mn_update(m, turn, 5, states, states + S), MN_OK);
+    assert_int_equal(mn_update(m, turn + 1, 4, states + S, states + 2 * S), MN_OK);
+    uint32_t x = 7;
+    offsets[0] = 0;
+    for (int i = 0; i < SEQS; i++) {
+        int len = i < 3 ? 64 - i : 1 + (int)((x = x * 1664525u + 1013904223u) >> 8) % 64;
+        for (int j = 0; j < len; j++)
+            tokens[offsets[i] + j] = (int32_t)((x = x * 1664525u + 1013904223u) >> 8) % 40;
+        offsets[i + 1] = offsets[i] + len;
+        first[i] = 1 + (int)((x = x * 1664525u + 1013904223u) >> 8) % len;
+        r[i] = states + (size_t)(i % 3) * S;
+    }
+    for (int64_t i = 0; i < offsets[SEQS]; i++)
+        lp[i] = 123.0f; /* what is not scored stays */
+    assert_int_equal(mn_sequence_log_probs(m, SEQS, tokens, offsets, r, first, lp), MN_OK);
+    assert_int_equal(mn_sequence_next_logits(m, SEQS, tokens, offsets, r, next), MN_OK);
+    for (int i = 0; i < SEQS; i++) {
+        int len = (int)(offsets[i + 1] - offsets[i]);
+        const int32_t *t = tokens + offsets[i];
+        for (int j = 0; j < len; j++) {
+            float got = lp[offsets[i] + j];
+            if (j < first[i]) {
+                assert_float_equal(got, 123.0f, 0);
+                continue;
+            }
+            /* one token at a time: the sum over [j, j + 1) */
+            double want = j ? one_log_prob_sum(m, t, j + 1, r[i], j) : 0.0;
+            assert_true(fabs(got - want) < 1e-5 * (1 + fabs(want)));
+        }
+        assert_int_equal(mn_next_logits(m, t, len, r[i], one), MN_OK);
+        for (int v = 0; v < 40; v++)
+            assert_true(fabsf(next[(size_t)i * 40 + v] - one[v]) < 1e-5f * (1 + fabsf(one[v])));
+    }
+    /* refusals name the sequence */
+    first[5] = 0;
+    assert_int_equal(mn_sequence_log_probs(m, SEQS, tokens, offsets, r, first, lp), MN_ERR_INVALID_ARG);
+    first[5] = 1;
+    tokens[offsets[7]] = 40;
+    assert_int_equal(mn_sequence_next_logits(m, SEQS, tokens, offsets, r, next), MN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mn_last_error(), "sequence 7"));
+    free(states), free(tokens), free(lp), free(next), free(one);
+    mn_model_free(m);
+}
+
+/* mn_eval_run (questions, choices and generation batched over probes and variants, the LM over
+ * blocks of turns) against memory and no_memory computed one probe and one turn at a time
+ * with mn_update, mn_logits and mn_generate, on a dialogue longer than a block with more
+ * probes than a group, several of them sharing a state. */
+static void test_eval_batched_equals_one_at_a_time(void **state) {
+    (void)state;
+    mn_tokenizer *tok = make_tokenizer(300);
+    mn_model *m = make_model_n(tok, 5, 64);
+    float *pp = mn_model_params(m);
+    for (size_t i = 0; i < mn_model_num_params(m); i++)
+        pp[i] *= 4.0f;
+    /* 70 turns; 14 probes, at `after` 2, 2, 2, 9, 9, 20, 33, 33, 33, 33, 40, 66, 70, 70 */
+    char *jsonl = malloc(1 << 16);
+    assert_non_null(jsonl);
+    int n = sprintf(jsonl, "{\"id\": \"long\", \"turns\": [");
+    for (int t = 0; t < 70; t++)
+        n += sprintf(jsonl + n, "%s{\"speaker\": \"%s\", \"text\": \"%s\"}", t ? "," : "", t % 2 ? "B" : "A",
+                     texts[(t * 5) % 14]);
+    n += sprintf(jsonl + n, "], \"probes\": [");
+    const int after[] = {2, 2, 2, 9, 9, 20, 33, 33, 33, 33, 40, 66, 70, 70};
+    const int n_probes = (int)(sizeof after / sizeof after[0]);
+    for (int i = 0; i < n_probes; i++)
+        n += sprintf(jsonl + n,
+                     "%s{\"after\": %d, \"question\": \"%s\", \"answer\": \"%s\", \"choices\": [\"Lisbon\", "
+                     "\"Oslo\", \"Rex\", \"Max\"], \"evidence\": [0]}",
+                     i ? "," : "", after[i], i % 2 ? texts[3] : texts[9], i % 3 ? "Oslo" : "Rex");
+    sprintf(jsonl + n, "]}\n");
+    mn_dialogue_list list;
+    read_dialogues(jsonl, &list);
+    free(jsonl);
+    mn_eval_options o;
+    default_options(&o, m);
+    assert_int_equal(mn_eval_parse_variants(&o, "memory,no_memory", NULL), MN_OK);
+    mn_eval_result res;
+    assert_int_equal(mn_eval_run(m, tok, &list, &o, &res), MN_OK);
+    assert_int_equal(res.probes, n_probes);
+
+    /* one at a time: the rendered dialogue, R folded over the history turns */
+    const mn_dialogue *dl = &list.items[0];
+    mn_token_corpus c = {0};
+    mn_render_options ro = {.max_turn_tokens = 64, .include_probes = 1};
+    int64_t probe_turn[14];
+    assert_int_equal(mn_render_dialogue(tok, dl, &ro, &c, NULL, probe_turn), MN_OK);
+    const size_t S = mn_state_floats(m);
+    float *r = malloc(S * sizeof *r), *r0 = malloc(S * sizeof *r0), *rq = malloc(2 * S * sizeof *rq);
+    assert_true(r && r0 && rq);
+    assert_int_equal(mn_initial_state(m, r0), MN_OK);
+    memcpy(r, r0, S * sizeof *r);
+    const int32_t eot = mn_tokenizer_special(tok, MN_TOK_EOT);
+    double lm[2] = {0, 0};
+    int checked = 0;
+    for (int64_t t = 0; t < c.n_turns; t++) {
+        const int32_t *tt = c.tokens + c.turn_start[t];
+        int len = (int)(c.turn_start[t + 1] - c.turn_start[t]);
+        if (c.turn_flags[t] & (MN_TURN_QUESTION | MN_TURN_ANSWER))
+            continue;
+        /* the probes asked here, with R before this turn */
+        for (int i = 0; i < n_probes; i++) {
+            int64_t q = probe_turn[i];
+            int64_t h = q; /* the first history turn after the probe's question and answer */
+            while (h < c.n_turns && (c.turn_flags[h] & (MN_TURN_QUESTION | MN_TURN_ANSWER)))
+                h++;
+            if (h != t)
+                continue;
+            const int32_t *qt = c.tokens + c.turn_start[q];
+            int qlen = (int)(c.turn_start[q + 1] - c.turn_start[q]);
+            const int32_t *at = c.tokens + c.turn_start[q + 1];
+            int alen = (int)(c.turn_start[q + 2] - c.turn_start[q + 1]);
+            assert_true(c.turn_flags[q + 1] & MN_TURN_ANSWER);
+            assert_int_equal(mn_update(m, qt, qlen, r, rq), MN_OK);
+            assert_int_equal(mn_update(m, qt, qlen, r0, rq + S), MN_OK);
+            const mn_eval_probe_result *pr = &res.probe_results[i];
+            assert_int_equal(pr->probe, i);
+            for (int v = 0; v < 2; v++) {
+                double want = one_log_prob_sum(m, at, alen, rq + v * S, 2) / (alen - 2);
+                assert_true(pr->scored[v]);
+                assert_true(fabs(pr->gold_ll[v] - want) < 1e-5 * (1 + fabs(want)));
+                /* the choice: every choice's mean log-probability after the same prefix */
+                int best = 0;
+                double best_score = -INFINITY;
+                for (int ch = 0; ch < dl->probes[i].n_choices; ch++) {
+                    mn_ids ids = {0};
+                    int32_t seq[64] = {at[0], at[1]};
+                    const char *text = dl->probes[i].choices[ch];
+                    assert_int_equal(mn_tokenizer_encode(tok, text, strlen(text), &ids), MN_OK);
+                    assert_int_equal(mn_ids_push(&ids, eot), MN_OK);
+                    memcpy(seq + 2, ids.ids, ids.count * sizeof(int32_t));
+                    double score = one_log_prob_sum(m, seq, 2 + (int)ids.count, rq + v * S, 2) / (double)ids.count;
+                    if (score > best_score)
+                        best = ch, best_score = score;
+                    mn_ids_free(&ids);
+                }
+                assert_int_equal(pr->best[v], best);
+                /* greedy generation after the prefix, at most the gold's length + 8 tokens */
+                int32_t gen[64];
+                int n_out = 0;
+                mn_sampling greedy = {0.0f, 0, 1.0f};
+                uint64_t rng = 1;
+                int budget = alen - 2 + 8 < o.max_gen_tokens ? alen - 2 + 8 : o.max_gen_tokens;
+                assert_int_equal(mn_generate(m, rq + v * S, at, 2, 2 + budget, &eot, 1, &greedy, &rng, gen, &n_out),
+                                 MN_OK);
+                int g = n_out - 2;
+                if (g > 0 && gen[n_out - 1] == eot)
+                    g--;
+                char *text = NULL;
+                size_t text_len;
+                assert_int_equal(mn_tokenizer_decode(tok, gen + 2, g, &text, &text_len), MN_OK);
+                assert_non_null(pr->generated[v]);
+                assert_string_equal(pr->generated[v], text);
+                free(text);
+            }
+            checked++;
+        }
+        if (len >= 2) {
+            lm[0] -= one_log_prob_sum(m, tt, len, r, 1);
+            lm[1] -= one_log_prob_sum(m, tt, len, r0, 1);
+        }
+        assert_int_equal(mn_update(m, tt, len, r, r), MN_OK);
+    }
+    assert_int_equal(checked, n_probes - 2); /* the two asked after the last turn: */
+    for (int i = 12; i < 14; i++) {
+        int64_t q = probe_turn[i];
+        const int32_t *at = c.tokens + c.turn_start[q + 1];
+        int alen = (int)(c.turn_start[q + 2] - c.turn_start[q + 1]);
+        assert_int_equal(mn_update(m, c.tokens + c.turn_start[q], (int)(c.turn_start[q + 1] - c.turn_start[q]), r, rq),
+                         MN_OK);
+        double want = one_log_prob_sum(m, at, alen, rq, 2) / (alen - 2);
+        assert_true(fabs(res.probe_results[i].gold_ll[0] - want) < 1e-5 * (1 + fabs(want)));
+    }
+    for (int v = 0; v < 2; v++)
+        assert_true(fabs(res.variants[v].lm_loss_sum - lm[v]) < 1e-5 * (1 + fabs(lm[v])));
+    assert_true(res.variants[0].lm_loss_sum != res.variants[1].lm_loss_sum);
+    free(r), free(r0), free(rq);
+    mn_token_corpus_free(&c);
+    mn_eval_result_free(&res);
     mn_dialogue_list_free(&list);
     mn_model_free(m);
     mn_tokenizer_free(tok);
@@ -1090,6 +1322,8 @@ int main(void) {
         cmocka_unit_test(test_distances),
         cmocka_unit_test(test_memory_differs_only_in_state),
         cmocka_unit_test(test_threads_same_results),
+        cmocka_unit_test(test_sequence_batches),
+        cmocka_unit_test(test_eval_batched_equals_one_at_a_time),
         cmocka_unit_test(test_max_probes),
         cmocka_unit_test(test_hand_set_model),
         cmocka_unit_test(test_refuses_bad_input),

@@ -263,7 +263,8 @@ static void test_score_choices(void **state) {
             sum += (double)row[seq[j]] - log(z);
         }
         double want = sum / lens[i];
-        assert_true(fabs(scores[i] - want) < 1e-9 * (1 + fabs(want)));
+        /* all choices in one batched decoder pass, its log-softmax in float */
+        assert_true(fabs(scores[i] - want) < 1e-5 * (1 + fabs(want)));
         if (want > scores[argmax] + 1e-12)
             argmax = i;
     }

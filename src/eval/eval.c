@@ -318,25 +318,96 @@ typedef struct {
     int n;
 } gen_ids;
 
-typedef struct {
-    mn_model *model;
-    float *r, *rq, *r0, *logits;
-    int32_t *seq, *gen;
-    double *scores;
-    int max_choices;
-} worker;
+/* History pieces per block: the states before them are kept (BLOCK + 1 states), the LM
+ * sequences of every piece and variant go into one batched decoder call, and the probes asked
+ * in the block are scored in groups. */
+#define EVAL_BLOCK 32
+/* Probes scored together: question reads, choices and generation each in batched calls. */
+#define EVAL_PROBE_GROUP 8
+#define EVAL_SLOTS (EVAL_PROBE_GROUP * MN_EVAL_MAX_VARIANTS) /* (probe, variant) pairs of a group */
 
-/* Reads the question pieces of p into a copy of r_in: rq. */
-static mn_status read_question(worker *w, const prep_dialogue *pd, const prep_probe *p, const float *r_in) {
-    size_t S = mn_state_floats(w->model);
-    memcpy(w->rq, r_in, S * sizeof(float));
-    for (int q = 0; q < p->q_count; q++) {
-        int64_t t = p->q_first + q;
-        MN_TRY(mn_update(w->model, pd->c.tokens + pd->c.turn_start[t], (int)(pd->c.turn_start[t + 1] - pd->c.turn_start[t]),
-                         w->rq, w->rq));
+/* Decoder sequences gathered for one batched call (mn_sequence_log_probs / _next_logits). */
+typedef struct {
+    int32_t *tokens;
+    size_t tokens_cap;
+    int64_t *offsets;
+    const float **states;
+    int *first;
+    int n, cap;
+    float *out; /* log-probabilities, indexed like tokens */
+    size_t out_cap;
+} seq_batch;
+
+static void batch_free(seq_batch *b) {
+    free(b->tokens), free(b->offsets), free(b->states), free(b->first), free(b->out);
+    memset(b, 0, sizeof *b);
+}
+
+/* Room for one more sequence of up to max_len tokens; *dst = where its tokens go. */
+static mn_status batch_open(seq_batch *b, int max_len, int32_t **dst) {
+    if (b->n + 1 >= b->cap) {
+        int cap = b->cap ? 2 * b->cap : 64;
+        int64_t *o = realloc(b->offsets, (size_t)(cap + 1) * sizeof *o);
+        if (o)
+            b->offsets = o;
+        const float **st = realloc(b->states, (size_t)cap * sizeof *st);
+        if (st)
+            b->states = st;
+        int *f = realloc(b->first, (size_t)cap * sizeof *f);
+        if (f)
+            b->first = f;
+        if (!o || !st || !f)
+            return mn_fail(MN_ERR_NOMEM, "eval: out of memory for a batch of %d sequences", cap);
+        b->cap = cap;
     }
+    if (!b->n)
+        b->offsets[0] = 0;
+    size_t need = (size_t)b->offsets[b->n] + (size_t)max_len;
+    if (need > b->tokens_cap) {
+        size_t cap = 2 * need;
+        int32_t *t = realloc(b->tokens, cap * sizeof *t);
+        if (!t)
+            return mn_fail(MN_ERR_NOMEM, "eval: out of memory for a batch of %zu tokens", cap);
+        b->tokens = t;
+        b->tokens_cap = cap;
+    }
+    *dst = b->tokens + b->offsets[b->n];
     return MN_OK;
 }
+
+static void batch_close(seq_batch *b, int len, const float *r, int first) {
+    b->offsets[b->n + 1] = b->offsets[b->n] + len;
+    b->states[b->n] = r;
+    b->first[b->n] = first;
+    b->n++;
+}
+
+static mn_status batch_log_probs(mn_model *m, seq_batch *b) {
+    if (!b->n)
+        return MN_OK;
+    size_t need = (size_t)b->offsets[b->n];
+    if (need > b->out_cap) {
+        float *o = realloc(b->out, need * sizeof *o);
+        if (!o)
+            return mn_fail(MN_ERR_NOMEM, "eval: out of memory for %zu log-probabilities", need);
+        b->out = o;
+        b->out_cap = need;
+    }
+    return mn_sequence_log_probs(m, b->n, b->tokens, b->offsets, b->states, b->first, b->out);
+}
+
+typedef struct {
+    mn_model *model;
+    float *r0, *r;        /* R_0; R as the walk goes */
+    float *block_states;  /* (EVAL_BLOCK + 1, k, C): R before each position of the block */
+    float *rq;            /* (EVAL_PROBE_GROUP * 2, k, C): R after the question, from R (even) and R_0 (odd) */
+    float *rq_tmp;        /* the same size: the question reads of one piece, gathered */
+    int32_t *q_tokens;    /* (EVAL_PROBE_GROUP * 2, N): those pieces' tokens */
+    int64_t q_offsets[EVAL_PROBE_GROUP * 2 + 1];
+    seq_batch lm, choices, gen;
+    int32_t *prefix;      /* (EVAL_SLOTS, N): a (probe, variant)'s answer prefix, then its generation */
+    float *logits;        /* (EVAL_SLOTS, V) */
+} worker;
 
 /* Question tokens (all pieces) appended to seq at *n. */
 static void append_question(const prep_dialogue *pd, const prep_probe *p, int32_t *seq, int *n) {
@@ -351,104 +422,230 @@ static int question_len(const prep_dialogue *pd, const prep_probe *p) {
     return (int)(pd->c.turn_start[p->q_first + p->q_count] - pd->c.turn_start[p->q_first]);
 }
 
-static mn_status score_probe(worker *w, const mn_eval_options *o, const prep_dialogue *pd, const prep_probe *p,
-                             mn_eval_probe_result *res, gen_ids *gens, dialogue_acc *acc, int32_t eot) {
-    const mn_config *cfg = mn_model_config(w->model);
-    const int N = cfg->max_turn_tokens;
-    const int64_t hist_avail = pd->hist_start[p->hist_before];
-    const int qlen = question_len(pd, p);
-    for (int v = 0; v < o->n_variants; v++) {
-        const mn_eval_variant_spec *spec = &o->variants[v];
-        const float *r;
-        int n_prefix = 0;
-        if (spec->mode == MN_EVAL_MEMORY || spec->mode == MN_EVAL_NO_MEMORY) {
-            MN_TRY(read_question(w, pd, p, spec->mode == MN_EVAL_MEMORY ? w->r : w->r0));
-            r = w->rq;
-            w->seq[0] = p->prefix[0], w->seq[1] = p->prefix[1];
-            n_prefix = 2;
-        } else {
-            /* R_0 and raw history inside the decoder's one sequence of at most N tokens */
-            int room = N - qlen - 2 - p->longest;
-            int64_t want = spec->mode == MN_EVAL_FULL ? hist_avail : (spec->window < hist_avail ? spec->window : hist_avail);
-            if (room < 0 || (spec->mode == MN_EVAL_FULL && want > room))
-                continue; /* unscored: the question and answer alone, or the whole history, do not fit */
-            int64_t shown = want < room ? want : room;
-            if (shown < want)
-                acc->window_clipped[v]++;
-            acc->window_used[v] += (double)shown;
-            memcpy(w->seq, pd->hist_tokens + hist_avail - shown, (size_t)shown * sizeof(int32_t));
-            n_prefix = (int)shown;
-            append_question(pd, p, w->seq, &n_prefix);
-            w->seq[n_prefix++] = p->prefix[0];
-            w->seq[n_prefix++] = p->prefix[1];
-            r = w->r0;
+/* Reads the question pieces of probes[0..n) into R (even slots: from the state before the
+ * probe, when `from_state`; odd: from R_0, when `from_r0`), piece by piece, each piece of every
+ * probe in one mn_update_batch. */
+static mn_status read_questions(worker *w, const prep_dialogue *pd, const prep_probe *probes, int n, int64_t j0,
+                                int from_state, int from_r0) {
+    const size_t S = mn_state_floats(w->model);
+    int most = 0;
+    for (int i = 0; i < n; i++) {
+        memcpy(w->rq + (size_t)(2 * i) * S, w->block_states + (size_t)(probes[i].hist_before - j0) * S, S * sizeof(float));
+        memcpy(w->rq + (size_t)(2 * i + 1) * S, w->r0, S * sizeof(float));
+        if (probes[i].q_count > most)
+            most = probes[i].q_count;
+    }
+    for (int q = 0; q < most; q++) {
+        int m = 0, slot[EVAL_PROBE_GROUP * 2];
+        w->q_offsets[0] = 0;
+        for (int i = 0; i < 2 * n; i++) {
+            const prep_probe *p = &probes[i / 2];
+            if (q >= p->q_count || !(i % 2 ? from_r0 : from_state))
+                continue;
+            int64_t t = p->q_first + q, len = pd->c.turn_start[t + 1] - pd->c.turn_start[t];
+            memcpy(w->q_tokens + w->q_offsets[m], pd->c.tokens + pd->c.turn_start[t], (size_t)len * sizeof(int32_t));
+            memcpy(w->rq_tmp + (size_t)m * S, w->rq + (size_t)i * S, S * sizeof(float));
+            w->q_offsets[m + 1] = w->q_offsets[m] + len;
+            slot[m++] = i;
         }
-        int best = 0;
-        MN_TRY(mn_score_choices(w->model, r, w->seq, n_prefix, (const int32_t *const *)p->choices, p->choice_lens,
-                                p->n_choices, w->scores, &best));
-        res->scored[v] = 1;
-        res->best[v] = best;
-        res->gold_ll[v] = w->scores[p->answer];
-        if (o->generate) {
-            int budget = p->gold_len + 8 < o->max_gen_tokens ? p->gold_len + 8 : o->max_gen_tokens;
-            int max_tokens = n_prefix + budget < N ? n_prefix + budget : N;
-            if (max_tokens > n_prefix) {
-                mn_sampling greedy = {0.0f, 0, 1.0f};
-                uint64_t rng = 1;
-                int n_out = 0;
-                double t0 = mn_clock_s();
-                MN_TRY(mn_generate(w->model, r, w->seq, n_prefix, max_tokens, &eot, 1, &greedy, &rng, w->gen, &n_out));
-                acc->gen_ms[v] += 1e3 * (mn_clock_s() - t0);
-                acc->gen_tokens[v] += n_out - n_prefix;
-                int n = n_out - n_prefix;
-                if (n > 0 && w->gen[n_out - 1] == eot)
-                    n--;
-                gens[v].ids = malloc((size_t)(n ? n : 1) * sizeof(int32_t));
-                if (!gens[v].ids)
-                    return mn_fail(MN_ERR_NOMEM, "eval: out of memory");
-                memcpy(gens[v].ids, w->gen + n_prefix, (size_t)n * sizeof(int32_t));
-                gens[v].n = n;
-            }
-        }
+        MN_TRY(mn_update_batch(w->model, m, w->q_tokens, w->q_offsets, w->rq_tmp, w->rq_tmp));
+        for (int e = 0; e < m; e++)
+            memcpy(w->rq + (size_t)slot[e] * S, w->rq_tmp + (size_t)e * S, S * sizeof(float));
     }
     return MN_OK;
 }
 
-/* LM loss of history piece j for every variant, given R before it. */
-static mn_status turn_lm(worker *w, const mn_eval_options *o, const prep_dialogue *pd, int64_t j, dialogue_acc *acc) {
+/* Greedy generation for the slots with room (max_tokens[s] > n_cur[s]), all of them advanced
+ * together: one batched decoder call per generated token. w->prefix holds each slot's prefix
+ * and receives its generation; the step time is shared among the slots by their positions. */
+static mn_status generate_slots(worker *w, int n_slots, const float *const *r, int *n_cur, const int *max_tokens,
+                                const int *variant, int32_t eot, dialogue_acc *acc) {
     const mn_config *cfg = mn_model_config(w->model);
     const int N = cfg->max_turn_tokens, V = cfg->vocab_size;
-    const int32_t *toks = pd->hist_tokens + pd->hist_start[j];
-    const int n = (int)(pd->hist_start[j + 1] - pd->hist_start[j]);
-    if (n < 2)
-        return MN_OK;
-    const int ib = mn_eval_bucket(j + 1, MN_EVAL_INDEX_BUCKETS);
-    const int64_t hist_avail = pd->hist_start[j];
-    for (int v = 0; v < o->n_variants; v++) {
-        const mn_eval_variant_spec *spec = &o->variants[v];
-        int shown = 0;
-        const float *r = spec->mode == MN_EVAL_MEMORY ? w->r : w->r0;
-        double t0 = mn_clock_s();
-        if (spec->mode == MN_EVAL_MEMORY || spec->mode == MN_EVAL_NO_MEMORY) {
-            MN_TRY(mn_logits(w->model, toks, n, r, w->logits));
-        } else {
-            int64_t want = spec->mode == MN_EVAL_FULL ? hist_avail : (spec->window < hist_avail ? spec->window : hist_avail);
-            if (spec->mode == MN_EVAL_FULL && want + n > N) {
-                acc->lm_skipped[v]++;
+    int live[EVAL_SLOTS], done[EVAL_SLOTS];
+    for (int s = 0; s < n_slots; s++)
+        done[s] = n_cur[s] >= max_tokens[s];
+    const mn_sampling greedy = {0.0f, 0, 1.0f};
+    for (;;) {
+        int n_live = 0;
+        int64_t positions = 0;
+        w->gen.n = 0;
+        for (int s = 0; s < n_slots; s++) {
+            if (done[s])
                 continue;
-            }
-            shown = (int)(want < N - n ? want : N - n);
-            memcpy(w->seq, pd->hist_tokens + hist_avail - shown, (size_t)shown * sizeof(int32_t));
-            memcpy(w->seq + shown, toks, (size_t)n * sizeof(int32_t));
-            MN_TRY(mn_logits(w->model, w->seq, shown + n, r, w->logits));
+            int32_t *dst;
+            MN_TRY(batch_open(&w->gen, n_cur[s], &dst));
+            memcpy(dst, w->prefix + (size_t)s * N, (size_t)n_cur[s] * sizeof(int32_t));
+            batch_close(&w->gen, n_cur[s], r[s], 1);
+            positions += n_cur[s];
+            live[n_live++] = s;
         }
-        acc->fwd_ms[v][ib] += 1e3 * (mn_clock_s() - t0);
+        if (!n_live)
+            return MN_OK;
+        double t0 = mn_clock_s();
+        MN_TRY(mn_sequence_next_logits(w->model, n_live, w->gen.tokens, w->gen.offsets, w->gen.states, w->logits));
+        double ms = 1e3 * (mn_clock_s() - t0);
+        for (int e = 0; e < n_live; e++) {
+            int s = live[e];
+            int32_t tok;
+            uint64_t rng = 1; /* unused by greedy decoding */
+            MN_TRY(mn_sample(w->logits + (size_t)e * V, V, &greedy, &rng, &tok));
+            acc->gen_ms[variant[s]] += ms * n_cur[s] / (double)positions;
+            acc->gen_tokens[variant[s]]++;
+            w->prefix[(size_t)s * N + n_cur[s]++] = tok;
+            done[s] = tok == eot || n_cur[s] >= max_tokens[s];
+        }
+    }
+}
+
+/* Scores probes[0..n) (asked in the block starting at piece j0) in every variant. */
+static mn_status score_probes(worker *w, const mn_eval_options *o, const prep_dialogue *pd, const prep_probe *probes,
+                              int n, int64_t j0, mn_eval_probe_result *res, gen_ids *gens, dialogue_acc *acc,
+                              int32_t eot) {
+    const mn_config *cfg = mn_model_config(w->model);
+    const int N = cfg->max_turn_tokens;
+    const size_t S = mn_state_floats(w->model);
+    int from_state = 0, from_r0 = 0;
+    for (int v = 0; v < o->n_variants; v++) {
+        from_state |= o->variants[v].mode == MN_EVAL_MEMORY;
+        from_r0 |= o->variants[v].mode == MN_EVAL_NO_MEMORY;
+    }
+    if (from_state || from_r0)
+        MN_TRY(read_questions(w, pd, probes, n, j0, from_state, from_r0));
+    /* each (probe, variant) slot: its state and answer prefix; every choice after it */
+    const float *r[EVAL_SLOTS];
+    int n_prefix[EVAL_SLOTS], max_tokens[EVAL_SLOTS], variant[EVAL_SLOTS], probe_of[EVAL_SLOTS], n_slots = 0;
+    w->choices.n = 0;
+    for (int i = 0; i < n; i++) {
+        const prep_probe *p = &probes[i];
+        const int64_t hist_avail = pd->hist_start[p->hist_before];
+        const int qlen = question_len(pd, p);
+        for (int v = 0; v < o->n_variants; v++) {
+            const mn_eval_variant_spec *spec = &o->variants[v];
+            int32_t *pre = w->prefix + (size_t)n_slots * N;
+            int np = 0;
+            if (spec->mode == MN_EVAL_MEMORY || spec->mode == MN_EVAL_NO_MEMORY) {
+                r[n_slots] = w->rq + (size_t)(2 * i + (spec->mode == MN_EVAL_NO_MEMORY)) * S;
+            } else {
+                /* R_0 and raw history inside the decoder's one sequence of at most N tokens */
+                int room = N - qlen - 2 - p->longest;
+                int64_t want =
+                    spec->mode == MN_EVAL_FULL ? hist_avail : (spec->window < hist_avail ? spec->window : hist_avail);
+                if (room < 0 || (spec->mode == MN_EVAL_FULL && want > room))
+                    continue; /* unscored: the question and answer alone, or the whole history, do not fit */
+                int64_t shown = want < room ? want : room;
+                if (shown < want)
+                    acc->window_clipped[v]++;
+                acc->window_used[v] += (double)shown;
+                memcpy(pre, pd->hist_tokens + hist_avail - shown, (size_t)shown * sizeof(int32_t));
+                np = (int)shown;
+                append_question(pd, p, pre, &np);
+                r[n_slots] = w->r0;
+            }
+            pre[np++] = p->prefix[0];
+            pre[np++] = p->prefix[1];
+            for (int c = 0; c < p->n_choices; c++) {
+                int32_t *dst;
+                MN_TRY(batch_open(&w->choices, np + p->choice_lens[c], &dst));
+                memcpy(dst, pre, (size_t)np * sizeof(int32_t));
+                memcpy(dst + np, p->choices[c], (size_t)p->choice_lens[c] * sizeof(int32_t));
+                batch_close(&w->choices, np + p->choice_lens[c], r[n_slots], np);
+            }
+            int budget = p->gold_len + 8 < o->max_gen_tokens ? p->gold_len + 8 : o->max_gen_tokens;
+            n_prefix[n_slots] = np;
+            max_tokens[n_slots] = o->generate ? (np + budget < N ? np + budget : N) : np;
+            variant[n_slots] = v;
+            probe_of[n_slots++] = i;
+        }
+    }
+    MN_TRY(batch_log_probs(w->model, &w->choices));
+    double scores[EVAL_SLOTS];
+    for (int s = 0, c0 = 0; s < n_slots; s++) {
+        const prep_probe *p = &probes[probe_of[s]];
+        mn_eval_probe_result *pr = &res[p->result];
+        int best = mn_choice_scores(w->choices.out, w->choices.offsets + c0, w->choices.first + c0, p->n_choices,
+                                    scores);
+        c0 += p->n_choices;
+        pr->scored[variant[s]] = 1;
+        pr->best[variant[s]] = best;
+        pr->gold_ll[variant[s]] = scores[p->answer];
+    }
+    if (!o->generate)
+        return MN_OK;
+    int n_cur[EVAL_SLOTS];
+    memcpy(n_cur, n_prefix, (size_t)n_slots * sizeof(int));
+    MN_TRY(generate_slots(w, n_slots, r, n_cur, max_tokens, variant, eot, acc));
+    for (int s = 0; s < n_slots; s++) {
+        if (max_tokens[s] <= n_prefix[s])
+            continue;
+        gen_ids *g = &gens[(size_t)probes[probe_of[s]].result * MN_EVAL_MAX_VARIANTS + variant[s]];
+        const int32_t *out = w->prefix + (size_t)s * N + n_prefix[s];
+        int len = n_cur[s] - n_prefix[s];
+        if (len > 0 && out[len - 1] == eot)
+            len--;
+        g->ids = malloc((size_t)(len ? len : 1) * sizeof(int32_t));
+        if (!g->ids)
+            return mn_fail(MN_ERR_NOMEM, "eval: out of memory");
+        memcpy(g->ids, out, (size_t)len * sizeof(int32_t));
+        g->n = len;
+    }
+    return MN_OK;
+}
+
+/* LM loss of history pieces [j0, j1) for every variant, given the states before them: one
+ * batched decoder call (memory and no_memory read the piece alone, window and full the shown
+ * history then the piece). Its time is shared among the sequences by their positions. */
+static mn_status block_lm(worker *w, const mn_eval_options *o, const prep_dialogue *pd, int64_t j0, int64_t j1,
+                          dialogue_acc *acc) {
+    const mn_config *cfg = mn_model_config(w->model);
+    const int N = cfg->max_turn_tokens;
+    const size_t S = mn_state_floats(w->model);
+    int var[EVAL_BLOCK * MN_EVAL_MAX_VARIANTS], bucket[EVAL_BLOCK * MN_EVAL_MAX_VARIANTS];
+    int64_t positions = 0;
+    w->lm.n = 0;
+    for (int64_t j = j0; j < j1; j++) {
+        const int32_t *toks = pd->hist_tokens + pd->hist_start[j];
+        const int n = (int)(pd->hist_start[j + 1] - pd->hist_start[j]);
+        if (n < 2)
+            continue;
+        const int64_t hist_avail = pd->hist_start[j];
+        for (int v = 0; v < o->n_variants; v++) {
+            const mn_eval_variant_spec *spec = &o->variants[v];
+            int shown = 0;
+            if (spec->mode == MN_EVAL_WINDOW || spec->mode == MN_EVAL_FULL) {
+                int64_t want =
+                    spec->mode == MN_EVAL_FULL ? hist_avail : (spec->window < hist_avail ? spec->window : hist_avail);
+                if (spec->mode == MN_EVAL_FULL && want + n > N) {
+                    acc->lm_skipped[v]++;
+                    continue;
+                }
+                shown = (int)(want < N - n ? want : N - n);
+            }
+            int32_t *seq;
+            MN_TRY(batch_open(&w->lm, shown + n, &seq));
+            memcpy(seq, pd->hist_tokens + hist_avail - shown, (size_t)shown * sizeof(int32_t));
+            memcpy(seq + shown, toks, (size_t)n * sizeof(int32_t));
+            var[w->lm.n] = v;
+            bucket[w->lm.n] = mn_eval_bucket(j + 1, MN_EVAL_INDEX_BUCKETS);
+            /* the turn's tokens after its first */
+            batch_close(&w->lm, shown + n, spec->mode == MN_EVAL_MEMORY ? w->block_states + (size_t)(j - j0) * S : w->r0,
+                        shown + 1);
+            positions += shown + n;
+        }
+    }
+    double t0 = mn_clock_s();
+    MN_TRY(batch_log_probs(w->model, &w->lm));
+    double ms = 1e3 * (mn_clock_s() - t0);
+    for (int q = 0; q < w->lm.n; q++) {
+        int v = var[q], ib = bucket[q];
+        int64_t len = w->lm.offsets[q + 1] - w->lm.offsets[q];
+        acc->fwd_ms[v][ib] += ms * (double)len / (double)positions;
         acc->fwd_n[v][ib]++;
         double loss = 0.0;
-        for (int i = 1; i < n; i++) /* row shown + i - 1 predicts turn token i */
-            loss -= mn_log_prob(w->logits + (size_t)(shown + i - 1) * V, V, toks[i]);
+        for (int64_t i = w->lm.first[q]; i < len; i++)
+            loss -= w->lm.out[w->lm.offsets[q] + i];
         acc->lm_loss[v][ib] += loss;
-        acc->lm_tokens[v][ib] += n - 1;
+        acc->lm_tokens[v][ib] += len - w->lm.first[q];
     }
     return MN_OK;
 }
@@ -458,33 +655,43 @@ static mn_status walk(worker *w, const mn_eval_options *o, const prep_dialogue *
     size_t S = mn_state_floats(w->model);
     memcpy(w->r, w->r0, S * sizeof(float));
     int pi = 0;
-    for (int64_t j = 0; j <= pd->n_hist; j++) {
-        while (pi < pd->n_probes && pd->probes[pi].hist_before == j) {
-            const prep_probe *p = &pd->probes[pi++];
-            MN_TRY(score_probe(w, o, pd, p, &res[p->result], gens + (size_t)p->result * MN_EVAL_MAX_VARIANTS, acc, eot));
+    /* positions j = 0..n_hist: R before history piece j (after it for j = n_hist) */
+    for (int64_t j0 = 0; j0 <= pd->n_hist; j0 += EVAL_BLOCK) {
+        int64_t j1 = j0 + EVAL_BLOCK < pd->n_hist + 1 ? j0 + EVAL_BLOCK : pd->n_hist + 1;
+        for (int64_t j = j0; j < j1; j++) {
+            memcpy(w->block_states + (size_t)(j - j0) * S, w->r, S * sizeof(float));
+            if (j == pd->n_hist)
+                break;
+            const int32_t *toks = pd->hist_tokens + pd->hist_start[j];
+            int n = (int)(pd->hist_start[j + 1] - pd->hist_start[j]);
+            double t0 = mn_clock_s();
+            MN_TRY(mn_update(w->model, toks, n, w->r, w->r));
+            int ib = mn_eval_bucket(j + 1, MN_EVAL_INDEX_BUCKETS);
+            acc->upd_ms[ib] += 1e3 * (mn_clock_s() - t0);
+            acc->upd_n[ib]++;
         }
-        if (j == pd->n_hist)
-            break;
         if (o->lm)
-            MN_TRY(turn_lm(w, o, pd, j, acc));
-        const int32_t *toks = pd->hist_tokens + pd->hist_start[j];
-        int n = (int)(pd->hist_start[j + 1] - pd->hist_start[j]);
-        double t0 = mn_clock_s();
-        MN_TRY(mn_update(w->model, toks, n, w->r, w->r));
-        int ib = mn_eval_bucket(j + 1, MN_EVAL_INDEX_BUCKETS);
-        acc->upd_ms[ib] += 1e3 * (mn_clock_s() - t0);
-        acc->upd_n[ib]++;
+            MN_TRY(block_lm(w, o, pd, j0, j1 < pd->n_hist ? j1 : pd->n_hist, acc));
+        int pe = pi;
+        while (pe < pd->n_probes && pd->probes[pe].hist_before < j1)
+            pe++;
+        for (int g = pi; g < pe; g += EVAL_PROBE_GROUP)
+            MN_TRY(score_probes(w, o, pd, pd->probes + g, pe - g < EVAL_PROBE_GROUP ? pe - g : EVAL_PROBE_GROUP, j0, res,
+                                gens, acc, eot));
+        pi = pe;
     }
     return MN_OK;
 }
 
 static void worker_free(worker *w) {
     mn_model_free(w->model);
-    free(w->r), free(w->rq), free(w->r0), free(w->logits), free(w->seq), free(w->gen), free(w->scores);
+    free(w->r0), free(w->r), free(w->block_states), free(w->rq), free(w->rq_tmp), free(w->q_tokens);
+    free(w->prefix), free(w->logits);
+    batch_free(&w->lm), batch_free(&w->choices), batch_free(&w->gen);
     memset(w, 0, sizeof *w);
 }
 
-static mn_status worker_init(worker *w, mn_model *src, int max_choices) {
+static mn_status worker_init(worker *w, mn_model *src) {
     memset(w, 0, sizeof *w);
     const mn_config *cfg = mn_model_config(src);
     MN_TRY(mn_model_create(cfg, &w->model));
@@ -496,16 +703,16 @@ static mn_status worker_init(worker *w, mn_model *src, int max_choices) {
         return st;
     }
     memcpy(mn_model_params(w->model), mn_model_params(src), mn_model_num_params(src) * sizeof(float));
-    size_t S = mn_state_floats(src);
-    int N = cfg->max_turn_tokens;
-    w->r = malloc(S * sizeof(float));
-    w->rq = malloc(S * sizeof(float));
+    size_t S = mn_state_floats(src), N = (size_t)cfg->max_turn_tokens;
     w->r0 = malloc(S * sizeof(float));
-    w->logits = malloc((size_t)N * cfg->vocab_size * sizeof(float));
-    w->seq = malloc((size_t)(N + cfg->n_slots) * sizeof(int32_t));
-    w->gen = malloc((size_t)(N + cfg->n_slots) * sizeof(int32_t));
-    w->scores = malloc((size_t)(max_choices ? max_choices : 1) * sizeof(double));
-    if (!w->r || !w->rq || !w->r0 || !w->logits || !w->seq || !w->gen || !w->scores) {
+    w->r = malloc(S * sizeof(float));
+    w->block_states = malloc((EVAL_BLOCK + 1) * S * sizeof(float));
+    w->rq = malloc(EVAL_PROBE_GROUP * 2 * S * sizeof(float));
+    w->rq_tmp = malloc(EVAL_PROBE_GROUP * 2 * S * sizeof(float));
+    w->q_tokens = malloc(EVAL_PROBE_GROUP * 2 * N * sizeof(int32_t));
+    w->prefix = malloc(EVAL_SLOTS * N * sizeof(int32_t));
+    w->logits = malloc((size_t)EVAL_SLOTS * cfg->vocab_size * sizeof(float));
+    if (!w->r0 || !w->r || !w->block_states || !w->rq || !w->rq_tmp || !w->q_tokens || !w->prefix || !w->logits) {
         worker_free(w);
         return mn_fail(MN_ERR_NOMEM, "eval: out of memory for a worker");
     }
@@ -597,7 +804,6 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
         st = mn_fail(MN_ERR_NOMEM, "eval: out of memory");
         goto done;
     }
-    int max_choices = 1;
     for (int64_t d = 0; d < n_dlg && st == MN_OK; d++) {
         const mn_dialogue *dl = &list->items[d];
         for (int p = 0; p < budget[d]; p++) {
@@ -606,8 +812,6 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
                              dl->probes[p].after, dl->n_turns);
                 goto done;
             }
-            if (dl->probes[p].n_choices > max_choices)
-                max_choices = dl->probes[p].n_choices;
         }
         st = prepare(tok, cfg, dl, d, budget[d], &pds[d], out->probe_results, res_base[d]);
         if (st == MN_OK) {
@@ -629,7 +833,7 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
         goto done;
     }
     for (int i = 0; i < n_workers && st == MN_OK; i++)
-        st = worker_init(&workers[i], model, max_choices);
+        st = worker_init(&workers[i], model);
     if (st != MN_OK)
         goto done;
     const int32_t eot = mn_tokenizer_special(tok, MN_TOK_EOT);

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "model/model_internal.h"
+#include "model/score.h"
 
 /* Positions (sessions x (k + N)) one chunk of mn_update_batch holds: enough rows to keep the
  * matrix products efficient, few enough that the activations stay small (two blocks' worth,
@@ -23,6 +24,12 @@ struct mn_infer_workspace {
     float *u, *z, *r_next;   /* (max_B, k, C) */
     float *r_host;           /* (max_B, k, C) host staging: sessions are gathered and scattered here */
     float *logits;           /* (k + N, V), allocated by the first logits call */
+    /* scoring (mn_sequence_log_probs), allocated by its first call, max_B * (k + N) rows: */
+    float *rows;             /* (rows, C) the final hidden states of the scored positions */
+    int32_t *targets;        /* (rows) the token each scored row predicts */
+    float *ones, *losses;    /* (rows) cross-entropy weights (all 1) and -log p */
+    int32_t *targets_host;
+    float *losses_host;
 };
 
 static void workspace_free(const mn_exec *ex, struct mn_infer_workspace *ws) {
@@ -35,6 +42,12 @@ static void workspace_free(const mn_exec *ex, struct mn_infer_workspace *ws) {
     mn_exec_release(ex, ws->z);
     mn_exec_release(ex, ws->r_next);
     mn_exec_release(ex, ws->logits);
+    mn_exec_release(ex, ws->rows);
+    mn_exec_release(ex, ws->targets);
+    mn_exec_release(ex, ws->ones);
+    mn_exec_release(ex, ws->losses);
+    free(ws->targets_host);
+    free(ws->losses_host);
     free(ws->ints_host);
     free(ws->r_host);
     free(ws);
@@ -82,6 +95,33 @@ static mn_status workspace_logits(mn_model *m, struct mn_infer_workspace *ws) {
     const mn_config *c = &m->config;
     size_t rows = (size_t)c->n_slots + (size_t)c->max_turn_tokens;
     return mn_exec_alloc(&m->exec, rows * (size_t)c->vocab_size * sizeof(float), (void **)&ws->logits);
+}
+
+/* Scoring buffers; each allocated once (a failed call leaves none half-made: the next retries). */
+static mn_status workspace_scoring(mn_model *m, struct mn_infer_workspace *ws) {
+    MN_TRY(workspace_logits(m, ws));
+    if (ws->losses)
+        return MN_OK;
+    const mn_config *c = &m->config;
+    const mn_exec *ex = &m->exec;
+    size_t rows = (size_t)ws->max_B * ((size_t)c->n_slots + (size_t)c->max_turn_tokens);
+    if (!ws->targets_host)
+        ws->targets_host = malloc(rows * sizeof(int32_t));
+    if (!ws->losses_host)
+        ws->losses_host = malloc(rows * sizeof(float));
+    if (!ws->targets_host || !ws->losses_host)
+        return mn_fail(MN_ERR_NOMEM, "out of memory for the scoring workspace (%zu rows)", rows);
+    if (!ws->rows)
+        MN_TRY(mn_exec_alloc(ex, rows * c->d_model * sizeof(float), (void **)&ws->rows));
+    if (!ws->targets)
+        MN_TRY(mn_exec_alloc(ex, rows * sizeof(int32_t), (void **)&ws->targets));
+    if (!ws->ones)
+        MN_TRY(mn_exec_alloc(ex, rows * sizeof(float), (void **)&ws->ones));
+    for (size_t i = 0; i < rows; i++)
+        ws->losses_host[i] = 1.0f;
+    MN_OP(ex, upload, ws->ones, ws->losses_host, rows * sizeof(float));
+    MN_TRY(mn_exec_status(ex));
+    return mn_exec_alloc(ex, rows * sizeof(float), (void **)&ws->losses);
 }
 
 /* ---------------------------------------------------------------- the inference device */
@@ -369,4 +409,165 @@ mn_status mn_logits_no_memory(mn_model *m, const int32_t *tokens, int n, float *
     const float *hidden = NULL;
     MN_TRY(decoder_hidden(m, tokens, n, NULL, "mn_logits_no_memory", &hidden));
     return head_to_host(m, hidden, n, logits);
+}
+
+/* ---------------------------------------------------------------- batched decoder sequences */
+/* One sequence of mn_sequence_log_probs / mn_sequence_next_logits: out is its log_probs
+ * (indexed by position) or its row of next-token logits. */
+typedef struct {
+    const int32_t *tokens;
+    int len, first, index;
+    const float *r;
+    float *out;
+} decoder_seq;
+
+static int seq_by_length_desc(const void *pa, const void *pb) {
+    const decoder_seq *a = pa, *b = pb;
+    if (a->len != b->len)
+        return a->len < b->len ? 1 : -1;
+    return (a->index > b->index) - (a->index < b->index);
+}
+
+/* The decoder over a chunk of B sequences (longest first) padded to the longest; the final
+ * hidden states in ws->acts.lnf (B, k + L, C). */
+static void decode_chunk(mn_model *m, struct mn_infer_workspace *ws, const decoder_seq *seqs, int B) {
+    const mn_config *c = &m->config;
+    const mn_exec *ex = &m->exec;
+    const int k = c->n_slots, L = seqs[0].len, S = k + L;
+    const size_t kC = (size_t)k * c->d_model;
+    int32_t *ids = ws->ints_host, *valid = ws->ints_host + (size_t)B * S;
+    for (int e = 0; e < B; e++) {
+        mn_turn_ids(k, seqs[e].tokens, seqs[e].len, L, ids + (size_t)e * S, NULL);
+        valid[e] = k + seqs[e].len;
+        memcpy(ws->r_host + (size_t)e * kC, seqs[e].r, kC * sizeof(float));
+    }
+    MN_OP(ex, upload, ws->ints, ws->ints_host, ((size_t)B * S + B) * sizeof(int32_t));
+    MN_OP(ex, upload, ws->memory, ws->r_host, (size_t)B * kC * sizeof(float));
+    mn_stack_forward(ex, &ws->acts, c, m->dev_views.wte, &m->dev_views.decoder, ws->memory, ws->ints, NULL,
+                     ws->ints + (size_t)B * S, B, L, 1);
+}
+
+/* Log-probabilities of a decoded chunk's scored positions: the head and the log-softmax on
+ * those rows only (a window's history and the prefixes predict nothing that is asked for). */
+static mn_status score_chunk(mn_model *m, struct mn_infer_workspace *ws, const decoder_seq *seqs, int B) {
+    const mn_config *c = &m->config;
+    const mn_exec *ex = &m->exec;
+    const int k = c->n_slots, C = c->d_model, V = c->vocab_size, S = k + seqs[0].len;
+    size_t rows = 0;
+    for (int e = 0; e < B; e++) { /* row j - 1 of a sequence predicts its token j */
+        const decoder_seq *q = &seqs[e];
+        size_t n = (size_t)(q->len - q->first);
+        if (!n)
+            continue;
+        MN_OP(ex, copy_rows, ws->rows + rows * C, (size_t)C, ws->acts.lnf + ((size_t)e * S + k + q->first - 1) * C,
+              (size_t)C, n, (size_t)C);
+        memcpy(ws->targets_host + rows, q->tokens + q->first, n * sizeof(int32_t));
+        rows += n;
+    }
+    if (!rows)
+        return mn_exec_status(ex);
+    MN_OP(ex, upload, ws->targets, ws->targets_host, rows * sizeof(int32_t));
+    for (size_t at = 0, block = (size_t)k + c->max_turn_tokens; at < rows; at += block) { /* logits: k + N rows */
+        int n = (int)(rows - at < block ? rows - at : block);
+        MN_OP(ex, lm_head_forward, ws->logits, ws->rows + at * C, m->dev_views.wte, n, C, V);
+        MN_OP(ex, crossentropy_forward, ws->losses + at, ws->logits, ws->targets + at, ws->ones, n, V);
+    }
+    MN_OP(ex, download, ws->losses_host, ws->losses, rows * sizeof(float));
+    MN_TRY(mn_exec_status(ex));
+    rows = 0;
+    for (int e = 0; e < B; e++)
+        for (int j = seqs[e].first; j < seqs[e].len; j++)
+            seqs[e].out[j] = -ws->losses_host[rows++];
+    return MN_OK;
+}
+
+/* Logits of the token after each sequence of a decoded chunk. */
+static mn_status next_chunk(mn_model *m, struct mn_infer_workspace *ws, const decoder_seq *seqs, int B) {
+    const mn_config *c = &m->config;
+    const mn_exec *ex = &m->exec;
+    const int k = c->n_slots, C = c->d_model, V = c->vocab_size, S = k + seqs[0].len;
+    for (int e = 0; e < B; e++)
+        MN_OP(ex, copy_rows, ws->rows + (size_t)e * C, (size_t)C,
+              ws->acts.lnf + ((size_t)e * S + k + seqs[e].len - 1) * C, (size_t)C, 1, (size_t)C);
+    MN_OP(ex, lm_head_forward, ws->logits, ws->rows, m->dev_views.wte, B, C, V); /* B <= k + N rows */
+    for (int e = 0; e < B; e++)
+        MN_OP(ex, download, seqs[e].out, ws->logits + (size_t)e * V, (size_t)V * sizeof(float));
+    return mn_exec_status(ex);
+}
+
+/* Validates the sequences, then decodes them in chunks of similar lengths (little padding; the
+ * order is fixed, so are the bits) and runs score_chunk or next_chunk on each. */
+static mn_status run_sequences(mn_model *m, decoder_seq *seqs, int n_seqs, const int32_t *tokens,
+                               const int64_t *offsets, const float *const *r, const char *who, int next) {
+    const mn_config *c = &m->config;
+    for (int i = 0; i < n_seqs; i++) {
+        int64_t len = offsets[i + 1] - offsets[i];
+        if (offsets[i] < 0 || len < 1 || len > c->max_turn_tokens || seqs[i].first < 1 || seqs[i].first > len)
+            return mn_fail(MN_ERR_INVALID_ARG,
+                           "%s: sequence %d has %lld tokens (offsets %lld..%lld), first scored %d; want 1..%d tokens and "
+                           "1 <= first <= length",
+                           who, i, (long long)len, (long long)offsets[i], (long long)offsets[i + 1], seqs[i].first,
+                           c->max_turn_tokens);
+        seqs[i].tokens = tokens + offsets[i];
+        seqs[i].len = (int)len;
+        seqs[i].index = i;
+        seqs[i].r = r[i];
+        mn_status st = check_turn(m, seqs[i].tokens, seqs[i].len, seqs[i].r, who);
+        if (st != MN_OK)
+            return mn_fail_context(st, "sequence %d", i);
+    }
+    const int S_max = c->n_slots + c->max_turn_tokens;
+    int budget = m->exec.be->device == MN_DEVICE_CPU ? MN_BATCH_POSITIONS_CPU : MN_BATCH_POSITIONS_CUDA;
+    int cap = budget / S_max > 1 ? budget / S_max : 1;
+    if (cap > n_seqs)
+        cap = n_seqs;
+    if (cap > S_max) /* next_chunk's head writes B rows into the (k + N)-row logits */
+        cap = S_max;
+    struct mn_infer_workspace *ws = NULL;
+    MN_TRY(workspace(m, cap, &ws));
+    MN_TRY(workspace_scoring(m, ws));
+    if (n_seqs > 1)
+        qsort(seqs, (size_t)n_seqs, sizeof *seqs, seq_by_length_desc);
+    for (int at = 0; at < n_seqs; at += cap) {
+        int B = n_seqs - at < cap ? n_seqs - at : cap;
+        decode_chunk(m, ws, seqs + at, B);
+        MN_TRY(next ? next_chunk(m, ws, seqs + at, B) : score_chunk(m, ws, seqs + at, B));
+    }
+    return MN_OK;
+}
+
+mn_status mn_sequence_log_probs(mn_model *m, int n_seqs, const int32_t *tokens, const int64_t *offsets,
+                                const float *const *r, const int *first, float *log_probs) {
+    if (!m || n_seqs < 0)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_sequence_log_probs: model is NULL or n_seqs = %d < 0", n_seqs);
+    if (n_seqs == 0)
+        return MN_OK;
+    if (!tokens || !offsets || !r || !first || !log_probs)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_sequence_log_probs: tokens, offsets, r, first or log_probs is NULL");
+    decoder_seq *seqs = malloc((size_t)n_seqs * sizeof *seqs);
+    if (!seqs)
+        return mn_fail(MN_ERR_NOMEM, "mn_sequence_log_probs: out of memory for %d sequences", n_seqs);
+    for (int i = 0; i < n_seqs; i++)
+        seqs[i] = (decoder_seq){.first = first[i], .out = log_probs + (offsets[i] > 0 ? offsets[i] : 0)};
+    mn_status st = run_sequences(m, seqs, n_seqs, tokens, offsets, r, "mn_sequence_log_probs", 0);
+    free(seqs);
+    return st;
+}
+
+mn_status mn_sequence_next_logits(mn_model *m, int n_seqs, const int32_t *tokens, const int64_t *offsets,
+                                  const float *const *r, float *logits) {
+    if (!m || n_seqs < 0)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_sequence_next_logits: model is NULL or n_seqs = %d < 0", n_seqs);
+    if (n_seqs == 0)
+        return MN_OK;
+    if (!tokens || !offsets || !r || !logits)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_sequence_next_logits: tokens, offsets, r or logits is NULL");
+    decoder_seq *seqs = malloc((size_t)n_seqs * sizeof *seqs);
+    if (!seqs)
+        return mn_fail(MN_ERR_NOMEM, "mn_sequence_next_logits: out of memory for %d sequences", n_seqs);
+    for (int i = 0; i < n_seqs; i++) /* first = 1: nothing scored, any length is valid */
+        seqs[i] = (decoder_seq){.first = 1, .out = logits + (size_t)i * m->config.vocab_size};
+    mn_status st = run_sequences(m, seqs, n_seqs, tokens, offsets, r, "mn_sequence_next_logits", 1);
+    free(seqs);
+    return st;
 }

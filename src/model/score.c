@@ -1,21 +1,24 @@
 /* Length-normalised log-likelihood of choices given a session state (src/model/score.h). */
 #include "model/score.h"
 
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
 
-double mn_log_prob(const float *row, int V, int32_t target) {
-    double max = row[0];
-    for (int v = 1; v < V; v++)
-        if (row[v] > max)
-            max = row[v];
-    double sum = 0.0;
-    for (int v = 0; v < V; v++)
-        sum += exp((double)row[v] - max);
-    return (double)row[target] - max - log(sum);
+int mn_choice_scores(const float *log_probs, const int64_t *offsets, const int *first, int n_choices,
+                     double *scores) {
+    int arg = 0;
+    for (int i = 0; i < n_choices; i++) {
+        int64_t len = offsets[i + 1] - offsets[i];
+        double sum = 0.0;
+        for (int64_t j = first[i]; j < len; j++)
+            sum += log_probs[offsets[i] + j];
+        scores[i] = sum / (double)(len - first[i]);
+        if (scores[i] > scores[arg])
+            arg = i;
+    }
+    return arg;
 }
 
 mn_status mn_score_choices(mn_model *m, const float *r, const int32_t *prefix, int n_prefix,
@@ -27,7 +30,6 @@ mn_status mn_score_choices(mn_model *m, const float *r, const int32_t *prefix, i
     if (n_prefix < 1 || n_choices < 1)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_score_choices: need a prefix (%d tokens) and choices (%d)", n_prefix,
                        n_choices);
-    int longest = 0;
     for (int i = 0; i < n_choices; i++) {
         if (!choices[i] || choice_lens[i] < 1)
             return mn_fail(MN_ERR_INVALID_ARG, "mn_score_choices: choice %d is empty", i);
@@ -35,37 +37,37 @@ mn_status mn_score_choices(mn_model *m, const float *r, const int32_t *prefix, i
             return mn_fail(MN_ERR_INVALID_ARG,
                            "mn_score_choices: prefix (%d) + choice %d (%d tokens) exceeds max_turn_tokens = %d",
                            n_prefix, i, choice_lens[i], c->max_turn_tokens);
-        if (choice_lens[i] > longest)
-            longest = choice_lens[i];
     }
-    const int V = c->vocab_size, n_max = n_prefix + longest;
-    int32_t *seq = malloc((size_t)n_max * sizeof *seq);
-    float *logits = malloc((size_t)n_max * V * sizeof *logits);
-    if (!seq || !logits) {
-        free(seq);
-        free(logits);
-        return mn_fail(MN_ERR_NOMEM, "mn_score_choices: out of memory");
-    }
-    memcpy(seq, prefix, (size_t)n_prefix * sizeof *seq);
+    /* every choice a sequence prefix + choice, all read in one batched decoder pass */
+    size_t total = 0;
+    for (int i = 0; i < n_choices; i++)
+        total += (size_t)n_prefix + choice_lens[i];
+    int32_t *seqs = malloc(total * sizeof *seqs);
+    float *log_probs = malloc(total * sizeof *log_probs);
+    int64_t *offsets = malloc((size_t)(n_choices + 1) * sizeof *offsets);
+    int *first = malloc((size_t)n_choices * sizeof *first);
+    const float **states = malloc((size_t)n_choices * sizeof *states);
     mn_status st = MN_OK;
-    int arg = 0;
-    for (int i = 0; i < n_choices && st == MN_OK; i++) {
-        int n = n_prefix + choice_lens[i];
-        memcpy(seq + n_prefix, choices[i], (size_t)choice_lens[i] * sizeof *seq);
-        st = mn_logits(m, seq, n, r, logits);
-        if (st != MN_OK)
-            break;
-        double sum = 0.0;
-        for (int j = n_prefix; j < n; j++) /* row j-1 predicts token j */
-            sum += mn_log_prob(logits + (size_t)(j - 1) * V, V, seq[j]);
-        scores[i] = sum / choice_lens[i];
-        if (scores[i] > scores[arg])
-            arg = i;
+    if (!seqs || !log_probs || !offsets || !first || !states) {
+        st = mn_fail(MN_ERR_NOMEM, "mn_score_choices: out of memory");
+        goto done;
     }
-    free(seq);
-    free(logits);
-    if (st == MN_OK && best)
+    offsets[0] = 0;
+    for (int i = 0; i < n_choices; i++) {
+        memcpy(seqs + offsets[i], prefix, (size_t)n_prefix * sizeof *seqs);
+        memcpy(seqs + offsets[i] + n_prefix, choices[i], (size_t)choice_lens[i] * sizeof *seqs);
+        offsets[i + 1] = offsets[i] + n_prefix + choice_lens[i];
+        first[i] = n_prefix;
+        states[i] = r;
+    }
+    st = mn_sequence_log_probs(m, n_choices, seqs, offsets, states, first, log_probs);
+    if (st != MN_OK)
+        goto done;
+    int arg = mn_choice_scores(log_probs, offsets, first, n_choices, scores);
+    if (best)
         *best = arg;
+done:
+    free(seqs), free(log_probs), free(offsets), free(first), free(states);
     return st;
 }
 

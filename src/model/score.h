@@ -7,13 +7,29 @@
 
 #include "mnemo.h"
 
-/* log softmax(row)[target] of one row of V logits, in double so that long vocabularies lose
- * nothing. */
-double mn_log_prob(const float *row, int V, int32_t target);
+/* Log-likelihoods of the tokens of n_seqs decoder sequences, read in batched passes (sequences
+ * of similar length together, each padded to its chunk's longest): sequence i is
+ * tokens[offsets[i] .. offsets[i+1]) (1..max_turn_tokens tokens) read with state r[i] (k, C);
+ * log_probs[offsets[i] + j] = log p(token j | r[i], the sequence's tokens before j) for
+ * first[i] <= j < its length (1 <= first[i] <= length); other entries are left as they are.
+ * The head and the log-softmax run on those rows only; the log-softmax is the backend's
+ * cross-entropy op (float). Defined in inference.c (it runs on the inference workspace). */
+mn_status mn_sequence_log_probs(mn_model *model, int n_seqs, const int32_t *tokens, const int64_t *offsets,
+                                const float *const *r, const int *first, float *log_probs);
+/* The same batched decoder over the same kind of sequences; logits (n_seqs, V) = the logits of
+ * the token after each sequence (mn_next_logits of each, batched). */
+mn_status mn_sequence_next_logits(mn_model *model, int n_seqs, const int32_t *tokens, const int64_t *offsets,
+                                  const float *const *r, float *logits);
+
+/* From mn_sequence_log_probs over n_choices sequences prefix + choice (offsets and first as
+ * given to it, first >= 1 below each length): scores[i] = the mean log-probability of choice i's
+ * scored tokens. Returns the index of the highest score, ties to the lowest index. */
+int mn_choice_scores(const float *log_probs, const int64_t *offsets, const int *first, int n_choices,
+                     double *scores);
 
 /* Scores each choice as the continuation of prefix inside one decoder sequence read with
  * state r (k, C): scores[i] = mean over the choice's tokens of log p(token | r, prefix, the
- * choice's earlier tokens). n_prefix >= 1 (the first position predicts nothing);
+ * choice's earlier tokens), all choices in one mn_sequence_log_probs call. n_prefix >= 1 (the first position predicts nothing);
  * n_prefix + choice length <= max_turn_tokens; every choice has >= 1 token. *best (nullable)
  * = index of the highest score, ties to the lowest index. */
 mn_status mn_score_choices(mn_model *model, const float *r, const int32_t *prefix, int n_prefix,
