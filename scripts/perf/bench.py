@@ -3,9 +3,13 @@
 prints one markdown report in which every figure is a ratio (or a value) measured in this run.
 
 Standard library only (runs under Debian's /usr/bin/python3). Torch runs use
-  - `python3` from PATH: PyPI's current torch (pip install torch), the fair peer for speed;
+  - --torch-python (default `python3` from PATH, or $MNEMO_BENCH_TORCH_PYTHON): PyPI's current
+    torch (pip install torch), the fair peer for speed; its version is printed in the report;
   - /usr/bin/python3: Debian's python3-torch 1.13, a second data point;
 each skipped with a note if that interpreter has no torch.
+
+results.md is the report; results.json beside it holds every figure under a stable key
+(RESULT_KEYS below; null where a section was not run or had nothing to compare with).
 
 Noise: the machine is shared and its load swings within seconds, so training runs are paired:
 two processes (mnemo and the system compared) stay alive and take single steps in turn, and
@@ -15,6 +19,8 @@ lot when other processes share the two cores; passive is better for both, see do
 mnemo also gets OPENBLAS_NUM_THREADS=1: products then run on the OpenMP team (src/cpu/op_gemm.c).
 """
 import argparse
+import array
+import json
 import os
 import re
 import shutil
@@ -33,6 +39,21 @@ CONFIGS = {
                batch=8, turns=8, bptt=8, turn_tokens=128),
     "quick": dict(vocab=512, width=64, heads=2, layers=2, comp_layers=1, slots=4, max_turn=16,
                   batch=2, turns=2, bptt=2, turn_tokens=16),
+}
+
+
+# The keys of results.json, by section; the run checks that each section it ran wrote its keys.
+RESULT_KEYS = {
+    "train": ["train.{cfg}.mnemo_tokens_per_s", "train.{cfg}.torch_eager_over_mnemo",
+              "train.{cfg}.torch_sdpa_over_mnemo", "train.{cfg}.torch_compile_over_mnemo"],
+    "efficiency": ["efficiency.{cfg}", "efficiency.{cfg}.effective_gflops", "efficiency.{cfg}.sgemm_gflops"],
+    "turns": ["turns.last_over_first_paired", "turns.last_turn"],
+    "blas": ["blas.losses_max_rel_diff", "blas.unset_over_set"],
+    "memory": ["memory.train_peak_rss_mib", "memory.sessions_peak_rss_mib"],
+    "real": ["train.real_dialogue.mnemo_tokens_per_s", "train.real_dialogue.torch_eager_over_mnemo",
+             "train.real_dialogue.torch_sdpa_over_mnemo", "train.real_dialogue.torch_compile_over_mnemo",
+             "train.real_dialogue.real_share_mnemo_positions", "train.real_dialogue.real_share_padded_to_longest"],
+    "eval": ["eval.probes_per_s", "eval.probes_per_cpu_s", "eval.baseline_time_over_this"],
 }
 
 
@@ -197,7 +218,7 @@ def paired(r, spec_a, spec_b, pairs):
 # ---------------------------------------------------------------------------------- sections
 def section_train(r, a, perf, report):
     cfgs = ["quick"] if a.quick else ["demo", "4x"]
-    pypi = None if a.skip_torch else torch_available("python3")
+    pypi = None if a.skip_torch else torch_available(a.torch_python)
     debian = None if a.skip_torch else torch_available("/usr/bin/python3")
     bench_torch = os.path.join(ROOT, "scripts", "reference", "bench_torch.py")
     report.append("## 1. Training throughput (forward + backward + AdamW, fp32, 2 threads)\n")
@@ -221,11 +242,12 @@ def section_train(r, a, perf, report):
                 # Debian's libopenblas0-openmp (OpenBLAS on OpenMP's threads), for this process only
                 others.append(("mnemo, OpenMP OpenBLAS", mn_cmd, {"LD_LIBRARY_PATH": omp_blas}))
         targs = cfg_args(c) + ["--threads", "2"]
+        py = a.torch_python
         if pypi:
-            others.append((f"torch {pypi} eager", ["python3", bench_torch, "--mode", "eager", "--warmup", "1"] + targs, {}))
-            others.append((f"torch {pypi} eager + SDPA", ["python3", bench_torch, "--mode", "sdpa", "--warmup", "1"] + targs, {}))
+            others.append((f"torch {pypi} eager", [py, bench_torch, "--mode", "eager", "--warmup", "1"] + targs, {}))
+            others.append((f"torch {pypi} eager + SDPA", [py, bench_torch, "--mode", "sdpa", "--warmup", "1"] + targs, {}))
             if not a.quick and not a.skip_compile:
-                others.append((f"torch {pypi} compile", ["python3", bench_torch, "--mode", "compile", "--warmup", "2"] + targs, {}))
+                others.append((f"torch {pypi} compile", [py, bench_torch, "--mode", "compile", "--warmup", "2"] + targs, {}))
         if debian:
             others.append((f"torch {debian} eager (Debian)", ["/usr/bin/python3", bench_torch, "--mode", "eager", "--warmup", "1"] + targs, {}))
         mn_steps, rows = [], []
@@ -249,6 +271,10 @@ def section_train(r, a, perf, report):
         report.append(f"| mnemo (OPENBLAS_NUM_THREADS=1: one OpenMP pool) | {mt:.3f} | {tokens / mt:.0f} | 1 | |")
         for sname, t, ratio, mt_pair in rows:
             report.append(f"| {sname} | {t:.3f} | {tokens / t:.0f} | {ratio:.2f} | {mt_pair:.3f} |")
+        a.results[f"train.{name}.mnemo_tokens_per_s"] = tokens / mt
+        for key, label in torch_modes(pypi):
+            a.results[f"train.{name}.{key}_over_mnemo"] = next((ratio for sname, _, ratio, _ in rows if sname == label),
+                                                             None)
         flops = flops_per_token(c) * tokens
         eff = [flops / t / 1e9 for t, _, _ in mn_steps]
         sg = [g for _, _, g in mn_steps]
@@ -256,9 +282,20 @@ def section_train(r, a, perf, report):
     a.eff_rows = eff_rows
 
 
+def torch_modes(version):
+    """results.json key and report row label of each PyPI torch mode."""
+    return [("torch_eager", f"torch {version} eager"), ("torch_sdpa", f"torch {version} eager + SDPA"),
+            ("torch_compile", f"torch {version} compile")]
+
+
 def section_efficiency(r, a, perf, report):
     cfgs = ["quick"] if a.quick else ["demo", "4x"]
     eff_rows = getattr(a, "eff_rows", [])
+    for name in cfgs:
+        row = next((x for x in eff_rows if x[0] == name), None)
+        a.results[f"efficiency.{name}"] = row[3] if row else None
+        a.results[f"efficiency.{name}.effective_gflops"] = row[1] if row else None
+        a.results[f"efficiency.{name}.sgemm_gflops"] = row[2] if row else None
     report.append("\n## 3. CPU efficiency\n")
     if eff_rows:
         report.append("mnemo, from the training steps of section 1; sgemm measured in the same process right "
@@ -328,6 +365,8 @@ def section_turns(r, a, perf, report):
             report.append(f"| {t} | {m * 1e3:.2f} | {pr:.3f} | {chain.get(t, float('nan')) * 1e3:.2f} | "
                           f"{k * 1e3:.1f} | {k / first[2]:.1f} | {k / m:.1f} | {mb} | {kb} |")
     last = rows[-1]
+    a.results["turns.last_over_first_paired"] = last[5]
+    a.results["turns.last_turn"] = last[0]
     verdict = ("quick run: not evaluated" if a.quick else
                "met" if abs(last[5] - 1) <= 0.05 else "NOT met")
     report.append(f"\nmnemo at turn {last[0]} / turn 1 (paired): {last[5]:.3f} "
@@ -386,6 +425,8 @@ def section_blas(r, a, perf, report):
     report.append(f"| OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE unset | {core_b} | {med([t for t, _, _ in rb]):.3f} | {', '.join(f'{x:.7f}' for x in lb)} |")
     ok = worst <= 1e-5
     ratio = med([tb / ta for (ta, _, _), (tb, _, _) in zip(ra, rb)])
+    a.results["blas.losses_max_rel_diff"] = worst
+    a.results["blas.unset_over_set"] = ratio
     report.append(f"\nLosses agree to {worst:.1e} relative (check: <= 1e-5: {'pass' if ok else 'FAIL'}); "
                   f"step time unset / as set: {ratio:.2f} (median of {pairs} alternating pairs).\n")
     if not ok:
@@ -409,6 +450,8 @@ def section_memory(r, a, perf, report):
     sess_rss = max_rss_kib(out2)
     store_bytes = field(out2, "store_bytes", int)
     per = field(out2, "per_update_ms")
+    a.results["memory.train_peak_rss_mib"] = train_rss / 1024
+    a.results["memory.sessions_peak_rss_mib"] = sess_rss / 1024
     report.append("\n## 5. Memory (peak RSS from /usr/bin/time -v)\n")
     report.append("| run | peak RSS MiB | notes |")
     report.append("|---|---|---|")
@@ -417,12 +460,235 @@ def section_memory(r, a, perf, report):
     report.append(f"| update of a {n_sessions}-session HDF5 store (get 64 states, mn_update_batch, put; one "
                   f"{c['turn_tokens']}-token turn each) | {sess_rss / 1024:.0f} | store files {store_bytes / 2**20:.1f} MiB, "
                   f"{per:.2f} ms per session |")
-    pypi = None if (a.skip_torch or a.quick) else torch_available("python3")
+    pypi = None if (a.skip_torch or a.quick) else torch_available(a.torch_python)
     if pypi:
         bench_torch = os.path.join(ROOT, "scripts", "reference", "bench_torch.py")
-        out3 = r.run("memory torch train", ["python3", bench_torch, "--mode", "eager", "--warmup", "0", "--steps", "1"] + cfg_args(c),
+        out3 = r.run("memory torch train", [a.torch_python, bench_torch, "--mode", "eager", "--warmup", "0", "--steps", "1"] + cfg_args(c),
                      {}, time_v=True)
         report.append(f"| torch {pypi} eager training, same config | {max_rss_kib(out3) / 1024:.0f} | for comparison |")
+
+# ------------------------------------------------------------------ real dialogue
+def batch_real_tokens(path):
+    """Real (unpadded) tokens of each batch in a `mnemo_perf batches` file."""
+    data = array.array("i")
+    with open(path, "rb") as f:
+        data.frombytes(f.read())
+    if sys.byteorder != "little":
+        data.byteswap()
+    _, n, B, T, L = data[:5]
+    out, at = [], 5
+    for _ in range(n):
+        at += T * B * L
+        out.append(sum(data[at:at + T * B]))
+        at += T * B
+    return out
+
+
+def real_dialogue_data(r, a, c):
+    """The self-dialogue training shard as the demo builds it (prepare, episodes of 6 turns with
+    one template probe, a BPE tokenizer trained on the dialogues), but with whole turns: up to
+    max_turn tokens, not cut into 24-token pieces. Built once into OUT/real-dialogue and reused
+    by later runs; --quick uses the first 200 dialogues. Returns (tokenizer, shard) or None."""
+    corpus = os.path.join(a.data, "self_dialogue_corpus")
+    if not os.path.isdir(corpus):
+        return None
+    d = os.path.join(r.out_dir, "real-dialogue")
+    os.makedirs(d, exist_ok=True)
+    mn = a.mnemo
+    dialogues = os.path.join(d, "train.jsonl")
+    if not os.path.exists(dialogues):
+        r.run("real-dialogue prepare", [mn, "prepare", "--format", "self-dialogue", "--input", corpus, "--split", "train",
+                                        "--jsonl", dialogues + ".part"])
+        if a.quick:
+            with open(dialogues + ".part") as f, open(dialogues + ".head", "w") as g:
+                for i, line in enumerate(f):
+                    if i == 200:
+                        break
+                    g.write(line)
+            os.replace(dialogues + ".head", dialogues + ".part")
+        os.replace(dialogues + ".part", dialogues)
+    episodes = os.path.join(d, "train-episodes.jsonl")
+    if not os.path.exists(episodes):
+        r.run("real-dialogue episodes", [mn, "episodes", "--jsonl", dialogues, "--split", "train", "--turns", "6",
+                                         "--distances", "1-3", "--probes-per-episode", "1", "--facts", "templates",
+                                         "--open-values", "1000" if a.quick else "100000", "--seed", "3",
+                                         "-o", episodes])
+    tok = os.path.join(d, f"tok-{c['vocab']}.h5")
+    if not os.path.exists(tok):
+        r.run("real-dialogue tokenizer", [mn, "tokenizer", "--train", "--jsonl", dialogues, "--vocab-size",
+                                          str(c["vocab"]), "-o", tok])
+    shard = os.path.join(d, f"train-{c['vocab']}-{c['max_turn']}.shard")
+    if not os.path.exists(shard):
+        r.run("real-dialogue shard", [mn, "shard", "--tokenizer", tok, "--jsonl", episodes, "--max-turn-tokens",
+                                      str(c["max_turn"]), "-o", shard])
+    return tok, shard
+
+
+def section_real(r, a, perf, report):
+    c = dict(CONFIGS["quick" if a.quick else "demo"])
+    for k in RESULT_KEYS["real"]:
+        a.results[k] = None
+    report.append("\n## 6. Training on real dialogue (whole turns of the self-dialogue training shard)\n")
+    built = real_dialogue_data(r, a, c)
+    if not built:
+        report.append(f"Skipped: no {os.path.join(a.data, 'self_dialogue_corpus')} (--data).\n")
+        return
+    tok, shard = built
+    n_batches = 2 if a.quick else 8
+    batches = os.path.join(r.out_dir, "real-dialogue", f"batches-{c['vocab']}-{c['max_turn']}-{c['batch']}x{c['turns']}.bin")
+    model = cfg_args(c)
+    out = r.run("real-dialogue batches", [perf, "batches"] + model + ["--shard", shard, "--tokenizer", tok,
+                                                                       "--n-batches", str(n_batches), "--batches", batches])
+    real_total, padded_max, padded_longest = (field(out, k, int) for k in ("real_tokens", "padded_to_max",
+                                                                             "padded_to_longest"))
+    real = batch_real_tokens(batches)
+    pairs = 2 if a.quick else max(a.pairs, 2 * n_batches)
+    pypi = None if a.skip_torch else torch_available(a.torch_python)
+    bench_torch = os.path.join(ROOT, "scripts", "reference", "bench_torch.py")
+    mnemo = ("mnemo", [perf, "train"] + model + ["--batches", batches, "--warmup", "1"], {"OPENBLAS_NUM_THREADS": "1"})
+    targs = model + ["--threads", "2", "--batches", batches]
+    others = []
+    if pypi:
+        py = a.torch_python
+        others.append((f"torch {pypi} eager", [py, bench_torch, "--mode", "eager", "--warmup", "1"] + targs, {}))
+        others.append((f"torch {pypi} eager + SDPA", [py, bench_torch, "--mode", "sdpa", "--warmup", "1"] + targs, {}))
+        if not a.quick and not a.skip_compile:
+            # every batch once in the warm-up: each new turn length may compile again
+            others.append((f"torch {pypi} compile", [py, bench_torch, "--mode", "compile", "--warmup",
+                                                     str(n_batches)] + targs, {}))
+    mn_steps, rows = [], []
+    for spec in others:
+        ra, rb, _, _ = paired(r, mnemo, spec, pairs)
+        mn_steps += [(i, x) for i, x in enumerate(ra)]
+        toks = sum(real[i % n_batches] for i in range(len(rb)))
+        rows.append((spec[0], toks / sum(t for t, _, _ in rb), med([tb / ta for (ta, _, _), (tb, _, _) in zip(ra, rb)]),
+                     med([ta for ta, _, _ in ra])))
+    if not others:
+        srv = Server(r, *mnemo)
+        mn_steps = [(i, srv.step()) for i in range(pairs)]
+        srv.close()
+    mn_tps = sum(real[i % n_batches] for i, _ in mn_steps) / sum(x[0] for _, x in mn_steps)
+    report.append(f"PyPI torch ({a.torch_python}): {pypi or 'not installed'}. Model: the {'quick' if a.quick else 'demo'} "
+                  f"config (V {c['vocab']}, C {c['width']}, {c['layers']}+{c['comp_layers']} layers, {c['slots']} slots, "
+                  f"max_turn {c['max_turn']}); {n_batches} batches of {c['batch']} episodes x {c['turns']} turns "
+                  f"drawn by `mnemo train`'s loader from the shard (`mnemo_perf batches`), bptt {c['bptt']}; step i of "
+                  f"each system trains on batch i mod {n_batches}, paired step by step as in section 1 ({pairs} pairs). "
+                  "mnemo gets the batches as `mnemo train` does (every turn padded to max_turn); torch gets each batch "
+                  "padded to its longest turn, as a PyTorch user would write it. tokens/s counts real tokens only.\n")
+    report.append(f"Real tokens: {real_total} of {padded_max} positions in mnemo's batches "
+                  f"({100.0 * real_total / padded_max:.1f}%), of {padded_longest} padded to each batch's longest turn "
+                  f"({100.0 * real_total / padded_longest:.1f}%).\n")
+    report.append("| system | real tokens/s | x mnemo time (median of pairs) | mnemo step s in those pairs |")
+    report.append("|---|---|---|---|")
+    report.append(f"| mnemo | {mn_tps:.0f} | 1 | |")
+    for sname, tps, ratio, mt_pair in rows:
+        report.append(f"| {sname} | {tps:.0f} | {ratio:.2f} | {mt_pair:.3f} |")
+    a.results["train.real_dialogue.mnemo_tokens_per_s"] = mn_tps
+    a.results["train.real_dialogue.real_share_mnemo_positions"] = real_total / padded_max
+    a.results["train.real_dialogue.real_share_padded_to_longest"] = real_total / padded_longest
+    for key, label in torch_modes(pypi):
+        a.results[f"train.real_dialogue.{key}_over_mnemo"] = next((x for n_, _, x, _ in rows if n_ == label), None)
+    if not a.quick and a.results["train.real_dialogue.torch_eager_over_mnemo"] is not None:
+        e = a.results["train.real_dialogue.torch_eager_over_mnemo"]
+        cmp_ = a.results["train.real_dialogue.torch_compile_over_mnemo"]
+        report.append(f"\nGoal (issue 16): torch eager / mnemo >= 2.0: {e:.2f} ({'met' if e >= 2.0 else 'NOT met'}); "
+                      f"torch.compile / mnemo >= 1.5: "
+                      f"{'n/a' if cmp_ is None else f'{cmp_:.2f} (' + ('met' if cmp_ >= 1.5 else 'NOT met') + ')'}.\n")
+
+# ------------------------------------------------------------------ evaluation
+def timed_child(r, name, cmd):
+    """Runs cmd; returns (wall seconds, CPU seconds of the child)."""
+    before = os.times()
+    t0 = time.time()
+    r.run(name, cmd)
+    after = os.times()
+    return time.time() - t0, (after.children_user - before.children_user) + (after.children_system - before.children_system)
+
+
+def section_eval(r, a, perf, report):
+    """`mnemo eval` (all modes, generation and LM on, 2 threads) on the demo's kind of test probes:
+    template probes in 6-turn episodes of Topical-Chat test dialogues, with a model of the demo's
+    shape trained 2 steps on the real-dialogue shard (an untrained model generates up to the
+    budget, more than a trained one: probes/s is a lower bound for the demo's checkpoint).
+    With --eval-baseline OLD_MNEMO, the same evaluation by an older CLI, alternating with this
+    one; the figure is the median of the paired wall-time ratios."""
+    for k in RESULT_KEYS["eval"]:
+        a.results[k] = None
+    report.append("\n## 7. Evaluation speed (`mnemo eval`, the demo's kind of test probes)\n")
+    c = dict(CONFIGS["quick" if a.quick else "demo"])
+    built = real_dialogue_data(r, a, c)
+    topical = os.path.join(a.data, "topical_chat")
+    if not built or not os.path.isdir(topical):
+        report.append(f"Skipped: no self_dialogue_corpus or topical_chat in {a.data} (--data).\n")
+        return
+    tok, shard = built
+    d = os.path.join(r.out_dir, "real-dialogue")
+    test = os.path.join(d, "test.jsonl")
+    if not os.path.exists(test):
+        r.run("eval prepare", [a.mnemo, "prepare", "--format", "topical-chat", "--input", topical, "--split", "test",
+                               "--jsonl", test + ".part"])
+        os.replace(test + ".part", test)
+    probes = os.path.join(d, "test-episodes.jsonl")
+    if not os.path.exists(probes):
+        r.run("eval episodes", [a.mnemo, "episodes", "--jsonl", test, "--split", "test", "--turns", "6", "--distances",
+                                "1-3", "--probes-per-episode", "1", "--facts", "templates", "--families", "shared",
+                                "--seed", "3", "-o", probes])
+    run = os.path.join(d, f"eval-model-{c['vocab']}-{c['max_turn']}")
+    ckpt = os.path.join(run, "ckpt-00000002.h5")
+    if not os.path.exists(ckpt):
+        shutil.rmtree(run, ignore_errors=True)
+        r.run("eval model", [a.mnemo, "train", "--config", os.path.join(ROOT, "train", "recipes", "demo.json"),
+                             "--train-data", shard, "--tokenizer", tok, "--vocab-size", str(c["vocab"]),
+                             "--max-turn-tokens", str(c["max_turn"]), "--steps", "2", "--threads", "2", "--seed", "1",
+                             "--run-dir", run])
+    n_probes = 20 if a.quick else 600
+    rounds = 1 if a.quick else 3
+    systems = [("this", a.mnemo)] + ([("baseline", a.eval_baseline)] if a.eval_baseline else [])
+    times = {name: [] for name, _ in systems}
+    for i in range(rounds):
+        for name, mn in (systems if i % 2 == 0 else systems[::-1]):
+            out = os.path.join(r.out_dir, f"eval-{name}.json")
+            wall, cpu = timed_child(r, f"eval {name}", [mn, "eval", "--checkpoint", ckpt, "--data", probes, "--json", out,
+                                                        "--max-probes", str(n_probes), "--threads", "2", "--quiet"])
+            got = json.load(open(out))
+            times[name].append((got["rate"]["wall_s"], wall, cpu, got["probes"]))
+    this = times["this"]
+    a.results["eval.probes_per_s"] = med([p / w for w, _, _, p in this])
+    a.results["eval.probes_per_cpu_s"] = med([p / cpu for _, _, cpu, p in this])
+    report.append(f"{n_probes} probes of the Topical-Chat test episodes, every mode, generation and LM on, "
+                  f"--threads 2; a model of the demo's shape (train/recipes/demo.json, V {c['vocab']}, max_turn "
+                  f"{c['max_turn']}) trained 2 steps on the real-dialogue shard; {rounds} runs each, medians. "
+                  "probes/s is the report's own (`rate`, wall time); per CPU second counts the process's user + "
+                  "system time, steadier on a shared machine.\n")
+    report.append("| mnemo | probes/s | probes per CPU s |")
+    report.append("|---|---|---|")
+    report.append(f"| this tree | {a.results['eval.probes_per_s']:.1f} | {a.results['eval.probes_per_cpu_s']:.1f} |")
+    if a.eval_baseline:
+        base = times["baseline"]
+        a.results["eval.baseline_time_over_this"] = med([b[0] / t[0] for b, t in zip(base, this)])
+        report.append(f"| baseline ({a.eval_baseline}) | {med([p / w for w, _, _, p in base]):.1f} | "
+                      f"{med([p / cpu for _, _, cpu, p in base]):.1f} |")
+        report.append(f"\nBaseline wall time / this tree's (median of {rounds} alternating pairs): "
+                      f"{a.results['eval.baseline_time_over_this']:.2f}; CPU time: "
+                      f"{med([b[2] / t[2] for b, t in zip(base, this)]):.2f}.\n")
+
+
+
+def write_results(a, sections):
+    """results.json beside results.md; checks that it parses and that each section run wrote its keys."""
+    path = os.path.join(a.out, "results.json")
+    with open(path + ".part", "w") as f:
+        json.dump({"date": time.strftime("%Y-%m-%d %H:%M"), "host": os.uname().nodename, "quick": a.quick,
+                   "torch_python": a.torch_python, "figures": a.results}, f, indent=1, sort_keys=True)
+    os.replace(path + ".part", path)
+    figures = json.load(open(path))["figures"]
+    cfgs = ["quick"] if a.quick else ["demo", "4x"]
+    missing = [k.format(cfg=cfg) for s in sections for k in RESULT_KEYS.get(s, []) for cfg in cfgs
+               if k.format(cfg=cfg) not in figures]
+    if missing:
+        raise RuntimeError(f"{path}: keys missing: {', '.join(sorted(set(missing)))}")
+    return path
+
 
 
 def main():
@@ -432,7 +698,13 @@ def main():
     ap.add_argument("--quick", action="store_true", help="tiny configs, one round, no timing assertions")
     ap.add_argument("--pairs", type=int, default=6, help="alternating step pairs per system (demo; 4x: 2/3 of it)")
     ap.add_argument("--turns", type=int, default=4096)
-    ap.add_argument("--sections", default="train,turns,efficiency,blas,memory")
+    ap.add_argument("--sections", default="train,turns,efficiency,blas,memory,real,eval")
+    ap.add_argument("--eval-baseline", help="an older mnemo CLI, for the evaluation's before/after")
+    ap.add_argument("--mnemo", required=True, help="the mnemo CLI (prepare, episodes, tokenizer, shard)")
+    ap.add_argument("--data", default=os.environ.get("MNEMO_DATA", os.path.join(ROOT, "..", "shared", "data")),
+                    help="the datasets (self_dialogue_corpus) for the real-dialogue section")
+    ap.add_argument("--torch-python", default=os.environ.get("MNEMO_BENCH_TORCH_PYTHON", "python3"),
+                    help="the interpreter with PyPI's torch (default python3 on PATH)")
     ap.add_argument("--skip-torch", action="store_true")
     ap.add_argument("--skip-compile", action="store_true")
     ap.add_argument("--baseline", help="a mnemo_perf built from older ops, for the before/after row")
@@ -440,21 +712,26 @@ def main():
     os.makedirs(a.out, exist_ok=True)
     log = open(os.path.join(a.out, "bench.log"), "w")
     r = Runner(a.out, log)
+    a.results = {}
     report = [f"# mnemo benchmark ({time.strftime('%Y-%m-%d %H:%M')}, {os.uname().nodename}, "
               f"{os.cpu_count()} CPUs, load at start {open('/proc/loadavg').read().split()[0]})\n"]
     sections = a.sections.split(",")
     t0 = time.time()
+    done = []
     for s, fn in (("train", section_train), ("turns", section_turns), ("efficiency", section_efficiency),
-                  ("blas", section_blas), ("memory", section_memory)):
+                  ("blas", section_blas), ("memory", section_memory), ("real", section_real),
+                  ("eval", section_eval)):
         if s in sections:
             fn(r, a, a.mnemo_perf, report)
+            done.append(s)
             print(f"[bench] {fn.__name__[8:]} done after {time.time() - t0:.0f} s", file=sys.stderr, flush=True)
             # written after every section, so that a run stopped later keeps what it measured
             open(os.path.join(a.out, "results.md"), "w").write("\n".join(report) + "\n")
+            write_results(a, done)
     text = "\n".join(report) + "\n"
     open(os.path.join(a.out, "results.md"), "w").write(text)
     print(text)
-    print(f"(raw output: {a.out}/bench.log; load averages: {a.out}/loadavg.log)")
+    print(f"(raw output: {a.out}/bench.log; load averages: {a.out}/loadavg.log; figures: {write_results(a, done)})")
 
 
 if __name__ == "__main__":

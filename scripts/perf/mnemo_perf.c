@@ -8,6 +8,10 @@
  *                       (mnemo's decoder weights, mnemo's CPU ops) with a KV cache over every
  *                       previous turn; plus session memory in bytes
  *   mnemo_perf sessions mn_update over many sessions' state buffers (peak RSS under time -v)
+ *   mnemo_perf batches  draws --n-batches training batches from a token shard (the loader of
+ *                       `mnemo train`: B windows of T turns, each turn padded to max_turn) into
+ *                       a file that `train --batches` and scripts/reference/bench_torch.py read,
+ *                       so that both systems train on the same real turns
  *
  * Output is "key value" lines that scripts/bench parses. Timings on a shared machine are noisy,
  * so every comparison is made of rounds that alternate the things compared, and reported as
@@ -25,6 +29,8 @@
 #include "cpu/ops.h"
 #include "cpu/vec.h"
 #include "mnemo.h"
+#include "text/shard.h"
+#include "text/tokenizer.h"
 
 /* ------------------------------------------------------------------ helpers */
 static double now_seconds(void) {
@@ -85,8 +91,8 @@ static void print_blas(void) {
 /* Config options shared by the modes. */
 typedef struct {
     mn_config cfg;
-    int B, T, bptt, L, steps, warmup, rounds, turns, sessions, serve;
-    const char *points, *tsv, *store;
+    int B, T, bptt, L, steps, warmup, rounds, turns, sessions, serve, n_batches;
+    const char *points, *tsv, *store, *shard, *tokenizer, *batches;
 } options;
 
 static void parse(int argc, char **argv, options *o) {
@@ -100,7 +106,9 @@ static void parse(int argc, char **argv, options *o) {
         {"warmup", required_argument, 0, 'w'},     {"rounds", required_argument, 0, 'r'},
         {"points", required_argument, 0, 'p'},     {"tsv", required_argument, 0, 'o'},
         {"sessions", required_argument, 0, 'S'},   {"serve", no_argument, 0, 'e'},
-        {"store", required_argument, 0, 'x'},      {0, 0, 0, 0}};
+        {"store", required_argument, 0, 'x'},      {"shard", required_argument, 0, 'd'},
+        {"tokenizer", required_argument, 0, 't'},  {"batches", required_argument, 0, 'b'},
+        {"n-batches", required_argument, 0, 'n'},  {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (opt) {
@@ -123,12 +131,17 @@ static void parse(int argc, char **argv, options *o) {
         case 'S': o->sessions = atoi(optarg); break;
         case 'e': o->serve = 1; break;
         case 'x': o->store = optarg; break;
+        case 'd': o->shard = optarg; break;
+        case 't': o->tokenizer = optarg; break;
+        case 'b': o->batches = optarg; break;
+        case 'n': o->n_batches = atoi(optarg); break;
         default: exit(2);
         }
     }
     if (mn_config_validate(&o->cfg) != MN_OK)
         die_mn("config");
-    if (o->steps < 1 || o->rounds < 1 || o->turns < 1 || o->sessions < 1 || o->B < 1 || o->bptt < 1) {
+    if (o->steps < 1 || o->rounds < 1 || o->turns < 1 || o->sessions < 1 || o->B < 1 || o->bptt < 1 ||
+        o->n_batches < 1) {
         fprintf(stderr, "mnemo_perf: counts must be >= 1\n");
         exit(2);
     }
@@ -143,6 +156,85 @@ static mn_model *make_model(const mn_config *cfg) {
     if (mn_model_create(cfg, &m) != MN_OK || mn_model_init(m, 1) != MN_OK)
         die_mn("model");
     return m;
+}
+
+/* ------------------------------------------------------------------ batches from a shard */
+/* The batches file: int32 little-endian, header {MAGIC, n, B, T, L}, then per batch tokens
+ * (T, B, L) and lengths (T, B). */
+#define BATCHES_MAGIC 0x31424e4d /* "MNB1" */
+typedef struct {
+    int n, B, T, L;
+    int32_t *tokens, *lengths; /* n batches one after the other */
+} batch_file;
+
+static int cmd_batches(options *o) {
+    if (!o->shard || !o->tokenizer || !o->batches) {
+        fprintf(stderr, "mnemo_perf batches: --shard, --tokenizer and --batches (the output) are required\n");
+        exit(2);
+    }
+    mn_tokenizer *tok = NULL;
+    mn_shard *shard = NULL;
+    mn_loader *loader = NULL;
+    if (mn_tokenizer_load_file(o->tokenizer, &tok) != MN_OK)
+        die_mn("tokenizer");
+    if (mn_shard_open(o->shard, mn_tokenizer_hash(tok), &shard) != MN_OK)
+        die_mn("shard");
+    const int B = o->B, T = o->T, L = o->cfg.max_turn_tokens;
+    mn_loader_options lo = {.B = B, .T = T, .max_len = L, .seed = 1, .text_weight = 1.0f, .answer_weight = 1.0f};
+    if (mn_loader_create(shard, &lo, &loader) != MN_OK)
+        die_mn("loader");
+    FILE *f = fopen(o->batches, "wb");
+    if (!f) {
+        perror(o->batches);
+        exit(1);
+    }
+    int32_t header[5] = {BATCHES_MAGIC, o->n_batches, B, T, L};
+    size_t cells = (size_t)T * B, ok = fwrite(header, sizeof header, 1, f);
+    int64_t real = 0, longest_padded = 0;
+    for (int i = 0; i < o->n_batches; i++) {
+        mn_batch b;
+        if (mn_loader_next(loader, &b) != MN_OK)
+            die_mn("loader");
+        int longest = 0;
+        for (size_t c = 0; c < cells; c++) {
+            real += b.lengths[c];
+            longest = b.lengths[c] > longest ? b.lengths[c] : longest;
+        }
+        longest_padded += (int64_t)longest * (int64_t)cells;
+        ok &= fwrite(b.tokens, sizeof(int32_t), cells * L, f) == cells * L;
+        ok &= fwrite(b.lengths, sizeof(int32_t), cells, f) == cells;
+    }
+    if (!ok || fclose(f) != 0) {
+        fprintf(stderr, "mnemo_perf batches: writing %s failed\n", o->batches);
+        exit(1);
+    }
+    /* positions: what a batch padded to max_turn and one padded to its longest turn hold */
+    printf("batches %d B %d T %d L %d real_tokens %lld padded_to_max %lld padded_to_longest %lld\n", o->n_batches, B,
+           T, L, (long long)real, (long long)o->n_batches * (long long)cells * L, (long long)longest_padded);
+    mn_loader_free(loader);
+    mn_shard_close(shard);
+    mn_tokenizer_free(tok);
+    return 0;
+}
+
+static void read_batches(const char *path, batch_file *bf) {
+    FILE *f = fopen(path, "rb");
+    int32_t h[5];
+    if (!f || fread(h, sizeof h, 1, f) != 1 || h[0] != BATCHES_MAGIC || h[1] < 1 || h[2] < 1 || h[3] < 1 || h[4] < 1) {
+        fprintf(stderr, "mnemo_perf: %s is no batches file (mnemo_perf batches)\n", path);
+        exit(1);
+    }
+    *bf = (batch_file){h[1], h[2], h[3], h[4], NULL, NULL};
+    size_t cells = (size_t)bf->T * bf->B;
+    bf->tokens = xmalloc((size_t)bf->n * cells * bf->L * sizeof(int32_t));
+    bf->lengths = xmalloc((size_t)bf->n * cells * sizeof(int32_t));
+    for (int i = 0; i < bf->n; i++)
+        if (fread(bf->tokens + (size_t)i * cells * bf->L, sizeof(int32_t), cells * bf->L, f) != cells * bf->L ||
+            fread(bf->lengths + (size_t)i * cells, sizeof(int32_t), cells, f) != cells) {
+            fprintf(stderr, "mnemo_perf: %s is truncated\n", path);
+            exit(1);
+        }
+    fclose(f);
 }
 
 /* ------------------------------------------------------------------ train */
@@ -183,12 +275,31 @@ static int cmd_train(options *o) {
     mn_trainer *tr = NULL;
     if (mn_trainer_create(model, o->B, o->bptt, &tr) != MN_OK)
         die_mn("trainer");
-    size_t n = (size_t)o->T * o->B * o->L;
-    int32_t *tokens = xmalloc(n * sizeof(int32_t)), *lengths = xmalloc((size_t)o->T * o->B * sizeof(int32_t));
-    lcg_tokens(tokens, n, c->vocab_size);
-    for (int i = 0; i < o->T * o->B; i++)
-        lengths[i] = o->L;
-    mn_batch batch = {o->B, o->T, o->L, tokens, lengths, NULL};
+    /* the LCG batch (every turn --turn-tokens long), or the batches of a file (real turns):
+     * step i trains on batch i mod n, warm-up steps likewise, so that two processes paired
+     * step by step see the same batch in each pair */
+    batch_file bf = {0};
+    if (o->batches) {
+        read_batches(o->batches, &bf);
+        if (bf.B != o->B || bf.T != o->T || bf.L > c->max_turn_tokens) {
+            fprintf(stderr, "mnemo_perf train: %s holds batches of %d x %d turns x %d tokens, not %d x %d x <= %d\n",
+                    o->batches, bf.B, bf.T, bf.L, o->B, o->T, c->max_turn_tokens);
+            exit(2);
+        }
+    } else {
+        bf = (batch_file){1, o->B, o->T, o->L, NULL, NULL};
+        bf.tokens = xmalloc((size_t)o->T * o->B * o->L * sizeof(int32_t));
+        bf.lengths = xmalloc((size_t)o->T * o->B * sizeof(int32_t));
+        lcg_tokens(bf.tokens, (size_t)o->T * o->B * o->L, c->vocab_size);
+        for (int i = 0; i < o->T * o->B; i++)
+            bf.lengths[i] = o->L;
+    }
+    const size_t cells = (size_t)bf.T * bf.B;
+    mn_batch *batches = xmalloc((size_t)bf.n * sizeof *batches);
+    for (int i = 0; i < bf.n; i++)
+        batches[i] = (mn_batch){bf.B, bf.T, bf.L, bf.tokens + (size_t)i * cells * bf.L, bf.lengths + (size_t)i * cells,
+                                NULL};
+    int32_t *tokens = bf.tokens, *lengths = bf.lengths;
     mn_adamw_config adamw = {3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
     print_blas();
     printf("config V %d C %d H %d layers %d+%d slots %d; batch %d x %d turns x %d tokens, bptt %d\n",
@@ -201,7 +312,8 @@ static int cmd_train(options *o) {
         // paired mode for scripts/bench: warm up, say "ready", then one step per "step" line on
         // stdin, so that the driver can alternate two processes step by step
         for (int s = 0; s < o->warmup; s++) {
-            if (mn_forward_backward(tr, &batch, &loss, NULL) != MN_OK || mn_adamw_step(tr, &adamw, NULL) != MN_OK)
+            if (mn_forward_backward(tr, &batches[s % bf.n], &loss, NULL) != MN_OK ||
+                mn_adamw_step(tr, &adamw, NULL) != MN_OK)
                 die_mn("step");
             printf("warmup %.7f\n", (double)loss);
         }
@@ -211,22 +323,29 @@ static int cmd_train(options *o) {
         int i = 0;
         while (fgets(line, sizeof line, stdin) && !strncmp(line, "step", 4)) {
             double t0 = now_seconds();
-            if (mn_forward_backward(tr, &batch, &loss, NULL) != MN_OK || mn_adamw_step(tr, &adamw, NULL) != MN_OK)
+            if (mn_forward_backward(tr, &batches[i % bf.n], &loss, NULL) != MN_OK ||
+                mn_adamw_step(tr, &adamw, NULL) != MN_OK)
                 die_mn("step");
             double dt = now_seconds() - t0;
-            printf("step %d %.4f %.7f sgemm_gflops %.2f\n", i++, dt, (double)loss,
+            printf("step %d %.4f %.7f sgemm_gflops %.2f\n", i, dt, (double)loss,
                    sgemm_gflops(o->B * S, c->d_model, 4 * c->d_model, 5));
+            i++;
             fflush(stdout);
         }
         printf("gflop_per_step %.2f\npeak_rss_kib %ld\n", step_flops(c, o->B, o->T, o->L) / 1e9, peak_rss_kib());
-        free(times), free(sg), free(tokens), free(lengths);
+        free(times), free(sg), free(tokens), free(lengths), free(batches);
         mn_trainer_free(tr);
         mn_model_free(model);
         return 0;
     }
+    int64_t real = 0; /* tokens of the timed steps' turns */
     for (int s = -o->warmup; s < o->steps; s++) {
+        const mn_batch *batch = &batches[(s < 0 ? s + o->warmup : s) % bf.n];
+        if (s >= 0)
+            for (size_t i = 0; i < cells; i++)
+                real += batch->lengths[i];
         double t0 = now_seconds();
-        if (mn_forward_backward(tr, &batch, &loss, NULL) != MN_OK || mn_adamw_step(tr, &adamw, NULL) != MN_OK)
+        if (mn_forward_backward(tr, batch, &loss, NULL) != MN_OK || mn_adamw_step(tr, &adamw, NULL) != MN_OK)
             die_mn("step");
         double dt = now_seconds() - t0;
         if (s < 0) {
@@ -240,11 +359,14 @@ static int cmd_train(options *o) {
     }
     double med = median(times, o->steps), sgm = median(sg, o->steps);
     double flops = step_flops(c, o->B, o->T, o->L);
-    printf("median_s %.4f tokens_per_s %.1f\n", med, (double)n / med);
+    double total = 0.0;
+    for (int s = 0; s < o->steps; s++)
+        total += times[s];
+    printf("median_s %.4f tokens_per_s %.1f\n", med, (double)real / total);
     printf("gflop_per_step %.2f effective_gflops %.2f sgemm_gflops %.2f effective_over_sgemm %.3f\n", flops / 1e9,
            flops / med / 1e9, sgm, flops / med / 1e9 / sgm);
     printf("peak_rss_kib %ld\n", peak_rss_kib());
-    free(times), free(sg), free(tokens), free(lengths);
+    free(times), free(sg), free(tokens), free(lengths), free(batches);
     mn_trainer_free(tr);
     mn_model_free(model);
     return 0;
@@ -669,11 +791,11 @@ static int cmd_sessions(options *o) {
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: mnemo_perf train|turns|sessions [options]\n");
+        fprintf(stderr, "usage: mnemo_perf train|turns|sessions|batches [options]\n");
         return 2;
     }
     options o = {.cfg = mn_config_demo(), .B = 8, .T = 8, .bptt = 8, .L = 128, .steps = 3, .warmup = 1,
-                 .rounds = 5, .turns = 4096, .sessions = 10000};
+                 .rounds = 5, .turns = 4096, .sessions = 10000, .n_batches = 8};
     const char *mode = argv[1];
     optind = 2;
     parse(argc, argv, &o);
@@ -683,6 +805,8 @@ int main(int argc, char **argv) {
         return cmd_turns(&o);
     if (!strcmp(mode, "sessions"))
         return cmd_sessions(&o);
+    if (!strcmp(mode, "batches"))
+        return cmd_batches(&o);
     fprintf(stderr, "mnemo_perf: unknown mode %s\n", mode);
     return 2;
 }

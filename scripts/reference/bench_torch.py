@@ -15,6 +15,14 @@ Modes
   compile  torch.compile of the decoder and compressor turns (inductor, C++ codegen on the CPU);
            the compile time is spent in the warm-up steps and not counted
 
+Real turns: with --batches FILE (written by `mnemo_perf batches` from a token shard: B windows
+of T turns of real dialogue, each turn padded to max_turn) the steps train on those batches
+instead, step i on batch i mod n (warm-up steps likewise), each batch cut to its longest turn
+as a PyTorch user would pad it (tokens (T, B, longest), the padded positions masked by
+`lengths` as in the reference). torch.compile then runs with its default dynamic-shape policy
+(the lengths differ from batch to batch), and the warm-up should cover every batch so that no
+compilation is timed.
+
 Output: one line `torch <version> mode <m> ...` then one line per timed step
 `step <i> <seconds> <loss>`, then `median_s <s> tokens_per_s <x>`. With --serve: `ready` after
 the warm-up, then one step per `step` line read from stdin (scripts/bench alternates it with
@@ -43,6 +51,33 @@ def lcg_tokens(T, B, L, V):
         x = (x * 1664525 + 1013904223) & 0xFFFFFFFF
         out.append((x >> 8) % V)
     return torch.tensor(out, dtype=torch.long).view(T, B, L)
+
+
+BATCHES_MAGIC = 0x31424E4D  # "MNB1", scripts/perf/mnemo_perf.c
+
+
+def read_batches(path):
+    """The batches of `mnemo_perf batches`: int32 little-endian header {magic, n, B, T, L}, then
+    per batch tokens (T, B, L) and lengths (T, B). Returns [(tokens, lengths)], each batch cut to
+    its longest turn."""
+    import array
+    data = array.array("i")
+    with open(path, "rb") as f:
+        data.frombytes(f.read())
+    if sys.byteorder != "little":
+        data.byteswap()
+    magic, n, B, T, L = data[:5]
+    if magic != BATCHES_MAGIC:
+        raise SystemExit(f"{path}: not a batches file")
+    out, at = [], 5
+    for _ in range(n):
+        tokens = torch.tensor(data[at:at + T * B * L], dtype=torch.long).view(T, B, L)
+        at += T * B * L
+        lengths = torch.tensor(data[at:at + T * B], dtype=torch.long).view(T, B)
+        at += T * B
+        longest = int(lengths.max())
+        out.append((tokens[:, :, :longest].contiguous(), lengths))
+    return out
 
 
 def sdpa_forward(self, x, allowed):
@@ -95,6 +130,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--mode", choices=["eager", "sdpa", "compile"], default="eager")
+    ap.add_argument("--batches", help="train on these batches of real turns (mnemo_perf batches)")
     ap.add_argument("--serve", action="store_true", help="after the warm-up, one step per 'step' line on stdin")
     ap.add_argument("--profile", action="store_true",
                     help="after the warm-up, one step under torch.profiler: share of time in matrix products")
@@ -111,19 +147,31 @@ def main():
     gpt2_init(model, cfg, 1)
     if args.mode == "compile":
         # The per-turn functions are where the work is; forward_batch's Python loop over turns
-        # and its BPTT bookkeeping stay eager. Full turns: shapes are static.
-        model.decode = torch.compile(model.decode, dynamic=False)
-        model.update = torch.compile(model.update, dynamic=False)
+        # and its BPTT bookkeeping stay eager. Full turns: shapes are static; real batches:
+        # torch's default (a recompile with dynamic shapes once a length changes).
+        dynamic = None if args.batches else False
+        if args.batches:
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        model.decode = torch.compile(model.decode, dynamic=dynamic)
+        model.update = torch.compile(model.update, dynamic=dynamic)
     opt = make_adamw(model, 3e-4, 0.9, 0.95, 1e-8, 0.1)
 
     T, B, L = args.turns, args.batch, args.turn_tokens
-    tokens = lcg_tokens(T, B, L, cfg.vocab_size)
-    lengths = torch.full((T, B), L, dtype=torch.long)
+    if args.batches:
+        batches = read_batches(args.batches)
+        if tuple(batches[0][1].shape) != (T, B):
+            raise SystemExit(f"{args.batches}: batches of {tuple(batches[0][1].shape)} turns x sequences, not {(T, B)}")
+    else:
+        batches = [(lcg_tokens(T, B, L, cfg.vocab_size), torch.full((T, B), L, dtype=torch.long))]
     print(f"torch {torch.__version__} mode {args.mode} threads {torch.get_num_threads()} "
           f"config V {cfg.vocab_size} C {cfg.d_model} H {cfg.n_heads} layers {cfg.n_layers}+{cfg.n_comp_layers} "
-          f"slots {cfg.n_slots}; batch {B} x {T} turns x {L} tokens, bptt {args.bptt}", flush=True)
+          f"slots {cfg.n_slots}; batch {B} x {T} turns x "
+          f"{L if not args.batches else 'real'} tokens, bptt {args.bptt}", flush=True)
+    n_steps = [0]
 
     def step():
+        tokens, lengths = batches[n_steps[0] % len(batches)]
+        n_steps[0] += 1
         opt.zero_grad(set_to_none=True)
         out = model.forward_batch(tokens, lengths, None, args.bptt)
         out["loss"].backward()
@@ -133,6 +181,7 @@ def main():
 
     for _ in range(args.warmup):
         step()
+    n_steps[0] = 0  # timed step i trains on batch i mod n, as mnemo_perf's
     if args.profile:
         # where torch's step goes, for docs/perf.md's comparison with mnemo's perf profile: self
         # CPU time of the matrix-product ops against all ops (the other threads work inside them)
@@ -178,7 +227,8 @@ def main():
         times.append(dt)
         print(f"step {i} {dt:.4f} {loss:.6f}", flush=True)
     med = statistics.median(times)
-    print(f"median_s {med:.4f} tokens_per_s {T * B * L / med:.1f}", flush=True)
+    real = sum(int(batches[i % len(batches)][1].sum()) for i in range(args.steps))
+    print(f"median_s {med:.4f} tokens_per_s {real / sum(times):.1f}", flush=True)
 
 
 if __name__ == "__main__":
