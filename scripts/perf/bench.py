@@ -19,7 +19,6 @@ lot when other processes share the two cores; passive is better for both, see do
 mnemo also gets OPENBLAS_NUM_THREADS=1: products then run on the OpenMP team (src/cpu/op_gemm.c).
 """
 import argparse
-import array
 import json
 import os
 import re
@@ -30,6 +29,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "scripts", "reference"))
+from batches import read_batches  # noqa: E402
 
 CONFIGS = {
     # name: model config, batch
@@ -50,7 +51,8 @@ RESULT_KEYS = {
     "turns": ["turns.last_over_first_paired", "turns.last_turn"],
     "blas": ["blas.losses_max_rel_diff", "blas.unset_over_set"],
     "memory": ["memory.train_peak_rss_mib", "memory.sessions_peak_rss_mib"],
-    "real": ["train.real_dialogue.mnemo_tokens_per_s", "train.real_dialogue.torch_eager_over_mnemo",
+    "real": ["train.real_dialogue.mnemo_tokens_per_s", "train.real_dialogue.mnemo_cut_to_longest_over_mnemo",
+             "train.real_dialogue.torch_eager_over_mnemo",
              "train.real_dialogue.torch_sdpa_over_mnemo", "train.real_dialogue.torch_compile_over_mnemo",
              "train.real_dialogue.real_share_mnemo_positions", "train.real_dialogue.real_share_padded_to_longest"],
     "eval": ["eval.probes_per_s", "eval.probes_per_cpu_s", "eval.baseline_time_over_this"],
@@ -470,18 +472,7 @@ def section_memory(r, a, perf, report):
 # ------------------------------------------------------------------ real dialogue
 def batch_real_tokens(path):
     """Real (unpadded) tokens of each batch in a `mnemo_perf batches` file."""
-    data = array.array("i")
-    with open(path, "rb") as f:
-        data.frombytes(f.read())
-    if sys.byteorder != "little":
-        data.byteswap()
-    _, n, B, T, L = data[:5]
-    out, at = [], 5
-    for _ in range(n):
-        at += T * B * L
-        out.append(sum(data[at:at + T * B]))
-        at += T * B
-    return out
+    return [sum(lengths) for _, lengths in read_batches(path)[3]]
 
 
 def real_dialogue_data(r, a, c):
@@ -534,7 +525,7 @@ def section_real(r, a, perf, report):
         report.append(f"Skipped: no {os.path.join(a.data, 'self_dialogue_corpus')} (--data).\n")
         return
     tok, shard = built
-    n_batches = 2 if a.quick else 8
+    n_batches = 2 if a.quick else max(2, a.pairs)  # each batch once per pairing
     batches = os.path.join(r.out_dir, "real-dialogue", f"batches-{c['vocab']}-{c['max_turn']}-{c['batch']}x{c['turns']}.bin")
     model = cfg_args(c)
     out = r.run("real-dialogue batches", [perf, "batches"] + model + ["--shard", shard, "--tokenizer", tok,
@@ -542,12 +533,13 @@ def section_real(r, a, perf, report):
     real_total, padded_max, padded_longest = (field(out, k, int) for k in ("real_tokens", "padded_to_max",
                                                                              "padded_to_longest"))
     real = batch_real_tokens(batches)
-    pairs = 2 if a.quick else max(a.pairs, 2 * n_batches)
+    pairs = n_batches
     pypi = None if a.skip_torch else torch_available(a.torch_python)
     bench_torch = os.path.join(ROOT, "scripts", "reference", "bench_torch.py")
     mnemo = ("mnemo", [perf, "train"] + model + ["--batches", batches, "--warmup", "1"], {"OPENBLAS_NUM_THREADS": "1"})
     targs = model + ["--threads", "2", "--batches", batches]
-    others = []
+    # mnemo with each batch cut to its longest turn, as torch gets it
+    others = [("mnemo, each batch cut to its longest turn", mnemo[1] + ["--trim"], {"OPENBLAS_NUM_THREADS": "1"})]
     if pypi:
         py = a.torch_python
         others.append((f"torch {pypi} eager", [py, bench_torch, "--mode", "eager", "--warmup", "1"] + targs, {}))
@@ -563,27 +555,25 @@ def section_real(r, a, perf, report):
         toks = sum(real[i % n_batches] for i in range(len(rb)))
         rows.append((spec[0], toks / sum(t for t, _, _ in rb), med([tb / ta for (ta, _, _), (tb, _, _) in zip(ra, rb)]),
                      med([ta for ta, _, _ in ra])))
-    if not others:
-        srv = Server(r, *mnemo)
-        mn_steps = [(i, srv.step()) for i in range(pairs)]
-        srv.close()
     mn_tps = sum(real[i % n_batches] for i, _ in mn_steps) / sum(x[0] for _, x in mn_steps)
     report.append(f"PyPI torch ({a.torch_python}): {pypi or 'not installed'}. Model: the {'quick' if a.quick else 'demo'} "
                   f"config (V {c['vocab']}, C {c['width']}, {c['layers']}+{c['comp_layers']} layers, {c['slots']} slots, "
                   f"max_turn {c['max_turn']}); {n_batches} batches of {c['batch']} episodes x {c['turns']} turns "
                   f"drawn by `mnemo train`'s loader from the shard (`mnemo_perf batches`), bptt {c['bptt']}; step i of "
                   f"each system trains on batch i mod {n_batches}, paired step by step as in section 1 ({pairs} pairs). "
-                  "mnemo gets the batches as `mnemo train` does (every turn padded to max_turn); torch gets each batch "
-                  "padded to its longest turn, as a PyTorch user would write it. tokens/s counts real tokens only.\n")
+                  "mnemo gets the batches as `mnemo train` does (every turn padded to max_turn; the row 'cut to its "
+                  "longest turn' gets them as torch does); torch gets each batch padded to its longest turn, as a "
+                  "PyTorch user would write it. tokens/s counts real tokens only.\n")
     report.append(f"Real tokens: {real_total} of {padded_max} positions in mnemo's batches "
                   f"({100.0 * real_total / padded_max:.1f}%), of {padded_longest} padded to each batch's longest turn "
                   f"({100.0 * real_total / padded_longest:.1f}%).\n")
     report.append("| system | real tokens/s | x mnemo time (median of pairs) | mnemo step s in those pairs |")
     report.append("|---|---|---|---|")
-    report.append(f"| mnemo | {mn_tps:.0f} | 1 | |")
+    report.append(f"| mnemo (batches as `mnemo train` gives them) | {mn_tps:.0f} | 1 | |")
     for sname, tps, ratio, mt_pair in rows:
         report.append(f"| {sname} | {tps:.0f} | {ratio:.2f} | {mt_pair:.3f} |")
     a.results["train.real_dialogue.mnemo_tokens_per_s"] = mn_tps
+    a.results["train.real_dialogue.mnemo_cut_to_longest_over_mnemo"] = rows[0][2]
     a.results["train.real_dialogue.real_share_mnemo_positions"] = real_total / padded_max
     a.results["train.real_dialogue.real_share_padded_to_longest"] = real_total / padded_longest
     for key, label in torch_modes(pypi):

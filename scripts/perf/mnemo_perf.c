@@ -10,8 +10,9 @@
  *   mnemo_perf sessions mn_update over many sessions' state buffers (peak RSS under time -v)
  *   mnemo_perf batches  draws --n-batches training batches from a token shard (the loader of
  *                       `mnemo train`: B windows of T turns, each turn padded to max_turn) into
- *                       a file that `train --batches` and scripts/reference/bench_torch.py read,
- *                       so that both systems train on the same real turns
+ *                       a file that `train --batches` (--trim: each batch cut to its longest
+ *                       turn) and scripts/reference/bench_torch.py read, so that both systems
+ *                       train on the same real turns
  *
  * Output is "key value" lines that scripts/bench parses. Timings on a shared machine are noisy,
  * so every comparison is made of rounds that alternate the things compared, and reported as
@@ -91,7 +92,7 @@ static void print_blas(void) {
 /* Config options shared by the modes. */
 typedef struct {
     mn_config cfg;
-    int B, T, bptt, L, steps, warmup, rounds, turns, sessions, serve, n_batches;
+    int B, T, bptt, L, steps, warmup, rounds, turns, sessions, serve, n_batches, trim;
     const char *points, *tsv, *store, *shard, *tokenizer, *batches;
 } options;
 
@@ -108,7 +109,8 @@ static void parse(int argc, char **argv, options *o) {
         {"sessions", required_argument, 0, 'S'},   {"serve", no_argument, 0, 'e'},
         {"store", required_argument, 0, 'x'},      {"shard", required_argument, 0, 'd'},
         {"tokenizer", required_argument, 0, 't'},  {"batches", required_argument, 0, 'b'},
-        {"n-batches", required_argument, 0, 'n'},  {0, 0, 0, 0}};
+        {"n-batches", required_argument, 0, 'n'},  {"trim", no_argument, 0, 'm'},
+        {0, 0, 0, 0}};
     int opt;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (opt) {
@@ -135,6 +137,7 @@ static void parse(int argc, char **argv, options *o) {
         case 't': o->tokenizer = optarg; break;
         case 'b': o->batches = optarg; break;
         case 'n': o->n_batches = atoi(optarg); break;
+        case 'm': o->trim = 1; break;
         default: exit(2);
         }
     }
@@ -296,9 +299,18 @@ static int cmd_train(options *o) {
     }
     const size_t cells = (size_t)bf.T * bf.B;
     mn_batch *batches = xmalloc((size_t)bf.n * sizeof *batches);
-    for (int i = 0; i < bf.n; i++)
-        batches[i] = (mn_batch){bf.B, bf.T, bf.L, bf.tokens + (size_t)i * cells * bf.L, bf.lengths + (size_t)i * cells,
-                                NULL};
+    for (int i = 0; i < bf.n; i++) {
+        int32_t *tok = bf.tokens + (size_t)i * cells * bf.L, *len = bf.lengths + (size_t)i * cells;
+        int L = bf.L;
+        if (o->trim) { /* --trim: each batch cut to its longest turn, in place (rows only move down) */
+            L = 1;
+            for (size_t c = 0; c < cells; c++)
+                L = len[c] > L ? len[c] : L;
+            for (size_t c = 0; c < cells; c++)
+                memmove(tok + c * L, tok + c * bf.L, (size_t)L * sizeof(int32_t));
+        }
+        batches[i] = (mn_batch){bf.B, bf.T, L, tok, len, NULL};
+    }
     int32_t *tokens = bf.tokens, *lengths = bf.lengths;
     mn_adamw_config adamw = {3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
     print_blas();

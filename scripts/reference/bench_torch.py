@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from batches import read_batches  # noqa: E402
 from mnemo_ref import Attention, Config, MnemoRef, clip_grads, make_adamw  # noqa: E402
 
 
@@ -53,30 +54,15 @@ def lcg_tokens(T, B, L, V):
     return torch.tensor(out, dtype=torch.long).view(T, B, L)
 
 
-BATCHES_MAGIC = 0x31424E4D  # "MNB1", scripts/perf/mnemo_perf.c
-
-
-def read_batches(path):
-    """The batches of `mnemo_perf batches`: int32 little-endian header {magic, n, B, T, L}, then
-    per batch tokens (T, B, L) and lengths (T, B). Returns [(tokens, lengths)], each batch cut to
-    its longest turn."""
-    import array
-    data = array.array("i")
-    with open(path, "rb") as f:
-        data.frombytes(f.read())
-    if sys.byteorder != "little":
-        data.byteswap()
-    magic, n, B, T, L = data[:5]
-    if magic != BATCHES_MAGIC:
-        raise SystemExit(f"{path}: not a batches file")
-    out, at = [], 5
-    for _ in range(n):
-        tokens = torch.tensor(data[at:at + T * B * L], dtype=torch.long).view(T, B, L)
-        at += T * B * L
-        lengths = torch.tensor(data[at:at + T * B], dtype=torch.long).view(T, B)
-        at += T * B
-        longest = int(lengths.max())
-        out.append((tokens[:, :, :longest].contiguous(), lengths))
+def real_batches(path):
+    """The batches of `mnemo_perf batches` as [(tokens (T, B, longest), lengths (T, B))]: each
+    batch cut to its longest turn."""
+    B, T, L, batches = read_batches(path)
+    out = []
+    for tokens, lengths in batches:
+        lengths = torch.tensor(lengths, dtype=torch.long).view(T, B)
+        tokens = torch.tensor(tokens, dtype=torch.long).view(T, B, L)[:, :, :int(lengths.max())]
+        out.append((tokens.contiguous(), lengths))
     return out
 
 
@@ -158,7 +144,7 @@ def main():
 
     T, B, L = args.turns, args.batch, args.turn_tokens
     if args.batches:
-        batches = read_batches(args.batches)
+        batches = real_batches(args.batches)
         if tuple(batches[0][1].shape) != (T, B):
             raise SystemExit(f"{args.batches}: batches of {tuple(batches[0][1].shape)} turns x sequences, not {(T, B)}")
     else:

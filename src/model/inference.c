@@ -238,59 +238,79 @@ mn_status mn_initial_state(const mn_model *m, float *r_out) {
     return MN_OK;
 }
 
-/* ---------------------------------------------------------------- session updates */
-/* One session of an update: its turn and its rows of r_in / r_out (host). */
+/* ---------------------------------------------------------------- chunks of sequences */
+/* One sequence of a batched pass: its tokens and state r (host), and where its result goes:
+ * R after the turn (updates), or log-probabilities from position `first` on, or the next
+ * token's logits (decoder). */
 typedef struct {
     const int32_t *tokens;
-    int len, index;
-    const float *r_in;
-    float *r_out;
-} session_turn;
+    int len, first, index;
+    const float *r;
+    float *out;
+} seq_turn;
 
 /* Longest first, then by index: chunks of similar lengths waste little padding, and the order
  * (hence the chunks, hence the bits) is the same on every run. */
 static int by_length_desc(const void *pa, const void *pb) {
-    const session_turn *a = pa, *b = pb;
+    const seq_turn *a = pa, *b = pb;
     if (a->len != b->len)
         return a->len < b->len ? 1 : -1;
     return (a->index > b->index) - (a->index < b->index);
 }
 
-/* Runs the compressor and the gate over sessions[0..n-1] (validated), chunk by chunk. */
-static mn_status update_sessions(mn_model *m, session_turn *sessions, int n) {
+/* Sequences a chunk of n holds: MN_BATCH_POSITIONS_* positions of k + N. */
+static int chunk_cap(const mn_model *m, int n) {
+    const int S_max = m->config.n_slots + m->config.max_turn_tokens;
+    int budget = m->exec.be->device == MN_DEVICE_CPU ? MN_BATCH_POSITIONS_CPU : MN_BATCH_POSITIONS_CUDA;
+    int cap = budget / S_max > 1 ? budget / S_max : 1;
+    return cap < n ? cap : n;
+}
+
+/* One stack (compressor or decoder) over a chunk of B sequences, longest first, each padded
+ * to the longest; their states are the memory. Leaves the memory in ws->memory and the final
+ * hidden states in ws->acts.lnf (B, k + L, C). */
+static void forward_chunk(mn_model *m, struct mn_infer_workspace *ws, const seq_turn *seqs, int B,
+                          const mn_stack_views *stack, int causal) {
     const mn_config *c = &m->config;
     const mn_exec *ex = &m->exec;
-    const int k = c->n_slots, C = c->d_model, S_max = k + c->max_turn_tokens;
+    const int k = c->n_slots, L = seqs[0].len, S = k + L;
+    const size_t kC = (size_t)k * c->d_model;
+    int32_t *ids = ws->ints_host, *valid = ws->ints_host + (size_t)B * S;
+    for (int e = 0; e < B; e++) {
+        mn_turn_ids(k, seqs[e].tokens, seqs[e].len, L, ids + (size_t)e * S, NULL);
+        valid[e] = k + seqs[e].len;
+        memcpy(ws->r_host + (size_t)e * kC, seqs[e].r, kC * sizeof(float));
+    }
+    MN_OP(ex, upload, ws->ints, ws->ints_host, ((size_t)B * S + B) * sizeof(int32_t));
+    MN_OP(ex, upload, ws->memory, ws->r_host, (size_t)B * kC * sizeof(float));
+    mn_stack_forward(ex, &ws->acts, c, m->dev_views.wte, stack, ws->memory, ws->ints, NULL, ws->ints + (size_t)B * S,
+                     B, L, causal);
+}
+
+/* ---------------------------------------------------------------- session updates */
+/* Runs the compressor and the gate over sessions[0..n-1] (validated; out = R after the turn),
+ * chunk by chunk. */
+static mn_status update_sessions(mn_model *m, seq_turn *sessions, int n) {
+    const mn_config *c = &m->config;
+    const mn_exec *ex = &m->exec;
+    const int k = c->n_slots, C = c->d_model;
     const size_t kC = (size_t)k * C;
-    int budget = ex->be->device == MN_DEVICE_CPU ? MN_BATCH_POSITIONS_CPU : MN_BATCH_POSITIONS_CUDA;
-    int cap = budget / S_max > 1 ? budget / S_max : 1;
-    if (cap > n)
-        cap = n;
+    const int cap = chunk_cap(m, n);
     struct mn_infer_workspace *ws = NULL;
     MN_TRY(workspace(m, cap, &ws));
     if (n > 1)
         qsort(sessions, (size_t)n, sizeof *sessions, by_length_desc);
     for (int first = 0; first < n; first += cap) {
-        const int B = n - first < cap ? n - first : cap, L = sessions[first].len, S = k + L;
-        int32_t *ids = ws->ints_host, *valid = ws->ints_host + (size_t)B * S;
-        for (int e = 0; e < B; e++) {
-            const session_turn *st = &sessions[first + e];
-            mn_turn_ids(k, st->tokens, st->len, L, ids + (size_t)e * S, NULL);
-            valid[e] = k + st->len;
-            memcpy(ws->r_host + (size_t)e * kC, st->r_in, kC * sizeof(float));
-        }
-        MN_OP(ex, upload, ws->ints, ws->ints_host, ((size_t)B * S + B) * sizeof(int32_t));
-        MN_OP(ex, upload, ws->memory, ws->r_host, (size_t)B * kC * sizeof(float));
-        mn_stack_forward(ex, &ws->acts, c, m->dev_views.wte, &m->dev_views.compressor, ws->memory, ws->ints, NULL,
-                         ws->ints + (size_t)B * S, B, L, 0);
+        const int B = n - first < cap ? n - first : cap, S = k + sessions[first].len;
+        forward_chunk(m, ws, sessions + first, B, &m->dev_views.compressor, 0);
         MN_OP(ex, copy_rows, ws->u, kC, ws->acts.lnf, (size_t)S * C, (size_t)B, kC); // U = slot rows of ln_f
         MN_OP(ex, gated_update_forward, ws->r_next, ws->z, ws->memory, ws->u, m->dev_views.gate_w,
               m->dev_views.gate_b, B * k, C);
         MN_OP(ex, download, ws->r_host, ws->r_next, (size_t)B * kC * sizeof(float));
         MN_TRY(mn_exec_status(ex));
-        /* after the chunk's reads: r_out may be r_in */
+        /* after the chunk's reads: out may be r */
         for (int e = 0; e < B; e++)
-            memcpy(sessions[first + e].r_out, ws->r_host + (size_t)e * kC, kC * sizeof(float));
+            memcpy(sessions[first + e].out, ws->r_host + (size_t)e * kC, kC * sizeof(float));
     }
     return MN_OK;
 }
@@ -299,7 +319,7 @@ mn_status mn_update(mn_model *m, const int32_t *tokens, int n, const float *r_in
     MN_TRY(check_turn(m, tokens, n, r_in, "mn_update"));
     if (!r_out)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_update: r_out is NULL");
-    session_turn one = {tokens, n, 0, r_in, r_out};
+    seq_turn one = {tokens, n, 0, 0, r_in, r_out};
     return update_sessions(m, &one, 1);
 }
 
@@ -313,7 +333,7 @@ mn_status mn_update_batch(mn_model *m, int n_sessions, const int32_t *tokens, co
         return mn_fail(MN_ERR_INVALID_ARG, "mn_update_batch: tokens, offsets, r_in or r_out is NULL");
     const int N = m->config.max_turn_tokens;
     const size_t state = mn_state_floats(m);
-    session_turn *sessions = malloc((size_t)n_sessions * sizeof *sessions);
+    seq_turn *sessions = malloc((size_t)n_sessions * sizeof *sessions);
     if (!sessions)
         return mn_fail(MN_ERR_NOMEM, "mn_update_batch: out of memory for %d sessions", n_sessions);
     mn_status st = MN_OK;
@@ -327,10 +347,10 @@ mn_status mn_update_batch(mn_model *m, int n_sessions, const int32_t *tokens, co
                          (long long)len, (long long)offsets[i], (long long)offsets[i + 1], N);
             break;
         }
-        sessions[i] = (session_turn){tokens + offsets[i], (int)len, i, r_in + (size_t)i * state, r_out + (size_t)i * state};
+        sessions[i] = (seq_turn){tokens + offsets[i], (int)len, 0, i, r_in + (size_t)i * state, r_out + (size_t)i * state};
         st = check_tokens(m, sessions[i].tokens, sessions[i].len, "mn_update_batch");
         if (st == MN_OK)
-            st = check_state(m, sessions[i].r_in, "mn_update_batch");
+            st = check_state(m, sessions[i].r, "mn_update_batch");
         if (st != MN_OK)
             st = mn_fail_context(st, "session %d", i);
     }
@@ -412,50 +432,15 @@ mn_status mn_logits_no_memory(mn_model *m, const int32_t *tokens, int n, float *
 }
 
 /* ---------------------------------------------------------------- batched decoder sequences */
-/* One sequence of mn_sequence_log_probs / mn_sequence_next_logits: out is its log_probs
- * (indexed by position) or its row of next-token logits. */
-typedef struct {
-    const int32_t *tokens;
-    int len, first, index;
-    const float *r;
-    float *out;
-} decoder_seq;
-
-static int seq_by_length_desc(const void *pa, const void *pb) {
-    const decoder_seq *a = pa, *b = pb;
-    if (a->len != b->len)
-        return a->len < b->len ? 1 : -1;
-    return (a->index > b->index) - (a->index < b->index);
-}
-
-/* The decoder over a chunk of B sequences (longest first) padded to the longest; the final
- * hidden states in ws->acts.lnf (B, k + L, C). */
-static void decode_chunk(mn_model *m, struct mn_infer_workspace *ws, const decoder_seq *seqs, int B) {
-    const mn_config *c = &m->config;
-    const mn_exec *ex = &m->exec;
-    const int k = c->n_slots, L = seqs[0].len, S = k + L;
-    const size_t kC = (size_t)k * c->d_model;
-    int32_t *ids = ws->ints_host, *valid = ws->ints_host + (size_t)B * S;
-    for (int e = 0; e < B; e++) {
-        mn_turn_ids(k, seqs[e].tokens, seqs[e].len, L, ids + (size_t)e * S, NULL);
-        valid[e] = k + seqs[e].len;
-        memcpy(ws->r_host + (size_t)e * kC, seqs[e].r, kC * sizeof(float));
-    }
-    MN_OP(ex, upload, ws->ints, ws->ints_host, ((size_t)B * S + B) * sizeof(int32_t));
-    MN_OP(ex, upload, ws->memory, ws->r_host, (size_t)B * kC * sizeof(float));
-    mn_stack_forward(ex, &ws->acts, c, m->dev_views.wte, &m->dev_views.decoder, ws->memory, ws->ints, NULL,
-                     ws->ints + (size_t)B * S, B, L, 1);
-}
-
 /* Log-probabilities of a decoded chunk's scored positions: the head and the log-softmax on
  * those rows only (a window's history and the prefixes predict nothing that is asked for). */
-static mn_status score_chunk(mn_model *m, struct mn_infer_workspace *ws, const decoder_seq *seqs, int B) {
+static mn_status score_chunk(mn_model *m, struct mn_infer_workspace *ws, const seq_turn *seqs, int B) {
     const mn_config *c = &m->config;
     const mn_exec *ex = &m->exec;
     const int k = c->n_slots, C = c->d_model, V = c->vocab_size, S = k + seqs[0].len;
     size_t rows = 0;
     for (int e = 0; e < B; e++) { /* row j - 1 of a sequence predicts its token j */
-        const decoder_seq *q = &seqs[e];
+        const seq_turn *q = &seqs[e];
         size_t n = (size_t)(q->len - q->first);
         if (!n)
             continue;
@@ -482,7 +467,7 @@ static mn_status score_chunk(mn_model *m, struct mn_infer_workspace *ws, const d
 }
 
 /* Logits of the token after each sequence of a decoded chunk. */
-static mn_status next_chunk(mn_model *m, struct mn_infer_workspace *ws, const decoder_seq *seqs, int B) {
+static mn_status next_chunk(mn_model *m, struct mn_infer_workspace *ws, const seq_turn *seqs, int B) {
     const mn_config *c = &m->config;
     const mn_exec *ex = &m->exec;
     const int k = c->n_slots, C = c->d_model, V = c->vocab_size, S = k + seqs[0].len;
@@ -497,7 +482,7 @@ static mn_status next_chunk(mn_model *m, struct mn_infer_workspace *ws, const de
 
 /* Validates the sequences, then decodes them in chunks of similar lengths (little padding; the
  * order is fixed, so are the bits) and runs score_chunk or next_chunk on each. */
-static mn_status run_sequences(mn_model *m, decoder_seq *seqs, int n_seqs, const int32_t *tokens,
+static mn_status run_sequences(mn_model *m, seq_turn *seqs, int n_seqs, const int32_t *tokens,
                                const int64_t *offsets, const float *const *r, const char *who, int next) {
     const mn_config *c = &m->config;
     for (int i = 0; i < n_seqs; i++) {
@@ -517,20 +502,17 @@ static mn_status run_sequences(mn_model *m, decoder_seq *seqs, int n_seqs, const
             return mn_fail_context(st, "sequence %d", i);
     }
     const int S_max = c->n_slots + c->max_turn_tokens;
-    int budget = m->exec.be->device == MN_DEVICE_CPU ? MN_BATCH_POSITIONS_CPU : MN_BATCH_POSITIONS_CUDA;
-    int cap = budget / S_max > 1 ? budget / S_max : 1;
-    if (cap > n_seqs)
-        cap = n_seqs;
+    int cap = chunk_cap(m, n_seqs);
     if (cap > S_max) /* next_chunk's head writes B rows into the (k + N)-row logits */
         cap = S_max;
     struct mn_infer_workspace *ws = NULL;
     MN_TRY(workspace(m, cap, &ws));
     MN_TRY(workspace_scoring(m, ws));
     if (n_seqs > 1)
-        qsort(seqs, (size_t)n_seqs, sizeof *seqs, seq_by_length_desc);
+        qsort(seqs, (size_t)n_seqs, sizeof *seqs, by_length_desc);
     for (int at = 0; at < n_seqs; at += cap) {
         int B = n_seqs - at < cap ? n_seqs - at : cap;
-        decode_chunk(m, ws, seqs + at, B);
+        forward_chunk(m, ws, seqs + at, B, &m->dev_views.decoder, 1);
         MN_TRY(next ? next_chunk(m, ws, seqs + at, B) : score_chunk(m, ws, seqs + at, B));
     }
     return MN_OK;
@@ -544,11 +526,11 @@ mn_status mn_sequence_log_probs(mn_model *m, int n_seqs, const int32_t *tokens, 
         return MN_OK;
     if (!tokens || !offsets || !r || !first || !log_probs)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_sequence_log_probs: tokens, offsets, r, first or log_probs is NULL");
-    decoder_seq *seqs = malloc((size_t)n_seqs * sizeof *seqs);
+    seq_turn *seqs = malloc((size_t)n_seqs * sizeof *seqs);
     if (!seqs)
         return mn_fail(MN_ERR_NOMEM, "mn_sequence_log_probs: out of memory for %d sequences", n_seqs);
     for (int i = 0; i < n_seqs; i++)
-        seqs[i] = (decoder_seq){.first = first[i], .out = log_probs + (offsets[i] > 0 ? offsets[i] : 0)};
+        seqs[i] = (seq_turn){.first = first[i], .out = log_probs + (offsets[i] > 0 ? offsets[i] : 0)};
     mn_status st = run_sequences(m, seqs, n_seqs, tokens, offsets, r, "mn_sequence_log_probs", 0);
     free(seqs);
     return st;
@@ -562,11 +544,11 @@ mn_status mn_sequence_next_logits(mn_model *m, int n_seqs, const int32_t *tokens
         return MN_OK;
     if (!tokens || !offsets || !r || !logits)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_sequence_next_logits: tokens, offsets, r or logits is NULL");
-    decoder_seq *seqs = malloc((size_t)n_seqs * sizeof *seqs);
+    seq_turn *seqs = malloc((size_t)n_seqs * sizeof *seqs);
     if (!seqs)
         return mn_fail(MN_ERR_NOMEM, "mn_sequence_next_logits: out of memory for %d sequences", n_seqs);
     for (int i = 0; i < n_seqs; i++) /* first = 1: nothing scored, any length is valid */
-        seqs[i] = (decoder_seq){.first = 1, .out = logits + (size_t)i * m->config.vocab_size};
+        seqs[i] = (seq_turn){.first = 1, .out = logits + (size_t)i * m->config.vocab_size};
     mn_status st = run_sequences(m, seqs, n_seqs, tokens, offsets, r, "mn_sequence_next_logits", 1);
     free(seqs);
     return st;
