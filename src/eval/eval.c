@@ -430,7 +430,8 @@ static mn_status read_questions(worker *w, const prep_dialogue *pd, const prep_p
     const size_t S = mn_state_floats(w->model);
     int most = 0;
     for (int i = 0; i < n; i++) {
-        memcpy(w->rq + (size_t)(2 * i) * S, w->block_states + (size_t)(probes[i].hist_before - j0) * S, S * sizeof(float));
+        const float *before = w->block_states + (size_t)(probes[i].hist_before - j0) * S;
+        memcpy(w->rq + (size_t)(2 * i) * S, before, S * sizeof(float));
         memcpy(w->rq + (size_t)(2 * i + 1) * S, w->r0, S * sizeof(float));
         if (probes[i].q_count > most)
             most = probes[i].q_count;
@@ -627,9 +628,8 @@ static mn_status block_lm(worker *w, const mn_eval_options *o, const prep_dialog
             memcpy(seq + shown, toks, (size_t)n * sizeof(int32_t));
             var[w->lm.n] = v;
             bucket[w->lm.n] = mn_eval_bucket(j + 1, MN_EVAL_INDEX_BUCKETS);
-            /* the turn's tokens after its first */
-            batch_close(&w->lm, shown + n, spec->mode == MN_EVAL_MEMORY ? w->block_states + (size_t)(j - j0) * S : w->r0,
-                        shown + 1);
+            const float *r = spec->mode == MN_EVAL_MEMORY ? w->block_states + (size_t)(j - j0) * S : w->r0;
+            batch_close(&w->lm, shown + n, r, shown + 1); /* the turn's tokens after its first */
             positions += shown + n;
         }
     }
@@ -675,9 +675,10 @@ static mn_status walk(worker *w, const mn_eval_options *o, const prep_dialogue *
         int pe = pi;
         while (pe < pd->n_probes && pd->probes[pe].hist_before < j1)
             pe++;
-        for (int g = pi; g < pe; g += EVAL_PROBE_GROUP)
-            MN_TRY(score_probes(w, o, pd, pd->probes + g, pe - g < EVAL_PROBE_GROUP ? pe - g : EVAL_PROBE_GROUP, j0, res,
-                                gens, acc, eot));
+        for (int g = pi; g < pe; g += EVAL_PROBE_GROUP) {
+            int n = pe - g < EVAL_PROBE_GROUP ? pe - g : EVAL_PROBE_GROUP;
+            MN_TRY(score_probes(w, o, pd, pd->probes + g, n, j0, res, gens, acc, eot));
+        }
         pi = pe;
     }
     return MN_OK;

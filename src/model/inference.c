@@ -1,6 +1,6 @@
 /* Inference with explicit state (rwkv.cpp style): r_in -> r_out per turn, logits given R,
- * batched session updates, on the model's inference backend (CPU unless
- * mn_model_set_device chose CUDA). */
+ * batched session updates and batched decoder sequences (log-likelihoods, next-token logits),
+ * on the model's inference backend (CPU unless mn_model_set_device chose CUDA). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -347,7 +347,8 @@ mn_status mn_update_batch(mn_model *m, int n_sessions, const int32_t *tokens, co
                          (long long)len, (long long)offsets[i], (long long)offsets[i + 1], N);
             break;
         }
-        sessions[i] = (seq_turn){tokens + offsets[i], (int)len, 0, i, r_in + (size_t)i * state, r_out + (size_t)i * state};
+        sessions[i] = (seq_turn){tokens + offsets[i], (int)len, 0, i, r_in + (size_t)i * state,
+                                 r_out + (size_t)i * state};
         st = check_tokens(m, sessions[i].tokens, sessions[i].len, "mn_update_batch");
         if (st == MN_OK)
             st = check_state(m, sessions[i].r, "mn_update_batch");

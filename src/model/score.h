@@ -1,5 +1,6 @@
-/* Multiple-choice scoring of recall probes by length-normalised log-likelihood: used by the
- * training loop's quick probe accuracy and by evaluation. */
+/* Multiple-choice scoring of recall probes by length-normalised log-likelihood, and the batched
+ * decoder passes it and evaluation run on: used by the training loop's quick probe accuracy
+ * and by evaluation. */
 #ifndef MN_SCORE_H
 #define MN_SCORE_H
 
@@ -29,9 +30,9 @@ int mn_choice_scores(const float *log_probs, const int64_t *offsets, const int *
 
 /* Scores each choice as the continuation of prefix inside one decoder sequence read with
  * state r (k, C): scores[i] = mean over the choice's tokens of log p(token | r, prefix, the
- * choice's earlier tokens), all choices in one mn_sequence_log_probs call. n_prefix >= 1 (the first position predicts nothing);
- * n_prefix + choice length <= max_turn_tokens; every choice has >= 1 token. *best (nullable)
- * = index of the highest score, ties to the lowest index. */
+ * choice's earlier tokens), all choices in one mn_sequence_log_probs call. n_prefix >= 1 (the
+ * first position predicts nothing); n_prefix + choice length <= max_turn_tokens; every choice
+ * has >= 1 token. *best (nullable) = index of the highest score, ties to the lowest index. */
 mn_status mn_score_choices(mn_model *model, const float *r, const int32_t *prefix, int n_prefix,
                            const int32_t *const *choices, const int *choice_lens, int n_choices,
                            double *scores, int *best);
