@@ -310,6 +310,14 @@ const uint8_t *mn_tokenizer_token_bytes(const mn_tokenizer *tok, int32_t id, siz
  * "<|eot|>", "<|session|>", "<|pad|>": docs/tokens.md); -1 when the tokenizer has none (GPT-2's). */
 int32_t mn_tokenizer_special_id(const mn_tokenizer *tok, const char *text);
 
+/* `mnemo import-gpt2` (docs/gpt2.md): a Hugging Face GPT-2 (model.safetensors, vocab.json,
+ * merges.txt; config.json nullable) as the decoder of a new checkpoint, with a compressor and
+ * memory initialised from seed and GPT-2's tokenizer. n_slots, max_turn_tokens, n_comp_layers:
+ * 0 takes the defaults (16, 128, 2). Every refusal names the file and the tensor. */
+mn_status mn_import_gpt2(const char *safetensors, const char *vocab_json, const char *merges_txt,
+                         const char *config_json, int n_slots, int max_turn_tokens, int n_comp_layers, uint64_t seed,
+                         const char *checkpoint);
+
 /* Writes the decoder of a checkpoint whose tokenizer is GPT-2's (`mnemo import-gpt2`) as a
  * Hugging Face GPT-2 folder that transformers' from_pretrained loads (docs/gpt2.md): config.json,
  * model.safetensors (F32, wte and the decoder, the head tied), vocab.json, merges.txt and
