@@ -76,10 +76,14 @@ def test_logits_and_generate(chat):
     assert not np.array_equal(logits, model.logits(model.initial_state(), prompt))   # memory matters
     assert model.logits(None, prompt).shape == (2, 320)
     out = model.generate(state, prompt, max_tokens=8)
-    assert out.dtype == np.int32 and 1 <= len(out) <= 6
-    assert out[0] == np.argmax(logits[-1])               # greedy: the first pick is the argmax
-    if len(out) < 6:
+    assert out.dtype == np.int32 and 3 <= len(out) <= 8
+    assert out[:2].tolist() == prompt.tolist()           # the whole turn, prompt included
+    assert out[2] == np.argmax(logits[-1])               # greedy: the first pick is the argmax
+    if len(out) < 8:
         assert out[-1] == tok.special("<|eot|>")
+    assert "<|" not in tok.decode(out, skip_special=True)
+    assert tok.decode(tok.encode_turn("hi there", new_session=True), skip_special=True) == "hi there"
+    np.testing.assert_array_equal(model.update(state, out), model.update(state, out.tolist()))
     sampled = [model.generate(state, prompt, max_tokens=8, temperature=1.0, seed=s).tolist() for s in (1, 1, 2)]
     assert sampled[0] == sampled[1]                      # same seed, same draw
 

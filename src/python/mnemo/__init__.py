@@ -8,8 +8,8 @@ C floats); the decoder reads R as k prefix positions instead of the whole histor
     model, tok = mnemo.load("ckpt.h5")                 # model + tokenizer of a checkpoint
     state = model.initial_state()                      # R_0: a (k, C) float32 array
     state = model.update(state, tok.encode_turn("My cat is called Miso."))
-    reply = model.generate(state, tok.reply_prefix())  # token ids of the model's turn
-    print(tok.decode(reply))
+    reply = model.generate(state, tok.reply_prefix())  # the model's turn, as token ids
+    print(tok.decode(reply, skip_special=True))
 
 States are numpy float32 arrays of shape (k, C) (``State``, a subclass that remembers the
 fingerprint of the compressor that wrote it and the turn count); token ids are int32
@@ -87,6 +87,9 @@ def _tokens(tokens: Tokens, what: str = "tokens") -> np.ndarray:
     return array.astype(np.int32)
 
 
+_SPECIALS = ("<|pad|>", "<|turn|>", "<|speaker_a|>", "<|speaker_b|>", "<|eot|>", "<|session|>")
+
+
 class Tokenizer:
     """A checkpoint's tokenizer (docs/tokens.md): mnemo's byte-level BPE or GPT-2's."""
 
@@ -127,9 +130,14 @@ class Tokenizer:
         """The bytes of the tokens, concatenated."""
         return b"".join(self.token_bytes(t) for t in _tokens(tokens).tolist())
 
-    def decode(self, tokens: Tokens) -> str:
-        """The text of the tokens (UTF-8; a character split between tokens becomes U+FFFD)."""
-        return self.decode_bytes(tokens).decode("utf-8", "replace")
+    def decode(self, tokens: Tokens, skip_special: bool = False) -> str:
+        """The text of the tokens (UTF-8; a character split between tokens becomes U+FFFD);
+        ``skip_special`` leaves out the special tokens (<|turn|>, <|eot|>, ...)."""
+        ids = _tokens(tokens)
+        if skip_special:
+            specials = {self.special(t) for t in _SPECIALS} - {None}
+            ids = np.array([i for i in ids.tolist() if i not in specials], np.int32)
+        return self.decode_bytes(ids).decode("utf-8", "replace")
 
     def special(self, text: str) -> Optional[int]:
         """Id of a special token ("<|turn|>", "<|speaker_a|>", "<|speaker_b|>", "<|eot|>",
@@ -300,8 +308,8 @@ class Model:
         """Completes a turn read with state (None: no memory). ``prompt`` (>= 1 tokens, e.g.
         ``tokenizer.reply_prefix()``) starts it; tokens are drawn until one of ``stop`` (kept;
         default: the tokenizer's ``stop_tokens()``) or ``max_tokens`` in all (default and at
-        most N with memory). Temperature 0 is greedy. Returns the generated tokens after the
-        prompt, int32."""
+        most N with memory). Temperature 0 is greedy. Returns the whole turn, prompt included
+        (int32), ready for ``update``; ``tokenizer.decode(turn, skip_special=True)`` is its text."""
         p = _tokens(prompt, "prompt")
         limit = self.max_turn_tokens if max_tokens is None else int(max_tokens)
         if stop is None:
@@ -317,7 +325,7 @@ class Model:
         check(lib.mn_generate(self._h, None if r is None else _ptr(r, ctypes.c_float), _ptr(p, ctypes.c_int32),
                               len(p), limit, _ptr(s, ctypes.c_int32), len(s), byref(sampling), byref(rng),
                               _ptr(out, ctypes.c_int32), byref(n)))
-        return out[len(p): n.value]
+        return out[: n.value]
 
 
 class Loaded(NamedTuple):
