@@ -25,7 +25,7 @@ import ctypes
 import json
 import os
 import tempfile
-from ctypes import byref, c_int, c_int64, c_size_t, c_uint64, c_void_p
+from ctypes import byref, c_int, c_size_t, c_uint64, c_void_p
 from typing import Iterator, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
@@ -33,7 +33,7 @@ import numpy as np
 from . import _lib
 from ._lib import Error, check, lib, path_arg
 
-__all__ = ["Error", "State", "Tokenizer", "Model", "Loaded", "SessionStore", "SessionInfo", "load", "evaluate"]
+__all__ = ["Error", "State", "Tokenizer", "Model", "Loaded", "SessionStore", "SessionInfo", "load", "evaluate", "hf"]
 __version__ = "0.1.0"
 
 Tokens = Union[np.ndarray, Sequence[int]]
