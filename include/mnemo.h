@@ -306,6 +306,44 @@ mn_status mn_tokenizer_encode_ids(mn_tokenizer *tok, const char *text, size_t le
  * range. */
 const uint8_t *mn_tokenizer_token_bytes(const mn_tokenizer *tok, int32_t id, size_t *len);
 
+/* Id of the special token whose text is `text` ("<|turn|>", "<|speaker_a|>", "<|speaker_b|>",
+ * "<|eot|>", "<|session|>", "<|pad|>": docs/tokens.md); -1 when the tokenizer has none (GPT-2's). */
+int32_t mn_tokenizer_special_id(const mn_tokenizer *tok, const char *text);
+
+/* `mnemo import-gpt2` (docs/gpt2.md): a Hugging Face GPT-2 (model.safetensors, vocab.json,
+ * merges.txt; config.json nullable) as the decoder of a new checkpoint, with a compressor and
+ * memory initialised from seed and GPT-2's tokenizer. n_slots, max_turn_tokens, n_comp_layers:
+ * 0 takes the defaults (16, 128, 2). Every refusal names the file and the tensor. */
+mn_status mn_import_gpt2(const char *safetensors, const char *vocab_json, const char *merges_txt,
+                         const char *config_json, int n_slots, int max_turn_tokens, int n_comp_layers, uint64_t seed,
+                         const char *checkpoint);
+
+/* Writes the decoder of a checkpoint whose tokenizer is GPT-2's (`mnemo import-gpt2`) as a
+ * Hugging Face GPT-2 folder that transformers' from_pretrained loads (docs/gpt2.md): config.json,
+ * model.safetensors (F32, wte and the decoder, the head tied), vocab.json, merges.txt and
+ * tokenizer_config.json. out_dir is created when missing; each file is written atomically.
+ * `mnemo import-gpt2` of the result gives back the same decoder and tokenizer, bit for bit. */
+mn_status mn_export_hf(const char *checkpoint, const char *out_dir);
+
+/* ---------------------------------------------------------------- evaluation */
+/* What `mnemo eval` measures (docs/eval.md); zero-initialised, it is every mode with the
+ * default windows, every probe, no generation and no LM loss. */
+typedef struct {
+    const char *modes;         /* comma list of memory,no_memory,window,full; NULL: all four */
+    const char *window_tokens; /* comma list of window sizes in tokens; NULL: k,4k */
+    int64_t max_probes;        /* the first max_probes probes in file order; 0: all */
+    int threads;               /* dialogues evaluated in parallel; 0: OpenMP's default */
+    int generate;              /* 1: greedy answers too (exact match, F1) */
+    int max_gen_tokens;        /* longest generated answer; 0: 32 */
+    int lm;                    /* 1: per-turn LM loss too */
+} mn_eval_config;
+
+/* `mnemo eval --checkpoint checkpoint --data data --json json_out`: evaluates the checkpoint's
+ * model with its tokenizer on the dialogue JSONL (docs/dialogue-format.md) and writes the JSON
+ * report (docs/eval.md) to json_out atomically. Prints nothing. */
+mn_status mn_eval_checkpoint(const char *checkpoint, const char *data, const mn_eval_config *config,
+                             const char *json_out);
+
 /* ---------------------------------------------------------------- session store */
 /* 64-bit fingerprint of what gives a session vector its meaning: the compressor-side config
  * (V, C, H, n_comp_layers, k, N) and the bytes of wte, compressor.* and memory.*. The decoder

@@ -1082,6 +1082,40 @@ static void test_cli_hand_set_model(void **state) {
     free(text);
 }
 
+/* mn_eval_checkpoint (the public one-call form the Python binding uses): the same report as
+ * the CLI writes, the modes it is asked for and no others, and refusals that name the input. */
+static void test_library_call(void **state) {
+    cli_env *e = *state;
+    mn_eval_config c = {.modes = "memory,no_memory,window", .threads = 1, .lm = 1};
+    assert_int_equal(mn_eval_checkpoint(e->ckpt, e->data, &c, e->json), MN_OK);
+    check_report(e->json, 2 * 16);
+    c.modes = "memory";
+    c.max_probes = 1;
+    assert_int_equal(mn_eval_checkpoint(e->ckpt, e->data, &c, e->json), MN_OK);
+    json_t *root = json_load_file(e->json, 0, NULL);
+    assert_non_null(root);
+    json_t *recall = json_object_get(root, "recall");
+    assert_non_null(json_object_get(recall, "memory"));
+    assert_null(json_object_get(recall, "no_memory"));
+    assert_int_equal(json_integer_value(json_object_get(root, "probes")), 1);
+    json_decref(root);
+
+    c.modes = "memory,telepathy";
+    assert_int_not_equal(mn_eval_checkpoint(e->ckpt, e->data, &c, e->json), MN_OK);
+    assert_non_null(strstr(mn_last_error(), "telepathy"));
+    c.modes = NULL;
+    char path[160];
+    snprintf(path, sizeof path, "%s/empty.jsonl", e->dir);
+    assert_int_equal(write_file(path, ""), 0);
+    assert_int_equal(mn_eval_checkpoint(e->ckpt, path, &c, e->json), MN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mn_last_error(), "holds no dialogues"));
+    snprintf(path, sizeof path, "%s/missing.h5", e->dir);
+    assert_int_equal(mn_eval_checkpoint(path, e->data, &c, e->json), MN_ERR_IO);
+    assert_non_null(strstr(mn_last_error(), "missing.h5"));
+    c.max_probes = -1;
+    assert_int_equal(mn_eval_checkpoint(e->ckpt, e->data, &c, e->json), MN_ERR_INVALID_ARG);
+}
+
 int main(void) {
     const struct CMUnitTest unit[] = {
         cmocka_unit_test(test_bucket_edges),
@@ -1096,6 +1130,7 @@ int main(void) {
         cmocka_unit_test(test_json_has_every_key),
     };
     const struct CMUnitTest cli[] = {
+        cmocka_unit_test(test_library_call),
         cmocka_unit_test(test_cli_runs_and_leaves_checkpoint_unchanged),
         cmocka_unit_test(test_cli_refuses_bad_input),
         cmocka_unit_test(test_cli_refuses_bad_numbers),
