@@ -230,6 +230,11 @@ void mn_trainer_set_step(mn_trainer *trainer, uint64_t step);
  * stays the plain one; mn_forward (evaluation) never reconstructs. 0 (the default) turns it off.
  * Costs one more decoder pass per turn. weight must be finite and >= 0. */
 mn_status mn_trainer_set_reconstruction(mn_trainer *trainer, float weight);
+/* Delayed reconstruction: turn t is decoded again from R_{t+delay} instead of R_t, so that the
+ * aid asks the state to still hold a turn after `delay` more turns were written (docs/model.md,
+ * Loss). Only turns whose R_{t+delay} lies in the same truncated-BPTT chunk are decoded again.
+ * 0 (the default) is the aid above; delay must be >= 0 and < the trainer's bptt. */
+mn_status mn_trainer_set_reconstruction_delay(mn_trainer *trainer, int delay);
 /* The last mn_forward_backward's reconstruction loss (sum w*ce / the batch's weight); 0 when off. */
 double mn_trainer_reconstruction_loss(const mn_trainer *trainer);
 /* L2 norm of the whole gradient (deterministic summation). NaN if the device failed

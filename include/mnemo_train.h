@@ -45,6 +45,7 @@ typedef struct {
     double beta1, beta2, eps, weight_decay, grad_clip;
     double answer_weight, text_weight;
     double reconstruct_weight;              /* > 0: decode each turn again from R_t (mn_trainer_set_reconstruction) */
+    int reconstruct_delay;                  /* ... from R_{t+delay} instead (mn_trainer_set_reconstruction_delay) */
     int64_t steps;
     int64_t time_limit_s;                   /* stop (checkpoint, done) after this much training; 0: none */
     int64_t seed;

@@ -276,6 +276,17 @@ mn_status mn_trainer_set_reconstruction(mn_trainer *tr, float weight) {
     return MN_OK;
 }
 
+mn_status mn_trainer_set_reconstruction_delay(mn_trainer *tr, int delay) {
+    if (!tr)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_trainer_set_reconstruction_delay: trainer is NULL");
+    if (delay < 0 || delay >= tr->bptt)
+        return mn_fail(MN_ERR_INVALID_ARG,
+                       "mn_trainer_set_reconstruction_delay: delay %d must be >= 0 and < bptt (%d): a turn is "
+                       "decoded again only from a state of its own chunk", delay, tr->bptt);
+    tr->reconstruct_delay = delay;
+    return MN_OK;
+}
+
 double mn_trainer_reconstruction_loss(const mn_trainer *tr) { return tr ? tr->last_recon_loss : 0.0; }
 
 /* ---------------------------------------------------------------- validation */
@@ -462,9 +473,12 @@ static mn_status run_batch_scaled(mn_trainer *tr, const mn_batch *b, float *loss
     const size_t state = (size_t)B * k * C;
     const double scale = scale_override > 0.0 ? scale_override : 1.0 / total_weight;
     const int recon = with_grads && tr->reconstruct_weight > 0.0f;
+    const int delay = tr->reconstruct_delay;
     build_inputs(tr, b);
     if (with_grads)
         MN_OP(ex, zero, tr->grads, m->num_params * sizeof(float));
+    if (recon) /* with a delay, turns near a chunk's end are not decoded again */
+        MN_OP(ex, zero, tr->recon_loss, (size_t)T * sizeof(double));
 
     MN_OP(ex, copy_rows, tr->states, (size_t)k * C, tr->p.r0, 0, (size_t)B, (size_t)k * C); // R_0 broadcast
     for (int t0 = 0; t0 < T; t0 += tr->bptt) {
@@ -481,9 +495,13 @@ static mn_status run_batch_scaled(mn_trainer *tr, const mn_batch *b, float *loss
                 compressor_turn(tr, b, t, j, r_in, r_out);
                 if (out && out->states)
                     MN_OP(ex, download, out->states + (size_t)t * state, r_out, state * sizeof(float));
-                if (recon) /* turn t again, read from R_t: its gradient enters R_t */
-                    decoder_turn(tr, b, t, r_out, scale * tr->reconstruct_weight, 1,
-                                 tr->dmemory_recon + (size_t)j * state, NULL, tr->recon_loss + t);
+                /* turn t - delay again, read from R_t: its gradient enters R_t (slot j of the
+                 * recon gradients is always the one of R_t, whichever turn read it) */
+                if (recon && j >= delay)
+                    decoder_turn(tr, b, t - delay, r_out, scale * tr->reconstruct_weight, 1,
+                                 tr->dmemory_recon + (size_t)j * state, NULL, tr->recon_loss + t - delay);
+                else if (recon)
+                    MN_OP(ex, zero, tr->dmemory_recon + (size_t)j * state, state * sizeof(float));
             }
         }
         if (with_grads) {

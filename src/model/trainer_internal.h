@@ -42,8 +42,9 @@ struct mn_trainer {
     float *in_weights_host, *in_weights;
     double *turn_weight;               /* host (capacity): target weight of each turn */
     double *turn_loss_host, *turn_loss; /* (capacity) weighted loss sum of each turn */
-    /* Reconstruction aid (mn_trainer_set_reconstruction): turn t decoded again from R_t. */
+    /* Reconstruction aid (mn_trainer_set_reconstruction): turn t decoded again from R_{t+delay}. */
     float reconstruct_weight;          /* 0: off */
+    int reconstruct_delay;             /* 0: from R_t, the state that has just read turn t */
     float *dmemory_recon;              /* gradient of that loss w.r.t. R_t, bptt x (B, k, C); NULL: off */
     double *recon_loss_host, *recon_loss; /* (capacity) its weighted loss sum per turn */
     double last_recon_loss;            /* of the last batch with gradients: sum / the batch's weight */

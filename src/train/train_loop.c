@@ -369,7 +369,8 @@ static mn_status setup_model(run *r) {
     if ((st = mn_model_create(&c->model, &r->model)) != MN_OK ||
         (st = mn_model_set_threads(r->model, c->threads)) != MN_OK ||
         (st = mn_trainer_create(r->model, r->micro_B, c->bptt, &r->trainer)) != MN_OK ||
-        (st = mn_trainer_set_reconstruction(r->trainer, (float)c->reconstruct_weight)) != MN_OK)
+        (st = mn_trainer_set_reconstruction(r->trainer, (float)c->reconstruct_weight)) != MN_OK ||
+        (st = mn_trainer_set_reconstruction_delay(r->trainer, c->reconstruct_delay)) != MN_OK)
         return mn_fail_context(st, "model");
     if (c->grad_accum > 1 && !(r->accum = malloc(mn_model_num_params(r->model) * sizeof(float))))
         return mn_fail(MN_ERR_NOMEM, "out of memory for the gradient accumulator");
