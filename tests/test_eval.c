@@ -662,8 +662,21 @@ static void test_retrieval_reads_the_evidence_window_does_not(void **state) {
     assert_true(r.variants[1].window_used_sum <= 16.0 && r.variants[1].window_used_sum > 0.0);
     assert_true(r.variants[0].all.evidence_n == 1 && r.variants[0].all.evidence_shown == 0);
     assert_true(r.variants[1].all.evidence_n == 1 && r.variants[1].all.evidence_shown == 1);
-    /* the index holds the whole history; the retrieval writes cost time per turn */
+    /* the index holds the whole history */
     assert_true(r.variants[1].state_tokens_sum >= (double)p->distance_tokens);
+    /* and the per-probe line says so */
+    char path[] = "/tmp/mnemo-eval-probes-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(mn_eval_write_probes(&r, &list, path), MN_OK);
+    json_error_t err;
+    json_t *line = json_load_file(path, JSON_DISABLE_EOF_CHECK, &err);
+    assert_non_null(line);
+    assert_true(json_is_false(json_object_get(json_object_get(line, "window"), "evidence_in_history")));
+    assert_true(json_is_true(json_object_get(json_object_get(line, "retrieval"), "evidence_in_history")));
+    json_decref(line);
+    unlink(path);
     mn_eval_result_free(&r);
     mn_dialogue_list_free(&list);
     mn_model_free(m);

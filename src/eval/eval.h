@@ -198,7 +198,8 @@ int64_t mn_eval_index_bytes(mn_eval_index *ix);
  * atomically. */
 mn_status mn_eval_write_json(const mn_eval_result *r, const char *checkpoint, const char *data, const char *path);
 /* One JSON line per probe: distances, category and each variant's choice, gold
- * log-likelihood, generation, exact match and F1. */
+ * log-likelihood, generation, exact match and F1, and for window, full and retrieval whether
+ * the evidence turn was in the history shown. */
 mn_status mn_eval_write_probes(const mn_eval_result *r, const mn_dialogue_list *list, const char *path);
 /* Multiple-choice accuracy by distance in turns, one column per variant. */
 void mn_eval_print_table(const mn_eval_result *r, FILE *out);

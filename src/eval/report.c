@@ -189,6 +189,8 @@ mn_status mn_eval_write_probes(const mn_eval_result *r, const mn_dialogue_list *
                 json_object_set_new(m, "exact_match", json_boolean(p->em[v]));
                 json_object_set_new(m, "f1", json_real(p->f1[v]));
             }
+            if (p->scored[v] && p->evidence_shown[v] >= 0)
+                json_object_set_new(m, "evidence_in_history", json_boolean(p->evidence_shown[v]));
             json_object_set_new(o, r->variants[v].name, m);
         }
         json_array_append_new(arr, o);
