@@ -624,6 +624,8 @@ static void test_json_has_every_key(void **state) {
 }
 
 /* ---------------------------------------------------------------- the baselines: retrieval, summary */
+static char *read_all(const char *path, size_t *len); /* below, with the CLI's helpers */
+
 /* A fact at turn 0, then filler that shares no word with the question but "is", then the
  * question: far beyond a window of 16 tokens, and the best bm25 match for retrieval. */
 static char *evidence_dialogue(const char *question) {
@@ -855,6 +857,20 @@ static void test_every_mode_has_every_key(void **state) {
     assert_true(json_number_value(json_object_get(json_object_get(by_mode, "retrieval"), "state_bytes")) > 0);
     assert_true(json_number_value(json_object_get(json_object_get(by_mode, "summary_8"), "write_ms_per_turn")) > 0);
     json_decref(root);
+    /* the cost plot's data: the decoder per mode, then the baselines' own work per turn */
+    assert_int_equal(mn_eval_write_cost_data(&r, path), MN_OK);
+    size_t dat_len;
+    char *dat = read_all(path, &dat_len);
+    assert_non_null(dat);
+    assert_non_null(strstr(dat, " summary_8_decoder_ms retrieval_write_ms retrieval_8_write_ms summary_write_ms "
+                                "summary_8_write_ms\n"));
+    char *row = strchr(dat, '\n') + 1, *row_end = strchr(row, '\n');
+    *row_end = '\0';
+    int fields = 0; /* the first turn-index bucket: its index, the update, 9 decoders, 4 writes */
+    for (char *t = strtok(row, " "); t; t = strtok(NULL, " "))
+        fields++;
+    assert_int_equal(fields, 15);
+    free(dat);
     unlink(path);
     mn_eval_result_free(&r);
     mn_dialogue_list_free(&list);

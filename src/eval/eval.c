@@ -327,7 +327,7 @@ typedef struct {
     int64_t upd_n[MN_EVAL_INDEX_BUCKETS];
     double window_used[MN_EVAL_MAX_VARIANTS];
     int64_t window_clipped[MN_EVAL_MAX_VARIANTS];
-    double write_ms[MN_EVAL_MAX_VARIANTS], query_ms[MN_EVAL_MAX_VARIANTS];
+    double write_ms[MN_EVAL_MAX_VARIANTS][MN_EVAL_INDEX_BUCKETS], query_ms[MN_EVAL_MAX_VARIANTS];
     int64_t write_tokens[MN_EVAL_MAX_VARIANTS], write_cut[MN_EVAL_MAX_VARIANTS];
     double state_tokens[MN_EVAL_MAX_VARIANTS], state_bytes[MN_EVAL_MAX_VARIANTS];
     int64_t state_n[MN_EVAL_MAX_VARIANTS], state_max[MN_EVAL_MAX_VARIANTS];
@@ -470,7 +470,7 @@ static mn_status summary_rewrite(worker *w, const summary_prompt *sp, int v, con
     int n_out = 0;
     double t0 = mn_clock_s();
     MN_TRY(mn_generate(w->model, w->r0, w->seq, n, n + cap, sp->stop, 2, &greedy, &rng, w->gen, &n_out));
-    acc->write_ms[v] += 1e3 * (mn_clock_s() - t0);
+    acc->write_ms[v][mn_eval_bucket(j + 1, MN_EVAL_INDEX_BUCKETS)] += 1e3 * (mn_clock_s() - t0);
     acc->write_tokens[v] += n_out - n;
     int m = n_out - n;
     if (m > 0 && (w->gen[n_out - 1] == sp->stop[0] || w->gen[n_out - 1] == sp->stop[1]))
@@ -681,7 +681,7 @@ static mn_status walk(worker *w, const mn_eval_options *o, const prep_dialogue *
             double ms = 1e3 * (mn_clock_s() - t0);
             for (int v = 0; v < o->n_variants; v++)
                 if (o->variants[v].mode == MN_EVAL_RETRIEVAL)
-                    acc->write_ms[v] += ms;
+                    acc->write_ms[v][mn_eval_bucket(j + 1, MN_EVAL_INDEX_BUCKETS)] += ms;
             next_turn++;
         }
         const int32_t *toks = pd->hist_tokens + pd->hist_start[j];
@@ -1011,7 +1011,10 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
             vr->gen_tokens += a->gen_tokens[v];
             vr->window_used_sum += a->window_used[v];
             vr->window_clipped += a->window_clipped[v];
-            vr->write_ms_sum += a->write_ms[v];
+            for (int b = 0; b < MN_EVAL_INDEX_BUCKETS; b++) {
+                vr->write_ms_sum += a->write_ms[v][b];
+                vr->write_ms_by_index[b] += a->write_ms[v][b];
+            }
             vr->write_tokens += a->write_tokens[v];
             vr->write_cut += a->write_cut[v];
             vr->query_ms_sum += a->query_ms[v];

@@ -344,6 +344,9 @@ mn_status mn_eval_write_cost_data(const mn_eval_result *r, const char *path) {
     fprintf(f, "# turn_index_mid update_ms");
     for (int v = 0; v < r->n_variants; v++)
         fprintf(f, " %s_decoder_ms", r->variants[v].name);
+    for (int v = 0; v < r->n_variants; v++)
+        if (r->variants[v].spec.mode == MN_EVAL_RETRIEVAL || r->variants[v].spec.mode == MN_EVAL_SUMMARY)
+            fprintf(f, " %s_write_ms", r->variants[v].name);
     fprintf(f, "\n");
     for (int b = 0; b < MN_EVAL_INDEX_BUCKETS; b++) {
         if (!r->updates_by_index[b])
@@ -359,6 +362,9 @@ mn_status mn_eval_write_cost_data(const mn_eval_result *r, const char *path) {
             else
                 fprintf(f, " NaN");
         }
+        for (int v = 0; v < r->n_variants; v++)
+            if (r->variants[v].spec.mode == MN_EVAL_RETRIEVAL || r->variants[v].spec.mode == MN_EVAL_SUMMARY)
+                fprintf(f, " %.6g", r->variants[v].write_ms_by_index[b] / (double)r->updates_by_index[b]);
         fprintf(f, "\n");
     }
     return fclose(f) == 0 ? MN_OK : mn_fail(MN_ERR_IO, "%s: cannot write", path);
