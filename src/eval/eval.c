@@ -85,7 +85,7 @@ mn_status mn_eval_parse_variants(mn_eval_options *o, const char *modes, const ch
         if (lists[i]) {
             MN_TRY(parse_sizes(lists[i], options[i], sizes[sized[i]], &n_sizes[sized[i]]));
         } else {
-            memcpy(sizes[sized[i]], defaults, sizeof defaults);
+            memcpy(sizes[sized[i]], defaults, (size_t)n_defaults * sizeof(int));
             n_sizes[sized[i]] = n_defaults;
         }
     }
