@@ -19,6 +19,7 @@
 
 #include "eval/eval.h"
 #include "io/checkpoint.h"
+#include "io/gpt2_import.h"
 #include "mnemo.h"
 #include "text/dialogue.h"
 #include "text/shard.h"
@@ -622,6 +623,261 @@ static void test_json_has_every_key(void **state) {
     mn_tokenizer_free(tok);
 }
 
+/* ---------------------------------------------------------------- the baselines: retrieval, summary */
+static char *read_all(const char *path, size_t *len); /* below, with the CLI's helpers */
+
+/* A fact at turn 0, then filler that shares no word with the question but "is", then the
+ * question: far beyond a window of 16 tokens, and the best bm25 match for retrieval. */
+static char *evidence_dialogue(const char *question) {
+    static char buf[8192];
+    int n = snprintf(buf, sizeof buf, "{\"id\": \"far\", \"turns\": [{\"speaker\": \"A\", \"text\": \"my dog's name is Rex\"}");
+    for (int t = 1; t <= 12; t++)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, ", {\"speaker\": \"%s\", \"text\": \"%s\"}", t % 2 ? "B" : "A",
+                      t % 2 ? "I like hiking in the mountains on weekends." : "The food is great and the people are kind.");
+    snprintf(buf + n, sizeof buf - (size_t)n,
+             "], \"probes\": [{\"after\": 13, \"question\": \"%s\", \"answer\": \"Rex\", \"choices\": [\"Max\", \"Rex\", "
+             "\"Bella\"], \"evidence\": [0]}]}\n",
+             question);
+    return buf;
+}
+
+static void test_retrieval_reads_the_evidence_window_does_not(void **state) {
+    (void)state;
+    mn_tokenizer *tok = make_tokenizer(300);
+    mn_model *m = make_model(tok, 3);
+    mn_dialogue_list list;
+    read_dialogues(evidence_dialogue("What is your dog's name?"), &list);
+    mn_eval_options o;
+    default_options(&o, m);
+    assert_int_equal(mn_eval_parse_variants(&o, "window,retrieval", "16", "16", NULL), MN_OK);
+    assert_int_equal(o.n_variants, 2);
+    mn_eval_result r;
+    assert_int_equal(mn_eval_run(m, tok, &list, &o, &r), MN_OK);
+    assert_string_equal(r.variants[0].name, "window");
+    assert_string_equal(r.variants[1].name, "retrieval");
+    const mn_eval_probe_result *p = &r.probe_results[0];
+    assert_true(p->scored[0] && p->scored[1]);
+    assert_true(p->distance_tokens > 16);  /* the fact is out of the window's reach */
+    assert_int_equal(p->evidence_shown[0], 0);
+    assert_int_equal(p->evidence_shown[1], 1);
+    /* both show at most their 16 tokens: retrieval fills its budget from the ranked turns */
+    assert_true(r.variants[1].window_used_sum <= 16.0 && r.variants[1].window_used_sum > 0.0);
+    assert_true(r.variants[0].all.evidence_n == 1 && r.variants[0].all.evidence_shown == 0);
+    assert_true(r.variants[1].all.evidence_n == 1 && r.variants[1].all.evidence_shown == 1);
+    /* the index holds the whole history */
+    assert_true(r.variants[1].state_tokens_sum >= (double)p->distance_tokens);
+    /* and the per-probe line says so */
+    char path[] = "/tmp/mnemo-eval-probes-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(mn_eval_write_probes(&r, &list, path), MN_OK);
+    json_error_t err;
+    json_t *line = json_load_file(path, JSON_DISABLE_EOF_CHECK, &err);
+    assert_non_null(line);
+    assert_true(json_is_false(json_object_get(json_object_get(line, "window"), "evidence_in_history")));
+    assert_true(json_is_true(json_object_get(json_object_get(line, "retrieval"), "evidence_in_history")));
+    json_decref(line);
+    unlink(path);
+    mn_eval_result_free(&r);
+    mn_dialogue_list_free(&list);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+}
+
+static int collect_ids(void *ctx, int64_t id) {
+    int64_t *ids = ctx;
+    ids[1 + ids[0]++] = id;
+    return ids[0] < 15;
+}
+
+static void test_retrieval_question_syntax_is_plain_text(void **state) {
+    (void)state;
+    /* the FTS5 query: every word quoted, joined by OR; syntax characters dropped */
+    char *q = NULL;
+    assert_int_equal(mn_eval_index_match("dog's \"name\" NEAR(Rex*, 2) AND col:x ^y -z", &q), MN_OK);
+    assert_string_equal(q, "\"dog\" OR \"s\" OR \"name\" OR \"NEAR\" OR \"Rex\" OR \"2\" OR \"AND\" OR \"col\" OR \"x\" OR "
+                           "\"y\" OR \"z\"");
+    free(q);
+    assert_int_equal(mn_eval_index_match("\"*: ^ -(", &q), MN_OK);
+    assert_string_equal(q, "");
+    free(q);
+    mn_eval_index *ix = NULL;
+    assert_int_equal(mn_eval_index_open(&ix), MN_OK);
+    assert_int_equal(mn_eval_index_add(ix, 0, "my dog's name is Rex"), MN_OK);
+    assert_int_equal(mn_eval_index_add(ix, 1, "we walked near the river"), MN_OK);
+    assert_int_equal(mn_eval_index_add(ix, 2, "the food is great"), MN_OK);
+    assert_int_equal(mn_eval_index_add(ix, 3, "a \"quoted\" text: with * and NEAR AND OR"), MN_OK);
+    static const char *const bad[] = {"What's \"your\" dog's name?", "dog* NEAR(name)", "text: dog",
+                                      "\"unbalanced quote dog", "NOT dog", "^dog -name + (x", "\"\"\"", "*", ":", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int64_t ids[16] = {0};
+        if (mn_eval_index_query(ix, bad[i], collect_ids, ids) != MN_OK)
+            fail_msg("question '%s': %s", bad[i], mn_last_error());
+        int has_dog = 0;
+        for (int k = 0; k < ids[0]; k++)
+            has_dog |= ids[1 + k] == 0;
+        if (strstr(bad[i], "dog") && (!has_dog || ids[1] != 0))
+            fail_msg("question '%s': the dog turn is not the best match", bad[i]);
+        if (!strpbrk(bad[i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+            assert_int_equal(ids[0], 0); /* no word: nothing matches */
+    }
+    int64_t ids[16] = {0}; /* "NEAR" and "AND" are words, found in turn 3 only, and "near" in turn 1 */
+    assert_int_equal(mn_eval_index_query(ix, "AND", collect_ids, ids), MN_OK);
+    assert_true(ids[0] == 1 && ids[1] == 3);
+    memset(ids, 0, sizeof ids);
+    assert_int_equal(mn_eval_index_query(ix, "NEAR", collect_ids, ids), MN_OK);
+    assert_int_equal(ids[0], 2);
+    mn_eval_index_free(ix);
+    /* and through the evaluation */
+    mn_tokenizer *tok = make_tokenizer(300);
+    mn_model *m = make_model(tok, 3);
+    mn_dialogue_list list;
+    read_dialogues(evidence_dialogue("What's \\\"your\\\" dog's name* NEAR: AND (x)?"), &list);
+    mn_eval_options o;
+    default_options(&o, m);
+    assert_int_equal(mn_eval_parse_variants(&o, "retrieval", NULL, "16", NULL), MN_OK);
+    mn_eval_result r;
+    assert_int_equal(mn_eval_run(m, tok, &list, &o, &r), MN_OK);
+    assert_int_equal(r.probe_results[0].evidence_shown[0], 1);
+    mn_eval_result_free(&r);
+    mn_dialogue_list_free(&list);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+}
+
+static const char *gpt2_fixture(const char *name) {
+    static char p[4096];
+    const char *dir = getenv("MNEMO_FIXTURES");
+    snprintf(p, sizeof p, "%s/gpt2_tiny/%s", dir ? dir : "tests/fixtures", name);
+    return p;
+}
+
+static void test_summary_gpt2_tiny_keeps_its_budget(void **state) {
+    (void)state;
+    /* the tiny GPT-2 decoder (its 420 ids read mnemo-bpe ids: the text is nonsense, the
+     * mechanics are real) with 2 slots and 62 tokens per turn, all of its 64 positions */
+    mn_gpt2_import_options io = mn_gpt2_import_defaults();
+    io.n_slots = 2;
+    io.max_turn_tokens = 62;
+    io.n_heads = 4; /* config.json's n_head */
+    mn_model *m = NULL;
+    if (mn_gpt2_import(gpt2_fixture("model.safetensors"), &io, &m, NULL) != MN_OK)
+        fail_msg("%s", mn_last_error());
+    mn_tokenizer *tok = make_tokenizer(300);
+    mn_dialogue_list list;
+    read_dialogues(dialogue_jsonl, &list);
+    mn_eval_options o;
+    default_options(&o, m);
+    o.generate = 0; /* the decoder's ids 300..419 are no tokens of this tokenizer: nothing to decode */
+    assert_int_equal(mn_eval_parse_variants(&o, "summary,window", "4", NULL, "3,1000"), MN_OK);
+    assert_int_equal(o.n_variants, 3);
+    mn_eval_result r;
+    if (mn_eval_run(m, tok, &list, &o, &r) != MN_OK)
+        fail_msg("%s", mn_last_error());
+    assert_string_equal(r.variants[0].name, "summary");
+    assert_string_equal(r.variants[1].name, "summary_1000");
+    const mn_eval_variant_result *s3 = &r.variants[0], *big = &r.variants[1];
+    assert_int_equal(s3->summary_cap, 3);
+    /* 1000 does not fit 62 tokens: the cap leaves room for the prompt, the summary twice and
+     * 16 tokens of the turn */
+    assert_true(big->summary_cap > 3 && 2 * big->summary_cap + 16 < 62);
+    for (int v = 0; v < 2; v++) {
+        const mn_eval_variant_result *vr = &r.variants[v];
+        assert_true(vr->state_n > 0);
+        assert_true(vr->state_tokens_max <= vr->summary_cap);
+        assert_true(vr->write_tokens > 0 && vr->write_tokens <= (int64_t)(vr->summary_cap + 1) * r.updates);
+        assert_true(vr->write_ms_sum > 0.0);
+        assert_int_equal(vr->unscored, 0);
+    }
+    assert_true(s3->state_tokens_max == 3 || big->state_tokens_max > 3); /* a summary was written */
+    assert_true(big->lm_tokens > 0 && s3->lm_tokens > 0);                /* LM with the summary as history */
+    mn_eval_result_free(&r);
+    mn_dialogue_list_free(&list);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+}
+
+static void test_every_mode_has_every_key(void **state) {
+    (void)state;
+    mn_tokenizer *tok = make_tokenizer(300);
+    mn_model *m = make_model_n(tok, 5, 96); /* room for the summary's prompt in this small vocabulary */
+    mn_dialogue_list list;
+    read_dialogues(dialogue_jsonl, &list);
+    mn_eval_options o;
+    default_options(&o, m);
+    assert_int_equal(mn_eval_parse_variants(&o, "memory,no_memory,window,full,retrieval,summary", NULL, NULL, NULL),
+                     MN_OK);
+    assert_int_equal(o.n_variants, 9); /* window, retrieval and summary at k and 4k */
+    mn_eval_result r;
+    if (mn_eval_run(m, tok, &list, &o, &r) != MN_OK)
+        fail_msg("%s", mn_last_error());
+    char path[] = "/tmp/mnemo-eval-json-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(mn_eval_write_json(&r, "ckpt.h5", "data.jsonl", path), MN_OK);
+    json_error_t err;
+    json_t *root = json_load_file(path, 0, &err);
+    if (!root)
+        fail_msg("%s: %s", path, err.text);
+    static const char *const names[] = {"memory",    "no_memory",   "window",  "window_8", "full",
+                                        "retrieval", "retrieval_8", "summary", "summary_8"};
+    static const char *const tally[] = {"mc_accuracy", "exact_match", "n", "by_distance", "mc_n", "gen_n", "f1",
+                                        "gold_ll", "evidence_in_history", "by_distance_tokens", "by_category",
+                                        "no_distance", "unscored"};
+    static const char *const bucket[] = {"lo", "hi", "n", "mc_accuracy", "exact_match", "evidence_in_history"};
+    static const char *const lm[] = {"loss", "ppl", "tokens", "turns_skipped", "by_turn_index"};
+    static const char *const cost[] = {"write_ms_per_turn", "generated_tokens_per_turn", "turns_cut",
+                                       "query_ms_per_probe", "state_tokens", "state_bytes", "state_tokens_max"};
+    json_t *recall = json_object_get(root, "recall"), *by_mode = json_object_get(json_object_get(root, "cost"), "by_mode");
+    assert_int_equal(json_object_size(recall), 9);
+    for (int i = 0; i < 9; i++) {
+        json_t *t = json_object_get(recall, names[i]);
+        if (!t)
+            fail_msg("recall lacks \"%s\"", names[i]);
+        expect_keys(t, tally, 13, names[i]);
+        json_t *b = json_object_get(t, "by_distance");
+        assert_true(json_is_array(b) && json_array_size(b) == MN_EVAL_TURN_BUCKETS);
+        for (size_t k = 0; k < json_array_size(b); k++)
+            expect_keys(json_array_get(b, k), bucket, 6, "by_distance bucket");
+        assert_true(json_integer_value(json_object_get(t, "n")) > 0);
+        expect_keys(json_object_get(json_object_get(root, "lm"), names[i]), lm, 5, "lm");
+        expect_keys(json_object_get(by_mode, names[i]), cost, 7, "cost.by_mode");
+        assert_true(json_is_object(json_object_get(json_object_get(json_object_get(root, "cost"),
+                                                                   "decode_ms_per_token_by_mode"),
+                                                   names[i])) == 0); /* a number or null */
+    }
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(recall, "retrieval_8"), "retrieval_tokens")), 8);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(recall, "summary"), "summary_tokens")), 2);
+    assert_true(json_is_integer(json_object_get(json_object_get(recall, "summary_8"), "summary_tokens_fit")));
+    /* the memory's state is R; retrieval keeps the whole history in SQLite; summary writes */
+    assert_int_equal((int64_t)json_number_value(json_object_get(json_object_get(by_mode, "memory"), "state_bytes")),
+                     (int64_t)(mn_state_floats(m) * sizeof(float)));
+    assert_true(json_number_value(json_object_get(json_object_get(by_mode, "retrieval"), "state_bytes")) > 0);
+    assert_true(json_number_value(json_object_get(json_object_get(by_mode, "summary_8"), "write_ms_per_turn")) > 0);
+    json_decref(root);
+    /* the cost plot's data: the decoder per mode, then the baselines' own work per turn */
+    assert_int_equal(mn_eval_write_cost_data(&r, path), MN_OK);
+    size_t dat_len;
+    char *dat = read_all(path, &dat_len);
+    assert_non_null(dat);
+    assert_non_null(strstr(dat, " summary_8_decoder_ms retrieval_write_ms retrieval_8_write_ms summary_write_ms "
+                                "summary_8_write_ms\n"));
+    char *row = strchr(dat, '\n') + 1, *row_end = strchr(row, '\n');
+    *row_end = '\0';
+    int fields = 0; /* the first turn-index bucket: its index, the update, 9 decoders, 4 writes */
+    for (char *t = strtok(row, " "); t; t = strtok(NULL, " "))
+        fields++;
+    assert_int_equal(fields, 15);
+    free(dat);
+    unlink(path);
+    mn_eval_result_free(&r);
+    mn_dialogue_list_free(&list);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+}
+
 /* ---------------------------------------------------------------- the CLI */
 typedef struct {
     char dir[64], ckpt[128], tok[128], other_tok[128], data[128], json[128], err[128];
@@ -1128,6 +1384,10 @@ int main(void) {
         cmocka_unit_test(test_hand_set_model),
         cmocka_unit_test(test_refuses_bad_input),
         cmocka_unit_test(test_json_has_every_key),
+        cmocka_unit_test(test_retrieval_reads_the_evidence_window_does_not),
+        cmocka_unit_test(test_retrieval_question_syntax_is_plain_text),
+        cmocka_unit_test(test_summary_gpt2_tiny_keeps_its_budget),
+        cmocka_unit_test(test_every_mode_has_every_key),
     };
     const struct CMUnitTest cli[] = {
         cmocka_unit_test(test_library_call),

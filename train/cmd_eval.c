@@ -29,8 +29,11 @@ static void usage(FILE *out) {
             "  --plot OUT.png          recall against distance, one line per mode (gnuplot)\n"
             "  --plot-cost OUT.png     per-turn cost against turn index (gnuplot)\n"
             "  --probes-out OUT.jsonl  one line per probe: each mode's choice, generation, scores\n"
-            "  --modes LIST            of memory,no_memory,window,full (default all four)\n"
+            "  --modes LIST            of memory,no_memory,window,full,retrieval,summary (default the\n"
+            "                          first four); retrieval and summary are the baselines of docs/eval.md\n"
             "  --window-tokens LIST    history tokens of the window mode (default k,4k: k = memory slots)\n"
+            "  --retrieval-tokens LIST tokens of the retrieved turns (BM25, SQLite FTS5; default k,4k)\n"
+            "  --summary-tokens LIST   tokens of the running summary the decoder rewrites (default k,4k)\n"
             "  --max-probes N          the first N probes in file order (default all)\n"
             "  --threads N             dialogues evaluated in parallel (default: OpenMP's)\n"
             "  --max-gen-tokens N      longest generated answer (default 32)\n"
@@ -112,7 +115,7 @@ static int plot(mn_status st, char *script) {
 }
 
 enum {
-    OPT_CHECKPOINT = 1000, OPT_DATA, OPT_JSON, OPT_PLOT, OPT_PLOT_COST, OPT_PROBES_OUT, OPT_MODES, OPT_WINDOWS,
+    OPT_CHECKPOINT = 1000, OPT_DATA, OPT_JSON, OPT_PLOT, OPT_PLOT_COST, OPT_PROBES_OUT, OPT_MODES, OPT_WINDOWS, OPT_RETRIEVAL, OPT_SUMMARY,
     OPT_MAX_PROBES, OPT_THREADS, OPT_MAX_GEN, OPT_NO_GEN, OPT_NO_LM, OPT_TOKENIZER, OPT_SKIP_BAD, OPT_QUIET, OPT_HELP
 };
 
@@ -122,6 +125,7 @@ int cmd_eval(int argc, char **argv) {
         {"json", required_argument, 0, OPT_JSON},             {"plot", required_argument, 0, OPT_PLOT},
         {"plot-cost", required_argument, 0, OPT_PLOT_COST},   {"probes-out", required_argument, 0, OPT_PROBES_OUT},
         {"modes", required_argument, 0, OPT_MODES},           {"window-tokens", required_argument, 0, OPT_WINDOWS},
+        {"retrieval-tokens", required_argument, 0, OPT_RETRIEVAL}, {"summary-tokens", required_argument, 0, OPT_SUMMARY},
         {"max-probes", required_argument, 0, OPT_MAX_PROBES}, {"threads", required_argument, 0, OPT_THREADS},
         {"max-gen-tokens", required_argument, 0, OPT_MAX_GEN}, {"no-generate", no_argument, 0, OPT_NO_GEN},
         {"no-lm", no_argument, 0, OPT_NO_LM},                 {"tokenizer", required_argument, 0, OPT_TOKENIZER},
@@ -129,7 +133,7 @@ int cmd_eval(int argc, char **argv) {
         {"help", no_argument, 0, OPT_HELP},                   {0, 0, 0, 0},
     };
     const char *ckpt = NULL, *data = NULL, *json = NULL, *plot_recall = NULL, *plot_cost = NULL, *probes_out = NULL;
-    const char *modes = NULL, *windows = NULL, *tok_path = NULL;
+    const char *modes = NULL, *windows = NULL, *retrieval = NULL, *summary = NULL, *tok_path = NULL;
     int64_t max_probes = 0;
     int threads = 0, max_gen = 32;
     int generate = 1, lm = 1, skip_bad = 0, quiet = 0;
@@ -145,6 +149,8 @@ int cmd_eval(int argc, char **argv) {
         case OPT_PROBES_OUT: probes_out = optarg; break;
         case OPT_MODES: modes = optarg; break;
         case OPT_WINDOWS: windows = optarg; break;
+        case OPT_RETRIEVAL: retrieval = optarg; break;
+        case OPT_SUMMARY: summary = optarg; break;
         case OPT_MAX_PROBES:
             if (!cli_int64("eval", "--max-probes", optarg, 1, (int64_t)1 << 40, &max_probes))
                 return 2;
@@ -236,7 +242,7 @@ int cmd_eval(int argc, char **argv) {
 
     mn_eval_options o;
     mn_eval_options_default(&o, cfg.n_slots);
-    if (mn_eval_parse_variants(&o, modes, windows) != MN_OK) {
+    if (mn_eval_parse_variants(&o, modes, windows, retrieval, summary) != MN_OK) {
         fprintf(stderr, "mnemo eval: %s\n", mn_last_error());
         rc = 2;
         goto done;

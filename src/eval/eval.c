@@ -50,55 +50,70 @@ void mn_eval_options_default(mn_eval_options *o, int n_slots) {
     o->lm = 1;
 }
 
-mn_status mn_eval_parse_variants(mn_eval_options *o, const char *modes, const char *windows) {
-    int win[MN_EVAL_MAX_VARIANTS], n_win = 0;
-    if (windows) {
-        const char *p = windows;
-        while (*p) {
-            char *end;
-            long w = strtol(p, &end, 10);
-            if (end == p || w < 1 || w > 1 << 20 || (*end && *end != ','))
-                return mn_fail(MN_ERR_INVALID_ARG, "--window-tokens '%s': want positive token counts like 16,64", windows);
-            if (n_win == MN_EVAL_MAX_VARIANTS)
-                return mn_fail(MN_ERR_INVALID_ARG, "--window-tokens '%s': at most %d sizes", windows,
-                               MN_EVAL_MAX_VARIANTS);
-            win[n_win++] = (int)w;
-            p = *end ? end + 1 : end;
+const char *const mn_eval_mode_names[MN_EVAL_N_MODES] = {"memory", "no_memory", "window", "full", "retrieval",
+                                                        "summary"};
+
+/* "16,64" into sizes[] (at most MN_EVAL_MAX_VARIANTS); option names the list in messages. */
+static mn_status parse_sizes(const char *list, const char *option, int *sizes, int *n) {
+    *n = 0;
+    const char *p = list;
+    while (*p) {
+        char *end;
+        long w = strtol(p, &end, 10);
+        if (end == p || w < 1 || w > 1 << 20 || (*end && *end != ','))
+            return mn_fail(MN_ERR_INVALID_ARG, "%s '%s': want positive token counts like 16,64", option, list);
+        if (*n == MN_EVAL_MAX_VARIANTS)
+            return mn_fail(MN_ERR_INVALID_ARG, "%s '%s': at most %d sizes", option, list, MN_EVAL_MAX_VARIANTS);
+        sizes[(*n)++] = (int)w;
+        p = *end ? end + 1 : end;
+    }
+    return MN_OK;
+}
+
+mn_status mn_eval_parse_variants(mn_eval_options *o, const char *modes, const char *windows, const char *retrieval,
+                                 const char *summary) {
+    /* each sized mode's list: as given, else the default variants' window sizes (k, 4k) */
+    int sizes[MN_EVAL_N_MODES][MN_EVAL_MAX_VARIANTS], n_sizes[MN_EVAL_N_MODES] = {0};
+    int defaults[MN_EVAL_MAX_VARIANTS], n_defaults = 0;
+    for (int i = 0; i < o->n_variants; i++)
+        if (o->variants[i].mode == MN_EVAL_WINDOW && n_defaults < MN_EVAL_MAX_VARIANTS)
+            defaults[n_defaults++] = o->variants[i].window;
+    const int sized[3] = {MN_EVAL_WINDOW, MN_EVAL_RETRIEVAL, MN_EVAL_SUMMARY};
+    const char *lists[3] = {windows, retrieval, summary};
+    const char *options[3] = {"--window-tokens", "--retrieval-tokens", "--summary-tokens"};
+    for (int i = 0; i < 3; i++) {
+        if (lists[i]) {
+            MN_TRY(parse_sizes(lists[i], options[i], sizes[sized[i]], &n_sizes[sized[i]]));
+        } else {
+            memcpy(sizes[sized[i]], defaults, (size_t)n_defaults * sizeof(int));
+            n_sizes[sized[i]] = n_defaults;
         }
-    } else {
-        for (int i = 0; i < o->n_variants; i++)
-            if (o->variants[i].mode == MN_EVAL_WINDOW && n_win < MN_EVAL_MAX_VARIANTS)
-                win[n_win++] = o->variants[i].window;
     }
     if (!modes)
         modes = "memory,no_memory,window,full";
-    int n = 0, seen[4] = {0};
+    int n = 0, seen[MN_EVAL_N_MODES] = {0};
     const char *p = modes;
     while (*p) {
         const char *end = strchr(p, ',');
         size_t len = end ? (size_t)(end - p) : strlen(p);
-        static const char *const names[] = {"memory", "no_memory", "window", "full"};
         int mode = -1;
-        for (int m = 0; m < 4; m++)
-            if (strlen(names[m]) == len && !strncmp(p, names[m], len))
+        for (int m = 0; m < MN_EVAL_N_MODES; m++)
+            if (strlen(mn_eval_mode_names[m]) == len && !strncmp(p, mn_eval_mode_names[m], len))
                 mode = m;
         if (mode < 0)
-            return mn_fail(MN_ERR_INVALID_ARG, "--modes: unknown mode '%.*s' (memory, no_memory, window, full)",
+            return mn_fail(MN_ERR_INVALID_ARG,
+                           "--modes: unknown mode '%.*s' (memory, no_memory, window, full, retrieval, summary)",
                            (int)len, p);
         if (seen[mode]++)
             return mn_fail(MN_ERR_INVALID_ARG, "--modes: '%.*s' given twice", (int)len, p);
-        if (mode == MN_EVAL_WINDOW) {
-            if (!n_win)
-                return mn_fail(MN_ERR_INVALID_ARG, "--modes window needs --window-tokens");
-            for (int i = 0; i < n_win; i++) {
-                if (n == MN_EVAL_MAX_VARIANTS)
-                    return mn_fail(MN_ERR_INVALID_ARG, "at most %d variants", MN_EVAL_MAX_VARIANTS);
-                o->variants[n++] = (mn_eval_variant_spec){MN_EVAL_WINDOW, win[i]};
-            }
-        } else {
+        int sized_mode = mode == MN_EVAL_WINDOW || mode == MN_EVAL_RETRIEVAL || mode == MN_EVAL_SUMMARY;
+        if (sized_mode && !n_sizes[mode])
+            return mn_fail(MN_ERR_INVALID_ARG, "--modes %s needs --%s-tokens", mn_eval_mode_names[mode],
+                           mn_eval_mode_names[mode]);
+        for (int i = 0; i < (sized_mode ? n_sizes[mode] : 1); i++) {
             if (n == MN_EVAL_MAX_VARIANTS)
                 return mn_fail(MN_ERR_INVALID_ARG, "at most %d variants", MN_EVAL_MAX_VARIANTS);
-            o->variants[n++] = (mn_eval_variant_spec){(mn_eval_mode)mode, 0};
+            o->variants[n++] = (mn_eval_variant_spec){(mn_eval_mode)mode, sized_mode ? sizes[mode][i] : 0};
         }
         p = end ? end + 1 : p + len;
     }
@@ -119,6 +134,7 @@ typedef struct {
     int n_choices, answer, longest;
     int gold_len;               /* tokens of BPE(answer) <|eot|> */
     int64_t result;             /* index into the result's probe_results */
+    int ev_turn;                /* the latest evidence turn before the question; -1 */
 } prep_probe;
 
 typedef struct {
@@ -129,11 +145,13 @@ typedef struct {
     int64_t n_hist;
     prep_probe *probes;         /* in the order they are asked */
     int n_probes;
+    const mn_dialogue *dl;      /* texts of the turns and questions (retrieval) */
+    int *piece_of_turn;         /* (turns + 1): the first history piece of each source turn */
 } prep_dialogue;
 
 static void prep_free(prep_dialogue *d) {
     mn_token_corpus_free(&d->c);
-    free(d->hist_turn), free(d->hist_start), free(d->hist_tokens);
+    free(d->hist_turn), free(d->hist_start), free(d->hist_tokens), free(d->piece_of_turn);
     for (int i = 0; i < d->n_probes; i++) {
         for (int j = 0; j < d->probes[i].n_choices; j++)
             free(d->probes[i].choices[j]);
@@ -164,7 +182,8 @@ static mn_status prepare(mn_tokenizer *tok, const mn_config *cfg, const mn_dialo
     pd->hist_turn = malloc((size_t)n_turns * sizeof *pd->hist_turn);
     pd->hist_start = malloc((size_t)(n_turns + 1) * sizeof *pd->hist_start);
     pd->hist_tokens = malloc((size_t)(c->n_tokens ? c->n_tokens : 1) * sizeof *pd->hist_tokens);
-    int *piece_of_turn = malloc((size_t)(dl->n_turns + 1) * sizeof *piece_of_turn); /* first piece of source turn */
+    int *piece_of_turn = pd->piece_of_turn = malloc((size_t)(dl->n_turns + 1) * sizeof *piece_of_turn);
+    pd->dl = dl;
     int *probe_at = malloc((size_t)n_turns * sizeof *probe_at); /* the probe whose question starts at turn t */
     pd->probes = calloc((size_t)(view.n_probes ? view.n_probes : 1), sizeof *pd->probes);
     mn_ids ids = {0};
@@ -275,6 +294,7 @@ static mn_status prepare(mn_tokenizer *tok, const mn_config *cfg, const mn_dialo
         r->answer = pp->answer;
         r->distance_turns = -1;
         r->distance_tokens = -1;
+        pp->ev_turn = -1;
         if (pr->n_evidence) {
             int ev = pr->evidence[0];
             for (int e = 1; e < pr->n_evidence; e++)
@@ -283,12 +303,12 @@ static mn_status prepare(mn_tokenizer *tok, const mn_config *cfg, const mn_dialo
             if (ev < pr->after) {
                 r->distance_turns = pr->after - ev;
                 r->distance_tokens = pd->hist_start[pp->hist_before] - pd->hist_start[piece_of_turn[ev]];
+                pp->ev_turn = ev;
             }
         }
     }
 done:
     mn_ids_free(&ids);
-    free(piece_of_turn);
     free(probe_at);
     free(probe_turn);
     return st;
@@ -307,6 +327,10 @@ typedef struct {
     int64_t upd_n[MN_EVAL_INDEX_BUCKETS];
     double window_used[MN_EVAL_MAX_VARIANTS];
     int64_t window_clipped[MN_EVAL_MAX_VARIANTS];
+    double write_ms[MN_EVAL_MAX_VARIANTS][MN_EVAL_INDEX_BUCKETS], query_ms[MN_EVAL_MAX_VARIANTS];
+    int64_t write_tokens[MN_EVAL_MAX_VARIANTS], write_cut[MN_EVAL_MAX_VARIANTS];
+    double state_tokens[MN_EVAL_MAX_VARIANTS], state_bytes[MN_EVAL_MAX_VARIANTS];
+    int64_t state_n[MN_EVAL_MAX_VARIANTS], state_max[MN_EVAL_MAX_VARIANTS];
     mn_status status;
     char message[512];
 } dialogue_acc;
@@ -318,12 +342,32 @@ typedef struct {
     int n;
 } gen_ids;
 
+/* The summary's fixed prompt, encoded once (docs/eval.md): the previous summary as a turn,
+ * head + summary + <|eot|>, then the new turn, then tail, after which the decoder writes the
+ * new summary up to <|eot|>. At a question the history is head + summary + <|eot|>. */
+#define SUMMARY_HEAD_TEXT "Summary:"
+#define SUMMARY_TAIL_TEXT "New summary:"
+#define SUMMARY_MIN_TURN 16 /* tokens of the new turn a rewrite always reads (fewer if shorter) */
+typedef struct {
+    int32_t head[40], tail[40];
+    int n_head, n_tail;
+    int32_t stop[2]; /* <|eot|> <|turn|>: the summary ends */
+    int cap[MN_EVAL_MAX_VARIANTS]; /* summary tokens that fit the decoder, at most the variant's B */
+} summary_prompt;
+
 typedef struct {
     mn_model *model;
     float *r, *rq, *r0, *logits;
-    int32_t *seq, *gen;
+    int32_t *seq, *gen, *hist;
     double *scores;
     int max_choices;
+    mn_eval_index *ix;                        /* retrieval: this dialogue's turns */
+    int64_t *pick_turn;                       /* retrieval: chosen turns, (N + 1) */
+    int *pick_len;
+    int n_pick, pick_budget, pick_used;
+    const prep_dialogue *pick_pd;
+    int32_t *summary[MN_EVAL_MAX_VARIANTS];   /* summary: each variant's, (N) */
+    int summary_len[MN_EVAL_MAX_VARIANTS];
 } worker;
 
 /* Reads the question pieces of p into a copy of r_in: rq. */
@@ -351,32 +395,174 @@ static int question_len(const prep_dialogue *pd, const prep_probe *p) {
     return (int)(pd->c.turn_start[p->q_first + p->q_count] - pd->c.turn_start[p->q_first]);
 }
 
+/* Tokens of source turn t (all its pieces). */
+static int64_t turn_offset(const prep_dialogue *pd, int t) { return pd->hist_start[pd->piece_of_turn[t]]; }
+static int64_t turn_tokens(const prep_dialogue *pd, int t) { return turn_offset(pd, t + 1) - turn_offset(pd, t); }
+
+/* Retrieval, one ranked turn at a time: whole turns while they fit the budget; the first that
+ * does not is cut to the room left (its first tokens) and ends the choice. */
+static int pick_turn(void *ctx, int64_t t) {
+    worker *w = ctx;
+    int64_t len = turn_tokens(w->pick_pd, (int)t), room = w->pick_budget - w->pick_used;
+    int take = (int)(len < room ? len : room);
+    w->pick_turn[w->n_pick] = t;
+    w->pick_len[w->n_pick++] = take;
+    w->pick_used += take;
+    return w->pick_used < w->pick_budget;
+}
+
+/* The turns of pd matching the question best, at most budget tokens, in their order in the
+ * dialogue, into w->hist; *n tokens; *evidence: whether ev_turn is among them. */
+static mn_status retrieve(worker *w, const prep_dialogue *pd, const char *question, int budget, int ev_turn,
+                          int64_t *n, int *evidence) {
+    w->n_pick = 0;
+    w->pick_used = 0;
+    w->pick_budget = budget;
+    w->pick_pd = pd;
+    *n = 0;
+    *evidence = 0;
+    if (budget > 0)
+        MN_TRY(mn_eval_index_query(w->ix, question, pick_turn, w));
+    for (int i = 1; i < w->n_pick; i++) /* chronological: insertion sort of a few turns */
+        for (int j = i; j > 0 && w->pick_turn[j - 1] > w->pick_turn[j]; j--) {
+            int64_t t = w->pick_turn[j];
+            int l = w->pick_len[j];
+            w->pick_turn[j] = w->pick_turn[j - 1], w->pick_len[j] = w->pick_len[j - 1];
+            w->pick_turn[j - 1] = t, w->pick_len[j - 1] = l;
+        }
+    for (int i = 0; i < w->n_pick; i++) {
+        memcpy(w->hist + *n, pd->hist_tokens + turn_offset(pd, (int)w->pick_turn[i]), (size_t)w->pick_len[i] * sizeof(int32_t));
+        *n += w->pick_len[i];
+        *evidence |= w->pick_turn[i] == ev_turn;
+    }
+    return MN_OK;
+}
+
+/* The summary of variant v as history: head + summary + <|eot|>, into w->hist. */
+static int64_t summary_history(worker *w, const summary_prompt *sp, int v, int32_t eot) {
+    int n = 0;
+    memcpy(w->hist, sp->head, (size_t)sp->n_head * sizeof(int32_t));
+    n += sp->n_head;
+    memcpy(w->hist + n, w->summary[v], (size_t)w->summary_len[v] * sizeof(int32_t));
+    n += w->summary_len[v];
+    w->hist[n++] = eot;
+    return n;
+}
+
+/* After history piece j: the decoder (R_0) rewrites variant v's summary from the previous one
+ * and the piece, greedily, at most sp->cap[v] tokens, stopping at <|eot|> or <|turn|>. */
+static mn_status summary_rewrite(worker *w, const summary_prompt *sp, int v, const prep_dialogue *pd, int64_t j,
+                                 dialogue_acc *acc, int32_t eot) {
+    const int N = mn_model_config(w->model)->max_turn_tokens, cap = sp->cap[v];
+    int n = (int)summary_history(w, sp, v, eot);
+    memcpy(w->seq, w->hist, (size_t)n * sizeof(int32_t));
+    int len = (int)(pd->hist_start[j + 1] - pd->hist_start[j]), room = N - n - sp->n_tail - cap;
+    if (len > room) { /* room >= SUMMARY_MIN_TURN by the cap (mn_eval_run) */
+        len = room;
+        acc->write_cut[v]++;
+    }
+    memcpy(w->seq + n, pd->hist_tokens + pd->hist_start[j], (size_t)len * sizeof(int32_t));
+    n += len;
+    memcpy(w->seq + n, sp->tail, (size_t)sp->n_tail * sizeof(int32_t));
+    n += sp->n_tail;
+    mn_sampling greedy = {0.0f, 0, 1.0f};
+    uint64_t rng = 1;
+    int n_out = 0;
+    double t0 = mn_clock_s();
+    MN_TRY(mn_generate(w->model, w->r0, w->seq, n, n + cap, sp->stop, 2, &greedy, &rng, w->gen, &n_out));
+    acc->write_ms[v][mn_eval_bucket(j + 1, MN_EVAL_INDEX_BUCKETS)] += 1e3 * (mn_clock_s() - t0);
+    acc->write_tokens[v] += n_out - n;
+    int m = n_out - n;
+    if (m > 0 && (w->gen[n_out - 1] == sp->stop[0] || w->gen[n_out - 1] == sp->stop[1]))
+        m--;
+    memcpy(w->summary[v], w->gen + n, (size_t)m * sizeof(int32_t));
+    w->summary_len[v] = m;
+    return MN_OK;
+}
+
+/* What a history mode (window, full, retrieval, summary) shows before a question: *h, *want
+ * tokens, of which the last `room` fit. -1 in *want: not scored (full does not fit). */
+static mn_status probe_history(worker *w, const mn_eval_variant_spec *spec, int v, const prep_dialogue *pd,
+                               const prep_probe *p, const summary_prompt *sp, int room, int32_t eot,
+                               const int32_t **h, int64_t *want, int *evidence, dialogue_acc *acc) {
+    const int64_t hist_avail = pd->hist_start[p->hist_before];
+    *evidence = -1;
+    double state_tokens = 0, state_bytes = 0;
+    switch (spec->mode) {
+    case MN_EVAL_RETRIEVAL: {
+        int budget = spec->window < room ? spec->window : room;
+        if (budget < spec->window && hist_avail > budget)
+            acc->window_clipped[v]++;
+        double t0 = mn_clock_s();
+        MN_TRY(retrieve(w, pd, pd->dl->probes[p->index].question, budget, p->ev_turn, want, evidence));
+        acc->query_ms[v] += 1e3 * (mn_clock_s() - t0);
+        *h = w->hist;
+        state_tokens = (double)hist_avail;
+        state_bytes = (double)mn_eval_index_bytes(w->ix);
+        if (p->ev_turn < 0)
+            *evidence = -1;
+        break;
+    }
+    case MN_EVAL_SUMMARY:
+        *want = summary_history(w, sp, v, eot);
+        *h = w->hist;
+        state_tokens = w->summary_len[v];
+        state_bytes = state_tokens * sizeof(int32_t);
+        break;
+    default: /* window, full: the last tokens of the rendered history */
+        *want = spec->mode == MN_EVAL_FULL ? hist_avail : (spec->window < hist_avail ? spec->window : hist_avail);
+        if (spec->mode == MN_EVAL_FULL && *want > room) {
+            *want = -1;
+            return MN_OK;
+        }
+        *h = pd->hist_tokens + hist_avail - *want;
+        int64_t shown = *want < room ? *want : room;
+        if (p->ev_turn >= 0)
+            *evidence = hist_avail - shown <= turn_offset(pd, p->ev_turn);
+        state_tokens = (double)*want;
+        state_bytes = state_tokens * sizeof(int32_t);
+    }
+    acc->state_tokens[v] += state_tokens;
+    if ((int64_t)state_tokens > acc->state_max[v])
+        acc->state_max[v] = (int64_t)state_tokens;
+    acc->state_bytes[v] += state_bytes;
+    acc->state_n[v]++;
+    return MN_OK;
+}
+
 static mn_status score_probe(worker *w, const mn_eval_options *o, const prep_dialogue *pd, const prep_probe *p,
-                             mn_eval_probe_result *res, gen_ids *gens, dialogue_acc *acc, int32_t eot) {
+                             const summary_prompt *sp, mn_eval_probe_result *res, gen_ids *gens, dialogue_acc *acc,
+                             int32_t eot) {
     const mn_config *cfg = mn_model_config(w->model);
     const int N = cfg->max_turn_tokens;
-    const int64_t hist_avail = pd->hist_start[p->hist_before];
     const int qlen = question_len(pd, p);
     for (int v = 0; v < o->n_variants; v++) {
         const mn_eval_variant_spec *spec = &o->variants[v];
         const float *r;
         int n_prefix = 0;
+        res->evidence_shown[v] = -1;
         if (spec->mode == MN_EVAL_MEMORY || spec->mode == MN_EVAL_NO_MEMORY) {
             MN_TRY(read_question(w, pd, p, spec->mode == MN_EVAL_MEMORY ? w->r : w->r0));
             r = w->rq;
             w->seq[0] = p->prefix[0], w->seq[1] = p->prefix[1];
             n_prefix = 2;
+            acc->state_bytes[v] += spec->mode == MN_EVAL_MEMORY ? (double)(mn_state_floats(w->model) * sizeof(float)) : 0;
+            acc->state_n[v]++;
         } else {
-            /* R_0 and raw history inside the decoder's one sequence of at most N tokens */
+            /* R_0 and a history inside the decoder's one sequence of at most N tokens */
             int room = N - qlen - 2 - p->longest;
-            int64_t want = spec->mode == MN_EVAL_FULL ? hist_avail : (spec->window < hist_avail ? spec->window : hist_avail);
-            if (room < 0 || (spec->mode == MN_EVAL_FULL && want > room))
-                continue; /* unscored: the question and answer alone, or the whole history, do not fit */
+            if (room < 0)
+                continue; /* unscored: the question and answer alone do not fit */
+            const int32_t *h = NULL;
+            int64_t want;
+            MN_TRY(probe_history(w, spec, v, pd, p, sp, room, eot, &h, &want, &res->evidence_shown[v], acc));
+            if (want < 0)
+                continue; /* unscored: the whole history does not fit */
             int64_t shown = want < room ? want : room;
             if (shown < want)
                 acc->window_clipped[v]++;
             acc->window_used[v] += (double)shown;
-            memcpy(w->seq, pd->hist_tokens + hist_avail - shown, (size_t)shown * sizeof(int32_t));
+            memcpy(w->seq, h + want - shown, (size_t)shown * sizeof(int32_t));
             n_prefix = (int)shown;
             append_question(pd, p, w->seq, &n_prefix);
             w->seq[n_prefix++] = p->prefix[0];
@@ -414,8 +600,10 @@ static mn_status score_probe(worker *w, const mn_eval_options *o, const prep_dia
     return MN_OK;
 }
 
-/* LM loss of history piece j for every variant, given R before it. */
-static mn_status turn_lm(worker *w, const mn_eval_options *o, const prep_dialogue *pd, int64_t j, dialogue_acc *acc) {
+/* LM loss of history piece j for every variant, given R before it. Retrieval has no question
+ * to rank turns by here, so it is not measured (every turn counts as skipped). */
+static mn_status turn_lm(worker *w, const mn_eval_options *o, const prep_dialogue *pd, const summary_prompt *sp,
+                         int64_t j, dialogue_acc *acc, int32_t eot) {
     const mn_config *cfg = mn_model_config(w->model);
     const int N = cfg->max_turn_tokens, V = cfg->vocab_size;
     const int32_t *toks = pd->hist_tokens + pd->hist_start[j];
@@ -428,17 +616,26 @@ static mn_status turn_lm(worker *w, const mn_eval_options *o, const prep_dialogu
         const mn_eval_variant_spec *spec = &o->variants[v];
         int shown = 0;
         const float *r = spec->mode == MN_EVAL_MEMORY ? w->r : w->r0;
+        if (spec->mode == MN_EVAL_RETRIEVAL) {
+            acc->lm_skipped[v]++;
+            continue;
+        }
         double t0 = mn_clock_s();
         if (spec->mode == MN_EVAL_MEMORY || spec->mode == MN_EVAL_NO_MEMORY) {
             MN_TRY(mn_logits(w->model, toks, n, r, w->logits));
         } else {
+            const int32_t *h = pd->hist_tokens;
             int64_t want = spec->mode == MN_EVAL_FULL ? hist_avail : (spec->window < hist_avail ? spec->window : hist_avail);
-            if (spec->mode == MN_EVAL_FULL && want + n > N) {
+            if (spec->mode == MN_EVAL_SUMMARY) {
+                want = summary_history(w, sp, v, eot);
+                h = w->hist;
+            } else if (spec->mode == MN_EVAL_FULL && want + n > N) {
                 acc->lm_skipped[v]++;
                 continue;
             }
+            const int32_t *end = spec->mode == MN_EVAL_SUMMARY ? h + want : h + hist_avail;
             shown = (int)(want < N - n ? want : N - n);
-            memcpy(w->seq, pd->hist_tokens + hist_avail - shown, (size_t)shown * sizeof(int32_t));
+            memcpy(w->seq, end - shown, (size_t)shown * sizeof(int32_t));
             memcpy(w->seq + shown, toks, (size_t)n * sizeof(int32_t));
             MN_TRY(mn_logits(w->model, w->seq, shown + n, r, w->logits));
         }
@@ -453,20 +650,40 @@ static mn_status turn_lm(worker *w, const mn_eval_options *o, const prep_dialogu
     return MN_OK;
 }
 
-static mn_status walk(worker *w, const mn_eval_options *o, const prep_dialogue *pd, mn_eval_probe_result *res,
-                      gen_ids *gens, dialogue_acc *acc, int32_t eot) {
+static mn_status walk(worker *w, const mn_eval_options *o, const prep_dialogue *pd, const summary_prompt *sp,
+                      mn_eval_probe_result *res, gen_ids *gens, dialogue_acc *acc, int32_t eot) {
     size_t S = mn_state_floats(w->model);
     memcpy(w->r, w->r0, S * sizeof(float));
-    int pi = 0;
+    int retrieval = 0;
+    for (int v = 0; v < o->n_variants; v++) {
+        retrieval |= o->variants[v].mode == MN_EVAL_RETRIEVAL;
+        w->summary_len[v] = 0;
+    }
+    mn_eval_index_free(w->ix); /* the previous dialogue's */
+    w->ix = NULL;
+    if (retrieval)
+        MN_TRY(mn_eval_index_open(&w->ix));
+    int pi = 0, next_turn = 0;
     for (int64_t j = 0; j <= pd->n_hist; j++) {
         while (pi < pd->n_probes && pd->probes[pi].hist_before == j) {
             const prep_probe *p = &pd->probes[pi++];
-            MN_TRY(score_probe(w, o, pd, p, &res[p->result], gens + (size_t)p->result * MN_EVAL_MAX_VARIANTS, acc, eot));
+            MN_TRY(score_probe(w, o, pd, p, sp, &res[p->result], gens + (size_t)p->result * MN_EVAL_MAX_VARIANTS, acc,
+                               eot));
         }
         if (j == pd->n_hist)
             break;
         if (o->lm)
-            MN_TRY(turn_lm(w, o, pd, j, acc));
+            MN_TRY(turn_lm(w, o, pd, sp, j, acc, eot));
+        if (retrieval && next_turn < pd->dl->n_turns && pd->piece_of_turn[next_turn] == j) {
+            /* a turn arrives: indexed whole (its pieces are all read before any question) */
+            double t0 = mn_clock_s();
+            MN_TRY(mn_eval_index_add(w->ix, next_turn, pd->dl->turns[next_turn].text));
+            double ms = 1e3 * (mn_clock_s() - t0);
+            for (int v = 0; v < o->n_variants; v++)
+                if (o->variants[v].mode == MN_EVAL_RETRIEVAL)
+                    acc->write_ms[v][mn_eval_bucket(j + 1, MN_EVAL_INDEX_BUCKETS)] += ms;
+            next_turn++;
+        }
         const int32_t *toks = pd->hist_tokens + pd->hist_start[j];
         int n = (int)(pd->hist_start[j + 1] - pd->hist_start[j]);
         double t0 = mn_clock_s();
@@ -474,6 +691,9 @@ static mn_status walk(worker *w, const mn_eval_options *o, const prep_dialogue *
         int ib = mn_eval_bucket(j + 1, MN_EVAL_INDEX_BUCKETS);
         acc->upd_ms[ib] += 1e3 * (mn_clock_s() - t0);
         acc->upd_n[ib]++;
+        for (int v = 0; v < o->n_variants; v++)
+            if (o->variants[v].mode == MN_EVAL_SUMMARY)
+                MN_TRY(summary_rewrite(w, sp, v, pd, j, acc, eot));
     }
     return MN_OK;
 }
@@ -481,6 +701,10 @@ static mn_status walk(worker *w, const mn_eval_options *o, const prep_dialogue *
 static void worker_free(worker *w) {
     mn_model_free(w->model);
     free(w->r), free(w->rq), free(w->r0), free(w->logits), free(w->seq), free(w->gen), free(w->scores);
+    free(w->hist), free(w->pick_turn), free(w->pick_len);
+    for (int v = 0; v < MN_EVAL_MAX_VARIANTS; v++)
+        free(w->summary[v]);
+    mn_eval_index_free(w->ix);
     memset(w, 0, sizeof *w);
 }
 
@@ -504,8 +728,15 @@ static mn_status worker_init(worker *w, mn_model *src, int max_choices) {
     w->logits = malloc((size_t)N * cfg->vocab_size * sizeof(float));
     w->seq = malloc((size_t)(N + cfg->n_slots) * sizeof(int32_t));
     w->gen = malloc((size_t)(N + cfg->n_slots) * sizeof(int32_t));
+    w->hist = malloc((size_t)(N + 1) * sizeof(int32_t));
+    w->pick_turn = malloc((size_t)(N + 1) * sizeof *w->pick_turn);
+    w->pick_len = malloc((size_t)(N + 1) * sizeof *w->pick_len);
+    int bad = 0;
+    for (int v = 0; v < MN_EVAL_MAX_VARIANTS; v++)
+        bad |= !(w->summary[v] = malloc((size_t)N * sizeof(int32_t)));
     w->scores = malloc((size_t)(max_choices ? max_choices : 1) * sizeof(double));
-    if (!w->r || !w->rq || !w->r0 || !w->logits || !w->seq || !w->gen || !w->scores) {
+    if (bad || !w->r || !w->rq || !w->r0 || !w->logits || !w->seq || !w->gen || !w->scores || !w->hist || !w->pick_turn ||
+        !w->pick_len) {
         worker_free(w);
         return mn_fail(MN_ERR_NOMEM, "eval: out of memory for a worker");
     }
@@ -527,6 +758,43 @@ static void tally_add(mn_eval_tally *t, const mn_eval_probe_result *p, int v, in
         t->em_correct += p->em[v];
         t->f1_sum += p->f1[v];
     }
+    if (p->evidence_shown[v] >= 0) {
+        t->evidence_n++;
+        t->evidence_shown += p->evidence_shown[v];
+    }
+}
+
+/* The summary prompt's tokens, and each summary variant's cap: B, or less where the previous
+ * summary, the prompt, SUMMARY_MIN_TURN tokens of the turn and the new summary would not fit
+ * the decoder's N positions. */
+static mn_status summary_prepare(mn_tokenizer *tok, const mn_config *cfg, const mn_eval_options *o, summary_prompt *sp) {
+    memset(sp, 0, sizeof *sp);
+    const char *texts[2] = {SUMMARY_HEAD_TEXT, SUMMARY_TAIL_TEXT};
+    int32_t *out[2] = {sp->head, sp->tail};
+    int *n[2] = {&sp->n_head, &sp->n_tail};
+    for (int i = 0; i < 2; i++) {
+        out[i][0] = mn_tokenizer_special(tok, MN_TOK_TURN);
+        out[i][1] = mn_tokenizer_special(tok, MN_TOK_SPEAKER_B);
+        size_t count = 0;
+        MN_TRY(mn_tokenizer_encode_ids(tok, texts[i], strlen(texts[i]), out[i] + 2, 38, &count));
+        if (count > 38)
+            return mn_fail(MN_ERR_INVALID_ARG, "eval: the summary prompt '%s' is %zu tokens (at most 38)", texts[i], count);
+        *n[i] = 2 + (int)count;
+    }
+    sp->stop[0] = mn_tokenizer_special(tok, MN_TOK_EOT);
+    sp->stop[1] = mn_tokenizer_special(tok, MN_TOK_TURN);
+    const int fit = (cfg->max_turn_tokens - sp->n_head - 1 - sp->n_tail - SUMMARY_MIN_TURN) / 2;
+    for (int v = 0; v < o->n_variants; v++) {
+        if (o->variants[v].mode != MN_EVAL_SUMMARY)
+            continue;
+        if (fit < 1)
+            return mn_fail(MN_ERR_INVALID_ARG,
+                           "eval: summary: the model's %d tokens per turn leave no room for a summary (the prompt takes %d, "
+                           "the turn at least %d)",
+                           cfg->max_turn_tokens, sp->n_head + 1 + sp->n_tail, SUMMARY_MIN_TURN);
+        sp->cap[v] = o->variants[v].window < fit ? o->variants[v].window : fit;
+    }
+    return MN_OK;
 }
 
 mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list *list, const mn_eval_options *o,
@@ -544,6 +812,17 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
                        mn_tokenizer_vocab_size(tok), cfg->vocab_size);
     if (list->count < 1)
         return mn_fail(MN_ERR_INVALID_ARG, "eval: no dialogues to evaluate (empty input)");
+    for (int v = 0; v < o->n_variants; v++) {
+        const mn_eval_variant_spec *spec = &o->variants[v];
+        if (spec->mode < 0 || spec->mode >= MN_EVAL_N_MODES)
+            return mn_fail(MN_ERR_INVALID_ARG, "eval: variant %d: unknown mode %d", v, (int)spec->mode);
+        if ((spec->mode == MN_EVAL_WINDOW || spec->mode == MN_EVAL_RETRIEVAL || spec->mode == MN_EVAL_SUMMARY) &&
+            spec->window < 1)
+            return mn_fail(MN_ERR_INVALID_ARG, "eval: %s: %d tokens (want >= 1)", mn_eval_mode_names[spec->mode],
+                           spec->window);
+    }
+    summary_prompt sp;
+    MN_TRY(summary_prepare(tok, cfg, o, &sp));
     double t_start = mn_clock_s();
 
     /* which dialogues and probes: the first max_probes probes in file order */
@@ -576,14 +855,19 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
     for (int v = 0; v < o->n_variants; v++) {
         mn_eval_variant_result *vr = &out->variants[v];
         vr->spec = o->variants[v];
-        static const char *const names[] = {"memory", "no_memory", "window", "full"};
-        int first_window = 1;
+        /* the first of a sized mode is plain "window", the others "window_64" */
+        int first = 1;
         for (int u = 0; u < v; u++)
-            first_window &= o->variants[u].mode != MN_EVAL_WINDOW;
-        if (vr->spec.mode == MN_EVAL_WINDOW && !first_window)
-            snprintf(vr->name, sizeof vr->name, "window_%d", vr->spec.window);
-        else
-            snprintf(vr->name, sizeof vr->name, "%s", names[vr->spec.mode]);
+            first &= o->variants[u].mode != vr->spec.mode;
+        const char *name = mn_eval_mode_names[vr->spec.mode];
+        if (vr->spec.mode == MN_EVAL_WINDOW || vr->spec.mode == MN_EVAL_RETRIEVAL || vr->spec.mode == MN_EVAL_SUMMARY) {
+            if (!first)
+                snprintf(vr->name, sizeof vr->name, "%s_%d", name, vr->spec.window);
+            else
+                snprintf(vr->name, sizeof vr->name, "%s", name);
+        } else {
+            snprintf(vr->name, sizeof vr->name, "%s", name);
+        }
     }
 
     prep_dialogue *pds = calloc((size_t)n_dlg, sizeof *pds);
@@ -640,7 +924,7 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
 #pragma omp parallel for num_threads(n_workers) schedule(dynamic, 1) if (n_workers > 1)
     for (int64_t d = 0; d < n_dlg; d++) {
         worker *w = &workers[omp_get_thread_num()];
-        mn_status s = walk(w, o, &pds[d], out->probe_results, gens, &accs[d], eot);
+        mn_status s = walk(w, o, &pds[d], &sp, out->probe_results, gens, &accs[d], eot);
         accs[d].status = s;
         if (s != MN_OK)
             snprintf(accs[d].message, sizeof accs[d].message, "%s", mn_last_error());
@@ -727,7 +1011,25 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
             vr->gen_tokens += a->gen_tokens[v];
             vr->window_used_sum += a->window_used[v];
             vr->window_clipped += a->window_clipped[v];
+            for (int b = 0; b < MN_EVAL_INDEX_BUCKETS; b++) {
+                vr->write_ms_sum += a->write_ms[v][b];
+                vr->write_ms_by_index[b] += a->write_ms[v][b];
+            }
+            vr->write_tokens += a->write_tokens[v];
+            vr->write_cut += a->write_cut[v];
+            vr->query_ms_sum += a->query_ms[v];
+            vr->state_tokens_sum += a->state_tokens[v];
+            vr->state_bytes_sum += a->state_bytes[v];
+            vr->state_n += a->state_n[v];
+            if (a->state_max[v] > vr->state_tokens_max)
+                vr->state_tokens_max = a->state_max[v];
         }
+    }
+    for (int v = 0; v < o->n_variants; v++) {
+        mn_eval_variant_result *vr = &out->variants[v];
+        if (vr->spec.mode == MN_EVAL_MEMORY)
+            vr->write_ms_sum = out->update_ms_sum; /* R's update after each turn */
+        vr->summary_cap = sp.cap[v];
     }
     out->wall_s = mn_clock_s() - t_start;
 done:
