@@ -334,13 +334,16 @@ mn_status mn_export_hf(const char *checkpoint, const char *out_dir);
 /* What `mnemo eval` measures (docs/eval.md); zero-initialised, it is every mode with the
  * default windows, every probe, no generation and no LM loss. */
 typedef struct {
-    const char *modes;         /* comma list of memory,no_memory,window,full; NULL: all four */
+    const char *modes;         /* comma list of memory,no_memory,window,full,retrieval,summary;
+                                * NULL: memory,no_memory,window,full */
     const char *window_tokens; /* comma list of window sizes in tokens; NULL: k,4k */
     int64_t max_probes;        /* the first max_probes probes in file order; 0: all */
     int threads;               /* dialogues evaluated in parallel; 0: OpenMP's default */
     int generate;              /* 1: greedy answers too (exact match, F1) */
     int max_gen_tokens;        /* longest generated answer; 0: 32 */
     int lm;                    /* 1: per-turn LM loss too */
+    const char *retrieval_tokens; /* comma list of the retrieval mode's budgets; NULL: k,4k */
+    const char *summary_tokens;   /* comma list of the summary mode's budgets; NULL: k,4k */
 } mn_eval_config;
 
 /* `mnemo eval --checkpoint checkpoint --data data --json json_out`: evaluates the checkpoint's

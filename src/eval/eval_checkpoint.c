@@ -34,7 +34,7 @@ mn_status mn_eval_checkpoint(const char *checkpoint, const char *data, const mn_
     mn_eval_options o;
     if (st == MN_OK) {
         mn_eval_options_default(&o, mn_model_config(model)->n_slots);
-        st = mn_eval_parse_variants(&o, c->modes, c->window_tokens);
+        st = mn_eval_parse_variants(&o, c->modes, c->window_tokens, c->retrieval_tokens, c->summary_tokens);
     }
     if (st == MN_OK) {
         o.max_probes = c->max_probes;

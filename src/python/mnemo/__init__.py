@@ -484,10 +484,13 @@ class SessionStore(collections.abc.MutableMapping):
 
 def evaluate(checkpoint: PathLike, jsonl: PathLike, modes: Optional[Sequence[str]] = None,
              window_tokens: Optional[Sequence[int]] = None, max_probes: int = 0, threads: int = 0,
-             generate: bool = False, max_gen_tokens: int = 0, lm: bool = True) -> dict:
+             generate: bool = False, max_gen_tokens: int = 0, lm: bool = True,
+             retrieval_tokens: Optional[Sequence[int]] = None,
+             summary_tokens: Optional[Sequence[int]] = None) -> dict:
     """Runs `mnemo eval` (docs/eval.md) on a checkpoint and canonical dialogue JSONL and
-    returns its JSON report as a dict. ``modes``: of "memory", "no_memory", "window", "full"
-    (default all four); ``window_tokens``: the window sizes (default k and 4k);
+    returns its JSON report as a dict. ``modes``: of "memory", "no_memory", "window", "full",
+    "retrieval", "summary" (default the first four); ``window_tokens``, ``retrieval_tokens``,
+    ``summary_tokens``: the budgets of the sized modes (default k and 4k);
     ``generate``: greedy answers too (exact match, F1); ``lm``: per-turn LM loss."""
     def joined(items, what):
         if items is None:
@@ -496,7 +499,8 @@ def evaluate(checkpoint: PathLike, jsonl: PathLike, modes: Optional[Sequence[str
             raise Error(f"{what} must be a list, e.g. ['memory', 'no_memory'], got {items!r}")
         return ",".join(str(i) for i in items).encode()
     cfg = _lib.EvalConfig(joined(modes, "modes"), joined(window_tokens, "window_tokens"), int(max_probes),
-                          int(threads), int(bool(generate)), int(max_gen_tokens), int(bool(lm)))
+                          int(threads), int(bool(generate)), int(max_gen_tokens), int(bool(lm)),
+                          joined(retrieval_tokens, "retrieval_tokens"), joined(summary_tokens, "summary_tokens"))
     with tempfile.TemporaryDirectory(prefix="mnemo-eval-") as d:
         out = os.path.join(d, "report.json")
         check(lib.mn_eval_checkpoint(path_arg(checkpoint), path_arg(jsonl), byref(cfg), path_arg(out)))

@@ -63,7 +63,8 @@ class SessionInfo(ctypes.Structure):
 
 class EvalConfig(ctypes.Structure):
     _fields_ = [("modes", c_char_p), ("window_tokens", c_char_p), ("max_probes", c_int64), ("threads", c_int),
-                ("generate", c_int), ("max_gen_tokens", c_int), ("lm", c_int)]
+                ("generate", c_int), ("max_gen_tokens", c_int), ("lm", c_int),
+                ("retrieval_tokens", c_char_p), ("summary_tokens", c_char_p)]
 
 
 STORE_WRITE, STORE_CREATE, STORE_NO_SYNC = 1, 2, 4
