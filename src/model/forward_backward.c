@@ -88,7 +88,7 @@ static void trainer_release(mn_trainer *tr) {
                 mn_stack_acts_free(ex, &tr->compressor[i]);
         mn_stack_scratch_free(ex, &tr->scratch);
         float *buffers[] = {tr->states, tr->u, tr->z, tr->dmemory_decoder, tr->dstate, tr->dstate_prev, tr->du,
-                            tr->dgate_scratch, tr->head_in, tr->dhead_in, tr->logits, tr->dlogits, tr->losses,
+                            tr->dgate_scratch, tr->head_in, tr->dhead_in, tr->logits, tr->losses,
                             tr->dlnf, tr->dmemory_recon};
         for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++)
             mn_exec_release(ex, buffers[i]);
@@ -112,6 +112,10 @@ static mn_status alloc_buffers(mn_trainer *tr) {
     size_t P = tr->model->num_params, B = (size_t)tr->max_B, C = (size_t)c->d_model;
     size_t N = (size_t)c->max_turn_tokens, S = (size_t)c->n_slots + N, V = (size_t)c->vocab_size;
     size_t state = B * (size_t)c->n_slots * C, bptt = (size_t)tr->bptt;
+    size_t chunk = ex->be->classifier_floats / V, rows = B * N;
+    if (chunk < C / 4)
+        chunk = C / 4;
+    tr->classifier_rows = (int)(ex->be->classifier_floats && chunk >= 1 && chunk < rows ? chunk : rows);
     struct {
         float **at;
         size_t floats;
@@ -120,7 +124,7 @@ static mn_status alloc_buffers(mn_trainer *tr) {
         {&tr->states, (bptt + 1) * state}, {&tr->u, bptt * state}, {&tr->z, bptt * state},
         {&tr->dmemory_decoder, bptt * state}, {&tr->dstate, state}, {&tr->dstate_prev, state},
         {&tr->du, state},         {&tr->dgate_scratch, state}, {&tr->head_in, B * N * C},
-        {&tr->dhead_in, B * N * C}, {&tr->logits, B * N * V}, {&tr->dlogits, B * N * V},
+        {&tr->dhead_in, B * N * C}, {&tr->logits, (size_t)tr->classifier_rows * V},
         {&tr->losses, B * N},     {&tr->dlnf, B * S * C},
     };
     for (size_t i = 0; i < sizeof plan / sizeof plan[0]; i++)
@@ -367,6 +371,45 @@ static void build_inputs(mn_trainer *tr, const mn_batch *b) {
 }
 
 /* ---------------------------------------------------------------- one turn */
+/* Logits of rows [r0, r0 + n) of turn t (in tr->logits) to the caller's (B, L, V) table of the
+ * turn: the rows of real tokens only (padding rows stay as the caller filled them). */
+static void download_logits(mn_trainer *tr, const mn_batch *b, int t, int r0, int n, float *logits_out) {
+    const int L = b->max_len, V = tr->model->config.vocab_size;
+    for (int e = r0 / L; e * L < r0 + n; e++) {
+        int lo = e * L > r0 ? e * L : r0, len = b->lengths[(size_t)t * b->B + e];
+        int hi = e * L + len < r0 + n ? e * L + len : r0 + n;
+        if (hi > lo)
+            MN_OP(&tr->exec, download, logits_out + (size_t)lo * V, tr->logits + (size_t)(lo - r0) * V,
+                  (size_t)(hi - lo) * V * sizeof(float));
+    }
+}
+
+/* The classifier of a decoder turn over head_in (B * L, C) (llm.c's fused classifier, in chunks
+ * of tr->classifier_rows rows): the chunk's logits = head_in @ wte^T, their weighted loss, and
+ * with grads their gradient written over them, then dhead_in and dwte from it. The turn's (B, L, V)
+ * logits never exist at once, and each chunk is read while it is still in cache. */
+static void classifier(mn_trainer *tr, const mn_batch *b, int t, const turn_inputs *in, double scale,
+                       int with_grads, float *logits_out) {
+    const mn_exec *ex = &tr->exec;
+    const int rows = b->B * b->max_len, C = tr->model->config.d_model, V = tr->model->config.vocab_size;
+    if (with_grads)
+        MN_OP(ex, zero, tr->dhead_in, (size_t)rows * C * sizeof(float));
+    for (int r0 = 0; r0 < rows; r0 += tr->classifier_rows) {
+        const int n = rows - r0 < tr->classifier_rows ? rows - r0 : tr->classifier_rows;
+        const float *x = tr->head_in + (size_t)r0 * C;
+        MN_OP(ex, lm_head_forward, tr->logits, x, tr->p.wte, n, C, V);
+        if (logits_out)
+            download_logits(tr, b, t, r0, n, logits_out);
+        if (!with_grads) {
+            MN_OP(ex, crossentropy_forward, tr->losses + r0, tr->logits, in->targets + r0, in->weights + r0, n, V);
+            continue;
+        }
+        MN_OP(ex, crossentropy_fused, tr->losses + r0, tr->logits, in->targets + r0, in->weights + r0, (float)scale, n,
+              V);
+        MN_OP(ex, lm_head_backward, tr->dhead_in + (size_t)r0 * C, tr->g.wte, tr->logits, x, tr->p.wte, n, C, V);
+    }
+}
+
 /* Decoder forward for turn t reading `memory` (B, k, C); with grads, also its full backward,
  * writing the memory's gradient into dmemory. The turn's weighted loss sum lands in
  * *loss_sum (backend memory). */
@@ -375,29 +418,20 @@ static void decoder_turn(mn_trainer *tr, const mn_batch *b, int t, const float *
     mn_model *m = tr->model;
     const mn_exec *ex = &tr->exec;
     const mn_config *c = &m->config;
-    const int B = b->B, L = b->max_len, k = c->n_slots, C = c->d_model, V = c->vocab_size, S = k + L;
+    const int B = b->B, L = b->max_len, k = c->n_slots, C = c->d_model, S = k + L;
     const size_t LC = (size_t)L * C, SC = (size_t)S * C;
     const turn_inputs in = inputs_of(tr, b, t);
     mn_stack_acts *a = &tr->decoder;
 
     mn_stack_forward(ex, a, c, tr->p.wte, &tr->p.decoder, memory, in.ids_fwd, in.ids_bwd, in.valid, B, L, 1);
 
-    // head_in (B, L, C) = token rows of ln_f; logits (B, L, V) = head_in @ wte^T
+    // head_in (B, L, C) = token rows of ln_f, into the classifier
     MN_OP(ex, copy_rows, tr->head_in, LC, a->lnf + (size_t)k * C, SC, (size_t)B, LC);
-    MN_OP(ex, lm_head_forward, tr->logits, tr->head_in, tr->p.wte, B * L, C, V);
-    MN_OP(ex, crossentropy_forward, tr->losses, tr->logits, in.targets, in.weights, B * L, V);
+    classifier(tr, b, t, &in, scale, with_grads, logits_out);
     MN_OP(ex, sum_to, loss_sum, tr->losses, (size_t)B * L);
-    if (logits_out)
-        for (int e = 0; e < B; e++)
-            MN_OP(ex, download, logits_out + (size_t)e * L * V, tr->logits + (size_t)e * L * V,
-                  (size_t)b->lengths[(size_t)t * B + e] * V * sizeof(float));
     if (!with_grads)
         return;
 
-    MN_OP(ex, zero, tr->dlogits, (size_t)B * L * V * sizeof(float));
-    MN_OP(ex, crossentropy_backward, tr->dlogits, tr->logits, in.targets, in.weights, (float)scale, B * L, V);
-    MN_OP(ex, zero, tr->dhead_in, (size_t)B * LC * sizeof(float));
-    MN_OP(ex, lm_head_backward, tr->dhead_in, tr->g.wte, tr->dlogits, tr->head_in, tr->p.wte, B * L, C, V);
     MN_OP(ex, zero, tr->dlnf, (size_t)B * SC * sizeof(float));
     MN_OP(ex, copy_rows, tr->dlnf + (size_t)k * C, SC, tr->dhead_in, LC, (size_t)B, LC);
     MN_OP(ex, zero, dmemory, (size_t)B * k * C * sizeof(float));

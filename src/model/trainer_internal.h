@@ -30,7 +30,8 @@ struct mn_trainer {
     float *dstate, *dstate_prev, *du, *dgate_scratch; /* (B, k, C) */
     /* decoder head, (B * max_turn, .) */
     float *head_in, *dhead_in;         /* (B, N, C) token rows of ln_f */
-    float *logits, *dlogits;           /* (B, N, V) */
+    int classifier_rows;               /* rows of logits computed at once (the backend's chunk) */
+    float *logits;                     /* (classifier_rows, V): logits, then their gradient */
     float *losses;                     /* (B, N) */
     float *dlnf;                       /* (B, S, C) */
     /* The batch's inputs, built on the host and uploaded once per batch. Per turn, densely for
