@@ -32,17 +32,18 @@ typedef struct {
     float weight_decay;   /* 0 for tensors that do not decay */
 } mn_adamw_segment;
 
-/* Logits the CPU's classifier holds at once: 1 MiB, a chunk of rows whose half (a thread's
- * panel) stays in a 512 KiB L2 from its product through the cross-entropy to the gradient's
- * products (forward_backward.c; measured in docs/perf.md). */
-#define MN_CPU_CLASSIFIER_FLOATS ((size_t)1 << 18)
+/* Logits the CPU's classifier holds at once: 16 MiB, a whole turn of the demo (8 x 128 rows of
+ * V 4096), a bound for larger batches and vocabularies. Thinner chunks cost CPU time on the
+ * development machines, as each adds its product into the whole (V, C) gradient of wte (256
+ * rows: +4%, 64 rows: +20% over one chunk of 1024), and each chunk is one more wait for the
+ * thread team, which costs wall time on a loaded machine (docs/perf.md). */
+#define MN_CPU_CLASSIFIER_FLOATS ((size_t)1 << 22)
 
 typedef struct mn_backend {
     mn_device device;
     const char *name;
     /* Logits (rows x V) the training classifier computes at once; 0 = a whole turn's rows. The
-     * chunk has at least C / 4 rows: each chunk adds its product into the whole (V, C) gradient
-     * of wte, which costs more than the cache saves when the chunks get thinner. */
+     * chunk has at least C rows, so that a large vocabulary does not make it thin. */
     size_t classifier_floats;
 
     /* ------------------------------------------------------------ context */

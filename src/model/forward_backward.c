@@ -113,8 +113,8 @@ static mn_status alloc_buffers(mn_trainer *tr) {
     size_t N = (size_t)c->max_turn_tokens, S = (size_t)c->n_slots + N, V = (size_t)c->vocab_size;
     size_t state = B * (size_t)c->n_slots * C, bptt = (size_t)tr->bptt;
     size_t chunk = ex->be->classifier_floats / V, rows = B * N;
-    if (chunk < C / 4)
-        chunk = C / 4;
+    if (chunk < C)
+        chunk = C;
     tr->classifier_rows = (int)(ex->be->classifier_floats && chunk >= 1 && chunk < rows ? chunk : rows);
     struct {
         float **at;
