@@ -312,8 +312,8 @@ static step_result train_step(mn_model *m, const mn_backend *be, const mn_batch 
 
 static void free_step(step_result *r) { free(r->turn_losses), free(r->states), free(r->logits), free(r->grads); }
 
-/* Chunks of 16 rows (the second starts inside episode 1 and is shorter) give what one chunk of
- * a turn's 30 rows gives, up to the rounding of the summed wte gradient: losses, logits (the
+/* Chunks of 16 rows over a turn's packed real tokens (turns of 15, 19 and 22 tokens: one chunk,
+ * then two whose second starts inside an episode) give what one chunk of every row gives, up to the rounding of the summed wte gradient: losses, logits (the
  * padding rows untouched), states and gradients, with and without gradients. */
 static void test_classifier_chunks(void **state) {
     (void)state;

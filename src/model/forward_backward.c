@@ -97,6 +97,7 @@ static void trainer_release(mn_trainer *tr) {
     }
     free(tr->compressor);
     free(tr->frozen);
+    free(tr->packed_first);
     free(tr->segments);
     mn_views_free(&tr->p);
     mn_views_free(&tr->g);
@@ -176,10 +177,11 @@ mn_status mn_trainer_create_backend(mn_model *model, const mn_backend *be, int m
     tr->max_B = max_B;
     tr->bptt = bptt;
     tr->frozen = calloc((size_t)model->n_tensors, 1);
+    tr->packed_first = malloc(((size_t)max_B + 1) * sizeof(int));
     tr->segments = calloc((size_t)model->n_tensors, sizeof *tr->segments);
     tr->compressor = calloc((size_t)bptt, sizeof *tr->compressor);
     mn_status st = MN_OK;
-    if (!tr->frozen || !tr->segments || !tr->compressor)
+    if (!tr->frozen || !tr->segments || !tr->compressor || !tr->packed_first)
         st = mn_fail(MN_ERR_NOMEM, "out of memory creating the trainer");
     if (st == MN_OK)
         st = mn_exec_open_backend(be, &tr->exec);
@@ -332,6 +334,8 @@ static mn_status validate_batch(const mn_trainer *tr, const mn_batch *b, double 
 typedef struct {
     const int32_t *ids_fwd, *ids_bwd, *valid, *targets; /* (B, S), (B, S), (B), (B, L) */
     const float *weights;                               /* (B, L) */
+    /* targets and weights hold the turn's real tokens packed: episode e's token i at row
+     * (sum of the lengths before e) + i; the rows past the turn's tokens are unused */
 } turn_inputs;
 
 static turn_inputs inputs_of(const mn_trainer *tr, const mn_batch *b, int t) {
@@ -352,16 +356,16 @@ static void build_inputs(mn_trainer *tr, const mn_batch *b) {
         const int32_t *lengths = b->lengths + (size_t)t * B;
         const float *w = b->loss_weights ? b->loss_weights + (size_t)t * B * L : NULL;
         double ws = 0.0;
-        for (int e = 0; e < B; e++) {
+        for (int e = 0, row = 0; e < B; e++) {
             int len = lengths[e];
             valid[e] = k + len;
             mn_turn_ids(k, tokens + (size_t)e * L, len, L, ids_fwd + (size_t)e * S, ids_bwd + (size_t)e * S);
-            // row i predicts token i+1 of the same turn
-            for (int i = 0; i < L; i++) {
+            // token i predicts token i+1 of the same turn; rows packed over the real tokens
+            for (int i = 0; i < len; i++, row++) {
                 int r = e * L + i, has_target = i + 1 < len;
-                targets[r] = has_target ? tokens[r + 1] : 0;
-                weights[r] = has_target ? (w ? w[r + 1] : 1.0f) : 0.0f;
-                ws += weights[r];
+                targets[row] = has_target ? tokens[r + 1] : 0;
+                weights[row] = has_target ? (w ? w[r + 1] : 1.0f) : 0.0f;
+                ws += weights[row];
             }
         }
         tr->turn_weight[t] = ws;
@@ -371,27 +375,35 @@ static void build_inputs(mn_trainer *tr, const mn_batch *b) {
 }
 
 /* ---------------------------------------------------------------- one turn */
-/* Logits of rows [r0, r0 + n) of turn t (in tr->logits) to the caller's (B, L, V) table of the
- * turn: the rows of real tokens only (padding rows stay as the caller filled them). */
-static void download_logits(mn_trainer *tr, const mn_batch *b, int t, int r0, int n, float *logits_out) {
+/* The turn's real tokens, packed: episode e's tokens are rows first[e] .. first[e] + len - 1 of
+ * the classifier's (rows, .) inputs; returns the number of rows. first: host (B + 1). */
+static int packed_rows(const mn_batch *b, int t, int *first) {
+    first[0] = 0;
+    for (int e = 0; e < b->B; e++)
+        first[e + 1] = first[e] + b->lengths[(size_t)t * b->B + e];
+    return first[b->B];
+}
+
+/* Logits of packed rows [r0, r0 + n) (in tr->logits) to the caller's (B, L, V) table of the
+ * turn: row first[e] + i is episode e's token i (padding rows stay as the caller filled them). */
+static void download_logits(mn_trainer *tr, const mn_batch *b, const int *first, int r0, int n, float *logits_out) {
     const int L = b->max_len, V = tr->model->config.vocab_size;
-    for (int e = r0 / L; e * L < r0 + n; e++) {
-        int lo = e * L > r0 ? e * L : r0, len = b->lengths[(size_t)t * b->B + e];
-        int hi = e * L + len < r0 + n ? e * L + len : r0 + n;
+    for (int e = 0; e < b->B; e++) {
+        int lo = first[e] > r0 ? first[e] : r0, hi = first[e + 1] < r0 + n ? first[e + 1] : r0 + n;
         if (hi > lo)
-            MN_OP(&tr->exec, download, logits_out + (size_t)lo * V, tr->logits + (size_t)(lo - r0) * V,
-                  (size_t)(hi - lo) * V * sizeof(float));
+            MN_OP(&tr->exec, download, logits_out + ((size_t)e * L + (size_t)(lo - first[e])) * V,
+                  tr->logits + (size_t)(lo - r0) * V, (size_t)(hi - lo) * V * sizeof(float));
     }
 }
 
-/* The classifier of a decoder turn over head_in (B * L, C) (llm.c's fused classifier, in chunks
- * of tr->classifier_rows rows): the chunk's logits = head_in @ wte^T, their weighted loss, and
- * with grads their gradient written over them, then dhead_in and dwte from it. The turn's (B, L, V)
- * logits never exist at once, and each chunk is read while it is still in cache. */
-static void classifier(mn_trainer *tr, const mn_batch *b, int t, const turn_inputs *in, double scale,
-                       int with_grads, float *logits_out) {
+/* The classifier of a decoder turn over its real tokens (head_in: `rows` packed rows of C),
+ * llm.c's fused classifier in chunks of tr->classifier_rows rows: the chunk's logits = head_in
+ * @ wte^T, their weighted loss, and with grads their gradient written over them, then dhead_in
+ * and dwte from it. Padding rows cost nothing, and one chunk of logits exists at a time. */
+static void classifier(mn_trainer *tr, const mn_batch *b, const int *first, int rows, const turn_inputs *in,
+                       double scale, int with_grads, float *logits_out) {
     const mn_exec *ex = &tr->exec;
-    const int rows = b->B * b->max_len, C = tr->model->config.d_model, V = tr->model->config.vocab_size;
+    const int C = tr->model->config.d_model, V = tr->model->config.vocab_size;
     if (with_grads)
         MN_OP(ex, zero, tr->dhead_in, (size_t)rows * C * sizeof(float));
     for (int r0 = 0; r0 < rows; r0 += tr->classifier_rows) {
@@ -399,7 +411,7 @@ static void classifier(mn_trainer *tr, const mn_batch *b, int t, const turn_inpu
         const float *x = tr->head_in + (size_t)r0 * C;
         MN_OP(ex, lm_head_forward, tr->logits, x, tr->p.wte, n, C, V);
         if (logits_out)
-            download_logits(tr, b, t, r0, n, logits_out);
+            download_logits(tr, b, first, r0, n, logits_out);
         if (!with_grads) {
             MN_OP(ex, crossentropy_forward, tr->losses + r0, tr->logits, in->targets + r0, in->weights + r0, n, V);
             continue;
@@ -419,21 +431,27 @@ static void decoder_turn(mn_trainer *tr, const mn_batch *b, int t, const float *
     const mn_exec *ex = &tr->exec;
     const mn_config *c = &m->config;
     const int B = b->B, L = b->max_len, k = c->n_slots, C = c->d_model, S = k + L;
-    const size_t LC = (size_t)L * C, SC = (size_t)S * C;
+    const size_t SC = (size_t)S * C;
     const turn_inputs in = inputs_of(tr, b, t);
     mn_stack_acts *a = &tr->decoder;
+    int *first = tr->packed_first;
 
     mn_stack_forward(ex, a, c, tr->p.wte, &tr->p.decoder, memory, in.ids_fwd, in.ids_bwd, in.valid, B, L, 1);
 
-    // head_in (B, L, C) = token rows of ln_f, into the classifier
-    MN_OP(ex, copy_rows, tr->head_in, LC, a->lnf + (size_t)k * C, SC, (size_t)B, LC);
-    classifier(tr, b, t, &in, scale, with_grads, logits_out);
-    MN_OP(ex, sum_to, loss_sum, tr->losses, (size_t)B * L);
+    // head_in = the token rows of ln_f of every episode, packed, into the classifier
+    const int rows = packed_rows(b, t, first);
+    for (int e = 0; e < B; e++)
+        MN_OP(ex, copy_rows, tr->head_in + (size_t)first[e] * C, 0, a->lnf + (size_t)e * SC + (size_t)k * C, 0, 1,
+              (size_t)(first[e + 1] - first[e]) * C);
+    classifier(tr, b, first, rows, &in, scale, with_grads, logits_out);
+    MN_OP(ex, sum_to, loss_sum, tr->losses, (size_t)rows);
     if (!with_grads)
         return;
 
     MN_OP(ex, zero, tr->dlnf, (size_t)B * SC * sizeof(float));
-    MN_OP(ex, copy_rows, tr->dlnf + (size_t)k * C, SC, tr->dhead_in, LC, (size_t)B, LC);
+    for (int e = 0; e < B; e++)
+        MN_OP(ex, copy_rows, tr->dlnf + (size_t)e * SC + (size_t)k * C, 0, tr->dhead_in + (size_t)first[e] * C, 0, 1,
+              (size_t)(first[e + 1] - first[e]) * C);
     MN_OP(ex, zero, dmemory, (size_t)B * k * C * sizeof(float));
     mn_stack_backward(ex, a, &tr->scratch, c, &tr->p.decoder, &tr->g.decoder, tr->g.wte, tr->dlnf, dmemory, 1);
 }
