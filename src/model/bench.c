@@ -225,8 +225,8 @@ static mn_status time_ops(const mn_bench_ops_options *o, bench_state *b) {
             MN_OP(&b->ex, lm_head_backward, dy, dwte, dlogits, x, wte, NT, C, V));
     TIME_OP("crossentropy fwd", (double)NT * V * F, 3.0 * NT * (double)V,
             MN_OP(&b->ex, crossentropy_forward, losses, logits, targets, weights, NT, V));
-    TIME_OP("crossentropy bwd", 3.0 * NT * V * F, 5.0 * NT * (double)V,
-            MN_OP(&b->ex, crossentropy_backward, dlogits, logits, targets, weights, 1e-3f, NT, V));
+    TIME_OP("crossentropy fused fwd+bwd", 4.0 * NT * V * F, 6.0 * NT * (double)V,
+            MN_OP(&b->ex, crossentropy_fused, losses, dlogits, targets, weights, 1e-3f, NT, V));
     TIME_OP("gated update fwd", (5.0 * M * C + 2.0 * C * C) * F, 4.0 * M * (double)C * C,
             MN_OP(&b->ex, gated_update_forward, z, y, r, u, gate_w, bias, M, C));
     TIME_OP("gated update bwd", (12.0 * M * C + 4.0 * C * C) * F, 8.0 * M * (double)C * C,

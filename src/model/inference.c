@@ -346,12 +346,20 @@ static mn_status head_to_host(mn_model *m, const float *hidden, int rows, float 
 }
 
 mn_status mn_logits(mn_model *m, const int32_t *tokens, int n, const float *r, float *logits) {
+    return mn_logits_rows(m, tokens, n, r, 0, n, logits);
+}
+
+mn_status mn_logits_rows(mn_model *m, const int32_t *tokens, int n, const float *r, int first, int rows,
+                         float *logits) {
     MN_TRY(check_turn(m, tokens, n, r, "mn_logits"));
     if (!logits)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_logits: logits is NULL");
+    if (first < 0 || rows < 1 || first + rows > n)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_logits: rows %d .. %d are not inside the turn's %d", first,
+                       first + rows - 1, n);
     const float *hidden = NULL;
     MN_TRY(decoder_hidden(m, tokens, n, r, "mn_logits", &hidden));
-    return head_to_host(m, hidden, n, logits);
+    return head_to_host(m, hidden + (size_t)first * m->config.d_model, rows, logits);
 }
 
 /* ---------------------------------------------------------------- decoding without a full logits table */

@@ -57,6 +57,10 @@ mn_status mn_inference_init(mn_model *model);
 void mn_inference_release(mn_model *model);
 /* mn_model_set_device with an explicit backend table. */
 mn_status mn_model_set_backend(mn_model *model, const mn_backend *be);
+/* mn_logits for rows first .. first + rows - 1 only (the LM head runs on those rows): scoring
+ * reads the logits of a choice's tokens, not of its prefix. logits (rows, V) on the host. */
+mn_status mn_logits_rows(mn_model *model, const int32_t *tokens, int n, const float *r, int first, int rows,
+                         float *logits);
 
 /* Points views at a buffer with the parameter layout (params, grads or moments).
  * Block arrays are allocated; free them with mn_views_free. */

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "model/model_internal.h"
 
 double mn_log_prob(const float *row, int V, int32_t target) {
     double max = row[0];
@@ -40,7 +41,7 @@ mn_status mn_score_choices(mn_model *m, const float *r, const int32_t *prefix, i
     }
     const int V = c->vocab_size, n_max = n_prefix + longest;
     int32_t *seq = malloc((size_t)n_max * sizeof *seq);
-    float *logits = malloc((size_t)n_max * V * sizeof *logits);
+    float *logits = malloc((size_t)longest * V * sizeof *logits); /* the choice's rows only */
     if (!seq || !logits) {
         free(seq);
         free(logits);
@@ -52,12 +53,12 @@ mn_status mn_score_choices(mn_model *m, const float *r, const int32_t *prefix, i
     for (int i = 0; i < n_choices && st == MN_OK; i++) {
         int n = n_prefix + choice_lens[i];
         memcpy(seq + n_prefix, choices[i], (size_t)choice_lens[i] * sizeof *seq);
-        st = mn_logits(m, seq, n, r, logits);
+        st = mn_logits_rows(m, seq, n, r, n_prefix - 1, choice_lens[i], logits);
         if (st != MN_OK)
             break;
         double sum = 0.0;
         for (int j = n_prefix; j < n; j++) /* row j-1 predicts token j */
-            sum += mn_log_prob(logits + (size_t)(j - 1) * V, V, seq[j]);
+            sum += mn_log_prob(logits + (size_t)(j - n_prefix) * V, V, seq[j]);
         scores[i] = sum / choice_lens[i];
         if (scores[i] > scores[arg])
             arg = i;
