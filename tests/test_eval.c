@@ -21,6 +21,7 @@
 #include "io/checkpoint.h"
 #include "io/gpt2_import.h"
 #include "mnemo.h"
+#include "model/score.h"
 #include "text/dialogue.h"
 #include "text/shard.h"
 #include "text/tokenizer.h"
@@ -499,6 +500,88 @@ static void test_hand_set_model(void **state) {
 }
 
 /* max_probes takes the first probes in file order */
+/* The memory modes' protocol (docs/eval.md), recomputed from the public API on a random model:
+ * by default the state after `after` turns, then the question and the answer prefix in the
+ * decoder's one pass; with question_in_state the question read into R first, the answer decoded
+ * from R alone. Turns render as <|turn|> <speaker> bytes <|eot|> (bytes tokenizer). */
+static int render_bytes(const mn_tokenizer *tok, int speaker_b, const char *text, int32_t *out) {
+    int n = 0;
+    out[n++] = mn_tokenizer_special(tok, MN_TOK_TURN);
+    out[n++] = mn_tokenizer_special(tok, speaker_b ? MN_TOK_SPEAKER_B : MN_TOK_SPEAKER_A);
+    for (const char *s = text; *s; s++)
+        out[n++] = (unsigned char)*s;
+    out[n++] = mn_tokenizer_special(tok, MN_TOK_EOT);
+    return n;
+}
+
+static void test_memory_protocol_question_in_context(void **state) {
+    (void)state;
+    mn_tokenizer *tok = bytes_tokenizer();
+    mn_config c = {.vocab_size = mn_tokenizer_vocab_size(tok), .d_model = 16, .n_heads = 2, .n_layers = 1,
+                   .n_comp_layers = 1, .n_slots = 2, .max_turn_tokens = 64, .gate_bias_init = 0.0f};
+    mn_model *m = NULL;
+    assert_int_equal(mn_model_create(&c, &m), MN_OK);
+    assert_int_equal(mn_model_init(m, 7), MN_OK);
+    static const char *jsonl = "{\"id\": \"p\", \"turns\": [{\"speaker\": \"A\", \"text\": \"my dog is Rex\"},"
+                               " {\"speaker\": \"B\", \"text\": \"nice\"}], \"probes\": [{\"after\": 2,"
+                               " \"question\": \"dog?\", \"answer\": \"Rex\", \"choices\": [\"Max\", \"Rex\"],"
+                               " \"evidence\": [0]}]}\n";
+    mn_dialogue_list list;
+    read_dialogues(jsonl, &list);
+    /* the history into R; the asker is the speaker other than the last turn's (B): A */
+    const int k = c.n_slots, C = c.d_model;
+    float *r = malloc(sizeof(float) * (size_t)k * C), *r2 = malloc(sizeof(float) * (size_t)k * C);
+    assert_int_equal(mn_initial_state(m, r), MN_OK);
+    int32_t seq[64], choice[2][8];
+    int n = render_bytes(tok, 0, "my dog is Rex", seq);
+    assert_int_equal(mn_update(m, seq, n, r, r2), MN_OK);
+    n = render_bytes(tok, 1, "nice", seq);
+    assert_int_equal(mn_update(m, seq, n, r2, r), MN_OK);
+    const char *choices[2] = {"Max", "Rex"};
+    int lens[2];
+    for (int i = 0; i < 2; i++) {
+        lens[i] = 0;
+        for (const char *s = choices[i]; *s; s++)
+            choice[i][lens[i]++] = (unsigned char)*s;
+        choice[i][lens[i]++] = mn_tokenizer_special(tok, MN_TOK_EOT);
+    }
+    const int32_t *cp[2] = {choice[0], choice[1]};
+    /* question in the decoder's context */
+    double in_context[2], in_state[2];
+    int best;
+    n = render_bytes(tok, 0, "dog?", seq);
+    seq[n++] = mn_tokenizer_special(tok, MN_TOK_TURN);
+    seq[n++] = mn_tokenizer_special(tok, MN_TOK_SPEAKER_B);
+    assert_int_equal(mn_score_choices(m, r, seq, n, cp, lens, 2, in_context, &best), MN_OK);
+    /* question read into the state */
+    n = render_bytes(tok, 0, "dog?", seq);
+    assert_int_equal(mn_update(m, seq, n, r, r2), MN_OK);
+    seq[0] = mn_tokenizer_special(tok, MN_TOK_TURN);
+    seq[1] = mn_tokenizer_special(tok, MN_TOK_SPEAKER_B);
+    assert_int_equal(mn_score_choices(m, r2, seq, 2, cp, lens, 2, in_state, &best), MN_OK);
+    assert_true(fabs(in_context[1] - in_state[1]) > 1e-4); /* the two protocols differ here */
+    for (int q = 0; q < 2; q++) {
+        mn_eval_options o;
+        default_options(&o, m);
+        o.generate = 0;
+        o.lm = 0;
+        o.question_in_state = q;
+        mn_eval_result res;
+        assert_int_equal(mn_eval_run(m, tok, &list, &o, &res), MN_OK);
+        assert_int_equal(res.probes, 1);
+        assert_true(res.probe_results[0].scored[0]);
+        const double want = q ? in_state[1] : in_context[1];
+        if (fabs(res.probe_results[0].gold_ll[0] - want) > 1e-5)
+            fail_msg("question_in_state %d: memory gold_ll %.7f, expected %.7f", q, res.probe_results[0].gold_ll[0],
+                     want);
+        mn_eval_result_free(&res);
+    }
+    free(r), free(r2);
+    mn_dialogue_list_free(&list);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+}
+
 static void test_max_probes(void **state) {
     (void)state;
     mn_tokenizer *tok = make_tokenizer(300);
@@ -1382,6 +1465,7 @@ int main(void) {
         cmocka_unit_test(test_threads_same_results),
         cmocka_unit_test(test_max_probes),
         cmocka_unit_test(test_hand_set_model),
+        cmocka_unit_test(test_memory_protocol_question_in_context),
         cmocka_unit_test(test_refuses_bad_input),
         cmocka_unit_test(test_json_has_every_key),
         cmocka_unit_test(test_retrieval_reads_the_evidence_window_does_not),

@@ -39,6 +39,9 @@ static void usage(FILE *out) {
             "  --max-gen-tokens N      longest generated answer (default 32)\n"
             "  --no-generate           multiple choice only: no greedy generation (no exact match / F1)\n"
             "  --no-lm                 no per-turn LM loss\n"
+            "  --question-in-state     memory, no_memory: read the question into R and decode the\n"
+            "                          answer from R alone (default: question and answer in one\n"
+            "                          decoder pass reading R, as the other modes)\n"
             "  --tokenizer FILE        must be the checkpoint's own (checked); needed when it holds none\n"
             "  --skip-bad              skip malformed JSONL lines (counted) instead of failing\n"
             "  --quiet                 no table, no progress\n");
@@ -116,7 +119,7 @@ static int plot(mn_status st, char *script) {
 
 enum {
     OPT_CHECKPOINT = 1000, OPT_DATA, OPT_JSON, OPT_PLOT, OPT_PLOT_COST, OPT_PROBES_OUT, OPT_MODES, OPT_WINDOWS, OPT_RETRIEVAL, OPT_SUMMARY,
-    OPT_MAX_PROBES, OPT_THREADS, OPT_MAX_GEN, OPT_NO_GEN, OPT_NO_LM, OPT_TOKENIZER, OPT_SKIP_BAD, OPT_QUIET, OPT_HELP
+    OPT_MAX_PROBES, OPT_THREADS, OPT_MAX_GEN, OPT_NO_GEN, OPT_NO_LM, OPT_QUESTION_IN_STATE, OPT_TOKENIZER, OPT_SKIP_BAD, OPT_QUIET, OPT_HELP
 };
 
 int cmd_eval(int argc, char **argv) {
@@ -128,7 +131,7 @@ int cmd_eval(int argc, char **argv) {
         {"retrieval-tokens", required_argument, 0, OPT_RETRIEVAL}, {"summary-tokens", required_argument, 0, OPT_SUMMARY},
         {"max-probes", required_argument, 0, OPT_MAX_PROBES}, {"threads", required_argument, 0, OPT_THREADS},
         {"max-gen-tokens", required_argument, 0, OPT_MAX_GEN}, {"no-generate", no_argument, 0, OPT_NO_GEN},
-        {"no-lm", no_argument, 0, OPT_NO_LM},                 {"tokenizer", required_argument, 0, OPT_TOKENIZER},
+        {"no-lm", no_argument, 0, OPT_NO_LM},                 {"question-in-state", no_argument, 0, OPT_QUESTION_IN_STATE},                 {"tokenizer", required_argument, 0, OPT_TOKENIZER},
         {"skip-bad", no_argument, 0, OPT_SKIP_BAD},           {"quiet", no_argument, 0, OPT_QUIET},
         {"help", no_argument, 0, OPT_HELP},                   {0, 0, 0, 0},
     };
@@ -136,7 +139,7 @@ int cmd_eval(int argc, char **argv) {
     const char *modes = NULL, *windows = NULL, *retrieval = NULL, *summary = NULL, *tok_path = NULL;
     int64_t max_probes = 0;
     int threads = 0, max_gen = 32;
-    int generate = 1, lm = 1, skip_bad = 0, quiet = 0;
+    int generate = 1, lm = 1, question_in_state = 0, skip_bad = 0, quiet = 0;
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, ":", options, NULL)) != -1) {
@@ -165,6 +168,7 @@ int cmd_eval(int argc, char **argv) {
             break;
         case OPT_NO_GEN: generate = 0; break;
         case OPT_NO_LM: lm = 0; break;
+        case OPT_QUESTION_IN_STATE: question_in_state = 1; break;
         case OPT_TOKENIZER: tok_path = optarg; break;
         case OPT_SKIP_BAD: skip_bad = 1; break;
         case OPT_QUIET: quiet = 1; break;
@@ -252,6 +256,7 @@ int cmd_eval(int argc, char **argv) {
     o.generate = generate;
     o.max_gen_tokens = max_gen;
     o.lm = lm;
+    o.question_in_state = question_in_state;
     o.progress = quiet ? NULL : stderr;
     o.progress_redraw = isatty(STDERR_FILENO);
     if (mn_eval_run(model, tok, &list, &o, &res) != MN_OK) {

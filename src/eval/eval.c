@@ -541,11 +541,22 @@ static mn_status score_probe(worker *w, const mn_eval_options *o, const prep_dia
         const float *r;
         int n_prefix = 0;
         res->evidence_shown[v] = -1;
-        if (spec->mode == MN_EVAL_MEMORY || spec->mode == MN_EVAL_NO_MEMORY) {
+        if ((spec->mode == MN_EVAL_MEMORY || spec->mode == MN_EVAL_NO_MEMORY) && o->question_in_state) {
             MN_TRY(read_question(w, pd, p, spec->mode == MN_EVAL_MEMORY ? w->r : w->r0));
             r = w->rq;
             w->seq[0] = p->prefix[0], w->seq[1] = p->prefix[1];
             n_prefix = 2;
+            acc->state_bytes[v] += spec->mode == MN_EVAL_MEMORY ? (double)(mn_state_floats(w->model) * sizeof(float)) : 0;
+            acc->state_n[v]++;
+        } else if (spec->mode == MN_EVAL_MEMORY || spec->mode == MN_EVAL_NO_MEMORY) {
+            /* the state before the question, then question and answer in the decoder's one pass */
+            if (qlen + 2 + p->longest > N)
+                continue; /* unscored: the question and answer do not fit one pass */
+            r = spec->mode == MN_EVAL_MEMORY ? w->r : w->r0;
+            n_prefix = 0;
+            append_question(pd, p, w->seq, &n_prefix);
+            w->seq[n_prefix++] = p->prefix[0];
+            w->seq[n_prefix++] = p->prefix[1];
             acc->state_bytes[v] += spec->mode == MN_EVAL_MEMORY ? (double)(mn_state_floats(w->model) * sizeof(float)) : 0;
             acc->state_n[v]++;
         } else {
