@@ -109,6 +109,7 @@ int cmd_bench(int argc, char **argv) {
     printf("effective GFLOP/s:        %.2f\n", r.gflops);
     printf("sgemm GFLOP/s (%dx%dx%d): %.2f\n", r.sgemm_m, r.sgemm_k, r.sgemm_n, r.sgemm_gflops);
     printf("effective / sgemm:        %.2f\n", r.gflops / r.sgemm_gflops);
+    mn_bench_print_check(stdout, &r.check);
     mn_device_info info;
     if (o.device == MN_DEVICE_CUDA && mn_cuda_device_info(0, &info) == MN_OK) {
         /* the sgemm line above is the host CPU's; on a GPU the reference is the device's peak */

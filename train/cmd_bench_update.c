@@ -73,5 +73,6 @@ int cmd_bench_update(int argc, char **argv) {
            1e3 * r.p90_s, 1e3 * r.min_s, o.reps);
     printf("batched session updates:  %d sessions in %.3f s = %.0f sessions/s (%.0f tokens/s)\n", o.sessions,
            r.batch_s, o.sessions / r.batch_s, (double)o.sessions * cfg->max_turn_tokens / r.batch_s);
+    mn_bench_print_check(stdout, &r.check);
     return 0;
 }
