@@ -45,8 +45,23 @@ int cli_double(const char *cmd, const char *opt, const char *arg, double lo, dou
     return 1;
 }
 
+#ifdef MN_TEST_HOOKS
+#include "guarded_backend.h"
+const mn_backend *cli_standin(void) {
+    const char *e = getenv("MNEMO_TEST_STANDIN");
+    return e && *e && strcmp(e, "0") ? mn_guarded_backend() : NULL;
+}
+#else
+const mn_backend *cli_standin(void) { return NULL; }
+#endif
+
 int cli_device(const char *cmd, const char *arg, mn_device *out) {
     char notice[512];
+    if (cli_standin() && (!strcmp(arg, "cuda") || !strcmp(arg, "auto"))) {
+        fprintf(stderr, "mnemo %s: the guarded host backend stands in for the GPU (MNEMO_TEST_STANDIN)\n", cmd);
+        *out = MN_DEVICE_CUDA;
+        return 1;
+    }
     if (mn_device_resolve(arg, out, notice, sizeof notice) != MN_OK) {
         fprintf(stderr, "mnemo %s: %s\n", cmd, mn_last_error());
         return 0;

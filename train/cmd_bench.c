@@ -95,6 +95,7 @@ int cmd_bench(int argc, char **argv) {
     }
     if (!cli_device("bench", device_name, &o.device))
         return 2;
+    o.backend = cli_standin();
     mn_bench_train_result r;
     if (mn_bench_train(&o, &r) != MN_OK) {
         fprintf(stderr, "mnemo bench: %s\n", mn_last_error());

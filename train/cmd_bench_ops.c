@@ -74,6 +74,7 @@ int cmd_bench_ops(int argc, char **argv) {
     }
     if (!cli_device("bench-ops", device_name, &o.device))
         return 2;
+    o.backend = cli_standin();
     int gpu = o.device == MN_DEVICE_CUDA;
     if (o.batch < 0) o.batch = gpu ? 8 : 4;
     if (o.turn_tokens < 0) o.turn_tokens = gpu ? 128 : 64;

@@ -60,6 +60,7 @@ int cmd_bench_update(int argc, char **argv) {
     }
     if (!cli_device("bench-update", device_name, &o.device))
         return 2;
+    o.backend = cli_standin();
     printf("config: C %d, H %d, %d compressor layers, %d slots, V %d; turns of %d tokens; device %s, matmul %s\n",
            cfg->d_model, cfg->n_heads, cfg->n_comp_layers, cfg->n_slots, cfg->vocab_size, cfg->max_turn_tokens,
            o.device == MN_DEVICE_CUDA ? "cuda" : "cpu", cli_matmul_name(o.matmul));
