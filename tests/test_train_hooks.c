@@ -1,5 +1,6 @@
 /* `mnemo train`'s fault injection through the test build's mnemo-test-hooks (MNEMO_HOOKS_BIN;
- * meson -Dtest_hooks=true): non-finite steps skipped then aborting, checkpoint write failures.
+ * meson -Dtest_hooks=true): non-finite steps skipped then aborting, checkpoint write failures,
+ * and training on the device's code path with the guarded stand-in in place of a GPU.
  * Skipped (77) in a build without it; the shipped mnemo has none of these options
  * (test_train: test_plain_mnemo_has_no_hooks). */
 #include <jansson.h>
@@ -127,6 +128,30 @@ static void test_checkpoint_write_failures(void **state) {
     log_has("cf_c", "err", "plainfile/run");
 }
 
+/* `mnemo train --device cuda` on the guarded stand-in (MNEMO_TEST_STANDIN=1: the CPU's ops behind
+ * the device code path, every pointer checked): the same checkpoints bit for bit as on the CPU,
+ * through a skipped non-finite step (the fault hook edits the gradients' host mirror), the
+ * evaluations (their probes read the pulled parameters) and a resume onto the device from a
+ * CPU checkpoint (loaded, then pushed). */
+static void test_training_on_the_device_standin(void **state) {
+    (void)state;
+    const char *const standin[] = {"env", "MNEMO_TEST_STANDIN=1", "OMP_NUM_THREADS=1", NULL};
+    const char *cpu[] = {TINY_RECALL, "--steps", "8", "--checkpoint-interval", "4", "--fault-nan-steps", "6",
+                         "--run-dir", wpath("dev_cpu"), NULL};
+    run_expect(0, "dev_cpu", cpu);
+    const char *gpu[] = {TINY_RECALL, "--device", "cuda", "--steps", "8", "--checkpoint-interval", "4",
+                         "--fault-nan-steps", "6", "--run-dir", wpath("dev_gpu"), NULL};
+    check_exit(wait_exit(spawn_logged("dev_gpu", standin, gpu, 0)), 0, "", "dev_gpu", gpu);
+    log_has("dev_gpu", "err", "training on the guarded host backend");
+    log_has("dev_gpu", "err", "step 6 skipped");
+    assert_same_training(wpath("dev_cpu/ckpt-00000004.h5"), wpath("dev_gpu/ckpt-00000004.h5"));
+    assert_same_training(wpath("dev_cpu/ckpt-00000008.h5"), wpath("dev_gpu/ckpt-00000008.h5"));
+    const char *resumed[] = {"train", "--resume", wpath("dev_cpu/ckpt-00000004.h5"), "--device", "cuda",
+                             "--fault-nan-steps", "6", "--run-dir", wpath("dev_res"), NULL};
+    check_exit(wait_exit(spawn_logged("dev_res", standin, resumed, 0)), 0, "", "dev_res", resumed);
+    assert_same_training(wpath("dev_cpu/ckpt-00000008.h5"), wpath("dev_res/ckpt-00000008.h5"));
+}
+
 int main(void) {
     if (!have_hooks_bin()) {
         printf("SKIP: no mnemo-test-hooks in this build (meson -Dtest_hooks=true builds it)\n");
@@ -136,6 +161,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nonfinite_steps_skipped_then_abort),
         cmocka_unit_test(test_checkpoint_write_failures),
+        cmocka_unit_test(test_training_on_the_device_standin),
     };
     return cmocka_run_group_tests(tests, setup_work_dir, remove_work_dir);
 }
