@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "cli_harness.h"
+#include "core/rng.h"
 
 static void run_expect(int want, const char *log, const char *const *args) {
     check_exit(wait_exit(spawn_logged(log, NULL, args, 0)), want, "", log, args);
@@ -152,6 +153,73 @@ static void test_training_on_the_device_standin(void **state) {
     assert_same_training(wpath("dev_cpu/ckpt-00000008.h5"), wpath("dev_res/ckpt-00000008.h5"));
 }
 
+static int rng_draw(void *ctx, int n) { return (int)mn_rng_below(ctx, (uint64_t)n); }
+static void run_ok(const char *log, const char *const *args) { run_expect(0, log, args); }
+
+/* `mnemo eval` and `mnemo chat --device cuda` on the stand-in: the same probe results and the
+ * same replies as on the CPU (greedy, seeded). */
+static void test_eval_and_chat_on_the_device_standin(void **state) {
+    (void)state;
+    mn_rng rng;
+    mn_rng_seed(&rng, 79);
+    make_text_data(rng_draw, &rng, run_ok);
+    const char *train[] = {TINY_SHARDS_MODEL, "--batch", "2", "--turns", "4", "--bptt", "2", "--steps", "3",
+                           "--lr", "0.01", "--threads", "1", "--device", "cpu", "--run-dir", wpath("ev_run"), NULL};
+    run_expect(0, "ev_run", train);
+    char ckpt[700]; /* wpath's buffers rotate */
+    snprintf(ckpt, sizeof ckpt, "%s", wpath("ev_run/ckpt-00000003.h5"));
+    const char *const standin[] = {"env", "MNEMO_TEST_STANDIN=1", "OMP_NUM_THREADS=1", NULL};
+    const char *ev_cpu[] = {"eval", "--checkpoint", ckpt, "--data", wpath("valid.jsonl"), "--threads", "1",
+                            "--max-gen-tokens", "4", "--quiet", "--probes-out", wpath("probes_cpu.jsonl"), NULL};
+    run_expect(0, "ev_cpu", ev_cpu);
+    const char *ev_gpu[] = {"eval", "--checkpoint", ckpt, "--data", wpath("valid.jsonl"), "--threads", "1",
+                            "--max-gen-tokens", "4", "--quiet", "--probes-out", wpath("probes_gpu.jsonl"),
+                            "--device", "cuda", NULL};
+    check_exit(wait_exit(spawn_logged("ev_gpu", standin, ev_gpu, 0)), 0, "", "ev_gpu", ev_gpu);
+    log_has("ev_gpu", "err", "stands in for the GPU");
+    /* and the stand-in with a wrong linear layer gives other results: eval ran on the stand-in */
+    const char *const wrong[] = {"env", "MNEMO_TEST_STANDIN=wrong", "OMP_NUM_THREADS=1", NULL};
+    const char *ev_wrong[] = {"eval", "--checkpoint", ckpt, "--data", wpath("valid.jsonl"), "--threads", "1",
+                              "--max-gen-tokens", "4", "--quiet", "--probes-out", wpath("probes_wrong.jsonl"),
+                              "--device", "cuda", NULL};
+    check_exit(wait_exit(spawn_logged("ev_wrong", wrong, ev_wrong, 0)), 0, "", "ev_wrong", ev_wrong);
+    char *pc = slurp(wpath("probes_cpu.jsonl")), *pg = slurp(wpath("probes_gpu.jsonl"));
+    char *pw = slurp(wpath("probes_wrong.jsonl"));
+    assert_true(strlen(pc) > 0);
+    assert_string_equal(pc, pg);
+    assert_string_not_equal(pc, pw);
+    free(pc), free(pg), free(pw);
+
+    const char *turns = "printf 'Hello, I moved to Lisbon.\\nWhere did I move to?\\n' | \"$0\" \"$@\"";
+    const char *const piped[] = {"sh", "-c", turns, NULL};
+    const char *const standin_piped[] = {"env", "MNEMO_TEST_STANDIN=1", "OMP_NUM_THREADS=1", "sh", "-c", turns, NULL};
+    const char *chat_cpu[] = {"chat", "--checkpoint", ckpt, "--store", wpath("store_cpu"), "--session", "a", "--stdin",
+                              "--seed", "5", "--temperature", "0", "--max-tokens", "6", "--trace",
+                              wpath("trace_cpu.jsonl"), NULL};
+    check_exit(wait_exit(spawn_logged("chat_cpu", piped, chat_cpu, 0)), 0, "", "chat_cpu", chat_cpu);
+    const char *chat_gpu[] = {"chat", "--checkpoint", ckpt, "--store", wpath("store_gpu"), "--session", "a", "--stdin",
+                              "--seed", "5", "--temperature", "0", "--max-tokens", "6", "--device", "cuda",
+                              "--trace", wpath("trace_gpu.jsonl"), NULL};
+    check_exit(wait_exit(spawn_logged("chat_gpu", standin_piped, chat_gpu, 0)), 0, "", "chat_gpu", chat_gpu);
+    log_has("chat_gpu", "err", "stands in for the GPU");
+    const char *const wrong_piped[] = {"env", "MNEMO_TEST_STANDIN=wrong", "OMP_NUM_THREADS=1", "sh", "-c", turns, NULL};
+    const char *chat_wrong[] = {"chat", "--checkpoint", ckpt, "--store", wpath("store_wrong"), "--session", "a",
+                                "--stdin", "--seed", "5", "--temperature", "0", "--max-tokens", "6", "--device",
+                                "cuda", "--trace", wpath("trace_wrong.jsonl"), NULL};
+    check_exit(wait_exit(spawn_logged("chat_wrong", wrong_piped, chat_wrong, 0)), 0, "", "chat_wrong", chat_wrong);
+    char *rc = log_text("chat_cpu", "out"), *rg = log_text("chat_gpu", "out");
+    assert_true(strchr(rc, '\n') && strchr(strchr(rc, '\n') + 1, '\n')); /* two replies */
+    assert_string_equal(rc, rg);
+    free(rc), free(rg);
+    /* the memory after each turn (the traces' hashes of R): the CPU's on the stand-in, not with the wrong one */
+    char *tc = slurp(wpath("trace_cpu.jsonl")), *tg = slurp(wpath("trace_gpu.jsonl"));
+    char *tw = slurp(wpath("trace_wrong.jsonl"));
+    assert_true(strlen(tc) > 0);
+    assert_string_equal(tc, tg);
+    assert_string_not_equal(tc, tw);
+    free(tc), free(tg), free(tw);
+}
+
 int main(void) {
     if (!have_hooks_bin()) {
         printf("SKIP: no mnemo-test-hooks in this build (meson -Dtest_hooks=true builds it)\n");
@@ -162,6 +230,7 @@ int main(void) {
         cmocka_unit_test(test_nonfinite_steps_skipped_then_abort),
         cmocka_unit_test(test_checkpoint_write_failures),
         cmocka_unit_test(test_training_on_the_device_standin),
+        cmocka_unit_test(test_eval_and_chat_on_the_device_standin),
     };
     return cmocka_run_group_tests(tests, setup_work_dir, remove_work_dir);
 }

@@ -49,7 +49,9 @@ int cli_double(const char *cmd, const char *opt, const char *arg, double lo, dou
 #include "guarded_backend.h"
 const mn_backend *cli_standin(void) {
     const char *e = getenv("MNEMO_TEST_STANDIN");
-    return e && *e && strcmp(e, "0") ? mn_guarded_backend() : NULL;
+    if (!e || !*e || !strcmp(e, "0"))
+        return NULL;
+    return strcmp(e, "wrong") ? mn_guarded_backend() : mn_guarded_backend_wrong();
 }
 #else
 const mn_backend *cli_standin(void) { return NULL; }
@@ -68,6 +70,18 @@ int cli_device(const char *cmd, const char *arg, mn_device *out) {
     }
     if (notice[0])
         fprintf(stderr, "%s\n", notice);
+    return 1;
+}
+
+int cli_backend(const char *cmd, const char *arg, const mn_backend **out) {
+    mn_device device;
+    if (!cli_device(cmd, arg, &device))
+        return 0;
+    *out = device == MN_DEVICE_CUDA ? cli_standin() : NULL;
+    if (!*out && mn_backend_for(device, out) != MN_OK) {
+        fprintf(stderr, "mnemo %s: --device %s: %s\n", cmd, arg, mn_last_error());
+        return 0;
+    }
     return 1;
 }
 
