@@ -156,8 +156,30 @@ static void test_training_on_the_device_standin(void **state) {
 static int rng_draw(void *ctx, int n) { return (int)mn_rng_below(ctx, (uint64_t)n); }
 static void run_ok(const char *log, const char *const *args) { run_expect(0, log, args); }
 
-/* `mnemo eval` and `mnemo chat --device cuda` on the stand-in: the same probe results and the
- * same replies as on the CPU (greedy, seeded). */
+/* Runs mnemo ARGS with MNEMO_TEST_STANDIN=standin (NULL: none, the CPU) and one OpenMP thread,
+ * through `sh -c script` when script is given (it feeds stdin); fails unless it exits 0. */
+static void run_standin(const char *standin, const char *script, const char *log, const char *const *args) {
+    char env[64];
+    snprintf(env, sizeof env, "MNEMO_TEST_STANDIN=%s", standin ? standin : "0");
+    const char *pre[] = {"env", env, "OMP_NUM_THREADS=1", script ? "sh" : NULL, "-c", script, NULL};
+    check_exit(wait_exit(spawn_logged(log, pre, args, 0)), 0, "", log, args);
+}
+
+/* The three runs' files: the CPU's not empty, the stand-in's equal to it, and the wrong
+ * stand-in's different (so the command did take the device path). */
+static void expect_standin_files(const char *what, char *const paths[3]) {
+    char *cpu = slurp(paths[0]), *standin = slurp(paths[1]), *wrong = slurp(paths[2]);
+    if (!cpu[0])
+        fail_msg("%s: %s is empty", what, paths[0]);
+    if (strcmp(cpu, standin))
+        fail_msg("%s: the stand-in's %s differs from the CPU's %s", what, paths[1], paths[0]);
+    if (!strcmp(cpu, wrong))
+        fail_msg("%s: the wrong stand-in gave the CPU's results: the device path was not taken", what);
+    free(cpu), free(standin), free(wrong);
+}
+
+/* `mnemo eval` and `mnemo chat --device cuda` on the stand-in: the same probe results, replies
+ * and memory (the traces' hashes of R after each turn) as on the CPU (greedy, seeded). */
 static void test_eval_and_chat_on_the_device_standin(void **state) {
     (void)state;
     mn_rng rng;
@@ -166,58 +188,38 @@ static void test_eval_and_chat_on_the_device_standin(void **state) {
     const char *train[] = {TINY_SHARDS_MODEL, "--batch", "2", "--turns", "4", "--bptt", "2", "--steps", "3",
                            "--lr", "0.01", "--threads", "1", "--device", "cpu", "--run-dir", wpath("ev_run"), NULL};
     run_expect(0, "ev_run", train);
-    char ckpt[700]; /* wpath's buffers rotate */
+    char ckpt[700], data[700], probes[3][700], traces[3][700], stores[3][700]; /* wpath's buffers rotate */
     snprintf(ckpt, sizeof ckpt, "%s", wpath("ev_run/ckpt-00000003.h5"));
-    const char *const standin[] = {"env", "MNEMO_TEST_STANDIN=1", "OMP_NUM_THREADS=1", NULL};
-    const char *ev_cpu[] = {"eval", "--checkpoint", ckpt, "--data", wpath("valid.jsonl"), "--threads", "1",
-                            "--max-gen-tokens", "4", "--quiet", "--probes-out", wpath("probes_cpu.jsonl"), NULL};
-    run_expect(0, "ev_cpu", ev_cpu);
-    const char *ev_gpu[] = {"eval", "--checkpoint", ckpt, "--data", wpath("valid.jsonl"), "--threads", "1",
-                            "--max-gen-tokens", "4", "--quiet", "--probes-out", wpath("probes_gpu.jsonl"),
-                            "--device", "cuda", NULL};
-    check_exit(wait_exit(spawn_logged("ev_gpu", standin, ev_gpu, 0)), 0, "", "ev_gpu", ev_gpu);
-    log_has("ev_gpu", "err", "stands in for the GPU");
-    /* and the stand-in with a wrong linear layer gives other results: eval ran on the stand-in */
-    const char *const wrong[] = {"env", "MNEMO_TEST_STANDIN=wrong", "OMP_NUM_THREADS=1", NULL};
-    const char *ev_wrong[] = {"eval", "--checkpoint", ckpt, "--data", wpath("valid.jsonl"), "--threads", "1",
-                              "--max-gen-tokens", "4", "--quiet", "--probes-out", wpath("probes_wrong.jsonl"),
-                              "--device", "cuda", NULL};
-    check_exit(wait_exit(spawn_logged("ev_wrong", wrong, ev_wrong, 0)), 0, "", "ev_wrong", ev_wrong);
-    char *pc = slurp(wpath("probes_cpu.jsonl")), *pg = slurp(wpath("probes_gpu.jsonl"));
-    char *pw = slurp(wpath("probes_wrong.jsonl"));
-    assert_true(strlen(pc) > 0);
-    assert_string_equal(pc, pg);
-    assert_string_not_equal(pc, pw);
-    free(pc), free(pg), free(pw);
-
+    snprintf(data, sizeof data, "%s", wpath("valid.jsonl"));
+    const char *const standins[3] = {NULL, "1", "wrong"}, *const names[3] = {"cpu", "standin", "wrong"};
     const char *turns = "printf 'Hello, I moved to Lisbon.\\nWhere did I move to?\\n' | \"$0\" \"$@\"";
-    const char *const piped[] = {"sh", "-c", turns, NULL};
-    const char *const standin_piped[] = {"env", "MNEMO_TEST_STANDIN=1", "OMP_NUM_THREADS=1", "sh", "-c", turns, NULL};
-    const char *chat_cpu[] = {"chat", "--checkpoint", ckpt, "--store", wpath("store_cpu"), "--session", "a", "--stdin",
-                              "--seed", "5", "--temperature", "0", "--max-tokens", "6", "--trace",
-                              wpath("trace_cpu.jsonl"), NULL};
-    check_exit(wait_exit(spawn_logged("chat_cpu", piped, chat_cpu, 0)), 0, "", "chat_cpu", chat_cpu);
-    const char *chat_gpu[] = {"chat", "--checkpoint", ckpt, "--store", wpath("store_gpu"), "--session", "a", "--stdin",
-                              "--seed", "5", "--temperature", "0", "--max-tokens", "6", "--device", "cuda",
-                              "--trace", wpath("trace_gpu.jsonl"), NULL};
-    check_exit(wait_exit(spawn_logged("chat_gpu", standin_piped, chat_gpu, 0)), 0, "", "chat_gpu", chat_gpu);
-    log_has("chat_gpu", "err", "stands in for the GPU");
-    const char *const wrong_piped[] = {"env", "MNEMO_TEST_STANDIN=wrong", "OMP_NUM_THREADS=1", "sh", "-c", turns, NULL};
-    const char *chat_wrong[] = {"chat", "--checkpoint", ckpt, "--store", wpath("store_wrong"), "--session", "a",
-                                "--stdin", "--seed", "5", "--temperature", "0", "--max-tokens", "6", "--device",
-                                "cuda", "--trace", wpath("trace_wrong.jsonl"), NULL};
-    check_exit(wait_exit(spawn_logged("chat_wrong", wrong_piped, chat_wrong, 0)), 0, "", "chat_wrong", chat_wrong);
-    char *rc = log_text("chat_cpu", "out"), *rg = log_text("chat_gpu", "out");
+    for (int v = 0; v < 3; v++) {
+        char log[64], file[64];
+        const char *device = standins[v] ? "cuda" : "cpu";
+        snprintf(file, sizeof file, "probes_%s.jsonl", names[v]);
+        snprintf(probes[v], sizeof probes[v], "%s", wpath(file));
+        snprintf(file, sizeof file, "trace_%s.jsonl", names[v]);
+        snprintf(traces[v], sizeof traces[v], "%s", wpath(file));
+        snprintf(file, sizeof file, "store_%s", names[v]);
+        snprintf(stores[v], sizeof stores[v], "%s", wpath(file));
+        const char *eval[] = {"eval", "--checkpoint", ckpt, "--data", data, "--threads", "1", "--max-gen-tokens", "4",
+                              "--quiet", "--probes-out", probes[v], "--device", device, NULL};
+        snprintf(log, sizeof log, "eval_%s", names[v]);
+        run_standin(standins[v], NULL, log, eval);
+        const char *chat[] = {"chat", "--checkpoint", ckpt, "--store", stores[v], "--session", "a", "--stdin",
+                              "--seed", "5", "--temperature", "0", "--max-tokens", "6", "--trace", traces[v],
+                              "--device", device, NULL};
+        snprintf(log, sizeof log, "chat_%s", names[v]);
+        run_standin(standins[v], turns, log, chat);
+    }
+    log_has("eval_standin", "err", "stands in for the GPU");
+    log_has("chat_standin", "err", "stands in for the GPU");
+    expect_standin_files("eval --probes-out", (char *const[]){probes[0], probes[1], probes[2]});
+    expect_standin_files("chat --trace", (char *const[]){traces[0], traces[1], traces[2]});
+    char *rc = log_text("chat_cpu", "out"), *rs = log_text("chat_standin", "out");
     assert_true(strchr(rc, '\n') && strchr(strchr(rc, '\n') + 1, '\n')); /* two replies */
-    assert_string_equal(rc, rg);
-    free(rc), free(rg);
-    /* the memory after each turn (the traces' hashes of R): the CPU's on the stand-in, not with the wrong one */
-    char *tc = slurp(wpath("trace_cpu.jsonl")), *tg = slurp(wpath("trace_gpu.jsonl"));
-    char *tw = slurp(wpath("trace_wrong.jsonl"));
-    assert_true(strlen(tc) > 0);
-    assert_string_equal(tc, tg);
-    assert_string_not_equal(tc, tw);
-    free(tc), free(tg), free(tw);
+    assert_string_equal(rc, rs);
+    free(rc), free(rs);
 }
 
 int main(void) {
