@@ -385,10 +385,10 @@ static mn_status check_op(bench_state *b, mn_bench_check *c, const char *what, c
 /* The sample: the first CHECK_ROWS rows (rows are independent in these ops), episode 0 of
  * attention. The CPU side of each, on host copies of the inputs in the order check_op lists. */
 #define CHECK_ROWS 16
-static int check_rows(const mn_bench_ops_options *o) {
-    int n = o->batch * (o->slots + o->turn_tokens);
-    return n < CHECK_ROWS ? n : CHECK_ROWS;
-}
+static int sample_rows(int n) { return n < CHECK_ROWS ? n : CHECK_ROWS; }
+static int check_rows(const mn_bench_ops_options *o) { return sample_rows(o->batch * (o->slots + o->turn_tokens)); }
+static int check_token_rows(const mn_bench_ops_options *o) { return sample_rows(o->batch * o->turn_tokens); }
+static int check_slot_rows(const mn_bench_ops_options *o) { return sample_rows(o->batch * o->slots); }
 static void cpu_layernorm(const mn_exec *cpu, float *out, float **in, const mn_bench_ops_options *o) {
     int R = check_rows(o);
     float *mean = malloc((size_t)R * sizeof(float)), *rstd = malloc((size_t)R * sizeof(float));
@@ -411,13 +411,13 @@ static void cpu_gelu(const mn_exec *cpu, float *out, float **in, const mn_bench_
     MN_OP(cpu, gelu_forward, out, in[0], (size_t)check_rows(o) * 4 * o->width);
 }
 static void cpu_lm_head(const mn_exec *cpu, float *out, float **in, const mn_bench_ops_options *o) {
-    MN_OP(cpu, lm_head_forward, out, in[0], in[1], check_rows(o), o->width, o->vocab);
+    MN_OP(cpu, lm_head_forward, out, in[0], in[1], check_token_rows(o), o->width, o->vocab);
 }
 static void cpu_crossentropy(const mn_exec *cpu, float *out, float **in, const mn_bench_ops_options *o) {
-    MN_OP(cpu, crossentropy_forward, out, in[0], (const int32_t *)in[1], in[2], check_rows(o), o->vocab);
+    MN_OP(cpu, crossentropy_forward, out, in[0], (const int32_t *)in[1], in[2], check_token_rows(o), o->vocab);
 }
 static void cpu_gated_update(const mn_exec *cpu, float *out, float **in, const mn_bench_ops_options *o) {
-    int R = o->batch * o->slots < CHECK_ROWS ? o->batch * o->slots : CHECK_ROWS;
+    int R = check_slot_rows(o);
     float *z = malloc((size_t)R * o->width * sizeof(float));
     if (z)
         MN_OP(cpu, gated_update_forward, out, z, in[0], in[1], in[2], in[3], R, o->width);
@@ -429,7 +429,7 @@ static void cpu_gated_update(const mn_exec *cpu, float *out, float **in, const m
 static mn_status check_ops(const mn_bench_ops_options *o, bench_state *b, mn_bench_check *c) {
     const int L = o->turn_tokens, C = o->width, H = o->heads, V = o->vocab, S = o->slots + L;
     const int N = o->batch * S, NT = o->batch * L, M = o->batch * o->slots, R = check_rows(o);
-    const int RM = M < CHECK_ROWS ? M : CHECK_ROWS, RT = NT < CHECK_ROWS ? NT : CHECK_ROWS;
+    const int RM = check_slot_rows(o), RT = check_token_rows(o);
     float *x = b->fwd.x, *y = b->fwd.y, *w = b->fwd.w, *bias = b->fwd.bias, *mean = b->fwd.mean, *rstd = b->fwd.rstd;
     float *att = b->fwd.att, *wte = b->fwd.wte, *logits = b->fwd.logits, *losses = b->fwd.losses;
     float *weights = b->fwd.weights, *gate_w = b->fwd.gate_w, *r = b->fwd.r, *u = b->fwd.u, *z = b->fwd.z;
