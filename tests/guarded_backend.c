@@ -355,3 +355,19 @@ static const mn_backend guarded = {
 };
 
 const mn_backend *mn_guarded_backend(void) { return &guarded; }
+
+static void wrong_linear_forward(void *ctx, float *out, const float *inp, const float *weight, const float *bias,
+                                 int N, int IC, int OC) {
+    g_linear_forward(ctx, out, inp, weight, bias, N, IC, OC);
+    guard *g = ctx;
+    for (size_t i = 0; !g->failed && i < (size_t)N * OC; i++) /* the stand-in's memory is the host's */
+        out[i] *= 2.0f;
+}
+
+const mn_backend *mn_guarded_backend_wrong(void) {
+    static mn_backend wrong; /* the same table each call */
+    wrong = guarded;
+    wrong.name = "guarded host backend with a wrong linear layer (tests)";
+    wrong.linear_forward = wrong_linear_forward;
+    return &wrong;
+}

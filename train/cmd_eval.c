@@ -36,6 +36,7 @@ static void usage(FILE *out) {
             "  --summary-tokens LIST   tokens of the running summary the decoder rewrites (default k,4k)\n"
             "  --max-probes N          the first N probes in file order (default all)\n"
             "  --threads N             dialogues evaluated in parallel (default: OpenMP's)\n"
+            "  --device cpu|cuda|auto  where the models run (default cpu; on a GPU each worker its own copy)\n"
             "  --max-gen-tokens N      longest generated answer (default 32)\n"
             "  --no-generate           multiple choice only: no greedy generation (no exact match / F1)\n"
             "  --no-lm                 no per-turn LM loss\n"
@@ -119,7 +120,8 @@ static int plot(mn_status st, char *script) {
 
 enum {
     OPT_CHECKPOINT = 1000, OPT_DATA, OPT_JSON, OPT_PLOT, OPT_PLOT_COST, OPT_PROBES_OUT, OPT_MODES, OPT_WINDOWS, OPT_RETRIEVAL, OPT_SUMMARY,
-    OPT_MAX_PROBES, OPT_THREADS, OPT_MAX_GEN, OPT_NO_GEN, OPT_NO_LM, OPT_QUESTION_IN_STATE, OPT_TOKENIZER, OPT_SKIP_BAD, OPT_QUIET, OPT_HELP
+    OPT_MAX_PROBES, OPT_THREADS, OPT_MAX_GEN, OPT_NO_GEN, OPT_NO_LM, OPT_QUESTION_IN_STATE, OPT_TOKENIZER, OPT_SKIP_BAD, OPT_QUIET, OPT_HELP,
+    OPT_DEVICE
 };
 
 int cmd_eval(int argc, char **argv) {
@@ -133,10 +135,11 @@ int cmd_eval(int argc, char **argv) {
         {"max-gen-tokens", required_argument, 0, OPT_MAX_GEN}, {"no-generate", no_argument, 0, OPT_NO_GEN},
         {"no-lm", no_argument, 0, OPT_NO_LM},                 {"question-in-state", no_argument, 0, OPT_QUESTION_IN_STATE},                 {"tokenizer", required_argument, 0, OPT_TOKENIZER},
         {"skip-bad", no_argument, 0, OPT_SKIP_BAD},           {"quiet", no_argument, 0, OPT_QUIET},
-        {"help", no_argument, 0, OPT_HELP},                   {0, 0, 0, 0},
+        {"help", no_argument, 0, OPT_HELP},                   {"device", required_argument, 0, OPT_DEVICE},
+        {0, 0, 0, 0},
     };
     const char *ckpt = NULL, *data = NULL, *json = NULL, *plot_recall = NULL, *plot_cost = NULL, *probes_out = NULL;
-    const char *modes = NULL, *windows = NULL, *retrieval = NULL, *summary = NULL, *tok_path = NULL;
+    const char *modes = NULL, *windows = NULL, *retrieval = NULL, *summary = NULL, *tok_path = NULL, *device = "cpu";
     int64_t max_probes = 0;
     int threads = 0, max_gen = 32;
     int generate = 1, lm = 1, question_in_state = 0, skip_bad = 0, quiet = 0;
@@ -172,6 +175,7 @@ int cmd_eval(int argc, char **argv) {
         case OPT_TOKENIZER: tok_path = optarg; break;
         case OPT_SKIP_BAD: skip_bad = 1; break;
         case OPT_QUIET: quiet = 1; break;
+        case OPT_DEVICE: device = optarg; break;
         case OPT_HELP: usage(stdout); return 0;
         default: return cli_option_error("eval", c, argv, NULL);
         }
@@ -184,6 +188,9 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "mnemo eval: --checkpoint and --data are required (see --help)\n");
         return 2;
     }
+    const mn_backend *backend = NULL;
+    if (!cli_backend("eval", device, &backend))
+        return 2;
 
     /* the plots' folders before the evaluation, not after it */
     const char *plots[] = {plot_recall, plot_cost};
@@ -253,6 +260,7 @@ int cmd_eval(int argc, char **argv) {
     }
     o.max_probes = max_probes;
     o.threads = threads;
+    o.backend = backend;
     o.generate = generate;
     o.max_gen_tokens = max_gen;
     o.lm = lm;

@@ -85,7 +85,7 @@ static __global__ void crossentropy_fused_kernel(float *losses, float *logits, c
 // logits (N, V), targets (N), weights (N) -> losses (N)
 extern "C" void mn_cu_crossentropy_forward(void *ctx, float *losses, const float *logits, const int32_t *targets,
                                            const float *weights, int N, int V) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || N <= 0)
         return;
     crossentropy_forward_kernel<<<N, MN_CE_THREADS, 0, cx->stream>>>(losses, logits, targets, weights, V);
@@ -95,7 +95,7 @@ extern "C" void mn_cu_crossentropy_forward(void *ctx, float *losses, const float
 // losses (N) as forward; logits (N, V) := scale * weights[n] * (softmax(logits[n]) - onehot(targets[n]))
 extern "C" void mn_cu_crossentropy_fused(void *ctx, float *losses, float *logits, const int32_t *targets,
                                          const float *weights, float scale, int N, int V) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || N <= 0)
         return;
     crossentropy_fused_kernel<<<N, MN_CE_THREADS, 0, cx->stream>>>(losses, logits, targets, weights, scale, V);

@@ -9,6 +9,7 @@
 
 #include "core/clock.h"
 #include "core/error.h"
+#include "model/model_internal.h"
 #include "model/score.h"
 #include "text/shard.h"
 
@@ -719,7 +720,7 @@ static void worker_free(worker *w) {
     memset(w, 0, sizeof *w);
 }
 
-static mn_status worker_init(worker *w, mn_model *src, int max_choices) {
+static mn_status worker_init(worker *w, mn_model *src, const mn_backend *backend, int max_choices) {
     memset(w, 0, sizeof *w);
     const mn_config *cfg = mn_model_config(src);
     MN_TRY(mn_model_create(cfg, &w->model));
@@ -731,6 +732,10 @@ static mn_status worker_init(worker *w, mn_model *src, int max_choices) {
         return st;
     }
     memcpy(mn_model_params(w->model), mn_model_params(src), mn_model_num_params(src) * sizeof(float));
+    if (backend && (st = mn_model_set_backend(w->model, backend)) != MN_OK) { /* copies the parameters there */
+        worker_free(w);
+        return st;
+    }
     size_t S = mn_state_floats(src);
     int N = cfg->max_turn_tokens;
     w->r = malloc(S * sizeof(float));
@@ -924,7 +929,7 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
         goto done;
     }
     for (int i = 0; i < n_workers && st == MN_OK; i++)
-        st = worker_init(&workers[i], model, max_choices);
+        st = worker_init(&workers[i], model, o->backend, max_choices);
     if (st != MN_OK)
         goto done;
     const int32_t eot = mn_tokenizer_special(tok, MN_TOK_EOT);

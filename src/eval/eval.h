@@ -78,6 +78,7 @@ typedef struct {
     int n_variants;
     int64_t max_probes;  /* score at most this many probes, in file order (0: all) */
     int threads;         /* dialogues evaluated in parallel, one thread each (0: OpenMP's default) */
+    const struct mn_backend *backend; /* where each worker's model runs (src/model/backend.h); NULL: the CPU */
     int generate;        /* greedy generation for exact match and F1 */
     int max_gen_tokens;  /* generated answer tokens at most (the gold's length + 8 below that) */
     int lm;              /* per-turn LM loss of the dialogue turns */
