@@ -579,20 +579,23 @@ static void test_gpt2_shapes(void **state) {
     MN_OP(&gpu, crossentropy_forward, d_losses, d_logits, d_t, d_wt, G_N, G_V);
     float *g_losses = down(d_losses, G_N);
     expect_fp32("GPT-2 crossentropy losses", g_losses, losses, NULL, G_N);
-    grad_buf dl = grad((size_t)G_N * G_V);
-    MN_OP(&cpu, crossentropy_backward, dl.cpu, logits, targets, weights, 1.0f / G_N, G_N, G_V);
-    MN_OP(&gpu, crossentropy_backward, dl.dev, d_logits, d_t, d_wt, 1.0f / G_N, G_N, G_V);
-    expect_grad("GPT-2 crossentropy dlogits", &dl);
+    /* fused loss and gradient, written over copies of the CPU's logits */
+    float *dl_cpu = host_copy(logits, (size_t)G_N * G_V), *d_dlog = up(logits, (size_t)G_N * G_V);
+    MN_OP(&cpu, crossentropy_fused, losses, dl_cpu, targets, weights, 1.0f / G_N, G_N, G_V);
+    MN_OP(&gpu, crossentropy_fused, d_losses, d_dlog, d_t, d_wt, 1.0f / G_N, G_N, G_V);
+    float *g_dl = down(d_dlog, (size_t)G_N * G_V);
+    expect_fp32("GPT-2 crossentropy fused dlogits", g_dl, dl_cpu, NULL, (size_t)G_N * G_V);
     /* both sides go on from the CPU's dlogits: the head's check is then its own */
     grad_buf dx = grad((size_t)G_N * G_C), dwte = grad((size_t)G_V * G_C);
-    float *d_dl = up(dl.cpu, (size_t)G_N * G_V);
-    MN_OP(&cpu, lm_head_backward, dx.cpu, dwte.cpu, dl.cpu, x, wte, G_N, G_C, G_V);
+    float *d_dl = up(dl_cpu, (size_t)G_N * G_V);
+    MN_OP(&cpu, lm_head_backward, dx.cpu, dwte.cpu, dl_cpu, x, wte, G_N, G_C, G_V);
     MN_OP(&gpu, lm_head_backward, dx.dev, dwte.dev, d_dl, d_x, d_wte, G_N, G_C, G_V);
     expect_grad("GPT-2 lm_head dinp", &dx);
     expect_grad("GPT-2 lm_head dwte", &dwte);
     free(x), free(wte), free(logits), free(g_logits), free(targets), free(weights), free(losses), free(g_losses);
     gfree(d_x), gfree(d_wte), gfree(d_logits), gfree(d_t), gfree(d_wt), gfree(d_losses), gfree(d_dl);
-    free_grad(&dl), free_grad(&dx), free_grad(&dwte);
+    free(dl_cpu), free(g_dl), gfree(d_dlog);
+    free_grad(&dx), free_grad(&dwte);
 
     /* the compressor's gated update over 32 slots of both episodes */
     enum { M = 32 * G_B };
