@@ -230,6 +230,11 @@ void mn_trainer_set_step(mn_trainer *trainer, uint64_t step);
  * stays the plain one; mn_forward (evaluation) never reconstructs. 0 (the default) turns it off.
  * Costs one more decoder pass per turn. weight must be finite and >= 0. */
 mn_status mn_trainer_set_reconstruction(mn_trainer *trainer, float weight);
+/* Delayed reconstruction: turn t is decoded again from R_{t+delay} instead of R_t, so that the
+ * aid asks the state to still hold a turn after `delay` more turns were written (docs/model.md,
+ * Loss). Only turns whose R_{t+delay} lies in the same truncated-BPTT chunk are decoded again.
+ * 0 (the default) is the aid above; delay must be >= 0 and < the trainer's bptt. */
+mn_status mn_trainer_set_reconstruction_delay(mn_trainer *trainer, int delay);
 /* The last mn_forward_backward's reconstruction loss (sum w*ce / the batch's weight); 0 when off. */
 double mn_trainer_reconstruction_loss(const mn_trainer *trainer);
 /* L2 norm of the whole gradient (deterministic summation). NaN if the device failed
@@ -305,6 +310,47 @@ mn_status mn_tokenizer_encode_ids(mn_tokenizer *tok, const char *text, size_t le
 /* Bytes of token id (a special token's are its text, e.g. "<|eot|>"); NULL for an id out of
  * range. */
 const uint8_t *mn_tokenizer_token_bytes(const mn_tokenizer *tok, int32_t id, size_t *len);
+
+/* Id of the special token whose text is `text` ("<|turn|>", "<|speaker_a|>", "<|speaker_b|>",
+ * "<|eot|>", "<|session|>", "<|pad|>": docs/tokens.md); -1 when the tokenizer has none (GPT-2's). */
+int32_t mn_tokenizer_special_id(const mn_tokenizer *tok, const char *text);
+
+/* `mnemo import-gpt2` (docs/gpt2.md): a Hugging Face GPT-2 (model.safetensors, vocab.json,
+ * merges.txt; config.json nullable) as the decoder of a new checkpoint, with a compressor and
+ * memory initialised from seed and GPT-2's tokenizer. n_slots, max_turn_tokens, n_comp_layers:
+ * 0 takes the defaults (16, 128, 2). Every refusal names the file and the tensor. */
+mn_status mn_import_gpt2(const char *safetensors, const char *vocab_json, const char *merges_txt,
+                         const char *config_json, int n_slots, int max_turn_tokens, int n_comp_layers, uint64_t seed,
+                         const char *checkpoint);
+
+/* Writes the decoder of a checkpoint whose tokenizer is GPT-2's (`mnemo import-gpt2`) as a
+ * Hugging Face GPT-2 folder that transformers' from_pretrained loads (docs/gpt2.md): config.json,
+ * model.safetensors (F32, wte and the decoder, the head tied), vocab.json, merges.txt and
+ * tokenizer_config.json. out_dir is created when missing; each file is written atomically.
+ * `mnemo import-gpt2` of the result gives back the same decoder and tokenizer, bit for bit. */
+mn_status mn_export_hf(const char *checkpoint, const char *out_dir);
+
+/* ---------------------------------------------------------------- evaluation */
+/* What `mnemo eval` measures (docs/eval.md); zero-initialised, it is every mode with the
+ * default windows, every probe, no generation and no LM loss. */
+typedef struct {
+    const char *modes;         /* comma list of memory,no_memory,window,full,retrieval,summary;
+                                * NULL: memory,no_memory,window,full */
+    const char *window_tokens; /* comma list of window sizes in tokens; NULL: k,4k */
+    int64_t max_probes;        /* the first max_probes probes in file order; 0: all */
+    int threads;               /* dialogues evaluated in parallel; 0: OpenMP's default */
+    int generate;              /* 1: greedy answers too (exact match, F1) */
+    int max_gen_tokens;        /* longest generated answer; 0: 32 */
+    int lm;                    /* 1: per-turn LM loss too */
+    const char *retrieval_tokens; /* comma list of the retrieval mode's budgets; NULL: k,4k */
+    const char *summary_tokens;   /* comma list of the summary mode's budgets; NULL: k,4k */
+} mn_eval_config;
+
+/* `mnemo eval --checkpoint checkpoint --data data --json json_out`: evaluates the checkpoint's
+ * model with its tokenizer on the dialogue JSONL (docs/dialogue-format.md) and writes the JSON
+ * report (docs/eval.md) to json_out atomically. Prints nothing. */
+mn_status mn_eval_checkpoint(const char *checkpoint, const char *data, const mn_eval_config *config,
+                             const char *json_out);
 
 /* ---------------------------------------------------------------- session store */
 /* 64-bit fingerprint of what gives a session vector its meaning: the compressor-side config

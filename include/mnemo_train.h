@@ -45,6 +45,7 @@ typedef struct {
     double beta1, beta2, eps, weight_decay, grad_clip;
     double answer_weight, text_weight;
     double reconstruct_weight;              /* > 0: decode each turn again from R_t (mn_trainer_set_reconstruction) */
+    int reconstruct_delay;                  /* ... from R_{t+delay} instead (mn_trainer_set_reconstruction_delay) */
     int64_t steps;
     int64_t time_limit_s;                   /* stop (checkpoint, done) after this much training; 0: none */
     int64_t seed;
@@ -115,11 +116,15 @@ int mn_dist_rank(const mn_dist *d); /* NULL: 0 */
 int mn_dist_size(const mn_dist *d); /* NULL: 1 */
 
 /* ---------------------------------------------------------------- the loop */
+struct mn_backend;
 typedef struct {
     const char *resume;           /* checkpoint file to continue from (mn_train_resume_path), or NULL */
     const char *base;             /* checkpoint whose parameters initialise the model, or NULL */
     volatile sig_atomic_t *stop;  /* nonzero: stop after the step in flight, with a checkpoint; NULL: never */
     mn_dist *dist;                /* the ranks of a data-parallel run; NULL: one process */
+    /* tests only (mnemo-test-hooks): a backend table (src/model/backend.h) standing in for the
+     * device, whatever config.device says; NULL: the device config.device resolves to */
+    const struct mn_backend *device_standin;
 } mn_train_options;
 
 /* How a run ended; the values are `mnemo train`'s exit codes. */

@@ -2,7 +2,10 @@
 # Sourced, not run.
 
 MNEMO_APT_PACKAGES=(meson ninja-build pkg-config gcc libc6-dev libhdf5-dev hdf5-tools libcmocka-dev
-                    libopenblas-dev libjansson-dev libutf8proc-dev libopenmpi-dev openmpi-bin)
+                    libopenblas-dev libjansson-dev libutf8proc-dev libsqlite3-dev libopenmpi-dev openmpi-bin)
+# scripts/test's Python step (docs/python.md): Debian's python3 with venv, numpy and torch (the
+# virtual environment sees them; transformers and pytest come from PyPI into it)
+MNEMO_PYTHON_PACKAGES=(python3 python3-venv python3-numpy python3-torch)
 # scripts/fuzz: clang, its libFuzzer and sanitizer runtimes (Debian 12: libclang-rt-dev, which
 # pulls libclang-rt-14-dev) and LLVM's OpenMP for the library's -fopenmp
 MNEMO_FUZZ_PACKAGES=(clang libclang-rt-dev libomp-dev)

@@ -3,7 +3,9 @@
 # file under the table's folders must resolve to a file, and land in the including file's own
 # folder, under an entry of that folder's "may include" column, or on a row of the findings
 # table for that file. The rules are read from docs/layout.md itself, so the table and the
-# check cannot drift apart. Prints every offending include; exits 1 if there is one.
+# check cannot drift apart. Python files: each C function a binding declares (_declare("mn_..."))
+# must be declared in a header its folder may include. Prints every offending include; exits 1 if
+# there is one.
 #   check_layout.sh SOURCE_DIR
 set -euo pipefail
 cd "${1:?usage: check_layout.sh SOURCE_DIR}"
@@ -81,5 +83,23 @@ for file in "${files[@]}"; do
         fi
     done < <(grep -nE '^[[:space:]]*#[[:space:]]*include[[:space:]]*"' "$file" || true)
 done
-[ $bad = 0 ] && echo "check_layout: ${#files[@]} files, every include as $table allows"
+
+# Python bindings: a C function declared with _declare("mn_...") counts as an include of the
+# header that declares it, which must lie under the folder's "may include" entries.
+mapfile -t pyfiles < <(find $(printf '%s\n' "${roots[@]}" | sort -u) -type f -name '*.py' | sort)
+for file in "${pyfiles[@]}"; do
+    own=$(folder_of "$file")
+    [ -n "$own" ] || continue
+    headers=()
+    for entry in ${allowed[$own]} ${allowed[$file]:-}; do
+        [ -e "$entry" ] && mapfile -t -O "${#headers[@]}" headers < <(find "$entry" -name '*.h' | sort)
+    done
+    while IFS=: read -r lineno name; do
+        if [ ${#headers[@]} -eq 0 ] || ! grep -qE "\b$name[[:space:]]*\(" "${headers[@]}"; then
+            echo "$file:$lineno: declares $name, which no header under its allowed folders ($(echo ${allowed[$own]})) declares ($table)"
+            bad=1
+        fi
+    done < <(grep -noE '_declare\("mn_[A-Za-z0-9_]+"' "$file" | sed -E 's/^([0-9]+):_declare\("([^"]+)"/\1:\2/')
+done
+[ $bad = 0 ] && echo "check_layout: ${#files[@]} C files and ${#pyfiles[@]} Python files, every include as $table allows"
 exit $bad

@@ -311,12 +311,12 @@ static void g_crossentropy_forward(void *ctx, float *losses, const float *logits
     if (!g->failed)
         cpu()->crossentropy_forward(NULL, losses, logits, targets, weights, N, V);
 }
-static void g_crossentropy_backward(void *ctx, float *dlogits, const float *logits, const int32_t *targets,
-                                    const float *weights, float scale, int N, int V) {
+static void g_crossentropy_fused(void *ctx, float *losses, float *logits, const int32_t *targets,
+                                 const float *weights, float scale, int N, int V) {
     guard *g = ctx;
-    NEED_F(dlogits, (size_t)N * V), NEED_F(logits, (size_t)N * V), NEED_I(targets, N), NEED_F(weights, N);
+    NEED_F(losses, N), NEED_F(logits, (size_t)N * V), NEED_I(targets, N), NEED_F(weights, N);
     if (!g->failed)
-        cpu()->crossentropy_backward(NULL, dlogits, logits, targets, weights, scale, N, V);
+        cpu()->crossentropy_fused(NULL, losses, logits, targets, weights, scale, N, V);
 }
 static void g_residual_forward(void *ctx, float *out, const float *a, const float *b, size_t N) {
     guard *g = ctx;
@@ -347,6 +347,7 @@ static void g_adamw_update(void *ctx, float *params, const float *grads, float *
 static const mn_backend guarded = {
     .device = MN_DEVICE_CUDA, /* drive the model's device code path */
     .name = "guarded host backend (tests)",
+    .classifier_floats = MN_CPU_CLASSIFIER_FLOATS, /* the CPU's chunks: results bitwise the CPU's */
     .synchronize = g_status,
     .upload = g_upload,
     .download = g_download,
@@ -354,3 +355,19 @@ static const mn_backend guarded = {
 };
 
 const mn_backend *mn_guarded_backend(void) { return &guarded; }
+
+static void wrong_linear_forward(void *ctx, float *out, const float *inp, const float *weight, const float *bias,
+                                 int N, int IC, int OC) {
+    g_linear_forward(ctx, out, inp, weight, bias, N, IC, OC);
+    guard *g = ctx;
+    for (size_t i = 0; !g->failed && i < (size_t)N * OC; i++) /* the stand-in's memory is the host's */
+        out[i] *= 2.0f;
+}
+
+const mn_backend *mn_guarded_backend_wrong(void) {
+    static mn_backend wrong; /* the same table each call */
+    wrong = guarded;
+    wrong.name = "guarded host backend with a wrong linear layer (tests)";
+    wrong.linear_forward = wrong_linear_forward;
+    return &wrong;
+}

@@ -11,5 +11,8 @@
 #include "model/backend.h"
 
 const mn_backend *mn_guarded_backend(void);
+/* The same with a linear layer that doubles its output: a test that gets the CPU's results
+ * from it was not running on the device path (and a check against the CPU must catch it). */
+const mn_backend *mn_guarded_backend_wrong(void);
 
 #endif

@@ -1,6 +1,7 @@
 /* The backend layer on the CPU (runs everywhere): the table's data-movement ops and the
  * extensions to ops.h (embedding skips negative ids, AdamW over segments), the device API
- * without a GPU, and mn_update_batch against one mn_update per session. */
+ * without a GPU, mn_update_batch against one mn_update per session, and the training
+ * classifier in chunks of rows against one chunk. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 
 #include "cpu/ops.h"
 #include "model/backend.h"
+#include "model/trainer_internal.h"
 #include "mnemo.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
@@ -288,6 +290,66 @@ static void test_update_batch_bad_input(void **state) {
     mn_model_free(m);
 }
 
+/* ---------------------------------------------------------------- the classifier in chunks */
+typedef struct {
+    float loss, *turn_losses, *states, *logits, *grads;
+} step_result;
+
+static step_result train_step(mn_model *m, const mn_backend *be, const mn_batch *b, int with_grads) {
+    const mn_config *c = mn_model_config(m);
+    size_t T = (size_t)b->T, B = (size_t)b->B;
+    step_result r = {0, calloc(T, sizeof(float)), calloc(T * mn_state_floats(m) * B, sizeof(float)),
+                     calloc(T * B * b->max_len * c->vocab_size, sizeof(float)),
+                     calloc(mn_model_num_params(m), sizeof(float))};
+    mn_trainer *tr = NULL;
+    assert_int_equal(mn_trainer_create_backend(m, be, b->B, 2, &tr), MN_OK);
+    mn_forward_outputs out = {r.turn_losses, r.states, r.logits};
+    assert_int_equal((with_grads ? mn_forward_backward : mn_forward)(tr, b, &r.loss, &out), MN_OK);
+    memcpy(r.grads, mn_trainer_grads(tr), mn_model_num_params(m) * sizeof(float));
+    mn_trainer_free(tr);
+    return r;
+}
+
+static void free_step(step_result *r) { free(r->turn_losses), free(r->states), free(r->logits), free(r->grads); }
+
+/* Chunks of 16 rows over a turn's packed real tokens (turns of 15, 19 and 22 tokens: one chunk,
+ * then two whose second starts inside an episode) give what one chunk of every row gives, up to the rounding of the summed wte gradient: losses, logits (the
+ * padding rows untouched), states and gradients, with and without gradients. */
+static void test_classifier_chunks(void **state) {
+    (void)state;
+    mn_model *m = small_model(5);
+    const mn_config *c = mn_model_config(m);
+    enum { B = 3, T = 3, L = 10 };
+    int32_t tokens[T * B * L], lengths[T * B] = {10, 4, 1, 7, 10, 2, 3, 9, 10};
+    float weights[T * B * L];
+    for (int i = 0; i < T * B * L; i++) {
+        tokens[i] = (int32_t)((uniform() + 1.0f) * 0.5f * (float)c->vocab_size) % c->vocab_size;
+        weights[i] = i % 7 == 3 ? 0.0f : 0.5f + (uniform() + 1.0f);
+    }
+    mn_batch b = {B, T, L, tokens, lengths, weights};
+    mn_backend chunked = *mn_backend_cpu();
+    chunked.classifier_floats = (size_t)c->d_model * c->vocab_size; /* C = 16 rows, the least allowed */
+    for (int with_grads = 0; with_grads <= 1; with_grads++) {
+        step_result want = train_step(m, mn_backend_cpu(), &b, with_grads);
+        step_result got = train_step(m, &chunked, &b, with_grads);
+        size_t n_logits = (size_t)T * B * L * c->vocab_size;
+        expect_states_close(&got.loss, &want.loss, 1, "loss");
+        expect_states_close(got.turn_losses, want.turn_losses, T, "turn losses");
+        expect_states_close(got.states, want.states, (size_t)T * B * mn_state_floats(m), "states");
+        expect_states_close(got.logits, want.logits, n_logits, "logits");
+        expect_states_close(got.grads, want.grads, mn_model_num_params(m), "gradients");
+        for (int i = 0; i < T * B; i++) /* rows past a turn's length stay as the caller left them */
+            for (size_t j = (size_t)lengths[i] * c->vocab_size; j < (size_t)L * c->vocab_size; j++)
+                assert_true(got.logits[(size_t)i * L * c->vocab_size + j] == 0.0f);
+        double grad_sum = 0.0;
+        for (size_t i = 0; i < mn_model_num_params(m); i++)
+            grad_sum += fabs(got.grads[i]);
+        assert_true(with_grads ? grad_sum > 0.0 : grad_sum == 0.0);
+        free_step(&want), free_step(&got);
+    }
+    mn_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_copy_and_add_rows),
@@ -296,6 +358,7 @@ int main(void) {
         cmocka_unit_test(test_device_choice),
         cmocka_unit_test(test_update_batch_matches_single),
         cmocka_unit_test(test_update_batch_bad_input),
+        cmocka_unit_test(test_classifier_chunks),
     };
     return cmocka_run_group_tests_name("backend", tests, NULL, NULL);
 }

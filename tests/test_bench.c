@@ -1,5 +1,7 @@
 /* The measurements behind mnemo bench, bench-ops and bench-update (src/model/bench.h), on the
- * CPU at tiny shapes: each returns figures that fit together, and refuses bad shapes. */
+ * CPU at tiny shapes: each returns figures that fit together, and refuses bad shapes. On the
+ * guarded stand-in for a GPU (guarded_backend.h) each checks a sample of its results against
+ * the CPU, and a backend whose linear layer doubles its output is caught by every one. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +13,7 @@
 
 #include <cmocka.h>
 
+#include "guarded_backend.h"
 #include "model/bench.h"
 
 static void ok(mn_status st) {
@@ -65,7 +68,9 @@ static void test_ops(void **state) {
     mn_bench_ops_options o = {.device = MN_DEVICE_CPU, .matmul = MN_MATMUL_FP32, .batch = 2, .turn_tokens = 4,
                               .slots = 2, .width = 16, .heads = 2, .vocab = 32, .reps = 2};
     seen_ops s = {0};
-    ok(mn_bench_ops(&o, collect, &s));
+    mn_bench_check check;
+    ok(mn_bench_ops(&o, collect, &s, &check));
+    assert_int_equal(check.values, 0); /* nothing to check on the CPU itself */
     assert_int_equal(s.n, 22); /* forward and backward of each op, AdamW and the sum of squares */
     assert_string_equal(s.names[0], "embedding fwd");
     assert_string_equal(s.names[s.n - 1], "sum of squares (4 N C)");
@@ -75,7 +80,7 @@ static void test_ops(void **state) {
             assert_string_not_equal(s.names[i], s.names[j]);
     }
     o.heads = 3; /* does not divide 16 */
-    assert_int_equal(mn_bench_ops(&o, collect, &s), MN_ERR_INVALID_ARG);
+    assert_int_equal(mn_bench_ops(&o, collect, &s, NULL), MN_ERR_INVALID_ARG);
 }
 
 static void test_update(void **state) {
@@ -90,11 +95,56 @@ static void test_update(void **state) {
     assert_int_equal(mn_bench_update(&o, &r), MN_ERR_INVALID_ARG);
 }
 
+/* ---------------------------------------------------------------- checks on a device */
+static void expect_caught(mn_status st, const char *what) {
+    if (st != MN_ERR_DEVICE)
+        fail_msg("a wrong %s was not caught: %s (%s)", what, mn_status_name(st), mn_last_error());
+    if (!strstr(mn_last_error(), what) || !strstr(mn_last_error(), "differs from the CPU"))
+        fail_msg("'%s' does not name '%s'", mn_last_error(), what);
+}
+
+static void test_device_checks(void **state) {
+    (void)state;
+    mn_bench_train_options t = {.config = tiny_config(), .device = MN_DEVICE_CUDA, .matmul = MN_MATMUL_FP32,
+                                .batch = 2, .turns = 3, .bptt = 2, .turn_tokens = 6, .steps = 2,
+                                .backend = mn_guarded_backend()};
+    mn_bench_train_result tr;
+    ok(mn_bench_train(&t, &tr));
+    /* 3 turn losses and 3 states of 2 x 16 floats; the stand-in runs the CPU's ops: bitwise */
+    assert_int_equal(tr.check.values, 3 + 3 * 2 * 16);
+    assert_true(tr.check.max_error == 0.0 && tr.check.bound == 1e-3);
+    t.backend = mn_guarded_backend_wrong();
+    expect_caught(mn_bench_train(&t, &tr), "episode 0's");
+
+    mn_bench_ops_options o = {.device = MN_DEVICE_CUDA, .matmul = MN_MATMUL_FP32, .batch = 2, .turn_tokens = 4,
+                              .slots = 2, .width = 16, .heads = 2, .vocab = 32, .reps = 2,
+                              .backend = mn_guarded_backend()};
+    seen_ops s = {0};
+    mn_bench_check check;
+    ok(mn_bench_ops(&o, collect, &s, &check));
+    /* rows: 12 of layernorm, fc, gelu; 6 positions of attention; 8 of lm_head and loss; 4 gated */
+    assert_int_equal(check.values, 12 * 16 + 12 * 64 + 6 * 16 + 12 * 64 + 8 * 32 + 8 + 4 * 16);
+    assert_true(check.max_error == 0.0);
+    o.backend = mn_guarded_backend_wrong();
+    s.n = 0;
+    expect_caught(mn_bench_ops(&o, collect, &s, &check), "linear fc fwd");
+
+    mn_bench_update_options u = {.config = tiny_config(), .device = MN_DEVICE_CUDA, .matmul = MN_MATMUL_FP32,
+                                 .sessions = 5, .reps = 3, .backend = mn_guarded_backend()};
+    mn_bench_update_result ur;
+    ok(mn_bench_update(&u, &ur));
+    assert_int_equal(ur.check.values, 3 * 2 * 16);
+    assert_true(ur.check.max_error == 0.0);
+    u.backend = mn_guarded_backend_wrong();
+    expect_caught(mn_bench_update(&u, &ur), "batched update");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_train),
         cmocka_unit_test(test_ops),
         cmocka_unit_test(test_update),
+        cmocka_unit_test(test_device_checks),
     };
     return cmocka_run_group_tests_name("bench", tests, NULL, NULL);
 }

@@ -88,12 +88,18 @@ static void test_device_matmul_and_options(void **state) {
         {"mnemo bench: unexpected argument 'extra'", {"bench", "extra"}},
         {"mnemo chat: --top-k needs a value", {"chat", "--top-k"}},
         {"mnemo shard: unknown option '--bogus'", {"shard", "--bogus"}},
+        {"mnemo export-hf: needs --checkpoint and -o", {"export-hf", "--checkpoint", "x.h5"}},
+        {"mnemo export-hf: unknown option '--bogus'", {"export-hf", "--bogus"}},
         /* a config string is stored as JSON, so it must be UTF-8 (it used to drop out silently) */
         /* a float field's value must stay finite as a float (inf would drop out of the JSON) */
         {"--gate-bias-init wants a finite number, got '1e300'", {"train", "--print-config", "--gate-bias-init", "1e300"}},
         {"--valid-data is not valid UTF-8 text", {"train", "--print-config", "--valid-data", "data/\xff.bin"}},
     };
     expect_refused(cases, sizeof cases / sizeof cases[0]);
+    /* a checkpoint that is not there: exit 1 with the library's message naming it */
+    const char *const missing[] = {"export-hf", "--checkpoint", wpath("missing.h5"), "-o", wpath("hf"), NULL};
+    expect(1, "mnemo export-hf: ", missing);
+    log_has("cli", "err", "missing.h5");
     /* and a run that passes the checks does its work */
     const char *const run[] = {"bench-ops", "--device", "cpu", "--batch", "1", "--turn-tokens", "2", "--slots", "1",
                                "--width", "8", "--heads", "2", "--vocab", "8", "--reps", "1", NULL};

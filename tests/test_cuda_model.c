@@ -12,6 +12,9 @@
  * - TF32 vs fp32 on the GPU: loss within 2e-3 relative, gradient cosine >= 0.9999; BF16:
  *   2e-2 and 0.999. Rounding the product inputs to 10 (7) mantissa bits perturbs each
  *   product by ~5e-4 (4e-3) relative, averaged over the batch in the loss.
+ * - GPT-2 small widths (C 768, V 50257, 160 positions; two layers each): the fp32 bound above.
+ *   Blocked sums over K terms round like sqrt(K) of a term, ~1e-6 of the scale at K 50257
+ *   (test_cuda_ops checks each op there at 1e-5), so two layers stay well inside 1e-4.
  * Without a GPU every test is skipped and the program exits with 77 (meson: SKIP).
  *
  * test_device_logic.c compiles this file with MN_TEST_GUARDED: the "device" is then the
@@ -211,12 +214,13 @@ static void expect_results_close(mn_model *m, const owned_batch *b, const run_re
 }
 
 /* ---------------------------------------------------------------- whole-model parity */
-static void parity_case(int bptt) {
-    mn_model *m = small_model(17);
-    owned_batch b = random_batch(3, 3, 12, mn_model_config(m)->vocab_size);
+/* Forward + backward of a random B x T batch of full-length turns (some shorter) on the CPU
+ * and the device, then a forward alone on the device: the same outputs. */
+static void parity_case(mn_model *m, int B, int T, int bptt) {
+    owned_batch b = random_batch(B, T, mn_model_config(m)->max_turn_tokens, mn_model_config(m)->vocab_size);
     mn_trainer *cpu = NULL, *gpu = NULL;
-    OK(mn_trainer_create_on(m, MN_DEVICE_CPU, 3, bptt, &cpu));
-    OK(dut_trainer(m, 3, bptt, &gpu));
+    OK(mn_trainer_create_on(m, MN_DEVICE_CPU, B, bptt, &cpu));
+    OK(dut_trainer(m, B, bptt, &gpu));
     assert_int_equal(mn_trainer_device(gpu), MN_DEVICE_CUDA);
     run_result rc = run(cpu, m, &b, 1), rg = run(gpu, m, &b, 1);
     expect_results_close(m, &b, &rg, &rc);
@@ -226,14 +230,31 @@ static void parity_case(int bptt) {
     free_result(&rc), free_result(&rg);
     mn_trainer_free(cpu), mn_trainer_free(gpu);
     free_batch(&b);
-    mn_model_free(m);
 }
 
 static void test_forward_backward_parity(void **state) {
     (void)state;
     NEED_GPU();
-    parity_case(2); /* truncated after 2 of 3 turns */
-    parity_case(3); /* full backpropagation through time */
+    mn_model *m = small_model(17);
+    parity_case(m, 3, 3, 2); /* truncated after 2 of 3 turns */
+    parity_case(m, 3, 3, 3); /* full backpropagation through time */
+    mn_model_free(m);
+}
+
+/* The model at GPT-2 small widths (C 768, 12 heads, V 50257) over 160 positions (32 slots +
+ * 128-token turns), where cuBLAS picks its large-matrix kernels; 2 + 2 layers and two
+ * 2-turn episodes, so that the stand-in (device_logic) runs it in seconds too. The GPT-2
+ * initialisation as it is: activations of the size training sees. */
+static void test_gpt2_widths_parity(void **state) {
+    (void)state;
+    NEED_GPU();
+    mn_config c = {.vocab_size = 50257, .d_model = 768, .n_heads = 12, .n_layers = 2, .n_comp_layers = 2,
+                   .n_slots = 32, .max_turn_tokens = 128, .gate_bias_init = -0.5f};
+    mn_model *m = NULL;
+    OK(mn_model_create(&c, &m));
+    OK(mn_model_init(m, 23));
+    parity_case(m, 2, 2, 2);
+    mn_model_free(m);
 }
 
 /* ---------------------------------------------------------------- the PyTorch fixture */
@@ -684,6 +705,7 @@ int main(void) {
 #endif
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_backward_parity),
+        cmocka_unit_test(test_gpt2_widths_parity),
         cmocka_unit_test(test_fixture_on_gpu),
         cmocka_unit_test(test_training_tracks_cpu),
         cmocka_unit_test(test_gpu_determinism),

@@ -19,6 +19,7 @@
 
 #include "eval/eval.h"
 #include "io/checkpoint.h"
+#include "io/gpt2_import.h"
 #include "mnemo.h"
 #include "model/score.h"
 #include "text/dialogue.h"
@@ -395,10 +396,27 @@ static void test_sequence_batches(void **state) {
     mn_model_free(m);
 }
 
-/* mn_eval_run (questions, choices and generation batched over probes and variants, the LM over
- * blocks of turns) against memory and no_memory computed one probe and one turn at a time
- * with mn_update, mn_logits and mn_generate, on a dialogue longer than a block with more
- * probes than a group, several of them sharing a state. */
+/* The answer turn's context for probe-level checks: ctx = what the decoder reads before a choice,
+ * from state *r. question_in_state: the answer prefix, r = the state after reading the question
+ * (rq); else the question's tokens and the answer prefix, r = the state before it. */
+static int answer_context(int in_state, const int32_t *qt, int qlen, const int32_t *at, const float *before,
+                          const float *rq, int32_t *ctx, const float **r) {
+    int n = 0;
+    if (!in_state) {
+        memcpy(ctx, qt, (size_t)qlen * sizeof(int32_t));
+        n = qlen;
+    }
+    ctx[n++] = at[0];
+    ctx[n++] = at[1];
+    *r = in_state ? rq : before;
+    return n;
+}
+
+/* mn_eval_run (choices and generation batched over probes and variants, question reads too
+ * with question_in_state, the LM over blocks of turns) against memory and no_memory computed
+ * one probe and one turn at a time with mn_update, mn_logits and mn_generate, in both
+ * protocols, on a dialogue longer than a block with more probes than a group, several of them
+ * sharing a state. */
 static void test_eval_batched_equals_one_at_a_time(void **state) {
     (void)state;
     mn_tokenizer *tok = make_tokenizer(300);
@@ -425,14 +443,6 @@ static void test_eval_batched_equals_one_at_a_time(void **state) {
     mn_dialogue_list list;
     read_dialogues(jsonl, &list);
     free(jsonl);
-    mn_eval_options o;
-    default_options(&o, m);
-    assert_int_equal(mn_eval_parse_variants(&o, "memory,no_memory", NULL), MN_OK);
-    mn_eval_result res;
-    assert_int_equal(mn_eval_run(m, tok, &list, &o, &res), MN_OK);
-    assert_int_equal(res.probes, n_probes);
-
-    /* one at a time: the rendered dialogue, R folded over the history turns */
     const mn_dialogue *dl = &list.items[0];
     mn_token_corpus c = {0};
     mn_render_options ro = {.max_turn_tokens = 64, .include_probes = 1};
@@ -442,94 +452,101 @@ static void test_eval_batched_equals_one_at_a_time(void **state) {
     float *r = malloc(S * sizeof *r), *r0 = malloc(S * sizeof *r0), *rq = malloc(2 * S * sizeof *rq);
     assert_true(r && r0 && rq);
     assert_int_equal(mn_initial_state(m, r0), MN_OK);
-    memcpy(r, r0, S * sizeof *r);
     const int32_t eot = mn_tokenizer_special(tok, MN_TOK_EOT);
-    double lm[2] = {0, 0};
-    int checked = 0;
-    for (int64_t t = 0; t < c.n_turns; t++) {
-        const int32_t *tt = c.tokens + c.turn_start[t];
-        int len = (int)(c.turn_start[t + 1] - c.turn_start[t]);
-        if (c.turn_flags[t] & (MN_TURN_QUESTION | MN_TURN_ANSWER))
-            continue;
-        /* the probes asked here, with R before this turn */
-        for (int i = 0; i < n_probes; i++) {
-            int64_t q = probe_turn[i];
-            int64_t h = q; /* the first history turn after the probe's question and answer */
-            while (h < c.n_turns && (c.turn_flags[h] & (MN_TURN_QUESTION | MN_TURN_ANSWER)))
-                h++;
-            if (h != t)
+    for (int in_state = 1; in_state >= 0; in_state--) {
+        mn_eval_options o;
+        default_options(&o, m);
+        assert_int_equal(mn_eval_parse_variants(&o, "memory,no_memory", NULL, NULL, NULL), MN_OK);
+        o.question_in_state = in_state;
+        mn_eval_result res;
+        assert_int_equal(mn_eval_run(m, tok, &list, &o, &res), MN_OK);
+        assert_int_equal(res.probes, n_probes);
+        /* one at a time: R folded over the history turns of the rendered dialogue */
+        memcpy(r, r0, S * sizeof *r);
+        double lm[2] = {0, 0};
+        int checked = 0;
+        for (int64_t t = 0; t <= c.n_turns; t++) {
+            if (t < c.n_turns && (c.turn_flags[t] & (MN_TURN_QUESTION | MN_TURN_ANSWER)))
                 continue;
-            const int32_t *qt = c.tokens + c.turn_start[q];
-            int qlen = (int)(c.turn_start[q + 1] - c.turn_start[q]);
-            const int32_t *at = c.tokens + c.turn_start[q + 1];
-            int alen = (int)(c.turn_start[q + 2] - c.turn_start[q + 1]);
-            assert_true(c.turn_flags[q + 1] & MN_TURN_ANSWER);
-            assert_int_equal(mn_update(m, qt, qlen, r, rq), MN_OK);
-            assert_int_equal(mn_update(m, qt, qlen, r0, rq + S), MN_OK);
-            const mn_eval_probe_result *pr = &res.probe_results[i];
-            assert_int_equal(pr->probe, i);
-            for (int v = 0; v < 2; v++) {
-                double want = one_log_prob_sum(m, at, alen, rq + v * S, 2) / (alen - 2);
-                assert_true(pr->scored[v]);
-                assert_true(fabs(pr->gold_ll[v] - want) < 1e-5 * (1 + fabs(want)));
-                /* the choice: every choice's mean log-probability after the same prefix */
-                int best = 0;
-                double best_score = -INFINITY;
-                for (int ch = 0; ch < dl->probes[i].n_choices; ch++) {
-                    mn_ids ids = {0};
-                    int32_t seq[64] = {at[0], at[1]};
-                    const char *text = dl->probes[i].choices[ch];
-                    assert_int_equal(mn_tokenizer_encode(tok, text, strlen(text), &ids), MN_OK);
-                    assert_int_equal(mn_ids_push(&ids, eot), MN_OK);
-                    memcpy(seq + 2, ids.ids, ids.count * sizeof(int32_t));
-                    double score = one_log_prob_sum(m, seq, 2 + (int)ids.count, rq + v * S, 2) / (double)ids.count;
-                    if (score > best_score)
-                        best = ch, best_score = score;
-                    mn_ids_free(&ids);
+            /* the probes asked here (after the last turn at t = n_turns), with R before turn t */
+            for (int i = 0; i < n_probes; i++) {
+                int64_t q = probe_turn[i];
+                int64_t h = q; /* the first history turn after the probe's question and answer */
+                while (h < c.n_turns && (c.turn_flags[h] & (MN_TURN_QUESTION | MN_TURN_ANSWER)))
+                    h++;
+                if (h != t)
+                    continue;
+                const int32_t *qt = c.tokens + c.turn_start[q];
+                int qlen = (int)(c.turn_start[q + 1] - c.turn_start[q]);
+                const int32_t *at = c.tokens + c.turn_start[q + 1];
+                int alen = (int)(c.turn_start[q + 2] - c.turn_start[q + 1]);
+                assert_true(c.turn_flags[q + 1] & MN_TURN_ANSWER);
+                assert_int_equal(mn_update(m, qt, qlen, r, rq), MN_OK);
+                assert_int_equal(mn_update(m, qt, qlen, r0, rq + S), MN_OK);
+                const mn_eval_probe_result *pr = &res.probe_results[i];
+                assert_int_equal(pr->probe, i);
+                for (int v = 0; v < 2; v++) {
+                    int32_t seq[64];
+                    const float *rv;
+                    int np = answer_context(in_state, qt, qlen, at, v ? r0 : r, rq + v * S, seq, &rv);
+                    memcpy(seq + np, at + 2, (size_t)(alen - 2) * sizeof(int32_t));
+                    double want = one_log_prob_sum(m, seq, np + alen - 2, rv, np) / (alen - 2);
+                    assert_true(pr->scored[v]);
+                    assert_true(fabs(pr->gold_ll[v] - want) < 1e-5 * (1 + fabs(want)));
+                    /* the choice: every choice's mean log-probability after the same context */
+                    int best = 0;
+                    double best_score = -INFINITY;
+                    for (int ch = 0; ch < dl->probes[i].n_choices; ch++) {
+                        mn_ids ids = {0};
+                        const char *text = dl->probes[i].choices[ch];
+                        assert_int_equal(mn_tokenizer_encode(tok, text, strlen(text), &ids), MN_OK);
+                        assert_int_equal(mn_ids_push(&ids, eot), MN_OK);
+                        memcpy(seq + np, ids.ids, ids.count * sizeof(int32_t));
+                        double score = one_log_prob_sum(m, seq, np + (int)ids.count, rv, np) / (double)ids.count;
+                        if (score > best_score)
+                            best = ch, best_score = score;
+                        mn_ids_free(&ids);
+                    }
+                    assert_int_equal(pr->best[v], best);
+                    /* greedy generation after the context, at most the gold's length + 8 tokens */
+                    int32_t gen[64];
+                    int n_out = 0;
+                    mn_sampling greedy = {0.0f, 0, 1.0f};
+                    uint64_t rng = 1;
+                    int budget = alen - 2 + 8 < o.max_gen_tokens ? alen - 2 + 8 : o.max_gen_tokens;
+                    int max_tokens = np + budget < 64 ? np + budget : 64;
+                    assert_int_equal(mn_generate(m, rv, seq, np, max_tokens, &eot, 1, &greedy, &rng, gen, &n_out),
+                                     MN_OK);
+                    int g = n_out - np;
+                    if (g > 0 && gen[n_out - 1] == eot)
+                        g--;
+                    char *text = NULL;
+                    size_t text_len;
+                    assert_int_equal(mn_tokenizer_decode(tok, gen + np, g, &text, &text_len), MN_OK);
+                    assert_non_null(pr->generated[v]);
+                    assert_string_equal(pr->generated[v], text);
+                    free(text);
                 }
-                assert_int_equal(pr->best[v], best);
-                /* greedy generation after the prefix, at most the gold's length + 8 tokens */
-                int32_t gen[64];
-                int n_out = 0;
-                mn_sampling greedy = {0.0f, 0, 1.0f};
-                uint64_t rng = 1;
-                int budget = alen - 2 + 8 < o.max_gen_tokens ? alen - 2 + 8 : o.max_gen_tokens;
-                assert_int_equal(mn_generate(m, rq + v * S, at, 2, 2 + budget, &eot, 1, &greedy, &rng, gen, &n_out),
-                                 MN_OK);
-                int g = n_out - 2;
-                if (g > 0 && gen[n_out - 1] == eot)
-                    g--;
-                char *text = NULL;
-                size_t text_len;
-                assert_int_equal(mn_tokenizer_decode(tok, gen + 2, g, &text, &text_len), MN_OK);
-                assert_non_null(pr->generated[v]);
-                assert_string_equal(pr->generated[v], text);
-                free(text);
+                checked++;
             }
-            checked++;
+            if (t == c.n_turns)
+                break;
+            const int32_t *tt = c.tokens + c.turn_start[t];
+            int len = (int)(c.turn_start[t + 1] - c.turn_start[t]);
+            if (len >= 2) {
+                lm[0] -= one_log_prob_sum(m, tt, len, r, 1);
+                lm[1] -= one_log_prob_sum(m, tt, len, r0, 1);
+            }
+            assert_int_equal(mn_update(m, tt, len, r, r), MN_OK);
         }
-        if (len >= 2) {
-            lm[0] -= one_log_prob_sum(m, tt, len, r, 1);
-            lm[1] -= one_log_prob_sum(m, tt, len, r0, 1);
-        }
-        assert_int_equal(mn_update(m, tt, len, r, r), MN_OK);
+        assert_int_equal(checked, n_probes); /* the last two are asked after the last turn */
+        for (int v = 0; v < 2; v++)
+            assert_true(fabs(res.variants[v].lm_loss_sum - lm[v]) < 1e-5 * (1 + fabs(lm[v])));
+        assert_true(res.variants[0].lm_loss_sum != res.variants[1].lm_loss_sum);
+        mn_eval_result_free(&res);
     }
-    assert_int_equal(checked, n_probes - 2); /* the two asked after the last turn: */
-    for (int i = 12; i < 14; i++) {
-        int64_t q = probe_turn[i];
-        const int32_t *at = c.tokens + c.turn_start[q + 1];
-        int alen = (int)(c.turn_start[q + 2] - c.turn_start[q + 1]);
-        assert_int_equal(mn_update(m, c.tokens + c.turn_start[q], (int)(c.turn_start[q + 1] - c.turn_start[q]), r, rq),
-                         MN_OK);
-        double want = one_log_prob_sum(m, at, alen, rq, 2) / (alen - 2);
-        assert_true(fabs(res.probe_results[i].gold_ll[0] - want) < 1e-5 * (1 + fabs(want)));
-    }
-    for (int v = 0; v < 2; v++)
-        assert_true(fabs(res.variants[v].lm_loss_sum - lm[v]) < 1e-5 * (1 + fabs(lm[v])));
-    assert_true(res.variants[0].lm_loss_sum != res.variants[1].lm_loss_sum);
     free(r), free(r0), free(rq);
     mn_token_corpus_free(&c);
-    mn_eval_result_free(&res);
     mn_dialogue_list_free(&list);
     mn_model_free(m);
     mn_tokenizer_free(tok);
@@ -730,6 +747,88 @@ static void test_hand_set_model(void **state) {
 }
 
 /* max_probes takes the first probes in file order */
+/* The memory modes' protocol (docs/eval.md), recomputed from the public API on a random model:
+ * by default the state after `after` turns, then the question and the answer prefix in the
+ * decoder's one pass; with question_in_state the question read into R first, the answer decoded
+ * from R alone. Turns render as <|turn|> <speaker> bytes <|eot|> (bytes tokenizer). */
+static int render_bytes(const mn_tokenizer *tok, int speaker_b, const char *text, int32_t *out) {
+    int n = 0;
+    out[n++] = mn_tokenizer_special(tok, MN_TOK_TURN);
+    out[n++] = mn_tokenizer_special(tok, speaker_b ? MN_TOK_SPEAKER_B : MN_TOK_SPEAKER_A);
+    for (const char *s = text; *s; s++)
+        out[n++] = (unsigned char)*s;
+    out[n++] = mn_tokenizer_special(tok, MN_TOK_EOT);
+    return n;
+}
+
+static void test_memory_protocol_question_in_context(void **state) {
+    (void)state;
+    mn_tokenizer *tok = bytes_tokenizer();
+    mn_config c = {.vocab_size = mn_tokenizer_vocab_size(tok), .d_model = 16, .n_heads = 2, .n_layers = 1,
+                   .n_comp_layers = 1, .n_slots = 2, .max_turn_tokens = 64, .gate_bias_init = 0.0f};
+    mn_model *m = NULL;
+    assert_int_equal(mn_model_create(&c, &m), MN_OK);
+    assert_int_equal(mn_model_init(m, 7), MN_OK);
+    static const char *jsonl = "{\"id\": \"p\", \"turns\": [{\"speaker\": \"A\", \"text\": \"my dog is Rex\"},"
+                               " {\"speaker\": \"B\", \"text\": \"nice\"}], \"probes\": [{\"after\": 2,"
+                               " \"question\": \"dog?\", \"answer\": \"Rex\", \"choices\": [\"Max\", \"Rex\"],"
+                               " \"evidence\": [0]}]}\n";
+    mn_dialogue_list list;
+    read_dialogues(jsonl, &list);
+    /* the history into R; the asker is the speaker other than the last turn's (B): A */
+    const int k = c.n_slots, C = c.d_model;
+    float *r = malloc(sizeof(float) * (size_t)k * C), *r2 = malloc(sizeof(float) * (size_t)k * C);
+    assert_int_equal(mn_initial_state(m, r), MN_OK);
+    int32_t seq[64], choice[2][8];
+    int n = render_bytes(tok, 0, "my dog is Rex", seq);
+    assert_int_equal(mn_update(m, seq, n, r, r2), MN_OK);
+    n = render_bytes(tok, 1, "nice", seq);
+    assert_int_equal(mn_update(m, seq, n, r2, r), MN_OK);
+    const char *choices[2] = {"Max", "Rex"};
+    int lens[2];
+    for (int i = 0; i < 2; i++) {
+        lens[i] = 0;
+        for (const char *s = choices[i]; *s; s++)
+            choice[i][lens[i]++] = (unsigned char)*s;
+        choice[i][lens[i]++] = mn_tokenizer_special(tok, MN_TOK_EOT);
+    }
+    const int32_t *cp[2] = {choice[0], choice[1]};
+    /* question in the decoder's context */
+    double in_context[2], in_state[2];
+    int best;
+    n = render_bytes(tok, 0, "dog?", seq);
+    seq[n++] = mn_tokenizer_special(tok, MN_TOK_TURN);
+    seq[n++] = mn_tokenizer_special(tok, MN_TOK_SPEAKER_B);
+    assert_int_equal(mn_score_choices(m, r, seq, n, cp, lens, 2, in_context, &best), MN_OK);
+    /* question read into the state */
+    n = render_bytes(tok, 0, "dog?", seq);
+    assert_int_equal(mn_update(m, seq, n, r, r2), MN_OK);
+    seq[0] = mn_tokenizer_special(tok, MN_TOK_TURN);
+    seq[1] = mn_tokenizer_special(tok, MN_TOK_SPEAKER_B);
+    assert_int_equal(mn_score_choices(m, r2, seq, 2, cp, lens, 2, in_state, &best), MN_OK);
+    assert_true(fabs(in_context[1] - in_state[1]) > 1e-4); /* the two protocols differ here */
+    for (int q = 0; q < 2; q++) {
+        mn_eval_options o;
+        default_options(&o, m);
+        o.generate = 0;
+        o.lm = 0;
+        o.question_in_state = q;
+        mn_eval_result res;
+        assert_int_equal(mn_eval_run(m, tok, &list, &o, &res), MN_OK);
+        assert_int_equal(res.probes, 1);
+        assert_true(res.probe_results[0].scored[0]);
+        const double want = q ? in_state[1] : in_context[1];
+        if (fabs(res.probe_results[0].gold_ll[0] - want) > 1e-5)
+            fail_msg("question_in_state %d: memory gold_ll %.7f, expected %.7f", q, res.probe_results[0].gold_ll[0],
+                     want);
+        mn_eval_result_free(&res);
+    }
+    free(r), free(r2);
+    mn_dialogue_list_free(&list);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+}
+
 static void test_max_probes(void **state) {
     (void)state;
     mn_tokenizer *tok = make_tokenizer(300);
@@ -847,6 +946,261 @@ static void test_json_has_every_key(void **state) {
     close(fd);
     assert_int_equal(mn_eval_write_json(&r, "ckpt.h5", "data.jsonl", path), MN_OK);
     check_report(path, mn_state_floats(m));
+    unlink(path);
+    mn_eval_result_free(&r);
+    mn_dialogue_list_free(&list);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+}
+
+/* ---------------------------------------------------------------- the baselines: retrieval, summary */
+static char *read_all(const char *path, size_t *len); /* below, with the CLI's helpers */
+
+/* A fact at turn 0, then filler that shares no word with the question but "is", then the
+ * question: far beyond a window of 16 tokens, and the best bm25 match for retrieval. */
+static char *evidence_dialogue(const char *question) {
+    static char buf[8192];
+    int n = snprintf(buf, sizeof buf, "{\"id\": \"far\", \"turns\": [{\"speaker\": \"A\", \"text\": \"my dog's name is Rex\"}");
+    for (int t = 1; t <= 12; t++)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, ", {\"speaker\": \"%s\", \"text\": \"%s\"}", t % 2 ? "B" : "A",
+                      t % 2 ? "I like hiking in the mountains on weekends." : "The food is great and the people are kind.");
+    snprintf(buf + n, sizeof buf - (size_t)n,
+             "], \"probes\": [{\"after\": 13, \"question\": \"%s\", \"answer\": \"Rex\", \"choices\": [\"Max\", \"Rex\", "
+             "\"Bella\"], \"evidence\": [0]}]}\n",
+             question);
+    return buf;
+}
+
+static void test_retrieval_reads_the_evidence_window_does_not(void **state) {
+    (void)state;
+    mn_tokenizer *tok = make_tokenizer(300);
+    mn_model *m = make_model(tok, 3);
+    mn_dialogue_list list;
+    read_dialogues(evidence_dialogue("What is your dog's name?"), &list);
+    mn_eval_options o;
+    default_options(&o, m);
+    assert_int_equal(mn_eval_parse_variants(&o, "window,retrieval", "16", "16", NULL), MN_OK);
+    assert_int_equal(o.n_variants, 2);
+    mn_eval_result r;
+    assert_int_equal(mn_eval_run(m, tok, &list, &o, &r), MN_OK);
+    assert_string_equal(r.variants[0].name, "window");
+    assert_string_equal(r.variants[1].name, "retrieval");
+    const mn_eval_probe_result *p = &r.probe_results[0];
+    assert_true(p->scored[0] && p->scored[1]);
+    assert_true(p->distance_tokens > 16);  /* the fact is out of the window's reach */
+    assert_int_equal(p->evidence_shown[0], 0);
+    assert_int_equal(p->evidence_shown[1], 1);
+    /* both show at most their 16 tokens: retrieval fills its budget from the ranked turns */
+    assert_true(r.variants[1].window_used_sum <= 16.0 && r.variants[1].window_used_sum > 0.0);
+    assert_true(r.variants[0].all.evidence_n == 1 && r.variants[0].all.evidence_shown == 0);
+    assert_true(r.variants[1].all.evidence_n == 1 && r.variants[1].all.evidence_shown == 1);
+    /* the index holds the whole history */
+    assert_true(r.variants[1].state_tokens_sum >= (double)p->distance_tokens);
+    /* and the per-probe line says so */
+    char path[] = "/tmp/mnemo-eval-probes-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(mn_eval_write_probes(&r, &list, path), MN_OK);
+    json_error_t err;
+    json_t *line = json_load_file(path, JSON_DISABLE_EOF_CHECK, &err);
+    assert_non_null(line);
+    assert_true(json_is_false(json_object_get(json_object_get(line, "window"), "evidence_in_history")));
+    assert_true(json_is_true(json_object_get(json_object_get(line, "retrieval"), "evidence_in_history")));
+    json_decref(line);
+    unlink(path);
+    mn_eval_result_free(&r);
+    mn_dialogue_list_free(&list);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+}
+
+static int collect_ids(void *ctx, int64_t id) {
+    int64_t *ids = ctx;
+    ids[1 + ids[0]++] = id;
+    return ids[0] < 15;
+}
+
+static void test_retrieval_question_syntax_is_plain_text(void **state) {
+    (void)state;
+    /* the FTS5 query: every word quoted, joined by OR; syntax characters dropped */
+    char *q = NULL;
+    assert_int_equal(mn_eval_index_match("dog's \"name\" NEAR(Rex*, 2) AND col:x ^y -z", &q), MN_OK);
+    assert_string_equal(q, "\"dog\" OR \"s\" OR \"name\" OR \"NEAR\" OR \"Rex\" OR \"2\" OR \"AND\" OR \"col\" OR \"x\" OR "
+                           "\"y\" OR \"z\"");
+    free(q);
+    assert_int_equal(mn_eval_index_match("\"*: ^ -(", &q), MN_OK);
+    assert_string_equal(q, "");
+    free(q);
+    mn_eval_index *ix = NULL;
+    assert_int_equal(mn_eval_index_open(&ix), MN_OK);
+    assert_int_equal(mn_eval_index_add(ix, 0, "my dog's name is Rex"), MN_OK);
+    assert_int_equal(mn_eval_index_add(ix, 1, "we walked near the river"), MN_OK);
+    assert_int_equal(mn_eval_index_add(ix, 2, "the food is great"), MN_OK);
+    assert_int_equal(mn_eval_index_add(ix, 3, "a \"quoted\" text: with * and NEAR AND OR"), MN_OK);
+    static const char *const bad[] = {"What's \"your\" dog's name?", "dog* NEAR(name)", "text: dog",
+                                      "\"unbalanced quote dog", "NOT dog", "^dog -name + (x", "\"\"\"", "*", ":", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int64_t ids[16] = {0};
+        if (mn_eval_index_query(ix, bad[i], collect_ids, ids) != MN_OK)
+            fail_msg("question '%s': %s", bad[i], mn_last_error());
+        int has_dog = 0;
+        for (int k = 0; k < ids[0]; k++)
+            has_dog |= ids[1 + k] == 0;
+        if (strstr(bad[i], "dog") && (!has_dog || ids[1] != 0))
+            fail_msg("question '%s': the dog turn is not the best match", bad[i]);
+        if (!strpbrk(bad[i], "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"))
+            assert_int_equal(ids[0], 0); /* no word: nothing matches */
+    }
+    int64_t ids[16] = {0}; /* "NEAR" and "AND" are words, found in turn 3 only, and "near" in turn 1 */
+    assert_int_equal(mn_eval_index_query(ix, "AND", collect_ids, ids), MN_OK);
+    assert_true(ids[0] == 1 && ids[1] == 3);
+    memset(ids, 0, sizeof ids);
+    assert_int_equal(mn_eval_index_query(ix, "NEAR", collect_ids, ids), MN_OK);
+    assert_int_equal(ids[0], 2);
+    mn_eval_index_free(ix);
+    /* and through the evaluation */
+    mn_tokenizer *tok = make_tokenizer(300);
+    mn_model *m = make_model(tok, 3);
+    mn_dialogue_list list;
+    read_dialogues(evidence_dialogue("What's \\\"your\\\" dog's name* NEAR: AND (x)?"), &list);
+    mn_eval_options o;
+    default_options(&o, m);
+    assert_int_equal(mn_eval_parse_variants(&o, "retrieval", NULL, "16", NULL), MN_OK);
+    mn_eval_result r;
+    assert_int_equal(mn_eval_run(m, tok, &list, &o, &r), MN_OK);
+    assert_int_equal(r.probe_results[0].evidence_shown[0], 1);
+    mn_eval_result_free(&r);
+    mn_dialogue_list_free(&list);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+}
+
+static const char *gpt2_fixture(const char *name) {
+    static char p[4096];
+    const char *dir = getenv("MNEMO_FIXTURES");
+    snprintf(p, sizeof p, "%s/gpt2_tiny/%s", dir ? dir : "tests/fixtures", name);
+    return p;
+}
+
+static void test_summary_gpt2_tiny_keeps_its_budget(void **state) {
+    (void)state;
+    /* the tiny GPT-2 decoder (its 420 ids read mnemo-bpe ids: the text is nonsense, the
+     * mechanics are real) with 2 slots and 62 tokens per turn, all of its 64 positions */
+    mn_gpt2_import_options io = mn_gpt2_import_defaults();
+    io.n_slots = 2;
+    io.max_turn_tokens = 62;
+    io.n_heads = 4; /* config.json's n_head */
+    mn_model *m = NULL;
+    if (mn_gpt2_import(gpt2_fixture("model.safetensors"), &io, &m, NULL) != MN_OK)
+        fail_msg("%s", mn_last_error());
+    mn_tokenizer *tok = make_tokenizer(300);
+    mn_dialogue_list list;
+    read_dialogues(dialogue_jsonl, &list);
+    mn_eval_options o;
+    default_options(&o, m);
+    o.generate = 0; /* the decoder's ids 300..419 are no tokens of this tokenizer: nothing to decode */
+    assert_int_equal(mn_eval_parse_variants(&o, "summary,window", "4", NULL, "3,1000"), MN_OK);
+    assert_int_equal(o.n_variants, 3);
+    mn_eval_result r;
+    if (mn_eval_run(m, tok, &list, &o, &r) != MN_OK)
+        fail_msg("%s", mn_last_error());
+    assert_string_equal(r.variants[0].name, "summary");
+    assert_string_equal(r.variants[1].name, "summary_1000");
+    const mn_eval_variant_result *s3 = &r.variants[0], *big = &r.variants[1];
+    assert_int_equal(s3->summary_cap, 3);
+    /* 1000 does not fit 62 tokens: the cap leaves room for the prompt, the summary twice and
+     * 16 tokens of the turn */
+    assert_true(big->summary_cap > 3 && 2 * big->summary_cap + 16 < 62);
+    for (int v = 0; v < 2; v++) {
+        const mn_eval_variant_result *vr = &r.variants[v];
+        assert_true(vr->state_n > 0);
+        assert_true(vr->state_tokens_max <= vr->summary_cap);
+        assert_true(vr->write_tokens > 0 && vr->write_tokens <= (int64_t)(vr->summary_cap + 1) * r.updates);
+        assert_true(vr->write_ms_sum > 0.0);
+        assert_int_equal(vr->unscored, 0);
+    }
+    assert_true(s3->state_tokens_max == 3 || big->state_tokens_max > 3); /* a summary was written */
+    assert_true(big->lm_tokens > 0 && s3->lm_tokens > 0);                /* LM with the summary as history */
+    mn_eval_result_free(&r);
+    mn_dialogue_list_free(&list);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+}
+
+static void test_every_mode_has_every_key(void **state) {
+    (void)state;
+    mn_tokenizer *tok = make_tokenizer(300);
+    mn_model *m = make_model_n(tok, 5, 96); /* room for the summary's prompt in this small vocabulary */
+    mn_dialogue_list list;
+    read_dialogues(dialogue_jsonl, &list);
+    mn_eval_options o;
+    default_options(&o, m);
+    assert_int_equal(mn_eval_parse_variants(&o, "memory,no_memory,window,full,retrieval,summary", NULL, NULL, NULL),
+                     MN_OK);
+    assert_int_equal(o.n_variants, 9); /* window, retrieval and summary at k and 4k */
+    mn_eval_result r;
+    if (mn_eval_run(m, tok, &list, &o, &r) != MN_OK)
+        fail_msg("%s", mn_last_error());
+    char path[] = "/tmp/mnemo-eval-json-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(mn_eval_write_json(&r, "ckpt.h5", "data.jsonl", path), MN_OK);
+    json_error_t err;
+    json_t *root = json_load_file(path, 0, &err);
+    if (!root)
+        fail_msg("%s: %s", path, err.text);
+    static const char *const names[] = {"memory",    "no_memory",   "window",  "window_8", "full",
+                                        "retrieval", "retrieval_8", "summary", "summary_8"};
+    static const char *const tally[] = {"mc_accuracy", "exact_match", "n", "by_distance", "mc_n", "gen_n", "f1",
+                                        "gold_ll", "evidence_in_history", "by_distance_tokens", "by_category",
+                                        "no_distance", "unscored"};
+    static const char *const bucket[] = {"lo", "hi", "n", "mc_accuracy", "exact_match", "evidence_in_history"};
+    static const char *const lm[] = {"loss", "ppl", "tokens", "turns_skipped", "by_turn_index"};
+    static const char *const cost[] = {"write_ms_per_turn", "generated_tokens_per_turn", "turns_cut",
+                                       "query_ms_per_probe", "state_tokens", "state_bytes", "state_tokens_max"};
+    json_t *recall = json_object_get(root, "recall"), *by_mode = json_object_get(json_object_get(root, "cost"), "by_mode");
+    assert_int_equal(json_object_size(recall), 9);
+    for (int i = 0; i < 9; i++) {
+        json_t *t = json_object_get(recall, names[i]);
+        if (!t)
+            fail_msg("recall lacks \"%s\"", names[i]);
+        expect_keys(t, tally, 13, names[i]);
+        json_t *b = json_object_get(t, "by_distance");
+        assert_true(json_is_array(b) && json_array_size(b) == MN_EVAL_TURN_BUCKETS);
+        for (size_t k = 0; k < json_array_size(b); k++)
+            expect_keys(json_array_get(b, k), bucket, 6, "by_distance bucket");
+        assert_true(json_integer_value(json_object_get(t, "n")) > 0);
+        expect_keys(json_object_get(json_object_get(root, "lm"), names[i]), lm, 5, "lm");
+        expect_keys(json_object_get(by_mode, names[i]), cost, 7, "cost.by_mode");
+        assert_true(json_is_object(json_object_get(json_object_get(json_object_get(root, "cost"),
+                                                                   "decode_ms_per_token_by_mode"),
+                                                   names[i])) == 0); /* a number or null */
+    }
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(recall, "retrieval_8"), "retrieval_tokens")), 8);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(recall, "summary"), "summary_tokens")), 2);
+    assert_true(json_is_integer(json_object_get(json_object_get(recall, "summary_8"), "summary_tokens_fit")));
+    /* the memory's state is R; retrieval keeps the whole history in SQLite; summary writes */
+    assert_int_equal((int64_t)json_number_value(json_object_get(json_object_get(by_mode, "memory"), "state_bytes")),
+                     (int64_t)(mn_state_floats(m) * sizeof(float)));
+    assert_true(json_number_value(json_object_get(json_object_get(by_mode, "retrieval"), "state_bytes")) > 0);
+    assert_true(json_number_value(json_object_get(json_object_get(by_mode, "summary_8"), "write_ms_per_turn")) > 0);
+    json_decref(root);
+    /* the cost plot's data: the decoder per mode, then the baselines' own work per turn */
+    assert_int_equal(mn_eval_write_cost_data(&r, path), MN_OK);
+    size_t dat_len;
+    char *dat = read_all(path, &dat_len);
+    assert_non_null(dat);
+    assert_non_null(strstr(dat, " summary_8_decoder_ms retrieval_write_ms retrieval_8_write_ms summary_write_ms "
+                                "summary_8_write_ms\n"));
+    char *row = strchr(dat, '\n') + 1, *row_end = strchr(row, '\n');
+    *row_end = '\0';
+    int fields = 0; /* the first turn-index bucket: its index, the update, 9 decoders, 4 writes */
+    for (char *t = strtok(row, " "); t; t = strtok(NULL, " "))
+        fields++;
+    assert_int_equal(fields, 15);
+    free(dat);
     unlink(path);
     mn_eval_result_free(&r);
     mn_dialogue_list_free(&list);
@@ -1314,6 +1668,40 @@ static void test_cli_hand_set_model(void **state) {
     free(text);
 }
 
+/* mn_eval_checkpoint (the public one-call form the Python binding uses): the same report as
+ * the CLI writes, the modes it is asked for and no others, and refusals that name the input. */
+static void test_library_call(void **state) {
+    cli_env *e = *state;
+    mn_eval_config c = {.modes = "memory,no_memory,window", .threads = 1, .lm = 1};
+    assert_int_equal(mn_eval_checkpoint(e->ckpt, e->data, &c, e->json), MN_OK);
+    check_report(e->json, 2 * 16);
+    c.modes = "memory";
+    c.max_probes = 1;
+    assert_int_equal(mn_eval_checkpoint(e->ckpt, e->data, &c, e->json), MN_OK);
+    json_t *root = json_load_file(e->json, 0, NULL);
+    assert_non_null(root);
+    json_t *recall = json_object_get(root, "recall");
+    assert_non_null(json_object_get(recall, "memory"));
+    assert_null(json_object_get(recall, "no_memory"));
+    assert_int_equal(json_integer_value(json_object_get(root, "probes")), 1);
+    json_decref(root);
+
+    c.modes = "memory,telepathy";
+    assert_int_not_equal(mn_eval_checkpoint(e->ckpt, e->data, &c, e->json), MN_OK);
+    assert_non_null(strstr(mn_last_error(), "telepathy"));
+    c.modes = NULL;
+    char path[160];
+    snprintf(path, sizeof path, "%s/empty.jsonl", e->dir);
+    assert_int_equal(write_file(path, ""), 0);
+    assert_int_equal(mn_eval_checkpoint(e->ckpt, path, &c, e->json), MN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mn_last_error(), "holds no dialogues"));
+    snprintf(path, sizeof path, "%s/missing.h5", e->dir);
+    assert_int_equal(mn_eval_checkpoint(path, e->data, &c, e->json), MN_ERR_IO);
+    assert_non_null(strstr(mn_last_error(), "missing.h5"));
+    c.max_probes = -1;
+    assert_int_equal(mn_eval_checkpoint(e->ckpt, e->data, &c, e->json), MN_ERR_INVALID_ARG);
+}
+
 int main(void) {
     const struct CMUnitTest unit[] = {
         cmocka_unit_test(test_bucket_edges),
@@ -1326,10 +1714,16 @@ int main(void) {
         cmocka_unit_test(test_eval_batched_equals_one_at_a_time),
         cmocka_unit_test(test_max_probes),
         cmocka_unit_test(test_hand_set_model),
+        cmocka_unit_test(test_memory_protocol_question_in_context),
         cmocka_unit_test(test_refuses_bad_input),
         cmocka_unit_test(test_json_has_every_key),
+        cmocka_unit_test(test_retrieval_reads_the_evidence_window_does_not),
+        cmocka_unit_test(test_retrieval_question_syntax_is_plain_text),
+        cmocka_unit_test(test_summary_gpt2_tiny_keeps_its_budget),
+        cmocka_unit_test(test_every_mode_has_every_key),
     };
     const struct CMUnitTest cli[] = {
+        cmocka_unit_test(test_library_call),
         cmocka_unit_test(test_cli_runs_and_leaves_checkpoint_unchanged),
         cmocka_unit_test(test_cli_refuses_bad_input),
         cmocka_unit_test(test_cli_refuses_bad_numbers),

@@ -1,7 +1,7 @@
 /* GPT-2 import against Hugging Face (tests/fixtures/gpt2_tiny, written by
  * scripts/reference/gen_gpt2_fixture.py): token ids, logits without memory (plain GPT-2),
  * logits with R as k memory slots (HF on inputs_embeds = concat(R, wte[ids])), F16 / BF16
- * files, greedy generation; the safetensors validation on damaged files; sampling. */
+ * files, greedy generation; export back to a Hugging Face folder (round trip); the safetensors validation on damaged files; sampling. */
 #include <jansson.h>
 #include <math.h>
 #include <setjmp.h>
@@ -17,8 +17,10 @@
 
 #include "io/gpt2_import.h"
 #include "core/h5util.h"
+#include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "mnemo.h"
+#include "text/text_util.h"
 #include "text/tokenizer.h"
 
 #define SLOTS 4
@@ -631,6 +633,98 @@ static void test_sampling(void **state) {
     assert_int_equal(mn_sample(logits, 5, &(mn_sampling){1.0f, 0, 1.0f}, &rng, &t), MN_ERR_NUMERIC);
 }
 
+/* The bytes of a file, or fails the test. */
+static char *slurp(const char *path, size_t *len) {
+    char *buf = NULL;
+    ok(mn_file_read_all(path, &buf, len));
+    return buf;
+}
+
+static int same_file(const char *a, const char *b) {
+    size_t la = 0, lb = 0;
+    char *x = slurp(a, &la), *y = slurp(b, &lb);
+    int same = la == lb && !memcmp(x, y, la);
+    free(x);
+    free(y);
+    return same;
+}
+
+/* mnemo export-hf (mn_export_hf): import, export, import again gives the same parameters bit for
+ * bit (the compressor from the same seed), the same tokenizer (hash), and vocab.json and
+ * merges.txt byte for byte those the fixture started from; a checkpoint with mnemo's own
+ * tokenizer, or none, or a missing one, is refused with a message naming it. */
+static void test_export_hf_round_trip(void **state) {
+    (void)state;
+    char dir[] = "/tmp/mnemo-export-XXXXXX", ckpt[128], out[128], path[160], vocab[160];
+    assert_non_null(mkdtemp(dir));
+    snprintf(ckpt, sizeof ckpt, "%s/base.h5", dir);
+    snprintf(out, sizeof out, "%s/hf", dir);
+    mn_model *m = import_fixture("model.safetensors", fx("config.json"), 0);
+    mn_tokenizer *tok = NULL;
+    ok(mn_tokenizer_load_gpt2(fx("vocab.json"), fx("merges.txt"), &tok));
+    mn_checkpoint_save_options so = {.tokenizer = tok};
+    ok(mn_checkpoint_save(ckpt, m, NULL, NULL, &so));
+    ok(mn_export_hf(ckpt, out));
+
+    snprintf(vocab, sizeof vocab, "%s/vocab.json", out);
+    snprintf(path, sizeof path, "%s/merges.txt", out);
+    assert_true(same_file(vocab, fx("vocab.json")));
+    assert_true(same_file(path, fx("merges.txt")));
+    mn_tokenizer *back_tok = NULL;
+    ok(mn_tokenizer_load_gpt2(vocab, path, &back_tok));
+    assert_true(mn_tokenizer_hash(back_tok) == mn_tokenizer_hash(tok));
+
+    mn_gpt2_import_options o = mn_gpt2_import_defaults();
+    snprintf(path, sizeof path, "%s/config.json", out);
+    o.config_json = path; /* the exported config must pass the importer's checks */
+    o.n_slots = SLOTS;
+    o.max_turn_tokens = TURN;
+    o.n_comp_layers = 1;
+    mn_model *back = NULL;
+    mn_gpt2_info info;
+    snprintf(vocab, sizeof vocab, "%s/model.safetensors", out);
+    ok(mn_gpt2_import(vocab, &o, &back, &info));
+    assert_string_equal(info.prefix, "transformer.");
+    assert_string_equal(info.heads_from, "config.json");
+    assert_int_equal(info.n_positions, SLOTS + TURN);
+    assert_int_equal(mn_model_num_params(back), mn_model_num_params(m));
+    assert_memory_equal(mn_model_params(back), mn_model_params(m), mn_model_num_params(m) * sizeof(float));
+
+    /* mnemo's own tokenizer has no GPT-2 files */
+    const char *texts[] = {"hello there, hello again", "general kenobi"};
+    mn_tokenizer *own = NULL;
+    ok(mn_tokenizer_train_texts(texts, NULL, 2, 300, &own));
+    assert_int_equal(mn_tokenizer_special_id(own, "<|eot|>"), MN_TOK_SPECIAL_BASE + MN_TOK_EOT);
+    assert_int_equal(mn_tokenizer_special_id(own, "<|nope|>"), -1);
+    assert_int_equal(mn_tokenizer_special_id(tok, "<|eot|>"), -1);
+    so.tokenizer = own;
+    ok(mn_checkpoint_save(ckpt, m, NULL, NULL, &so));
+    assert_int_equal(mn_export_hf(ckpt, out), MN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mn_last_error(), "mnemo-bpe"));
+    assert_non_null(strstr(mn_last_error(), ckpt));
+    so.tokenizer = NULL;
+    ok(mn_checkpoint_save(ckpt, m, NULL, NULL, &so));
+    assert_int_equal(mn_export_hf(ckpt, out), MN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mn_last_error(), "no tokenizer"));
+    snprintf(path, sizeof path, "%s/missing.h5", dir);
+    assert_int_equal(mn_export_hf(path, out), MN_ERR_IO);
+    assert_non_null(strstr(mn_last_error(), "missing.h5"));
+
+    const char *names[] = {"config.json", "model.safetensors", "vocab.json", "merges.txt", "tokenizer_config.json"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        snprintf(path, sizeof path, "%s/%s", out, names[i]);
+        assert_int_equal(unlink(path), 0);
+    }
+    assert_int_equal(rmdir(out), 0);
+    assert_int_equal(unlink(ckpt), 0);
+    assert_int_equal(rmdir(dir), 0);
+    mn_tokenizer_free(own);
+    mn_tokenizer_free(back_tok);
+    mn_tokenizer_free(tok);
+    mn_model_free(back);
+    mn_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_token_ids),
@@ -641,6 +735,7 @@ int main(void) {
         cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_half_conversions),
         cmocka_unit_test(test_sampling),
+        cmocka_unit_test(test_export_hf_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -252,6 +252,22 @@ static void test_fixture_forward_backward(void **state) {
     float *want_full = read_named_tensors(&fx, m, "grads_full");
     assert_tensors_close(m, "grad (full bptt)", mn_trainer_grads(tr), want_full);
     free(want_full);
+
+    /* delayed reconstruction (full BPTT, delay 1): turn t decoded again from R_{t+1} */
+    assert_int_equal(mn_trainer_set_reconstruction(tr, recon_weight), MN_OK);
+    assert_int_equal(mn_trainer_set_reconstruction_delay(tr, fx.T), MN_ERR_INVALID_ARG); /* >= bptt */
+    assert_int_equal(mn_trainer_set_reconstruction_delay(tr, -1), MN_ERR_INVALID_ARG);
+    assert_int_equal(mn_trainer_set_reconstruction_delay(tr, 1), MN_OK);
+    assert_int_equal(mn_forward_backward(tr, &batch, &loss, NULL), MN_OK);
+    assert_close("loss with delayed reconstruction", &loss, &plain_loss, 1);
+    float want_recon_delay = 0;
+    assert_int_equal(mn_h5_read_floats(fx.file, fixture_path(), "outputs/recon_loss_delay", &want_recon_delay, 1),
+                     MN_OK);
+    recon_loss = (float)mn_trainer_reconstruction_loss(tr);
+    assert_close("delayed reconstruction loss", &recon_loss, &want_recon_delay, 1);
+    float *want_delay = read_named_tensors(&fx, m, "grads_reconstruct_delay");
+    assert_tensors_close(m, "grad (delayed reconstruction, full bptt)", mn_trainer_grads(tr), want_delay);
+    free(want_delay);
     mn_trainer_free(tr);
 
     free(logits), free(want_logits), free(states), free(want_states), free(turn_losses), free(want_turn);

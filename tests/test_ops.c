@@ -652,14 +652,17 @@ static void test_crossentropy(void **state) {
     expect_close_forward("crossentropy losses", losses, e.losses, N, 1e-4);
     assert_true(losses[1] == 0.0f && losses[4] == 0.0f);
 
-    float *dlogits = random_floats(N * V, -1, 1), *dlogits0 = copy_floats(dlogits, N * V);
-    mn_crossentropy_backward(dlogits, logits, targets, weights, scale, N, V, team());
+    // fused: the same losses bit for bit, and the gradient written over the logits
+    float *dlogits = copy_floats(logits, N * V), *fused_losses = random_floats(N, -9, 9);
+    float *dlogits0 = zero_floats(N * V);
+    mn_crossentropy_fused(fused_losses, dlogits, targets, weights, scale, N, V, team());
+    assert_memory_equal(fused_losses, losses, N * sizeof(float));
     check_grad("crossentropy dlogits", e.logits, N * V, ce_loss, &e, dlogits, dlogits0);
-    assert_memory_equal(dlogits + 1 * V, dlogits0 + 1 * V, V * sizeof(float));
+    assert_memory_equal(dlogits + 1 * V, dlogits0 + 1 * V, V * sizeof(float));   // ignored rows: 0
     assert_memory_equal(dlogits + 4 * V, dlogits0 + 4 * V, V * sizeof(float));
 
     free((void *)e.weights); free(e.logits); free(e.losses);
-    free(logits); free(losses); free(dlogits); free(dlogits0);
+    free(logits); free(losses); free(fused_losses); free(dlogits); free(dlogits0);
 }
 
 /* ------------------------------------------------------------------ residual */
@@ -809,8 +812,8 @@ static void test_determinism(void **state) {
         mn_lm_head_forward(r[k + 1], inp, wte, N, C, V, team());
         r[k + 2] = zero_floats(N);
         mn_crossentropy_forward(r[k + 2], r[k + 1], targets, weights, N, V, team());
-        r[k + 3] = zero_floats((size_t)N * V);
-        mn_crossentropy_backward(r[k + 3], r[k + 1], targets, weights, 0.01f, N, V, team());
+        r[k + 3] = copy_floats(r[k + 1], (size_t)N * V);
+        mn_crossentropy_fused(r[k + 2], r[k + 3], targets, weights, 0.01f, N, V, team());
         r[k + 4] = zero_floats(N * C);
         r[k + 5] = zero_floats((size_t)V * C);
         mn_lm_head_backward(r[k + 4], r[k + 5], r[k + 3], inp, wte, N, C, V, team());

@@ -159,6 +159,59 @@ static void test_render_probe_turns(void **state) {
     mn_token_corpus_free(&c);
 }
 
+/* probe_exchange: a probe is one turn, question then answer, only the answer (and its
+ * <|eot|>) flagged; a pair longer than 2 x max_turn_tokens falls back to two turns. */
+static void test_render_probe_exchange(void **state) {
+    (void)state;
+    mn_token_corpus c = {0};
+    mn_render_options o = mn_render_options_default();
+    o.probe_exchange = 1;
+    mn_render_stats st = {0};
+    assert_int_equal(mn_render_dialogue(tok, &dialogue3, &o, &c, &st, NULL), MN_OK);
+    assert_int_equal(c.n_turns, 4); /* t0 t1 | Q+A | t2 */
+    assert_int_equal(st.probe_turns, 1);
+    assert_true((c.turn_flags[2] & (MN_TURN_QUESTION | MN_TURN_ANSWER)) == (MN_TURN_QUESTION | MN_TURN_ANSWER));
+    mn_ids want = {0}, q = {0}, a = {0};
+    push_text(&q, probe1.question);
+    push_text(&a, probe1.answer);
+    /* the asker is the speaker other than bob (turn 1): alice, speaker A; bob answers, B */
+    int32_t head[2] = {sp(MN_TOK_TURN), sp(MN_TOK_SPEAKER_A)};
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(mn_ids_push(&want, head[i]), MN_OK);
+    for (int64_t i = 0; i < q.count; i++)
+        assert_int_equal(mn_ids_push(&want, q.ids[i]), MN_OK);
+    int32_t mid[3] = {sp(MN_TOK_EOT), sp(MN_TOK_TURN), sp(MN_TOK_SPEAKER_B)};
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(mn_ids_push(&want, mid[i]), MN_OK);
+    const int64_t answer_at = want.count;
+    for (int64_t i = 0; i < a.count; i++)
+        assert_int_equal(mn_ids_push(&want, a.ids[i]), MN_OK);
+    assert_int_equal(mn_ids_push(&want, sp(MN_TOK_EOT)), MN_OK);
+    const int64_t s = c.turn_start[2], n = c.turn_start[3] - s;
+    assert_int_equal(n, want.count);
+    assert_memory_equal(c.tokens + s, want.ids, (size_t)n * sizeof(int32_t));
+    for (int64_t i = 0; i < n; i++)
+        assert_int_equal(c.token_flags[s + i] & MN_TOKEN_ANSWER, i >= answer_at ? MN_TOKEN_ANSWER : 0);
+    assert_int_equal(st.answer_tokens, a.count + 1);
+    /* too long for one turn of 2 x 8 tokens: question and answer turns as without the option */
+    mn_token_corpus c2 = {0};
+    o.max_turn_tokens = 8;
+    mn_probe longq = {.after = 2, .question = "what did you say? a new day, a new session", .answer = "hello"};
+    mn_dialogue d = dialogue3;
+    d.probes = &longq;
+    assert_int_equal(mn_render_dialogue(tok, &d, &o, &c2, &st, NULL), MN_OK);
+    int questions = 0, answers = 0;
+    for (int64_t t = 0; t < c2.n_turns; t++) {
+        assert_false((c2.turn_flags[t] & MN_TURN_QUESTION) && (c2.turn_flags[t] & MN_TURN_ANSWER));
+        questions += !!(c2.turn_flags[t] & MN_TURN_QUESTION);
+        answers += !!(c2.turn_flags[t] & MN_TURN_ANSWER);
+    }
+    assert_true(questions >= 1 && answers == 1);
+    mn_ids_free(&want), mn_ids_free(&q), mn_ids_free(&a);
+    mn_token_corpus_free(&c);
+    mn_token_corpus_free(&c2);
+}
+
 static void test_split_long_turn(void **state) {
     (void)state;
     char text[2000];
@@ -600,6 +653,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_render_layout),
         cmocka_unit_test(test_render_probe_turns),
+        cmocka_unit_test(test_render_probe_exchange),
         cmocka_unit_test(test_split_long_turn),
         cmocka_unit_test(test_render_refusals),
         cmocka_unit_test(test_shard_round_trip),

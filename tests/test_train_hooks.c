@@ -1,5 +1,6 @@
 /* `mnemo train`'s fault injection through the test build's mnemo-test-hooks (MNEMO_HOOKS_BIN;
- * meson -Dtest_hooks=true): non-finite steps skipped then aborting, checkpoint write failures.
+ * meson -Dtest_hooks=true): non-finite steps skipped then aborting, checkpoint write failures,
+ * and training on the device's code path with the guarded stand-in in place of a GPU.
  * Skipped (77) in a build without it; the shipped mnemo has none of these options
  * (test_train: test_plain_mnemo_has_no_hooks). */
 #include <jansson.h>
@@ -15,6 +16,7 @@
 #include <cmocka.h>
 
 #include "cli_harness.h"
+#include "core/rng.h"
 
 static void run_expect(int want, const char *log, const char *const *args) {
     check_exit(wait_exit(spawn_logged(log, NULL, args, 0)), want, "", log, args);
@@ -127,6 +129,99 @@ static void test_checkpoint_write_failures(void **state) {
     log_has("cf_c", "err", "plainfile/run");
 }
 
+/* `mnemo train --device cuda` on the guarded stand-in (MNEMO_TEST_STANDIN=1: the CPU's ops behind
+ * the device code path, every pointer checked): the same checkpoints bit for bit as on the CPU,
+ * through a skipped non-finite step (the fault hook edits the gradients' host mirror), the
+ * evaluations (their probes read the pulled parameters) and a resume onto the device from a
+ * CPU checkpoint (loaded, then pushed). */
+static void test_training_on_the_device_standin(void **state) {
+    (void)state;
+    const char *const standin[] = {"env", "MNEMO_TEST_STANDIN=1", "OMP_NUM_THREADS=1", NULL};
+    const char *cpu[] = {TINY_RECALL, "--steps", "8", "--checkpoint-interval", "4", "--fault-nan-steps", "6",
+                         "--run-dir", wpath("dev_cpu"), NULL};
+    run_expect(0, "dev_cpu", cpu);
+    const char *gpu[] = {TINY_RECALL, "--device", "cuda", "--steps", "8", "--checkpoint-interval", "4",
+                         "--fault-nan-steps", "6", "--run-dir", wpath("dev_gpu"), NULL};
+    check_exit(wait_exit(spawn_logged("dev_gpu", standin, gpu, 0)), 0, "", "dev_gpu", gpu);
+    log_has("dev_gpu", "err", "training on the guarded host backend");
+    log_has("dev_gpu", "err", "step 6 skipped");
+    assert_same_training(wpath("dev_cpu/ckpt-00000004.h5"), wpath("dev_gpu/ckpt-00000004.h5"));
+    assert_same_training(wpath("dev_cpu/ckpt-00000008.h5"), wpath("dev_gpu/ckpt-00000008.h5"));
+    const char *resumed[] = {"train", "--resume", wpath("dev_cpu/ckpt-00000004.h5"), "--device", "cuda",
+                             "--fault-nan-steps", "6", "--run-dir", wpath("dev_res"), NULL};
+    check_exit(wait_exit(spawn_logged("dev_res", standin, resumed, 0)), 0, "", "dev_res", resumed);
+    assert_same_training(wpath("dev_cpu/ckpt-00000008.h5"), wpath("dev_res/ckpt-00000008.h5"));
+}
+
+static int rng_draw(void *ctx, int n) { return (int)mn_rng_below(ctx, (uint64_t)n); }
+static void run_ok(const char *log, const char *const *args) { run_expect(0, log, args); }
+
+/* Runs mnemo ARGS with MNEMO_TEST_STANDIN=standin (NULL: none, the CPU) and one OpenMP thread,
+ * through `sh -c script` when script is given (it feeds stdin); fails unless it exits 0. */
+static void run_standin(const char *standin, const char *script, const char *log, const char *const *args) {
+    char env[64];
+    snprintf(env, sizeof env, "MNEMO_TEST_STANDIN=%s", standin ? standin : "0");
+    const char *pre[] = {"env", env, "OMP_NUM_THREADS=1", script ? "sh" : NULL, "-c", script, NULL};
+    check_exit(wait_exit(spawn_logged(log, pre, args, 0)), 0, "", log, args);
+}
+
+/* The three runs' files: the CPU's not empty, the stand-in's equal to it, and the wrong
+ * stand-in's different (so the command did take the device path). */
+static void expect_standin_files(const char *what, char *const paths[3]) {
+    char *cpu = slurp(paths[0]), *standin = slurp(paths[1]), *wrong = slurp(paths[2]);
+    if (!cpu[0])
+        fail_msg("%s: %s is empty", what, paths[0]);
+    if (strcmp(cpu, standin))
+        fail_msg("%s: the stand-in's %s differs from the CPU's %s", what, paths[1], paths[0]);
+    if (!strcmp(cpu, wrong))
+        fail_msg("%s: the wrong stand-in gave the CPU's results: the device path was not taken", what);
+    free(cpu), free(standin), free(wrong);
+}
+
+/* `mnemo eval` and `mnemo chat --device cuda` on the stand-in: the same probe results, replies
+ * and memory (the traces' hashes of R after each turn) as on the CPU (greedy, seeded). */
+static void test_eval_and_chat_on_the_device_standin(void **state) {
+    (void)state;
+    mn_rng rng;
+    mn_rng_seed(&rng, 79);
+    make_text_data(rng_draw, &rng, run_ok);
+    const char *train[] = {TINY_SHARDS_MODEL, "--batch", "2", "--turns", "4", "--bptt", "2", "--steps", "3",
+                           "--lr", "0.01", "--threads", "1", "--device", "cpu", "--run-dir", wpath("ev_run"), NULL};
+    run_expect(0, "ev_run", train);
+    char ckpt[700], data[700], probes[3][700], traces[3][700], stores[3][700]; /* wpath's buffers rotate */
+    snprintf(ckpt, sizeof ckpt, "%s", wpath("ev_run/ckpt-00000003.h5"));
+    snprintf(data, sizeof data, "%s", wpath("valid.jsonl"));
+    const char *const standins[3] = {NULL, "1", "wrong"}, *const names[3] = {"cpu", "standin", "wrong"};
+    const char *turns = "printf 'Hello, I moved to Lisbon.\\nWhere did I move to?\\n' | \"$0\" \"$@\"";
+    for (int v = 0; v < 3; v++) {
+        char log[64], file[64];
+        const char *device = standins[v] ? "cuda" : "cpu";
+        snprintf(file, sizeof file, "probes_%s.jsonl", names[v]);
+        snprintf(probes[v], sizeof probes[v], "%s", wpath(file));
+        snprintf(file, sizeof file, "trace_%s.jsonl", names[v]);
+        snprintf(traces[v], sizeof traces[v], "%s", wpath(file));
+        snprintf(file, sizeof file, "store_%s", names[v]);
+        snprintf(stores[v], sizeof stores[v], "%s", wpath(file));
+        const char *eval[] = {"eval", "--checkpoint", ckpt, "--data", data, "--threads", "1", "--max-gen-tokens", "4",
+                              "--quiet", "--probes-out", probes[v], "--device", device, NULL};
+        snprintf(log, sizeof log, "eval_%s", names[v]);
+        run_standin(standins[v], NULL, log, eval);
+        const char *chat[] = {"chat", "--checkpoint", ckpt, "--store", stores[v], "--session", "a", "--stdin",
+                              "--seed", "5", "--temperature", "0", "--max-tokens", "6", "--trace", traces[v],
+                              "--device", device, NULL};
+        snprintf(log, sizeof log, "chat_%s", names[v]);
+        run_standin(standins[v], turns, log, chat);
+    }
+    log_has("eval_standin", "err", "stands in for the GPU");
+    log_has("chat_standin", "err", "stands in for the GPU");
+    expect_standin_files("eval --probes-out", (char *const[]){probes[0], probes[1], probes[2]});
+    expect_standin_files("chat --trace", (char *const[]){traces[0], traces[1], traces[2]});
+    char *rc = log_text("chat_cpu", "out"), *rs = log_text("chat_standin", "out");
+    assert_true(strchr(rc, '\n') && strchr(strchr(rc, '\n') + 1, '\n')); /* two replies */
+    assert_string_equal(rc, rs);
+    free(rc), free(rs);
+}
+
 int main(void) {
     if (!have_hooks_bin()) {
         printf("SKIP: no mnemo-test-hooks in this build (meson -Dtest_hooks=true builds it)\n");
@@ -136,6 +231,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_nonfinite_steps_skipped_then_abort),
         cmocka_unit_test(test_checkpoint_write_failures),
+        cmocka_unit_test(test_training_on_the_device_standin),
+        cmocka_unit_test(test_eval_and_chat_on_the_device_standin),
     };
     return cmocka_run_group_tests(tests, setup_work_dir, remove_work_dir);
 }

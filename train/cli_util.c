@@ -45,14 +45,43 @@ int cli_double(const char *cmd, const char *opt, const char *arg, double lo, dou
     return 1;
 }
 
+#ifdef MN_TEST_HOOKS
+#include "guarded_backend.h"
+const mn_backend *cli_standin(void) {
+    const char *e = getenv("MNEMO_TEST_STANDIN");
+    if (!e || !*e || !strcmp(e, "0"))
+        return NULL;
+    return strcmp(e, "wrong") ? mn_guarded_backend() : mn_guarded_backend_wrong();
+}
+#else
+const mn_backend *cli_standin(void) { return NULL; }
+#endif
+
 int cli_device(const char *cmd, const char *arg, mn_device *out) {
     char notice[512];
+    if (cli_standin() && (!strcmp(arg, "cuda") || !strcmp(arg, "auto"))) {
+        fprintf(stderr, "mnemo %s: the guarded host backend stands in for the GPU (MNEMO_TEST_STANDIN)\n", cmd);
+        *out = MN_DEVICE_CUDA;
+        return 1;
+    }
     if (mn_device_resolve(arg, out, notice, sizeof notice) != MN_OK) {
         fprintf(stderr, "mnemo %s: %s\n", cmd, mn_last_error());
         return 0;
     }
     if (notice[0])
         fprintf(stderr, "%s\n", notice);
+    return 1;
+}
+
+int cli_backend(const char *cmd, const char *arg, const mn_backend **out) {
+    mn_device device;
+    if (!cli_device(cmd, arg, &device))
+        return 0;
+    *out = device == MN_DEVICE_CUDA ? cli_standin() : NULL;
+    if (!*out && mn_backend_for(device, out) != MN_OK) {
+        fprintf(stderr, "mnemo %s: --device %s: %s\n", cmd, arg, mn_last_error());
+        return 0;
+    }
     return 1;
 }
 

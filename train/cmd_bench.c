@@ -95,6 +95,7 @@ int cmd_bench(int argc, char **argv) {
     }
     if (!cli_device("bench", device_name, &o.device))
         return 2;
+    o.backend = cli_standin();
     mn_bench_train_result r;
     if (mn_bench_train(&o, &r) != MN_OK) {
         fprintf(stderr, "mnemo bench: %s\n", mn_last_error());
@@ -109,6 +110,7 @@ int cmd_bench(int argc, char **argv) {
     printf("effective GFLOP/s:        %.2f\n", r.gflops);
     printf("sgemm GFLOP/s (%dx%dx%d): %.2f\n", r.sgemm_m, r.sgemm_k, r.sgemm_n, r.sgemm_gflops);
     printf("effective / sgemm:        %.2f\n", r.gflops / r.sgemm_gflops);
+    mn_bench_print_check(stdout, &r.check);
     mn_device_info info;
     if (o.device == MN_DEVICE_CUDA && mn_cuda_device_info(0, &info) == MN_OK) {
         /* the sgemm line above is the host CPU's; on a GPU the reference is the device's peak */

@@ -74,6 +74,7 @@ int cmd_bench_ops(int argc, char **argv) {
     }
     if (!cli_device("bench-ops", device_name, &o.device))
         return 2;
+    o.backend = cli_standin();
     int gpu = o.device == MN_DEVICE_CUDA;
     if (o.batch < 0) o.batch = gpu ? 8 : 4;
     if (o.turn_tokens < 0) o.turn_tokens = gpu ? 128 : 64;
@@ -99,9 +100,11 @@ int cmd_bench_ops(int argc, char **argv) {
     printf("shapes: batch %d, %d slots + %d tokens = %d positions (N = %d), C %d, H %d, V %d; %d reps\n", o.batch,
            o.slots, o.turn_tokens, S, o.batch * S, o.width, o.heads, o.vocab, o.reps);
     fflush(stdout);
-    if (mn_bench_ops(&o, report, &rf) != MN_OK) {
+    mn_bench_check check;
+    if (mn_bench_ops(&o, report, &rf, &check) != MN_OK) {
         fprintf(stderr, "mnemo bench-ops: %s\n", mn_last_error());
         return 1;
     }
+    mn_bench_print_check(stdout, &check);
     return 0;
 }

@@ -60,6 +60,7 @@ int cmd_bench_update(int argc, char **argv) {
     }
     if (!cli_device("bench-update", device_name, &o.device))
         return 2;
+    o.backend = cli_standin();
     printf("config: C %d, H %d, %d compressor layers, %d slots, V %d; turns of %d tokens; device %s, matmul %s\n",
            cfg->d_model, cfg->n_heads, cfg->n_comp_layers, cfg->n_slots, cfg->vocab_size, cfg->max_turn_tokens,
            o.device == MN_DEVICE_CUDA ? "cuda" : "cpu", cli_matmul_name(o.matmul));
@@ -73,5 +74,6 @@ int cmd_bench_update(int argc, char **argv) {
            1e3 * r.p90_s, 1e3 * r.min_s, o.reps);
     printf("batched session updates:  %d sessions in %.3f s = %.0f sessions/s (%.0f tokens/s)\n", o.sessions,
            r.batch_s, o.sessions / r.batch_s, (double)o.sessions * cfg->max_turn_tokens / r.batch_s);
+    mn_bench_print_check(stdout, &r.check);
     return 0;
 }

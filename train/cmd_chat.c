@@ -14,11 +14,12 @@
 #include "commands.h"
 #include "io/checkpoint.h"
 #include "model/chat.h"
+#include "model/model_internal.h"
 
 static void usage(FILE *out) {
     fprintf(out,
             "usage: mnemo chat --checkpoint C --store S --session ID [--temperature T] [--top-k K] [--top-p P]\n"
-            "                  [--seed N] [--max-tokens N] [--stdin] [--trace FILE]\n"
+            "                  [--seed N] [--max-tokens N] [--stdin] [--trace FILE] [--device cpu|cuda|auto]\n"
             "A conversation with memory: R is updated after every turn (yours and the model's) and saved\n"
             "in the session store S (created if missing) under ID; running it again with the same ID\n"
             "continues from the saved R, another ID starts from R_0.\n"
@@ -28,6 +29,7 @@ static void usage(FILE *out) {
             "  --seed N          sampling seed (default: from the clock)\n"
             "  --max-tokens N    longest reply in tokens (default 64; at most the model's turn length)\n"
             "  --stdin           non-interactive: one turn per input line, one reply per output line\n"
+            "  --device D        where the model runs: cpu (default), cuda or auto\n"
             "  --trace FILE      append a JSON line per turn: role, text, the token pieces fed to the\n"
             "                    compressor (to replay the session's R) and an XXH64 of R after it\n"
             "Commands, typed or piped: /quit ends, /state shows the memory (on stderr); a line starting\n"
@@ -50,7 +52,7 @@ static int load(const char *path, mn_model **model, mn_tokenizer **tok) {
 }
 
 int cmd_chat(int argc, char **argv) {
-    const char *checkpoint = NULL, *store_path = NULL, *session = NULL, *trace_path = NULL;
+    const char *checkpoint = NULL, *store_path = NULL, *session = NULL, *trace_path = NULL, *device = "cpu";
     mn_chat_options o = mn_chat_options_default();
     int from_stdin = 0, seeded = 0;
     double v;
@@ -61,7 +63,8 @@ int cmd_chat(int argc, char **argv) {
         {"top-k", required_argument, 0, 'k'},      {"top-p", required_argument, 0, 'p'},
         {"seed", required_argument, 0, 's'},       {"max-tokens", required_argument, 0, 'n'},
         {"stdin", no_argument, 0, 'I'},            {"trace", required_argument, 0, 'T'},
-        {"help", no_argument, 0, 'h'},             {0, 0, 0, 0}};
+        {"device", required_argument, 0, 'd'},     {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, ":", options, NULL)) != -1) {
@@ -76,6 +79,7 @@ int cmd_chat(int argc, char **argv) {
         case 'n': if (!cli_int("chat", "--max-tokens", optarg, 1, 1 << 20, &o.max_reply)) return 2; break;
         case 'I': from_stdin = 1; break;
         case 'T': trace_path = optarg; break;
+        case 'd': device = optarg; break;
         case 'h': usage(stdout); return 0;
         default: return cli_option_error("chat", opt, argv, usage);
         }
@@ -85,6 +89,9 @@ int cmd_chat(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    const mn_backend *backend = NULL;
+    if (!cli_backend("chat", device, &backend))
+        return 2;
     if (!seeded) {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
@@ -98,6 +105,10 @@ int cmd_chat(int argc, char **argv) {
     mn_chat *chat = NULL;
     if (!load(checkpoint, &model, &tok))
         goto done;
+    if (mn_model_set_backend(model, backend) != MN_OK) {
+        fprintf(stderr, "mnemo chat: %s\n", mn_last_error());
+        goto done;
+    }
     if (trace_path && !(o.trace = fopen(trace_path, "a"))) {
         fprintf(stderr, "mnemo chat: %s: %s\n", trace_path, strerror(errno));
         goto done;

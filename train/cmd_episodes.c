@@ -70,6 +70,9 @@ static void usage(FILE *out) {
             "  --open-families N        train split only: add N generated families (made-up and\n"
             "                           compound keys, train-only frames of open_frames.json,\n"
             "                           generated values; nothing of a valid/test family)\n"
+            "  --cued N                 add N cued recall probes per episode: a few words of a\n"
+            "                           real earlier turn are quoted and the answer is the words\n"
+            "                           that followed them (same distances, askers, distractors)\n"
             "  --drop-short             drop the last episode when it has fewer than T turns\n"
             "  --synthetic N            N episodes of built-in (or --jsonl) filler turns with\n"
             "                           template facts; needs no corpus and no personas\n"
@@ -103,6 +106,8 @@ static void print_report(const mn_episodes_job *job, const mn_episodes_report *r
     printf("probes: %" PRId64 " (persona %" PRId64 ", template %" PRId64 "; with update %" PRId64
            "); interference facts %" PRId64 "; fact turns %" PRId64 "\n",
            s->probes, s->persona_probes, s->template_probes, s->update_probes, s->interference_facts, s->fact_turns);
+    if (job->cued > 0)
+        printf("cued probes: %" PRId64 " (skipped %" PRId64 ": no turn fits)\n", r->cued.probes, r->cued.skipped);
     printf("skipped probes (no room for the distance) %" PRId64 "; original turns pushed out %" PRId64 "\n",
            s->skipped_probes, s->dropped_turns);
     const mn_distance_range *ranges = job->probes.distances;
@@ -144,6 +149,7 @@ int cmd_episodes(int argc, char **argv) {
         {"drop-short", no_argument, 0, 'D'},
         {"open-values", required_argument, 0, 'O'},
         {"open-families", required_argument, 0, 'P'},
+        {"cued", required_argument, 0, 'C'},
         {"synthetic", required_argument, 0, 'y'},
         {"strict", no_argument, 0, 'X'},
         {"skip-bad", no_argument, 0, 'B'},
@@ -198,6 +204,10 @@ int cmd_episodes(int argc, char **argv) {
             break;
         case 'P':
             if (!cli_int("episodes", "--open-families", optarg, 1, 100000, &job.open_families))
+                return 2;
+            break;
+        case 'C':
+            if (!cli_int("episodes", "--cued", optarg, 0, 1000, &job.cued))
                 return 2;
             break;
         case 'y':

@@ -29,13 +29,20 @@ static void usage(FILE *out) {
             "  --plot OUT.png          recall against distance, one line per mode (gnuplot)\n"
             "  --plot-cost OUT.png     per-turn cost against turn index (gnuplot)\n"
             "  --probes-out OUT.jsonl  one line per probe: each mode's choice, generation, scores\n"
-            "  --modes LIST            of memory,no_memory,window,full (default all four)\n"
+            "  --modes LIST            of memory,no_memory,window,full,retrieval,summary (default the\n"
+            "                          first four); retrieval and summary are the baselines of docs/eval.md\n"
             "  --window-tokens LIST    history tokens of the window mode (default k,4k: k = memory slots)\n"
+            "  --retrieval-tokens LIST tokens of the retrieved turns (BM25, SQLite FTS5; default k,4k)\n"
+            "  --summary-tokens LIST   tokens of the running summary the decoder rewrites (default k,4k)\n"
             "  --max-probes N          the first N probes in file order (default all)\n"
             "  --threads N             dialogues evaluated in parallel (default: OpenMP's)\n"
+            "  --device cpu|cuda|auto  where the models run (default cpu; on a GPU each worker its own copy)\n"
             "  --max-gen-tokens N      longest generated answer (default 32)\n"
             "  --no-generate           multiple choice only: no greedy generation (no exact match / F1)\n"
             "  --no-lm                 no per-turn LM loss\n"
+            "  --question-in-state     memory, no_memory: read the question into R and decode the\n"
+            "                          answer from R alone (default: question and answer in one\n"
+            "                          decoder pass reading R, as the other modes)\n"
             "  --tokenizer FILE        must be the checkpoint's own (checked); needed when it holds none\n"
             "  --skip-bad              skip malformed JSONL lines (counted) instead of failing\n"
             "  --quiet                 no table, no progress\n");
@@ -112,8 +119,9 @@ static int plot(mn_status st, char *script) {
 }
 
 enum {
-    OPT_CHECKPOINT = 1000, OPT_DATA, OPT_JSON, OPT_PLOT, OPT_PLOT_COST, OPT_PROBES_OUT, OPT_MODES, OPT_WINDOWS,
-    OPT_MAX_PROBES, OPT_THREADS, OPT_MAX_GEN, OPT_NO_GEN, OPT_NO_LM, OPT_TOKENIZER, OPT_SKIP_BAD, OPT_QUIET, OPT_HELP
+    OPT_CHECKPOINT = 1000, OPT_DATA, OPT_JSON, OPT_PLOT, OPT_PLOT_COST, OPT_PROBES_OUT, OPT_MODES, OPT_WINDOWS, OPT_RETRIEVAL, OPT_SUMMARY,
+    OPT_MAX_PROBES, OPT_THREADS, OPT_MAX_GEN, OPT_NO_GEN, OPT_NO_LM, OPT_QUESTION_IN_STATE, OPT_TOKENIZER, OPT_SKIP_BAD, OPT_QUIET, OPT_HELP,
+    OPT_DEVICE
 };
 
 int cmd_eval(int argc, char **argv) {
@@ -122,17 +130,19 @@ int cmd_eval(int argc, char **argv) {
         {"json", required_argument, 0, OPT_JSON},             {"plot", required_argument, 0, OPT_PLOT},
         {"plot-cost", required_argument, 0, OPT_PLOT_COST},   {"probes-out", required_argument, 0, OPT_PROBES_OUT},
         {"modes", required_argument, 0, OPT_MODES},           {"window-tokens", required_argument, 0, OPT_WINDOWS},
+        {"retrieval-tokens", required_argument, 0, OPT_RETRIEVAL}, {"summary-tokens", required_argument, 0, OPT_SUMMARY},
         {"max-probes", required_argument, 0, OPT_MAX_PROBES}, {"threads", required_argument, 0, OPT_THREADS},
         {"max-gen-tokens", required_argument, 0, OPT_MAX_GEN}, {"no-generate", no_argument, 0, OPT_NO_GEN},
-        {"no-lm", no_argument, 0, OPT_NO_LM},                 {"tokenizer", required_argument, 0, OPT_TOKENIZER},
+        {"no-lm", no_argument, 0, OPT_NO_LM},                 {"question-in-state", no_argument, 0, OPT_QUESTION_IN_STATE},                 {"tokenizer", required_argument, 0, OPT_TOKENIZER},
         {"skip-bad", no_argument, 0, OPT_SKIP_BAD},           {"quiet", no_argument, 0, OPT_QUIET},
-        {"help", no_argument, 0, OPT_HELP},                   {0, 0, 0, 0},
+        {"help", no_argument, 0, OPT_HELP},                   {"device", required_argument, 0, OPT_DEVICE},
+        {0, 0, 0, 0},
     };
     const char *ckpt = NULL, *data = NULL, *json = NULL, *plot_recall = NULL, *plot_cost = NULL, *probes_out = NULL;
-    const char *modes = NULL, *windows = NULL, *tok_path = NULL;
+    const char *modes = NULL, *windows = NULL, *retrieval = NULL, *summary = NULL, *tok_path = NULL, *device = "cpu";
     int64_t max_probes = 0;
     int threads = 0, max_gen = 32;
-    int generate = 1, lm = 1, skip_bad = 0, quiet = 0;
+    int generate = 1, lm = 1, question_in_state = 0, skip_bad = 0, quiet = 0;
     optind = 1;
     int c;
     while ((c = getopt_long(argc, argv, ":", options, NULL)) != -1) {
@@ -145,6 +155,8 @@ int cmd_eval(int argc, char **argv) {
         case OPT_PROBES_OUT: probes_out = optarg; break;
         case OPT_MODES: modes = optarg; break;
         case OPT_WINDOWS: windows = optarg; break;
+        case OPT_RETRIEVAL: retrieval = optarg; break;
+        case OPT_SUMMARY: summary = optarg; break;
         case OPT_MAX_PROBES:
             if (!cli_int64("eval", "--max-probes", optarg, 1, (int64_t)1 << 40, &max_probes))
                 return 2;
@@ -159,9 +171,11 @@ int cmd_eval(int argc, char **argv) {
             break;
         case OPT_NO_GEN: generate = 0; break;
         case OPT_NO_LM: lm = 0; break;
+        case OPT_QUESTION_IN_STATE: question_in_state = 1; break;
         case OPT_TOKENIZER: tok_path = optarg; break;
         case OPT_SKIP_BAD: skip_bad = 1; break;
         case OPT_QUIET: quiet = 1; break;
+        case OPT_DEVICE: device = optarg; break;
         case OPT_HELP: usage(stdout); return 0;
         default: return cli_option_error("eval", c, argv, NULL);
         }
@@ -174,6 +188,9 @@ int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "mnemo eval: --checkpoint and --data are required (see --help)\n");
         return 2;
     }
+    const mn_backend *backend = NULL;
+    if (!cli_backend("eval", device, &backend))
+        return 2;
 
     /* the plots' folders before the evaluation, not after it */
     const char *plots[] = {plot_recall, plot_cost};
@@ -236,16 +253,18 @@ int cmd_eval(int argc, char **argv) {
 
     mn_eval_options o;
     mn_eval_options_default(&o, cfg.n_slots);
-    if (mn_eval_parse_variants(&o, modes, windows) != MN_OK) {
+    if (mn_eval_parse_variants(&o, modes, windows, retrieval, summary) != MN_OK) {
         fprintf(stderr, "mnemo eval: %s\n", mn_last_error());
         rc = 2;
         goto done;
     }
     o.max_probes = max_probes;
     o.threads = threads;
+    o.backend = backend;
     o.generate = generate;
     o.max_gen_tokens = max_gen;
     o.lm = lm;
+    o.question_in_state = question_in_state;
     o.progress = quiet ? NULL : stderr;
     o.progress_redraw = isatty(STDERR_FILENO);
     if (mn_eval_run(model, tok, &list, &o, &res) != MN_OK) {

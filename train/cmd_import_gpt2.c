@@ -9,9 +9,7 @@
 
 #include "cli_util.h"
 #include "commands.h"
-#include "io/checkpoint.h"
 #include "io/gpt2_import.h"
-#include "text/tokenizer.h"
 
 static void usage(FILE *out) {
     fprintf(out,
@@ -64,22 +62,10 @@ int cmd_import_gpt2(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
-    mn_tokenizer *tok = NULL;
     mn_model *model = NULL;
     mn_gpt2_info info;
     int rc = 1;
-    if (mn_tokenizer_load_gpt2(vocab, merges, &tok) != MN_OK || mn_gpt2_import(safetensors, &o, &model, &info) != MN_OK) {
-        fprintf(stderr, "mnemo import-gpt2: %s\n", mn_last_error());
-        goto done;
-    }
-    /* checkpoints may pad the embedding table past the vocabulary; never the other way round */
-    if (mn_tokenizer_vocab_size(tok) > info.vocab_size) {
-        fprintf(stderr, "mnemo import-gpt2: %s has %d tokens but %s embeds only %d: they do not belong together\n",
-                vocab, mn_tokenizer_vocab_size(tok), safetensors, info.vocab_size);
-        goto done;
-    }
-    mn_checkpoint_save_options so = {.train_config_json = NULL, .tokenizer = tok};
-    if (mn_checkpoint_save(output, model, NULL, NULL, &so) != MN_OK) {
+    if (mn_gpt2_import_files(safetensors, vocab, merges, &o, output, &model, &info) != MN_OK) {
         fprintf(stderr, "mnemo import-gpt2: %s\n", mn_last_error());
         goto done;
     }
@@ -88,7 +74,7 @@ int cmd_import_gpt2(int argc, char **argv) {
            "vocab %d (tokenizer %d)\n",
            safetensors, info.dtype, info.prefix[0] ? "\"transformer.\"" : "unprefixed",
            info.has_lm_head ? ", tied lm_head" : "", info.n_layer, info.n_embd, info.n_head, info.heads_from,
-           info.n_positions, info.vocab_size, mn_tokenizer_vocab_size(tok));
+           info.n_positions, info.vocab_size, info.tokenizer_vocab_size);
     printf("wrote %s: decoder from GPT-2 (first %d of %d positions), compressor %d layers and memory (k %d) "
            "initialised with seed %" PRIu64 ", %zu parameters, model fingerprint %016" PRIx64 "\n",
            output, c->n_slots + c->max_turn_tokens, info.n_positions, c->n_comp_layers, c->n_slots, o.seed,
@@ -96,6 +82,5 @@ int cmd_import_gpt2(int argc, char **argv) {
     rc = 0;
 done:
     mn_model_free(model);
-    mn_tokenizer_free(tok);
     return rc;
 }

@@ -26,6 +26,8 @@ static void usage(FILE *out) {
             "                        (without --skip-bad)\n"
             "  --max-turn-tokens N   split longer turns (default 128, at least 8)\n"
             "  --no-probes           leave probes out (no question/answer turns)\n"
+            "  --probe-exchange      a probe's question and answer as one turn (the answer read\n"
+            "                        with the question in context, as mnemo eval scores it)\n"
             "  --strict              a bad JSONL line is fatal instead of skipped\n"
             "  --skip-bad            use the good lines even when more than half are bad\n"
             "  --check F             open a shard, verify it against the tokenizer, print counts\n"
@@ -55,7 +57,7 @@ int cmd_shard(int argc, char **argv) {
     static const struct option options[] = {
         {"tokenizer", required_argument, 0, 'k'}, {"jsonl", required_argument, 0, 'j'},
         {"output", required_argument, 0, 'o'},    {"max-turn-tokens", required_argument, 0, 'm'},
-        {"no-probes", no_argument, 0, 'P'},       {"strict", no_argument, 0, 'S'},
+        {"no-probes", no_argument, 0, 'P'},       {"probe-exchange", no_argument, 0, 'X'},       {"strict", no_argument, 0, 'S'},
         {"skip-bad", no_argument, 0, 'B'},
         {"check", required_argument, 0, 'c'},     {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -69,6 +71,7 @@ int cmd_shard(int argc, char **argv) {
         case 'o': output = optarg; break;
         case 'c': check_path = optarg; break;
         case 'P': ro.include_probes = 0; break;
+        case 'X': ro.probe_exchange = 1; break;
         case 'S': strict = 1; break;
         case 'B': skip_bad = 1; break;
         case 'm':

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli_util.h"
 #include "commands.h"
 #include "io/checkpoint.h"
 #include "mnemo_train.h"
@@ -341,7 +342,8 @@ static int train_world(int argc, char **argv, mn_dist *d) {
      * `kill -USR1 <mpirun>` is how a data-parallel run stops with a checkpoint */
     sigaction(SIGUSR1, &sa, NULL);
     stop_signal = 0;
-    mn_train_options o = {.resume = t.resume, .base = base, .stop = &stop_signal, .dist = d};
+    mn_train_options o = {.resume = t.resume, .base = base, .stop = &stop_signal, .dist = d,
+                          .device_standin = cli_standin()};
     mn_train_outcome outcome;
     /* non-finite aborts are agreed by every rank: rank 0 says so for the job */
     if (mn_train_run(&cfg, &o, &cb, &outcome) != MN_OK && (outcome != MN_TRAIN_NONFINITE || t.rank == 0)) {

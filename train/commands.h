@@ -21,6 +21,7 @@ int cmd_tokenizer(int argc, char **argv);
 int cmd_shard(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_import_gpt2(int argc, char **argv);
+int cmd_export_hf(int argc, char **argv);
 int cmd_sessions(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 

@@ -21,6 +21,7 @@ static const mn_command commands[] = {
     {"shard", "render dialogue JSONL into a checksummed token shard", cmd_shard},
     {"chat", "talk to a checkpoint; the session memory R is kept in a session store", cmd_chat},
     {"import-gpt2", "a Hugging Face GPT-2 (safetensors) as the decoder of a new checkpoint", cmd_import_gpt2},
+    {"export-hf", "the decoder of a checkpoint as a Hugging Face GPT-2 folder (from_pretrained)", cmd_export_hf},
     {"sessions", "list, show, delete, compact or benchmark a session store", cmd_sessions},
     {"eval", "recall and LM evaluation of a checkpoint on dialogue JSONL with probes", cmd_eval},
 

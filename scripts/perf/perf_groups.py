@@ -11,7 +11,7 @@ GROUPS = [
     ("OpenBLAS threads yielding (sched_yield, scheduler)", r"sched_yield|__schedule|do_syscall_64|\bschedule\b|finish_task_switch|pick_next|_raw_spin"),
     ("GELU (incl. libm tanhf/expm1f)", r"gelu|expm1f|tanhf"),
     ("attention (outside sgemm)", r"attention|softmax_row|softmax_backward_row"),
-    ("cross-entropy (incl. libm expf/logf)", r"crossentropy|log_sum_exp|add_scaled_softmax|__expf|__logf"),
+    ("cross-entropy (incl. libm expf/logf)", r"crossentropy|log_sum_exp|scaled_softmax_in_place|add_scaled_softmax|__expf|__logf"),
     ("layernorm", r"layernorm"),
     ("linear bias / bias grad, residual, embedding", r"mn_linear_|mn_residual|mn_embedding"),
     ("memset / memcpy (model buffers)", r"memset|memmove|memcpy"),

@@ -32,6 +32,7 @@ CFG = Config(vocab_size=53, d_model=16, n_heads=2, n_layers=2, n_comp_layers=2, 
 T, B, MAX_LEN, BPTT = 3, 2, 7, 2
 LENGTHS = [[7, 4], [3, 6], [5, 2]]
 RECONSTRUCT_WEIGHT = 0.5  # the reconstruction aid's gradients (mn_trainer_set_reconstruction)
+RECONSTRUCT_DELAY = 1     # ... delayed (mn_trainer_set_reconstruction_delay): full BPTT, so two turns
 ADAMW = dict(lr=0.01, beta1=0.9, beta2=0.95, eps=1e-8, weight_decay=0.1, grad_clip=1.0, steps=3)
 
 
@@ -77,9 +78,10 @@ def make_batch(gen):
     return tokens, lengths, weights
 
 
-def grads_of(model, tokens, lengths, weights, bptt, reconstruct_weight=0.0):
+def grads_of(model, tokens, lengths, weights, bptt, reconstruct_weight=0.0, reconstruct_delay=0):
     model.zero_grad()
-    out = model.forward_batch(tokens, lengths, weights, bptt, reconstruct_weight=reconstruct_weight)
+    out = model.forward_batch(tokens, lengths, weights, bptt, reconstruct_weight=reconstruct_weight,
+                              reconstruct_delay=reconstruct_delay)
     out["objective"].backward()
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
     assert all(g is not None for g in grads.values())
@@ -288,6 +290,23 @@ def main():
           f"rel {rel(fd, ad):.1e}")
     assert rel(fd, ad) < 1e-6
 
+    # --- delayed reconstruction (full BPTT: turns 0 and 1 decoded again from R_1 and R_2; turn 2
+    # has no later state), checked against finite differences the same way
+    out_d, grads_recon_delay = grads_of(model, tokens, lengths, weights, T, RECONSTRUCT_WEIGHT,
+                                        RECONSTRUCT_DELAY)
+    recon_loss_delay = float(out_d["recon_loss"])
+    ddiff = max(float((grads_recon_delay[n] - grads_recon_full[n]).abs().max()) for n in grads)
+    assert ddiff > 1e-4, "the delay must change the gradients"
+
+    def f_recon_delay():
+        return float(model.forward_batch(tokens, lengths, weights, None, reconstruct_weight=RECONSTRUCT_WEIGHT,
+                                         reconstruct_delay=RECONSTRUCT_DELAY)["objective"])
+    ad = sum(float((grads_recon_delay[n] * d).sum()) for n, d in direction.items())
+    fd = fd_direction(model, f_recon_delay, direction)
+    print(f"delayed reconstruction (delay {RECONSTRUCT_DELAY}) loss {recon_loss_delay:.6f}; FD random direction: "
+          f"autograd {ad:+.10e} fd {fd:+.10e} rel {rel(fd, ad):.1e}")
+    assert rel(fd, ad) < 1e-6
+
     # --- AdamW: hyper-parameters as the C side holds them (float32)
     hp = {k: f32(v) for k, v in ADAMW.items() if k != "steps"}
     hp_tuple = (hp["lr"], hp["beta1"], hp["beta2"], hp["eps"], hp["weight_decay"], hp["grad_clip"])
@@ -346,7 +365,8 @@ def main():
         ds(g, "loss_weights", weights.numpy())
 
         for gname, tensors in (("params", init), ("grads", grads), ("grads_full", grads_full),
-                               ("grads_reconstruct", grads_recon)):
+                               ("grads_reconstruct", grads_recon),
+                               ("grads_reconstruct_delay", grads_recon_delay)):
             g = new_group(h5, gname)
             for n, v in tensors.items():
                 ds(g, n, v.numpy())
@@ -358,6 +378,8 @@ def main():
         ds(g, "states", out["states"].numpy())
         ds(g, "recon_loss", np.float32(recon_loss))
         ds(g, "reconstruct_weight", np.float32(RECONSTRUCT_WEIGHT))
+        ds(g, "recon_loss_delay", np.float32(recon_loss_delay))
+        g.attrs["reconstruct_delay"] = np.int32(RECONSTRUCT_DELAY)
 
         g = new_group(h5, "adamw")
         for key in ("lr", "beta1", "beta2", "eps", "weight_decay", "grad_clip"):

@@ -203,13 +203,16 @@ class MnemoRef(nn.Module):
         return (1 - z) * R + z * U
 
     # ------------------------------------------------------------------ episodes
-    def forward_batch(self, tokens, lengths, weights=None, bptt=None, r_init=None, reconstruct_weight=0.0):
+    def forward_batch(self, tokens, lengths, weights=None, bptt=None, r_init=None, reconstruct_weight=0.0,
+                      reconstruct_delay=0):
         """Runs B episodes of T turns. tokens (T, B, max_len) ints, lengths (T, B),
         weights (T, B, max_len) or None (all 1); weights[t, b, i] weights predicting token i.
         bptt: truncation K (None or >= T: full BPTT). r_init (B, k, C): state entering turn 1
         (default R_0 broadcast). reconstruct_weight lam > 0: every turn t is decoded again from
         R_t (the state that has just read it) with the same weights (the training aid of
-        mn_trainer_set_reconstruction). Returns dict with
+        mn_trainer_set_reconstruction). reconstruct_delay D: turn t is decoded again from R_{t+D}
+        instead, only where t+D lies in t's BPTT chunk (mn_trainer_set_reconstruction_delay).
+        Returns dict with
           loss        scalar, sum w*ce / sum w over the whole batch (differentiable)
           turn_losses (T,) the same ratio restricted to each turn (detached)
           logits      (T, B, max_len, V) with padded rows set to 0 (detached)
@@ -232,6 +235,7 @@ class MnemoRef(nn.Module):
         else:
             R = r_init
         nums, wsums, all_logits, states, recon_nums = [], [], [], [], []
+        D = reconstruct_delay
         pos = torch.arange(max_len)
         for t in range(T):
             if t > 0 and t % K == 0:
@@ -249,12 +253,15 @@ class MnemoRef(nn.Module):
             all_logits.append((logits * valid_row).detach())
             R = self.update(R, tokens[t], lengths[t])
             states.append(R.detach())
-            if reconstruct_weight:
+            s = t - D  # the turn decoded again from R_t
+            if reconstruct_weight and s >= (t // K) * K:
                 # R_t is not detached here even at a chunk's end: this loss reaches back into the chunk
-                logits_r = self.decode(R, tokens[t], lengths[t])
+                logits_r = self.decode(R, tokens[s], lengths[s])
+                has_target_s = (pos[None, 1:] < lengths[s][:, None]).to(dtype)
+                w_s = weights[s][:, 1:] * has_target_s
                 ce_r = F.cross_entropy(logits_r[:, :-1].reshape(-1, V),
-                                       tokens[t][:, 1:].reshape(-1), reduction="none")
-                recon_nums.append((w.reshape(-1) * ce_r).sum())
+                                       tokens[s][:, 1:].reshape(-1), reduction="none")
+                recon_nums.append((w_s.reshape(-1) * ce_r).sum())
 
         num = torch.stack(nums).sum()
         weight = torch.stack(wsums).sum()

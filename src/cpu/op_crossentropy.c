@@ -1,10 +1,14 @@
 /* Weighted softmax cross-entropy over V classes, with a stable log-softmax.
- * Each row is a max pass, an exp-sum pass and (backward) one more exp pass, on 8-lane vectors
- * (libm's scalar expf was the cost; reductions run in a fixed lane order: deterministic). */
+ * Each row is a max pass, an exp-sum pass and (with the gradient) one more exp pass, on 8-lane
+ * vectors (libm's scalar expf was the cost; reductions run in a fixed lane order: deterministic).
+ * Training uses the fused form (llm.c's fused classifier): the loss and the gradient of a row in
+ * one visit, the gradient written over the row's logits, so that no second (N, V) buffer exists
+ * and the row is read while it is still in cache. */
 #include "cpu/ops.h"
 #include "cpu/vec.h"
 
 #include <math.h>
+#include <string.h>
 
 /* log(sum_v exp(x[v])) computed as max + log(sum exp(x - max)). */
 MN_VEC_CLONES
@@ -21,15 +25,15 @@ static float log_sum_exp(const float *x, int V) {
     return maxval + logf(sum);
 }
 
-// dx (V) += sw * exp(x - lse)
+// x (V) = sw * exp(x - lse), in place
 MN_VEC_CLONES
-static void add_scaled_softmax(float *dx, const float *x, float lse, float sw, int V) {
+static void scaled_softmax_in_place(float *x, float lse, float sw, int V) {
     int v = 0;
     mn_v8f vl = mn_v8f_set1(lse);
     for (; v + 8 <= V; v += 8)
-        mn_v8f_store(dx + v, mn_v8f_load(dx + v) + sw * mn_exp8(mn_v8f_load(x + v) - vl));
+        mn_v8f_store(x + v, sw * mn_exp8(mn_v8f_load(x + v) - vl));
     for (; v < V; v++)
-        dx[v] += sw * mn_expf(x[v] - lse);
+        x[v] = sw * mn_expf(x[v] - lse);
 }
 
 // logits (N, V), targets (N), weights (N) -> losses (N)
@@ -48,20 +52,23 @@ void mn_crossentropy_forward(float *losses, const float *logits, const int32_t *
     }
 }
 
-// -> dlogits (N, V) += scale * weights[n] * (softmax(logits[n]) - onehot(targets[n]))
-void mn_crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets,
-                              const float *weights, float scale, int N, int V, int threads) {
+// logits (N, V) -> losses (N) as forward; logits[n] := scale * weights[n] * (softmax - onehot)
+void mn_crossentropy_fused(float *losses, float *logits, const int32_t *targets, const float *weights,
+                           float scale, int N, int V, int threads) {
     #pragma omp parallel for schedule(static) num_threads(threads) if ((size_t)N * V >= MN_PAR_MIN_ELEMS)
     for (int n = 0; n < N; n++) {
+        float *x = logits + (size_t)n * V;   // (V): logits in, gradient out
         float w = weights[n];
         if (w == 0.0f) {
-            continue;   // ignored row: exactly zero gradient
+            losses[n] = 0.0f;   // ignored row: target not read, exactly zero gradient
+            memset(x, 0, (size_t)V * sizeof(float));
+            continue;
         }
-        const float *x = logits + (size_t)n * V;   // (V)
-        float *dx = dlogits + (size_t)n * V;       // (V)
+        int t = targets[n];
         float lse = log_sum_exp(x, V);
+        losses[n] = w * (lse - x[t]);
         float sw = scale * w;
-        add_scaled_softmax(dx, x, lse, sw, V);
-        dx[targets[n]] -= sw;
+        scaled_softmax_in_place(x, lse, sw, V);
+        x[t] -= sw;
     }
 }

@@ -69,11 +69,13 @@ void mn_gated_update_backward(float *dr_prev, float *du, float *dgate_w, float *
 
 /* softmax cross-entropy: logits (N, V), targets (N), weights (N) (0 = ignored row).
  * losses[n] = weights[n] * -log softmax(logits[n])[targets[n]]  (0 where weight is 0).
- * Backward: dlogits[n] += scale * weights[n] * (softmax(logits[n]) - onehot(targets[n])). */
+ * Fused (forward and backward in one pass; llm.c's fused classifier): the same losses, and the
+ * logits are OVERWRITTEN (not accumulated into) with their gradient
+ * scale * weights[n] * (softmax(logits[n]) - onehot(targets[n])), rows of weight 0 with zeros. */
 void mn_crossentropy_forward(float *losses, const float *logits, const int32_t *targets,
                              const float *weights, int N, int V, int threads);
-void mn_crossentropy_backward(float *dlogits, const float *logits, const int32_t *targets,
-                              const float *weights, float scale, int N, int V, int threads);
+void mn_crossentropy_fused(float *losses, float *logits, const int32_t *targets, const float *weights,
+                           float scale, int N, int V, int threads);
 
 /* residual: out = a + b (N); backward of a sum is adding dout into both inputs.
  * db may be NULL: then only da += dout (used to accumulate one gradient into another). */

@@ -12,6 +12,7 @@ static mn_status mn_cu_set_threads(void *ctx, int threads) {
 static const mn_backend cuda_backend = {
     .device = MN_DEVICE_CUDA,
     .name = "GPU (CUDA)",
+    .classifier_floats = 0, /* a whole turn's logits: few large kernels */
     .synchronize = mn_cu_synchronize,
     .upload = mn_cu_upload,
     .download = mn_cu_download,

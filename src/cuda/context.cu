@@ -31,14 +31,14 @@ void mn_cuda_record_cublas(mn_cuda_context *cx, const char *call, const char *fi
 }
 
 extern "C" mn_status mn_cu_status(void *ctx) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed)
         return mn_fail(MN_ERR_DEVICE, "%s", cx->message);
     return MN_OK;
 }
 
 extern "C" mn_status mn_cu_synchronize(void *ctx) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (!cx->failed)
         MN_CU(cx, cudaStreamSynchronize(cx->stream));
     return mn_cu_status(ctx);
@@ -99,7 +99,7 @@ extern "C" mn_status mn_cu_context_create(void **out) {
 }
 
 extern "C" void mn_cu_context_free(void *ctx) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (!cx)
         return;
     int failed_before = cx->failed;
@@ -110,7 +110,7 @@ extern "C" void mn_cu_context_free(void *ctx) {
 }
 
 extern "C" mn_status mn_cu_set_matmul(void *ctx, mn_matmul precision) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     switch (precision) {
     case MN_MATMUL_FP32: cx->compute = CUBLAS_COMPUTE_32F; break;
     case MN_MATMUL_TF32: cx->compute = CUBLAS_COMPUTE_32F_FAST_TF32; break;
@@ -146,7 +146,7 @@ void *mn_cuda_workspace(mn_cuda_context *cx, size_t bytes) {
 
 /* ---------------------------------------------------------------- memory */
 extern "C" mn_status mn_cu_alloc(void *ctx, size_t bytes, void **out) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     *out = NULL;
     MN_TRY(mn_cu_status(ctx));
     void *p = NULL;
@@ -166,7 +166,7 @@ extern "C" mn_status mn_cu_alloc(void *ctx, size_t bytes, void **out) {
 }
 
 extern "C" void mn_cu_release(void *ctx, void *p) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (!p)
         return;
     /* queued work may still use p */
@@ -175,14 +175,14 @@ extern "C" void mn_cu_release(void *ctx, void *p) {
 }
 
 extern "C" void mn_cu_zero(void *ctx, void *p, size_t bytes) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || !bytes)
         return;
     MN_CU(cx, cudaMemsetAsync(p, 0, bytes, cx->stream));
 }
 
 extern "C" void mn_cu_copy(void *ctx, void *dst, const void *src, size_t bytes) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || !bytes)
         return;
     MN_CU(cx, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cx->stream));
@@ -191,14 +191,14 @@ extern "C" void mn_cu_copy(void *ctx, void *dst, const void *src, size_t bytes) 
 /* From pageable host memory the runtime stages the data before returning, so the caller may
  * reuse host_src at once. */
 extern "C" void mn_cu_upload(void *ctx, void *dst, const void *host_src, size_t bytes) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || !bytes)
         return;
     MN_CU(cx, cudaMemcpyAsync(dst, host_src, bytes, cudaMemcpyHostToDevice, cx->stream));
 }
 
 extern "C" void mn_cu_download(void *ctx, void *host_dst, const void *src, size_t bytes) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || !bytes)
         return;
     MN_CU(cx, cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, cx->stream));
@@ -218,7 +218,7 @@ static __global__ void copy_rows_kernel(float *dst, size_t dst_stride, const flo
 
 extern "C" void mn_cu_copy_rows(void *ctx, float *dst, size_t dst_stride, const float *src, size_t src_stride,
                                 size_t rows, size_t cols) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || !rows || !cols)
         return;
     if (dst_stride >= cols && src_stride >= cols) { /* the copy engine's strided form */
@@ -250,7 +250,7 @@ static __global__ void add_rows_kernel(float *dst, size_t dst_stride, const floa
 
 extern "C" void mn_cu_add_rows(void *ctx, float *dst, size_t dst_stride, const float *src, size_t src_stride,
                                size_t rows, size_t cols) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || !rows || !cols)
         return;
     add_rows_kernel<<<mn_cuda_blocks(cols, 256), 256, 0, cx->stream>>>(dst, dst_stride, src, src_stride, rows, cols);
@@ -263,7 +263,7 @@ static __global__ void scale_kernel(float *x, float factor, size_t n) {
 }
 
 extern "C" void mn_cu_scale(void *ctx, float *x, float factor, size_t n) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || !n)
         return;
     scale_kernel<<<mn_cuda_blocks(n, 256), 256, 0, cx->stream>>>(x, factor, n);

@@ -49,7 +49,16 @@ void mn_cuda_record_cublas(mn_cuda_context *cx, const char *call, const char *fi
             mn_cuda_record_cuda((cx), "launch of " kernel_name, __FILE__, __LINE__, mn_launch_err_); \
     } while (0)
 
-static inline mn_cuda_context *mn_cuda_ctx(void *ctx) { return (mn_cuda_context *)ctx; }
+/* Every entry point of the backend begins here: the context's device becomes the calling
+ * thread's current device (the runtime keeps one per host thread, and a caller or another
+ * library may have switched it), so kernels, copies and cuBLAS calls reach the GPU that holds
+ * the context's memory. A no-op for NULL or a failed context. */
+static inline mn_cuda_context *mn_cuda_enter(void *ctx) {
+    mn_cuda_context *cx = (mn_cuda_context *)ctx;
+    if (cx && !cx->failed)
+        MN_CU(cx, cudaSetDevice(cx->device));
+    return cx;
+}
 
 /* Grid for n independent items with `threads` per block (grid-stride loops cover the rest). */
 static inline unsigned mn_cuda_blocks(size_t n, int threads) {

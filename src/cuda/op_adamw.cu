@@ -30,7 +30,7 @@ static __global__ void adamw_kernel(float *params, const float *grads, float *m,
 extern "C" void mn_cu_adamw_update(void *ctx, float *params, const float *grads, float *m, float *v,
                                    const mn_adamw_segment *segs, int n_segs, float lr, float beta1, float beta2,
                                    float eps, uint64_t t) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || n_segs <= 0)
         return;
     // bias corrections in double on the host, as the CPU op (PyTorch computes them in Python floats)

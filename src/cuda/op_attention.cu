@@ -7,16 +7,21 @@
 
 #include "cuda/cuda_common.h"
 
-/* qkv (B, S, 3, H, hs) -> q, k, v (B, H, S, hs) */
-static __global__ void split_heads_kernel(float *q, float *k, float *v, const float *qkv, int B, int S, int H,
-                                          int hs) {
+/* qkv (B, S, 3, H, hs) -> q, k, v (B, H, S, hs), padding positions (s >= valid[b]) as zeros.
+ * The products below run over all S positions and the softmax masks a padded key with an
+ * exact 0, but 0 * NaN is NaN: zeroing the padded rows here keeps a non-finite value in the
+ * padding (whatever the layers before wrote there) out of every valid output, as on the CPU,
+ * whose products stop at valid[b]. */
+static __global__ void split_heads_kernel(float *q, float *k, float *v, const float *qkv, const int32_t *valid, int B,
+                                          int S, int H, int hs) {
     size_t total = (size_t)B * H * S * hs, C = (size_t)H * hs;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         size_t d = i % hs, s = (i / hs) % S, h = (i / ((size_t)hs * S)) % H, b = i / ((size_t)hs * S * H);
         size_t src = (b * S + s) * 3 * C + h * hs + d;
-        q[i] = qkv[src];
-        k[i] = qkv[src + C];
-        v[i] = qkv[src + 2 * C];
+        int real = (int)s < valid[b];
+        q[i] = real ? qkv[src] : 0.0f;
+        k[i] = real ? qkv[src + C] : 0.0f;
+        v[i] = real ? qkv[src + 2 * C] : 0.0f;
     }
 }
 
@@ -29,12 +34,13 @@ static __global__ void merge_heads_kernel(float *out, const float *y, int B, int
     }
 }
 
-/* dout (B, S, C) -> dy (B, H, S, hs) */
-static __global__ void split_grad_kernel(float *dy, const float *dout, int B, int S, int H, int hs) {
+/* dout (B, S, C) -> dy (B, H, S, hs), padding positions as zeros (see split_heads_kernel) */
+static __global__ void split_grad_kernel(float *dy, const float *dout, const int32_t *valid, int B, int S, int H,
+                                         int hs) {
     size_t total = (size_t)B * H * S * hs, C = (size_t)H * hs;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
         size_t d = i % hs, s = (i / hs) % S, h = (i / ((size_t)hs * S)) % H, b = i / ((size_t)hs * S * H);
-        dy[i] = dout[(b * S + s) * C + h * hs + d];
+        dy[i] = (int)s < valid[b] ? dout[(b * S + s) * C + h * hs + d] : 0.0f;
     }
 }
 
@@ -108,7 +114,7 @@ static unsigned row_blocks(size_t rows) { return (unsigned)((rows + 7) / 8); } /
 // qkv (B, S, 3C), valid (B) -> out (B, S, C), att (B, H, S, S)
 extern "C" void mn_cu_attention_forward(void *ctx, float *out, float *att, const float *qkv, const int32_t *valid,
                                         int B, int S, int C, int H, int causal) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || B <= 0 || S <= 0)
         return;
     const int hs = C / H;
@@ -117,7 +123,7 @@ extern "C" void mn_cu_attention_forward(void *ctx, float *out, float *att, const
     if (!q)
         return;
     float *k = q + BSC, *v = k + BSC, *y = v + BSC;
-    split_heads_kernel<<<mn_cuda_blocks(BSC, 256), 256, 0, cx->stream>>>(q, k, v, qkv, B, S, H, hs);
+    split_heads_kernel<<<mn_cuda_blocks(BSC, 256), 256, 0, cx->stream>>>(q, k, v, qkv, valid, B, S, H, hs);
     MN_LAUNCHED(cx, "split_heads_kernel");
     // per (b, h): scores^T (S_k, S_q) = K (S_k, hs) . Q^T (hs, S_q), i.e. row-major att[q][k]
     const long long head = (long long)S * hs, square = (long long)S * S;
@@ -135,7 +141,7 @@ extern "C" void mn_cu_attention_forward(void *ctx, float *out, float *att, const
 // dout (B, S, C) -> dqkv (B, S, 3C) +=
 extern "C" void mn_cu_attention_backward(void *ctx, float *dqkv, const float *dout, const float *qkv, const float *att,
                                          const int32_t *valid, int B, int S, int C, int H, int causal) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || B <= 0 || S <= 0)
         return;
     const int hs = C / H;
@@ -146,9 +152,9 @@ extern "C" void mn_cu_attention_backward(void *ctx, float *dqkv, const float *do
     float *k = q + BSC, *v = k + BSC, *dy = v + BSC, *dq = dy + BSC, *dk = dq + BSC, *dv = dk + BSC;
     float *dscore = dv + BSC; /* (B, H, S, S) */
     const long long head = (long long)S * hs, square = (long long)S * S;
-    split_heads_kernel<<<mn_cuda_blocks(BSC, 256), 256, 0, cx->stream>>>(q, k, v, qkv, B, S, H, hs);
+    split_heads_kernel<<<mn_cuda_blocks(BSC, 256), 256, 0, cx->stream>>>(q, k, v, qkv, valid, B, S, H, hs);
     MN_LAUNCHED(cx, "split_heads_kernel");
-    split_grad_kernel<<<mn_cuda_blocks(BSC, 256), 256, 0, cx->stream>>>(dy, dout, B, S, H, hs);
+    split_grad_kernel<<<mn_cuda_blocks(BSC, 256), 256, 0, cx->stream>>>(dy, dout, valid, B, S, H, hs);
     MN_LAUNCHED(cx, "split_grad_kernel");
     // datt[q][k] = dy_q . v_k:  datt^T (S_k, S_q) = V (S_k, hs) . dY^T (hs, S_q)
     mn_cuda_gemm_batched(cx, CUBLAS_OP_T, CUBLAS_OP_N, S, S, hs, 1.0f, v, hs, head, dy, hs, head, 0.0f, dscore, S,

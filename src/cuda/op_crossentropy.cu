@@ -55,40 +55,49 @@ static __global__ void crossentropy_forward_kernel(float *losses, const float *l
         losses[n] = w * (lse - x[targets[n]]);
 }
 
-static __global__ void crossentropy_backward_kernel(float *dlogits, const float *logits, const int32_t *targets,
-                                                    const float *weights, float scale, int V) {
+/* Forward and backward of a row in one visit, the gradient written over the logits. */
+static __global__ void crossentropy_fused_kernel(float *losses, float *logits, const int32_t *targets,
+                                                 const float *weights, float scale, int V) {
     __shared__ float shared[32];
     const int n = blockIdx.x;
     const float w = weights[n];
-    if (w == 0.0f)
-        return; /* ignored row: exactly zero gradient */
-    const float *x = logits + (size_t)n * V;
-    float *dx = dlogits + (size_t)n * V;
+    float *x = logits + (size_t)n * V;
+    if (w == 0.0f) { /* ignored row: target not read, exactly zero gradient */
+        for (int v = threadIdx.x; v < V; v += blockDim.x)
+            x[v] = 0.0f;
+        if (threadIdx.x == 0)
+            losses[n] = 0.0f;
+        return;
+    }
+    const int t = targets[n];
     float lse = block_log_sum_exp(x, V, shared);
+    if (threadIdx.x == 0)
+        losses[n] = w * (lse - x[t]);
+    __syncthreads(); /* x[t] is read before it is overwritten */
     float sw = scale * w;
     for (int v = threadIdx.x; v < V; v += blockDim.x)
-        dx[v] += sw * expf(x[v] - lse);
+        x[v] = sw * expf(x[v] - lse);
     __syncthreads(); /* the target's softmax term is in before the one-hot term comes off (CPU order) */
     if (threadIdx.x == 0)
-        dx[targets[n]] -= sw;
+        x[t] -= sw;
 }
 
 // logits (N, V), targets (N), weights (N) -> losses (N)
 extern "C" void mn_cu_crossentropy_forward(void *ctx, float *losses, const float *logits, const int32_t *targets,
                                            const float *weights, int N, int V) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || N <= 0)
         return;
     crossentropy_forward_kernel<<<N, MN_CE_THREADS, 0, cx->stream>>>(losses, logits, targets, weights, V);
     MN_LAUNCHED(cx, "crossentropy_forward_kernel");
 }
 
-// -> dlogits (N, V) += scale * weights[n] * (softmax(logits[n]) - onehot(targets[n]))
-extern "C" void mn_cu_crossentropy_backward(void *ctx, float *dlogits, const float *logits, const int32_t *targets,
-                                            const float *weights, float scale, int N, int V) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+// losses (N) as forward; logits (N, V) := scale * weights[n] * (softmax(logits[n]) - onehot(targets[n]))
+extern "C" void mn_cu_crossentropy_fused(void *ctx, float *losses, float *logits, const int32_t *targets,
+                                         const float *weights, float scale, int N, int V) {
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || N <= 0)
         return;
-    crossentropy_backward_kernel<<<N, MN_CE_THREADS, 0, cx->stream>>>(dlogits, logits, targets, weights, scale, V);
-    MN_LAUNCHED(cx, "crossentropy_backward_kernel");
+    crossentropy_fused_kernel<<<N, MN_CE_THREADS, 0, cx->stream>>>(losses, logits, targets, weights, scale, V);
+    MN_LAUNCHED(cx, "crossentropy_fused_kernel");
 }

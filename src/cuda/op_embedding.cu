@@ -48,7 +48,7 @@ static __global__ void embedding_backward_kernel(float *dtable, const float *dou
 
 // ids (N), table (V, C) -> out (N, C), rows with ids < 0 untouched
 extern "C" void mn_cu_embedding_forward(void *ctx, float *out, const int32_t *ids, const float *table, int N, int C) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || N <= 0 || C <= 0)
         return;
     embedding_forward_kernel<<<mn_cuda_blocks((size_t)N * C, 256), 256, 0, cx->stream>>>(out, ids, table, N, C);
@@ -58,7 +58,7 @@ extern "C" void mn_cu_embedding_forward(void *ctx, float *out, const int32_t *id
 // dout (N, C) -> dtable (V, C) += rows scattered by ids (N), ids < 0 skipped
 extern "C" void mn_cu_embedding_backward(void *ctx, float *dtable, const float *dout, const int32_t *ids, int N,
                                          int C) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || N <= 0 || C <= 0)
         return;
     embedding_backward_kernel<<<N, MN_EMBEDDING_THREADS, 0, cx->stream>>>(dtable, dout, ids, N, C);

@@ -23,7 +23,7 @@ static __global__ void gate_backward_kernel(float *dr_prev, float *du, float *dp
 // r_prev (M, C), u (M, C), gate_w (2C, C), gate_b (C) -> r_out (M, C), z (M, C)
 extern "C" void mn_cu_gated_update_forward(void *ctx, float *r_out, float *z, const float *r_prev, const float *u,
                                            const float *gate_w, const float *gate_b, int M, int C) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     const float *w_r = gate_w, *w_u = gate_w + (size_t)C * C;
     // z holds the pre-activation first: bias rows, then both products added on
     mn_cuda_broadcast_rows(cx, z, gate_b, M, C);
@@ -41,7 +41,7 @@ extern "C" void mn_cu_gated_update_forward(void *ctx, float *r_out, float *z, co
 extern "C" void mn_cu_gated_update_backward(void *ctx, float *dr_prev, float *du, float *dgate_w, float *dgate_b,
                                             const float *dr_out, const float *r_prev, const float *u, const float *z,
                                             const float *gate_w, float *scratch, int M, int C) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || M <= 0)
         return;
     const float *w_r = gate_w, *w_u = gate_w + (size_t)C * C;

@@ -25,7 +25,7 @@ static __global__ void gelu_backward_kernel(float *dinp, const float *dout, cons
 
 // inp (N) -> out (N)
 extern "C" void mn_cu_gelu_forward(void *ctx, float *out, const float *inp, size_t N) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || !N)
         return;
     gelu_forward_kernel<<<mn_cuda_blocks(N, 256), 256, 0, cx->stream>>>(out, inp, N);
@@ -34,7 +34,7 @@ extern "C" void mn_cu_gelu_forward(void *ctx, float *out, const float *inp, size
 
 // dout (N) -> dinp (N) +=
 extern "C" void mn_cu_gelu_backward(void *ctx, float *dinp, const float *dout, const float *inp, size_t N) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || !N)
         return;
     gelu_backward_kernel<<<mn_cuda_blocks(N, 256), 256, 0, cx->stream>>>(dinp, dout, inp, N);

@@ -91,7 +91,7 @@ static __global__ void layernorm_backward_params_final(float *dweight, float *db
 // inp (N, C), weight (C), bias (C) -> out (N, C), mean (N), rstd (N)
 extern "C" void mn_cu_layernorm_forward(void *ctx, float *out, float *mean, float *rstd, const float *inp,
                                         const float *weight, const float *bias, int N, int C) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || N <= 0)
         return;
     int rows_per_block = MN_LAYERNORM_THREADS / 32;
@@ -104,7 +104,7 @@ extern "C" void mn_cu_layernorm_forward(void *ctx, float *out, float *mean, floa
 extern "C" void mn_cu_layernorm_backward(void *ctx, float *dinp, float *dweight, float *dbias, const float *dout,
                                          const float *inp, const float *weight, const float *mean, const float *rstd,
                                          int N, int C) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || N <= 0)
         return;
     int rows_per_block = MN_LAYERNORM_THREADS / 32;

@@ -59,7 +59,7 @@ static void reduce(mn_cuda_context *cx, double *dst, const float *x, size_t n, b
 }
 
 extern "C" double mn_cu_sum_squares(void *ctx, const float *x, size_t n) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     double result = 0.0;
     reduce(cx, cx->reduce_result, x, n, true);
     if (!cx->failed)
@@ -70,5 +70,5 @@ extern "C" double mn_cu_sum_squares(void *ctx, const float *x, size_t n) {
 }
 
 extern "C" void mn_cu_sum_to(void *ctx, double *dst, const float *x, size_t n) {
-    reduce(mn_cuda_ctx(ctx), dst, x, n, false);
+    reduce(mn_cuda_enter(ctx), dst, x, n, false);
 }

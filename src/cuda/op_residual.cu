@@ -17,7 +17,7 @@ static __global__ void residual_backward_kernel(float *da, float *db, const floa
 
 // a (N), b (N) -> out (N); out may alias a or b (elementwise)
 extern "C" void mn_cu_residual_forward(void *ctx, float *out, const float *a, const float *b, size_t N) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || !N)
         return;
     residual_forward_kernel<<<mn_cuda_blocks(N, 256), 256, 0, cx->stream>>>(out, a, b, N);
@@ -26,7 +26,7 @@ extern "C" void mn_cu_residual_forward(void *ctx, float *out, const float *a, co
 
 // dout (N) -> da (N) +=, db (N) += (db may be NULL)
 extern "C" void mn_cu_residual_backward(void *ctx, float *da, float *db, const float *dout, size_t N) {
-    mn_cuda_context *cx = mn_cuda_ctx(ctx);
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
     if (cx->failed || !N)
         return;
     residual_backward_kernel<<<mn_cuda_blocks(N, 256), 256, 0, cx->stream>>>(da, db, dout, N);

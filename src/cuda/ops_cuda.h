@@ -63,8 +63,8 @@ void mn_cu_gated_update_backward(void *ctx, float *dr_prev, float *du, float *dg
                                  const float *gate_w, float *scratch, int M, int C);
 void mn_cu_crossentropy_forward(void *ctx, float *losses, const float *logits, const int32_t *targets,
                                 const float *weights, int N, int V);
-void mn_cu_crossentropy_backward(void *ctx, float *dlogits, const float *logits, const int32_t *targets,
-                                 const float *weights, float scale, int N, int V);
+void mn_cu_crossentropy_fused(void *ctx, float *losses, float *logits, const int32_t *targets,
+                              const float *weights, float scale, int N, int V);
 void mn_cu_residual_forward(void *ctx, float *out, const float *a, const float *b, size_t N);
 void mn_cu_residual_backward(void *ctx, float *da, float *db, const float *dout, size_t N);
 void mn_cu_adamw_update(void *ctx, float *params, const float *grads, float *m, float *v,

@@ -9,6 +9,7 @@
 
 #include "core/clock.h"
 #include "core/error.h"
+#include "model/model_internal.h"
 #include "model/score.h"
 #include "text/shard.h"
 
@@ -50,55 +51,70 @@ void mn_eval_options_default(mn_eval_options *o, int n_slots) {
     o->lm = 1;
 }
 
-mn_status mn_eval_parse_variants(mn_eval_options *o, const char *modes, const char *windows) {
-    int win[MN_EVAL_MAX_VARIANTS], n_win = 0;
-    if (windows) {
-        const char *p = windows;
-        while (*p) {
-            char *end;
-            long w = strtol(p, &end, 10);
-            if (end == p || w < 1 || w > 1 << 20 || (*end && *end != ','))
-                return mn_fail(MN_ERR_INVALID_ARG, "--window-tokens '%s': want positive token counts like 16,64", windows);
-            if (n_win == MN_EVAL_MAX_VARIANTS)
-                return mn_fail(MN_ERR_INVALID_ARG, "--window-tokens '%s': at most %d sizes", windows,
-                               MN_EVAL_MAX_VARIANTS);
-            win[n_win++] = (int)w;
-            p = *end ? end + 1 : end;
+const char *const mn_eval_mode_names[MN_EVAL_N_MODES] = {"memory", "no_memory", "window", "full", "retrieval",
+                                                        "summary"};
+
+/* "16,64" into sizes[] (at most MN_EVAL_MAX_VARIANTS); option names the list in messages. */
+static mn_status parse_sizes(const char *list, const char *option, int *sizes, int *n) {
+    *n = 0;
+    const char *p = list;
+    while (*p) {
+        char *end;
+        long w = strtol(p, &end, 10);
+        if (end == p || w < 1 || w > 1 << 20 || (*end && *end != ','))
+            return mn_fail(MN_ERR_INVALID_ARG, "%s '%s': want positive token counts like 16,64", option, list);
+        if (*n == MN_EVAL_MAX_VARIANTS)
+            return mn_fail(MN_ERR_INVALID_ARG, "%s '%s': at most %d sizes", option, list, MN_EVAL_MAX_VARIANTS);
+        sizes[(*n)++] = (int)w;
+        p = *end ? end + 1 : end;
+    }
+    return MN_OK;
+}
+
+mn_status mn_eval_parse_variants(mn_eval_options *o, const char *modes, const char *windows, const char *retrieval,
+                                 const char *summary) {
+    /* each sized mode's list: as given, else the default variants' window sizes (k, 4k) */
+    int sizes[MN_EVAL_N_MODES][MN_EVAL_MAX_VARIANTS], n_sizes[MN_EVAL_N_MODES] = {0};
+    int defaults[MN_EVAL_MAX_VARIANTS], n_defaults = 0;
+    for (int i = 0; i < o->n_variants; i++)
+        if (o->variants[i].mode == MN_EVAL_WINDOW && n_defaults < MN_EVAL_MAX_VARIANTS)
+            defaults[n_defaults++] = o->variants[i].window;
+    const int sized[3] = {MN_EVAL_WINDOW, MN_EVAL_RETRIEVAL, MN_EVAL_SUMMARY};
+    const char *lists[3] = {windows, retrieval, summary};
+    const char *options[3] = {"--window-tokens", "--retrieval-tokens", "--summary-tokens"};
+    for (int i = 0; i < 3; i++) {
+        if (lists[i]) {
+            MN_TRY(parse_sizes(lists[i], options[i], sizes[sized[i]], &n_sizes[sized[i]]));
+        } else {
+            memcpy(sizes[sized[i]], defaults, (size_t)n_defaults * sizeof(int));
+            n_sizes[sized[i]] = n_defaults;
         }
-    } else {
-        for (int i = 0; i < o->n_variants; i++)
-            if (o->variants[i].mode == MN_EVAL_WINDOW && n_win < MN_EVAL_MAX_VARIANTS)
-                win[n_win++] = o->variants[i].window;
     }
     if (!modes)
         modes = "memory,no_memory,window,full";
-    int n = 0, seen[4] = {0};
+    int n = 0, seen[MN_EVAL_N_MODES] = {0};
     const char *p = modes;
     while (*p) {
         const char *end = strchr(p, ',');
         size_t len = end ? (size_t)(end - p) : strlen(p);
-        static const char *const names[] = {"memory", "no_memory", "window", "full"};
         int mode = -1;
-        for (int m = 0; m < 4; m++)
-            if (strlen(names[m]) == len && !strncmp(p, names[m], len))
+        for (int m = 0; m < MN_EVAL_N_MODES; m++)
+            if (strlen(mn_eval_mode_names[m]) == len && !strncmp(p, mn_eval_mode_names[m], len))
                 mode = m;
         if (mode < 0)
-            return mn_fail(MN_ERR_INVALID_ARG, "--modes: unknown mode '%.*s' (memory, no_memory, window, full)",
+            return mn_fail(MN_ERR_INVALID_ARG,
+                           "--modes: unknown mode '%.*s' (memory, no_memory, window, full, retrieval, summary)",
                            (int)len, p);
         if (seen[mode]++)
             return mn_fail(MN_ERR_INVALID_ARG, "--modes: '%.*s' given twice", (int)len, p);
-        if (mode == MN_EVAL_WINDOW) {
-            if (!n_win)
-                return mn_fail(MN_ERR_INVALID_ARG, "--modes window needs --window-tokens");
-            for (int i = 0; i < n_win; i++) {
-                if (n == MN_EVAL_MAX_VARIANTS)
-                    return mn_fail(MN_ERR_INVALID_ARG, "at most %d variants", MN_EVAL_MAX_VARIANTS);
-                o->variants[n++] = (mn_eval_variant_spec){MN_EVAL_WINDOW, win[i]};
-            }
-        } else {
+        int sized_mode = mode == MN_EVAL_WINDOW || mode == MN_EVAL_RETRIEVAL || mode == MN_EVAL_SUMMARY;
+        if (sized_mode && !n_sizes[mode])
+            return mn_fail(MN_ERR_INVALID_ARG, "--modes %s needs --%s-tokens", mn_eval_mode_names[mode],
+                           mn_eval_mode_names[mode]);
+        for (int i = 0; i < (sized_mode ? n_sizes[mode] : 1); i++) {
             if (n == MN_EVAL_MAX_VARIANTS)
                 return mn_fail(MN_ERR_INVALID_ARG, "at most %d variants", MN_EVAL_MAX_VARIANTS);
-            o->variants[n++] = (mn_eval_variant_spec){(mn_eval_mode)mode, 0};
+            o->variants[n++] = (mn_eval_variant_spec){(mn_eval_mode)mode, sized_mode ? sizes[mode][i] : 0};
         }
         p = end ? end + 1 : p + len;
     }
@@ -119,6 +135,7 @@ typedef struct {
     int n_choices, answer, longest;
     int gold_len;               /* tokens of BPE(answer) <|eot|> */
     int64_t result;             /* index into the result's probe_results */
+    int ev_turn;                /* the latest evidence turn before the question; -1 */
 } prep_probe;
 
 typedef struct {
@@ -129,11 +146,13 @@ typedef struct {
     int64_t n_hist;
     prep_probe *probes;         /* in the order they are asked */
     int n_probes;
+    const mn_dialogue *dl;      /* texts of the turns and questions (retrieval) */
+    int *piece_of_turn;         /* (turns + 1): the first history piece of each source turn */
 } prep_dialogue;
 
 static void prep_free(prep_dialogue *d) {
     mn_token_corpus_free(&d->c);
-    free(d->hist_turn), free(d->hist_start), free(d->hist_tokens);
+    free(d->hist_turn), free(d->hist_start), free(d->hist_tokens), free(d->piece_of_turn);
     for (int i = 0; i < d->n_probes; i++) {
         for (int j = 0; j < d->probes[i].n_choices; j++)
             free(d->probes[i].choices[j]);
@@ -164,7 +183,8 @@ static mn_status prepare(mn_tokenizer *tok, const mn_config *cfg, const mn_dialo
     pd->hist_turn = malloc((size_t)n_turns * sizeof *pd->hist_turn);
     pd->hist_start = malloc((size_t)(n_turns + 1) * sizeof *pd->hist_start);
     pd->hist_tokens = malloc((size_t)(c->n_tokens ? c->n_tokens : 1) * sizeof *pd->hist_tokens);
-    int *piece_of_turn = malloc((size_t)(dl->n_turns + 1) * sizeof *piece_of_turn); /* first piece of source turn */
+    int *piece_of_turn = pd->piece_of_turn = malloc((size_t)(dl->n_turns + 1) * sizeof *piece_of_turn);
+    pd->dl = dl;
     int *probe_at = malloc((size_t)n_turns * sizeof *probe_at); /* the probe whose question starts at turn t */
     pd->probes = calloc((size_t)(view.n_probes ? view.n_probes : 1), sizeof *pd->probes);
     mn_ids ids = {0};
@@ -275,6 +295,7 @@ static mn_status prepare(mn_tokenizer *tok, const mn_config *cfg, const mn_dialo
         r->answer = pp->answer;
         r->distance_turns = -1;
         r->distance_tokens = -1;
+        pp->ev_turn = -1;
         if (pr->n_evidence) {
             int ev = pr->evidence[0];
             for (int e = 1; e < pr->n_evidence; e++)
@@ -283,12 +304,12 @@ static mn_status prepare(mn_tokenizer *tok, const mn_config *cfg, const mn_dialo
             if (ev < pr->after) {
                 r->distance_turns = pr->after - ev;
                 r->distance_tokens = pd->hist_start[pp->hist_before] - pd->hist_start[piece_of_turn[ev]];
+                pp->ev_turn = ev;
             }
         }
     }
 done:
     mn_ids_free(&ids);
-    free(piece_of_turn);
     free(probe_at);
     free(probe_turn);
     return st;
@@ -307,6 +328,10 @@ typedef struct {
     int64_t upd_n[MN_EVAL_INDEX_BUCKETS];
     double window_used[MN_EVAL_MAX_VARIANTS];
     int64_t window_clipped[MN_EVAL_MAX_VARIANTS];
+    double write_ms[MN_EVAL_MAX_VARIANTS][MN_EVAL_INDEX_BUCKETS], query_ms[MN_EVAL_MAX_VARIANTS];
+    int64_t write_tokens[MN_EVAL_MAX_VARIANTS], write_cut[MN_EVAL_MAX_VARIANTS];
+    double state_tokens[MN_EVAL_MAX_VARIANTS], state_bytes[MN_EVAL_MAX_VARIANTS];
+    int64_t state_n[MN_EVAL_MAX_VARIANTS], state_max[MN_EVAL_MAX_VARIANTS];
     mn_status status;
     char message[512];
 } dialogue_acc;
@@ -318,9 +343,21 @@ typedef struct {
     int n;
 } gen_ids;
 
-/* History pieces per block: the states before them are kept (BLOCK + 1 states), the LM
- * sequences of every piece and variant go into one batched decoder call, and the probes asked
- * in the block are scored in groups. */
+/* The summary's fixed prompt, encoded once (docs/eval.md): the previous summary as a turn,
+ * head + summary + <|eot|>, then the new turn, then tail, after which the decoder writes the
+ * new summary up to <|eot|>. At a question the history is head + summary + <|eot|>. */
+#define SUMMARY_HEAD_TEXT "Summary:"
+#define SUMMARY_TAIL_TEXT "New summary:"
+#define SUMMARY_MIN_TURN 16 /* tokens of the new turn a rewrite always reads (fewer if shorter) */
+typedef struct {
+    int32_t head[40], tail[40];
+    int n_head, n_tail;
+    int32_t stop[2]; /* <|eot|> <|turn|>: the summary ends */
+    int cap[MN_EVAL_MAX_VARIANTS]; /* summary tokens that fit the decoder, at most the variant's B */
+} summary_prompt;
+
+/* History pieces per block: the states before them are kept (BLOCK + 1 states), and the LM
+ * sequences of every piece and variant go into one batched decoder call. */
 #define EVAL_BLOCK 32
 /* Probes scored together: question reads, choices and generation each in batched calls. */
 #define EVAL_PROBE_GROUP 8
@@ -400,13 +437,30 @@ typedef struct {
     mn_model *model;
     float *r0, *r;        /* R_0; R as the walk goes */
     float *block_states;  /* (EVAL_BLOCK + 1, k, C): R before each position of the block */
-    float *rq;            /* (EVAL_PROBE_GROUP * 2, k, C): R after the question, from R (even) and R_0 (odd) */
+    float *rq;            /* question_in_state: (EVAL_PROBE_GROUP * 2, k, C): R after the question,
+                           * from R (even) and R_0 (odd) */
     float *rq_tmp;        /* the same size: the question reads of one piece, gathered */
     int32_t *q_tokens;    /* (EVAL_PROBE_GROUP * 2, N): those pieces' tokens */
     int64_t q_offsets[EVAL_PROBE_GROUP * 2 + 1];
     seq_batch lm, choices, gen;
-    int32_t *prefix;      /* (EVAL_SLOTS, N): a (probe, variant)'s answer prefix, then its generation */
+    int lm_variant[EVAL_BLOCK * MN_EVAL_MAX_VARIANTS], lm_bucket[EVAL_BLOCK * MN_EVAL_MAX_VARIANTS];
+    /* the group being gathered: probes group[0 .. n_group) of the block, and a slot per
+     * (probe, variant) it is scored in: the state, the decoder sequence before a choice */
+    const prep_probe *group;
+    int n_group, n_slots;
+    const float *slot_r[EVAL_SLOTS];
+    int slot_prefix[EVAL_SLOTS], slot_variant[EVAL_SLOTS], slot_probe[EVAL_SLOTS];
+    int32_t *prefix;      /* (EVAL_SLOTS, N): a slot's sequence before a choice, then its generation */
     float *logits;        /* (EVAL_SLOTS, V) */
+    double *scores;       /* (most choices of a probe) */
+    int32_t *seq, *rewrite, *hist;            /* the summary's prompt and rewrite; a history, (N + k) */
+    mn_eval_index *ix;                        /* retrieval: this dialogue's turns */
+    int64_t *pick_turn;                       /* retrieval: chosen turns, (N + 1) */
+    int *pick_len;
+    int n_pick, pick_budget, pick_used;
+    const prep_dialogue *pick_pd;
+    int32_t *summary[MN_EVAL_MAX_VARIANTS];   /* summary: each variant's, (N) */
+    int summary_len[MN_EVAL_MAX_VARIANTS];
 } worker;
 
 /* Question tokens (all pieces) appended to seq at *n. */
@@ -420,6 +474,141 @@ static void append_question(const prep_dialogue *pd, const prep_probe *p, int32_
 
 static int question_len(const prep_dialogue *pd, const prep_probe *p) {
     return (int)(pd->c.turn_start[p->q_first + p->q_count] - pd->c.turn_start[p->q_first]);
+}
+
+/* Tokens of source turn t (all its pieces). */
+static int64_t turn_offset(const prep_dialogue *pd, int t) { return pd->hist_start[pd->piece_of_turn[t]]; }
+static int64_t turn_tokens(const prep_dialogue *pd, int t) { return turn_offset(pd, t + 1) - turn_offset(pd, t); }
+
+/* Retrieval, one ranked turn at a time: whole turns while they fit the budget; the first that
+ * does not is cut to the room left (its first tokens) and ends the choice. */
+static int pick_turn(void *ctx, int64_t t) {
+    worker *w = ctx;
+    int64_t len = turn_tokens(w->pick_pd, (int)t), room = w->pick_budget - w->pick_used;
+    int take = (int)(len < room ? len : room);
+    w->pick_turn[w->n_pick] = t;
+    w->pick_len[w->n_pick++] = take;
+    w->pick_used += take;
+    return w->pick_used < w->pick_budget;
+}
+
+/* The turns of pd matching the question best, at most budget tokens, in their order in the
+ * dialogue, into w->hist; *n tokens; *evidence: whether ev_turn is among them. */
+static mn_status retrieve(worker *w, const prep_dialogue *pd, const char *question, int budget, int ev_turn,
+                          int64_t *n, int *evidence) {
+    w->n_pick = 0;
+    w->pick_used = 0;
+    w->pick_budget = budget;
+    w->pick_pd = pd;
+    *n = 0;
+    *evidence = 0;
+    if (budget > 0)
+        MN_TRY(mn_eval_index_query(w->ix, question, pick_turn, w));
+    for (int i = 1; i < w->n_pick; i++) /* chronological: insertion sort of a few turns */
+        for (int j = i; j > 0 && w->pick_turn[j - 1] > w->pick_turn[j]; j--) {
+            int64_t t = w->pick_turn[j];
+            int l = w->pick_len[j];
+            w->pick_turn[j] = w->pick_turn[j - 1], w->pick_len[j] = w->pick_len[j - 1];
+            w->pick_turn[j - 1] = t, w->pick_len[j - 1] = l;
+        }
+    for (int i = 0; i < w->n_pick; i++) {
+        memcpy(w->hist + *n, pd->hist_tokens + turn_offset(pd, (int)w->pick_turn[i]), (size_t)w->pick_len[i] * sizeof(int32_t));
+        *n += w->pick_len[i];
+        *evidence |= w->pick_turn[i] == ev_turn;
+    }
+    return MN_OK;
+}
+
+/* The summary of variant v as history: head + summary + <|eot|>, into w->hist. */
+static int64_t summary_history(worker *w, const summary_prompt *sp, int v, int32_t eot) {
+    int n = 0;
+    memcpy(w->hist, sp->head, (size_t)sp->n_head * sizeof(int32_t));
+    n += sp->n_head;
+    memcpy(w->hist + n, w->summary[v], (size_t)w->summary_len[v] * sizeof(int32_t));
+    n += w->summary_len[v];
+    w->hist[n++] = eot;
+    return n;
+}
+
+/* After history piece j: the decoder (R_0) rewrites variant v's summary from the previous one
+ * and the piece, greedily, at most sp->cap[v] tokens, stopping at <|eot|> or <|turn|>. */
+static mn_status summary_rewrite(worker *w, const summary_prompt *sp, int v, const prep_dialogue *pd, int64_t j,
+                                 dialogue_acc *acc, int32_t eot) {
+    const int N = mn_model_config(w->model)->max_turn_tokens, cap = sp->cap[v];
+    int n = (int)summary_history(w, sp, v, eot);
+    memcpy(w->seq, w->hist, (size_t)n * sizeof(int32_t));
+    int len = (int)(pd->hist_start[j + 1] - pd->hist_start[j]), room = N - n - sp->n_tail - cap;
+    if (len > room) { /* room >= SUMMARY_MIN_TURN by the cap (mn_eval_run) */
+        len = room;
+        acc->write_cut[v]++;
+    }
+    memcpy(w->seq + n, pd->hist_tokens + pd->hist_start[j], (size_t)len * sizeof(int32_t));
+    n += len;
+    memcpy(w->seq + n, sp->tail, (size_t)sp->n_tail * sizeof(int32_t));
+    n += sp->n_tail;
+    mn_sampling greedy = {0.0f, 0, 1.0f};
+    uint64_t rng = 1;
+    int n_out = 0;
+    double t0 = mn_clock_s();
+    MN_TRY(mn_generate(w->model, w->r0, w->seq, n, n + cap, sp->stop, 2, &greedy, &rng, w->rewrite, &n_out));
+    acc->write_ms[v][mn_eval_bucket(j + 1, MN_EVAL_INDEX_BUCKETS)] += 1e3 * (mn_clock_s() - t0);
+    acc->write_tokens[v] += n_out - n;
+    int m = n_out - n;
+    if (m > 0 && (w->rewrite[n_out - 1] == sp->stop[0] || w->rewrite[n_out - 1] == sp->stop[1]))
+        m--;
+    memcpy(w->summary[v], w->rewrite + n, (size_t)m * sizeof(int32_t));
+    w->summary_len[v] = m;
+    return MN_OK;
+}
+
+/* What a history mode (window, full, retrieval, summary) shows before a question: *h, *want
+ * tokens, of which the last `room` fit. -1 in *want: not scored (full does not fit). */
+static mn_status probe_history(worker *w, const mn_eval_variant_spec *spec, int v, const prep_dialogue *pd,
+                               const prep_probe *p, const summary_prompt *sp, int room, int32_t eot,
+                               const int32_t **h, int64_t *want, int *evidence, dialogue_acc *acc) {
+    const int64_t hist_avail = pd->hist_start[p->hist_before];
+    *evidence = -1;
+    double state_tokens = 0, state_bytes = 0;
+    switch (spec->mode) {
+    case MN_EVAL_RETRIEVAL: {
+        int budget = spec->window < room ? spec->window : room;
+        if (budget < spec->window && hist_avail > budget)
+            acc->window_clipped[v]++;
+        double t0 = mn_clock_s();
+        MN_TRY(retrieve(w, pd, pd->dl->probes[p->index].question, budget, p->ev_turn, want, evidence));
+        acc->query_ms[v] += 1e3 * (mn_clock_s() - t0);
+        *h = w->hist;
+        state_tokens = (double)hist_avail;
+        state_bytes = (double)mn_eval_index_bytes(w->ix);
+        if (p->ev_turn < 0)
+            *evidence = -1;
+        break;
+    }
+    case MN_EVAL_SUMMARY:
+        *want = summary_history(w, sp, v, eot);
+        *h = w->hist;
+        state_tokens = w->summary_len[v];
+        state_bytes = state_tokens * sizeof(int32_t);
+        break;
+    default: /* window, full: the last tokens of the rendered history */
+        *want = spec->mode == MN_EVAL_FULL ? hist_avail : (spec->window < hist_avail ? spec->window : hist_avail);
+        if (spec->mode == MN_EVAL_FULL && *want > room) {
+            *want = -1;
+            return MN_OK;
+        }
+        *h = pd->hist_tokens + hist_avail - *want;
+        int64_t shown = *want < room ? *want : room;
+        if (p->ev_turn >= 0)
+            *evidence = hist_avail - shown <= turn_offset(pd, p->ev_turn);
+        state_tokens = (double)*want;
+        state_bytes = state_tokens * sizeof(int32_t);
+    }
+    acc->state_tokens[v] += state_tokens;
+    if ((int64_t)state_tokens > acc->state_max[v])
+        acc->state_max[v] = (int64_t)state_tokens;
+    acc->state_bytes[v] += state_bytes;
+    acc->state_n[v]++;
+    return MN_OK;
 }
 
 /* Reads the question pieces of probes[0..n) into R (even slots: from the state before the
@@ -459,25 +648,24 @@ static mn_status read_questions(worker *w, const prep_dialogue *pd, const prep_p
 /* Greedy generation for the slots with room (max_tokens[s] > n_cur[s]), all of them advanced
  * together: one batched decoder call per generated token. w->prefix holds each slot's prefix
  * and receives its generation; the step time is shared among the slots by their positions. */
-static mn_status generate_slots(worker *w, int n_slots, const float *const *r, int *n_cur, const int *max_tokens,
-                                const int *variant, int32_t eot, dialogue_acc *acc) {
+static mn_status generate_slots(worker *w, int *n_cur, const int *max_tokens, int32_t eot, dialogue_acc *acc) {
     const mn_config *cfg = mn_model_config(w->model);
     const int N = cfg->max_turn_tokens, V = cfg->vocab_size;
     int live[EVAL_SLOTS], done[EVAL_SLOTS];
-    for (int s = 0; s < n_slots; s++)
+    for (int s = 0; s < w->n_slots; s++)
         done[s] = n_cur[s] >= max_tokens[s];
     const mn_sampling greedy = {0.0f, 0, 1.0f};
     for (;;) {
         int n_live = 0;
         int64_t positions = 0;
         w->gen.n = 0;
-        for (int s = 0; s < n_slots; s++) {
+        for (int s = 0; s < w->n_slots; s++) {
             if (done[s])
                 continue;
             int32_t *dst;
             MN_TRY(batch_open(&w->gen, n_cur[s], &dst));
             memcpy(dst, w->prefix + (size_t)s * N, (size_t)n_cur[s] * sizeof(int32_t));
-            batch_close(&w->gen, n_cur[s], r[s], 1);
+            batch_close(&w->gen, n_cur[s], w->slot_r[s], 1);
             positions += n_cur[s];
             live[n_live++] = s;
         }
@@ -491,153 +679,196 @@ static mn_status generate_slots(worker *w, int n_slots, const float *const *r, i
             int32_t tok;
             uint64_t rng = 1; /* unused by greedy decoding */
             MN_TRY(mn_sample(w->logits + (size_t)e * V, V, &greedy, &rng, &tok));
-            acc->gen_ms[variant[s]] += ms * n_cur[s] / (double)positions;
-            acc->gen_tokens[variant[s]]++;
+            acc->gen_ms[w->slot_variant[s]] += ms * n_cur[s] / (double)positions;
+            acc->gen_tokens[w->slot_variant[s]]++;
             w->prefix[(size_t)s * N + n_cur[s]++] = tok;
             done[s] = tok == eot || n_cur[s] >= max_tokens[s];
         }
     }
 }
 
-/* Scores probes[0..n) (asked in the block starting at piece j0) in every variant. */
-static mn_status score_probes(worker *w, const mn_eval_options *o, const prep_dialogue *pd, const prep_probe *probes,
-                              int n, int64_t j0, mn_eval_probe_result *res, gen_ids *gens, dialogue_acc *acc,
-                              int32_t eot) {
-    const mn_config *cfg = mn_model_config(w->model);
-    const int N = cfg->max_turn_tokens;
+/* Adds probe p, asked before history piece j0 + jb, to the group: a slot per variant it is
+ * scored in, with its state and its decoder sequence before a choice. History modes take
+ * their history now, as it stands at the question (retrieval's index, the summary). */
+static mn_status group_add(worker *w, const mn_eval_options *o, const prep_dialogue *pd, const prep_probe *p,
+                           int64_t jb, const summary_prompt *sp, mn_eval_probe_result *res, dialogue_acc *acc,
+                           int32_t eot) {
+    const int N = mn_model_config(w->model)->max_turn_tokens;
     const size_t S = mn_state_floats(w->model);
-    int from_state = 0, from_r0 = 0;
+    const int qlen = question_len(pd, p);
+    if (!w->n_group)
+        w->group = p;
+    const int i = w->n_group++;
     for (int v = 0; v < o->n_variants; v++) {
-        from_state |= o->variants[v].mode == MN_EVAL_MEMORY;
-        from_r0 |= o->variants[v].mode == MN_EVAL_NO_MEMORY;
-    }
-    if (from_state || from_r0)
-        MN_TRY(read_questions(w, pd, probes, n, j0, from_state, from_r0));
-    /* each (probe, variant) slot: its state and answer prefix; every choice after it */
-    const float *r[EVAL_SLOTS];
-    int n_prefix[EVAL_SLOTS], max_tokens[EVAL_SLOTS], variant[EVAL_SLOTS], probe_of[EVAL_SLOTS], n_slots = 0;
-    w->choices.n = 0;
-    for (int i = 0; i < n; i++) {
-        const prep_probe *p = &probes[i];
-        const int64_t hist_avail = pd->hist_start[p->hist_before];
-        const int qlen = question_len(pd, p);
-        for (int v = 0; v < o->n_variants; v++) {
-            const mn_eval_variant_spec *spec = &o->variants[v];
-            int32_t *pre = w->prefix + (size_t)n_slots * N;
-            int np = 0;
-            if (spec->mode == MN_EVAL_MEMORY || spec->mode == MN_EVAL_NO_MEMORY) {
-                r[n_slots] = w->rq + (size_t)(2 * i + (spec->mode == MN_EVAL_NO_MEMORY)) * S;
+        const mn_eval_variant_spec *spec = &o->variants[v];
+        const int memory = spec->mode == MN_EVAL_MEMORY;
+        int32_t *pre = w->prefix + (size_t)w->n_slots * N;
+        int np = 0;
+        const float *r;
+        res->evidence_shown[v] = -1;
+        if (memory || spec->mode == MN_EVAL_NO_MEMORY) {
+            if (o->question_in_state) {
+                r = w->rq + (size_t)(2 * i + !memory) * S; /* read_questions fills it */
             } else {
-                /* R_0 and raw history inside the decoder's one sequence of at most N tokens */
-                int room = N - qlen - 2 - p->longest;
-                int64_t want =
-                    spec->mode == MN_EVAL_FULL ? hist_avail : (spec->window < hist_avail ? spec->window : hist_avail);
-                if (room < 0 || (spec->mode == MN_EVAL_FULL && want > room))
-                    continue; /* unscored: the question and answer alone, or the whole history, do not fit */
-                int64_t shown = want < room ? want : room;
-                if (shown < want)
-                    acc->window_clipped[v]++;
-                acc->window_used[v] += (double)shown;
-                memcpy(pre, pd->hist_tokens + hist_avail - shown, (size_t)shown * sizeof(int32_t));
-                np = (int)shown;
+                /* the state before the question, then question and answer in the decoder's one pass */
+                if (qlen + 2 + p->longest > N)
+                    continue; /* unscored: the question and answer do not fit one pass */
+                r = memory ? w->block_states + (size_t)jb * S : w->r0;
                 append_question(pd, p, pre, &np);
-                r[n_slots] = w->r0;
             }
-            pre[np++] = p->prefix[0];
-            pre[np++] = p->prefix[1];
-            for (int c = 0; c < p->n_choices; c++) {
-                int32_t *dst;
-                MN_TRY(batch_open(&w->choices, np + p->choice_lens[c], &dst));
-                memcpy(dst, pre, (size_t)np * sizeof(int32_t));
-                memcpy(dst + np, p->choices[c], (size_t)p->choice_lens[c] * sizeof(int32_t));
-                batch_close(&w->choices, np + p->choice_lens[c], r[n_slots], np);
-            }
-            int budget = p->gold_len + 8 < o->max_gen_tokens ? p->gold_len + 8 : o->max_gen_tokens;
-            n_prefix[n_slots] = np;
-            max_tokens[n_slots] = o->generate ? (np + budget < N ? np + budget : N) : np;
-            variant[n_slots] = v;
-            probe_of[n_slots++] = i;
+            acc->state_bytes[v] += memory ? (double)(S * sizeof(float)) : 0;
+            acc->state_n[v]++;
+        } else {
+            /* R_0 and a history inside the decoder's one sequence of at most N tokens */
+            int room = N - qlen - 2 - p->longest;
+            if (room < 0)
+                continue; /* unscored: the question and answer alone do not fit */
+            const int32_t *h = NULL;
+            int64_t want;
+            MN_TRY(probe_history(w, spec, v, pd, p, sp, room, eot, &h, &want, &res->evidence_shown[v], acc));
+            if (want < 0)
+                continue; /* unscored: the whole history does not fit */
+            int64_t shown = want < room ? want : room;
+            if (shown < want)
+                acc->window_clipped[v]++;
+            acc->window_used[v] += (double)shown;
+            memcpy(pre, h + want - shown, (size_t)shown * sizeof(int32_t));
+            np = (int)shown;
+            append_question(pd, p, pre, &np);
+            r = w->r0;
         }
-    }
-    MN_TRY(batch_log_probs(w->model, &w->choices));
-    double scores[EVAL_SLOTS];
-    for (int s = 0, c0 = 0; s < n_slots; s++) {
-        const prep_probe *p = &probes[probe_of[s]];
-        mn_eval_probe_result *pr = &res[p->result];
-        int best = mn_choice_scores(w->choices.out, w->choices.offsets + c0, w->choices.first + c0, p->n_choices,
-                                    scores);
-        c0 += p->n_choices;
-        pr->scored[variant[s]] = 1;
-        pr->best[variant[s]] = best;
-        pr->gold_ll[variant[s]] = scores[p->answer];
-    }
-    if (!o->generate)
-        return MN_OK;
-    int n_cur[EVAL_SLOTS];
-    memcpy(n_cur, n_prefix, (size_t)n_slots * sizeof(int));
-    MN_TRY(generate_slots(w, n_slots, r, n_cur, max_tokens, variant, eot, acc));
-    for (int s = 0; s < n_slots; s++) {
-        if (max_tokens[s] <= n_prefix[s])
-            continue;
-        gen_ids *g = &gens[(size_t)probes[probe_of[s]].result * MN_EVAL_MAX_VARIANTS + variant[s]];
-        const int32_t *out = w->prefix + (size_t)s * N + n_prefix[s];
-        int len = n_cur[s] - n_prefix[s];
-        if (len > 0 && out[len - 1] == eot)
-            len--;
-        g->ids = malloc((size_t)(len ? len : 1) * sizeof(int32_t));
-        if (!g->ids)
-            return mn_fail(MN_ERR_NOMEM, "eval: out of memory");
-        memcpy(g->ids, out, (size_t)len * sizeof(int32_t));
-        g->n = len;
+        pre[np++] = p->prefix[0];
+        pre[np++] = p->prefix[1];
+        w->slot_r[w->n_slots] = r;
+        w->slot_prefix[w->n_slots] = np;
+        w->slot_variant[w->n_slots] = v;
+        w->slot_probe[w->n_slots++] = i;
     }
     return MN_OK;
 }
 
-/* LM loss of history pieces [j0, j1) for every variant, given the states before them: one
- * batched decoder call (memory and no_memory read the piece alone, window and full the shown
- * history then the piece). Its time is shared among the sequences by their positions. */
-static mn_status block_lm(worker *w, const mn_eval_options *o, const prep_dialogue *pd, int64_t j0, int64_t j1,
-                          dialogue_acc *acc) {
-    const mn_config *cfg = mn_model_config(w->model);
-    const int N = cfg->max_turn_tokens;
-    const size_t S = mn_state_floats(w->model);
-    int var[EVAL_BLOCK * MN_EVAL_MAX_VARIANTS], bucket[EVAL_BLOCK * MN_EVAL_MAX_VARIANTS];
-    int64_t positions = 0;
-    w->lm.n = 0;
-    for (int64_t j = j0; j < j1; j++) {
-        const int32_t *toks = pd->hist_tokens + pd->hist_start[j];
-        const int n = (int)(pd->hist_start[j + 1] - pd->hist_start[j]);
-        if (n < 2)
-            continue;
-        const int64_t hist_avail = pd->hist_start[j];
+/* Scores the group (probes asked in the block starting at piece j0): every choice of every
+ * slot in one batched call, then greedy generation of every slot together; empties it. */
+static mn_status group_score(worker *w, const mn_eval_options *o, const prep_dialogue *pd, int64_t j0,
+                             mn_eval_probe_result *res, gen_ids *gens, dialogue_acc *acc, int32_t eot) {
+    if (!w->n_group)
+        return MN_OK;
+    const int N = mn_model_config(w->model)->max_turn_tokens;
+    const prep_probe *probes = w->group;
+    if (o->question_in_state) {
+        int from_state = 0, from_r0 = 0;
         for (int v = 0; v < o->n_variants; v++) {
-            const mn_eval_variant_spec *spec = &o->variants[v];
-            int shown = 0;
-            if (spec->mode == MN_EVAL_WINDOW || spec->mode == MN_EVAL_FULL) {
-                int64_t want =
-                    spec->mode == MN_EVAL_FULL ? hist_avail : (spec->window < hist_avail ? spec->window : hist_avail);
-                if (spec->mode == MN_EVAL_FULL && want + n > N) {
-                    acc->lm_skipped[v]++;
-                    continue;
-                }
-                shown = (int)(want < N - n ? want : N - n);
-            }
-            int32_t *seq;
-            MN_TRY(batch_open(&w->lm, shown + n, &seq));
-            memcpy(seq, pd->hist_tokens + hist_avail - shown, (size_t)shown * sizeof(int32_t));
-            memcpy(seq + shown, toks, (size_t)n * sizeof(int32_t));
-            var[w->lm.n] = v;
-            bucket[w->lm.n] = mn_eval_bucket(j + 1, MN_EVAL_INDEX_BUCKETS);
-            const float *r = spec->mode == MN_EVAL_MEMORY ? w->block_states + (size_t)(j - j0) * S : w->r0;
-            batch_close(&w->lm, shown + n, r, shown + 1); /* the turn's tokens after its first */
-            positions += shown + n;
+            from_state |= o->variants[v].mode == MN_EVAL_MEMORY;
+            from_r0 |= o->variants[v].mode == MN_EVAL_NO_MEMORY;
+        }
+        if (from_state || from_r0)
+            MN_TRY(read_questions(w, pd, probes, w->n_group, j0, from_state, from_r0));
+    }
+    w->choices.n = 0;
+    for (int s = 0; s < w->n_slots; s++) {
+        const prep_probe *p = &probes[w->slot_probe[s]];
+        const int32_t *pre = w->prefix + (size_t)s * N;
+        const int np = w->slot_prefix[s];
+        for (int c = 0; c < p->n_choices; c++) {
+            int32_t *dst;
+            MN_TRY(batch_open(&w->choices, np + p->choice_lens[c], &dst));
+            memcpy(dst, pre, (size_t)np * sizeof(int32_t));
+            memcpy(dst + np, p->choices[c], (size_t)p->choice_lens[c] * sizeof(int32_t));
+            batch_close(&w->choices, np + p->choice_lens[c], w->slot_r[s], np);
         }
     }
+    MN_TRY(batch_log_probs(w->model, &w->choices));
+    int n_cur[EVAL_SLOTS], max_tokens[EVAL_SLOTS];
+    for (int s = 0, c0 = 0; s < w->n_slots; s++) {
+        const prep_probe *p = &probes[w->slot_probe[s]];
+        mn_eval_probe_result *pr = &res[p->result];
+        const int v = w->slot_variant[s], np = w->slot_prefix[s];
+        int best = mn_choice_scores(w->choices.out, w->choices.offsets + c0, w->choices.first + c0, p->n_choices,
+                                    w->scores);
+        c0 += p->n_choices;
+        pr->scored[v] = 1;
+        pr->best[v] = best;
+        pr->gold_ll[v] = w->scores[p->answer];
+        int budget = p->gold_len + 8 < o->max_gen_tokens ? p->gold_len + 8 : o->max_gen_tokens;
+        n_cur[s] = np;
+        max_tokens[s] = o->generate ? (np + budget < N ? np + budget : N) : np;
+    }
+    if (o->generate) {
+        MN_TRY(generate_slots(w, n_cur, max_tokens, eot, acc));
+        for (int s = 0; s < w->n_slots; s++) {
+            const int np = w->slot_prefix[s];
+            if (max_tokens[s] <= np)
+                continue;
+            gen_ids *g = &gens[(size_t)probes[w->slot_probe[s]].result * MN_EVAL_MAX_VARIANTS + w->slot_variant[s]];
+            const int32_t *out = w->prefix + (size_t)s * N + np;
+            int len = n_cur[s] - np;
+            if (len > 0 && out[len - 1] == eot)
+                len--;
+            g->ids = malloc((size_t)(len ? len : 1) * sizeof(int32_t));
+            if (!g->ids)
+                return mn_fail(MN_ERR_NOMEM, "eval: out of memory");
+            memcpy(g->ids, out, (size_t)len * sizeof(int32_t));
+            g->n = len;
+        }
+    }
+    w->n_group = w->n_slots = 0;
+    return MN_OK;
+}
+
+/* Adds the LM sequences of history piece j (before it: block position jb) in every variant to
+ * w->lm: memory and no_memory read the piece alone, window, full and summary the shown history
+ * then the piece. Retrieval has no question to rank turns by here, so it is not measured
+ * (every turn counts as skipped). */
+static mn_status lm_add(worker *w, const mn_eval_options *o, const prep_dialogue *pd, const summary_prompt *sp,
+                        int64_t j, int64_t jb, dialogue_acc *acc, int32_t eot) {
+    const int N = mn_model_config(w->model)->max_turn_tokens;
+    const size_t S = mn_state_floats(w->model);
+    const int32_t *toks = pd->hist_tokens + pd->hist_start[j];
+    const int n = (int)(pd->hist_start[j + 1] - pd->hist_start[j]);
+    if (n < 2)
+        return MN_OK;
+    const int64_t hist_avail = pd->hist_start[j];
+    for (int v = 0; v < o->n_variants; v++) {
+        const mn_eval_variant_spec *spec = &o->variants[v];
+        if (spec->mode == MN_EVAL_RETRIEVAL) {
+            acc->lm_skipped[v]++;
+            continue;
+        }
+        int shown = 0;
+        const int32_t *end = pd->hist_tokens + hist_avail; /* the shown history ends here */
+        if (spec->mode != MN_EVAL_MEMORY && spec->mode != MN_EVAL_NO_MEMORY) {
+            int64_t want =
+                spec->mode == MN_EVAL_FULL ? hist_avail : (spec->window < hist_avail ? spec->window : hist_avail);
+            if (spec->mode == MN_EVAL_SUMMARY) {
+                want = summary_history(w, sp, v, eot);
+                end = w->hist + want;
+            } else if (spec->mode == MN_EVAL_FULL && want + n > N) {
+                acc->lm_skipped[v]++;
+                continue;
+            }
+            shown = (int)(want < N - n ? want : N - n);
+        }
+        int32_t *seq;
+        MN_TRY(batch_open(&w->lm, shown + n, &seq));
+        memcpy(seq, end - shown, (size_t)shown * sizeof(int32_t));
+        memcpy(seq + shown, toks, (size_t)n * sizeof(int32_t));
+        w->lm_variant[w->lm.n] = v;
+        w->lm_bucket[w->lm.n] = mn_eval_bucket(j + 1, MN_EVAL_INDEX_BUCKETS);
+        const float *r = spec->mode == MN_EVAL_MEMORY ? w->block_states + (size_t)jb * S : w->r0;
+        batch_close(&w->lm, shown + n, r, shown + 1); /* the turn's tokens after its first */
+    }
+    return MN_OK;
+}
+
+/* The LM sequences of a block in one batched decoder call; its time is shared among the
+ * sequences by their positions. Empties w->lm. */
+static mn_status lm_score(worker *w, dialogue_acc *acc) {
     double t0 = mn_clock_s();
     MN_TRY(batch_log_probs(w->model, &w->lm));
     double ms = 1e3 * (mn_clock_s() - t0);
+    const int64_t positions = w->lm.n ? w->lm.offsets[w->lm.n] : 0;
     for (int q = 0; q < w->lm.n; q++) {
-        int v = var[q], ib = bucket[q];
+        int v = w->lm_variant[q], ib = w->lm_bucket[q];
         int64_t len = w->lm.offsets[q + 1] - w->lm.offsets[q];
         acc->fwd_ms[v][ib] += ms * (double)len / (double)positions;
         acc->fwd_n[v][ib]++;
@@ -647,21 +878,54 @@ static mn_status block_lm(worker *w, const mn_eval_options *o, const prep_dialog
         acc->lm_loss[v][ib] += loss;
         acc->lm_tokens[v][ib] += len - w->lm.first[q];
     }
+    w->lm.n = 0;
     return MN_OK;
 }
 
-static mn_status walk(worker *w, const mn_eval_options *o, const prep_dialogue *pd, mn_eval_probe_result *res,
-                      gen_ids *gens, dialogue_acc *acc, int32_t eot) {
+/* One dialogue, in blocks of EVAL_BLOCK history pieces. At each position j of a block: the
+ * probes asked there join the group (scored when it is full and at the block's end), piece j's
+ * LM sequences join the block's batch, then the piece arrives: retrieval indexes its turn, R is
+ * updated, each summary is rewritten. */
+static mn_status walk(worker *w, const mn_eval_options *o, const prep_dialogue *pd, const summary_prompt *sp,
+                      mn_eval_probe_result *res, gen_ids *gens, dialogue_acc *acc, int32_t eot) {
     size_t S = mn_state_floats(w->model);
     memcpy(w->r, w->r0, S * sizeof(float));
-    int pi = 0;
+    int retrieval = 0;
+    for (int v = 0; v < o->n_variants; v++) {
+        retrieval |= o->variants[v].mode == MN_EVAL_RETRIEVAL;
+        w->summary_len[v] = 0;
+    }
+    mn_eval_index_free(w->ix); /* the previous dialogue's */
+    w->ix = NULL;
+    if (retrieval)
+        MN_TRY(mn_eval_index_open(&w->ix));
+    w->lm.n = w->n_group = w->n_slots = 0;
+    int pi = 0, next_turn = 0;
     /* positions j = 0..n_hist: R before history piece j (after it for j = n_hist) */
     for (int64_t j0 = 0; j0 <= pd->n_hist; j0 += EVAL_BLOCK) {
         int64_t j1 = j0 + EVAL_BLOCK < pd->n_hist + 1 ? j0 + EVAL_BLOCK : pd->n_hist + 1;
         for (int64_t j = j0; j < j1; j++) {
             memcpy(w->block_states + (size_t)(j - j0) * S, w->r, S * sizeof(float));
+            while (pi < pd->n_probes && pd->probes[pi].hist_before == j) {
+                const prep_probe *p = &pd->probes[pi++];
+                if (w->n_group == EVAL_PROBE_GROUP)
+                    MN_TRY(group_score(w, o, pd, j0, res, gens, acc, eot));
+                MN_TRY(group_add(w, o, pd, p, j - j0, sp, &res[p->result], acc, eot));
+            }
             if (j == pd->n_hist)
                 break;
+            if (o->lm)
+                MN_TRY(lm_add(w, o, pd, sp, j, j - j0, acc, eot));
+            if (retrieval && next_turn < pd->dl->n_turns && pd->piece_of_turn[next_turn] == j) {
+                /* a turn arrives: indexed whole (its pieces are all read before any question) */
+                double t0 = mn_clock_s();
+                MN_TRY(mn_eval_index_add(w->ix, next_turn, pd->dl->turns[next_turn].text));
+                double ms = 1e3 * (mn_clock_s() - t0);
+                for (int v = 0; v < o->n_variants; v++)
+                    if (o->variants[v].mode == MN_EVAL_RETRIEVAL)
+                        acc->write_ms[v][mn_eval_bucket(j + 1, MN_EVAL_INDEX_BUCKETS)] += ms;
+                next_turn++;
+            }
             const int32_t *toks = pd->hist_tokens + pd->hist_start[j];
             int n = (int)(pd->hist_start[j + 1] - pd->hist_start[j]);
             double t0 = mn_clock_s();
@@ -669,17 +933,13 @@ static mn_status walk(worker *w, const mn_eval_options *o, const prep_dialogue *
             int ib = mn_eval_bucket(j + 1, MN_EVAL_INDEX_BUCKETS);
             acc->upd_ms[ib] += 1e3 * (mn_clock_s() - t0);
             acc->upd_n[ib]++;
+            for (int v = 0; v < o->n_variants; v++)
+                if (o->variants[v].mode == MN_EVAL_SUMMARY)
+                    MN_TRY(summary_rewrite(w, sp, v, pd, j, acc, eot));
         }
-        if (o->lm)
-            MN_TRY(block_lm(w, o, pd, j0, j1 < pd->n_hist ? j1 : pd->n_hist, acc));
-        int pe = pi;
-        while (pe < pd->n_probes && pd->probes[pe].hist_before < j1)
-            pe++;
-        for (int g = pi; g < pe; g += EVAL_PROBE_GROUP) {
-            int n = pe - g < EVAL_PROBE_GROUP ? pe - g : EVAL_PROBE_GROUP;
-            MN_TRY(score_probes(w, o, pd, pd->probes + g, n, j0, res, gens, acc, eot));
-        }
-        pi = pe;
+        /* the block's states are overwritten next: its LM and probes are scored now */
+        MN_TRY(lm_score(w, acc));
+        MN_TRY(group_score(w, o, pd, j0, res, gens, acc, eot));
     }
     return MN_OK;
 }
@@ -687,12 +947,16 @@ static mn_status walk(worker *w, const mn_eval_options *o, const prep_dialogue *
 static void worker_free(worker *w) {
     mn_model_free(w->model);
     free(w->r0), free(w->r), free(w->block_states), free(w->rq), free(w->rq_tmp), free(w->q_tokens);
-    free(w->prefix), free(w->logits);
+    free(w->prefix), free(w->logits), free(w->scores), free(w->seq), free(w->rewrite);
+    free(w->hist), free(w->pick_turn), free(w->pick_len);
+    for (int v = 0; v < MN_EVAL_MAX_VARIANTS; v++)
+        free(w->summary[v]);
+    mn_eval_index_free(w->ix);
     batch_free(&w->lm), batch_free(&w->choices), batch_free(&w->gen);
     memset(w, 0, sizeof *w);
 }
 
-static mn_status worker_init(worker *w, mn_model *src) {
+static mn_status worker_init(worker *w, mn_model *src, const mn_backend *backend, int max_choices) {
     memset(w, 0, sizeof *w);
     const mn_config *cfg = mn_model_config(src);
     MN_TRY(mn_model_create(cfg, &w->model));
@@ -704,6 +968,10 @@ static mn_status worker_init(worker *w, mn_model *src) {
         return st;
     }
     memcpy(mn_model_params(w->model), mn_model_params(src), mn_model_num_params(src) * sizeof(float));
+    if (backend && (st = mn_model_set_backend(w->model, backend)) != MN_OK) { /* copies the parameters there */
+        worker_free(w);
+        return st;
+    }
     size_t S = mn_state_floats(src), N = (size_t)cfg->max_turn_tokens;
     w->r0 = malloc(S * sizeof(float));
     w->r = malloc(S * sizeof(float));
@@ -713,7 +981,17 @@ static mn_status worker_init(worker *w, mn_model *src) {
     w->q_tokens = malloc(EVAL_PROBE_GROUP * 2 * N * sizeof(int32_t));
     w->prefix = malloc(EVAL_SLOTS * N * sizeof(int32_t));
     w->logits = malloc((size_t)EVAL_SLOTS * cfg->vocab_size * sizeof(float));
-    if (!w->r0 || !w->r || !w->block_states || !w->rq || !w->rq_tmp || !w->q_tokens || !w->prefix || !w->logits) {
+    w->scores = malloc((size_t)(max_choices ? max_choices : 1) * sizeof(double));
+    w->seq = malloc((N + (size_t)cfg->n_slots) * sizeof(int32_t));
+    w->rewrite = malloc((N + (size_t)cfg->n_slots) * sizeof(int32_t));
+    w->hist = malloc((N + 1) * sizeof(int32_t));
+    w->pick_turn = malloc((N + 1) * sizeof *w->pick_turn);
+    w->pick_len = malloc((N + 1) * sizeof *w->pick_len);
+    int bad = 0;
+    for (int v = 0; v < MN_EVAL_MAX_VARIANTS; v++)
+        bad |= !(w->summary[v] = malloc(N * sizeof(int32_t)));
+    if (bad || !w->r0 || !w->r || !w->block_states || !w->rq || !w->rq_tmp || !w->q_tokens || !w->prefix ||
+        !w->logits || !w->scores || !w->seq || !w->rewrite || !w->hist || !w->pick_turn || !w->pick_len) {
         worker_free(w);
         return mn_fail(MN_ERR_NOMEM, "eval: out of memory for a worker");
     }
@@ -735,6 +1013,43 @@ static void tally_add(mn_eval_tally *t, const mn_eval_probe_result *p, int v, in
         t->em_correct += p->em[v];
         t->f1_sum += p->f1[v];
     }
+    if (p->evidence_shown[v] >= 0) {
+        t->evidence_n++;
+        t->evidence_shown += p->evidence_shown[v];
+    }
+}
+
+/* The summary prompt's tokens, and each summary variant's cap: B, or less where the previous
+ * summary, the prompt, SUMMARY_MIN_TURN tokens of the turn and the new summary would not fit
+ * the decoder's N positions. */
+static mn_status summary_prepare(mn_tokenizer *tok, const mn_config *cfg, const mn_eval_options *o, summary_prompt *sp) {
+    memset(sp, 0, sizeof *sp);
+    const char *texts[2] = {SUMMARY_HEAD_TEXT, SUMMARY_TAIL_TEXT};
+    int32_t *out[2] = {sp->head, sp->tail};
+    int *n[2] = {&sp->n_head, &sp->n_tail};
+    for (int i = 0; i < 2; i++) {
+        out[i][0] = mn_tokenizer_special(tok, MN_TOK_TURN);
+        out[i][1] = mn_tokenizer_special(tok, MN_TOK_SPEAKER_B);
+        size_t count = 0;
+        MN_TRY(mn_tokenizer_encode_ids(tok, texts[i], strlen(texts[i]), out[i] + 2, 38, &count));
+        if (count > 38)
+            return mn_fail(MN_ERR_INVALID_ARG, "eval: the summary prompt '%s' is %zu tokens (at most 38)", texts[i], count);
+        *n[i] = 2 + (int)count;
+    }
+    sp->stop[0] = mn_tokenizer_special(tok, MN_TOK_EOT);
+    sp->stop[1] = mn_tokenizer_special(tok, MN_TOK_TURN);
+    const int fit = (cfg->max_turn_tokens - sp->n_head - 1 - sp->n_tail - SUMMARY_MIN_TURN) / 2;
+    for (int v = 0; v < o->n_variants; v++) {
+        if (o->variants[v].mode != MN_EVAL_SUMMARY)
+            continue;
+        if (fit < 1)
+            return mn_fail(MN_ERR_INVALID_ARG,
+                           "eval: summary: the model's %d tokens per turn leave no room for a summary (the prompt takes %d, "
+                           "the turn at least %d)",
+                           cfg->max_turn_tokens, sp->n_head + 1 + sp->n_tail, SUMMARY_MIN_TURN);
+        sp->cap[v] = o->variants[v].window < fit ? o->variants[v].window : fit;
+    }
+    return MN_OK;
 }
 
 mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list *list, const mn_eval_options *o,
@@ -752,6 +1067,17 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
                        mn_tokenizer_vocab_size(tok), cfg->vocab_size);
     if (list->count < 1)
         return mn_fail(MN_ERR_INVALID_ARG, "eval: no dialogues to evaluate (empty input)");
+    for (int v = 0; v < o->n_variants; v++) {
+        const mn_eval_variant_spec *spec = &o->variants[v];
+        if (spec->mode < 0 || spec->mode >= MN_EVAL_N_MODES)
+            return mn_fail(MN_ERR_INVALID_ARG, "eval: variant %d: unknown mode %d", v, (int)spec->mode);
+        if ((spec->mode == MN_EVAL_WINDOW || spec->mode == MN_EVAL_RETRIEVAL || spec->mode == MN_EVAL_SUMMARY) &&
+            spec->window < 1)
+            return mn_fail(MN_ERR_INVALID_ARG, "eval: %s: %d tokens (want >= 1)", mn_eval_mode_names[spec->mode],
+                           spec->window);
+    }
+    summary_prompt sp;
+    MN_TRY(summary_prepare(tok, cfg, o, &sp));
     double t_start = mn_clock_s();
 
     /* which dialogues and probes: the first max_probes probes in file order */
@@ -784,14 +1110,19 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
     for (int v = 0; v < o->n_variants; v++) {
         mn_eval_variant_result *vr = &out->variants[v];
         vr->spec = o->variants[v];
-        static const char *const names[] = {"memory", "no_memory", "window", "full"};
-        int first_window = 1;
+        /* the first of a sized mode is plain "window", the others "window_64" */
+        int first = 1;
         for (int u = 0; u < v; u++)
-            first_window &= o->variants[u].mode != MN_EVAL_WINDOW;
-        if (vr->spec.mode == MN_EVAL_WINDOW && !first_window)
-            snprintf(vr->name, sizeof vr->name, "window_%d", vr->spec.window);
-        else
-            snprintf(vr->name, sizeof vr->name, "%s", names[vr->spec.mode]);
+            first &= o->variants[u].mode != vr->spec.mode;
+        const char *name = mn_eval_mode_names[vr->spec.mode];
+        if (vr->spec.mode == MN_EVAL_WINDOW || vr->spec.mode == MN_EVAL_RETRIEVAL || vr->spec.mode == MN_EVAL_SUMMARY) {
+            if (!first)
+                snprintf(vr->name, sizeof vr->name, "%s_%d", name, vr->spec.window);
+            else
+                snprintf(vr->name, sizeof vr->name, "%s", name);
+        } else {
+            snprintf(vr->name, sizeof vr->name, "%s", name);
+        }
     }
 
     prep_dialogue *pds = calloc((size_t)n_dlg, sizeof *pds);
@@ -805,6 +1136,7 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
         st = mn_fail(MN_ERR_NOMEM, "eval: out of memory");
         goto done;
     }
+    int max_choices = 1;
     for (int64_t d = 0; d < n_dlg && st == MN_OK; d++) {
         const mn_dialogue *dl = &list->items[d];
         for (int p = 0; p < budget[d]; p++) {
@@ -813,6 +1145,8 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
                              dl->probes[p].after, dl->n_turns);
                 goto done;
             }
+            if (dl->probes[p].n_choices > max_choices)
+                max_choices = dl->probes[p].n_choices;
         }
         st = prepare(tok, cfg, dl, d, budget[d], &pds[d], out->probe_results, res_base[d]);
         if (st == MN_OK) {
@@ -834,7 +1168,7 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
         goto done;
     }
     for (int i = 0; i < n_workers && st == MN_OK; i++)
-        st = worker_init(&workers[i], model);
+        st = worker_init(&workers[i], model, o->backend, max_choices);
     if (st != MN_OK)
         goto done;
     const int32_t eot = mn_tokenizer_special(tok, MN_TOK_EOT);
@@ -845,7 +1179,7 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
 #pragma omp parallel for num_threads(n_workers) schedule(dynamic, 1) if (n_workers > 1)
     for (int64_t d = 0; d < n_dlg; d++) {
         worker *w = &workers[omp_get_thread_num()];
-        mn_status s = walk(w, o, &pds[d], out->probe_results, gens, &accs[d], eot);
+        mn_status s = walk(w, o, &pds[d], &sp, out->probe_results, gens, &accs[d], eot);
         accs[d].status = s;
         if (s != MN_OK)
             snprintf(accs[d].message, sizeof accs[d].message, "%s", mn_last_error());
@@ -932,7 +1266,25 @@ mn_status mn_eval_run(mn_model *model, mn_tokenizer *tok, const mn_dialogue_list
             vr->gen_tokens += a->gen_tokens[v];
             vr->window_used_sum += a->window_used[v];
             vr->window_clipped += a->window_clipped[v];
+            for (int b = 0; b < MN_EVAL_INDEX_BUCKETS; b++) {
+                vr->write_ms_sum += a->write_ms[v][b];
+                vr->write_ms_by_index[b] += a->write_ms[v][b];
+            }
+            vr->write_tokens += a->write_tokens[v];
+            vr->write_cut += a->write_cut[v];
+            vr->query_ms_sum += a->query_ms[v];
+            vr->state_tokens_sum += a->state_tokens[v];
+            vr->state_bytes_sum += a->state_bytes[v];
+            vr->state_n += a->state_n[v];
+            if (a->state_max[v] > vr->state_tokens_max)
+                vr->state_tokens_max = a->state_max[v];
         }
+    }
+    for (int v = 0; v < o->n_variants; v++) {
+        mn_eval_variant_result *vr = &out->variants[v];
+        if (vr->spec.mode == MN_EVAL_MEMORY)
+            vr->write_ms_sum = out->update_ms_sum; /* R's update after each turn */
+        vr->summary_cap = sp.cap[v];
     }
     out->wall_s = mn_clock_s() - t_start;
 done:

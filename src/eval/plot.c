@@ -135,8 +135,8 @@ mn_status mn_eval_write_recall_plot(const mn_eval_result *r, const char *png, co
     for (int v = 0; v < r->n_variants; v++) {
         const mn_eval_variant_result *vr = &r->variants[v];
         char label[64];
-        if (vr->spec.mode == MN_EVAL_WINDOW)
-            snprintf(label, sizeof label, "window (%d tokens)", vr->spec.window);
+        if (vr->spec.mode == MN_EVAL_WINDOW || vr->spec.mode == MN_EVAL_RETRIEVAL || vr->spec.mode == MN_EVAL_SUMMARY)
+            snprintf(label, sizeof label, "%s (%d tokens)", mn_eval_mode_names[vr->spec.mode], vr->spec.window);
         else
             snprintf(label, sizeof label, "%s", vr->name);
         fputs(v ? ", " : "", f);
@@ -172,8 +172,8 @@ mn_status mn_eval_write_cost_plot(const mn_eval_result *r, const char *png, char
         if (!vr->lm_tokens)
             continue;
         char label[64];
-        if (vr->spec.mode == MN_EVAL_WINDOW)
-            snprintf(label, sizeof label, "decoder, window %d tokens", vr->spec.window);
+        if (vr->spec.mode == MN_EVAL_WINDOW || vr->spec.mode == MN_EVAL_SUMMARY)
+            snprintf(label, sizeof label, "decoder, %s %d tokens", mn_eval_mode_names[vr->spec.mode], vr->spec.window);
         else
             snprintf(label, sizeof label, "decoder, %s", vr->name);
         fputs(", ", f);
@@ -181,6 +181,20 @@ mn_status mn_eval_write_cost_plot(const mn_eval_result *r, const char *png, char
         fprintf(f, " using 1:%d title ", 3 + v);
         gp_string(f, label);
         fprintf(f, " lw 2 pt %d", 5 + 2 * v);
+    }
+    /* the baselines' own work per turn, in the columns after the decoder's */
+    for (int v = 0, col = 3 + r->n_variants; v < r->n_variants; v++) {
+        const mn_eval_variant_result *vr = &r->variants[v];
+        if (vr->spec.mode != MN_EVAL_RETRIEVAL && vr->spec.mode != MN_EVAL_SUMMARY)
+            continue;
+        char label[64];
+        snprintf(label, sizeof label, "%s %d tokens: %s", mn_eval_mode_names[vr->spec.mode], vr->spec.window,
+                 vr->spec.mode == MN_EVAL_RETRIEVAL ? "indexing" : "rewrite");
+        fputs(", ", f);
+        gp_string(f, dat);
+        fprintf(f, " using 1:%d title ", col++);
+        gp_string(f, label);
+        fprintf(f, " lw 2 dt 2 pt %d", 4 + 2 * v);
     }
     fputs("\n", f);
     return finish(MN_OK, f, dat, gp, script);

@@ -16,10 +16,11 @@
 static json_t *ratio(double num, int64_t den) { return den > 0 ? json_real(num / (double)den) : json_null(); }
 
 static json_t *tally_json(const mn_eval_tally *t) {
-    return json_pack("{s:o, s:o, s:I, s:I, s:I, s:o, s:o}", "mc_accuracy", ratio((double)t->mc_correct, t->mc_n),
+    return json_pack("{s:o, s:o, s:I, s:I, s:I, s:o, s:o, s:o}", "mc_accuracy", ratio((double)t->mc_correct, t->mc_n),
                      "exact_match", ratio((double)t->em_correct, t->gen_n), "n", (json_int_t)t->n, "mc_n",
                      (json_int_t)t->mc_n, "gen_n", (json_int_t)t->gen_n, "f1", ratio(t->f1_sum, t->gen_n), "gold_ll",
-                     ratio(t->gold_ll_sum, t->n));
+                     ratio(t->gold_ll_sum, t->n), "evidence_in_history",
+                     ratio((double)t->evidence_shown, t->evidence_n));
 }
 
 static json_t *buckets_json(const mn_eval_tally *b, int n_buckets) {
@@ -50,7 +51,14 @@ static json_t *recall_json(const mn_eval_result *r, const mn_eval_variant_result
     json_object_set_new(o, "unscored", json_integer(v->unscored));
     if (v->spec.mode == MN_EVAL_WINDOW)
         json_object_set_new(o, "window_tokens", json_integer(v->spec.window));
-    if (v->spec.mode == MN_EVAL_WINDOW || v->spec.mode == MN_EVAL_FULL) {
+    if (v->spec.mode == MN_EVAL_RETRIEVAL)
+        json_object_set_new(o, "retrieval_tokens", json_integer(v->spec.window));
+    if (v->spec.mode == MN_EVAL_SUMMARY) {
+        json_object_set_new(o, "summary_tokens", json_integer(v->spec.window));
+        json_object_set_new(o, "summary_tokens_fit", json_integer(v->summary_cap));
+    }
+    if (v->spec.mode == MN_EVAL_WINDOW || v->spec.mode == MN_EVAL_FULL || v->spec.mode == MN_EVAL_RETRIEVAL ||
+        v->spec.mode == MN_EVAL_SUMMARY) {
         int64_t scored = r->probes - v->unscored;
         json_object_set_new(o, "mean_window_tokens", ratio(v->window_used_sum, scored));
         json_object_set_new(o, "window_clipped", json_integer(v->window_clipped));
@@ -92,6 +100,19 @@ static json_t *cost_json(const mn_eval_result *r) {
     for (int v = 0; v < r->n_variants; v++)
         json_object_set_new(dec, r->variants[v].name, ratio(r->variants[v].gen_ms_sum, r->variants[v].gen_tokens));
     json_object_set_new(o, "decode_ms_per_token_by_mode", dec);
+    /* what each mode costs besides the decoder, and the state it keeps (eval.h) */
+    json_t *modes = json_object();
+    for (int v = 0; v < r->n_variants; v++) {
+        const mn_eval_variant_result *vr = &r->variants[v];
+        json_t *m = json_pack("{s:o, s:o, s:I, s:o, s:o, s:o}", "write_ms_per_turn", ratio(vr->write_ms_sum, r->updates),
+                              "generated_tokens_per_turn", ratio((double)vr->write_tokens, r->updates), "turns_cut",
+                              (json_int_t)vr->write_cut, "query_ms_per_probe", ratio(vr->query_ms_sum, vr->state_n),
+                              "state_tokens", ratio(vr->state_tokens_sum, vr->state_n), "state_bytes",
+                              ratio(vr->state_bytes_sum, vr->state_n));
+        json_object_set_new(m, "state_tokens_max", json_integer(vr->state_tokens_max));
+        json_object_set_new(modes, vr->name, m);
+    }
+    json_object_set_new(o, "by_mode", modes);
     json_t *arr = json_array();
     for (int b = 0; b < MN_EVAL_INDEX_BUCKETS; b++) {
         int64_t lo, hi;
@@ -168,6 +189,8 @@ mn_status mn_eval_write_probes(const mn_eval_result *r, const mn_dialogue_list *
                 json_object_set_new(m, "exact_match", json_boolean(p->em[v]));
                 json_object_set_new(m, "f1", json_real(p->f1[v]));
             }
+            if (p->scored[v] && p->evidence_shown[v] >= 0)
+                json_object_set_new(m, "evidence_in_history", json_boolean(p->evidence_shown[v]));
             json_object_set_new(o, r->variants[v].name, m);
         }
         json_array_append_new(arr, o);
@@ -203,8 +226,12 @@ mn_status mn_eval_write_probes(const mn_eval_result *r, const mn_dialogue_list *
 void mn_eval_print_table(const mn_eval_result *r, FILE *out) {
     fprintf(out, "multiple-choice accuracy by distance (turns between the evidence and the question)\n");
     fprintf(out, "%-10s %6s", "distance", "probes");
-    for (int v = 0; v < r->n_variants; v++)
-        fprintf(out, " %10s", r->variants[v].name);
+    int width[MN_EVAL_MAX_VARIANTS]; /* 10, or a longer mode name */
+    for (int v = 0; v < r->n_variants; v++) {
+        int len = (int)strlen(r->variants[v].name);
+        width[v] = len > 10 ? len : 10;
+        fprintf(out, " %*s", width[v], r->variants[v].name);
+    }
     fprintf(out, "\n");
     for (int b = 0; b <= MN_EVAL_TURN_BUCKETS; b++) {
         char label[32];
@@ -224,9 +251,9 @@ void mn_eval_print_table(const mn_eval_result *r, FILE *out) {
         for (int v = 0; v < r->n_variants; v++) {
             const mn_eval_tally *t = b < MN_EVAL_TURN_BUCKETS ? &r->variants[v].by_turns[b] : &r->variants[v].all;
             if (t->mc_n)
-                fprintf(out, " %9.1f%%", 100.0 * (double)t->mc_correct / (double)t->mc_n);
+                fprintf(out, " %*.1f%%", width[v] - 1, 100.0 * (double)t->mc_correct / (double)t->mc_n);
             else
-                fprintf(out, " %10s", "-");
+                fprintf(out, " %*s", width[v], "-");
         }
         fprintf(out, "\n");
     }
@@ -234,19 +261,41 @@ void mn_eval_print_table(const mn_eval_result *r, FILE *out) {
     for (int v = 0; v < r->n_variants; v++) {
         const mn_eval_tally *t = &r->variants[v].all;
         if (t->gen_n)
-            fprintf(out, " %9.1f%%", 100.0 * (double)t->em_correct / (double)t->gen_n);
+            fprintf(out, " %*.1f%%", width[v] - 1, 100.0 * (double)t->em_correct / (double)t->gen_n);
         else
-            fprintf(out, " %10s", "-");
+            fprintf(out, " %*s", width[v], "-");
     }
     fprintf(out, "\n%-10s %6s", "lm ppl", "");
     for (int v = 0; v < r->n_variants; v++) {
         const mn_eval_variant_result *vr = &r->variants[v];
         if (vr->lm_tokens)
-            fprintf(out, " %10.2f", exp(vr->lm_loss_sum / (double)vr->lm_tokens));
+            fprintf(out, " %*.2f", width[v], exp(vr->lm_loss_sum / (double)vr->lm_tokens));
         else
-            fprintf(out, " %10s", "-");
+            fprintf(out, " %*s", width[v], "-");
     }
     fprintf(out, "\n");
+    int baselines = 0;
+    for (int v = 0; v < r->n_variants; v++)
+        baselines |= r->variants[v].spec.mode == MN_EVAL_RETRIEVAL || r->variants[v].spec.mode == MN_EVAL_SUMMARY;
+    if (baselines) { /* what retrieval and summary cost besides the decoder, and what retrieval found */
+        static const char *const rows[3] = {"evidence", "ms/turn", "gen/turn"};
+        for (int row = 0; row < 3; row++) {
+            fprintf(out, "%-10s %6s", rows[row], "");
+            for (int v = 0; v < r->n_variants; v++) {
+                const mn_eval_variant_result *vr = &r->variants[v];
+                if (row == 0 && vr->all.evidence_n)
+                    fprintf(out, " %*.1f%%", width[v] - 1,
+                            100.0 * (double)vr->all.evidence_shown / (double)vr->all.evidence_n);
+                else if (row == 1 && r->updates)
+                    fprintf(out, " %*.3f", width[v], vr->write_ms_sum / (double)r->updates);
+                else if (row == 2 && r->updates)
+                    fprintf(out, " %*.2f", width[v], (double)vr->write_tokens / (double)r->updates);
+                else
+                    fprintf(out, " %*s", width[v], "-");
+            }
+            fprintf(out, "\n");
+        }
+    }
     for (int v = 0; v < r->n_variants; v++)
         if (r->variants[v].unscored)
             fprintf(out, "%s: %" PRId64 " probes did not fit the decoder and are not counted\n", r->variants[v].name,
@@ -295,6 +344,9 @@ mn_status mn_eval_write_cost_data(const mn_eval_result *r, const char *path) {
     fprintf(f, "# turn_index_mid update_ms");
     for (int v = 0; v < r->n_variants; v++)
         fprintf(f, " %s_decoder_ms", r->variants[v].name);
+    for (int v = 0; v < r->n_variants; v++)
+        if (r->variants[v].spec.mode == MN_EVAL_RETRIEVAL || r->variants[v].spec.mode == MN_EVAL_SUMMARY)
+            fprintf(f, " %s_write_ms", r->variants[v].name);
     fprintf(f, "\n");
     for (int b = 0; b < MN_EVAL_INDEX_BUCKETS; b++) {
         if (!r->updates_by_index[b])
@@ -310,6 +362,9 @@ mn_status mn_eval_write_cost_data(const mn_eval_result *r, const char *path) {
             else
                 fprintf(f, " NaN");
         }
+        for (int v = 0; v < r->n_variants; v++)
+            if (r->variants[v].spec.mode == MN_EVAL_RETRIEVAL || r->variants[v].spec.mode == MN_EVAL_SUMMARY)
+                fprintf(f, " %.6g", r->variants[v].write_ms_by_index[b] / (double)r->updates_by_index[b]);
         fprintf(f, "\n");
     }
     return fclose(f) == 0 ? MN_OK : mn_fail(MN_ERR_IO, "%s: cannot write", path);

@@ -8,8 +8,10 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "text/json_doc.h"
+#include "text/tokenizer.h"
 
 /* The tensors of one GPT-2 block, in HF's names (== mnemo's after "decoder.h.{l}."). */
 static const char *const block_suffix[12] = {
@@ -336,4 +338,47 @@ mn_status mn_gpt2_import(const char *safetensors, const mn_gpt2_import_options *
         *info_out = info;
     *out = m;
     return MN_OK;
+}
+
+mn_status mn_gpt2_import_files(const char *safetensors, const char *vocab_json, const char *merges_txt,
+                               const mn_gpt2_import_options *o, const char *checkpoint, mn_model **model_out,
+                               mn_gpt2_info *info_out) {
+    if (!safetensors || !vocab_json || !merges_txt || !o || !checkpoint)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_gpt2_import_files: NULL argument");
+    mn_tokenizer *tok = NULL;
+    mn_model *model = NULL;
+    mn_gpt2_info info;
+    mn_status st = mn_tokenizer_load_gpt2(vocab_json, merges_txt, &tok);
+    if (st == MN_OK)
+        st = mn_gpt2_import(safetensors, o, &model, &info);
+    /* checkpoints may pad the embedding table past the vocabulary; never the other way round */
+    if (st == MN_OK && mn_tokenizer_vocab_size(tok) > info.vocab_size)
+        st = mn_fail(MN_ERR_MISMATCH, "%s has %d tokens but %s embeds only %d: they do not belong together",
+                     vocab_json, mn_tokenizer_vocab_size(tok), safetensors, info.vocab_size);
+    mn_checkpoint_save_options so = {.train_config_json = NULL, .tokenizer = tok};
+    if (st == MN_OK)
+        st = mn_checkpoint_save(checkpoint, model, NULL, NULL, &so);
+    if (st == MN_OK && info_out) {
+        *info_out = info;
+        info_out->tokenizer_vocab_size = mn_tokenizer_vocab_size(tok);
+    }
+    mn_tokenizer_free(tok);
+    if (st == MN_OK && model_out) {
+        *model_out = model;
+        model = NULL;
+    }
+    mn_model_free(model);
+    return st;
+}
+
+mn_status mn_import_gpt2(const char *safetensors, const char *vocab_json, const char *merges_txt,
+                         const char *config_json, int n_slots, int max_turn_tokens, int n_comp_layers, uint64_t seed,
+                         const char *checkpoint) {
+    mn_gpt2_import_options o = mn_gpt2_import_defaults();
+    o.config_json = config_json;
+    o.n_slots = n_slots ? n_slots : o.n_slots;
+    o.max_turn_tokens = max_turn_tokens ? max_turn_tokens : o.max_turn_tokens;
+    o.n_comp_layers = n_comp_layers ? n_comp_layers : o.n_comp_layers;
+    o.seed = seed;
+    return mn_gpt2_import_files(safetensors, vocab_json, merges_txt, &o, checkpoint, NULL, NULL);
 }

@@ -18,6 +18,7 @@ typedef struct {
     char prefix[16];          /* "" or "transformer." */
     int has_lm_head;
     char dtype[8];            /* of wte.weight: F32, F16 or BF16 */
+    int tokenizer_vocab_size; /* vocab.json's tokens (mn_gpt2_import_files only) */
 } mn_gpt2_info;
 
 /* Validates the file (mn_safetensors_open) and that it holds exactly one GPT-2: every tensor
@@ -45,5 +46,12 @@ mn_gpt2_import_options mn_gpt2_import_defaults(void);
 /* A new model: the GPT-2 decoder from the file, compressor and memory freshly initialised. */
 mn_status mn_gpt2_import(const char *safetensors, const mn_gpt2_import_options *options, mn_model **out,
                          mn_gpt2_info *info);
+
+/* The whole of `mnemo import-gpt2` (and mn_import_gpt2, mnemo.h): GPT-2's tokenizer from
+ * vocab.json + merges.txt, the model as mn_gpt2_import, both saved as a checkpoint. The model
+ * goes to *model_out (nullable) for the caller to describe. */
+mn_status mn_gpt2_import_files(const char *safetensors, const char *vocab_json, const char *merges_txt,
+                               const mn_gpt2_import_options *o, const char *checkpoint, mn_model **model_out,
+                               mn_gpt2_info *info_out);
 
 #endif

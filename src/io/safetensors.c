@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 
 /* The format's own cap on the header (safetensors refuses larger ones too). */
@@ -267,4 +268,62 @@ mn_status mn_safetensors_read_f32(const mn_safetensors *st, const mn_st_tensor *
                        st->path, t->name, t->dtype);
     }
     return MN_OK;
+}
+
+mn_status mn_safetensors_write_f32(const char *path, const mn_st_f32_tensor *tensors, int n) {
+    if (!path || (!tensors && n > 0) || n < 0)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_safetensors_write_f32: NULL argument");
+    json_t *header = json_object();
+    json_t *meta = json_pack("{s:s}", "format", "pt");
+    mn_status st = header && meta && !json_object_set_new(header, "__metadata__", meta)
+                       ? MN_OK
+                       : mn_fail(MN_ERR_NOMEM, "%s: out of memory", path);
+    uint64_t offset = 0;
+    for (int i = 0; i < n && st == MN_OK; i++) {
+        const mn_st_f32_tensor *t = &tensors[i];
+        if (t->ndim < 1 || t->ndim > 2 || !t->name || !t->data) {
+            st = mn_fail(MN_ERR_INVALID_ARG, "%s: tensor %d: needs a name, data and 1 or 2 dimensions", path, i);
+            break;
+        }
+        uint64_t bytes = 4;
+        json_t *shape = json_array();
+        for (int d = 0; d < t->ndim; d++) {
+            bytes *= (uint64_t)t->shape[d];
+            json_array_append_new(shape, json_integer(t->shape[d]));
+        }
+        json_t *entry = json_pack("{s:s,s:o,s:[I,I]}", "dtype", "F32", "shape", shape, "data_offsets",
+                                  (json_int_t)offset, (json_int_t)(offset + bytes));
+        if (!entry || json_object_set_new(header, t->name, entry))
+            st = mn_fail(MN_ERR_NOMEM, "%s: out of memory", path);
+        offset += bytes;
+    }
+    char *text = st == MN_OK ? json_dumps(header, JSON_COMPACT) : NULL;
+    json_decref(header);
+    if (st == MN_OK && !text)
+        st = mn_fail(MN_ERR_NOMEM, "%s: out of memory", path);
+    if (st != MN_OK) {
+        free(text);
+        return st;
+    }
+    size_t text_len = strlen(text), header_len = (text_len + 7) / 8 * 8;
+    size_t total = 8 + header_len + (size_t)offset;
+    uint8_t *buf = malloc(total);
+    if (!buf) {
+        free(text);
+        return mn_fail(MN_ERR_NOMEM, "%s: out of memory (%zu bytes)", path, total);
+    }
+    for (int b = 0; b < 8; b++) /* the length, little-endian */
+        buf[b] = (uint8_t)((uint64_t)header_len >> (8 * b));
+    memcpy(buf + 8, text, text_len);
+    memset(buf + 8 + text_len, ' ', header_len - text_len);
+    free(text);
+    uint8_t *data = buf + 8 + header_len;
+    for (int i = 0; i < n; i++) { /* fp32 as the host holds it: little-endian on every supported host */
+        size_t count = (size_t)tensors[i].shape[0] * (size_t)(tensors[i].ndim == 2 ? tensors[i].shape[1] : 1);
+        memcpy(data, tensors[i].data, count * sizeof(float));
+        data += count * sizeof(float);
+    }
+    st = mn_atomic_write_bytes(path, buf, total);
+    free(buf);
+    return st;
 }

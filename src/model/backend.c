@@ -182,10 +182,10 @@ static void cpu_crossentropy_forward(void *ctx, float *losses, const float *logi
     const int threads = cpu_threads(ctx);
     mn_crossentropy_forward(losses, logits, targets, weights, N, V, threads);
 }
-static void cpu_crossentropy_backward(void *ctx, float *dlogits, const float *logits, const int32_t *targets,
-                                      const float *weights, float scale, int N, int V) {
+static void cpu_crossentropy_fused(void *ctx, float *losses, float *logits, const int32_t *targets,
+                                   const float *weights, float scale, int N, int V) {
     const int threads = cpu_threads(ctx);
-    mn_crossentropy_backward(dlogits, logits, targets, weights, scale, N, V, threads);
+    mn_crossentropy_fused(losses, logits, targets, weights, scale, N, V, threads);
 }
 static void cpu_residual_forward(void *ctx, float *out, const float *a, const float *b, size_t N) {
     const int threads = cpu_threads(ctx);
@@ -209,6 +209,7 @@ static void cpu_adamw_update(void *ctx, float *params, const float *grads, float
 static const mn_backend cpu_backend = {
     .device = MN_DEVICE_CPU,
     .name = "cpu",
+    .classifier_floats = MN_CPU_CLASSIFIER_FLOATS,
     .synchronize = cpu_status, /* nothing runs asynchronously */
     .upload = cpu_copy,        /* backend memory is host memory */
     .download = cpu_copy,

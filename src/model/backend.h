@@ -8,7 +8,8 @@
  * every later op into a no-op; the model asks `status` at each public API boundary and returns
  * it as MN_ERR_DEVICE. The CPU backend never fails after allocation.
  *
- * Op semantics are those of src/cpu/ops.h (backward ops ACCUMULATE), with two extensions:
+ * Op semantics are those of src/cpu/ops.h (backward ops ACCUMULATE; crossentropy_fused
+ * overwrites the logits with their gradient), with two extensions:
  * - embedding_forward / embedding_backward skip rows whose id is negative (the memory slots
  *   and padding of a turn), so one call covers a whole (B, S) batch;
  * - adamw_update runs over a list of segments of the flat buffers (one per unfrozen tensor).
@@ -31,9 +32,19 @@ typedef struct {
     float weight_decay;   /* 0 for tensors that do not decay */
 } mn_adamw_segment;
 
+/* Logits the CPU's classifier holds at once: 16 MiB, a whole turn of the demo (8 x 128 rows of
+ * V 4096), a bound for larger batches and vocabularies. Thinner chunks cost CPU time on the
+ * development machines, as each adds its product into the whole (V, C) gradient of wte (256
+ * rows: +4%, 64 rows: +20% over one chunk of 1024), and each chunk is one more wait for the
+ * thread team, which costs wall time on a loaded machine (docs/perf.md). */
+#define MN_CPU_CLASSIFIER_FLOATS ((size_t)1 << 22)
+
 typedef struct mn_backend {
     mn_device device;
     const char *name;
+    /* Logits (rows x V) the training classifier computes at once; 0 = a whole turn's rows. The
+     * chunk has at least C rows, so that a large vocabulary does not make it thin. */
+    size_t classifier_floats;
 
     /* ------------------------------------------------------------ context */
     mn_status (*context_create)(void **ctx);     /* CPU: *ctx = NULL */
@@ -99,8 +110,8 @@ typedef struct mn_backend {
                                   const float *gate_w, float *scratch, int M, int C);
     void (*crossentropy_forward)(void *ctx, float *losses, const float *logits, const int32_t *targets,
                                  const float *weights, int N, int V);
-    void (*crossentropy_backward)(void *ctx, float *dlogits, const float *logits, const int32_t *targets,
-                                  const float *weights, float scale, int N, int V);
+    void (*crossentropy_fused)(void *ctx, float *losses, float *logits, const int32_t *targets,
+                               const float *weights, float scale, int N, int V);
     void (*residual_forward)(void *ctx, float *out, const float *a, const float *b, size_t N);
     void (*residual_backward)(void *ctx, float *da, float *db, const float *dout, size_t N);
     /* segs: host array of n_segs segments; step t >= 1 */
@@ -124,7 +135,7 @@ typedef struct mn_backend {
     .attention_backward = p##attention_backward, .gelu_forward = p##gelu_forward,                            \
     .gelu_backward = p##gelu_backward, .gated_update_forward = p##gated_update_forward,                      \
     .gated_update_backward = p##gated_update_backward, .crossentropy_forward = p##crossentropy_forward,      \
-    .crossentropy_backward = p##crossentropy_backward, .residual_forward = p##residual_forward,              \
+    .crossentropy_fused = p##crossentropy_fused, .residual_forward = p##residual_forward,                    \
     .residual_backward = p##residual_backward, .adamw_update = p##adamw_update
 
 /* A backend and its context: what the model holds and calls through. */

@@ -2,12 +2,61 @@
 #include "model/bench.h"
 
 #include <cblas.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/clock.h"
 #include "core/error.h"
 #include "model/backend.h"
+#include "model/model_internal.h"
+#include "model/trainer_internal.h"
+
+/* ---------------------------------------------------------------- checks against the CPU */
+/* Bound on a sample's error relative to its scale (bench.h), per product precision: fp32
+ * differs from the CPU by summation order only (~1e-6 per op, test_cuda_ops); TF32 / BF16
+ * round each product's inputs to 10 / 7 mantissa bits (2e-3 / 1.6e-2 per product there),
+ * compounded over a model's layers. A wrong index or a missed mask is off by O(1). */
+static double check_bound(mn_matmul precision) {
+    return precision == MN_MATMUL_BF16 ? 1e-1 : precision == MN_MATMUL_TF32 ? 2e-2 : 1e-3;
+}
+
+/* Adds got vs want (n values) to the check; MN_ERR_DEVICE naming `what` when outside the bound. */
+static mn_status check_sample(mn_bench_check *c, const char *what, const float *got, const float *want, size_t n) {
+    double scale = 0.0, err = 0.0;
+    for (size_t i = 0; i < n; i++)
+        scale = fmax(scale, fabs((double)want[i]));
+    for (size_t i = 0; i < n; i++) {
+        double e = fabs((double)got[i] - want[i]) / (scale > 0.0 ? scale : 1.0);
+        err = isnan(e) || e > err ? e : err; /* a NaN stays */
+        if (isnan(e))
+            break;
+    }
+    c->values += (int)n;
+    if (!(err <= c->max_error))
+        c->max_error = err;
+    if (!(err <= c->bound))
+        return mn_fail(MN_ERR_DEVICE, "bench: %s on the device differs from the CPU by %.3g of its scale (bound %.3g)",
+                       what, err, c->bound);
+    return MN_OK;
+}
+
+void mn_bench_print_check(FILE *out, const mn_bench_check *c) {
+    if (c->values)
+        fprintf(out, "check vs CPU:             %d values, max error %.2g of the scale (bound %.0e)\n", c->values,
+                c->max_error, c->bound);
+    else
+        fprintf(out, "check vs CPU:             none (the benchmark ran on the CPU)\n");
+}
+
+/* The table a benchmark runs on: the test's stand-in, or the device's. */
+static mn_status bench_backend(const mn_backend *override, mn_device device, const mn_backend **out) {
+    if (override) {
+        *out = override;
+        return MN_OK;
+    }
+    return mn_backend_for(device, out);
+}
 
 /* ---------------------------------------------------------------- training throughput */
 /* Matrix-product FLOPs of one forward pass of a stack over S positions for one episode:
@@ -86,6 +135,44 @@ static mn_status train_steps(const mn_bench_train_options *o, mn_trainer *traine
     return sgemm_gflops(r->sgemm_m, r->sgemm_k, r->sgemm_n, 10, &r->sgemm_gflops);
 }
 
+/* Episode 0 of the benchmark's batch (the same tokens), forward on the device trainer and on a
+ * CPU trainer with the device's current parameters: turn losses and states compared. */
+static mn_status train_check(const mn_bench_train_options *o, mn_model *model, mn_trainer *trainer,
+                             mn_bench_check *c) {
+    const mn_config *cfg = &o->config;
+    const int B = o->batch, T = o->turns, L = o->turn_tokens;
+    const size_t nstate = (size_t)T * mn_state_floats(model);
+    int32_t *all = malloc((size_t)T * B * L * sizeof(int32_t)), *tokens = malloc((size_t)T * L * sizeof(int32_t));
+    int32_t *lengths = malloc((size_t)T * sizeof(int32_t));
+    float *buf = malloc(2 * ((size_t)T + nstate) * sizeof(float));
+    mn_trainer *cpu = NULL;
+    mn_status st = all && tokens && lengths && buf ? MN_OK : mn_fail(MN_ERR_NOMEM, "bench: out of memory for the check");
+    if (st == MN_OK) {
+        random_tokens(all, (size_t)T * B * L, cfg->vocab_size, 12345);
+        for (int t = 0; t < T; t++) { /* (T, B, L): episode 0 of each turn */
+            memcpy(tokens + (size_t)t * L, all + (size_t)t * B * L, (size_t)L * sizeof(int32_t));
+            lengths[t] = L;
+        }
+        st = mn_trainer_pull(trainer); /* the host parameters become the device's */
+    }
+    float *dev_turn = buf, *cpu_turn = buf + T, *dev_states = buf + 2 * T, *cpu_states = dev_states + nstate;
+    mn_batch one = {1, T, L, tokens, lengths, NULL};
+    float dev_loss = 0.0f, cpu_loss = 0.0f;
+    if (st == MN_OK)
+        st = mn_forward(trainer, &one, &dev_loss, &(mn_forward_outputs){dev_turn, dev_states, NULL});
+    if (st == MN_OK)
+        st = mn_trainer_create_on(model, MN_DEVICE_CPU, 1, o->bptt, &cpu);
+    if (st == MN_OK)
+        st = mn_forward(cpu, &one, &cpu_loss, &(mn_forward_outputs){cpu_turn, cpu_states, NULL});
+    if (st == MN_OK)
+        st = check_sample(c, "episode 0's turn losses", dev_turn, cpu_turn, (size_t)T);
+    if (st == MN_OK)
+        st = check_sample(c, "episode 0's states", dev_states, cpu_states, nstate);
+    mn_trainer_free(cpu);
+    free(all), free(tokens), free(lengths), free(buf);
+    return st;
+}
+
 mn_status mn_bench_train(const mn_bench_train_options *o, mn_bench_train_result *r) {
     if (!o || !r)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_bench_train: NULL argument");
@@ -94,17 +181,23 @@ mn_status mn_bench_train(const mn_bench_train_options *o, mn_bench_train_result 
         return mn_fail(MN_ERR_INVALID_ARG, "bench: need batch, turns, bptt, steps >= 1 and 2 <= turn tokens <= %d",
                        o->config.max_turn_tokens);
     memset(r, 0, sizeof *r);
+    r->check.bound = check_bound(o->matmul);
     mn_model *model = NULL;
     mn_trainer *trainer = NULL;
-    mn_status st = mn_model_create(&o->config, &model);
+    const mn_backend *be = NULL;
+    mn_status st = bench_backend(o->backend, o->device, &be);
+    if (st == MN_OK)
+        st = mn_model_create(&o->config, &model);
     if (st == MN_OK)
         st = mn_model_init(model, 1);
     if (st == MN_OK)
-        st = mn_trainer_create_on(model, o->device, o->batch, o->bptt, &trainer);
+        st = mn_trainer_create_backend(model, be, o->batch, o->bptt, &trainer);
     if (st == MN_OK)
         st = mn_trainer_set_matmul(trainer, o->matmul);
     if (st == MN_OK)
         st = train_steps(o, trainer, r);
+    if (st == MN_OK && be->device != MN_DEVICE_CPU)
+        st = train_check(o, model, trainer, &r->check);
     mn_trainer_free(trainer);
     mn_model_free(model);
     return st;
@@ -121,6 +214,10 @@ typedef struct {
     int reps;
     void (*report)(void *ctx, const mn_bench_op *op);
     void *ctx;
+    struct { /* the forward ops' buffers, for the check after the timings */
+        float *x, *y, *w, *bias, *mean, *rstd, *att, *wte, *logits, *losses, *weights, *gate_w, *r, *u, *z;
+        int32_t *targets, *valid;
+    } fwd;
 } bench_state;
 
 /* A backend buffer of n floats filled with small values (or ids in [0, modulo) if ints; zeros
@@ -198,6 +295,9 @@ static mn_status time_ops(const mn_bench_ops_options *o, bench_state *b) {
         hv[i] = S; /* full turns: every position does work */
     MN_OP(&b->ex, upload, valid, hv, (size_t)B * sizeof(int32_t));
     free(hv);
+    b->fwd.x = x, b->fwd.y = y, b->fwd.w = w, b->fwd.bias = bias, b->fwd.mean = mean, b->fwd.rstd = rstd;
+    b->fwd.att = att, b->fwd.wte = wte, b->fwd.logits = logits, b->fwd.losses = losses, b->fwd.weights = weights;
+    b->fwd.gate_w = gate_w, b->fwd.r = r, b->fwd.u = u, b->fwd.z = z, b->fwd.targets = targets, b->fwd.valid = valid;
     TIME_OP("embedding fwd", 2.0 * NC * F, 0, MN_OP(&b->ex, embedding_forward, x, ids, wte, N, C));
     TIME_OP("embedding bwd", 3.0 * NC * F, NC, MN_OP(&b->ex, embedding_backward, dwte, dy, ids, N, C));
     TIME_OP("layernorm fwd", 2.0 * NC * F, 8.0 * NC, MN_OP(&b->ex, layernorm_forward, y, mean, rstd, x, bias, bias, N, C));
@@ -225,8 +325,8 @@ static mn_status time_ops(const mn_bench_ops_options *o, bench_state *b) {
             MN_OP(&b->ex, lm_head_backward, dy, dwte, dlogits, x, wte, NT, C, V));
     TIME_OP("crossentropy fwd", (double)NT * V * F, 3.0 * NT * (double)V,
             MN_OP(&b->ex, crossentropy_forward, losses, logits, targets, weights, NT, V));
-    TIME_OP("crossentropy bwd", 3.0 * NT * V * F, 5.0 * NT * (double)V,
-            MN_OP(&b->ex, crossentropy_backward, dlogits, logits, targets, weights, 1e-3f, NT, V));
+    TIME_OP("crossentropy fused fwd+bwd", 4.0 * NT * V * F, 6.0 * NT * (double)V,
+            MN_OP(&b->ex, crossentropy_fused, losses, dlogits, targets, weights, 1e-3f, NT, V));
     TIME_OP("gated update fwd", (5.0 * M * C + 2.0 * C * C) * F, 4.0 * M * (double)C * C,
             MN_OP(&b->ex, gated_update_forward, z, y, r, u, gate_w, bias, M, C));
     TIME_OP("gated update bwd", (12.0 * M * C + 4.0 * C * C) * F, 8.0 * M * (double)C * C,
@@ -240,18 +340,158 @@ static mn_status time_ops(const mn_bench_ops_options *o, bench_state *b) {
     return MN_OK;
 }
 
-mn_status mn_bench_ops(const mn_bench_ops_options *o, void (*report)(void *ctx, const mn_bench_op *op), void *ctx) {
+/* n floats of backend buffer d from element `from`, on the host (NULL after a failure). */
+static float *fetch(bench_state *b, const void *d, size_t from, size_t n) {
+    float *h = malloc((n ? n : 1) * sizeof(float));
+    if (h)
+        MN_OP(&b->ex, download, h, (const float *)d + from, n * sizeof(float));
+    if (h && b->ex.be->synchronize(b->ex.ctx) != MN_OK) {
+        free(h);
+        return NULL;
+    }
+    return h;
+}
+
+/* One forward op checked: its device output (first `n_out` floats of `out`) against the CPU
+ * op run by `cpu_call` on host copies of its inputs. Inputs: up to 6 (buffer, floats) pairs. */
+typedef struct {
+    const void *dev;
+    size_t n;
+} check_input;
+
+static mn_status check_op(bench_state *b, mn_bench_check *c, const char *what, const float *out, size_t n_out,
+                          const check_input *in, int n_in,
+                          void (*cpu_call)(const mn_exec *cpu, float *out, float **in, const mn_bench_ops_options *o),
+                          const mn_bench_ops_options *o) {
+    float *h_in[6] = {0}, *got = fetch(b, out, 0, n_out), *want = malloc((n_out ? n_out : 1) * sizeof(float));
+    mn_status st = got && want ? MN_OK : mn_fail(MN_ERR_DEVICE, "bench: reading back %s for its check", what);
+    for (int i = 0; i < n_in && st == MN_OK; i++)
+        if (!(h_in[i] = fetch(b, in[i].dev, 0, in[i].n)))
+            st = mn_fail(MN_ERR_DEVICE, "bench: reading back the inputs of %s for its check", what);
+    mn_exec cpu = {0};
+    if (st == MN_OK)
+        st = mn_exec_open(MN_DEVICE_CPU, &cpu);
+    if (st == MN_OK) {
+        cpu_call(&cpu, want, h_in, o);
+        st = check_sample(c, what, got, want, n_out);
+    }
+    mn_exec_close(&cpu);
+    for (int i = 0; i < n_in; i++)
+        free(h_in[i]);
+    free(got), free(want);
+    return st;
+}
+
+/* The sample: the first CHECK_ROWS rows (rows are independent in these ops), episode 0 of
+ * attention. The CPU side of each, on host copies of the inputs in the order check_op lists. */
+#define CHECK_ROWS 16
+static int sample_rows(int n) { return n < CHECK_ROWS ? n : CHECK_ROWS; }
+static int check_rows(const mn_bench_ops_options *o) { return sample_rows(o->batch * (o->slots + o->turn_tokens)); }
+static int check_token_rows(const mn_bench_ops_options *o) { return sample_rows(o->batch * o->turn_tokens); }
+static int check_slot_rows(const mn_bench_ops_options *o) { return sample_rows(o->batch * o->slots); }
+static void cpu_layernorm(const mn_exec *cpu, float *out, float **in, const mn_bench_ops_options *o) {
+    int R = check_rows(o);
+    float *mean = malloc((size_t)R * sizeof(float)), *rstd = malloc((size_t)R * sizeof(float));
+    if (mean && rstd)
+        MN_OP(cpu, layernorm_forward, out, mean, rstd, in[0], in[1], in[1], R, o->width);
+    free(mean), free(rstd);
+}
+static void cpu_linear_fc(const mn_exec *cpu, float *out, float **in, const mn_bench_ops_options *o) {
+    MN_OP(cpu, linear_forward, out, in[0], in[1], in[2], check_rows(o), o->width, 4 * o->width);
+}
+static void cpu_attention(const mn_exec *cpu, float *out, float **in, const mn_bench_ops_options *o) {
+    const int S = o->slots + o->turn_tokens;
+    int32_t valid = S;
+    float *att = malloc((size_t)o->heads * S * S * sizeof(float));
+    if (att)
+        MN_OP(cpu, attention_forward, out, att, in[0], &valid, 1, S, o->width, o->heads, 0);
+    free(att);
+}
+static void cpu_gelu(const mn_exec *cpu, float *out, float **in, const mn_bench_ops_options *o) {
+    MN_OP(cpu, gelu_forward, out, in[0], (size_t)check_rows(o) * 4 * o->width);
+}
+static void cpu_lm_head(const mn_exec *cpu, float *out, float **in, const mn_bench_ops_options *o) {
+    MN_OP(cpu, lm_head_forward, out, in[0], in[1], check_token_rows(o), o->width, o->vocab);
+}
+static void cpu_crossentropy(const mn_exec *cpu, float *out, float **in, const mn_bench_ops_options *o) {
+    MN_OP(cpu, crossentropy_forward, out, in[0], (const int32_t *)in[1], in[2], check_token_rows(o), o->vocab);
+}
+static void cpu_gated_update(const mn_exec *cpu, float *out, float **in, const mn_bench_ops_options *o) {
+    int R = check_slot_rows(o);
+    float *z = malloc((size_t)R * o->width * sizeof(float));
+    if (z)
+        MN_OP(cpu, gated_update_forward, out, z, in[0], in[1], in[2], in[3], R, o->width);
+    free(z);
+}
+
+/* After the timings: each forward op once more on the device, on whatever its input buffers
+ * hold now, and its sample against the CPU. */
+static mn_status check_ops(const mn_bench_ops_options *o, bench_state *b, mn_bench_check *c) {
+    const int L = o->turn_tokens, C = o->width, H = o->heads, V = o->vocab, S = o->slots + L;
+    const int N = o->batch * S, NT = o->batch * L, M = o->batch * o->slots, R = check_rows(o);
+    const int RM = check_slot_rows(o), RT = check_token_rows(o);
+    float *x = b->fwd.x, *y = b->fwd.y, *w = b->fwd.w, *bias = b->fwd.bias, *mean = b->fwd.mean, *rstd = b->fwd.rstd;
+    float *att = b->fwd.att, *wte = b->fwd.wte, *logits = b->fwd.logits, *losses = b->fwd.losses;
+    float *weights = b->fwd.weights, *gate_w = b->fwd.gate_w, *r = b->fwd.r, *u = b->fwd.u, *z = b->fwd.z;
+    int32_t *targets = b->fwd.targets, *valid = b->fwd.valid;
+    const size_t RC = (size_t)R * C;
+    mn_status st = MN_OK;
+    MN_OP(&b->ex, layernorm_forward, y, mean, rstd, x, bias, bias, N, C);
+    st = check_op(b, c, "layernorm fwd", y, RC, (check_input[]){{x, RC}, {bias, C}}, 2, cpu_layernorm, o);
+    if (st == MN_OK) {
+        MN_OP(&b->ex, linear_forward, y, x, w, bias, N, C, 4 * C);
+        st = check_op(b, c, "linear fc fwd", y, 4 * RC, (check_input[]){{x, RC}, {w, (size_t)C * 4 * C}, {bias, 4 * (size_t)C}},
+                      3, cpu_linear_fc, o);
+    }
+    if (st == MN_OK) {
+        MN_OP(&b->ex, attention_forward, y, att, x, valid, o->batch, S, C, H, 0);
+        st = check_op(b, c, "attention fwd", y, (size_t)S * C, (check_input[]){{x, (size_t)S * 3 * C}}, 1, cpu_attention,
+                      o);
+    }
+    if (st == MN_OK) {
+        MN_OP(&b->ex, gelu_forward, y, x, 4 * (size_t)N * C);
+        st = check_op(b, c, "gelu fwd", y, 4 * RC, (check_input[]){{x, 4 * RC}}, 1, cpu_gelu, o);
+    }
+    if (st == MN_OK) {
+        MN_OP(&b->ex, lm_head_forward, logits, x, wte, NT, C, V);
+        st = check_op(b, c, "lm_head fwd", logits, (size_t)RT * V, (check_input[]){{x, (size_t)RT * C}, {wte, (size_t)V * C}},
+                      2, cpu_lm_head, o);
+    }
+    if (st == MN_OK) {
+        MN_OP(&b->ex, crossentropy_forward, losses, logits, targets, weights, NT, V);
+        st = check_op(b, c, "crossentropy fwd", losses, (size_t)RT,
+                      (check_input[]){{logits, (size_t)RT * V}, {targets, (size_t)RT}, {weights, (size_t)RT}}, 3,
+                      cpu_crossentropy, o);
+    }
+    if (st == MN_OK) {
+        MN_OP(&b->ex, gated_update_forward, z, y, r, u, gate_w, bias, M, C);
+        st = check_op(b, c, "gated update fwd", z, (size_t)RM * C,
+                      (check_input[]){{r, (size_t)RM * C}, {u, (size_t)RM * C}, {gate_w, 2 * (size_t)C * C}, {bias, (size_t)C}},
+                      4, cpu_gated_update, o);
+    }
+    return st;
+}
+
+mn_status mn_bench_ops(const mn_bench_ops_options *o, void (*report)(void *ctx, const mn_bench_op *op), void *ctx,
+                       mn_bench_check *check) {
     if (!o || !report)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_bench_ops: NULL argument");
     if (o->batch < 1 || o->turn_tokens < 1 || o->slots < 1 || o->width < 1 || o->heads < 1 || o->width % o->heads ||
         o->vocab < 2 || o->reps < 1)
         return mn_fail(MN_ERR_INVALID_ARG, "bench-ops: need positive sizes and heads dividing the width");
     bench_state b = {.reps = o->reps, .report = report, .ctx = ctx};
-    mn_status st = mn_exec_open(o->device, &b.ex);
+    mn_bench_check unused, *c = check ? check : &unused;
+    *c = (mn_bench_check){0, 0.0, check_bound(o->matmul)};
+    const mn_backend *be = NULL;
+    mn_status st = bench_backend(o->backend, o->device, &be);
+    if (st == MN_OK)
+        st = mn_exec_open_backend(be, &b.ex);
     if (st == MN_OK)
         st = b.ex.be->set_matmul(b.ex.ctx, o->matmul);
     if (st == MN_OK)
         st = time_ops(o, &b);
+    if (st == MN_OK && be->device != MN_DEVICE_CPU)
+        st = check_ops(o, &b, c);
     for (int i = 0; i < b.n_buffers; i++)
         mn_exec_release(&b.ex, b.buffers[i]);
     mn_exec_close(&b.ex);
@@ -271,8 +511,9 @@ static mn_status update_timings(const mn_bench_update_options *o, mn_model *m, m
     int64_t *offsets = malloc(((size_t)sessions + 1) * sizeof(int64_t));
     float *r = malloc((size_t)sessions * st * sizeof(float));
     double *times = malloc((size_t)reps * sizeof(double));
+    float *before = malloc(3 * st * sizeof(float)), *after = malloc(st * sizeof(float));
     mn_status s = MN_OK;
-    if (!tokens || !offsets || !r || !times) {
+    if (!tokens || !offsets || !r || !times || !before || !after) {
         s = mn_fail(MN_ERR_NOMEM, "bench-update: out of memory for %d sessions", sessions);
         goto done;
     }
@@ -298,12 +539,24 @@ static mn_status update_timings(const mn_bench_update_options *o, mn_model *m, m
     /* throughput of the batched update (one warm-up call on a small batch sizes nothing: the
      * workspace grows to the chunk size on the first full call, so time the second) */
     s = mn_update_batch(m, sessions, tokens, offsets, r, r);
+    const int sample[3] = {0, sessions / 2, sessions - 1}; /* their states before the timed call */
+    for (int i = 0; i < 3 && s == MN_OK; i++)
+        memcpy(before + i * st, r + (size_t)sample[i] * st, st * sizeof(float));
     double t0 = mn_clock_s();
     if (s == MN_OK)
         s = mn_update_batch(m, sessions, tokens, offsets, r, r);
     res->batch_s = mn_clock_s() - t0;
+    /* the check: the same three updates on the CPU */
+    if (s == MN_OK && m->exec.be->device != MN_DEVICE_CPU) {
+        s = mn_model_set_device(m, MN_DEVICE_CPU);
+        for (int i = 0; i < 3 && s == MN_OK; i++) {
+            s = mn_update(m, tokens + (size_t)sample[i] * n_tokens, n_tokens, before + i * st, after);
+            if (s == MN_OK)
+                s = check_sample(&res->check, "a batched update's new state", r + (size_t)sample[i] * st, after, st);
+        }
+    }
 done:
-    free(tokens), free(offsets), free(r), free(times);
+    free(tokens), free(offsets), free(r), free(times), free(before), free(after);
     return s;
 }
 
@@ -313,12 +566,16 @@ mn_status mn_bench_update(const mn_bench_update_options *o, mn_bench_update_resu
     if (o->config.max_turn_tokens < 1 || o->sessions < 1 || o->reps < 1)
         return mn_fail(MN_ERR_INVALID_ARG, "bench-update: need turn tokens, sessions and reps >= 1");
     memset(r, 0, sizeof *r);
+    r->check.bound = check_bound(o->matmul);
     mn_model *m = NULL;
-    mn_status st = mn_model_create(&o->config, &m);
+    const mn_backend *be = NULL;
+    mn_status st = bench_backend(o->backend, o->device, &be);
+    if (st == MN_OK)
+        st = mn_model_create(&o->config, &m);
     if (st == MN_OK)
         st = mn_model_init(m, 7);
     if (st == MN_OK)
-        st = mn_model_set_device(m, o->device);
+        st = mn_model_set_backend(m, be);
     if (st == MN_OK)
         st = mn_model_set_matmul(m, o->matmul);
     if (st == MN_OK)

@@ -3,7 +3,24 @@
 #ifndef MN_BENCH_H
 #define MN_BENCH_H
 
+#include <stdio.h>
+
 #include "mnemo.h"
+#include "model/backend.h"
+
+/* Every benchmark on a device checks a sample of what it computed against the CPU on the same
+ * inputs (a fast wrong kernel is no result): values compared, the largest difference relative
+ * to the sample's scale, and the bound it must stay within for the product precision. A sample
+ * outside the bound (or not finite) makes the benchmark return MN_ERR_DEVICE naming it. */
+typedef struct {
+    int values;       /* compared; 0 when the benchmark ran on the CPU itself */
+    double max_error; /* max |device - cpu| / max |cpu| */
+    double bound;
+} mn_bench_check;
+
+/* One line to out: "check vs CPU: <n> values, max error <e> of the scale (bound <b>)", or that
+ * the benchmark ran on the CPU itself. */
+void mn_bench_print_check(FILE *out, const mn_bench_check *c);
 
 /* ---- training throughput: forward+backward+AdamW on random full turns, next to sgemm */
 typedef struct {
@@ -13,6 +30,7 @@ typedef struct {
     int batch, turns, bptt; /* >= 1 */
     int turn_tokens;        /* 2..config.max_turn_tokens, every position real */
     int steps;              /* timed, after one warm-up pass */
+    const mn_backend *backend; /* NULL: device's table; tests pass the guarded stand-in */
 } mn_bench_train_options;
 
 typedef struct {
@@ -22,6 +40,7 @@ typedef struct {
     double gflops;                 /* effective: the step's matrix-product FLOPs / step_s */
     double sgemm_gflops;           /* OpenBLAS sgemm, same run, on the model's most common shape */
     int sgemm_m, sgemm_k, sgemm_n; /* that shape: (B*(k+L), C) @ (C, 4C) */
+    mn_bench_check check;          /* after the steps: episode 0's forward (turn losses, states) */
 } mn_bench_train_result;
 
 mn_status mn_bench_train(const mn_bench_train_options *o, mn_bench_train_result *r);
@@ -32,6 +51,7 @@ typedef struct {
     mn_matmul matmul;
     int batch, turn_tokens, slots, width, heads, vocab; /* heads divide width */
     int reps;                                           /* timed calls of each op, after one warm-up */
+    const mn_backend *backend;                          /* NULL: device's table (as above) */
 } mn_bench_ops_options;
 
 typedef struct {
@@ -40,8 +60,10 @@ typedef struct {
     double bytes, flops;  /* the op's minimum memory traffic and arithmetic */
 } mn_bench_op;
 
-/* Times each op in turn and hands its figures to report as soon as they are measured. */
-mn_status mn_bench_ops(const mn_bench_ops_options *o, void (*report)(void *ctx, const mn_bench_op *op), void *ctx);
+/* Times each op in turn and hands its figures to report as soon as they are measured; then
+ * checks the forward ops on a sample of rows (attention: episode 0) into *check. */
+mn_status mn_bench_ops(const mn_bench_ops_options *o, void (*report)(void *ctx, const mn_bench_op *op), void *ctx,
+                       mn_bench_check *check);
 
 /* ---- session updates through the compressor, host state in and out */
 typedef struct {
@@ -50,11 +72,13 @@ typedef struct {
     mn_matmul matmul;
     int sessions;     /* in the batched update */
     int reps;         /* timed single updates, after three warm-up ones */
+    const mn_backend *backend; /* NULL: device's table (as above) */
 } mn_bench_update_options;
 
 typedef struct {
     double median_s, p90_s, min_s; /* one mn_update of one turn */
     double batch_s;                /* one mn_update_batch of every session, after a warm-up call */
+    mn_bench_check check;          /* the timed batch's new states of three sessions */
 } mn_bench_update_result;
 
 mn_status mn_bench_update(const mn_bench_update_options *o, mn_bench_update_result *r);

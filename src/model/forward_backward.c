@@ -88,7 +88,7 @@ static void trainer_release(mn_trainer *tr) {
                 mn_stack_acts_free(ex, &tr->compressor[i]);
         mn_stack_scratch_free(ex, &tr->scratch);
         float *buffers[] = {tr->states, tr->u, tr->z, tr->dmemory_decoder, tr->dstate, tr->dstate_prev, tr->du,
-                            tr->dgate_scratch, tr->head_in, tr->dhead_in, tr->logits, tr->dlogits, tr->losses,
+                            tr->dgate_scratch, tr->head_in, tr->dhead_in, tr->logits, tr->losses,
                             tr->dlnf, tr->dmemory_recon};
         for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++)
             mn_exec_release(ex, buffers[i]);
@@ -97,6 +97,7 @@ static void trainer_release(mn_trainer *tr) {
     }
     free(tr->compressor);
     free(tr->frozen);
+    free(tr->packed_first);
     free(tr->segments);
     mn_views_free(&tr->p);
     mn_views_free(&tr->g);
@@ -112,6 +113,10 @@ static mn_status alloc_buffers(mn_trainer *tr) {
     size_t P = tr->model->num_params, B = (size_t)tr->max_B, C = (size_t)c->d_model;
     size_t N = (size_t)c->max_turn_tokens, S = (size_t)c->n_slots + N, V = (size_t)c->vocab_size;
     size_t state = B * (size_t)c->n_slots * C, bptt = (size_t)tr->bptt;
+    size_t chunk = ex->be->classifier_floats / V, rows = B * N;
+    if (chunk < C)
+        chunk = C;
+    tr->classifier_rows = (int)(ex->be->classifier_floats && chunk >= 1 && chunk < rows ? chunk : rows);
     struct {
         float **at;
         size_t floats;
@@ -120,7 +125,7 @@ static mn_status alloc_buffers(mn_trainer *tr) {
         {&tr->states, (bptt + 1) * state}, {&tr->u, bptt * state}, {&tr->z, bptt * state},
         {&tr->dmemory_decoder, bptt * state}, {&tr->dstate, state}, {&tr->dstate_prev, state},
         {&tr->du, state},         {&tr->dgate_scratch, state}, {&tr->head_in, B * N * C},
-        {&tr->dhead_in, B * N * C}, {&tr->logits, B * N * V}, {&tr->dlogits, B * N * V},
+        {&tr->dhead_in, B * N * C}, {&tr->logits, (size_t)tr->classifier_rows * V},
         {&tr->losses, B * N},     {&tr->dlnf, B * S * C},
     };
     for (size_t i = 0; i < sizeof plan / sizeof plan[0]; i++)
@@ -172,10 +177,11 @@ mn_status mn_trainer_create_backend(mn_model *model, const mn_backend *be, int m
     tr->max_B = max_B;
     tr->bptt = bptt;
     tr->frozen = calloc((size_t)model->n_tensors, 1);
+    tr->packed_first = malloc(((size_t)max_B + 1) * sizeof(int));
     tr->segments = calloc((size_t)model->n_tensors, sizeof *tr->segments);
     tr->compressor = calloc((size_t)bptt, sizeof *tr->compressor);
     mn_status st = MN_OK;
-    if (!tr->frozen || !tr->segments || !tr->compressor)
+    if (!tr->frozen || !tr->segments || !tr->compressor || !tr->packed_first)
         st = mn_fail(MN_ERR_NOMEM, "out of memory creating the trainer");
     if (st == MN_OK)
         st = mn_exec_open_backend(be, &tr->exec);
@@ -276,6 +282,17 @@ mn_status mn_trainer_set_reconstruction(mn_trainer *tr, float weight) {
     return MN_OK;
 }
 
+mn_status mn_trainer_set_reconstruction_delay(mn_trainer *tr, int delay) {
+    if (!tr)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_trainer_set_reconstruction_delay: trainer is NULL");
+    if (delay < 0 || delay >= tr->bptt)
+        return mn_fail(MN_ERR_INVALID_ARG,
+                       "mn_trainer_set_reconstruction_delay: delay %d must be >= 0 and < bptt (%d): a turn is "
+                       "decoded again only from a state of its own chunk", delay, tr->bptt);
+    tr->reconstruct_delay = delay;
+    return MN_OK;
+}
+
 double mn_trainer_reconstruction_loss(const mn_trainer *tr) { return tr ? tr->last_recon_loss : 0.0; }
 
 /* ---------------------------------------------------------------- validation */
@@ -328,6 +345,8 @@ static mn_status validate_batch(const mn_trainer *tr, const mn_batch *b, double 
 typedef struct {
     const int32_t *ids_fwd, *ids_bwd, *valid, *targets; /* (B, S), (B, S), (B), (B, L) */
     const float *weights;                               /* (B, L) */
+    /* targets and weights hold the turn's real tokens packed: episode e's token i at row
+     * (sum of the lengths before e) + i; the rows past the turn's tokens are unused */
 } turn_inputs;
 
 static turn_inputs inputs_of(const mn_trainer *tr, const mn_batch *b, int t) {
@@ -348,16 +367,16 @@ static void build_inputs(mn_trainer *tr, const mn_batch *b) {
         const int32_t *lengths = b->lengths + (size_t)t * B;
         const float *w = b->loss_weights ? b->loss_weights + (size_t)t * B * L : NULL;
         double ws = 0.0;
-        for (int e = 0; e < B; e++) {
+        for (int e = 0, row = 0; e < B; e++) {
             int len = lengths[e];
             valid[e] = k + len;
             mn_turn_ids(k, tokens + (size_t)e * L, len, L, ids_fwd + (size_t)e * S, ids_bwd + (size_t)e * S);
-            // row i predicts token i+1 of the same turn
-            for (int i = 0; i < L; i++) {
+            // token i predicts token i+1 of the same turn; rows packed over the real tokens
+            for (int i = 0; i < len; i++, row++) {
                 int r = e * L + i, has_target = i + 1 < len;
-                targets[r] = has_target ? tokens[r + 1] : 0;
-                weights[r] = has_target ? (w ? w[r + 1] : 1.0f) : 0.0f;
-                ws += weights[r];
+                targets[row] = has_target ? tokens[r + 1] : 0;
+                weights[row] = has_target ? (w ? w[r + 1] : 1.0f) : 0.0f;
+                ws += weights[row];
             }
         }
         tr->turn_weight[t] = ws;
@@ -367,6 +386,53 @@ static void build_inputs(mn_trainer *tr, const mn_batch *b) {
 }
 
 /* ---------------------------------------------------------------- one turn */
+/* The turn's real tokens, packed: episode e's tokens are rows first[e] .. first[e] + len - 1 of
+ * the classifier's (rows, .) inputs; returns the number of rows. first: host (B + 1). */
+static int packed_rows(const mn_batch *b, int t, int *first) {
+    first[0] = 0;
+    for (int e = 0; e < b->B; e++)
+        first[e + 1] = first[e] + b->lengths[(size_t)t * b->B + e];
+    return first[b->B];
+}
+
+/* Logits of packed rows [r0, r0 + n) (in tr->logits) to the caller's (B, L, V) table of the
+ * turn: row first[e] + i is episode e's token i (padding rows stay as the caller filled them). */
+static void download_logits(mn_trainer *tr, const mn_batch *b, const int *first, int r0, int n, float *logits_out) {
+    const int L = b->max_len, V = tr->model->config.vocab_size;
+    for (int e = 0; e < b->B; e++) {
+        int lo = first[e] > r0 ? first[e] : r0, hi = first[e + 1] < r0 + n ? first[e + 1] : r0 + n;
+        if (hi > lo)
+            MN_OP(&tr->exec, download, logits_out + ((size_t)e * L + (size_t)(lo - first[e])) * V,
+                  tr->logits + (size_t)(lo - r0) * V, (size_t)(hi - lo) * V * sizeof(float));
+    }
+}
+
+/* The classifier of a decoder turn over its real tokens (head_in: `rows` packed rows of C),
+ * llm.c's fused classifier in chunks of tr->classifier_rows rows: the chunk's logits = head_in
+ * @ wte^T, their weighted loss, and with grads their gradient written over them, then dhead_in
+ * and dwte from it. Padding rows cost nothing, and one chunk of logits exists at a time. */
+static void classifier(mn_trainer *tr, const mn_batch *b, const int *first, int rows, const turn_inputs *in,
+                       double scale, int with_grads, float *logits_out) {
+    const mn_exec *ex = &tr->exec;
+    const int C = tr->model->config.d_model, V = tr->model->config.vocab_size;
+    if (with_grads)
+        MN_OP(ex, zero, tr->dhead_in, (size_t)rows * C * sizeof(float));
+    for (int r0 = 0; r0 < rows; r0 += tr->classifier_rows) {
+        const int n = rows - r0 < tr->classifier_rows ? rows - r0 : tr->classifier_rows;
+        const float *x = tr->head_in + (size_t)r0 * C;
+        MN_OP(ex, lm_head_forward, tr->logits, x, tr->p.wte, n, C, V);
+        if (logits_out)
+            download_logits(tr, b, first, r0, n, logits_out);
+        if (!with_grads) {
+            MN_OP(ex, crossentropy_forward, tr->losses + r0, tr->logits, in->targets + r0, in->weights + r0, n, V);
+            continue;
+        }
+        MN_OP(ex, crossentropy_fused, tr->losses + r0, tr->logits, in->targets + r0, in->weights + r0, (float)scale, n,
+              V);
+        MN_OP(ex, lm_head_backward, tr->dhead_in + (size_t)r0 * C, tr->g.wte, tr->logits, x, tr->p.wte, n, C, V);
+    }
+}
+
 /* Decoder forward for turn t reading `memory` (B, k, C); with grads, also its full backward,
  * writing the memory's gradient into dmemory. The turn's weighted loss sum lands in
  * *loss_sum (backend memory). */
@@ -375,31 +441,28 @@ static void decoder_turn(mn_trainer *tr, const mn_batch *b, int t, const float *
     mn_model *m = tr->model;
     const mn_exec *ex = &tr->exec;
     const mn_config *c = &m->config;
-    const int B = b->B, L = b->max_len, k = c->n_slots, C = c->d_model, V = c->vocab_size, S = k + L;
-    const size_t LC = (size_t)L * C, SC = (size_t)S * C;
+    const int B = b->B, L = b->max_len, k = c->n_slots, C = c->d_model, S = k + L;
+    const size_t SC = (size_t)S * C;
     const turn_inputs in = inputs_of(tr, b, t);
     mn_stack_acts *a = &tr->decoder;
+    int *first = tr->packed_first;
 
     mn_stack_forward(ex, a, c, tr->p.wte, &tr->p.decoder, memory, in.ids_fwd, in.ids_bwd, in.valid, B, L, 1);
 
-    // head_in (B, L, C) = token rows of ln_f; logits (B, L, V) = head_in @ wte^T
-    MN_OP(ex, copy_rows, tr->head_in, LC, a->lnf + (size_t)k * C, SC, (size_t)B, LC);
-    MN_OP(ex, lm_head_forward, tr->logits, tr->head_in, tr->p.wte, B * L, C, V);
-    MN_OP(ex, crossentropy_forward, tr->losses, tr->logits, in.targets, in.weights, B * L, V);
-    MN_OP(ex, sum_to, loss_sum, tr->losses, (size_t)B * L);
-    if (logits_out)
-        for (int e = 0; e < B; e++)
-            MN_OP(ex, download, logits_out + (size_t)e * L * V, tr->logits + (size_t)e * L * V,
-                  (size_t)b->lengths[(size_t)t * B + e] * V * sizeof(float));
+    // head_in = the token rows of ln_f of every episode, packed, into the classifier
+    const int rows = packed_rows(b, t, first);
+    for (int e = 0; e < B; e++)
+        MN_OP(ex, copy_rows, tr->head_in + (size_t)first[e] * C, 0, a->lnf + (size_t)e * SC + (size_t)k * C, 0, 1,
+              (size_t)(first[e + 1] - first[e]) * C);
+    classifier(tr, b, first, rows, &in, scale, with_grads, logits_out);
+    MN_OP(ex, sum_to, loss_sum, tr->losses, (size_t)rows);
     if (!with_grads)
         return;
 
-    MN_OP(ex, zero, tr->dlogits, (size_t)B * L * V * sizeof(float));
-    MN_OP(ex, crossentropy_backward, tr->dlogits, tr->logits, in.targets, in.weights, (float)scale, B * L, V);
-    MN_OP(ex, zero, tr->dhead_in, (size_t)B * LC * sizeof(float));
-    MN_OP(ex, lm_head_backward, tr->dhead_in, tr->g.wte, tr->dlogits, tr->head_in, tr->p.wte, B * L, C, V);
     MN_OP(ex, zero, tr->dlnf, (size_t)B * SC * sizeof(float));
-    MN_OP(ex, copy_rows, tr->dlnf + (size_t)k * C, SC, tr->dhead_in, LC, (size_t)B, LC);
+    for (int e = 0; e < B; e++)
+        MN_OP(ex, copy_rows, tr->dlnf + (size_t)e * SC + (size_t)k * C, 0, tr->dhead_in + (size_t)first[e] * C, 0, 1,
+              (size_t)(first[e + 1] - first[e]) * C);
     MN_OP(ex, zero, dmemory, (size_t)B * k * C * sizeof(float));
     mn_stack_backward(ex, a, &tr->scratch, c, &tr->p.decoder, &tr->g.decoder, tr->g.wte, tr->dlnf, dmemory, 1);
 }
@@ -462,9 +525,12 @@ static mn_status run_batch_scaled(mn_trainer *tr, const mn_batch *b, float *loss
     const size_t state = (size_t)B * k * C;
     const double scale = scale_override > 0.0 ? scale_override : 1.0 / total_weight;
     const int recon = with_grads && tr->reconstruct_weight > 0.0f;
+    const int delay = tr->reconstruct_delay;
     build_inputs(tr, b);
     if (with_grads)
         MN_OP(ex, zero, tr->grads, m->num_params * sizeof(float));
+    if (recon) /* with a delay, turns near a chunk's end are not decoded again */
+        MN_OP(ex, zero, tr->recon_loss, (size_t)T * sizeof(double));
 
     MN_OP(ex, copy_rows, tr->states, (size_t)k * C, tr->p.r0, 0, (size_t)B, (size_t)k * C); // R_0 broadcast
     for (int t0 = 0; t0 < T; t0 += tr->bptt) {
@@ -481,9 +547,13 @@ static mn_status run_batch_scaled(mn_trainer *tr, const mn_batch *b, float *loss
                 compressor_turn(tr, b, t, j, r_in, r_out);
                 if (out && out->states)
                     MN_OP(ex, download, out->states + (size_t)t * state, r_out, state * sizeof(float));
-                if (recon) /* turn t again, read from R_t: its gradient enters R_t */
-                    decoder_turn(tr, b, t, r_out, scale * tr->reconstruct_weight, 1,
-                                 tr->dmemory_recon + (size_t)j * state, NULL, tr->recon_loss + t);
+                /* turn t - delay again, read from R_t: its gradient enters R_t (slot j of the
+                 * recon gradients is always the one of R_t, whichever turn read it) */
+                if (recon && j >= delay)
+                    decoder_turn(tr, b, t - delay, r_out, scale * tr->reconstruct_weight, 1,
+                                 tr->dmemory_recon + (size_t)j * state, NULL, tr->recon_loss + t - delay);
+                else if (recon)
+                    MN_OP(ex, zero, tr->dmemory_recon + (size_t)j * state, state * sizeof(float));
             }
         }
         if (with_grads) {

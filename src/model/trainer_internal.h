@@ -29,8 +29,10 @@ struct mn_trainer {
     float *dmemory_decoder;            /* gradient of loss_t w.r.t. R_{t-1} via the decoder, bptt */
     float *dstate, *dstate_prev, *du, *dgate_scratch; /* (B, k, C) */
     /* decoder head, (B * max_turn, .) */
-    float *head_in, *dhead_in;         /* (B, N, C) token rows of ln_f */
-    float *logits, *dlogits;           /* (B, N, V) */
+    float *head_in, *dhead_in;         /* (B * N, C): the token rows of ln_f, packed (real tokens only) */
+    int *packed_first;                 /* host (max_B + 1): first packed row of each episode */
+    int classifier_rows;               /* rows of logits computed at once (the backend's chunk) */
+    float *logits;                     /* (classifier_rows, V): logits, then their gradient */
     float *losses;                     /* (B, N) */
     float *dlnf;                       /* (B, S, C) */
     /* The batch's inputs, built on the host and uploaded once per batch. Per turn, densely for
@@ -42,8 +44,9 @@ struct mn_trainer {
     float *in_weights_host, *in_weights;
     double *turn_weight;               /* host (capacity): target weight of each turn */
     double *turn_loss_host, *turn_loss; /* (capacity) weighted loss sum of each turn */
-    /* Reconstruction aid (mn_trainer_set_reconstruction): turn t decoded again from R_t. */
+    /* Reconstruction aid (mn_trainer_set_reconstruction): turn t decoded again from R_{t+delay}. */
     float reconstruct_weight;          /* 0: off */
+    int reconstruct_delay;             /* 0: from R_t, the state that has just read turn t */
     float *dmemory_recon;              /* gradient of that loss w.r.t. R_t, bptt x (B, k, C); NULL: off */
     double *recon_loss_host, *recon_loss; /* (capacity) its weighted loss sum per turn */
     double last_recon_loss;            /* of the last batch with gradients: sum / the batch's weight */

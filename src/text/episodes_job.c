@@ -72,6 +72,17 @@ static mn_status run(const mn_episodes_job *job, mn_episodes_report *rep, job_da
         MN_TRY(mn_episodes_build(&d->dialogues, &job->episodes, &d->episodes));
         MN_TRY(mn_probes_inject_all(&d->episodes, &d->templates, &d->personas, &pcfg, &rep->probes));
     }
+    if (job->cued > 0) {
+        mn_cued_config cc = mn_cued_config_default();
+        cc.distances = pcfg.distances;
+        cc.n_distances = pcfg.n_distances;
+        cc.probes_per_episode = job->cued;
+        cc.n_distractors = pcfg.n_distractors;
+        cc.askers = pcfg.askers;
+        cc.seed = pcfg.seed;
+        for (int64_t i = 0; i < d->episodes.count; i++)
+            MN_TRY(mn_cued_add(&d->episodes.items[i], i, &cc, &rep->cued));
+    }
     if (d->episodes.count == 0)
         return mn_fail(MN_ERR_INVALID_ARG, "no episode built: %s", job->episodes.drop_short ?
                        "the dialogues hold fewer turns than one episode (--drop-short)" : "nothing to build from");

@@ -7,6 +7,7 @@
 #include <stdio.h>
 
 #include "text/dialogue.h"
+#include "text/cued.h"
 #include "text/episodes.h"
 #include "text/probes.h"
 
@@ -19,6 +20,8 @@ typedef struct {
     const char *personas;  /* msc_personas_all.json: read when probes.sources has personas */
     int open_values;       /* > 0: template values drawn from this many generated ones (train) */
     int open_families;     /* > 0: this many generated families added to the templates (train) */
+    int cued;              /* > 0: this many cued recall probes of real turns per episode, with
+                            * the distances, distractors, askers and seed of `probes` (cued.h) */
     int synthetic;         /* >= 0: this many synthetic episodes, template facts only */
     int strict;            /* a bad input line is fatal, else reported to log and skipped */
     int skip_bad;          /* accept more than half bad lines (mn_read_check_yield) */
@@ -47,6 +50,7 @@ typedef struct {
     int64_t dialogues_read, bad_lines;
     mn_dialogue_counts written;
     mn_probe_stats probes;
+    mn_cued_stats cued;
     int64_t *by_distance;      /* probes per distance range of the job, then the others */
 } mn_episodes_report;
 

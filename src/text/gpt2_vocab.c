@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 #include "text/text_util.h"
 #include "text/tokenizer_internal.h"
@@ -195,5 +196,72 @@ mn_status mn_tokenizer_load_gpt2(const char *vocab_path, const char *merges_path
         st = mn_tokenizer_load_gpt2_buffers(v, vl, m, ml, vocab_path, merges_path, out);
     free(v);
     free(m);
+    return st;
+}
+
+/* Raw bytes -> the byte-mapped token string (each byte one code point < 512: at most 2 UTF-8
+ * bytes); dst holds 2 n + 1. */
+static void gpt2_map(const int32_t byte_to_cp[256], const uint8_t *b, size_t n, char *dst) {
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        int32_t cp = byte_to_cp[b[i]];
+        if (cp < 0x80) {
+            dst[m++] = (char)cp;
+        } else {
+            dst[m++] = (char)(0xC0 | (cp >> 6));
+            dst[m++] = (char)(0x80 | (cp & 0x3F));
+        }
+    }
+    dst[m] = '\0';
+}
+
+mn_status mn_tokenizer_save_gpt2(const mn_tokenizer *tok, const char *vocab_path, const char *merges_path) {
+    if (!tok || !vocab_path || !merges_path)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_tokenizer_save_gpt2: NULL argument");
+    if (strcmp(tok->kind, "gpt2"))
+        return mn_fail(MN_ERR_INVALID_ARG,
+                       "%s: the tokenizer is mnemo's own (%s); only a GPT-2 tokenizer (mnemo import-gpt2) is "
+                       "written as vocab.json + merges.txt",
+                       vocab_path, tok->kind);
+    int32_t byte_to_cp[256];
+    int16_t cp_to_byte[512];
+    gpt2_byte_map(byte_to_cp, cp_to_byte);
+    size_t longest = 0;
+    for (int32_t id = 0; id < tok->n_vocab; id++)
+        longest = tok_len(tok, id) > longest ? tok_len(tok, id) : longest;
+    char *a = malloc(2 * longest + 1), *b = malloc(2 * longest + 1);
+    json_t *vocab = json_object();
+    mn_status st = a && b && vocab ? MN_OK : mn_fail(MN_ERR_NOMEM, "%s: out of memory", vocab_path);
+    for (int32_t id = 0; id < tok->n_vocab && st == MN_OK; id++) {
+        if (tok_len(tok, id) == 0) /* an id that names no token */
+            continue;
+        gpt2_map(byte_to_cp, tok->tok_bytes + tok->tok_off[id], tok_len(tok, id), a);
+        if (json_object_set_new(vocab, a, json_integer(id)))
+            st = mn_fail(MN_ERR_NOMEM, "%s: out of memory", vocab_path);
+    }
+    char *text = st == MN_OK ? json_dumps(vocab, JSON_PRESERVE_ORDER | JSON_COMPACT) : NULL;
+    if (st == MN_OK)
+        st = text ? mn_atomic_write_bytes(vocab_path, text, strlen(text))
+                  : mn_fail(MN_ERR_NOMEM, "%s: out of memory", vocab_path);
+    free(text);
+    json_decref(vocab);
+    /* merges.txt: one "left right" line per merge */
+    size_t cap = 16 + (size_t)tok->n_merges * (4 * longest + 2), len = 0;
+    char *merges = st == MN_OK ? malloc(cap) : NULL;
+    if (st == MN_OK && !merges)
+        st = mn_fail(MN_ERR_NOMEM, "%s: out of memory", merges_path);
+    if (st == MN_OK) {
+        len = (size_t)sprintf(merges, "#version: 0.2\n");
+        for (int32_t r = 0; r < tok->n_merges; r++) {
+            int32_t l = tok->merge_left[r], rt = tok->merge_right[r];
+            gpt2_map(byte_to_cp, tok->tok_bytes + tok->tok_off[l], tok_len(tok, l), a);
+            gpt2_map(byte_to_cp, tok->tok_bytes + tok->tok_off[rt], tok_len(tok, rt), b);
+            len += (size_t)sprintf(merges + len, "%s %s\n", a, b);
+        }
+        st = mn_atomic_write_bytes(merges_path, merges, len);
+    }
+    free(merges);
+    free(a);
+    free(b);
     return st;
 }

@@ -140,6 +140,38 @@ static mn_status render_turn(mn_tokenizer *tok, mn_token_corpus *c, const char *
     return MN_OK;
 }
 
+/* A probe as one turn: <|turn|> asker question <|eot|> <|turn|> answerer answer <|eot|>, the
+ * answer and its <|eot|> flagged MN_TOKEN_ANSWER. *fits = 0 (nothing written) when the pair is
+ * longer than `max` tokens. */
+static mn_status render_exchange(mn_tokenizer *tok, mn_token_corpus *c, const char *question, int asker_b,
+                                 const char *answer, int answerer_b, int max, mn_ids *scratch,
+                                 mn_render_stats *st, int *fits) {
+    scratch->count = 0;
+    MN_TRY(mn_tokenizer_encode(tok, question, strlen(question), scratch));
+    const int64_t nq = scratch->count;
+    MN_TRY(mn_tokenizer_encode(tok, answer, strlen(answer), scratch)); /* appended after the question */
+    const int64_t na = scratch->count - nq, total = nq + na + 6;
+    *fits = total <= max;
+    if (!*fits)
+        return MN_OK;
+    const int32_t turn = mn_tokenizer_special(tok, MN_TOK_TURN), eot = mn_tokenizer_special(tok, MN_TOK_EOT);
+    MN_TRY(grow_tokens(c, total));
+    push_token(c, turn, 0);
+    push_token(c, mn_tokenizer_special(tok, asker_b ? MN_TOK_SPEAKER_B : MN_TOK_SPEAKER_A), 0);
+    for (int64_t i = 0; i < nq; i++)
+        push_token(c, scratch->ids[i], 0);
+    push_token(c, eot, 0);
+    push_token(c, turn, 0);
+    push_token(c, mn_tokenizer_special(tok, answerer_b ? MN_TOK_SPEAKER_B : MN_TOK_SPEAKER_A), 0);
+    for (int64_t i = 0; i < na; i++)
+        push_token(c, scratch->ids[nq + i], MN_TOKEN_ANSWER);
+    push_token(c, eot, MN_TOKEN_ANSWER);
+    MN_TRY(end_turn(c, MN_TURN_QUESTION | MN_TURN_ANSWER | (answerer_b ? MN_TURN_SPEAKER_B : 0), st));
+    st->tokens += total;
+    st->answer_tokens += na + 1;
+    return MN_OK;
+}
+
 static const char *other_speaker(const mn_dialogue *d, const char *than) {
     for (int t = 0; t < d->n_turns; t++)
         if (strcmp(d->turns[t].speaker, than) != 0)
@@ -182,6 +214,14 @@ static mn_status render_dialogue(mn_tokenizer *tok, const mn_dialogue *d,
             next_probe++;
             const char *asker = p->speaker ? p->speaker : other_speaker(d, turn->speaker);
             const char *answerer = other_speaker(d, asker);
+            int fits = 0;
+            if (o->probe_exchange)
+                MN_TRY(render_exchange(tok, c, p->question, strcmp(asker, first) != 0, p->answer,
+                                       strcmp(answerer, first) != 0, 2 * o->max_turn_tokens, scratch, st, &fits));
+            if (fits) {
+                st->probe_turns += 1;
+                continue;
+            }
             MN_TRY(render_turn(tok, c, p->question, strcmp(asker, first) != 0, 0,
                                MN_TURN_QUESTION, 0, o->max_turn_tokens, scratch, st));
             MN_TRY(render_turn(tok, c, p->answer, strcmp(answerer, first) != 0, 0,

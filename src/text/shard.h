@@ -36,6 +36,11 @@ enum { MN_TOKEN_ANSWER = 1 };
 typedef struct {
     int max_turn_tokens;  /* split turns longer than this; >= 8 */
     int include_probes;   /* insert probe question/answer turns */
+    int probe_exchange;   /* 1: a probe's question and answer are one turn (one decoder pass:
+                           * the answer is read with the question in the decoder's context, as
+                           * `mnemo eval` scores it and `mnemo chat` replies), flagged
+                           * MN_TURN_QUESTION | MN_TURN_ANSWER; when the pair exceeds
+                           * 2 x max_turn_tokens it is rendered as two turns */
 } mn_render_options;
 
 /* 128 tokens a turn, probes included. */

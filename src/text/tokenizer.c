@@ -61,6 +61,13 @@ int32_t mn_tokenizer_special(const mn_tokenizer *tok, mn_special which) {
     return tok->special[which];
 }
 
+int32_t mn_tokenizer_special_id(const mn_tokenizer *tok, const char *text) {
+    for (int i = 0; tok && text && i < MN_TOK_N_SPECIAL; i++)
+        if (!strcmp(text, special_texts[i]))
+            return tok->special[i];
+    return -1;
+}
+
 const uint8_t *mn_tokenizer_token_bytes(const mn_tokenizer *tok, int32_t id, size_t *len) {
     if (id < 0 || id >= tok->n_vocab)
         return NULL;

@@ -91,6 +91,11 @@ mn_status mn_tokenizer_load_gpt2_buffers(const char *vocab_json, size_t vocab_le
                                          const char *vocab_name, const char *merges_name,
                                          mn_tokenizer **out);
 
+/* The inverse of mn_tokenizer_load_gpt2 for a "gpt2" tokenizer: writes vocab.json (ids in
+ * order) and merges.txt ("#version: 0.2", then the merges in rank order), each atomically,
+ * so that loading them again gives the same tokenizer (same hash). */
+mn_status mn_tokenizer_save_gpt2(const mn_tokenizer *tok, const char *vocab_json_path, const char *merges_txt_path);
+
 /* mn_tokenizer_free, mn_tokenizer_vocab_size and mn_tokenizer_token_bytes are public API
  * (mnemo.h). */
 

@@ -46,7 +46,7 @@ mn_status mn_dist_barrier(mn_dist *d, const char *what);
 mn_status mn_dist_rendezvous_file(const char *path, int rank, void *buf, size_t bytes, double timeout_s);
 
 /* NCCL (builds with CUDA + MPI + NCCL; docs/distributed.md). Not yet used by `mnemo train`,
- * whose training runs on the CPU in this version. */
+ * whose data-parallel training runs on the CPU in this version. */
 int mn_dist_have_nccl(void);
 typedef struct mn_dist_nccl mn_dist_nccl;
 /* Rank 0 makes the NCCL unique id, MPI_Bcast shares it, every rank joins (ncclCommInitRank)

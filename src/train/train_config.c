@@ -65,6 +65,7 @@ static const field fields[] = {
     FIELD(answer_weight, F_DOUBLE, "loss weight of probe-answer tokens"),
     FIELD(text_weight, F_DOUBLE, "loss weight of other tokens"),
     FIELD(reconstruct_weight, F_DOUBLE, "weight of re-decoding each turn from the state that read it (0: off)"),
+    FIELD(reconstruct_delay, F_INT, "re-decode turn t from the state after turn t+delay (< bptt; 0: the one that read it)"),
     FIELD(steps, F_I64, "training steps (the cosine schedule's length)"),
     FIELD(time_limit_s, F_I64, "stop after this many seconds with a checkpoint (0: none)"),
     FIELD(seed, F_I64, "seed of initialisation, data order and synthetic episodes"),
@@ -472,6 +473,10 @@ mn_status mn_train_config_validate(const mn_train_config *c) {
         return bad("answer_weight / text_weight", "must be > 0 and >= 0");
     if (!(c->reconstruct_weight >= 0) || !isfinite(c->reconstruct_weight))
         return bad("reconstruct_weight", "must be finite and >= 0");
+    if (c->reconstruct_delay < 0 || c->reconstruct_delay >= c->bptt)
+        return bad("reconstruct_delay", "must be >= 0 and < bptt (a turn is decoded again only from a state of its own chunk)");
+    if (c->reconstruct_delay > 0 && !(c->reconstruct_weight > 0))
+        return bad("reconstruct_delay", "needs reconstruct_weight > 0");
     if (c->steps < 1)
         return bad("steps", "must be >= 1");
     if (c->time_limit_s < 0)

@@ -202,6 +202,8 @@ mn_status mn_train_evaluate(mn_train_run_state *r, uint64_t step) {
     mn_train_eval_bucket by_distance[MN_TRAIN_EVAL_BUCKETS];
     memset(by_distance, 0, sizeof by_distance);
     mn_status st = eval_loss(r, &e.valid_loss, &e.valid_batches);
+    if (st == MN_OK && c->eval_probes > 0) /* the probes run on the model's host parameters */
+        st = mn_trainer_pull(r->trainer);
     if (st == MN_OK && c->eval_probes > 0)
         st = r->recall ? eval_recall_probes(r, by_distance) : r->n_probes ? eval_text_probes(r, by_distance) : MN_OK;
     if (st != MN_OK)

@@ -16,6 +16,8 @@
 
 #include "core/clock.h"
 #include "core/error.h"
+#include "model/backend.h"
+#include "model/trainer_internal.h"
 #include "train/dist.h"
 #include "train/train_run.h"
 
@@ -207,6 +209,10 @@ static int save_checkpoint(run *r, int final) {
     rank_view *views = calloc((size_t)r->world, sizeof *views);
     uint64_t *cursors = calloc((size_t)r->world * MN_DIST_CURSOR_FIELDS, sizeof *cursors);
     int ok = 1;
+    if (mn_trainer_pull(r->trainer) != MN_OK) { /* the file is written from the host mirrors */
+        free(views), free(cursors);
+        return -1;
+    }
     if (!views || !cursors) {
         free(views), free(cursors);
         mn_fail(MN_ERR_NOMEM, "%s: out of memory", what);
@@ -368,8 +374,9 @@ static mn_status setup_model(run *r) {
     mn_status st;
     if ((st = mn_model_create(&c->model, &r->model)) != MN_OK ||
         (st = mn_model_set_threads(r->model, c->threads)) != MN_OK ||
-        (st = mn_trainer_create(r->model, r->micro_B, c->bptt, &r->trainer)) != MN_OK ||
-        (st = mn_trainer_set_reconstruction(r->trainer, (float)c->reconstruct_weight)) != MN_OK)
+        (st = mn_trainer_create_backend(r->model, r->backend, r->micro_B, c->bptt, &r->trainer)) != MN_OK ||
+        (st = mn_trainer_set_reconstruction(r->trainer, (float)c->reconstruct_weight)) != MN_OK ||
+        (st = mn_trainer_set_reconstruction_delay(r->trainer, c->reconstruct_delay)) != MN_OK)
         return mn_fail_context(st, "model");
     if (c->grad_accum > 1 && !(r->accum = malloc(mn_model_num_params(r->model) * sizeof(float))))
         return mn_fail(MN_ERR_NOMEM, "out of memory for the gradient accumulator");
@@ -405,6 +412,9 @@ static mn_status setup_model(run *r) {
         if ((st = mn_trainer_shard_moments(r->trainer, lo_p, hi_p)) != MN_OK)
             return mn_fail_context(st, "zero");
     }
+    /* a device trainer copied the parameters when it was created: send what was loaded since */
+    if ((st = mn_trainer_push(r->trainer)) != MN_OK)
+        return mn_fail_context(st, "model");
     return MN_OK;
 }
 
@@ -503,6 +513,8 @@ static mn_status train_step(run *r, const mn_batch *global, mn_adamw_config *ada
         micro_batch(r, global, m, &b);
         double ls = 0;
         local = mn_forward_backward_scaled(r->trainer, &b, 1.0 / W, &ls);
+        if (local == MN_OK && r->on_device && (A > 1 || r->cb->gradients))
+            local = mn_trainer_pull(r->trainer); /* the host mirror of grads (below) */
         if (local != MN_OK)
             break;
         if (r->cb->micro_batch)
@@ -523,6 +535,8 @@ static mn_status train_step(run *r, const mn_batch *global, mn_adamw_config *ada
         memcpy(grads, r->accum, P * sizeof(float));
     if (local == MN_OK && r->cb->gradients)
         r->cb->gradients(r->cb->ctx, step, grads, P);
+    if (local == MN_OK && r->on_device && (A > 1 || r->cb->gradients))
+        local = mn_trainer_push(r->trainer); /* the summed or edited gradients back to the device */
     char local_error[512] = "";
     if (local != MN_OK)
         snprintf(local_error, sizeof local_error, "%s", mn_last_error());
@@ -620,20 +634,28 @@ static mn_status setup(run *r, mn_train_outcome *outcome) {
     r->micro_B = r->local_B / cfg->grad_accum;
     mn_dist_set_timeout(r->d, cfg->comm_timeout);
     *outcome = MN_TRAIN_FAILED;
-    mn_device device;
-    char device_notice[256];
-    mn_status st = mn_device_resolve(cfg->device, &device, device_notice, sizeof device_notice);
-    if (st != MN_OK)
-        return mn_fail_context(st, "--device");
+    mn_device device = MN_DEVICE_CUDA;
+    char device_notice[256] = "";
+    mn_status st = MN_OK;
+    if (opts->device_standin && strcmp(cfg->device, "cpu")) {
+        r->backend = opts->device_standin;
+    } else {
+        st = mn_device_resolve(cfg->device, &device, device_notice, sizeof device_notice);
+        if (st != MN_OK)
+            return mn_fail_context(st, "--device");
+        st = mn_backend_for(device, &r->backend);
+        if (st != MN_OK)
+            return mn_fail_context(st, "--device");
+    }
     /* the resolver's notice is a program's line ("mnemo: ..."): the caller adds its own prefix */
     if (device_notice[0])
         notice(r, "%s", strncmp(device_notice, "mnemo: ", 7) ? device_notice : device_notice + 7);
-    if (device == MN_DEVICE_CUDA) {
-        if (!strcmp(cfg->device, "cuda"))
-            return mn_fail(MN_ERR_DEVICE, "--device cuda: training runs on the CPU only in this version");
-        if (r->rank == 0)
-            notice(r, "a GPU is available, but training runs on the CPU in this version");
-    }
+    r->on_device = r->backend->device != MN_DEVICE_CPU;
+    if (r->on_device && r->rank == 0)
+        notice(r, "training on the %s", r->backend->name);
+    if (r->on_device && r->world > 1)
+        return mn_fail(MN_ERR_CONFIG, "--device %s: data-parallel training runs on the CPU only in this version "
+                       "(%d ranks); run one process on the GPU, or --device cpu", cfg->device, r->world);
     *outcome = MN_TRAIN_USAGE;
     MN_TRY(mn_train_curriculum(cfg, &r->curriculum)); /* checked by mn_train_config_validate */
     r->schedule = (mn_lr_schedule){cfg->lr, cfg->min_lr, cfg->warmup_steps, cfg->steps};

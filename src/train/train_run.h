@@ -28,7 +28,9 @@ typedef struct {
     mn_curriculum curriculum;
     mn_lr_schedule schedule;
     mn_model *model;
-    mn_trainer *trainer;
+    mn_trainer *trainer;             /* on `backend`; on a GPU its host mirrors are pulled where read */
+    const struct mn_backend *backend;
+    int on_device;                   /* the backend keeps its buffers off the host */
     mn_tokenizer *tok;
     mn_shard *train_shard, *valid_shard;
     mn_loader *loader, *valid_loader;
