@@ -59,7 +59,7 @@ static trained make_trained(mn_config cfg, uint64_t seed) {
     int32_t tokens[2 * 2 * 4], lengths[4] = {4, 3, 4, 2};
     for (int i = 0; i < 16; i++)
         tokens[i] = (int32_t)((i * 7 + seed) % (uint64_t)cfg.vocab_size);
-    mn_batch b = {2, 2, 4, tokens, lengths, NULL};
+    mn_batch b = {.B = 2, .T = 2, .max_len = 4, .tokens = tokens, .lengths = lengths};
     mn_adamw_config o = {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
     for (int s = 0; s < 2; s++) {
         float loss;

@@ -60,7 +60,7 @@ static mn_status train_steps(const mn_bench_train_options *o, mn_trainer *traine
     random_tokens(tokens, n, cfg->vocab_size, 12345);
     for (int i = 0; i < T * B; i++)
         lengths[i] = L; /* full turns: every position does real work */
-    mn_batch batch = {B, T, L, tokens, lengths, NULL};
+    mn_batch batch = {.B = B, .T = T, .max_len = L, .tokens = tokens, .lengths = lengths};
     mn_adamw_config adamw = {3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
     mn_status st = mn_forward_backward(trainer, &batch, &r->loss, NULL); /* warm-up */
     double t0 = mn_clock_s();

@@ -502,7 +502,7 @@ static mn_status train_step(run *r, const mn_batch *global, mn_adamw_config *ada
         mn_batch b;
         micro_batch(r, global, m, &b);
         double ls = 0;
-        local = mn_forward_backward_scaled(r->trainer, &b, 1.0 / W, &ls);
+        local = mn_forward_backward_scaled(r->trainer, &b, 1.0 / W, &ls, NULL);
         if (local != MN_OK)
             break;
         if (r->cb->micro_batch)
