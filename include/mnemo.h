@@ -176,7 +176,8 @@ typedef struct {
     float *turn_losses;   /* (T) weighted mean loss of each turn */
     float *states;        /* (T, B, k, C) R after each turn */
     float *logits;        /* (T, B, max_len, V) decoder logits (padded rows left untouched) */
-    float *final_states;  /* (B, k, C) R_T of each lane after the last turn (one more compressor pass) */
+    float *final_states;  /* (B, k, C) R_T of each lane after the last turn (one more compressor pass);
+                             may be the batch's initial_states, which are read before it is written */
 } mn_forward_outputs;
 
 typedef struct {
