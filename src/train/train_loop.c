@@ -710,8 +710,8 @@ static mn_status setup(run *r, mn_train_outcome *outcome) {
                        "number of episodes",
                        cfg->batch, r->world, cfg->grad_accum);
     if (cfg->stream && r->world > 1)
-        return mn_fail(MN_ERR_CONFIG, "stream 1 runs in one process (the carried states live in it); %d ranks "
-                       "were started (grad_accum splits its batch into micro-batches)", r->world);
+        return mn_fail(MN_ERR_CONFIG, "stream 1 trains in one process (its carried states live there), and %d ranks "
+                       "were started; run one process (grad_accum can split the batch into micro-batches)", r->world);
     r->local_B = cfg->batch / r->world;
     r->micro_B = r->local_B / cfg->grad_accum;
     mn_dist_set_timeout(r->d, cfg->comm_timeout);
