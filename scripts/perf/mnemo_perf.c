@@ -188,7 +188,7 @@ static int cmd_train(options *o) {
     lcg_tokens(tokens, n, c->vocab_size);
     for (int i = 0; i < o->T * o->B; i++)
         lengths[i] = o->L;
-    mn_batch batch = {o->B, o->T, o->L, tokens, lengths, NULL};
+    mn_batch batch = {.B = o->B, .T = o->T, .max_len = o->L, .tokens = tokens, .lengths = lengths};
     mn_adamw_config adamw = {3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
     print_blas();
     printf("config V %d C %d H %d layers %d+%d slots %d; batch %d x %d turns x %d tokens, bptt %d\n",
