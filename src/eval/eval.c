@@ -542,17 +542,17 @@ static mn_status score_probe(worker *w, const mn_eval_options *o, const prep_dia
         const float *r;
         int n_prefix = 0;
         res->evidence_shown[v] = -1;
-        if ((spec->mode == MN_EVAL_MEMORY || spec->mode == MN_EVAL_NO_MEMORY) && o->question_in_state) {
+        const int memory_mode = spec->mode == MN_EVAL_MEMORY || spec->mode == MN_EVAL_NO_MEMORY;
+        /* a question too long to share the decoder's pass with the answer is read into R */
+        if (memory_mode && (o->question_in_state || qlen + 2 + p->longest > N)) {
             MN_TRY(read_question(w, pd, p, spec->mode == MN_EVAL_MEMORY ? w->r : w->r0));
             r = w->rq;
             w->seq[0] = p->prefix[0], w->seq[1] = p->prefix[1];
             n_prefix = 2;
             acc->state_bytes[v] += spec->mode == MN_EVAL_MEMORY ? (double)(mn_state_floats(w->model) * sizeof(float)) : 0;
             acc->state_n[v]++;
-        } else if (spec->mode == MN_EVAL_MEMORY || spec->mode == MN_EVAL_NO_MEMORY) {
+        } else if (memory_mode) {
             /* the state before the question, then question and answer in the decoder's one pass */
-            if (qlen + 2 + p->longest > N)
-                continue; /* unscored: the question and answer do not fit one pass */
             r = spec->mode == MN_EVAL_MEMORY ? w->r : w->r0;
             n_prefix = 0;
             append_question(pd, p, w->seq, &n_prefix);
