@@ -163,6 +163,12 @@ typedef struct {
     const int32_t *tokens;       /* (T, B, max_len) */
     const int32_t *lengths;      /* (T, B), each in 1..max_len */
     const float *loss_weights;   /* (T, B, max_len) or NULL for all 1; [i] weights predicting token i */
+    /* Streaming (docs/model.md): lane e with carry[e] != 0 starts from initial_states[e] (k, C),
+     * a constant (no gradient flows into it), e.g. the final_states of the lane's previous
+     * window; lanes with 0 start from R_0 as usual. carry NULL: every lane starts from R_0.
+     * Host memory; a carry flag set without initial_states is refused. */
+    const float *initial_states; /* (B, k, C) or NULL */
+    const unsigned char *carry;  /* (B) or NULL */
 } mn_batch;
 
 /* Optional outputs of a forward pass; any pointer may be NULL. */
@@ -170,6 +176,8 @@ typedef struct {
     float *turn_losses;   /* (T) weighted mean loss of each turn */
     float *states;        /* (T, B, k, C) R after each turn */
     float *logits;        /* (T, B, max_len, V) decoder logits (padded rows left untouched) */
+    float *final_states;  /* (B, k, C) R_T of each lane after the last turn (one more compressor pass);
+                             may be the batch's initial_states, which are read before it is written */
 } mn_forward_outputs;
 
 typedef struct {
@@ -203,8 +211,10 @@ mn_status mn_forward_backward(mn_trainer *trainer, const mn_batch *batch, float 
 /* Data-parallel training: the same as mn_forward_backward, but the gradient is that of
  * (weighted loss sum) * scale, where the caller passes scale = 1 / (the weight total of the
  * global batch, every rank's part). *loss_sum = this batch's unscaled weighted loss sum. With
- * scale = 1 / mn_batch_loss_weight(batch) the gradient is bit-identical to mn_forward_backward. */
-mn_status mn_forward_backward_scaled(mn_trainer *trainer, const mn_batch *batch, double scale, double *loss_sum);
+ * scale = 1 / mn_batch_loss_weight(batch) the gradient is bit-identical to mn_forward_backward.
+ * outputs (nullable) as for mn_forward_backward. */
+mn_status mn_forward_backward_scaled(mn_trainer *trainer, const mn_batch *batch, double scale, double *loss_sum,
+                                     mn_forward_outputs *outputs);
 /* The sum of a batch's target loss weights: what mn_forward_backward divides by. */
 double mn_batch_loss_weight(const mn_batch *batch);
 /* Forward only (no gradients); same loss and outputs as mn_forward_backward. */

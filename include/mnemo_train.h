@@ -36,6 +36,7 @@ typedef struct {
     /* batches */
     int batch, turns, bptt;                 /* batch: the global batch, over every rank */
     int grad_accum;                         /* micro-batches per rank and step, summed in order */
+    int stream;                             /* 1: each lane carries R across its episode's windows (task shards) */
     char curriculum[256];                   /* "step:turns,..." explicit stages, or "" */
     int curriculum_start_turns;             /* doubling stages from this many turns ... */
     int64_t curriculum_stage_steps;         /* ... each this long (0: always `turns`) */

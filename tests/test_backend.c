@@ -303,7 +303,7 @@ static step_result train_step(mn_model *m, const mn_backend *be, const mn_batch 
                      calloc(mn_model_num_params(m), sizeof(float))};
     mn_trainer *tr = NULL;
     assert_int_equal(mn_trainer_create_backend(m, be, b->B, 2, &tr), MN_OK);
-    mn_forward_outputs out = {r.turn_losses, r.states, r.logits};
+    mn_forward_outputs out = {.turn_losses = r.turn_losses, .states = r.states, .logits = r.logits};
     assert_int_equal((with_grads ? mn_forward_backward : mn_forward)(tr, b, &r.loss, &out), MN_OK);
     memcpy(r.grads, mn_trainer_grads(tr), mn_model_num_params(m) * sizeof(float));
     mn_trainer_free(tr);
@@ -326,7 +326,7 @@ static void test_classifier_chunks(void **state) {
         tokens[i] = (int32_t)((uniform() + 1.0f) * 0.5f * (float)c->vocab_size) % c->vocab_size;
         weights[i] = i % 7 == 3 ? 0.0f : 0.5f + (uniform() + 1.0f);
     }
-    mn_batch b = {B, T, L, tokens, lengths, weights};
+    mn_batch b = {.B = B, .T = T, .max_len = L, .tokens = tokens, .lengths = lengths, .loss_weights = weights};
     mn_backend chunked = *mn_backend_cpu();
     chunked.classifier_floats = (size_t)c->d_model * c->vocab_size; /* C = 16 rows, the least allowed */
     for (int with_grads = 0; with_grads <= 1; with_grads++) {

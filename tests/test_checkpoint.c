@@ -59,7 +59,7 @@ static trained make_trained(mn_config cfg, uint64_t seed) {
     int32_t tokens[2 * 2 * 4], lengths[4] = {4, 3, 4, 2};
     for (int i = 0; i < 16; i++)
         tokens[i] = (int32_t)((i * 7 + seed) % (uint64_t)cfg.vocab_size);
-    mn_batch b = {2, 2, 4, tokens, lengths, NULL};
+    mn_batch b = {.B = 2, .T = 2, .max_len = 4, .tokens = tokens, .lengths = lengths};
     mn_adamw_config o = {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
     for (int s = 0; s < 2; s++) {
         float loss;
@@ -952,14 +952,15 @@ static void test_sigkill_during_writes(void **state) {
  * (read_info for the config, the tokenizer, the model with moments and state against the
  * tokenizer's hash, /train/dist, the run id) and what inspect, chat and eval read besides. */
 typedef struct {
-    int info_ok, config_ok, load_ok, model_ok, dist_ok, tok_ok, run_id_ok;
+    int info_ok, config_ok, load_ok, model_ok, dist_ok, stream_ok, tok_ok, run_id_ok;
     mn_checkpoint_info info;
     mn_config config;
     float *params, *m, *v, *model_params;
     uint64_t adam_step;
     mn_train_state state;
     mn_checkpoint_dist dist;
-    int has_dist, has_tok;
+    mn_checkpoint_stream stream;
+    int has_dist, has_stream, has_tok;
     uint64_t tok_print; /* the tokenizer: kind, every token's bytes, specials, content hash */
     char run_id[MN_RUN_ID_LEN + 1];
 } snapshot;
@@ -1025,6 +1026,8 @@ static int read_everything(const char *path, mn_model *model, mn_trainer *traine
     }
     s->dist_ok = mn_checkpoint_read_dist(path, &s->dist, &s->has_dist) == MN_OK;
     reasons &= s->dist_ok || refused_with_reason(path);
+    s->stream_ok = mn_checkpoint_read_stream(path, &s->stream, &s->has_stream) == MN_OK;
+    reasons &= s->stream_ok || refused_with_reason(path);
     s->run_id_ok = mn_checkpoint_read_run_id(path, s->run_id, sizeof s->run_id) == MN_OK;
     reasons &= s->run_id_ok || refused_with_reason(path);
     return reasons;
@@ -1033,6 +1036,7 @@ static int read_everything(const char *path, mn_model *model, mn_trainer *traine
 static void snapshot_free(snapshot *s) {
     mn_checkpoint_info_free(&s->info);
     mn_checkpoint_dist_free(&s->dist);
+    mn_checkpoint_stream_free(&s->stream);
     free(s->params), free(s->m), free(s->v), free(s->model_params);
 }
 
@@ -1069,13 +1073,21 @@ static const char *difference(const snapshot *a, const snapshot *o, size_t P, in
                                         memcmp(a->dist.rank_cursors, o->dist.rank_cursors,
                                                (size_t)a->dist.world_size * MN_DIST_CURSOR_FIELDS * 8)))))
         return "read_dist";
+    const mn_checkpoint_stream *x = &a->stream, *y = &o->stream;
+    if (a->stream_ok && (a->has_stream != o->has_stream ||
+                         (a->has_stream && (x->lanes != y->lanes || x->state_floats != y->state_floats ||
+                                            memcmp(x->episode, y->episode, (size_t)x->lanes * 8) ||
+                                            memcmp(x->turn, y->turn, (size_t)x->lanes * 8) ||
+                                            memcmp(x->states, y->states, (size_t)(x->lanes * x->state_floats) * 4)))))
+        return "read_stream";
     if (a->run_id_ok && strcmp(a->run_id, o->run_id))
         return "read_run_id";
     return NULL;
 }
 
 static int all_refused(const snapshot *s) {
-    return !s->info_ok && !s->config_ok && !s->load_ok && !s->model_ok && !s->dist_ok && !s->tok_ok && !s->run_id_ok;
+    return !s->info_ok && !s->config_ok && !s->load_ok && !s->model_ok && !s->dist_ok && !s->stream_ok && !s->tok_ok &&
+           !s->run_id_ok;
 }
 
 /* A crash inside the sweep says which byte did it before the process dies. */
@@ -1236,7 +1248,7 @@ static long *sweep_plan(const char *path, long stride, long chunk_stride, const 
 }
 
 /* A small checkpoint as `mnemo train` writes it: trained moments, a training state, /train/dist,
- * a tokenizer, the training config and a run id. */
+ * /train/stream (of a --stream 1 run), a tokenizer, the training config and a run id. */
 static void make_sweep_checkpoint(const char *path) {
     const char *texts[] = {"hello there, how are you today?", "fine thanks and you", "the cat sat on the mat"};
     mn_tokenizer *tok = NULL;
@@ -1247,8 +1259,13 @@ static void make_sweep_checkpoint(const char *path) {
     mn_train_state s = sample_state(2);
     uint64_t cursors[MN_DIST_CURSOR_FIELDS] = {3, 17, 0, 2};
     mn_checkpoint_dist dist = {1, 0, 1, cursors};
+    int64_t episode[2] = {4, -1}, turn[2] = {8, 0};
+    float states[2 * 16];
+    for (int i = 0; i < 32; i++)
+        states[i] = i < 16 ? 0.25f * (float)(i - 7) : NAN; /* lane 1 restarts: its state is not carried */
+    mn_checkpoint_stream stream = {2, 16, episode, turn, states};
     mn_checkpoint_save_options o = {.train_config_json = "{\"lr\":0.003,\"steps\":6000,\"seed\":2,\"run_dir\":\"r\"}",
-                                    .run_id = RUN_A, .tokenizer = tok, .dist = &dist};
+                                    .run_id = RUN_A, .tokenizer = tok, .dist = &dist, .stream = &stream};
     OK(mn_checkpoint_save(path, a.model, a.trainer, &s, &o));
     free_trained(&a);
     mn_tokenizer_free(tok);
@@ -1262,6 +1279,13 @@ static void test_byte_flip_sweep(void **state) {
     snprintf(path, sizeof path, "%s/ckpt.h5", dir);
     snprintf(copy, sizeof copy, "%s/flipped.h5", dir);
     make_sweep_checkpoint(path);
+    mn_checkpoint_stream stream;
+    int found = 0;
+    OK(mn_checkpoint_read_stream(path, &stream, &found));
+    assert_true(found && stream.lanes == 2 && stream.state_floats == 16);
+    assert_true(stream.episode[0] == 4 && stream.turn[0] == 8 && stream.episode[1] == -1 && stream.turn[1] == 0);
+    assert_true(stream.states[15] == 2.0f && isnan(stream.states[16]));
+    mn_checkpoint_stream_free(&stream);
     size_t n;
     long *plan = sweep_plan(path, 1, 61, NULL, 0, &n);
     double t0 = (double)clock() / CLOCKS_PER_SEC;

@@ -174,7 +174,7 @@ static owned_batch random_batch(int B, int T, int L, int V) {
     return b;
 }
 
-static mn_batch view(const owned_batch *b) { return (mn_batch){b->B, b->T, b->L, b->tokens, b->lengths, b->weights}; }
+static mn_batch view(const owned_batch *b) { return (mn_batch){.B = b->B, .T = b->T, .max_len = b->L, .tokens = b->tokens, .lengths = b->lengths, .loss_weights = b->weights}; }
 
 static void free_batch(owned_batch *b) { free(b->tokens), free(b->lengths), free(b->weights); }
 
@@ -188,7 +188,7 @@ static run_result run(mn_trainer *tr, mn_model *m, const owned_batch *b, int wit
     run_result r = {0, calloc((size_t)b->T, sizeof(float)),
                     calloc((size_t)b->T * b->B * mn_state_floats(m), sizeof(float)),
                     calloc((size_t)b->T * b->B * b->L * c->vocab_size, sizeof(float)), NULL};
-    mn_forward_outputs out = {r.turn_losses, r.states, r.logits};
+    mn_forward_outputs out = {.turn_losses = r.turn_losses, .states = r.states, .logits = r.logits};
     mn_batch v = view(b);
     if (with_grads) {
         OK(mn_forward_backward(tr, &v, &r.loss, &out));
@@ -254,6 +254,47 @@ static void test_gpt2_widths_parity(void **state) {
     OK(mn_model_create(&c, &m));
     OK(mn_model_init(m, 23));
     parity_case(m, 2, 2, 2);
+    mn_model_free(m);
+}
+
+/* Streaming: lanes 1 and 2 start from carried states (uploaded to their rows), lane 0 from
+ * R_0; the final states come back. */
+typedef struct {
+    float loss, turn_losses[4], *final, *grads;
+} stream_result;
+
+static stream_result stream_run(mn_trainer *tr, mn_model *m, const mn_batch *v) {
+    stream_result r = {.final = calloc((size_t)v->B * mn_state_floats(m), sizeof(float))};
+    mn_forward_outputs out = {.turn_losses = r.turn_losses, .final_states = r.final};
+    OK(mn_forward_backward(tr, v, &r.loss, &out));
+    OK(mn_trainer_pull(tr));
+    r.grads = copy_of(mn_trainer_grads(tr), mn_model_num_params(m));
+    return r;
+}
+
+static void test_streaming_parity(void **state) {
+    (void)state;
+    NEED_GPU();
+    mn_model *m = small_model(19);
+    owned_batch b = random_batch(3, 4, 12, mn_model_config(m)->vocab_size);
+    size_t n = 3 * mn_state_floats(m);
+    float *initial = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        initial[i] = (float)(2.0 * uniform01() - 1.0);
+    unsigned char carry[3] = {0, 1, 1};
+    mn_batch v = view(&b);
+    v.initial_states = initial, v.carry = carry;
+    mn_trainer *cpu = NULL, *gpu = NULL;
+    OK(mn_trainer_create_on(m, MN_DEVICE_CPU, 3, 2, &cpu));
+    OK(dut_trainer(m, 3, 2, &gpu));
+    stream_result rc = stream_run(cpu, m, &v), rg = stream_run(gpu, m, &v);
+    expect_close("loss", &rg.loss, &rc.loss, 1, PAR_RTOL, PAR_ATOL);
+    expect_close("turn losses", rg.turn_losses, rc.turn_losses, 4, PAR_RTOL, PAR_ATOL);
+    expect_close("final states", rg.final, rc.final, n, PAR_RTOL, PAR_ATOL);
+    expect_tensors_close(m, "grad", rg.grads, rc.grads, PAR_RTOL, PAR_ATOL);
+    free(rc.final), free(rc.grads), free(rg.final), free(rg.grads), free(initial);
+    mn_trainer_free(cpu), mn_trainer_free(gpu);
+    free_batch(&b);
     mn_model_free(m);
 }
 
@@ -339,13 +380,14 @@ static void test_fixture_on_gpu(void **state) {
     fixture_open(&fx);
     mn_model *m = fixture_model(&fx);
     const mn_config *c = &fx.config;
-    mn_batch batch = {fx.B, fx.T, fx.max_len, fx.tokens, fx.lengths, fx.weights};
+    mn_batch batch = {.B = fx.B, .T = fx.T, .max_len = fx.max_len, .tokens = fx.tokens, .lengths = fx.lengths,
+                     .loss_weights = fx.weights};
     size_t nlogits = (size_t)fx.T * fx.B * fx.max_len * c->vocab_size, nstates = (size_t)fx.T * fx.B * mn_state_floats(m);
     float *logits = calloc(nlogits, sizeof(float)), *want_logits = malloc(nlogits * sizeof(float));
     float *states = malloc(nstates * sizeof(float)), *want_states = malloc(nstates * sizeof(float));
     float turn[16], want_turn[16], loss, want_loss;
     assert_true(fx.T <= 16);
-    mn_forward_outputs out = {turn, states, logits};
+    mn_forward_outputs out = {.turn_losses = turn, .states = states, .logits = logits};
     mn_trainer *tr = NULL;
     OK(dut_trainer(m, fx.B, fx.bptt, &tr));
     OK(mn_forward_backward(tr, &batch, &loss, &out));
@@ -706,6 +748,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_forward_backward_parity),
         cmocka_unit_test(test_gpt2_widths_parity),
+        cmocka_unit_test(test_streaming_parity),
         cmocka_unit_test(test_fixture_on_gpu),
         cmocka_unit_test(test_training_tracks_cpu),
         cmocka_unit_test(test_gpu_determinism),

@@ -352,6 +352,16 @@ static void test_shards_two_ranks(void **state) {
     assert_same_training(wpath("sh2run/ckpt-00000024.h5"), wpath("sh2b/ckpt-00000024.h5"));
 }
 
+/* --stream 1 keeps its carried states in one process: several ranks are refused. */
+static void test_stream_refused_on_ranks(void **state) {
+    (void)state;
+    uint64_t x = 77;
+    make_text_data(lcg_draw, &x, run_ok);
+    const char *stream[] = {TINY_SHARDS, "--stream", "1", "--run-dir", wpath("sh2s"), NULL};
+    run_expect(2, 2, "sh2s", stream);
+    log_has("sh2s", "err", "trains in one process");
+}
+
 /* ---------------------------------------------------------------- faults */
 /* kill -9 of one rank: mpirun ends the job with an error within a bounded time. */
 static void test_killed_rank_ends_job(void **state) {
@@ -571,6 +581,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_episodes_partitioned, setup_work_dir, remove_work_dir),
         cmocka_unit_test_setup_teardown(test_resume_same_and_other_rank_count, setup_work_dir, remove_work_dir),
         cmocka_unit_test_setup_teardown(test_shards_two_ranks, setup_work_dir, remove_work_dir),
+        cmocka_unit_test_setup_teardown(test_stream_refused_on_ranks, setup_work_dir, remove_work_dir),
         cmocka_unit_test_setup_teardown(test_killed_rank_ends_job, setup_work_dir, remove_work_dir),
         cmocka_unit_test_setup_teardown(test_sigusr1_stops_all_ranks, setup_work_dir, remove_work_dir),
         cmocka_unit_test_setup_teardown(test_stopped_rank_times_out, setup_work_dir, remove_work_dir),

@@ -361,7 +361,7 @@ static owned_batch random_batch(uint32_t seed, int B, int T, int L, int V) {
 }
 
 static mn_batch view(const owned_batch *b) {
-    return (mn_batch){b->B, b->T, b->L, b->tokens, b->lengths, b->weights};
+    return (mn_batch){.B = b->B, .T = b->T, .max_len = b->L, .tokens = b->tokens, .lengths = b->lengths, .loss_weights = b->weights};
 }
 
 static void free_batch(owned_batch *b) {
@@ -772,6 +772,156 @@ static void test_freeze_keeps_tensors_bit_identical(void **state) {
     mn_model_free(m);
 }
 
+/* ---------------------------------------------------------------- streaming (carried states) */
+/* Turns [first, first + T) of b as a batch of its own (turns are the outer axis). */
+static mn_batch window_of(const owned_batch *b, int first, int T) {
+    size_t turn = (size_t)b->B * b->L;
+    return (mn_batch){.B = b->B, .T = T, .max_len = b->L, .tokens = b->tokens + first * turn,
+                      .lengths = b->lengths + (size_t)first * b->B, .loss_weights = b->weights + first * turn};
+}
+
+static float *grads_copy(mn_model *m, mn_trainer *tr) {
+    size_t n = mn_model_num_params(m);
+    float *g = malloc(n * sizeof(float));
+    memcpy(g, mn_trainer_grads(tr), n * sizeof(float));
+    return g;
+}
+
+/* Window 1 then window 2 carrying window 1's final states is the 2T batch truncated at T:
+ * the same per-turn losses, and the two windows' gradients sum to the batch's. */
+static void streaming_case(float reconstruct) {
+    const int B = 2, T = 3;
+    mn_model *m = small_model(11);
+    const size_t P = mn_model_num_params(m), state = mn_state_floats(m);
+    mn_trainer *tr = NULL;
+    assert_int_equal(mn_trainer_create(m, B, T, &tr), MN_OK);
+    assert_int_equal(mn_trainer_set_reconstruction(tr, reconstruct), MN_OK);
+    owned_batch b = random_batch(21, B, 2 * T, 8, 40);
+    mn_batch whole = view(&b);
+    const double scale = 1.0 / mn_batch_loss_weight(&whole);
+
+    float want_turns[6], turns[6], *final = malloc((size_t)B * state * sizeof(float));
+    double ls;
+    mn_forward_outputs out = {.turn_losses = want_turns};
+    assert_int_equal(mn_forward_backward_scaled(tr, &whole, scale, &ls, &out), MN_OK);
+    float *want = grads_copy(m, tr);
+
+    mn_batch w1 = window_of(&b, 0, T), w2 = window_of(&b, T, T);
+    out = (mn_forward_outputs){.turn_losses = turns, .final_states = final};
+    assert_int_equal(mn_forward_backward_scaled(tr, &w1, scale, &ls, &out), MN_OK);
+    float *got = grads_copy(m, tr);
+    unsigned char carry[2] = {1, 1};
+    w2.initial_states = final, w2.carry = carry;
+    out = (mn_forward_outputs){.turn_losses = turns + T};
+    assert_int_equal(mn_forward_backward_scaled(tr, &w2, scale, &ls, &out), MN_OK);
+    for (size_t i = 0; i < P; i++)
+        got[i] += mn_trainer_grads(tr)[i];
+
+    assert_memory_equal(turns, want_turns, sizeof turns); /* the same ops on the same states */
+    size_t worst = 0;
+    double ratio = tolerance_ratio(got, want, P, 1e-5, 1e-7 * max_abs(want, P), &worst);
+    if (!(ratio <= 1.0))
+        fail_msg("streaming (reconstruct %g): gradient %zu is %g, the 2T batch's %g", (double)reconstruct, worst,
+                 (double)got[worst], (double)want[worst]);
+
+    /* the carry matters: window 2 from R_0 reads other states */
+    w2.carry = NULL;
+    assert_int_equal(mn_forward_backward_scaled(tr, &w2, scale, &ls, &out), MN_OK);
+    assert_true(fabsf(turns[T] - want_turns[T]) > 1e-4f * fabsf(want_turns[T]));
+    free(want), free(got), free(final);
+    free_batch(&b);
+    mn_trainer_free(tr);
+    mn_model_free(m);
+}
+
+static void test_streaming_windows_equal_the_long_batch(void **state) {
+    (void)state;
+    streaming_case(0.0f);
+    streaming_case(0.5f); /* the reconstruction of window 1's last turn reads R_T too */
+}
+
+/* R_0's gradient comes from the lanes that start from it: a carried lane adds nothing. */
+static void test_streaming_r0_gradient_from_fresh_lanes(void **state) {
+    (void)state;
+    const int B = 3, T = 2;
+    mn_model *m = small_model(12);
+    const size_t state_n = mn_state_floats(m);
+    mn_tensor_info r0;
+    assert_int_equal(mn_model_find_tensor(m, "memory.r0", &r0), MN_OK);
+    mn_trainer *tr = NULL;
+    assert_int_equal(mn_trainer_create(m, B, T, &tr), MN_OK);
+    owned_batch b = random_batch(5, B, T, 8, 40);
+    float *initial = malloc((size_t)B * state_n * sizeof(float));
+    for (size_t i = 0; i < (size_t)B * state_n; i++)
+        initial[i] = (float)sin(0.37 * (double)i);
+    unsigned char carry[3] = {1, 0, 1};
+    mn_batch v = view(&b);
+    v.initial_states = initial, v.carry = carry;
+    double ls;
+    assert_int_equal(mn_forward_backward_scaled(tr, &v, 0.01, &ls, NULL), MN_OK);
+    float *mixed = grads_copy(m, tr);
+
+    /* lane 1 alone, from R_0 */
+    owned_batch one = random_batch(0, 1, T, 8, 40);
+    for (int t = 0; t < T; t++) {
+        one.lengths[t] = b.lengths[t * B + 1];
+        memcpy(one.tokens + (size_t)t * 8, b.tokens + ((size_t)t * B + 1) * 8, 8 * sizeof(int32_t));
+        memcpy(one.weights + (size_t)t * 8, b.weights + ((size_t)t * B + 1) * 8, 8 * sizeof(float));
+    }
+    mn_batch vo = view(&one);
+    assert_int_equal(mn_forward_backward_scaled(tr, &vo, 0.01, &ls, NULL), MN_OK);
+    const float *alone = mn_trainer_grads(tr) + r0.offset;
+    size_t worst = 0;
+    assert_true(max_abs(alone, r0.size) > 0.0);
+    assert_true(tolerance_ratio(mixed + r0.offset, alone, r0.size, 1e-5, 1e-7 * max_abs(alone, r0.size), &worst) <= 1.0);
+
+    /* every lane carried: no gradient reaches R_0, the rest still learns */
+    memset(carry, 1, sizeof carry);
+    assert_int_equal(mn_forward_backward_scaled(tr, &v, 0.01, &ls, NULL), MN_OK);
+    assert_true(max_abs(mn_trainer_grads(tr) + r0.offset, r0.size) == 0.0);
+    assert_true(max_abs(mn_trainer_grads(tr), mn_model_num_params(m)) > 0.0);
+
+    /* no lane carried is today's batch, bit for bit, whatever initial_states holds */
+    float *plain = NULL;
+    v.carry = NULL, v.initial_states = NULL;
+    assert_int_equal(mn_forward_backward_scaled(tr, &v, 0.01, &ls, NULL), MN_OK);
+    plain = grads_copy(m, tr);
+    memset(carry, 0, sizeof carry);
+    v.carry = carry, v.initial_states = initial;
+    assert_int_equal(mn_forward_backward_scaled(tr, &v, 0.01, &ls, NULL), MN_OK);
+    assert_memory_equal(plain, mn_trainer_grads(tr), mn_model_num_params(m) * sizeof(float));
+    free(plain), free(mixed), free(initial);
+    free_batch(&one), free_batch(&b);
+    mn_trainer_free(tr);
+    mn_model_free(m);
+}
+
+static void test_streaming_bad_states(void **state) {
+    (void)state;
+    mn_model *m = small_model(13);
+    mn_trainer *tr = NULL;
+    assert_int_equal(mn_trainer_create(m, 2, 2, &tr), MN_OK);
+    owned_batch b = random_batch(6, 2, 2, 8, 40);
+    mn_batch v = view(&b);
+    unsigned char carry[2] = {0, 1};
+    v.carry = carry;
+    float loss;
+    assert_int_equal(mn_forward_backward(tr, &v, &loss, NULL), MN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mn_last_error(), "initial_states is NULL"));
+    assert_int_equal(mn_forward(tr, &v, &loss, NULL), MN_ERR_INVALID_ARG);
+    float *initial = calloc(2 * mn_state_floats(m), sizeof(float));
+    v.initial_states = initial;
+    initial[mn_state_floats(m) + 3] = NAN;
+    assert_int_equal(mn_forward_backward(tr, &v, &loss, NULL), MN_ERR_NUMERIC);
+    assert_non_null(strstr(mn_last_error(), "initial_states of lane 1 is not finite"));
+    carry[1] = 0; /* a lane that does not carry never reads its row */
+    assert_int_equal(mn_forward_backward(tr, &v, &loss, NULL), MN_OK);
+    free(initial);
+    free_batch(&b);
+    mn_trainer_free(tr);
+    mn_model_free(m);
+}
+
 static void test_tensor_table(void **state) {
     (void)state;
     mn_model *m = small_model(1);
@@ -811,6 +961,9 @@ int main(void) {
         cmocka_unit_test(test_bad_turns_and_shapes),
         cmocka_unit_test(test_tensor_table),
         cmocka_unit_test(test_freeze_keeps_tensors_bit_identical),
+        cmocka_unit_test(test_streaming_windows_equal_the_long_batch),
+        cmocka_unit_test(test_streaming_r0_gradient_from_fresh_lanes),
+        cmocka_unit_test(test_streaming_bad_states),
     };
     return cmocka_run_group_tests_name("model", tests, NULL, NULL);
 }

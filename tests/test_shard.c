@@ -594,6 +594,132 @@ static void test_loader_determinism_and_resume(void **state) {
     mn_shard_close(s);
 }
 
+/* Stream mode: each lane walks an episode's windows 0, T, 2T, ... in order, then the next
+ * episode of the shuffled order; carry says which windows continue an episode. */
+typedef struct {
+    int32_t tokens[3 * 3 * 40];
+    unsigned char carry[3];
+} stream_batch;
+
+static void run_stream(mn_loader *l, int steps, stream_batch *out) {
+    for (int k = 0; k < steps; k++) {
+        mn_batch b;
+        assert_int_equal(mn_loader_next(l, &b), MN_OK);
+        assert_non_null(b.carry);
+        assert_null(b.initial_states);
+        memcpy(out[k].tokens, b.tokens, sizeof out[k].tokens);
+        memcpy(out[k].carry, b.carry, sizeof out[k].carry);
+    }
+}
+
+static void test_loader_stream(void **state) {
+    (void)state;
+    enum { B = 3, T = 3 };
+    mn_shard *s = open_loader_shard("stream.shard", 40);
+    mn_shard_info info = mn_shard_get_info(s);
+    mn_loader_options o = {.B = B, .T = T, .max_len = 40, .seed = 5, .text_weight = 1.0f,
+                           .answer_weight = 1.0f, .stream = 1};
+    mn_loader *l;
+    assert_int_equal(mn_loader_create(s, &o, &l), MN_OK);
+    int64_t windows = 0, skipped = 0, dropped = 0, streamable = 0;
+    for (int64_t e = 0; e < info.n_episodes; e++) {
+        int64_t first, count;
+        mn_shard_episode(s, e, &first, &count);
+        if (count < T) {
+            skipped++;
+            continue;
+        }
+        streamable++, windows += count / T, dropped += count % T;
+    }
+    assert_true(dropped > 0 && skipped > 0); /* the fixture has tails and short episodes */
+    assert_int_equal(mn_loader_n_windows(l), windows);
+    assert_int_equal(mn_loader_skipped_episodes(l), skipped);
+    assert_int_equal(mn_loader_dropped_turns(l), dropped);
+
+    /* walk a little more than one epoch's windows */
+    int steps = (int)(windows / B + 4);
+    int64_t lane_ep[B] = {-1, -1, -1}, lane_first[B] = {0, 0, 0}, lane_windows[B] = {0, 0, 0};
+    int *started = calloc((size_t)info.n_episodes, sizeof *started);
+    int64_t starts = 0;
+    for (int k = 0; k < steps; k++) {
+        mn_batch batch;
+        assert_int_equal(mn_loader_next(l, &batch), MN_OK);
+        for (int b = 0; b < B; b++) {
+            int64_t ep, first, efirst, ecount;
+            mn_loader_window(l, b, &ep, &first);
+            assert_int_equal(mn_shard_episode(s, ep, &efirst, &ecount), MN_OK);
+            const int32_t *ids;
+            int32_t n;
+            mn_shard_turn(s, first, &ids, NULL, &n, NULL);
+            assert_memory_equal(batch.tokens + (size_t)b * 40, ids, (size_t)n * sizeof(int32_t));
+            if (batch.carry[b]) { /* the next window of the same episode */
+                assert_int_equal(ep, lane_ep[b]);
+                assert_int_equal(first, lane_first[b] + T);
+                lane_windows[b]++;
+            } else { /* a new episode from its first turn; the last one was walked to its tail */
+                assert_int_equal(first, efirst);
+                if (lane_ep[b] >= 0) {
+                    int64_t pf, pc;
+                    mn_shard_episode(s, lane_ep[b], &pf, &pc);
+                    assert_int_equal(lane_windows[b], pc / T);
+                }
+                if (starts < streamable) /* the first epoch: every episode of >= T turns once */
+                    assert_int_equal(started[ep]++, 0);
+                starts++;
+                lane_windows[b] = 1;
+            }
+            assert_true(ecount >= T && first + T <= efirst + ecount);
+            lane_ep[b] = ep, lane_first[b] = first;
+        }
+    }
+    assert_true(starts > streamable); /* crossed into the second epoch */
+    for (int64_t e = 0; e < info.n_episodes; e++) {
+        int64_t first, count;
+        mn_shard_episode(s, e, &first, &count);
+        assert_int_equal(started[e], count >= T);
+    }
+    free(started);
+
+    /* resume: the cursor and the lanes after k batches continue identically in a new loader */
+    mn_loader *a;
+    assert_int_equal(mn_loader_create(s, &o, &a), MN_OK);
+    stream_batch *want = calloc((size_t)steps, sizeof *want), *got = calloc((size_t)steps, sizeof *got);
+    run_stream(a, steps, want);
+    for (int k = 1; k < steps; k += 7) {
+        mn_loader *c;
+        assert_int_equal(mn_loader_create(s, &o, &c), MN_OK);
+        run_stream(c, k, got);
+        mn_loader_cursor cur = mn_loader_get_cursor(c);
+        int64_t ep[B], turn[B];
+        mn_loader_get_lanes(c, ep, turn);
+        mn_loader_free(c);
+        assert_int_equal(mn_loader_create(s, &o, &c), MN_OK);
+        assert_int_equal(mn_loader_set_cursor(c, cur), MN_OK);
+        assert_int_equal(mn_loader_set_lanes(c, ep, turn), MN_OK);
+        run_stream(c, steps - k, got + k);
+        assert_memory_equal(got, want, (size_t)steps * sizeof *want);
+        mn_loader_free(c);
+    }
+    /* lane positions the shard does not have, or a loader without stream mode, are refused */
+    int64_t ep[B] = {0, 1, info.n_episodes}, turn[B] = {0, 0, 0};
+    assert_int_equal(mn_loader_set_lanes(a, ep, turn), MN_ERR_INVALID_ARG);
+    ep[2] = -1, turn[1] = 1000;
+    assert_int_equal(mn_loader_set_lanes(a, ep, turn), MN_ERR_INVALID_ARG);
+    o.stream = 0;
+    mn_loader *plain;
+    assert_int_equal(mn_loader_create(s, &o, &plain), MN_OK);
+    turn[1] = 0;
+    assert_int_equal(mn_loader_set_lanes(plain, ep, turn), MN_ERR_INVALID_ARG);
+    mn_batch pb;
+    assert_int_equal(mn_loader_next(plain, &pb), MN_OK);
+    assert_null(pb.carry);
+    mn_loader_free(plain);
+    free(want), free(got);
+    mn_loader_free(a);
+    mn_loader_free(l);
+    mn_shard_close(s);
+}
+
 /* Windows of one episode of 7 turns with T = 3 start at 0, 3 and 4. */
 static void test_loader_windows(void **state) {
     (void)state;
@@ -661,6 +787,7 @@ int main(void) {
         cmocka_unit_test(test_loader_batches),
         cmocka_unit_test(test_loader_determinism_and_resume),
         cmocka_unit_test(test_loader_windows),
+        cmocka_unit_test(test_loader_stream),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -489,6 +489,69 @@ static void test_resume_bit_identical_shards(void **state) {
     log_has("inspect", "out", "verified");
 }
 
+/* The carried states and lane positions a streaming checkpoint holds. */
+static mn_checkpoint_stream read_stream(const char *path) {
+    mn_checkpoint_stream s;
+    int found = 0;
+    OK(mn_checkpoint_read_stream(path, &s, &found));
+    if (!found)
+        fail_msg("%s holds no /train/stream", path);
+    return s;
+}
+
+/* --stream 1: lanes walk their episodes carrying R across windows, in micro-batches
+ * (grad_accum 2), across a curriculum stage (every lane restarts); 20 steps straight equal
+ * 10 + a resume of 10, bit for bit, carried states included. */
+static void test_resume_bit_identical_stream(void **state) {
+    (void)state;
+    mn_rng rng;
+    mn_rng_seed(&rng, 77);
+    make_text_data(rng_draw, &rng, run_ok);
+    const char *straight[] = {TINY_SHARDS, "--stream", "1", "--grad-accum", "2", "--steps", "20",
+                              "--checkpoint-interval", "10", "--run-dir", wpath("st_a"), NULL};
+    run_expect(0, "st_a", straight);
+    log_has("st_a", "err", "tail turns dropped");
+    const char *resumed[] = {"train", "--resume", wpath("st_a/ckpt-00000010.h5"), "--run-dir", wpath("st_b"), NULL};
+    run_expect(0, "st_b", resumed);
+    assert_same_training(wpath("st_a/ckpt-00000020.h5"), wpath("st_b/ckpt-00000020.h5"));
+    metrics *a = read_metrics(wpath("st_a")), *b = read_metrics(wpath("st_b"));
+    assert_same_curve(a, b, 11, 20);
+    free_metrics(a);
+    free_metrics(b);
+    mn_checkpoint_stream sa = read_stream(wpath("st_a/ckpt-00000020.h5")),
+                         sb = read_stream(wpath("st_b/ckpt-00000020.h5"));
+    assert_int_equal(sa.lanes, 2);
+    assert_int_equal(sa.state_floats, 2 * 16); /* k x C */
+    assert_memory_equal(sa.episode, sb.episode, 2 * sizeof(int64_t));
+    assert_memory_equal(sa.turn, sb.turn, 2 * sizeof(int64_t));
+    assert_memory_equal(sa.states, sb.states, 2 * 32 * sizeof(float));
+    for (int lane = 0; lane < 2; lane++) { /* each lane stands after a window of 4 turns of its episode */
+        assert_true(sa.episode[lane] >= 0 && sa.turn[lane] >= 4 && sa.turn[lane] % 4 == 0);
+        assert_true(isfinite(sa.states[lane * 32]) && sa.states[lane * 32] != 0.0f);
+    }
+    mn_checkpoint_stream_free(&sa);
+    mn_checkpoint_stream_free(&sb);
+
+    /* checkpoint and config must agree on streaming: the data cursor counts other things */
+    const char *as_plain[] = {"train", "--resume", wpath("st_a/ckpt-00000010.h5"), "--stream", "0", "--run-dir",
+                              wpath("st_c"), NULL};
+    run_expect(1, "st_c", as_plain);
+    log_has("st_c", "err", "resume it with --stream 1");
+    const char *plain[] = {TINY_SHARDS, "--steps", "2", "--run-dir", wpath("st_d"), NULL};
+    run_expect(0, "st_d", plain);
+    mn_checkpoint_stream none;
+    int found = 1;
+    OK(mn_checkpoint_read_stream(wpath("st_d/ckpt-00000002.h5"), &none, &found));
+    assert_false(found);
+    const char *as_stream[] = {"train", "--resume", wpath("st_d/ckpt-00000002.h5"), "--stream", "1", "--run-dir",
+                               wpath("st_e"), NULL};
+    run_expect(1, "st_e", as_stream);
+    log_has("st_e", "err", "checkpoint holds none");
+    const char *recall[] = {TINY_RECALL, "--stream", "1", "--steps", "2", "--run-dir", wpath("st_f"), NULL};
+    run_expect(2, "st_f", recall);
+    log_has("st_f", "err", "stream 1 needs task shards");
+}
+
 static void test_signals_checkpoint_and_resume(void **state) {
     (void)state;
     /* constant lr (min_lr = lr, no warmup): the schedule does not depend on --steps, so a run
@@ -1184,6 +1247,7 @@ int main(void) {
         cmocka_unit_test(test_reconstruction_in_training),
         cmocka_unit_test(test_base_and_freeze_decoder),
         cmocka_unit_test(test_resume_bit_identical_shards),
+        cmocka_unit_test(test_resume_bit_identical_stream),
         cmocka_unit_test(test_signals_checkpoint_and_resume),
         cmocka_unit_test(test_bad_checkpoints_refused_by_cli),
         cmocka_unit_test_teardown(test_resume_never_touches_another_run, unmount_ro),

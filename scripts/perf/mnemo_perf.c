@@ -309,7 +309,7 @@ static int cmd_train(options *o) {
             for (size_t c = 0; c < cells; c++)
                 memmove(tok + c * L, tok + c * bf.L, (size_t)L * sizeof(int32_t));
         }
-        batches[i] = (mn_batch){bf.B, bf.T, L, tok, len, NULL};
+        batches[i] = (mn_batch){.B = bf.B, .T = bf.T, .max_len = L, .tokens = tok, .lengths = len};
     }
     int32_t *tokens = bf.tokens, *lengths = bf.lengths;
     mn_adamw_config adamw = {3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};

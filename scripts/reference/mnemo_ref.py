@@ -208,7 +208,8 @@ class MnemoRef(nn.Module):
         """Runs B episodes of T turns. tokens (T, B, max_len) ints, lengths (T, B),
         weights (T, B, max_len) or None (all 1); weights[t, b, i] weights predicting token i.
         bptt: truncation K (None or >= T: full BPTT). r_init (B, k, C): state entering turn 1
-        (default R_0 broadcast). reconstruct_weight lam > 0: every turn t is decoded again from
+        (default R_0 broadcast); streaming (docs/model.md) passes the previous window's
+        states[-1].detach() for carried lanes and R_0 for the others. reconstruct_weight lam > 0: every turn t is decoded again from
         R_t (the state that has just read it) with the same weights (the training aid of
         mn_trainer_set_reconstruction). reconstruct_delay D: turn t is decoded again from R_{t+D}
         instead, only where t+D lies in t's BPTT chunk (mn_trainer_set_reconstruction_delay).

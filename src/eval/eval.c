@@ -437,7 +437,7 @@ typedef struct {
     mn_model *model;
     float *r0, *r;        /* R_0; R as the walk goes */
     float *block_states;  /* (EVAL_BLOCK + 1, k, C): R before each position of the block */
-    float *rq;            /* question_in_state: (EVAL_PROBE_GROUP * 2, k, C): R after the question,
+    float *rq;            /* questions read into R: (EVAL_PROBE_GROUP * 2, k, C): R after the question,
                            * from R (even) and R_0 (odd) */
     float *rq_tmp;        /* the same size: the question reads of one piece, gathered */
     int32_t *q_tokens;    /* (EVAL_PROBE_GROUP * 2, N): those pieces' tokens */
@@ -448,6 +448,7 @@ typedef struct {
      * (probe, variant) it is scored in: the state, the decoder sequence before a choice */
     const prep_probe *group;
     int n_group, n_slots;
+    int group_read[EVAL_PROBE_GROUP]; /* the probe's question is read into R (read_questions) */
     const float *slot_r[EVAL_SLOTS];
     int slot_prefix[EVAL_SLOTS], slot_variant[EVAL_SLOTS], slot_probe[EVAL_SLOTS];
     int32_t *prefix;      /* (EVAL_SLOTS, N): a slot's sequence before a choice, then its generation */
@@ -611,12 +612,13 @@ static mn_status probe_history(worker *w, const mn_eval_variant_spec *spec, int 
     return MN_OK;
 }
 
-/* Reads the question pieces of probes[0..n) into R (even slots: from the state before the
- * probe, when `from_state`; odd: from R_0, when `from_r0`), piece by piece, each piece of every
- * probe in one mn_update_batch. */
-static mn_status read_questions(worker *w, const prep_dialogue *pd, const prep_probe *probes, int n, int64_t j0,
-                                int from_state, int from_r0) {
+/* Reads the question pieces of the group's probes marked in group_read into R (even slots: from
+ * the state before the probe, when `from_state`; odd: from R_0, when `from_r0`), piece by
+ * piece, each piece of every such probe in one mn_update_batch. */
+static mn_status read_questions(worker *w, const prep_dialogue *pd, int64_t j0, int from_state, int from_r0) {
     const size_t S = mn_state_floats(w->model);
+    const prep_probe *probes = w->group;
+    const int n = w->n_group;
     int most = 0;
     for (int i = 0; i < n; i++) {
         const float *before = w->block_states + (size_t)(probes[i].hist_before - j0) * S;
@@ -630,7 +632,7 @@ static mn_status read_questions(worker *w, const prep_dialogue *pd, const prep_p
         w->q_offsets[0] = 0;
         for (int i = 0; i < 2 * n; i++) {
             const prep_probe *p = &probes[i / 2];
-            if (q >= p->q_count || !(i % 2 ? from_r0 : from_state))
+            if (q >= p->q_count || !w->group_read[i / 2] || !(i % 2 ? from_r0 : from_state))
                 continue;
             int64_t t = p->q_first + q, len = pd->c.turn_start[t + 1] - pd->c.turn_start[t];
             memcpy(w->q_tokens + w->q_offsets[m], pd->c.tokens + pd->c.turn_start[t], (size_t)len * sizeof(int32_t));
@@ -638,7 +640,8 @@ static mn_status read_questions(worker *w, const prep_dialogue *pd, const prep_p
             w->q_offsets[m + 1] = w->q_offsets[m] + len;
             slot[m++] = i;
         }
-        MN_TRY(mn_update_batch(w->model, m, w->q_tokens, w->q_offsets, w->rq_tmp, w->rq_tmp));
+        if (m)
+            MN_TRY(mn_update_batch(w->model, m, w->q_tokens, w->q_offsets, w->rq_tmp, w->rq_tmp));
         for (int e = 0; e < m; e++)
             memcpy(w->rq + (size_t)slot[e] * S, w->rq_tmp + (size_t)e * S, S * sizeof(float));
     }
@@ -699,6 +702,8 @@ static mn_status group_add(worker *w, const mn_eval_options *o, const prep_dialo
     if (!w->n_group)
         w->group = p;
     const int i = w->n_group++;
+    /* a question too long to share the decoder's pass with the answer is read into R */
+    w->group_read[i] = o->question_in_state || qlen + 2 + p->longest > N;
     for (int v = 0; v < o->n_variants; v++) {
         const mn_eval_variant_spec *spec = &o->variants[v];
         const int memory = spec->mode == MN_EVAL_MEMORY;
@@ -707,12 +712,10 @@ static mn_status group_add(worker *w, const mn_eval_options *o, const prep_dialo
         const float *r;
         res->evidence_shown[v] = -1;
         if (memory || spec->mode == MN_EVAL_NO_MEMORY) {
-            if (o->question_in_state) {
+            if (w->group_read[i]) {
                 r = w->rq + (size_t)(2 * i + !memory) * S; /* read_questions fills it */
             } else {
                 /* the state before the question, then question and answer in the decoder's one pass */
-                if (qlen + 2 + p->longest > N)
-                    continue; /* unscored: the question and answer do not fit one pass */
                 r = memory ? w->block_states + (size_t)jb * S : w->r0;
                 append_question(pd, p, pre, &np);
             }
@@ -755,15 +758,13 @@ static mn_status group_score(worker *w, const mn_eval_options *o, const prep_dia
         return MN_OK;
     const int N = mn_model_config(w->model)->max_turn_tokens;
     const prep_probe *probes = w->group;
-    if (o->question_in_state) {
-        int from_state = 0, from_r0 = 0;
-        for (int v = 0; v < o->n_variants; v++) {
-            from_state |= o->variants[v].mode == MN_EVAL_MEMORY;
-            from_r0 |= o->variants[v].mode == MN_EVAL_NO_MEMORY;
-        }
-        if (from_state || from_r0)
-            MN_TRY(read_questions(w, pd, probes, w->n_group, j0, from_state, from_r0));
+    int from_state = 0, from_r0 = 0;
+    for (int v = 0; v < o->n_variants; v++) {
+        from_state |= o->variants[v].mode == MN_EVAL_MEMORY;
+        from_r0 |= o->variants[v].mode == MN_EVAL_NO_MEMORY;
     }
+    if (from_state || from_r0)
+        MN_TRY(read_questions(w, pd, j0, from_state, from_r0));
     w->choices.n = 0;
     for (int s = 0; s < w->n_slots; s++) {
         const prep_probe *p = &probes[w->slot_probe[s]];

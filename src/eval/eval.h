@@ -84,7 +84,8 @@ typedef struct {
     int lm;              /* per-turn LM loss of the dialogue turns */
     int question_in_state; /* memory, no_memory: 1 reads the question into R and decodes the
                             * answer from R alone (the protocol before 2026-12-05); 0 (default)
-                            * decodes question and answer in one pass reading R (docs/eval.md) */
+                            * decodes question and answer in one pass reading R (docs/eval.md),
+                            * but for a question too long to share the pass with its answer */
     FILE *progress;      /* nullable: about 20 progress updates over the run */
     int progress_redraw; /* 1 (progress is a terminal): one line redrawn in place with '\r';
                           * 0 (a log): each update a line of its own */

@@ -172,7 +172,37 @@ static mn_status put_dist(const writer *w, hid_t train, const mn_checkpoint_dist
     return st;
 }
 
-static mn_status put_train(const writer *w, hid_t file, const mn_train_state *s, const mn_checkpoint_dist *dist) {
+/* Not tensors: left out of the chunk list, so the trailer's digest covers them (and Fletcher32). */
+static mn_status put_stream(const writer *w, hid_t train, const mn_checkpoint_stream *s) {
+    if (s->lanes < 1 || s->state_floats < 1 || !s->episode || !s->turn || !s->states)
+        return mn_fail(MN_ERR_INVALID_ARG, "%s: stream state of %lld lanes without its arrays", w->file,
+                       (long long)s->lanes);
+    size_t lanes = (size_t)s->lanes, dims[2] = {lanes, 2}, sdims[2] = {lanes, (size_t)s->state_floats};
+    int64_t *positions = malloc(2 * lanes * sizeof *positions);
+    if (!positions)
+        return mn_fail(MN_ERR_NOMEM, "%s: out of memory", w->file);
+    for (size_t b = 0; b < lanes; b++)
+        positions[2 * b] = s->episode[b], positions[2 * b + 1] = s->turn[b];
+    hid_t g;
+    mn_status st = mn_h5_create_group(train, w->file, "stream", &g);
+    if (st != MN_OK) {
+        free(positions);
+        return st;
+    }
+    st = injected(w, "train/stream/positions");
+    if (st == MN_OK)
+        st = mn_h5_write_dataset(g, w->file, "positions", H5T_NATIVE_INT64, H5T_STD_I64LE, positions, 2, dims);
+    if (st == MN_OK)
+        st = injected(w, "train/stream/states");
+    if (st == MN_OK)
+        st = mn_h5_write_floats(g, w->file, "states", s->states, 2, sdims);
+    H5Gclose(g);
+    free(positions);
+    return st;
+}
+
+static mn_status put_train(const writer *w, hid_t file, const mn_train_state *s, const mn_checkpoint_dist *dist,
+                           const mn_checkpoint_stream *stream) {
     hid_t g;
     MN_TRY(mn_h5_create_group(file, w->file, "train", &g));
     const struct {
@@ -197,6 +227,8 @@ static mn_status put_train(const writer *w, hid_t file, const mn_train_state *s,
         st = mn_h5_write_u64s(g, w->file, "data_cursor", cursor, 2);
     if (st == MN_OK && dist)
         st = put_dist(w, g, dist);
+    if (st == MN_OK && stream)
+        st = put_stream(w, g, stream);
     H5Gclose(g);
     return st;
 }
@@ -209,7 +241,7 @@ static mn_status write_contents(writer *w, hid_t file, mn_model *m, mn_trainer *
     if (tr)
         MN_TRY(put_optimizer(w, file, tr, o ? o->adam_m : NULL, o ? o->adam_v : NULL));
     if (s)
-        MN_TRY(put_train(w, file, s, o ? o->dist : NULL));
+        MN_TRY(put_train(w, file, s, o ? o->dist : NULL, o ? o->stream : NULL));
     if (o && o->tokenizer) {
         MN_TRY(injected(w, "tokenizer"));
         mn_status st = mn_tokenizer_save_h5(o->tokenizer, file);
@@ -676,6 +708,66 @@ mn_status mn_checkpoint_read_dist(const char *path, mn_checkpoint_dist *d, int *
     if (st != MN_OK) {
         mn_checkpoint_dist_free(d);
         return mn_fail_context(MN_ERR_FORMAT, "%s: bad /train/dist", path);
+    }
+    *found = 1;
+    return MN_OK;
+}
+
+void mn_checkpoint_stream_free(mn_checkpoint_stream *s) {
+    if (!s)
+        return;
+    free(s->episode), free(s->turn), free(s->states);
+    memset(s, 0, sizeof *s);
+}
+
+mn_status mn_checkpoint_read_stream(const char *path, mn_checkpoint_stream *s, int *found) {
+    if (!path || !s || !found)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_checkpoint_read_stream: NULL argument");
+    memset(s, 0, sizeof *s);
+    *found = 0;
+    ckpt c;
+    MN_TRY(open_checkpoint(path, &c));
+    int present = 0, ndim = 0;
+    size_t dims[4] = {0}, sdims[4] = {0};
+    mn_status st = has(&c, "train/stream", &present);
+    if (st != MN_OK || !present) { /* none: not saved by a streaming run */
+        close_checkpoint(&c);
+        return st;
+    }
+    int64_t *positions = NULL;
+    st = mn_h5_dataset_dims(c.file, path, "train/stream/positions", &ndim, dims);
+    if (st == MN_OK && (ndim != 2 || dims[1] != 2 || dims[0] < 1 || dims[0] > (1 << 20)))
+        st = mn_fail(MN_ERR_FORMAT, "%s: /train/stream/positions is not (lanes, 2)", path);
+    if (st == MN_OK)
+        st = mn_h5_dataset_dims(c.file, path, "train/stream/states", &ndim, sdims);
+    if (st == MN_OK && (ndim != 2 || sdims[0] != dims[0] || sdims[1] < 1 || sdims[1] > (1 << 24)))
+        st = mn_fail(MN_ERR_FORMAT, "%s: /train/stream/states is not (lanes, k * C)", path);
+    if (st == MN_OK) {
+        s->lanes = (int64_t)dims[0], s->state_floats = (int64_t)sdims[1];
+        positions = malloc(2 * dims[0] * sizeof *positions);
+        s->episode = malloc(dims[0] * sizeof *s->episode);
+        s->turn = malloc(dims[0] * sizeof *s->turn);
+        s->states = malloc(dims[0] * sdims[1] * sizeof *s->states);
+        if (!positions || !s->episode || !s->turn || !s->states)
+            st = mn_fail(MN_ERR_NOMEM, "%s: out of memory", path);
+    }
+    if (st == MN_OK)
+        st = mn_h5_read_checksummed(c.file, path, "train/stream/positions", H5T_NATIVE_INT64, positions,
+                                    2 * dims[0]);
+    if (st == MN_OK)
+        st = mn_h5_read_checksummed(c.file, path, "train/stream/states", H5T_NATIVE_FLOAT, s->states,
+                                    dims[0] * sdims[1]);
+    for (size_t b = 0; st == MN_OK && b < dims[0]; b++) {
+        s->episode[b] = positions[2 * b], s->turn[b] = positions[2 * b + 1];
+        if (s->episode[b] < -1 || s->turn[b] < 0)
+            st = mn_fail(MN_ERR_FORMAT, "%s: /train/stream/positions: lane %zu at turn %lld of episode %lld", path, b,
+                         (long long)s->turn[b], (long long)s->episode[b]);
+    }
+    free(positions);
+    close_checkpoint(&c);
+    if (st != MN_OK) {
+        mn_checkpoint_stream_free(s);
+        return mn_fail_context(MN_ERR_FORMAT, "%s: bad /train/stream", path);
     }
     *found = 1;
     return MN_OK;

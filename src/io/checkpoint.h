@@ -53,6 +53,16 @@ typedef struct {
     uint64_t *rank_cursors; /* (world_size, MN_DIST_CURSOR_FIELDS) */
 } mn_checkpoint_dist;
 
+/* Streaming training's carried states, /train/stream (docs/checkpoint.md): per batch lane, the
+ * stream loader's position (its episode, -1 for none yet, and the turn of it where the next
+ * window starts; mn_loader_get_lanes) and the state R carried into that window. */
+typedef struct {
+    int64_t lanes;        /* the batch B */
+    int64_t state_floats; /* k * C */
+    int64_t *episode, *turn; /* (lanes) */
+    float *states;        /* (lanes, state_floats); a lane's R may be non-finite (it then restarts) */
+} mn_checkpoint_stream;
+
 /* Fault injection for tests: called before each dataset is written; a nonzero return makes
  * that write fail exactly as a write error would (MN_ERR_IO, temp file removed). */
 typedef int (*mn_checkpoint_fault_fn)(void *ctx, const char *dataset);
@@ -62,6 +72,7 @@ typedef struct {
     const char *run_id;             /* the run that writes it (MN_RUN_ID_LEN hex digits); NULL: none */
     const mn_tokenizer *tokenizer;  /* stored as group /tokenizer; NULL: none */
     const mn_checkpoint_dist *dist; /* stored as /train/dist (with a state); NULL: none */
+    const mn_checkpoint_stream *stream; /* stored as /train/stream (with a state); NULL: none */
     /* Whole moments (num_params each) to write instead of the trainer's: required when the
      * trainer's moments are sharded (ZeRO-1), gathered by the writing rank; else NULL. */
     const float *adam_m, *adam_v;
@@ -94,6 +105,10 @@ mn_status mn_checkpoint_load(const char *path, mn_model *model, mn_trainer *trai
  * mn_checkpoint_dist_free. */
 mn_status mn_checkpoint_read_dist(const char *path, mn_checkpoint_dist *dist, int *found);
 void mn_checkpoint_dist_free(mn_checkpoint_dist *dist);
+/* /train/stream of a checkpoint: *found = 0 when it holds none (not saved by a streaming run).
+ * The arrays are malloc'd: mn_checkpoint_stream_free. */
+mn_status mn_checkpoint_read_stream(const char *path, mn_checkpoint_stream *stream, int *found);
+void mn_checkpoint_stream_free(mn_checkpoint_stream *stream);
 
 /* The model config stored in a checkpoint (to create a matching model before loading). */
 mn_status mn_checkpoint_read_config(const char *path, mn_config *config);

@@ -109,7 +109,7 @@ static mn_status train_steps(const mn_bench_train_options *o, mn_trainer *traine
     random_tokens(tokens, n, cfg->vocab_size, 12345);
     for (int i = 0; i < T * B; i++)
         lengths[i] = L; /* full turns: every position does real work */
-    mn_batch batch = {B, T, L, tokens, lengths, NULL};
+    mn_batch batch = {.B = B, .T = T, .max_len = L, .tokens = tokens, .lengths = lengths};
     mn_adamw_config adamw = {3e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1.0f};
     mn_status st = mn_forward_backward(trainer, &batch, &r->loss, NULL); /* warm-up */
     double t0 = mn_clock_s();
@@ -156,14 +156,14 @@ static mn_status train_check(const mn_bench_train_options *o, mn_model *model, m
         st = mn_trainer_pull(trainer); /* the host parameters become the device's */
     }
     float *dev_turn = buf, *cpu_turn = buf + T, *dev_states = buf + 2 * T, *cpu_states = dev_states + nstate;
-    mn_batch one = {1, T, L, tokens, lengths, NULL};
+    mn_batch one = {.B = 1, .T = T, .max_len = L, .tokens = tokens, .lengths = lengths};
     float dev_loss = 0.0f, cpu_loss = 0.0f;
     if (st == MN_OK)
-        st = mn_forward(trainer, &one, &dev_loss, &(mn_forward_outputs){dev_turn, dev_states, NULL});
+        st = mn_forward(trainer, &one, &dev_loss, &(mn_forward_outputs){.turn_losses = dev_turn, .states = dev_states});
     if (st == MN_OK)
         st = mn_trainer_create_on(model, MN_DEVICE_CPU, 1, o->bptt, &cpu);
     if (st == MN_OK)
-        st = mn_forward(cpu, &one, &cpu_loss, &(mn_forward_outputs){cpu_turn, cpu_states, NULL});
+        st = mn_forward(cpu, &one, &cpu_loss, &(mn_forward_outputs){.turn_losses = cpu_turn, .states = cpu_states});
     if (st == MN_OK)
         st = check_sample(c, "episode 0's turn losses", dev_turn, cpu_turn, (size_t)T);
     if (st == MN_OK)

@@ -340,6 +340,26 @@ static mn_status validate_batch(const mn_trainer *tr, const mn_batch *b, double 
     return MN_OK;
 }
 
+/* Streaming: a carried lane needs its initial state, and a finite one. */
+static int carried(const mn_batch *b, int e) { return b->carry && b->carry[e]; }
+
+static mn_status validate_carry(const mn_trainer *tr, const mn_batch *b) {
+    const size_t state = (size_t)tr->model->config.n_slots * tr->model->config.d_model;
+    for (int e = 0; e < b->B; e++) {
+        if (!carried(b, e))
+            continue;
+        if (!b->initial_states)
+            return mn_fail(MN_ERR_INVALID_ARG, "batch: lane %d carries its state (carry = 1) but initial_states is NULL",
+                           e);
+        const float *r = b->initial_states + (size_t)e * state;
+        for (size_t i = 0; i < state; i++)
+            if (!isfinite(r[i]))
+                return mn_fail(MN_ERR_NUMERIC, "batch: initial_states of lane %d is not finite (%g at %zu)", e,
+                               (double)r[i], i);
+    }
+    return MN_OK;
+}
+
 /* ---------------------------------------------------------------- inputs */
 /* Backend pointers to the inputs of one turn. */
 typedef struct {
@@ -518,6 +538,7 @@ static mn_status run_batch_scaled(mn_trainer *tr, const mn_batch *b, float *loss
     MN_TRY(mn_exec_status(ex)); /* a trainer that failed on its device stays failed */
     double total_weight = 0.0;
     MN_TRY(validate_batch(tr, b, &total_weight));
+    MN_TRY(validate_carry(tr, b));
     MN_TRY(reserve_inputs(tr, b->T));
     mn_model *m = tr->model;
     const mn_config *c = &m->config;
@@ -533,6 +554,11 @@ static mn_status run_batch_scaled(mn_trainer *tr, const mn_batch *b, float *loss
         MN_OP(ex, zero, tr->recon_loss, (size_t)T * sizeof(double));
 
     MN_OP(ex, copy_rows, tr->states, (size_t)k * C, tr->p.r0, 0, (size_t)B, (size_t)k * C); // R_0 broadcast
+    for (int e = 0; e < B; e++) // carried lanes start where their previous window ended
+        if (carried(b, e))
+            MN_OP(ex, upload, tr->states + (size_t)e * k * C, b->initial_states + (size_t)e * k * C,
+                  (size_t)k * C * sizeof(float));
+    const int want_final = out && out->final_states;
     for (int t0 = 0; t0 < T; t0 += tr->bptt) {
         int n = T - t0 < tr->bptt ? T - t0 : tr->bptt;
         for (int j = 0; j < n; j++) {
@@ -542,7 +568,7 @@ static mn_status run_batch_scaled(mn_trainer *tr, const mn_batch *b, float *loss
             decoder_turn(tr, b, t, r_in, scale, with_grads, tr->dmemory_decoder + (size_t)j * state, logits_out,
                          tr->turn_loss + t);
             /* R_T is read by nobody (but the reconstruction): skip the last update unless wanted */
-            if (t + 1 < T || (out && out->states) || recon) {
+            if (t + 1 < T || (out && out->states) || recon || want_final) {
                 float *r_out = tr->states + (size_t)(j + 1) * state;
                 compressor_turn(tr, b, t, j, r_in, r_out);
                 if (out && out->states)
@@ -575,12 +601,23 @@ static mn_status run_batch_scaled(mn_trainer *tr, const mn_batch *b, float *loss
                 tr->dstate = tr->dstate_prev;
                 tr->dstate_prev = swap;
             }
-            if (t0 == 0) // only the first chunk reaches R_0; sum over the episodes it was copied to
-                MN_OP(ex, add_rows, tr->g.r0, 0, tr->dstate, (size_t)k * C, (size_t)B, (size_t)k * C);
+            // only the first chunk reaches R_0; sum over the episodes it was copied to (carried
+            // lanes started from a constant), in runs of consecutive lanes, ascending
+            for (int e = 0; t0 == 0 && e < B;) {
+                int end = e;
+                while (end < B && !carried(b, end))
+                    end++;
+                if (end > e)
+                    MN_OP(ex, add_rows, tr->g.r0, 0, tr->dstate + (size_t)e * k * C, (size_t)k * C, (size_t)(end - e),
+                          (size_t)k * C);
+                e = end + 1;
+            }
         }
         // the next chunk starts from the last state of this one (slots 0 and n never overlap)
         MN_OP(ex, copy, tr->states, tr->states + (size_t)n * state, state * sizeof(float));
     }
+    if (want_final) // the last chunk's end copied R_T to slot 0
+        MN_OP(ex, download, out->final_states, tr->states, state * sizeof(float));
     if (recon)
         MN_OP(ex, download, tr->recon_loss_host, tr->recon_loss, (size_t)T * sizeof(double));
     MN_OP(ex, download, tr->turn_loss_host, tr->turn_loss, (size_t)T * sizeof(double)); /* waits */
@@ -614,12 +651,13 @@ mn_status mn_forward(mn_trainer *tr, const mn_batch *b, float *loss, mn_forward_
     return run_batch(tr, b, loss, out, 0);
 }
 
-mn_status mn_forward_backward_scaled(mn_trainer *tr, const mn_batch *b, double scale, double *loss_sum) {
+mn_status mn_forward_backward_scaled(mn_trainer *tr, const mn_batch *b, double scale, double *loss_sum,
+                                     mn_forward_outputs *out) {
     if (!(scale > 0.0) || !isfinite(scale) || !loss_sum)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_forward_backward_scaled: scale %g must be finite and > 0, loss_sum set",
                        scale);
     float loss;
-    return run_batch_scaled(tr, b, &loss, NULL, 1, scale, loss_sum);
+    return run_batch_scaled(tr, b, &loss, out, 1, scale, loss_sum);
 }
 
 double mn_batch_loss_weight(const mn_batch *b) {

@@ -595,35 +595,49 @@ mn_status mn_shard_turn(const mn_shard *s, int64_t t, const int32_t **tokens,
 struct mn_loader {
     const mn_shard *shard;
     mn_loader_options o;
-    int64_t n_windows, skipped;
-    int64_t *window_turn;   /* first (global) turn of each window */
-    int32_t *order;         /* window order of `order_epoch` */
+    int64_t n_windows, skipped, dropped_turns;
+    /* what an epoch shuffles: windows (their first global turn), or in stream mode the
+     * episodes of >= T turns (their index) */
+    int64_t n_units;
+    int64_t *units;
+    int32_t *order;         /* unit order of `order_epoch` */
     uint64_t order_epoch;
     mn_loader_cursor cursor;
     int32_t *tokens, *lengths;
     float *weights;
-    int64_t *last_window;   /* (B) window of each batch row */
+    int64_t *last_turn;     /* (B) first global turn of each batch row's window */
+    /* stream mode: lane b walks episode lane_episode[b] (-1: none yet); its next window starts
+     * at turn lane_turn[b] of the episode; carry[b] says the last window continued it */
+    int64_t *lane_episode, *lane_turn;
+    unsigned char *carry;
 };
 
 void mn_loader_free(mn_loader *l) {
     if (!l)
         return;
-    free(l->window_turn);
+    free(l->units);
     free(l->order);
     free(l->tokens);
     free(l->lengths);
     free(l->weights);
-    free(l->last_window);
+    free(l->last_turn);
+    free(l->lane_episode);
+    free(l->lane_turn);
+    free(l->carry);
     free(l);
 }
 
 static void shuffle_for_epoch(mn_loader *l, uint64_t epoch) {
     mn_rng rng;
     mn_rng_seed(&rng, l->o.seed ^ (0x9E3779B97F4A7C15ull * (epoch + 1)));
-    for (int64_t i = 0; i < l->n_windows; i++)
+    for (int64_t i = 0; i < l->n_units; i++)
         l->order[i] = (int32_t)i;
-    mn_rng_shuffle_i32(&rng, l->order, l->n_windows);
+    mn_rng_shuffle_i32(&rng, l->order, l->n_units);
     l->order_epoch = epoch;
+}
+
+static int64_t episode_turns(const mn_shard *s, int64_t e) {
+    return (int64_t)(s->episode_start[e + 1] - s->episode_start[e]);
 }
 
 mn_status mn_loader_create(const mn_shard *shard, const mn_loader_options *o, mn_loader **out) {
@@ -644,13 +658,20 @@ mn_status mn_loader_create(const mn_shard *shard, const mn_loader_options *o, mn
         return mn_fail(MN_ERR_NOMEM, "loader: out of memory");
     l->shard = shard;
     l->o = *o;
-    int64_t n = 0;
+    int64_t n = 0, streamable = 0;
     for (int64_t e = 0; e < shard->info.n_episodes; e++) {
-        int64_t len = (int64_t)(shard->episode_start[e + 1] - shard->episode_start[e]);
-        if (len < o->T)
+        int64_t len = episode_turns(shard, e);
+        if (len < o->T) {
             l->skipped++;
-        else
+            continue;
+        }
+        streamable++;
+        if (o->stream) {
+            n += len / o->T;
+            l->dropped_turns += len % o->T;
+        } else {
             n += len / o->T + (len % o->T != 0);
+        }
     }
     mn_status st = MN_OK;
     if (n == 0)
@@ -658,17 +679,21 @@ mn_status mn_loader_create(const mn_shard *shard, const mn_loader_options *o, mn
     else if (n > INT32_MAX)
         st = mn_fail(MN_ERR_CONFIG, "%s: %lld windows, more than a loader handles", shard->path,
                      (long long)n);
-    size_t cells = (size_t)o->B * (size_t)o->T;
+    size_t cells = (size_t)o->B * (size_t)o->T, lanes = (size_t)o->B;
     if (st == MN_OK) {
         l->n_windows = n;
-        l->window_turn = malloc((size_t)n * sizeof *l->window_turn);
-        l->order = malloc((size_t)n * sizeof *l->order);
+        l->n_units = o->stream ? streamable : n;
+        l->units = malloc((size_t)l->n_units * sizeof *l->units);
+        l->order = malloc((size_t)l->n_units * sizeof *l->order);
         l->tokens = malloc(cells * (size_t)o->max_len * sizeof *l->tokens);
         l->weights = malloc(cells * (size_t)o->max_len * sizeof *l->weights);
         l->lengths = malloc(cells * sizeof *l->lengths);
-        l->last_window = malloc((size_t)o->B * sizeof *l->last_window);
-        if (!l->window_turn || !l->order || !l->tokens || !l->weights || !l->lengths ||
-            !l->last_window)
+        l->last_turn = malloc(lanes * sizeof *l->last_turn);
+        l->lane_episode = malloc(lanes * sizeof *l->lane_episode);
+        l->lane_turn = calloc(lanes, sizeof *l->lane_turn);
+        l->carry = calloc(lanes, 1);
+        if (!l->units || !l->order || !l->tokens || !l->weights || !l->lengths || !l->last_turn ||
+            !l->lane_episode || !l->lane_turn || !l->carry)
             st = mn_fail(MN_ERR_NOMEM, "loader: out of memory for %lld windows", (long long)n);
     }
     if (st != MN_OK) {
@@ -678,79 +703,131 @@ mn_status mn_loader_create(const mn_shard *shard, const mn_loader_options *o, mn
     int64_t w = 0;
     for (int64_t e = 0; e < shard->info.n_episodes; e++) {
         int64_t first = (int64_t)shard->episode_start[e];
-        int64_t len = (int64_t)shard->episode_start[e + 1] - first;
+        int64_t len = episode_turns(shard, e);
         if (len < o->T)
             continue;
+        if (o->stream) {
+            l->units[w++] = e;
+            continue;
+        }
         for (int64_t s = 0; s + o->T <= len; s += o->T)
-            l->window_turn[w++] = first + s;
+            l->units[w++] = first + s;
         if (len % o->T)
-            l->window_turn[w++] = first + len - o->T;
+            l->units[w++] = first + len - o->T;
     }
     shuffle_for_epoch(l, 0);
     for (int b = 0; b < o->B; b++)
-        l->last_window[b] = -1;
+        l->last_turn[b] = -1, l->lane_episode[b] = -1;
     *out = l;
     return MN_OK;
+}
+
+/* The next unit of the shuffled order; crossing the end of an epoch continues in the next. */
+static int64_t next_unit(mn_loader *l) {
+    if (l->cursor.position >= (uint64_t)l->n_units) {
+        l->cursor.epoch++;
+        l->cursor.position = 0;
+    }
+    if (l->order_epoch != l->cursor.epoch)
+        shuffle_for_epoch(l, l->cursor.epoch);
+    return l->units[l->order[l->cursor.position++]];
+}
+
+/* Row b of the batch: the T turns from global turn `first`. */
+static void fill_row(mn_loader *l, int b, int64_t first) {
+    const mn_shard *s = l->shard;
+    int B = l->o.B, L = l->o.max_len;
+    l->last_turn[b] = first;
+    for (int t = 0; t < l->o.T; t++) {
+        int64_t turn = first + t;
+        uint64_t a = s->turn_start[turn];
+        int32_t n = (int32_t)(s->turn_start[turn + 1] - a);
+        size_t cell = (size_t)t * (size_t)B + (size_t)b;
+        int32_t *dst = l->tokens + cell * (size_t)L;
+        float *wt = l->weights + cell * (size_t)L;
+        memcpy(dst, s->tokens + a, (size_t)n * sizeof *dst);
+        for (int i = n; i < L; i++)
+            dst[i] = s->info.pad_id;
+        for (int i = 0; i < n; i++)
+            wt[i] = (s->token_flags[a + (uint64_t)i] & MN_TOKEN_ANSWER) ? l->o.answer_weight
+                                                                      : l->o.text_weight;
+        wt[0] = 0.0f; /* nothing predicts the first token of a turn */
+        for (int i = n; i < L; i++)
+            wt[i] = 0.0f;
+        l->lengths[cell] = n;
+    }
 }
 
 mn_status mn_loader_next(mn_loader *l, mn_batch *batch) {
     if (!l || !batch)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_loader_next: NULL argument");
     const mn_shard *s = l->shard;
-    int B = l->o.B, T = l->o.T, L = l->o.max_len;
+    int B = l->o.B, T = l->o.T;
     for (int b = 0; b < B; b++) {
-        if (l->cursor.position >= (uint64_t)l->n_windows) {
-            l->cursor.epoch++;
-            l->cursor.position = 0;
+        if (!l->o.stream) {
+            fill_row(l, b, next_unit(l));
+            continue;
         }
-        if (l->order_epoch != l->cursor.epoch)
-            shuffle_for_epoch(l, l->cursor.epoch);
-        int64_t w = l->order[l->cursor.position++];
-        l->last_window[b] = w;
-        for (int t = 0; t < T; t++) {
-            int64_t turn = l->window_turn[w] + t;
-            uint64_t a = s->turn_start[turn];
-            int32_t n = (int32_t)(s->turn_start[turn + 1] - a);
-            size_t cell = (size_t)t * (size_t)B + (size_t)b;
-            int32_t *dst = l->tokens + cell * (size_t)L;
-            float *wt = l->weights + cell * (size_t)L;
-            memcpy(dst, s->tokens + a, (size_t)n * sizeof *dst);
-            for (int i = n; i < L; i++)
-                dst[i] = s->info.pad_id;
-            for (int i = 0; i < n; i++)
-                wt[i] = (s->token_flags[a + (uint64_t)i] & MN_TOKEN_ANSWER) ? l->o.answer_weight
-                                                                          : l->o.text_weight;
-            wt[0] = 0.0f; /* nothing predicts the first token of a turn */
-            for (int i = n; i < L; i++)
-                wt[i] = 0.0f;
-            l->lengths[cell] = n;
+        // a lane whose episode has no whole window left takes the next episode
+        int64_t e = l->lane_episode[b];
+        if (e < 0 || l->lane_turn[b] + T > episode_turns(s, e)) {
+            l->lane_episode[b] = next_unit(l);
+            l->lane_turn[b] = 0;
         }
+        l->carry[b] = l->lane_turn[b] > 0;
+        fill_row(l, b, (int64_t)s->episode_start[l->lane_episode[b]] + l->lane_turn[b]);
+        l->lane_turn[b] += T;
     }
     batch->B = B;
     batch->T = T;
-    batch->max_len = L;
+    batch->max_len = l->o.max_len;
     batch->tokens = l->tokens;
     batch->lengths = l->lengths;
     batch->loss_weights = l->weights;
+    batch->carry = l->o.stream ? l->carry : NULL;
+    batch->initial_states = NULL;
     return MN_OK;
 }
 
 mn_loader_cursor mn_loader_get_cursor(const mn_loader *l) { return l->cursor; }
 
 mn_status mn_loader_set_cursor(mn_loader *l, mn_loader_cursor c) {
-    if (c.position > (uint64_t)l->n_windows)
-        return mn_fail(MN_ERR_INVALID_ARG, "loader: cursor position %llu beyond the %lld windows "
-                       "of an epoch", (unsigned long long)c.position, (long long)l->n_windows);
+    if (c.position > (uint64_t)l->n_units)
+        return mn_fail(MN_ERR_INVALID_ARG, "loader: cursor position %llu beyond the %lld %s "
+                       "of an epoch", (unsigned long long)c.position, (long long)l->n_units,
+                       l->o.stream ? "episodes" : "windows");
     l->cursor = c;
     return MN_OK;
 }
 
+void mn_loader_get_lanes(const mn_loader *l, int64_t *episode, int64_t *turn) {
+    memcpy(episode, l->lane_episode, (size_t)l->o.B * sizeof *episode);
+    memcpy(turn, l->lane_turn, (size_t)l->o.B * sizeof *turn);
+}
+
+mn_status mn_loader_set_lanes(mn_loader *l, const int64_t *episode, const int64_t *turn) {
+    if (!l->o.stream)
+        return mn_fail(MN_ERR_INVALID_ARG, "loader: lane positions belong to a stream loader");
+    const mn_shard *s = l->shard;
+    for (int b = 0; b < l->o.B; b++) {
+        int64_t e = episode[b];
+        if (e < -1 || e >= s->info.n_episodes || (e >= 0 && episode_turns(s, e) < l->o.T) ||
+            (e >= 0 && (turn[b] < 0 || turn[b] > episode_turns(s, e))))
+            return mn_fail(MN_ERR_INVALID_ARG, "loader: lane %d at turn %lld of episode %lld is not a "
+                           "position of %s with T = %d", b, (long long)turn[b], (long long)e,
+                           s->path, l->o.T);
+    }
+    for (int b = 0; b < l->o.B; b++)
+        l->lane_episode[b] = episode[b], l->lane_turn[b] = episode[b] >= 0 ? turn[b] : 0;
+    return MN_OK;
+}
+
+int64_t mn_loader_dropped_turns(const mn_loader *l) { return l->dropped_turns; }
 int64_t mn_loader_n_windows(const mn_loader *l) { return l->n_windows; }
 int64_t mn_loader_skipped_episodes(const mn_loader *l) { return l->skipped; }
 
 void mn_loader_window(const mn_loader *l, int b, int64_t *episode, int64_t *first_turn) {
-    int64_t w = (b >= 0 && b < l->o.B) ? l->last_window[b] : -1;
-    int64_t turn = w >= 0 ? l->window_turn[w] : -1;
+    int64_t turn = (b >= 0 && b < l->o.B) ? l->last_turn[b] : -1;
     if (first_turn)
         *first_turn = turn;
     if (episode) {

@@ -113,9 +113,11 @@ typedef struct {
     uint64_t seed;        /* window order of epoch e is a shuffle seeded by (seed, e) */
     float text_weight;    /* loss weight of ordinary tokens */
     float answer_weight;  /* loss weight of MN_TOKEN_ANSWER tokens */
+    int stream;           /* 1: each lane walks whole episodes in order (see below) */
 } mn_loader_options;
 
-/* Resume point: the next window is number `position` of epoch `epoch`'s order. */
+/* Resume point: the next window (stream mode: the next episode) is number `position` of epoch
+ * `epoch`'s order. */
 typedef struct {
     uint64_t epoch;
     uint64_t position;
@@ -123,7 +125,11 @@ typedef struct {
 
 typedef struct mn_loader mn_loader;
 /* Windows of an episode of n >= T turns start at 0, T, 2T, ... and, when T does not divide n,
- * at n - T; shorter episodes are skipped (counted). The shard's longest turn must fit max_len. */
+ * at n - T; shorter episodes are skipped (counted). The shard's longest turn must fit max_len.
+ * Stream mode (docs/tokens.md): the epoch's order is of the episodes of n >= T turns, and lane
+ * b of every batch walks one episode's windows 0, T, 2T, ... in order (the last n mod T turns
+ * are dropped, counted), then takes the next episode of the order; batch->carry[b] is 1 when
+ * the window continues the lane's episode, 0 when it starts one. */
 mn_status mn_loader_create(const mn_shard *shard, const mn_loader_options *options,
                            mn_loader **out);
 void mn_loader_free(mn_loader *l);
@@ -134,8 +140,16 @@ void mn_loader_free(mn_loader *l);
 mn_status mn_loader_next(mn_loader *l, mn_batch *batch);
 mn_loader_cursor mn_loader_get_cursor(const mn_loader *l);
 mn_status mn_loader_set_cursor(mn_loader *l, mn_loader_cursor cursor);
+/* Stream mode's other half of the resume point: lane b's episode (-1: none yet) and the turn
+ * of it where its next window starts (B entries each). get works in either mode; set refuses a
+ * loader without stream mode and a position the shard does not have. */
+void mn_loader_get_lanes(const mn_loader *l, int64_t *episode, int64_t *turn);
+mn_status mn_loader_set_lanes(mn_loader *l, const int64_t *episode, const int64_t *turn);
+/* Windows of an epoch. */
 int64_t mn_loader_n_windows(const mn_loader *l);
 int64_t mn_loader_skipped_episodes(const mn_loader *l);
+/* Stream mode: the tail turns (n mod T of each episode) an epoch drops; 0 otherwise. */
+int64_t mn_loader_dropped_turns(const mn_loader *l);
 /* Episode and first turn of window b of the last batch. */
 void mn_loader_window(const mn_loader *l, int b, int64_t *episode, int64_t *first_turn);
 

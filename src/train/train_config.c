@@ -51,6 +51,7 @@ static const field fields[] = {
     FIELD(grad_accum, F_INT, "micro-batches per rank and step (B / (ranks * grad_accum) each)"),
     FIELD(turns, F_INT, "turns per episode T (the last curriculum stage)"),
     FIELD(bptt, F_INT, "truncated BPTT length K in turns"),
+    FIELD(stream, F_INT, "1: each batch lane walks one episode's windows in order, carrying R across them"),
     STR(curriculum, "explicit stages \"step:turns,...\" (overrides the doubling stages)"),
     FIELD(curriculum_start_turns, F_INT, "first stage's turns; doubles each stage up to T"),
     FIELD(curriculum_stage_steps, F_I64, "steps per curriculum stage (0: always T turns)"),
@@ -449,6 +450,10 @@ mn_status mn_train_config_validate(const mn_train_config *c) {
         return bad("grad_accum", "must divide batch");
     if (c->zero != 0 && c->zero != 1)
         return bad("zero", "must be 0 or 1");
+    if (c->stream != 0 && c->stream != 1)
+        return bad("stream", "must be 0 or 1");
+    if (c->stream && strcmp(c->task, "shards"))
+        return bad("stream", "1 needs task shards (recall episodes are independent of each other)");
     if (!(c->comm_timeout >= 0))
         return bad("comm_timeout", "must be >= 0");
     if (c->bptt < 1)

@@ -58,7 +58,8 @@ static mn_status eval_loss(mn_train_run_state *r, double *loss_out, int64_t *bat
         for (int64_t i = 0; i < c->eval_batches; i++) {
             MN_TRY(mn_recall_fill_batch(&r->task, &rng, c->batch, c->turns, r->max_len, lo, hi, r->tokens, r->lengths,
                                         r->weights, NULL));
-            mn_batch b = {c->batch, c->turns, r->max_len, r->tokens, r->lengths, r->weights};
+            mn_batch b = {.B = c->batch, .T = c->turns, .max_len = r->max_len, .tokens = r->tokens, .lengths = r->lengths,
+                         .loss_weights = r->weights};
             float loss;
             MN_TRY(eval_batch_loss(r, &b, &loss));
             sum += loss;

@@ -115,13 +115,40 @@ static mn_status stage_loader(run *r, int turns, int stage) {
     r->loader = NULL;
     mn_loader_options o = {.B = r->cfg->batch, .T = turns, .max_len = r->cfg->model.max_turn_tokens,
                            .seed = (uint64_t)r->cfg->seed ^ (LOADER_SALT * (uint64_t)(stage + 1)),
-                           .text_weight = (float)r->cfg->text_weight, .answer_weight = (float)r->cfg->answer_weight};
+                           .text_weight = (float)r->cfg->text_weight, .answer_weight = (float)r->cfg->answer_weight,
+                           .stream = r->cfg->stream};
     mn_status st = mn_loader_create(r->train_shard, &o, &r->loader);
     if (st != MN_OK)
         return st;
     r->loader_stage = stage;
+    if (r->cfg->stream)
+        notice(r, "stream: %" PRId64 " windows of %d turns an epoch; %" PRId64 " tail turns dropped, %" PRId64
+               " episodes shorter than %d skipped", mn_loader_n_windows(r->loader), turns,
+               mn_loader_dropped_turns(r->loader), mn_loader_skipped_episodes(r->loader), turns);
     mn_loader_cursor c = {r->st.data_epoch, r->st.data_position};
-    return mn_loader_set_cursor(r->loader, c);
+    MN_TRY(mn_loader_set_cursor(r->loader, c));
+    return r->cfg->stream ? mn_loader_set_lanes(r->loader, r->lane_episode, r->lane_turn) : MN_OK;
+}
+
+/* Streaming: every lane starts over (a new run, a new curriculum stage). */
+static void restart_lanes(run *r) {
+    for (int b = 0; r->cfg->stream && b < r->cfg->batch; b++)
+        r->lane_episode[b] = -1, r->lane_turn[b] = 0;
+}
+
+/* Streaming: the batch carries each lane's state from its previous window, where the loader says
+ * the window continues the lane's episode; a state that is not finite (a step that overflowed)
+ * is not carried, and that lane starts from R_0. */
+static void carry_states(run *r, mn_batch *batch) {
+    const size_t S = (size_t)r->cfg->model.n_slots * (size_t)r->cfg->model.d_model;
+    for (int b = 0; b < batch->B; b++) {
+        int finite = 1;
+        for (size_t i = 0; finite && i < S; i++)
+            finite = isfinite(r->carried[(size_t)b * S + i]);
+        r->carry[b] = batch->carry[b] && finite;
+    }
+    batch->carry = r->carry;
+    batch->initial_states = r->carried;
 }
 
 /* compact: turns are often far shorter than max_turn_tokens, and compute grows with the padded
@@ -167,6 +194,10 @@ static mn_status next_batch(run *r, int stage, mn_batch *batch) {
     mn_loader_cursor c = mn_loader_get_cursor(r->loader);
     r->st.data_epoch = c.epoch;
     r->st.data_position = c.position;
+    if (r->cfg->stream) {
+        mn_loader_get_lanes(r->loader, r->lane_episode, r->lane_turn);
+        carry_states(r, batch);
+    }
     return MN_OK;
 }
 
@@ -175,8 +206,18 @@ static int first_episode(const run *r, int m) { return r->rank * r->local_B + m 
 
 /* This rank's micro-batch m of the global batch. */
 static void micro_batch(run *r, const mn_batch *global, int m, mn_batch *out) {
-    mn_train_slice_batch(global, first_episode(r, m), r->micro_B, !r->recall, r->mtokens, r->mlengths, r->mweights,
-                         out);
+    int e0 = first_episode(r, m);
+    mn_train_slice_batch(global, e0, r->micro_B, !r->recall, r->mtokens, r->mlengths, r->mweights, out);
+    if (global->carry) { /* streaming: the micro-batch's lanes of the carried states */
+        out->carry = global->carry + e0;
+        out->initial_states = global->initial_states + (size_t)e0 * mn_state_floats(r->model);
+    }
+}
+
+/* Streaming: the carried states of micro-batch m's lanes (read as its initial states, then
+ * overwritten with its final ones); NULL without streaming. */
+static float *carried_of(run *r, int m) {
+    return r->cfg->stream ? r->carried + (size_t)first_episode(r, m) * mn_state_floats(r->model) : NULL;
 }
 
 /* ---------------------------------------------------------------- checkpoints */
@@ -253,8 +294,11 @@ static int save_checkpoint(run *r, int final) {
     if (r->rank == 0) {
         mn_checkpoint_dist dl = {r->world, r->cfg->zero, r->cfg->grad_accum, cursors};
         fault_adapter fault = {r->cb, r->st.step};
+        mn_checkpoint_stream stream = {r->cfg->batch, (int64_t)mn_state_floats(r->model), r->lane_episode,
+                                       r->lane_turn, r->carried};
         mn_checkpoint_save_options o = {.train_config_json = r->config_json, .run_id = r->claim.id,
-                                        .tokenizer = r->tok, .dist = &dl, .adam_m = full_m, .adam_v = full_v};
+                                        .tokenizer = r->tok, .dist = &dl, .adam_m = full_m, .adam_v = full_v,
+                                        .stream = r->cfg->stream ? &stream : NULL};
         if (r->cb->checkpoint_fault) {
             o.fault = checkpoint_fault;
             o.fault_ctx = &fault;
@@ -332,6 +376,16 @@ static mn_status setup_data(run *r, const char *resume_or_base) {
     r->mlengths = malloc(mcells * sizeof(int32_t));
     if (!r->tokens || !r->weights || !r->lengths || !r->mtokens || !r->mweights || !r->mlengths)
         return mn_fail(MN_ERR_NOMEM, "out of memory for batches");
+    if (c->stream) {
+        size_t lanes = (size_t)c->batch;
+        r->lane_episode = malloc(lanes * sizeof *r->lane_episode);
+        r->lane_turn = malloc(lanes * sizeof *r->lane_turn);
+        r->carried = calloc(lanes * (size_t)c->model.n_slots * (size_t)c->model.d_model, sizeof(float));
+        r->carry = calloc(lanes, 1);
+        if (!r->lane_episode || !r->lane_turn || !r->carried || !r->carry)
+            return mn_fail(MN_ERR_NOMEM, "out of memory for the carried states");
+        restart_lanes(r);
+    }
     return MN_OK;
 }
 
@@ -368,6 +422,36 @@ static mn_status check_resume_layout(run *r) {
     return st;
 }
 
+/* The carried states and lane positions of a streaming run's checkpoint; a checkpoint and a
+ * config must agree on streaming, since the data cursor counts episodes in one and windows in
+ * the other. */
+static mn_status resume_stream(run *r) {
+    const char *resume = r->opts->resume;
+    mn_checkpoint_stream s;
+    int found = 0;
+    mn_status st = mn_checkpoint_read_stream(resume, &s, &found);
+    if (st != MN_OK)
+        return mn_fail_context(st, "--resume");
+    size_t lanes = (size_t)r->cfg->batch, S = mn_state_floats(r->model);
+    if (!r->cfg->stream && found)
+        st = mn_fail(MN_ERR_CONFIG, "--resume %s: the checkpoint is of a --stream 1 run (it holds carried states); "
+                     "resume it with --stream 1, or start a new run from its parameters with --base", resume);
+    else if (r->cfg->stream && !found)
+        st = mn_fail(MN_ERR_CONFIG, "--resume %s: --stream 1 needs the carried states of a streaming run, and the "
+                     "checkpoint holds none (saved with --stream 0 or by an older mnemo); resume it with --stream 0, "
+                     "or start a new run from its parameters with --base", resume);
+    else if (found && (s.lanes != (int64_t)lanes || s.state_floats != (int64_t)S))
+        st = mn_fail(MN_ERR_MISMATCH, "--resume %s: the checkpoint carries %lld lanes of %lld floats, this run %zu of %zu",
+                     resume, (long long)s.lanes, (long long)s.state_floats, lanes, S);
+    if (st == MN_OK && found) {
+        memcpy(r->lane_episode, s.episode, lanes * sizeof *s.episode);
+        memcpy(r->lane_turn, s.turn, lanes * sizeof *s.turn);
+        memcpy(r->carried, s.states, lanes * S * sizeof(float));
+    }
+    mn_checkpoint_stream_free(&s);
+    return st;
+}
+
 static mn_status setup_model(run *r) {
     const mn_train_config *c = r->cfg;
     const mn_train_options *o = r->opts;
@@ -393,6 +477,7 @@ static mn_status setup_model(run *r) {
                            o->resume, r->st.curriculum_stage);
         memcpy(r->rng.s, r->st.rng, sizeof r->rng.s);
         MN_TRY(check_resume_layout(r));
+        MN_TRY(resume_stream(r));
     } else {
         if (o->base) {
             if ((st = mn_checkpoint_load(o->base, r->model, NULL, NULL, &lo)) != MN_OK)
@@ -446,6 +531,7 @@ static void cleanup(run *r) {
     free(r->tokens), free(r->weights), free(r->lengths);
     free(r->mtokens), free(r->mweights), free(r->mlengths);
     free(r->accum);
+    free(r->lane_episode), free(r->lane_turn), free(r->carried), free(r->carry);
     free(r->config_json);
 }
 
@@ -512,11 +598,18 @@ static mn_status train_step(run *r, const mn_batch *global, mn_adamw_config *ada
         mn_batch b;
         micro_batch(r, global, m, &b);
         double ls = 0;
-        local = mn_forward_backward_scaled(r->trainer, &b, 1.0 / W, &ls);
+        /* streaming: the lanes' last states are carried into their next windows */
+        mn_forward_outputs out = {.final_states = carried_of(r, m)};
+        local = mn_forward_backward_scaled(r->trainer, &b, 1.0 / W, &ls, out.final_states ? &out : NULL);
         if (local == MN_OK && r->on_device && (A > 1 || r->cb->gradients))
             local = mn_trainer_pull(r->trainer); /* the host mirror of grads (below) */
-        if (local != MN_OK)
+        if (local != MN_OK) {
+            /* this and the later micro-batches' lanes have no new state: they restart from R_0 */
+            for (int k = m; out.final_states && k < A; k++)
+                for (size_t i = 0; i < (size_t)r->micro_B * mn_state_floats(r->model); i++)
+                    carried_of(r, k)[i] = NAN;
             break;
+        }
         if (r->cb->micro_batch)
             r->cb->micro_batch(r->cb->ctx, step, first_episode(r, m), &b);
         mine.loss_sum += ls;
@@ -630,6 +723,9 @@ static mn_status setup(run *r, mn_train_outcome *outcome) {
                        "batch %d is not divisible by %d rank(s) x grad_accum %d: every rank must train the same "
                        "number of episodes",
                        cfg->batch, r->world, cfg->grad_accum);
+    if (cfg->stream && r->world > 1)
+        return mn_fail(MN_ERR_CONFIG, "stream 1 trains in one process (its carried states live there), and %d ranks "
+                       "were started; run one process (grad_accum can split the batch into micro-batches)", r->world);
     r->local_B = cfg->batch / r->world;
     r->micro_B = r->local_B / cfg->grad_accum;
     mn_dist_set_timeout(r->d, cfg->comm_timeout);
@@ -753,6 +849,7 @@ static mn_status loop(run *r, mn_train_outcome *outcome, mn_train_summary *summa
         if (stage != r->st.curriculum_stage) { /* a new stage reads its own data order from the start */
             r->st.curriculum_stage = stage;
             r->st.data_epoch = r->st.data_position = 0;
+            restart_lanes(r);
         }
         mn_batch batch;
         mn_status st = next_batch(r, stage, &batch);

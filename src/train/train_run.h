@@ -46,6 +46,12 @@ typedef struct {
     int32_t *mtokens, *mlengths;     /* one micro-batch (T, micro_B, L) */
     float *mweights;
     float *accum;                    /* (num_params) gradient sum over micro-batches */
+    /* stream 1 (docs/training.md, "Streaming"): per lane of the batch, the stream loader's
+     * position and the state R carried into its next window; carry = the loader's flags where
+     * that state is finite */
+    int64_t *lane_episode, *lane_turn;
+    float *carried;                  /* (batch, k, C) */
+    unsigned char *carry;            /* (batch) */
     double comm_total_s, step_total_s;
     mn_rng rng;
     mn_train_state st;
