@@ -46,7 +46,7 @@ int cli_double(const char *cmd, const char *opt, const char *arg, double lo, dou
 }
 
 #ifdef MN_TEST_HOOKS
-#include "guarded_backend.h"
+#include "../tests/guarded_backend.h"
 const mn_backend *cli_standin(void) {
     const char *e = getenv("MNEMO_TEST_STANDIN");
     if (!e || !*e || !strcmp(e, "0"))
