@@ -49,6 +49,7 @@ typedef struct {
     int reconstruct_delay;                  /* ... from R_{t+delay} instead (mn_trainer_set_reconstruction_delay) */
     int64_t steps;
     int64_t time_limit_s;                   /* stop (checkpoint, done) after this much training; 0: none */
+    int64_t stop_at_step;                   /* stop (checkpoint, done) when step reaches it, before `steps`; 0: none */
     int64_t seed;
     int max_nan_steps;                      /* abort after this many non-finite steps in a row */
     int freeze_decoder;
@@ -204,6 +205,7 @@ typedef struct {
     double seconds;              /* of training in this run */
     const char *last_checkpoint; /* "" when this run wrote none */
     int time_limit;              /* stopped by time_limit_s before `steps` */
+    int stopped_at_step;         /* stopped by stop_at_step before `steps` */
     int interrupted;             /* stopped by a stop flag (this rank's or another's) */
     double tokens_per_s;         /* over this run's steps */
     double comm_share;           /* collectives' share of step time (world > 1) */

@@ -446,6 +446,30 @@ static void run_ok(const char *log, const char *const *args) { run_expect(0, log
         "--warmup-steps", "2", "--eval-interval", "5", "--eval-batches", "1", "--eval-probes", "6", "--threads",   \
         "1", "--device", "cpu"
 
+/* --stop-at-step: the run ends at that step with a checkpoint, the schedule still `steps` long,
+ * and --resume goes on to a run bit-identical to the straight one (a recipe's stage stopped at
+ * an exact step, data/models/README.md). */
+static void test_stop_at_step(void **state) {
+    (void)state;
+    mn_rng rng;
+    mn_rng_seed(&rng, 78);
+    make_text_data(rng_draw, &rng, run_ok);
+    const char *straight[] = {TINY_SHARDS, "--steps", "8", "--checkpoint-interval", "0", "--run-dir", wpath("sat_a"),
+                              NULL};
+    run_expect(0, "sat_a", straight);
+    const char *stopped[] = {TINY_SHARDS, "--steps", "8", "--stop-at-step", "3", "--checkpoint-interval", "0",
+                             "--run-dir", wpath("sat_b"), NULL};
+    run_expect(0, "sat_b", stopped);
+    log_has("sat_b", "out", "stopped at step 3 of 8");
+    assert_int_equal(access(wpath("sat_b/ckpt-00000003.h5"), F_OK), 0);
+    assert_int_not_equal(access(wpath("sat_b/ckpt-00000008.h5"), F_OK), 0);
+    const char *resumed[] = {"train", "--resume", wpath("sat_b"), NULL};
+    run_expect(0, "sat_c", resumed);
+    assert_same_training(wpath("sat_a/ckpt-00000008.h5"), wpath("sat_b/ckpt-00000008.h5"));
+    const char *bad[] = {TINY_SHARDS, "--steps", "8", "--stop-at-step", "9", "--run-dir", wpath("sat_d"), NULL};
+    run_expect(2, "sat_d", bad); /* a config out of range is a usage error */
+}
+
 static void test_resume_bit_identical_shards(void **state) {
     (void)state;
     mn_rng rng;
@@ -1253,6 +1277,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_resume_never_touches_another_run, unmount_ro),
         cmocka_unit_test(test_inspect_verifies_what_resume_needs),
         cmocka_unit_test(test_probe_accuracy_equals_eval),
+        cmocka_unit_test(test_stop_at_step),
         cmocka_unit_test(test_garbage_probe_file_refused),
         cmocka_unit_test(test_memory_learns),
     };

@@ -140,6 +140,9 @@ static void on_done(void *ctx, const mn_train_summary *s) {
     if (s->time_limit)
         printf("time limit of %" PRId64 " s reached after step %" PRIu64 " of %" PRId64 "; checkpoint %s\n",
                t->cfg->time_limit_s, s->step, t->cfg->steps, s->last_checkpoint);
+    if (s->stopped_at_step)
+        printf("stopped at step %" PRIu64 " of %" PRId64 " (stop_at_step); checkpoint %s; --resume goes on\n", s->step,
+               t->cfg->steps, s->last_checkpoint);
     if (s->interrupted) {
         if (t->rank == 0)
             fprintf(stderr, "mnemo train: interrupted by %s after step %" PRIu64 "; checkpoint %s written; resume with "

@@ -69,6 +69,7 @@ static const field fields[] = {
     FIELD(reconstruct_delay, F_INT, "re-decode turn t from the state after turn t+delay (< bptt; 0: the one that read it)"),
     FIELD(steps, F_I64, "training steps (the cosine schedule's length)"),
     FIELD(time_limit_s, F_I64, "stop after this many seconds with a checkpoint (0: none)"),
+    FIELD(stop_at_step, F_I64, "stop with a checkpoint when the step reaches this, the schedule still `steps` long (0: none)"),
     FIELD(seed, F_I64, "seed of initialisation, data order and synthetic episodes"),
     FIELD(max_nan_steps, F_INT, "abort after this many non-finite steps in a row"),
     FIELD(freeze_decoder, F_BOOL, "freeze decoder.* and wte (train compressor and memory only)"),
@@ -486,6 +487,8 @@ mn_status mn_train_config_validate(const mn_train_config *c) {
         return bad("steps", "must be >= 1");
     if (c->time_limit_s < 0)
         return bad("time_limit_s", "must be >= 0");
+    if (c->stop_at_step < 0 || c->stop_at_step > c->steps)
+        return bad("stop_at_step", "must be >= 0 and <= steps");
     if (c->max_nan_steps < 1)
         return bad("max_nan_steps", "must be >= 1");
     if (c->eval_interval < 0 || c->eval_batches < 0 || c->eval_probes < 0)

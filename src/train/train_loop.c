@@ -879,7 +879,9 @@ static mn_status loop(run *r, mn_train_outcome *outcome, mn_train_summary *summa
                            r->last_checkpoint[0] ? r->last_checkpoint : "(none written by this run)");
         }
         /* the time limit ends the run like its last step: evaluation and a checkpoint */
-        int final = r->st.step == (uint64_t)cfg->steps || res.out_of_time;
+        /* stop_at_step: equality, so that a run resumed past it goes on */
+        const int at_stop_step = cfg->stop_at_step > 0 && r->st.step == (uint64_t)cfg->stop_at_step;
+        int final = r->st.step == (uint64_t)cfg->steps || res.out_of_time || at_stop_step;
         if (cfg->eval_interval > 0 ? (r->st.step % (uint64_t)cfg->eval_interval == 0 || final) : final)
             MN_TRY(mn_train_evaluate(r, r->st.step));
         int periodic = cfg->checkpoint_interval > 0 && r->st.step % (uint64_t)cfg->checkpoint_interval == 0;
@@ -898,6 +900,10 @@ static mn_status loop(run *r, mn_train_outcome *outcome, mn_train_summary *summa
         }
         if (res.out_of_time && r->st.step < (uint64_t)cfg->steps) {
             summary->time_limit = 1;
+            break;
+        }
+        if (at_stop_step && r->st.step < (uint64_t)cfg->steps) {
+            summary->stopped_at_step = 1;
             break;
         }
         if (res.stop) {
