@@ -281,14 +281,17 @@ def main():
     print(f"reconstruction loss {recon_loss:.6f}; grads change by up to {rdiff:.3e}")
     _, grads_recon_full = grads_of(model, tokens, lengths, weights, T, RECONSTRUCT_WEIGHT)
 
-    def f_recon_full():
-        return float(model.forward_batch(tokens, lengths, weights, None,
-                                         reconstruct_weight=RECONSTRUCT_WEIGHT)["objective"])
-    ad = sum(float((grads_recon_full[n] * d).sum()) for n, d in direction.items())
-    fd = fd_direction(model, f_recon_full, direction)
-    print(f"  FD reconstruction (full BPTT) random direction: autograd {ad:+.10e} fd {fd:+.10e} "
-          f"rel {rel(fd, ad):.1e}")
-    assert rel(fd, ad) < 1e-6
+    def check_recon_fd(what, grads_ad, delay):
+        """The full-BPTT reconstruction objective's gradient against finite differences."""
+        def objective():
+            return float(model.forward_batch(tokens, lengths, weights, None, reconstruct_weight=RECONSTRUCT_WEIGHT,
+                                             reconstruct_delay=delay)["objective"])
+        ad = sum(float((grads_ad[n] * d).sum()) for n, d in direction.items())
+        fd = fd_direction(model, objective, direction)
+        print(f"  FD {what} random direction: autograd {ad:+.10e} fd {fd:+.10e} rel {rel(fd, ad):.1e}")
+        assert rel(fd, ad) < 1e-6
+
+    check_recon_fd("reconstruction (full BPTT)", grads_recon_full, 0)
 
     # --- delayed reconstruction (full BPTT: turns 0 and 1 decoded again from R_1 and R_2; turn 2
     # has no later state), checked against finite differences the same way
@@ -298,14 +301,8 @@ def main():
     ddiff = max(float((grads_recon_delay[n] - grads_recon_full[n]).abs().max()) for n in grads)
     assert ddiff > 1e-4, "the delay must change the gradients"
 
-    def f_recon_delay():
-        return float(model.forward_batch(tokens, lengths, weights, None, reconstruct_weight=RECONSTRUCT_WEIGHT,
-                                         reconstruct_delay=RECONSTRUCT_DELAY)["objective"])
-    ad = sum(float((grads_recon_delay[n] * d).sum()) for n, d in direction.items())
-    fd = fd_direction(model, f_recon_delay, direction)
-    print(f"delayed reconstruction (delay {RECONSTRUCT_DELAY}) loss {recon_loss_delay:.6f}; FD random direction: "
-          f"autograd {ad:+.10e} fd {fd:+.10e} rel {rel(fd, ad):.1e}")
-    assert rel(fd, ad) < 1e-6
+    print(f"delayed reconstruction (delay {RECONSTRUCT_DELAY}) loss {recon_loss_delay:.6f}")
+    check_recon_fd(f"reconstruction (delay {RECONSTRUCT_DELAY})", grads_recon_delay, RECONSTRUCT_DELAY)
 
     # --- AdamW: hyper-parameters as the C side holds them (float32)
     hp = {k: f32(v) for k, v in ADAMW.items() if k != "steps"}

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "core/error.h"
 #include "core/rng.h"
@@ -65,27 +66,6 @@ static char *words_copy(const char *text, const word_span *w, int a, int count, 
     return s;
 }
 
-static char *lower_dup(const char *s) {
-    char *l = strdup(s);
-    for (char *p = l; p && *p; p++)
-        *p = (char)tolower((unsigned char)*p);
-    return l;
-}
-
-static int contains_ci(const char *hay, const char *needle_lower) {
-    char *h = lower_dup(hay);
-    int found = h && strstr(h, needle_lower) != NULL;
-    free(h);
-    return found;
-}
-
-static int str_ieq(const char *a, const char *b) {
-    for (; *a && *b; a++, b++)
-        if (tolower((unsigned char)*a) != tolower((unsigned char)*b))
-            return 0;
-    return *a == *b;
-}
-
 static int int_between(mn_rng *rng, int lo, int hi) { return lo + (int)mn_rng_below(rng, (uint64_t)(hi - lo + 1)); }
 
 /* Another speaker of the episode than `speaker`, NULL when there is none. */
@@ -142,17 +122,15 @@ static int make_probe(const mn_dialogue *ep, const unsigned char *is_evidence, c
         int frame = (int)mn_rng_below(rng, N_QUESTIONS);
         char *cue = words_copy(text, w, start, cue_n, 0);
         char *answer = words_copy(text, w, start + cue_n, ans_n, 1);
-        char *cue_lower = cue ? lower_dup(cue) : NULL;
-        if (!cue || !answer || !cue_lower) {
-            free(cue), free(answer), free(cue_lower);
+        if (!cue || !answer) {
+            free(cue), free(answer);
             return -1;
         }
         /* the cue must name one turn; a quote inside it would break the question's quoting */
         int usable = !strchr(cue, '"') && strlen(answer) > 0;
         for (int t = 0; usable && t < f + d; t++)
-            if (t != f && contains_ci(ep->turns[t].text, cue_lower))
+            if (t != f && strcasestr(ep->turns[t].text, cue))
                 usable = 0;
-        free(cue_lower);
         if (!usable) {
             free(cue), free(answer);
             continue;
@@ -192,7 +170,7 @@ static int make_probe(const mn_dialogue *ep, const unsigned char *is_evidence, c
                 return -1;
             int taken = strlen(alt) == 0;
             for (int i = 0; i < p->n_choices && !taken; i++)
-                taken = str_ieq(choices[i], alt);
+                taken = strcasecmp(choices[i], alt) == 0;
             if (taken)
                 free(alt);
             else
