@@ -436,6 +436,67 @@ static void test_base_and_freeze_decoder(void **state) {
     log_has("base_c", "err", "n_slots");
 }
 
+/* --base with more decoder layers: the checkpoint's layers on top, new identity layers below
+ * (output projections zero), so the decoder computes the base's logits exactly; the decoder
+ * is frozen here so that the checkpoint still holds the grown initialisation. */
+static void test_base_grows_decoder(void **state) {
+    (void)state;
+    const char *a[] = {TINY_RECALL, "--steps", "3", "--run-dir", wpath("grow_a"), NULL};
+    run_expect(0, "grow_a", a);
+    const char *b[] = {TINY_RECALL, "--steps", "2", "--base", wpath("grow_a/ckpt-00000003.h5"), "--n-layers", "3",
+                       "--freeze-decoder", "--run-dir", wpath("grow_b"), NULL};
+    run_expect(0, "grow_b", b);
+    loaded la = load_ckpt(wpath("grow_a/ckpt-00000003.h5")), lb = load_ckpt(wpath("grow_b/ckpt-00000002.h5"));
+    assert_int_equal(mn_model_config(lb.model)->n_layers, 3);
+    for (int i = 0; i < mn_model_num_tensors(la.model); i++) {
+        mn_tensor_info t, g;
+        mn_model_tensor(la.model, i, &t);
+        char name[128];
+        int layer, at = 0;
+        if (sscanf(t.name, "decoder.h.%d.%n", &layer, &at) == 1 && at > 0)
+            snprintf(name, sizeof name, "decoder.h.%d.%s", layer + 2, t.name + at);
+        else if (!strncmp(t.name, "decoder.", 8) || !strcmp(t.name, "wte"))
+            snprintf(name, sizeof name, "%s", t.name);
+        else
+            continue; /* the compressor and memory trained on */
+        OK(mn_model_find_tensor(lb.model, name, &g));
+        if (memcmp(mn_model_params(la.model) + t.offset, mn_model_params(lb.model) + g.offset, t.size * sizeof(float)))
+            fail_msg("%s of the base is not %s of the grown model", t.name, name);
+    }
+    const char *zero[] = {"attn.c_proj.weight", "attn.c_proj.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"};
+    for (int l = 0; l < 2; l++)
+        for (int z = 0; z < 4; z++) {
+            char name[128];
+            mn_tensor_info g;
+            snprintf(name, sizeof name, "decoder.h.%d.%s", l, zero[z]);
+            OK(mn_model_find_tensor(lb.model, name, &g));
+            for (size_t j = 0; j < g.size; j++)
+                assert_true(mn_model_params(lb.model)[g.offset + j] == 0.0f);
+        }
+    /* the same state and turn give the same logits through 1 and 3 decoder layers */
+    const mn_config *c = mn_model_config(la.model);
+    size_t kc = mn_state_floats(la.model);
+    float *r = malloc(kc * sizeof(float)), *la_logits = malloc(4 * (size_t)c->vocab_size * sizeof(float)),
+          *lb_logits = malloc(4 * (size_t)c->vocab_size * sizeof(float));
+    for (size_t j = 0; j < kc; j++)
+        r[j] = 0.3f * sinf((float)j);
+    const int32_t turn[4] = {3, 7, 11, 2};
+    OK(mn_logits(la.model, turn, 4, r, la_logits));
+    OK(mn_logits(lb.model, turn, 4, r, lb_logits));
+    for (int j = 0; j < 4 * c->vocab_size; j++)
+        assert_float_equal(la_logits[j], lb_logits[j], 1e-5);
+    free(r);
+    free(la_logits);
+    free(lb_logits);
+    free_loaded(&la);
+    free_loaded(&lb);
+    /* fewer layers than the checkpoint is no growth: refused naming the field */
+    const char *c2[] = {TINY_RECALL, "--steps", "1", "--base", wpath("grow_b/ckpt-00000002.h5"), "--n-layers", "2",
+                        "--run-dir", wpath("grow_c"), NULL};
+    run_expect(1, "grow_c", c2);
+    log_has("grow_c", "err", "n_layers");
+}
+
 /* The corpus's stream: mn_rng seeded 77 (the expectations below were measured on it). */
 static int rng_draw(void *ctx, int n) { return (int)mn_rng_below(ctx, (uint64_t)n); }
 
@@ -1270,6 +1331,7 @@ int main(void) {
         cmocka_unit_test(test_resume_bit_identical_recall),
         cmocka_unit_test(test_reconstruction_in_training),
         cmocka_unit_test(test_base_and_freeze_decoder),
+        cmocka_unit_test(test_base_grows_decoder),
         cmocka_unit_test(test_resume_bit_identical_shards),
         cmocka_unit_test(test_resume_bit_identical_stream),
         cmocka_unit_test(test_signals_checkpoint_and_resume),
