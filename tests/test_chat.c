@@ -395,17 +395,25 @@ static void test_chat_commands_from_a_pipe(void **state) {
 }
 
 /* ---------------------------------------------------------------- chat with mnemo's special tokens */
+/* A tokenizer with mnemo's special tokens trained on five texts (300 tokens at most), and an
+ * untrained tiny model on it with turns of N tokens, initialised from seed. */
+static mn_model *bpe_chat_model(const char *const texts[5], int N, uint64_t seed, mn_tokenizer **tok) {
+    ok(mn_tokenizer_train_texts(texts, NULL, 5, 300, tok));
+    mn_config c = {.vocab_size = mn_tokenizer_vocab_size(*tok), .d_model = 16, .n_heads = 2, .n_layers = 1,
+                   .n_comp_layers = 1, .n_slots = 2, .max_turn_tokens = N, .gate_bias_init = -1.0f};
+    mn_model *m = NULL;
+    ok(mn_model_create(&c, &m));
+    ok(mn_model_init(m, seed));
+    return m;
+}
+
 static void test_chat_special_tokens(void **state) {
     (void)state;
     const char *texts[] = {"Hi! I just moved to Lisbon.", "How do you like it?", "The tram is lovely, the flat tiny.",
                            "My sister works at the aquarium.", "Remember: Thursday at nine, room B-204."};
     mn_tokenizer *tok = NULL;
-    ok(mn_tokenizer_train_texts(texts, NULL, 5, 300, &tok));
-    mn_config c = {.vocab_size = mn_tokenizer_vocab_size(tok), .d_model = 16, .n_heads = 2, .n_layers = 1,
-                   .n_comp_layers = 1, .n_slots = 2, .max_turn_tokens = 12, .gate_bias_init = -1.0f};
-    mn_model *m = NULL;
-    ok(mn_model_create(&c, &m));
-    ok(mn_model_init(m, 3));
+    mn_model *m = bpe_chat_model(texts, 12, 3, &tok);
+    const mn_config c = *mn_model_config(m);
     mn_checkpoint_save_options so = {.tokenizer = tok};
     ok(mn_checkpoint_save(tmp("bpe.h5"), m, NULL, NULL, &so));
     const char *store = tmp("bpe-store.h5"), *trace = tmp("bpe-trace.jsonl");
@@ -553,12 +561,8 @@ static void test_chat_exchange_protocol(void **state) {
     const char *texts[] = {"Hi! I just moved to Lisbon.", "How do you like it?", "The tram is lovely, the flat tiny.",
                            "My dog is called Pretzel.", "What is my dog called?"};
     mn_tokenizer *tok = NULL;
-    ok(mn_tokenizer_train_texts(texts, NULL, 5, 300, &tok));
-    mn_config c = {.vocab_size = mn_tokenizer_vocab_size(tok), .d_model = 16, .n_heads = 2, .n_layers = 1,
-                   .n_comp_layers = 1, .n_slots = 2, .max_turn_tokens = 32, .gate_bias_init = -1.0f};
-    mn_model *m = NULL;
-    ok(mn_model_create(&c, &m));
-    ok(mn_model_init(m, 5));
+    mn_model *m = bpe_chat_model(texts, 32, 5, &tok);
+    const mn_config c = *mn_model_config(m);
     const size_t S = mn_state_floats(m);
     const int32_t turn = mn_tokenizer_special(tok, MN_TOK_TURN), spk_a = mn_tokenizer_special(tok, MN_TOK_SPEAKER_A),
                   spk_b = mn_tokenizer_special(tok, MN_TOK_SPEAKER_B), eot = mn_tokenizer_special(tok, MN_TOK_EOT);
