@@ -283,7 +283,7 @@ mn_status mn_chat_exchange(mn_chat *c, const char *text, char **reply) {
     int shared = 0;
     if (!c->question_in_state) {
         /* the user's turn shares the reply's decoder pass when it leaves the reply room for
-         * --max-tokens, or for half the turn when that is less */
+         * max_reply tokens, or for half the turn when that is less */
         int want = c->max_reply < c->N / 2 ? c->max_reply : c->N / 2;
         st = exchange_head(c, text, &head);
         shared = st == MN_OK && head.count + want + 1 <= c->N;
