@@ -13,6 +13,7 @@ MNEMO_BUILD=$build "$src/scripts/chat-recall" --data "$src/tests/fixtures/text" 
     "$src/tests/fixtures/python/tiny_chat.h5" "$out" > "$out/stdout.txt"
 /usr/bin/python3 - "$src" "$out" <<'PY'
 import glob, importlib.machinery, importlib.util, json, os, sys
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 src, out = sys.argv[1], sys.argv[2]
 r = json.load(open(os.path.join(out, "chat-recall.json")))
 table = open(os.path.join(out, "chat-recall.txt")).read()
