@@ -2,7 +2,9 @@
  * HF fixture; chat writing R to a store after every turn, a second run continuing from the
  * saved R (replayed exactly from the --trace of the token pieces fed to the compressor), a
  * new session id starting from R_0, a foreign compressor refused, /quit and /state from a
- * pipe; the turn rendering with mnemo's special tokens; `mnemo sessions`. */
+ * pipe; the turn rendering with mnemo's special tokens; the exchange protocol (the reply decoded
+ * with the user's turn in the decoder's pass, as the shard's probe exchanges) and
+ * --question-in-state; `mnemo sessions`. */
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
@@ -21,6 +23,9 @@
 #include "io/checkpoint.h"
 #include "core/h5util.h"
 #include "mnemo.h"
+#include "model/chat.h"
+#include "text/shard.h"
+#include "text/text_util.h"
 #include "text/tokenizer.h"
 
 static void ok(mn_status st) {
@@ -153,7 +158,7 @@ static replay_stats replay(mn_model *m, const char *trace, const char *session, 
             int32_t *t = malloc((size_t)n * sizeof *t);
             for (int i = 0; i < n; i++)
                 t[i] = (int32_t)json_integer_value(json_array_get(ids, (size_t)i));
-            if (st.turns == 0 && p == 0)
+            if (st.pieces == 0) /* a user turn that shares the reply's pass has none */
                 for (int i = 0; i < n && i < 8; i++)
                     st.first_piece[i] = t[i];
             ok(mn_update(m, t, n, r, r));
@@ -390,17 +395,25 @@ static void test_chat_commands_from_a_pipe(void **state) {
 }
 
 /* ---------------------------------------------------------------- chat with mnemo's special tokens */
+/* A tokenizer with mnemo's special tokens trained on five texts (300 tokens at most), and an
+ * untrained tiny model on it with turns of N tokens, initialised from seed. */
+static mn_model *bpe_chat_model(const char *const texts[5], int N, uint64_t seed, mn_tokenizer **tok) {
+    ok(mn_tokenizer_train_texts(texts, NULL, 5, 300, tok));
+    mn_config c = {.vocab_size = mn_tokenizer_vocab_size(*tok), .d_model = 16, .n_heads = 2, .n_layers = 1,
+                   .n_comp_layers = 1, .n_slots = 2, .max_turn_tokens = N, .gate_bias_init = -1.0f};
+    mn_model *m = NULL;
+    ok(mn_model_create(&c, &m));
+    ok(mn_model_init(m, seed));
+    return m;
+}
+
 static void test_chat_special_tokens(void **state) {
     (void)state;
     const char *texts[] = {"Hi! I just moved to Lisbon.", "How do you like it?", "The tram is lovely, the flat tiny.",
                            "My sister works at the aquarium.", "Remember: Thursday at nine, room B-204."};
     mn_tokenizer *tok = NULL;
-    ok(mn_tokenizer_train_texts(texts, NULL, 5, 300, &tok));
-    mn_config c = {.vocab_size = mn_tokenizer_vocab_size(tok), .d_model = 16, .n_heads = 2, .n_layers = 1,
-                   .n_comp_layers = 1, .n_slots = 2, .max_turn_tokens = 12, .gate_bias_init = -1.0f};
-    mn_model *m = NULL;
-    ok(mn_model_create(&c, &m));
-    ok(mn_model_init(m, 3));
+    mn_model *m = bpe_chat_model(texts, 12, 3, &tok);
+    const mn_config c = *mn_model_config(m);
     mn_checkpoint_save_options so = {.tokenizer = tok};
     ok(mn_checkpoint_save(tmp("bpe.h5"), m, NULL, NULL, &so));
     const char *store = tmp("bpe-store.h5"), *trace = tmp("bpe-trace.jsonl");
@@ -455,6 +468,217 @@ static void test_chat_special_tokens(void **state) {
     assert_saved_is_last(r, S, &rs);
     assert_true(state_diff(r, want, S) < 1e-5);
     free(r), free(want);
+    mn_model_free(m);
+    mn_tokenizer_free(tok);
+}
+
+/* ---------------------------------------------------------------- the exchange protocol */
+typedef struct {
+    int n_lines;
+    int n_pieces[8];      /* per trace line */
+    int32_t piece[8][64]; /* the last piece of each line */
+    int piece_len[8];
+    char hash[8][17];     /* r_xxh64 */
+} trace_lines;
+
+static trace_lines read_trace(const char *path) {
+    trace_lines t = {0};
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char *line = NULL;
+    size_t cap = 0;
+    while (getline(&line, &cap, f) > 0 && t.n_lines < 8) {
+        json_t *j = json_loads(line, 0, NULL);
+        assert_non_null(j);
+        json_t *pieces = json_object_get(j, "pieces");
+        int k = t.n_lines++;
+        t.n_pieces[k] = (int)json_array_size(pieces);
+        json_t *last = json_array_get(pieces, json_array_size(pieces) - 1);
+        for (size_t i = 0; last && i < json_array_size(last) && i < 64; i++)
+            t.piece[k][t.piece_len[k]++] = (int32_t)json_integer_value(json_array_get(last, i));
+        snprintf(t.hash[k], sizeof t.hash[k], "%s", json_string_value(json_object_get(j, "r_xxh64")));
+        json_decref(j);
+    }
+    free(line);
+    fclose(f);
+    return t;
+}
+
+static void assert_hash_of(const float *r, size_t S, const char *want) {
+    char hash[17];
+    snprintf(hash, sizeof hash, "%016llx", (unsigned long long)mn_xxh64(r, S * sizeof *r, 0));
+    assert_string_equal(hash, want);
+}
+
+/* The exchange turn the shard renders for a probe asked by A (question) and answered by B, up to
+ * its answer: what the decoder must read before the reply. */
+static int shard_exchange_head(mn_tokenizer *tok, const char *question, int32_t *out) {
+    mn_turn turns[] = {{.speaker = "user", .text = "Hello."}, {.speaker = "model", .text = "Hi."}};
+    mn_probe probe = {.after = 2, .speaker = "user", .question = (char *)question, .answer = "fine"};
+    mn_dialogue d = {.id = "x", .turns = turns, .n_turns = 2, .probes = &probe, .n_probes = 1};
+    mn_render_options o = mn_render_options_default();
+    o.probe_exchange = 1;
+    mn_token_corpus c = {0};
+    ok(mn_render_dialogue(tok, &d, &o, &c, NULL, NULL));
+    assert_int_equal(c.n_turns, 3);
+    assert_int_equal(c.turn_flags[2] & (MN_TURN_QUESTION | MN_TURN_ANSWER), MN_TURN_QUESTION | MN_TURN_ANSWER);
+    int n = 0;
+    for (int64_t i = c.turn_start[2]; i < c.turn_start[3]; i++)
+        if (!(c.token_flags[i] & MN_TOKEN_ANSWER))
+            out[n++] = c.tokens[i];
+    mn_token_corpus_free(&c);
+    return n;
+}
+
+/* The reply as the library's inference calls give it: the decoder reads r and the prefix, and
+ * each next token is drawn from mn_next_logits with the chat's sampler and rng; closed by
+ * <|eot|>. Returns the turn's length. */
+static int decode_reply(mn_model *m, const float *r, int32_t *turn, int n, int max_reply, int32_t eot,
+                        const mn_sampling *sp, uint64_t *rng) {
+    const mn_config *c = mn_model_config(m);
+    int limit = n + max_reply < c->max_turn_tokens - 1 ? n + max_reply : c->max_turn_tokens - 1;
+    float *logits = malloc((size_t)c->vocab_size * sizeof *logits);
+    int stopped = 0;
+    while (n < limit && !stopped) {
+        ok(mn_next_logits(m, turn, n, r, logits));
+        ok(mn_sample(logits, c->vocab_size, sp, rng, &turn[n]));
+        stopped = turn[n++] == eot;
+    }
+    if (!stopped)
+        turn[n++] = eot;
+    free(logits);
+    return n;
+}
+
+/* Default: the reply is decoded over [R, the user's turn and the reply's header as the shard
+ * renders a probe exchange, the reply so far], and R then reads that exchange as one turn.
+ * question_in_state: the user's turn into R first, the reply from R and <|turn|> <|speaker_b|>.
+ * A user turn too long to share the pass with the reply falls back to the latter. The reply is
+ * sampled (temperature 1, no top-k or top-p), so every token it draws depends on the whole
+ * distribution: the same draws from the library's calls mean the same logits. */
+static void test_chat_exchange_protocol(void **state) {
+    (void)state;
+    const char *texts[] = {"Hi! I just moved to Lisbon.", "How do you like it?", "The tram is lovely, the flat tiny.",
+                           "My dog is called Pretzel.", "What is my dog called?"};
+    mn_tokenizer *tok = NULL;
+    mn_model *m = bpe_chat_model(texts, 32, 5, &tok);
+    const mn_config c = *mn_model_config(m);
+    const size_t S = mn_state_floats(m);
+    const int32_t turn = mn_tokenizer_special(tok, MN_TOK_TURN), spk_a = mn_tokenizer_special(tok, MN_TOK_SPEAKER_A),
+                  spk_b = mn_tokenizer_special(tok, MN_TOK_SPEAKER_B), eot = mn_tokenizer_special(tok, MN_TOK_EOT);
+    const char *said[] = {"My dog is called Pretzel.", "What is my dog called?",
+                          /* too long to leave the reply 6 of the turn's 32 tokens: read into R first */
+                          "The tram is lovely, the flat is tiny, and my dog Pretzel likes the river walk by the old tower."};
+    float *r = malloc(S * sizeof *r), *r_in = malloc(S * sizeof *r_in);
+    for (int qis = 0; qis < 2; qis++) {
+        mn_chat_options o = mn_chat_options_default();
+        o.sampling = (mn_sampling){1.0f, 0, 1.0f};
+        o.seed = 11;
+        o.max_reply = 6;
+        o.question_in_state = qis;
+        const char *trace = tmp(qis ? "qis-trace.jsonl" : "exchange-trace.jsonl");
+        o.trace = fopen(trace, "w");
+        mn_chat *chat = NULL;
+        ok(mn_chat_open(m, tok, tmp("exchange-store.h5"), qis ? "old" : "new", &o, &chat));
+        char *replies[3];
+        for (int e = 0; e < 3; e++)
+            ok(mn_chat_exchange(chat, said[e], &replies[e]));
+        mn_chat_close(chat);
+        fclose(o.trace);
+        trace_lines t = read_trace(trace);
+        assert_int_equal(t.n_lines, 6);
+
+        uint64_t rng = 11;
+        ok(mn_initial_state(m, r));
+        for (int e = 0; e < 3; e++) {
+            int32_t want[64];
+            int n = 0;
+            memcpy(r_in, r, S * sizeof *r);
+            if (qis || e == 2) {
+                /* the user's turn: pieces of at most N tokens into R, then the reply's header */
+                mn_ids body = {0};
+                ok(mn_tokenizer_encode(tok, said[e], strlen(said[e]), &body));
+                int pieces = 0;
+                for (int64_t at = 0; at < body.count; pieces++) {
+                    int32_t piece[64] = {turn, spk_a};
+                    int k = 2;
+                    while (at < body.count && k < c.max_turn_tokens - 1)
+                        piece[k++] = body.ids[at++];
+                    if (at == body.count)
+                        piece[k++] = eot;
+                    ok(mn_update(m, piece, k, r, r));
+                }
+                mn_ids_free(&body);
+                assert_int_equal(t.n_pieces[2 * e], pieces);
+                assert_hash_of(r, S, t.hash[2 * e]);
+                want[n++] = turn;
+                want[n++] = spk_b;
+            } else {
+                n = shard_exchange_head(tok, said[e], want);
+                assert_int_equal(t.n_pieces[2 * e], 0); /* nothing into R before the reply */
+                assert_hash_of(r, S, t.hash[2 * e]);
+            }
+            const int head = n;
+            n = decode_reply(m, r, want, n, o.max_reply, eot, &o.sampling, &rng);
+            /* what the chat read into R after its reply: the same tokens, one piece */
+            assert_int_equal(t.n_pieces[2 * e + 1], 1);
+            assert_int_equal(t.piece_len[2 * e + 1], n);
+            assert_memory_equal(t.piece[2 * e + 1], want, (size_t)n * sizeof(int32_t));
+            ok(mn_update(m, want, n, r, r));
+            assert_hash_of(r, S, t.hash[2 * e + 1]);
+            /* the reply's text is what the decoder wrote after the head (invalid bytes repaired) */
+            char *text = NULL;
+            size_t len = 0;
+            ok(mn_tokenizer_decode(tok, want + head, n - 1 - head, &text, &len));
+            const char *shown = text[0] == ' ' ? text + 1 : text;
+            char *repaired = mn_utf8_repair(shown, strlen(shown), NULL, NULL);
+            assert_string_equal(replies[e], repaired);
+            free(text), free(repaired);
+            free(replies[e]);
+            /* the control: the other protocol would have read another context (else this test
+             * could not tell them apart) */
+            if (e == 0) {
+                float *la = malloc((size_t)c.vocab_size * sizeof *la), *lb = malloc((size_t)c.vocab_size * sizeof *lb);
+                int32_t hdr[2] = {turn, spk_b};
+                ok(mn_next_logits(m, want, head, r_in, la));
+                float *r_read = malloc(S * sizeof *r_read);
+                int32_t user[64] = {turn, spk_a};
+                mn_ids body = {0};
+                ok(mn_tokenizer_encode(tok, said[0], strlen(said[0]), &body));
+                memcpy(user + 2, body.ids, (size_t)body.count * sizeof(int32_t));
+                user[2 + body.count] = eot;
+                ok(mn_update(m, user, 3 + (int)body.count, r_in, r_read));
+                ok(mn_next_logits(m, hdr, 2, r_read, lb));
+                double d = 0;
+                for (int v = 0; v < c.vocab_size; v++)
+                    d = fmax(d, fabs((double)la[v] - lb[v]));
+                assert_true(d > 1e-3);
+                mn_ids_free(&body);
+                free(la), free(lb), free(r_read);
+            }
+        }
+    }
+    free(r), free(r_in);
+
+    /* the CLI: the exchange by default, --question-in-state reads the user's turn first */
+    mn_checkpoint_save_options so = {.tokenizer = tok};
+    ok(mn_checkpoint_save(tmp("exchange.h5"), m, NULL, NULL, &so));
+    for (int qis = 0; qis < 2; qis++) {
+        const char *trace = tmp(qis ? "cli-qis.jsonl" : "cli-exchange.jsonl");
+        assert_int_equal(run("My dog is called Pretzel.\n", "chat", "--checkpoint", tmp("exchange.h5"), "--store",
+                             tmp("cli-store.h5"), "--session", qis ? "old" : "new", "--stdin", "--temperature", "0",
+                             "--max-tokens", "6", "--trace", trace, qis ? "--question-in-state" : NULL, NULL),
+                         0);
+        trace_lines t = read_trace(trace);
+        assert_int_equal(t.n_lines, 2);
+        assert_int_equal(t.n_pieces[0], qis ? 1 : 0);
+        int32_t head[64];
+        int n = shard_exchange_head(tok, "My dog is called Pretzel.", head);
+        if (qis)
+            assert_int_equal(t.piece[1][1], spk_b); /* the reply alone: <|turn|> <|speaker_b|> ... */
+        else
+            assert_memory_equal(t.piece[1], head, (size_t)n * sizeof(int32_t));
+    }
     mn_model_free(m);
     mn_tokenizer_free(tok);
 }
@@ -533,6 +757,7 @@ int main(void) {
         cmocka_unit_test(test_chat_continues_from_saved_state),
         cmocka_unit_test(test_chat_commands_from_a_pipe),
         cmocka_unit_test(test_chat_special_tokens),
+        cmocka_unit_test(test_chat_exchange_protocol),
         cmocka_unit_test(test_train_freeze_decoder),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -574,6 +574,59 @@ static void test_resume_bit_identical_shards(void **state) {
     log_has("inspect", "out", "verified");
 }
 
+/* task shards without a vocab_size (no option, config file or checkpoint giving one) takes the
+ * tokenizer's V, so that everything the model generates decodes (with the old default 4096,
+ * `mnemo eval` failed decoding); an explicit one below the tokenizer's is refused naming both. */
+static void test_vocab_size_from_tokenizer(void **state) {
+    (void)state;
+    mn_rng rng;
+    mn_rng_seed(&rng, 78);
+    make_text_data(rng_draw, &rng, run_ok);
+    mn_tokenizer *tok = NULL;
+#define VOCAB_RUN(dir, ...)                                                                                          \
+    {"train", "--task", "shards", "--train-data", wpath("train.shard"), "--tokenizer", wpath("tok.h5"),          \
+     "--d-model", "16", "--n-heads", "2", "--n-layers", "1", "--n-comp-layers", "1", "--n-slots", "2",           \
+     "--max-turn-tokens", "16", "--batch", "2", "--turns", "4", "--bptt", "2", "--steps", "2", "--warmup-steps",  \
+     "1", "--eval-interval", "0", "--eval-probes", "0", "--threads", "1", "--device", "cpu", "--run-dir",          \
+     wpath(dir), __VA_ARGS__}
+    const char *auto_v[] = VOCAB_RUN("vocab_auto", NULL);
+    run_expect(0, "vocab_auto", auto_v);
+    loaded l = load_ckpt(wpath("vocab_auto/ckpt-00000002.h5"));
+    const int V = mn_model_config(l.model)->vocab_size;
+    free_loaded(&l);
+    OK(mn_checkpoint_load_tokenizer(wpath("vocab_auto/ckpt-00000002.h5"), &tok));
+    assert_int_equal(V, mn_tokenizer_vocab_size(tok));
+    mn_tokenizer_free(tok);
+    char want[128];
+    snprintf(want, sizeof want, "\"vocab_size\": %d", V);
+    log_has("vocab_auto", "out", want); /* the effective config says so */
+    /* ... and eval's greedy answers decode */
+    const char *eval[] = {"eval", "--checkpoint", wpath("vocab_auto/ckpt-00000002.h5"), "--data", wpath("valid.jsonl"),
+                          "--json", wpath("vocab_auto/eval.json"), "--modes", "memory", "--no-lm", "--quiet", NULL};
+    run_expect(0, "vocab_eval", eval);
+    /* a config file without the field, and 0, mean the same */
+    FILE *f = fopen(wpath("novocab.json"), "w");
+    fputs("{\"d_model\": 16}\n", f);
+    fclose(f);
+    const char *file[] = VOCAB_RUN("vocab_file", "--config", wpath("novocab.json"), "--print-config", NULL);
+    run_expect(0, "vocab_file", file);
+    log_has("vocab_file", "out", want);
+    const char *zero[] = VOCAB_RUN("vocab_zero", "--vocab-size", "0", "--print-config", NULL);
+    run_expect(0, "vocab_zero", zero);
+    log_has("vocab_zero", "out", want);
+    /* given: larger is kept, smaller is refused naming both */
+    const char *larger[] = VOCAB_RUN("vocab_larger", "--vocab-size", "512", "--print-config", NULL);
+    run_expect(0, "vocab_larger", larger);
+    log_has("vocab_larger", "out", "\"vocab_size\": 512");
+    char smaller_v[16];
+    snprintf(smaller_v, sizeof smaller_v, "%d", V - 1);
+    const char *smaller[] = VOCAB_RUN("vocab_smaller", "--vocab-size", smaller_v, NULL);
+    run_expect(1, "vocab_smaller", smaller);
+    snprintf(want, sizeof want, "the tokenizer has %d tokens but vocab_size = %d", V, V - 1);
+    log_has("vocab_smaller", "err", want);
+#undef VOCAB_RUN
+}
+
 /* The carried states and lane positions a streaming checkpoint holds. */
 static mn_checkpoint_stream read_stream(const char *path) {
     mn_checkpoint_stream s;
@@ -1340,6 +1393,7 @@ int main(void) {
         cmocka_unit_test(test_inspect_verifies_what_resume_needs),
         cmocka_unit_test(test_probe_accuracy_equals_eval),
         cmocka_unit_test(test_stop_at_step),
+        cmocka_unit_test(test_vocab_size_from_tokenizer),
         cmocka_unit_test(test_garbage_probe_file_refused),
         cmocka_unit_test(test_memory_learns),
     };

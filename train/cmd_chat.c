@@ -19,19 +19,25 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage: mnemo chat --checkpoint C --store S --session ID [--temperature T] [--top-k K] [--top-p P]\n"
-            "                  [--seed N] [--max-tokens N] [--stdin] [--trace FILE] [--device cpu|cuda|auto]\n"
-            "A conversation with memory: R is updated after every turn (yours and the model's) and saved\n"
-            "in the session store S (created if missing) under ID; running it again with the same ID\n"
-            "continues from the saved R, another ID starts from R_0.\n"
+            "                  [--seed N] [--max-tokens N] [--question-in-state] [--stdin] [--trace FILE]\n"
+            "                  [--device cpu|cuda|auto]\n"
+            "A conversation with memory: the model replies reading R and your turn in one decoder pass (as\n"
+            "`mnemo shard --probe-exchange` trains), then your turn and the reply go into R as one turn and\n"
+            "R is saved in the session store S (created if missing) under ID (a turn too long to share the\n"
+            "pass is read into R first); running it again with the same ID continues from the saved R,\n"
+            "another ID starts from R_0.\n"
             "  --temperature T   sampling temperature, 0 = greedy (default 0.8)\n"
             "  --top-k K         sample among the K most likely tokens, 0 = all (default 40)\n"
             "  --top-p P         nucleus: the smallest set with probability >= P (default 0.95)\n"
             "  --seed N          sampling seed (default: from the clock)\n"
-            "  --max-tokens N    longest reply in tokens (default 64; at most the model's turn length)\n"
+            "  --max-tokens N    longest reply in tokens (default 64; at most the room left in the turn)\n"
+            "  --question-in-state  read your turn into R first and decode the reply from R alone (for\n"
+            "                    checkpoints trained on separate question and answer turns: the demo's)\n"
             "  --stdin           non-interactive: one turn per input line, one reply per output line\n"
             "  --device D        where the model runs: cpu (default), cuda or auto\n"
             "  --trace FILE      append a JSON line per turn: role, text, the token pieces fed to the\n"
-            "                    compressor (to replay the session's R) and an XXH64 of R after it\n"
+            "                    compressor (to replay the session's R; a user turn that shares the\n"
+            "                    reply's pass has none, it enters R with the reply) and an XXH64 of R after it\n"
             "Commands, typed or piped: /quit ends, /state shows the memory (on stderr); a line starting\n"
             "with // is a turn starting with /.\n");
 }
@@ -64,7 +70,7 @@ int cmd_chat(int argc, char **argv) {
         {"seed", required_argument, 0, 's'},       {"max-tokens", required_argument, 0, 'n'},
         {"stdin", no_argument, 0, 'I'},            {"trace", required_argument, 0, 'T'},
         {"device", required_argument, 0, 'd'},     {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"question-in-state", no_argument, 0, 'Q'}, {0, 0, 0, 0}};
     int opt;
     optind = 1;
     while ((opt = getopt_long(argc, argv, ":", options, NULL)) != -1) {
@@ -78,6 +84,7 @@ int cmd_chat(int argc, char **argv) {
         case 's': if (!cli_int64("chat", "--seed", optarg, 0, INT64_MAX, &seed)) return 2; o.seed = (uint64_t)seed; seeded = 1; break;
         case 'n': if (!cli_int("chat", "--max-tokens", optarg, 1, 1 << 20, &o.max_reply)) return 2; break;
         case 'I': from_stdin = 1; break;
+        case 'Q': o.question_in_state = 1; break;
         case 'T': trace_path = optarg; break;
         case 'd': device = optarg; break;
         case 'h': usage(stdout); return 0;

@@ -14,6 +14,7 @@
 #include "commands.h"
 #include "io/checkpoint.h"
 #include "mnemo_train.h"
+#include "text/tokenizer.h"
 #ifdef MN_TEST_HOOKS
 #include "test_hooks.h"
 #endif
@@ -203,6 +204,21 @@ static void usage(FILE *out) {
     }
 }
 
+/* vocab_size not given: task shards takes the tokenizer's V (a larger one would only add
+ * untrained rows, whose ids the tokenizer cannot decode), other tasks the default. */
+static mn_status vocab_from_tokenizer(mn_train_config *cfg, int default_vocab) {
+    cfg->model.vocab_size = default_vocab;
+    if (strcmp(cfg->task, "shards") || !cfg->tokenizer[0])
+        return MN_OK; /* no tokenizer file: the library says what is missing */
+    mn_tokenizer *tok = NULL;
+    mn_status st = mn_tokenizer_load_file(cfg->tokenizer, &tok);
+    if (st != MN_OK)
+        return st;
+    cfg->model.vocab_size = mn_tokenizer_vocab_size(tok);
+    mn_tokenizer_free(tok);
+    return MN_OK;
+}
+
 enum { OPT_CONFIG = 1000, OPT_RESUME, OPT_BASE, OPT_PRINT, OPT_HELP, OPT_HOOKS, OPT_FIELDS = 1100 };
 
 /* Options, then the config layers: -1 to go on, else the exit code. *print_only for
@@ -290,9 +306,18 @@ static int parse(int argc, char **argv, train_cli *t, mn_train_config *cfg, char
         goto done;
     }
     t->resume = resume_arg ? resume : NULL;
+    /* a vocab_size that no layer gives (0 marks it through the file and the options) */
+    const int default_vocab = cfg->model.vocab_size;
+    if (!resume_arg && !*base)
+        cfg->model.vocab_size = 0;
     mn_status st = config_path ? mn_train_config_load_file(cfg, config_path) : MN_OK;
     for (int i = 0; st == MN_OK && i < n_set; i++)
         st = mn_train_config_set_field(cfg, field_ids[i], field_values[i]);
+    if (st == MN_OK && cfg->model.vocab_size == 0 && vocab_from_tokenizer(cfg, default_vocab) != MN_OK) {
+        fprintf(stderr, "mnemo train: tokenizer: %s\n", mn_last_error());
+        rc = MN_TRAIN_FAILED;
+        goto done;
+    }
     if (st == MN_OK)
         st = mn_train_config_validate(cfg);
     if (st != MN_OK)

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "text/shard.h"     /* mn_render_exchange_head */
 #include "text/text_util.h" /* mn_utf8_repair */
 
 struct mn_chat {
@@ -25,12 +26,14 @@ struct mn_chat {
     mn_sampling sampling;
     uint64_t rng;
     int max_reply;
+    int question_in_state;
     FILE *trace;
     int32_t *buf; /* N tokens */
 };
 
 mn_chat_options mn_chat_options_default(void) {
-    return (mn_chat_options){.sampling = {0.8f, 40, 0.95f}, .seed = 0, .max_reply = 64, .trace = NULL};
+    return (mn_chat_options){.sampling = {0.8f, 40, 0.95f}, .seed = 0, .max_reply = 64, .question_in_state = 0,
+                             .trace = NULL};
 }
 
 static mn_status trace_turn(mn_chat *c, const char *role, const char *text, json_t *pieces) {
@@ -79,24 +82,33 @@ static mn_status finish_turn(mn_chat *c, mn_status st, const char *role, const c
     return MN_OK;
 }
 
-/* The user's turn: split, like the training renderer, into pieces of at most N tokens that
- * each start with <|turn|> <|speaker_a|>; only the first carries <|session|>, only the last
- * <|eot|>. */
+/* The user's text as plain text, for a tokenizer without special tokens: "A: text\n", after a
+ * blank line where <|session|> would be. Appended to out. */
+static mn_status plain_user_text(mn_chat *c, const char *text, mn_ids *out) {
+    size_t len = strlen(text) + 8;
+    char *plain = malloc(len);
+    if (!plain)
+        return mn_fail(MN_ERR_NOMEM, "chat: out of memory");
+    snprintf(plain, len, "%sA: %s\n", c->new_session ? "\n" : "", text);
+    mn_status st = mn_tokenizer_encode(c->tok, plain, strlen(plain), out);
+    free(plain);
+    return st;
+}
+
+/* The reply's header, <|turn|> <|speaker_b|> or "B:", appended to out. */
+static mn_status reply_header(mn_chat *c, mn_ids *out) {
+    if (!c->specials)
+        return mn_tokenizer_encode(c->tok, "B:", 2, out);
+    MN_TRY(mn_ids_push(out, c->turn));
+    return mn_ids_push(out, c->speaker_b);
+}
+
+/* The user's turn read into R before the reply (the question-in-state protocol): split, like
+ * the training renderer, into pieces of at most N tokens that each start with <|turn|>
+ * <|speaker_a|>; only the first carries <|session|>, only the last <|eot|>. */
 static mn_status user_turn(mn_chat *c, const char *text) {
     mn_ids body = {0};
-    mn_status st;
-    if (c->specials) {
-        st = mn_tokenizer_encode(c->tok, text, strlen(text), &body);
-    } else {
-        size_t len = strlen(text) + 8;
-        char *plain = malloc(len);
-        if (!plain)
-            return mn_fail(MN_ERR_NOMEM, "chat: out of memory");
-        /* a blank line marks the break where special tokens would */
-        snprintf(plain, len, "%sA: %s\n", c->new_session ? "\n" : "", text);
-        st = mn_tokenizer_encode(c->tok, plain, strlen(plain), &body);
-        free(plain);
-    }
+    mn_status st = c->specials ? mn_tokenizer_encode(c->tok, text, strlen(text), &body) : plain_user_text(c, text, &body);
     if (st != MN_OK) {
         mn_ids_free(&body);
         return st;
@@ -127,24 +139,10 @@ static mn_status user_turn(mn_chat *c, const char *text) {
     return finish_turn(c, st, "user", text, pieces);
 }
 
-/* The model's turn: generate reading R, then feed the reply back through the compressor. */
-static mn_status model_turn(mn_chat *c, char **reply) {
-    int n_prefix = 0;
-    if (c->specials) {
-        c->buf[0] = c->turn;
-        c->buf[1] = c->speaker_b;
-        n_prefix = 2;
-    } else {
-        mn_ids prefix = {0};
-        mn_status st = mn_tokenizer_encode(c->tok, "B:", 2, &prefix);
-        if (st != MN_OK) {
-            mn_ids_free(&prefix);
-            return st;
-        }
-        n_prefix = (int)prefix.count;
-        memcpy(c->buf, prefix.ids, (size_t)n_prefix * sizeof(int32_t));
-        mn_ids_free(&prefix);
-    }
+/* The model's turn: the decoder reads R and the n_prefix tokens in c->buf (the reply's header,
+ * or the whole exchange head with the user's turn in it) and writes the reply after them; then
+ * the prefix and the reply go through the compressor as one turn. */
+static mn_status model_turn(mn_chat *c, int n_prefix, char **reply) {
     /* room for the closing <|eot|> (or newline) if the limit cuts the reply */
     int limit = n_prefix + c->max_reply < c->N - 1 ? n_prefix + c->max_reply : c->N - 1;
     int n = 0;
@@ -243,6 +241,7 @@ mn_status mn_chat_open(mn_model *model, mn_tokenizer *tok, const char *store_pat
     c->sampling = o->sampling;
     c->rng = o->seed;
     c->max_reply = o->max_reply;
+    c->question_in_state = o->question_in_state;
     c->trace = o->trace;
     c->turn = mn_tokenizer_special(tok, MN_TOK_TURN);
     c->speaker_a = mn_tokenizer_special(tok, MN_TOK_SPEAKER_A);
@@ -265,12 +264,45 @@ mn_status mn_chat_open(mn_model *model, mn_tokenizer *tok, const char *store_pat
     return MN_OK;
 }
 
+/* The exchange protocol's head of the user's turn: as training renders a probe's exchange
+ * (mn_render_exchange_head: the user A asks, the model B answers), led by <|session|> when the
+ * conversation resumes; plain text: "A: text\n" then "B:". */
+static mn_status exchange_head(mn_chat *c, const char *text, mn_ids *out) {
+    if (c->specials)
+        return mn_render_exchange_head(c->tok, text, 0, 1, c->new_session, out);
+    MN_TRY(plain_user_text(c, text, out));
+    return reply_header(c, out);
+}
+
 mn_status mn_chat_exchange(mn_chat *c, const char *text, char **reply) {
     if (!c || !text || !reply)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_chat_exchange: NULL argument");
     *reply = NULL;
-    MN_TRY(user_turn(c, text));
-    return model_turn(c, reply);
+    mn_ids head = {0};
+    mn_status st = MN_OK;
+    int shared = 0;
+    if (!c->question_in_state) {
+        /* the user's turn shares the reply's decoder pass when it leaves the reply room for
+         * max_reply tokens, or for half the turn when that is less */
+        int want = c->max_reply < c->N / 2 ? c->max_reply : c->N / 2;
+        st = exchange_head(c, text, &head);
+        shared = st == MN_OK && head.count + want + 1 <= c->N;
+    }
+    if (st == MN_OK && shared) {
+        /* nothing enters R until the reply is written: the user's turn is traced as it stands */
+        memcpy(c->buf, head.ids, (size_t)head.count * sizeof(int32_t));
+        c->new_session = 0;
+        c->turns++;
+        st = trace_turn(c, "user", text, json_array());
+    } else if (st == MN_OK) {
+        head.count = 0;
+        if ((st = user_turn(c, text)) == MN_OK && (st = reply_header(c, &head)) == MN_OK)
+            memcpy(c->buf, head.ids, (size_t)head.count * sizeof(int32_t));
+    }
+    int n_prefix = (int)head.count;
+    mn_ids_free(&head);
+    MN_TRY(st);
+    return model_turn(c, n_prefix, reply);
 }
 
 void mn_chat_status_get(const mn_chat *c, mn_chat_status *s) {

@@ -140,35 +140,39 @@ static mn_status render_turn(mn_tokenizer *tok, mn_token_corpus *c, const char *
     return MN_OK;
 }
 
-/* A probe as one turn: <|turn|> asker question <|eot|> <|turn|> answerer answer <|eot|>, the
- * answer and its <|eot|> flagged MN_TOKEN_ANSWER. *fits = 0 (nothing written) when the pair is
- * longer than `max` tokens. */
+mn_status mn_render_exchange_head(mn_tokenizer *tok, const char *question, int asker_b, int answerer_b,
+                                  int session_start, mn_ids *out) {
+    if (session_start)
+        MN_TRY(mn_ids_push(out, mn_tokenizer_special(tok, MN_TOK_SESSION)));
+    MN_TRY(mn_ids_push(out, mn_tokenizer_special(tok, MN_TOK_TURN)));
+    MN_TRY(mn_ids_push(out, mn_tokenizer_special(tok, asker_b ? MN_TOK_SPEAKER_B : MN_TOK_SPEAKER_A)));
+    MN_TRY(mn_tokenizer_encode(tok, question, strlen(question), out));
+    MN_TRY(mn_ids_push(out, mn_tokenizer_special(tok, MN_TOK_EOT)));
+    MN_TRY(mn_ids_push(out, mn_tokenizer_special(tok, MN_TOK_TURN)));
+    return mn_ids_push(out, mn_tokenizer_special(tok, answerer_b ? MN_TOK_SPEAKER_B : MN_TOK_SPEAKER_A));
+}
+
+/* A probe as one turn: the exchange's head, then BPE(answer) <|eot|>, the answer and its
+ * <|eot|> flagged MN_TOKEN_ANSWER. *fits = 0 (nothing written) when the pair is longer than
+ * `max` tokens. */
 static mn_status render_exchange(mn_tokenizer *tok, mn_token_corpus *c, const char *question, int asker_b,
                                  const char *answer, int answerer_b, int max, mn_ids *scratch,
                                  mn_render_stats *st, int *fits) {
     scratch->count = 0;
-    MN_TRY(mn_tokenizer_encode(tok, question, strlen(question), scratch));
-    const int64_t nq = scratch->count;
-    MN_TRY(mn_tokenizer_encode(tok, answer, strlen(answer), scratch)); /* appended after the question */
-    const int64_t na = scratch->count - nq, total = nq + na + 6;
+    MN_TRY(mn_render_exchange_head(tok, question, asker_b, answerer_b, 0, scratch));
+    const int64_t head = scratch->count;
+    MN_TRY(mn_tokenizer_encode(tok, answer, strlen(answer), scratch));
+    MN_TRY(mn_ids_push(scratch, mn_tokenizer_special(tok, MN_TOK_EOT)));
+    const int64_t total = scratch->count;
     *fits = total <= max;
     if (!*fits)
         return MN_OK;
-    const int32_t turn = mn_tokenizer_special(tok, MN_TOK_TURN), eot = mn_tokenizer_special(tok, MN_TOK_EOT);
     MN_TRY(grow_tokens(c, total));
-    push_token(c, turn, 0);
-    push_token(c, mn_tokenizer_special(tok, asker_b ? MN_TOK_SPEAKER_B : MN_TOK_SPEAKER_A), 0);
-    for (int64_t i = 0; i < nq; i++)
-        push_token(c, scratch->ids[i], 0);
-    push_token(c, eot, 0);
-    push_token(c, turn, 0);
-    push_token(c, mn_tokenizer_special(tok, answerer_b ? MN_TOK_SPEAKER_B : MN_TOK_SPEAKER_A), 0);
-    for (int64_t i = 0; i < na; i++)
-        push_token(c, scratch->ids[nq + i], MN_TOKEN_ANSWER);
-    push_token(c, eot, MN_TOKEN_ANSWER);
+    for (int64_t i = 0; i < total; i++)
+        push_token(c, scratch->ids[i], i < head ? 0 : MN_TOKEN_ANSWER);
     MN_TRY(end_turn(c, MN_TURN_QUESTION | MN_TURN_ANSWER | (answerer_b ? MN_TURN_SPEAKER_B : 0), st));
     st->tokens += total;
-    st->answer_tokens += na + 1;
+    st->answer_tokens += total - head;
     return MN_OK;
 }
 

@@ -75,6 +75,13 @@ mn_status mn_render_dialogue(mn_tokenizer *tok, const mn_dialogue *d,
                              const mn_render_options *options, mn_token_corpus *c,
                              mn_render_stats *stats, int64_t *probe_turn);
 
+/* Appends the head of an exchange turn, what the decoder reads before the answer:
+ * [<|session|>] <|turn|> <asker> BPE(question) <|eot|> <|turn|> <answerer>. A probe's exchange
+ * (probe_exchange) is this head, BPE(answer) and <|eot|>, with no <|session|>; `mnemo chat`
+ * decodes its reply after it (src/model/chat.h). The tokenizer needs the special tokens. */
+mn_status mn_render_exchange_head(mn_tokenizer *tok, const char *question, int asker_b, int answerer_b,
+                                  int session_start, mn_ids *out);
+
 /* ---- shard files */
 #define MN_SHARD_MAGIC "MNSHARD1"
 #define MN_SHARD_VERSION 1

@@ -34,7 +34,7 @@ typedef struct {
 #define STR(n, h) {#n, F_STR, offsetof(mn_train_config, n), sizeof(((mn_train_config *)0)->n), h}
 
 static const field fields[] = {
-    MODEL(vocab_size, F_INT, "model: vocabulary size V (task shards: the tokenizer's)"),
+    MODEL(vocab_size, F_INT, "model: vocabulary size V (task shards: not given, or 0: the tokenizer's)"),
     MODEL(d_model, F_INT, "model: width C"),
     MODEL(n_heads, F_INT, "model: attention heads"),
     MODEL(n_layers, F_INT, "model: decoder blocks"),
