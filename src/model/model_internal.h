@@ -81,6 +81,12 @@ typedef struct {
     float *fch_gelu;   /* (B, S, 4C) */
 } mn_block_acts;
 
+/* Row layouts. Padded: lane b's S = k + max_len positions are rows b*S .. b*S + S - 1, the
+ * positions past its valid length computed and never read. Packed (training): lane b's valid
+ * positions only, lanes back to back from row first[b]; the row-wise work (layer norms,
+ * products, GELU, residuals) then runs on real positions only, and attention, which wants the
+ * padded layout (B, S) of its op, gets each block's q, k, v scattered to it and its output
+ * gathered back (scratch: the block's MLP buffers, not yet written at that point). */
 typedef struct {
     mn_block_acts *blocks; /* n_layers (host array of views) */
     float *x_out;      /* (B, S, C) last block's output */
@@ -89,8 +95,11 @@ typedef struct {
     const int32_t *ids_bwd; /* (B, S) of the last forward (not owned): token ids, -1 at slots and padding */
     const int32_t *valid;   /* (B) of the last forward (not owned): k + turn length */
     float *buffer;     /* the one allocation */
+    int *first;        /* host (max_B + 1): first row of each lane in the last forward's layout */
     int n_layers;
-    int B, S;          /* shape of the last forward */
+    int B, S;          /* shape of the last forward (S: attention's padded positions per lane) */
+    int N;             /* rows of the last forward: first[B] (B * S when padded) */
+    int packed;        /* the last forward's layout was packed */
 } mn_stack_acts;
 
 /* Gradient scratch for a stack backward, reused across calls. */
@@ -121,7 +130,15 @@ void mn_turn_ids(int k, const int32_t *tokens, int len, int max_len, int32_t *id
 void mn_stack_forward(const mn_exec *ex, mn_stack_acts *acts, const mn_config *cfg, const float *wte,
                       const mn_stack_views *p, const float *memory, const int32_t *ids_fwd, const int32_t *ids_bwd,
                       const int32_t *valid, int B, int max_len, int causal);
-/* Backward from dlnf (B, S, C) (consumed as scratch). Accumulates parameter gradients into g
+/* The same over the packed layout: lane_rows (host, B) = valid (k + turn length) of each lane,
+ * the lanes' rows back to back; ids_fwd, ids_bwd hold the packed rows (mn_turn_ids with
+ * max_len = the lane's length), max_len is the longest lane's turn (attention's padding), and
+ * acts->lnf comes out packed (lane b from row acts->first[b]). NULL lane_rows: padded. */
+void mn_stack_forward_lanes(const mn_exec *ex, mn_stack_acts *acts, const mn_config *cfg, const float *wte,
+                            const mn_stack_views *p, const float *memory, const int32_t *ids_fwd,
+                            const int32_t *ids_bwd, const int32_t *valid, const int *lane_rows, int B, int max_len,
+                            int causal);
+/* Backward from dlnf (the forward's layout, acts->N rows of C; consumed as scratch). Accumulates parameter gradients into g
  * (and dwte), and the memory's gradient into dmemory (B, k, C) if it is not NULL. */
 void mn_stack_backward(const mn_exec *ex, mn_stack_acts *acts, mn_stack_grads_scratch *scratch,
                        const mn_config *cfg, const mn_stack_views *p, mn_stack_views *g, float *dwte, float *dlnf,

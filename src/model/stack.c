@@ -30,12 +30,18 @@ mn_status mn_stack_acts_alloc(const mn_exec *ex, mn_stack_acts *a, const mn_conf
     size_t tail = 2 * B * S * C + 2 * B * S;
     size_t total = per_block * (size_t)sets + tail;
     a->blocks = calloc((size_t)n_layers, sizeof *a->blocks);
-    if (!a->blocks)
+    a->first = malloc((B + 1) * sizeof *a->first);
+    if (!a->blocks || !a->first) {
+        free(a->blocks);
+        free(a->first);
+        a->blocks = NULL, a->first = NULL;
         return mn_fail(MN_ERR_NOMEM, "out of memory for activation views");
+    }
     mn_status st = mn_exec_alloc(ex, total * sizeof(float), (void **)&a->buffer);
     if (st != MN_OK) {
         free(a->blocks);
-        a->blocks = NULL;
+        free(a->first);
+        a->blocks = NULL, a->first = NULL;
         return mn_fail_context(st, "activations of %d layers for %d x %d positions (%zu floats)", n_layers, max_B,
                                max_S, total);
     }
@@ -61,6 +67,7 @@ mn_status mn_stack_acts_alloc(const mn_exec *ex, mn_stack_acts *a, const mn_conf
 void mn_stack_acts_free(const mn_exec *ex, mn_stack_acts *a) {
     mn_exec_release(ex, a->buffer);
     free(a->blocks);
+    free(a->first);
     memset(a, 0, sizeof *a);
 }
 
@@ -103,30 +110,65 @@ void mn_turn_ids(int k, const int32_t *tokens, int len, int max_len, int32_t *id
 }
 
 /* ---------------------------------------------------------------- forward */
+/* Packed rows (width floats each, lanes from a->first) to attention's padded layout (lane b
+ * from row b * S), or back (to_padded = 0). Padded rows past a lane's end are left as they
+ * are: attention neither reads them nor lets them reach a valid output. */
+static void repack(const mn_exec *ex, const mn_stack_acts *a, float *padded, float *packed, size_t width,
+                   int to_padded) {
+    for (int b = 0; b < a->B; b++) {
+        float *pad = padded + (size_t)b * a->S * width, *pk = packed + (size_t)a->first[b] * width;
+        size_t n = (size_t)(a->first[b + 1] - a->first[b]) * width;
+        if (to_padded)
+            MN_OP(ex, copy_rows, pad, 0, pk, 0, 1, n);
+        else
+            MN_OP(ex, copy_rows, pk, 0, pad, 0, 1, n);
+    }
+}
+
 void mn_stack_forward(const mn_exec *ex, mn_stack_acts *a, const mn_config *cfg, const float *wte,
                       const mn_stack_views *p, const float *memory, const int32_t *ids_fwd, const int32_t *ids_bwd,
                       const int32_t *valid, int B, int max_len, int causal) {
-    const int C = cfg->d_model, H = cfg->n_heads, k = cfg->n_slots, S = k + max_len, N = B * S;
-    const size_t SC = (size_t)S * C, kC = (size_t)k * C;
+    mn_stack_forward_lanes(ex, a, cfg, wte, p, memory, ids_fwd, ids_bwd, valid, NULL, B, max_len, causal);
+}
+
+void mn_stack_forward_lanes(const mn_exec *ex, mn_stack_acts *a, const mn_config *cfg, const float *wte,
+                            const mn_stack_views *p, const float *memory, const int32_t *ids_fwd,
+                            const int32_t *ids_bwd, const int32_t *valid, const int *lane_rows, int B, int max_len,
+                            int causal) {
+    const int C = cfg->d_model, H = cfg->n_heads, k = cfg->n_slots, S = k + max_len;
+    const size_t kC = (size_t)k * C;
     a->B = B;
     a->S = S;
     a->ids_bwd = ids_bwd;
     a->valid = valid;
+    a->packed = lane_rows != NULL;
+    a->first[0] = 0;
+    for (int b = 0; b < B; b++)
+        a->first[b + 1] = a->first[b] + (lane_rows ? lane_rows[b] : S);
+    const int N = a->N = a->first[B];
 
-    // x (B, S, C) = concat(memory (B, k, C), wte[ids] (B, max_len, C)) + wpe[0..S-1]
+    // x (N, C) = concat(memory (k, C), wte[ids]) + wpe[0..rows-1] of each lane
     float *x = a->blocks[0].x;
-    if (k > 0)
-        MN_OP(ex, copy_rows, x, SC, memory, kC, (size_t)B, kC);
+    for (int b = 0; b < B && k > 0; b++)
+        MN_OP(ex, copy_rows, x + (size_t)a->first[b] * C, 0, memory + (size_t)b * kC, 0, 1, kC);
     MN_OP(ex, embedding_forward, x, ids_fwd, wte, N, C); /* the slot rows have id -1: skipped */
-    MN_OP(ex, add_rows, x, SC, p->wpe, 0, (size_t)B, SC);
+    for (int b = 0; b < B; b++)
+        MN_OP(ex, add_rows, x + (size_t)a->first[b] * C, 0, p->wpe, 0, 1, (size_t)(a->first[b + 1] - a->first[b]) * C);
 
     for (int l = 0; l < p->n_layers; l++) {
         const mn_block_views *w = &p->blocks[l];
         mn_block_acts *ba = &a->blocks[l];
         float *out = l + 1 < p->n_layers ? a->blocks[l + 1].x : a->x_out;
         MN_OP(ex, layernorm_forward, ba->ln1, ba->ln1_mean, ba->ln1_rstd, ba->x, w->ln1_w, w->ln1_b, N, C);
-        MN_OP(ex, linear_forward, ba->qkv, ba->ln1, w->attn_w, w->attn_b, N, C, 3 * C);
-        MN_OP(ex, attention_forward, ba->atty, ba->att, ba->qkv, valid, B, S, C, H, causal);
+        if (a->packed) { // qkv packed in fch, kept padded in qkv; attention's output padded in fch_gelu
+            MN_OP(ex, linear_forward, ba->fch, ba->ln1, w->attn_w, w->attn_b, N, C, 3 * C);
+            repack(ex, a, ba->qkv, ba->fch, 3 * (size_t)C, 1);
+            MN_OP(ex, attention_forward, ba->fch_gelu, ba->att, ba->qkv, valid, B, S, C, H, causal);
+            repack(ex, a, ba->fch_gelu, ba->atty, (size_t)C, 0);
+        } else {
+            MN_OP(ex, linear_forward, ba->qkv, ba->ln1, w->attn_w, w->attn_b, N, C, 3 * C);
+            MN_OP(ex, attention_forward, ba->atty, ba->att, ba->qkv, valid, B, S, C, H, causal);
+        }
         // res2 = x + atty @ attn_proj  (the projection lands in `out` first, used as scratch)
         MN_OP(ex, linear_forward, out, ba->atty, w->attn_proj_w, w->attn_proj_b, N, C, C);
         MN_OP(ex, residual_forward, ba->res2, ba->x, out, (size_t)N * C);
@@ -143,8 +185,8 @@ void mn_stack_forward(const mn_exec *ex, mn_stack_acts *a, const mn_config *cfg,
 void mn_stack_backward(const mn_exec *ex, mn_stack_acts *a, mn_stack_grads_scratch *s, const mn_config *cfg,
                        const mn_stack_views *p, mn_stack_views *g, float *dwte, float *dlnf, float *dmemory,
                        int causal) {
-    const int C = cfg->d_model, H = cfg->n_heads, k = cfg->n_slots, B = a->B, S = a->S, N = B * S;
-    const size_t NC = (size_t)N * C, SC = (size_t)S * C, kC = (size_t)k * C;
+    const int C = cfg->d_model, H = cfg->n_heads, k = cfg->n_slots, B = a->B, S = a->S, N = a->N;
+    const size_t NC = (size_t)N * C, kC = (size_t)k * C;
     float *dx = s->dx, *dres2 = s->dres2;
 
     MN_OP(ex, zero, dx, NC * sizeof(float));
@@ -170,19 +212,30 @@ void mn_stack_backward(const mn_exec *ex, mn_stack_acts *a, mn_stack_grads_scrat
         MN_OP(ex, zero, s->datty, NC * sizeof(float));
         MN_OP(ex, linear_backward, s->datty, gw->attn_proj_w, gw->attn_proj_b, dres2, ba->atty, w->attn_proj_w, N,
               C, C);
-        MN_OP(ex, zero, s->dqkv, 3 * NC * sizeof(float));
-        MN_OP(ex, attention_backward, s->dqkv, s->datty, ba->qkv, ba->att, a->valid, B, S, C, H, causal);
+        if (a->packed) { // attention on the padded layout: dY in dfch_gelu, dqkv in dfch (both free now)
+            const size_t padded = (size_t)B * S * 3 * C;
+            repack(ex, a, s->dfch_gelu, s->datty, (size_t)C, 1);
+            MN_OP(ex, zero, s->dfch, padded * sizeof(float));
+            MN_OP(ex, attention_backward, s->dfch, s->dfch_gelu, ba->qkv, ba->att, a->valid, B, S, C, H, causal);
+            repack(ex, a, s->dfch, s->dqkv, 3 * (size_t)C, 0);
+        } else {
+            MN_OP(ex, zero, s->dqkv, 3 * NC * sizeof(float));
+            MN_OP(ex, attention_backward, s->dqkv, s->datty, ba->qkv, ba->att, a->valid, B, S, C, H, causal);
+        }
         MN_OP(ex, zero, s->dln, NC * sizeof(float));
         MN_OP(ex, linear_backward, s->dln, gw->attn_w, gw->attn_b, s->dqkv, ba->ln1, w->attn_w, N, C, 3 * C);
         MN_OP(ex, layernorm_backward, dx, gw->ln1_w, gw->ln1_b, s->dln, ba->x, w->ln1_w, ba->ln1_mean, ba->ln1_rstd,
               N, C);
     }
 
-    // x = concat(memory, wte[ids]) + wpe: route dx to wpe (summed over the batch in episode
-    // order), to the memory, and to the embedding table (real tokens only: padded rows carry
-    // exactly zero gradient, and their ids are fake)
-    MN_OP(ex, add_rows, g->wpe, 0, dx, SC, (size_t)B, SC);
-    if (dmemory && k > 0)
-        MN_OP(ex, add_rows, dmemory, kC, dx, SC, (size_t)B, kC);
+    // x = concat(memory, wte[ids]) + wpe: route dx to wpe (summed over the lanes in order), to
+    // the memory, and to the embedding table (real tokens only: padded rows carry exactly zero
+    // gradient, and their ids are fake)
+    for (int b = 0; b < B; b++) {
+        const float *dxb = dx + (size_t)a->first[b] * C;
+        MN_OP(ex, add_rows, g->wpe, 0, dxb, 0, 1, (size_t)(a->first[b + 1] - a->first[b]) * C);
+        if (dmemory && k > 0)
+            MN_OP(ex, add_rows, dmemory + (size_t)b * kC, 0, dxb, 0, 1, kC);
+    }
     MN_OP(ex, embedding_backward, dwte, dx, a->ids_bwd, N, C);
 }
