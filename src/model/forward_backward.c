@@ -88,8 +88,7 @@ static void trainer_release(mn_trainer *tr) {
                 mn_stack_acts_free(ex, &tr->compressor[i]);
         mn_stack_scratch_free(ex, &tr->scratch);
         float *buffers[] = {tr->states, tr->u, tr->z, tr->dmemory_decoder, tr->dstate, tr->dstate_prev, tr->du,
-                            tr->dgate_scratch, tr->head_in, tr->dhead_in, tr->logits, tr->losses,
-                            tr->dlnf, tr->dmemory_recon};
+                            tr->dgate_scratch, tr->dhead_in, tr->logits, tr->losses, tr->dmemory_recon};
         for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++)
             mn_exec_release(ex, buffers[i]);
         release_inputs(tr);
@@ -125,9 +124,9 @@ static mn_status alloc_buffers(mn_trainer *tr) {
         {&tr->grads, P},          {&tr->adam_m, P},        {&tr->adam_v, P},
         {&tr->states, (bptt + 1) * state}, {&tr->u, bptt * state}, {&tr->z, bptt * state},
         {&tr->dmemory_decoder, bptt * state}, {&tr->dstate, state}, {&tr->dstate_prev, state},
-        {&tr->du, state},         {&tr->dgate_scratch, state}, {&tr->head_in, B * N * C},
+        {&tr->du, state},         {&tr->dgate_scratch, state},
         {&tr->dhead_in, B * N * C}, {&tr->logits, (size_t)tr->classifier_rows * V},
-        {&tr->losses, B * N},     {&tr->dlnf, B * S * C},
+        {&tr->losses, B * N},
     };
     for (size_t i = 0; i < sizeof plan / sizeof plan[0]; i++)
         MN_TRY(mn_exec_alloc(ex, plan[i].floats * sizeof(float), (void **)plan[i].at));
@@ -446,19 +445,20 @@ static void download_logits(mn_trainer *tr, const mn_batch *b, const int *first,
     }
 }
 
-/* The classifier of a decoder turn over its real tokens (head_in: `rows` packed rows of C),
+/* The classifier of a decoder turn over its real tokens (head_in: `rows` packed rows of C,
+ * the decoder's ln_f),
  * llm.c's fused classifier in chunks of tr->classifier_rows rows: the chunk's logits = head_in
  * @ wte^T, their weighted loss, and with grads their gradient written over them, then dhead_in
  * and dwte from it. Padding rows cost nothing, and one chunk of logits exists at a time. */
-static void classifier(mn_trainer *tr, const mn_batch *b, const int *first, int rows, const turn_inputs *in,
-                       double scale, int with_grads, float *logits_out) {
+static void classifier(mn_trainer *tr, const mn_batch *b, const int *first, const float *head_in, int rows,
+                       const turn_inputs *in, double scale, int with_grads, float *logits_out) {
     const mn_exec *ex = &tr->exec;
     const int C = tr->model->config.d_model, V = tr->model->config.vocab_size;
     if (with_grads)
         MN_OP(ex, zero, tr->dhead_in, (size_t)rows * C * sizeof(float));
     for (int r0 = 0; r0 < rows; r0 += tr->classifier_rows) {
         const int n = rows - r0 < tr->classifier_rows ? rows - r0 : tr->classifier_rows;
-        const float *x = tr->head_in + (size_t)r0 * C;
+        const float *x = head_in + (size_t)r0 * C;
         MN_OP(ex, lm_head_forward, tr->logits, x, tr->p.wte, n, C, V);
         if (logits_out)
             download_logits(tr, b, first, r0, n, logits_out);
@@ -487,24 +487,17 @@ static void decoder_turn(mn_trainer *tr, const mn_batch *b, int t, const float *
 
     const int longest = turn_lanes(tr, b, t);
     mn_stack_forward_lanes(ex, a, c, tr->p.wte, &tr->p.decoder, memory, in.ids_fwd, in.ids_bwd, in.valid,
-                           tr->lane_rows, B, longest, 1);
+                           tr->lane_rows, MN_ROWS_TOKENS, B, longest, 1);
 
-    // head_in = the token rows of ln_f of every episode, packed, into the classifier
+    // ln_f holds the token rows of every episode, packed: the classifier's input
     const int rows = packed_rows(b, t, first);
-    for (int e = 0; e < B; e++)
-        MN_OP(ex, copy_rows, tr->head_in + (size_t)first[e] * C, 0, a->lnf + (size_t)(a->first[e] + k) * C, 0, 1,
-              (size_t)(first[e + 1] - first[e]) * C);
-    classifier(tr, b, first, rows, &in, scale, with_grads, logits_out);
+    classifier(tr, b, first, a->lnf, rows, &in, scale, with_grads, logits_out);
     MN_OP(ex, sum_to, loss_sum, tr->losses, (size_t)rows);
     if (!with_grads)
         return;
 
-    MN_OP(ex, zero, tr->dlnf, (size_t)a->N * C * sizeof(float));
-    for (int e = 0; e < B; e++)
-        MN_OP(ex, copy_rows, tr->dlnf + (size_t)(a->first[e] + k) * C, 0, tr->dhead_in + (size_t)first[e] * C, 0, 1,
-              (size_t)(first[e + 1] - first[e]) * C);
     MN_OP(ex, zero, dmemory, (size_t)B * k * C * sizeof(float));
-    mn_stack_backward(ex, a, &tr->scratch, c, &tr->p.decoder, &tr->g.decoder, tr->g.wte, tr->dlnf, dmemory, 1);
+    mn_stack_backward(ex, a, &tr->scratch, c, &tr->p.decoder, &tr->g.decoder, tr->g.wte, tr->dhead_in, dmemory, 1);
 }
 
 /* Compressor forward for turn t: r_out = update(r_in, turn), keeping activations in slot j. */
@@ -517,10 +510,9 @@ static void compressor_turn(mn_trainer *tr, const mn_batch *b, int t, int j, con
     mn_stack_acts *a = &tr->compressor[j];
     const int longest = turn_lanes(tr, b, t);
     mn_stack_forward_lanes(ex, a, c, tr->p.wte, &tr->p.compressor, r_in, in.ids_fwd, in.ids_bwd, in.valid,
-                           tr->lane_rows, B, longest, 0);
+                           tr->lane_rows, MN_ROWS_SLOTS, B, longest, 0);
     float *u = tr->u + (size_t)j * B * k * C, *z = tr->z + (size_t)j * B * k * C;
-    for (int e = 0; e < B; e++) // U = the slot rows of ln_f
-        MN_OP(ex, copy_rows, u + (size_t)e * k * C, 0, a->lnf + (size_t)a->first[e] * C, 0, 1, (size_t)k * C);
+    MN_OP(ex, copy, u, a->lnf, (size_t)B * k * C * sizeof(float)); // U = ln_f's slot rows, (B, k, C)
     MN_OP(ex, gated_update_forward, r_out, z, r_in, u, tr->p.gate_w, tr->p.gate_b, B * k, C);
 }
 
@@ -536,11 +528,8 @@ static void compressor_turn_backward(mn_trainer *tr, int j, const float *dstate,
     MN_OP(ex, zero, tr->du, state * sizeof(float));
     MN_OP(ex, gated_update_backward, dprev, tr->du, tr->g.gate_w, tr->g.gate_b, dstate, r_in, u, z, tr->p.gate_w,
           tr->dgate_scratch, B * k, C);
-    // dU enters ln_f at the slot rows; token rows of the compressor feed nothing
-    MN_OP(ex, zero, tr->dlnf, (size_t)a->N * C * sizeof(float));
-    for (int e = 0; e < B; e++)
-        MN_OP(ex, copy_rows, tr->dlnf + (size_t)a->first[e] * C, 0, tr->du + (size_t)e * k * C, 0, 1, (size_t)k * C);
-    mn_stack_backward(ex, a, &tr->scratch, c, &tr->p.compressor, &tr->g.compressor, tr->g.wte, tr->dlnf, dprev, 0);
+    // dU is the gradient of ln_f, which holds the slot rows only (token rows of the compressor feed nothing)
+    mn_stack_backward(ex, a, &tr->scratch, c, &tr->p.compressor, &tr->g.compressor, tr->g.wte, tr->du, dprev, 0);
 }
 
 /* ---------------------------------------------------------------- the batch */
