@@ -162,12 +162,18 @@ void mn_stack_forward_lanes(const mn_exec *ex, mn_stack_acts *a, const mn_config
     }
     const int N = a->N = a->first[B], M = a->M = a->out_first[B];
 
-    // x (N, C) = concat(memory (k, C), wte[ids]) + wpe[0..rows-1] of each lane
+    // x (N, C) = concat(memory (k, C), wte[ids]) + wpe[0..rows-1] of each lane (padded: one
+    // strided call each, packed: lane by lane)
     float *x = a->blocks[0].x;
-    for (int b = 0; b < B && k > 0; b++)
+    const size_t SC = (size_t)S * C;
+    if (k > 0 && !a->packed)
+        MN_OP(ex, copy_rows, x, SC, memory, kC, (size_t)B, kC);
+    for (int b = 0; k > 0 && a->packed && b < B; b++)
         MN_OP(ex, copy_rows, x + (size_t)a->first[b] * C, 0, memory + (size_t)b * kC, 0, 1, kC);
     MN_OP(ex, embedding_forward, x, ids_fwd, wte, N, C); /* the slot rows have id -1: skipped */
-    for (int b = 0; b < B; b++)
+    if (!a->packed)
+        MN_OP(ex, add_rows, x, SC, p->wpe, 0, (size_t)B, SC);
+    for (int b = 0; a->packed && b < B; b++)
         MN_OP(ex, add_rows, x + (size_t)a->first[b] * C, 0, p->wpe, 0, 1, (size_t)(a->first[b + 1] - a->first[b]) * C);
 
     for (int l = 0; l < p->n_layers; l++) {
@@ -268,7 +274,12 @@ void mn_stack_backward(const mn_exec *ex, mn_stack_acts *a, mn_stack_grads_scrat
     // x = concat(memory, wte[ids]) + wpe: route dx to wpe (summed over the lanes in order), to
     // the memory, and to the embedding table (real tokens only: padded rows carry exactly zero
     // gradient, and their ids are fake)
-    for (int b = 0; b < B; b++) {
+    if (!a->packed) {
+        MN_OP(ex, add_rows, g->wpe, 0, dx, (size_t)S * C, (size_t)B, (size_t)S * C);
+        if (dmemory && k > 0)
+            MN_OP(ex, add_rows, dmemory, kC, dx, (size_t)S * C, (size_t)B, kC);
+    }
+    for (int b = 0; a->packed && b < B; b++) {
         const float *dxb = dx + (size_t)a->first[b] * C;
         MN_OP(ex, add_rows, g->wpe, 0, dxb, 0, 1, (size_t)(a->first[b + 1] - a->first[b]) * C);
         if (dmemory && k > 0)
