@@ -1,5 +1,5 @@
 /* Whole-model tests: the PyTorch oracle fixture, gradient flow through memory, determinism,
- * padding invariance of inference, and bad input. */
+ * padding invariance of inference and of training (packing), and bad input. */
 #include <dirent.h>
 #include <math.h>
 #include <omp.h>
@@ -184,6 +184,53 @@ static mn_model *fixture_model(const fixture *fx) {
     memcpy(mn_model_params(m), p, mn_model_num_params(m) * sizeof(float));
     free(p);
     return m;
+}
+
+/* ---------------------------------------------------------------- packing */
+/* Training packs each turn's real rows (docs/model.md, "Batches and padding"): the fixture's
+ * ragged batch laid out with more padding (max_len up to max_turn_tokens), the padding filled
+ * with real token ids and weights, gives the same loss, turn losses and gradients to the bit. */
+static void test_padding_is_not_computed(void **state) {
+    (void)state;
+    fixture fx;
+    fixture_open(&fx);
+    mn_model *m = fixture_model(&fx);
+    const int L2 = fx.config.max_turn_tokens, cells = fx.T * fx.B;
+    assert_true(L2 > fx.max_len); /* the fixture leaves room for more padding */
+    int32_t *tokens = malloc((size_t)cells * L2 * sizeof(int32_t));
+    float *weights = malloc((size_t)cells * L2 * sizeof(float));
+    for (int cell = 0; cell < cells; cell++)
+        for (int i = 0; i < L2; i++) {
+            int real = i < fx.lengths[cell];
+            tokens[(size_t)cell * L2 + i] = real ? fx.tokens[(size_t)cell * fx.max_len + i] : (cell + i) % 7;
+            weights[(size_t)cell * L2 + i] = real ? fx.weights[(size_t)cell * fx.max_len + i] : 1.0f;
+        }
+    mn_batch narrow = fixture_batch(&fx);
+    mn_batch wide = {.B = fx.B, .T = fx.T, .max_len = L2, .tokens = tokens, .lengths = fx.lengths,
+                     .loss_weights = weights};
+    size_t P = mn_model_num_params(m);
+    float *grads[2], loss[2], *turns[2];
+    const mn_batch *batches[2] = {&narrow, &wide};
+    for (int i = 0; i < 2; i++) {
+        mn_trainer *tr = NULL;
+        assert_int_equal(mn_trainer_create(m, fx.B, fx.bptt, &tr), MN_OK);
+        assert_int_equal(mn_trainer_set_reconstruction(tr, 0.5f), MN_OK);
+        turns[i] = malloc((size_t)fx.T * sizeof(float));
+        mn_forward_outputs out = {.turn_losses = turns[i]};
+        assert_int_equal(mn_forward_backward(tr, batches[i], &loss[i], &out), MN_OK);
+        grads[i] = malloc(P * sizeof(float));
+        memcpy(grads[i], mn_trainer_grads(tr), P * sizeof(float));
+        mn_trainer_free(tr);
+    }
+    assert_memory_equal(&loss[0], &loss[1], sizeof loss[0]);
+    assert_memory_equal(turns[0], turns[1], (size_t)fx.T * sizeof(float));
+    assert_memory_equal(grads[0], grads[1], P * sizeof(float));
+    for (int i = 0; i < 2; i++)
+        free(grads[i]), free(turns[i]);
+    free(tokens);
+    free(weights);
+    mn_model_free(m);
+    fixture_close(&fx);
 }
 
 /* ---------------------------------------------------------------- the PyTorch oracle */
@@ -953,6 +1000,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixture_forward_backward),
         cmocka_unit_test(test_fixture_adamw),
+        cmocka_unit_test(test_padding_is_not_computed),
         cmocka_unit_test(test_gradient_flows_through_memory),
         cmocka_unit_test(test_determinism_same_thread_count),
         cmocka_unit_test(test_threads_follow_the_handle),

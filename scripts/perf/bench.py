@@ -54,7 +54,9 @@ RESULT_KEYS = {
     "real": ["train.real_dialogue.mnemo_tokens_per_s", "train.real_dialogue.mnemo_cut_to_longest_over_mnemo",
              "train.real_dialogue.torch_eager_over_mnemo",
              "train.real_dialogue.torch_sdpa_over_mnemo", "train.real_dialogue.torch_compile_over_mnemo",
-             "train.real_dialogue.real_share_mnemo_positions", "train.real_dialogue.real_share_padded_to_longest"],
+             "train.real_dialogue.real_share_mnemo_positions", "train.real_dialogue.real_share_padded_to_longest",
+             "train.real_dialogue.real_share_padded_per_turn", "train.real_dialogue.torch_eager_over_mnemo_cpu",
+             "train.real_dialogue.torch_sdpa_over_mnemo_cpu", "train.real_dialogue.torch_compile_over_mnemo_cpu"],
     "eval": ["eval.probes_per_s", "eval.probes_per_cpu_s", "eval.baseline_time_over_this"],
 }
 
@@ -148,6 +150,20 @@ def med(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
+def cpu_ratio(cpu):
+    """Median over pairs of b's CPU time / a's; None when the steps were too short for the clock
+    tick of /proc (10 ms: --quick)."""
+    ratios = [cb / ca for ca, cb in cpu if ca > 0 and cb > 0]
+    return med(ratios) if ratios else None
+
+
+def process_cpu_s(pid):
+    """User + system CPU seconds of a live process (/proc/PID/stat; its threads included)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """A training process in --serve mode: warms up, then runs one step per request."""
 
@@ -159,6 +175,7 @@ class Server:
                                   stderr=subprocess.STDOUT, text=True, bufsize=1)
         self.lines = [f"$ {' '.join(cmd)} --serve"]
         self.warmup_losses = []
+        self.cpu_s = []  # CPU time (user + system) of each step: the work, whatever the load
         while True:
             line = self._readline()
             if line.startswith("warmup"):
@@ -176,12 +193,14 @@ class Server:
         return line
 
     def step(self):
-        """-> (seconds, loss, sgemm GFLOP/s or None)"""
+        """-> (seconds, loss, sgemm GFLOP/s or None); appends the step's CPU seconds to cpu_s"""
+        cpu0 = process_cpu_s(self.p.pid)
         self.p.stdin.write("step\n")
         self.p.stdin.flush()
         while True:
             f = self._readline().split()
             if f and f[0] == "step":
+                self.cpu_s.append(process_cpu_s(self.p.pid) - cpu0)
                 sg = float(f[5]) if len(f) > 5 and f[4] == "sgemm_gflops" else None
                 return float(f[2]), float(f[3]), sg
 
@@ -196,10 +215,11 @@ class Server:
         return rest
 
 
-def paired(r, spec_a, spec_b, pairs):
+def paired(r, spec_a, spec_b, pairs, cpu=None):
     """Alternates single steps of two training processes (a first on even pairs, b first on odd
     ones), so that each pair sees the same machine load. Returns per-pair lists for a and b of
-    (seconds, loss, sgemm), and both servers' warm-up losses."""
+    (seconds, loss, sgemm), and both servers' warm-up losses; cpu (a list), if given, gets the
+    (a, b) CPU seconds of each pair."""
     sa = Server(r, *spec_a)
     sb = Server(r, *spec_b)
     ra, rb = [], []
@@ -214,6 +234,8 @@ def paired(r, spec_a, spec_b, pairs):
     finally:
         sa.close()
         sb.close()
+    if cpu is not None:
+        cpu += list(zip(sa.cpu_s, sb.cpu_s))
     return ra, rb, sa.warmup_losses, sb.warmup_losses
 
 
@@ -475,6 +497,13 @@ def batch_real_tokens(path):
     return [sum(lengths) for _, lengths in read_batches(path)[3]]
 
 
+def batch_per_turn_padded(path):
+    """Token positions of a file's batches with each turn padded to its own longest episode (the
+    layout mnemo's attention runs on; its other work is packed: real tokens only)."""
+    B, T, _, batches = read_batches(path)
+    return sum(B * max(lengths[t * B:(t + 1) * B]) for _, lengths in batches for t in range(T))
+
+
 def real_dialogue_data(r, a, c):
     """The self-dialogue training shard as the demo builds it (prepare, episodes of 6 turns with
     one template probe, a BPE tokenizer trained on the dialogues), but with whole turns: up to
@@ -533,6 +562,7 @@ def section_real(r, a, perf, report):
     real_total, padded_max, padded_longest = (field(out, k, int) for k in ("real_tokens", "padded_to_max",
                                                                              "padded_to_longest"))
     real = batch_real_tokens(batches)
+    padded_per_turn = batch_per_turn_padded(batches)
     pairs = n_batches
     pypi = None if a.skip_torch else torch_available(a.torch_python)
     bench_torch = os.path.join(ROOT, "scripts", "reference", "bench_torch.py")
@@ -550,11 +580,12 @@ def section_real(r, a, perf, report):
                                                      str(n_batches)] + targs, {}))
     mn_steps, rows = [], []
     for spec in others:
-        ra, rb, _, _ = paired(r, mnemo, spec, pairs)
+        cpu = []
+        ra, rb, _, _ = paired(r, mnemo, spec, pairs, cpu)
         mn_steps += [(i, x) for i, x in enumerate(ra)]
         toks = sum(real[i % n_batches] for i in range(len(rb)))
         rows.append((spec[0], toks / sum(t for t, _, _ in rb), med([tb / ta for (ta, _, _), (tb, _, _) in zip(ra, rb)]),
-                     med([ta for ta, _, _ in ra])))
+                     med([ta for ta, _, _ in ra]), cpu_ratio(cpu), med([ca for ca, _ in cpu])))
     mn_tps = sum(real[i % n_batches] for i, _ in mn_steps) / sum(x[0] for _, x in mn_steps)
     report.append(f"PyPI torch ({a.torch_python}): {pypi or 'not installed'}. Model: the {'quick' if a.quick else 'demo'} "
                   f"config (V {c['vocab']}, C {c['width']}, {c['layers']}+{c['comp_layers']} layers, {c['slots']} slots, "
@@ -562,28 +593,37 @@ def section_real(r, a, perf, report):
                   f"drawn by `mnemo train`'s loader from the shard (`mnemo_perf batches`), bptt {c['bptt']}; step i of "
                   f"each system trains on batch i mod {n_batches}, paired step by step as in section 1 ({pairs} pairs). "
                   "mnemo gets the batches as `mnemo train` does (every turn padded to max_turn; the row 'cut to its "
-                  "longest turn' gets them as torch does); torch gets each batch padded to its longest turn, as a "
+                  "longest turn' gets them as torch does) and packs them: its layer norms, products and GELU run on "
+                  "each turn's real tokens and memory slots only, its attention per episode over its own length; "
+                  "torch gets each batch padded to its longest turn, as a "
                   "PyTorch user would write it. tokens/s counts real tokens only.\n")
     report.append(f"Real tokens: {real_total} of {padded_max} positions in mnemo's batches "
                   f"({100.0 * real_total / padded_max:.1f}%), of {padded_longest} padded to each batch's longest turn "
-                  f"({100.0 * real_total / padded_longest:.1f}%).\n")
-    report.append("| system | real tokens/s | x mnemo time (median of pairs) | mnemo step s in those pairs |")
-    report.append("|---|---|---|---|")
-    report.append(f"| mnemo (batches as `mnemo train` gives them) | {mn_tps:.0f} | 1 | |")
-    for sname, tps, ratio, mt_pair in rows:
-        report.append(f"| {sname} | {tps:.0f} | {ratio:.2f} | {mt_pair:.3f} |")
+                  f"({100.0 * real_total / padded_longest:.1f}%), of {padded_per_turn} padded to each turn's longest "
+                  f"episode ({100.0 * real_total / padded_per_turn:.1f}%, the layout of mnemo's attention); mnemo's "
+                  "other work runs on the real tokens only (100%).\n")
+    report.append("| system | real tokens/s | x mnemo time (median of pairs) | mnemo step s in those pairs "
+                  "| x mnemo CPU time (median of pairs) | mnemo CPU s |")
+    report.append("|---|---|---|---|---|---|")
+    report.append(f"| mnemo (batches as `mnemo train` gives them) | {mn_tps:.0f} | 1 | | 1 | |")
+    for sname, tps, ratio, mt_pair, cpu_x, mt_cpu in rows:
+        cpu_text = "n/a" if cpu_x is None else f"{cpu_x:.2f}"
+        report.append(f"| {sname} | {tps:.0f} | {ratio:.2f} | {mt_pair:.3f} | {cpu_text} | {mt_cpu:.3f} |")
     a.results["train.real_dialogue.mnemo_tokens_per_s"] = mn_tps
     a.results["train.real_dialogue.mnemo_cut_to_longest_over_mnemo"] = rows[0][2]
     a.results["train.real_dialogue.real_share_mnemo_positions"] = real_total / padded_max
     a.results["train.real_dialogue.real_share_padded_to_longest"] = real_total / padded_longest
+    a.results["train.real_dialogue.real_share_padded_per_turn"] = real_total / padded_per_turn
     for key, label in torch_modes(pypi):
-        a.results[f"train.real_dialogue.{key}_over_mnemo"] = next((x for n_, _, x, _ in rows if n_ == label), None)
+        a.results[f"train.real_dialogue.{key}_over_mnemo"] = next((x[2] for x in rows if x[0] == label), None)
+        a.results[f"train.real_dialogue.{key}_over_mnemo_cpu"] = next((x[4] for x in rows if x[0] == label), None)
     if not a.quick and a.results["train.real_dialogue.torch_eager_over_mnemo"] is not None:
         e = a.results["train.real_dialogue.torch_eager_over_mnemo"]
         cmp_ = a.results["train.real_dialogue.torch_compile_over_mnemo"]
         report.append(f"\nGoal (issue 16): torch eager / mnemo >= 2.0: {e:.2f} ({'met' if e >= 2.0 else 'NOT met'}); "
                       f"torch.compile / mnemo >= 1.5: "
-                      f"{'n/a' if cmp_ is None else f'{cmp_:.2f} (' + ('met' if cmp_ >= 1.5 else 'NOT met') + ')'}.\n")
+                      f"{'n/a' if cmp_ is None else f'{cmp_:.2f} (' + ('met' if cmp_ >= 1.5 else 'NOT met') + ')'} "
+                      "(wall time, paired medians; the CPU-time ratios in the table count the work alone).\n")
 
 # ------------------------------------------------------------------ evaluation
 def timed_child(r, name, cmd):

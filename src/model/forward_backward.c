@@ -88,8 +88,7 @@ static void trainer_release(mn_trainer *tr) {
                 mn_stack_acts_free(ex, &tr->compressor[i]);
         mn_stack_scratch_free(ex, &tr->scratch);
         float *buffers[] = {tr->states, tr->u, tr->z, tr->dmemory_decoder, tr->dstate, tr->dstate_prev, tr->du,
-                            tr->dgate_scratch, tr->head_in, tr->dhead_in, tr->logits, tr->losses,
-                            tr->dlnf, tr->dmemory_recon};
+                            tr->dgate_scratch, tr->dhead_in, tr->logits, tr->losses, tr->dmemory_recon};
         for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++)
             mn_exec_release(ex, buffers[i]);
         release_inputs(tr);
@@ -98,6 +97,7 @@ static void trainer_release(mn_trainer *tr) {
     free(tr->compressor);
     free(tr->frozen);
     free(tr->packed_first);
+    free(tr->lane_rows);
     free(tr->segments);
     mn_views_free(&tr->p);
     mn_views_free(&tr->g);
@@ -124,9 +124,9 @@ static mn_status alloc_buffers(mn_trainer *tr) {
         {&tr->grads, P},          {&tr->adam_m, P},        {&tr->adam_v, P},
         {&tr->states, (bptt + 1) * state}, {&tr->u, bptt * state}, {&tr->z, bptt * state},
         {&tr->dmemory_decoder, bptt * state}, {&tr->dstate, state}, {&tr->dstate_prev, state},
-        {&tr->du, state},         {&tr->dgate_scratch, state}, {&tr->head_in, B * N * C},
+        {&tr->du, state},         {&tr->dgate_scratch, state},
         {&tr->dhead_in, B * N * C}, {&tr->logits, (size_t)tr->classifier_rows * V},
-        {&tr->losses, B * N},     {&tr->dlnf, B * S * C},
+        {&tr->losses, B * N},
     };
     for (size_t i = 0; i < sizeof plan / sizeof plan[0]; i++)
         MN_TRY(mn_exec_alloc(ex, plan[i].floats * sizeof(float), (void **)plan[i].at));
@@ -178,10 +178,11 @@ mn_status mn_trainer_create_backend(mn_model *model, const mn_backend *be, int m
     tr->bptt = bptt;
     tr->frozen = calloc((size_t)model->n_tensors, 1);
     tr->packed_first = malloc(((size_t)max_B + 1) * sizeof(int));
+    tr->lane_rows = malloc((size_t)max_B * sizeof(int));
     tr->segments = calloc((size_t)model->n_tensors, sizeof *tr->segments);
     tr->compressor = calloc((size_t)bptt, sizeof *tr->compressor);
     mn_status st = MN_OK;
-    if (!tr->frozen || !tr->segments || !tr->compressor || !tr->packed_first)
+    if (!tr->frozen || !tr->segments || !tr->compressor || !tr->packed_first || !tr->lane_rows)
         st = mn_fail(MN_ERR_NOMEM, "out of memory creating the trainer");
     if (st == MN_OK)
         st = mn_exec_open_backend(be, &tr->exec);
@@ -364,6 +365,8 @@ static mn_status validate_carry(const mn_trainer *tr, const mn_batch *b) {
 /* Backend pointers to the inputs of one turn. */
 typedef struct {
     const int32_t *ids_fwd, *ids_bwd, *valid, *targets; /* (B, S), (B, S), (B), (B, L) */
+    /* ids_fwd and ids_bwd hold the stacks' packed rows: episode e's k + len positions from row
+     * (sum of k + len of the episodes before e) */
     const float *weights;                               /* (B, L) */
     /* targets and weights hold the turn's real tokens packed: episode e's token i at row
      * (sum of the lengths before e) + i; the rows past the turn's tokens are unused */
@@ -375,7 +378,8 @@ static turn_inputs inputs_of(const mn_trainer *tr, const mn_batch *b, int t) {
     return (turn_inputs){i0, i0 + B * S, i0 + 2 * B * S, i0 + 2 * B * S + B, tr->in_weights + (size_t)t * B * L};
 }
 
-/* Builds every turn's ids, valid lengths, targets and weights on the host, and uploads them. */
+/* Builds every turn's ids (packed rows), valid lengths, targets and weights on the host, and
+ * uploads them. */
 static void build_inputs(mn_trainer *tr, const mn_batch *b) {
     const int B = b->B, L = b->max_len, T = b->T, k = tr->model->config.n_slots, S = k + L;
     const size_t per_turn = turn_ints((size_t)B, (size_t)S, (size_t)L);
@@ -387,10 +391,12 @@ static void build_inputs(mn_trainer *tr, const mn_batch *b) {
         const int32_t *lengths = b->lengths + (size_t)t * B;
         const float *w = b->loss_weights ? b->loss_weights + (size_t)t * B * L : NULL;
         double ws = 0.0;
-        for (int e = 0, row = 0; e < B; e++) {
+        for (int e = 0, row = 0, first = 0; e < B; e++) {
             int len = lengths[e];
             valid[e] = k + len;
-            mn_turn_ids(k, tokens + (size_t)e * L, len, L, ids_fwd + (size_t)e * S, ids_bwd + (size_t)e * S);
+            // the stacks' rows are packed too: each episode's k + len positions, back to back
+            mn_turn_ids(k, tokens + (size_t)e * L, len, len, ids_fwd + first, ids_bwd + first);
+            first += k + len;
             // token i predicts token i+1 of the same turn; rows packed over the real tokens
             for (int i = 0; i < len; i++, row++) {
                 int r = e * L + i, has_target = i + 1 < len;
@@ -406,6 +412,18 @@ static void build_inputs(mn_trainer *tr, const mn_batch *b) {
 }
 
 /* ---------------------------------------------------------------- one turn */
+/* The stacks' packed layout of turn t: tr->lane_rows[e] = k + len[t][e] (host); returns the
+ * turn's longest length, the padding of attention's layout. */
+static int turn_lanes(mn_trainer *tr, const mn_batch *b, int t) {
+    int longest = 1;
+    for (int e = 0; e < b->B; e++) {
+        int len = b->lengths[(size_t)t * b->B + e];
+        tr->lane_rows[e] = tr->model->config.n_slots + len;
+        longest = len > longest ? len : longest;
+    }
+    return longest;
+}
+
 /* The turn's real tokens, packed: episode e's tokens are rows first[e] .. first[e] + len - 1 of
  * the classifier's (rows, .) inputs; returns the number of rows. first: host (B + 1). */
 static int packed_rows(const mn_batch *b, int t, int *first) {
@@ -427,19 +445,20 @@ static void download_logits(mn_trainer *tr, const mn_batch *b, const int *first,
     }
 }
 
-/* The classifier of a decoder turn over its real tokens (head_in: `rows` packed rows of C),
+/* The classifier of a decoder turn over its real tokens (head_in: `rows` packed rows of C,
+ * the decoder's ln_f),
  * llm.c's fused classifier in chunks of tr->classifier_rows rows: the chunk's logits = head_in
  * @ wte^T, their weighted loss, and with grads their gradient written over them, then dhead_in
  * and dwte from it. Padding rows cost nothing, and one chunk of logits exists at a time. */
-static void classifier(mn_trainer *tr, const mn_batch *b, const int *first, int rows, const turn_inputs *in,
-                       double scale, int with_grads, float *logits_out) {
+static void classifier(mn_trainer *tr, const mn_batch *b, const int *first, const float *head_in, int rows,
+                       const turn_inputs *in, double scale, int with_grads, float *logits_out) {
     const mn_exec *ex = &tr->exec;
     const int C = tr->model->config.d_model, V = tr->model->config.vocab_size;
     if (with_grads)
         MN_OP(ex, zero, tr->dhead_in, (size_t)rows * C * sizeof(float));
     for (int r0 = 0; r0 < rows; r0 += tr->classifier_rows) {
         const int n = rows - r0 < tr->classifier_rows ? rows - r0 : tr->classifier_rows;
-        const float *x = tr->head_in + (size_t)r0 * C;
+        const float *x = head_in + (size_t)r0 * C;
         MN_OP(ex, lm_head_forward, tr->logits, x, tr->p.wte, n, C, V);
         if (logits_out)
             download_logits(tr, b, first, r0, n, logits_out);
@@ -461,30 +480,24 @@ static void decoder_turn(mn_trainer *tr, const mn_batch *b, int t, const float *
     mn_model *m = tr->model;
     const mn_exec *ex = &tr->exec;
     const mn_config *c = &m->config;
-    const int B = b->B, L = b->max_len, k = c->n_slots, C = c->d_model, S = k + L;
-    const size_t SC = (size_t)S * C;
+    const int B = b->B, k = c->n_slots, C = c->d_model;
     const turn_inputs in = inputs_of(tr, b, t);
     mn_stack_acts *a = &tr->decoder;
     int *first = tr->packed_first;
 
-    mn_stack_forward(ex, a, c, tr->p.wte, &tr->p.decoder, memory, in.ids_fwd, in.ids_bwd, in.valid, B, L, 1);
+    const int longest = turn_lanes(tr, b, t);
+    mn_stack_forward_lanes(ex, a, c, tr->p.wte, &tr->p.decoder, memory, in.ids_fwd, in.ids_bwd, in.valid,
+                           tr->lane_rows, MN_ROWS_TOKENS, B, longest, 1);
 
-    // head_in = the token rows of ln_f of every episode, packed, into the classifier
+    // ln_f holds the token rows of every episode, packed: the classifier's input
     const int rows = packed_rows(b, t, first);
-    for (int e = 0; e < B; e++)
-        MN_OP(ex, copy_rows, tr->head_in + (size_t)first[e] * C, 0, a->lnf + (size_t)e * SC + (size_t)k * C, 0, 1,
-              (size_t)(first[e + 1] - first[e]) * C);
-    classifier(tr, b, first, rows, &in, scale, with_grads, logits_out);
+    classifier(tr, b, first, a->lnf, rows, &in, scale, with_grads, logits_out);
     MN_OP(ex, sum_to, loss_sum, tr->losses, (size_t)rows);
     if (!with_grads)
         return;
 
-    MN_OP(ex, zero, tr->dlnf, (size_t)B * SC * sizeof(float));
-    for (int e = 0; e < B; e++)
-        MN_OP(ex, copy_rows, tr->dlnf + (size_t)e * SC + (size_t)k * C, 0, tr->dhead_in + (size_t)first[e] * C, 0, 1,
-              (size_t)(first[e + 1] - first[e]) * C);
     MN_OP(ex, zero, dmemory, (size_t)B * k * C * sizeof(float));
-    mn_stack_backward(ex, a, &tr->scratch, c, &tr->p.decoder, &tr->g.decoder, tr->g.wte, tr->dlnf, dmemory, 1);
+    mn_stack_backward(ex, a, &tr->scratch, c, &tr->p.decoder, &tr->g.decoder, tr->g.wte, tr->dhead_in, dmemory, 1);
 }
 
 /* Compressor forward for turn t: r_out = update(r_in, turn), keeping activations in slot j. */
@@ -492,12 +505,14 @@ static void compressor_turn(mn_trainer *tr, const mn_batch *b, int t, int j, con
     mn_model *m = tr->model;
     const mn_exec *ex = &tr->exec;
     const mn_config *c = &m->config;
-    const int B = b->B, L = b->max_len, k = c->n_slots, C = c->d_model, S = k + L;
+    const int B = b->B, k = c->n_slots, C = c->d_model;
     const turn_inputs in = inputs_of(tr, b, t);
     mn_stack_acts *a = &tr->compressor[j];
-    mn_stack_forward(ex, a, c, tr->p.wte, &tr->p.compressor, r_in, in.ids_fwd, in.ids_bwd, in.valid, B, L, 0);
+    const int longest = turn_lanes(tr, b, t);
+    mn_stack_forward_lanes(ex, a, c, tr->p.wte, &tr->p.compressor, r_in, in.ids_fwd, in.ids_bwd, in.valid,
+                           tr->lane_rows, MN_ROWS_SLOTS, B, longest, 0);
     float *u = tr->u + (size_t)j * B * k * C, *z = tr->z + (size_t)j * B * k * C;
-    MN_OP(ex, copy_rows, u, (size_t)k * C, a->lnf, (size_t)S * C, (size_t)B, (size_t)k * C); // U = slot rows
+    MN_OP(ex, copy, u, a->lnf, (size_t)B * k * C * sizeof(float)); // U = ln_f's slot rows, (B, k, C)
     MN_OP(ex, gated_update_forward, r_out, z, r_in, u, tr->p.gate_w, tr->p.gate_b, B * k, C);
 }
 
@@ -506,17 +521,15 @@ static void compressor_turn_backward(mn_trainer *tr, int j, const float *dstate,
     const mn_exec *ex = &tr->exec;
     const mn_config *c = &tr->model->config;
     mn_stack_acts *a = &tr->compressor[j];
-    const int B = a->B, S = a->S, k = c->n_slots, C = c->d_model;
+    const int B = a->B, k = c->n_slots, C = c->d_model;
     const size_t state = (size_t)B * k * C;
     const float *r_in = tr->states + (size_t)j * state;
     float *u = tr->u + (size_t)j * state, *z = tr->z + (size_t)j * state;
     MN_OP(ex, zero, tr->du, state * sizeof(float));
     MN_OP(ex, gated_update_backward, dprev, tr->du, tr->g.gate_w, tr->g.gate_b, dstate, r_in, u, z, tr->p.gate_w,
           tr->dgate_scratch, B * k, C);
-    // dU enters ln_f at the slot rows; token rows of the compressor feed nothing
-    MN_OP(ex, zero, tr->dlnf, (size_t)B * S * C * sizeof(float));
-    MN_OP(ex, copy_rows, tr->dlnf, (size_t)S * C, tr->du, (size_t)k * C, (size_t)B, (size_t)k * C);
-    mn_stack_backward(ex, a, &tr->scratch, c, &tr->p.compressor, &tr->g.compressor, tr->g.wte, tr->dlnf, dprev, 0);
+    // dU is the gradient of ln_f, which holds the slot rows only (token rows of the compressor feed nothing)
+    mn_stack_backward(ex, a, &tr->scratch, c, &tr->p.compressor, &tr->g.compressor, tr->g.wte, tr->du, dprev, 0);
 }
 
 /* ---------------------------------------------------------------- the batch */

@@ -81,6 +81,17 @@ typedef struct {
     float *fch_gelu;   /* (B, S, 4C) */
 } mn_block_acts;
 
+/* The rows of a packed forward whose output (ln_f) is read: all, or per lane its k slot rows
+ * (the compressor: U) or its token rows (the decoder: the head). The last block computes the
+ * other rows only up to the keys and values that the kept rows attend to. */
+typedef enum { MN_ROWS_ALL, MN_ROWS_SLOTS, MN_ROWS_TOKENS } mn_stack_rows;
+
+/* Row layouts. Padded: lane b's S = k + max_len positions are rows b*S .. b*S + S - 1, the
+ * positions past its valid length computed and never read. Packed (training): lane b's valid
+ * positions only, lanes back to back from row first[b]; the row-wise work (layer norms,
+ * products, GELU, residuals) then runs on real positions only, and attention, which wants the
+ * padded layout (B, S) of its op, gets each block's q, k, v scattered to it and its output
+ * gathered back (scratch: the block's MLP buffers, not yet written at that point). */
 typedef struct {
     mn_block_acts *blocks; /* n_layers (host array of views) */
     float *x_out;      /* (B, S, C) last block's output */
@@ -89,8 +100,14 @@ typedef struct {
     const int32_t *ids_bwd; /* (B, S) of the last forward (not owned): token ids, -1 at slots and padding */
     const int32_t *valid;   /* (B) of the last forward (not owned): k + turn length */
     float *buffer;     /* the one allocation */
+    int *first;        /* host (max_B + 1): first row of each lane in the last forward's layout */
+    int *out_first;    /* host (max_B + 1): first row of each lane in lnf (the rows kept) */
     int n_layers;
-    int B, S;          /* shape of the last forward */
+    int B, S;          /* shape of the last forward (S: attention's padded positions per lane) */
+    int N;             /* rows of the last forward: first[B] (B * S when padded) */
+    int M;             /* rows of its output lnf and of its last block past attention: out_first[B] */
+    int packed;        /* the last forward's layout was packed */
+    int keep;          /* its mn_stack_rows */
 } mn_stack_acts;
 
 /* Gradient scratch for a stack backward, reused across calls. */
@@ -121,7 +138,17 @@ void mn_turn_ids(int k, const int32_t *tokens, int len, int max_len, int32_t *id
 void mn_stack_forward(const mn_exec *ex, mn_stack_acts *acts, const mn_config *cfg, const float *wte,
                       const mn_stack_views *p, const float *memory, const int32_t *ids_fwd, const int32_t *ids_bwd,
                       const int32_t *valid, int B, int max_len, int causal);
-/* Backward from dlnf (B, S, C) (consumed as scratch). Accumulates parameter gradients into g
+/* The same over the packed layout: lane_rows (host, B) = valid (k + turn length) of each lane,
+ * the lanes' rows back to back; ids_fwd, ids_bwd hold the packed rows (mn_turn_ids with
+ * max_len = the lane's length), max_len is the longest lane's turn (attention's padding), and
+ * acts->lnf holds the rows `keep` names, packed (lane b from row acts->out_first[b]: with
+ * MN_ROWS_TOKENS the turn's tokens episode after episode, with MN_ROWS_SLOTS (B, k, C)).
+ * NULL lane_rows: padded (keep is then MN_ROWS_ALL). */
+void mn_stack_forward_lanes(const mn_exec *ex, mn_stack_acts *acts, const mn_config *cfg, const float *wte,
+                            const mn_stack_views *p, const float *memory, const int32_t *ids_fwd,
+                            const int32_t *ids_bwd, const int32_t *valid, const int *lane_rows, mn_stack_rows keep,
+                            int B, int max_len, int causal);
+/* Backward from dlnf (the rows of acts->lnf, acts->M of C; consumed as scratch). Accumulates parameter gradients into g
  * (and dwte), and the memory's gradient into dmemory (B, k, C) if it is not NULL. */
 void mn_stack_backward(const mn_exec *ex, mn_stack_acts *acts, mn_stack_grads_scratch *scratch,
                        const mn_config *cfg, const mn_stack_views *p, mn_stack_views *g, float *dwte, float *dlnf,

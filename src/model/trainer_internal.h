@@ -29,16 +29,18 @@ struct mn_trainer {
     float *dmemory_decoder;            /* gradient of loss_t w.r.t. R_{t-1} via the decoder, bptt */
     float *dstate, *dstate_prev, *du, *dgate_scratch; /* (B, k, C) */
     /* decoder head, (B * max_turn, .) */
-    float *head_in, *dhead_in;         /* (B * N, C): the token rows of ln_f, packed (real tokens only) */
+    float *dhead_in;                   /* (B * N, C): gradient of the decoder's ln_f (its token rows, packed) */
     int *packed_first;                 /* host (max_B + 1): first packed row of each episode */
+    int *lane_rows;                    /* host (max_B): k + length of each episode in this turn */
     int classifier_rows;               /* rows of logits computed at once (the backend's chunk) */
     float *logits;                     /* (classifier_rows, V): logits, then their gradient */
     float *losses;                     /* (B, N) */
-    float *dlnf;                       /* (B, S, C) */
     /* The batch's inputs, built on the host and uploaded once per batch. Per turn, densely for
      * the batch's (B, S = k + max_len, L = max_len):
      *   ints:   ids_fwd (B, S) | ids_bwd (B, S) | valid (B) | targets (B, L)
-     *   floats: weights (B, L)                                                  */
+     *   floats: weights (B, L)
+     * ids hold the stacks' packed rows (k + len per episode), targets and weights the real
+     * tokens packed; the rest of each slot is unused. */
     size_t input_turns;                /* capacity, in turns of the largest shape */
     int32_t *in_ints_host, *in_ints;
     float *in_weights_host, *in_weights;
