@@ -1,6 +1,7 @@
-/* The session pool (mn_session_pool_*, src/model/session_pool.c) on the CPU and on the guarded
+/* The session pool (mn_session_pool_*, src/model/session_pool.c) on the CPU, on the guarded
  * stand-in (tests/guarded_backend.c: the CPU ops behind the device code path, bucket padding
- * included, every op's extents checked; no graphs): batched updates against mn_update_batch
+ * included, every op's extents checked; no graphs) and on a GPU (skipped without one: CUDA
+ * graphs, pinned transfers): batched updates against mn_update_batch
  * and one mn_update per session, ragged turns, refusals, the background sync to a session
  * store, and the store's failures returned as values. */
 #include <math.h>
@@ -42,11 +43,29 @@ static mn_model *small_model(uint64_t seed) {
     return m;
 }
 
-/* The model of a test on its backend: *state is NULL for the CPU, else the stand-in's table. */
+/* Where a test's pool runs: the CPU, the stand-in, or a GPU (skipped without one). `tol`: how
+ * close the pool's batches come to mn_update_batch on the CPU (0: bit for bit). */
+typedef struct {
+    const mn_backend *(*table)(void); /* NULL: the CPU */
+    float tol;
+    int gpu;
+} variant;
+
+static const variant on_cpu = {NULL, 0.0f, 0}, on_standin = {mn_guarded_backend, 1e-6f, 0},
+                     on_gpu = {mn_backend_cuda, 1e-4f, 1};
+
+static int gpu_answers(void) {
+    int count = 0;
+    return mn_backend_cuda() && mn_cuda_device_count(&count) == MN_OK && count > 0;
+}
+
 static mn_model *model_on(void **state, uint64_t seed) {
+    const variant *v = *state;
+    if (v->gpu && !gpu_answers())
+        skip();
     mn_model *m = small_model(seed);
-    if (*state)
-        assert_int_equal(mn_model_set_backend(m, (const mn_backend *)*state), MN_OK);
+    if (v->table)
+        assert_int_equal(mn_model_set_backend(m, v->table()), MN_OK);
     return m;
 }
 
@@ -105,7 +124,6 @@ static float *read_all(mn_session_pool *pool, size_t kC) {
 
 /* ---------------------------------------------------------------- updates */
 static void test_updates_match(void **state) {
-    const int on_device = *state != NULL;
     mn_model *m = model_on(state, 11), *ref = small_model(11); /* ref: the same parameters on the CPU */
     const size_t kC = mn_state_floats(m);
     enum { P = 40 };
@@ -151,8 +169,9 @@ static void test_updates_match(void **state) {
             const float *g = got + (size_t)t.slots[i] * kC;
             /* the CPU pool is mn_update_batch bit for bit; the stand-in pads each chunk to its
              * bucket, which changes only the rounding of the products */
-            expect_close(g, batch + (size_t)i * kC, kC, on_device ? 1e-6f : 0.0f, "pool vs mn_update_batch");
-            expect_close(g, single + (size_t)i * kC, kC, 1e-5f, "pool vs one mn_update per session");
+            const float tol = ((const variant *)*state)->tol;
+            expect_close(g, batch + (size_t)i * kC, kC, tol, "pool vs mn_update_batch");
+            expect_close(g, single + (size_t)i * kC, kC, tol > 1e-5f ? tol : 1e-5f, "pool vs one mn_update each");
             memcpy(host + (size_t)t.slots[i] * kC, g, kC * sizeof(float));
             want_turns[t.slots[i]]++;
         }
@@ -165,20 +184,23 @@ static void test_updates_match(void **state) {
         assert_int_equal(mn_session_pool_read(pool, s, r, &nt), MN_OK);
         assert_int_equal(nt, want_turns[s]);
     }
-    /* one entry is mn_update itself (the stand-in: to rounding) */
+    /* one entry is mn_update itself (a device: to rounding) */
     const int32_t slot = 5, tok[3] = {7, 1, 49};
     const int64_t off[2] = {0, 3};
     assert_int_equal(mn_update(ref, tok, 3, host + slot * kC, r), MN_OK);
     assert_int_equal(mn_session_pool_update(pool, 1, &slot, tok, off), MN_OK);
     float *one = malloc(kC * sizeof(float));
     assert_int_equal(mn_session_pool_read(pool, slot, one, NULL), MN_OK);
-    expect_close(one, r, kC, on_device ? 1e-6f : 0.0f, "one entry vs mn_update");
-    /* graphs off: the same results (no graphs on these backends either way) */
-    assert_int_equal(mn_session_pool_set_graphs(pool, 0), MN_OK);
-    assert_int_equal(mn_session_pool_write(pool, slot, host + slot * kC, 0), MN_OK);
-    assert_int_equal(mn_session_pool_update(pool, 1, &slot, tok, off), MN_OK);
-    assert_int_equal(mn_session_pool_read(pool, slot, r, NULL), MN_OK);
-    assert_memory_equal(r, one, kC * sizeof(float));
+    expect_close(one, r, kC, ((const variant *)*state)->tol, "one entry vs mn_update");
+    /* the same update again (on a GPU: the bucket's graph replayed), then with graphs off: the
+     * same bits */
+    for (int graphs = 1; graphs >= 0; graphs--) {
+        assert_int_equal(mn_session_pool_set_graphs(pool, graphs), MN_OK);
+        assert_int_equal(mn_session_pool_write(pool, slot, host + slot * kC, 0), MN_OK);
+        assert_int_equal(mn_session_pool_update(pool, 1, &slot, tok, off), MN_OK);
+        assert_int_equal(mn_session_pool_read(pool, slot, r, NULL), MN_OK);
+        assert_memory_equal(r, one, kC * sizeof(float));
+    }
     assert_int_equal(mn_session_pool_close(pool), MN_OK);
     free(r0), free(r), free(one), free(host), free(in), free(batch), free(single);
     mn_model_free(m);
@@ -244,7 +266,7 @@ static void test_refusals(void **state) {
     assert_non_null(strstr(mn_last_error(), "no store attached"));
     assert_int_equal(mn_session_pool_load(pool, 0, "a", &found), MN_ERR_INVALID_ARG);
     /* the model stays on its device while a pool holds states there */
-    const mn_backend *other = *state ? mn_backend_cpu() : mn_guarded_backend();
+    const mn_backend *other = ((const variant *)*state)->table ? mn_backend_cpu() : mn_guarded_backend();
     assert_int_equal(mn_model_set_backend(m, other), MN_ERR_INVALID_ARG);
     assert_non_null(strstr(mn_last_error(), "close them first"));
     assert_int_equal(mn_model_set_backend(m, m->exec.be), MN_OK); /* a refresh is fine */
@@ -452,16 +474,19 @@ static void test_store_errors(void **state) {
 }
 
 int main(void) {
-    const mn_backend *standin = mn_guarded_backend();
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_prestate(test_updates_match, NULL),
-        cmocka_unit_test_prestate(test_updates_match, (void *)standin),
-        cmocka_unit_test_prestate(test_refusals, NULL),
-        cmocka_unit_test_prestate(test_refusals, (void *)standin),
-        cmocka_unit_test_prestate(test_sync_to_store, NULL),
-        cmocka_unit_test_prestate(test_sync_to_store, (void *)standin),
-        cmocka_unit_test_prestate(test_store_errors, NULL),
-        cmocka_unit_test_prestate(test_store_errors, (void *)standin),
+        cmocka_unit_test_prestate(test_updates_match, (void *)&on_cpu),
+        cmocka_unit_test_prestate(test_updates_match, (void *)&on_standin),
+        cmocka_unit_test_prestate(test_updates_match, (void *)&on_gpu),
+        cmocka_unit_test_prestate(test_refusals, (void *)&on_cpu),
+        cmocka_unit_test_prestate(test_refusals, (void *)&on_standin),
+        cmocka_unit_test_prestate(test_refusals, (void *)&on_gpu),
+        cmocka_unit_test_prestate(test_sync_to_store, (void *)&on_cpu),
+        cmocka_unit_test_prestate(test_sync_to_store, (void *)&on_standin),
+        cmocka_unit_test_prestate(test_sync_to_store, (void *)&on_gpu),
+        cmocka_unit_test_prestate(test_store_errors, (void *)&on_cpu),
+        cmocka_unit_test_prestate(test_store_errors, (void *)&on_standin),
+        cmocka_unit_test_prestate(test_store_errors, (void *)&on_gpu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
