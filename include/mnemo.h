@@ -477,7 +477,8 @@ mn_status mn_session_pool_set_graphs(mn_session_pool *pool, int enabled);
 mn_status mn_session_pool_attach(mn_session_pool *pool, const char *path, int flags);
 /* Binds slot to session id of the store and loads it: its R and turns when the store has it
  * (*found = 1; another compressor's session is refused with MN_ERR_MISMATCH), else R_0 and 0
- * turns (*found = 0, created by the next sync). An id already bound to another slot is refused. */
+ * turns (*found = 0, created by the next sync). An id already bound to another slot is refused.
+ * The slot's previous session is unbound: its changes not yet synced are dropped (sync first). */
 mn_status mn_session_pool_load(mn_session_pool *pool, int slot, const char *id, int *found);
 /* Hands every bound slot changed since its last write to the sync thread and returns; it waits
  * only while the thread is two batches behind. The states travel through two host buffers

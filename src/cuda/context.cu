@@ -114,12 +114,15 @@ extern "C" void mn_cu_context_free(void *ctx) {
 
 extern "C" mn_status mn_cu_set_matmul(void *ctx, mn_matmul precision) {
     mn_cuda_context *cx = mn_cuda_enter(ctx);
+    const cublasComputeType_t before = cx->compute;
     switch (precision) {
     case MN_MATMUL_FP32: cx->compute = CUBLAS_COMPUTE_32F; break;
     case MN_MATMUL_TF32: cx->compute = CUBLAS_COMPUTE_32F_FAST_TF32; break;
     case MN_MATMUL_BF16: cx->compute = CUBLAS_COMPUTE_32F_FAST_16BF; break;
     default: return mn_fail(MN_ERR_INVALID_ARG, "unknown matmul precision %d", (int)precision);
     }
+    if (cx->compute != before)
+        cx->graph_epoch++; /* captured products hold the old compute type */
     return mn_cu_status(ctx);
 }
 
@@ -136,7 +139,7 @@ void *mn_cuda_workspace(mn_cuda_context *cx, size_t bytes) {
         MN_CU(cx, cudaFree(cx->workspace));
     cx->workspace = NULL;
     cx->workspace_bytes = 0;
-    cx->workspace_generation++;
+    cx->graph_epoch++;
     if (cx->failed)
         return NULL;
     MN_CU(cx, cudaMalloc(&cx->workspace, want));
@@ -430,10 +433,10 @@ extern "C" void mn_cu_fence_wait(void *ctx, int i) {
         MN_CU(cx, cudaEventSynchronize(cx->fences[i]));
 }
 
-/* A captured graph and the workspace it was captured against. */
+/* A captured graph and the context's epoch (workspace, precision) it was captured in. */
 typedef struct {
     cudaGraphExec_t exec;
-    unsigned long workspace_generation;
+    unsigned long graph_epoch;
 } cuda_graph;
 
 /* Relaxed: the calls between begin and end (cudaSetDevice at every entry point) are not
@@ -464,7 +467,7 @@ extern "C" mn_status mn_cu_capture_end(void *ctx, void **out) {
         free(g);
         return mn_cu_status(ctx);
     }
-    g->workspace_generation = cx->workspace_generation;
+    g->graph_epoch = cx->graph_epoch;
     *out = g;
     return MN_OK;
 }
@@ -472,7 +475,7 @@ extern "C" mn_status mn_cu_capture_end(void *ctx, void **out) {
 extern "C" int mn_cu_graph_launch(void *ctx, void *graph) {
     mn_cuda_context *cx = mn_cuda_enter(ctx);
     cuda_graph *g = (cuda_graph *)graph;
-    if (g->workspace_generation != cx->workspace_generation)
+    if (g->graph_epoch != cx->graph_epoch)
         return 1;
     if (!cx->failed)
         MN_CU(cx, cudaGraphLaunch(g->exec, cx->stream));

@@ -142,7 +142,7 @@ typedef struct mn_backend_async {
     /* Everything queued between capture_begin and capture_end is recorded into a graph instead
      * of running (nothing in between may wait for the device or allocate); graph_launch replays
      * it and returns 0, or 1 without launching when the graph is stale (the context's scratch
-     * moved since the capture: release it and capture again). */
+     * moved or its product precision changed since the capture: release it and capture again). */
     void (*capture_begin)(void *ctx);
     mn_status (*capture_end)(void *ctx, void **graph);
     int (*graph_launch)(void *ctx, void *graph);

@@ -313,7 +313,7 @@ static mn_status run_chunk(mn_session_pool *p, int B, int L) {
     for (int i = 0; i < p->n_graphs && !g; i++)
         if (p->graphs[i].B == B && p->graphs[i].L == L)
             g = &p->graphs[i];
-    if (g && as->graph_launch(p->ex->ctx, g->graph) == 0)
+    if (g && g->graph && as->graph_launch(p->ex->ctx, g->graph) == 0)
         return MN_OK;
     chunk_ops(p, B, L);
     MN_TRY(mn_exec_status(p->ex));
