@@ -193,13 +193,14 @@ static void test_updates_match(void **state) {
     assert_int_equal(mn_session_pool_read(pool, slot, one, NULL), MN_OK);
     expect_close(one, r, kC, ((const variant *)*state)->tol, "one entry vs mn_update");
     /* the same update again (on a GPU: the bucket's graph replayed), then with graphs off: the
-     * same bits */
+     * same bits on the CPU and the stand-in; on a GPU within the tolerance (cuBLAS may pick other
+     * algorithms for a captured product) */
     for (int graphs = 1; graphs >= 0; graphs--) {
         assert_int_equal(mn_session_pool_set_graphs(pool, graphs), MN_OK);
         assert_int_equal(mn_session_pool_write(pool, slot, host + slot * kC, 0), MN_OK);
         assert_int_equal(mn_session_pool_update(pool, 1, &slot, tok, off), MN_OK);
         assert_int_equal(mn_session_pool_read(pool, slot, r, NULL), MN_OK);
-        assert_memory_equal(r, one, kC * sizeof(float));
+        expect_close(r, one, kC, ((const variant *)*state)->tol, graphs ? "graph replay" : "graphs off");
     }
     assert_int_equal(mn_session_pool_close(pool), MN_OK);
     free(r0), free(r), free(one), free(host), free(in), free(batch), free(single);
