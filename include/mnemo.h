@@ -440,6 +440,56 @@ mn_status mn_session_store_compact(mn_session_store *store);
 void mn_session_store_set_autocompact(mn_session_store *store, int64_t min_records);
 mn_status mn_session_store_stats_get(mn_session_store *store, mn_session_store_stats *stats);
 
+/* ---------------------------------------------------------------- session pool */
+/* Many conversations served from one model (docs/sessions.md, "The session pool"): `slots`
+ * session states R (k, C) kept in the memory of the model's inference device (GPU memory on
+ * CUDA), each with a turn count and optionally bound to a session of a store. The same
+ * semantics on every device. While a pool is open its model cannot change device
+ * (mn_model_set_device refuses); refreshing the parameters on the same device is allowed. A
+ * pool and its model count as one handle (one thread at a time); the pool's own sync thread
+ * touches only the store. */
+typedef struct mn_session_pool mn_session_pool;
+
+/* Every slot starts at R_0 with 0 turns, bound to no session. */
+mn_status mn_session_pool_create(mn_model *model, int slots, mn_session_pool **out);
+/* Writes every changed bound slot to the store and waits for it, stops the sync thread, closes
+ * the store and frees the pool. Returns the first failure of the background sync not yet
+ * returned (the pool is freed all the same); NULL is allowed. */
+mn_status mn_session_pool_close(mn_session_pool *pool);
+int mn_session_pool_slots(const mn_session_pool *pool);
+/* Host -> pool: slot's R = r (k, C, finite) and its turn count. */
+mn_status mn_session_pool_write(mn_session_pool *pool, int slot, const float *r, int64_t turns);
+/* Pool -> host: r (k, C) = slot's R; *turns (nullable) = its turn count. */
+mn_status mn_session_pool_read(mn_session_pool *pool, int slot, float *r, int64_t *turns);
+/* One turn for each of n entries: slot slots[i] reads tokens[offsets[i] .. offsets[i+1]-1]
+ * (1..max_turn_tokens tokens); the slots must be distinct. Each slot's R becomes the update of
+ * its R by its turn (mn_update_batch on those states: the same bits on the CPU), and its turn
+ * count grows by one. A refused call (a slot out of range or named twice, a bad turn) changes
+ * nothing and names the entry. */
+mn_status mn_session_pool_update(mn_session_pool *pool, int n, const int32_t *slots, const int32_t *tokens,
+                                 const int64_t *offsets);
+/* CUDA graphs for the update (on by default; a device without graphs ignores it). */
+mn_status mn_session_pool_set_graphs(mn_session_pool *pool, int enabled);
+
+/* Persistence. attach opens (creating it when missing) the store at path for writing, shaped
+ * like the model's R (flags: 0 or MN_STORE_NO_SYNC), and starts the pool's sync thread; one
+ * store per pool, closed by mn_session_pool_close. */
+mn_status mn_session_pool_attach(mn_session_pool *pool, const char *path, int flags);
+/* Binds slot to session id of the store and loads it: its R and turns when the store has it
+ * (*found = 1; another compressor's session is refused with MN_ERR_MISMATCH), else R_0 and 0
+ * turns (*found = 0, created by the next sync). An id already bound to another slot is refused.
+ * The slot's previous session is unbound: its changes not yet synced are dropped (sync first). */
+mn_status mn_session_pool_load(mn_session_pool *pool, int slot, const char *id, int *found);
+/* Hands every bound slot changed since its last write to the sync thread and returns; it waits
+ * only while the thread is two batches behind. The states travel through two host buffers
+ * (pinned on CUDA) in turn, so reading one batch off the device overlaps writing the previous. */
+mn_status mn_session_pool_sync(mn_session_pool *pool);
+/* mn_session_pool_sync, then waits until the store holds every state handed over. */
+mn_status mn_session_pool_flush(mn_session_pool *pool);
+/* A failure of the background sync (e.g. a full disk) is returned, with the store's message, by
+ * the next mn_session_pool_sync, _flush, _load or _close (which then does nothing else, _close
+ * excepted); the slots it did not write stay changed, so a later sync writes them again. */
+
 #ifdef __cplusplus
 }
 #endif

@@ -155,6 +155,28 @@ static void g_add_rows(void *ctx, float *dst, size_t ds, const float *src, size_
     if (!g->failed)
         cpu()->add_rows(NULL, dst, ds, src, ss, rows, cols);
 }
+/* The index arrays are device memory; every row they name must lie in its allocation. */
+static void g_gather_rows(void *ctx, float *dst, const int32_t *dst_rows, const float *src, const int32_t *src_rows,
+                          size_t rows, size_t cols) {
+    guard *g = ctx;
+    if (dst_rows)
+        NEED_I(dst_rows, rows);
+    if (src_rows)
+        NEED_I(src_rows, rows);
+    for (size_t r = 0; r < rows && !g->failed; r++) {
+        const float *d = dst + (dst_rows ? (size_t)dst_rows[r] : r) * cols;
+        const float *s = src + (src_rows ? (size_t)src_rows[r] : r) * cols;
+        if ((dst_rows && dst_rows[r] < 0) || (src_rows && src_rows[r] < 0))
+            fail_once(g, __func__, "rows", dst, r, "holds a negative row index");
+        NEED_F(d, cols);
+        NEED_F(s, cols);
+        for (size_t q = 0; q < r && dst_rows && !g->failed; q++)
+            if (dst_rows[q] == dst_rows[r])
+                fail_once(g, __func__, "dst_rows", dst_rows, r, "names one destination row twice");
+    }
+    if (!g->failed)
+        cpu()->gather_rows(NULL, dst, dst_rows, src, src_rows, rows, cols);
+}
 static void g_scale(void *ctx, float *x, float factor, size_t n) {
     guard *g = ctx;
     NEED_F(x, n);

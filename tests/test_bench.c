@@ -139,8 +139,46 @@ static void test_device_checks(void **state) {
     expect_caught(mn_bench_update(&u, &ur), "batched update");
 }
 
+/* The pool benchmark on the CPU and on the stand-in: every rate measured, the sample checked (a
+ * wrong linear layer caught), every session synced to the store. */
+static void test_pool(void **state) {
+    (void)state;
+    char dir[] = "/tmp/mnemo-bench-pool-XXXXXX", path[64];
+    assert_non_null(mkdtemp(dir));
+    const mn_backend *backends[2] = {NULL, mn_guarded_backend()};
+    for (int b = 0; b < 2; b++) {
+        snprintf(path, sizeof path, "%s/s%d.h5", dir, b);
+        mn_bench_pool_options o = {.config = tiny_config(), .device = b ? MN_DEVICE_CUDA : MN_DEVICE_CPU,
+                                   .matmul = MN_MATMUL_FP32, .slots = 9, .batch = 5, .rounds = 3, .singles = 4,
+                                   .store = path, .backend = backends[b]};
+        mn_bench_pool_result r;
+        ok(mn_bench_pool(&o, &r));
+        assert_true(r.pool_rate > 0 && r.batch_rate > 0 && r.single_rate > 0 && r.sync_s > 0);
+        assert_true(r.mean_tokens >= 1 && r.mean_tokens <= 8);
+        assert_int_equal(r.check.values, 3 * 2 * 16);
+        assert_true(r.check.max_error <= 1e-5); /* batched vs one at a time: rounding only */
+        mn_session_store *s = NULL;
+        mn_session_store_stats stats;
+        ok(mn_session_store_open(path, 0, 0, 0, &s));
+        ok(mn_session_store_stats_get(s, &stats));
+        assert_int_equal(stats.sessions, 9);
+        mn_session_store_close(s);
+    }
+    mn_bench_pool_options o = {.config = tiny_config(), .device = MN_DEVICE_CUDA, .matmul = MN_MATMUL_FP32,
+                               .slots = 9, .batch = 5, .rounds = 3, .singles = 4,
+                               .backend = mn_guarded_backend_wrong()};
+    mn_bench_pool_result r;
+    expect_caught(mn_bench_pool(&o, &r), "pooled update");
+    o.batch = 10; /* more than the pool holds */
+    assert_int_equal(mn_bench_pool(&o, &r), MN_ERR_INVALID_ARG);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_pool),
         cmocka_unit_test(test_train),
         cmocka_unit_test(test_ops),
         cmocka_unit_test(test_update),

@@ -362,6 +362,30 @@ static void test_stream_refused_on_ranks(void **state) {
     log_has("sh2s", "err", "trains in one process");
 }
 
+/* `mnemo train --device cuda` with 2 ranks on the guarded stand-in (mnemo-test-hooks,
+ * MNEMO_TEST_STANDIN=1: the CPU's ops behind the device code path): the device trainer's
+ * gradients go through the rank-order reduction of its host mirror (no NCCL: the stand-in is
+ * no GPU), so the checkpoint equals the CPU's 2-rank one bit for bit; ZeRO-1 is refused. On a
+ * GPU the same loop all-reduces over NCCL instead (docs/distributed.md). */
+static void test_device_ranks_on_the_standin(void **state) {
+    (void)state;
+    const char *cpu[] = {TINY_RECALL, "--steps", "6", "--run-dir", wpath("dv_cpu"), NULL};
+    run_expect(0, 2, "dv_cpu", cpu);
+    use_hooks_bin(1);
+    setenv("MNEMO_TEST_STANDIN", "1", 1);
+    const char *dev[] = {TINY_RECALL, "--steps", "6", "--device", "cuda", "--run-dir", wpath("dv_dev"), NULL};
+    run_expect(0, 2, "dv_dev", dev);
+    const char *zero[] = {TINY_RECALL, "--steps", "6", "--device", "cuda", "--zero", "1", "--run-dir",
+                          wpath("dv_zero"), NULL};
+    run_expect(2, 2, "dv_zero", zero);
+    unsetenv("MNEMO_TEST_STANDIN");
+    use_hooks_bin(0);
+    log_has("dv_dev", "err", "training on the guarded host backend");
+    log_has("dv_dev", "out", "data parallel: 2 ranks");
+    log_has("dv_zero", "err", "zero 1 (sharded moments) runs on the CPU only");
+    assert_same_training(wpath("dv_dev/ckpt-00000006.h5"), wpath("dv_cpu/ckpt-00000006.h5"));
+}
+
 /* ---------------------------------------------------------------- faults */
 /* kill -9 of one rank: mpirun ends the job with an error within a bounded time. */
 static void test_killed_rank_ends_job(void **state) {
@@ -582,6 +606,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_resume_same_and_other_rank_count, setup_work_dir, remove_work_dir),
         cmocka_unit_test_setup_teardown(test_shards_two_ranks, setup_work_dir, remove_work_dir),
         cmocka_unit_test_setup_teardown(test_stream_refused_on_ranks, setup_work_dir, remove_work_dir),
+        cmocka_unit_test_setup_teardown(test_device_ranks_on_the_standin, setup_work_dir, remove_work_dir),
         cmocka_unit_test_setup_teardown(test_killed_rank_ends_job, setup_work_dir, remove_work_dir),
         cmocka_unit_test_setup_teardown(test_sigusr1_stops_all_ranks, setup_work_dir, remove_work_dir),
         cmocka_unit_test_setup_teardown(test_stopped_rank_times_out, setup_work_dir, remove_work_dir),

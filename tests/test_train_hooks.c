@@ -222,6 +222,34 @@ static void test_eval_and_chat_on_the_device_standin(void **state) {
     free(rc), free(rs);
 }
 
+/* `mnemo sessions bench --device`: the pool benchmark on the CPU, on the stand-in (its sample
+ * checked against the CPU), and on the wrong stand-in (caught). */
+static void test_sessions_bench_on_the_device_standin(void **state) {
+    (void)state;
+    const char *const standins[3] = {NULL, "1", "wrong"}, *const names[3] = {"cpu", "standin", "wrong"};
+    for (int v = 0; v < 3; v++) {
+        char log[64], file[64], store[700];
+        snprintf(file, sizeof file, "pool_%s.h5", names[v]);
+        snprintf(store, sizeof store, "%s", wpath(file));
+        const char *bench[] = {"sessions", "--store", store, "bench", "--device", standins[v] ? "cuda" : "cpu",
+                               "--count", "12", "--batch", "5", "--rounds", "2", "--slots", "2", "--width", "16",
+                               NULL};
+        snprintf(log, sizeof log, "pool_%s", names[v]);
+        if (v < 2)
+            run_standin(standins[v], NULL, log, bench);
+        else {
+            const char *pre[] = {"env", "MNEMO_TEST_STANDIN=wrong", "OMP_NUM_THREADS=1", NULL};
+            check_exit(wait_exit(spawn_logged(log, pre, bench, 0)), 1, "", log, bench);
+        }
+    }
+    log_has("pool_cpu", "out", "device cpu");
+    log_has("pool_standin", "out", "device cuda");
+    log_has("pool_standin", "out", "check vs CPU:             96 values");
+    log_has("pool_standin", "out", "pool / one at a time");
+    log_has("pool_standin", "out", "sync to store");
+    log_has("pool_wrong", "err", "a pooled update's new state on the device differs from the CPU");
+}
+
 int main(void) {
     if (!have_hooks_bin()) {
         printf("SKIP: no mnemo-test-hooks in this build (meson -Dtest_hooks=true builds it)\n");
@@ -233,6 +261,7 @@ int main(void) {
         cmocka_unit_test(test_checkpoint_write_failures),
         cmocka_unit_test(test_training_on_the_device_standin),
         cmocka_unit_test(test_eval_and_chat_on_the_device_standin),
+        cmocka_unit_test(test_sessions_bench_on_the_device_standin),
     };
     return cmocka_run_group_tests(tests, setup_work_dir, remove_work_dir);
 }

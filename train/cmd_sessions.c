@@ -9,11 +9,14 @@
 #include "cli_util.h"
 #include "commands.h"
 #include "io/session_ops.h"
+#include "model/bench.h"
 
 static void usage(FILE *out) {
     fprintf(out,
             "usage: mnemo sessions --store S [--recover] list | show ID | delete ID | compact\n"
             "       mnemo sessions --store S bench [--count N] [--slots k] [--width C] [--gets N] [--puts N]\n"
+            "       mnemo sessions --store S bench --pool [--device cpu|cuda|auto] [--matmul fp32|tf32|bf16]\n"
+            "                      [--count N] [--batch B] [--rounds R] [--slots k] [--width C]\n"
             "  list      every session: id, turns, last update, fingerprint (control characters,\n"
             "            backslashes and bytes that are not UTF-8 in ids are shown as C escapes)\n"
             "  show ID   one session's info and the norm of its state\n"
@@ -25,7 +28,12 @@ static void usage(FILE *out) {
             "  bench     create S (which must not exist), fill it with N sessions (default 100000) of\n"
             "            k x C floats (default 16 x 256, the demo model), then time gets, puts (with and\n"
             "            without fsync), reopening and compaction, and report the file sizes; S is\n"
-            "            left in place\n");
+            "            left in place\n"
+            "  --pool    (implied by --device) instead: a session pool of N sessions (default 4096) of the demo model (its\n"
+            "            state k x C) on --device (default auto): R timed updates (default 20) of B\n"
+            "            sessions each (default 256; turns of 1..128 tokens), then the same turns\n"
+            "            through mn_update_batch and one mn_update at a time, in updates/s; a sample\n"
+            "            checked against the CPU; then every session synced to S (created, no fsync)\n");
 }
 
 static int fail(const char *what) { return cli_fail("sessions", what); }
@@ -35,6 +43,35 @@ static void iso_time(int64_t us, char *buf, size_t cap) {
     struct tm tm;
     gmtime_r(&t, &tm);
     strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* The session pool against the per-call update paths (src/model/bench.c, mn_bench_pool). */
+static int bench_pool(const char *path, mn_bench_pool_options *o, const char *device_name) {
+    if (!cli_device("sessions", device_name, &o->device))
+        return 2;
+    o->backend = cli_standin();
+    o->store = path;
+    const mn_config *c = &o->config;
+    printf("session pool benchmark: %d sessions of %d x %d floats; C %d, %d compressor layers, V %d; device %s, "
+           "matmul %s\n",
+           o->slots, c->n_slots, c->d_model, c->d_model, c->n_comp_layers, c->vocab_size,
+           o->device == MN_DEVICE_CUDA ? "cuda" : "cpu", cli_matmul_name(o->matmul));
+    fflush(stdout);
+    mn_bench_pool_result r;
+    mn_status st = mn_bench_pool(o, &r);
+    if (st != MN_OK) {
+        fprintf(stderr, "mnemo sessions bench: %s\n", mn_last_error());
+        return st == MN_ERR_INVALID_ARG ? 2 : 1;
+    }
+    printf("pool update     %8.0f updates/s  (%d batches of %d turns, mean %.1f tokens; states stay in the pool)\n",
+           r.pool_rate, o->rounds, o->batch, r.mean_tokens);
+    printf("mn_update_batch %8.0f updates/s  (the same turns; states copied in and out)\n", r.batch_rate);
+    printf("mn_update       %8.0f updates/s  (%d turns, one call each)\n", r.single_rate, o->singles);
+    printf("pool / one at a time: %.1fx\n", r.pool_rate / r.single_rate);
+    printf("sync to store   %8.0f states/s   (%d sessions, background thread, no fsync, %.2f s)\n",
+           o->slots / r.sync_s, o->slots, r.sync_s);
+    mn_bench_print_check(stdout, &r.check);
+    return 0;
 }
 
 static int bench(const char *path, const mn_session_bench_options *o) {
@@ -70,23 +107,33 @@ static int bench(const char *path, const mn_session_bench_options *o) {
 int cmd_sessions(int argc, char **argv) {
     const char *path = NULL;
     mn_session_bench_options bo = {.count = 100000, .n_slots = 16, .width = 256, .gets = 20000, .puts = 2000};
+    mn_bench_pool_options po = {.config = mn_config_demo(), .matmul = MN_MATMUL_FP32, .slots = 4096, .batch = 256,
+                                .rounds = 20};
     static const struct option options[] = {
-        {"store", required_argument, 0, 'S'}, {"count", required_argument, 0, 'n'},
-        {"slots", required_argument, 0, 'k'}, {"width", required_argument, 0, 'C'},
-        {"gets", required_argument, 0, 'g'},  {"puts", required_argument, 0, 'p'},
-        {"recover", no_argument, 0, 'r'},     {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
-    int opt, recover = 0;
+        {"store", required_argument, 0, 'S'},  {"count", required_argument, 0, 'n'},
+        {"slots", required_argument, 0, 'k'},  {"width", required_argument, 0, 'C'},
+        {"gets", required_argument, 0, 'g'},   {"puts", required_argument, 0, 'p'},
+        {"recover", no_argument, 0, 'r'},      {"pool", no_argument, 0, 'P'},
+        {"device", required_argument, 0, 'd'}, {"matmul", required_argument, 0, 'm'},
+        {"batch", required_argument, 0, 'b'},  {"rounds", required_argument, 0, 'R'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+    int opt, recover = 0, pool = 0, count_given = 0;
+    const char *device_name = "auto";
     optind = 1;
     while ((opt = getopt_long(argc, argv, ":", options, NULL)) != -1) {
         switch (opt) {
         case 'S': path = optarg; break;
-        case 'n': if (!cli_int64("sessions", "--count", optarg, 1, 100000000, &bo.count)) return 2; break;
+        case 'n': if (!cli_int64("sessions", "--count", optarg, 1, 100000000, &bo.count)) return 2; count_given = 1; break;
         case 'k': if (!cli_int("sessions", "--slots", optarg, 1, 4096, &bo.n_slots)) return 2; break;
         case 'C': if (!cli_int("sessions", "--width", optarg, 1, 65536, &bo.width)) return 2; break;
         case 'g': if (!cli_int64("sessions", "--gets", optarg, 1, 100000000, &bo.gets)) return 2; break;
         case 'p': if (!cli_int64("sessions", "--puts", optarg, 1, 100000000, &bo.puts)) return 2; break;
         case 'r': recover = 1; break;
+        case 'P': pool = 1; break;
+        case 'd': device_name = optarg; pool = 1; break;
+        case 'm': if (!cli_matmul("sessions", optarg, &po.matmul)) return 2; break;
+        case 'b': if (!cli_int("sessions", "--batch", optarg, 1, 1 << 24, &po.batch)) return 2; break;
+        case 'R': if (!cli_int("sessions", "--rounds", optarg, 1, 1 << 20, &po.rounds)) return 2; break;
         case 'h': usage(stdout); return 0;
         default: return cli_option_error("sessions", opt, argv, usage);
         }
@@ -96,6 +143,21 @@ int cmd_sessions(int argc, char **argv) {
     if (!path || !action || (wants_id != (id != NULL)) || optind + 1 + wants_id < argc) {
         usage(stderr);
         return 2;
+    }
+    if (pool && strcmp(action, "bench")) {
+        fprintf(stderr, "mnemo sessions: --pool and --device go with bench only\n");
+        return 2;
+    }
+    if (!strcmp(action, "bench") && pool) {
+        if (count_given && bo.count > (1 << 24)) {
+            fprintf(stderr, "mnemo sessions bench: --pool holds at most %d sessions\n", 1 << 24);
+            return 2;
+        }
+        po.slots = count_given ? (int)bo.count : po.slots;
+        po.config.n_slots = bo.n_slots;
+        po.config.d_model = bo.width;
+        po.singles = po.batch;
+        return bench_pool(path, &po, device_name);
     }
     if (!strcmp(action, "bench"))
         return bench(path, &bo);

@@ -9,6 +9,18 @@ static mn_status mn_cu_set_threads(void *ctx, int threads) {
     return MN_OK;
 }
 
+static const mn_backend_async cuda_async = {
+    .host_alloc = mn_cu_host_alloc,
+    .host_release = mn_cu_host_release,
+    .download_async = mn_cu_download_async,
+    .fence_record = mn_cu_fence_record,
+    .fence_wait = mn_cu_fence_wait,
+    .capture_begin = mn_cu_capture_begin,
+    .capture_end = mn_cu_capture_end,
+    .graph_launch = mn_cu_graph_launch,
+    .graph_release = mn_cu_graph_release,
+};
+
 static const mn_backend cuda_backend = {
     .device = MN_DEVICE_CUDA,
     .name = "GPU (CUDA)",
@@ -16,6 +28,7 @@ static const mn_backend cuda_backend = {
     .synchronize = mn_cu_synchronize,
     .upload = mn_cu_upload,
     .download = mn_cu_download,
+    .async = &cuda_async,
     MN_BACKEND_ENTRIES(mn_cu_),
 };
 

@@ -48,6 +48,9 @@ extern "C" mn_status mn_cu_synchronize(void *ctx) {
 static void context_destroy(mn_cuda_context *cx) {
     if (cx->stream)
         MN_CU(cx, cudaStreamSynchronize(cx->stream));
+    for (int i = 0; i < 2; i++)
+        if (cx->fences[i])
+            MN_CU(cx, cudaEventDestroy(cx->fences[i]));
     if (cx->workspace)
         MN_CU(cx, cudaFree(cx->workspace));
     if (cx->reduce_result)
@@ -111,12 +114,15 @@ extern "C" void mn_cu_context_free(void *ctx) {
 
 extern "C" mn_status mn_cu_set_matmul(void *ctx, mn_matmul precision) {
     mn_cuda_context *cx = mn_cuda_enter(ctx);
+    const cublasComputeType_t before = cx->compute;
     switch (precision) {
     case MN_MATMUL_FP32: cx->compute = CUBLAS_COMPUTE_32F; break;
     case MN_MATMUL_TF32: cx->compute = CUBLAS_COMPUTE_32F_FAST_TF32; break;
     case MN_MATMUL_BF16: cx->compute = CUBLAS_COMPUTE_32F_FAST_16BF; break;
     default: return mn_fail(MN_ERR_INVALID_ARG, "unknown matmul precision %d", (int)precision);
     }
+    if (cx->compute != before)
+        cx->graph_epoch++; /* captured products hold the old compute type */
     return mn_cu_status(ctx);
 }
 
@@ -133,6 +139,7 @@ void *mn_cuda_workspace(mn_cuda_context *cx, size_t bytes) {
         MN_CU(cx, cudaFree(cx->workspace));
     cx->workspace = NULL;
     cx->workspace_bytes = 0;
+    cx->graph_epoch++;
     if (cx->failed)
         return NULL;
     MN_CU(cx, cudaMalloc(&cx->workspace, want));
@@ -257,6 +264,26 @@ extern "C" void mn_cu_add_rows(void *ctx, float *dst, size_t dst_stride, const f
     MN_LAUNCHED(cx, "add_rows_kernel");
 }
 
+static __global__ void gather_rows_kernel(float *dst, const int32_t *dst_rows, const float *src,
+                                          const int32_t *src_rows, size_t rows, size_t cols) {
+    size_t total = rows * cols;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (size_t)gridDim.x * blockDim.x) {
+        size_t r = i / cols, c = i - r * cols;
+        size_t d = dst_rows ? (size_t)dst_rows[r] : r, s = src_rows ? (size_t)src_rows[r] : r;
+        dst[d * cols + c] = src[s * cols + c];
+    }
+}
+
+extern "C" void mn_cu_gather_rows(void *ctx, float *dst, const int32_t *dst_rows, const float *src,
+                                  const int32_t *src_rows, size_t rows, size_t cols) {
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
+    if (cx->failed || !rows || !cols)
+        return;
+    gather_rows_kernel<<<mn_cuda_blocks(rows * cols, 256), 256, 0, cx->stream>>>(dst, dst_rows, src, src_rows, rows,
+                                                                                cols);
+    MN_LAUNCHED(cx, "gather_rows_kernel");
+}
+
 static __global__ void scale_kernel(float *x, float factor, size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         x[i] *= factor;
@@ -357,4 +384,112 @@ void mn_cuda_column_sums(mn_cuda_context *cx, float *dst, const float *x, int N,
     MN_LAUNCHED(cx, "column_sums_partial");
     column_sums_final<<<col_blocks, 256, 0, cx->stream>>>(dst, partial, chunks, C);
     MN_LAUNCHED(cx, "column_sums_final");
+}
+
+/* ---------------------------------------------------------------- pinned transfers, fences, graphs */
+extern "C" mn_status mn_cu_host_alloc(void *ctx, size_t bytes, void **out) {
+    mn_cuda_enter(ctx);
+    *out = NULL;
+    MN_TRY(mn_cu_status(ctx));
+    cudaError_t err = cudaHostAlloc(out, bytes ? bytes : 1, cudaHostAllocDefault);
+    if (err != cudaSuccess) {
+        (void)cudaGetLastError(); /* like cudaMalloc: not sticky, the context stays usable */
+        *out = NULL;
+        return mn_fail(MN_ERR_DEVICE, "CUDA backend: cudaHostAlloc of %zu bytes failed: %s (%s)", bytes,
+                       cudaGetErrorName(err), cudaGetErrorString(err));
+    }
+    memset(*out, 0, bytes ? bytes : 1);
+    return MN_OK;
+}
+
+extern "C" void mn_cu_host_release(void *ctx, void *p) {
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
+    if (!p)
+        return;
+    MN_CU(cx, cudaStreamSynchronize(cx->stream)); /* a queued copy may still use p */
+    MN_CU(cx, cudaFreeHost(p));
+}
+
+extern "C" void mn_cu_download_async(void *ctx, void *host_dst, const void *src, size_t bytes) {
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
+    if (cx->failed || !bytes)
+        return;
+    MN_CU(cx, cudaMemcpyAsync(host_dst, src, bytes, cudaMemcpyDeviceToHost, cx->stream));
+}
+
+extern "C" void mn_cu_fence_record(void *ctx, int i) {
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
+    if (cx->failed)
+        return;
+    if (!cx->fences[i])
+        MN_CU(cx, cudaEventCreateWithFlags(&cx->fences[i], cudaEventDisableTiming));
+    if (!cx->failed)
+        MN_CU(cx, cudaEventRecord(cx->fences[i], cx->stream));
+}
+
+extern "C" void mn_cu_fence_wait(void *ctx, int i) {
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
+    if (!cx->failed && cx->fences[i]) /* never recorded: nothing to wait for */
+        MN_CU(cx, cudaEventSynchronize(cx->fences[i]));
+}
+
+/* A captured graph and the context's epoch (workspace, precision) it was captured in. */
+typedef struct {
+    cudaGraphExec_t exec;
+    unsigned long graph_epoch;
+} cuda_graph;
+
+/* Relaxed: the calls between begin and end (cudaSetDevice at every entry point) are not
+ * refused for being unsafe; none of them waits or allocates (the pool runs each bucket once
+ * uncaptured first, which grows the workspace). */
+extern "C" void mn_cu_capture_begin(void *ctx) {
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
+    if (!cx->failed)
+        MN_CU(cx, cudaStreamBeginCapture(cx->stream, cudaStreamCaptureModeRelaxed));
+}
+
+extern "C" mn_status mn_cu_capture_end(void *ctx, void **out) {
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
+    *out = NULL;
+    cudaGraph_t graph = NULL;
+    MN_CU(cx, cudaStreamEndCapture(cx->stream, &graph)); /* ends the capture even after a failure */
+    cuda_graph *g = (cuda_graph *)calloc(1, sizeof *g);
+    if (!g) {
+        if (graph)
+            MN_CU(cx, cudaGraphDestroy(graph));
+        return mn_fail(MN_ERR_NOMEM, "out of memory for a CUDA graph");
+    }
+    if (!cx->failed)
+        MN_CU(cx, cudaGraphInstantiate(&g->exec, graph, 0));
+    if (graph)
+        MN_CU(cx, cudaGraphDestroy(graph));
+    if (cx->failed) {
+        free(g);
+        return mn_cu_status(ctx);
+    }
+    g->graph_epoch = cx->graph_epoch;
+    *out = g;
+    return MN_OK;
+}
+
+extern "C" int mn_cu_graph_launch(void *ctx, void *graph) {
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
+    cuda_graph *g = (cuda_graph *)graph;
+    if (g->graph_epoch != cx->graph_epoch)
+        return 1;
+    if (!cx->failed)
+        MN_CU(cx, cudaGraphLaunch(g->exec, cx->stream));
+    return 0;
+}
+
+extern "C" void mn_cu_graph_release(void *ctx, void *graph) {
+    mn_cuda_context *cx = mn_cuda_enter(ctx);
+    cuda_graph *g = (cuda_graph *)graph;
+    if (!g)
+        return;
+    if (g->exec) {
+        MN_CU(cx, cudaStreamSynchronize(cx->stream)); /* a launch may still be running */
+        MN_CU(cx, cudaGraphExecDestroy(g->exec));
+    }
+    free(g);
 }

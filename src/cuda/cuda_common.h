@@ -18,6 +18,9 @@ struct mn_cuda_context {
     cublasComputeType_t compute;     /* fp32, or tf32 / bf16 tensor cores (mn_matmul) */
     void *workspace;                 /* scratch of the ops (attention, column sums, reductions) */
     size_t workspace_bytes;
+    unsigned long graph_epoch;       /* bumped when the workspace moves or the precision changes: graphs
+                                      * captured before hold the old pointer or compute type, stale */
+    cudaEvent_t fences[2];           /* the async table's fences, created at first use */
     double *reduce_result;           /* device: sum_squares' result */
     double *reduce_host;             /* pinned host: where it lands */
     int failed;                      /* first failure recorded: every later op is a no-op */

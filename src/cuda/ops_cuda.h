@@ -30,7 +30,19 @@ void mn_cu_copy_rows(void *ctx, float *dst, size_t dst_stride, const float *src,
                      size_t cols);
 void mn_cu_add_rows(void *ctx, float *dst, size_t dst_stride, const float *src, size_t src_stride, size_t rows,
                     size_t cols);
+void mn_cu_gather_rows(void *ctx, float *dst, const int32_t *dst_rows, const float *src, const int32_t *src_rows,
+                       size_t rows, size_t cols);
 void mn_cu_scale(void *ctx, float *x, float factor, size_t n);
+/* the async table (model/backend.h) */
+mn_status mn_cu_host_alloc(void *ctx, size_t bytes, void **out);
+void mn_cu_host_release(void *ctx, void *p);
+void mn_cu_download_async(void *ctx, void *host_dst, const void *src, size_t bytes);
+void mn_cu_fence_record(void *ctx, int i);
+void mn_cu_fence_wait(void *ctx, int i);
+void mn_cu_capture_begin(void *ctx);
+mn_status mn_cu_capture_end(void *ctx, void **graph);
+int mn_cu_graph_launch(void *ctx, void *graph);
+void mn_cu_graph_release(void *ctx, void *graph);
 /* op_reduce.cu */
 double mn_cu_sum_squares(void *ctx, const float *x, size_t n);
 void mn_cu_sum_to(void *ctx, double *dst, const float *x, size_t n);

@@ -68,6 +68,13 @@ static void cpu_copy_rows(void *ctx, float *dst, size_t dst_stride, const float 
     for (size_t r = 0; r < rows; r++)
         memcpy(dst + r * dst_stride, src + r * src_stride, cols * sizeof(float));
 }
+static void cpu_gather_rows(void *ctx, float *dst, const int32_t *dst_rows, const float *src, const int32_t *src_rows,
+                            size_t rows, size_t cols) {
+    (void)ctx;
+    for (size_t r = 0; r < rows; r++)
+        memcpy(dst + (dst_rows ? (size_t)dst_rows[r] : r) * cols, src + (src_rows ? (size_t)src_rows[r] : r) * cols,
+               cols * sizeof(float));
+}
 /* One residual_backward per row, rows in order: the accumulation order of the reference. */
 static void cpu_add_rows(void *ctx, float *dst, size_t dst_stride, const float *src, size_t src_stride,
                          size_t rows, size_t cols) {

@@ -76,6 +76,11 @@ typedef struct mn_backend {
      * it adds one row to every row of dst. */
     void (*add_rows)(void *ctx, float *dst, size_t dst_stride, const float *src, size_t src_stride,
                      size_t rows, size_t cols);
+    /* dst[dst_rows[r] * cols + c] = src[src_rows[r] * cols + c] for r < rows, c < cols: a gather
+     * or scatter of whole rows by index (a NULL index array means r itself). The index arrays
+     * live in backend memory; the destination rows must be distinct. */
+    void (*gather_rows)(void *ctx, float *dst, const int32_t *dst_rows, const float *src, const int32_t *src_rows,
+                        size_t rows, size_t cols);
     void (*scale)(void *ctx, float *x, float factor, size_t n);              /* x *= factor */
     /* Sum of squares of x (n) in double, deterministic; returns to the host (waits). */
     double (*sum_squares)(void *ctx, const float *x, size_t n);
@@ -118,15 +123,40 @@ typedef struct mn_backend {
     void (*adamw_update)(void *ctx, float *params, const float *grads, float *m, float *v,
                          const mn_adamw_segment *segs, int n_segs, float lr, float beta1, float beta2,
                          float eps, uint64_t t);
+
+    /* What only a device offers (NULL for the CPU and the tests' stand-in): used by the session
+     * pool (session_pool.c) for its pinned, double-buffered transfers and its CUDA graphs. */
+    const struct mn_backend_async *async;
 } mn_backend;
 
+/* Asynchronous transfers and graphs. Uploads and downloads between backend memory and host
+ * memory from host_alloc return at once: the host buffer must stay untouched until a fence
+ * recorded after the copy has passed. */
+typedef struct mn_backend_async {
+    mn_status (*host_alloc)(void *ctx, size_t bytes, void **out); /* page-locked host memory */
+    void (*host_release)(void *ctx, void *p);                     /* waits for queued work first */
+    void (*download_async)(void *ctx, void *host_dst, const void *src, size_t bytes);
+    /* Fence i (0 or 1) marks everything queued so far; fence_wait blocks until it has run. */
+    void (*fence_record)(void *ctx, int i);
+    void (*fence_wait)(void *ctx, int i);
+    /* Everything queued between capture_begin and capture_end is recorded into a graph instead
+     * of running (nothing in between may wait for the device or allocate); graph_launch replays
+     * it and returns 0, or 1 without launching when the graph is stale (the context's scratch
+     * moved or its product precision changed since the capture: release it and capture again). */
+    void (*capture_begin)(void *ctx);
+    mn_status (*capture_end)(void *ctx, void **graph);
+    int (*graph_launch)(void *ctx, void *graph);
+    void (*graph_release)(void *ctx, void *graph);
+} mn_backend_async;
+
 /* The entries of a backend table whose functions are named <p><entry> (cpu_alloc, mn_cu_alloc):
- * all but device, name, synchronize, upload and download, which each table sets itself. One
+ * all but device, name, synchronize, upload, download and async, which each table sets itself. One
  * list for every table, so a backend that lacks a function does not compile. */
 #define MN_BACKEND_ENTRIES(p)                                                                                \
     .context_create = p##context_create, .context_free = p##context_free, .status = p##status,               \
     .set_matmul = p##set_matmul, .set_threads = p##set_threads, .alloc = p##alloc, .release = p##release,    \
-    .zero = p##zero, .copy = p##copy, .copy_rows = p##copy_rows, .add_rows = p##add_rows, .scale = p##scale, \
+    .zero = p##zero, .copy = p##copy, .copy_rows = p##copy_rows, .add_rows = p##add_rows,                    \
+    .gather_rows = p##gather_rows, .scale = p##scale,                                                        \
     .sum_squares = p##sum_squares, .sum_to = p##sum_to, .embedding_forward = p##embedding_forward,           \
     .embedding_backward = p##embedding_backward, .layernorm_forward = p##layernorm_forward,                  \
     .layernorm_backward = p##layernorm_backward, .linear_forward = p##linear_forward,                        \

@@ -583,3 +583,155 @@ mn_status mn_bench_update(const mn_bench_update_options *o, mn_bench_update_resu
     mn_model_free(m);
     return st;
 }
+
+/* ---------------------------------------------------------------- the session pool */
+typedef struct {
+    int32_t *slots, *tokens; /* (rounds + 1, batch), (rounds + 1, batch, N) */
+    int64_t *offsets;        /* (rounds + 1, batch + 1), each round's from 0 */
+    float *states;           /* (batch, k, C) host states of the batched and single paths */
+    float *before, *after;   /* the check's three states */
+} pool_bench_data;
+
+/* Round q's turns: slots (q batch + i) mod P, lengths uniform in 1..N, random tokens. */
+static mn_status pool_bench_data_make(const mn_bench_pool_options *o, size_t state, pool_bench_data *d) {
+    const int N = o->config.max_turn_tokens, R = o->rounds + 1, B = o->batch;
+    d->slots = malloc((size_t)R * B * sizeof(int32_t));
+    d->tokens = malloc((size_t)R * B * N * sizeof(int32_t));
+    d->offsets = malloc((size_t)R * (B + 1) * sizeof(int64_t));
+    d->states = malloc((size_t)B * state * sizeof(float));
+    d->before = malloc(3 * state * sizeof(float));
+    d->after = malloc(state * sizeof(float));
+    if (!d->slots || !d->tokens || !d->offsets || !d->states || !d->before || !d->after)
+        return mn_fail(MN_ERR_NOMEM, "bench pool: out of memory for %d rounds of %d turns", R, B);
+    random_tokens(d->tokens, (size_t)R * B * N, o->config.vocab_size, 4242);
+    uint32_t x = 77;
+    for (int q = 0; q < R; q++) {
+        int64_t *off = d->offsets + (size_t)q * (B + 1);
+        off[0] = 0;
+        for (int i = 0; i < B; i++) {
+            x = x * 1664525u + 1013904223u;
+            off[i + 1] = off[i] + 1 + (int64_t)((x >> 8) % (uint32_t)N);
+            d->slots[(size_t)q * B + i] = (int32_t)(((int64_t)q * B + i) % o->slots);
+        }
+    }
+    return MN_OK;
+}
+
+static void pool_bench_data_free(pool_bench_data *d) {
+    free(d->slots), free(d->tokens), free(d->offsets), free(d->states), free(d->before), free(d->after);
+}
+
+#define ROUND_TOKENS(d, o, q) ((d)->tokens + (size_t)(q) * (o)->batch * (o)->config.max_turn_tokens)
+#define ROUND_OFFSETS(d, o, q) ((d)->offsets + (size_t)(q) * ((o)->batch + 1))
+
+/* The three sampled sessions of the last round, replayed on a CPU copy of the model. */
+static mn_status pool_bench_check(const mn_bench_pool_options *o, mn_model *m, mn_session_pool *pool,
+                                  pool_bench_data *d, mn_bench_pool_result *res) {
+    const size_t state = mn_state_floats(m);
+    const int q = o->rounds, sample[3] = {0, o->batch / 2, o->batch - 1};
+    const int32_t *tokens = ROUND_TOKENS(d, o, q);
+    const int64_t *off = ROUND_OFFSETS(d, o, q);
+    mn_model *cpu = NULL;
+    mn_status s = mn_model_create(&o->config, &cpu);
+    if (s == MN_OK)
+        memcpy(mn_model_params(cpu), mn_model_params(m), mn_model_num_params(m) * sizeof(float));
+    for (int i = 0; i < 3 && s == MN_OK; i++) {
+        int e = sample[i];
+        s = mn_update(cpu, tokens + off[e], (int)(off[e + 1] - off[e]), d->before + (size_t)i * state, d->after);
+        if (s == MN_OK)
+            s = mn_session_pool_read(pool, d->slots[(size_t)q * o->batch + e], d->states, NULL);
+        if (s == MN_OK)
+            s = check_sample(&res->check, "a pooled update's new state", d->states, d->after, state);
+    }
+    mn_model_free(cpu);
+    return s;
+}
+
+static mn_status pool_timings(const mn_bench_pool_options *o, mn_model *m, mn_session_pool *pool,
+                              pool_bench_data *d, mn_bench_pool_result *res) {
+    const size_t state = mn_state_floats(m);
+    const int B = o->batch, R = o->rounds;
+    mn_status s = mn_session_pool_update(pool, B, d->slots, ROUND_TOKENS(d, o, 0), ROUND_OFFSETS(d, o, 0));
+    double t0 = mn_clock_s(), tokens = 0;
+    for (int q = 1; q < R && s == MN_OK; q++)
+        s = mn_session_pool_update(pool, B, d->slots + (size_t)q * B, ROUND_TOKENS(d, o, q), ROUND_OFFSETS(d, o, q));
+    double timed = mn_clock_s() - t0;
+    const int sample[3] = {0, B / 2, B - 1}; /* the last round's, before it (untimed) */
+    for (int i = 0; i < 3 && s == MN_OK; i++)
+        s = mn_session_pool_read(pool, d->slots[(size_t)R * B + sample[i]], d->before + (size_t)i * state, NULL);
+    t0 = mn_clock_s();
+    if (s == MN_OK)
+        s = mn_session_pool_update(pool, B, d->slots + (size_t)R * B, ROUND_TOKENS(d, o, R), ROUND_OFFSETS(d, o, R));
+    res->pool_rate = (double)R * B / (timed + mn_clock_s() - t0);
+    for (int q = 1; q <= R; q++)
+        tokens += (double)ROUND_OFFSETS(d, o, q)[B];
+    res->mean_tokens = tokens / ((double)R * B);
+    /* the same turns through mn_update_batch with host states (R_0), then one mn_update each */
+    for (int i = 0; i < B && s == MN_OK; i++)
+        s = mn_initial_state(m, d->states + (size_t)i * state);
+    if (s == MN_OK)
+        s = mn_update_batch(m, B, ROUND_TOKENS(d, o, 0), ROUND_OFFSETS(d, o, 0), d->states, d->states); /* warm-up */
+    t0 = mn_clock_s();
+    for (int q = 1; q <= R && s == MN_OK; q++)
+        s = mn_update_batch(m, B, ROUND_TOKENS(d, o, q), ROUND_OFFSETS(d, o, q), d->states, d->states);
+    res->batch_rate = (double)R * B / (mn_clock_s() - t0);
+    t0 = mn_clock_s();
+    for (int c = 0; c < o->singles && s == MN_OK; c++) {
+        const int q = 1 + (c / B) % R, i = c % B;
+        const int64_t *off = ROUND_OFFSETS(d, o, q);
+        s = mn_update(m, ROUND_TOKENS(d, o, q) + off[i], (int)(off[i + 1] - off[i]), d->states + (size_t)i * state,
+                      d->states + (size_t)i * state);
+    }
+    res->single_rate = o->singles / (mn_clock_s() - t0);
+    return s;
+}
+
+mn_status mn_bench_pool(const mn_bench_pool_options *o, mn_bench_pool_result *r) {
+    if (!o || !r)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_bench_pool: NULL argument");
+    if (o->slots < 1 || o->batch < 1 || o->batch > o->slots || o->rounds < 1 || o->singles < 1)
+        return mn_fail(MN_ERR_INVALID_ARG, "bench pool: need 1 <= batch (%d) <= sessions (%d), rounds and singles >= 1",
+                       o->batch, o->slots);
+    memset(r, 0, sizeof *r);
+    r->check.bound = check_bound(o->matmul);
+    mn_model *m = NULL;
+    mn_session_pool *pool = NULL;
+    pool_bench_data d = {0};
+    const mn_backend *be = NULL;
+    mn_status st = bench_backend(o->backend, o->device, &be);
+    if (st == MN_OK)
+        st = mn_model_create(&o->config, &m);
+    if (st == MN_OK)
+        st = mn_model_init(m, 7);
+    if (st == MN_OK)
+        st = mn_model_set_backend(m, be);
+    if (st == MN_OK)
+        st = mn_model_set_matmul(m, o->matmul);
+    if (st == MN_OK)
+        st = pool_bench_data_make(o, mn_state_floats(m), &d);
+    if (st == MN_OK)
+        st = mn_session_pool_create(m, o->slots, &pool);
+    if (st == MN_OK)
+        st = pool_timings(o, m, pool, &d, r);
+    if (st == MN_OK)
+        st = pool_bench_check(o, m, pool, &d, r);
+    if (st == MN_OK && o->store) {
+        st = mn_session_pool_attach(pool, o->store, MN_STORE_NO_SYNC);
+        char id[32];
+        int found = 0;
+        for (int s = 0; s < o->slots && st == MN_OK; s++) {
+            snprintf(id, sizeof id, "bench-%d", s);
+            st = mn_session_pool_load(pool, s, id, &found);
+        }
+        double t0 = mn_clock_s();
+        if (st == MN_OK)
+            st = mn_session_pool_flush(pool);
+        r->sync_s = mn_clock_s() - t0;
+    }
+    mn_status closed = mn_session_pool_close(pool);
+    if (st == MN_OK)
+        st = closed;
+    pool_bench_data_free(&d);
+    mn_model_free(m);
+    return st;
+}

@@ -83,4 +83,30 @@ typedef struct {
 
 mn_status mn_bench_update(const mn_bench_update_options *o, mn_bench_update_result *r);
 
+/* ---- the session pool (`mnemo sessions bench --pool`): batched updates of device-resident
+ * states gathered by slot, against mn_update_batch and one mn_update per session (host states)
+ * on the same turns, in the same run */
+typedef struct {
+    mn_config config;   /* turns are 1..config.max_turn_tokens tokens, drawn at random */
+    mn_device device;
+    mn_matmul matmul;
+    int slots;          /* sessions in the pool */
+    int batch;          /* turns per pool update, distinct slots (<= slots) */
+    int rounds;         /* timed pool updates, after one warm-up round */
+    int singles;        /* timed mn_update calls */
+    const char *store;  /* NULL: no store; else a store to create (must not exist) and sync every slot to */
+    const mn_backend *backend; /* NULL: device's table (as above) */
+} mn_bench_pool_options;
+
+typedef struct {
+    double pool_rate;   /* session updates per second through mn_session_pool_update */
+    double batch_rate;  /* through mn_update_batch, states copied between host and device */
+    double single_rate; /* through one mn_update each */
+    double mean_tokens; /* of the timed turns */
+    double sync_s;      /* mn_session_pool_flush of every slot (bound, never written) to the store */
+    mn_bench_check check; /* three sessions of the last pooled round against mn_update on the CPU */
+} mn_bench_pool_result;
+
+mn_status mn_bench_pool(const mn_bench_pool_options *o, mn_bench_pool_result *r);
+
 #endif

@@ -153,6 +153,11 @@ mn_status mn_model_set_device(mn_model *m, mn_device device) {
 
 mn_status mn_model_set_backend(mn_model *m, const mn_backend *be) {
     size_t bytes = m->num_params * sizeof(float);
+    if (m->exec.be != be && m->open_pools > 0)
+        return mn_fail(MN_ERR_INVALID_ARG,
+                       "cannot move the model to the %s: %d session pool(s) of it hold states on the %s; close them "
+                       "first",
+                       be->name, m->open_pools, m->exec.be->name);
     if (m->exec.be == be) { /* refresh the copy */
         if (be->device == MN_DEVICE_CPU)
             return MN_OK;
@@ -203,7 +208,7 @@ mn_status mn_model_set_matmul(mn_model *m, mn_matmul precision) {
 }
 
 /* ---------------------------------------------------------------- validation */
-static mn_status check_tokens(const mn_model *m, const int32_t *tokens, int n, const char *who) {
+mn_status mn_check_tokens(const mn_model *m, const int32_t *tokens, int n, const char *who) {
     for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= m->config.vocab_size)
             return mn_fail(MN_ERR_INVALID_ARG, "%s: token %d at position %d is outside the vocabulary [0, %d)", who,
@@ -211,7 +216,7 @@ static mn_status check_tokens(const mn_model *m, const int32_t *tokens, int n, c
     return MN_OK;
 }
 
-static mn_status check_state(const mn_model *m, const float *r, const char *who) {
+mn_status mn_check_state(const mn_model *m, const float *r, const char *who) {
     size_t state = mn_state_floats(m);
     for (size_t i = 0; i < state; i++)
         if (!isfinite(r[i]))
@@ -227,8 +232,8 @@ static mn_status check_turn(const mn_model *m, const int32_t *tokens, int n, con
     if (n > m->config.max_turn_tokens)
         return mn_fail(MN_ERR_INVALID_ARG, "%s: turn of %d tokens exceeds max_turn_tokens = %d", who, n,
                        m->config.max_turn_tokens);
-    MN_TRY(check_tokens(m, tokens, n, who));
-    return check_state(m, r, who);
+    MN_TRY(mn_check_tokens(m, tokens, n, who));
+    return mn_check_state(m, r, who);
 }
 
 mn_status mn_initial_state(const mn_model *m, float *r_out) {
@@ -239,38 +244,23 @@ mn_status mn_initial_state(const mn_model *m, float *r_out) {
 }
 
 /* ---------------------------------------------------------------- chunks of sequences */
-/* One sequence of a batched pass: its tokens and state r (host), and where its result goes:
- * R after the turn (updates), or log-probabilities from position `first` on, or the next
- * token's logits (decoder). */
-typedef struct {
-    const int32_t *tokens;
-    int len, first, index;
-    const float *r;
-    float *out;
-} seq_turn;
-
-/* Longest first, then by index: chunks of similar lengths waste little padding, and the order
- * (hence the chunks, hence the bits) is the same on every run. */
-static int by_length_desc(const void *pa, const void *pb) {
-    const seq_turn *a = pa, *b = pb;
+int mn_seq_by_length_desc(const void *pa, const void *pb) {
+    const mn_seq_turn *a = pa, *b = pb;
     if (a->len != b->len)
         return a->len < b->len ? 1 : -1;
     return (a->index > b->index) - (a->index < b->index);
 }
 
-/* Sequences a chunk of n holds: MN_BATCH_POSITIONS_* positions of k + N. */
-static int chunk_cap(const mn_model *m, int n) {
+int mn_update_chunk_cap(const mn_model *m, int n) {
     const int S_max = m->config.n_slots + m->config.max_turn_tokens;
     int budget = m->exec.be->device == MN_DEVICE_CPU ? MN_BATCH_POSITIONS_CPU : MN_BATCH_POSITIONS_CUDA;
     int cap = budget / S_max > 1 ? budget / S_max : 1;
     return cap < n ? cap : n;
 }
 
-/* One stack (compressor or decoder) over a chunk of B sequences, longest first, each padded
- * to the longest; their states are the memory. Leaves the memory in ws->memory and the final
- * hidden states in ws->acts.lnf (B, k + L, C). */
-static void forward_chunk(mn_model *m, struct mn_infer_workspace *ws, const seq_turn *seqs, int B,
-                          const mn_stack_views *stack, int causal) {
+/* Stages a chunk of B sequences, longest first, each padded to the longest, in the workspace:
+ * ids_fwd (B, k + L) and valid (B) in ws->ints, their states in ws->memory. */
+static void stage_chunk(mn_model *m, struct mn_infer_workspace *ws, const mn_seq_turn *seqs, int B) {
     const mn_config *c = &m->config;
     const mn_exec *ex = &m->exec;
     const int k = c->n_slots, L = seqs[0].len, S = k + L;
@@ -283,29 +273,47 @@ static void forward_chunk(mn_model *m, struct mn_infer_workspace *ws, const seq_
     }
     MN_OP(ex, upload, ws->ints, ws->ints_host, ((size_t)B * S + B) * sizeof(int32_t));
     MN_OP(ex, upload, ws->memory, ws->r_host, (size_t)B * kC * sizeof(float));
-    mn_stack_forward(ex, &ws->acts, c, m->dev_views.wte, stack, ws->memory, ws->ints, NULL, ws->ints + (size_t)B * S,
-                     B, L, causal);
+}
+
+/* One stack (compressor or decoder) over a staged chunk; the final hidden states land in
+ * ws->acts.lnf (B, k + L, C). */
+static void forward_chunk(mn_model *m, struct mn_infer_workspace *ws, const mn_seq_turn *seqs, int B,
+                          const mn_stack_views *stack, int causal) {
+    const int S = m->config.n_slots + seqs[0].len;
+    stage_chunk(m, ws, seqs, B);
+    mn_stack_forward(&m->exec, &ws->acts, &m->config, m->dev_views.wte, stack, ws->memory, ws->ints, NULL,
+                     ws->ints + (size_t)B * S, B, seqs[0].len, causal);
+}
+
+void mn_compress_staged(mn_model *m, mn_stack_acts *acts, const int32_t *ints, const float *memory, float *u, float *z,
+                        float *r_next, int B, int L) {
+    const mn_config *c = &m->config;
+    const mn_exec *ex = &m->exec;
+    const int k = c->n_slots, C = c->d_model, S = k + L;
+    const size_t kC = (size_t)k * C;
+    mn_stack_forward(ex, acts, c, m->dev_views.wte, &m->dev_views.compressor, memory, ints, NULL, ints + (size_t)B * S,
+                     B, L, 0);
+    MN_OP(ex, copy_rows, u, kC, acts->lnf, (size_t)S * C, (size_t)B, kC); // U = slot rows of ln_f
+    MN_OP(ex, gated_update_forward, r_next, z, memory, u, m->dev_views.gate_w, m->dev_views.gate_b, B * k, C);
 }
 
 /* ---------------------------------------------------------------- session updates */
 /* Runs the compressor and the gate over sessions[0..n-1] (validated; out = R after the turn),
  * chunk by chunk. */
-static mn_status update_sessions(mn_model *m, seq_turn *sessions, int n) {
+static mn_status update_sessions(mn_model *m, mn_seq_turn *sessions, int n) {
     const mn_config *c = &m->config;
     const mn_exec *ex = &m->exec;
     const int k = c->n_slots, C = c->d_model;
     const size_t kC = (size_t)k * C;
-    const int cap = chunk_cap(m, n);
+    const int cap = mn_update_chunk_cap(m, n);
     struct mn_infer_workspace *ws = NULL;
     MN_TRY(workspace(m, cap, &ws));
     if (n > 1)
-        qsort(sessions, (size_t)n, sizeof *sessions, by_length_desc);
+        qsort(sessions, (size_t)n, sizeof *sessions, mn_seq_by_length_desc);
     for (int first = 0; first < n; first += cap) {
-        const int B = n - first < cap ? n - first : cap, S = k + sessions[first].len;
-        forward_chunk(m, ws, sessions + first, B, &m->dev_views.compressor, 0);
-        MN_OP(ex, copy_rows, ws->u, kC, ws->acts.lnf, (size_t)S * C, (size_t)B, kC); // U = slot rows of ln_f
-        MN_OP(ex, gated_update_forward, ws->r_next, ws->z, ws->memory, ws->u, m->dev_views.gate_w,
-              m->dev_views.gate_b, B * k, C);
+        const int B = n - first < cap ? n - first : cap;
+        stage_chunk(m, ws, sessions + first, B);
+        mn_compress_staged(m, &ws->acts, ws->ints, ws->memory, ws->u, ws->z, ws->r_next, B, sessions[first].len);
         MN_OP(ex, download, ws->r_host, ws->r_next, (size_t)B * kC * sizeof(float));
         MN_TRY(mn_exec_status(ex));
         /* after the chunk's reads: out may be r */
@@ -319,8 +327,19 @@ mn_status mn_update(mn_model *m, const int32_t *tokens, int n, const float *r_in
     MN_TRY(check_turn(m, tokens, n, r_in, "mn_update"));
     if (!r_out)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_update: r_out is NULL");
-    seq_turn one = {tokens, n, 0, 0, r_in, r_out};
+    mn_seq_turn one = {tokens, n, 0, 0, r_in, r_out};
     return update_sessions(m, &one, 1);
+}
+
+mn_status mn_batch_turn(const mn_model *m, const int32_t *tokens, const int64_t *offsets, int i, const char *who,
+                        mn_seq_turn *out) {
+    const int64_t len = offsets[i + 1] - offsets[i];
+    if (offsets[i] < 0 || len < 1 || len > m->config.max_turn_tokens)
+        return mn_fail(MN_ERR_INVALID_ARG, "%s: session %d has %lld tokens (offsets %lld..%lld); a turn has 1..%d", who,
+                       i, (long long)len, (long long)offsets[i], (long long)offsets[i + 1], m->config.max_turn_tokens);
+    *out = (mn_seq_turn){.tokens = tokens + offsets[i], .len = (int)len, .index = i};
+    mn_status st = mn_check_tokens(m, out->tokens, out->len, who);
+    return st == MN_OK ? MN_OK : mn_fail_context(st, "session %d", i);
 }
 
 mn_status mn_update_batch(mn_model *m, int n_sessions, const int32_t *tokens, const int64_t *offsets,
@@ -331,28 +350,18 @@ mn_status mn_update_batch(mn_model *m, int n_sessions, const int32_t *tokens, co
         return MN_OK;
     if (!tokens || !offsets || !r_in || !r_out)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_update_batch: tokens, offsets, r_in or r_out is NULL");
-    const int N = m->config.max_turn_tokens;
     const size_t state = mn_state_floats(m);
-    seq_turn *sessions = malloc((size_t)n_sessions * sizeof *sessions);
+    mn_seq_turn *sessions = malloc((size_t)n_sessions * sizeof *sessions);
     if (!sessions)
         return mn_fail(MN_ERR_NOMEM, "mn_update_batch: out of memory for %d sessions", n_sessions);
     mn_status st = MN_OK;
     if (offsets[0] < 0)
         st = mn_fail(MN_ERR_INVALID_ARG, "mn_update_batch: offsets[0] = %lld is negative", (long long)offsets[0]);
     for (int i = 0; st == MN_OK && i < n_sessions; i++) {
-        int64_t len = offsets[i + 1] - offsets[i];
-        if (len < 1 || len > N) {
-            st = mn_fail(MN_ERR_INVALID_ARG,
-                         "mn_update_batch: session %d has %lld tokens (offsets %lld..%lld); a turn has 1..%d", i,
-                         (long long)len, (long long)offsets[i], (long long)offsets[i + 1], N);
-            break;
-        }
-        sessions[i] = (seq_turn){tokens + offsets[i], (int)len, 0, i, r_in + (size_t)i * state,
-                                 r_out + (size_t)i * state};
-        st = check_tokens(m, sessions[i].tokens, sessions[i].len, "mn_update_batch");
-        if (st == MN_OK)
-            st = check_state(m, sessions[i].r, "mn_update_batch");
-        if (st != MN_OK)
+        st = mn_batch_turn(m, tokens, offsets, i, "mn_update_batch", &sessions[i]);
+        sessions[i].r = r_in + (size_t)i * state;
+        sessions[i].out = r_out + (size_t)i * state;
+        if (st == MN_OK && (st = mn_check_state(m, sessions[i].r, "mn_update_batch")) != MN_OK)
             st = mn_fail_context(st, "session %d", i);
     }
     if (st == MN_OK)
@@ -374,7 +383,7 @@ static mn_status decoder_hidden(mn_model *m, const int32_t *tokens, int n, const
         if (!tokens || n < 1 || n > c->n_slots + c->max_turn_tokens)
             return mn_fail(MN_ERR_INVALID_ARG, "%s: %d tokens without memory; the decoder has %d positions", who, n,
                            c->n_slots + c->max_turn_tokens);
-        MN_TRY(check_tokens(m, tokens, n, who));
+        MN_TRY(mn_check_tokens(m, tokens, n, who));
     }
     struct mn_infer_workspace *ws = NULL;
     MN_TRY(workspace(m, 1, &ws));
@@ -435,13 +444,13 @@ mn_status mn_logits_no_memory(mn_model *m, const int32_t *tokens, int n, float *
 /* ---------------------------------------------------------------- batched decoder sequences */
 /* Log-probabilities of a decoded chunk's scored positions: the head and the log-softmax on
  * those rows only (a window's history and the prefixes predict nothing that is asked for). */
-static mn_status score_chunk(mn_model *m, struct mn_infer_workspace *ws, const seq_turn *seqs, int B) {
+static mn_status score_chunk(mn_model *m, struct mn_infer_workspace *ws, const mn_seq_turn *seqs, int B) {
     const mn_config *c = &m->config;
     const mn_exec *ex = &m->exec;
     const int k = c->n_slots, C = c->d_model, V = c->vocab_size, S = k + seqs[0].len;
     size_t rows = 0;
     for (int e = 0; e < B; e++) { /* row j - 1 of a sequence predicts its token j */
-        const seq_turn *q = &seqs[e];
+        const mn_seq_turn *q = &seqs[e];
         size_t n = (size_t)(q->len - q->first);
         if (!n)
             continue;
@@ -468,7 +477,7 @@ static mn_status score_chunk(mn_model *m, struct mn_infer_workspace *ws, const s
 }
 
 /* Logits of the token after each sequence of a decoded chunk. */
-static mn_status next_chunk(mn_model *m, struct mn_infer_workspace *ws, const seq_turn *seqs, int B) {
+static mn_status next_chunk(mn_model *m, struct mn_infer_workspace *ws, const mn_seq_turn *seqs, int B) {
     const mn_config *c = &m->config;
     const mn_exec *ex = &m->exec;
     const int k = c->n_slots, C = c->d_model, V = c->vocab_size, S = k + seqs[0].len;
@@ -483,7 +492,7 @@ static mn_status next_chunk(mn_model *m, struct mn_infer_workspace *ws, const se
 
 /* Validates the sequences, then decodes them in chunks of similar lengths (little padding; the
  * order is fixed, so are the bits) and runs score_chunk or next_chunk on each. */
-static mn_status run_sequences(mn_model *m, seq_turn *seqs, int n_seqs, const int32_t *tokens,
+static mn_status run_sequences(mn_model *m, mn_seq_turn *seqs, int n_seqs, const int32_t *tokens,
                                const int64_t *offsets, const float *const *r, const char *who, int next) {
     const mn_config *c = &m->config;
     for (int i = 0; i < n_seqs; i++) {
@@ -503,14 +512,14 @@ static mn_status run_sequences(mn_model *m, seq_turn *seqs, int n_seqs, const in
             return mn_fail_context(st, "sequence %d", i);
     }
     const int S_max = c->n_slots + c->max_turn_tokens;
-    int cap = chunk_cap(m, n_seqs);
+    int cap = mn_update_chunk_cap(m, n_seqs);
     if (cap > S_max) /* next_chunk's head writes B rows into the (k + N)-row logits */
         cap = S_max;
     struct mn_infer_workspace *ws = NULL;
     MN_TRY(workspace(m, cap, &ws));
     MN_TRY(workspace_scoring(m, ws));
     if (n_seqs > 1)
-        qsort(seqs, (size_t)n_seqs, sizeof *seqs, by_length_desc);
+        qsort(seqs, (size_t)n_seqs, sizeof *seqs, mn_seq_by_length_desc);
     for (int at = 0; at < n_seqs; at += cap) {
         int B = n_seqs - at < cap ? n_seqs - at : cap;
         forward_chunk(m, ws, seqs + at, B, &m->dev_views.decoder, 1);
@@ -527,11 +536,11 @@ mn_status mn_sequence_log_probs(mn_model *m, int n_seqs, const int32_t *tokens, 
         return MN_OK;
     if (!tokens || !offsets || !r || !first || !log_probs)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_sequence_log_probs: tokens, offsets, r, first or log_probs is NULL");
-    seq_turn *seqs = malloc((size_t)n_seqs * sizeof *seqs);
+    mn_seq_turn *seqs = malloc((size_t)n_seqs * sizeof *seqs);
     if (!seqs)
         return mn_fail(MN_ERR_NOMEM, "mn_sequence_log_probs: out of memory for %d sequences", n_seqs);
     for (int i = 0; i < n_seqs; i++)
-        seqs[i] = (seq_turn){.first = first[i], .out = log_probs + (offsets[i] > 0 ? offsets[i] : 0)};
+        seqs[i] = (mn_seq_turn){.first = first[i], .out = log_probs + (offsets[i] > 0 ? offsets[i] : 0)};
     mn_status st = run_sequences(m, seqs, n_seqs, tokens, offsets, r, "mn_sequence_log_probs", 0);
     free(seqs);
     return st;
@@ -545,11 +554,11 @@ mn_status mn_sequence_next_logits(mn_model *m, int n_seqs, const int32_t *tokens
         return MN_OK;
     if (!tokens || !offsets || !r || !logits)
         return mn_fail(MN_ERR_INVALID_ARG, "mn_sequence_next_logits: tokens, offsets, r or logits is NULL");
-    seq_turn *seqs = malloc((size_t)n_seqs * sizeof *seqs);
+    mn_seq_turn *seqs = malloc((size_t)n_seqs * sizeof *seqs);
     if (!seqs)
         return mn_fail(MN_ERR_NOMEM, "mn_sequence_next_logits: out of memory for %d sequences", n_seqs);
     for (int i = 0; i < n_seqs; i++) /* first = 1: nothing scored, any length is valid */
-        seqs[i] = (seq_turn){.first = 1, .out = logits + (size_t)i * m->config.vocab_size};
+        seqs[i] = (mn_seq_turn){.first = 1, .out = logits + (size_t)i * m->config.vocab_size};
     mn_status st = run_sequences(m, seqs, n_seqs, tokens, offsets, r, "mn_sequence_next_logits", 1);
     free(seqs);
     return st;

@@ -50,6 +50,7 @@ struct mn_model {
     float *dev_params;
     mn_param_views dev_views;    /* into dev_params */
     struct mn_infer_workspace *infer; /* lazily allocated scratch for the inference calls */
+    int open_pools;              /* session pools holding states in exec's memory: the device is fixed */
 };
 
 /* The model's inference backend (inference.c): CPU at creation; released with the model. */
@@ -153,5 +154,33 @@ void mn_stack_forward_lanes(const mn_exec *ex, mn_stack_acts *acts, const mn_con
 void mn_stack_backward(const mn_exec *ex, mn_stack_acts *acts, mn_stack_grads_scratch *scratch,
                        const mn_config *cfg, const mn_stack_views *p, mn_stack_views *g, float *dwte, float *dlnf,
                        float *dmemory, int causal);
+
+/* ---------------------------------------------------------------- batched turns (inference.c) */
+/* One sequence of a batched pass: its tokens and state r (host), and where its result goes:
+ * R after the turn (updates), or log-probabilities from position `first` on, or the next
+ * token's logits (decoder). */
+typedef struct {
+    const int32_t *tokens;
+    int len, first, index;
+    const float *r;
+    float *out;
+} mn_seq_turn;
+
+/* qsort order of a batch: longest first, then by index, so chunks of similar lengths waste
+ * little padding and the order (hence the chunks, hence the bits) is the same on every run. */
+int mn_seq_by_length_desc(const void *a, const void *b);
+/* Sessions one chunk of a batch of n holds: MN_BATCH_POSITIONS_* positions of k + N. */
+int mn_update_chunk_cap(const mn_model *m, int n);
+/* Turn i of a batch (tokens[offsets[i] .. offsets[i+1])) checked (1..N tokens in the vocabulary)
+ * into out's tokens, len and index; a refusal names `who` and the session. */
+mn_status mn_batch_turn(const mn_model *m, const int32_t *tokens, const int64_t *offsets, int i, const char *who,
+                        mn_seq_turn *out);
+mn_status mn_check_tokens(const mn_model *m, const int32_t *tokens, int n, const char *who);
+mn_status mn_check_state(const mn_model *m, const float *r, const char *who); /* finite */
+/* The compressor update of B staged sessions padded to L tokens, on the model's inference
+ * backend: ints holds ids_fwd (B, k + L) then valid (B), memory the states R (B, k, C);
+ * r_next (B, k, C) = R after the turn; acts (forward only), u and z are scratch for B x (k + L). */
+void mn_compress_staged(mn_model *m, mn_stack_acts *acts, const int32_t *ints, const float *memory, float *u, float *z,
+                        float *r_next, int B, int L);
 
 #endif

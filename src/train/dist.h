@@ -45,8 +45,8 @@ mn_status mn_dist_barrier(mn_dist *d, const char *what);
  * job would be read as this one's): e.g. <run_dir>/nccl-id.<job id>. */
 mn_status mn_dist_rendezvous_file(const char *path, int rank, void *buf, size_t bytes, double timeout_s);
 
-/* NCCL (builds with CUDA + MPI + NCCL; docs/distributed.md). Not yet used by `mnemo train`,
- * whose data-parallel training runs on the CPU in this version. */
+/* NCCL (builds with CUDA + MPI + NCCL; docs/distributed.md): `mnemo train --device cuda` with
+ * several ranks all-reduces its gradients through it (train_loop.c). */
 int mn_dist_have_nccl(void);
 typedef struct mn_dist_nccl mn_dist_nccl;
 /* Rank 0 makes the NCCL unique id, MPI_Bcast shares it, every rank joins (ncclCommInitRank)

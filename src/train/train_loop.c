@@ -566,6 +566,9 @@ static mn_status open_metrics(run *r) {
 }
 
 static void cleanup(run *r) {
+#ifdef MN_HAVE_NCCL
+    mn_dist_nccl_close(r->nccl);
+#endif
     if (r->metrics)
         fclose(r->metrics);
     mn_loader_free(r->loader);
@@ -584,6 +587,50 @@ static void cleanup(run *r) {
 }
 
 /* ---------------------------------------------------------------- one step */
+#ifdef MN_HAVE_NCCL
+/* The GPU of this rank: its rank on the node (mpirun, srun and MPICH say it) modulo the GPUs
+ * the node shows, else the global rank modulo them. */
+static int local_device(int rank, int count) {
+    const char *names[] = {"OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID", "LOCAL_RANK"};
+    int local = rank;
+    for (int i = 0; i < 4; i++) {
+        const char *v = getenv(names[i]);
+        char *end = NULL;
+        long x = v && *v ? strtol(v, &end, 10) : -1;
+        if (v && *v && end && !*end && x >= 0 && x < INT_MAX) {
+            local = (int)x;
+            break;
+        }
+    }
+    return count > 0 ? local % count : 0;
+}
+#endif
+
+/* Several ranks on a device: on a GPU, NCCL (the build must have it) on this rank's GPU,
+ * chosen before the trainer's context is made there; on the stand-in, MPI over host mirrors. */
+static mn_status setup_device_ranks(run *r) {
+    const mn_train_config *cfg = r->cfg;
+    if (cfg->zero)
+        return mn_fail(MN_ERR_CONFIG, "--device %s with %d ranks: zero 1 (sharded moments) runs on the CPU only; "
+                       "drop zero or use --device cpu", cfg->device, r->world);
+    if (r->backend != mn_backend_cuda())
+        return MN_OK;
+    if (!mn_dist_have_nccl())
+        return mn_fail(MN_ERR_CONFIG, "--device %s with %d ranks needs NCCL for the gradient all-reduce, and this "
+                       "build has none (it needs CUDA, MPI and NCCL: nccl.h and libnccl when it is configured); run "
+                       "one process on the GPU, or --device cpu", cfg->device, r->world);
+#ifdef MN_HAVE_NCCL
+    int count = 0;
+    MN_TRY(mn_cuda_device_count(&count));
+    const int device = local_device(r->rank, count);
+    MN_TRY(mn_dist_nccl_open(r->d, device, &r->nccl));
+    if (r->rank == 0)
+        notice(r, "%d ranks: gradients all-reduced over NCCL, one GPU a rank (rank 0 on GPU %d)", r->world, device);
+#endif
+    return MN_OK;
+}
+
+
 /* What each rank reports after its forward/backward; every rank then decides alike. */
 typedef struct {
     double loss_sum, tokens;
@@ -601,6 +648,36 @@ typedef struct {
     int64_t tokens;
     char skip_reason[512];
 } step_result;
+
+/* AdamW's result: a non-finite norm (the same reduced gradient everywhere) skips the step on
+ * every rank; anything else fails it. */
+static mn_status adamw_outcome(mn_status st, step_result *res) {
+    if (st == MN_ERR_NUMERIC) {
+        snprintf(res->skip_reason, sizeof res->skip_reason, "%s", mn_last_error());
+        res->skipped = 1;
+    } else if (st != MN_OK) {
+        return mn_fail_context(st, "training step");
+    }
+    return MN_OK;
+}
+
+/* The all-reduce of a CUDA trainer's gradients over NCCL, in device memory (each rank's are
+ * already scaled by the global weight: a sum), then AdamW on the device. NCCL runs on the
+ * default stream after the trainer's stream has drained, and waits; the sum's order is NCCL's
+ * (fixed for a topology and world size), so it equals the CPU's rank-order sum to rounding. */
+static mn_status device_reduce_step(run *r, mn_adamw_config *adamw, step_result *res, uint64_t step) {
+#ifdef MN_HAVE_NCCL
+    const mn_exec *ex = &r->trainer->exec;
+    MN_TRY(ex->be->synchronize(ex->ctx));
+    mn_status st = mn_dist_nccl_allreduce(r->nccl, r->trainer->grads, mn_model_num_params(r->model), 1.0f, NULL);
+    if (st != MN_OK)
+        return mn_fail_context(st, "step %" PRIu64 ": gradient all-reduce (NCCL)", step);
+    return adamw_outcome(mn_adamw_step(r->trainer, adamw, &res->grad_norm), res);
+#else
+    (void)r, (void)adamw, (void)res, (void)step;
+    return mn_fail(MN_ERR_CONFIG, "NCCL is not in this build"); /* setup never opens it then */
+#endif
+}
 
 /* One optimizer step over the global batch: each rank's micro-batches (gradients scaled by the
  * global target weight, summed in order), the rank-ordered reduction, then AdamW (ZeRO-1: on
@@ -724,6 +801,13 @@ static mn_status train_step(run *r, const mn_batch *global, mn_adamw_config *ada
     }
     res->loss = (float)(loss_sum * (1.0 / W)); /* as mn_forward_backward: the sum times the scale */
     /* 4. reduce, clip, update */
+    if (r->nccl)
+        return device_reduce_step(r, adamw, res, step);
+    /* a device trainer of several ranks without NCCL (the stand-in): its host mirror goes over
+     * MPI and back, which keeps the CPU's rank-order sum, so the CPU's bits */
+    const int staged = r->on_device && r->world > 1;
+    if (staged && !(A > 1 || r->cb->gradients))
+        MN_TRY(mn_trainer_pull(r->trainer));
     snprintf(what, sizeof what, "step %" PRIu64 ": gradient reduce-scatter", step);
     MN_TRY(mn_dist_reduce_scatter_sum(r->d, grads, P, what));
     if (c->zero) {
@@ -749,15 +833,11 @@ static mn_status train_step(run *r, const mn_batch *global, mn_adamw_config *ada
     } else {
         snprintf(what, sizeof what, "step %" PRIu64 ": gradient all-gather", step);
         MN_TRY(mn_dist_allgather_shards(r->d, grads, P, what));
+        if (staged)
+            MN_TRY(mn_trainer_push(r->trainer));
         st = mn_adamw_step(r->trainer, adamw, &res->grad_norm);
     }
-    if (st == MN_ERR_NUMERIC) { /* the same reduced gradient everywhere: every rank skips */
-        snprintf(res->skip_reason, sizeof res->skip_reason, "%s", mn_last_error());
-        res->skipped = 1;
-    } else if (st != MN_OK) {
-        return mn_fail_context(st, "training step");
-    }
-    return MN_OK;
+    return adamw_outcome(st, res);
 }
 
 /* ---------------------------------------------------------------- the loop */
@@ -797,9 +877,11 @@ static mn_status setup(run *r, mn_train_outcome *outcome) {
     r->on_device = r->backend->device != MN_DEVICE_CPU;
     if (r->on_device && r->rank == 0)
         notice(r, "training on the %s", r->backend->name);
-    if (r->on_device && r->world > 1)
-        return mn_fail(MN_ERR_CONFIG, "--device %s: data-parallel training runs on the CPU only in this version "
-                       "(%d ranks); run one process on the GPU, or --device cpu", cfg->device, r->world);
+    if (r->on_device && r->world > 1 && (st = setup_device_ranks(r)) != MN_OK) {
+        if (st == MN_ERR_CONFIG)
+            *outcome = MN_TRAIN_USAGE;
+        return st;
+    }
     *outcome = MN_TRAIN_USAGE;
     MN_TRY(mn_train_curriculum(cfg, &r->curriculum)); /* checked by mn_train_config_validate */
     r->schedule = (mn_lr_schedule){cfg->lr, cfg->min_lr, cfg->warmup_steps, cfg->steps};

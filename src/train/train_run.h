@@ -43,6 +43,9 @@ typedef struct {
      * batch, as grad_accum micro-batches of micro_B (docs/distributed.md) */
     mn_dist *d;
     int world, rank, local_B, micro_B;
+    /* several ranks on CUDA: the gradient all-reduce over NCCL on the device (builds with NCCL);
+     * NULL on one rank, on the CPU, and on the tests' stand-in, whose host mirror goes over MPI */
+    struct mn_dist_nccl *nccl;
     int32_t *mtokens, *mlengths;     /* one micro-batch (T, micro_B, L) */
     float *mweights;
     float *accum;                    /* (num_params) gradient sum over micro-batches */
