@@ -462,6 +462,11 @@ typedef struct {
     const prep_dialogue *pick_pd;
     int32_t *summary[MN_EVAL_MAX_VARIANTS];   /* summary: each variant's, (N) */
     int summary_len[MN_EVAL_MAX_VARIANTS];
+    mn_decoder_cache *cache;                  /* the decoder's cache for choices and generation */
+    int cache_seqs;                           /* sequences it holds: >= 1 + the most choices */
+    int *fork_src, *fork_dst, *fork_lens;     /* a chunk's choices: (EVAL_SLOTS * most choices) */
+    const int32_t **fork_tokens;
+    float **fork_out;
 } worker;
 
 /* Question tokens (all pieces) appended to seq at *n. */
@@ -648,46 +653,50 @@ static mn_status read_questions(worker *w, const prep_dialogue *pd, int64_t j0, 
     return MN_OK;
 }
 
-/* Greedy generation for the slots with room (max_tokens[s] > n_cur[s]), all of them advanced
- * together: one batched decoder call per generated token. w->prefix holds each slot's prefix
- * and receives its generation; the step time is shared among the slots by their positions. */
-static mn_status generate_slots(worker *w, int *n_cur, const int *max_tokens, int32_t eot, dialogue_acc *acc) {
+/* Greedy generation of the group's slots slot[0..B) with room (max_tokens[s] > n_cur[s]), whose
+ * prefixes are cache sequences 0..B-1 with their next-token logits in w->logits (rows 0..B-1):
+ * one batched call per generated token reads the new tokens alone. w->prefix receives each
+ * slot's generation. A call's time (start_ms: the prefixes' read) is shared among its slots by
+ * the positions it read for each. */
+static mn_status generate_chunk(worker *w, const int *slot, int B, int *n_cur, const int *max_tokens, int32_t eot,
+                                double start_ms, dialogue_acc *acc) {
     const mn_config *cfg = mn_model_config(w->model);
     const int N = cfg->max_turn_tokens, V = cfg->vocab_size;
-    int live[EVAL_SLOTS], done[EVAL_SLOTS];
-    for (int s = 0; s < w->n_slots; s++)
-        done[s] = n_cur[s] >= max_tokens[s];
+    int live[EVAL_SLOTS], row[EVAL_SLOTS], next[EVAL_SLOTS], n_live = 0;
+    int32_t tok[EVAL_SLOTS];
+    int64_t positions = 0;
+    for (int e = 0; e < B; e++)
+        if (n_cur[slot[e]] < max_tokens[slot[e]]) {
+            positions += n_cur[slot[e]];
+            row[n_live] = e;
+            live[n_live++] = e;
+        }
     const mn_sampling greedy = {0.0f, 0, 1.0f};
-    for (;;) {
-        int n_live = 0;
-        int64_t positions = 0;
-        w->gen.n = 0;
-        for (int s = 0; s < w->n_slots; s++) {
-            if (done[s])
-                continue;
-            int32_t *dst;
-            MN_TRY(batch_open(&w->gen, n_cur[s], &dst));
-            memcpy(dst, w->prefix + (size_t)s * N, (size_t)n_cur[s] * sizeof(int32_t));
-            batch_close(&w->gen, n_cur[s], w->slot_r[s], 1);
-            positions += n_cur[s];
-            live[n_live++] = s;
-        }
-        if (!n_live)
-            return MN_OK;
-        double t0 = mn_clock_s();
-        MN_TRY(mn_sequence_next_logits(w->model, n_live, w->gen.tokens, w->gen.offsets, w->gen.states, w->logits));
-        double ms = 1e3 * (mn_clock_s() - t0);
-        for (int e = 0; e < n_live; e++) {
-            int s = live[e];
-            int32_t tok;
+    double ms = start_ms;
+    while (n_live) {
+        int n_next = 0;
+        for (int i = 0; i < n_live; i++) { /* logits row row[i] is cache sequence live[i] */
+            const int s = slot[live[i]];
             uint64_t rng = 1; /* unused by greedy decoding */
-            MN_TRY(mn_sample(w->logits + (size_t)e * V, V, &greedy, &rng, &tok));
-            acc->gen_ms[w->slot_variant[s]] += ms * n_cur[s] / (double)positions;
+            MN_TRY(mn_sample(w->logits + (size_t)row[i] * V, V, &greedy, &rng, &tok[n_next]));
+            acc->gen_ms[w->slot_variant[s]] += positions ? ms * n_cur[s] / (double)positions : ms / n_live;
             acc->gen_tokens[w->slot_variant[s]]++;
-            w->prefix[(size_t)s * N + n_cur[s]++] = tok;
-            done[s] = tok == eot || n_cur[s] >= max_tokens[s];
+            w->prefix[(size_t)s * N + n_cur[s]++] = tok[n_next];
+            if (tok[n_next] != eot && n_cur[s] < max_tokens[s])
+                next[n_next++] = live[i];
         }
+        n_live = n_next;
+        memcpy(live, next, (size_t)n_live * sizeof *live);
+        if (!n_live)
+            break;
+        for (int i = 0; i < n_live; i++)
+            row[i] = i;
+        positions = 0; /* a step reads one position of each */
+        double t0 = mn_clock_s();
+        MN_TRY(mn_decoder_cache_append(w->cache, n_live, live, tok, w->logits));
+        ms = 1e3 * (mn_clock_s() - t0);
     }
+    return MN_OK;
 }
 
 /* Adds probe p, asked before history piece j0 + jb, to the group: a slot per variant it is
@@ -765,11 +774,14 @@ static mn_status group_score(worker *w, const mn_eval_options *o, const prep_dia
     }
     if (from_state || from_r0)
         MN_TRY(read_questions(w, pd, j0, from_state, from_r0));
+    /* every choice as the sequence prefix + choice (the layout mn_choice_scores reads) */
     w->choices.n = 0;
+    int most = 1;
     for (int s = 0; s < w->n_slots; s++) {
         const prep_probe *p = &probes[w->slot_probe[s]];
         const int32_t *pre = w->prefix + (size_t)s * N;
         const int np = w->slot_prefix[s];
+        most = p->n_choices > most ? p->n_choices : most;
         for (int c = 0; c < p->n_choices; c++) {
             int32_t *dst;
             MN_TRY(batch_open(&w->choices, np + p->choice_lens[c], &dst));
@@ -778,24 +790,68 @@ static mn_status group_score(worker *w, const mn_eval_options *o, const prep_dia
             batch_close(&w->choices, np + p->choice_lens[c], w->slot_r[s], np);
         }
     }
-    MN_TRY(batch_log_probs(w->model, &w->choices));
+    if (w->choices.n && (size_t)w->choices.offsets[w->choices.n] > w->choices.out_cap) {
+        size_t need = (size_t)w->choices.offsets[w->choices.n];
+        float *out = realloc(w->choices.out, need * sizeof *out);
+        if (!out)
+            return mn_fail(MN_ERR_NOMEM, "eval: out of memory for %zu log-probabilities", need);
+        w->choices.out = out;
+        w->choices.out_cap = need;
+    }
     int n_cur[EVAL_SLOTS], max_tokens[EVAL_SLOTS];
+    for (int s = 0; s < w->n_slots; s++) {
+        const prep_probe *p = &probes[w->slot_probe[s]];
+        const int np = w->slot_prefix[s];
+        int budget = p->gold_len + 8 < o->max_gen_tokens ? p->gold_len + 8 : o->max_gen_tokens;
+        n_cur[s] = np;
+        max_tokens[s] = o->generate ? (np + budget < N ? np + budget : N) : np;
+    }
+    /* on the decoder's cache, a chunk of slots at a time: each prefix read once, its choices read
+     * from copies of it, its generation going on from it */
+    const int per_chunk = w->cache_seqs / (1 + most);
+    for (int s0 = 0, c0 = 0; s0 < w->n_slots; s0 += per_chunk) {
+        const int B = w->n_slots - s0 < per_chunk ? w->n_slots - s0 : per_chunk;
+        int slot[EVAL_SLOTS], n_forks = 0;
+        w->gen.n = 0;
+        for (int e = 0; e < B; e++) {
+            const int s = slot[e] = s0 + e, np = w->slot_prefix[s];
+            int32_t *dst;
+            MN_TRY(batch_open(&w->gen, np, &dst));
+            memcpy(dst, w->prefix + (size_t)s * N, (size_t)np * sizeof(int32_t));
+            batch_close(&w->gen, np, w->slot_r[s], 1);
+        }
+        double t0 = mn_clock_s();
+        MN_TRY(mn_decoder_cache_start(w->cache, B, w->gen.tokens, w->gen.offsets, w->gen.states,
+                                      o->generate ? w->logits : NULL));
+        double start_ms = 1e3 * (mn_clock_s() - t0);
+        for (int e = 0; e < B; e++) {
+            const prep_probe *p = &probes[w->slot_probe[slot[e]]];
+            for (int c = 0; c < p->n_choices; c++, c0++, n_forks++) {
+                const int64_t at = w->choices.offsets[c0] + w->choices.first[c0];
+                w->fork_src[n_forks] = e;
+                w->fork_dst[n_forks] = B + n_forks;
+                w->fork_tokens[n_forks] = w->choices.tokens + at;
+                w->fork_lens[n_forks] = (int)(w->choices.offsets[c0 + 1] - at);
+                w->fork_out[n_forks] = w->choices.out + at;
+            }
+        }
+        MN_TRY(mn_decoder_cache_fork(w->cache, n_forks, w->fork_src, w->fork_dst));
+        MN_TRY(mn_decoder_cache_score(w->cache, n_forks, w->fork_dst, w->fork_tokens, w->fork_lens, w->fork_out));
+        if (o->generate)
+            MN_TRY(generate_chunk(w, slot, B, n_cur, max_tokens, eot, start_ms, acc));
+    }
     for (int s = 0, c0 = 0; s < w->n_slots; s++) {
         const prep_probe *p = &probes[w->slot_probe[s]];
         mn_eval_probe_result *pr = &res[p->result];
-        const int v = w->slot_variant[s], np = w->slot_prefix[s];
+        const int v = w->slot_variant[s];
         int best = mn_choice_scores(w->choices.out, w->choices.offsets + c0, w->choices.first + c0, p->n_choices,
                                     w->scores);
         c0 += p->n_choices;
         pr->scored[v] = 1;
         pr->best[v] = best;
         pr->gold_ll[v] = w->scores[p->answer];
-        int budget = p->gold_len + 8 < o->max_gen_tokens ? p->gold_len + 8 : o->max_gen_tokens;
-        n_cur[s] = np;
-        max_tokens[s] = o->generate ? (np + budget < N ? np + budget : N) : np;
     }
     if (o->generate) {
-        MN_TRY(generate_slots(w, n_cur, max_tokens, eot, acc));
         for (int s = 0; s < w->n_slots; s++) {
             const int np = w->slot_prefix[s];
             if (max_tokens[s] <= np)
@@ -946,10 +1002,12 @@ static mn_status walk(worker *w, const mn_eval_options *o, const prep_dialogue *
 }
 
 static void worker_free(worker *w) {
+    mn_decoder_cache_close(w->cache);
     mn_model_free(w->model);
     free(w->r0), free(w->r), free(w->block_states), free(w->rq), free(w->rq_tmp), free(w->q_tokens);
     free(w->prefix), free(w->logits), free(w->scores), free(w->seq), free(w->rewrite);
     free(w->hist), free(w->pick_turn), free(w->pick_len);
+    free(w->fork_src), free(w->fork_dst), free(w->fork_lens), free(w->fork_tokens), free(w->fork_out);
     for (int v = 0; v < MN_EVAL_MAX_VARIANTS; v++)
         free(w->summary[v]);
     mn_eval_index_free(w->ix);
@@ -996,7 +1054,22 @@ static mn_status worker_init(worker *w, mn_model *src, const mn_backend *backend
         worker_free(w);
         return mn_fail(MN_ERR_NOMEM, "eval: out of memory for a worker");
     }
-    st = mn_initial_state(w->model, w->r0);
+    size_t forks = (size_t)EVAL_SLOTS * (size_t)max_choices;
+    w->fork_src = malloc(forks * sizeof(int)), w->fork_dst = malloc(forks * sizeof(int));
+    w->fork_lens = malloc(forks * sizeof(int));
+    w->fork_tokens = malloc(forks * sizeof *w->fork_tokens), w->fork_out = malloc(forks * sizeof *w->fork_out);
+    if (!w->fork_src || !w->fork_dst || !w->fork_lens || !w->fork_tokens || !w->fork_out) {
+        worker_free(w);
+        return mn_fail(MN_ERR_NOMEM, "eval: out of memory for a worker");
+    }
+    /* a whole group's slots and their choices, within the cache's budget, at least one slot's */
+    int cap = mn_decoder_cache_capacity(w->model), want = EVAL_SLOTS * (1 + max_choices);
+    w->cache_seqs = cap < want ? cap : want;
+    if (w->cache_seqs < 1 + max_choices)
+        w->cache_seqs = 1 + max_choices;
+    st = mn_decoder_cache_open(w->model, w->cache_seqs, &w->cache);
+    if (st == MN_OK)
+        st = mn_initial_state(w->model, w->r0);
     if (st != MN_OK)
         worker_free(w);
     return st;
