@@ -443,7 +443,10 @@ typedef struct {
     int32_t *q_tokens;    /* (EVAL_PROBE_GROUP * 2, N): those pieces' tokens */
     int64_t q_offsets[EVAL_PROBE_GROUP * 2 + 1];
     seq_batch lm, choices, gen;
+    /* the block's LM entries, one per (piece, variant) measured: its variant, bucket and the
+     * sequence of w->lm it reads (variants that read the same sequence share one) */
     int lm_variant[EVAL_BLOCK * MN_EVAL_MAX_VARIANTS], lm_bucket[EVAL_BLOCK * MN_EVAL_MAX_VARIANTS];
+    int lm_seq[EVAL_BLOCK * MN_EVAL_MAX_VARIANTS], n_lm;
     /* the group being gathered: probes group[0 .. n_group) of the block, and a slot per
      * (probe, variant) it is scored in: the state, the decoder sequence before a choice */
     const prep_probe *group;
@@ -885,6 +888,7 @@ static mn_status lm_add(worker *w, const mn_eval_options *o, const prep_dialogue
     if (n < 2)
         return MN_OK;
     const int64_t hist_avail = pd->hist_start[j];
+    const int q0 = w->lm.n; /* this piece's sequences */
     for (int v = 0; v < o->n_variants; v++) {
         const mn_eval_variant_spec *spec = &o->variants[v];
         if (spec->mode == MN_EVAL_RETRIEVAL) {
@@ -905,13 +909,26 @@ static mn_status lm_add(worker *w, const mn_eval_options *o, const prep_dialogue
             }
             shown = (int)(want < N - n ? want : N - n);
         }
+        const float *r = spec->mode == MN_EVAL_MEMORY ? w->block_states + (size_t)jb * S : w->r0;
+        w->lm_variant[w->n_lm] = v;
+        w->lm_bucket[w->n_lm] = mn_eval_bucket(j + 1, MN_EVAL_INDEX_BUCKETS);
+        /* a variant that reads what another already reads (the first turn in every mode, a
+         * window that holds the whole history) shares its sequence */
+        int same = -1;
+        for (int q = q0; q < w->lm.n && same < 0; q++)
+            if (w->lm.offsets[q + 1] - w->lm.offsets[q] == shown + n &&
+                !memcmp(w->lm.tokens + w->lm.offsets[q], end - shown, (size_t)shown * sizeof(int32_t)) &&
+                (w->lm.states[q] == r || !memcmp(w->lm.states[q], r, S * sizeof(float))))
+                same = q; /* the piece's tokens follow in both */
+        if (same >= 0) {
+            w->lm_seq[w->n_lm++] = same;
+            continue;
+        }
         int32_t *seq;
         MN_TRY(batch_open(&w->lm, shown + n, &seq));
         memcpy(seq, end - shown, (size_t)shown * sizeof(int32_t));
         memcpy(seq + shown, toks, (size_t)n * sizeof(int32_t));
-        w->lm_variant[w->lm.n] = v;
-        w->lm_bucket[w->lm.n] = mn_eval_bucket(j + 1, MN_EVAL_INDEX_BUCKETS);
-        const float *r = spec->mode == MN_EVAL_MEMORY ? w->block_states + (size_t)jb * S : w->r0;
+        w->lm_seq[w->n_lm++] = w->lm.n;
         batch_close(&w->lm, shown + n, r, shown + 1); /* the turn's tokens after its first */
     }
     return MN_OK;
@@ -924,8 +941,8 @@ static mn_status lm_score(worker *w, dialogue_acc *acc) {
     MN_TRY(batch_log_probs(w->model, &w->lm));
     double ms = 1e3 * (mn_clock_s() - t0);
     const int64_t positions = w->lm.n ? w->lm.offsets[w->lm.n] : 0;
-    for (int q = 0; q < w->lm.n; q++) {
-        int v = w->lm_variant[q], ib = w->lm_bucket[q];
+    for (int e = 0; e < w->n_lm; e++) {
+        int v = w->lm_variant[e], ib = w->lm_bucket[e], q = w->lm_seq[e];
         int64_t len = w->lm.offsets[q + 1] - w->lm.offsets[q];
         acc->fwd_ms[v][ib] += ms * (double)len / (double)positions;
         acc->fwd_n[v][ib]++;
@@ -935,7 +952,7 @@ static mn_status lm_score(worker *w, dialogue_acc *acc) {
         acc->lm_loss[v][ib] += loss;
         acc->lm_tokens[v][ib] += len - w->lm.first[q];
     }
-    w->lm.n = 0;
+    w->lm.n = w->n_lm = 0;
     return MN_OK;
 }
 
@@ -956,7 +973,7 @@ static mn_status walk(worker *w, const mn_eval_options *o, const prep_dialogue *
     w->ix = NULL;
     if (retrieval)
         MN_TRY(mn_eval_index_open(&w->ix));
-    w->lm.n = w->n_group = w->n_slots = 0;
+    w->lm.n = w->n_lm = w->n_group = w->n_slots = 0;
     int pi = 0, next_turn = 0;
     /* positions j = 0..n_hist: R before history piece j (after it for j = n_hist) */
     for (int64_t j0 = 0; j0 <= pd->n_hist; j0 += EVAL_BLOCK) {
