@@ -727,7 +727,8 @@ static void cache_read_group(mn_decoder_cache *dc, int nb, const int *seq, int n
             float *own = kv + (size_t)seq[b] * slab;
             MN_OP(ex, copy_rows, own + (size_t)at * 3 * C, (size_t)3 * C, dc->qkv + (size_t)b * n * 3 * C,
                   (size_t)3 * C, (size_t)rows, (size_t)3 * C);
-            MN_OP(ex, attention_forward, dc->att_out, dc->att, own, dc->ints + dc->max_rows + b, 1, S, C, H, 1);
+            /* one sequence: its rows need no stride of S, so the op sees only the rows read */
+            MN_OP(ex, attention_forward, dc->att_out, dc->att, own, dc->ints + dc->max_rows + b, 1, valid[b], C, H, 1);
             MN_OP(ex, copy_rows, dc->y + (size_t)b * n * C, (size_t)C, dc->att_out + (size_t)at * C, (size_t)C,
                   (size_t)rows, (size_t)C);
         }
