@@ -363,7 +363,7 @@ typedef struct {
 #define EVAL_PROBE_GROUP 8
 #define EVAL_SLOTS (EVAL_PROBE_GROUP * MN_EVAL_MAX_VARIANTS) /* (probe, variant) pairs of a group */
 
-/* Decoder sequences gathered for one batched call (mn_sequence_log_probs / _next_logits). */
+/* Decoder sequences gathered for one batched call (mn_sequence_log_probs, the decoder cache). */
 typedef struct {
     int32_t *tokens;
     size_t tokens_cap;
@@ -419,10 +419,9 @@ static void batch_close(seq_batch *b, int len, const float *r, int first) {
     b->n++;
 }
 
-static mn_status batch_log_probs(mn_model *m, seq_batch *b) {
-    if (!b->n)
-        return MN_OK;
-    size_t need = (size_t)b->offsets[b->n];
+/* Room in b->out for a log-probability per token of b's sequences. */
+static mn_status batch_room(seq_batch *b) {
+    size_t need = b->n ? (size_t)b->offsets[b->n] : 0;
     if (need > b->out_cap) {
         float *o = realloc(b->out, need * sizeof *o);
         if (!o)
@@ -430,7 +429,7 @@ static mn_status batch_log_probs(mn_model *m, seq_batch *b) {
         b->out = o;
         b->out_cap = need;
     }
-    return mn_sequence_log_probs(m, b->n, b->tokens, b->offsets, b->states, b->first, b->out);
+    return MN_OK;
 }
 
 typedef struct {
@@ -793,14 +792,7 @@ static mn_status group_score(worker *w, const mn_eval_options *o, const prep_dia
             batch_close(&w->choices, np + p->choice_lens[c], w->slot_r[s], np);
         }
     }
-    if (w->choices.n && (size_t)w->choices.offsets[w->choices.n] > w->choices.out_cap) {
-        size_t need = (size_t)w->choices.offsets[w->choices.n];
-        float *out = realloc(w->choices.out, need * sizeof *out);
-        if (!out)
-            return mn_fail(MN_ERR_NOMEM, "eval: out of memory for %zu log-probabilities", need);
-        w->choices.out = out;
-        w->choices.out_cap = need;
-    }
+    MN_TRY(batch_room(&w->choices));
     int n_cur[EVAL_SLOTS], max_tokens[EVAL_SLOTS];
     for (int s = 0; s < w->n_slots; s++) {
         const prep_probe *p = &probes[w->slot_probe[s]];
@@ -938,7 +930,10 @@ static mn_status lm_add(worker *w, const mn_eval_options *o, const prep_dialogue
  * sequences by their positions. Empties w->lm. */
 static mn_status lm_score(worker *w, dialogue_acc *acc) {
     double t0 = mn_clock_s();
-    MN_TRY(batch_log_probs(w->model, &w->lm));
+    MN_TRY(batch_room(&w->lm));
+    if (w->lm.n)
+        MN_TRY(mn_sequence_log_probs(w->model, w->lm.n, w->lm.tokens, w->lm.offsets, w->lm.states, w->lm.first,
+                                     w->lm.out));
     double ms = 1e3 * (mn_clock_s() - t0);
     const int64_t positions = w->lm.n ? w->lm.offsets[w->lm.n] : 0;
     for (int e = 0; e < w->n_lm; e++) {
@@ -1071,7 +1066,12 @@ static mn_status worker_init(worker *w, mn_model *src, const mn_backend *backend
         worker_free(w);
         return mn_fail(MN_ERR_NOMEM, "eval: out of memory for a worker");
     }
-    size_t forks = (size_t)EVAL_SLOTS * (size_t)max_choices;
+    /* a whole group's slots and their choices, within the cache's budget, at least one slot's */
+    int cap = mn_decoder_cache_capacity(w->model), want = EVAL_SLOTS * (1 + max_choices);
+    w->cache_seqs = cap < want ? cap : want;
+    if (w->cache_seqs < 1 + max_choices)
+        w->cache_seqs = 1 + max_choices;
+    size_t forks = (size_t)w->cache_seqs; /* a chunk's copies, one per choice */
     w->fork_src = malloc(forks * sizeof(int)), w->fork_dst = malloc(forks * sizeof(int));
     w->fork_lens = malloc(forks * sizeof(int));
     w->fork_tokens = malloc(forks * sizeof *w->fork_tokens), w->fork_out = malloc(forks * sizeof *w->fork_out);
@@ -1079,11 +1079,6 @@ static mn_status worker_init(worker *w, mn_model *src, const mn_backend *backend
         worker_free(w);
         return mn_fail(MN_ERR_NOMEM, "eval: out of memory for a worker");
     }
-    /* a whole group's slots and their choices, within the cache's budget, at least one slot's */
-    int cap = mn_decoder_cache_capacity(w->model), want = EVAL_SLOTS * (1 + max_choices);
-    w->cache_seqs = cap < want ? cap : want;
-    if (w->cache_seqs < 1 + max_choices)
-        w->cache_seqs = 1 + max_choices;
     st = mn_decoder_cache_open(w->model, w->cache_seqs, &w->cache);
     if (st == MN_OK)
         st = mn_initial_state(w->model, w->r0);

@@ -582,6 +582,11 @@ struct mn_decoder_cache {
     float *r_host;        /* (max_seqs, k, C) */
     int *seq, *n_real;    /* (max_seqs) host: a read's sequences and real rows */
     size_t *keep;         /* (max_seqs) host: where a score's read keeps each sequence's rows */
+    /* one group of a read (host): its sequences, real rows, memory rows, kept rows, ids */
+    int *order;           /* (2 max_seqs): {rows, index} sorted */
+    int *g_seq, *g_real, *g_mem;
+    size_t *g_keep;
+    int32_t *g_ids;       /* (max_rows) */
     int32_t *targets_host; /* (all_rows) */
     float *losses_host;   /* (all_rows) */
 };
@@ -615,6 +620,7 @@ void mn_decoder_cache_close(mn_decoder_cache *dc) {
     mn_exec_release(ex, dc->ints);
     mn_exec_release(ex, dc->targets);
     free(dc->len), free(dc->ints_host), free(dc->r_host), free(dc->seq), free(dc->n_real), free(dc->keep);
+    free(dc->order), free(dc->g_seq), free(dc->g_real), free(dc->g_mem), free(dc->g_keep), free(dc->g_ids);
     free(dc->targets_host), free(dc->losses_host);
     free(dc);
 }
@@ -678,8 +684,13 @@ mn_status mn_decoder_cache_open(mn_model *m, int max_seqs, mn_decoder_cache **ou
     dc->ints_host = malloc((A + B) * sizeof(int32_t));
     dc->r_host = malloc(B * kC * sizeof(float));
     dc->seq = malloc(B * sizeof(int)), dc->n_real = malloc(B * sizeof(int)), dc->keep = malloc(B * sizeof(size_t));
+    dc->order = malloc(2 * B * sizeof(int));
+    dc->g_seq = malloc(B * sizeof(int)), dc->g_real = malloc(B * sizeof(int)), dc->g_mem = malloc(B * sizeof(int));
+    dc->g_keep = malloc(B * sizeof(size_t));
+    dc->g_ids = malloc(R * sizeof(int32_t));
     if (st == MN_OK && (!dc->len || !dc->ints_host || !dc->r_host || !dc->seq || !dc->n_real || !dc->keep ||
-                        !dc->targets_host || !dc->losses_host))
+                        !dc->targets_host || !dc->losses_host || !dc->order || !dc->g_seq || !dc->g_real ||
+                        !dc->g_mem || !dc->g_keep || !dc->g_ids))
         st = mn_fail(MN_ERR_NOMEM, "out of memory for a decoder cache");
     if (st != MN_OK) {
         mn_decoder_cache_close(dc);
@@ -691,11 +702,11 @@ mn_status mn_decoder_cache_open(mn_model *m, int max_seqs, mn_decoder_cache **ou
 
 /* Reads n new rows into each of sequences seq[0..nb) (n_real[b] <= n of them real, the rest
  * padding), at rows len[seq[b]] on; ids (nb, n) (host) are their tokens, -1 at the slot rows,
- * whose values come from memory (k rows a sequence; sequences read from row 0 only). nb * n <=
- * max_rows. Advances len by n_real and keeps each sequence's last hidden row; with keep, the real
- * rows' final hidden states of sequence b go to dc->rows from row keep[b] on. */
+ * whose values come from dc->memory's sequence mem[b] (sequences read from row 0 only). nb * n
+ * <= max_rows. Advances len by n_real and keeps each sequence's last hidden row; with keep, the
+ * final hidden states of sequence b's real rows go to dc->rows from row keep[b] on. */
 static void cache_read_group(mn_decoder_cache *dc, int nb, const int *seq, int n, const int *n_real,
-                             const int32_t *ids, const float *memory, const size_t *keep) {
+                             const int32_t *ids, const int *mem, const size_t *keep) {
     mn_model *m = dc->m;
     const mn_config *c = &m->config;
     const mn_exec *ex = &m->exec;
@@ -710,7 +721,7 @@ static void cache_read_group(mn_decoder_cache *dc, int nb, const int *seq, int n
     // x = wte[ids] (the slot rows: the memory) + wpe at each row's position
     for (int b = 0; b < nb; b++)
         if (dc->len[seq[b]] == 0 && k > 0)
-            MN_OP(ex, copy_rows, dc->x + (size_t)b * n * C, kC, memory + (size_t)b * kC, kC, 1, kC);
+            MN_OP(ex, copy_rows, dc->x + (size_t)b * n * C, kC, dc->memory + (size_t)mem[b] * kC, kC, 1, kC);
     MN_OP(ex, embedding_forward, dc->x, dc->ints, m->dev_views.wte, N, C);
     for (int b = 0; b < nb; b++) {
         int at = dc->len[seq[b]], rows = n < S - at ? n : S - at; /* padding past the table reads no position */
@@ -751,14 +762,36 @@ static void cache_read_group(mn_decoder_cache *dc, int nb, const int *seq, int n
     }
 }
 
-/* cache_read_group over any number of sequences: as many at a time as max_rows holds; ids are
- * dc->ints_host (nb, n), the memory dc->memory. */
+/* Longest first, then by index: groups of similar lengths pad little, in a fixed order. */
+static int by_read_length(const void *pa, const void *pb) {
+    const int *a = pa, *b = pb; /* {rows, index} */
+    if (a[0] != b[0])
+        return a[0] < b[0] ? 1 : -1;
+    return (a[1] > b[1]) - (a[1] < b[1]);
+}
+
+/* cache_read_group over any number of sequences, in groups of similar lengths (each padded to
+ * its longest, at most max_rows rows): ids are dc->ints_host (nb, n), sequence b's memory is
+ * dc->memory's row b; keep (nullable) as for cache_read_group, per b. */
 static void cache_read(mn_decoder_cache *dc, int nb, const int *seq, int n, const int *n_real, const size_t *keep) {
-    const int group = dc->max_rows / n > 0 ? dc->max_rows / n : 1;
-    const size_t kC = (size_t)dc->m->config.n_slots * dc->m->config.d_model;
-    for (int b = 0; b < nb; b += group)
-        cache_read_group(dc, nb - b < group ? nb - b : group, seq + b, n, n_real + b, dc->ints_host + (size_t)b * n,
-                         dc->memory + (size_t)b * kC, keep ? keep + b : NULL);
+    int *order = dc->order; /* {rows, index} pairs */
+    for (int b = 0; b < nb; b++)
+        order[2 * b] = n_real[b], order[2 * b + 1] = b;
+    qsort(order, (size_t)nb, 2 * sizeof *order, by_read_length);
+    for (int g = 0; g < nb;) {
+        const int L = order[2 * g] > 0 ? order[2 * g] : 1, room = dc->max_rows / L;
+        const int cnt = nb - g < room ? nb - g : room > 0 ? room : 1;
+        for (int i = 0; i < cnt; i++) {
+            const int b = order[2 * (g + i) + 1];
+            dc->g_seq[i] = seq[b];
+            dc->g_real[i] = n_real[b];
+            dc->g_mem[i] = b;
+            dc->g_keep[i] = keep ? keep[b] : 0;
+            memcpy(dc->g_ids + (size_t)i * L, dc->ints_host + (size_t)b * n, (size_t)L * sizeof(int32_t));
+        }
+        cache_read_group(dc, cnt, dc->g_seq, L, dc->g_real, dc->g_ids, dc->g_mem, keep ? dc->g_keep : NULL);
+        g += cnt;
+    }
 }
 
 /* logits (nb, V) on the host: the head on the last rows of sequences seq[0..nb), in blocks of
@@ -867,19 +900,15 @@ mn_status mn_decoder_cache_score(mn_decoder_cache *dc, int n, const int *seq, co
         MN_TRY(check_tokens(m, tokens[i], lens[i], "mn_decoder_cache_score"));
         longest = lens[i] > longest ? lens[i] : longest;
     }
-    /* the head's rows, sequence after sequence: its last row (predicts token 0), then its new
-     * rows but the last (predict tokens 1..) */
+    /* the head's rows, sequence after sequence: its last row predicts token 0, its new row j - 1
+     * token j */
+    const int n_new = longest - 1;
     size_t n_rows = 0;
+    int reads = 0;
     for (int i = 0; i < n; i++) {
         MN_OP(ex, copy_rows, dc->rows + n_rows * C, (size_t)C, dc->last + (size_t)seq[i] * C, (size_t)C, 1,
               (size_t)C);
         memcpy(dc->targets_host + n_rows, tokens[i], (size_t)lens[i] * sizeof(int32_t));
-        n_rows += (size_t)lens[i];
-    }
-    const int n_new = longest - 1;
-    int reads = 0;
-    n_rows = 0;
-    for (int i = 0; i < n; i++) {
         if (lens[i] >= 2) {
             mn_turn_ids(0, tokens[i], lens[i] - 1, n_new, dc->ints_host + (size_t)reads * n_new, NULL);
             dc->seq[reads] = seq[i];

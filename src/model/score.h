@@ -33,8 +33,8 @@ int mn_decoder_cache_capacity(const mn_model *model);
 mn_status mn_decoder_cache_open(mn_model *model, int max_seqs, mn_decoder_cache **out);
 void mn_decoder_cache_close(mn_decoder_cache *cache);
 /* Starts sequences 0..n_seqs-1 (n_seqs <= max_seqs; any earlier ones are dropped): sequence i is
- * tokens[offsets[i] .. offsets[i+1]) (1..N tokens) read with state r[i]; logits (n_seqs, V) = the
- * logits of the token after each. */
+ * tokens[offsets[i] .. offsets[i+1]) (1..N tokens) read with state r[i]; logits (n_seqs, V)
+ * (nullable) = the logits of the token after each. */
 mn_status mn_decoder_cache_start(mn_decoder_cache *cache, int n_seqs, const int32_t *tokens, const int64_t *offsets,
                                  const float *const *r, float *logits);
 /* Appends token[i] to started sequence seq[i] (ascending, each with room left: k + N rows in
