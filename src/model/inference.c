@@ -433,12 +433,30 @@ mn_status mn_logits_no_memory(mn_model *m, const int32_t *tokens, int n, float *
 }
 
 /* ---------------------------------------------------------------- batched decoder sequences */
+/* -log p of each target from the final hidden rows (n_rows, C): the head and the backend's
+ * cross-entropy op, `block` rows at a time (logits holds block x V); targets go up from
+ * targets_host, the losses come back to losses_host. */
+static mn_status head_losses(mn_model *m, const float *rows, size_t n_rows, const int32_t *targets_host,
+                             int32_t *targets, const float *ones, float *logits, size_t block, float *losses,
+                             float *losses_host) {
+    const mn_exec *ex = &m->exec;
+    const int C = m->config.d_model, V = m->config.vocab_size;
+    MN_OP(ex, upload, targets, targets_host, n_rows * sizeof(int32_t));
+    for (size_t at = 0; at < n_rows; at += block) {
+        int n = (int)(n_rows - at < block ? n_rows - at : block);
+        MN_OP(ex, lm_head_forward, logits, rows + at * C, m->dev_views.wte, n, C, V);
+        MN_OP(ex, crossentropy_forward, losses + at, logits, targets + at, ones, n, V);
+    }
+    MN_OP(ex, download, losses_host, losses, n_rows * sizeof(float));
+    return mn_exec_status(ex);
+}
+
 /* Log-probabilities of a decoded chunk's scored positions: the head and the log-softmax on
  * those rows only (a window's history and the prefixes predict nothing that is asked for). */
 static mn_status score_chunk(mn_model *m, struct mn_infer_workspace *ws, const seq_turn *seqs, int B) {
     const mn_config *c = &m->config;
     const mn_exec *ex = &m->exec;
-    const int k = c->n_slots, C = c->d_model, V = c->vocab_size, S = k + seqs[0].len;
+    const int k = c->n_slots, C = c->d_model, S = k + seqs[0].len;
     size_t rows = 0;
     for (int e = 0; e < B; e++) { /* row j - 1 of a sequence predicts its token j */
         const seq_turn *q = &seqs[e];
@@ -452,14 +470,8 @@ static mn_status score_chunk(mn_model *m, struct mn_infer_workspace *ws, const s
     }
     if (!rows)
         return mn_exec_status(ex);
-    MN_OP(ex, upload, ws->targets, ws->targets_host, rows * sizeof(int32_t));
-    for (size_t at = 0, block = (size_t)k + c->max_turn_tokens; at < rows; at += block) { /* logits: k + N rows */
-        int n = (int)(rows - at < block ? rows - at : block);
-        MN_OP(ex, lm_head_forward, ws->logits, ws->rows + at * C, m->dev_views.wte, n, C, V);
-        MN_OP(ex, crossentropy_forward, ws->losses + at, ws->logits, ws->targets + at, ws->ones, n, V);
-    }
-    MN_OP(ex, download, ws->losses_host, ws->losses, rows * sizeof(float));
-    MN_TRY(mn_exec_status(ex));
+    MN_TRY(head_losses(m, ws->rows, rows, ws->targets_host, ws->targets, ws->ones, ws->logits,
+                       (size_t)k + c->max_turn_tokens, ws->losses, ws->losses_host)); /* logits: k + N rows */
     rows = 0;
     for (int e = 0; e < B; e++)
         for (int j = seqs[e].first; j < seqs[e].len; j++)
@@ -888,7 +900,7 @@ mn_status mn_decoder_cache_score(mn_decoder_cache *dc, int n, const int *seq, co
         return mn_fail(MN_ERR_INVALID_ARG, "mn_decoder_cache_score: NULL argument or %d sequences", n);
     mn_model *m = dc->m;
     const mn_exec *ex = &m->exec;
-    const int C = m->config.d_model, V = m->config.vocab_size;
+    const int C = m->config.d_model;
     int longest = 0;
     for (int i = 0; i < n; i++) {
         if (seq[i] < 0 || seq[i] >= dc->max_seqs || dc->len[seq[i]] < 1 || lens[i] < 1 ||
@@ -919,14 +931,8 @@ mn_status mn_decoder_cache_score(mn_decoder_cache *dc, int n, const int *seq, co
     }
     if (reads)
         cache_read(dc, reads, dc->seq, n_new, dc->n_real, dc->keep);
-    MN_OP(ex, upload, dc->targets, dc->targets_host, n_rows * sizeof(int32_t));
-    for (size_t at = 0; at < n_rows; at += (size_t)dc->S) { /* the logits: S rows at a time */
-        int rows = (int)(n_rows - at < (size_t)dc->S ? n_rows - at : (size_t)dc->S);
-        MN_OP(ex, lm_head_forward, dc->logits, dc->rows + at * C, m->dev_views.wte, rows, C, V);
-        MN_OP(ex, crossentropy_forward, dc->losses + at, dc->logits, dc->targets + at, dc->ones, rows, V);
-    }
-    MN_OP(ex, download, dc->losses_host, dc->losses, n_rows * sizeof(float));
-    MN_TRY(mn_exec_status(ex));
+    MN_TRY(head_losses(m, dc->rows, n_rows, dc->targets_host, dc->targets, dc->ones, dc->logits, (size_t)dc->S,
+                       dc->losses, dc->losses_host));
     n_rows = 0;
     for (int i = 0; i < n; i++)
         for (int j = 0; j < lens[i]; j++)
