@@ -412,11 +412,12 @@ static int answer_context(int in_state, const int32_t *qt, int qlen, const int32
     return n;
 }
 
-/* mn_eval_run (choices and generation batched over probes and variants, question reads too
- * with question_in_state, the LM over blocks of turns) against memory and no_memory computed
- * one probe and one turn at a time with mn_update, mn_logits and mn_generate, in both
- * protocols, on a dialogue longer than a block with more probes than a group, several of them
- * sharing a state. */
+/* mn_eval_run (choices and generation batched over probes and variants on the decoder's cache,
+ * question reads too with question_in_state, the LM over blocks of turns, variants reading the
+ * same sequence sharing it) against memory and no_memory computed one probe and one turn at a
+ * time with mn_update, mn_logits and mn_generate, and the LM of windows and full one turn at a
+ * time, in both protocols, on a dialogue longer than a block with more probes than a group,
+ * several of them sharing a state. */
 static void test_eval_batched_equals_one_at_a_time(void **state) {
     (void)state;
     mn_tokenizer *tok = make_tokenizer(300);
@@ -456,15 +457,19 @@ static void test_eval_batched_equals_one_at_a_time(void **state) {
     for (int in_state = 1; in_state >= 0; in_state--) {
         mn_eval_options o;
         default_options(&o, m);
-        assert_int_equal(mn_eval_parse_variants(&o, "memory,no_memory", NULL, NULL, NULL), MN_OK);
+        /* and the LM of windows of 6 and 64 tokens and full, variants that often read the same
+         * sequence (every mode at the first turn, window_64 and full while the history fits) */
+        assert_int_equal(mn_eval_parse_variants(&o, "memory,no_memory,window,full", "6,64", NULL, NULL), MN_OK);
         o.question_in_state = in_state;
         mn_eval_result res;
         assert_int_equal(mn_eval_run(m, tok, &list, &o, &res), MN_OK);
         assert_int_equal(res.probes, n_probes);
         /* one at a time: R folded over the history turns of the rendered dialogue */
         memcpy(r, r0, S * sizeof *r);
-        double lm[2] = {0, 0};
-        int checked = 0;
+        double lm[5] = {0, 0, 0, 0, 0};
+        int32_t *hist = malloc((size_t)c.n_tokens * sizeof *hist);
+        assert_non_null(hist);
+        int n_hist = 0, checked = 0;
         for (int64_t t = 0; t <= c.n_turns; t++) {
             if (t < c.n_turns && (c.turn_flags[t] & (MN_TURN_QUESTION | MN_TURN_ANSWER)))
                 continue;
@@ -536,11 +541,27 @@ static void test_eval_batched_equals_one_at_a_time(void **state) {
             if (len >= 2) {
                 lm[0] -= one_log_prob_sum(m, tt, len, r, 1);
                 lm[1] -= one_log_prob_sum(m, tt, len, r0, 1);
+                const int window[3] = {6, 64, -1}; /* -1: full, only while the history fits */
+                for (int w = 0; w < 3; w++) {
+                    int shown = window[w] < 0 ? n_hist : (window[w] < n_hist ? window[w] : n_hist);
+                    if (window[w] < 0 && n_hist + len > 64)
+                        continue;
+                    shown = shown < 64 - len ? shown : 64 - len;
+                    int32_t seq[64];
+                    memcpy(seq, hist + n_hist - shown, (size_t)shown * sizeof(int32_t));
+                    memcpy(seq + shown, tt, (size_t)len * sizeof(int32_t));
+                    lm[2 + w] -= one_log_prob_sum(m, seq, shown + len, r0, shown + 1);
+                }
             }
+            memcpy(hist + n_hist, tt, (size_t)len * sizeof(int32_t));
+            n_hist += len;
             assert_int_equal(mn_update(m, tt, len, r, r), MN_OK);
         }
+        free(hist);
         assert_int_equal(checked, n_probes); /* the last two are asked after the last turn */
-        for (int v = 0; v < 2; v++)
+        assert_int_equal(res.n_variants, 5);
+        assert_true(res.variants[4].lm_turns_skipped > 0 && res.variants[4].lm_tokens > 0);
+        for (int v = 0; v < 5; v++)
             assert_true(fabs(res.variants[v].lm_loss_sum - lm[v]) < 1e-5 * (1 + fabs(lm[v])));
         assert_true(res.variants[0].lm_loss_sum != res.variants[1].lm_loss_sum);
         mn_eval_result_free(&res);

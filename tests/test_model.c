@@ -1,5 +1,6 @@
 /* Whole-model tests: the PyTorch oracle fixture, gradient flow through memory, determinism,
- * padding invariance of inference and of training (packing), and bad input. */
+ * padding invariance of inference and of training (packing), the decoder's key/value cache
+ * against the full pass, and bad input. */
 #include <dirent.h>
 #include <math.h>
 #include <omp.h>
@@ -15,6 +16,7 @@
 
 #include "core/h5util.h"
 #include "mnemo.h"
+#include "model/score.h"
 
 /* ---------------------------------------------------------------- helpers */
 static const char *fixture_path(void) {
@@ -995,6 +997,134 @@ static void test_tensor_table(void **state) {
     mn_model_free(m);
 }
 
+/* The decoder's key/value cache against the full pass, on model m: greedy generation started
+ * from several prefixes (each with its own state) and advanced together, some sequences stopping
+ * early, must pick the tokens of mn_generate (the full pass at every token), with every step's
+ * logits equal to mn_next_logits of the whole sequence to 1e-5; choices scored from forks of a
+ * started prefix equal mn_sequence_log_probs. */
+static void check_cache_against_full_pass(mn_model *m, const char *name) {
+    const mn_config *c = mn_model_config(m);
+    const int V = c->vocab_size, N = c->max_turn_tokens;
+    enum { SEQS = 5, STEPS = 12 };
+    const size_t S = mn_state_floats(m);
+    float *states = malloc(2 * S * sizeof *states), *logits = malloc((size_t)SEQS * V * sizeof *logits);
+    float *one = malloc((size_t)V * sizeof *one);
+    int32_t *tokens = malloc((size_t)SEQS * N * sizeof *tokens), *seq = malloc((size_t)SEQS * N * sizeof *seq);
+    int32_t *full = malloc((size_t)N * sizeof *full);
+    assert_true(states && logits && one && tokens && seq && full);
+    assert_int_equal(mn_initial_state(m, states), MN_OK);
+    int32_t turn[] = {5, 17, 3, 40, 9, 11};
+    assert_int_equal(mn_update(m, turn, 6, states, states + S), MN_OK);
+    int64_t offsets[SEQS + 1] = {0};
+    int len[SEQS], live[SEQS], n_live = SEQS;
+    const float *r[SEQS];
+    uint32_t x = 99;
+    for (int i = 0; i < SEQS; i++) { /* prefixes of 1 to N/2 tokens; the last fills the turn in 2 steps */
+        len[i] = i == SEQS - 1 ? N - 2 : 1 + (int)((x = x * 1664525u + 1013904223u) >> 8) % (N / 2);
+        for (int j = 0; j < len[i]; j++)
+            tokens[offsets[i] + j] = (int32_t)(((x = x * 1664525u + 1013904223u) >> 8) % (uint32_t)V);
+        offsets[i + 1] = offsets[i] + len[i];
+        memcpy(seq + (size_t)i * N, tokens + offsets[i], (size_t)len[i] * sizeof(int32_t));
+        r[i] = states + (size_t)(i % 2) * S;
+        live[i] = i;
+    }
+    mn_decoder_cache *dc = NULL;
+    assert_int_equal(mn_decoder_cache_open(m, SEQS, &dc), MN_OK);
+    assert_int_equal(mn_decoder_cache_start(dc, SEQS, tokens, offsets, r, logits), MN_OK);
+    const mn_sampling greedy = {0.0f, 0, 1.0f};
+    double worst = 0.0;
+    for (int step = 0; n_live; step++) {
+        int32_t next[SEQS];
+        int n_next = 0, still[SEQS];
+        for (int i = 0; i < n_live; i++) {
+            const int s = live[i];
+            int32_t *t = seq + (size_t)s * N;
+            assert_int_equal(mn_next_logits(m, t, len[s], r[s], one), MN_OK);
+            for (int v = 0; v < V; v++) {
+                double d = fabs((double)logits[(size_t)i * V + v] - one[v]) / (1.0 + fabs(one[v]));
+                worst = d > worst ? d : worst;
+            }
+            uint64_t rng = 1;
+            assert_int_equal(mn_sample(logits + (size_t)i * V, V, &greedy, &rng, &t[len[s]]), MN_OK);
+            len[s]++;
+            /* sequence 1 stops after 3 tokens; the long one when the turn is full */
+            if ((s != 1 || step < 2) && len[s] < N && step + 1 < STEPS) {
+                next[n_next] = t[len[s] - 1];
+                still[n_next++] = s;
+            }
+        }
+        n_live = n_next;
+        memcpy(live, still, (size_t)n_live * sizeof *live);
+        if (n_live)
+            assert_int_equal(mn_decoder_cache_append(dc, n_live, live, next, logits), MN_OK);
+    }
+    printf("%s: cached logits within %.2g of the full pass\n", name, worst);
+    assert_true(worst < 1e-5);
+    for (int i = 0; i < SEQS; i++) { /* the same tokens as mn_generate, which reads the whole sequence every token */
+        int n_out = 0;
+        uint64_t rng = 1;
+        assert_int_equal(mn_generate(m, r[i], tokens + offsets[i], (int)(offsets[i + 1] - offsets[i]), len[i], NULL,
+                                     0, &greedy, &rng, full, &n_out),
+                         MN_OK);
+        assert_int_equal(n_out, len[i]);
+        assert_memory_equal(full, seq + (size_t)i * N, (size_t)len[i] * sizeof(int32_t));
+    }
+    /* the full turn's last token still fits the cache's k + N rows; one more is refused, naming
+     * the sequence */
+    int32_t tok0 = 0;
+    int last = SEQS - 1;
+    assert_int_equal(len[last], N);
+    assert_int_equal(mn_decoder_cache_append(dc, 1, &last, seq + (size_t)last * N + N - 1, logits), MN_OK);
+    assert_int_equal(mn_decoder_cache_append(dc, 1, &last, &tok0, logits), MN_ERR_INVALID_ARG);
+    assert_non_null(strstr(mn_last_error(), "sequence 4"));
+
+    /* choices from forks of a prefix: sequences 1.. copy sequence 0 (restarted), then score */
+    enum { CHOICES = 3 };
+    const int32_t prefix[] = {7, 2, 30, 4}, choice[CHOICES][4] = {{1, 2, 3, 4}, {9}, {12, 0, 5}};
+    const int clen[CHOICES] = {4, 1, 3};
+    int64_t po[2] = {0, 4};
+    assert_int_equal(mn_decoder_cache_start(dc, 1, prefix, po, &r[1], NULL), MN_OK);
+    int src[CHOICES] = {0, 0, 0}, dst[CHOICES] = {1, 2, 3};
+    assert_int_equal(mn_decoder_cache_fork(dc, CHOICES, src, dst), MN_OK);
+    float got[CHOICES][4], *outs[CHOICES] = {got[0], got[1], got[2]};
+    const int32_t *ctok[CHOICES] = {choice[0], choice[1], choice[2]};
+    assert_int_equal(mn_decoder_cache_score(dc, CHOICES, dst, ctok, clen, outs), MN_OK);
+    int32_t whole[CHOICES * 8];
+    int64_t wo[CHOICES + 1] = {0};
+    int first[CHOICES];
+    const float *wr[CHOICES] = {r[1], r[1], r[1]};
+    for (int i = 0; i < CHOICES; i++) {
+        memcpy(whole + wo[i], prefix, sizeof prefix);
+        memcpy(whole + wo[i] + 4, choice[i], (size_t)clen[i] * sizeof(int32_t));
+        wo[i + 1] = wo[i] + 4 + clen[i];
+        first[i] = 4;
+    }
+    float want[CHOICES * 8];
+    assert_int_equal(mn_sequence_log_probs(m, CHOICES, whole, wo, wr, first, want), MN_OK);
+    for (int i = 0; i < CHOICES; i++)
+        for (int j = 0; j < clen[i]; j++)
+            assert_true(fabs(got[i][j] - want[wo[i] + 4 + j]) < 1e-5 * (1 + fabs(want[wo[i] + 4 + j])));
+    mn_decoder_cache_close(dc);
+    free(states), free(logits), free(one), free(tokens), free(seq), free(full);
+}
+
+static void test_decoder_cache_equals_full_pass(void **state) {
+    (void)state;
+    fixture fx;
+    fixture_open(&fx);
+    mn_model *m = fixture_model(&fx);
+    check_cache_against_full_pass(m, "tiny fixture");
+    mn_model_free(m);
+    fixture_close(&fx);
+    const char *dir = getenv("MNEMO_FIXTURES");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/../../data/models/recall-small.h5", dir ? dir : "tests/fixtures");
+    if (mn_model_load(path, &m) != MN_OK)
+        fail_msg("%s: %s", path, mn_last_error());
+    check_cache_against_full_pass(m, "recall-small.h5");
+    mn_model_free(m);
+}
+
 int main(void) {
     process_threads = omp_get_max_threads();
     const struct CMUnitTest tests[] = {
@@ -1012,6 +1142,7 @@ int main(void) {
         cmocka_unit_test(test_streaming_windows_equal_the_long_batch),
         cmocka_unit_test(test_streaming_r0_gradient_from_fresh_lanes),
         cmocka_unit_test(test_streaming_bad_states),
+        cmocka_unit_test(test_decoder_cache_equals_full_pass),
     };
     return cmocka_run_group_tests_name("model", tests, NULL, NULL);
 }

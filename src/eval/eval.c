@@ -363,7 +363,7 @@ typedef struct {
 #define EVAL_PROBE_GROUP 8
 #define EVAL_SLOTS (EVAL_PROBE_GROUP * MN_EVAL_MAX_VARIANTS) /* (probe, variant) pairs of a group */
 
-/* Decoder sequences gathered for one batched call (mn_sequence_log_probs / _next_logits). */
+/* Decoder sequences gathered for one batched call (mn_sequence_log_probs, the decoder cache). */
 typedef struct {
     int32_t *tokens;
     size_t tokens_cap;
@@ -419,10 +419,9 @@ static void batch_close(seq_batch *b, int len, const float *r, int first) {
     b->n++;
 }
 
-static mn_status batch_log_probs(mn_model *m, seq_batch *b) {
-    if (!b->n)
-        return MN_OK;
-    size_t need = (size_t)b->offsets[b->n];
+/* Room in b->out for a log-probability per token of b's sequences. */
+static mn_status batch_room(seq_batch *b) {
+    size_t need = b->n ? (size_t)b->offsets[b->n] : 0;
     if (need > b->out_cap) {
         float *o = realloc(b->out, need * sizeof *o);
         if (!o)
@@ -430,7 +429,7 @@ static mn_status batch_log_probs(mn_model *m, seq_batch *b) {
         b->out = o;
         b->out_cap = need;
     }
-    return mn_sequence_log_probs(m, b->n, b->tokens, b->offsets, b->states, b->first, b->out);
+    return MN_OK;
 }
 
 typedef struct {
@@ -443,7 +442,10 @@ typedef struct {
     int32_t *q_tokens;    /* (EVAL_PROBE_GROUP * 2, N): those pieces' tokens */
     int64_t q_offsets[EVAL_PROBE_GROUP * 2 + 1];
     seq_batch lm, choices, gen;
+    /* the block's LM entries, one per (piece, variant) measured: its variant, bucket and the
+     * sequence of w->lm it reads (variants that read the same sequence share one) */
     int lm_variant[EVAL_BLOCK * MN_EVAL_MAX_VARIANTS], lm_bucket[EVAL_BLOCK * MN_EVAL_MAX_VARIANTS];
+    int lm_seq[EVAL_BLOCK * MN_EVAL_MAX_VARIANTS], n_lm;
     /* the group being gathered: probes group[0 .. n_group) of the block, and a slot per
      * (probe, variant) it is scored in: the state, the decoder sequence before a choice */
     const prep_probe *group;
@@ -462,6 +464,11 @@ typedef struct {
     const prep_dialogue *pick_pd;
     int32_t *summary[MN_EVAL_MAX_VARIANTS];   /* summary: each variant's, (N) */
     int summary_len[MN_EVAL_MAX_VARIANTS];
+    mn_decoder_cache *cache;                  /* the decoder's cache for choices and generation */
+    int cache_seqs;                           /* sequences it holds: >= 1 + the most choices */
+    int *fork_src, *fork_dst, *fork_lens;     /* a chunk's choices: (EVAL_SLOTS * most choices) */
+    const int32_t **fork_tokens;
+    float **fork_out;
 } worker;
 
 /* Question tokens (all pieces) appended to seq at *n. */
@@ -648,46 +655,50 @@ static mn_status read_questions(worker *w, const prep_dialogue *pd, int64_t j0, 
     return MN_OK;
 }
 
-/* Greedy generation for the slots with room (max_tokens[s] > n_cur[s]), all of them advanced
- * together: one batched decoder call per generated token. w->prefix holds each slot's prefix
- * and receives its generation; the step time is shared among the slots by their positions. */
-static mn_status generate_slots(worker *w, int *n_cur, const int *max_tokens, int32_t eot, dialogue_acc *acc) {
+/* Greedy generation of the group's slots slot[0..B) with room (max_tokens[s] > n_cur[s]), whose
+ * prefixes are cache sequences 0..B-1 with their next-token logits in w->logits (rows 0..B-1):
+ * one batched call per generated token reads the new tokens alone. w->prefix receives each
+ * slot's generation. A call's time (start_ms: the prefixes' read) is shared among its slots by
+ * the positions it read for each. */
+static mn_status generate_chunk(worker *w, const int *slot, int B, int *n_cur, const int *max_tokens, int32_t eot,
+                                double start_ms, dialogue_acc *acc) {
     const mn_config *cfg = mn_model_config(w->model);
     const int N = cfg->max_turn_tokens, V = cfg->vocab_size;
-    int live[EVAL_SLOTS], done[EVAL_SLOTS];
-    for (int s = 0; s < w->n_slots; s++)
-        done[s] = n_cur[s] >= max_tokens[s];
+    int live[EVAL_SLOTS], row[EVAL_SLOTS], next[EVAL_SLOTS], n_live = 0;
+    int32_t tok[EVAL_SLOTS];
+    int64_t positions = 0;
+    for (int e = 0; e < B; e++)
+        if (n_cur[slot[e]] < max_tokens[slot[e]]) {
+            positions += n_cur[slot[e]];
+            row[n_live] = e;
+            live[n_live++] = e;
+        }
     const mn_sampling greedy = {0.0f, 0, 1.0f};
-    for (;;) {
-        int n_live = 0;
-        int64_t positions = 0;
-        w->gen.n = 0;
-        for (int s = 0; s < w->n_slots; s++) {
-            if (done[s])
-                continue;
-            int32_t *dst;
-            MN_TRY(batch_open(&w->gen, n_cur[s], &dst));
-            memcpy(dst, w->prefix + (size_t)s * N, (size_t)n_cur[s] * sizeof(int32_t));
-            batch_close(&w->gen, n_cur[s], w->slot_r[s], 1);
-            positions += n_cur[s];
-            live[n_live++] = s;
-        }
-        if (!n_live)
-            return MN_OK;
-        double t0 = mn_clock_s();
-        MN_TRY(mn_sequence_next_logits(w->model, n_live, w->gen.tokens, w->gen.offsets, w->gen.states, w->logits));
-        double ms = 1e3 * (mn_clock_s() - t0);
-        for (int e = 0; e < n_live; e++) {
-            int s = live[e];
-            int32_t tok;
+    double ms = start_ms;
+    while (n_live) {
+        int n_next = 0;
+        for (int i = 0; i < n_live; i++) { /* logits row row[i] is cache sequence live[i] */
+            const int s = slot[live[i]];
             uint64_t rng = 1; /* unused by greedy decoding */
-            MN_TRY(mn_sample(w->logits + (size_t)e * V, V, &greedy, &rng, &tok));
-            acc->gen_ms[w->slot_variant[s]] += ms * n_cur[s] / (double)positions;
+            MN_TRY(mn_sample(w->logits + (size_t)row[i] * V, V, &greedy, &rng, &tok[n_next]));
+            acc->gen_ms[w->slot_variant[s]] += positions ? ms * n_cur[s] / (double)positions : ms / n_live;
             acc->gen_tokens[w->slot_variant[s]]++;
-            w->prefix[(size_t)s * N + n_cur[s]++] = tok;
-            done[s] = tok == eot || n_cur[s] >= max_tokens[s];
+            w->prefix[(size_t)s * N + n_cur[s]++] = tok[n_next];
+            if (tok[n_next] != eot && n_cur[s] < max_tokens[s])
+                next[n_next++] = live[i];
         }
+        n_live = n_next;
+        memcpy(live, next, (size_t)n_live * sizeof *live);
+        if (!n_live)
+            break;
+        for (int i = 0; i < n_live; i++)
+            row[i] = i;
+        positions = 0; /* a step reads one position of each */
+        double t0 = mn_clock_s();
+        MN_TRY(mn_decoder_cache_append(w->cache, n_live, live, tok, w->logits));
+        ms = 1e3 * (mn_clock_s() - t0);
     }
+    return MN_OK;
 }
 
 /* Adds probe p, asked before history piece j0 + jb, to the group: a slot per variant it is
@@ -765,11 +776,14 @@ static mn_status group_score(worker *w, const mn_eval_options *o, const prep_dia
     }
     if (from_state || from_r0)
         MN_TRY(read_questions(w, pd, j0, from_state, from_r0));
+    /* every choice as the sequence prefix + choice (the layout mn_choice_scores reads) */
     w->choices.n = 0;
+    int most = 1;
     for (int s = 0; s < w->n_slots; s++) {
         const prep_probe *p = &probes[w->slot_probe[s]];
         const int32_t *pre = w->prefix + (size_t)s * N;
         const int np = w->slot_prefix[s];
+        most = p->n_choices > most ? p->n_choices : most;
         for (int c = 0; c < p->n_choices; c++) {
             int32_t *dst;
             MN_TRY(batch_open(&w->choices, np + p->choice_lens[c], &dst));
@@ -778,24 +792,61 @@ static mn_status group_score(worker *w, const mn_eval_options *o, const prep_dia
             batch_close(&w->choices, np + p->choice_lens[c], w->slot_r[s], np);
         }
     }
-    MN_TRY(batch_log_probs(w->model, &w->choices));
+    MN_TRY(batch_room(&w->choices));
     int n_cur[EVAL_SLOTS], max_tokens[EVAL_SLOTS];
+    for (int s = 0; s < w->n_slots; s++) {
+        const prep_probe *p = &probes[w->slot_probe[s]];
+        const int np = w->slot_prefix[s];
+        int budget = p->gold_len + 8 < o->max_gen_tokens ? p->gold_len + 8 : o->max_gen_tokens;
+        n_cur[s] = np;
+        max_tokens[s] = o->generate ? (np + budget < N ? np + budget : N) : np;
+    }
+    /* on the decoder's cache, a chunk of slots at a time: each prefix read once, its choices read
+     * from copies of it, its generation going on from it */
+    const int per_chunk = w->cache_seqs / (1 + most);
+    for (int s0 = 0, c0 = 0; s0 < w->n_slots; s0 += per_chunk) {
+        const int B = w->n_slots - s0 < per_chunk ? w->n_slots - s0 : per_chunk;
+        int slot[EVAL_SLOTS], n_forks = 0;
+        w->gen.n = 0;
+        for (int e = 0; e < B; e++) {
+            const int s = slot[e] = s0 + e, np = w->slot_prefix[s];
+            int32_t *dst;
+            MN_TRY(batch_open(&w->gen, np, &dst));
+            memcpy(dst, w->prefix + (size_t)s * N, (size_t)np * sizeof(int32_t));
+            batch_close(&w->gen, np, w->slot_r[s], 1);
+        }
+        double t0 = mn_clock_s();
+        MN_TRY(mn_decoder_cache_start(w->cache, B, w->gen.tokens, w->gen.offsets, w->gen.states,
+                                      o->generate ? w->logits : NULL));
+        double start_ms = 1e3 * (mn_clock_s() - t0);
+        for (int e = 0; e < B; e++) {
+            const prep_probe *p = &probes[w->slot_probe[slot[e]]];
+            for (int c = 0; c < p->n_choices; c++, c0++, n_forks++) {
+                const int64_t at = w->choices.offsets[c0] + w->choices.first[c0];
+                w->fork_src[n_forks] = e;
+                w->fork_dst[n_forks] = B + n_forks;
+                w->fork_tokens[n_forks] = w->choices.tokens + at;
+                w->fork_lens[n_forks] = (int)(w->choices.offsets[c0 + 1] - at);
+                w->fork_out[n_forks] = w->choices.out + at;
+            }
+        }
+        MN_TRY(mn_decoder_cache_fork(w->cache, n_forks, w->fork_src, w->fork_dst));
+        MN_TRY(mn_decoder_cache_score(w->cache, n_forks, w->fork_dst, w->fork_tokens, w->fork_lens, w->fork_out));
+        if (o->generate)
+            MN_TRY(generate_chunk(w, slot, B, n_cur, max_tokens, eot, start_ms, acc));
+    }
     for (int s = 0, c0 = 0; s < w->n_slots; s++) {
         const prep_probe *p = &probes[w->slot_probe[s]];
         mn_eval_probe_result *pr = &res[p->result];
-        const int v = w->slot_variant[s], np = w->slot_prefix[s];
+        const int v = w->slot_variant[s];
         int best = mn_choice_scores(w->choices.out, w->choices.offsets + c0, w->choices.first + c0, p->n_choices,
                                     w->scores);
         c0 += p->n_choices;
         pr->scored[v] = 1;
         pr->best[v] = best;
         pr->gold_ll[v] = w->scores[p->answer];
-        int budget = p->gold_len + 8 < o->max_gen_tokens ? p->gold_len + 8 : o->max_gen_tokens;
-        n_cur[s] = np;
-        max_tokens[s] = o->generate ? (np + budget < N ? np + budget : N) : np;
     }
     if (o->generate) {
-        MN_TRY(generate_slots(w, n_cur, max_tokens, eot, acc));
         for (int s = 0; s < w->n_slots; s++) {
             const int np = w->slot_prefix[s];
             if (max_tokens[s] <= np)
@@ -829,6 +880,7 @@ static mn_status lm_add(worker *w, const mn_eval_options *o, const prep_dialogue
     if (n < 2)
         return MN_OK;
     const int64_t hist_avail = pd->hist_start[j];
+    const int q0 = w->lm.n; /* this piece's sequences */
     for (int v = 0; v < o->n_variants; v++) {
         const mn_eval_variant_spec *spec = &o->variants[v];
         if (spec->mode == MN_EVAL_RETRIEVAL) {
@@ -849,13 +901,26 @@ static mn_status lm_add(worker *w, const mn_eval_options *o, const prep_dialogue
             }
             shown = (int)(want < N - n ? want : N - n);
         }
+        const float *r = spec->mode == MN_EVAL_MEMORY ? w->block_states + (size_t)jb * S : w->r0;
+        w->lm_variant[w->n_lm] = v;
+        w->lm_bucket[w->n_lm] = mn_eval_bucket(j + 1, MN_EVAL_INDEX_BUCKETS);
+        /* a variant that reads what another already reads (the first turn in every mode, a
+         * window that holds the whole history) shares its sequence */
+        int same = -1;
+        for (int q = q0; q < w->lm.n && same < 0; q++)
+            if (w->lm.offsets[q + 1] - w->lm.offsets[q] == shown + n &&
+                !memcmp(w->lm.tokens + w->lm.offsets[q], end - shown, (size_t)shown * sizeof(int32_t)) &&
+                (w->lm.states[q] == r || !memcmp(w->lm.states[q], r, S * sizeof(float))))
+                same = q; /* the piece's tokens follow in both */
+        if (same >= 0) {
+            w->lm_seq[w->n_lm++] = same;
+            continue;
+        }
         int32_t *seq;
         MN_TRY(batch_open(&w->lm, shown + n, &seq));
         memcpy(seq, end - shown, (size_t)shown * sizeof(int32_t));
         memcpy(seq + shown, toks, (size_t)n * sizeof(int32_t));
-        w->lm_variant[w->lm.n] = v;
-        w->lm_bucket[w->lm.n] = mn_eval_bucket(j + 1, MN_EVAL_INDEX_BUCKETS);
-        const float *r = spec->mode == MN_EVAL_MEMORY ? w->block_states + (size_t)jb * S : w->r0;
+        w->lm_seq[w->n_lm++] = w->lm.n;
         batch_close(&w->lm, shown + n, r, shown + 1); /* the turn's tokens after its first */
     }
     return MN_OK;
@@ -865,11 +930,14 @@ static mn_status lm_add(worker *w, const mn_eval_options *o, const prep_dialogue
  * sequences by their positions. Empties w->lm. */
 static mn_status lm_score(worker *w, dialogue_acc *acc) {
     double t0 = mn_clock_s();
-    MN_TRY(batch_log_probs(w->model, &w->lm));
+    MN_TRY(batch_room(&w->lm));
+    if (w->lm.n)
+        MN_TRY(mn_sequence_log_probs(w->model, w->lm.n, w->lm.tokens, w->lm.offsets, w->lm.states, w->lm.first,
+                                     w->lm.out));
     double ms = 1e3 * (mn_clock_s() - t0);
     const int64_t positions = w->lm.n ? w->lm.offsets[w->lm.n] : 0;
-    for (int q = 0; q < w->lm.n; q++) {
-        int v = w->lm_variant[q], ib = w->lm_bucket[q];
+    for (int e = 0; e < w->n_lm; e++) {
+        int v = w->lm_variant[e], ib = w->lm_bucket[e], q = w->lm_seq[e];
         int64_t len = w->lm.offsets[q + 1] - w->lm.offsets[q];
         acc->fwd_ms[v][ib] += ms * (double)len / (double)positions;
         acc->fwd_n[v][ib]++;
@@ -879,7 +947,7 @@ static mn_status lm_score(worker *w, dialogue_acc *acc) {
         acc->lm_loss[v][ib] += loss;
         acc->lm_tokens[v][ib] += len - w->lm.first[q];
     }
-    w->lm.n = 0;
+    w->lm.n = w->n_lm = 0;
     return MN_OK;
 }
 
@@ -900,7 +968,7 @@ static mn_status walk(worker *w, const mn_eval_options *o, const prep_dialogue *
     w->ix = NULL;
     if (retrieval)
         MN_TRY(mn_eval_index_open(&w->ix));
-    w->lm.n = w->n_group = w->n_slots = 0;
+    w->lm.n = w->n_lm = w->n_group = w->n_slots = 0;
     int pi = 0, next_turn = 0;
     /* positions j = 0..n_hist: R before history piece j (after it for j = n_hist) */
     for (int64_t j0 = 0; j0 <= pd->n_hist; j0 += EVAL_BLOCK) {
@@ -946,10 +1014,12 @@ static mn_status walk(worker *w, const mn_eval_options *o, const prep_dialogue *
 }
 
 static void worker_free(worker *w) {
+    mn_decoder_cache_close(w->cache);
     mn_model_free(w->model);
     free(w->r0), free(w->r), free(w->block_states), free(w->rq), free(w->rq_tmp), free(w->q_tokens);
     free(w->prefix), free(w->logits), free(w->scores), free(w->seq), free(w->rewrite);
     free(w->hist), free(w->pick_turn), free(w->pick_len);
+    free(w->fork_src), free(w->fork_dst), free(w->fork_lens), free(w->fork_tokens), free(w->fork_out);
     for (int v = 0; v < MN_EVAL_MAX_VARIANTS; v++)
         free(w->summary[v]);
     mn_eval_index_free(w->ix);
@@ -996,7 +1066,22 @@ static mn_status worker_init(worker *w, mn_model *src, const mn_backend *backend
         worker_free(w);
         return mn_fail(MN_ERR_NOMEM, "eval: out of memory for a worker");
     }
-    st = mn_initial_state(w->model, w->r0);
+    /* a whole group's slots and their choices, within the cache's budget, at least one slot's */
+    int cap = mn_decoder_cache_capacity(w->model), want = EVAL_SLOTS * (1 + max_choices);
+    w->cache_seqs = cap < want ? cap : want;
+    if (w->cache_seqs < 1 + max_choices)
+        w->cache_seqs = 1 + max_choices;
+    size_t forks = (size_t)w->cache_seqs; /* a chunk's copies, one per choice */
+    w->fork_src = malloc(forks * sizeof(int)), w->fork_dst = malloc(forks * sizeof(int));
+    w->fork_lens = malloc(forks * sizeof(int));
+    w->fork_tokens = malloc(forks * sizeof *w->fork_tokens), w->fork_out = malloc(forks * sizeof *w->fork_out);
+    if (!w->fork_src || !w->fork_dst || !w->fork_lens || !w->fork_tokens || !w->fork_out) {
+        worker_free(w);
+        return mn_fail(MN_ERR_NOMEM, "eval: out of memory for a worker");
+    }
+    st = mn_decoder_cache_open(w->model, w->cache_seqs, &w->cache);
+    if (st == MN_OK)
+        st = mn_initial_state(w->model, w->r0);
     if (st != MN_OK)
         worker_free(w);
     return st;

@@ -442,12 +442,30 @@ mn_status mn_logits_no_memory(mn_model *m, const int32_t *tokens, int n, float *
 }
 
 /* ---------------------------------------------------------------- batched decoder sequences */
+/* -log p of each target from the final hidden rows (n_rows, C): the head and the backend's
+ * cross-entropy op, `block` rows at a time (logits holds block x V); targets go up from
+ * targets_host, the losses come back to losses_host. */
+static mn_status head_losses(mn_model *m, const float *rows, size_t n_rows, const int32_t *targets_host,
+                             int32_t *targets, const float *ones, float *logits, size_t block, float *losses,
+                             float *losses_host) {
+    const mn_exec *ex = &m->exec;
+    const int C = m->config.d_model, V = m->config.vocab_size;
+    MN_OP(ex, upload, targets, targets_host, n_rows * sizeof(int32_t));
+    for (size_t at = 0; at < n_rows; at += block) {
+        int n = (int)(n_rows - at < block ? n_rows - at : block);
+        MN_OP(ex, lm_head_forward, logits, rows + at * C, m->dev_views.wte, n, C, V);
+        MN_OP(ex, crossentropy_forward, losses + at, logits, targets + at, ones, n, V);
+    }
+    MN_OP(ex, download, losses_host, losses, n_rows * sizeof(float));
+    return mn_exec_status(ex);
+}
+
 /* Log-probabilities of a decoded chunk's scored positions: the head and the log-softmax on
  * those rows only (a window's history and the prefixes predict nothing that is asked for). */
 static mn_status score_chunk(mn_model *m, struct mn_infer_workspace *ws, const mn_seq_turn *seqs, int B) {
     const mn_config *c = &m->config;
     const mn_exec *ex = &m->exec;
-    const int k = c->n_slots, C = c->d_model, V = c->vocab_size, S = k + seqs[0].len;
+    const int k = c->n_slots, C = c->d_model, S = k + seqs[0].len;
     size_t rows = 0;
     for (int e = 0; e < B; e++) { /* row j - 1 of a sequence predicts its token j */
         const mn_seq_turn *q = &seqs[e];
@@ -461,14 +479,8 @@ static mn_status score_chunk(mn_model *m, struct mn_infer_workspace *ws, const m
     }
     if (!rows)
         return mn_exec_status(ex);
-    MN_OP(ex, upload, ws->targets, ws->targets_host, rows * sizeof(int32_t));
-    for (size_t at = 0, block = (size_t)k + c->max_turn_tokens; at < rows; at += block) { /* logits: k + N rows */
-        int n = (int)(rows - at < block ? rows - at : block);
-        MN_OP(ex, lm_head_forward, ws->logits, ws->rows + at * C, m->dev_views.wte, n, C, V);
-        MN_OP(ex, crossentropy_forward, ws->losses + at, ws->logits, ws->targets + at, ws->ones, n, V);
-    }
-    MN_OP(ex, download, ws->losses_host, ws->losses, rows * sizeof(float));
-    MN_TRY(mn_exec_status(ex));
+    MN_TRY(head_losses(m, ws->rows, rows, ws->targets_host, ws->targets, ws->ones, ws->logits,
+                       (size_t)k + c->max_turn_tokens, ws->losses, ws->losses_host)); /* logits: k + N rows */
     rows = 0;
     for (int e = 0; e < B; e++)
         for (int j = seqs[e].first; j < seqs[e].len; j++)
@@ -562,4 +574,377 @@ mn_status mn_sequence_next_logits(mn_model *m, int n_seqs, const int32_t *tokens
     mn_status st = run_sequences(m, seqs, n_seqs, tokens, offsets, r, "mn_sequence_next_logits", 1);
     free(seqs);
     return st;
+}
+
+/* ---------------------------------------------------------------- decoding with a key/value cache */
+/* Greedy generation reads one new token per step; the cache keeps, per layer and sequence, the
+ * q | k | v rows of every position read so far, so a step runs the blocks on the new row alone
+ * and the attention reads the cached keys and values (the backend's attention op, over the
+ * sequence's rows; only the new row's output is used). The same ops in the same order as the
+ * full pass of decoder_hidden, so the logits agree with it to float rounding. */
+struct mn_decoder_cache {
+    mn_model *m;
+    int max_seqs, S;      /* sequences held, rows each (k + N) */
+    int all_rows;         /* max_seqs * S: the rows of a read or a score over every sequence */
+    int max_rows;         /* rows the blocks run on at once (a read runs in groups of sequences) */
+    int *len;             /* (max_seqs) host: rows read so far (slots included) */
+    float *kv;            /* (n_layers, max_seqs, S, 3C) */
+    /* scratch of one group's read, (max_rows) rows: */
+    float *x, *ln, *qkv, *y, *tmp, *res2, *fch, *fch_gelu, *mean, *rstd;
+    float *att, *att_out; /* one sequence's attention: (H, S, S), (S, C) */
+    float *memory;        /* (max_seqs, k, C) */
+    float *last;          /* (max_seqs, C): the final hidden state of each sequence's last row */
+    float *rows;          /* (all_rows, C): the rows the head reads when scoring */
+    float *logits;        /* (S, V): the head's rows of one block */
+    float *ones, *losses; /* (all_rows): cross-entropy weights (all 1), -log p */
+    int32_t *targets;     /* (all_rows) */
+    int32_t *ints;        /* ids (max_rows) | valid (max_seqs) */
+    int32_t *ints_host;   /* ids (all_rows) | valid (max_seqs) */
+    float *r_host;        /* (max_seqs, k, C) */
+    int *seq, *n_real;    /* (max_seqs) host: a read's sequences and real rows */
+    size_t *keep;         /* (max_seqs) host: where a score's read keeps each sequence's rows */
+    /* one group of a read (host): its sequences, real rows, memory rows, kept rows, ids */
+    int *order;           /* (2 max_seqs): {rows, index} sorted */
+    int *g_seq, *g_real, *g_mem;
+    size_t *g_keep;
+    int32_t *g_ids;       /* (max_rows) */
+    int32_t *targets_host; /* (all_rows) */
+    float *losses_host;   /* (all_rows) */
+};
+
+/* Floats one cached sequence takes (its rows, scoring's rows, its memory and last row), for the
+ * capacity's memory budget; the blocks' scratch is bounded apart (MN_BATCH_POSITIONS_*). */
+static size_t cache_floats_per_seq(const mn_config *c) {
+    size_t S = (size_t)c->n_slots + (size_t)c->max_turn_tokens, C = (size_t)c->d_model;
+    return (size_t)c->n_layers * S * 3 * C + S * (C + 5) + (size_t)c->n_slots * C + C;
+}
+
+/* Memory of one cache: 64 MiB of floats on the CPU (the demo holds ~400 sequences), 1 GiB on a GPU. */
+#define MN_CACHE_FLOATS_CPU ((size_t)1 << 24)
+#define MN_CACHE_FLOATS_CUDA ((size_t)1 << 28)
+
+int mn_decoder_cache_capacity(const mn_model *m) {
+    size_t budget = m->exec.be->device == MN_DEVICE_CPU ? MN_CACHE_FLOATS_CPU : MN_CACHE_FLOATS_CUDA;
+    size_t n = budget / cache_floats_per_seq(&m->config);
+    return n < 1 ? 1 : n > 4096 ? 4096 : (int)n;
+}
+
+void mn_decoder_cache_close(mn_decoder_cache *dc) {
+    if (!dc)
+        return;
+    const mn_exec *ex = &dc->m->exec;
+    float *dev[] = {dc->kv,   dc->x,     dc->ln,      dc->qkv,    dc->y,    dc->tmp,  dc->res2,  dc->fch,
+                    dc->fch_gelu, dc->mean, dc->rstd, dc->att, dc->att_out, dc->memory, dc->last, dc->rows, dc->logits,
+                    dc->ones, dc->losses};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
+        mn_exec_release(ex, dev[i]);
+    mn_exec_release(ex, dc->ints);
+    mn_exec_release(ex, dc->targets);
+    free(dc->len), free(dc->ints_host), free(dc->r_host), free(dc->seq), free(dc->n_real), free(dc->keep);
+    free(dc->order), free(dc->g_seq), free(dc->g_real), free(dc->g_mem), free(dc->g_keep), free(dc->g_ids);
+    free(dc->targets_host), free(dc->losses_host);
+    free(dc);
+}
+
+mn_status mn_decoder_cache_open(mn_model *m, int max_seqs, mn_decoder_cache **out) {
+    if (!m || !out || max_seqs < 1)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_decoder_cache_open: model or out is NULL, or max_seqs = %d < 1",
+                       max_seqs);
+    *out = NULL;
+    const mn_config *c = &m->config;
+    const mn_exec *ex = &m->exec;
+    mn_decoder_cache *dc = calloc(1, sizeof *dc);
+    if (!dc)
+        return mn_fail(MN_ERR_NOMEM, "out of memory for a decoder cache");
+    dc->m = m;
+    dc->max_seqs = max_seqs;
+    dc->S = c->n_slots + c->max_turn_tokens;
+    dc->all_rows = max_seqs * dc->S;
+    int positions = m->exec.be->device == MN_DEVICE_CPU ? MN_BATCH_POSITIONS_CPU : MN_BATCH_POSITIONS_CUDA;
+    dc->max_rows = dc->all_rows < positions ? dc->all_rows : positions > dc->S ? positions : dc->S;
+    const size_t R = (size_t)dc->max_rows, C = (size_t)c->d_model, S = (size_t)dc->S, B = (size_t)max_seqs;
+    const size_t A = (size_t)dc->all_rows;
+    const size_t kC = (size_t)c->n_slots * C;
+    struct {
+        float **p;
+        size_t n;
+    } bufs[] = {{&dc->kv, (size_t)c->n_layers * B * S * 3 * C},
+                {&dc->x, R * C},
+                {&dc->ln, R * C},
+                {&dc->qkv, R * 3 * C},
+                {&dc->y, R * C},
+                {&dc->tmp, R * C},
+                {&dc->res2, R * C},
+                {&dc->fch, R * 4 * C},
+                {&dc->fch_gelu, R * 4 * C},
+                {&dc->mean, R},
+                {&dc->rstd, R},
+                {&dc->att, (size_t)c->n_heads * S * S},
+                {&dc->att_out, S * C},
+                {&dc->memory, B * kC},
+                {&dc->last, B * C},
+                {&dc->rows, A * C},
+                {&dc->logits, S * (size_t)c->vocab_size},
+                {&dc->ones, A},
+                {&dc->losses, A}};
+    mn_status st = MN_OK;
+    for (size_t i = 0; st == MN_OK && i < sizeof bufs / sizeof bufs[0]; i++)
+        st = mn_exec_alloc(ex, bufs[i].n * sizeof(float), (void **)bufs[i].p);
+    if (st == MN_OK)
+        st = mn_exec_alloc(ex, (R + B) * sizeof(int32_t), (void **)&dc->ints);
+    if (st == MN_OK)
+        st = mn_exec_alloc(ex, A * sizeof(int32_t), (void **)&dc->targets);
+    dc->targets_host = malloc(A * sizeof(int32_t));
+    dc->losses_host = malloc(A * sizeof(float));
+    if (st == MN_OK && dc->losses_host) {
+        for (size_t i = 0; i < A; i++)
+            dc->losses_host[i] = 1.0f;
+        MN_OP(ex, upload, dc->ones, dc->losses_host, A * sizeof(float));
+    }
+    dc->len = calloc(B, sizeof *dc->len);
+    dc->ints_host = malloc((A + B) * sizeof(int32_t));
+    dc->r_host = malloc(B * kC * sizeof(float));
+    dc->seq = malloc(B * sizeof(int)), dc->n_real = malloc(B * sizeof(int)), dc->keep = malloc(B * sizeof(size_t));
+    dc->order = malloc(2 * B * sizeof(int));
+    dc->g_seq = malloc(B * sizeof(int)), dc->g_real = malloc(B * sizeof(int)), dc->g_mem = malloc(B * sizeof(int));
+    dc->g_keep = malloc(B * sizeof(size_t));
+    dc->g_ids = malloc(R * sizeof(int32_t));
+    if (st == MN_OK && (!dc->len || !dc->ints_host || !dc->r_host || !dc->seq || !dc->n_real || !dc->keep ||
+                        !dc->targets_host || !dc->losses_host || !dc->order || !dc->g_seq || !dc->g_real ||
+                        !dc->g_mem || !dc->g_keep || !dc->g_ids))
+        st = mn_fail(MN_ERR_NOMEM, "out of memory for a decoder cache");
+    if (st != MN_OK) {
+        mn_decoder_cache_close(dc);
+        return mn_fail_context(st, "decoder cache of %d sequences on the %s", max_seqs, ex->be->name);
+    }
+    *out = dc;
+    return MN_OK;
+}
+
+/* Reads n new rows into each of sequences seq[0..nb) (n_real[b] <= n of them real, the rest
+ * padding), at rows len[seq[b]] on; ids (nb, n) (host) are their tokens, -1 at the slot rows,
+ * whose values come from dc->memory's sequence mem[b] (sequences read from row 0 only). nb * n
+ * <= max_rows. Advances len by n_real and keeps each sequence's last hidden row; with keep, the
+ * final hidden states of sequence b's real rows go to dc->rows from row keep[b] on. */
+static void cache_read_group(mn_decoder_cache *dc, int nb, const int *seq, int n, const int *n_real,
+                             const int32_t *ids, const int *mem, const size_t *keep) {
+    mn_model *m = dc->m;
+    const mn_config *c = &m->config;
+    const mn_exec *ex = &m->exec;
+    const mn_stack_views *p = &m->dev_views.decoder;
+    const int C = c->d_model, H = c->n_heads, k = c->n_slots, S = dc->S, N = nb * n;
+    const size_t kC = (size_t)k * C, slab = (size_t)S * 3 * C, layer = (size_t)dc->max_seqs * slab;
+    int32_t *valid = dc->ints_host + dc->all_rows;
+    for (int b = 0; b < nb; b++)
+        valid[b] = dc->len[seq[b]] + n_real[b];
+    MN_OP(ex, upload, dc->ints, ids, (size_t)N * sizeof(int32_t));
+    MN_OP(ex, upload, dc->ints + dc->max_rows, valid, (size_t)nb * sizeof(int32_t));
+    // x = wte[ids] (the slot rows: the memory) + wpe at each row's position
+    for (int b = 0; b < nb; b++)
+        if (dc->len[seq[b]] == 0 && k > 0)
+            MN_OP(ex, copy_rows, dc->x + (size_t)b * n * C, kC, dc->memory + (size_t)mem[b] * kC, kC, 1, kC);
+    MN_OP(ex, embedding_forward, dc->x, dc->ints, m->dev_views.wte, N, C);
+    for (int b = 0; b < nb; b++) {
+        int at = dc->len[seq[b]], rows = n < S - at ? n : S - at; /* padding past the table reads no position */
+        MN_OP(ex, add_rows, dc->x + (size_t)b * n * C, (size_t)C, p->wpe + (size_t)at * C, (size_t)C, (size_t)rows,
+              (size_t)C);
+    }
+    for (int l = 0; l < p->n_layers; l++) {
+        const mn_block_views *w = &p->blocks[l];
+        float *kv = dc->kv + (size_t)l * layer;
+        MN_OP(ex, layernorm_forward, dc->ln, dc->mean, dc->rstd, dc->x, w->ln1_w, w->ln1_b, N, C);
+        MN_OP(ex, linear_forward, dc->qkv, dc->ln, w->attn_w, w->attn_b, N, C, 3 * C);
+        for (int b = 0; b < nb; b++) { /* the new rows join the cache; each attends to its sequence's rows */
+            int at = dc->len[seq[b]], rows = n < S - at ? n : S - at;
+            float *own = kv + (size_t)seq[b] * slab;
+            MN_OP(ex, copy_rows, own + (size_t)at * 3 * C, (size_t)3 * C, dc->qkv + (size_t)b * n * 3 * C,
+                  (size_t)3 * C, (size_t)rows, (size_t)3 * C);
+            /* one sequence: its rows need no stride of S, so the op sees only the rows read */
+            MN_OP(ex, attention_forward, dc->att_out, dc->att, own, dc->ints + dc->max_rows + b, 1, valid[b], C, H, 1);
+            MN_OP(ex, copy_rows, dc->y + (size_t)b * n * C, (size_t)C, dc->att_out + (size_t)at * C, (size_t)C,
+                  (size_t)rows, (size_t)C);
+        }
+        MN_OP(ex, linear_forward, dc->tmp, dc->y, w->attn_proj_w, w->attn_proj_b, N, C, C);
+        MN_OP(ex, residual_forward, dc->res2, dc->x, dc->tmp, (size_t)N * C);
+        MN_OP(ex, layernorm_forward, dc->ln, dc->mean, dc->rstd, dc->res2, w->ln2_w, w->ln2_b, N, C);
+        MN_OP(ex, linear_forward, dc->fch, dc->ln, w->fc_w, w->fc_b, N, C, 4 * C);
+        MN_OP(ex, gelu_forward, dc->fch_gelu, dc->fch, (size_t)N * 4 * C);
+        MN_OP(ex, linear_forward, dc->tmp, dc->fch_gelu, w->fc_proj_w, w->fc_proj_b, N, 4 * C, C);
+        MN_OP(ex, residual_forward, dc->x, dc->res2, dc->tmp, (size_t)N * C);
+    }
+    MN_OP(ex, layernorm_forward, dc->ln, dc->mean, dc->rstd, dc->x, p->lnf_w, p->lnf_b, N, C);
+    for (int b = 0; b < nb; b++) {
+        dc->len[seq[b]] += n_real[b];
+        MN_OP(ex, copy_rows, dc->last + (size_t)seq[b] * C, (size_t)C, dc->ln + ((size_t)b * n + n_real[b] - 1) * C,
+              (size_t)C, 1, (size_t)C);
+        if (keep)
+            MN_OP(ex, copy_rows, dc->rows + keep[b] * C, (size_t)C, dc->ln + (size_t)b * n * C, (size_t)C,
+                  (size_t)n_real[b], (size_t)C);
+    }
+}
+
+/* Longest first, then by index: groups of similar lengths pad little, in a fixed order. */
+static int by_read_length(const void *pa, const void *pb) {
+    const int *a = pa, *b = pb; /* {rows, index} */
+    if (a[0] != b[0])
+        return a[0] < b[0] ? 1 : -1;
+    return (a[1] > b[1]) - (a[1] < b[1]);
+}
+
+/* cache_read_group over any number of sequences, in groups of similar lengths (each padded to
+ * its longest, at most max_rows rows): ids are dc->ints_host (nb, n), sequence b's memory is
+ * dc->memory's row b; keep (nullable) as for cache_read_group, per b. */
+static void cache_read(mn_decoder_cache *dc, int nb, const int *seq, int n, const int *n_real, const size_t *keep) {
+    int *order = dc->order; /* {rows, index} pairs */
+    for (int b = 0; b < nb; b++)
+        order[2 * b] = n_real[b], order[2 * b + 1] = b;
+    qsort(order, (size_t)nb, 2 * sizeof *order, by_read_length);
+    for (int g = 0; g < nb;) {
+        const int L = order[2 * g] > 0 ? order[2 * g] : 1, room = dc->max_rows / L;
+        const int cnt = nb - g < room ? nb - g : room > 0 ? room : 1;
+        for (int i = 0; i < cnt; i++) {
+            const int b = order[2 * (g + i) + 1];
+            dc->g_seq[i] = seq[b];
+            dc->g_real[i] = n_real[b];
+            dc->g_mem[i] = b;
+            dc->g_keep[i] = keep ? keep[b] : 0;
+            memcpy(dc->g_ids + (size_t)i * L, dc->ints_host + (size_t)b * n, (size_t)L * sizeof(int32_t));
+        }
+        cache_read_group(dc, cnt, dc->g_seq, L, dc->g_real, dc->g_ids, dc->g_mem, keep ? dc->g_keep : NULL);
+        g += cnt;
+    }
+}
+
+/* logits (nb, V) on the host: the head on the last rows of sequences seq[0..nb), in blocks of
+ * S rows. */
+static mn_status cache_logits(mn_decoder_cache *dc, int nb, const int *seq, float *logits) {
+    const mn_exec *ex = &dc->m->exec;
+    const int C = dc->m->config.d_model, V = dc->m->config.vocab_size;
+    for (int b = 0; b < nb; b++)
+        MN_OP(ex, copy_rows, dc->y + (size_t)b * C, (size_t)C, dc->last + (size_t)seq[b] * C, (size_t)C, 1,
+              (size_t)C);
+    for (int at = 0; at < nb; at += dc->S) {
+        int n = nb - at < dc->S ? nb - at : dc->S;
+        MN_OP(ex, lm_head_forward, dc->logits, dc->y + (size_t)at * C, dc->m->dev_views.wte, n, C, V);
+        MN_OP(ex, download, logits + (size_t)at * V, dc->logits, (size_t)n * V * sizeof(float));
+    }
+    return mn_exec_status(ex);
+}
+
+mn_status mn_decoder_cache_start(mn_decoder_cache *dc, int n_seqs, const int32_t *tokens, const int64_t *offsets,
+                                 const float *const *r, float *logits) {
+    if (!dc || n_seqs < 1 || n_seqs > (dc ? dc->max_seqs : 0) || !tokens || !offsets || !r)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_decoder_cache_start: NULL argument or %d sequences (1..%d)", n_seqs,
+                       dc ? dc->max_seqs : 0);
+    mn_model *m = dc->m;
+    const int k = m->config.n_slots, S = dc->S;
+    const size_t kC = (size_t)k * m->config.d_model;
+    int longest = 0;
+    for (int i = 0; i < n_seqs; i++) {
+        int64_t len = offsets[i + 1] - offsets[i];
+        if (offsets[i] < 0 || len < 1 || len > m->config.max_turn_tokens)
+            return mn_fail(MN_ERR_INVALID_ARG, "mn_decoder_cache_start: sequence %d has %lld tokens; want 1..%d", i,
+                           (long long)len, m->config.max_turn_tokens);
+        mn_status st = check_turn(m, tokens + offsets[i], (int)len, r[i], "mn_decoder_cache_start");
+        if (st != MN_OK)
+            return mn_fail_context(st, "sequence %d", i);
+        longest = len > longest ? (int)len : longest;
+    }
+    const int n = k + longest;
+    for (int i = 0; i < n_seqs; i++) {
+        int len = (int)(offsets[i + 1] - offsets[i]);
+        mn_turn_ids(k, tokens + offsets[i], len, longest, dc->ints_host + (size_t)i * n, NULL);
+        memcpy(dc->r_host + (size_t)i * kC, r[i], kC * sizeof(float));
+        dc->seq[i] = i;
+        dc->n_real[i] = k + len;
+        dc->len[i] = 0;
+    }
+    for (int i = n_seqs; i < dc->max_seqs; i++)
+        dc->len[i] = S; /* not started: full, refuses appends */
+    MN_OP(&m->exec, upload, dc->memory, dc->r_host, (size_t)n_seqs * kC * sizeof(float));
+    cache_read(dc, n_seqs, dc->seq, n, dc->n_real, NULL);
+    return logits ? cache_logits(dc, n_seqs, dc->seq, logits) : mn_exec_status(&m->exec);
+}
+
+mn_status mn_decoder_cache_append(mn_decoder_cache *dc, int n, const int *seq, const int32_t *token, float *logits) {
+    if (!dc || n < 1 || n > (dc ? dc->max_seqs : 0) || !seq || !token || !logits)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_decoder_cache_append: NULL argument or %d sequences", n);
+    for (int i = 0; i < n; i++) {
+        if (seq[i] < 0 || seq[i] >= dc->max_seqs || dc->len[seq[i]] >= dc->S || (i && seq[i] <= seq[i - 1]))
+            return mn_fail(MN_ERR_INVALID_ARG,
+                           "mn_decoder_cache_append: sequence %d (entry %d) is not a started sequence with room, or "
+                           "the list is not ascending",
+                           seq[i], i);
+        MN_TRY(check_tokens(dc->m, token + i, 1, "mn_decoder_cache_append"));
+        dc->ints_host[i] = token[i];
+        dc->n_real[i] = 1;
+    }
+    cache_read(dc, n, seq, 1, dc->n_real, NULL);
+    return cache_logits(dc, n, seq, logits);
+}
+
+mn_status mn_decoder_cache_fork(mn_decoder_cache *dc, int n, const int *src, const int *dst) {
+    if (!dc || n < 0 || (n > 0 && (!src || !dst)))
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_decoder_cache_fork: NULL argument");
+    const mn_config *c = &dc->m->config;
+    const mn_exec *ex = &dc->m->exec;
+    const size_t C = (size_t)c->d_model, slab = (size_t)dc->S * 3 * C, layer = (size_t)dc->max_seqs * slab;
+    for (int i = 0; i < n; i++) {
+        if (src[i] < 0 || src[i] >= dc->max_seqs || dst[i] < 0 || dst[i] >= dc->max_seqs || src[i] == dst[i] ||
+            dc->len[src[i]] < 1 || dc->len[src[i]] > dc->S)
+            return mn_fail(MN_ERR_INVALID_ARG, "mn_decoder_cache_fork: entry %d copies sequence %d to %d", i, src[i],
+                           dst[i]);
+        for (int l = 0; l < c->n_layers; l++)
+            MN_OP(ex, copy, dc->kv + l * layer + (size_t)dst[i] * slab, dc->kv + l * layer + (size_t)src[i] * slab,
+                  (size_t)dc->len[src[i]] * 3 * C * sizeof(float));
+        MN_OP(ex, copy, dc->last + (size_t)dst[i] * C, dc->last + (size_t)src[i] * C, C * sizeof(float));
+        dc->len[dst[i]] = dc->len[src[i]];
+    }
+    return mn_exec_status(ex);
+}
+
+mn_status mn_decoder_cache_score(mn_decoder_cache *dc, int n, const int *seq, const int32_t *const *tokens,
+                                 const int *lens, float *const *log_probs) {
+    if (!dc || n < 1 || n > (dc ? dc->max_seqs : 0) || !seq || !tokens || !lens || !log_probs)
+        return mn_fail(MN_ERR_INVALID_ARG, "mn_decoder_cache_score: NULL argument or %d sequences", n);
+    mn_model *m = dc->m;
+    const mn_exec *ex = &m->exec;
+    const int C = m->config.d_model;
+    int longest = 0;
+    for (int i = 0; i < n; i++) {
+        if (seq[i] < 0 || seq[i] >= dc->max_seqs || dc->len[seq[i]] < 1 || lens[i] < 1 ||
+            dc->len[seq[i]] + lens[i] > dc->S || (i && seq[i] <= seq[i - 1]) || !tokens[i] || !log_probs[i])
+            return mn_fail(MN_ERR_INVALID_ARG,
+                           "mn_decoder_cache_score: entry %d: sequence %d with %d tokens is not a started sequence "
+                           "with room for them, or the list is not ascending",
+                           i, seq[i], lens[i]);
+        MN_TRY(check_tokens(m, tokens[i], lens[i], "mn_decoder_cache_score"));
+        longest = lens[i] > longest ? lens[i] : longest;
+    }
+    /* the head's rows, sequence after sequence: its last row predicts token 0, its new row j - 1
+     * token j */
+    const int n_new = longest - 1;
+    size_t n_rows = 0;
+    int reads = 0;
+    for (int i = 0; i < n; i++) {
+        MN_OP(ex, copy_rows, dc->rows + n_rows * C, (size_t)C, dc->last + (size_t)seq[i] * C, (size_t)C, 1,
+              (size_t)C);
+        memcpy(dc->targets_host + n_rows, tokens[i], (size_t)lens[i] * sizeof(int32_t));
+        if (lens[i] >= 2) {
+            mn_turn_ids(0, tokens[i], lens[i] - 1, n_new, dc->ints_host + (size_t)reads * n_new, NULL);
+            dc->seq[reads] = seq[i];
+            dc->keep[reads] = n_rows + 1;
+            dc->n_real[reads++] = lens[i] - 1;
+        }
+        n_rows += (size_t)lens[i];
+    }
+    if (reads)
+        cache_read(dc, reads, dc->seq, n_new, dc->n_real, dc->keep);
+    MN_TRY(head_losses(m, dc->rows, n_rows, dc->targets_host, dc->targets, dc->ones, dc->logits, (size_t)dc->S,
+                       dc->losses, dc->losses_host));
+    n_rows = 0;
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < lens[i]; j++)
+            log_probs[i][j] = -dc->losses_host[n_rows++];
+    return MN_OK;
 }
