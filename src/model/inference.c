@@ -875,7 +875,7 @@ mn_status mn_decoder_cache_append(mn_decoder_cache *dc, int n, const int *seq, c
                            "mn_decoder_cache_append: sequence %d (entry %d) is not a started sequence with room, or "
                            "the list is not ascending",
                            seq[i], i);
-        MN_TRY(check_tokens(dc->m, token + i, 1, "mn_decoder_cache_append"));
+        MN_TRY(mn_check_tokens(dc->m, token + i, 1, "mn_decoder_cache_append"));
         dc->ints_host[i] = token[i];
         dc->n_real[i] = 1;
     }
@@ -918,7 +918,7 @@ mn_status mn_decoder_cache_score(mn_decoder_cache *dc, int n, const int *seq, co
                            "mn_decoder_cache_score: entry %d: sequence %d with %d tokens is not a started sequence "
                            "with room for them, or the list is not ascending",
                            i, seq[i], lens[i]);
-        MN_TRY(check_tokens(m, tokens[i], lens[i], "mn_decoder_cache_score"));
+        MN_TRY(mn_check_tokens(m, tokens[i], lens[i], "mn_decoder_cache_score"));
         longest = lens[i] > longest ? lens[i] : longest;
     }
     /* the head's rows, sequence after sequence: its last row predicts token 0, its new row j - 1
