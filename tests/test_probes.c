@@ -1383,6 +1383,30 @@ static void test_embed_and_variety_probes(void **state) {
     mn_dialogue_list *lists[] = {&both, &again, &other, &none, &embed, &variety};
     for (int i = 0; i < 6; i++)
         mn_dialogue_list_free(lists[i]);
+    /* short episodes where facts and questions take many original turns: every slot is still
+     * filled, each original turn once and in order */
+    for (uint64_t seed = 1; seed <= 3; seed++) {
+        static const mn_distance_range all[] = {{1, 11}};
+        mn_dialogue_list tight = build_episodes(600, 12, seed);
+        mn_probe_config pc = mn_probe_config_default();
+        pc.distances = all;
+        pc.n_distances = 1;
+        pc.probes_per_episode = 3;
+        pc.sources = MN_FACTS_TEMPLATES;
+        pc.askers = MN_ASKERS_BOTH;
+        pc.embed_prob = 1.0;
+        pc.seed = seed;
+        mn_probe_stats st = {0};
+        assert_int_equal(mn_probes_inject_all(&tight, &t, NULL, &pc, &st), MN_OK);
+        assert_true(st.embedded_facts > 0 && st.embedded_questions > 0);
+        for (int64_t e = 0; e < tight.count; e++)
+            for (int i = 0; i < tight.items[e].n_turns; i++)
+                assert_non_null(tight.items[e].turns[i].text);
+        real_questions = 0;
+        assert_embedded_probes(&tight, &t, &all[0], &real_questions);
+        assert_roundtrip_valid(&tight);
+        mn_dialogue_list_free(&tight);
+    }
     mn_probe_templates_free(&t);
     /* held-out splits keep their phrasings: refused for valid and test, and for persona facts */
     for (int s = 1; s < 3; s++) {

@@ -1597,10 +1597,20 @@ static int may_embed_in(const mn_turn *o, const char *speaker, int session) {
     return o->session == session && !strcmp(o->speaker, speaker);
 }
 
+/* Whether original turn k may be taken into a fact or question and still leave enough
+ * original turns to fill every slot from `from` on that no fact takes. */
+static int spare_turn(const injector *in, const mn_dialogue *ep, planned_fact *const *at, int from,
+                      int k) {
+    int open_slots = 0;
+    for (int j = from; j < in->L; j++)
+        open_slots += !at[j];
+    return ep->n_turns - k - 1 >= open_slots;
+}
+
 /* Before slot i (i == L: after the last turn): the first probe asking there whose question is
  * to follow a real turn of its asker (q_embed) takes the next original turn, when that turn is
- * the asker's, of the same session and does not hold the answer: its text goes before the
- * question, and the turn is not placed (consumed[k] = 1). */
+ * the asker's and of the same session, and the question it makes does not hold the answer: its
+ * text goes before the question, and the turn is not placed (consumed[k] = 1). */
 static mn_status embed_question(injector *in, const mn_dialogue *ep, int i, const mn_turn *turns,
                                 planned_fact *const *at, int *next_old, int *old_to_new, unsigned char *consumed,
                                 const unsigned char *anchored, int64_t *embedded) {
@@ -1612,17 +1622,17 @@ static mn_status embed_question(injector *in, const mn_dialogue *ep, int i, cons
         if (!in->q_embed[j] || p->after != i)
             continue;
         const mn_turn *o = &ep->turns[k];
-        if (!may_embed_in(o, p->speaker, turns[i - 1].session) || mn_holds_words(o->text, p->answer))
+        if (!may_embed_in(o, p->speaker, turns[i - 1].session))
             return MN_OK;
-        /* the turns left must still fill every slot left that no fact takes */
-        int open_slots = 0;
-        for (int j = i; j < in->L; j++)
-            open_slots += !at[j];
-        if (ep->n_turns - k - 1 < open_slots)
+        if (!spare_turn(in, ep, at, i, k))
             return MN_OK;
         char *text = NULL;
         MN_TRY(mn_embed_sentence(o->text, p->question, MN_FRAME_QUESTION, MN_EMBED_MAX_CHARS, &in->rng,
                                  &text));
+        if (text && mn_holds_words(text, p->answer)) {
+            free(text); /* the real turn or the joiner gives the answer away */
+            text = NULL;
+        }
         if (text) {
             free(p->question);
             p->question = text;
@@ -1685,7 +1695,8 @@ static mn_status assemble(injector *in, mn_dialogue *ep, mn_probe_stats *stats) 
         const char *speaker = in->speakers[at[i]->speaker];
         char *text = NULL;
         if (at[i]->embed && next_old < ep->n_turns &&
-            may_embed_in(&ep->turns[next_old], speaker, ctx->session)) {
+            may_embed_in(&ep->turns[next_old], speaker, ctx->session) &&
+            spare_turn(in, ep, at, i + 1, next_old)) {
             st = mn_embed_sentence(ep->turns[next_old].text, at[i]->text, MN_FRAME_FACT,
                                    MN_EMBED_MAX_CHARS, &in->rng, &text);
             if (text) {
