@@ -1438,11 +1438,14 @@ static void test_variety_avoids_heldout_phrasings(void **state) {
     snprintf(path, sizeof path, "%s/gadgets.json", dir);
     write_text(path,
                "{\"category\": \"gadgets\", \"keys\": [\"zoo pass\", \"boat pin\", \"attic lamp\"],\n"
-               " \"fact\": {\"train\": [\"My {key} is {value}.\"], \"valid\": [\"Oh, my {key} is {value}.\"],\n"
+               " \"fact\": {\"train\": [\"My {key} is {value}.\"],\n"
+               "          \"valid\": [\"Oh, my {key} is {value}.\"],\n"
                "          \"test\": [\"My {key} is {value}, just so you know.\"]},\n"
-               " \"update\": {\"train\": [\"Now my {key} is {value}.\"], \"valid\": [\"Now my {key} is {value} lol\"],\n"
+               " \"update\": {\"train\": [\"Now my {key} is {value}.\"],\n"
+               "            \"valid\": [\"Now my {key} is {value} lol\"],\n"
                "            \"test\": [\"Actually, now my {key} is {value}.\"]},\n"
-               " \"question\": {\"train\": [\"What is your {key}?\"], \"valid\": [\"Do you remember what your {key} is?\"],\n"
+               " \"question\": {\"train\": [\"What is your {key}?\"],\n"
+               "              \"valid\": [\"Do you remember what your {key} is?\"],\n"
                "              \"test\": [\"Quick question: what is your {key}?\"]},\n"
                " \"values\": {\"train\": [\"Alpha\", \"Bravo\", \"Charlie\", \"Delta\", \"Kilo\", \"Lima\"],\n"
                "            \"valid\": [\"Echo\", \"Foxtrot\"], \"test\": [\"Golf\", \"Hotel\"]}}\n");

@@ -1612,8 +1612,9 @@ static int spare_turn(const injector *in, const mn_dialogue *ep, planned_fact *c
  * the asker's and of the same session, and the question it makes does not hold the answer: its
  * text goes before the question, and the turn is not placed (consumed[k] = 1). */
 static mn_status embed_question(injector *in, const mn_dialogue *ep, int i, const mn_turn *turns,
-                                planned_fact *const *at, int *next_old, int *old_to_new, unsigned char *consumed,
-                                const unsigned char *anchored, int64_t *embedded) {
+                                planned_fact *const *at, int *next_old, int *old_to_new,
+                                unsigned char *consumed, const unsigned char *anchored,
+                                int64_t *embedded) {
     int k = *next_old;
     if (i == 0 || k >= ep->n_turns || anchored[k])
         return MN_OK;
