@@ -190,7 +190,7 @@ typedef struct {
     double embed_prob;       /* train only: chance that a template fact turn is said inside
                               * the next real turn of its speaker, and (drawn apart) that a
                               * template question follows a real turn of its asker in the
-                              * same turn (docs/probes.md "Embedded facts") */
+                              * same turn (docs/probes.md "Facts inside real turns") */
     double variety_prob;     /* train only: chance that a template fact, update or question
                               * phrasing is rewritten (rewrite.h mn_frame_vary) */
     uint64_t seed;
