@@ -19,6 +19,7 @@
 #include "text/dialogue.h"
 #include "text/episodes.h"
 #include "text/probes.h"
+#include "text/rewrite.h"
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -1175,6 +1176,353 @@ static void test_open_family_probes(void **state) {
     mn_probe_templates_free(&t);
 }
 
+/* ------------------------------------------------------------------ embedded facts, rewrites */
+
+static int count_of(const char *s, const char *what) {
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, what)); p += strlen(what))
+        n++;
+    return n;
+}
+
+/* Rewrites of phrasings (rewrite.h): always different, placeholders kept (a question never
+ * gains {value}), no contraction at a clause's end, indirect questions made from wh-questions. */
+static void test_frame_rewrites(void **state) {
+    (void)state;
+    static const char *const facts[] = {"My {key} is {value}.", "{value} is what my {key} is.",
+                                        "I have {value} down as my {key}",
+                                        "What is it? My {key}: {value}!"};
+    static const char *const questions[] = {"What is your {key}?", "What was my {key} again?",
+                                            "Remind me: your {key}?",
+                                            "what's the {key} you mentioned"};
+    mn_rng rng;
+    mn_rng_seed(&rng, 3);
+    int indirect = 0, contracted = 0, expanded = 0, marked = 0;
+    for (int r = 0; r < 400; r++)
+        for (int q = 0; q < 2; q++)
+            for (int i = 0; i < 4; i++) {
+                const char *frame = q ? questions[i] : facts[i];
+                char *v = NULL;
+                assert_int_equal(mn_frame_vary(frame, q ? MN_FRAME_QUESTION : MN_FRAME_FACT, &rng, &v),
+                                 MN_OK);
+                assert_string_not_equal(v, frame);
+                assert_int_equal(count_of(v, "{key}"), 1);
+                assert_int_equal(count_of(v, "{value}"), q ? 0 : 1);
+                assert_int_equal(count_of(v, "{"), q ? 1 : 2);
+                if (strstr(v, "{key}'s.") || strstr(v, "{key}'s!") || strstr(v, "it's?"))
+                    fail_msg("\"%s\" contracts at the end of a clause (from \"%s\")", v, frame);
+                indirect += q && i == 0 && strstr(v, "what your {key} is") != NULL;
+                contracted += !q && i == 0 && strstr(v, "{key}'s {value}") != NULL;
+                expanded += q && i == 3 && strstr(v, "what is the {key}") != NULL;
+                marked += !q && i == 0 && strstr(v, ", my {key}") != NULL;
+                free(v);
+            }
+    assert_true(indirect > 0 && contracted > 0 && expanded > 0 && marked > 0);
+}
+
+/* A sentence placed in a real turn: kept whole (its first letter maybe lower-cased after a
+ * joiner), before, between or after the real sentences (questions after them), within
+ * max_chars, and nothing when even the first real sentence does not fit. */
+static void test_embed_sentence(void **state) {
+    (void)state;
+    const char *real = "I saw it. It was great! Did you?";
+    mn_rng rng;
+    mn_rng_seed(&rng, 5);
+    int first = 0, middle = 0, last = 0;
+    for (int r = 0; r < 300; r++) {
+        char *out = NULL;
+        assert_int_equal(mn_embed_sentence(real, "My pin is 42.", MN_FRAME_FACT, 400, &rng, &out), MN_OK);
+        assert_non_null(out);
+        assert_non_null(strcasestr(out, "my pin is 42."));
+        assert_non_null(strstr(out, "I saw it."));
+        assert_non_null(strstr(out, "Did you?"));
+        const char *fact = strcasestr(out, "my pin"), *saw = strstr(out, "I saw"), *did = strstr(out, "Did you");
+        first += fact < saw;
+        middle += fact > saw && fact < did;
+        last += fact > did;
+        free(out);
+        assert_int_equal(mn_embed_sentence(real, "What is your pin?", MN_FRAME_QUESTION, 400, &rng, &out),
+                         MN_OK);
+        assert_true(!strncmp(out, "I saw it. It was great! Did you? ", 33));
+        assert_non_null(strcasestr(out, "what is your pin?"));
+        assert_int_equal(out[strlen(out) - 1], '?');
+        free(out);
+        /* a budget for the first sentence only; none for any */
+        assert_int_equal(mn_embed_sentence(real, "My pin is 42.", MN_FRAME_FACT, 60, &rng, &out), MN_OK);
+        assert_non_null(out);
+        assert_true(strlen(out) <= 60);
+        assert_null(strstr(out, "Did you?"));
+        free(out);
+        assert_int_equal(mn_embed_sentence(real, "My pin is 42.", MN_FRAME_FACT, 30, &rng, &out), MN_OK);
+        assert_null(out);
+    }
+    assert_true(first > 0 && middle > 0 && last > 0);
+    /* a real text without end marks gets one before what follows it */
+    char *out = NULL;
+    assert_int_equal(mn_embed_sentence("d3 t5", "Where is it?", MN_FRAME_QUESTION, 400, &rng, &out), MN_OK);
+    assert_true(!strncmp(out, "d3 t5. ", 7));
+    free(out);
+}
+
+/* The ids "d<i> t<j>" of the original turns in text, appended to ids (2 ints each). */
+static int real_ids(const char *text, int *ids, int n, int cap) {
+    for (const char *p = text; (p = strchr(p, 'd')); p++) {
+        int d, t, len = 0;
+        if ((p == text || p[-1] == ' ') && sscanf(p, "d%d t%d%n", &d, &t, &len) == 2 && len > 0 && n + 2 <= cap) {
+            ids[n++] = d;
+            ids[n++] = t;
+        }
+    }
+    return n;
+}
+
+/* Probes of a train run with --embed-facts / --frame-variety: the evidence turn holds the
+ * value and a key that the question holds, the question never the value; the original turns
+ * appear once each, in their order, whether in a turn of their own, around a fact or before a
+ * question. Returns the number of evidence turns that hold real text (embedded facts); adds
+ * questions holding real text to *real_questions. */
+static int assert_embedded_probes(const mn_dialogue_list *eps, const mn_probe_templates *t,
+                                  const mn_distance_range *range, int *real_questions) {
+    int real_facts = 0;
+    for (int64_t e = 0; e < eps->count; e++) {
+        const mn_dialogue *ep = &eps->items[e];
+        int ids[4096], n = 0;
+        for (int i = 0; i <= ep->n_turns; i++) {
+            for (int p = 0; p < ep->n_probes; p++)
+                if (ep->probes[p].after == i)
+                    n = real_ids(ep->probes[p].question, ids, n, 4096);
+            if (i < ep->n_turns)
+                n = real_ids(ep->turns[i].text, ids, n, 4096);
+        }
+        for (int a = 0; a < n; a += 2)
+            for (int b = a + 2; b < n; b += 2) {
+                assert_false(ids[a] == ids[b] && ids[a + 1] == ids[b + 1]);
+                if (ids[a] == ids[b])
+                    assert_true(ids[a + 1] < ids[b + 1]);
+            }
+        for (int p = 0; p < ep->n_probes; p++) {
+            const mn_probe *q = &ep->probes[p];
+            const mn_turn *fact = &ep->turns[q->evidence[0]];
+            int d = distance_of(q);
+            assert_true(d >= range->lo && d <= range->hi);
+            if (!has_word_ci(fact->text, q->answer))
+                fail_msg("evidence \"%s\" lacks the value \"%s\"", fact->text, q->answer);
+            if (has_word_ci(q->question, q->answer))
+                fail_msg("question \"%s\" holds its answer \"%s\"", q->question, q->answer);
+            int key_shared = 0;
+            for (int c = 0; c < t->n_categories && !key_shared; c++) {
+                const mn_fact_category *cat = &t->categories[c];
+                if (in_list(cat->values, cat->n_values, q->answer))
+                    for (int k = 0; k < cat->n_keys && !key_shared; k++)
+                        key_shared = has_word_ci(fact->text, cat->keys[k]) && has_word_ci(q->question, cat->keys[k]);
+            }
+            if (!key_shared)
+                fail_msg("no key of \"%s\" both in \"%s\" and \"%s\"", q->answer, fact->text, q->question);
+            int scratch[64];
+            real_facts += real_ids(fact->text, scratch, 0, 64) > 0;
+            *real_questions += real_ids(q->question, scratch, 0, 64) > 0;
+        }
+    }
+    return real_facts;
+}
+
+static mn_dialogue_list embed_run(const mn_probe_templates *t, double embed, double variety, uint64_t seed,
+                                  mn_probe_stats *stats) {
+    static const mn_distance_range dist[] = {{1, 8}};
+    mn_dialogue_list eps = build_episodes(300, 24, 3);
+    mn_probe_config pc = mn_probe_config_default();
+    pc.distances = dist;
+    pc.n_distances = 1;
+    pc.probes_per_episode = 2;
+    pc.sources = MN_FACTS_TEMPLATES;
+    pc.askers = MN_ASKERS_BOTH;
+    pc.interference = 1;
+    pc.update_prob = 0.3;
+    pc.embed_prob = embed;
+    pc.variety_prob = variety;
+    pc.seed = seed;
+    memset(stats, 0, sizeof *stats);
+    assert_int_equal(mn_probes_inject_all(&eps, t, NULL, &pc, stats), MN_OK);
+    return eps;
+}
+
+static void test_embed_and_variety_probes(void **state) {
+    (void)state;
+    mn_probe_templates t;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &t), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families(&t, templates_dir(), 1000, 9), MN_OK);
+    mn_probe_stats stats, s2;
+    mn_dialogue_list both = embed_run(&t, 0.5, 0.5, 9, &stats);
+    assert_true(stats.probes >= 100);
+    assert_true(stats.embedded_facts >= stats.fact_turns / 10);
+    assert_true(stats.embedded_questions >= stats.probes / 20);
+    assert_true(stats.varied_phrasings >= (stats.fact_turns + stats.probes) / 4);
+    static const mn_distance_range range = {1, 8};
+    int real_questions = 0;
+    int real_facts = assert_embedded_probes(&both, &t, &range, &real_questions);
+    assert_true(real_facts > 0 && real_facts <= stats.embedded_facts);
+    assert_int_equal(real_questions, stats.embedded_questions);
+    assert_roundtrip_valid(&both);
+    /* deterministic in the seed; each option changes the output, and only when given */
+    mn_dialogue_list again = embed_run(&t, 0.5, 0.5, 9, &s2), other = embed_run(&t, 0.5, 0.5, 10, &s2),
+                     none = embed_run(&t, 0, 0, 9, &s2), embed = embed_run(&t, 0.5, 0, 9, &s2),
+                     variety = embed_run(&t, 0, 0.5, 9, &s2);
+    assert_int_equal(s2.embedded_facts + s2.embedded_questions, 0);
+    char *a = serialize(&both), *b = serialize(&again), *c = serialize(&other), *n = serialize(&none),
+         *em = serialize(&embed), *va = serialize(&variety);
+    assert_string_equal(a, b);
+    assert_string_not_equal(a, c);
+    assert_string_not_equal(n, em);
+    assert_string_not_equal(n, va);
+    assert_string_not_equal(em, va);
+    free(a), free(b), free(c), free(n), free(em), free(va);
+    /* without the options, no turn holds two original turns and no question holds one */
+    real_questions = 0;
+    assert_int_equal(assert_embedded_probes(&none, &t, &range, &real_questions), 0);
+    assert_int_equal(real_questions, 0);
+    mn_dialogue_list *lists[] = {&both, &again, &other, &none, &embed, &variety};
+    for (int i = 0; i < 6; i++)
+        mn_dialogue_list_free(lists[i]);
+    /* short episodes where facts and questions take many original turns: every slot is still
+     * filled, each original turn once and in order */
+    for (uint64_t seed = 1; seed <= 3; seed++) {
+        static const mn_distance_range all[] = {{1, 11}};
+        mn_dialogue_list tight = build_episodes(600, 12, seed);
+        mn_probe_config pc = mn_probe_config_default();
+        pc.distances = all;
+        pc.n_distances = 1;
+        pc.probes_per_episode = 3;
+        pc.sources = MN_FACTS_TEMPLATES;
+        pc.askers = MN_ASKERS_BOTH;
+        pc.embed_prob = 1.0;
+        pc.seed = seed;
+        mn_probe_stats st = {0};
+        assert_int_equal(mn_probes_inject_all(&tight, &t, NULL, &pc, &st), MN_OK);
+        assert_true(st.embedded_facts > 0 && st.embedded_questions > 0);
+        for (int64_t e = 0; e < tight.count; e++)
+            for (int i = 0; i < tight.items[e].n_turns; i++)
+                assert_non_null(tight.items[e].turns[i].text);
+        real_questions = 0;
+        assert_embedded_probes(&tight, &t, &all[0], &real_questions);
+        assert_roundtrip_valid(&tight);
+        mn_dialogue_list_free(&tight);
+    }
+    mn_probe_templates_free(&t);
+    /* held-out splits keep their phrasings: refused for valid and test, and for persona facts */
+    for (int s = 1; s < 3; s++) {
+        mn_probe_templates held;
+        assert_int_equal(mn_probe_templates_load(templates_dir(), (mn_split)(MN_SPLIT_TRAIN + s), &held), MN_OK);
+        for (int o = 0; o < 2; o++) {
+            mn_dialogue_list eps = build_episodes(20, 24, 3);
+            mn_probe_config pc = mn_probe_config_default();
+            pc.sources = MN_FACTS_TEMPLATES;
+            pc.embed_prob = o ? 0 : 0.5;
+            pc.variety_prob = o ? 0.5 : 0;
+            mn_probe_stats st = {0};
+            assert_int_equal(mn_probes_inject_all(&eps, &held, NULL, &pc, &st), MN_ERR_CONFIG);
+            assert_non_null(strstr(mn_last_error(), "train split only"));
+            mn_dialogue_list_free(&eps);
+        }
+        mn_probe_templates_free(&held);
+    }
+}
+
+/* No rewrite is ever a valid or test phrasing: a family whose held-out phrasings are one
+ * marker, tag or wrapper away from its train ones. */
+static void test_variety_avoids_heldout_phrasings(void **state) {
+    (void)state;
+    const char *dir = tmp_path("variety_templates");
+    char cmd[1024], path[1024];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && mkdir -p '%s'", dir, dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/gadgets.json", dir);
+    write_text(path,
+               "{\"category\": \"gadgets\", \"keys\": [\"zoo pass\", \"boat pin\", \"attic lamp\"],\n"
+               " \"fact\": {\"train\": [\"My {key} is {value}.\"],\n"
+               "          \"valid\": [\"Oh, my {key} is {value}.\"],\n"
+               "          \"test\": [\"My {key} is {value}, just so you know.\"]},\n"
+               " \"update\": {\"train\": [\"Now my {key} is {value}.\"],\n"
+               "            \"valid\": [\"Now my {key} is {value} lol\"],\n"
+               "            \"test\": [\"Actually, now my {key} is {value}.\"]},\n"
+               " \"question\": {\"train\": [\"What is your {key}?\"],\n"
+               "              \"valid\": [\"Do you remember what your {key} is?\"],\n"
+               "              \"test\": [\"Quick question: what is your {key}?\"]},\n"
+               " \"values\": {\"train\": [\"Alpha\", \"Bravo\", \"Charlie\", \"Delta\", \"Kilo\", \"Lima\"],\n"
+               "            \"valid\": [\"Echo\", \"Foxtrot\"], \"test\": [\"Golf\", \"Hotel\"]}}\n");
+    mn_probe_templates t;
+    assert_int_equal(mn_probe_templates_load(dir, MN_SPLIT_TRAIN, &t), MN_OK);
+    assert_int_equal((int)t.heldout_phrasings.count, 6);
+    static const mn_distance_range dist[] = {{1, 4}};
+    mn_dialogue_list eps = build_episodes(600, 12, 2);
+    mn_probe_config pc = mn_probe_config_default();
+    pc.distances = dist;
+    pc.n_distances = 1;
+    pc.probes_per_episode = 2;
+    pc.sources = MN_FACTS_TEMPLATES;
+    pc.update_prob = 0.5;
+    pc.variety_prob = 1.0;
+    pc.seed = 4;
+    mn_probe_stats stats = {0};
+    assert_int_equal(mn_probes_inject_all(&eps, &t, NULL, &pc, &stats), MN_OK);
+    assert_true(stats.probes >= 500);
+    /* fact, update and question texts, letters and digits only, with the key and value named */
+    static const char *const heldout[] = {"oh my key is value", "my key is value just so you know",
+                                          "now my key is value lol", "actually now my key is value",
+                                          "do you remember what your key is", "quick question what is your key"};
+    int varied = 0;
+    for (int64_t e = 0; e < eps.count; e++) {
+        const mn_dialogue *ep = &eps.items[e];
+        const char *texts[64];
+        int n = 0;
+        for (int i = 0; i < ep->n_turns && n < 60; i++) {
+            int d, tt, len = 0;
+            if (sscanf(ep->turns[i].text, "d%d t%d%n", &d, &tt, &len) != 2 || ep->turns[i].text[len])
+                texts[n++] = ep->turns[i].text; /* not an original turn */
+        }
+        for (int p = 0; p < ep->n_probes && n < 64; p++)
+            texts[n++] = ep->probes[p].question;
+        for (int i = 0; i < n; i++) {
+            char norm[512];
+            size_t k = 0;
+            int gap = 0;
+            for (const char *s = texts[i]; *s && k + 8 < sizeof norm; s++) {
+                if (!isalnum((unsigned char)*s)) {
+                    gap = 1;
+                    continue;
+                }
+                if (gap && k)
+                    norm[k++] = ' ';
+                gap = 0;
+                norm[k++] = (char)tolower((unsigned char)*s);
+            }
+            norm[k] = '\0';
+            /* the key and the value back to their placeholders' words */
+            static const char *const keys[] = {"zoo pass", "boat pin", "attic lamp"};
+            static const char *const values[] = {"alpha", "bravo", "charlie", "delta", "kilo", "lima"};
+            char generic[512];
+            snprintf(generic, sizeof generic, "%s", norm);
+            for (int r = 0; r < 9; r++) {
+                const char *from = r < 3 ? keys[r] : values[r - 3], *to = r < 3 ? "key" : "value";
+                char *at = strstr(generic, from);
+                if (at) {
+                    char tmp[512];
+                    snprintf(tmp, sizeof tmp, "%.*s%s%s", (int)(at - generic), generic, to, at + strlen(from));
+                    snprintf(generic, sizeof generic, "%s", tmp);
+                }
+            }
+            for (size_t h = 0; h < sizeof heldout / sizeof heldout[0]; h++)
+                if (!strcmp(generic, heldout[h]))
+                    fail_msg("\"%s\" is the held-out phrasing \"%s\"", texts[i], heldout[h]);
+            varied += strcmp(generic, "my key is value") && strcmp(generic, "now my key is value") &&
+                      strcmp(generic, "what is your key");
+        }
+    }
+    /* lower case and punctuation alone do not show here */
+    assert_true(varied >= (int)(stats.fact_turns + stats.probes) / 2);
+    mn_dialogue_list_free(&eps);
+    mn_probe_templates_free(&t);
+}
+
 /* A copy of data/probes in tmp/<name>, with `from` replaced by `to` in open_frames.json (and
  * nothing replaced when from is NULL). */
 static const char *templates_copy(const char *name, const char *from, const char *to) {
@@ -1774,6 +2122,39 @@ static void test_cli(void **state) {
     assert_true(assert_open_family_probes(&eps, &train) >= eps.count * 8 / 10);
     mn_probe_templates_free(&train);
     mn_dialogue_list_free(&eps);
+    /* --embed-facts and --frame-variety: train split only (nothing written otherwise); each
+     * changes the output when given */
+    const char *fresh = tmp_path("embed_refused.jsonl");
+    for (int s = 0; s < 4; s++) {
+        snprintf(args, sizeof args,
+                 "--jsonl '%s' --split %s --facts templates --templates '%s' %s 0.5 -o '%s'", in,
+                 s % 2 ? "valid" : "test", templates_dir(), s < 2 ? "--embed-facts" : "--frame-variety",
+                 fresh);
+        assert_int_equal(run_cli(args), 1);
+        assert_int_equal(access(fresh, F_OK), -1);
+    }
+    char *outputs[3];
+    static const char *const options[3] = {"", "--embed-facts 0.5", "--frame-variety 0.5"};
+    for (int o = 0; o < 3; o++) {
+        snprintf(args, sizeof args,
+                 "--jsonl '%s' --split train --turns 24 --distances 1-8 --probes-per-episode 2 "
+                 "--facts templates --askers both --templates '%s' --seed 6 %s -o '%s'",
+                 in, templates_dir(), options[o], out);
+        assert_int_equal(run_cli(args), 0);
+        size_t len;
+        assert_int_equal(mn_file_read_all(out, &outputs[o], &len), MN_OK);
+    }
+    assert_string_not_equal(outputs[0], outputs[1]);
+    assert_string_not_equal(outputs[0], outputs[2]);
+    for (int o = 0; o < 3; o++)
+        free(outputs[o]);
+    assert_int_equal(mn_jsonl_read(out, 1, stderr, &eps, &rs), MN_OK);
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &train), MN_OK);
+    static const mn_distance_range range = {1, 8};
+    int real_questions = 0;
+    assert_embedded_probes(&eps, &train, &range, &real_questions);
+    mn_probe_templates_free(&train);
+    mn_dialogue_list_free(&eps);
     assert_int_equal(run_cli("--help"), 0);
 }
 
@@ -1841,6 +2222,10 @@ int main(void) {
         cmocka_unit_test(test_family_split),
         cmocka_unit_test(test_open_families),
         cmocka_unit_test(test_open_family_probes),
+        cmocka_unit_test(test_frame_rewrites),
+        cmocka_unit_test(test_embed_sentence),
+        cmocka_unit_test(test_embed_and_variety_probes),
+        cmocka_unit_test(test_variety_avoids_heldout_phrasings),
         cmocka_unit_test(test_open_frames_errors),
         cmocka_unit_test(test_askers),
         cmocka_unit_test(test_alive),

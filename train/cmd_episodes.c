@@ -70,6 +70,12 @@ static void usage(FILE *out) {
             "  --open-families N        train split only: add N generated families (made-up and\n"
             "                           compound keys, train-only frames of open_frames.json,\n"
             "                           generated values; nothing of a valid/test family)\n"
+            "  --embed-facts P          train split only: with chance P a template fact is said\n"
+            "                           inside the next real turn of its speaker, and (drawn\n"
+            "                           apart) a question after a real turn of its asker\n"
+            "  --frame-variety P        train split only: with chance P a template phrasing is\n"
+            "                           rewritten (markers, tags, casing, contractions, question\n"
+            "                           wrappers; never into a valid/test phrasing)\n"
             "  --cued N                 add N cued recall probes per episode: a few words of a\n"
             "                           real earlier turn are quoted and the answer is the words\n"
             "                           that followed them (same distances, askers, distractors)\n"
@@ -106,6 +112,11 @@ static void print_report(const mn_episodes_job *job, const mn_episodes_report *r
     printf("probes: %" PRId64 " (persona %" PRId64 ", template %" PRId64 "; with update %" PRId64
            "); interference facts %" PRId64 "; fact turns %" PRId64 "\n",
            s->probes, s->persona_probes, s->template_probes, s->update_probes, s->interference_facts, s->fact_turns);
+    if (job->probes.embed_prob > 0)
+        printf("embedded in real turns: facts %" PRId64 ", questions %" PRId64 "\n", s->embedded_facts,
+               s->embedded_questions);
+    if (job->probes.variety_prob > 0)
+        printf("phrasings rewritten: %" PRId64 "\n", s->varied_phrasings);
     if (job->cued > 0)
         printf("cued probes: %" PRId64 " (skipped %" PRId64 ": no turn fits)\n", r->cued.probes, r->cued.skipped);
     printf("skipped probes (no room for the distance) %" PRId64 "; original turns pushed out %" PRId64 "\n",
@@ -150,6 +161,8 @@ int cmd_episodes(int argc, char **argv) {
         {"open-values", required_argument, 0, 'O'},
         {"open-families", required_argument, 0, 'P'},
         {"cued", required_argument, 0, 'C'},
+        {"embed-facts", required_argument, 0, 'E'},
+        {"frame-variety", required_argument, 0, 'V'},
         {"synthetic", required_argument, 0, 'y'},
         {"strict", no_argument, 0, 'X'},
         {"skip-bad", no_argument, 0, 'B'},
@@ -216,6 +229,14 @@ int cmd_episodes(int argc, char **argv) {
             break;
         case 'u':
             if (!cli_double("episodes", "--updates", optarg, 0, 1, &pcfg->update_prob))
+                return 2;
+            break;
+        case 'E':
+            if (!cli_double("episodes", "--embed-facts", optarg, 0, 1, &pcfg->embed_prob))
+                return 2;
+            break;
+        case 'V':
+            if (!cli_double("episodes", "--frame-variety", optarg, 0, 1, &pcfg->variety_prob))
                 return 2;
             break;
         case 'h': usage(stdout); return 0;

@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "text/rewrite.h"
 #include "text/text_util.h"
 
 /* ------------------------------------------------------------------ small helpers */
@@ -177,6 +178,7 @@ void mn_probe_templates_free(mn_probe_templates *t) {
     open_frames_free(t->open_frames);
     mn_free_strings(t->persona_questions, t->n_persona_questions);
     mn_free_strings(t->persona_self_questions, t->n_persona_self_questions);
+    mn_strset_free(&t->heldout_phrasings);
     memset(t, 0, sizeof *t);
 }
 
@@ -707,6 +709,12 @@ mn_status mn_probe_templates_load(const char *path, mn_split split, mn_probe_tem
         st = load_template_file(files[i], want, &guard, out);
     if (st == MN_OK && guard.frames_root)
         st = load_open_frames(guard.frames_file, guard.frames_root, want, &guard, out);
+    /* the train split keeps the valid and test phrasings, for rewrites to stay clear of */
+    int added = 0;
+    for (int s = 1; s < 3 && st == MN_OK && want == 0; s++)
+        for (size_t i = 0; i < guard.seen[0][s].cap && st == MN_OK; i++)
+            if (guard.seen[0][s].slots[i])
+                st = mn_strset_add(&out->heldout_phrasings, guard.seen[0][s].slots[i], &added);
     if (st == MN_OK && out->n_categories == 0 && out->n_persona_questions == 0)
         st = mn_fail(MN_ERR_FORMAT, "%s: holds no category and no persona_questions for the %s "
                                     "split",
@@ -977,6 +985,8 @@ mn_probe_config mn_probe_config_default(void) {
         .sources = MN_FACTS_BOTH,
         .askers = MN_ASKERS_OTHER,
         .alive = 0,
+        .embed_prob = 0.0,
+        .variety_prob = 0.0,
         .seed = 1,
     };
     return c;
@@ -1069,6 +1079,14 @@ static mn_status check_config(const mn_probe_config *c, const mn_probe_templates
     if (c->alive && c->sources != MN_FACTS_TEMPLATES)
         return mn_fail(MN_ERR_CONFIG, "probes: groups of facts alive together are template "
                                       "facts only");
+    if (!(c->embed_prob >= 0.0 && c->embed_prob <= 1.0) ||
+        !(c->variety_prob >= 0.0 && c->variety_prob <= 1.0))
+        return mn_fail(MN_ERR_CONFIG, "probes: embed and variety probabilities must be in [0, 1]");
+    if ((c->embed_prob > 0 || c->variety_prob > 0) &&
+        (!(c->sources & MN_FACTS_TEMPLATES) || templates->split != MN_SPLIT_TRAIN))
+        return mn_fail(MN_ERR_CONFIG,
+                       "probes: embedded facts and varied phrasings are for template facts of "
+                       "the train split only (held-out episodes keep their phrasings)");
     if (c->sources & MN_FACTS_PERSONAS) {
         if (!personas || personas->n_sentences < 2 || personas->n_personas < 1)
             return mn_fail(MN_ERR_CONFIG, "probes: persona facts asked for but no personas loaded");
@@ -1092,6 +1110,7 @@ typedef struct {
     int pos;
     int speaker;
     char *text;
+    int embed;        /* 1: said inside the next real turn of its speaker when there is one */
 } planned_fact;
 
 typedef struct {
@@ -1117,6 +1136,7 @@ typedef struct {
     int n_facts, cap_facts;
     mn_probe *probes;
     int n_probes;
+    unsigned char *q_embed; /* per probe: its question follows a real turn of the asker */
     int *interf;
     int n_interf, cap_interf;
     /* per category: key and value use in this episode, flattened with offsets */
@@ -1129,6 +1149,7 @@ typedef struct {
     unsigned char *sentence_used;
     const char *speakers[2];
     int n_speakers;
+    int64_t varied; /* phrasings rewritten */
 } injector;
 
 static void injector_free(injector *in) {
@@ -1144,6 +1165,7 @@ static void injector_free(injector *in) {
     free(in->persona_of_speaker);
     free(in->assigned);
     free(in->sentence_used);
+    free(in->q_embed);
     /* probes are handed over to the episode or freed by the caller */
 }
 
@@ -1201,6 +1223,61 @@ static mn_status add_fact(injector *in, int pos, int speaker, char *text) {
 
 static const char *pick_str(mn_rng *rng, char **list, int n) {
     return list[mn_rng_below(rng, (uint64_t)n)];
+}
+
+/* The phrasing `frame` for one use, in *out (malloc'd): with chance variety_prob a rewrite
+ * (mn_frame_vary), drawn again when it equals a valid or test phrasing (case, punctuation and
+ * spacing aside, as the loader compares), and `frame` itself after four such draws. Draws
+ * nothing when variety_prob is 0, so that output without the option is as before. */
+static mn_status vary_phrasing(injector *in, const char *frame, mn_frame_role role, char **out) {
+    *out = NULL;
+    if (in->cfg->variety_prob > 0 && mn_rng_uniform(&in->rng) < in->cfg->variety_prob)
+        for (int tries = 0; tries < 4 && !*out; tries++) {
+            MN_TRY(mn_frame_vary(frame, role, &in->rng, out));
+            char *norm = text_norm(*out);
+            if (!norm)
+                return mn_fail(MN_ERR_NOMEM, "probes: out of memory");
+            if (mn_strset_has(&in->t->heldout_phrasings, norm)) {
+                free(*out);
+                *out = NULL;
+            }
+            free(norm);
+        }
+    if (*out)
+        in->varied++;
+    else if (!(*out = strdup(frame)))
+        return mn_fail(MN_ERR_NOMEM, "probes: out of memory");
+    return MN_OK;
+}
+
+/* A template fact turn at pos: `frame` (maybe rewritten) filled with key and value, to be said
+ * inside a real turn with chance embed_prob (decided in assemble, where the turns are known). */
+static mn_status add_template_fact(injector *in, int pos, int speaker, const char *frame,
+                                   const char *key, const char *value) {
+    char *phrasing;
+    MN_TRY(vary_phrasing(in, frame, MN_FRAME_FACT, &phrasing));
+    char *text = fill_template(phrasing, key, value);
+    free(phrasing);
+    int embed = in->cfg->embed_prob > 0 && mn_rng_uniform(&in->rng) < in->cfg->embed_prob;
+    MN_TRY(add_fact(in, pos, speaker, text));
+    in->facts[in->n_facts - 1].embed = embed;
+    return MN_OK;
+}
+
+/* The question of a template probe: `frame` (maybe rewritten) filled with key, the frame as
+ * it is when a rewrite would hold the answer as words. NULL when out of memory. */
+static char *template_question(injector *in, const char *frame, const char *key,
+                               const char *answer) {
+    char *phrasing = NULL;
+    if (vary_phrasing(in, frame, MN_FRAME_QUESTION, &phrasing) != MN_OK)
+        return NULL;
+    char *q = fill_template(phrasing, key, NULL);
+    free(phrasing);
+    if (q && mn_holds_words(q, answer)) {
+        free(q);
+        q = fill_template(frame, key, NULL);
+    }
+    return q;
 }
 
 /* A category that still has a free key and two free values (answer + old value) and is not
@@ -1278,19 +1355,16 @@ static int place_template(injector *in, probe_plan *pp, int speaker, int flo, in
     if (want_update) {
         pp->old_value = pick_unused(&in->rng, vals, cat->n_values);
         vals[pp->old_value] = 1;
-        *st = add_fact(in, f_old, speaker,
-                       fill_template(pick_str(&in->rng, cat->facts, cat->n_facts),
-                                     cat->keys[key], cat->values[pp->old_value]));
+        *st = add_template_fact(in, f_old, speaker, pick_str(&in->rng, cat->facts, cat->n_facts),
+                                cat->keys[key], cat->values[pp->old_value]);
         if (*st != MN_OK)
             return -1;
-        *st = add_fact(in, f, speaker,
-                       fill_template(pick_str(&in->rng, cat->updates, cat->n_updates),
-                                     cat->keys[key], cat->values[value]));
+        *st = add_template_fact(in, f, speaker, pick_str(&in->rng, cat->updates, cat->n_updates),
+                                cat->keys[key], cat->values[value]);
         stats->update_probes++;
     } else {
-        *st = add_fact(in, f, speaker,
-                       fill_template(pick_str(&in->rng, cat->facts, cat->n_facts),
-                                     cat->keys[key], cat->values[value]));
+        *st = add_template_fact(in, f, speaker, pick_str(&in->rng, cat->facts, cat->n_facts),
+                                cat->keys[key], cat->values[value]);
     }
     if (*st != MN_OK)
         return -1;
@@ -1305,9 +1379,8 @@ static int place_template(injector *in, probe_plan *pp, int speaker, int flo, in
         int iv = pick_unused(&in->rng, vals, cat->n_values);
         keys[ik] = 1;
         vals[iv] = 1;
-        *st = add_fact(in, pos, speaker,
-                       fill_template(pick_str(&in->rng, cat->facts, cat->n_facts),
-                                     cat->keys[ik], cat->values[iv]));
+        *st = add_template_fact(in, pos, speaker, pick_str(&in->rng, cat->facts, cat->n_facts),
+                                cat->keys[ik], cat->values[iv]);
         if (*st == MN_OK)
             *st = grow((void **)&in->interf, &in->cap_interf, in->n_interf + 1,
                        sizeof *in->interf);
@@ -1319,8 +1392,10 @@ static int place_template(injector *in, probe_plan *pp, int speaker, int flo, in
     }
     char **questions = pp->self_ask ? cat->self_questions : cat->questions;
     int n_questions = pp->self_ask ? cat->n_self_questions : cat->n_questions;
-    char *question =
-        fill_template(pick_str(&in->rng, questions, n_questions), cat->keys[key], NULL);
+    char *question = template_question(in, pick_str(&in->rng, questions, n_questions),
+                                       cat->keys[key], cat->values[value]);
+    if (in->cfg->embed_prob > 0 && mn_rng_uniform(&in->rng) < in->cfg->embed_prob)
+        in->q_embed[in->n_probes] = 1;
     return add_probe(in, pp, f, question, cat->values[value], &stats->template_probes, st);
 }
 
@@ -1512,23 +1587,105 @@ static int probe_survives(const mn_probe *p, int n_turns, const int *old_to_new)
     return ok;
 }
 
-/* Builds the episode's new turns and probes from the plan, then swaps them in. */
+/* Longest text (in bytes) of a turn holding an embedded fact or question: about 90 BPE tokens,
+ * so that the turn stays within the shard's default max_turn_tokens (128) and is not split. */
+#define MN_EMBED_MAX_CHARS 360
+
+/* Whether the original turn o may take an embedded fact or question of `speaker`, said in
+ * session `session`: same speaker, same session. */
+static int may_embed_in(const mn_turn *o, const char *speaker, int session) {
+    return o->session == session && !strcmp(o->speaker, speaker);
+}
+
+/* Whether original turn k may be taken into a fact or question and still leave enough
+ * original turns to fill every slot from `from` on that no fact takes. */
+static int spare_turn(const injector *in, const mn_dialogue *ep, planned_fact *const *at, int from,
+                      int k) {
+    int open_slots = 0;
+    for (int j = from; j < in->L; j++)
+        open_slots += !at[j];
+    return ep->n_turns - k - 1 >= open_slots;
+}
+
+/* Before slot i (i == L: after the last turn): the first probe asking there whose question is
+ * to follow a real turn of its asker (q_embed) takes the next original turn, when that turn is
+ * the asker's and of the same session, and the question it makes does not hold the answer: its
+ * text goes before the question, and the turn is not placed (consumed[k] = 1). */
+static mn_status embed_question(injector *in, const mn_dialogue *ep, int i, const mn_turn *turns,
+                                planned_fact *const *at, int *next_old, int *old_to_new,
+                                unsigned char *consumed, const unsigned char *anchored,
+                                int64_t *embedded) {
+    int k = *next_old;
+    if (i == 0 || k >= ep->n_turns || anchored[k])
+        return MN_OK;
+    for (int j = 0; j < in->n_probes; j++) {
+        mn_probe *p = &in->probes[j];
+        if (!in->q_embed[j] || p->after != i)
+            continue;
+        const mn_turn *o = &ep->turns[k];
+        if (!may_embed_in(o, p->speaker, turns[i - 1].session))
+            return MN_OK;
+        if (!spare_turn(in, ep, at, i, k))
+            return MN_OK;
+        char *text = NULL;
+        MN_TRY(mn_embed_sentence(o->text, p->question, MN_FRAME_QUESTION, MN_EMBED_MAX_CHARS, &in->rng,
+                                 &text));
+        if (text && mn_holds_words(text, p->answer)) {
+            free(text); /* the real turn or the joiner gives the answer away */
+            text = NULL;
+        }
+        if (text) {
+            free(p->question);
+            p->question = text;
+            consumed[k] = 1;
+            old_to_new[k] = -1;
+            (*next_old)++;
+            (*embedded)++;
+        }
+        return MN_OK;
+    }
+    return MN_OK;
+}
+
+/* Builds the episode's new turns and probes from the plan, then swaps them in. An embedded
+ * fact (planned_fact.embed) takes the next original turn into its slot when that turn is its
+ * speaker's, of the same session: the real text with the fact inside it; a consumed turn is
+ * not placed again, so fewer original turns fall off the end. */
 static mn_status assemble(injector *in, mn_dialogue *ep, mn_probe_stats *stats) {
     int L = in->L;
     mn_turn *turns = calloc((size_t)L, sizeof *turns);
     int *old_to_new = malloc((size_t)ep->n_turns * sizeof *old_to_new);
     planned_fact **at = calloc((size_t)L, sizeof *at);
-    if (!turns || !old_to_new || !at) {
+    /* original turns taken into a fact or question turn, and those the episode's own probes
+     * point at (never taken into a question, which would drop the probe) */
+    unsigned char *consumed = calloc((size_t)ep->n_turns, 1), *anchored = calloc((size_t)ep->n_turns, 1);
+    if (!turns || !old_to_new || !at || !consumed || !anchored) {
         free(turns);
         free(old_to_new);
         free(at);
+        free(consumed);
+        free(anchored);
         return mn_fail(MN_ERR_NOMEM, "probes: out of memory for %d turns", L);
     }
     for (int i = 0; i < in->n_facts; i++)
         at[in->facts[i].pos] = &in->facts[i];
+    for (int i = 0; i < ep->n_probes; i++) {
+        const mn_probe *p = &ep->probes[i];
+        if (p->after >= 1 && p->after <= ep->n_turns)
+            anchored[p->after - 1] = 1;
+        for (int e = 0; e < p->n_evidence; e++)
+            if (p->evidence[e] >= 0 && p->evidence[e] < ep->n_turns)
+                anchored[p->evidence[e]] = 1;
+    }
     mn_status st = MN_OK;
     int next_old = 0;
-    for (int i = 0; i < L && st == MN_OK; i++) {
+    int64_t embedded_facts = 0, embedded_questions = 0; /* counted in stats on success */
+    for (int i = 0; i <= L && st == MN_OK; i++) {
+        if (in->cfg->embed_prob > 0 && (i == L || !at[i]))
+            st = embed_question(in, ep, i, turns, at, &next_old, old_to_new, consumed, anchored,
+                                &embedded_questions);
+        if (i == L || st != MN_OK)
+            break;
         if (!at[i]) {
             old_to_new[next_old] = i;
             turns[i] = ep->turns[next_old++]; /* shallow: ownership moves on success */
@@ -1536,11 +1693,25 @@ static mn_status assemble(injector *in, mn_dialogue *ep, mn_probe_stats *stats) 
         }
         /* a fact belongs to the session it is said in: that of the turn before it */
         const mn_turn *ctx = i > 0 ? &turns[i - 1] : &ep->turns[0];
+        const char *speaker = in->speakers[at[i]->speaker];
+        char *text = NULL;
+        if (at[i]->embed && next_old < ep->n_turns &&
+            may_embed_in(&ep->turns[next_old], speaker, ctx->session) &&
+            spare_turn(in, ep, at, i + 1, next_old)) {
+            st = mn_embed_sentence(ep->turns[next_old].text, at[i]->text, MN_FRAME_FACT,
+                                   MN_EMBED_MAX_CHARS, &in->rng, &text);
+            if (text) {
+                ctx = &ep->turns[next_old];
+                consumed[next_old] = 1;
+                old_to_new[next_old++] = i;
+                embedded_facts++;
+            }
+        }
         turns[i].session = ctx->session;
-        turns[i].speaker = strdup(in->speakers[at[i]->speaker]);
-        turns[i].text = strdup(at[i]->text);
+        turns[i].speaker = strdup(speaker);
+        turns[i].text = text ? text : strdup(at[i]->text);
         turns[i].date = ctx->date ? strdup(ctx->date) : NULL;
-        if (!turns[i].speaker || !turns[i].text || (ctx->date && !turns[i].date))
+        if (st == MN_OK && (!turns[i].speaker || !turns[i].text || (ctx->date && !turns[i].date)))
             st = mn_fail(MN_ERR_NOMEM, "probes: out of memory");
     }
     for (int i = next_old; i < ep->n_turns; i++)
@@ -1562,6 +1733,8 @@ static mn_status assemble(injector *in, mn_dialogue *ep, mn_probe_stats *stats) 
         free(turns);
         free(old_to_new);
         free(at);
+        free(consumed);
+        free(anchored);
         free(probes);
         return st;
     }
@@ -1581,13 +1754,16 @@ static mn_status assemble(injector *in, mn_dialogue *ep, mn_probe_stats *stats) 
     for (int i = 0; i < in->n_probes; i++)
         probes[n++] = in->probes[i];
     in->n_probes = 0;
-    for (int i = next_old; i < ep->n_turns; i++) {
-        free(ep->turns[i].speaker);
-        free(ep->turns[i].text);
-        free(ep->turns[i].date);
-    }
+    for (int i = 0; i < ep->n_turns; i++)
+        if (i >= next_old || consumed[i]) {
+            free(ep->turns[i].speaker);
+            free(ep->turns[i].text);
+            free(ep->turns[i].date);
+        }
     stats->dropped_turns += ep->n_turns - next_old;
     stats->fact_turns += in->n_facts;
+    stats->embedded_facts += embedded_facts;
+    stats->embedded_questions += embedded_questions;
     free(ep->turns);
     free(ep->probes);
     ep->turns = turns;
@@ -1596,6 +1772,8 @@ static mn_status assemble(injector *in, mn_dialogue *ep, mn_probe_stats *stats) 
     ep->n_probes = n;
     free(old_to_new);
     free(at);
+    free(consumed);
+    free(anchored);
     return MN_OK;
 }
 
@@ -1635,10 +1813,11 @@ static mn_status inject_one(mn_dialogue *ep, int64_t index, const mn_probe_templ
     in.persona_of_speaker = calloc(2, sizeof *in.persona_of_speaker);
     in.sentence_used = calloc(in.pb ? (size_t)in.pb->n_sentences : 1, 1);
     in.probes = calloc((size_t)ppe, sizeof *in.probes);
+    in.q_embed = calloc((size_t)ppe, 1);
     probe_plan *plan = calloc((size_t)ppe, sizeof *plan);
     mn_status st = MN_OK;
     if (!in.key_off || !in.val_off || !in.key_used || !in.val_used || !in.occupied ||
-        !in.persona_of_speaker || !in.sentence_used || !in.probes || !plan)
+        !in.persona_of_speaker || !in.sentence_used || !in.probes || !in.q_embed || !plan)
         st = mn_fail(MN_ERR_NOMEM, "probes: out of memory");
     for (int s = 0; s < in.n_speakers && st == MN_OK && in.pb; s++)
         st = assign_persona(&in, s);
@@ -1703,8 +1882,10 @@ static mn_status inject_one(mn_dialogue *ep, int64_t index, const mn_probe_templ
     if (st == MN_OK) {
         int made = in.n_probes;
         st = assemble(&in, ep, stats);
-        if (st == MN_OK)
+        if (st == MN_OK) {
             stats->probes += made;
+            stats->varied_phrasings += in.varied;
+        }
     }
     for (int i = 0; in.probes && i < in.n_probes; i++)
         mn_probe_free(&in.probes[i]);
@@ -2192,15 +2373,6 @@ static mn_status pick_frames(mn_rng *rng, char **src, int n, int lo, int hi, cha
     return st;
 }
 
-/* 1 if `phrase` occurs in `text` as whole words, case aside ("the" in "What was the {key}?"). */
-static int holds_words(const char *text, const char *phrase) {
-    size_t n = strlen(phrase);
-    for (const char *p = text; n && (p = strcasestr(p, phrase)); p++)
-        if ((p == text || !isalnum((unsigned char)p[-1])) && !isalnum((unsigned char)p[n]))
-            return 1;
-    return 0;
-}
-
 /* Drops the values that a key or a question of the family holds as words, so that no
  * question gives its answer away ("the" asked by "What was the {key} you mentioned?"). */
 static void drop_values_in_questions(mn_fact_category *cat) {
@@ -2209,11 +2381,11 @@ static void drop_values_in_questions(mn_fact_category *cat) {
         const char *value = cat->values[v];
         int given = 0;
         for (int k = 0; k < cat->n_keys && !given; k++)
-            given = holds_words(cat->keys[k], value);
+            given = mn_holds_words(cat->keys[k], value);
         for (int q = 0; q < cat->n_questions && !given; q++)
-            given = holds_words(cat->questions[q], value);
+            given = mn_holds_words(cat->questions[q], value);
         for (int q = 0; q < cat->n_self_questions && !given; q++)
-            given = holds_words(cat->self_questions[q], value);
+            given = mn_holds_words(cat->self_questions[q], value);
         if (given)
             free(cat->values[v]);
         else

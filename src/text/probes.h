@@ -10,6 +10,7 @@
 
 #include "text/dialogue.h"
 #include "text/readers.h" /* mn_split */
+#include "text/text_util.h" /* mn_strset */
 
 /* One slot-template category (a family) of one split, e.g. "pets": "my {key} is {value}". */
 typedef struct {
@@ -73,6 +74,10 @@ typedef struct {
     char **persona_self_questions; /* asked by the persona's own speaker ("What did I tell you
                                     * about myself?"); optional */
     int n_persona_self_questions;
+    mn_strset heldout_phrasings; /* train split only: every valid and test phrasing of the
+                                  * files (text_norm'd: case, punctuation, spacing aside), so
+                                  * that no rewrite of a train phrasing (--frame-variety)
+                                  * equals one */
 } mn_probe_templates;
 
 /* Loads the templates of one split (train, valid or test) from a folder of *.json files (read
@@ -182,6 +187,12 @@ typedef struct {
                               * episode come in groups of N template facts of different
                               * categories, all said before the first of the group's questions
                               * (N facts alive at once; templates only) */
+    double embed_prob;       /* train only: chance that a template fact turn is said inside
+                              * the next real turn of its speaker, and (drawn apart) that a
+                              * template question follows a real turn of its asker in the
+                              * same turn (docs/probes.md "Facts inside real turns") */
+    double variety_prob;     /* train only: chance that a template fact, update or question
+                              * phrasing is rewritten (rewrite.h mn_frame_vary) */
     uint64_t seed;
 } mn_probe_config;
 
@@ -205,6 +216,9 @@ typedef struct {
     int64_t fact_turns;         /* turns inserted (facts, updates, interference) */
     int64_t skipped_probes;     /* asked for but not placeable (episode too short, no room) */
     int64_t dropped_turns;      /* original turns pushed past the end by inserted facts */
+    int64_t embedded_facts;     /* fact turns said inside a real turn (embed_prob) */
+    int64_t embedded_questions; /* questions said after a real turn of the asker */
+    int64_t varied_phrasings;   /* phrasings rewritten (variety_prob) */
 } mn_probe_stats;
 
 /* Adds probes to one episode. The episode keeps its length: fact turns are placed at chosen
