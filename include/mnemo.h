@@ -293,7 +293,9 @@ mn_status mn_sample(const float *logits, int vocab_size, const mn_sampling *samp
 /* Generates the rest of a turn read with state r (NULL: no memory). out (max_tokens) starts as
  * a copy of prefix (n_prefix >= 1 tokens, e.g. the reply's speaker tokens); tokens are
  * appended until one of stop[0..n_stop-1] is drawn (it is kept) or the turn holds max_tokens
- * (<= N with memory, <= k + N without). *n_out = length of the whole turn. */
+ * (<= N with memory, <= k + N without). *n_out = length of the whole turn. With memory each
+ * token reads one new row on a key/value cache of the decoder (its logits are mn_next_logits'
+ * to float rounding); without, mn_next_logits reads the whole sequence every token. */
 mn_status mn_generate(mn_model *model, const float *r, const int32_t *prefix, int n_prefix, int max_tokens,
                       const int32_t *stop, int n_stop, const mn_sampling *sampling, uint64_t *rng_state,
                       int32_t *out, int *n_out);

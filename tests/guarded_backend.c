@@ -294,6 +294,16 @@ static void g_attention_backward(void *ctx, float *dqkv, const float *dout, cons
     if (!g->failed)
         cpu()->attention_backward(NULL, dqkv, dout, qkv, att, valid, B, S, C, H, causal);
 }
+static void g_attention_rows_forward(void *ctx, float *out, float *att, const float *qkv, const int32_t *valid,
+                                     int B, int S, int C, int H, int q0, int m) {
+    guard *g = ctx;
+    if (q0 < 0 || m < 1 || q0 + m > S)
+        fail_once(g, __func__, "q0", NULL, 0, "rows q0 .. q0+m-1 outside 0..S-1");
+    NEED_F(out, (size_t)B * m * C), NEED_F(att, (size_t)B * H * m * S), NEED_F(qkv, (size_t)B * S * 3 * C);
+    check_valid(g, __func__, valid, B, S);
+    if (!g->failed)
+        cpu()->attention_rows_forward(NULL, out, att, qkv, valid, B, S, C, H, q0, m);
+}
 static void g_gelu_forward(void *ctx, float *out, const float *inp, size_t N) {
     guard *g = ctx;
     NEED_F(out, N), NEED_F(inp, N);

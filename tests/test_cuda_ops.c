@@ -335,6 +335,35 @@ static void attention_case(int B, int S, int C, int H, const int32_t *valid, int
     free_grad(&dqkv);
 }
 
+/* The rows form (inference on cached keys): causal query rows q0 .. q0+m-1 against the CPU's;
+ * rows past a sequence's valid ones (padding, NaN in qkv with nan_padding) give zeros. */
+static void attention_rows_case(int B, int S, int C, int H, const int32_t *valid, int q0, int m, int nan_padding) {
+    const size_t natt = (size_t)B * H * m * S, nout = (size_t)B * m * C;
+    float *qkv = randoms((size_t)B * S * 3 * C, -1, 1);
+    if (nan_padding)
+        poison_padding(qkv, valid, B, S, 3 * (size_t)C);
+    float *out = nans(nout), *att = nans(natt);
+    MN_OP(&cpu, attention_rows_forward, out, att, qkv, valid, B, S, C, H, q0, m);
+    float *d_qkv = up(qkv, (size_t)B * S * 3 * C), *d_out = poisoned(nout), *d_att = poisoned(natt);
+    int32_t *d_valid = up_ints(valid, B);
+    MN_OP(&gpu, attention_rows_forward, d_out, d_att, d_qkv, d_valid, B, S, C, H, q0, m);
+    float *g_out = down(d_out, nout), *g_att = down(d_att, natt);
+    char what[128];
+    snprintf(what, sizeof what, "attention rows %d..%d (B %d, S %d, C %d, H %d%s)", q0, q0 + m - 1, B, S, C, H,
+             nan_padding ? ", NaN in the padding" : "");
+    expect_fp32(what, g_out, out, NULL, nout);
+    expect_fp32(what, g_att, att, NULL, natt);
+    for (int b = 0; b < B; b++)
+        for (int i = 0; i < m; i++)
+            for (int c = 0; c < C; c++) {
+                float o = g_out[((size_t)b * m + i) * C + c];
+                if (q0 + i < valid[b] ? !isfinite(o) : o != 0.0f)
+                    fail_msg("%s[%d][%d][%d] = %g: valid rows finite, padding rows 0", what, b, i, c, (double)o);
+            }
+    free(qkv), free(out), free(att), free(g_out), free(g_att);
+    gfree(d_qkv), gfree(d_valid), gfree(d_out), gfree(d_att);
+}
+
 static void test_attention(void **state) {
     (void)state;
     NEED_GPU();
@@ -343,6 +372,9 @@ static void test_attention(void **state) {
         attention_case(3, 37, 48, 4, valid, causal, 0);
         attention_case(3, 37, 48, 4, valid, causal, 1);
     }
+    attention_rows_case(3, 37, 48, 4, valid, 36, 1, 0);  /* one new row */
+    attention_rows_case(3, 37, 48, 4, valid, 15, 10, 1); /* rows past 20 and 1 valid: padding */
+    attention_rows_case(3, 37, 48, 4, valid, 0, 37, 0);  /* every row */
 }
 
 /* ---------------------------------------------------------------- elementwise */
@@ -537,6 +569,7 @@ static void test_gpt2_shapes(void **state) {
     const int32_t valid[G_B] = {G_S, 97};
     attention_case(G_B, G_S, G_C, G_H, valid, 1, 0);
     attention_case(G_B, G_S, G_C, G_H, valid, 0, 1);
+    attention_rows_case(G_B, G_S, G_C, G_H, valid, 90, 40, 1);
 
     /* the MLP's two products and GELU, the layernorm before them */
     float *x = randoms((size_t)G_N * G_C, -1, 1), *w = randoms((size_t)G_C * 4 * G_C, -0.1, 0.1);

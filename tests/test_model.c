@@ -997,10 +997,29 @@ static void test_tensor_table(void **state) {
     mn_model_free(m);
 }
 
+/* Generation by the full pass at every token (mn_next_logits of the whole sequence, then
+ * mn_sample), as mn_generate did before it ran on the cache: the reference of its tokens. */
+static int full_pass_generate(mn_model *m, const float *r, const int32_t *prefix, int n_prefix, int max_tokens,
+                              const mn_sampling *sp, uint64_t rng, int32_t *out) {
+    const int V = mn_model_config(m)->vocab_size;
+    float *logits = malloc((size_t)V * sizeof *logits);
+    assert_non_null(logits);
+    memcpy(out, prefix, (size_t)n_prefix * sizeof *out);
+    int n = n_prefix;
+    while (n < max_tokens) {
+        assert_int_equal(mn_next_logits(m, out, n, r, logits), MN_OK);
+        assert_int_equal(mn_sample(logits, V, sp, &rng, &out[n]), MN_OK);
+        n++;
+    }
+    free(logits);
+    return n;
+}
+
 /* The decoder's key/value cache against the full pass, on model m: greedy generation started
  * from several prefixes (each with its own state) and advanced together, some sequences stopping
- * early, must pick the tokens of mn_generate (the full pass at every token), with every step's
- * logits equal to mn_next_logits of the whole sequence to 1e-5; choices scored from forks of a
+ * early, must pick the tokens of the full pass at every token, with every step's logits equal to
+ * mn_next_logits of the whole sequence to 1e-5; mn_generate (on the cache) picks the full pass's
+ * tokens, greedy and sampled, with and without a stop token; choices scored from forks of a
  * started prefix equal mn_sequence_log_probs. */
 static void check_cache_against_full_pass(mn_model *m, const char *name) {
     const mn_config *c = mn_model_config(m);
@@ -1060,15 +1079,39 @@ static void check_cache_against_full_pass(mn_model *m, const char *name) {
     }
     printf("%s: cached logits within %.2g of the full pass\n", name, worst);
     assert_true(worst < 1e-5);
-    for (int i = 0; i < SEQS; i++) { /* the same tokens as mn_generate, which reads the whole sequence every token */
+    const mn_sampling sampled = {0.9f, 20, 0.95f};
+    int32_t *gen = malloc((size_t)N * sizeof *gen);
+    assert_non_null(gen);
+    for (int i = 0; i < SEQS; i++) { /* the cache's greedy tokens are the full pass's, and mn_generate's */
+        const int np = (int)(offsets[i + 1] - offsets[i]);
         int n_out = 0;
         uint64_t rng = 1;
-        assert_int_equal(mn_generate(m, r[i], tokens + offsets[i], (int)(offsets[i + 1] - offsets[i]), len[i], NULL,
-                                     0, &greedy, &rng, full, &n_out),
+        assert_int_equal(full_pass_generate(m, r[i], tokens + offsets[i], np, len[i], &greedy, 1, full), len[i]);
+        assert_memory_equal(full, seq + (size_t)i * N, (size_t)len[i] * sizeof(int32_t));
+        assert_int_equal(mn_generate(m, r[i], tokens + offsets[i], np, len[i], NULL, 0, &greedy, &rng, gen, &n_out),
                          MN_OK);
         assert_int_equal(n_out, len[i]);
-        assert_memory_equal(full, seq + (size_t)i * N, (size_t)len[i] * sizeof(int32_t));
+        assert_memory_equal(gen, full, (size_t)len[i] * sizeof(int32_t));
+        if (i >= 2)
+            continue;
+        /* sampled to the end of the turn (two of the prefixes), then stopped at the 3rd token it drew */
+        int want = full_pass_generate(m, r[i], tokens + offsets[i], np, N, &sampled, 7 + i, full);
+        rng = 7 + (uint64_t)i;
+        assert_int_equal(mn_generate(m, r[i], tokens + offsets[i], np, N, NULL, 0, &sampled, &rng, gen, &n_out), MN_OK);
+        assert_int_equal(n_out, want);
+        assert_memory_equal(gen, full, (size_t)want * sizeof(int32_t));
+        if (want >= np + 3) { /* the same draws, cut after the stop token's first appearance */
+            const int32_t stop = full[np + 2];
+            for (want = np + 1; full[want - 1] != stop; want++) {
+            }
+            rng = 7 + (uint64_t)i;
+            assert_int_equal(mn_generate(m, r[i], tokens + offsets[i], np, N, &stop, 1, &sampled, &rng, gen, &n_out),
+                             MN_OK);
+            assert_int_equal(n_out, want);
+            assert_memory_equal(gen, full, (size_t)want * sizeof(int32_t));
+        }
     }
+    free(gen);
     /* the full turn's last token still fits the cache's k + N rows; one more is refused, naming
      * the sequence */
     int32_t tok0 = 0;

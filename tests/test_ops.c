@@ -486,6 +486,38 @@ static void test_attention_large_scores(void **state) {
     free(qkv); free(out); free(att);
 }
 
+/* The rows form equals the same rows of the causal forward bit for bit (cached inference gives
+ * the numbers of a whole pass), across the forward's row blocks of 64, with padding rows 0. */
+static void test_attention_rows_equal_forward(void **state) {
+    (void)state;
+    rng_reset(23);
+    enum { B = 2, S = 150, C = 48, H = 4 };
+    const int32_t valid[B] = {150, 97};
+    float *qkv = random_floats((size_t)B * S * 3 * C, -1, 1);
+    float *out = zero_floats((size_t)B * S * C), *att = zero_floats((size_t)B * H * S * S);
+    mn_attention_forward(out, att, qkv, valid, B, S, C, H, 1, team());
+    /* {q0, m}: the last row, rows of the last block, rows across two block boundaries, every
+     * row, and rows past the second sequence's 97 valid ones (padding there) */
+    const int rows[][2] = {{149, 1}, {140, 10}, {60, 70}, {0, 150}, {90, 20}, {100, 5}};
+    for (size_t c = 0; c < sizeof rows / sizeof rows[0]; c++) {
+        const int q0 = rows[c][0], m = rows[c][1];
+        float *r_out = random_floats((size_t)B * m * C, -9, 9), *r_att = random_floats((size_t)B * H * m * S, -9, 9);
+        mn_attention_rows_forward(r_out, r_att, qkv, valid, B, S, C, H, q0, m, team());
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < m; i++) {
+                const float *want = out + ((size_t)b * S + q0 + i) * C, *got = r_out + ((size_t)b * m + i) * C;
+                if (memcmp(want, got, (size_t)C * sizeof(float)) != 0)
+                    fail_msg("rows %d..%d: sequence %d row %d differs from the forward's", q0, q0 + m - 1, b, q0 + i);
+                for (int h = 0; h < H; h++)
+                    if (memcmp(att + (((size_t)b * H + h) * S + q0 + i) * S,
+                               r_att + (((size_t)b * H + h) * m + i) * S, (size_t)S * sizeof(float)) != 0)
+                        fail_msg("rows %d..%d: sequence %d head %d att row %d differs", q0, q0 + m - 1, b, h, q0 + i);
+            }
+        free(r_out), free(r_att);
+    }
+    free(qkv), free(out), free(att);
+}
+
 /* ------------------------------------------------------------------ gelu */
 
 typedef struct {
@@ -867,6 +899,7 @@ int main(void) {
         cmocka_unit_test(test_attention_causal),
         cmocka_unit_test(test_attention_bidirectional),
         cmocka_unit_test(test_attention_large_scores),
+        cmocka_unit_test(test_attention_rows_equal_forward),
         cmocka_unit_test(test_gelu),
         cmocka_unit_test(test_gated_update),
         cmocka_unit_test(test_crossentropy),

@@ -7,7 +7,10 @@
  * multiplies the keys up to its last row, which skips most of the masked upper triangle.
  * (Scalar dot-product loops were ~10% of a training step; see docs/perf.md.)
  * A pair owns its q, k, v columns of dqkv, so every element is summed by one thread in a fixed
- * order: deterministic for a fixed thread count. */
+ * order: deterministic for a fixed thread count.
+ * The rows form (mn_attention_rows_forward, inference) computes only some query rows, in the
+ * forward's row blocks with the same products per block, so its rows equal the forward's bit
+ * for bit. */
 #include "cpu/ops.h"
 #include "cpu/vec.h"
 
@@ -62,6 +65,27 @@ static void softmax_backward_row(float *dp, const float *p, int n_keys, int n_ze
         dp[t] = 0.0f;
 }
 
+/* Query rows r_lo..r_hi-1 of one (sequence, head) of n valid positions against keys 0..nk-1:
+ * scores, softmax, times V. a: their score rows (stride S), o: their output rows (stride C). */
+static void attend_rows(float *o, float *a, const float *q, const float *k, const float *v, int S, int C, int hs,
+                        float scale, int r_lo, int r_hi, int nk, int n, int causal) {
+    const int C3 = 3 * C;
+    // scores (r_hi-r_lo, nk) = scale * Q[r_lo:r_hi] K[0:nk]^T
+    mn_sgemm_serial(0, 1, r_hi - r_lo, nk, hs, scale, q + (size_t)r_lo * C3, C3, k, C3, 0.0f, a, S);
+    for (int s = r_lo; s < r_hi; s++)
+        softmax_row(a + (size_t)(s - r_lo) * S, attention_key_count(s, n, causal), S);
+    // out[r_lo:r_hi] = P (r_hi-r_lo, nk) V[0:nk]
+    mn_sgemm_serial(0, 0, r_hi - r_lo, hs, nk, 1.0f, a, S, v, C3, 0.0f, o, C);
+}
+
+/* Padding query rows: defined zeros (att row of S, output row of hs) so nothing reads garbage. */
+static void zero_query_row(float *a, float *o, int S, int hs) {
+    for (int t = 0; t < S; t++)
+        a[t] = 0.0f;
+    for (int i = 0; i < hs; i++)
+        o[i] = 0.0f;
+}
+
 // qkv (B, S, 3C), valid (B) -> out (B, S, C), att (B, H, S, S)
 void mn_attention_forward(float *out, float *att, const float *qkv, const int32_t *valid,
                           int B, int S, int C, int H, int causal, int threads) {
@@ -79,21 +103,38 @@ void mn_attention_forward(float *out, float *att, const float *qkv, const int32_
             for (int r0 = 0; r0 < n; r0 += MN_ATT_ROW_BLOCK) {
                 int r1 = r0 + MN_ATT_ROW_BLOCK < n ? r0 + MN_ATT_ROW_BLOCK : n;
                 int nk = causal ? r1 : n;   // keys any row of the block may see
-                float *a = att_bh + (size_t)r0 * S;
-                // scores (r1-r0, nk) = scale * Q[r0:r1] K[0:nk]^T
-                mn_sgemm_serial(0, 1, r1 - r0, nk, hs, scale, q + (size_t)r0 * C3, C3, k, C3, 0.0f, a, S);
-                for (int s = r0; s < r1; s++)
-                    softmax_row(att_bh + (size_t)s * S, attention_key_count(s, n, causal), S);
-                // out[r0:r1] = P (r1-r0, nk) V[0:nk]
-                mn_sgemm_serial(0, 0, r1 - r0, hs, nk, 1.0f, a, S, v, C3, 0.0f, o + (size_t)r0 * C, C);
+                attend_rows(o + (size_t)r0 * C, att_bh + (size_t)r0 * S, q, k, v, S, C, hs, scale, r0, r1, nk, n,
+                            causal);
             }
-            // padding queries: defined zeros so that nothing downstream reads garbage
-            for (int s = n; s < S; s++) {
-                for (int t = 0; t < S; t++)
-                    att_bh[(size_t)s * S + t] = 0.0f;
-                for (int i = 0; i < hs; i++)
-                    o[(size_t)s * C + i] = 0.0f;
+            for (int s = n; s < S; s++)
+                zero_query_row(att_bh + (size_t)s * S, o + (size_t)s * C, S, hs);
+        }
+    }
+}
+
+// qkv (B, S, 3C), valid (B) -> out (B, m, C), att (B, H, m, S): causal query rows q0 .. q0+m-1
+void mn_attention_rows_forward(float *out, float *att, const float *qkv, const int32_t *valid,
+                               int B, int S, int C, int H, int q0, int m, int threads) {
+    int hs = C / H;
+    float scale = 1.0f / sqrtf((float)hs);
+    #pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1)
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < H; h++) {
+            float *att_bh = att + ((size_t)b * H + h) * m * S;   // (m, S)
+            const float *q = qkv + (size_t)b * S * 3 * C + (size_t)h * hs;
+            const float *k = q + C, *v = q + 2 * C;
+            float *o = out + (size_t)b * m * C + (size_t)h * hs;  // (m, C): row s at s - q0
+            int n = valid[b], q1 = q0 + m < n ? q0 + m : n > q0 ? n : q0;   // real rows q0..q1-1
+            // the forward's blocks that hold rows q0..q1-1, each with the forward's keys
+            for (int r0 = q0 / MN_ATT_ROW_BLOCK * MN_ATT_ROW_BLOCK; r0 < q1; r0 += MN_ATT_ROW_BLOCK) {
+                int r1 = r0 + MN_ATT_ROW_BLOCK < n ? r0 + MN_ATT_ROW_BLOCK : n;
+                int lo = r0 > q0 ? r0 : q0, hi = r1 < q1 ? r1 : q1;
+                if (lo < hi)   // (none when every row is padding)
+                    attend_rows(o + (size_t)(lo - q0) * C, att_bh + (size_t)(lo - q0) * S, q, k, v, S, C, hs, scale,
+                                lo, hi, r1, n, 1);
             }
+            for (int s = q1; s < q0 + m; s++)
+                zero_query_row(att_bh + (size_t)(s - q0) * S, o + (size_t)(s - q0) * C, S, hs);
         }
     }
 }

@@ -53,6 +53,12 @@ void mn_attention_forward(float *out, float *att, const float *qkv, const int32_
                           int B, int S, int C, int H, int causal, int threads);
 void mn_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
                            const int32_t *valid, int B, int S, int C, int H, int causal, int threads);
+/* The rows form, for inference with cached keys and values: causal attention of query rows
+ * q0 .. q0+m-1 (q0 + m <= S) of each sequence only, against its keys 0..s. out (B, m, C), att
+ * (B, H, m, S); rows s >= valid[b] are padding (out = 0). Equal bit for bit to the same rows of
+ * mn_attention_forward (causal). Forward only. */
+void mn_attention_rows_forward(float *out, float *att, const float *qkv, const int32_t *valid,
+                               int B, int S, int C, int H, int q0, int m, int threads);
 
 /* GELU, tanh approximation (GPT-2) */
 void mn_gelu_forward(float *out, const float *inp, size_t N, int threads);

@@ -2,7 +2,8 @@
  * values by cuBLAS strided-batched products over (batch, head) pairs, softmax with the masks
  * in a kernel (one warp per query row). qkv (B, S, 3C) holds q | k | v, heads contiguous; the
  * products want each head contiguous, so q, k, v are first permuted to (B, H, S, hs).
- * Scratch comes from the context's workspace. */
+ * Scratch comes from the context's workspace. The rows form (inference on cached keys) runs the
+ * same steps for query rows q0 .. q0+m-1 only. */
 #include <math.h>
 
 #include "cuda/cuda_common.h"
@@ -57,14 +58,16 @@ static __global__ void merge_qkv_grad_kernel(float *dqkv, const float *dq, const
     }
 }
 
-/* In place on att (B, H, S, S) holding scaled scores: softmax over the keys query s may see
- * (0..s if causal, else 0..valid-1); masked keys get exactly 0; padding queries a zero row. */
-static __global__ void masked_softmax_kernel(float *att, const int32_t *valid, int B, int H, int S, int causal) {
+/* In place on att (B, H, m, S) holding the scaled scores of query rows q0 .. q0+m-1 (the whole
+ * op: q0 = 0, m = S): softmax over the keys query s may see (0..s if causal, else
+ * 0..valid-1); masked keys get exactly 0; padding queries a zero row. */
+static __global__ void masked_softmax_kernel(float *att, const int32_t *valid, int B, int H, int S, int q0, int m,
+                                             int causal) {
     size_t row = (size_t)blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
-    if (row >= (size_t)B * H * S)
+    if (row >= (size_t)B * H * m)
         return;
-    int s = (int)(row % S), b = (int)(row / ((size_t)S * H));
+    int s = q0 + (int)(row % m), b = (int)(row / ((size_t)m * H));
     float *p = att + row * S;
     int n_valid = valid[b];
     if (s >= n_valid) {
@@ -111,31 +114,43 @@ static __global__ void masked_softmax_backward_kernel(float *datt, const float *
 
 static unsigned row_blocks(size_t rows) { return (unsigned)((rows + 7) / 8); } /* 8 warps of 256 threads */
 
-// qkv (B, S, 3C), valid (B) -> out (B, S, C), att (B, H, S, S)
-extern "C" void mn_cu_attention_forward(void *ctx, float *out, float *att, const float *qkv, const int32_t *valid,
-                                        int B, int S, int C, int H, int causal) {
-    mn_cuda_context *cx = mn_cuda_enter(ctx);
-    if (cx->failed || B <= 0 || S <= 0)
+/* Query rows q0 .. q0+m-1 of each sequence (the whole op: q0 = 0, m = S) -> out (B, m, C),
+ * att (B, H, m, S). */
+static void attention_rows(mn_cuda_context *cx, float *out, float *att, const float *qkv, const int32_t *valid, int B,
+                           int S, int C, int H, int q0, int m, int causal) {
+    if (cx->failed || B <= 0 || S <= 0 || m <= 0)
         return;
     const int hs = C / H;
-    const size_t BSC = (size_t)B * S * C, rows = (size_t)B * H * S;
-    float *q = (float *)mn_cuda_workspace(cx, 4 * BSC * sizeof(float));
+    const size_t BSC = (size_t)B * S * C, BmC = (size_t)B * m * C, rows = (size_t)B * H * m;
+    float *q = (float *)mn_cuda_workspace(cx, (3 * BSC + BmC) * sizeof(float));
     if (!q)
         return;
     float *k = q + BSC, *v = k + BSC, *y = v + BSC;
     split_heads_kernel<<<mn_cuda_blocks(BSC, 256), 256, 0, cx->stream>>>(q, k, v, qkv, valid, B, S, H, hs);
     MN_LAUNCHED(cx, "split_heads_kernel");
-    // per (b, h): scores^T (S_k, S_q) = K (S_k, hs) . Q^T (hs, S_q), i.e. row-major att[q][k]
-    const long long head = (long long)S * hs, square = (long long)S * S;
-    mn_cuda_gemm_batched(cx, CUBLAS_OP_T, CUBLAS_OP_N, S, S, hs, 1.0f / sqrtf((float)hs), k, hs, head, q, hs, head,
-                         0.0f, att, S, square, B * H);
-    masked_softmax_kernel<<<row_blocks(rows), 256, 0, cx->stream>>>(att, valid, B, H, S, causal);
+    // per (b, h): scores^T (S_k, m) = K (S_k, hs) . Q[q0:q0+m]^T (hs, m), i.e. row-major att[q][k]
+    const long long head = (long long)S * hs, block = (long long)m * S;
+    mn_cuda_gemm_batched(cx, CUBLAS_OP_T, CUBLAS_OP_N, S, m, hs, 1.0f / sqrtf((float)hs), k, hs, head,
+                         q + (size_t)q0 * hs, hs, head, 0.0f, att, S, block, B * H);
+    masked_softmax_kernel<<<row_blocks(rows), 256, 0, cx->stream>>>(att, valid, B, H, S, q0, m, causal);
     MN_LAUNCHED(cx, "masked_softmax_kernel");
-    // y^T (hs, S_q) = V^T (hs, S_k) . att^T (S_k, S_q)
-    mn_cuda_gemm_batched(cx, CUBLAS_OP_N, CUBLAS_OP_N, hs, S, S, 1.0f, v, hs, head, att, S, square, 0.0f, y, hs, head,
-                         B * H);
-    merge_heads_kernel<<<mn_cuda_blocks(BSC, 256), 256, 0, cx->stream>>>(out, y, B, S, H, hs);
+    // y^T (hs, m) = V^T (hs, S_k) . att^T (S_k, m)
+    mn_cuda_gemm_batched(cx, CUBLAS_OP_N, CUBLAS_OP_N, hs, m, S, 1.0f, v, hs, head, att, S, block, 0.0f, y, hs,
+                         (long long)m * hs, B * H);
+    merge_heads_kernel<<<mn_cuda_blocks(BmC, 256), 256, 0, cx->stream>>>(out, y, B, m, H, hs);
     MN_LAUNCHED(cx, "merge_heads_kernel");
+}
+
+// qkv (B, S, 3C), valid (B) -> out (B, S, C), att (B, H, S, S)
+extern "C" void mn_cu_attention_forward(void *ctx, float *out, float *att, const float *qkv, const int32_t *valid,
+                                        int B, int S, int C, int H, int causal) {
+    attention_rows(mn_cuda_enter(ctx), out, att, qkv, valid, B, S, C, H, 0, S, causal);
+}
+
+// qkv (B, S, 3C), valid (B) -> out (B, m, C), att (B, H, m, S): causal query rows q0 .. q0+m-1
+extern "C" void mn_cu_attention_rows_forward(void *ctx, float *out, float *att, const float *qkv,
+                                             const int32_t *valid, int B, int S, int C, int H, int q0, int m) {
+    attention_rows(mn_cuda_enter(ctx), out, att, qkv, valid, B, S, C, H, q0, m, 1);
 }
 
 // dout (B, S, C) -> dqkv (B, S, 3C) +=

@@ -66,6 +66,8 @@ void mn_cu_attention_forward(void *ctx, float *out, float *att, const float *qkv
                              int C, int H, int causal);
 void mn_cu_attention_backward(void *ctx, float *dqkv, const float *dout, const float *qkv, const float *att,
                               const int32_t *valid, int B, int S, int C, int H, int causal);
+void mn_cu_attention_rows_forward(void *ctx, float *out, float *att, const float *qkv, const int32_t *valid, int B,
+                                  int S, int C, int H, int q0, int m);
 void mn_cu_gelu_forward(void *ctx, float *out, const float *inp, size_t N);
 void mn_cu_gelu_backward(void *ctx, float *dinp, const float *dout, const float *inp, size_t N);
 void mn_cu_gated_update_forward(void *ctx, float *r_out, float *z, const float *r_prev, const float *u,

@@ -165,6 +165,11 @@ static void cpu_attention_backward(void *ctx, float *dqkv, const float *dout, co
     const int threads = cpu_threads(ctx);
     mn_attention_backward(dqkv, dout, qkv, att, valid, B, S, C, H, causal, threads);
 }
+static void cpu_attention_rows_forward(void *ctx, float *out, float *att, const float *qkv, const int32_t *valid,
+                                       int B, int S, int C, int H, int q0, int m) {
+    const int threads = cpu_threads(ctx);
+    mn_attention_rows_forward(out, att, qkv, valid, B, S, C, H, q0, m, threads);
+}
 static void cpu_gelu_forward(void *ctx, float *out, const float *inp, size_t N) {
     const int threads = cpu_threads(ctx);
     mn_gelu_forward(out, inp, N, threads);

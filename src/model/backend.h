@@ -106,6 +106,9 @@ typedef struct mn_backend {
                               int B, int S, int C, int H, int causal);
     void (*attention_backward)(void *ctx, float *dqkv, const float *dout, const float *qkv, const float *att,
                                const int32_t *valid, int B, int S, int C, int H, int causal);
+    /* causal query rows q0 .. q0+m-1 only (inference on cached keys): out (B, m, C), att (B, H, m, S) */
+    void (*attention_rows_forward)(void *ctx, float *out, float *att, const float *qkv, const int32_t *valid, int B,
+                                   int S, int C, int H, int q0, int m);
     void (*gelu_forward)(void *ctx, float *out, const float *inp, size_t N);
     void (*gelu_backward)(void *ctx, float *dinp, const float *dout, const float *inp, size_t N);
     void (*gated_update_forward)(void *ctx, float *r_out, float *z, const float *r_prev, const float *u,
@@ -162,7 +165,8 @@ typedef struct mn_backend_async {
     .layernorm_backward = p##layernorm_backward, .linear_forward = p##linear_forward,                        \
     .linear_backward = p##linear_backward, .lm_head_forward = p##lm_head_forward,                            \
     .lm_head_backward = p##lm_head_backward, .attention_forward = p##attention_forward,                      \
-    .attention_backward = p##attention_backward, .gelu_forward = p##gelu_forward,                            \
+    .attention_backward = p##attention_backward, .attention_rows_forward = p##attention_rows_forward,         \
+    .gelu_forward = p##gelu_forward,                                                                         \
     .gelu_backward = p##gelu_backward, .gated_update_forward = p##gated_update_forward,                      \
     .gated_update_backward = p##gated_update_backward, .crossentropy_forward = p##crossentropy_forward,      \
     .crossentropy_fused = p##crossentropy_fused, .residual_forward = p##residual_forward,                    \

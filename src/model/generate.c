@@ -1,11 +1,13 @@
-/* Sampling (temperature, top-k, top-p) and turn generation on top of mn_next_logits. Shared
- * by `mnemo chat` and any greedy decoding (temperature 0). */
+/* Sampling (temperature, top-k, top-p) and turn generation: with a state on the decoder's
+ * key/value cache (one new row per token), without one on mn_next_logits of the whole sequence.
+ * Shared by `mnemo chat` and any greedy decoding (temperature 0). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/error.h"
 #include "mnemo.h"
+#include "model/score.h"
 
 /* splitmix64: the whole generator state is the one word the caller keeps. */
 static uint64_t next_u64(uint64_t *state) {
@@ -104,10 +106,23 @@ mn_status mn_generate(mn_model *model, const float *r, const int32_t *prefix, in
     memmove(out, prefix, (size_t)n_prefix * sizeof *out);
     int n = n_prefix;
     mn_status st = MN_OK;
-    while (n < max_tokens) {
+    /* with memory the turn's rows fit the cache (k + N); its logits are the full pass's to float
+     * rounding (docs/eval.md) */
+    mn_decoder_cache *dc = NULL;
+    if (r && n < max_tokens) {
+        const int64_t offsets[2] = {0, n};
+        st = mn_decoder_cache_open(model, 1, &dc);
+        if (st == MN_OK)
+            st = mn_decoder_cache_start(dc, 1, out, offsets, &r, logits);
+    }
+    const int seq0 = 0; /* the cache's one sequence */
+    while (st == MN_OK && n < max_tokens) {
         int32_t tok;
-        if ((st = mn_next_logits(model, out, n, r, logits)) != MN_OK ||
-            (st = mn_sample(logits, c->vocab_size, sampling, rng_state, &tok)) != MN_OK)
+        if (!dc)
+            st = mn_next_logits(model, out, n, r, logits);
+        else if (n > n_prefix)
+            st = mn_decoder_cache_append(dc, 1, &seq0, out + n - 1, logits);
+        if (st != MN_OK || (st = mn_sample(logits, c->vocab_size, sampling, rng_state, &tok)) != MN_OK)
             break;
         out[n++] = tok;
         int stopped = 0;
@@ -116,6 +131,7 @@ mn_status mn_generate(mn_model *model, const float *r, const int32_t *prefix, in
         if (stopped)
             break;
     }
+    mn_decoder_cache_close(dc);
     free(logits);
     *n_out = n;
     return st;

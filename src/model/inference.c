@@ -579,9 +579,10 @@ mn_status mn_sequence_next_logits(mn_model *m, int n_seqs, const int32_t *tokens
 /* ---------------------------------------------------------------- decoding with a key/value cache */
 /* Greedy generation reads one new token per step; the cache keeps, per layer and sequence, the
  * q | k | v rows of every position read so far, so a step runs the blocks on the new row alone
- * and the attention reads the cached keys and values (the backend's attention op, over the
- * sequence's rows; only the new row's output is used). The same ops in the same order as the
- * full pass of decoder_hidden, so the logits agree with it to float rounding. */
+ * and the attention reads the cached keys and values (the backend's attention op in its rows
+ * form: the new rows' queries only, with the products of the whole op's row blocks). The same
+ * ops in the same order as the full pass of decoder_hidden, so the logits agree with it to float
+ * rounding. */
 struct mn_decoder_cache {
     mn_model *m;
     int max_seqs, S;      /* sequences held, rows each (k + N) */
@@ -591,7 +592,7 @@ struct mn_decoder_cache {
     float *kv;            /* (n_layers, max_seqs, S, 3C) */
     /* scratch of one group's read, (max_rows) rows: */
     float *x, *ln, *qkv, *y, *tmp, *res2, *fch, *fch_gelu, *mean, *rstd;
-    float *att, *att_out; /* one sequence's attention: (H, S, S), (S, C) */
+    float *att;           /* one sequence's attention probabilities: (H, S, S) */
     float *memory;        /* (max_seqs, k, C) */
     float *last;          /* (max_seqs, C): the final hidden state of each sequence's last row */
     float *rows;          /* (all_rows, C): the rows the head reads when scoring */
@@ -634,7 +635,7 @@ void mn_decoder_cache_close(mn_decoder_cache *dc) {
         return;
     const mn_exec *ex = &dc->m->exec;
     float *dev[] = {dc->kv,   dc->x,     dc->ln,      dc->qkv,    dc->y,    dc->tmp,  dc->res2,  dc->fch,
-                    dc->fch_gelu, dc->mean, dc->rstd, dc->att, dc->att_out, dc->memory, dc->last, dc->rows, dc->logits,
+                    dc->fch_gelu, dc->mean, dc->rstd, dc->att, dc->memory, dc->last, dc->rows, dc->logits,
                     dc->ones, dc->losses};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++)
         mn_exec_release(ex, dev[i]);
@@ -680,7 +681,6 @@ mn_status mn_decoder_cache_open(mn_model *m, int max_seqs, mn_decoder_cache **ou
                 {&dc->mean, R},
                 {&dc->rstd, R},
                 {&dc->att, (size_t)c->n_heads * S * S},
-                {&dc->att_out, S * C},
                 {&dc->memory, B * kC},
                 {&dc->last, B * C},
                 {&dc->rows, A * C},
@@ -759,10 +759,9 @@ static void cache_read_group(mn_decoder_cache *dc, int nb, const int *seq, int n
             float *own = kv + (size_t)seq[b] * slab;
             MN_OP(ex, copy_rows, own + (size_t)at * 3 * C, (size_t)3 * C, dc->qkv + (size_t)b * n * 3 * C,
                   (size_t)3 * C, (size_t)rows, (size_t)3 * C);
-            /* one sequence: its rows need no stride of S, so the op sees only the rows read */
-            MN_OP(ex, attention_forward, dc->att_out, dc->att, own, dc->ints + dc->max_rows + b, 1, valid[b], C, H, 1);
-            MN_OP(ex, copy_rows, dc->y + (size_t)b * n * C, (size_t)C, dc->att_out + (size_t)at * C, (size_t)C,
-                  (size_t)rows, (size_t)C);
+            /* the new rows' queries only, against the sequence's rows so far (its padding rows: 0) */
+            MN_OP(ex, attention_rows_forward, dc->y + (size_t)b * n * C, dc->att, own, dc->ints + dc->max_rows + b, 1,
+                  at + rows, C, H, at, rows);
         }
         MN_OP(ex, linear_forward, dc->tmp, dc->y, w->attn_proj_w, w->attn_proj_b, N, C, C);
         MN_OP(ex, residual_forward, dc->res2, dc->x, dc->tmp, (size_t)N * C);
