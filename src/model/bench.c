@@ -58,6 +58,22 @@ static mn_status bench_backend(const mn_backend *override, mn_device device, con
     return mn_backend_for(device, out);
 }
 
+/* The benchmarks' model: config, seed 7, on the chosen backend and matmul precision. */
+static mn_status bench_model(const mn_config *config, const mn_backend *override, mn_device device, mn_matmul matmul,
+                             mn_model **out) {
+    const mn_backend *be = NULL;
+    mn_status st = bench_backend(override, device, &be);
+    if (st == MN_OK)
+        st = mn_model_create(config, out);
+    if (st == MN_OK)
+        st = mn_model_init(*out, 7);
+    if (st == MN_OK)
+        st = mn_model_set_backend(*out, be);
+    if (st == MN_OK)
+        st = mn_model_set_matmul(*out, matmul);
+    return st;
+}
+
 /* ---------------------------------------------------------------- training throughput */
 /* Matrix-product FLOPs of one forward pass of a stack over S positions for one episode:
  * 24 C^2 per position per layer, attention 4 C per (query, key) pair. */
@@ -568,16 +584,7 @@ mn_status mn_bench_update(const mn_bench_update_options *o, mn_bench_update_resu
     memset(r, 0, sizeof *r);
     r->check.bound = check_bound(o->matmul);
     mn_model *m = NULL;
-    const mn_backend *be = NULL;
-    mn_status st = bench_backend(o->backend, o->device, &be);
-    if (st == MN_OK)
-        st = mn_model_create(&o->config, &m);
-    if (st == MN_OK)
-        st = mn_model_init(m, 7);
-    if (st == MN_OK)
-        st = mn_model_set_backend(m, be);
-    if (st == MN_OK)
-        st = mn_model_set_matmul(m, o->matmul);
+    mn_status st = bench_model(&o->config, o->backend, o->device, o->matmul, &m);
     if (st == MN_OK)
         st = update_timings(o, m, r);
     mn_model_free(m);
@@ -697,16 +704,7 @@ mn_status mn_bench_pool(const mn_bench_pool_options *o, mn_bench_pool_result *r)
     mn_model *m = NULL;
     mn_session_pool *pool = NULL;
     pool_bench_data d = {0};
-    const mn_backend *be = NULL;
-    mn_status st = bench_backend(o->backend, o->device, &be);
-    if (st == MN_OK)
-        st = mn_model_create(&o->config, &m);
-    if (st == MN_OK)
-        st = mn_model_init(m, 7);
-    if (st == MN_OK)
-        st = mn_model_set_backend(m, be);
-    if (st == MN_OK)
-        st = mn_model_set_matmul(m, o->matmul);
+    mn_status st = bench_model(&o->config, o->backend, o->device, o->matmul, &m);
     if (st == MN_OK)
         st = pool_bench_data_make(o, mn_state_floats(m), &d);
     if (st == MN_OK)
