@@ -703,11 +703,11 @@ static void test_ids_out_on_full_disk(void **state) {
         int status;
         assert_int_equal(waitpid(pid, &status, 0), pid);
         assert_true(WIFEXITED(status));
-        size_t len;
+        size_t len = 0;
         char *ids = read_whole(ids_path, &len);
         assert_non_null(ids);
         if (limited) {
-            size_t err_len;
+            size_t err_len = 0;
             char *err = read_whole(err_path, &err_len);
             err[err_len < (1 << 20) ? err_len : (1 << 20) - 1] = '\0';
             if (WEXITSTATUS(status) != 1 || !strstr(err, ids_path) || !strstr(err, strerror(EFBIG)))

@@ -653,7 +653,7 @@ mn_status mn_h5_trailer_append(mn_h5_image *im, const char *magic, mn_h5_range *
 mn_status mn_h5_trailer_verify(const char *path, const char *magic, int *found) {
     *found = 0;
     int fd;
-    uint64_t size;
+    uint64_t size = 0;
     MN_TRY(open_for_reading(path, &fd, &size));
     unsigned char tail[TRAILER_TAIL];
     mn_h5_range *r = NULL;
@@ -763,7 +763,7 @@ mn_status mn_h5_heap_objects(const char *path, mn_h5_heap_object **objects, size
     *objects = NULL;
     *n = 0;
     int fd;
-    uint64_t file_size;
+    uint64_t file_size = 0;
     MN_TRY(open_for_reading(path, &fd, &file_size));
     const size_t block = (size_t)1 << 20;
     unsigned char *buf = malloc(block + 3), *coll = NULL;
