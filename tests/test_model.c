@@ -457,6 +457,45 @@ static double compressor_grad_sq(mn_model *m, mn_trainer *tr) {
     return s;
 }
 
+/* Without logits wanted, the head and the decoder's last block skip each turn's last token,
+ * which predicts nothing (weight 0): the same loss bit for bit as with every token row (the
+ * logits wanted), and the same gradients up to the products' rounding (the sums over rows have
+ * other lengths). A turn whose every episode has one token has no classifier row at all. */
+static void test_last_token_rows_skipped(void **state) {
+    (void)state;
+    const int B = 3, T = 4, L = 8, V = 40;
+    mn_model *m = small_model(5);
+    owned_batch b = random_batch(11, B, T, L, V);
+    for (int e = 0; e < B; e++)
+        b.lengths[1 * B + e] = 1; /* turn 1: no targets */
+    mn_batch v = view(&b);
+    size_t P = mn_model_num_params(m);
+    float loss[2], turns[2][4], *grads[2];
+    float *logits = calloc((size_t)T * B * L * V, sizeof(float));
+    for (int i = 0; i < 2; i++) {
+        mn_trainer *tr = NULL;
+        assert_int_equal(mn_trainer_create(m, B, 2, &tr), MN_OK);
+        mn_forward_outputs out = {.turn_losses = turns[i], .logits = i ? logits : NULL};
+        assert_int_equal(mn_forward_backward(tr, &v, &loss[i], &out), MN_OK);
+        grads[i] = malloc(P * sizeof(float));
+        memcpy(grads[i], mn_trainer_grads(tr), P * sizeof(float));
+        mn_trainer_free(tr);
+    }
+    assert_memory_equal(&loss[0], &loss[1], sizeof loss[0]);
+    assert_memory_equal(turns[0], turns[1], sizeof turns[0]);
+    assert_true(turns[0][1] == 0.0f && turns[0][0] > 0.0f);
+    double scale = 0;
+    for (size_t i = 0; i < P; i++)
+        scale = fmax(scale, fabs(grads[1][i]));
+    assert_true(scale > 0);
+    for (size_t i = 0; i < P; i++)
+        if (fabs(grads[0][i] - grads[1][i]) > 1e-6 * scale)
+            fail_msg("gradient %zu: %g without the last rows, %g with them", i, grads[0][i], grads[1][i]);
+    free(grads[0]), free(grads[1]), free(logits);
+    free_batch(&b);
+    mn_model_free(m);
+}
+
 static void test_gradient_flows_through_memory(void **state) {
     (void)state;
     mn_model *m = small_model(7);
@@ -1175,6 +1214,7 @@ int main(void) {
         cmocka_unit_test(test_fixture_adamw),
         cmocka_unit_test(test_padding_is_not_computed),
         cmocka_unit_test(test_gradient_flows_through_memory),
+        cmocka_unit_test(test_last_token_rows_skipped),
         cmocka_unit_test(test_determinism_same_thread_count),
         cmocka_unit_test(test_threads_follow_the_handle),
         cmocka_unit_test(test_inference_matches_batch),

@@ -368,8 +368,8 @@ typedef struct {
     /* ids_fwd and ids_bwd hold the stacks' packed rows: episode e's k + len positions from row
      * (sum of k + len of the episodes before e) */
     const float *weights;                               /* (B, L) */
-    /* targets and weights hold the turn's real tokens packed: episode e's token i at row
-     * (sum of the lengths before e) + i; the rows past the turn's tokens are unused */
+    /* targets and weights hold the classifier's rows packed (packed_rows): episode e's token i
+     * at row first[e] + i; the rows past them are unused */
 } turn_inputs;
 
 static turn_inputs inputs_of(const mn_trainer *tr, const mn_batch *b, int t) {
@@ -379,7 +379,8 @@ static turn_inputs inputs_of(const mn_trainer *tr, const mn_batch *b, int t) {
 }
 
 /* Builds every turn's ids (packed rows), valid lengths, targets and weights on the host, and
- * uploads them. */
+ * uploads them. The classifier's rows are each turn's tokens but the last (which predicts
+ * nothing), or all its tokens when tr->all_token_rows (logits wanted). */
 static void build_inputs(mn_trainer *tr, const mn_batch *b) {
     const int B = b->B, L = b->max_len, T = b->T, k = tr->model->config.n_slots, S = k + L;
     const size_t per_turn = turn_ints((size_t)B, (size_t)S, (size_t)L);
@@ -398,7 +399,7 @@ static void build_inputs(mn_trainer *tr, const mn_batch *b) {
             mn_turn_ids(k, tokens + (size_t)e * L, len, len, ids_fwd + first, ids_bwd + first);
             first += k + len;
             // token i predicts token i+1 of the same turn; rows packed over the real tokens
-            for (int i = 0; i < len; i++, row++) {
+            for (int i = 0; i < len - 1 + tr->all_token_rows; i++, row++) {
                 int r = e * L + i, has_target = i + 1 < len;
                 targets[row] = has_target ? tokens[r + 1] : 0;
                 weights[row] = has_target ? (w ? w[r + 1] : 1.0f) : 0.0f;
@@ -424,12 +425,13 @@ static int turn_lanes(mn_trainer *tr, const mn_batch *b, int t) {
     return longest;
 }
 
-/* The turn's real tokens, packed: episode e's tokens are rows first[e] .. first[e] + len - 1 of
- * the classifier's (rows, .) inputs; returns the number of rows. first: host (B + 1). */
-static int packed_rows(const mn_batch *b, int t, int *first) {
+/* The classifier's rows of turn t, packed: episode e's tokens (all, or all but the last: see
+ * build_inputs) are rows first[e] .. first[e + 1] - 1; returns the number of rows. first: host
+ * (B + 1). */
+static int packed_rows(const mn_trainer *tr, const mn_batch *b, int t, int *first) {
     first[0] = 0;
     for (int e = 0; e < b->B; e++)
-        first[e + 1] = first[e] + b->lengths[(size_t)t * b->B + e];
+        first[e + 1] = first[e] + b->lengths[(size_t)t * b->B + e] - 1 + tr->all_token_rows;
     return first[b->B];
 }
 
@@ -487,10 +489,10 @@ static void decoder_turn(mn_trainer *tr, const mn_batch *b, int t, const float *
 
     const int longest = turn_lanes(tr, b, t);
     mn_stack_forward_lanes(ex, a, c, tr->p.wte, &tr->p.decoder, memory, in.ids_fwd, in.ids_bwd, in.valid,
-                           tr->lane_rows, MN_ROWS_TOKENS, B, longest, 1);
+                           tr->lane_rows, tr->all_token_rows ? MN_ROWS_TOKENS : MN_ROWS_PREDICTING, B, longest, 1);
 
-    // ln_f holds the token rows of every episode, packed: the classifier's input
-    const int rows = packed_rows(b, t, first);
+    // ln_f holds the classifier's rows of every episode, packed: its input
+    const int rows = packed_rows(tr, b, t, first);
     classifier(tr, b, first, a->lnf, rows, &in, scale, with_grads, logits_out);
     MN_OP(ex, sum_to, loss_sum, tr->losses, (size_t)rows);
     if (!with_grads)
@@ -560,6 +562,7 @@ static mn_status run_batch_scaled(mn_trainer *tr, const mn_batch *b, float *loss
     const double scale = scale_override > 0.0 ? scale_override : 1.0 / total_weight;
     const int recon = with_grads && tr->reconstruct_weight > 0.0f;
     const int delay = tr->reconstruct_delay;
+    tr->all_token_rows = out && out->logits;
     build_inputs(tr, b);
     if (with_grads)
         MN_OP(ex, zero, tr->grads, m->num_params * sizeof(float));

@@ -83,9 +83,10 @@ typedef struct {
 } mn_block_acts;
 
 /* The rows of a packed forward whose output (ln_f) is read: all, or per lane its k slot rows
- * (the compressor: U) or its token rows (the decoder: the head). The last block computes the
+ * (the compressor: U), its token rows (the decoder's logits), or its token rows but the last
+ * (the decoder's loss: a turn's last token predicts nothing). The last block computes the
  * other rows only up to the keys and values that the kept rows attend to. */
-typedef enum { MN_ROWS_ALL, MN_ROWS_SLOTS, MN_ROWS_TOKENS } mn_stack_rows;
+typedef enum { MN_ROWS_ALL, MN_ROWS_SLOTS, MN_ROWS_TOKENS, MN_ROWS_PREDICTING } mn_stack_rows;
 
 /* Row layouts. Padded: lane b's S = k + max_len positions are rows b*S .. b*S + S - 1, the
  * positions past its valid length computed and never read. Packed (training): lane b's valid

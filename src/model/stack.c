@@ -129,11 +129,23 @@ static void copy_lanes(const mn_exec *ex, int B, const int *count, size_t width,
 }
 
 /* The layouts of a forward: its rows, attention's padded layout, its output rows (the ones kept
- * by the last block: a lane's slot rows, or its token rows from row k of the lane). */
+ * by the last block: a lane's slot rows, or (some of) its token rows from row k of the lane). */
 static lanes_at rows_at(const mn_stack_acts *a) { return (lanes_at){a->first, 0, 0}; }
 static lanes_at padded_at(const mn_stack_acts *a, int off) { return (lanes_at){NULL, a->S, off}; }
 static lanes_at out_at(const mn_stack_acts *a) { return (lanes_at){a->out_first, 0, 0}; }
-static int out_offset(const mn_stack_acts *a, int k) { return a->keep == MN_ROWS_TOKENS ? k : 0; }
+static int out_offset(const mn_stack_acts *a, int k) {
+    return a->keep == MN_ROWS_TOKENS || a->keep == MN_ROWS_PREDICTING ? k : 0;
+}
+
+/* Rows lane b keeps of its n, by `keep`. */
+static int kept_rows(mn_stack_rows keep, int n, int k) {
+    switch (keep) {
+    case MN_ROWS_SLOTS: return k;
+    case MN_ROWS_TOKENS: return n - k;
+    case MN_ROWS_PREDICTING: return n - k - 1;
+    default: return n;
+    }
+}
 
 void mn_stack_forward(const mn_exec *ex, mn_stack_acts *a, const mn_config *cfg, const float *wte,
                       const mn_stack_views *p, const float *memory, const int32_t *ids_fwd, const int32_t *ids_bwd,
@@ -158,7 +170,7 @@ void mn_stack_forward_lanes(const mn_exec *ex, mn_stack_acts *a, const mn_config
     for (int b = 0; b < B; b++) {
         int n = lane_rows ? lane_rows[b] : S;
         a->first[b + 1] = a->first[b] + n;
-        a->out_first[b + 1] = a->out_first[b] + (a->keep == MN_ROWS_ALL ? n : a->keep == MN_ROWS_SLOTS ? k : n - k);
+        a->out_first[b + 1] = a->out_first[b] + kept_rows(a->keep, n, k);
     }
     const int N = a->N = a->first[B], M = a->M = a->out_first[B];
 

@@ -29,9 +29,11 @@ struct mn_trainer {
     float *dmemory_decoder;            /* gradient of loss_t w.r.t. R_{t-1} via the decoder, bptt */
     float *dstate, *dstate_prev, *du, *dgate_scratch; /* (B, k, C) */
     /* decoder head, (B * max_turn, .) */
-    float *dhead_in;                   /* (B * N, C): gradient of the decoder's ln_f (its token rows, packed) */
+    float *dhead_in;                   /* (B * N, C): gradient of the decoder's ln_f (its classifier rows, packed) */
     int *packed_first;                 /* host (max_B + 1): first packed row of each episode */
     int *lane_rows;                    /* host (max_B): k + length of each episode in this turn */
+    int all_token_rows;                /* this batch's classifier rows: every token (logits wanted), or
+                                          every token but each turn's last (predicts nothing) */
     int classifier_rows;               /* rows of logits computed at once (the backend's chunk) */
     float *logits;                     /* (classifier_rows, V): logits, then their gradient */
     float *losses;                     /* (B, N) */
@@ -39,8 +41,8 @@ struct mn_trainer {
      * the batch's (B, S = k + max_len, L = max_len):
      *   ints:   ids_fwd (B, S) | ids_bwd (B, S) | valid (B) | targets (B, L)
      *   floats: weights (B, L)
-     * ids hold the stacks' packed rows (k + len per episode), targets and weights the real
-     * tokens packed; the rest of each slot is unused. */
+     * ids hold the stacks' packed rows (k + len per episode), targets and weights the
+     * classifier's rows (all_token_rows) packed; the rest of each slot is unused. */
     size_t input_turns;                /* capacity, in turns of the largest shape */
     int32_t *in_ints_host, *in_ints;
     float *in_weights_host, *in_weights;
