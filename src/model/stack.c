@@ -137,6 +137,10 @@ static int out_offset(const mn_stack_acts *a, int k) {
     return a->keep == MN_ROWS_TOKENS || a->keep == MN_ROWS_PREDICTING ? k : 0;
 }
 
+/* Whether the forward's rows are attention's padded layout already: padded, or packed with
+ * every lane full (k + max_len rows each). */
+static int padded_layout(const mn_stack_acts *a) { return !a->packed || a->N == a->B * a->S; }
+
 /* Rows lane b keeps of its n, by `keep`. */
 static int kept_rows(mn_stack_rows keep, int n, int k) {
     switch (keep) {
@@ -195,16 +199,18 @@ void mn_stack_forward_lanes(const mn_exec *ex, mn_stack_acts *a, const mn_config
         // the last block computes the rows nobody reads only up to their keys and values
         const int R = l + 1 < p->n_layers ? N : M;
         MN_OP(ex, layernorm_forward, ba->ln1, ba->ln1_mean, ba->ln1_rstd, ba->x, w->ln1_w, w->ln1_b, N, C);
-        if (a->packed) { // qkv packed in fch, kept padded in qkv; attention's output padded in fch_gelu
-            MN_OP(ex, linear_forward, ba->fch, ba->ln1, w->attn_w, w->attn_b, N, C, 3 * C);
+        // attention runs on its padded layout: qkv (kept for the backward) scattered to it from fch
+        // and its output gathered from fch_gelu, unless the rows are laid out so already
+        const int qkv_direct = padded_layout(a), out_direct = qkv_direct && R == N;
+        MN_OP(ex, linear_forward, qkv_direct ? ba->qkv : ba->fch, ba->ln1, w->attn_w, w->attn_b, N, C, 3 * C);
+        if (!qkv_direct)
             copy_lanes(ex, B, a->first, 3 * (size_t)C, ba->qkv, padded_at(a, 0), ba->fch, rows_at(a));
-            MN_OP(ex, attention_forward, ba->fch_gelu, ba->att, ba->qkv, valid, B, S, C, H, causal);
+        MN_OP(ex, attention_forward, out_direct ? ba->atty : ba->fch_gelu, ba->att, ba->qkv, valid, B, S, C, H,
+              causal);
+        if (!out_direct) {
             const int *rows = R == N ? a->first : a->out_first;
             const int off = R == N ? 0 : out_offset(a, k);
             copy_lanes(ex, B, rows, (size_t)C, ba->atty, (lanes_at){rows, 0, 0}, ba->fch_gelu, padded_at(a, off));
-        } else {
-            MN_OP(ex, linear_forward, ba->qkv, ba->ln1, w->attn_w, w->attn_b, N, C, 3 * C);
-            MN_OP(ex, attention_forward, ba->atty, ba->att, ba->qkv, valid, B, S, C, H, causal);
         }
         // res2 = x + atty @ attn_proj  (the projection lands in `out` first, used as scratch)
         const float *x_in = ba->x;
@@ -263,20 +269,24 @@ void mn_stack_backward(const mn_exec *ex, mn_stack_acts *a, mn_stack_grads_scrat
         MN_OP(ex, zero, s->datty, RC * sizeof(float));
         MN_OP(ex, linear_backward, s->datty, gw->attn_proj_w, gw->attn_proj_b, dres2, ba->atty, w->attn_proj_w, R,
               C, C);
-        if (a->packed) { // attention on the padded layout: dY in dfch_gelu, dqkv in dfch (both free now)
-            const size_t padded = (size_t)B * S * C;
+        // attention on its padded layout: dY scattered to dfch_gelu, dqkv gathered from dfch (both
+        // free now), unless the rows are laid out so already
+        const int dqkv_direct = padded_layout(a), dy_direct = dqkv_direct && R == N;
+        const size_t padded = (size_t)B * S * C;
+        const float *dy = s->datty;
+        if (!dy_direct) {
             const int *rows = R == N ? a->first : a->out_first;
             if (R < N) // the dropped rows' queries send no gradient
                 MN_OP(ex, zero, s->dfch_gelu, padded * sizeof(float));
             copy_lanes(ex, B, rows, (size_t)C, s->dfch_gelu, padded_at(a, R == N ? 0 : out_offset(a, k)), s->datty,
                        (lanes_at){rows, 0, 0});
-            MN_OP(ex, zero, s->dfch, 3 * padded * sizeof(float));
-            MN_OP(ex, attention_backward, s->dfch, s->dfch_gelu, ba->qkv, ba->att, a->valid, B, S, C, H, causal);
-            copy_lanes(ex, B, a->first, 3 * (size_t)C, s->dqkv, rows_at(a), s->dfch, padded_at(a, 0));
-        } else {
-            MN_OP(ex, zero, s->dqkv, 3 * NC * sizeof(float));
-            MN_OP(ex, attention_backward, s->dqkv, s->datty, ba->qkv, ba->att, a->valid, B, S, C, H, causal);
+            dy = s->dfch_gelu;
         }
+        float *dqkv = dqkv_direct ? s->dqkv : s->dfch;
+        MN_OP(ex, zero, dqkv, 3 * padded * sizeof(float));
+        MN_OP(ex, attention_backward, dqkv, dy, ba->qkv, ba->att, a->valid, B, S, C, H, causal);
+        if (!dqkv_direct)
+            copy_lanes(ex, B, a->first, 3 * (size_t)C, s->dqkv, rows_at(a), s->dfch, padded_at(a, 0));
         MN_OP(ex, zero, s->dln, NC * sizeof(float));
         MN_OP(ex, linear_backward, s->dln, gw->attn_w, gw->attn_b, s->dqkv, ba->ln1, w->attn_w, N, C, 3 * C);
         MN_OP(ex, layernorm_backward, dx, gw->ln1_w, gw->ln1_b, s->dln, ba->x, w->ln1_w, ba->ln1_mean, ba->ln1_rstd,
