@@ -139,6 +139,14 @@ void mn_attention_rows_forward(float *out, float *att, const float *qkv, const i
     }
 }
 
+/* Whether the n floats at x are all zero. */
+static int zero_row(const float *x, int n) {
+    for (int i = 0; i < n; i++)
+        if (x[i] != 0.0f)
+            return 0;
+    return 1;
+}
+
 // dout (B, S, C) -> dqkv (B, S, 3C) +=
 void mn_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
                            const int32_t *valid, int B, int S, int C, int H, int causal, int threads) {
@@ -165,8 +173,15 @@ void mn_attention_backward(float *dqkv, const float *dout, const float *qkv, con
                 float *dq = dqkv + base, *dk = dq + C, *dv = dq + 2 * C;
                 const float *dy = dout + (size_t)b * S * C + (size_t)h * hs;
                 int n = valid[b];   // padding queries send no gradient; padding keys get none
-                for (int r0 = 0; r0 < n; r0 += rb) {
-                    int r1 = r0 + rb < n ? r0 + rb : n;
+                for (int blk = 0; blk < n; blk += rb) {
+                    int r0 = blk, r1 = blk + rb < n ? blk + rb : n;
+                    // rows whose output nobody read (zero dY) add exactly zero: trim them
+                    while (r0 < r1 && zero_row(dy + (size_t)r0 * C, hs))
+                        r0++;
+                    while (r1 > r0 && zero_row(dy + (size_t)(r1 - 1) * C, hs))
+                        r1--;
+                    if (r0 == r1)
+                        continue;
                     int nk = causal ? r1 : n;
                     const float *p = att_bh + (size_t)r0 * S;   // (r1-r0, nk), row stride S
                     // dV[0:nk] += P^T dY[r0:r1]
