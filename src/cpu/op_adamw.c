@@ -48,16 +48,17 @@ double mn_sum_squares(const float *x, size_t N, int threads) {
     return total;
 }
 
-// params, grads, m, v (N); step t >= 1
-void mn_adamw_update(float *params, const float *grads, float *m, float *v, size_t N, float lr, float beta1,
-                     float beta2, float eps, float weight_decay, uint64_t t, int threads) {
+// params, grads, m, v (N); step t >= 1. Inside a parallel region: this thread's share
+// (elementwise, so any share gives the same bits), no barrier at the end.
+void mn_adamw_update_shared(float *params, const float *grads, float *m, float *v, size_t N, float lr, float beta1,
+                            float beta2, float eps, float weight_decay, uint64_t t) {
     // bias corrections in double, as PyTorch computes them from Python floats
     double bias_correction1 = 1.0 - pow((double)beta1, (double)t);
     double bias_correction2 = 1.0 - pow((double)beta2, (double)t);
     float step_size = (float)((double)lr / bias_correction1);
     float bias_correction2_sqrt = (float)sqrt(bias_correction2);
     float decay = lr * weight_decay;
-    #pragma omp parallel for schedule(static) num_threads(threads)
+    #pragma omp for schedule(static) nowait
     for (size_t i = 0; i < N; i++) {
         float p = params[i];
         float g = grads[i];
@@ -70,4 +71,10 @@ void mn_adamw_update(float *params, const float *grads, float *m, float *v, size
         float denom = sqrtf(vi) / bias_correction2_sqrt + eps;
         params[i] = p - step_size * mi / denom;
     }
+}
+
+void mn_adamw_update(float *params, const float *grads, float *m, float *v, size_t N, float lr, float beta1,
+                     float beta2, float eps, float weight_decay, uint64_t t, int threads) {
+    #pragma omp parallel num_threads(threads)
+    mn_adamw_update_shared(params, grads, m, v, N, lr, beta1, beta2, eps, weight_decay, t);
 }

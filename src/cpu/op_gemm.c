@@ -36,32 +36,50 @@ void mn_sgemm_serial(int trans_a, int trans_b, int M, int N, int K, float alpha,
     sgemm_call(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-void mn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
-              const float *B, int ldb, float beta, float *C, int ldc, int threads) {
+mn_gemm_plan mn_sgemm_plan(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+                               const float *B, int ldb, float beta, float *C, int ldc, int threads) {
+    mn_gemm_plan p = {trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1, 0, 0};
     if (M <= 0 || N <= 0)
-        return;
+        return p;
     if (threads <= 1 || (double)M * N * K < (double)MN_GEMM_SPLIT_MIN_MACS) {
-        sgemm_call(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
+        p.panel = N, p.n_panels = 1;
+        return p;
     }
     // split the longer side of C into one aligned panel per thread
-    int split_n = N >= M;
-    int len = split_n ? N : M;
+    p.split_n = N >= M;
+    int len = p.split_n ? N : M;
     int panel = (len + threads - 1) / threads;
-    panel = (panel + MN_GEMM_PANEL_ALIGN - 1) / MN_GEMM_PANEL_ALIGN * MN_GEMM_PANEL_ALIGN;
-    int n_panels = (len + panel - 1) / panel;
-    #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int p = 0; p < n_panels; p++) {
-        int i0 = p * panel;
-        int n = len - i0 < panel ? len - i0 : panel;
-        if (split_n) {
-            // columns i0.. of C: columns of op(B) = rows of B if transposed
-            const float *Bp = trans_b ? B + (size_t)i0 * ldb : B + i0;
-            sgemm_call(trans_a, trans_b, M, n, K, alpha, A, lda, Bp, ldb, beta, C + i0, ldc);
-        } else {
-            // rows i0.. of C: rows of op(A) = columns of A if transposed
-            const float *Ap = trans_a ? A + i0 : A + (size_t)i0 * lda;
-            sgemm_call(trans_a, trans_b, n, N, K, alpha, Ap, lda, B, ldb, beta, C + (size_t)i0 * ldc, ldc);
-        }
+    p.panel = (panel + MN_GEMM_PANEL_ALIGN - 1) / MN_GEMM_PANEL_ALIGN * MN_GEMM_PANEL_ALIGN;
+    p.n_panels = (len + p.panel - 1) / p.panel;
+    return p;
+}
+
+void mn_gemm_plan_run(const mn_gemm_plan *g, int p) {
+    int len = g->split_n ? g->N : g->M;
+    int i0 = p * g->panel;
+    int n = len - i0 < g->panel ? len - i0 : g->panel;
+    if (g->split_n) {
+        // columns i0.. of C: columns of op(B) = rows of B if transposed
+        const float *Bp = g->trans_b ? g->B + (size_t)i0 * g->ldb : g->B + i0;
+        sgemm_call(g->trans_a, g->trans_b, g->M, n, g->K, g->alpha, g->A, g->lda, Bp, g->ldb, g->beta, g->C + i0,
+                   g->ldc);
+    } else {
+        // rows i0.. of C: rows of op(A) = columns of A if transposed
+        const float *Ap = g->trans_a ? g->A + i0 : g->A + (size_t)i0 * g->lda;
+        sgemm_call(g->trans_a, g->trans_b, n, g->N, g->K, g->alpha, Ap, g->lda, g->B, g->ldb, g->beta,
+                   g->C + (size_t)i0 * g->ldc, g->ldc);
     }
+}
+
+void mn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc, int threads) {
+    mn_gemm_plan g = mn_sgemm_plan(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads);
+    if (g.n_panels <= 1) { // no team for one call
+        if (g.n_panels == 1)
+            mn_gemm_plan_run(&g, 0);
+        return;
+    }
+    #pragma omp parallel for schedule(static) num_threads(threads)
+    for (int p = 0; p < g.n_panels; p++)
+        mn_gemm_plan_run(&g, p);
 }

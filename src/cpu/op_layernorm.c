@@ -69,17 +69,20 @@ static void layernorm_backward_row(float *dx, const float *dy, const float *x, c
 void mn_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                            const float *inp, const float *weight, const float *mean,
                            const float *rstd, int N, int C, int threads) {
-    // input gradient: rows are independent
+    // one team for both parts, which are independent (nowait): no second wake of the team
     int par = (size_t)N * C >= MN_PAR_MIN_ELEMS;
-    #pragma omp parallel for schedule(static) num_threads(threads) if (par)
+    int n_blocks = (C + MN_LAYERNORM_CHANNEL_BLOCK - 1) / MN_LAYERNORM_CHANNEL_BLOCK;
+    #pragma omp parallel num_threads(threads) if (par)
+    {
+    // input gradient: rows are independent
+    #pragma omp for schedule(static) nowait
     for (int n = 0; n < N; n++) {
         layernorm_backward_row(dinp + (size_t)n * C, dout + (size_t)n * C, inp + (size_t)n * C, weight,
                                mean[n], rstd[n], C);
     }
     // parameter gradients: sums over rows; threads split the channels so every sum runs in
     // n order on one thread (deterministic for any thread count)
-    int n_blocks = (C + MN_LAYERNORM_CHANNEL_BLOCK - 1) / MN_LAYERNORM_CHANNEL_BLOCK;
-    #pragma omp parallel for schedule(static) num_threads(threads) if (par)
+    #pragma omp for schedule(static) nowait
     for (int blk = 0; blk < n_blocks; blk++) {
         int c0 = blk * MN_LAYERNORM_CHANNEL_BLOCK;
         int c1 = c0 + MN_LAYERNORM_CHANNEL_BLOCK < C ? c0 + MN_LAYERNORM_CHANNEL_BLOCK : C;
@@ -102,5 +105,6 @@ void mn_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
             dweight[c] = acc_w[c - c0];
             dbias[c] = acc_b[c - c0];
         }
+    }
     }
 }

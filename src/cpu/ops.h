@@ -20,6 +20,24 @@ void mn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const 
               const float *B, int ldb, float beta, float *C, int ldc, int threads);
 void mn_sgemm_serial(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
                      int lda, const float *B, int ldb, float beta, float *C, int ldc);
+/* mn_sgemm's split of one product: n_panels panels (0 for an empty product), each one OpenBLAS
+ * call, run in any order or on any threads (mn_gemm_plan_run). Lets an op run a product's
+ * panels inside a parallel region of its own, next to other work, with the bits of mn_sgemm. */
+typedef struct {
+    int trans_a, trans_b, M, N, K;
+    float alpha;
+    const float *A;
+    int lda;
+    const float *B;
+    int ldb;
+    float beta;
+    float *C;
+    int ldc;
+    int split_n, panel, n_panels; /* panels of `panel` columns (split_n) or rows of C */
+} mn_gemm_plan;
+mn_gemm_plan mn_sgemm_plan(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
+                               const float *B, int ldb, float beta, float *C, int ldc, int threads);
+void mn_gemm_plan_run(const mn_gemm_plan *g, int p);
 
 /* embedding: out (N, C) = table[ids[n]] (V, C) */
 void mn_embedding_forward(float *out, const int32_t *ids, const float *table, int N, int C, int threads);
@@ -91,8 +109,12 @@ void mn_residual_backward(float *da, float *db, const float *dout, size_t N, int
 /* sum of squares of x (N), accumulated in double in fixed-size blocks (deterministic) */
 double mn_sum_squares(const float *x, size_t N, int threads);
 
-/* AdamW on one tensor (PyTorch semantics; docs/model.md). step t >= 1. */
+/* AdamW on one tensor (PyTorch semantics; docs/model.md). step t >= 1. _shared: called inside
+ * a parallel region, updates this thread's share (omp for, no barrier), so that one team can
+ * run every tensor of a step. */
 void mn_adamw_update(float *params, const float *grads, float *m, float *v, size_t N,
                      float lr, float beta1, float beta2, float eps, float weight_decay, uint64_t t, int threads);
+void mn_adamw_update_shared(float *params, const float *grads, float *m, float *v, size_t N, float lr, float beta1,
+                            float beta2, float eps, float weight_decay, uint64_t t);
 
 #endif

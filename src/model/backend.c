@@ -211,10 +211,11 @@ static void cpu_adamw_update(void *ctx, float *params, const float *grads, float
                              const mn_adamw_segment *segs, int n_segs, float lr, float beta1, float beta2, float eps,
                              uint64_t t) {
     const int threads = cpu_threads(ctx);
+    #pragma omp parallel num_threads(threads) // one team for every tensor
     for (int i = 0; i < n_segs; i++) {
         size_t o = segs[i].offset;
-        mn_adamw_update(params + o, grads + o, m + o, v + o, segs[i].size, lr, beta1, beta2, eps,
-                        segs[i].weight_decay, t, threads);
+        mn_adamw_update_shared(params + o, grads + o, m + o, v + o, segs[i].size, lr, beta1, beta2, eps,
+                               segs[i].weight_decay, t);
     }
 }
 
