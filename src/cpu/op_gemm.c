@@ -37,7 +37,7 @@ void mn_sgemm_serial(int trans_a, int trans_b, int M, int N, int K, float alpha,
 }
 
 mn_gemm_plan mn_sgemm_plan(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
-                               const float *B, int ldb, float beta, float *C, int ldc, int threads) {
+                          const float *B, int ldb, float beta, float *C, int ldc, int threads) {
     mn_gemm_plan p = {trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1, 0, 0};
     if (M <= 0 || N <= 0)
         return p;

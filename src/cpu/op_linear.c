@@ -1,4 +1,4 @@
-/* Linear layer in GPT-2's Conv1D layout: y = x @ W + b, W (IC, OC). Products by mn_sgemm. */
+/* Linear layer in GPT-2's Conv1D layout: y = x @ W + b, W (IC, OC). Products by mn_sgemm's panels. */
 #include "cpu/ops.h"
 #include "cpu/vec.h"
 
@@ -73,8 +73,8 @@ void mn_linear_backward(float *dinp, float *dweight, float *dbias, const float *
             mn_gemm_plan_run(&gw, p);
         #pragma omp for schedule(static) nowait
         for (int blk = 0; blk < n_blocks; blk++) {
-            int o0 = blk * MN_LINEAR_CHANNEL_BLOCK;
-            bias_grad_block(dbias, dout, N, OC, o0, o0 + MN_LINEAR_CHANNEL_BLOCK < OC ? o0 + MN_LINEAR_CHANNEL_BLOCK : OC);
+            int o0 = blk * MN_LINEAR_CHANNEL_BLOCK, o1 = o0 + MN_LINEAR_CHANNEL_BLOCK;
+            bias_grad_block(dbias, dout, N, OC, o0, o1 < OC ? o1 : OC);
         }
     }
 }

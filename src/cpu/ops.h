@@ -36,7 +36,7 @@ typedef struct {
     int split_n, panel, n_panels; /* panels of `panel` columns (split_n) or rows of C */
 } mn_gemm_plan;
 mn_gemm_plan mn_sgemm_plan(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
-                               const float *B, int ldb, float beta, float *C, int ldc, int threads);
+                          const float *B, int ldb, float beta, float *C, int ldc, int threads);
 void mn_gemm_plan_run(const mn_gemm_plan *g, int p);
 
 /* embedding: out (N, C) = table[ids[n]] (V, C) */
