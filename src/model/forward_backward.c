@@ -487,12 +487,18 @@ static void decoder_turn(mn_trainer *tr, const mn_batch *b, int t, const float *
     mn_stack_acts *a = &tr->decoder;
     int *first = tr->packed_first;
 
+    const int rows = packed_rows(tr, b, t, first);
+    if (rows == 0) { // every episode's turn is one token: nothing to predict, a loss and gradient of 0
+        MN_OP(ex, zero, loss_sum, sizeof(double));
+        if (with_grads)
+            MN_OP(ex, zero, dmemory, (size_t)B * k * C * sizeof(float));
+        return;
+    }
     const int longest = turn_lanes(tr, b, t);
     mn_stack_forward_lanes(ex, a, c, tr->p.wte, &tr->p.decoder, memory, in.ids_fwd, in.ids_bwd, in.valid,
                            tr->lane_rows, tr->all_token_rows ? MN_ROWS_TOKENS : MN_ROWS_PREDICTING, B, longest, 1);
 
     // ln_f holds the classifier's rows of every episode, packed: its input
-    const int rows = packed_rows(tr, b, t, first);
     classifier(tr, b, first, a->lnf, rows, &in, scale, with_grads, logits_out);
     MN_OP(ex, sum_to, loss_sum, tr->losses, (size_t)rows);
     if (!with_grads)
