@@ -1,8 +1,8 @@
 #!/bin/sh
-# scripts/train-recall --quick end to end on the committed Self-Dialogue fixture: the four stages
-# run in order, each from the previous one's checkpoint, with the shipped recipe's settings
-# (stage 4: the updates shard, lr 1e-3); run again, it trains nothing; with stage 4's directory
-# gone, it trains stage 4 alone.
+# scripts/train-recall --quick end to end on the committed Self-Dialogue fixture and a small
+# persona file written here: the five stages run in order, each from the previous one's
+# checkpoint, with the shipped recipe's settings (stage 5: the persona shard, lr 1e-3); run
+# again, it trains nothing; with stage 5's directory gone, it trains stage 5 alone.
 # Usage: test_train_recall.sh SOURCE_ROOT BUILD_ROOT
 set -eu
 src=$1
@@ -11,27 +11,37 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/mnemo-train-recall-XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 mkdir "$tmp/data"
 ln -s "$src/tests/fixtures/text/self_dialogue" "$tmp/data/self_dialogue_corpus"
+mkdir "$tmp/data/locomo"
+cat > "$tmp/data/locomo/msc_personas_all.json" <<'JSON'
+{"train": [{"Speaker 1": ["I grow tomatoes on my balcony.", "I work night shifts at a bakery.", "I have two cats."],
+            "Speaker 2": ["I play the cello.", "I am training for a marathon.", "I hate cold weather."]},
+           {"Speaker 1": ["I collect old maps.", "My brother lives in Peru.", "I am allergic to peanuts."],
+            "Speaker 2": ["I drive a red van.", "I teach chemistry.", "I sing in a choir."]}],
+ "valid": [], "test": []}
+JSON
 run() { MNEMO_BUILD=$build "$src/scripts/train-recall" --quick --data "$tmp/data" --out "$tmp/out" > "$tmp/log" 2>&1 || { cat "$tmp/log"; exit 1; }; }
 fail() { echo "FAIL: $*"; cat "$tmp/log"; exit 1; }
 
 run
-for s in s1/ckpt-00000020 s2/ckpt-00000010 s3/ckpt-00000020 s4/ckpt-00000020; do
+for s in s1/ckpt-00000020 s2/ckpt-00000010 s3/ckpt-00000020 s4/ckpt-00000020 s5/ckpt-00000020; do
     [ -f "$tmp/out/$s.h5" ] || fail "no $s.h5"
 done
-inspect=$("$build/train/mnemo" inspect "$tmp/out/s4/ckpt-00000020.h5")
-for want in '"train_data":"'"$tmp"'/out/data/updates.shard"' '"lr":0.001,' '"min_lr":0.0001,' '"reconstruct_delay":2,' '"n_slots":8,'; do
-    echo "$inspect" | grep -qF "$want" || fail "stage 4's config lacks $want"
+inspect=$("$build/train/mnemo" inspect "$tmp/out/s5/ckpt-00000020.h5")
+for want in '"train_data":"'"$tmp"'/out/data/personas.shard"' '"lr":0.001,' '"min_lr":0.0001,' '"reconstruct_delay":2,' '"n_slots":8,'; do
+    echo "$inspect" | grep -qF "$want" || fail "stage 5's config lacks $want"
 done
-echo "$inspect" | grep -q "step 20," || fail "stage 4 did not end at step 20"
+echo "$inspect" | grep -q "step 20," || fail "stage 5 did not end at step 20"
 grep -q -- "--base $tmp/out/s3/ckpt-00000020.h5" "$tmp/log" || fail "stage 4 did not start from stage 3"
+grep -q -- "--base $tmp/out/s4/ckpt-00000020.h5" "$tmp/log" || fail "stage 5 did not start from stage 4"
+grep -q '"answer": *"I \|"answer":"I ' "$tmp/out/data/ep-personas.jsonl" || fail "stage 5's episodes hold no persona probe"
 
 run
-[ "$(grep -c ': done (' "$tmp/log")" = 4 ] || fail "a second run trained again"
+[ "$(grep -c ': done (' "$tmp/log")" = 5 ] || fail "a second run trained again"
 grep -q "mnemo train" "$tmp/log" && fail "a second run started a stage"
 
-rm -rf "$tmp/out/s4"
+rm -rf "$tmp/out/s5"
 run
-grep -q "== s4: mnemo train" "$tmp/log" || fail "stage 4 was not trained again"
-[ "$(grep -c ': done (' "$tmp/log")" = 3 ] || fail "stages 1-3 were not kept"
-[ -f "$tmp/out/s4/ckpt-00000020.h5" ] || fail "no stage 4 checkpoint after the rerun"
+grep -q "== s5: mnemo train" "$tmp/log" || fail "stage 5 was not trained again"
+[ "$(grep -c ': done (' "$tmp/log")" = 4 ] || fail "stages 1-4 were not kept"
+[ -f "$tmp/out/s5/ckpt-00000020.h5" ] || fail "no stage 5 checkpoint after the rerun"
 echo "ok"
