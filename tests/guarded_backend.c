@@ -336,6 +336,35 @@ static void g_gated_update_backward(void *ctx, float *dr_prev, float *du, float 
     if (!g->failed)
         cpu()->gated_update_backward(NULL, dr_prev, du, dgate_w, dgate_b, dr_out, r_prev, u, z, gate_w, scratch, M, C);
 }
+static void g_slot_write_forward(void *ctx, float *r_out, float *aux, const float *r_prev, const float *u,
+                                 const float *write_w, const float *write_b, const float *write_diag, int B, int k,
+                                 int C, int n_addr) {
+    guard *g = ctx;
+    size_t MC = (size_t)B * k * C, P = (size_t)n_addr + 1;
+    NEED_F(r_out, MC), NEED_F(aux, mn_slot_write_aux_floats(B, k, C, n_addr)), NEED_F(r_prev, MC), NEED_F(u, MC);
+    NEED_F(write_w, (size_t)C * P), NEED_F(write_b, P);
+    if (n_addr)
+        NEED_F(write_diag, (size_t)n_addr);
+    if (n_addr != 0 && n_addr != k)
+        fail_once(g, __func__, "n_addr", NULL, 0, "neither 0 nor k");
+    if (!g->failed)
+        cpu()->slot_write_forward(NULL, r_out, aux, r_prev, u, write_w, write_b, write_diag, B, k, C, n_addr);
+}
+static void g_slot_write_backward(void *ctx, float *dr_prev, float *du, float *dwrite_w, float *dwrite_b,
+                                  float *dwrite_diag, const float *dr_out, const float *r_prev, const float *u,
+                                  const float *aux, const float *write_w, float *scratch, int B, int k, int C,
+                                  int n_addr) {
+    guard *g = ctx;
+    size_t MC = (size_t)B * k * C, P = (size_t)n_addr + 1, X = mn_slot_write_aux_floats(B, k, C, n_addr);
+    NEED_F(dr_prev, MC), NEED_F(du, MC), NEED_F(dwrite_w, (size_t)C * P), NEED_F(dwrite_b, P);
+    if (n_addr)
+        NEED_F(dwrite_diag, (size_t)n_addr);
+    NEED_F(dr_out, MC), NEED_F(r_prev, MC), NEED_F(u, MC), NEED_F(aux, X), NEED_F(write_w, (size_t)C * P);
+    NEED_F(scratch, X);
+    if (!g->failed)
+        cpu()->slot_write_backward(NULL, dr_prev, du, dwrite_w, dwrite_b, dwrite_diag, dr_out, r_prev, u, aux,
+                                   write_w, scratch, B, k, C, n_addr);
+}
 static void g_crossentropy_forward(void *ctx, float *losses, const float *logits, const int32_t *targets,
                                    const float *weights, int N, int V) {
     guard *g = ctx;

@@ -91,6 +91,24 @@ void mn_gated_update_backward(float *dr_prev, float *du, float *dgate_w, float *
                               const float *dr_out, const float *r_prev, const float *u,
                               const float *z, const float *gate_w, float *scratch, int M, int C, int threads);
 
+/* slot write rules (docs/model.md, "Write rules"), B episodes of k slots of C. A = n_addr is k
+ * (the delta rule: key-addressed) or 0 (the per-slot gate: write j goes to slot j). Per episode:
+ *   pre  = u @ write_w + write_b                 (k, A+1)
+ *   Adr  = softmax_rows(pre[:, 0:A] + diag(write_diag))   (k, k); the identity when A = 0
+ *   beta = sigmoid(pre[:, A])                    (k)
+ *   E    = u - Adr @ r_prev                      (k, C)   what write w would change
+ *   r_out = r_prev + Adr^T @ (beta * E)          (k, C)
+ * write_w (C, A+1), write_b (A+1), write_diag (A; NULL when A = 0). aux holds, for the backward,
+ * the rows (B*k, A+1) = [Adr | beta] and then E (B*k, C): B*k*(A+1+C) floats
+ * (mn_slot_write_aux_floats, src/model/backend.h).
+ * r_out may alias r_prev. Backward needs scratch of the same size. */
+void mn_slot_write_forward(float *r_out, float *aux, const float *r_prev, const float *u, const float *write_w,
+                           const float *write_b, const float *write_diag, int B, int k, int C, int n_addr,
+                           int threads);
+void mn_slot_write_backward(float *dr_prev, float *du, float *dwrite_w, float *dwrite_b, float *dwrite_diag,
+                            const float *dr_out, const float *r_prev, const float *u, const float *aux,
+                            const float *write_w, float *scratch, int B, int k, int C, int n_addr, int threads);
+
 /* softmax cross-entropy: logits (N, V), targets (N), weights (N) (0 = ignored row).
  * losses[n] = weights[n] * -log softmax(logits[n])[targets[n]]  (0 where weight is 0).
  * Fused (forward and backward in one pass; llm.c's fused classifier): the same losses, and the

@@ -189,6 +189,20 @@ static void cpu_gated_update_backward(void *ctx, float *dr_prev, float *du, floa
     const int threads = cpu_threads(ctx);
     mn_gated_update_backward(dr_prev, du, dgate_w, dgate_b, dr_out, r_prev, u, z, gate_w, scratch, M, C, threads);
 }
+static void cpu_slot_write_forward(void *ctx, float *r_out, float *aux, const float *r_prev, const float *u,
+                                   const float *write_w, const float *write_b, const float *write_diag, int B, int k,
+                                   int C, int n_addr) {
+    const int threads = cpu_threads(ctx);
+    mn_slot_write_forward(r_out, aux, r_prev, u, write_w, write_b, write_diag, B, k, C, n_addr, threads);
+}
+static void cpu_slot_write_backward(void *ctx, float *dr_prev, float *du, float *dwrite_w, float *dwrite_b,
+                                    float *dwrite_diag, const float *dr_out, const float *r_prev, const float *u,
+                                    const float *aux, const float *write_w, float *scratch, int B, int k, int C,
+                                    int n_addr) {
+    const int threads = cpu_threads(ctx);
+    mn_slot_write_backward(dr_prev, du, dwrite_w, dwrite_b, dwrite_diag, dr_out, r_prev, u, aux, write_w, scratch, B,
+                           k, C, n_addr, threads);
+}
 static void cpu_crossentropy_forward(void *ctx, float *losses, const float *logits, const int32_t *targets,
                                      const float *weights, int N, int V) {
     const int threads = cpu_threads(ctx);

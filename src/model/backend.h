@@ -116,6 +116,14 @@ typedef struct mn_backend {
     void (*gated_update_backward)(void *ctx, float *dr_prev, float *du, float *dgate_w, float *dgate_b,
                                   const float *dr_out, const float *r_prev, const float *u, const float *z,
                                   const float *gate_w, float *scratch, int M, int C);
+    /* slot write rules (src/cpu/ops.h): n_addr = k (delta rule) or 0 (per-slot gate) */
+    void (*slot_write_forward)(void *ctx, float *r_out, float *aux, const float *r_prev, const float *u,
+                               const float *write_w, const float *write_b, const float *write_diag, int B, int k,
+                               int C, int n_addr);
+    void (*slot_write_backward)(void *ctx, float *dr_prev, float *du, float *dwrite_w, float *dwrite_b,
+                                float *dwrite_diag, const float *dr_out, const float *r_prev, const float *u,
+                                const float *aux, const float *write_w, float *scratch, int B, int k, int C,
+                                int n_addr);
     void (*crossentropy_forward)(void *ctx, float *losses, const float *logits, const int32_t *targets,
                                  const float *weights, int N, int V);
     void (*crossentropy_fused)(void *ctx, float *losses, float *logits, const int32_t *targets,
@@ -168,9 +176,15 @@ typedef struct mn_backend_async {
     .attention_backward = p##attention_backward, .attention_rows_forward = p##attention_rows_forward,         \
     .gelu_forward = p##gelu_forward,                                                                         \
     .gelu_backward = p##gelu_backward, .gated_update_forward = p##gated_update_forward,                      \
-    .gated_update_backward = p##gated_update_backward, .crossentropy_forward = p##crossentropy_forward,      \
+    .gated_update_backward = p##gated_update_backward, .slot_write_forward = p##slot_write_forward,          \
+    .slot_write_backward = p##slot_write_backward, .crossentropy_forward = p##crossentropy_forward,          \
     .crossentropy_fused = p##crossentropy_fused, .residual_forward = p##residual_forward,                    \
     .residual_backward = p##residual_backward, .adamw_update = p##adamw_update
+
+/* Floats of a slot write's aux and scratch (both backends' layout: [Adr | beta] rows, then E). */
+static inline size_t mn_slot_write_aux_floats(int B, int k, int C, int n_addr) {
+    return (size_t)B * (size_t)k * (size_t)(n_addr + 1 + C);
+}
 
 /* A backend and its context: what the model holds and calls through. */
 typedef struct {
