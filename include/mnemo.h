@@ -93,7 +93,19 @@ typedef struct {
     int n_slots;          /* k: memory slots; the session vector has k*C floats */
     int max_turn_tokens;  /* N: longest turn accepted */
     float gate_bias_init; /* initial update-gate bias; negative so that z starts small */
+    int write_rule;       /* how a turn is written into R: mn_write_rule (docs/model.md, "Write rules") */
 } mn_config;
+
+/* The compressor's write into R. 0, the default, is the element-wise gate of model v1. */
+typedef enum {
+    MN_WRITE_GATE = 0,  /* element-wise gate: z (k, C) from R_{t-1} and U */
+    MN_WRITE_SLOT = 1,  /* per-slot gate: one strength per slot, from U */
+    MN_WRITE_DELTA = 2, /* key-addressed delta rule: each write chooses its slots and replaces what they hold */
+} mn_write_rule;
+/* "gate", "slot", "delta"; NULL for a value out of range. */
+const char *mn_write_rule_name(int rule);
+/* The rule a name gives; MN_ERR_CONFIG for an unknown name. */
+mn_status mn_write_rule_parse(const char *name, int *rule);
 
 /* The small CPU demo model (V 4096, C 256, 4+2 layers, 16 slots, 128 tokens a turn). */
 mn_config mn_config_demo(void);

@@ -328,7 +328,8 @@ static void fixture_open(fixture *fx) {
     OK(mn_h5_read_attr_float(f, fixture_path(), "gate_bias_init", &gate));
     fx->config = (mn_config){(int)attr_int(f, "vocab_size"), (int)attr_int(f, "d_model"), (int)attr_int(f, "n_heads"),
                              (int)attr_int(f, "n_layers"),   (int)attr_int(f, "n_comp_layers"),
-                             (int)attr_int(f, "n_slots"),    (int)attr_int(f, "max_turn_tokens"), (float)gate};
+                             (int)attr_int(f, "n_slots"),    (int)attr_int(f, "max_turn_tokens"), (float)gate,
+                             MN_WRITE_GATE};
     fx->bptt = (int)attr_int(f, "bptt");
     fx->B = (int)attr_int(f, "B");
     fx->T = (int)attr_int(f, "T");

@@ -19,11 +19,31 @@
 #include "model/score.h"
 
 /* ---------------------------------------------------------------- helpers */
+/* The oracle's file: tiny_model.h5 (the gate), or tiny_model_<rule>.h5 after the setup of a
+ * write rule's test runs (scripts/reference/gen_fixture.py --write-rule). */
+static const char *fixture_file = "tiny_model.h5";
+
 static const char *fixture_path(void) {
     static char path[4096];
     const char *dir = getenv("MNEMO_FIXTURES");
-    snprintf(path, sizeof path, "%s/tiny_model.h5", dir ? dir : "tests/fixtures");
+    snprintf(path, sizeof path, "%s/%s", dir ? dir : "tests/fixtures", fixture_file);
     return path;
+}
+
+static int use_slot_fixture(void **state) {
+    (void)state;
+    fixture_file = "tiny_model_slot.h5";
+    return 0;
+}
+static int use_delta_fixture(void **state) {
+    (void)state;
+    fixture_file = "tiny_model_delta.h5";
+    return 0;
+}
+static int use_gate_fixture(void **state) {
+    (void)state;
+    fixture_file = "tiny_model.h5";
+    return 0;
 }
 
 /* Worst element of |got - want| / (atol + rtol |want|): <= 1 passes. */
@@ -96,7 +116,14 @@ static void fixture_open(fixture *fx) {
         .n_slots = (int)attr_int(f, "n_slots"),
         .max_turn_tokens = (int)attr_int(f, "max_turn_tokens"),
         .gate_bias_init = (float)gate,
+        .write_rule = MN_WRITE_GATE,
     };
+    if (H5Aexists(f, "write_rule") > 0) {
+        char *rule = NULL;
+        assert_int_equal(mn_h5_read_attr_string(f, fixture_path(), "write_rule", &rule), MN_OK);
+        assert_int_equal(mn_write_rule_parse(rule, &fx->config.write_rule), MN_OK);
+        free(rule);
+    }
     fx->bptt = (int)attr_int(f, "bptt");
     fx->B = (int)attr_int(f, "B");
     fx->T = (int)attr_int(f, "T");
@@ -1220,6 +1247,13 @@ int main(void) {
         cmocka_unit_test(test_fixture_forward_backward),
         cmocka_unit_test(test_fixture_adamw),
         cmocka_unit_test(test_padding_is_not_computed),
+        /* the write rules (docs/model.md): the same oracle checks on their own fixtures */
+        cmocka_unit_test_setup_teardown(test_fixture_forward_backward, use_slot_fixture, use_gate_fixture),
+        cmocka_unit_test_setup_teardown(test_fixture_adamw, use_slot_fixture, use_gate_fixture),
+        cmocka_unit_test_setup_teardown(test_padding_is_not_computed, use_slot_fixture, use_gate_fixture),
+        cmocka_unit_test_setup_teardown(test_fixture_forward_backward, use_delta_fixture, use_gate_fixture),
+        cmocka_unit_test_setup_teardown(test_fixture_adamw, use_delta_fixture, use_gate_fixture),
+        cmocka_unit_test_setup_teardown(test_padding_is_not_computed, use_delta_fixture, use_gate_fixture),
         cmocka_unit_test(test_gradient_flows_through_memory),
         cmocka_unit_test(test_last_token_rows_skipped),
         cmocka_unit_test(test_determinism_same_thread_count),

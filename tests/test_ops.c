@@ -627,6 +627,118 @@ static void test_gated_update(void **state) {
     free(dgate_w); free(dgate_w0); free(dgate_b); free(dgate_b0);
 }
 
+/* ------------------------------------------------------------------ slot write rules */
+
+typedef struct {
+    int B, k, C, A;
+    double *r_prev, *u, *w, *b, *diag, *r_out, *G;
+} slot_ctx;
+
+/* docs/model.md, "Write rules", in doubles: per episode, write w's address row (softmax over the
+ * slots, or one-hot), its strength, and r_out = r_prev + sum_w address[w] beta[w] (u_w - address[w] r_prev). */
+static void ref_slot_write(double *r_out, const double *r_prev, const double *u, const double *w, const double *b,
+                           const double *diag, int B, int k, int C, int A) {
+    const int P = A + 1;
+    double *address = malloc((size_t)k * k * sizeof(double)), *beta = malloc((size_t)k * sizeof(double));
+    for (int e = 0; e < B; e++) {
+        const double *R = r_prev + (size_t)e * k * C, *U = u + (size_t)e * k * C;
+        for (int q = 0; q < k; q++) {
+            double pre[64 + 1];
+            for (int p = 0; p < P; p++) {
+                pre[p] = b[p];
+                for (int c = 0; c < C; c++)
+                    pre[p] += U[q * C + c] * w[c * P + p];
+            }
+            double mx = -1e300, sum = 0;
+            for (int j = 0; j < k; j++) {
+                double l = A ? pre[j] + (j == q ? diag[q] : 0.0) : 0.0;
+                mx = l > mx ? l : mx;
+                address[q * k + j] = l;
+            }
+            for (int j = 0; j < k; j++) {
+                address[q * k + j] = A ? exp(address[q * k + j] - mx) : (j == q);
+                sum += address[q * k + j];
+            }
+            for (int j = 0; j < k; j++)
+                address[q * k + j] /= sum;
+            beta[q] = 1.0 / (1.0 + exp(-pre[A]));
+        }
+        for (int j = 0; j < k; j++)
+            for (int c = 0; c < C; c++) {
+                double v = R[j * C + c];
+                for (int q = 0; q < k; q++) {
+                    double read = 0;
+                    for (int i = 0; i < k; i++)
+                        read += address[q * k + i] * R[i * C + c];
+                    v += address[q * k + j] * beta[q] * (U[q * C + c] - read);
+                }
+                r_out[((size_t)e * k + j) * C + c] = v;
+            }
+    }
+    free(address);
+    free(beta);
+}
+
+static double slot_loss(void *p) {
+    slot_ctx *e = p;
+    ref_slot_write(e->r_out, e->r_prev, e->u, e->w, e->b, e->diag, e->B, e->k, e->C, e->A);
+    return dot(e->r_out, e->G, (size_t)e->B * e->k * e->C);
+}
+
+/* The per-slot gate (A = 0) and the delta rule (A = k): forward against the doubles, in place,
+ * and every gradient (accumulated into nonzero values) against finite differences. */
+static void check_slot_write(int A) {
+    enum { B = 3, k = 4, C = 7 };
+    const int P = A + 1, MC = B * k * C;
+    rng_reset(23 + A);
+    float *r_prev = random_floats(MC, -1, 1), *u = random_floats(MC, -1, 1);
+    float *w = random_floats(C * P, -0.6, 0.6), *b = random_floats(P, -1, 0.5);
+    float *diag = A ? random_floats(A, 0.5, 2.5) : NULL;
+    const size_t X = (size_t)B * k * (P + C);
+    float *r_out = zero_floats(MC), *aux = random_floats(X, -9, 9);
+    mn_slot_write_forward(r_out, aux, r_prev, u, w, b, diag, B, k, C, A, team());
+
+    slot_ctx e = {B, k, C, A, to_double(r_prev, MC), to_double(u, MC), to_double(w, C * P), to_double(b, P),
+                  A ? to_double(diag, A) : NULL, zero_doubles(MC), NULL};
+    ref_slot_write(e.r_out, e.r_prev, e.u, e.w, e.b, e.diag, B, k, C, A);
+    expect_close_forward(A ? "delta r_out" : "slot r_out", r_out, e.r_out, MC, 1e-5);
+
+    float *r_inplace = copy_floats(r_prev, MC), *aux2 = zero_floats(X);
+    mn_slot_write_forward(r_inplace, aux2, r_inplace, u, w, b, diag, B, k, C, A, team());
+    assert_memory_equal(r_inplace, r_out, MC * sizeof(float));
+
+    float *G = random_floats(MC, -1, 1);
+    e.G = to_double(G, MC);
+    float *dr = random_floats(MC, -1, 1), *dr0 = copy_floats(dr, MC);
+    float *du = random_floats(MC, -1, 1), *du0 = copy_floats(du, MC);
+    float *dw = random_floats(C * P, -1, 1), *dw0 = copy_floats(dw, C * P);
+    float *db = random_floats(P, -1, 1), *db0 = copy_floats(db, P);
+    float *dd = A ? random_floats(A, -1, 1) : NULL, *dd0 = A ? copy_floats(dd, A) : NULL;
+    float *scratch = random_floats(X, -9, 9);
+    mn_slot_write_backward(dr, du, dw, db, dd, G, r_prev, u, aux, w, scratch, B, k, C, A, team());
+    check_grad("slot write dr_prev", e.r_prev, MC, slot_loss, &e, dr, dr0);
+    check_grad("slot write du", e.u, MC, slot_loss, &e, du, du0);
+    check_grad("slot write dwrite_w", e.w, C * P, slot_loss, &e, dw, dw0);
+    check_grad("slot write dwrite_b", e.b, P, slot_loss, &e, db, db0);
+    if (A)
+        check_grad("slot write dwrite_diag", e.diag, A, slot_loss, &e, dd, dd0);
+
+    free(e.r_prev); free(e.u); free(e.w); free(e.b); free(e.diag); free(e.r_out); free(e.G);
+    free(r_prev); free(u); free(w); free(b); free(diag); free(r_out); free(aux); free(r_inplace); free(aux2);
+    free(G); free(dr); free(dr0); free(du); free(du0); free(dw); free(dw0); free(db); free(db0); free(dd); free(dd0);
+    free(scratch);
+}
+
+static void test_slot_write_gate(void **state) {
+    (void)state;
+    check_slot_write(0);
+}
+
+static void test_slot_write_delta(void **state) {
+    (void)state;
+    check_slot_write(4); /* A = k */
+}
+
 /* ------------------------------------------------------------------ cross-entropy */
 
 typedef struct {
@@ -896,6 +1008,8 @@ int main(void) {
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_lm_head),
+        cmocka_unit_test(test_slot_write_gate),
+        cmocka_unit_test(test_slot_write_delta),
         cmocka_unit_test(test_attention_causal),
         cmocka_unit_test(test_attention_bidirectional),
         cmocka_unit_test(test_attention_large_scores),

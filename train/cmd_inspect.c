@@ -97,9 +97,9 @@ int cmd_inspect(int argc, char **argv) {
            info.created);
     printf("run          %s\n", info.run_id[0] ? info.run_id : "(none recorded)");
     printf("model        V %d, C %d, %d heads, decoder %d + compressor %d layers, %d slots, %d tokens a turn, "
-           "gate bias init %g\n",
+           "gate bias init %g, write rule %s\n",
            c->vocab_size, c->d_model, c->n_heads, c->n_layers, c->n_comp_layers, c->n_slots, c->max_turn_tokens,
-           (double)c->gate_bias_init);
+           (double)c->gate_bias_init, mn_write_rule_name(c->write_rule));
     mn_train_state state;
     if (info.has_train)
         printf("training     step %" PRIu64 ", %" PRIu64 " tokens seen, curriculum stage %" PRId64

@@ -38,6 +38,15 @@ class Config:
     n_slots: int = 3            # k
     max_turn_tokens: int = 8    # N
     gate_bias_init: float = -1.0
+    write_rule: str = "gate"    # "gate" | "slot" | "delta" (docs/model.md, "Write rules")
+
+    @property
+    def n_addr(self):
+        """Address columns of the slot write: k for the delta rule, 0 otherwise."""
+        return self.n_slots if self.write_rule == "delta" else 0
+
+
+WRITE_DIAG_INIT = 4.0  # a delta-rule write's initial preference for its own slot (MN_WRITE_DIAG_INIT)
 
 
 class Conv1D(nn.Module):
@@ -131,19 +140,33 @@ class Stack(nn.Module):
         return self.ln_f(x)
 
 
+class SlotWrite(Conv1D):
+    """The slot write's logits u @ weight + bias, (k, A+1): A address columns (the delta rule's,
+    A = k) and the strength; diag (A) is added on the address logits' diagonal."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg.d_model, cfg.n_addr + 1)
+        if cfg.n_addr:
+            self.diag = nn.Parameter(torch.zeros(cfg.n_addr))
+
+
 class Memory(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.r0 = nn.Parameter(torch.zeros(cfg.n_slots, cfg.d_model))
-        # gate.weight rows 0..C-1 act on R_{t-1}, rows C..2C-1 on U: cat(R, U) @ W + b.
-        self.gate = Conv1D(2 * cfg.d_model, cfg.d_model)
+        if cfg.write_rule == "gate":
+            # gate.weight rows 0..C-1 act on R_{t-1}, rows C..2C-1 on U: cat(R, U) @ W + b.
+            self.gate = Conv1D(2 * cfg.d_model, cfg.d_model)
+        else:
+            assert cfg.write_rule in ("slot", "delta")
+            self.write = SlotWrite(cfg)
 
 
 def is_decayed(name):
     """AdamW weight decay applies to wte, both wpe and every linear weight (docs/model.md)."""
     if name == "wte" or name.endswith(".wpe"):
         return True
-    linear = (".c_attn.weight", ".c_proj.weight", ".c_fc.weight", "memory.gate.weight")
+    linear = (".c_attn.weight", ".c_proj.weight", ".c_fc.weight", "memory.gate.weight", "memory.write.weight")
     return name.endswith(linear)
 
 
@@ -158,7 +181,12 @@ class MnemoRef(nn.Module):
         self.compressor = Stack(cfg, cfg.n_comp_layers)
         self.memory = Memory(cfg)
         with torch.no_grad():
-            self.memory.gate.bias.fill_(cfg.gate_bias_init)
+            if cfg.write_rule == "gate":
+                self.memory.gate.bias.fill_(cfg.gate_bias_init)
+            else:
+                self.memory.write.bias[-1] = cfg.gate_bias_init
+                if cfg.n_addr:
+                    self.memory.write.diag.fill_(WRITE_DIAG_INIT)
 
     # ------------------------------------------------------------------ helpers
     def _key_valid(self, lengths, n):
@@ -198,9 +226,23 @@ class MnemoRef(nn.Module):
         # Bidirectional: every query sees every valid key.
         allowed = self._key_valid(lengths, n)[:, None, :].expand(-1, k + n, -1)
         U = self.compressor(self._inputs(R, tokens), allowed)[:, :k]
-        z = torch.sigmoid(torch.cat([R, U], dim=-1) @ self.memory.gate.weight
-                          + self.memory.gate.bias)
-        return (1 - z) * R + z * U
+        return self.write(R, U)
+
+    def write(self, R, U):
+        """The write into R (docs/model.md, "Write rules"): R_t from R_{t-1} and U, both (B, k, C)."""
+        if self.cfg.write_rule == "gate":
+            z = torch.sigmoid(torch.cat([R, U], dim=-1) @ self.memory.gate.weight
+                              + self.memory.gate.bias)
+            return (1 - z) * R + z * U
+        A = self.cfg.n_addr
+        pre = self.memory.write(U)                                  # (B, k, A+1)
+        if A:
+            address = torch.softmax(pre[..., :A] + torch.diag(self.memory.write.diag), dim=-1)
+        else:
+            address = torch.eye(self.cfg.n_slots, dtype=U.dtype).expand(U.shape[0], -1, -1)
+        beta = torch.sigmoid(pre[..., A])                           # (B, k)
+        E = U - address @ R                                         # what each write would change
+        return R + address.transpose(1, 2) @ (beta[..., None] * E)
 
     # ------------------------------------------------------------------ episodes
     def forward_batch(self, tokens, lengths, weights=None, bptt=None, r_init=None, reconstruct_weight=0.0,
@@ -374,6 +416,26 @@ def _naive_stack(P, prefix, n_blocks, H, X, causal):
     return [_naive_ln(x, P[prefix + "ln_f.weight"], P[prefix + "ln_f.bias"]) for x in X]
 
 
+def _naive_slot_write(P, cfg, R, U):
+    """The slot write rules entry by entry (the per-slot gate and the delta rule)."""
+    k, C, A = cfg.n_slots, cfg.d_model, cfg.n_addr
+    W, b = P["memory.write.weight"], P["memory.write.bias"]
+    address, beta = [], []
+    for w in range(k):
+        pre = [sum(U[w][i] * W[i][p] for i in range(C)) + b[p] for p in range(A + 1)]
+        if A:
+            logits = [pre[j] + (P["memory.write.diag"][w] if j == w else 0.0) for j in range(k)]
+            m = max(logits)
+            e = [math.exp(x - m) for x in logits]
+            address.append([x / sum(e) for x in e])
+        else:
+            address.append([1.0 if j == w else 0.0 for j in range(k)])
+        beta.append(1 / (1 + math.exp(-pre[A])))
+    E = [[U[w][c] - sum(address[w][j] * R[j][c] for j in range(k)) for c in range(C)] for w in range(k)]
+    return [[R[j][c] + sum(address[w][j] * beta[w] * E[w][c] for w in range(k)) for c in range(C)]
+            for j in range(k)]
+
+
 def naive_turn(model, R, tokens):
     """One unpadded turn of one episode. R: (k, C) list rows, tokens: list of ints.
     Returns (logits n x V, new R k x C) as nested lists."""
@@ -385,6 +447,8 @@ def naive_turn(model, R, tokens):
     logits = [[sum(Yd[k + i][c] * P["wte"][v][c] for c in range(C))
                for v in range(cfg.vocab_size)] for i in range(len(tokens))]
     Yc = _naive_stack(P, "compressor.", cfg.n_comp_layers, cfg.n_heads, X, causal=False)
+    if cfg.write_rule != "gate":
+        return logits, _naive_slot_write(P, cfg, R, Yc[:k])
     Gw, Gb = P["memory.gate.weight"], P["memory.gate.bias"]
     R_new = []
     for s in range(k):

@@ -122,6 +122,8 @@ static mn_status put_config(const writer *w, hid_t file, const mn_config *c, con
         st = mn_h5_write_attr_int(g, w->file, ints[i].name, ints[i].value);
     if (st == MN_OK)
         st = mn_h5_write_attr_float(g, w->file, "gate_bias_init", (double)c->gate_bias_init);
+    if (st == MN_OK) /* a name, so that h5dump shows it; absent in files from before the rules: "gate" */
+        st = mn_h5_write_attr_string(g, w->file, "write_rule", mn_write_rule_name(c->write_rule));
     /* a checksummed byte dataset: a flipped digit in the config must not go unnoticed */
     const char *json = train_json ? train_json : "{}";
     size_t len = strlen(json);
@@ -490,6 +492,14 @@ static mn_status read_config(const ckpt *ck, mn_config *c) {
     if (st == MN_OK)
         st = mn_h5_read_attr_float(g, path, "gate_bias_init", &gate);
     c->gate_bias_init = (float)gate;
+    c->write_rule = MN_WRITE_GATE;
+    if (st == MN_OK && mn_h5_attr_exists(g, "write_rule")) {
+        char *rule = NULL;
+        st = mn_h5_read_attr_string(g, path, "write_rule", &rule);
+        if (st == MN_OK && mn_write_rule_parse(rule, &c->write_rule) != MN_OK)
+            st = mn_fail_context(MN_ERR_FORMAT, "%s", path);
+        free(rule);
+    }
     H5Gclose(g);
     if (st == MN_OK && mn_config_validate(c) != MN_OK)
         st = mn_fail_context(MN_ERR_FORMAT, "%s: the stored config is invalid", path);
@@ -511,6 +521,9 @@ static mn_status compare_config(const char *path, const mn_config *file, const m
         if (ints[i].in_file != ints[i].in_model)
             return mn_fail(MN_ERR_MISMATCH, "%s: config field %s is %d in the checkpoint but %d in the model", path,
                            ints[i].name, ints[i].in_file, ints[i].in_model);
+    if (file->write_rule != model->write_rule)
+        return mn_fail(MN_ERR_MISMATCH, "%s: the write rule is %s in the checkpoint but %s in the model", path,
+                       mn_write_rule_name(file->write_rule), mn_write_rule_name(model->write_rule));
     if (file->gate_bias_init != model->gate_bias_init)
         return mn_fail(MN_ERR_MISMATCH, "%s: config field gate_bias_init is %g in the checkpoint but %g in the model",
                        path, (double)file->gate_bias_init, (double)model->gate_bias_init);

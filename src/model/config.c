@@ -1,4 +1,5 @@
 #include <math.h>
+#include <string.h>
 
 #include "core/error.h"
 
@@ -44,10 +45,29 @@ mn_status mn_config_validate(const mn_config *c) {
     MN_TRY(check_range("max_turn_tokens", c->max_turn_tokens, 1, MN_MAX_TURN));
     if (!isfinite(c->gate_bias_init))
         return mn_fail(MN_ERR_CONFIG, "config: gate_bias_init must be finite");
+    if (!mn_write_rule_name(c->write_rule))
+        return mn_fail(MN_ERR_CONFIG, "config: write_rule = %d is not a write rule (0 gate, 1 slot, 2 delta)",
+                       c->write_rule);
     /* attention probabilities of one (head, position) pair must index in int */
     long long S = (long long)c->n_slots + c->max_turn_tokens;
     if (S * S > (1LL << 30))
         return mn_fail(MN_ERR_CONFIG, "config: n_slots + max_turn_tokens = %lld is too long (attention of %lld^2)",
                        S, S);
     return MN_OK;
+}
+
+static const char *const write_rule_names[] = {"gate", "slot", "delta"};
+
+const char *mn_write_rule_name(int rule) {
+    int n = (int)(sizeof write_rule_names / sizeof write_rule_names[0]);
+    return rule >= 0 && rule < n ? write_rule_names[rule] : NULL;
+}
+
+mn_status mn_write_rule_parse(const char *name, int *rule) {
+    for (int r = 0; name && mn_write_rule_name(r); r++)
+        if (!strcmp(name, mn_write_rule_name(r))) {
+            *rule = r;
+            return MN_OK;
+        }
+    return mn_fail(MN_ERR_CONFIG, "config: write_rule \"%s\" is not one of gate, slot, delta", name ? name : "(null)");
 }

@@ -87,8 +87,8 @@ static void trainer_release(mn_trainer *tr) {
             for (int i = 0; i < tr->bptt; i++)
                 mn_stack_acts_free(ex, &tr->compressor[i]);
         mn_stack_scratch_free(ex, &tr->scratch);
-        float *buffers[] = {tr->states, tr->u, tr->z, tr->dmemory_decoder, tr->dstate, tr->dstate_prev, tr->du,
-                            tr->dgate_scratch, tr->dhead_in, tr->logits, tr->losses, tr->dmemory_recon};
+        float *buffers[] = {tr->states, tr->u, tr->write_aux, tr->dmemory_decoder, tr->dstate, tr->dstate_prev, tr->du,
+                            tr->write_scratch, tr->dhead_in, tr->logits, tr->losses, tr->dmemory_recon};
         for (size_t i = 0; i < sizeof buffers / sizeof buffers[0]; i++)
             mn_exec_release(ex, buffers[i]);
         release_inputs(tr);
@@ -116,15 +116,16 @@ static mn_status alloc_buffers(mn_trainer *tr) {
     size_t chunk = ex->be->classifier_floats / V, rows = B * N;
     if (chunk < C)
         chunk = C;
+    tr->write_aux_stride = mn_memory_write_aux_floats(c, tr->max_B);
     tr->classifier_rows = (int)(ex->be->classifier_floats && chunk >= 1 && chunk < rows ? chunk : rows);
     struct {
         float **at;
         size_t floats;
     } plan[] = {
         {&tr->grads, P},          {&tr->adam_m, P},        {&tr->adam_v, P},
-        {&tr->states, (bptt + 1) * state}, {&tr->u, bptt * state}, {&tr->z, bptt * state},
+        {&tr->states, (bptt + 1) * state}, {&tr->u, bptt * state}, {&tr->write_aux, bptt * tr->write_aux_stride},
         {&tr->dmemory_decoder, bptt * state}, {&tr->dstate, state}, {&tr->dstate_prev, state},
-        {&tr->du, state},         {&tr->dgate_scratch, state},
+        {&tr->du, state},         {&tr->write_scratch, tr->write_aux_stride},
         {&tr->dhead_in, B * N * C}, {&tr->logits, (size_t)tr->classifier_rows * V},
         {&tr->losses, B * N},
     };
@@ -519,9 +520,9 @@ static void compressor_turn(mn_trainer *tr, const mn_batch *b, int t, int j, con
     const int longest = turn_lanes(tr, b, t);
     mn_stack_forward_lanes(ex, a, c, tr->p.wte, &tr->p.compressor, r_in, in.ids_fwd, in.ids_bwd, in.valid,
                            tr->lane_rows, MN_ROWS_SLOTS, B, longest, 0);
-    float *u = tr->u + (size_t)j * B * k * C, *z = tr->z + (size_t)j * B * k * C;
+    float *u = tr->u + (size_t)j * B * k * C, *aux = tr->write_aux + (size_t)j * tr->write_aux_stride;
     MN_OP(ex, copy, u, a->lnf, (size_t)B * k * C * sizeof(float)); // U = ln_f's slot rows, (B, k, C)
-    MN_OP(ex, gated_update_forward, r_out, z, r_in, u, tr->p.gate_w, tr->p.gate_b, B * k, C);
+    mn_memory_write_forward(ex, c, &tr->p, r_out, aux, r_in, u, B);
 }
 
 /* Backward of compressor turn in slot j: from dstate (dL/dR_t), accumulate dL/dR_{t-1} into dprev. */
@@ -532,10 +533,9 @@ static void compressor_turn_backward(mn_trainer *tr, int j, const float *dstate,
     const int B = a->B, k = c->n_slots, C = c->d_model;
     const size_t state = (size_t)B * k * C;
     const float *r_in = tr->states + (size_t)j * state;
-    float *u = tr->u + (size_t)j * state, *z = tr->z + (size_t)j * state;
+    const float *u = tr->u + (size_t)j * state, *aux = tr->write_aux + (size_t)j * tr->write_aux_stride;
     MN_OP(ex, zero, tr->du, state * sizeof(float));
-    MN_OP(ex, gated_update_backward, dprev, tr->du, tr->g.gate_w, tr->g.gate_b, dstate, r_in, u, z, tr->p.gate_w,
-          tr->dgate_scratch, B * k, C);
+    mn_memory_write_backward(ex, c, &tr->p, &tr->g, dprev, tr->du, dstate, r_in, u, aux, tr->write_scratch, B);
     // dU is the gradient of ln_f, which holds the slot rows only (token rows of the compressor feed nothing)
     mn_stack_backward(ex, a, &tr->scratch, c, &tr->p.compressor, &tr->g.compressor, tr->g.wte, tr->du, dprev, 0);
 }

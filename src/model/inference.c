@@ -21,7 +21,8 @@ struct mn_infer_workspace {
     mn_stack_acts acts;      /* forward only, (max_B, k + N) */
     int32_t *ints_host, *ints; /* ids_fwd (max_B, k + N) | valid (max_B) */
     float *memory;           /* (max_B, k, C): the R read */
-    float *u, *z, *r_next;   /* (max_B, k, C) */
+    float *u, *r_next;       /* (max_B, k, C) */
+    float *write_aux;        /* the write's saved values, mn_memory_write_aux_floats(max_B) */
     float *r_host;           /* (max_B, k, C) host staging: sessions are gathered and scattered here */
     float *logits;           /* (k + N, V), allocated by the first logits call */
     /* scoring (mn_sequence_log_probs), allocated by its first call, max_B * (k + N) rows: */
@@ -39,7 +40,7 @@ static void workspace_free(const mn_exec *ex, struct mn_infer_workspace *ws) {
     mn_exec_release(ex, ws->ints);
     mn_exec_release(ex, ws->memory);
     mn_exec_release(ex, ws->u);
-    mn_exec_release(ex, ws->z);
+    mn_exec_release(ex, ws->write_aux);
     mn_exec_release(ex, ws->r_next);
     mn_exec_release(ex, ws->logits);
     mn_exec_release(ex, ws->rows);
@@ -75,11 +76,12 @@ static mn_status workspace(mn_model *m, int sessions, struct mn_infer_workspace 
     ws->r_host = malloc(state * sizeof(float));
     if (st == MN_OK && (!ws->ints_host || !ws->r_host))
         st = mn_fail(MN_ERR_NOMEM, "out of memory for the inference workspace");
-    float **floats[] = {&ws->memory, &ws->u, &ws->z, &ws->r_next};
+    float **floats[] = {&ws->memory, &ws->u, &ws->write_aux, &ws->r_next};
+    size_t floats_n[] = {state, state, mn_memory_write_aux_floats(c, sessions), state};
     if (st == MN_OK)
         st = mn_exec_alloc(ex, (B * S + B) * sizeof(int32_t), (void **)&ws->ints);
     for (int i = 0; st == MN_OK && i < 4; i++)
-        st = mn_exec_alloc(ex, state * sizeof(float), (void **)floats[i]);
+        st = mn_exec_alloc(ex, floats_n[i] * sizeof(float), (void **)floats[i]);
     if (st != MN_OK) {
         workspace_free(ex, ws);
         return mn_fail_context(st, "inference workspace for %d sessions on the %s", sessions, ex->be->name);
@@ -285,8 +287,8 @@ static void forward_chunk(mn_model *m, struct mn_infer_workspace *ws, const mn_s
                      ws->ints + (size_t)B * S, B, seqs[0].len, causal);
 }
 
-void mn_compress_staged(mn_model *m, mn_stack_acts *acts, const int32_t *ints, const float *memory, float *u, float *z,
-                        float *r_next, int B, int L) {
+void mn_compress_staged(mn_model *m, mn_stack_acts *acts, const int32_t *ints, const float *memory, float *u,
+                        float *write_aux, float *r_next, int B, int L) {
     const mn_config *c = &m->config;
     const mn_exec *ex = &m->exec;
     const int k = c->n_slots, C = c->d_model, S = k + L;
@@ -294,7 +296,7 @@ void mn_compress_staged(mn_model *m, mn_stack_acts *acts, const int32_t *ints, c
     mn_stack_forward(ex, acts, c, m->dev_views.wte, &m->dev_views.compressor, memory, ints, NULL, ints + (size_t)B * S,
                      B, L, 0);
     MN_OP(ex, copy_rows, u, kC, acts->lnf, (size_t)S * C, (size_t)B, kC); // U = slot rows of ln_f
-    MN_OP(ex, gated_update_forward, r_next, z, memory, u, m->dev_views.gate_w, m->dev_views.gate_b, B * k, C);
+    mn_memory_write_forward(ex, c, &m->dev_views, r_next, write_aux, memory, u, B);
 }
 
 /* ---------------------------------------------------------------- session updates */
@@ -313,7 +315,7 @@ static mn_status update_sessions(mn_model *m, mn_seq_turn *sessions, int n) {
     for (int first = 0; first < n; first += cap) {
         const int B = n - first < cap ? n - first : cap;
         stage_chunk(m, ws, sessions + first, B);
-        mn_compress_staged(m, &ws->acts, ws->ints, ws->memory, ws->u, ws->z, ws->r_next, B, sessions[first].len);
+        mn_compress_staged(m, &ws->acts, ws->ints, ws->memory, ws->u, ws->write_aux, ws->r_next, B, sessions[first].len);
         MN_OP(ex, download, ws->r_host, ws->r_next, (size_t)B * kC * sizeof(float));
         MN_TRY(mn_exec_status(ex));
         /* after the chunk's reads: out may be r */

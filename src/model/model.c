@@ -71,8 +71,16 @@ static void build_table(table_builder *tb, const mn_config *c) {
     add_stack(tb, "decoder", c->n_layers, C, positions);
     add_stack(tb, "compressor", c->n_comp_layers, C, positions);
     add_tensor(tb, "memory.r0", c->n_slots, C);
-    add_tensor(tb, "memory.gate.weight", 2 * C, C);
-    add_tensor(tb, "memory.gate.bias", C, 0);
+    if (c->write_rule == MN_WRITE_GATE) {
+        add_tensor(tb, "memory.gate.weight", 2 * C, C);
+        add_tensor(tb, "memory.gate.bias", C, 0);
+        return;
+    }
+    int n_addr = mn_write_addresses(c);
+    add_tensor(tb, "memory.write.weight", C, n_addr + 1);
+    add_tensor(tb, "memory.write.bias", n_addr + 1, 0);
+    if (n_addr)
+        add_tensor(tb, "memory.write.diag", n_addr, 0);
 }
 
 static mn_status bind_stack(const mn_model *m, float *base, int *index, int n_layers, mn_stack_views *s) {
@@ -106,8 +114,15 @@ mn_status mn_views_bind(const mn_model *m, float *base, mn_param_views *v) {
         return st;
     }
     v->r0 = base + m->tensors[i++].offset;
-    v->gate_w = base + m->tensors[i++].offset;
-    v->gate_b = base + m->tensors[i++].offset;
+    if (m->config.write_rule == MN_WRITE_GATE) {
+        v->gate_w = base + m->tensors[i++].offset;
+        v->gate_b = base + m->tensors[i++].offset;
+        return MN_OK;
+    }
+    v->write_w = base + m->tensors[i++].offset;
+    v->write_b = base + m->tensors[i++].offset;
+    if (mn_write_addresses(&m->config))
+        v->write_diag = base + m->tensors[i++].offset;
     return MN_OK;
 }
 
@@ -220,6 +235,13 @@ mn_status mn_model_init(mn_model *m, uint64_t seed) {
         if (!strcmp(t->name, "memory.gate.bias")) {
             for (size_t j = 0; j < t->size; j++)
                 x[j] = m->config.gate_bias_init;
+        } else if (!strcmp(t->name, "memory.write.bias")) {
+            /* address logits 0; the strength (last column) starts small, as the gate's z does */
+            memset(x, 0, t->size * sizeof *x);
+            x[t->size - 1] = m->config.gate_bias_init;
+        } else if (!strcmp(t->name, "memory.write.diag")) {
+            for (size_t j = 0; j < t->size; j++)
+                x[j] = MN_WRITE_DIAG_INIT;
         } else if (ends_with(t->name, "ln_1.weight") || ends_with(t->name, "ln_2.weight") ||
                    ends_with(t->name, "ln_f.weight")) {
             for (size_t j = 0; j < t->size; j++)

@@ -31,9 +31,30 @@ typedef struct {
     float *wte;                  /* (V, C) */
     mn_stack_views decoder, compressor;
     float *r0;                   /* (k, C) */
-    float *gate_w;               /* (2C, C) */
+    float *gate_w;               /* (2C, C)   write rule "gate"; NULL otherwise */
     float *gate_b;               /* (C) */
+    float *write_w;              /* (C, A+1)  rules "slot" (A = 0) and "delta" (A = k); NULL for "gate" */
+    float *write_b;              /* (A+1) */
+    float *write_diag;           /* (A), "delta" only */
 } mn_param_views;
+
+/* A write's initial preference for its own slot (delta rule): softmax weight e^4 / (e^4 + k - 1),
+ * 0.89 with k = 8, so the rule starts close to the per-slot gate and learns where to move. */
+#define MN_WRITE_DIAG_INIT 4.0f
+
+/* Address columns of the slot write: k for the delta rule, 0 for the per-slot gate and the gate. */
+static inline int mn_write_addresses(const mn_config *c) {
+    return c->write_rule == MN_WRITE_DELTA ? c->n_slots : 0;
+}
+
+/* The write into R (memory_write.c). aux: what the backward needs, mn_memory_write_aux_floats(c, B)
+ * floats; the backward's scratch is as large. dr_in, du and the gradients in g accumulate. */
+size_t mn_memory_write_aux_floats(const mn_config *c, int B);
+void mn_memory_write_forward(const mn_exec *ex, const mn_config *c, const mn_param_views *p, float *r_out,
+                             float *aux, const float *r_in, const float *u, int B);
+void mn_memory_write_backward(const mn_exec *ex, const mn_config *c, const mn_param_views *p,
+                              const mn_param_views *g, float *dr_in, float *du, const float *dr_out,
+                              const float *r_in, const float *u, const float *aux, float *scratch, int B);
 
 struct mn_model {
     mn_config config;
@@ -180,8 +201,9 @@ mn_status mn_check_tokens(const mn_model *m, const int32_t *tokens, int n, const
 mn_status mn_check_state(const mn_model *m, const float *r, const char *who); /* finite */
 /* The compressor update of B staged sessions padded to L tokens, on the model's inference
  * backend: ints holds ids_fwd (B, k + L) then valid (B), memory the states R (B, k, C);
- * r_next (B, k, C) = R after the turn; acts (forward only), u and z are scratch for B x (k + L). */
-void mn_compress_staged(mn_model *m, mn_stack_acts *acts, const int32_t *ints, const float *memory, float *u, float *z,
-                        float *r_next, int B, int L);
+ * r_next (B, k, C) = R after the turn; acts (forward only), u (B, k, C) and write_aux
+ * (mn_memory_write_aux_floats(B)) are scratch. */
+void mn_compress_staged(mn_model *m, mn_stack_acts *acts, const int32_t *ints, const float *memory, float *u,
+                        float *write_aux, float *r_next, int B, int L);
 
 #endif

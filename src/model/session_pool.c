@@ -49,7 +49,7 @@ struct mn_session_pool {
     /* the update's buffers, backend memory, for cap sessions of k + N positions */
     mn_stack_acts acts;
     int32_t *ints;     /* ids (B, k + L) | valid (B) | rows (B) */
-    float *memory, *u, *z, *r_next;
+    float *memory, *u, *write_aux, *r_next;
     /* host staging, used in turn; fence i (async backends) guards stage[i] and xfer[i] */
     int32_t *stage[2]; /* (cap (k + N) + 2 cap) */
     float *xfer[2];    /* (k, C) */
@@ -123,7 +123,7 @@ static mn_status read_rows(mn_session_pool *p, const int32_t *rows, int n, float
 static void release_update_buffers(mn_session_pool *p) {
     const mn_exec *ex = p->ex;
     mn_stack_acts_free(ex, &p->acts);
-    float *floats[] = {p->states, p->memory, p->u, p->z, p->r_next};
+    float *floats[] = {p->states, p->memory, p->u, p->write_aux, p->r_next};
     for (int i = 0; i < 5; i++)
         mn_exec_release(ex, floats[i]);
     mn_exec_release(ex, p->ints);
@@ -157,9 +157,10 @@ static mn_status alloc_buffers(mn_session_pool *p) {
     const size_t n_ints = cap * S + 2 * cap;
     MN_TRY(mn_stack_acts_alloc(ex, &p->acts, c, c->n_comp_layers, p->cap, (int)S, 1));
     MN_TRY(mn_exec_alloc(ex, ((size_t)p->slots + cap) * kC * sizeof(float), (void **)&p->states));
-    float **floats[] = {&p->memory, &p->u, &p->z, &p->r_next};
+    float **floats[] = {&p->memory, &p->u, &p->write_aux, &p->r_next};
+    size_t floats_n[] = {cap * kC, cap * kC, mn_memory_write_aux_floats(c, p->cap), cap * kC};
     for (int i = 0; i < 4; i++)
-        MN_TRY(mn_exec_alloc(ex, cap * kC * sizeof(float), (void **)floats[i]));
+        MN_TRY(mn_exec_alloc(ex, floats_n[i] * sizeof(float), (void **)floats[i]));
     MN_TRY(mn_exec_alloc(ex, n_ints * sizeof(int32_t), (void **)&p->ints));
     for (int i = 0; i < 2; i++) {
         MN_TRY(host_alloc(p, n_ints * sizeof(int32_t), (void **)&p->stage[i]));
@@ -296,7 +297,7 @@ static void chunk_ops(mn_session_pool *p, int B, int L) {
     const mn_exec *ex = p->ex;
     const int32_t *rows = p->ints + (size_t)B * (p->model->config.n_slots + L) + B;
     MN_OP(ex, gather_rows, p->memory, NULL, p->states, rows, (size_t)B, p->kC);
-    mn_compress_staged(p->model, &p->acts, p->ints, p->memory, p->u, p->z, p->r_next, B, L);
+    mn_compress_staged(p->model, &p->acts, p->ints, p->memory, p->u, p->write_aux, p->r_next, B, L);
     MN_OP(ex, gather_rows, p->states, rows, p->r_next, NULL, (size_t)B, p->kC);
 }
 

@@ -25,9 +25,12 @@ struct mn_trainer {
     mn_stack_grads_scratch scratch;
     /* per turn of the chunk, (B, k, C) each */
     float *states;                     /* R_t after turn t of the chunk: bptt + 1 (slot 0 = R entering) */
-    float *u, *z;                      /* compressor output U and gate z, bptt each */
+    float *u;                          /* compressor output U, bptt of them */
+    float *write_aux;                  /* the write's saved values, bptt of write_aux_stride */
+    size_t write_aux_stride;           /* mn_memory_write_aux_floats(config, max_B) */
     float *dmemory_decoder;            /* gradient of loss_t w.r.t. R_{t-1} via the decoder, bptt */
-    float *dstate, *dstate_prev, *du, *dgate_scratch; /* (B, k, C) */
+    float *dstate, *dstate_prev, *du; /* (B, k, C) */
+    float *write_scratch;              /* the write's backward, write_aux_stride */
     /* decoder head, (B * max_turn, .) */
     float *dhead_in;                   /* (B * N, C): gradient of the decoder's ln_f (its classifier rows, packed) */
     int *packed_first;                 /* host (max_B + 1): first packed row of each episode */

@@ -19,7 +19,8 @@
 #include "train/schedule.h"
 #include "train/train_run.h"
 
-typedef enum { F_INT, F_I64, F_FLOAT, F_DOUBLE, F_STR, F_BOOL } field_type;
+/* F_RULE: an int (mn_write_rule) written and read by its name */
+typedef enum { F_INT, F_I64, F_FLOAT, F_DOUBLE, F_STR, F_BOOL, F_RULE } field_type;
 
 typedef struct {
     const char *name;
@@ -42,6 +43,7 @@ static const field fields[] = {
     MODEL(n_slots, F_INT, "model: memory slots k"),
     MODEL(max_turn_tokens, F_INT, "model: longest turn N"),
     MODEL(gate_bias_init, F_FLOAT, "model: initial update-gate bias"),
+    MODEL(write_rule, F_RULE, "model: the write into R: gate (element-wise), slot (per-slot gate) or delta (key-addressed)"),
     STR(task, "shards (token shards) or recall (synthetic recall episodes)"),
     STR(train_data, "training token shard"),
     STR(valid_data, "validation token shard"),
@@ -145,6 +147,12 @@ static const field *find(const char *name) {
     return NULL;
 }
 
+/* A write rule by name; a bad name's message says where it came from. */
+static mn_status set_rule(int *rule, const char *name, const char *where) {
+    mn_status st = mn_write_rule_parse(name, rule);
+    return st == MN_OK ? MN_OK : mn_fail_context(st, "%s", where);
+}
+
 /* Sets a field from a JSON value. */
 static mn_status set_json(mn_train_config *c, const field *f, json_t *v, const char *where) {
     switch (f->type) {
@@ -188,6 +196,10 @@ static mn_status set_json(mn_train_config *c, const field *f, json_t *v, const c
         snprintf((char *)at(c, f), f->cap, "%s", s);
         return MN_OK;
     }
+    case F_RULE:
+        if (!json_is_string(v))
+            return mn_fail(MN_ERR_CONFIG, "%s: field %s wants one of \"gate\", \"slot\", \"delta\"", where, f->name);
+        return set_rule((int *)at(c, f), json_string_value(v), where);
     }
     return mn_fail(MN_ERR_CONFIG, "%s: field %s has an unknown type", where, f->name);
 }
@@ -282,6 +294,7 @@ char *mn_train_config_to_json(const mn_train_config *c, int indent) {
         case F_DOUBLE: v = json_real(*(const double *)p); break;
         case F_BOOL: v = json_boolean(*(const int *)p); break;
         case F_STR: v = json_string((const char *)p); break;
+        case F_RULE: v = json_string(mn_write_rule_name(*(const int *)p) ? mn_write_rule_name(*(const int *)p) : "?"); break;
         }
         json_object_set_new(root, f->name, v);
     }
@@ -324,6 +337,7 @@ mn_status mn_train_config_set_field(mn_train_config *c, int i, const char *value
     char *end = NULL;
     switch (f->type) {
     case F_BOOL: break;
+    case F_RULE: return set_rule((int *)at(c, f), value, "command line");
     case F_STR: {
         if (strlen(value) >= f->cap)
             return mn_fail(MN_ERR_CONFIG, "--%s is longer than %zu bytes", info.option, f->cap - 1);
@@ -375,6 +389,7 @@ mn_status mn_train_config_field_text(const mn_train_config *c, int i, char *buf,
     case F_DOUBLE: snprintf(buf, cap, "%g", *(const double *)v); break;
     case F_BOOL: snprintf(buf, cap, "%s", *(const int *)v ? "on" : "off"); break;
     case F_STR: snprintf(buf, cap, "\"%s\"", (const char *)v); break;
+    case F_RULE: snprintf(buf, cap, "%s", mn_write_rule_name(*(const int *)v) ? mn_write_rule_name(*(const int *)v) : "?"); break;
     }
     return MN_OK;
 }

@@ -344,7 +344,8 @@ static mn_status load_base(run *r, const char *base, const mn_checkpoint_load_op
     int extra = want->n_layers - have.n_layers;
     int grows = extra > 0 && have.vocab_size == want->vocab_size && have.d_model == want->d_model &&
                 have.n_heads == want->n_heads && have.n_comp_layers == want->n_comp_layers &&
-                have.n_slots == want->n_slots && have.max_turn_tokens == want->max_turn_tokens;
+                have.n_slots == want->n_slots && have.max_turn_tokens == want->max_turn_tokens &&
+                have.write_rule == want->write_rule;
     if (!grows)
         return mn_checkpoint_load(base, r->model, NULL, NULL, lo); /* names any mismatch */
     have.gate_bias_init = want->gate_bias_init;

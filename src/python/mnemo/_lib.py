@@ -41,7 +41,7 @@ lib = _load()
 class Config(ctypes.Structure):
     _fields_ = [("vocab_size", c_int), ("d_model", c_int), ("n_heads", c_int), ("n_layers", c_int),
                 ("n_comp_layers", c_int), ("n_slots", c_int), ("max_turn_tokens", c_int),
-                ("gate_bias_init", c_float)]
+                ("gate_bias_init", c_float), ("write_rule", c_int)]
 
 
 class TensorInfo(ctypes.Structure):
