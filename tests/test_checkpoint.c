@@ -451,8 +451,8 @@ static void test_mismatched_config_refused(void **state) {
     struct {
         const char *field;
         mn_config cfg;
-    } cases[7];
-    for (int i = 0; i < 7; i++)
+    } cases[9];
+    for (int i = 0; i < 9; i++)
         cases[i].cfg = tiny_config();
     cases[0].field = "vocab_size", cases[0].cfg.vocab_size = 51;
     cases[1].field = "d_model", cases[1].cfg.d_model = 20;
@@ -461,7 +461,9 @@ static void test_mismatched_config_refused(void **state) {
     cases[4].field = "n_slots", cases[4].cfg.n_slots = 3;
     cases[5].field = "max_turn_tokens", cases[5].cfg.max_turn_tokens = 7;
     cases[6].field = "gate_bias_init", cases[6].cfg.gate_bias_init = -1.0f;
-    for (int i = 0; i < 7; i++) {
+    cases[7].field = "write rule is gate in the checkpoint but delta", cases[7].cfg.write_rule = MN_WRITE_DELTA;
+    cases[8].field = "write rule is gate in the checkpoint but slot", cases[8].cfg.write_rule = MN_WRITE_SLOT;
+    for (int i = 0; i < 9; i++) {
         mn_model *m = NULL;
         OK(mn_model_create(&cases[i].cfg, &m));
         assert_int_equal(mn_checkpoint_load(path, m, NULL, NULL, NULL), MN_ERR_MISMATCH);
@@ -474,6 +476,26 @@ static void test_mismatched_config_refused(void **state) {
     mn_config want = tiny_config();
     assert_memory_equal(&read, &want, sizeof want);
     free_trained(&a);
+
+    /* a write rule's model: its tensors and its rule round-trip, and a gate model is refused */
+    for (int rule = MN_WRITE_SLOT; rule <= MN_WRITE_DELTA; rule++) {
+        mn_config cfg = tiny_config();
+        cfg.write_rule = rule;
+        trained w = make_trained(cfg, 5), v = make_trained(cfg, 6);
+        OK(mn_checkpoint_save(path, w.model, w.trainer, NULL, NULL));
+        OK(mn_checkpoint_read_config(path, &read));
+        assert_memory_equal(&read, &cfg, sizeof cfg);
+        OK(mn_checkpoint_load(path, v.model, v.trainer, NULL, NULL));
+        assert_memory_equal(mn_model_params(w.model), mn_model_params(v.model),
+                            mn_model_num_params(w.model) * sizeof(float));
+        mn_model *gate = NULL;
+        OK(mn_model_create(&want, &gate));
+        assert_int_equal(mn_checkpoint_load(path, gate, NULL, NULL, NULL), MN_ERR_MISMATCH);
+        assert_message_has(mn_write_rule_name(rule));
+        mn_model_free(gate);
+        free_trained(&w);
+        free_trained(&v);
+    }
     remove_tree(dir);
     free(dir);
 }
@@ -1342,6 +1364,7 @@ static void test_format1_still_loads_and_sweep(void **state) {
     assert_non_null(strstr(info.train_config, "\"lr\":0.0030000000000000001"));
     assert_true(strlen(info.created) == 20 && strlen(info.build_id) > 0);
     assert_true(info.has_optimizer && info.has_train && info.has_tokenizer);
+    assert_int_equal(info.config.write_rule, MN_WRITE_GATE); /* written before the rules: the gate */
     mn_checkpoint_info_free(&info);
     /* every byte of the superblock and of the global heap's headers; a sample of the rest (every
      * byte would take minutes under sanitizers: each flip here is parsed by HDF5) */

@@ -94,6 +94,7 @@ static void test_device_matmul_and_options(void **state) {
         /* a float field's value must stay finite as a float (inf would drop out of the JSON) */
         {"--gate-bias-init wants a finite number, got '1e300'", {"train", "--print-config", "--gate-bias-init", "1e300"}},
         {"--valid-data is not valid UTF-8 text", {"train", "--print-config", "--valid-data", "data/\xff.bin"}},
+        {"write_rule \"gated\" is not one of gate, slot, delta", {"train", "--print-config", "--write-rule", "gated"}},
     };
     expect_refused(cases, sizeof cases / sizeof cases[0]);
     /* a checkpoint that is not there: exit 1 with the library's message naming it */
@@ -101,6 +102,9 @@ static void test_device_matmul_and_options(void **state) {
     expect(1, "mnemo export-hf: ", missing);
     log_has("cli", "err", "missing.h5");
     /* and a run that passes the checks does its work */
+    const char *const rule[] = {"train", "--print-config", "--task", "recall", "--write-rule", "delta", NULL};
+    expect(0, NULL, rule);
+    log_has("cli", "out", "\"write_rule\": \"delta\"");
     const char *const run[] = {"bench-ops", "--device", "cpu", "--batch", "1", "--turn-tokens", "2", "--slots", "1",
                                "--width", "8", "--heads", "2", "--vocab", "8", "--reps", "1", NULL};
     expect(0, NULL, run);
