@@ -450,6 +450,58 @@ static void test_gated_update(void **state) {
     free_grad(&dr), free_grad(&du), free_grad(&dw), free_grad(&dbias);
 }
 
+/* ---------------------------------------------------------------- slot write */
+/* One shape of the slot write (n_addr 0 or k), r_out beside r_prev or over it (in_place). */
+static void slot_write_case(int B, int k, int C, int n_addr, int in_place) {
+    const int A = n_addr, P = n_addr + 1;
+    const size_t MC = (size_t)B * k * C, X = mn_slot_write_aux_floats(B, k, C, n_addr), rows = (size_t)B * k * P;
+    float *r = randoms(MC, -1, 1), *u = randoms(MC, -1, 1), *w = randoms((size_t)C * P, -0.3, 0.3);
+    float *b = randoms(P, -1, 1), *diag = A ? randoms(A, -1, 2) : NULL;
+    float *d_r = up(r, MC), *d_u = up(u, MC), *d_w = up(w, (size_t)C * P), *d_b = up(b, P);
+    float *d_diag = A ? up(diag, A) : NULL;
+    /* in place: both sides write over a copy of r_prev (d_r stays the backward's input) */
+    float *r_out = in_place ? host_copy(r, MC) : nans(MC), *aux = nans(X);
+    float *d_rout = in_place ? up(r, MC) : poisoned(MC), *d_aux = poisoned(X);
+    MN_OP(&cpu, slot_write_forward, r_out, aux, in_place ? r_out : r, u, w, b, diag, B, k, C, n_addr);
+    MN_OP(&gpu, slot_write_forward, d_rout, d_aux, in_place ? d_rout : d_r, d_u, d_w, d_b, d_diag, B, k, C, n_addr);
+    float *g_rout = down(d_rout, MC), *g_aux = down(d_aux, X);
+    expect_fp32("slot write r_out", g_rout, r_out, NULL, MC);
+    expect_fp32("slot write [Adr | beta]", g_aux, aux, NULL, rows);
+    expect_fp32("slot write E", g_aux + rows, aux + rows, NULL, MC);
+    float *dy = randoms(MC, -1, 1), *d_dy = up(dy, MC), *scratch = nans(X), *d_scratch = poisoned(X);
+    grad_buf dr = grad(MC), du = grad(MC), dw = grad((size_t)C * P), dbias = grad(P), ddiag = {0};
+    if (A)
+        ddiag = grad(A);
+    MN_OP(&cpu, slot_write_backward, dr.cpu, du.cpu, dw.cpu, dbias.cpu, ddiag.cpu, dy, r, u, aux, w, scratch, B, k, C,
+          n_addr);
+    MN_OP(&gpu, slot_write_backward, dr.dev, du.dev, dw.dev, dbias.dev, ddiag.dev, d_dy, d_r, d_u, d_aux, d_w,
+          d_scratch, B, k, C, n_addr);
+    expect_grad("slot write dr_prev", &dr);
+    expect_grad("slot write du", &du);
+    expect_grad("slot write dwrite_w", &dw);
+    expect_grad("slot write dwrite_b", &dbias);
+    if (A) {
+        expect_grad("slot write dwrite_diag", &ddiag);
+        free_grad(&ddiag);
+    }
+    free(r), free(u), free(w), free(b), free(diag), free(r_out), free(aux), free(g_rout), free(g_aux), free(dy);
+    free(scratch);
+    gfree(d_r), gfree(d_u), gfree(d_w), gfree(d_b), gfree(d_diag), gfree(d_rout), gfree(d_aux), gfree(d_dy);
+    gfree(d_scratch);
+    free_grad(&dr), free_grad(&du), free_grad(&dw), free_grad(&dbias);
+}
+
+static void test_slot_write(void **state) {
+    (void)state;
+    NEED_GPU();
+    /* B*k*C odd (never a multiple of a block); k = 37 > 32 slots and C = 45 > 32 make every
+     * warp loop take a second stride */
+    for (int in_place = 0; in_place <= 1; in_place++) {
+        slot_write_case(3, 7, 45, 0, in_place);   /* the per-slot gate */
+        slot_write_case(3, 37, 45, 37, in_place); /* the delta rule: n_addr = k */
+    }
+}
+
 /* ---------------------------------------------------------------- cross-entropy */
 static void test_crossentropy(void **state) {
     (void)state;
@@ -720,6 +772,7 @@ int main(void) {
         cmocka_unit_test(test_gelu),
         cmocka_unit_test(test_residual),
         cmocka_unit_test(test_gated_update),
+        cmocka_unit_test(test_slot_write),
         cmocka_unit_test(test_crossentropy),
         cmocka_unit_test(test_adamw),
         cmocka_unit_test(test_reductions_and_copies),

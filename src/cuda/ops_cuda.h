@@ -75,6 +75,13 @@ void mn_cu_gated_update_forward(void *ctx, float *r_out, float *z, const float *
 void mn_cu_gated_update_backward(void *ctx, float *dr_prev, float *du, float *dgate_w, float *dgate_b,
                                  const float *dr_out, const float *r_prev, const float *u, const float *z,
                                  const float *gate_w, float *scratch, int M, int C);
+void mn_cu_slot_write_forward(void *ctx, float *r_out, float *aux, const float *r_prev, const float *u,
+                              const float *write_w, const float *write_b, const float *write_diag, int B, int k, int C,
+                              int n_addr);
+void mn_cu_slot_write_backward(void *ctx, float *dr_prev, float *du, float *dwrite_w, float *dwrite_b,
+                               float *dwrite_diag, const float *dr_out, const float *r_prev, const float *u,
+                               const float *aux, const float *write_w, float *scratch, int B, int k, int C,
+                               int n_addr);
 void mn_cu_crossentropy_forward(void *ctx, float *losses, const float *logits, const int32_t *targets,
                                 const float *weights, int N, int V);
 void mn_cu_crossentropy_fused(void *ctx, float *losses, float *logits, const int32_t *targets,
