@@ -299,11 +299,30 @@ static void test_streaming_parity(void **state) {
 }
 
 /* ---------------------------------------------------------------- the PyTorch fixture */
+/* tiny_model.h5 (the gate), or a write rule's tiny_model_<rule>.h5 while its test runs */
+static const char *fixture_file = "tiny_model.h5";
+
 static const char *fixture_path(void) {
     static char path[4096];
     const char *dir = getenv("MNEMO_FIXTURES");
-    snprintf(path, sizeof path, "%s/tiny_model.h5", dir ? dir : "tests/fixtures");
+    snprintf(path, sizeof path, "%s/%s", dir ? dir : "tests/fixtures", fixture_file);
     return path;
+}
+
+static int use_slot_fixture(void **state) {
+    (void)state;
+    fixture_file = "tiny_model_slot.h5";
+    return 0;
+}
+static int use_delta_fixture(void **state) {
+    (void)state;
+    fixture_file = "tiny_model_delta.h5";
+    return 0;
+}
+static int use_gate_fixture(void **state) {
+    (void)state;
+    fixture_file = "tiny_model.h5";
+    return 0;
 }
 
 typedef struct {
@@ -330,6 +349,12 @@ static void fixture_open(fixture *fx) {
                              (int)attr_int(f, "n_layers"),   (int)attr_int(f, "n_comp_layers"),
                              (int)attr_int(f, "n_slots"),    (int)attr_int(f, "max_turn_tokens"), (float)gate,
                              MN_WRITE_GATE};
+    if (H5Aexists(f, "write_rule") > 0) {
+        char *rule = NULL;
+        OK(mn_h5_read_attr_string(f, fixture_path(), "write_rule", &rule));
+        OK(mn_write_rule_parse(rule, &fx->config.write_rule));
+        free(rule);
+    }
     fx->bptt = (int)attr_int(f, "bptt");
     fx->B = (int)attr_int(f, "B");
     fx->T = (int)attr_int(f, "T");
@@ -751,6 +776,8 @@ int main(void) {
         cmocka_unit_test(test_gpt2_widths_parity),
         cmocka_unit_test(test_streaming_parity),
         cmocka_unit_test(test_fixture_on_gpu),
+        cmocka_unit_test_setup_teardown(test_fixture_on_gpu, use_slot_fixture, use_gate_fixture),
+        cmocka_unit_test_setup_teardown(test_fixture_on_gpu, use_delta_fixture, use_gate_fixture),
         cmocka_unit_test(test_training_tracks_cpu),
         cmocka_unit_test(test_gpu_determinism),
         cmocka_unit_test(test_push_and_shut_gate),

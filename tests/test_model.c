@@ -446,8 +446,9 @@ static void free_batch(owned_batch *b) {
     free(b->weights);
 }
 
-static mn_model *small_model(uint64_t seed) {
+static mn_model *small_model_with_rule(uint64_t seed, int write_rule) {
     mn_config c = small_config();
+    c.write_rule = write_rule;
     mn_model *m = NULL;
     assert_int_equal(mn_model_create(&c, &m), MN_OK);
     assert_int_equal(mn_model_init(m, seed), MN_OK);
@@ -457,6 +458,8 @@ static mn_model *small_model(uint64_t seed) {
         p[i] *= 5.0f;
     return m;
 }
+
+static mn_model *small_model(uint64_t seed) { return small_model_with_rule(seed, MN_WRITE_GATE); }
 
 /* Keeps only the last turn's loss. */
 static void last_turn_only(owned_batch *b) {
@@ -719,9 +722,8 @@ static void test_threads_follow_the_handle(void **state) {
 
 /* The single-session inference API gives the batch path's results for one episode, so
  * padding and batching change nothing. */
-static void test_inference_matches_batch(void **state) {
-    (void)state;
-    mn_model *m = small_model(5);
+static void check_inference_matches_batch(int write_rule) {
+    mn_model *m = small_model_with_rule(5, write_rule);
     const mn_config *c = mn_model_config(m);
     const int B = 3, T = 3, L = 9, V = c->vocab_size;
     owned_batch b = random_batch(9, B, T, L, V);
@@ -752,6 +754,12 @@ static void test_inference_matches_batch(void **state) {
     free_batch(&b);
     mn_trainer_free(tr);
     mn_model_free(m);
+}
+
+static void test_inference_matches_batch(void **state) {
+    (void)state;
+    for (int rule = MN_WRITE_GATE; rule <= MN_WRITE_DELTA; rule++)
+        check_inference_matches_batch(rule);
 }
 
 /* ---------------------------------------------------------------- bad input */
