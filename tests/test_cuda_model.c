@@ -36,6 +36,7 @@
 #include <cmocka.h>
 
 #include "core/h5util.h"
+#include "tiny_fixture.h"
 #include "mnemo.h"
 #ifdef MN_TEST_GUARDED
 #include "guarded_backend.h"
@@ -299,100 +300,8 @@ static void test_streaming_parity(void **state) {
 }
 
 /* ---------------------------------------------------------------- the PyTorch fixture */
-/* tiny_model.h5 (the gate), or a write rule's tiny_model_<rule>.h5 while its test runs */
-static const char *fixture_file = "tiny_model.h5";
 
-static const char *fixture_path(void) {
-    static char path[4096];
-    const char *dir = getenv("MNEMO_FIXTURES");
-    snprintf(path, sizeof path, "%s/%s", dir ? dir : "tests/fixtures", fixture_file);
-    return path;
-}
 
-static int use_slot_fixture(void **state) {
-    (void)state;
-    fixture_file = "tiny_model_slot.h5";
-    return 0;
-}
-static int use_delta_fixture(void **state) {
-    (void)state;
-    fixture_file = "tiny_model_delta.h5";
-    return 0;
-}
-static int use_gate_fixture(void **state) {
-    (void)state;
-    fixture_file = "tiny_model.h5";
-    return 0;
-}
-
-typedef struct {
-    mn_config config;
-    int bptt, B, T, max_len;
-    int32_t *tokens, *lengths;
-    float *weights;
-    hid_t file;
-} fixture;
-
-static int64_t attr_int(hid_t f, const char *name) {
-    int64_t v = 0;
-    OK(mn_h5_read_attr_int(f, fixture_path(), name, &v));
-    return v;
-}
-
-static void fixture_open(fixture *fx) {
-    memset(fx, 0, sizeof *fx);
-    OK(mn_h5_open_read(fixture_path(), &fx->file));
-    hid_t f = fx->file;
-    double gate = 0;
-    OK(mn_h5_read_attr_float(f, fixture_path(), "gate_bias_init", &gate));
-    fx->config = (mn_config){(int)attr_int(f, "vocab_size"), (int)attr_int(f, "d_model"), (int)attr_int(f, "n_heads"),
-                             (int)attr_int(f, "n_layers"),   (int)attr_int(f, "n_comp_layers"),
-                             (int)attr_int(f, "n_slots"),    (int)attr_int(f, "max_turn_tokens"), (float)gate,
-                             MN_WRITE_GATE};
-    if (H5Aexists(f, "write_rule") > 0) {
-        char *rule = NULL;
-        OK(mn_h5_read_attr_string(f, fixture_path(), "write_rule", &rule));
-        OK(mn_write_rule_parse(rule, &fx->config.write_rule));
-        free(rule);
-    }
-    fx->bptt = (int)attr_int(f, "bptt");
-    fx->B = (int)attr_int(f, "B");
-    fx->T = (int)attr_int(f, "T");
-    fx->max_len = (int)attr_int(f, "max_len");
-    size_t ntok = (size_t)fx->T * fx->B * fx->max_len;
-    fx->tokens = malloc(ntok * sizeof(int32_t));
-    fx->weights = malloc(ntok * sizeof(float));
-    fx->lengths = malloc((size_t)fx->T * fx->B * sizeof(int32_t));
-    OK(mn_h5_read_ints(f, fixture_path(), "batch/tokens", fx->tokens, ntok));
-    OK(mn_h5_read_ints(f, fixture_path(), "batch/lengths", fx->lengths, (size_t)fx->T * fx->B));
-    OK(mn_h5_read_floats(f, fixture_path(), "batch/loss_weights", fx->weights, ntok));
-}
-
-static void fixture_close(fixture *fx) {
-    H5Fclose(fx->file);
-    free(fx->tokens), free(fx->weights), free(fx->lengths);
-}
-
-static float *read_named(const fixture *fx, mn_model *m, const char *group) {
-    float *flat = calloc(mn_model_num_params(m), sizeof(float));
-    for (int i = 0; i < mn_model_num_tensors(m); i++) {
-        mn_tensor_info t;
-        OK(mn_model_tensor(m, i, &t));
-        char name[256];
-        snprintf(name, sizeof name, "%s/%s", group, t.name);
-        OK(mn_h5_read_floats(fx->file, fixture_path(), name, flat + t.offset, t.size));
-    }
-    return flat;
-}
-
-static mn_model *fixture_model(const fixture *fx) {
-    mn_model *m = NULL;
-    OK(mn_model_create(&fx->config, &m));
-    float *p = read_named(fx, m, "params");
-    memcpy(mn_model_params(m), p, mn_model_num_params(m) * sizeof(float));
-    free(p);
-    return m;
-}
 
 static int ends_with(const char *s, const char *suffix) {
     size_t ls = strlen(s), lx = strlen(suffix);
@@ -402,9 +311,9 @@ static int ends_with(const char *s, const char *suffix) {
 static void test_fixture_on_gpu(void **state) {
     (void)state;
     NEED_GPU();
-    fixture fx;
-    fixture_open(&fx);
-    mn_model *m = fixture_model(&fx);
+    tiny_fixture fx;
+    tiny_fixture_open(&fx);
+    mn_model *m = tiny_fixture_model(&fx);
     const mn_config *c = &fx.config;
     mn_batch batch = {.B = fx.B, .T = fx.T, .max_len = fx.max_len, .tokens = fx.tokens, .lengths = fx.lengths,
                      .loss_weights = fx.weights};
@@ -418,30 +327,30 @@ static void test_fixture_on_gpu(void **state) {
     OK(dut_trainer(m, fx.B, fx.bptt, &tr));
     OK(mn_forward_backward(tr, &batch, &loss, &out));
     OK(mn_trainer_pull(tr));
-    OK(mn_h5_read_floats(fx.file, fixture_path(), "outputs/loss", &want_loss, 1));
-    OK(mn_h5_read_floats(fx.file, fixture_path(), "outputs/logits", want_logits, nlogits));
-    OK(mn_h5_read_floats(fx.file, fixture_path(), "outputs/states", want_states, nstates));
-    OK(mn_h5_read_floats(fx.file, fixture_path(), "outputs/turn_losses", want_turn, (size_t)fx.T));
+    OK(mn_h5_read_floats(fx.file, tiny_fixture_path(), "outputs/loss", &want_loss, 1));
+    OK(mn_h5_read_floats(fx.file, tiny_fixture_path(), "outputs/logits", want_logits, nlogits));
+    OK(mn_h5_read_floats(fx.file, tiny_fixture_path(), "outputs/states", want_states, nstates));
+    OK(mn_h5_read_floats(fx.file, tiny_fixture_path(), "outputs/turn_losses", want_turn, (size_t)fx.T));
     expect_close("fixture loss", &loss, &want_loss, 1, MODEL_RTOL, MODEL_ATOL);
     expect_close("fixture turn losses", turn, want_turn, (size_t)fx.T, MODEL_RTOL, MODEL_ATOL);
     expect_close("fixture states", states, want_states, nstates, MODEL_RTOL, MODEL_ATOL);
     expect_close("fixture logits", logits, want_logits, nlogits, MODEL_RTOL, MODEL_ATOL);
-    float *want = read_named(&fx, m, "grads");
+    float *want = tiny_fixture_tensors(&fx, m, "grads");
     expect_tensors_close(m, "fixture grad (bptt 2)", mn_trainer_grads(tr), want, MODEL_RTOL, MODEL_ATOL);
     free(want);
     mn_trainer_free(tr);
     OK(dut_trainer(m, fx.B, fx.T, &tr));
     OK(mn_forward_backward(tr, &batch, &loss, NULL));
     OK(mn_trainer_pull(tr));
-    want = read_named(&fx, m, "grads_full");
+    want = tiny_fixture_tensors(&fx, m, "grads_full");
     expect_tensors_close(m, "fixture grad (full bptt)", mn_trainer_grads(tr), want, MODEL_RTOL, MODEL_ATOL);
     free(want);
     mn_trainer_free(tr);
 
     /* the reconstruction aid (mn_trainer_set_reconstruction) on the device */
     float recon_weight, recon, want_recon;
-    OK(mn_h5_read_floats(fx.file, fixture_path(), "outputs/reconstruct_weight", &recon_weight, 1));
-    OK(mn_h5_read_floats(fx.file, fixture_path(), "outputs/recon_loss", &want_recon, 1));
+    OK(mn_h5_read_floats(fx.file, tiny_fixture_path(), "outputs/reconstruct_weight", &recon_weight, 1));
+    OK(mn_h5_read_floats(fx.file, tiny_fixture_path(), "outputs/recon_loss", &want_recon, 1));
     OK(dut_trainer(m, fx.B, fx.bptt, &tr));
     OK(mn_trainer_set_reconstruction(tr, recon_weight));
     OK(mn_forward_backward(tr, &batch, &loss, NULL));
@@ -449,7 +358,7 @@ static void test_fixture_on_gpu(void **state) {
     recon = (float)mn_trainer_reconstruction_loss(tr);
     expect_close("fixture loss (reconstruction on)", &loss, &want_loss, 1, MODEL_RTOL, MODEL_ATOL);
     expect_close("fixture reconstruction loss", &recon, &want_recon, 1, MODEL_RTOL, MODEL_ATOL);
-    want = read_named(&fx, m, "grads_reconstruct");
+    want = tiny_fixture_tensors(&fx, m, "grads_reconstruct");
     expect_tensors_close(m, "fixture grad (reconstruction, bptt 2)", mn_trainer_grads(tr), want, MODEL_RTOL,
                          MODEL_ATOL);
     free(want);
@@ -460,18 +369,18 @@ static void test_fixture_on_gpu(void **state) {
     int64_t steps;
     hid_t g = H5Gopen2(fx.file, "adamw", H5P_DEFAULT);
     assert_true(g >= 0);
-    OK(mn_h5_read_attr_float(g, fixture_path(), "lr", &lr));
-    OK(mn_h5_read_attr_float(g, fixture_path(), "beta1", &b1));
-    OK(mn_h5_read_attr_float(g, fixture_path(), "beta2", &b2));
-    OK(mn_h5_read_attr_float(g, fixture_path(), "eps", &eps));
-    OK(mn_h5_read_attr_float(g, fixture_path(), "weight_decay", &wd));
-    OK(mn_h5_read_attr_float(g, fixture_path(), "grad_clip", &clip));
-    OK(mn_h5_read_attr_int(g, fixture_path(), "steps", &steps));
+    OK(mn_h5_read_attr_float(g, tiny_fixture_path(), "lr", &lr));
+    OK(mn_h5_read_attr_float(g, tiny_fixture_path(), "beta1", &b1));
+    OK(mn_h5_read_attr_float(g, tiny_fixture_path(), "beta2", &b2));
+    OK(mn_h5_read_attr_float(g, tiny_fixture_path(), "eps", &eps));
+    OK(mn_h5_read_attr_float(g, tiny_fixture_path(), "weight_decay", &wd));
+    OK(mn_h5_read_attr_float(g, tiny_fixture_path(), "grad_clip", &clip));
+    OK(mn_h5_read_attr_int(g, tiny_fixture_path(), "steps", &steps));
     H5Gclose(g);
     assert_true(steps <= 16);
     float want_losses[16], want_norms[16];
-    OK(mn_h5_read_floats(fx.file, fixture_path(), "adamw/losses", want_losses, (size_t)steps));
-    OK(mn_h5_read_floats(fx.file, fixture_path(), "adamw/grad_norms", want_norms, (size_t)steps));
+    OK(mn_h5_read_floats(fx.file, tiny_fixture_path(), "adamw/losses", want_losses, (size_t)steps));
+    OK(mn_h5_read_floats(fx.file, tiny_fixture_path(), "adamw/grad_norms", want_norms, (size_t)steps));
     mn_adamw_config opt = {(float)lr, (float)b1, (float)b2, (float)eps, (float)wd, (float)clip};
     size_t P = mn_model_num_params(m);
     float *initial = copy_of(mn_model_params(m), P), *first_grads = NULL;
@@ -488,7 +397,7 @@ static void test_fixture_on_gpu(void **state) {
         expect_close("fixture adamw grad norm", &norm, &want_norms[s], 1, MODEL_RTOL, MODEL_ATOL);
     }
     OK(mn_trainer_pull(tr));
-    want = read_named(&fx, m, "adamw/params");
+    want = tiny_fixture_tensors(&fx, m, "adamw/params");
     /* attention key biases have an identically zero gradient: AdamW turns its rounding noise
      * into steps of size lr, so they are bounded by the step instead (as in test_model) */
     const float *got = mn_model_params(m);
@@ -513,7 +422,7 @@ static void test_fixture_on_gpu(void **state) {
     mn_trainer_free(tr);
     free(logits), free(want_logits), free(states), free(want_states);
     mn_model_free(m);
-    fixture_close(&fx);
+    tiny_fixture_close(&fx);
 }
 
 /* ---------------------------------------------------------------- training */
@@ -776,8 +685,8 @@ int main(void) {
         cmocka_unit_test(test_gpt2_widths_parity),
         cmocka_unit_test(test_streaming_parity),
         cmocka_unit_test(test_fixture_on_gpu),
-        cmocka_unit_test_setup_teardown(test_fixture_on_gpu, use_slot_fixture, use_gate_fixture),
-        cmocka_unit_test_setup_teardown(test_fixture_on_gpu, use_delta_fixture, use_gate_fixture),
+        cmocka_unit_test_setup_teardown(test_fixture_on_gpu, tiny_fixture_use_slot, tiny_fixture_use_gate),
+        cmocka_unit_test_setup_teardown(test_fixture_on_gpu, tiny_fixture_use_delta, tiny_fixture_use_gate),
         cmocka_unit_test(test_training_tracks_cpu),
         cmocka_unit_test(test_gpu_determinism),
         cmocka_unit_test(test_push_and_shut_gate),

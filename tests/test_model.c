@@ -15,36 +15,11 @@
 #include <cmocka.h>
 
 #include "core/h5util.h"
+#include "tiny_fixture.h"
 #include "mnemo.h"
 #include "model/score.h"
 
 /* ---------------------------------------------------------------- helpers */
-/* The oracle's file: tiny_model.h5 (the gate), or tiny_model_<rule>.h5 after the setup of a
- * write rule's test runs (scripts/reference/gen_fixture.py --write-rule). */
-static const char *fixture_file = "tiny_model.h5";
-
-static const char *fixture_path(void) {
-    static char path[4096];
-    const char *dir = getenv("MNEMO_FIXTURES");
-    snprintf(path, sizeof path, "%s/%s", dir ? dir : "tests/fixtures", fixture_file);
-    return path;
-}
-
-static int use_slot_fixture(void **state) {
-    (void)state;
-    fixture_file = "tiny_model_slot.h5";
-    return 0;
-}
-static int use_delta_fixture(void **state) {
-    (void)state;
-    fixture_file = "tiny_model_delta.h5";
-    return 0;
-}
-static int use_gate_fixture(void **state) {
-    (void)state;
-    fixture_file = "tiny_model.h5";
-    return 0;
-}
 
 /* Worst element of |got - want| / (atol + rtol |want|): <= 1 passes. */
 static double tolerance_ratio(const float *got, const float *want, size_t n, double rtol, double atol,
@@ -84,84 +59,6 @@ static void assert_close(const char *what, const float *got, const float *want, 
                  (double)want[worst], r);
 }
 
-typedef struct {
-    mn_config config;
-    int bptt, B, T, max_len;
-    int32_t *tokens, *lengths;
-    float *weights;
-    hid_t file;
-} fixture;
-
-static int64_t attr_int(hid_t f, const char *name) {
-    int64_t v = 0;
-    mn_status st = mn_h5_read_attr_int(f, fixture_path(), name, &v);
-    if (st != MN_OK)
-        fail_msg("%s", mn_last_error());
-    return v;
-}
-
-static void fixture_open(fixture *fx) {
-    memset(fx, 0, sizeof *fx);
-    if (mn_h5_open_read(fixture_path(), &fx->file) != MN_OK)
-        fail_msg("%s", mn_last_error());
-    hid_t f = fx->file;
-    double gate = 0;
-    assert_int_equal(mn_h5_read_attr_float(f, fixture_path(), "gate_bias_init", &gate), MN_OK);
-    fx->config = (mn_config){
-        .vocab_size = (int)attr_int(f, "vocab_size"),
-        .d_model = (int)attr_int(f, "d_model"),
-        .n_heads = (int)attr_int(f, "n_heads"),
-        .n_layers = (int)attr_int(f, "n_layers"),
-        .n_comp_layers = (int)attr_int(f, "n_comp_layers"),
-        .n_slots = (int)attr_int(f, "n_slots"),
-        .max_turn_tokens = (int)attr_int(f, "max_turn_tokens"),
-        .gate_bias_init = (float)gate,
-        .write_rule = MN_WRITE_GATE,
-    };
-    if (H5Aexists(f, "write_rule") > 0) {
-        char *rule = NULL;
-        assert_int_equal(mn_h5_read_attr_string(f, fixture_path(), "write_rule", &rule), MN_OK);
-        assert_int_equal(mn_write_rule_parse(rule, &fx->config.write_rule), MN_OK);
-        free(rule);
-    }
-    fx->bptt = (int)attr_int(f, "bptt");
-    fx->B = (int)attr_int(f, "B");
-    fx->T = (int)attr_int(f, "T");
-    fx->max_len = (int)attr_int(f, "max_len");
-    size_t ntok = (size_t)fx->T * fx->B * fx->max_len;
-    fx->tokens = malloc(ntok * sizeof(int32_t));
-    fx->weights = malloc(ntok * sizeof(float));
-    fx->lengths = malloc((size_t)fx->T * fx->B * sizeof(int32_t));
-    assert_int_equal(mn_h5_read_ints(f, fixture_path(), "batch/tokens", fx->tokens, ntok), MN_OK);
-    assert_int_equal(mn_h5_read_ints(f, fixture_path(), "batch/lengths", fx->lengths, (size_t)fx->T * fx->B), MN_OK);
-    assert_int_equal(mn_h5_read_floats(f, fixture_path(), "batch/loss_weights", fx->weights, ntok), MN_OK);
-}
-
-static void fixture_close(fixture *fx) {
-    H5Fclose(fx->file);
-    free(fx->tokens);
-    free(fx->weights);
-    free(fx->lengths);
-}
-
-static mn_batch fixture_batch(const fixture *fx) {
-    return (mn_batch){.B = fx->B, .T = fx->T, .max_len = fx->max_len, .tokens = fx->tokens,
-                      .lengths = fx->lengths, .loss_weights = fx->weights};
-}
-
-/* Reads group/<tensor name> for every tensor into a flat buffer with the model's layout. */
-static float *read_named_tensors(const fixture *fx, mn_model *m, const char *group) {
-    float *flat = calloc(mn_model_num_params(m), sizeof(float));
-    for (int i = 0; i < mn_model_num_tensors(m); i++) {
-        mn_tensor_info t;
-        assert_int_equal(mn_model_tensor(m, i, &t), MN_OK);
-        char name[256];
-        snprintf(name, sizeof name, "%s/%s", group, t.name);
-        if (mn_h5_read_floats(fx->file, fixture_path(), name, flat + t.offset, t.size) != MN_OK)
-            fail_msg("%s", mn_last_error());
-    }
-    return flat;
-}
 
 static void assert_tensors_close(mn_model *m, const char *what, const float *got, const float *want) {
     for (int i = 0; i < mn_model_num_tensors(m); i++) {
@@ -206,14 +103,6 @@ static void assert_params_after_adamw(mn_model *m, const float *initial, const f
     }
 }
 
-static mn_model *fixture_model(const fixture *fx) {
-    mn_model *m = NULL;
-    assert_int_equal(mn_model_create(&fx->config, &m), MN_OK);
-    float *p = read_named_tensors(fx, m, "params");
-    memcpy(mn_model_params(m), p, mn_model_num_params(m) * sizeof(float));
-    free(p);
-    return m;
-}
 
 /* ---------------------------------------------------------------- packing */
 /* Training packs each turn's real rows (docs/model.md, "Batches and padding"): the fixture's
@@ -221,9 +110,9 @@ static mn_model *fixture_model(const fixture *fx) {
  * with real token ids and weights, gives the same loss, turn losses and gradients to the bit. */
 static void test_padding_is_not_computed(void **state) {
     (void)state;
-    fixture fx;
-    fixture_open(&fx);
-    mn_model *m = fixture_model(&fx);
+    tiny_fixture fx;
+    tiny_fixture_open(&fx);
+    mn_model *m = tiny_fixture_model(&fx);
     const int L2 = fx.config.max_turn_tokens, cells = fx.T * fx.B;
     assert_true(L2 > fx.max_len); /* the fixture leaves room for more padding */
     int32_t *tokens = malloc((size_t)cells * L2 * sizeof(int32_t));
@@ -234,7 +123,7 @@ static void test_padding_is_not_computed(void **state) {
             tokens[(size_t)cell * L2 + i] = real ? fx.tokens[(size_t)cell * fx.max_len + i] : (cell + i) % 7;
             weights[(size_t)cell * L2 + i] = real ? fx.weights[(size_t)cell * fx.max_len + i] : 1.0f;
         }
-    mn_batch narrow = fixture_batch(&fx);
+    mn_batch narrow = tiny_fixture_batch(&fx);
     mn_batch wide = {.B = fx.B, .T = fx.T, .max_len = L2, .tokens = tokens, .lengths = fx.lengths,
                      .loss_weights = weights};
     size_t P = mn_model_num_params(m);
@@ -259,15 +148,15 @@ static void test_padding_is_not_computed(void **state) {
     free(tokens);
     free(weights);
     mn_model_free(m);
-    fixture_close(&fx);
+    tiny_fixture_close(&fx);
 }
 
 /* ---------------------------------------------------------------- the PyTorch oracle */
 static void test_fixture_forward_backward(void **state) {
     (void)state;
-    fixture fx;
-    fixture_open(&fx);
-    mn_model *m = fixture_model(&fx);
+    tiny_fixture fx;
+    tiny_fixture_open(&fx);
+    mn_model *m = tiny_fixture_model(&fx);
     const mn_config *c = &fx.config;
     mn_trainer *tr = NULL;
     assert_int_equal(mn_trainer_create(m, fx.B, fx.bptt, &tr), MN_OK);
@@ -277,27 +166,27 @@ static void test_fixture_forward_backward(void **state) {
     float *states = malloc(nstates * sizeof(float)), *want_states = malloc(nstates * sizeof(float));
     float *turn_losses = malloc((size_t)fx.T * sizeof(float)), *want_turn = malloc((size_t)fx.T * sizeof(float));
     mn_forward_outputs out = {.turn_losses = turn_losses, .states = states, .logits = logits};
-    mn_batch batch = fixture_batch(&fx);
+    mn_batch batch = tiny_fixture_batch(&fx);
     float loss = 0, want_loss = 0;
     assert_int_equal(mn_forward_backward(tr, &batch, &loss, &out), MN_OK);
 
-    assert_int_equal(mn_h5_read_floats(fx.file, fixture_path(), "outputs/loss", &want_loss, 1), MN_OK);
-    assert_int_equal(mn_h5_read_floats(fx.file, fixture_path(), "outputs/logits", want_logits, nlogits), MN_OK);
-    assert_int_equal(mn_h5_read_floats(fx.file, fixture_path(), "outputs/states", want_states, nstates), MN_OK);
-    assert_int_equal(mn_h5_read_floats(fx.file, fixture_path(), "outputs/turn_losses", want_turn, (size_t)fx.T), MN_OK);
+    assert_int_equal(mn_h5_read_floats(fx.file, tiny_fixture_path(), "outputs/loss", &want_loss, 1), MN_OK);
+    assert_int_equal(mn_h5_read_floats(fx.file, tiny_fixture_path(), "outputs/logits", want_logits, nlogits), MN_OK);
+    assert_int_equal(mn_h5_read_floats(fx.file, tiny_fixture_path(), "outputs/states", want_states, nstates), MN_OK);
+    assert_int_equal(mn_h5_read_floats(fx.file, tiny_fixture_path(), "outputs/turn_losses", want_turn, (size_t)fx.T), MN_OK);
     assert_close("loss", &loss, &want_loss, 1);
     assert_close("turn_losses", turn_losses, want_turn, (size_t)fx.T);
     assert_close("states", states, want_states, nstates);
     assert_close("logits", logits, want_logits, nlogits); /* padded rows are 0 in both */
 
-    float *want_grads = read_named_tensors(&fx, m, "grads");
+    float *want_grads = tiny_fixture_tensors(&fx, m, "grads");
     assert_tensors_close(m, "grad (bptt 2)", mn_trainer_grads(tr), want_grads);
     free(want_grads);
     mn_trainer_free(tr);
 
     /* the reconstruction aid: other gradients (the oracle's), the same reported loss, its own loss */
     float recon_weight = 0;
-    assert_int_equal(mn_h5_read_floats(fx.file, fixture_path(), "outputs/reconstruct_weight", &recon_weight, 1),
+    assert_int_equal(mn_h5_read_floats(fx.file, tiny_fixture_path(), "outputs/reconstruct_weight", &recon_weight, 1),
                      MN_OK);
     assert_true(recon_weight > 0);
     assert_int_equal(mn_trainer_create(m, fx.B, fx.bptt, &tr), MN_OK);
@@ -305,10 +194,10 @@ static void test_fixture_forward_backward(void **state) {
     float recon_loss = 0, want_recon = 0, plain_loss = loss;
     assert_int_equal(mn_forward_backward(tr, &batch, &loss, NULL), MN_OK);
     assert_close("loss with reconstruction", &loss, &plain_loss, 1);
-    assert_int_equal(mn_h5_read_floats(fx.file, fixture_path(), "outputs/recon_loss", &want_recon, 1), MN_OK);
+    assert_int_equal(mn_h5_read_floats(fx.file, tiny_fixture_path(), "outputs/recon_loss", &want_recon, 1), MN_OK);
     recon_loss = (float)mn_trainer_reconstruction_loss(tr);
     assert_close("reconstruction loss", &recon_loss, &want_recon, 1);
-    float *want_recon_grads = read_named_tensors(&fx, m, "grads_reconstruct");
+    float *want_recon_grads = tiny_fixture_tensors(&fx, m, "grads_reconstruct");
     assert_tensors_close(m, "grad (reconstruction, bptt 2)", mn_trainer_grads(tr), want_recon_grads);
     free(want_recon_grads);
     assert_int_equal(mn_trainer_set_reconstruction(tr, -1.0f), MN_ERR_INVALID_ARG);
@@ -316,7 +205,7 @@ static void test_fixture_forward_backward(void **state) {
     /* weight 0 turns it off again: the plain gradients, bit for bit */
     assert_int_equal(mn_trainer_set_reconstruction(tr, 0.0f), MN_OK);
     assert_int_equal(mn_forward_backward(tr, &batch, &loss, NULL), MN_OK);
-    float *plain = read_named_tensors(&fx, m, "grads");
+    float *plain = tiny_fixture_tensors(&fx, m, "grads");
     assert_tensors_close(m, "grad (reconstruction off)", mn_trainer_grads(tr), plain);
     free(plain);
     assert_true(mn_trainer_reconstruction_loss(tr) == 0.0);
@@ -325,7 +214,7 @@ static void test_fixture_forward_backward(void **state) {
     /* full BPTT gives other gradients: the truncation is really applied */
     assert_int_equal(mn_trainer_create(m, fx.B, fx.T, &tr), MN_OK);
     assert_int_equal(mn_forward_backward(tr, &batch, &loss, NULL), MN_OK);
-    float *want_full = read_named_tensors(&fx, m, "grads_full");
+    float *want_full = tiny_fixture_tensors(&fx, m, "grads_full");
     assert_tensors_close(m, "grad (full bptt)", mn_trainer_grads(tr), want_full);
     free(want_full);
 
@@ -337,29 +226,29 @@ static void test_fixture_forward_backward(void **state) {
     assert_int_equal(mn_forward_backward(tr, &batch, &loss, NULL), MN_OK);
     assert_close("loss with delayed reconstruction", &loss, &plain_loss, 1);
     float want_recon_delay = 0;
-    assert_int_equal(mn_h5_read_floats(fx.file, fixture_path(), "outputs/recon_loss_delay", &want_recon_delay, 1),
+    assert_int_equal(mn_h5_read_floats(fx.file, tiny_fixture_path(), "outputs/recon_loss_delay", &want_recon_delay, 1),
                      MN_OK);
     recon_loss = (float)mn_trainer_reconstruction_loss(tr);
     assert_close("delayed reconstruction loss", &recon_loss, &want_recon_delay, 1);
-    float *want_delay = read_named_tensors(&fx, m, "grads_reconstruct_delay");
+    float *want_delay = tiny_fixture_tensors(&fx, m, "grads_reconstruct_delay");
     assert_tensors_close(m, "grad (delayed reconstruction, full bptt)", mn_trainer_grads(tr), want_delay);
     free(want_delay);
     mn_trainer_free(tr);
 
     free(logits), free(want_logits), free(states), free(want_states), free(turn_losses), free(want_turn);
     mn_model_free(m);
-    fixture_close(&fx);
+    tiny_fixture_close(&fx);
 }
 
 static void test_fixture_adamw(void **state) {
     (void)state;
-    fixture fx;
-    fixture_open(&fx);
-    mn_model *m = fixture_model(&fx);
+    tiny_fixture fx;
+    tiny_fixture_open(&fx);
+    mn_model *m = tiny_fixture_model(&fx);
     hid_t f = fx.file;
     double lr, b1, b2, eps, wd, clip;
     int64_t steps;
-    const char *path = fixture_path();
+    const char *path = tiny_fixture_path();
     hid_t g = H5Gopen2(f, "adamw", H5P_DEFAULT);
     assert_true(g >= 0);
     assert_int_equal(mn_h5_read_attr_float(g, path, "lr", &lr), MN_OK);
@@ -377,7 +266,7 @@ static void test_fixture_adamw(void **state) {
     mn_adamw_config opt = {(float)lr, (float)b1, (float)b2, (float)eps, (float)wd, (float)clip};
     mn_trainer *tr = NULL;
     assert_int_equal(mn_trainer_create(m, fx.B, fx.bptt, &tr), MN_OK);
-    mn_batch batch = fixture_batch(&fx);
+    mn_batch batch = tiny_fixture_batch(&fx);
     size_t P = mn_model_num_params(m);
     float *initial = malloc(P * sizeof(float)), *first_grads = malloc(P * sizeof(float));
     memcpy(initial, mn_model_params(m), P * sizeof(float));
@@ -397,12 +286,12 @@ static void test_fixture_adamw(void **state) {
     }
     assert_true(clipped > 0); /* the fixture exercises clipping */
     assert_int_equal(mn_trainer_step(tr), (uint64_t)steps);
-    float *want = read_named_tensors(&fx, m, "adamw/params");
+    float *want = tiny_fixture_tensors(&fx, m, "adamw/params");
     assert_params_after_adamw(m, initial, want, first_grads, lr, (int)steps);
     free(want), free(initial), free(first_grads);
     mn_trainer_free(tr);
     mn_model_free(m);
-    fixture_close(&fx);
+    tiny_fixture_close(&fx);
 }
 
 /* ---------------------------------------------------------------- a small random model */
@@ -1234,12 +1123,12 @@ static void check_cache_against_full_pass(mn_model *m, const char *name) {
 
 static void test_decoder_cache_equals_full_pass(void **state) {
     (void)state;
-    fixture fx;
-    fixture_open(&fx);
-    mn_model *m = fixture_model(&fx);
+    tiny_fixture fx;
+    tiny_fixture_open(&fx);
+    mn_model *m = tiny_fixture_model(&fx);
     check_cache_against_full_pass(m, "tiny fixture");
     mn_model_free(m);
-    fixture_close(&fx);
+    tiny_fixture_close(&fx);
     const char *dir = getenv("MNEMO_FIXTURES");
     char path[4096];
     snprintf(path, sizeof path, "%s/../../data/models/recall-small.h5", dir ? dir : "tests/fixtures");
@@ -1256,12 +1145,12 @@ int main(void) {
         cmocka_unit_test(test_fixture_adamw),
         cmocka_unit_test(test_padding_is_not_computed),
         /* the write rules (docs/model.md): the same oracle checks on their own fixtures */
-        cmocka_unit_test_setup_teardown(test_fixture_forward_backward, use_slot_fixture, use_gate_fixture),
-        cmocka_unit_test_setup_teardown(test_fixture_adamw, use_slot_fixture, use_gate_fixture),
-        cmocka_unit_test_setup_teardown(test_padding_is_not_computed, use_slot_fixture, use_gate_fixture),
-        cmocka_unit_test_setup_teardown(test_fixture_forward_backward, use_delta_fixture, use_gate_fixture),
-        cmocka_unit_test_setup_teardown(test_fixture_adamw, use_delta_fixture, use_gate_fixture),
-        cmocka_unit_test_setup_teardown(test_padding_is_not_computed, use_delta_fixture, use_gate_fixture),
+        cmocka_unit_test_setup_teardown(test_fixture_forward_backward, tiny_fixture_use_slot, tiny_fixture_use_gate),
+        cmocka_unit_test_setup_teardown(test_fixture_adamw, tiny_fixture_use_slot, tiny_fixture_use_gate),
+        cmocka_unit_test_setup_teardown(test_padding_is_not_computed, tiny_fixture_use_slot, tiny_fixture_use_gate),
+        cmocka_unit_test_setup_teardown(test_fixture_forward_backward, tiny_fixture_use_delta, tiny_fixture_use_gate),
+        cmocka_unit_test_setup_teardown(test_fixture_adamw, tiny_fixture_use_delta, tiny_fixture_use_gate),
+        cmocka_unit_test_setup_teardown(test_padding_is_not_computed, tiny_fixture_use_delta, tiny_fixture_use_gate),
         cmocka_unit_test(test_gradient_flows_through_memory),
         cmocka_unit_test(test_last_token_rows_skipped),
         cmocka_unit_test(test_determinism_same_thread_count),
