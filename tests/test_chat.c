@@ -251,6 +251,19 @@ static void test_import_gpt2_cli(void **state) {
     assert_string_equal(mn_tokenizer_kind(tok), "gpt2");
     mn_tokenizer_free(tok);
     mn_model_free(m);
+
+    /* another write rule for the fresh memory; the same decoder */
+    assert_int_equal(run(NULL, "import-gpt2", "--safetensors", fx("model.safetensors"), "--vocab", fx("vocab.json"),
+                         "--merges", fx("merges.txt"), "--config", fx("config.json"), "--slots", "4", "--max-turn-tokens", "60", "--write-rule",
+                         "delta", "-o", tmp("delta.h5"), NULL),
+                     0);
+    m = load_checkpoint(tmp("delta.h5"));
+    assert_int_equal(mn_model_config(m)->write_rule, MN_WRITE_DELTA);
+    mn_tensor_info t;
+    ok(mn_model_find_tensor(m, "memory.write.diag", &t));
+    mn_model_free(m);
+    assert_int_equal(run(NULL, "import-gpt2", "--write-rule", "deltas", NULL), 2);
+    assert_output_has("err.txt", "--write-rule wants gate, slot or delta, got 'deltas'");
 }
 
 /* ---------------------------------------------------------------- chat, GPT-2 base (plain text) */

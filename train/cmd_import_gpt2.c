@@ -15,7 +15,7 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: mnemo import-gpt2 --safetensors F --vocab vocab.json --merges merges.txt -o base.h5\n"
             "                         [--config config.json] [--heads H] [--slots k] [--max-turn-tokens N]\n"
-            "                         [--comp-layers L] [--seed S]\n"
+            "                         [--comp-layers L] [--write-rule R] [--seed S]\n"
             "Loads a Hugging Face GPT-2 checkpoint of any size into mnemo's decoder (n_layer, n_embd,\n"
             "positions and vocabulary from the tensor shapes; n_head from --heads, else config.json,\n"
             "else n_embd / 64), initialises the compressor and memory fresh from the seed, and writes\n"
@@ -24,6 +24,7 @@ static void usage(FILE *out) {
             "  --slots k              memory slots (default 16)\n"
             "  --max-turn-tokens N    longest turn (default 128); k + N <= GPT-2's positions\n"
             "  --comp-layers L        compressor blocks (default 2)\n"
+            "  --write-rule R         the write into R: gate (default), slot or delta (docs/model.md)\n"
             "  --seed S               seed of the compressor and memory (default 1)\n");
 }
 
@@ -36,6 +37,7 @@ int cmd_import_gpt2(int argc, char **argv) {
         {"config", required_argument, 0, 'c'},      {"heads", required_argument, 0, 'H'},
         {"slots", required_argument, 0, 'k'},       {"max-turn-tokens", required_argument, 0, 'N'},
         {"comp-layers", required_argument, 0, 'L'}, {"seed", required_argument, 0, 's'},
+        {"write-rule", required_argument, 0, 'w'},
         {"help", no_argument, 0, 'h'},              {0, 0, 0, 0}};
     int opt;
     int64_t seed;
@@ -52,6 +54,12 @@ int cmd_import_gpt2(int argc, char **argv) {
         case 'N': if (!cli_int("import-gpt2", "--max-turn-tokens", optarg, 2, 1 << 20, &o.max_turn_tokens)) return 2; break;
         case 'L': if (!cli_int("import-gpt2", "--comp-layers", optarg, 1, 256, &o.n_comp_layers)) return 2; break;
         case 's': if (!cli_int64("import-gpt2", "--seed", optarg, 0, INT64_MAX, &seed)) return 2; o.seed = (uint64_t)seed; break;
+        case 'w':
+            if (mn_write_rule_parse(optarg, &o.write_rule) != MN_OK) {
+                fprintf(stderr, "mnemo import-gpt2: --write-rule wants gate, slot or delta, got '%s'\n", optarg);
+                return 2;
+            }
+            break;
         case 'h': usage(stdout); return 0;
         default: return cli_option_error("import-gpt2", opt, argv, usage);
         }

@@ -322,7 +322,8 @@ mn_status mn_gpt2_import(const char *safetensors, const mn_gpt2_import_options *
     if (st == MN_OK) {
         mn_config c = {.vocab_size = info.vocab_size, .d_model = info.n_embd, .n_heads = info.n_head,
                        .n_layers = info.n_layer, .n_comp_layers = o->n_comp_layers, .n_slots = o->n_slots,
-                       .max_turn_tokens = o->max_turn_tokens, .gate_bias_init = o->gate_bias_init};
+                       .max_turn_tokens = o->max_turn_tokens, .gate_bias_init = o->gate_bias_init,
+                       .write_rule = o->write_rule};
         st = mn_model_create(&c, &m);
     }
     if (st == MN_OK)

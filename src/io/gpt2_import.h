@@ -37,6 +37,7 @@ typedef struct {
     int n_heads;              /* 0: config.json, else n_embd / 64 */
     int n_slots, max_turn_tokens, n_comp_layers;
     float gate_bias_init;
+    int write_rule;           /* mn_write_rule of the fresh memory (default the gate) */
     uint64_t seed;            /* the fresh compressor and memory */
 } mn_gpt2_import_options;
 
