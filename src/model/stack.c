@@ -224,8 +224,8 @@ void mn_stack_forward_lanes(const mn_exec *ex, mn_stack_acts *a, const mn_config
                   causal);
         if (!out_direct && !from) {
             const int *rows = R == N ? a->first : a->out_first;
-            const lanes_at from = R == N ? padded_at(a, 0) : (lanes_at){NULL, a->S, out_offset(a, k), kept_from(a)};
-            copy_lanes(ex, B, rows, (size_t)C, ba->atty, (lanes_at){rows, 0, 0, NULL}, ba->fch_gelu, from);
+            const lanes_at src = R == N ? padded_at(a, 0) : (lanes_at){NULL, a->S, out_offset(a, k), kept_from(a)};
+            copy_lanes(ex, B, rows, (size_t)C, ba->atty, (lanes_at){rows, 0, 0, NULL}, ba->fch_gelu, src);
         }
         // res2 = x + atty @ attn_proj  (the projection lands in `out` first, used as scratch)
         const float *x_in = ba->x;
