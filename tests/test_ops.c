@@ -811,6 +811,32 @@ static void test_crossentropy(void **state) {
 
 /* ------------------------------------------------------------------ residual */
 
+/* mn_argmax_finite: the first index of the largest (ties among lanes and the tail: the lowest
+ * index wins), -1 for a NaN or an infinity anywhere, at every length around the 8 lanes. */
+static void test_argmax_finite(void **state) {
+    (void)state;
+    rng_reset(17);
+    float x[67];
+    for (int n = 1; n <= 67; n++) {
+        for (int i = 0; i < n; i++)
+            x[i] = (float)(int)(rng_uniform() * 6.0) - 3.0f; /* few values: many ties */
+        int want = 0;
+        for (int i = 1; i < n; i++)
+            want = x[i] > x[want] ? i : want;
+        assert_int_equal(mn_argmax_finite(x, n), want);
+        x[n - 1] = 5.0f; /* a unique largest at the end (the tail, or the last lane) */
+        assert_int_equal(mn_argmax_finite(x, n), n - 1);
+        const float bad[] = {NAN, INFINITY, -INFINITY};
+        for (int b = 0; b < 3; b++) {
+            int at = (int)(rng_uniform() * n);
+            float keep = x[at];
+            x[at] = bad[b];
+            assert_int_equal(mn_argmax_finite(x, n), -1);
+            x[at] = keep;
+        }
+    }
+}
+
 static void test_residual(void **state) {
     (void)state;
     rng_reset(21);
@@ -1017,6 +1043,7 @@ int main(void) {
         cmocka_unit_test(test_gelu),
         cmocka_unit_test(test_gated_update),
         cmocka_unit_test(test_crossentropy),
+        cmocka_unit_test(test_argmax_finite),
         cmocka_unit_test(test_residual),
         cmocka_unit_test(test_adamw),
         cmocka_unit_test(test_sum_squares),

@@ -72,3 +72,35 @@ void mn_crossentropy_fused(float *losses, float *logits, const int32_t *targets,
         x[t] -= sw;
     }
 }
+
+// index of the first largest of x[0..n), -1 if any is not finite: each lane keeps its first
+// largest (strict >), then the lanes' largest with the lowest index, then the tail
+MN_VEC_CLONES
+int mn_argmax_finite(const float *x, int n) {
+    mn_v8f vmax = mn_v8f_set1(-INFINITY), nonfinite = mn_v8f_set1(0.0f);
+    mn_v8i vidx = {0, 1, 2, 3, 4, 5, 6, 7}, at = vidx;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        mn_v8f v = mn_v8f_load(x + i);
+        nonfinite += v - v; /* NaN from a NaN or an infinity */
+        mn_v8i gt = v > vmax;
+        vmax = mn_v8f_select(gt, v, vmax);
+        vidx = (gt & at) | (~gt & vidx);
+        at += 8;
+    }
+    int best = -1;
+    float m = -INFINITY;
+    for (int l = 0; l < 8 && i > 0; l++) {
+        if (nonfinite[l] != 0.0f)
+            return -1;
+        if (best < 0 || vmax[l] > m || (vmax[l] == m && vidx[l] < best))
+            m = vmax[l], best = vidx[l];
+    }
+    for (; i < n; i++) {
+        if (x[i] - x[i] != 0.0f)
+            return -1;
+        if (best < 0 || x[i] > m)
+            m = x[i], best = i;
+    }
+    return best;
+}

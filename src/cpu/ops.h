@@ -118,6 +118,9 @@ void mn_crossentropy_forward(float *losses, const float *logits, const int32_t *
                              const float *weights, int N, int V, int threads);
 void mn_crossentropy_fused(float *losses, float *logits, const int32_t *targets, const float *weights,
                            float scale, int N, int V, int threads);
+/* The index of the first largest of x[0..n) (greedy decoding's pick: the mode of the softmax), or
+ * -1 if one of them is not finite. Host memory, one thread. */
+int mn_argmax_finite(const float *x, int n);
 
 /* residual: out = a + b (N); backward of a sum is adding dout into both inputs.
  * db may be NULL: then only da += dout (used to accumulate one gradient into another). */

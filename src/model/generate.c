@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "core/error.h"
+#include "cpu/ops.h"
 #include "mnemo.h"
 #include "model/score.h"
 
@@ -36,13 +37,10 @@ mn_status mn_sample(const float *logits, int V, const mn_sampling *sp, uint64_t 
     if (!(sp->temperature >= 0.0f) || sp->top_k < 0 || !(sp->top_p > 0.0f && sp->top_p <= 1.0f))
         return mn_fail(MN_ERR_INVALID_ARG, "mn_sample: need temperature >= 0, top_k >= 0, 0 < top_p <= 1 (got %g, %d, %g)",
                        (double)sp->temperature, sp->top_k, (double)sp->top_p);
-    int best = 0;
-    for (int i = 0; i < V; i++) {
+    int best = mn_argmax_finite(logits, V);
+    for (int i = 0; best < 0 && i < V; i++)
         if (!isfinite(logits[i]))
             return mn_fail(MN_ERR_NUMERIC, "mn_sample: logit of token %d is not finite", i);
-        if (logits[i] > logits[best])
-            best = i;
-    }
     if (sp->temperature == 0.0f) {
         *token = best;
         return MN_OK;

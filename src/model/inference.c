@@ -20,6 +20,7 @@ struct mn_infer_workspace {
     int max_B;               /* sessions it holds */
     mn_stack_acts acts;      /* forward only, (max_B, k + N) */
     int32_t *ints_host, *ints; /* ids_fwd (max_B, k + N) | valid (max_B) */
+    int *lane_rows, *keep_from; /* (max_B) host: k + length of each lane of a packed chunk, its first kept row */
     float *memory;           /* (max_B, k, C): the R read */
     float *u, *r_next;       /* (max_B, k, C) */
     float *write_aux;        /* the write's saved values, mn_memory_write_aux_floats(max_B) */
@@ -50,6 +51,8 @@ static void workspace_free(const mn_exec *ex, struct mn_infer_workspace *ws) {
     free(ws->targets_host);
     free(ws->losses_host);
     free(ws->ints_host);
+    free(ws->lane_rows);
+    free(ws->keep_from);
     free(ws->r_host);
     free(ws);
 }
@@ -73,8 +76,10 @@ static mn_status workspace(mn_model *m, int sessions, struct mn_infer_workspace 
     ws->max_B = sessions;
     mn_status st = mn_stack_acts_alloc(ex, &ws->acts, c, layers, sessions, (int)S, 1);
     ws->ints_host = malloc((B * S + B) * sizeof(int32_t));
+    ws->lane_rows = malloc(B * sizeof(int));
+    ws->keep_from = malloc(B * sizeof(int));
     ws->r_host = malloc(state * sizeof(float));
-    if (st == MN_OK && (!ws->ints_host || !ws->r_host))
+    if (st == MN_OK && (!ws->ints_host || !ws->lane_rows || !ws->keep_from || !ws->r_host))
         st = mn_fail(MN_ERR_NOMEM, "out of memory for the inference workspace");
     float **floats[] = {&ws->memory, &ws->u, &ws->write_aux, &ws->r_next};
     size_t floats_n[] = {state, state, mn_memory_write_aux_floats(c, sessions), state};
@@ -91,12 +96,27 @@ static mn_status workspace(mn_model *m, int sessions, struct mn_infer_workspace 
     return MN_OK;
 }
 
+/* Logits the CPU's head writes at once: 2 MiB (256 rows of V 2048). Each product packs wte
+ * (V x C) again, so small blocks pack it often (72 rows: 4% of an evaluation's samples); a block
+ * past the caches costs its zeroing (the product's beta = 0) and the log-softmax's reads from
+ * memory (2048 rows: 3% in the zeroing alone). Head and log-softmax at V 2048, C 64 on the
+ * development machine: 288-576 rows the fastest, 72 rows 5-15% slower, 2048 rows 10%. */
+#define MN_CPU_HEAD_FLOATS ((size_t)1 << 19)
+
+/* Rows of logits the head writes at once: MN_CPU_HEAD_FLOATS / V on the CPU, and at least one
+ * sequence's k + N (on CUDA, k + N). */
+static size_t head_block(const mn_model *m) {
+    const mn_config *c = &m->config;
+    size_t rows = (size_t)c->n_slots + (size_t)c->max_turn_tokens;
+    size_t bound = m->exec.be->device == MN_DEVICE_CPU ? MN_CPU_HEAD_FLOATS / (size_t)c->vocab_size : 0;
+    return bound > rows ? bound : rows;
+}
+
 static mn_status workspace_logits(mn_model *m, struct mn_infer_workspace *ws) {
     if (ws->logits)
         return MN_OK;
-    const mn_config *c = &m->config;
-    size_t rows = (size_t)c->n_slots + (size_t)c->max_turn_tokens;
-    return mn_exec_alloc(&m->exec, rows * (size_t)c->vocab_size * sizeof(float), (void **)&ws->logits);
+    return mn_exec_alloc(&m->exec, head_block(m) * (size_t)m->config.vocab_size * sizeof(float),
+                         (void **)&ws->logits);
 }
 
 /* Scoring buffers; each allocated once (a failed call leaves none half-made: the next retries). */
@@ -277,14 +297,33 @@ static void stage_chunk(mn_model *m, struct mn_infer_workspace *ws, const mn_seq
     MN_OP(ex, upload, ws->memory, ws->r_host, (size_t)B * kC * sizeof(float));
 }
 
-/* One stack (compressor or decoder) over a staged chunk; the final hidden states land in
- * ws->acts.lnf (B, k + L, C). */
-static void forward_chunk(mn_model *m, struct mn_infer_workspace *ws, const mn_seq_turn *seqs, int B,
-                          const mn_stack_views *stack, int causal) {
-    const int S = m->config.n_slots + seqs[0].len;
-    stage_chunk(m, ws, seqs, B);
-    mn_stack_forward(&m->exec, &ws->acts, &m->config, m->dev_views.wte, stack, ws->memory, ws->ints, NULL,
-                     ws->ints + (size_t)B * S, B, seqs[0].len, causal);
+/* The decoder over a chunk of B sequences, longest first, in the stack's packed layout (each
+ * lane k + its own length rows, no padding but attention's). Scoring (`next` 0): ws->acts.lnf
+ * holds the final hidden states of the scored rows only, token rows first - 1 .. len - 2 of each
+ * sequence in turn (its history and slots run up to their keys and values); next: all token
+ * rows, lane e's from row ws->acts.out_first[e]. Each row is computed as the padded form
+ * computed it (the same products on the same rows; docs/perf.md). */
+static void decode_chunk(mn_model *m, struct mn_infer_workspace *ws, const mn_seq_turn *seqs, int B, int next) {
+    const mn_config *c = &m->config;
+    const mn_exec *ex = &m->exec;
+    const int k = c->n_slots;
+    const size_t kC = (size_t)k * c->d_model;
+    size_t rows = 0;
+    for (int e = 0; e < B; e++) {
+        mn_turn_ids(k, seqs[e].tokens, seqs[e].len, seqs[e].len, ws->ints_host + rows, NULL);
+        ws->lane_rows[e] = k + seqs[e].len;
+        rows += (size_t)ws->lane_rows[e];
+        ws->keep_from[e] = seqs[e].first - 1; /* token row j - 1 predicts token j */
+        memcpy(ws->r_host + (size_t)e * kC, seqs[e].r, kC * sizeof(float));
+    }
+    memcpy(ws->ints_host + rows, ws->lane_rows, (size_t)B * sizeof(int32_t)); /* valid */
+    MN_OP(ex, upload, ws->ints, ws->ints_host, (rows + B) * sizeof(int32_t));
+    MN_OP(ex, upload, ws->memory, ws->r_host, (size_t)B * kC * sizeof(float));
+    ws->acts.keep_from = ws->keep_from;
+    mn_stack_forward_lanes(ex, &ws->acts, c, m->dev_views.wte, &m->dev_views.decoder, ws->memory, ws->ints, NULL,
+                           ws->ints + rows, ws->lane_rows, next ? MN_ROWS_TOKENS : MN_ROWS_PREDICTING, B,
+                           seqs[0].len, 1);
+    ws->acts.keep_from = NULL;
 }
 
 void mn_compress_staged(mn_model *m, mn_stack_acts *acts, const int32_t *ints, const float *memory, float *u,
@@ -463,26 +502,20 @@ static mn_status head_losses(mn_model *m, const float *rows, size_t n_rows, cons
 }
 
 /* Log-probabilities of a decoded chunk's scored positions: the head and the log-softmax on
- * those rows only (a window's history and the prefixes predict nothing that is asked for). */
+ * those rows only (a window's history and the prefixes predict nothing that is asked for),
+ * which decode_chunk left in ln_f in order. */
 static mn_status score_chunk(mn_model *m, struct mn_infer_workspace *ws, const mn_seq_turn *seqs, int B) {
-    const mn_config *c = &m->config;
-    const mn_exec *ex = &m->exec;
-    const int k = c->n_slots, C = c->d_model, S = k + seqs[0].len;
     size_t rows = 0;
-    for (int e = 0; e < B; e++) { /* row j - 1 of a sequence predicts its token j */
+    for (int e = 0; e < B; e++) {
         const mn_seq_turn *q = &seqs[e];
         size_t n = (size_t)(q->len - q->first);
-        if (!n)
-            continue;
-        MN_OP(ex, copy_rows, ws->rows + rows * C, (size_t)C, ws->acts.lnf + ((size_t)e * S + k + q->first - 1) * C,
-              (size_t)C, n, (size_t)C);
         memcpy(ws->targets_host + rows, q->tokens + q->first, n * sizeof(int32_t));
         rows += n;
     }
     if (!rows)
-        return mn_exec_status(ex);
-    MN_TRY(head_losses(m, ws->rows, rows, ws->targets_host, ws->targets, ws->ones, ws->logits,
-                       (size_t)k + c->max_turn_tokens, ws->losses, ws->losses_host)); /* logits: k + N rows */
+        return mn_exec_status(&m->exec);
+    MN_TRY(head_losses(m, ws->acts.lnf, rows, ws->targets_host, ws->targets, ws->ones, ws->logits, head_block(m),
+                       ws->losses, ws->losses_host));
     rows = 0;
     for (int e = 0; e < B; e++)
         for (int j = seqs[e].first; j < seqs[e].len; j++)
@@ -494,10 +527,10 @@ static mn_status score_chunk(mn_model *m, struct mn_infer_workspace *ws, const m
 static mn_status next_chunk(mn_model *m, struct mn_infer_workspace *ws, const mn_seq_turn *seqs, int B) {
     const mn_config *c = &m->config;
     const mn_exec *ex = &m->exec;
-    const int k = c->n_slots, C = c->d_model, V = c->vocab_size, S = k + seqs[0].len;
+    const int C = c->d_model, V = c->vocab_size;
     for (int e = 0; e < B; e++)
         MN_OP(ex, copy_rows, ws->rows + (size_t)e * C, (size_t)C,
-              ws->acts.lnf + ((size_t)e * S + k + seqs[e].len - 1) * C, (size_t)C, 1, (size_t)C);
+              ws->acts.lnf + ((size_t)ws->acts.out_first[e] + seqs[e].len - 1) * C, (size_t)C, 1, (size_t)C);
     MN_OP(ex, lm_head_forward, ws->logits, ws->rows, m->dev_views.wte, B, C, V); /* B <= k + N rows */
     for (int e = 0; e < B; e++)
         MN_OP(ex, download, seqs[e].out, ws->logits + (size_t)e * V, (size_t)V * sizeof(float));
@@ -536,7 +569,7 @@ static mn_status run_sequences(mn_model *m, mn_seq_turn *seqs, int n_seqs, const
         qsort(seqs, (size_t)n_seqs, sizeof *seqs, mn_seq_by_length_desc);
     for (int at = 0; at < n_seqs; at += cap) {
         int B = n_seqs - at < cap ? n_seqs - at : cap;
-        forward_chunk(m, ws, seqs + at, B, &m->dev_views.decoder, 1);
+        decode_chunk(m, ws, seqs + at, B, next);
         MN_TRY(next ? next_chunk(m, ws, seqs + at, B) : score_chunk(m, ws, seqs + at, B));
     }
     return MN_OK;
@@ -686,7 +719,7 @@ mn_status mn_decoder_cache_open(mn_model *m, int max_seqs, mn_decoder_cache **ou
                 {&dc->memory, B * kC},
                 {&dc->last, B * C},
                 {&dc->rows, A * C},
-                {&dc->logits, S * (size_t)c->vocab_size},
+                {&dc->logits, head_block(m) * (size_t)c->vocab_size},
                 {&dc->ones, A},
                 {&dc->losses, A}};
     mn_status st = MN_OK;
@@ -751,9 +784,13 @@ static void cache_read_group(mn_decoder_cache *dc, int nb, const int *seq, int n
         MN_OP(ex, add_rows, dc->x + (size_t)b * n * C, (size_t)C, p->wpe + (size_t)at * C, (size_t)C, (size_t)rows,
               (size_t)C);
     }
+    /* Without keep only each sequence's last row is read past the cache (its logits): the last
+     * block runs the other rows up to their keys and values, and the last rows on, one per b. */
+    int R = N;
     for (int l = 0; l < p->n_layers; l++) {
         const mn_block_views *w = &p->blocks[l];
         float *kv = dc->kv + (size_t)l * layer;
+        const int last_only = !keep && l + 1 == p->n_layers;
         MN_OP(ex, layernorm_forward, dc->ln, dc->mean, dc->rstd, dc->x, w->ln1_w, w->ln1_b, N, C);
         MN_OP(ex, linear_forward, dc->qkv, dc->ln, w->attn_w, w->attn_b, N, C, 3 * C);
         for (int b = 0; b < nb; b++) { /* the new rows join the cache; each attends to its sequence's rows */
@@ -761,23 +798,34 @@ static void cache_read_group(mn_decoder_cache *dc, int nb, const int *seq, int n
             float *own = kv + (size_t)seq[b] * slab;
             MN_OP(ex, copy_rows, own + (size_t)at * 3 * C, (size_t)3 * C, dc->qkv + (size_t)b * n * 3 * C,
                   (size_t)3 * C, (size_t)rows, (size_t)3 * C);
-            /* the new rows' queries only, against the sequence's rows so far (its padding rows: 0) */
-            MN_OP(ex, attention_rows_forward, dc->y + (size_t)b * n * C, dc->att, own, dc->ints + dc->max_rows + b, 1,
-                  at + rows, C, H, at, rows);
+            /* the new rows' queries only (or the last), against the sequence's rows so far (its padding rows: 0) */
+            if (last_only)
+                MN_OP(ex, attention_rows_forward, dc->y + (size_t)b * C, dc->att, own, dc->ints + dc->max_rows + b, 1,
+                      at + rows, C, H, at + n_real[b] - 1, 1);
+            else
+                MN_OP(ex, attention_rows_forward, dc->y + (size_t)b * n * C, dc->att, own,
+                      dc->ints + dc->max_rows + b, 1, at + rows, C, H, at, rows);
         }
-        MN_OP(ex, linear_forward, dc->tmp, dc->y, w->attn_proj_w, w->attn_proj_b, N, C, C);
-        MN_OP(ex, residual_forward, dc->res2, dc->x, dc->tmp, (size_t)N * C);
-        MN_OP(ex, layernorm_forward, dc->ln, dc->mean, dc->rstd, dc->res2, w->ln2_w, w->ln2_b, N, C);
-        MN_OP(ex, linear_forward, dc->fch, dc->ln, w->fc_w, w->fc_b, N, C, 4 * C);
-        MN_OP(ex, gelu_forward, dc->fch_gelu, dc->fch, (size_t)N * 4 * C);
-        MN_OP(ex, linear_forward, dc->tmp, dc->fch_gelu, w->fc_proj_w, w->fc_proj_b, N, 4 * C, C);
-        MN_OP(ex, residual_forward, dc->x, dc->res2, dc->tmp, (size_t)N * C);
+        if (last_only) { /* x's last rows, packed in x's first nb rows (read in order: b <= its row) */
+            R = nb;
+            for (int b = 0; b < nb; b++)
+                if ((size_t)b * n + n_real[b] - 1 != (size_t)b)
+                    MN_OP(ex, copy_rows, dc->x + (size_t)b * C, (size_t)C,
+                          dc->x + ((size_t)b * n + n_real[b] - 1) * C, (size_t)C, 1, (size_t)C);
+        }
+        MN_OP(ex, linear_forward, dc->tmp, dc->y, w->attn_proj_w, w->attn_proj_b, R, C, C);
+        MN_OP(ex, residual_forward, dc->res2, dc->x, dc->tmp, (size_t)R * C);
+        MN_OP(ex, layernorm_forward, dc->ln, dc->mean, dc->rstd, dc->res2, w->ln2_w, w->ln2_b, R, C);
+        MN_OP(ex, linear_forward, dc->fch, dc->ln, w->fc_w, w->fc_b, R, C, 4 * C);
+        MN_OP(ex, gelu_forward, dc->fch_gelu, dc->fch, (size_t)R * 4 * C);
+        MN_OP(ex, linear_forward, dc->tmp, dc->fch_gelu, w->fc_proj_w, w->fc_proj_b, R, 4 * C, C);
+        MN_OP(ex, residual_forward, dc->x, dc->res2, dc->tmp, (size_t)R * C);
     }
-    MN_OP(ex, layernorm_forward, dc->ln, dc->mean, dc->rstd, dc->x, p->lnf_w, p->lnf_b, N, C);
+    MN_OP(ex, layernorm_forward, dc->ln, dc->mean, dc->rstd, dc->x, p->lnf_w, p->lnf_b, R, C);
     for (int b = 0; b < nb; b++) {
         dc->len[seq[b]] += n_real[b];
-        MN_OP(ex, copy_rows, dc->last + (size_t)seq[b] * C, (size_t)C, dc->ln + ((size_t)b * n + n_real[b] - 1) * C,
-              (size_t)C, 1, (size_t)C);
+        const size_t last = R == N ? (size_t)b * n + n_real[b] - 1 : (size_t)b;
+        MN_OP(ex, copy_rows, dc->last + (size_t)seq[b] * C, (size_t)C, dc->ln + last * C, (size_t)C, 1, (size_t)C);
         if (keep)
             MN_OP(ex, copy_rows, dc->rows + keep[b] * C, (size_t)C, dc->ln + (size_t)b * n * C, (size_t)C,
                   (size_t)n_real[b], (size_t)C);
@@ -824,8 +872,9 @@ static mn_status cache_logits(mn_decoder_cache *dc, int nb, const int *seq, floa
     for (int b = 0; b < nb; b++)
         MN_OP(ex, copy_rows, dc->y + (size_t)b * C, (size_t)C, dc->last + (size_t)seq[b] * C, (size_t)C, 1,
               (size_t)C);
-    for (int at = 0; at < nb; at += dc->S) {
-        int n = nb - at < dc->S ? nb - at : dc->S;
+    const int block = (int)head_block(dc->m);
+    for (int at = 0; at < nb; at += block) {
+        int n = nb - at < block ? nb - at : block;
         MN_OP(ex, lm_head_forward, dc->logits, dc->y + (size_t)at * C, dc->m->dev_views.wte, n, C, V);
         MN_OP(ex, download, logits + (size_t)at * V, dc->logits, (size_t)n * V * sizeof(float));
     }
@@ -941,7 +990,7 @@ mn_status mn_decoder_cache_score(mn_decoder_cache *dc, int n, const int *seq, co
     }
     if (reads)
         cache_read(dc, reads, dc->seq, n_new, dc->n_real, dc->keep);
-    MN_TRY(head_losses(m, dc->rows, n_rows, dc->targets_host, dc->targets, dc->ones, dc->logits, (size_t)dc->S,
+    MN_TRY(head_losses(m, dc->rows, n_rows, dc->targets_host, dc->targets, dc->ones, dc->logits, head_block(m),
                        dc->losses, dc->losses_host));
     n_rows = 0;
     for (int i = 0; i < n; i++)

@@ -131,6 +131,11 @@ typedef struct {
     int M;             /* rows of its output lnf and of its last block past attention: out_first[B] */
     int packed;        /* the last forward's layout was packed */
     int keep;          /* its mn_stack_rows */
+    /* Set by the caller for its next packed forward (host, B; NULL as allocated): with
+     * MN_ROWS_PREDICTING, lane b keeps its token rows from keep_from[b] on, the rows that predict
+     * tokens keep_from[b] + 1 .. (inference's scored rows). A forward that keeps fewer than
+     * every predicting row has no backward. */
+    const int *keep_from;
 } mn_stack_acts;
 
 /* Gradient scratch for a stack backward, reused across calls. */

@@ -9,7 +9,8 @@
 #include "mnemo.h"
 
 /* Log-likelihoods of the tokens of n_seqs decoder sequences, read in batched passes (sequences
- * of similar length together, each padded to its chunk's longest): sequence i is
+ * of similar length together, packed; past their keys and values the last block computes only
+ * the rows of scored tokens): sequence i is
  * tokens[offsets[i] .. offsets[i+1]) (1..max_turn_tokens tokens) read with state r[i] (k, C);
  * log_probs[offsets[i] + j] = log p(token j | r[i], the sequence's tokens before j) for
  * first[i] <= j < its length (1 <= first[i] <= length); other entries are left as they are.

@@ -116,9 +116,12 @@ void mn_turn_ids(int k, const int32_t *tokens, int len, int max_len, int32_t *id
 typedef struct {
     const int *first;
     int stride, off;
+    const int *from; /* NULL, or rows more into each lane: the kept rows' acts->keep_from */
 } lanes_at;
 
-static size_t lane_row(lanes_at at, int b) { return (size_t)(at.first ? at.first[b] : b * at.stride) + at.off; }
+static size_t lane_row(lanes_at at, int b) {
+    return (size_t)(at.first ? at.first[b] : b * at.stride) + at.off + (at.from ? at.from[b] : 0);
+}
 
 /* Copies lane by lane count[b + 1] - count[b] rows of width floats from src to dst. */
 static void copy_lanes(const mn_exec *ex, int B, const int *count, size_t width, float *dst, lanes_at d,
@@ -130,12 +133,15 @@ static void copy_lanes(const mn_exec *ex, int B, const int *count, size_t width,
 
 /* The layouts of a forward: its rows, attention's padded layout, its output rows (the ones kept
  * by the last block: a lane's slot rows, or (some of) its token rows from row k of the lane). */
-static lanes_at rows_at(const mn_stack_acts *a) { return (lanes_at){a->first, 0, 0}; }
-static lanes_at padded_at(const mn_stack_acts *a, int off) { return (lanes_at){NULL, a->S, off}; }
-static lanes_at out_at(const mn_stack_acts *a) { return (lanes_at){a->out_first, 0, 0}; }
+static lanes_at rows_at(const mn_stack_acts *a) { return (lanes_at){a->first, 0, 0, NULL}; }
+static lanes_at padded_at(const mn_stack_acts *a, int off) { return (lanes_at){NULL, a->S, off, NULL}; }
+static lanes_at out_at(const mn_stack_acts *a) { return (lanes_at){a->out_first, 0, 0, NULL}; }
 static int out_offset(const mn_stack_acts *a, int k) {
     return a->keep == MN_ROWS_TOKENS || a->keep == MN_ROWS_PREDICTING ? k : 0;
 }
+
+/* The rows into each lane past out_offset where its kept rows start (NULL: none). */
+static const int *kept_from(const mn_stack_acts *a) { return a->keep == MN_ROWS_PREDICTING ? a->keep_from : NULL; }
 
 /* Whether the forward's rows are attention's padded layout already: padded, or packed with
  * every lane full (k + max_len rows each). */
@@ -174,7 +180,8 @@ void mn_stack_forward_lanes(const mn_exec *ex, mn_stack_acts *a, const mn_config
     for (int b = 0; b < B; b++) {
         int n = lane_rows ? lane_rows[b] : S;
         a->first[b + 1] = a->first[b] + n;
-        a->out_first[b + 1] = a->out_first[b] + kept_rows(a->keep, n, k);
+        const int from = kept_from(a) ? kept_from(a)[b] : 0;
+        a->out_first[b + 1] = a->out_first[b] + kept_rows(a->keep, n, k) - from;
     }
     const int N = a->N = a->first[B], M = a->M = a->out_first[B];
 
@@ -205,18 +212,26 @@ void mn_stack_forward_lanes(const mn_exec *ex, mn_stack_acts *a, const mn_config
         MN_OP(ex, linear_forward, qkv_direct ? ba->qkv : ba->fch, ba->ln1, w->attn_w, w->attn_b, N, C, 3 * C);
         if (!qkv_direct)
             copy_lanes(ex, B, a->first, 3 * (size_t)C, ba->qkv, padded_at(a, 0), ba->fch, rows_at(a));
-        MN_OP(ex, attention_forward, out_direct ? ba->atty : ba->fch_gelu, ba->att, ba->qkv, valid, B, S, C, H,
-              causal);
-        if (!out_direct) {
+        const int *from = R < N && causal ? kept_from(a) : NULL;
+        if (from) { // inference's kept rows only, lane by lane, straight into their packed rows
+            for (int b = 0; b < B; b++)
+                if (a->out_first[b + 1] > a->out_first[b])
+                    MN_OP(ex, attention_rows_forward, ba->atty + (size_t)a->out_first[b] * C, ba->att,
+                          ba->qkv + (size_t)b * S * 3 * C, valid + b, 1, S, C, H, out_offset(a, k) + from[b],
+                          a->out_first[b + 1] - a->out_first[b]);
+        } else
+            MN_OP(ex, attention_forward, out_direct ? ba->atty : ba->fch_gelu, ba->att, ba->qkv, valid, B, S, C, H,
+                  causal);
+        if (!out_direct && !from) {
             const int *rows = R == N ? a->first : a->out_first;
-            const int off = R == N ? 0 : out_offset(a, k);
-            copy_lanes(ex, B, rows, (size_t)C, ba->atty, (lanes_at){rows, 0, 0}, ba->fch_gelu, padded_at(a, off));
+            const lanes_at src = R == N ? padded_at(a, 0) : (lanes_at){NULL, a->S, out_offset(a, k), kept_from(a)};
+            copy_lanes(ex, B, rows, (size_t)C, ba->atty, (lanes_at){rows, 0, 0, NULL}, ba->fch_gelu, src);
         }
         // res2 = x + atty @ attn_proj  (the projection lands in `out` first, used as scratch)
         const float *x_in = ba->x;
         if (R < N) { // x's kept rows, in ln2 until ln2 is written
             copy_lanes(ex, B, a->out_first, (size_t)C, ba->ln2, out_at(a), ba->x,
-                       (lanes_at){a->first, 0, out_offset(a, k)});
+                       (lanes_at){a->first, 0, out_offset(a, k), kept_from(a)});
             x_in = ba->ln2;
         }
         MN_OP(ex, linear_forward, out, ba->atty, w->attn_proj_w, w->attn_proj_b, R, C, C);
@@ -261,7 +276,7 @@ void mn_stack_backward(const mn_exec *ex, mn_stack_acts *a, mn_stack_grads_scrat
         // res2 = x + attn_proj(attention(qkv(ln1(x)))); rows the last block dropped get no gradient
         if (R < N) {
             MN_OP(ex, zero, dx, NC * sizeof(float));
-            copy_lanes(ex, B, a->out_first, (size_t)C, dx, (lanes_at){a->first, 0, out_offset(a, k)}, dres2,
+            copy_lanes(ex, B, a->out_first, (size_t)C, dx, (lanes_at){a->first, 0, out_offset(a, k), NULL}, dres2,
                        out_at(a));
         } else {
             MN_OP(ex, copy, dx, dres2, NC * sizeof(float));
@@ -279,7 +294,7 @@ void mn_stack_backward(const mn_exec *ex, mn_stack_acts *a, mn_stack_grads_scrat
             if (R < N) // the dropped rows' queries send no gradient
                 MN_OP(ex, zero, s->dfch_gelu, padded * sizeof(float));
             copy_lanes(ex, B, rows, (size_t)C, s->dfch_gelu, padded_at(a, R == N ? 0 : out_offset(a, k)), s->datty,
-                       (lanes_at){rows, 0, 0});
+                       (lanes_at){rows, 0, 0, NULL});
             dy = s->dfch_gelu;
         }
         float *dqkv = dqkv_direct ? s->dqkv : s->dfch;
