@@ -1,7 +1,8 @@
 #!/bin/sh
 # scripts/train-recall --quick end to end on the committed Self-Dialogue fixture and a small
 # persona file written here: the five stages run in order, each from the previous one's
-# checkpoint, with the shipped recipe's settings (stage 5: the persona shard, lr 1e-3); run
+# checkpoint, with the shipped recipe's settings (stage 5: the persona shard, lr 1e-3, the delta
+# write rule); run
 # again, it trains nothing; with stage 5's directory gone, it trains stage 5 alone.
 # Usage: test_train_recall.sh SOURCE_ROOT BUILD_ROOT
 set -eu
@@ -27,7 +28,7 @@ for s in s1/ckpt-00000020 s2/ckpt-00000010 s3/ckpt-00000020 s4/ckpt-00000020 s5/
     [ -f "$tmp/out/$s.h5" ] || fail "no $s.h5"
 done
 inspect=$("$build/train/mnemo" inspect "$tmp/out/s5/ckpt-00000020.h5")
-for want in '"train_data":"'"$tmp"'/out/data/personas.shard"' '"lr":0.001,' '"min_lr":0.0001,' '"reconstruct_delay":2,' '"n_slots":8,'; do
+for want in '"train_data":"'"$tmp"'/out/data/personas.shard"' '"lr":0.001,' '"min_lr":0.0001,' '"reconstruct_delay":2,' '"n_slots":8,' '"write_rule":"delta",'; do
     echo "$inspect" | grep -qF "$want" || fail "stage 5's config lacks $want"
 done
 echo "$inspect" | grep -q "step 20," || fail "stage 5 did not end at step 20"
