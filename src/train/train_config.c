@@ -153,6 +153,12 @@ static mn_status set_rule(int *rule, const char *name, const char *where) {
     return st == MN_OK ? MN_OK : mn_fail_context(st, "%s", where);
 }
 
+/* The name of the rule a field holds ("?" for a value no rule has: validation refuses it later). */
+static const char *rule_text(const void *field) {
+    const char *name = mn_write_rule_name(*(const int *)field);
+    return name ? name : "?";
+}
+
 /* Sets a field from a JSON value. */
 static mn_status set_json(mn_train_config *c, const field *f, json_t *v, const char *where) {
     switch (f->type) {
@@ -294,7 +300,7 @@ char *mn_train_config_to_json(const mn_train_config *c, int indent) {
         case F_DOUBLE: v = json_real(*(const double *)p); break;
         case F_BOOL: v = json_boolean(*(const int *)p); break;
         case F_STR: v = json_string((const char *)p); break;
-        case F_RULE: v = json_string(mn_write_rule_name(*(const int *)p) ? mn_write_rule_name(*(const int *)p) : "?"); break;
+        case F_RULE: v = json_string(rule_text(p)); break;
         }
         json_object_set_new(root, f->name, v);
     }
@@ -389,7 +395,7 @@ mn_status mn_train_config_field_text(const mn_train_config *c, int i, char *buf,
     case F_DOUBLE: snprintf(buf, cap, "%g", *(const double *)v); break;
     case F_BOOL: snprintf(buf, cap, "%s", *(const int *)v ? "on" : "off"); break;
     case F_STR: snprintf(buf, cap, "\"%s\"", (const char *)v); break;
-    case F_RULE: snprintf(buf, cap, "%s", mn_write_rule_name(*(const int *)v) ? mn_write_rule_name(*(const int *)v) : "?"); break;
+    case F_RULE: snprintf(buf, cap, "%s", rule_text(v)); break;
     }
     return MN_OK;
 }
