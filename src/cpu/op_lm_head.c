@@ -2,13 +2,12 @@
  * generation: one row per live sequence) by a kernel that reads wte as it lies. */
 #include "cpu/ops.h"
 
-#include <math.h>
 #include <stdlib.h>
-#include <string.h>
 
 #if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 #define HEAD_ROWS_KERNEL 1
+_Static_assert(MN_LM_HEAD_STREAM_ROWS <= 8, "the few-rows kernel holds a row in each of 8 lanes");
 
 /* logits[n][v0 .. v0+8) for the n < N <= 8 rows of xT (C, 8): lanes are the input rows, one
  * chain of fused multiply-adds per vocabulary row in c order, as OpenBLAS's sgemm kernels sum an
