@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <float.h>
 #include <math.h>
 
 #include <cmocka.h>
@@ -360,6 +361,40 @@ static void test_lm_head(void **state) {
 
     free(e.inp); free(e.wte); free(e.out); free(e.G);
     free(inp); free(wte); free(logits); free(G); free(dinp); free(dinp0); free(dwte); free(dwte0);
+}
+
+/* The head's few-rows kernel (N <= MN_LM_HEAD_STREAM_ROWS) against the product it replaces
+ * (mn_sgemm, as for more rows), for row counts on both sides of the threshold, vocabularies
+ * that are and are not a multiple of the kernel's 8-row blocks, and several widths. Both sum
+ * the same C products (OpenBLAS's kernels may group them otherwise on another machine), so an
+ * element may differ by at most 2 gamma_C sum_c |x_c w_c| (gamma_C = C eps / (1 - C eps), the
+ * classic bound of a float sum of C terms); a wrong row, column or missing term is off by O(1). */
+static void test_lm_head_few_rows(void **state) {
+    (void)state;
+    rng_reset(41);
+    const int T = MN_LM_HEAD_STREAM_ROWS, Vs[2] = {203, 64}, Cs[3] = {64, 21, 5};
+    const int rows[6] = {1, 2, 5, T - 1, T, T + 1};
+    for (int vi = 0; vi < 2; vi++)
+        for (int ci = 0; ci < 3; ci++)
+            for (int ri = 0; ri < 6; ri++) {
+                const int V = Vs[vi], C = Cs[ci], N = rows[ri];
+                float *inp = random_floats((size_t)N * C, -1, 1), *wte = random_floats((size_t)V * C, -1, 1);
+                float *got = random_floats((size_t)N * V, -9, 9), *want = random_floats((size_t)N * V, -9, 9);
+                mn_lm_head_forward(got, inp, wte, N, C, V, team());
+                mn_sgemm(0, 1, N, V, C, 1.0f, inp, C, wte, C, 0.0f, want, V, team());
+                const double gamma = C * (double)FLT_EPSILON / (1.0 - C * (double)FLT_EPSILON);
+                for (int n = 0; n < N; n++)
+                    for (int v = 0; v < V; v++) {
+                        double abs_sum = 0.0;
+                        for (int c = 0; c < C; c++)
+                            abs_sum += fabs((double)inp[n * C + c] * wte[v * C + c]);
+                        double diff = fabs((double)got[n * V + v] - want[n * V + v]);
+                        if (diff > 2.0 * gamma * abs_sum)
+                            fail_msg("lm_head N %d C %d V %d logits[%d][%d]: %.9g, product %.9g", N, C, V, n, v,
+                                     (double)got[n * V + v], (double)want[n * V + v]);
+                    }
+                free(inp); free(wte); free(got); free(want);
+            }
 }
 
 /* ------------------------------------------------------------------ attention */
@@ -1034,6 +1069,7 @@ int main(void) {
         cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_linear),
         cmocka_unit_test(test_lm_head),
+        cmocka_unit_test(test_lm_head_few_rows),
         cmocka_unit_test(test_slot_write_gate),
         cmocka_unit_test(test_slot_write_delta),
         cmocka_unit_test(test_attention_causal),

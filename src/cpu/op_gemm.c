@@ -18,8 +18,6 @@
 
 #include <cblas.h>
 
-/* Below this many multiply-adds one thread does the whole product (a split costs more). */
-#define MN_GEMM_SPLIT_MIN_MACS (1 << 18)
 /* Panel widths are multiples of this (OpenBLAS's sgemm micro-kernel tiles are 16 x 4 / 8 x 8). */
 #define MN_GEMM_PANEL_ALIGN 16
 

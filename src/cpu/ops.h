@@ -38,6 +38,8 @@ typedef struct {
 mn_gemm_plan mn_sgemm_plan(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
                           const float *B, int ldb, float beta, float *C, int ldc, int threads);
 void mn_gemm_plan_run(const mn_gemm_plan *g, int p);
+/* Below this many multiply-adds one thread does a whole product (a split costs more). */
+#define MN_GEMM_SPLIT_MIN_MACS (1 << 18)
 
 /* embedding: out (N, C) = table[ids[n]] (V, C) */
 void mn_embedding_forward(float *out, const int32_t *ids, const float *table, int N, int C, int threads);
@@ -57,7 +59,11 @@ void mn_linear_forward(float *out, const float *inp, const float *weight, const 
 void mn_linear_backward(float *dinp, float *dweight, float *dbias, const float *dout,
                         const float *inp, const float *weight, int N, int IC, int OC, int threads);
 
-/* tied output head: logits (N, V) = inp (N, C) @ wte^T, wte (V, C) */
+/* tied output head: logits (N, V) = inp (N, C) @ wte^T, wte (V, C). Forward with at most
+ * MN_LM_HEAD_STREAM_ROWS rows, on an x86-64 with AVX and FMA, reads wte once without sgemm's
+ * packing (op_lm_head.c); it sums each logit in c order with fused multiply-adds, as OpenBLAS's
+ * kernels do, so it agrees with the product to rounding (on the development machine, bit for bit). */
+#define MN_LM_HEAD_STREAM_ROWS 8
 void mn_lm_head_forward(float *logits, const float *inp, const float *wte, int N, int C, int V, int threads);
 void mn_lm_head_backward(float *dinp, float *dwte, const float *dlogits, const float *inp,
                          const float *wte, int N, int C, int V, int threads);

@@ -332,9 +332,10 @@ void mn_compress_staged(mn_model *m, mn_stack_acts *acts, const int32_t *ints, c
     const mn_exec *ex = &m->exec;
     const int k = c->n_slots, C = c->d_model, S = k + L;
     const size_t kC = (size_t)k * C;
-    mn_stack_forward(ex, acts, c, m->dev_views.wte, &m->dev_views.compressor, memory, ints, NULL, ints + (size_t)B * S,
-                     B, L, 0);
-    MN_OP(ex, copy_rows, u, kC, acts->lnf, (size_t)S * C, (size_t)B, kC); // U = slot rows of ln_f
+    // U = ln_f's slot rows; the last block computes the token rows only up to their keys and values
+    mn_stack_forward_lanes(ex, acts, c, m->dev_views.wte, &m->dev_views.compressor, memory, ints, NULL,
+                           ints + (size_t)B * S, NULL, MN_ROWS_SLOTS, B, L, 0);
+    MN_OP(ex, copy_rows, u, kC, acts->lnf, kC, (size_t)B, kC);
     mn_memory_write_forward(ex, c, &m->dev_views, r_next, write_aux, memory, u, B);
 }
 

@@ -171,7 +171,8 @@ void mn_stack_forward(const mn_exec *ex, mn_stack_acts *acts, const mn_config *c
  * max_len = the lane's length), max_len is the longest lane's turn (attention's padding), and
  * acts->lnf holds the rows `keep` names, packed (lane b from row acts->out_first[b]: with
  * MN_ROWS_TOKENS the turn's tokens episode after episode, with MN_ROWS_SLOTS (B, k, C)).
- * NULL lane_rows: padded (keep is then MN_ROWS_ALL). */
+ * NULL lane_rows: padded, keep MN_ROWS_ALL (lnf (B, S, C)) or MN_ROWS_SLOTS (inference's
+ * compressor: lnf (B, k, C); no backward follows). */
 void mn_stack_forward_lanes(const mn_exec *ex, mn_stack_acts *acts, const mn_config *cfg, const float *wte,
                             const mn_stack_views *p, const float *memory, const int32_t *ids_fwd,
                             const int32_t *ids_bwd, const int32_t *valid, const int *lane_rows, mn_stack_rows keep,

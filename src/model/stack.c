@@ -175,7 +175,7 @@ void mn_stack_forward_lanes(const mn_exec *ex, mn_stack_acts *a, const mn_config
     a->ids_bwd = ids_bwd;
     a->valid = valid;
     a->packed = lane_rows != NULL;
-    a->keep = a->packed ? keep : MN_ROWS_ALL;
+    a->keep = a->packed || keep == MN_ROWS_SLOTS ? keep : MN_ROWS_ALL; /* padded: the slot rows are each lane's first k */
     a->first[0] = a->out_first[0] = 0;
     for (int b = 0; b < B; b++) {
         int n = lane_rows ? lane_rows[b] : S;
