@@ -863,9 +863,9 @@ static float *grads_copy(mn_model *m, mn_trainer *tr) {
 
 /* Window 1 then window 2 carrying window 1's final states is the 2T batch truncated at T:
  * the same per-turn losses, and the two windows' gradients sum to the batch's. */
-static void streaming_case(float reconstruct) {
+static void streaming_case(float reconstruct, int rule) {
     const int B = 2, T = 3;
-    mn_model *m = small_model(11);
+    mn_model *m = small_model_with_rule(11, rule);
     const size_t P = mn_model_num_params(m), state = mn_state_floats(m);
     mn_trainer *tr = NULL;
     assert_int_equal(mn_trainer_create(m, B, T, &tr), MN_OK);
@@ -910,8 +910,10 @@ static void streaming_case(float reconstruct) {
 
 static void test_streaming_windows_equal_the_long_batch(void **state) {
     (void)state;
-    streaming_case(0.0f);
-    streaming_case(0.5f); /* the reconstruction of window 1's last turn reads R_T too */
+    for (int rule = MN_WRITE_GATE; rule <= MN_WRITE_DELTA; rule++) { /* every write rule carries */
+        streaming_case(0.0f, rule);
+        streaming_case(0.5f, rule); /* the reconstruction of window 1's last turn reads R_T too */
+    }
 }
 
 /* R_0's gradient comes from the lanes that start from it: a carried lane adds nothing. */
