@@ -2228,8 +2228,8 @@ static int is_function_word(const char *w, size_t n) {
     return 0;
 }
 
-/* Whether w[0..n) is a span word: letters, with apostrophes and hyphens between letters only
- * at inner places; *letters = how many letters. */
+/* Whether w[0..n) is a span word: letters first and last, apostrophes inside, hyphens only
+ * between two letters ("rock'n'roll", "re-reading"); *letters = how many letters. */
 static int span_word(const char *w, size_t n, int *letters) {
     if (n == 0 || !isalpha((unsigned char)w[0]) || !isalpha((unsigned char)w[n - 1]))
         return 0;
@@ -2500,14 +2500,15 @@ static void drop_values_in_questions(mn_fact_category *cat) {
     cat->n_values = kept;
 }
 
-/* Family `index`: its kind (span, or drawn), keys, frames and values. What is made is in cat
- * on error too. */
+/* Family `index`: its kind (span, with values from span_source, when that is given; else
+ * drawn), keys, frames and values. What is made is in cat on error too. */
 static mn_status make_open_family(mn_rng *rng, const mn_open_frames *of, const heldout_set *h,
-                                  key_registry *reg, int index, const mn_dialogue_list *spans,
-                                  mn_fact_category *cat) {
+                                  key_registry *reg, int index,
+                                  const mn_dialogue_list *span_source, mn_fact_category *cat) {
     char name[32];
     snprintf(name, sizeof name, "open-%d", index + 1);
-    mn_open_kind kind = spans ? MN_OPEN_SPAN : (mn_open_kind)mn_rng_below(rng, MN_OPEN_DRAWN_KINDS);
+    mn_open_kind kind = span_source ? MN_OPEN_SPAN
+                                    : (mn_open_kind)mn_rng_below(rng, MN_OPEN_DRAWN_KINDS);
     int want_keys = 5 + (int)mn_rng_below(rng, 4);
     cat->name = strdup(name);
     cat->keys = calloc((size_t)want_keys, sizeof *cat->keys);
@@ -2543,7 +2544,7 @@ static mn_status make_open_family(mn_rng *rng, const mn_open_frames *of, const h
     MN_TRY(pick_frames(rng, of->self_questions, of->n_self_questions, 2, 4,
                        &cat->self_questions, &cat->n_self_questions));
     int space = open_value_space(kind, of);
-    MN_TRY(draw_values(kind, of, spans,
+    MN_TRY(draw_values(kind, of, span_source,
                        MN_OPEN_FAMILY_VALUES < space ? MN_OPEN_FAMILY_VALUES : space, &h->values,
                        rng, &cat->values, &cat->n_values));
     drop_values_in_questions(cat);
