@@ -20,6 +20,7 @@
 #include "text/episodes.h"
 #include "text/probes.h"
 #include "text/rewrite.h"
+#include "text/text_util.h"
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -1118,6 +1119,251 @@ static void test_open_families(void **state) {
     mn_probe_templates_free(&test);
 }
 
+/* ------------------------------------------------------------------ span families */
+
+/* A sentence of function words only: no span of it is a value. */
+#define FUNCTION_WORDS_ONLY "Yeah, that would have been there."
+
+/* Real sentences, a few with words that are no span word ("$20", "3rd", "e-mail's" is one). */
+static const char *const span_sentences[] = {
+    FUNCTION_WORDS_ONLY,
+    "We walked along the quiet harbour yesterday, watching the sailboats drift.",
+    "My grandmother bakes sourdough bread every Sunday morning.",
+    "Honestly, the mountain trail was steeper than I expected!",
+    "Did you catch the thunderstorm last night?",
+    "I'm re-reading an old detective novel about a lighthouse keeper.",
+    "The orchestra played something by Debussy; it felt dreamy.",
+    "That bakery charges $20 for a slice of carrot cake, which is ridiculous.",
+    "She finished 3rd in the regional chess tournament (again).",
+    "Our neighbours adopted a scruffy greyhound named after a comet.",
+    "I never understood why people queue overnight for sneakers.",
+    "The museum's new dinosaur exhibit opens on Friday.",
+    "Could you forward me the e-mail's attachment later?",
+    "Volcanoes fascinate me, especially the ones under the ocean.",
+    "He plays bass guitar in a jazz quartet downtown.",
+    "Pancakes with blueberries are the best breakfast, no contest.",
+    "The ferry was cancelled because of heavy fog near the island.",
+};
+
+/* Lower-cased valid and test values of every family, the ones only letters and spaces (those
+ * a span could hold). */
+static void heldout_word_values(char ***out, int *n) {
+    *out = NULL;
+    *n = 0;
+    for (int s = 0; s < 2; s++) {
+        mn_probe_templates t;
+        assert_int_equal(mn_probe_templates_load(templates_dir(), s ? MN_SPLIT_TEST : MN_SPLIT_VALID, &t), MN_OK);
+        for (int c = 0; c < t.n_categories; c++)
+            for (int v = 0; v < t.categories[c].n_values; v++) {
+                const char *value = t.categories[c].values[v];
+                if (value[strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ ")])
+                    continue;
+                *out = realloc(*out, (size_t)(*n + 1) * sizeof **out);
+                (*out)[(*n)++] = strdup(value);
+            }
+        mn_probe_templates_free(&t);
+    }
+    assert_true(*n >= 40);
+}
+
+/* Dialogues of real sentences, every other turn saying a held-out value inside a sentence
+ * ("I always say olive green when people ask."), so that spans equal to or holding one are
+ * there to be refused. */
+static void make_span_dialogues(mn_dialogue_list *list, char **heldout, int n_heldout) {
+    memset(list, 0, sizeof *list);
+    const int n_sentences = (int)(sizeof span_sentences / sizeof *span_sentences);
+    for (int i = 0, next = 0; i < 40; i++) {
+        mn_dialogue d = {0};
+        char buf[256];
+        snprintf(buf, sizeof buf, "real-%d", i);
+        d.id = strdup(buf);
+        d.n_turns = 8;
+        d.turns = calloc((size_t)d.n_turns, sizeof *d.turns);
+        for (int t = 0; t < d.n_turns; t++, next++) {
+            d.turns[t].speaker = strdup(t % 2 ? "B" : "A");
+            if (t % 2)
+                snprintf(buf, sizeof buf, "I always say %s when people ask.", heldout[next % n_heldout]);
+            else
+                snprintf(buf, sizeof buf, "%s", span_sentences[next % n_sentences]);
+            d.turns[t].text = strdup(buf);
+            d.turns[t].date = strdup("2023-05-08");
+        }
+        assert_int_equal(mn_dialogue_list_push(list, &d), MN_OK);
+    }
+}
+
+/* A span value: 1 to 3 words of letters (apostrophes and hyphens inside), one of 4+ letters,
+ * said as whole words in some turn of `dialogues`, and neither equal to nor holding as whole
+ * words a held-out value. */
+static void assert_span_value(const char *value, const mn_dialogue_list *dialogues, char **heldout, int n_heldout) {
+    int words = 0, longest = 0, letters = 0;
+    for (const char *p = value;; p++) {
+        if (*p == ' ' || !*p) {
+            assert_true(letters > 0 && isalpha((unsigned char)p[-1]));
+            words++;
+            longest = letters > longest ? letters : longest;
+            letters = 0;
+            if (!*p)
+                break;
+            continue;
+        }
+        if (isalpha((unsigned char)*p))
+            letters++;
+        else if (!(*p == '\'' || *p == '-') || letters == 0)
+            fail_msg("span \"%s\" has a word that is not letters", value);
+    }
+    assert_in_range(words, 1, 3);
+    assert_true(longest >= 4);
+    if (has_word_ci(FUNCTION_WORDS_ONLY, value))
+        fail_msg("span \"%s\" has no word but function words", value);
+    int found = 0;
+    for (int64_t i = 0; i < dialogues->count && !found; i++)
+        for (int t = 0; t < dialogues->items[i].n_turns && !found; t++)
+            found = has_word_ci(dialogues->items[i].turns[t].text, value);
+    if (!found)
+        fail_msg("span \"%s\" is said in no turn", value);
+    for (int h = 0; h < n_heldout; h++)
+        if (has_word_ci(value, heldout[h]))
+            fail_msg("span \"%s\" holds the held-out value \"%s\"", value, heldout[h]);
+}
+
+/* A hash of the families from index `from` on: names aside, every list and string in order. */
+static uint64_t families_hash(const mn_probe_templates *t, int from) {
+    uint64_t h = 0;
+    for (int c = from; c < t->n_categories; c++) {
+        const mn_fact_category *x = &t->categories[c];
+        char **lists[6] = {x->keys, x->facts, x->updates, x->questions, x->self_questions, x->values};
+        int n[6] = {x->n_keys, x->n_facts, x->n_updates, x->n_questions, x->n_self_questions, x->n_values};
+        for (int l = 0; l < 6; l++) {
+            h = (h ^ (uint64_t)n[l]) * 1099511628211ull;
+            for (int i = 0; i < n[l]; i++)
+                h = (h ^ mn_hash_str(lists[l][i], strlen(lists[l][i]))) * 1099511628211ull;
+        }
+    }
+    return h;
+}
+
+static void assert_same_families(const mn_probe_templates *a, const mn_probe_templates *b) {
+    assert_int_equal(a->n_categories, b->n_categories);
+    for (int c = 0; c < a->n_categories; c++) {
+        const mn_fact_category *x = &a->categories[c], *y = &b->categories[c];
+        assert_string_equal(x->name, y->name);
+        char **lx[5] = {x->keys, x->facts, x->questions, x->self_questions, x->values};
+        char **ly[5] = {y->keys, y->facts, y->questions, y->self_questions, y->values};
+        int nx[5] = {x->n_keys, x->n_facts, x->n_questions, x->n_self_questions, x->n_values};
+        int ny[5] = {y->n_keys, y->n_facts, y->n_questions, y->n_self_questions, y->n_values};
+        for (int l = 0; l < 5; l++) {
+            assert_int_equal(nx[l], ny[l]);
+            for (int i = 0; i < nx[l]; i++)
+                assert_string_equal(lx[l][i], ly[l][i]);
+        }
+    }
+}
+
+/* --span-families: with chance 1 every open family takes real spans of the dialogues, none a
+ * held-out value or holding one; with chance 0 the families are those of plain open families;
+ * deterministic in the seed; train split and dialogues required. */
+static void test_span_families(void **state) {
+    (void)state;
+    char **heldout;
+    int n_heldout;
+    heldout_word_values(&heldout, &n_heldout);
+    mn_dialogue_list dialogues;
+    make_span_dialogues(&dialogues, heldout, n_heldout);
+    mn_probe_templates t, plain, again, valid;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &t), MN_OK);
+    const int loaded = t.n_categories;
+    assert_true(t.open_frames->n_kind_words[MN_OPEN_SPAN] >= 3);
+
+    mn_open_spans all = {.prob = 1, .dialogues = &dialogues};
+    assert_int_equal(mn_probe_templates_open_families_spans(&t, templates_dir(), 300, 4, &all), MN_OK);
+    assert_int_equal(all.families, 300);
+    int64_t values = 0;
+    for (int c = loaded; c < t.n_categories; c++) {
+        const mn_fact_category *cat = &t.categories[c];
+        assert_true(cat->n_values >= 16);
+        for (int v = 0; v < cat->n_values; v++) {
+            assert_span_value(cat->values[v], &dialogues, heldout, n_heldout);
+            for (int w = 0; w < v; w++)
+                assert_true(strcasecmp(cat->values[v], cat->values[w]));
+            for (int q = 0; q < cat->n_questions; q++)
+                assert_false(has_word_ci(cat->questions[q], cat->values[v]));
+        }
+        values += cat->n_values;
+    }
+    assert_int_equal(all.values, values);
+
+    /* chance 0: the families of mn_probe_templates_open_families, dialogues or not */
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &plain), MN_OK);
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &again), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families(&plain, templates_dir(), 300, 4), MN_OK);
+    mn_open_spans none = {.prob = 0, .dialogues = &dialogues};
+    assert_int_equal(mn_probe_templates_open_families_spans(&again, templates_dir(), 300, 4, &none), MN_OK);
+    assert_int_equal(none.families, 0);
+    assert_same_families(&plain, &again);
+    /* and those made before span families existed (commit c347190, the shipped data/probes):
+     * no draw was added to the families' stream. A deliberate change to the generator or to
+     * open_frames.json's frames and word lists changes this hash: take the new one then. */
+    assert_int_equal(families_hash(&again, loaded), 0x86e2ee259fcb4cd4ull);
+    mn_probe_templates_free(&again);
+
+    /* a mix, the same for the same seed; the drawn families as they would be */
+    mn_probe_templates mixed;
+    mn_open_spans half = {.prob = 0.5, .dialogues = &dialogues}, half2 = half;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &mixed), MN_OK);
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &again), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families_spans(&mixed, templates_dir(), 300, 4, &half), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families_spans(&again, templates_dir(), 300, 4, &half2), MN_OK);
+    assert_same_families(&mixed, &again);
+    assert_in_range(half.families, 100, 200);
+    int said = 0; /* families whose values are all said in the dialogues: the span ones */
+    for (int c = loaded; c < mixed.n_categories; c++) {
+        const mn_fact_category *cat = &mixed.categories[c];
+        int all_said = 1;
+        for (int v = 0; v < cat->n_values && all_said; v++) {
+            int found = 0;
+            for (int64_t i = 0; i < dialogues.count && !found; i++)
+                for (int u = 0; u < dialogues.items[i].n_turns && !found; u++)
+                    found = has_word_ci(dialogues.items[i].turns[u].text, cat->values[v]);
+            all_said = found;
+        }
+        said += all_said;
+    }
+    assert_int_equal(said, half.families);
+    mn_probe_templates_free(&again);
+    mn_probe_templates_free(&mixed);
+
+    /* refused, the templates left as they were: held-out splits, no dialogues, a bad chance */
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_VALID, &valid), MN_OK);
+    const int n_valid = valid.n_categories;
+    assert_int_equal(mn_probe_templates_open_families_spans(&valid, templates_dir(), 10, 4, &all), MN_ERR_CONFIG);
+    assert_int_equal(valid.n_categories, n_valid);
+    mn_open_spans no_dialogues = {.prob = 0.5}, too_likely = {.prob = 1.5, .dialogues = &dialogues};
+    assert_int_equal(mn_probe_templates_open_families_spans(&plain, templates_dir(), 10, 4, &no_dialogues),
+                     MN_ERR_CONFIG);
+    assert_non_null(strstr(mn_last_error(), "--jsonl"));
+    assert_int_equal(mn_probe_templates_open_families_spans(&plain, templates_dir(), 10, 4, &too_likely),
+                     MN_ERR_CONFIG);
+    assert_int_equal(plain.n_categories, loaded + 300);
+    mn_probe_templates_free(&valid);
+    /* dialogues without a span ("d3 t5"): the family is short of values */
+    mn_dialogue_list bare;
+    make_dialogues(&bare, 5, 4, 8);
+    mn_open_spans from_bare = {.prob = 1, .dialogues = &bare};
+    mn_probe_templates short_of_spans;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &short_of_spans), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families_spans(&short_of_spans, templates_dir(), 2, 4, &from_bare),
+                     MN_ERR_CONFIG);
+    assert_non_null(strstr(mn_last_error(), "span values"));
+    assert_int_equal(short_of_spans.n_categories, loaded);
+    mn_dialogue_list_free(&bare);
+    mn_probe_templates_free(&short_of_spans);
+    mn_probe_templates_free(&plain);
+    mn_probe_templates_free(&t);
+    mn_dialogue_list_free(&dialogues);
+    free_list(heldout, n_heldout);
+}
+
 /* Probes of open families (templates t as generated for the episodes): the fact turn holds the
  * key and the value, the question (of the asker's list: self when the fact's speaker asks)
  * holds the key and never the value. Returns how many probes were of open families. */
@@ -2158,6 +2404,92 @@ static void test_cli(void **state) {
     assert_int_equal(run_cli("--help"), 0);
 }
 
+/* mnemo episodes --span-families: at 0 the output is byte-identical to the one without the
+ * option; at 1 the answers of open families are spans of the --jsonl turns; refused without
+ * --open-families or --jsonl, or for a held-out split, writing nothing. */
+static void test_cli_span_families(void **state) {
+    (void)state;
+    if (!getenv("MNEMO_BIN"))
+        skip();
+    char **heldout;
+    int n_heldout;
+    heldout_word_values(&heldout, &n_heldout);
+    mn_dialogue_list dialogues;
+    make_span_dialogues(&dialogues, heldout, n_heldout);
+    char in[512], out[512], args[16384];
+    snprintf(in, sizeof in, "%s", tmp_path("real.jsonl"));
+    snprintf(out, sizeof out, "%s", tmp_path("spans.jsonl"));
+    assert_int_equal(mn_jsonl_write_file(in, &dialogues), MN_OK);
+    const char *common = "--split train --turns 8 --distances 1-3 --probes-per-episode 2 --facts templates "
+                         "--askers both --open-families 300 --seed 6";
+    char *outputs[2];
+    static const char *const chance_zero[2] = {"", "--span-families 0"};
+    for (int o = 0; o < 2; o++) {
+        snprintf(args, sizeof args, "--jsonl '%s' --templates '%s' %s %s -o '%s'", in, templates_dir(), common,
+                 chance_zero[o], out);
+        assert_int_equal(run_cli(args), 0);
+        size_t len;
+        assert_int_equal(mn_file_read_all(out, &outputs[o], &len), MN_OK);
+    }
+    assert_string_equal(outputs[0], outputs[1]);
+    free(outputs[0]);
+    free(outputs[1]);
+
+    snprintf(args, sizeof args, "--jsonl '%s' --templates '%s' %s --span-families 1 -o '%s'", in, templates_dir(),
+             common, out);
+    assert_int_equal(run_cli(args), 0);
+    char *log;
+    size_t log_len;
+    assert_int_equal(mn_file_read_all(tmp_path("cli.log"), &log, &log_len), MN_OK);
+    if (!strstr(log, "span families (train): 300 of the open families"))
+        fail_msg("no span family count in:\n%s", log);
+    free(log);
+    mn_dialogue_list eps = {0};
+    mn_read_stats rs = {0};
+    assert_int_equal(mn_jsonl_read(out, 1, stderr, &eps, &rs), MN_OK);
+    mn_probe_templates train;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &train), MN_OK);
+    int spans = 0, probes = 0;
+    for (int64_t e = 0; e < eps.count; e++)
+        for (int p = 0; p < eps.items[e].n_probes; p++, probes++) {
+            const mn_probe *q = &eps.items[e].probes[p];
+            if (category_of_value(&train, q->answer) >= 0)
+                continue; /* a loaded family's */
+            assert_span_value(q->answer, &dialogues, heldout, n_heldout);
+            for (int i = 0; i < q->n_choices; i++)
+                assert_span_value(q->choices[i], &dialogues, heldout, n_heldout);
+            spans++;
+        }
+    assert_true(probes >= 40);
+    assert_true(spans >= probes * 8 / 10);
+    mn_probe_templates_free(&train);
+    mn_dialogue_list_free(&eps);
+
+    /* refused, nothing written: a held-out split, no --open-families, no --jsonl */
+    const char *fresh = tmp_path("spans_refused.jsonl");
+    static const char *const refused[3] = {
+        "--jsonl '%s' --split valid --facts templates --templates '%s' --open-families 10 --span-families 0.5 -o '%s'",
+        "--jsonl '%s' --split train --facts templates --templates '%s' --span-families 0.5 -o '%s'",
+        "--synthetic 2 --turns 20 --split train --templates '%s' --open-families 10 --span-families 0.5 -o '%s'",
+    };
+    for (int r = 0; r < 3; r++) {
+        if (r < 2)
+            snprintf(args, sizeof args, refused[r], in, templates_dir(), fresh);
+        else
+            snprintf(args, sizeof args, refused[r], templates_dir(), fresh);
+        assert_int_equal(run_cli(args), 1);
+        assert_int_equal(access(fresh, F_OK), -1);
+        assert_int_equal(mn_file_read_all(tmp_path("cli.log"), &log, &log_len), MN_OK);
+        if (!strstr(log, r == 0 ? "train split" : r == 1 ? "--open-families" : "--jsonl"))
+            fail_msg("refusal %d does not say why:\n%s", r, log);
+        free(log);
+    }
+    snprintf(args, sizeof args, "--synthetic 2 --templates '%s' --span-families 1.5 -o '%s'", templates_dir(), fresh);
+    assert_int_equal(run_cli(args), 2);
+    mn_dialogue_list_free(&dialogues);
+    free_list(heldout, n_heldout);
+}
+
 /* Without --templates, mnemo episodes finds its templates from any working directory (the
  * source tree's data/probes for a build-tree binary, share/mnemo/probes when installed), and
  * --help names the folder it will use. */
@@ -2222,6 +2554,7 @@ int main(void) {
         cmocka_unit_test(test_family_split),
         cmocka_unit_test(test_open_families),
         cmocka_unit_test(test_open_family_probes),
+        cmocka_unit_test(test_span_families),
         cmocka_unit_test(test_frame_rewrites),
         cmocka_unit_test(test_embed_sentence),
         cmocka_unit_test(test_embed_and_variety_probes),
@@ -2234,6 +2567,7 @@ int main(void) {
         cmocka_unit_test(test_persona_split_msc),
         cmocka_unit_test(test_synthetic),
         cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_cli_span_families),
         cmocka_unit_test(test_cli_default_templates_from_any_directory),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

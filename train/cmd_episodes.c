@@ -70,6 +70,10 @@ static void usage(FILE *out) {
             "  --open-families N        train split only: add N generated families (made-up and\n"
             "                           compound keys, train-only frames of open_frames.json,\n"
             "                           generated values; nothing of a valid/test family)\n"
+            "  --span-families P        with --open-families and --jsonl (train split only):\n"
+            "                           each open family's values are, with chance P, spans of\n"
+            "                           1-3 real words of the --jsonl turns (none holding a\n"
+            "                           valid/test value; default 0)\n"
             "  --embed-facts P          train split only: with chance P a template fact is said\n"
             "                           inside the next real turn of its speaker, and (drawn\n"
             "                           apart) a question after a real turn of its asker\n"
@@ -98,6 +102,9 @@ static void print_report(const mn_episodes_job *job, const mn_episodes_report *r
     if (job->open_families > 0 && r->reached > MN_EPISODES_OPEN_FAMILIES)
         printf("open families (train): %d generated beside %d loaded families\n", job->open_families,
                r->template_categories);
+    if (job->span_families > 0 && r->reached > MN_EPISODES_OPEN_FAMILIES)
+        printf("span families (train): %d of the open families, %" PRId64 " spans of the dialogues' turns as values\n",
+               r->span_families, r->span_values);
     if (job->synthetic < 0 && (job->probes.sources & MN_FACTS_PERSONAS) && r->reached > MN_EPISODES_PERSONAS)
         printf("personas (%s): %d sentences in %d personas; %" PRId64 " dropped as shared with another split\n",
                split_name, r->persona_sentences, r->personas, r->personas_dropped_shared);
@@ -160,6 +167,7 @@ int cmd_episodes(int argc, char **argv) {
         {"drop-short", no_argument, 0, 'D'},
         {"open-values", required_argument, 0, 'O'},
         {"open-families", required_argument, 0, 'P'},
+        {"span-families", required_argument, 0, 'W'},
         {"cued", required_argument, 0, 'C'},
         {"embed-facts", required_argument, 0, 'E'},
         {"frame-variety", required_argument, 0, 'V'},
@@ -237,6 +245,10 @@ int cmd_episodes(int argc, char **argv) {
             break;
         case 'V':
             if (!cli_double("episodes", "--frame-variety", optarg, 0, 1, &pcfg->variety_prob))
+                return 2;
+            break;
+        case 'W':
+            if (!cli_double("episodes", "--span-families", optarg, 0, 1, &job.span_families))
                 return 2;
             break;
         case 'h': usage(stdout); return 0;

@@ -40,13 +40,29 @@ static mn_status run(const mn_episodes_job *job, mn_episodes_report *rep, job_da
     rep->reached = MN_EPISODES_TEMPLATES;
     MN_TRY(mn_probe_templates_load(job->templates, job->split, &d->templates));
     MN_TRY(mn_probe_templates_select(&d->templates, job->families));
+    rep->reached = MN_EPISODES_READ;
+    if (job->jsonl) {
+        mn_read_stats rs = {0};
+        MN_TRY(mn_jsonl_read(job->jsonl, job->strict, job->log, &d->dialogues, &rs));
+        rep->dialogues_read = d->dialogues.count;
+        rep->bad_lines = rs.bad_records;
+        MN_TRY(mn_read_check_yield(job->jsonl, &rs, d->dialogues.count, job->skip_bad));
+    }
     rep->reached = MN_EPISODES_OPEN_VALUES;
     if (job->open_values > 0)
         MN_TRY(mn_probe_templates_open_values(&d->templates, job->templates, job->open_values, pcfg.seed));
     rep->template_categories = d->templates.n_categories;
     rep->reached = MN_EPISODES_OPEN_FAMILIES;
-    if (job->open_families > 0)
-        MN_TRY(mn_probe_templates_open_families(&d->templates, job->templates, job->open_families, pcfg.seed));
+    if (job->span_families > 0 && job->open_families <= 0)
+        return mn_fail(MN_ERR_CONFIG, "span families (--span-families) are open families: they "
+                                      "need --open-families N");
+    if (job->open_families > 0) {
+        mn_open_spans spans = {.prob = job->span_families, .dialogues = job->jsonl ? &d->dialogues : NULL};
+        MN_TRY(mn_probe_templates_open_families_spans(&d->templates, job->templates, job->open_families, pcfg.seed,
+                                                      &spans));
+        rep->span_families = spans.families;
+        rep->span_values = spans.values;
+    }
     rep->reached = MN_EPISODES_PERSONAS;
     if (pcfg.sources & MN_FACTS_PERSONAS) {
         if (!job->personas)
@@ -55,14 +71,6 @@ static mn_status run(const mn_episodes_job *job, mn_episodes_report *rep, job_da
         rep->persona_sentences = d->personas.n_sentences;
         rep->personas = d->personas.n_personas;
         rep->personas_dropped_shared = d->personas.dropped_shared;
-    }
-    rep->reached = MN_EPISODES_READ;
-    if (job->jsonl) {
-        mn_read_stats rs = {0};
-        MN_TRY(mn_jsonl_read(job->jsonl, job->strict, job->log, &d->dialogues, &rs));
-        rep->dialogues_read = d->dialogues.count;
-        rep->bad_lines = rs.bad_records;
-        MN_TRY(mn_read_check_yield(job->jsonl, &rs, d->dialogues.count, job->skip_bad));
     }
     rep->reached = MN_EPISODES_BUILD;
     if (synthetic) {

@@ -20,6 +20,8 @@ typedef struct {
     const char *personas;  /* msc_personas_all.json: read when probes.sources has personas */
     int open_values;       /* > 0: template values drawn from this many generated ones (train) */
     int open_families;     /* > 0: this many generated families added to the templates (train) */
+    double span_families;  /* > 0: chance that an open family's values are spans of the jsonl
+                            * dialogues' turns (needs open_families and jsonl) */
     int cued;              /* > 0: this many cued recall probes of real turns per episode, with
                             * the distances, distractors, askers and seed of `probes` (cued.h) */
     int synthetic;         /* >= 0: this many synthetic episodes, template facts only */
@@ -33,10 +35,10 @@ typedef struct {
 /* The steps of a job, in order; a report says how far it got. */
 typedef enum {
     MN_EPISODES_TEMPLATES,
+    MN_EPISODES_READ,          /* before the open families: span families take words of it */
     MN_EPISODES_OPEN_VALUES,
     MN_EPISODES_OPEN_FAMILIES,
     MN_EPISODES_PERSONAS,
-    MN_EPISODES_READ,
     MN_EPISODES_BUILD,
     MN_EPISODES_WRITE,
     MN_EPISODES_DONE,
@@ -45,6 +47,8 @@ typedef enum {
 typedef struct {
     mn_episodes_step reached;  /* the step that failed, or MN_EPISODES_DONE */
     int template_categories;   /* loaded and selected (open families not counted) */
+    int span_families;         /* open families of the span kind, and their values */
+    int64_t span_values;
     int persona_sentences, personas;
     int64_t personas_dropped_shared; /* sentences another split also has */
     int64_t dialogues_read, bad_lines;

@@ -488,7 +488,7 @@ static mn_status read_category(json_t *root, const char *file, int want, load_gu
 /* ------------------------------------------------------------------ open frames */
 
 static const char *const kind_names[MN_OPEN_KINDS] = {"name", "number", "date", "phrase",
-                                                      "time", "code", "thing"};
+                                                      "time", "code", "thing", "span"};
 
 /* Length of word w[0..n) without a trailing "'s" or plural "s": "gloves" and "glove",
  * "daughter's" and "daughter" are one word for the open frames' rules. */
@@ -2170,9 +2170,136 @@ static mn_status heldout_load(const char *path, heldout_set *h) {
     return st;
 }
 
+/* Calls visit(run) for every run of whole words of a lower-cased key (the key included);
+ * stops at the first nonzero result and returns it (-1: out of memory). */
+static int for_each_word_run(const char *key, int (*visit)(void *ctx, const char *run),
+                             void *ctx) {
+    const char *start[32];
+    const char *end[32];
+    int n = 0;
+    for (const char *p = key; *p && n < 32;) {
+        p += strspn(p, " ");
+        if (!*p)
+            break;
+        start[n] = p;
+        p += strcspn(p, " ");
+        end[n++] = p;
+    }
+    char run[256];
+    for (int i = 0; i < n; i++)
+        for (int j = i; j < n; j++) {
+            size_t len = (size_t)(end[j] - start[i]);
+            if (len >= sizeof run)
+                continue;
+            memcpy(run, start[i], len);
+            run[len] = '\0';
+            int r = visit(ctx, run);
+            if (r)
+                return r;
+        }
+    return 0;
+}
+
+/* Common function words of 4+ letters (lower case): a span needs a word of 4+ letters that is
+ * none of these, so that "that was" or "would have been" is no value. */
+static const char *const function_words[] = {
+    "about", "above", "after", "again", "against", "also", "although", "another", "anyone",
+    "anything", "around", "because", "been", "before", "being", "below", "between", "both",
+    "could", "does", "doing", "done", "down", "during", "each", "either", "else", "even",
+    "ever", "every", "from", "have", "having", "here", "herself", "himself", "into", "itself",
+    "just", "like", "many", "maybe", "more", "most", "much", "must", "myself", "never", "none",
+    "okay", "once", "only", "other", "over", "really", "same", "should", "since", "some",
+    "still", "such", "sure", "than", "that", "that's", "their", "them", "then", "there",
+    "there's", "these", "they", "they're", "this", "those", "though", "through", "under",
+    "until", "upon", "very", "well", "were", "what", "what's", "when", "where", "whether",
+    "which", "while", "will", "with", "within", "without", "would", "yeah", "your", "you're",
+    "yours", "yourself", "didn't", "doesn't", "don't", "isn't", "wasn't", "can't", "won't",
+    "wouldn't", "couldn't", "shouldn't", "haven't", "hasn't", "aren't", "weren't"};
+
+static int is_function_word(const char *w, size_t n) {
+    char word[16];
+    if (n >= sizeof word)
+        return 0;
+    memcpy(word, w, n);
+    word[n] = '\0';
+    for (size_t i = 0; i < sizeof function_words / sizeof *function_words; i++)
+        if (str_ieq(function_words[i], word))
+            return 1;
+    return 0;
+}
+
+/* Whether w[0..n) is a span word: letters first and last, apostrophes inside, hyphens only
+ * between two letters ("rock'n'roll", "re-reading"); *letters = how many letters. */
+static int span_word(const char *w, size_t n, int *letters) {
+    if (n == 0 || !isalpha((unsigned char)w[0]) || !isalpha((unsigned char)w[n - 1]))
+        return 0;
+    *letters = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)w[i];
+        if (isalpha(c))
+            (*letters)++;
+        else if (c == '-' ? !isalpha((unsigned char)w[i - 1]) || !isalpha((unsigned char)w[i + 1])
+                          : c != '\'')
+            return 0;
+    }
+    return 1;
+}
+
+/* A span value: 1 to 3 consecutive words of a random turn of `dialogues`, joined by one space,
+ * the punctuation around the span stripped (none may stand inside it, so the span is said as
+ * it is in the turn). 0 when the drawn place holds no span: a word that is not a span word, or
+ * no word of 4+ letters that is not a function word ("I think so" has "think"). */
+static int span_value(const mn_dialogue_list *dialogues, mn_rng *rng, char *buf, size_t cap) {
+    if (dialogues->count <= 0)
+        return 0;
+    const mn_dialogue *d = &dialogues->items[mn_rng_below(rng, (uint64_t)dialogues->count)];
+    if (d->n_turns <= 0)
+        return 0;
+    const char *text = d->turns[mn_rng_below(rng, (uint64_t)d->n_turns)].text;
+    int start[256], end[256], n = 0;
+    for (int i = 0; text && text[i] && n < 256;) {
+        while (text[i] && isspace((unsigned char)text[i]))
+            i++;
+        if (!text[i])
+            break;
+        start[n] = i;
+        while (text[i] && !isspace((unsigned char)text[i]))
+            i++;
+        end[n++] = i;
+    }
+    int len = 1 + (int)mn_rng_below(rng, 3);
+    if (n < len)
+        return 0;
+    int first = (int)mn_rng_below(rng, (uint64_t)(n - len + 1));
+    size_t used = 0;
+    int content = 0;
+    for (int w = first; w < first + len; w++) {
+        int b = start[w], e = end[w], letters;
+        while (w == first && b < e && ispunct((unsigned char)text[b]))
+            b++;
+        while (w == first + len - 1 && e > b && ispunct((unsigned char)text[e - 1]))
+            e--;
+        if (!span_word(text + b, (size_t)(e - b), &letters) || used + (size_t)(e - b) + 2 > cap)
+            return 0;
+        content |= letters >= 4 && !is_function_word(text + b, (size_t)(e - b));
+        if (used)
+            buf[used++] = ' ';
+        memcpy(buf + used, text + b, (size_t)(e - b));
+        used += (size_t)(e - b);
+    }
+    buf[used] = '\0';
+    return content;
+}
+
+static int run_heldout(void *ctx, const char *run) {
+    return index_map_get((const index_map *)ctx, run) >= 0;
+}
+
 /* Up to `want` distinct values of a kind, none held out, by random draws (a small space is
- * exhausted after a bounded number of misses). *n_out counts what was made, also on error. */
-static mn_status draw_values(mn_open_kind kind, const mn_open_frames *of, int want,
+ * exhausted after a bounded number of misses); spans (MN_OPEN_SPAN, from `dialogues`) hold no
+ * held-out value as whole words either. *n_out counts what was made, also on error. */
+static mn_status draw_values(mn_open_kind kind, const mn_open_frames *of,
+                             const mn_dialogue_list *dialogues, int want,
                              const index_map *heldout, mn_rng *rng, char ***out, int *n_out) {
     *n_out = 0;
     if (!(*out = calloc((size_t)want, sizeof **out)))
@@ -2183,13 +2310,22 @@ static mn_status draw_values(mn_open_kind kind, const mn_open_frames *of, int wa
     int64_t misses = 0, max_misses = 64 * (int64_t)want + 100000;
     while (*n_out < want && misses < max_misses && st == MN_OK) {
         char buf[128];
-        open_value(kind, of, rng, buf, sizeof buf);
+        if (kind == MN_OPEN_SPAN) {
+            if (!span_value(dialogues, rng, buf, sizeof buf)) {
+                misses++;
+                continue;
+            }
+        } else {
+            open_value(kind, of, rng, buf, sizeof buf);
+        }
         char *k = lower_copy(buf);
         if (!k) {
             st = mn_fail(MN_ERR_NOMEM, "open values: out of memory");
             break;
         }
-        if (index_map_get(heldout, k) >= 0 || index_map_get(&seen, k) >= 0) {
+        int held = kind == MN_OPEN_SPAN ? for_each_word_run(k, run_heldout, (void *)heldout)
+                                        : index_map_get(heldout, k) >= 0;
+        if (held || index_map_get(&seen, k) >= 0) {
             free(k);
             misses++;
             continue;
@@ -2226,7 +2362,7 @@ mn_status mn_probe_templates_open_values(mn_probe_templates *t, const char *path
         mn_rng_seed(&rng, mix64(mix64(seed ^ 0x09e4a1u) + (uint64_t)c));
         mn_open_kind kind = category_kind(name);
         int space = open_value_space(kind, NULL);
-        st = draw_values(kind, NULL, n_values < space ? n_values : space, &h.values, &rng,
+        st = draw_values(kind, NULL, NULL, n_values < space ? n_values : space, &h.values, &rng,
                          &lists[c], &counts[c]);
         if (st == MN_OK && counts[c] < 2)
             st = mn_fail(MN_ERR_CONFIG, "open values: category '%s' got fewer than 2 values", name);
@@ -2255,36 +2391,6 @@ mn_status mn_probe_templates_open_values(mn_probe_templates *t, const char *path
 typedef struct {
     mn_strset taken, parts;
 } key_registry;
-
-/* Calls visit(run) for every run of whole words of a lower-cased key (the key included);
- * stops at the first nonzero result and returns it (-1: out of memory). */
-static int for_each_word_run(const char *key, int (*visit)(void *ctx, const char *run),
-                             void *ctx) {
-    const char *start[32];
-    const char *end[32];
-    int n = 0;
-    for (const char *p = key; *p && n < 32;) {
-        p += strspn(p, " ");
-        if (!*p)
-            break;
-        start[n] = p;
-        p += strcspn(p, " ");
-        end[n++] = p;
-    }
-    char run[256];
-    for (int i = 0; i < n; i++)
-        for (int j = i; j < n; j++) {
-            size_t len = (size_t)(end[j] - start[i]);
-            if (len >= sizeof run)
-                continue;
-            memcpy(run, start[i], len);
-            run[len] = '\0';
-            int r = visit(ctx, run);
-            if (r)
-                return r;
-        }
-    return 0;
-}
 
 static int run_taken(void *ctx, const char *run) {
     return mn_strset_has(&((const key_registry *)ctx)->taken, run);
@@ -2394,12 +2500,15 @@ static void drop_values_in_questions(mn_fact_category *cat) {
     cat->n_values = kept;
 }
 
-/* Family `index`: its kind, keys, frames and values. What is made is in cat on error too. */
+/* Family `index`: its kind (span, with values from span_source, when that is given; else
+ * drawn), keys, frames and values. What is made is in cat on error too. */
 static mn_status make_open_family(mn_rng *rng, const mn_open_frames *of, const heldout_set *h,
-                                  key_registry *reg, int index, mn_fact_category *cat) {
+                                  key_registry *reg, int index,
+                                  const mn_dialogue_list *span_source, mn_fact_category *cat) {
     char name[32];
     snprintf(name, sizeof name, "open-%d", index + 1);
-    mn_open_kind kind = (mn_open_kind)mn_rng_below(rng, MN_OPEN_KINDS);
+    mn_open_kind kind = span_source ? MN_OPEN_SPAN
+                                    : (mn_open_kind)mn_rng_below(rng, MN_OPEN_DRAWN_KINDS);
     int want_keys = 5 + (int)mn_rng_below(rng, 4);
     cat->name = strdup(name);
     cat->keys = calloc((size_t)want_keys, sizeof *cat->keys);
@@ -2435,8 +2544,9 @@ static mn_status make_open_family(mn_rng *rng, const mn_open_frames *of, const h
     MN_TRY(pick_frames(rng, of->self_questions, of->n_self_questions, 2, 4,
                        &cat->self_questions, &cat->n_self_questions));
     int space = open_value_space(kind, of);
-    MN_TRY(draw_values(kind, of, MN_OPEN_FAMILY_VALUES < space ? MN_OPEN_FAMILY_VALUES : space,
-                       &h->values, rng, &cat->values, &cat->n_values));
+    MN_TRY(draw_values(kind, of, span_source,
+                       MN_OPEN_FAMILY_VALUES < space ? MN_OPEN_FAMILY_VALUES : space, &h->values,
+                       rng, &cat->values, &cat->n_values));
     drop_values_in_questions(cat);
     if (cat->n_values < 2)
         return mn_fail(MN_ERR_CONFIG, "open families: family %s (%s values) got fewer than 2 "
@@ -2446,8 +2556,17 @@ static mn_status make_open_family(mn_rng *rng, const mn_open_frames *of, const h
 
 mn_status mn_probe_templates_open_families(mn_probe_templates *t, const char *path,
                                            int n_families, uint64_t seed) {
-    if (!t || !path)
+    mn_open_spans none = {0};
+    return mn_probe_templates_open_families_spans(t, path, n_families, seed, &none);
+}
+
+mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const char *path,
+                                                 int n_families, uint64_t seed,
+                                                 mn_open_spans *spans) {
+    if (!t || !path || !spans)
         return mn_fail(MN_ERR_INVALID_ARG, "open families: NULL argument");
+    spans->families = 0;
+    spans->values = 0;
     if (t->split != MN_SPLIT_TRAIN)
         return mn_fail(MN_ERR_CONFIG, "open families: only for the train split (held-out splits "
                                       "keep their own families)");
@@ -2457,6 +2576,12 @@ mn_status mn_probe_templates_open_families(mn_probe_templates *t, const char *pa
     if (n_families < 1 || n_families > INT_MAX / 2 - t->n_categories)
         return mn_fail(MN_ERR_CONFIG, "open families: want at least 1 family (got %d)",
                        n_families);
+    if (!(spans->prob >= 0 && spans->prob <= 1))
+        return mn_fail(MN_ERR_CONFIG, "span families: the chance of a span family must be in "
+                                      "[0, 1] (got %g)", spans->prob);
+    if (spans->prob > 0 && !spans->dialogues)
+        return mn_fail(MN_ERR_CONFIG, "span families: no dialogues to take spans from (they "
+                                      "come from the --jsonl dialogues)");
     heldout_set h;
     MN_TRY(heldout_load(path, &h));
     key_registry reg;
@@ -2468,15 +2593,25 @@ mn_status mn_probe_templates_open_families(mn_probe_templates *t, const char *pa
         t->categories = cats;
         memset(cats + t->n_categories, 0, (size_t)n_families * sizeof *cats);
     }
-    mn_rng rng;
+    mn_rng rng, span_rng; /* which families are spans: a stream of its own, drawn only when
+                           * asked for, so that prob 0 leaves every family as it was */
     mn_rng_seed(&rng, mix64(mix64(seed ^ 0x0be9fa3111e5ull)));
-    int made = 0;
-    for (; made < n_families && st == MN_OK; made++)
+    mn_rng_seed(&span_rng, mix64(mix64(seed ^ 0x5ba2f0a111e5ull)));
+    int made = 0, span_families = 0;
+    int64_t span_values = 0;
+    for (; made < n_families && st == MN_OK; made++) {
+        mn_fact_category *cat = &t->categories[t->n_categories + made];
+        int span = spans->prob > 0 && mn_rng_uniform(&span_rng) < spans->prob;
         st = make_open_family(&rng, t->open_frames, &h, &reg, made,
-                              &t->categories[t->n_categories + made]);
-    if (st == MN_OK)
+                              span ? spans->dialogues : NULL, cat);
+        span_families += span;
+        span_values += span ? cat->n_values : 0;
+    }
+    if (st == MN_OK) {
         t->n_categories += n_families;
-    else
+        spans->families = span_families;
+        spans->values = span_values;
+    } else
         for (int i = 0; cats && i < made; i++)
             category_free(&t->categories[t->n_categories + i]);
     mn_strset_free(&reg.taken);

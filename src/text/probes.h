@@ -42,8 +42,12 @@ typedef enum {
     MN_OPEN_TIME,   /* "H:MM", 1:00 to 12:59 */
     MN_OPEN_CODE,   /* one or two capitals, a dash, 2 to 4 digits ("B-212") */
     MN_OPEN_THING,  /* a thing of the frames' list, alone or after a quality ("copper kettle") */
+    MN_OPEN_SPAN,   /* 1 to 3 consecutive words of a real turn ("olive green"); open families
+                     * only, chosen by span_prob rather than drawn with the kinds above */
     MN_OPEN_KINDS
 } mn_open_kind;
+/* The kinds an open family draws uniformly: those before MN_OPEN_SPAN. */
+#define MN_OPEN_DRAWN_KINDS MN_OPEN_SPAN
 
 /* Train-only material for generated families, from the templates' open_frames file
  * (data/probes/open_frames.json): phrasings with {key} and {value} ("frames") and the words
@@ -130,7 +134,7 @@ mn_status mn_probe_templates_open_values(mn_probe_templates *t, const char *path
 /* Open families (`mnemo episodes --open-families N`), for the train split only: adds N
  * generated families to t, so that recall is learnt for any key and phrasing rather than for
  * the loaded families. Family i is named "open-<i+1>" and has one value kind (uniform over
- * mn_open_kind), 5 to 8 generated keys (made-up words, and compounds of t->open_frames' nouns,
+ * the MN_OPEN_DRAWN_KINDS), 5 to 8 generated keys (made-up words, and compounds of t->open_frames' nouns,
  * modifiers, owners and the kind's words: "zorbin", "kelvat code", "cousin's kayak code", "gym
  * locker number"), 3 to 6 fact, 1 to 3 update, 2 to 4 question and 2 to 4 self-question frames
  * drawn from the open frames, and up to MN_OPEN_FAMILY_VALUES generated values of its kind.
@@ -142,6 +146,28 @@ mn_status mn_probe_templates_open_values(mn_probe_templates *t, const char *path
 #define MN_OPEN_FAMILY_VALUES 64
 mn_status mn_probe_templates_open_families(mn_probe_templates *t, const char *path,
                                            int n_families, uint64_t seed);
+
+/* Span families (`mnemo episodes --span-families P`): open families some of whose values are
+ * real text. As mn_probe_templates_open_families, but each family is of the span kind with
+ * chance spans->prob (drawn per family from a stream of its own, so prob 0 draws nothing and
+ * gives exactly what mn_probe_templates_open_families gives); the others draw their kind as
+ * there. A span family's keys end in a word of kind_words.span, and its values are up to
+ * MN_OPEN_FAMILY_VALUES distinct (case-insensitive) spans of 1 to 3 consecutive words of one
+ * turn of spans->dialogues, drawn at random: each word letters, apostrophes and inner hyphens
+ * once the punctuation around the span is stripped (none inside it), at least one word of 4+
+ * letters that is no common function word, and no span equal to or holding as a run of whole
+ * words a valid or test value of any family. spans->families and spans->values are set to what
+ * was made. Fails (leaving t unchanged) as mn_probe_templates_open_families does, when prob is
+ * not in [0, 1], or when prob > 0 without dialogues or a family finds fewer than 2 spans. */
+typedef struct {
+    double prob;                        /* chance that a family is of the span kind */
+    const mn_dialogue_list *dialogues;  /* whose turns spans are taken from (prob > 0) */
+    int families;                       /* out: span families made */
+    int64_t values;                     /* out: their values, all together */
+} mn_open_spans;
+mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const char *path,
+                                                 int n_families, uint64_t seed,
+                                                 mn_open_spans *spans);
 
 /* MSC persona sentences of one split (msc_personas_all.json: {"train"|"valid"|"test": [{"Speaker
  * 1": [...], "Speaker 2": [...]}]}). A sentence found in two splits (compared lower-cased,
