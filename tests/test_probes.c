@@ -1192,19 +1192,21 @@ static void make_span_dialogues(mn_dialogue_list *list, char **heldout, int n_he
     }
 }
 
-/* A span value: 1 to 3 words of letters (apostrophes and hyphens inside), one of 4+ letters,
- * said as whole words in some turn of `dialogues`, and neither equal to nor holding as whole
+/* A span value: 1 to 3 words of letters (apostrophes and hyphens inside), the last one of 4+
+ * letters and no function word, said as whole words in some turn of `dialogues`, and neither equal to nor holding as whole
  * words a held-out value. */
 static void assert_span_value(const char *value, const mn_dialogue_list *dialogues, char **heldout, int n_heldout) {
-    int words = 0, longest = 0, letters = 0;
+    int words = 0, last_letters = 0, letters = 0;
+    const char *last = value;
     for (const char *p = value;; p++) {
         if (*p == ' ' || !*p) {
             assert_true(letters > 0 && isalpha((unsigned char)p[-1]));
             words++;
-            longest = letters > longest ? letters : longest;
+            last_letters = letters;
             letters = 0;
             if (!*p)
                 break;
+            last = p + 1;
             continue;
         }
         if (isalpha((unsigned char)*p))
@@ -1213,9 +1215,8 @@ static void assert_span_value(const char *value, const mn_dialogue_list *dialogu
             fail_msg("span \"%s\" has a word that is not letters", value);
     }
     assert_in_range(words, 1, 3);
-    assert_true(longest >= 4);
-    if (has_word_ci(FUNCTION_WORDS_ONLY, value))
-        fail_msg("span \"%s\" has no word but function words", value);
+    if (last_letters < 4 || has_word_ci(FUNCTION_WORDS_ONLY, last))
+        fail_msg("span \"%s\" does not end on a word of 4+ letters outside the function words", value);
     int found = 0;
     for (int64_t i = 0; i < dialogues->count && !found; i++)
         for (int t = 0; t < dialogues->items[i].n_turns && !found; t++)

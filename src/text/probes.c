@@ -2248,7 +2248,8 @@ static int span_word(const char *w, size_t n, int *letters) {
 /* A span value: 1 to 3 consecutive words of a random turn of `dialogues`, joined by one space,
  * the punctuation around the span stripped (none may stand inside it, so the span is said as
  * it is in the turn). 0 when the drawn place holds no span: a word that is not a span word, or
- * no word of 4+ letters that is not a function word ("I think so" has "think"). */
+ * a last word that is not a word of 4+ letters outside the function words, so that a value
+ * ends on what it names ("rock bands", "in front"; not "want to" nor "computer with a"). */
 static int span_value(const mn_dialogue_list *dialogues, mn_rng *rng, char *buf, size_t cap) {
     if (dialogues->count <= 0)
         return 0;
@@ -2272,7 +2273,7 @@ static int span_value(const mn_dialogue_list *dialogues, mn_rng *rng, char *buf,
         return 0;
     int first = (int)mn_rng_below(rng, (uint64_t)(n - len + 1));
     size_t used = 0;
-    int content = 0;
+    int names = 0;
     for (int w = first; w < first + len; w++) {
         int b = start[w], e = end[w], letters;
         while (w == first && b < e && ispunct((unsigned char)text[b]))
@@ -2281,14 +2282,14 @@ static int span_value(const mn_dialogue_list *dialogues, mn_rng *rng, char *buf,
             e--;
         if (!span_word(text + b, (size_t)(e - b), &letters) || used + (size_t)(e - b) + 2 > cap)
             return 0;
-        content |= letters >= 4 && !is_function_word(text + b, (size_t)(e - b));
+        names = letters >= 4 && !is_function_word(text + b, (size_t)(e - b));
         if (used)
             buf[used++] = ' ';
         memcpy(buf + used, text + b, (size_t)(e - b));
         used += (size_t)(e - b);
     }
     buf[used] = '\0';
-    return content;
+    return names;
 }
 
 static int run_heldout(void *ctx, const char *run) {
