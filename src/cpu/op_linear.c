@@ -6,10 +6,10 @@
 /* Output channels per slice in the bias-gradient sum: one thread owns a whole slice. */
 #define MN_LINEAR_CHANNEL_BLOCK 64
 
-/* Every op here is one parallel region: a product's panels (mn_gemm_plan) and the elementwise
- * work beside them are shared out inside it (MN_RUN_TEAM), so the team wakes once per op (a wake costs tens of
- * microseconds on a loaded machine: docs/perf.md). The panels and loops are those of separate
- * calls, so the bits are too. */
+/* Every op here is one parallel region (MN_RUN_TEAM): a product's panels (mn_gemm_plan) and the
+ * elementwise work beside them are shared out inside it, so the team wakes once per op (a wake
+ * costs tens of microseconds on a loaded machine: docs/perf.md). The panels and loops are those
+ * of separate calls, so the bits are too. */
 
 // thread t of nt's panels of the product, each preloaded with the bias first
 static void linear_forward_part(const mn_gemm_plan *g, float *out, const float *bias, int N, int OC, int t, int nt) {

@@ -2,8 +2,9 @@
  * One file per op (op_<name>.c). Ops do no argument validation: the model validates.
  * Backward functions ACCUMULATE (+=) into every gradient buffer, so a tensor used in
  * several places gets the sum; callers zero gradients once per step.
- * Every op takes `threads` (>= 1), the size of the OpenMP team its parallel regions use: the
- * caller decides (the backend passes its handle's setting), no process-wide default is read.
+ * Every op takes `threads` (>= 1), the size of the OpenMP team its parallel regions use (none
+ * for little work or inside a parallel region: team.h): the caller decides (the backend passes
+ * its handle's setting), no process-wide default is read.
  * Results are deterministic for a fixed thread count (no atomics, static schedules); whether
  * they also agree across counts depends on OpenBLAS (op_gemm.c, docs/model.md). */
 #ifndef MN_CPU_OPS_H
