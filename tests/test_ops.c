@@ -19,6 +19,7 @@
 #include <omp.h>
 
 #include "cpu/ops.h"
+#include "cpu/team.h"
 
 /* ------------------------------------------------------------------ helpers */
 /* The team the ops run on: OpenMP's default, as the CPU backend passes for a handle left at 0. */
@@ -961,6 +962,99 @@ static void test_sum_squares(void **state) {
     }
 }
 
+/* ------------------------------------------------------------------ teams (cpu/team.h) */
+
+/* mn_share: contiguous shares in thread order that cover [0, n), each a multiple of align but
+ * the last non-empty one, none larger than the first. */
+static void test_team_share(void **state) {
+    (void)state;
+    const size_t ns[] = {0, 1, 7, 8, 9, 63, 64, 65, 1000, 32769};
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++)
+        for (int nt = 1; nt <= 5; nt++)
+            for (size_t align = 1; align <= 8; align += 7) {
+                size_t n = ns[a], next = 0, first = 0;
+                for (int t = 0; t < nt; t++) {
+                    size_t i0, i1;
+                    mn_share(n, align, t, nt, &i0, &i1);
+                    if (i0 != next || i1 < i0 || i1 > n)
+                        fail_msg("mn_share(%zu, %zu, %d of %d) = [%zu, %zu), want it to start at %zu", n, align, t, nt,
+                                 i0, i1, next);
+                    if (t == 0)
+                        first = i1 - i0;
+                    if (i1 - i0 > first || (i1 < n && (i1 - i0) % align != 0))
+                        fail_msg("mn_share(%zu, %zu, %d of %d): share of %zu", n, align, t, nt, i1 - i0);
+                    next = i1;
+                }
+                if (next != n)
+                    fail_msg("mn_share(%zu, %zu, of %d) covers %zu", n, align, nt, next);
+                if (nt > 1 && n >= (size_t)nt * align && first > (n + (size_t)nt - 1) / (size_t)nt + align - 1)
+                    fail_msg("mn_share(%zu, %zu, of %d): unbalanced, first share %zu", n, align, nt, first);
+            }
+}
+
+/* mn_team: one thread for one thread, for little work, and inside an active parallel region. */
+static void test_team_size(void **state) {
+    (void)state;
+    assert_int_equal(mn_team(1, 1e9, 10), 1);
+    assert_int_equal(mn_team(2, 9, 10), 1);
+    assert_int_equal(mn_team(2, 10, 10), 2);
+    assert_int_equal(mn_team(3, 1e9, 0), 3);
+    int inside[2] = {-1, -1}, active = 0;
+    #pragma omp parallel num_threads(2)
+    {
+        #pragma omp single
+        active = omp_get_num_threads() == 2;
+        inside[omp_get_thread_num()] = mn_team(2, 1e9, 10);
+    }
+    if (!active)
+        skip();   // no second thread for the region (OMP_THREAD_LIMIT=1)
+    assert_int_equal(inside[0], 1);
+    assert_int_equal(inside[1], 1);
+}
+
+/* A chain of ops on sizes that split over threads; outputs in fresh buffers, freed by the caller. */
+enum { CH_N = 130, CH_C = 64, CH_OC = 192, CH_B = 2, CH_S = 65, CH_H = 4, CH_OUTS = 7 };
+static void run_op_chain(float *out[CH_OUTS], const float *inp, const float *w, const float *bias, const float *G,
+                         const float *qkv, int threads) {
+    const int32_t valid[CH_B] = {CH_S, 40};
+    float *y = zero_floats(CH_N * CH_OC), *dx = zero_floats(CH_N * CH_C), *dw = zero_floats(CH_C * CH_OC);
+    float *db = zero_floats(CH_OC), *g = zero_floats(CH_N * CH_OC);
+    float *att = zero_floats((size_t)CH_B * CH_H * CH_S * CH_S), *o = zero_floats((size_t)CH_B * CH_S * CH_C);
+    mn_linear_forward(y, inp, w, bias, CH_N, CH_C, CH_OC, threads);
+    mn_linear_backward(dx, dw, db, G, inp, w, CH_N, CH_C, CH_OC, threads);
+    mn_gelu_forward(g, y, (size_t)CH_N * CH_OC, threads);
+    mn_attention_forward(o, att, qkv, valid, CH_B, CH_S, CH_C, CH_H, 1, threads);
+    float *res[CH_OUTS] = {y, dx, dw, db, g, att, o};
+    memcpy(out, res, sizeof res);
+}
+
+/* `mnemo eval`'s workers call the ops from inside a parallel region: the same bits as outside
+ * (the products keep their panels; the work runs on the calling thread). */
+static void test_ops_inside_parallel_region(void **state) {
+    (void)state;
+    rng_reset(31);
+    float *inp = random_floats(CH_N * CH_C, -1, 1), *w = random_floats(CH_C * CH_OC, -1, 1);
+    float *bias = random_floats(CH_OC, -1, 1), *G = random_floats(CH_N * CH_OC, -1, 1);
+    float *qkv = random_floats((size_t)CH_B * CH_S * 3 * CH_C, -1, 1);
+    const size_t sizes[CH_OUTS] = {CH_N * CH_OC, CH_N * CH_C, CH_C * CH_OC, CH_OC, CH_N * CH_OC,
+                                   (size_t)CH_B * CH_H * CH_S * CH_S, (size_t)CH_B * CH_S * CH_C};
+    float *want[CH_OUTS], *got[2][CH_OUTS] = {{NULL}};
+    run_op_chain(want, inp, w, bias, G, qkv, 2);
+    #pragma omp parallel num_threads(2)
+    run_op_chain(got[omp_get_thread_num()], inp, w, bias, G, qkv, 2);
+    for (int t = 0; t < 2; t++)
+        for (int k = 0; k < CH_OUTS; k++) {
+            if (got[t][k] == NULL)
+                continue;   // no second thread
+            if (memcmp(want[k], got[t][k], sizes[k] * sizeof(float)) != 0)
+                fail_msg("output %d: thread %d of a parallel region gave other bits than the call outside", k, t);
+            free(got[t][k]);
+        }
+    for (int k = 0; k < CH_OUTS; k++)
+        free(want[k]);
+    free(inp); free(w); free(bias); free(G); free(qkv);
+}
+
 /* ------------------------------------------------------------------ determinism */
 
 /* Sizes large enough that OpenMP and OpenBLAS both split the work over threads. */
@@ -1084,6 +1178,9 @@ int main(void) {
         cmocka_unit_test(test_adamw),
         cmocka_unit_test(test_sum_squares),
         cmocka_unit_test(test_determinism),
+        cmocka_unit_test(test_team_share),
+        cmocka_unit_test(test_team_size),
+        cmocka_unit_test(test_ops_inside_parallel_region),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

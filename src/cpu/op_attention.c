@@ -12,6 +12,7 @@
  * forward's row blocks with the same products per block, so its rows equal the forward's bit
  * for bit. */
 #include "cpu/ops.h"
+#include "cpu/team.h"
 #include "cpu/vec.h"
 
 #include <math.h>
@@ -86,57 +87,69 @@ static void zero_query_row(float *a, float *o, int S, int hs) {
         o[i] = 0.0f;
 }
 
-// qkv (B, S, 3C), valid (B) -> out (B, S, C), att (B, H, S, S)
-void mn_attention_forward(float *out, float *att, const float *qkv, const int32_t *valid,
-                          int B, int S, int C, int H, int causal, int threads) {
+// thread t of nt's (sequence, head) pairs of the forward
+static void attention_heads_part(float *out, float *att, const float *qkv, const int32_t *valid, int B, int S, int C,
+                                 int H, int causal, int t, int nt) {
     int hs = C / H;
     int C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
-    #pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1)
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < H; h++) {
-            float *att_bh = att + ((size_t)b * H + h) * S * S;   // (S, S)
-            const float *q = qkv + (size_t)b * S * C3 + (size_t)h * hs;
-            const float *k = q + C, *v = q + 2 * C;              // rows of stride 3C
-            float *o = out + (size_t)b * S * C + (size_t)h * hs;  // rows of stride C
-            int n = valid[b];
-            for (int r0 = 0; r0 < n; r0 += MN_ATT_ROW_BLOCK) {
-                int r1 = r0 + MN_ATT_ROW_BLOCK < n ? r0 + MN_ATT_ROW_BLOCK : n;
-                int nk = causal ? r1 : n;   // keys any row of the block may see
-                attend_rows(o + (size_t)r0 * C, att_bh + (size_t)r0 * S, q, k, v, S, C, hs, scale, r0, r1, nk, n,
-                            causal);
-            }
-            for (int s = n; s < S; s++)
-                zero_query_row(att_bh + (size_t)s * S, o + (size_t)s * C, S, hs);
+    size_t i0, i1;
+    mn_share((size_t)B * H, 1, t, nt, &i0, &i1);
+    for (size_t i = i0; i < i1; i++) {
+        int b = (int)(i / H), h = (int)(i % H);
+        float *att_bh = att + ((size_t)b * H + h) * S * S;   // (S, S)
+        const float *q = qkv + (size_t)b * S * C3 + (size_t)h * hs;
+        const float *k = q + C, *v = q + 2 * C;              // rows of stride 3C
+        float *o = out + (size_t)b * S * C + (size_t)h * hs;  // rows of stride C
+        int n = valid[b];
+        for (int r0 = 0; r0 < n; r0 += MN_ATT_ROW_BLOCK) {
+            int r1 = r0 + MN_ATT_ROW_BLOCK < n ? r0 + MN_ATT_ROW_BLOCK : n;
+            int nk = causal ? r1 : n;   // keys any row of the block may see
+            attend_rows(o + (size_t)r0 * C, att_bh + (size_t)r0 * S, q, k, v, S, C, hs, scale, r0, r1, nk, n,
+                        causal);
         }
+        for (int s = n; s < S; s++)
+            zero_query_row(att_bh + (size_t)s * S, o + (size_t)s * C, S, hs);
+    }
+}
+
+// qkv (B, S, 3C), valid (B) -> out (B, S, C), att (B, H, S, S)
+void mn_attention_forward(float *out, float *att, const float *qkv, const int32_t *valid,
+                          int B, int S, int C, int H, int causal, int threads) {
+    MN_RUN_TEAM(mn_team(threads, (double)B * H, 2), attention_heads_part, out, att, qkv, valid, B, S, C, H, causal);
+}
+
+// thread t of nt's (sequence, head) pairs of the rows form
+static void attention_rows_part(float *out, float *att, const float *qkv, const int32_t *valid, int B, int S, int C,
+                                int H, int q0, int m, int t, int nt) {
+    int hs = C / H;
+    float scale = 1.0f / sqrtf((float)hs);
+    size_t i0, i1;
+    mn_share((size_t)B * H, 1, t, nt, &i0, &i1);
+    for (size_t i = i0; i < i1; i++) {
+        int b = (int)(i / H), h = (int)(i % H);
+        float *att_bh = att + ((size_t)b * H + h) * m * S;   // (m, S)
+        const float *q = qkv + (size_t)b * S * 3 * C + (size_t)h * hs;
+        const float *k = q + C, *v = q + 2 * C;
+        float *o = out + (size_t)b * m * C + (size_t)h * hs;  // (m, C): row s at s - q0
+        int n = valid[b], q1 = q0 + m < n ? q0 + m : n > q0 ? n : q0;   // real rows q0..q1-1
+        // the forward's blocks that hold rows q0..q1-1, each with the forward's keys
+        for (int r0 = q0 / MN_ATT_ROW_BLOCK * MN_ATT_ROW_BLOCK; r0 < q1; r0 += MN_ATT_ROW_BLOCK) {
+            int r1 = r0 + MN_ATT_ROW_BLOCK < n ? r0 + MN_ATT_ROW_BLOCK : n;
+            int lo = r0 > q0 ? r0 : q0, hi = r1 < q1 ? r1 : q1;
+            if (lo < hi)   // (none when every row is padding)
+                attend_rows(o + (size_t)(lo - q0) * C, att_bh + (size_t)(lo - q0) * S, q, k, v, S, C, hs, scale,
+                            lo, hi, r1, n, 1);
+        }
+        for (int s = q1; s < q0 + m; s++)
+            zero_query_row(att_bh + (size_t)(s - q0) * S, o + (size_t)(s - q0) * C, S, hs);
     }
 }
 
 // qkv (B, S, 3C), valid (B) -> out (B, m, C), att (B, H, m, S): causal query rows q0 .. q0+m-1
 void mn_attention_rows_forward(float *out, float *att, const float *qkv, const int32_t *valid,
                                int B, int S, int C, int H, int q0, int m, int threads) {
-    int hs = C / H;
-    float scale = 1.0f / sqrtf((float)hs);
-    #pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (threads > 1)
-    for (int b = 0; b < B; b++) {
-        for (int h = 0; h < H; h++) {
-            float *att_bh = att + ((size_t)b * H + h) * m * S;   // (m, S)
-            const float *q = qkv + (size_t)b * S * 3 * C + (size_t)h * hs;
-            const float *k = q + C, *v = q + 2 * C;
-            float *o = out + (size_t)b * m * C + (size_t)h * hs;  // (m, C): row s at s - q0
-            int n = valid[b], q1 = q0 + m < n ? q0 + m : n > q0 ? n : q0;   // real rows q0..q1-1
-            // the forward's blocks that hold rows q0..q1-1, each with the forward's keys
-            for (int r0 = q0 / MN_ATT_ROW_BLOCK * MN_ATT_ROW_BLOCK; r0 < q1; r0 += MN_ATT_ROW_BLOCK) {
-                int r1 = r0 + MN_ATT_ROW_BLOCK < n ? r0 + MN_ATT_ROW_BLOCK : n;
-                int lo = r0 > q0 ? r0 : q0, hi = r1 < q1 ? r1 : q1;
-                if (lo < hi)   // (none when every row is padding)
-                    attend_rows(o + (size_t)(lo - q0) * C, att_bh + (size_t)(lo - q0) * S, q, k, v, S, C, hs, scale,
-                                lo, hi, r1, n, 1);
-            }
-            for (int s = q1; s < q0 + m; s++)
-                zero_query_row(att_bh + (size_t)(s - q0) * S, o + (size_t)(s - q0) * C, S, hs);
-        }
-    }
+    MN_RUN_TEAM(mn_team(threads, (double)B * H, 2), attention_rows_part, out, att, qkv, valid, B, S, C, H, q0, m);
 }
 
 /* Whether the n floats at x are all zero. */
@@ -147,56 +160,60 @@ static int zero_row(const float *x, int n) {
     return 1;
 }
 
-// dout (B, S, C) -> dqkv (B, S, 3C) +=
-void mn_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
-                           const int32_t *valid, int B, int S, int C, int H, int causal, int threads) {
+// thread t of nt's (sequence, head) pairs of the backward
+static void attention_backward_part(float *dqkv, const float *dout, const float *qkv, const float *att,
+                                    const int32_t *valid, int B, int S, int C, int H, int causal, int t, int nt) {
     int hs = C / H;
     int C3 = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
-    #pragma omp parallel num_threads(threads) if (threads > 1)
-    {
-        // per-thread dP / dS block (MN_ATT_ROW_BLOCK, S); without memory, one row on the stack
-        int rb = MN_ATT_ROW_BLOCK;
-        float *ds = malloc((size_t)rb * S * sizeof(float));
-        float row_buf[ds ? 1 : S];
-        float *buf = ds;
-        if (!buf) {
-            buf = row_buf;
-            rb = 1;
-        }
-        #pragma omp for collapse(2) schedule(static)
-        for (int b = 0; b < B; b++) {
-            for (int h = 0; h < H; h++) {
-                const float *att_bh = att + ((size_t)b * H + h) * S * S;
-                size_t base = (size_t)b * S * C3 + (size_t)h * hs;
-                const float *q = qkv + base, *k = q + C, *v = q + 2 * C;
-                float *dq = dqkv + base, *dk = dq + C, *dv = dq + 2 * C;
-                const float *dy = dout + (size_t)b * S * C + (size_t)h * hs;
-                int n = valid[b];   // padding queries send no gradient; padding keys get none
-                for (int blk = 0; blk < n; blk += rb) {
-                    int r0 = blk, r1 = blk + rb < n ? blk + rb : n;
-                    // rows whose output nobody read (zero dY) add exactly zero: trim them
-                    while (r0 < r1 && zero_row(dy + (size_t)r0 * C, hs))
-                        r0++;
-                    while (r1 > r0 && zero_row(dy + (size_t)(r1 - 1) * C, hs))
-                        r1--;
-                    if (r0 == r1)
-                        continue;
-                    int nk = causal ? r1 : n;
-                    const float *p = att_bh + (size_t)r0 * S;   // (r1-r0, nk), row stride S
-                    // dV[0:nk] += P^T dY[r0:r1]
-                    mn_sgemm_serial(1, 0, nk, hs, r1 - r0, 1.0f, p, S, dy + (size_t)r0 * C, C, 1.0f, dv, C3);
-                    // dP (r1-r0, nk) = dY[r0:r1] V[0:nk]^T, then dS in place
-                    mn_sgemm_serial(0, 1, r1 - r0, nk, hs, 1.0f, dy + (size_t)r0 * C, C, v, C3, 0.0f, buf, nk);
-                    for (int s = r0; s < r1; s++)
-                        softmax_backward_row(buf + (size_t)(s - r0) * nk, att_bh + (size_t)s * S,
-                                             attention_key_count(s, n, causal), nk, scale);
-                    // dQ[r0:r1] += dS K[0:nk];  dK[0:nk] += dS^T Q[r0:r1]
-                    mn_sgemm_serial(0, 0, r1 - r0, hs, nk, 1.0f, buf, nk, k, C3, 1.0f, dq + (size_t)r0 * C3, C3);
-                    mn_sgemm_serial(1, 0, nk, hs, r1 - r0, 1.0f, buf, nk, q + (size_t)r0 * C3, C3, 1.0f, dk, C3);
-                }
-            }
-        }
-        free(ds);
+    // per-thread dP / dS block (MN_ATT_ROW_BLOCK, S); without memory, one row on the stack
+    int rb = MN_ATT_ROW_BLOCK;
+    float *ds = malloc((size_t)rb * S * sizeof(float));
+    float row_buf[ds ? 1 : S];
+    float *buf = ds;
+    if (!buf) {
+        buf = row_buf;
+        rb = 1;
     }
+    size_t i0, i1;
+    mn_share((size_t)B * H, 1, t, nt, &i0, &i1);
+    for (size_t i = i0; i < i1; i++) {
+        int b = (int)(i / H), h = (int)(i % H);
+        const float *att_bh = att + ((size_t)b * H + h) * S * S;
+        size_t base = (size_t)b * S * C3 + (size_t)h * hs;
+        const float *q = qkv + base, *k = q + C, *v = q + 2 * C;
+        float *dq = dqkv + base, *dk = dq + C, *dv = dq + 2 * C;
+        const float *dy = dout + (size_t)b * S * C + (size_t)h * hs;
+        int n = valid[b];   // padding queries send no gradient; padding keys get none
+        for (int blk = 0; blk < n; blk += rb) {
+            int r0 = blk, r1 = blk + rb < n ? blk + rb : n;
+            // rows whose output nobody read (zero dY) add exactly zero: trim them
+            while (r0 < r1 && zero_row(dy + (size_t)r0 * C, hs))
+                r0++;
+            while (r1 > r0 && zero_row(dy + (size_t)(r1 - 1) * C, hs))
+                r1--;
+            if (r0 == r1)
+                continue;
+            int nk = causal ? r1 : n;
+            const float *p = att_bh + (size_t)r0 * S;   // (r1-r0, nk), row stride S
+            // dV[0:nk] += P^T dY[r0:r1]
+            mn_sgemm_serial(1, 0, nk, hs, r1 - r0, 1.0f, p, S, dy + (size_t)r0 * C, C, 1.0f, dv, C3);
+            // dP (r1-r0, nk) = dY[r0:r1] V[0:nk]^T, then dS in place
+            mn_sgemm_serial(0, 1, r1 - r0, nk, hs, 1.0f, dy + (size_t)r0 * C, C, v, C3, 0.0f, buf, nk);
+            for (int s = r0; s < r1; s++)
+                softmax_backward_row(buf + (size_t)(s - r0) * nk, att_bh + (size_t)s * S,
+                                     attention_key_count(s, n, causal), nk, scale);
+            // dQ[r0:r1] += dS K[0:nk];  dK[0:nk] += dS^T Q[r0:r1]
+            mn_sgemm_serial(0, 0, r1 - r0, hs, nk, 1.0f, buf, nk, k, C3, 1.0f, dq + (size_t)r0 * C3, C3);
+            mn_sgemm_serial(1, 0, nk, hs, r1 - r0, 1.0f, buf, nk, q + (size_t)r0 * C3, C3, 1.0f, dk, C3);
+        }
+    }
+    free(ds);
+}
+
+// dout (B, S, C) -> dqkv (B, S, 3C) +=
+void mn_attention_backward(float *dqkv, const float *dout, const float *qkv, const float *att,
+                           const int32_t *valid, int B, int S, int C, int H, int causal, int threads) {
+    MN_RUN_TEAM(mn_team(threads, (double)B * H, 2), attention_backward_part, dqkv, dout, qkv, att, valid, B, S, C, H,
+                causal);
 }

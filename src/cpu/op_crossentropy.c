@@ -5,6 +5,7 @@
  * one visit, the gradient written over the row's logits, so that no second (N, V) buffer exists
  * and the row is read while it is still in cache. */
 #include "cpu/ops.h"
+#include "cpu/team.h"
 #include "cpu/vec.h"
 
 #include <math.h>
@@ -36,41 +37,55 @@ static void scaled_softmax_in_place(float *x, float lse, float sw, int V) {
         x[v] = sw * mn_expf(x[v] - lse);
 }
 
-// logits (N, V), targets (N), weights (N) -> losses (N)
-void mn_crossentropy_forward(float *losses, const float *logits, const int32_t *targets,
-                             const float *weights, int N, int V, int threads) {
-    #pragma omp parallel for schedule(static) num_threads(threads) if ((size_t)N * V >= MN_PAR_MIN_ELEMS)
-    for (int n = 0; n < N; n++) {
+static void crossentropy_rows_part(float *losses, const float *logits, const int32_t *targets, const float *weights,
+                                   int N, int V, int t, int nt) {
+    size_t n0, n1;
+    mn_share((size_t)N, 1, t, nt, &n0, &n1);
+    for (size_t n = n0; n < n1; n++) {
         float w = weights[n];
         if (w == 0.0f) {
             losses[n] = 0.0f;   // ignored row: its target is not read (it may be padding)
             continue;
         }
-        const float *x = logits + (size_t)n * V;   // (V)
+        const float *x = logits + n * V;   // (V)
         float lse = log_sum_exp(x, V);
         losses[n] = w * (lse - x[targets[n]]);
     }
 }
 
-// logits (N, V) -> losses (N) as forward; logits[n] := scale * weights[n] * (softmax - onehot)
-void mn_crossentropy_fused(float *losses, float *logits, const int32_t *targets, const float *weights,
-                           float scale, int N, int V, int threads) {
-    #pragma omp parallel for schedule(static) num_threads(threads) if ((size_t)N * V >= MN_PAR_MIN_ELEMS)
-    for (int n = 0; n < N; n++) {
-        float *x = logits + (size_t)n * V;   // (V): logits in, gradient out
+// logits (N, V), targets (N), weights (N) -> losses (N)
+void mn_crossentropy_forward(float *losses, const float *logits, const int32_t *targets,
+                             const float *weights, int N, int V, int threads) {
+    MN_RUN_TEAM(mn_team(threads, (double)N * V, MN_PAR_MIN_ELEMS), crossentropy_rows_part, losses, logits, targets,
+                weights, N, V);
+}
+
+static void crossentropy_fused_part(float *losses, float *logits, const int32_t *targets, const float *weights,
+                                    float scale, int N, int V, int t, int nt) {
+    size_t n0, n1;
+    mn_share((size_t)N, 1, t, nt, &n0, &n1);
+    for (size_t n = n0; n < n1; n++) {
+        float *x = logits + n * V;   // (V): logits in, gradient out
         float w = weights[n];
         if (w == 0.0f) {
             losses[n] = 0.0f;   // ignored row: target not read, exactly zero gradient
             memset(x, 0, (size_t)V * sizeof(float));
             continue;
         }
-        int t = targets[n];
+        int target = targets[n];
         float lse = log_sum_exp(x, V);
-        losses[n] = w * (lse - x[t]);
+        losses[n] = w * (lse - x[target]);
         float sw = scale * w;
         scaled_softmax_in_place(x, lse, sw, V);
-        x[t] -= sw;
+        x[target] -= sw;
     }
+}
+
+// logits (N, V) -> losses (N) as forward; logits[n] := scale * weights[n] * (softmax - onehot)
+void mn_crossentropy_fused(float *losses, float *logits, const int32_t *targets, const float *weights,
+                           float scale, int N, int V, int threads) {
+    MN_RUN_TEAM(mn_team(threads, (double)N * V, MN_PAR_MIN_ELEMS), crossentropy_fused_part, losses, logits, targets,
+                weights, scale, N, V);
 }
 
 // index of the first largest of x[0..n), -1 if any is not finite: each lane keeps its first

@@ -1,5 +1,6 @@
 /* Token embedding: a row lookup forward, a scatter-add backward. */
 #include "cpu/ops.h"
+#include "cpu/team.h"
 #include "cpu/vec.h"
 
 #include <string.h>
@@ -7,22 +8,25 @@
 /* Channels per slice in the backward scatter: one thread owns a whole slice. */
 #define MN_EMBEDDING_CHANNEL_BLOCK 32
 
-// ids (N), table (V, C) -> out (N, C)
-void mn_embedding_forward(float *out, const int32_t *ids, const float *table, int N, int C, int threads) {
-    #pragma omp parallel for schedule(static) num_threads(threads) if ((size_t)N * C >= MN_PAR_MIN_ELEMS)
-    for (int n = 0; n < N; n++) {
-        memcpy(out + (size_t)n * C, table + (size_t)ids[n] * C, (size_t)C * sizeof(float));
+static void embedding_rows_part(float *out, const int32_t *ids, const float *table, int N, int C, int t, int nt) {
+    size_t n0, n1;
+    mn_share((size_t)N, 1, t, nt, &n0, &n1);
+    for (size_t n = n0; n < n1; n++) {
+        memcpy(out + n * C, table + (size_t)ids[n] * C, (size_t)C * sizeof(float));
     }
 }
 
-// dout (N, C) -> dtable (V, C) += rows scattered by ids (N)
-// Several positions may share an id, so threads split the channels rather than the rows:
-// every dtable element is summed by one thread in n order, for any thread count.
-void mn_embedding_backward(float *dtable, const float *dout, const int32_t *ids, int N, int C, int threads) {
-    int n_blocks = (C + MN_EMBEDDING_CHANNEL_BLOCK - 1) / MN_EMBEDDING_CHANNEL_BLOCK;
-    #pragma omp parallel for schedule(static) num_threads(threads) if ((size_t)N * C >= MN_PAR_MIN_ELEMS)
-    for (int blk = 0; blk < n_blocks; blk++) {
-        int c0 = blk * MN_EMBEDDING_CHANNEL_BLOCK;
+// ids (N), table (V, C) -> out (N, C)
+void mn_embedding_forward(float *out, const int32_t *ids, const float *table, int N, int C, int threads) {
+    MN_RUN_TEAM(mn_team(threads, (double)N * C, MN_PAR_MIN_ELEMS), embedding_rows_part, out, ids, table, N, C);
+}
+
+static void embedding_scatter_part(float *dtable, const float *dout, const int32_t *ids, int N, int C, int t,
+                                   int nt) {
+    size_t b0, b1;
+    mn_share((size_t)(C + MN_EMBEDDING_CHANNEL_BLOCK - 1) / MN_EMBEDDING_CHANNEL_BLOCK, 1, t, nt, &b0, &b1);
+    for (size_t blk = b0; blk < b1; blk++) {
+        int c0 = (int)blk * MN_EMBEDDING_CHANNEL_BLOCK;
         int c1 = c0 + MN_EMBEDDING_CHANNEL_BLOCK < C ? c0 + MN_EMBEDDING_CHANNEL_BLOCK : C;
         for (int n = 0; n < N; n++) {
             float *dst = dtable + (size_t)ids[n] * C;      // (C)
@@ -32,4 +36,11 @@ void mn_embedding_backward(float *dtable, const float *dout, const int32_t *ids,
             }
         }
     }
+}
+
+// dout (N, C) -> dtable (V, C) += rows scattered by ids (N)
+// Several positions may share an id, so threads split the channels rather than the rows:
+// every dtable element is summed by one thread in n order, for any thread count.
+void mn_embedding_backward(float *dtable, const float *dout, const int32_t *ids, int N, int C, int threads) {
+    MN_RUN_TEAM(mn_team(threads, (double)N * C, MN_PAR_MIN_ELEMS), embedding_scatter_part, dtable, dout, ids, N, C);
 }

@@ -4,9 +4,8 @@
  * one exp and no cancellation near u = 0. libm's tanhf (via expm1f) is a scalar call per
  * element and was ~10% of a training step (docs/perf.md); mn_exp8 does 8 lanes at a time. */
 #include "cpu/ops.h"
+#include "cpu/team.h"
 #include "cpu/vec.h"
-
-#include <omp.h>
 
 #define MN_GELU_SCALE 0.7978845608028654f  // sqrt(2 / pi)
 #define MN_GELU_CUBE 0.044715f
@@ -47,35 +46,26 @@ static void gelu_backward_span(float *dinp, const float *dout, const float *inp,
     }
 }
 
-/* Thread t of n takes the t-th contiguous share, a multiple of 8 long so that every element
- * goes through the same lane-or-tail path whatever the thread count. */
-static void share(size_t N, size_t *i0, size_t *len) {
-    int t = omp_get_thread_num(), n = omp_get_num_threads();
-    size_t per = (N + (size_t)n - 1) / (size_t)n;
-    per = (per + 7) / 8 * 8;
-    size_t a = per * (size_t)t;
-    if (a > N)
-        a = N;
-    *i0 = a;
-    *len = (N - a < per) ? N - a : per;
+/* Thread t of nt takes the t-th contiguous share, a multiple of 8 long, so that every element goes
+ * through the same lane-or-tail path whatever the thread count. */
+static void gelu_forward_part(float *out, const float *inp, size_t N, int t, int nt) {
+    size_t i0, i1;
+    mn_share(N, 8, t, nt, &i0, &i1);
+    gelu_forward_span(out + i0, inp + i0, i1 - i0);
+}
+
+static void gelu_backward_part(float *dinp, const float *dout, const float *inp, size_t N, int t, int nt) {
+    size_t i0, i1;
+    mn_share(N, 8, t, nt, &i0, &i1);
+    gelu_backward_span(dinp + i0, dout + i0, inp + i0, i1 - i0);
 }
 
 // inp (N) -> out (N)
 void mn_gelu_forward(float *out, const float *inp, size_t N, int threads) {
-    #pragma omp parallel num_threads(threads) if (N >= MN_PAR_MIN_ELEMS)
-    {
-        size_t i0, n;
-        share(N, &i0, &n);
-        gelu_forward_span(out + i0, inp + i0, n);
-    }
+    MN_RUN_TEAM(mn_team(threads, (double)N, MN_PAR_MIN_ELEMS), gelu_forward_part, out, inp, N);
 }
 
 // dout (N) -> dinp (N) +=
 void mn_gelu_backward(float *dinp, const float *dout, const float *inp, size_t N, int threads) {
-    #pragma omp parallel num_threads(threads) if (N >= MN_PAR_MIN_ELEMS)
-    {
-        size_t i0, n;
-        share(N, &i0, &n);
-        gelu_backward_span(dinp + i0, dout + i0, inp + i0, n);
-    }
+    MN_RUN_TEAM(mn_team(threads, (double)N, MN_PAR_MIN_ELEMS), gelu_backward_part, dinp, dout, inp, N);
 }

@@ -15,6 +15,7 @@
  * some OpenBLAS kernels (Haswell, Zen) round an element differently in another panel shape, so
  * results agree to rounding, not bit for bit (docs/model.md). */
 #include "cpu/ops.h"
+#include "cpu/team.h"
 
 #include <cblas.h>
 
@@ -69,15 +70,16 @@ void mn_gemm_plan_run(const mn_gemm_plan *g, int p) {
     }
 }
 
+static void gemm_panels_part(const mn_gemm_plan *g, int t, int nt) {
+    size_t p0, p1;
+    mn_share((size_t)g->n_panels, 1, t, nt, &p0, &p1);
+    for (size_t p = p0; p < p1; p++)
+        mn_gemm_plan_run(g, (int)p);
+}
+
 void mn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc, int threads) {
     mn_gemm_plan g = mn_sgemm_plan(trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, threads);
-    if (g.n_panels <= 1) { // no team for one call
-        if (g.n_panels == 1)
-            mn_gemm_plan_run(&g, 0);
-        return;
-    }
-    #pragma omp parallel for schedule(static) num_threads(threads)
-    for (int p = 0; p < g.n_panels; p++)
-        mn_gemm_plan_run(&g, p);
+    // the panels, not the team, fix the bits: inside a parallel region they run on this thread
+    MN_RUN_TEAM(mn_team(threads, g.n_panels, 2), gemm_panels_part, &g);
 }

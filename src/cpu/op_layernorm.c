@@ -1,5 +1,6 @@
 /* LayerNorm over the last dimension (eps 1e-5, biased variance, as PyTorch). */
 #include "cpu/ops.h"
+#include "cpu/team.h"
 #include "cpu/vec.h"
 
 #include <math.h>
@@ -34,13 +35,20 @@ static void layernorm_row(float *y, float *mean, float *rstd, const float *x, co
     *rstd = s;
 }
 
+static void layernorm_rows_part(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                                const float *bias, int N, int C, int t, int nt) {
+    size_t n0, n1;
+    mn_share((size_t)N, 1, t, nt, &n0, &n1);
+    for (size_t n = n0; n < n1; n++) {
+        layernorm_row(out + n * C, mean + n, rstd + n, inp + n * C, weight, bias, C);
+    }
+}
+
 // inp (N, C), weight (C), bias (C) -> out (N, C), mean (N), rstd (N)
 void mn_layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
                           const float *weight, const float *bias, int N, int C, int threads) {
-    #pragma omp parallel for schedule(static) num_threads(threads) if ((size_t)N * C >= MN_PAR_MIN_ELEMS)
-    for (int n = 0; n < N; n++) {
-        layernorm_row(out + (size_t)n * C, mean + n, rstd + n, inp + (size_t)n * C, weight, bias, C);
-    }
+    MN_RUN_TEAM(mn_team(threads, (double)N * C, MN_PAR_MIN_ELEMS), layernorm_rows_part, out, mean, rstd, inp, weight,
+                bias, N, C);
 }
 
 // dx (C) += input gradient of one row
@@ -65,26 +73,22 @@ static void layernorm_backward_row(float *dx, const float *dy, const float *x, c
     }
 }
 
-// dout (N, C) -> dinp (N, C) +=, dweight (C) +=, dbias (C) +=
-void mn_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                           const float *inp, const float *weight, const float *mean,
-                           const float *rstd, int N, int C, int threads) {
-    // one team for both parts, which are independent (nowait): no second wake of the team
-    int par = (size_t)N * C >= MN_PAR_MIN_ELEMS;
-    int n_blocks = (C + MN_LAYERNORM_CHANNEL_BLOCK - 1) / MN_LAYERNORM_CHANNEL_BLOCK;
-    #pragma omp parallel num_threads(threads) if (par)
-    {
+// thread t of nt's rows of the input gradient and channel blocks of the parameter gradients
+static void layernorm_backward_part(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                                    const float *weight, const float *mean, const float *rstd, int N, int C, int t,
+                                    int nt) {
     // input gradient: rows are independent
-    #pragma omp for schedule(static) nowait
-    for (int n = 0; n < N; n++) {
-        layernorm_backward_row(dinp + (size_t)n * C, dout + (size_t)n * C, inp + (size_t)n * C, weight,
-                               mean[n], rstd[n], C);
+    size_t n0, n1;
+    mn_share((size_t)N, 1, t, nt, &n0, &n1);
+    for (size_t n = n0; n < n1; n++) {
+        layernorm_backward_row(dinp + n * C, dout + n * C, inp + n * C, weight, mean[n], rstd[n], C);
     }
     // parameter gradients: sums over rows; threads split the channels so every sum runs in
     // n order on one thread (deterministic for any thread count)
-    #pragma omp for schedule(static) nowait
-    for (int blk = 0; blk < n_blocks; blk++) {
-        int c0 = blk * MN_LAYERNORM_CHANNEL_BLOCK;
+    size_t b0, b1;
+    mn_share((size_t)(C + MN_LAYERNORM_CHANNEL_BLOCK - 1) / MN_LAYERNORM_CHANNEL_BLOCK, 1, t, nt, &b0, &b1);
+    for (size_t blk = b0; blk < b1; blk++) {
+        int c0 = (int)blk * MN_LAYERNORM_CHANNEL_BLOCK;
         int c1 = c0 + MN_LAYERNORM_CHANNEL_BLOCK < C ? c0 + MN_LAYERNORM_CHANNEL_BLOCK : C;
         // running sums in local blocks (registers) rather than reloaded from memory every row
         float acc_w[MN_LAYERNORM_CHANNEL_BLOCK], acc_b[MN_LAYERNORM_CHANNEL_BLOCK];
@@ -106,5 +110,13 @@ void mn_layernorm_backward(float *dinp, float *dweight, float *dbias, const floa
             dbias[c] = acc_b[c - c0];
         }
     }
-    }
+}
+
+// dout (N, C) -> dinp (N, C) +=, dweight (C) +=, dbias (C) +=
+void mn_layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *inp, const float *weight, const float *mean,
+                           const float *rstd, int N, int C, int threads) {
+    // one team for both parts, which are independent: no second wake of the team
+    MN_RUN_TEAM(mn_team(threads, (double)N * C, MN_PAR_MIN_ELEMS), layernorm_backward_part, dinp, dweight, dbias, dout,
+                inp, weight, mean, rstd, N, C);
 }

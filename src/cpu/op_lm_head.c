@@ -1,6 +1,7 @@
 /* Tied output head: logits = x @ wte^T. Products by mn_sgemm, but for a few rows (greedy
  * generation: one row per live sequence) by a kernel that reads wte as it lies. */
 #include "cpu/ops.h"
+#include "cpu/team.h"
 
 #include <stdlib.h>
 
@@ -45,6 +46,14 @@ static void head_vocab_block(float *logits, const float *xT, const float *wte, i
             logits[(size_t)n * V + v0 + j] = t[j][n];
 }
 
+static void head_vocab_blocks_part(float *logits, const float *xT, const float *wte, int N, int C, int V, int t,
+                                   int nt) {
+    size_t b0, b1;
+    mn_share((size_t)(V + 7) / 8, 1, t, nt, &b0, &b1);
+    for (size_t b = b0; b < b1; b++)
+        head_vocab_block(logits, xT, wte, N, C, V, (int)b * 8);
+}
+
 static int head_rows_kernel_runs(void) {
     return __builtin_cpu_supports("avx") && __builtin_cpu_supports("fma");
 }
@@ -63,10 +72,8 @@ void mn_lm_head_forward(float *logits, const float *inp, const float *wte, int N
         for (int n = 0; n < N; n++)
             for (int c = 0; c < C; c++)
                 xT[(size_t)c * 8 + n] = inp[(size_t)n * C + c];
-        const int blocks = (V + 7) / 8;
-        #pragma omp parallel for schedule(static) num_threads(threads) if ((double)N * V * C >= MN_GEMM_SPLIT_MIN_MACS)
-        for (int b = 0; b < blocks; b++)
-            head_vocab_block(logits, xT, wte, N, C, V, b * 8);
+        MN_RUN_TEAM(mn_team(threads, (double)N * V * C, MN_GEMM_SPLIT_MIN_MACS), head_vocab_blocks_part, logits, xT,
+                    wte, N, C, V);
         free(xT);
         return;
     }

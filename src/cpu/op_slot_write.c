@@ -3,6 +3,7 @@
  * sgemm: plain loops, one episode per thread. The two products over all B*k rows (the address
  * and strength logits, and their weight gradient) go through mn_sgemm. */
 #include "cpu/ops.h"
+#include "cpu/team.h"
 #include "cpu/vec.h"
 
 #include <math.h>
@@ -24,20 +25,13 @@ static void softmax_row(float *row, int n) {
         row[i] *= inv;
 }
 
-// r_prev (B*k, C), u (B*k, C), write_w (C, A+1), write_b (A+1), write_diag (A) -> r_out (B*k, C), aux
-void mn_slot_write_forward(float *r_out, float *aux, const float *r_prev, const float *u, const float *write_w,
-                           const float *write_b, const float *write_diag, int B, int k, int C, int n_addr,
-                           int threads) {
+// thread t of nt's episodes of the forward: logits to [Adr | beta] in pre, E, r_out
+static void slot_write_part(float *r_out, float *pre, float *E, const float *r_prev, const float *u,
+                            const float *write_diag, int B, int k, int C, int n_addr, int t, int nt) {
     const int A = n_addr, P = n_addr + 1;
-    const size_t M = (size_t)B * k;
-    float *pre = aux;                // (M, P): logits, then [Adr | beta]
-    float *E = aux + M * (size_t)P;  // (M, C)
-    for (size_t m = 0; m < M; m++)
-        for (int p = 0; p < P; p++)
-            pre[m * P + p] = write_b[p];
-    mn_sgemm(0, 0, (int)M, P, C, 1.0f, u, C, write_w, P, 1.0f, pre, P, threads);
-    #pragma omp parallel for schedule(static) num_threads(threads) if (M * C >= MN_PAR_MIN_ELEMS)
-    for (int e = 0; e < B; e++) {
+    size_t e0, e1;
+    mn_share((size_t)B, 1, t, nt, &e0, &e1);
+    for (size_t e = e0; e < e1; e++) {
         float *pe = pre + (size_t)e * k * P;
         const float *R = r_prev + (size_t)e * k * C, *U = u + (size_t)e * k * C;
         float *Ee = E + (size_t)e * k * C, *Ro = r_out + (size_t)e * k * C;
@@ -92,17 +86,14 @@ void mn_slot_write_forward(float *r_out, float *aux, const float *r_prev, const 
     }
 }
 
-// dr_out (B*k, C) -> dr_prev +=, du +=, dwrite_w (C, A+1) +=, dwrite_b (A+1) +=, dwrite_diag (A) +=
-void mn_slot_write_backward(float *dr_prev, float *du, float *dwrite_w, float *dwrite_b, float *dwrite_diag,
-                            const float *dr_out, const float *r_prev, const float *u, const float *aux,
-                            const float *write_w, float *scratch, int B, int k, int C, int n_addr, int threads) {
+// thread t of nt's episodes of the backward: dpre, dE, and dr_prev, du +=
+static void slot_write_backward_part(float *dr_prev, float *du, float *dpre, float *dE, const float *dr_out,
+                                     const float *r_prev, const float *pre, const float *E, int B, int k, int C,
+                                     int n_addr, int t, int nt) {
     const int A = n_addr, P = n_addr + 1;
-    const size_t M = (size_t)B * k;
-    const float *pre = aux, *E = aux + M * (size_t)P;
-    float *dpre = scratch;                // (M, P): gradient of the logits
-    float *dE = scratch + M * (size_t)P;  // (M, C): gradient of E
-    #pragma omp parallel for schedule(static) num_threads(threads) if (M * C >= MN_PAR_MIN_ELEMS)
-    for (int e = 0; e < B; e++) {
+    size_t e0, e1;
+    mn_share((size_t)B, 1, t, nt, &e0, &e1);
+    for (size_t e = e0; e < e1; e++) {
         const float *pe = pre + (size_t)e * k * P;
         const float *R = r_prev + (size_t)e * k * C, *Ee = E + (size_t)e * k * C;
         const float *dRo = dr_out + (size_t)e * k * C;
@@ -179,6 +170,35 @@ void mn_slot_write_backward(float *dr_prev, float *du, float *dwrite_w, float *d
         for (size_t i = 0; i < (size_t)k * C; i++)
             dU[i] += dEe[i];
     }
+}
+
+// r_prev (B*k, C), u (B*k, C), write_w (C, A+1), write_b (A+1), write_diag (A) -> r_out (B*k, C), aux
+void mn_slot_write_forward(float *r_out, float *aux, const float *r_prev, const float *u, const float *write_w,
+                           const float *write_b, const float *write_diag, int B, int k, int C, int n_addr,
+                           int threads) {
+    const int P = n_addr + 1;
+    const size_t M = (size_t)B * k;
+    float *pre = aux;                // (M, P): logits, then [Adr | beta]
+    float *E = aux + M * (size_t)P;  // (M, C)
+    for (size_t m = 0; m < M; m++)
+        for (int p = 0; p < P; p++)
+            pre[m * P + p] = write_b[p];
+    mn_sgemm(0, 0, (int)M, P, C, 1.0f, u, C, write_w, P, 1.0f, pre, P, threads);
+    MN_RUN_TEAM(mn_team(threads, (double)M * C, MN_PAR_MIN_ELEMS), slot_write_part, r_out, pre, E, r_prev, u,
+                write_diag, B, k, C, n_addr);
+}
+
+// dr_out (B*k, C) -> dr_prev +=, du +=, dwrite_w (C, A+1) +=, dwrite_b (A+1) +=, dwrite_diag (A) +=
+void mn_slot_write_backward(float *dr_prev, float *du, float *dwrite_w, float *dwrite_b, float *dwrite_diag,
+                            const float *dr_out, const float *r_prev, const float *u, const float *aux,
+                            const float *write_w, float *scratch, int B, int k, int C, int n_addr, int threads) {
+    const int A = n_addr, P = n_addr + 1;
+    const size_t M = (size_t)B * k;
+    const float *pre = aux, *E = aux + M * (size_t)P;
+    float *dpre = scratch;                // (M, P): gradient of the logits
+    float *dE = scratch + M * (size_t)P;  // (M, C): gradient of E
+    MN_RUN_TEAM(mn_team(threads, (double)M * C, MN_PAR_MIN_ELEMS), slot_write_backward_part, dr_prev, du, dpre, dE,
+                dr_out, r_prev, pre, E, B, k, C, n_addr);
     // the logits' parameters: bias and diagonal sums in row order, then the two products
     for (size_t m = 0; m < M; m++) {
         const float *dl = dpre + m * P;

@@ -2,8 +2,9 @@
  * One file per op (op_<name>.c). Ops do no argument validation: the model validates.
  * Backward functions ACCUMULATE (+=) into every gradient buffer, so a tensor used in
  * several places gets the sum; callers zero gradients once per step.
- * Every op takes `threads` (>= 1), the size of the OpenMP team its parallel regions use: the
- * caller decides (the backend passes its handle's setting), no process-wide default is read.
+ * Every op takes `threads` (>= 1), the size of the OpenMP team its parallel regions use (none
+ * for little work or inside a parallel region: team.h): the caller decides (the backend passes
+ * its handle's setting), no process-wide default is read.
  * Results are deterministic for a fixed thread count (no atomics, static schedules); whether
  * they also agree across counts depends on OpenBLAS (op_gemm.c, docs/model.md). */
 #ifndef MN_CPU_OPS_H
@@ -13,9 +14,9 @@
 #include <stdint.h>
 
 /* Row-major sgemm, C (M, N) = alpha op(A) op(B) + beta C, op = transpose when trans_* != 0.
- * mn_sgemm: call outside parallel regions; splits the product over `threads` OpenMP threads
- * (op_gemm.c). mn_sgemm_serial: one OpenBLAS call from the calling thread, for use inside an
- * OpenMP region. */
+ * mn_sgemm: splits the product into panels for `threads` OpenMP threads (op_gemm.c; inside a
+ * parallel region the calling thread runs them). mn_sgemm_serial: one OpenBLAS call from the
+ * calling thread. */
 void mn_sgemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc, int threads);
 void mn_sgemm_serial(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A,
@@ -136,12 +137,12 @@ void mn_residual_backward(float *da, float *db, const float *dout, size_t N, int
 /* sum of squares of x (N), accumulated in double in fixed-size blocks (deterministic) */
 double mn_sum_squares(const float *x, size_t N, int threads);
 
-/* AdamW on one tensor (PyTorch semantics; docs/model.md). step t >= 1. _shared: called inside
- * a parallel region, updates this thread's share (omp for, no barrier), so that one team can
- * run every tensor of a step. */
+/* AdamW on one tensor (PyTorch semantics; docs/model.md). step t >= 1. _shared: updates thread
+ * `thread` of n_threads's share, so that one team can run every tensor of a step (the CPU
+ * backend: src/model/backend.c). */
 void mn_adamw_update(float *params, const float *grads, float *m, float *v, size_t N,
                      float lr, float beta1, float beta2, float eps, float weight_decay, uint64_t t, int threads);
 void mn_adamw_update_shared(float *params, const float *grads, float *m, float *v, size_t N, float lr, float beta1,
-                            float beta2, float eps, float weight_decay, uint64_t t);
+                            float beta2, float eps, float weight_decay, uint64_t t, int thread, int n_threads);
 
 #endif

@@ -18,10 +18,6 @@
 #define MN_VEC_CLONES
 #endif
 
-/* Below this many elements an elementwise op runs on the calling thread: waking the OpenMP
- * team costs more than the loop (inference turns, bias rows). */
-#define MN_PAR_MIN_ELEMS 32768
-
 /* 8-lane float vectors (GCC vector extensions): AVX registers in the x86-64-v3 clone, pairs of
  * SSE registers in the baseline one. Plain C loops around an exp do not vectorise here: with
  * -ftrapping-math (the default) GCC will not if-convert the range clamps once arithmetic

@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "cpu/ops.h"
+#include "cpu/team.h"
 
 /* ---------------------------------------------------------------- context */
 /* The CPU context: the team size of the handle that owns it. */
@@ -221,16 +222,24 @@ static void cpu_residual_backward(void *ctx, float *da, float *db, const float *
     const int threads = cpu_threads(ctx);
     mn_residual_backward(da, db, dout, N, threads);
 }
-static void cpu_adamw_update(void *ctx, float *params, const float *grads, float *m, float *v,
-                             const mn_adamw_segment *segs, int n_segs, float lr, float beta1, float beta2, float eps,
-                             uint64_t t) {
-    const int threads = cpu_threads(ctx);
-    #pragma omp parallel num_threads(threads) // one team for every tensor
+// thread t of nt's share of every tensor: one team for the whole update
+static void adamw_segments_part(float *params, const float *grads, float *m, float *v, const mn_adamw_segment *segs,
+                                int n_segs, float lr, float beta1, float beta2, float eps, uint64_t step, int t,
+                                int nt) {
     for (int i = 0; i < n_segs; i++) {
         size_t o = segs[i].offset;
         mn_adamw_update_shared(params + o, grads + o, m + o, v + o, segs[i].size, lr, beta1, beta2, eps,
-                               segs[i].weight_decay, t);
+                               segs[i].weight_decay, step, t, nt);
     }
+}
+static void cpu_adamw_update(void *ctx, float *params, const float *grads, float *m, float *v,
+                             const mn_adamw_segment *segs, int n_segs, float lr, float beta1, float beta2, float eps,
+                             uint64_t t) {
+    size_t total = 0;
+    for (int i = 0; i < n_segs; i++)
+        total += segs[i].size;
+    MN_RUN_TEAM(mn_team(cpu_threads(ctx), (double)total, MN_PAR_MIN_ELEMS), adamw_segments_part, params, grads, m, v,
+                segs, n_segs, lr, beta1, beta2, eps, t);
 }
 
 static const mn_backend cpu_backend = {
