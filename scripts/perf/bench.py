@@ -679,8 +679,10 @@ def section_eval(r, a, perf, report):
     for i in range(rounds):
         for name, mn in (systems if i % 2 == 0 else systems[::-1]):
             out = os.path.join(r.out_dir, f"eval-{name}.json")
+            protocol = ["--question-in-state"] if name == "this" and a.eval_question_in_state else []
             wall, cpu = timed_child(r, f"eval {name}", [mn, "eval", "--checkpoint", ckpt, "--data", probes, "--json", out,
-                                                        "--max-probes", str(n_probes), "--threads", "2", "--quiet"])
+                                                        "--max-probes", str(n_probes), "--threads", "2", "--quiet"]
+                                    + protocol)
             got = json.load(open(out))
             times[name].append((got["rate"]["wall_s"], wall, cpu, got["probes"]))
     this = times["this"]
@@ -701,7 +703,8 @@ def section_eval(r, a, perf, report):
         a.results["eval.baseline_probes_per_s"] = med([p / w for w, _, _, p in base])
         # the same numbers out: the modes whose accuracy, gold log-likelihood and exact match the
         # baseline's report gives alike (before 2026-12-05 memory and no_memory read the question
-        # into R: a 616aacb baseline differs there by design, docs/eval.md)
+        # into R: a 616aacb baseline differs there by design, docs/eval.md, unless this tree runs
+        # with --eval-question-in-state)
         reports = [json.load(open(os.path.join(r.out_dir, f"eval-{name}.json")))["recall"] for name in ("this", "baseline")]
         same = [m for m in reports[1] if m in reports[0] and all(
             reports[0][m].get(k) == reports[1][m].get(k) for k in ("mc_accuracy", "gold_ll", "exact_match"))]
@@ -716,7 +719,8 @@ def section_eval(r, a, perf, report):
         if not a.quick:
             g = a.results["eval.baseline_time_over_this"]
             report.append(f"Goal (issue 16, against the pre-batching CLI of 616aacb as --eval-baseline): >= 4x the "
-                          f"probes/s: {g:.2f}x ({'met' if g >= 4.0 else 'NOT met'}).\n")
+                          f"probes/s: {g:.2f}x ({'met' if g >= 4.0 else 'NOT met'}; this tree "
+                          f"{'with' if a.eval_question_in_state else 'without'} --question-in-state).\n")
 
 
 
@@ -746,6 +750,9 @@ def main():
     ap.add_argument("--turns", type=int, default=4096)
     ap.add_argument("--sections", default="train,turns,efficiency,blas,memory,real,eval")
     ap.add_argument("--eval-baseline", help="an older mnemo CLI, for the evaluation's before/after")
+    ap.add_argument("--eval-question-in-state", action="store_true",
+                    help="this tree's evaluation reads the question into R (--question-in-state), the protocol "
+                         "of CLIs from before 2026-12-05, so that its numbers can equal such a baseline's")
     ap.add_argument("--mnemo", required=True, help="the mnemo CLI (prepare, episodes, tokenizer, shard)")
     ap.add_argument("--data", default=os.environ.get("MNEMO_DATA", os.path.join(ROOT, "..", "shared", "data")),
                     help="the datasets (self_dialogue_corpus) for the real-dialogue section")
