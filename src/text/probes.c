@@ -2200,8 +2200,8 @@ static int for_each_word_run(const char *key, int (*visit)(void *ctx, const char
     return 0;
 }
 
-/* Common function words of 4+ letters (lower case): a span needs a word of 4+ letters that is
- * none of these, so that "that was" or "would have been" is no value. */
+/* Common function words of 4+ letters (lower case): a span's last word must be a word of 4+
+ * letters that is none of these, so that "that was" or "would have been" is no value. */
 static const char *const function_words[] = {
     "about", "above", "after", "again", "against", "also", "although", "another", "anyone",
     "anything", "around", "because", "been", "before", "being", "below", "between", "both",
