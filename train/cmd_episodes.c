@@ -74,6 +74,11 @@ static void usage(FILE *out) {
             "                           each open family's values are, with chance P, spans of\n"
             "                           1-3 real words of the --jsonl turns (none holding a\n"
             "                           valid/test value; default 0)\n"
+            "  --word-families P        with --open-families and --jsonl (train split only):\n"
+            "                           each open family that is no span family has, with\n"
+            "                           chance P, values of 1-3 real words of the --jsonl turns\n"
+            "                           drawn apart, lower case or capitalised (no word of a\n"
+            "                           valid/test value; default 0)\n"
             "  --embed-facts P          train split only: with chance P a template fact is said\n"
             "                           inside the next real turn of its speaker, and (drawn\n"
             "                           apart) a question after a real turn of its asker\n"
@@ -105,6 +110,9 @@ static void print_report(const mn_episodes_job *job, const mn_episodes_report *r
     if (job->span_families > 0 && r->reached > MN_EPISODES_OPEN_FAMILIES)
         printf("span families (train): %d of the open families, %" PRId64 " spans of the dialogues' turns as values\n",
                r->span_families, r->span_values);
+    if (job->word_families > 0 && r->reached > MN_EPISODES_OPEN_FAMILIES)
+        printf("word families (train): %d of the open families, %" PRId64 " values of the dialogues' words\n",
+               r->word_families, r->word_values);
     if (job->synthetic < 0 && (job->probes.sources & MN_FACTS_PERSONAS) && r->reached > MN_EPISODES_PERSONAS)
         printf("personas (%s): %d sentences in %d personas; %" PRId64 " dropped as shared with another split\n",
                split_name, r->persona_sentences, r->personas, r->personas_dropped_shared);
@@ -168,6 +176,7 @@ int cmd_episodes(int argc, char **argv) {
         {"open-values", required_argument, 0, 'O'},
         {"open-families", required_argument, 0, 'P'},
         {"span-families", required_argument, 0, 'W'},
+        {"word-families", required_argument, 0, 'R'},
         {"cued", required_argument, 0, 'C'},
         {"embed-facts", required_argument, 0, 'E'},
         {"frame-variety", required_argument, 0, 'V'},
@@ -249,6 +258,10 @@ int cmd_episodes(int argc, char **argv) {
             break;
         case 'W':
             if (!cli_double("episodes", "--span-families", optarg, 0, 1, &job.span_families))
+                return 2;
+            break;
+        case 'R':
+            if (!cli_double("episodes", "--word-families", optarg, 0, 1, &job.word_families))
                 return 2;
             break;
         case 'h': usage(stdout); return 0;

@@ -53,15 +53,20 @@ static mn_status run(const mn_episodes_job *job, mn_episodes_report *rep, job_da
         MN_TRY(mn_probe_templates_open_values(&d->templates, job->templates, job->open_values, pcfg.seed));
     rep->template_categories = d->templates.n_categories;
     rep->reached = MN_EPISODES_OPEN_FAMILIES;
-    if (job->span_families > 0 && job->open_families <= 0)
-        return mn_fail(MN_ERR_CONFIG, "span families (--span-families) are open families: they "
-                                      "need --open-families N");
+    if ((job->span_families > 0 || job->word_families > 0) && job->open_families <= 0)
+        return mn_fail(MN_ERR_CONFIG, "%s families (--%s-families) are open families: they "
+                                      "need --open-families N",
+                       job->span_families > 0 ? "span" : "word", job->span_families > 0 ? "span" : "word");
     if (job->open_families > 0) {
-        mn_open_spans spans = {.prob = job->span_families, .dialogues = job->jsonl ? &d->dialogues : NULL};
+        mn_open_spans spans = {.prob = job->span_families,
+                               .words_prob = job->word_families,
+                               .dialogues = job->jsonl ? &d->dialogues : NULL};
         MN_TRY(mn_probe_templates_open_families_spans(&d->templates, job->templates, job->open_families, pcfg.seed,
                                                       &spans));
         rep->span_families = spans.families;
         rep->span_values = spans.values;
+        rep->word_families = spans.words_families;
+        rep->word_values = spans.words_values;
     }
     rep->reached = MN_EPISODES_PERSONAS;
     if (pcfg.sources & MN_FACTS_PERSONAS) {

@@ -22,6 +22,8 @@ typedef struct {
     int open_families;     /* > 0: this many generated families added to the templates (train) */
     double span_families;  /* > 0: chance that an open family's values are spans of the jsonl
                             * dialogues' turns (needs open_families and jsonl) */
+    double word_families;  /* > 0: chance that an open family's values are real words of the
+                            * jsonl dialogues drawn apart (mn_open_spans.words_prob) */
     int cued;              /* > 0: this many cued recall probes of real turns per episode, with
                             * the distances, distractors, askers and seed of `probes` (cued.h) */
     int synthetic;         /* >= 0: this many synthetic episodes, template facts only */
@@ -35,7 +37,7 @@ typedef struct {
 /* The steps of a job, in order; a report says how far it got. */
 typedef enum {
     MN_EPISODES_TEMPLATES,
-    MN_EPISODES_READ,          /* before the open families: span families take words of it */
+    MN_EPISODES_READ,          /* before the open families: span and word families take words of it */
     MN_EPISODES_OPEN_VALUES,
     MN_EPISODES_OPEN_FAMILIES,
     MN_EPISODES_PERSONAS,
@@ -49,6 +51,8 @@ typedef struct {
     int template_categories;   /* loaded and selected (open families not counted) */
     int span_families;         /* open families of the span kind, and their values */
     int64_t span_values;
+    int word_families;         /* open families of the words and title kinds, and their values */
+    int64_t word_values;
     int persona_sentences, personas;
     int64_t personas_dropped_shared; /* sentences another split also has */
     int64_t dialogues_read, bad_lines;

@@ -488,7 +488,8 @@ static mn_status read_category(json_t *root, const char *file, int want, load_gu
 /* ------------------------------------------------------------------ open frames */
 
 static const char *const kind_names[MN_OPEN_KINDS] = {"name", "number", "date", "phrase",
-                                                      "time", "code", "thing", "span"};
+                                                      "time", "code", "thing", "span",
+                                                      "words", "title"};
 
 /* Length of word w[0..n) without a trailing "'s" or plural "s": "gloves" and "glove",
  * "daughter's" and "daughter" are one word for the open frames' rules. */
@@ -2292,6 +2293,97 @@ static int span_value(const mn_dialogue_list *dialogues, mn_rng *rng, char *buf,
     return names;
 }
 
+/* Stems (lower case, as word_stem) of every word of a valid or test value: no word family's
+ * value has one of them, so no held-out value's word reaches training through them. */
+static mn_status heldout_value_words(const index_map *values, mn_strset *out) {
+    memset(out, 0, sizeof *out);
+    for (size_t i = 0; i < values->cap; i++) {
+        const char *v = values->keys[i];
+        for (const char *p = v; p && *p; p += strspn(p, " -")) {
+            size_t n = strcspn(p, " -");
+            char stem[64];
+            size_t ns = word_stem(p, n);
+            if (ns && ns < sizeof stem) {
+                memcpy(stem, p, ns);
+                stem[ns] = '\0';
+                int added;
+                MN_TRY(mn_strset_add(out, stem, &added));
+            }
+            p += n;
+        }
+    }
+    return MN_OK;
+}
+
+/* One word of a random turn of `dialogues` for a word family's value, lower case: letters and
+ * inner hyphens only once the punctuation around it is stripped, 4+ letters, no common
+ * function word, no stem of `heldout_words`. 0 when the drawn place holds no such word. */
+static int corpus_word(const mn_dialogue_list *dialogues, const mn_strset *heldout_words,
+                       mn_rng *rng, char *buf, size_t cap) {
+    if (dialogues->count <= 0)
+        return 0;
+    const mn_dialogue *d = &dialogues->items[mn_rng_below(rng, (uint64_t)dialogues->count)];
+    if (d->n_turns <= 0)
+        return 0;
+    const char *text = d->turns[mn_rng_below(rng, (uint64_t)d->n_turns)].text;
+    size_t len = text ? strlen(text) : 0;
+    if (!len)
+        return 0;
+    size_t at = (size_t)mn_rng_below(rng, len); /* a word, as likely as its length */
+    while (at > 0 && !isspace((unsigned char)text[at - 1]))
+        at--;
+    size_t end = at + strcspn(text + at, " \t\r\n");
+    while (at < end && ispunct((unsigned char)text[at]))
+        at++;
+    while (end > at && ispunct((unsigned char)text[end - 1]))
+        end--;
+    size_t n = end - at;
+    int letters;
+    if (n + 1 > cap || n >= 32 || !span_word(text + at, n, &letters) || letters < 4 ||
+        memchr(text + at, '\'', n) || is_function_word(text + at, n))
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (char)tolower((unsigned char)text[at + i]);
+    buf[n] = '\0';
+    char stem[32];
+    size_t ns = word_stem(buf, n);
+    memcpy(stem, buf, ns);
+    stem[ns] = '\0';
+    return !mn_strset_has(heldout_words, stem);
+}
+
+/* A word family's value (MN_OPEN_WORDS or MN_OPEN_TITLE): 1 (a quarter), 2 (a half) or 3
+ * distinct corpus words; title case, and a quarter of those after "The", for MN_OPEN_TITLE.
+ * 0 when the draws found too few words. */
+static int words_value(mn_open_kind kind, const mn_dialogue_list *dialogues,
+                       const mn_strset *heldout_words, mn_rng *rng, char *buf, size_t cap) {
+    int r = (int)mn_rng_below(rng, 4);
+    int want = r == 0 ? 1 : r == 3 ? 3 : 2;
+    char words[3][32];
+    int got = 0;
+    for (int tries = 0; got < want && tries < 64; tries++) {
+        if (!corpus_word(dialogues, heldout_words, rng, words[got], sizeof words[got]))
+            continue;
+        int dup = 0;
+        for (int w = 0; w < got; w++)
+            dup |= !strcmp(words[w], words[got]);
+        got += !dup;
+    }
+    if (got < want)
+        return 0;
+    size_t used = 0;
+    buf[0] = '\0';
+    if (kind == MN_OPEN_TITLE && mn_rng_below(rng, 4) == 0)
+        used = (size_t)snprintf(buf, cap, "The");
+    for (int w = 0; w < got; w++) {
+        if (kind == MN_OPEN_TITLE)
+            words[w][0] = (char)toupper((unsigned char)words[w][0]);
+        used += (size_t)snprintf(buf + used, used < cap ? cap - used : 0, "%s%s", used ? " " : "",
+                                 words[w]);
+    }
+    return used < cap;
+}
+
 static int run_heldout(void *ctx, const char *run) {
     return index_map_get((const index_map *)ctx, run) >= 0;
 }
@@ -2300,8 +2392,9 @@ static int run_heldout(void *ctx, const char *run) {
  * exhausted after a bounded number of misses); spans (MN_OPEN_SPAN, from `dialogues`) hold no
  * held-out value as whole words either. *n_out counts what was made, also on error. */
 static mn_status draw_values(mn_open_kind kind, const mn_open_frames *of,
-                             const mn_dialogue_list *dialogues, int want,
-                             const index_map *heldout, mn_rng *rng, char ***out, int *n_out) {
+                             const mn_dialogue_list *dialogues, const mn_strset *heldout_words,
+                             int want, const index_map *heldout, mn_rng *rng, char ***out,
+                             int *n_out) {
     *n_out = 0;
     if (!(*out = calloc((size_t)want, sizeof **out)))
         return mn_fail(MN_ERR_NOMEM, "open values: out of memory for %d values", want);
@@ -2311,8 +2404,10 @@ static mn_status draw_values(mn_open_kind kind, const mn_open_frames *of,
     int64_t misses = 0, max_misses = 64 * (int64_t)want + 100000;
     while (*n_out < want && misses < max_misses && st == MN_OK) {
         char buf[128];
-        if (kind == MN_OPEN_SPAN) {
-            if (!span_value(dialogues, rng, buf, sizeof buf)) {
+        if (kind == MN_OPEN_SPAN || kind == MN_OPEN_WORDS || kind == MN_OPEN_TITLE) {
+            if (kind == MN_OPEN_SPAN ? !span_value(dialogues, rng, buf, sizeof buf)
+                                     : !words_value(kind, dialogues, heldout_words, rng, buf,
+                                                    sizeof buf)) {
                 misses++;
                 continue;
             }
@@ -2324,7 +2419,7 @@ static mn_status draw_values(mn_open_kind kind, const mn_open_frames *of,
             st = mn_fail(MN_ERR_NOMEM, "open values: out of memory");
             break;
         }
-        int held = kind == MN_OPEN_SPAN ? for_each_word_run(k, run_heldout, (void *)heldout)
+        int held = kind >= MN_OPEN_SPAN ? for_each_word_run(k, run_heldout, (void *)heldout)
                                         : index_map_get(heldout, k) >= 0;
         if (held || index_map_get(&seen, k) >= 0) {
             free(k);
@@ -2363,8 +2458,8 @@ mn_status mn_probe_templates_open_values(mn_probe_templates *t, const char *path
         mn_rng_seed(&rng, mix64(mix64(seed ^ 0x09e4a1u) + (uint64_t)c));
         mn_open_kind kind = category_kind(name);
         int space = open_value_space(kind, NULL);
-        st = draw_values(kind, NULL, NULL, n_values < space ? n_values : space, &h.values, &rng,
-                         &lists[c], &counts[c]);
+        st = draw_values(kind, NULL, NULL, NULL, n_values < space ? n_values : space, &h.values,
+                         &rng, &lists[c], &counts[c]);
         if (st == MN_OK && counts[c] < 2)
             st = mn_fail(MN_ERR_CONFIG, "open values: category '%s' got fewer than 2 values", name);
     }
@@ -2501,15 +2596,17 @@ static void drop_values_in_questions(mn_fact_category *cat) {
     cat->n_values = kept;
 }
 
-/* Family `index`: its kind (span, with values from span_source, when that is given; else
- * drawn), keys, frames and values. What is made is in cat on error too. */
+/* Family `index`: its kind (`forced`, whose values come from `dialogues`, when it is below
+ * MN_OPEN_KINDS; else drawn), keys, frames and values. What is made is in cat on error too. */
 static mn_status make_open_family(mn_rng *rng, const mn_open_frames *of, const heldout_set *h,
-                                  key_registry *reg, int index,
-                                  const mn_dialogue_list *span_source, mn_fact_category *cat) {
+                                  const mn_strset *heldout_words, key_registry *reg, int index,
+                                  mn_open_kind forced, const mn_dialogue_list *dialogues,
+                                  mn_fact_category *cat) {
     char name[32];
     snprintf(name, sizeof name, "open-%d", index + 1);
-    mn_open_kind kind = span_source ? MN_OPEN_SPAN
-                                    : (mn_open_kind)mn_rng_below(rng, MN_OPEN_DRAWN_KINDS);
+    mn_open_kind kind = forced < MN_OPEN_KINDS
+                            ? forced
+                            : (mn_open_kind)mn_rng_below(rng, MN_OPEN_DRAWN_KINDS);
     int want_keys = 5 + (int)mn_rng_below(rng, 4);
     cat->name = strdup(name);
     cat->keys = calloc((size_t)want_keys, sizeof *cat->keys);
@@ -2545,7 +2642,7 @@ static mn_status make_open_family(mn_rng *rng, const mn_open_frames *of, const h
     MN_TRY(pick_frames(rng, of->self_questions, of->n_self_questions, 2, 4,
                        &cat->self_questions, &cat->n_self_questions));
     int space = open_value_space(kind, of);
-    MN_TRY(draw_values(kind, of, span_source,
+    MN_TRY(draw_values(kind, of, dialogues, heldout_words,
                        MN_OPEN_FAMILY_VALUES < space ? MN_OPEN_FAMILY_VALUES : space, &h->values,
                        rng, &cat->values, &cat->n_values));
     drop_values_in_questions(cat);
@@ -2568,6 +2665,8 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
         return mn_fail(MN_ERR_INVALID_ARG, "open families: NULL argument");
     spans->families = 0;
     spans->values = 0;
+    spans->words_families = 0;
+    spans->words_values = 0;
     if (t->split != MN_SPLIT_TRAIN)
         return mn_fail(MN_ERR_CONFIG, "open families: only for the train split (held-out splits "
                                       "keep their own families)");
@@ -2583,8 +2682,21 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
     if (spans->prob > 0 && !spans->dialogues)
         return mn_fail(MN_ERR_CONFIG, "span families: no dialogues to take spans from (they "
                                       "come from the --jsonl dialogues)");
+    if (!(spans->words_prob >= 0 && spans->words_prob <= 1))
+        return mn_fail(MN_ERR_CONFIG, "word families: the chance of a word family must be in "
+                                      "[0, 1] (got %g)", spans->words_prob);
+    if (spans->words_prob > 0 && !spans->dialogues)
+        return mn_fail(MN_ERR_CONFIG, "word families: no dialogues to take words from (they "
+                                      "come from the --jsonl dialogues)");
     heldout_set h;
     MN_TRY(heldout_load(path, &h));
+    mn_strset heldout_words;
+    mn_status words_st = heldout_value_words(&h.values, &heldout_words);
+    if (words_st != MN_OK) {
+        mn_strset_free(&heldout_words);
+        heldout_free(&h);
+        return words_st;
+    }
     key_registry reg;
     memset(&reg, 0, sizeof reg);
     mn_fact_category *cats = realloc(t->categories,
@@ -2594,29 +2706,41 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
         t->categories = cats;
         memset(cats + t->n_categories, 0, (size_t)n_families * sizeof *cats);
     }
-    mn_rng rng, span_rng; /* which families are spans: a stream of its own, drawn only when
-                           * asked for, so that prob 0 leaves every family as it was */
+    mn_rng rng, span_rng, words_rng; /* which families are spans or words: streams of their
+                                      * own, drawn only when asked for, so that a chance of 0
+                                      * leaves every family as it was */
     mn_rng_seed(&rng, mix64(mix64(seed ^ 0x0be9fa3111e5ull)));
     mn_rng_seed(&span_rng, mix64(mix64(seed ^ 0x5ba2f0a111e5ull)));
-    int made = 0, span_families = 0;
-    int64_t span_values = 0;
+    mn_rng_seed(&words_rng, mix64(mix64(seed ^ 0x3c0d5a9111e5ull)));
+    int made = 0, span_families = 0, words_families = 0;
+    int64_t span_values = 0, words_values = 0;
     for (; made < n_families && st == MN_OK; made++) {
         mn_fact_category *cat = &t->categories[t->n_categories + made];
         int span = spans->prob > 0 && mn_rng_uniform(&span_rng) < spans->prob;
-        st = make_open_family(&rng, t->open_frames, &h, &reg, made,
-                              span ? spans->dialogues : NULL, cat);
+        int words = !span && spans->words_prob > 0 &&
+                    mn_rng_uniform(&words_rng) < spans->words_prob;
+        mn_open_kind forced = span    ? MN_OPEN_SPAN
+                              : words ? (mn_rng_below(&words_rng, 2) ? MN_OPEN_TITLE : MN_OPEN_WORDS)
+                                      : MN_OPEN_KINDS;
+        st = make_open_family(&rng, t->open_frames, &h, &heldout_words, &reg, made, forced,
+                              spans->dialogues, cat);
         span_families += span;
         span_values += span ? cat->n_values : 0;
+        words_families += words;
+        words_values += words ? cat->n_values : 0;
     }
     if (st == MN_OK) {
         t->n_categories += n_families;
         spans->families = span_families;
         spans->values = span_values;
+        spans->words_families = words_families;
+        spans->words_values = words_values;
     } else
         for (int i = 0; cats && i < made; i++)
             category_free(&t->categories[t->n_categories + i]);
     mn_strset_free(&reg.taken);
     mn_strset_free(&reg.parts);
     heldout_free(&h);
+    mn_strset_free(&heldout_words);
     return st;
 }

@@ -44,6 +44,10 @@ typedef enum {
     MN_OPEN_THING,  /* a thing of the frames' list, alone or after a quality ("copper kettle") */
     MN_OPEN_SPAN,   /* 1 to 3 consecutive words of a real turn ("olive green"); open families
                      * only, chosen by span_prob rather than drawn with the kinds above */
+    MN_OPEN_WORDS,  /* 1 to 3 real words of the dialogues, drawn apart, lower case ("pickle
+                     * harbour"); open families only, chosen by words_prob */
+    MN_OPEN_TITLE,  /* the same, each word capitalised, maybe after "The" ("The Pickle
+                     * Harbour"); open families only, half of the words_prob ones */
     MN_OPEN_KINDS
 } mn_open_kind;
 /* The kinds an open family draws uniformly: those before MN_OPEN_SPAN. */
@@ -157,13 +161,25 @@ mn_status mn_probe_templates_open_families(mn_probe_templates *t, const char *pa
  * once the punctuation around the span is stripped (none inside it), at least one word of 4+
  * letters that is no common function word, and no span equal to or holding as a run of whole
  * words a valid or test value of any family. spans->families and spans->values are set to what
- * was made. Fails (leaving t unchanged) as mn_probe_templates_open_families does, when prob is
- * not in [0, 1], or when prob > 0 without dialogues or a family finds fewer than 2 spans. */
+ * was made. Fails (leaving t unchanged) as mn_probe_templates_open_families does, when prob or
+ * words_prob is not in [0, 1], when either is > 0 without dialogues, or when a family finds
+ * fewer than 2 values. */
+/* Word families (`--word-families P`): with chance words_prob (a stream of its own again, so
+ * 0 draws nothing) a family that is not a span family is of the words or title kind (one in
+ * two): its values are 1 to 3 distinct words, each a word of a random turn of the dialogues
+ * (letters and inner hyphens, 4+ letters, no common function word, and no word of a valid or
+ * test value of any family, compared as the open frames' words are), joined by one space, lower
+ * case (words) or capitalised and, one value in four, after "The" (title). Unlike a span the
+ * words come from different places, so a value is as unlikely to the language model as its
+ * distractors, but made of real words as the held-out values are. */
 typedef struct {
     double prob;                        /* chance that a family is of the span kind */
-    const mn_dialogue_list *dialogues;  /* whose turns spans are taken from (prob > 0) */
+    const mn_dialogue_list *dialogues;  /* whose turns spans and words are taken from */
     int families;                       /* out: span families made */
     int64_t values;                     /* out: their values, all together */
+    double words_prob;                  /* chance that a family is of the words or title kind */
+    int words_families;                 /* out: word families made (both kinds) */
+    int64_t words_values;               /* out: their values, all together */
 } mn_open_spans;
 mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const char *path,
                                                  int n_families, uint64_t seed,
