@@ -617,13 +617,13 @@ static void add_all(char **list, int n, char ***all, int *count) {
     }
 }
 
-/* data/probes: six families serve every split; whole families are held out for valid (2) and
+/* data/probes: six families serve every split; whole families are held out for valid (4) and
  * test (6), with keys of their own; no phrasing or value is in two splits. */
 static void test_template_splits_disjoint(void **state) {
     (void)state;
     mn_probe_templates s[3];
     mn_split splits[3] = {MN_SPLIT_TRAIN, MN_SPLIT_VALID, MN_SPLIT_TEST};
-    const int held_out[3] = {0, 2, 6};
+    const int held_out[3] = {0, 4, 6};
     char **phrases[3] = {0}, **values[3] = {0};
     int n_phr[3] = {0}, n_val[3] = {0};
     for (int i = 0; i < 3; i++) {
@@ -986,7 +986,7 @@ static void test_open_families(void **state) {
     assert_int_equal(mn_probe_templates_open_families(&test, templates_dir(), 10, 1), MN_ERR_CONFIG);
     assert_int_equal(mn_probe_templates_open_families(&valid, templates_dir(), 10, 1), MN_ERR_CONFIG);
     assert_int_equal(test.n_categories, 12);
-    assert_int_equal(valid.n_categories, 8);
+    assert_int_equal(valid.n_categories, 10);
     const char *bare = family_dir("fam_frameless", "b_lockers.json", "\"test\"", "\"locker code\"",
                                   "", "\"A1\"");
     mn_probe_templates frameless;
@@ -1359,6 +1359,151 @@ static void test_span_families(void **state) {
     assert_int_equal(short_of_spans.n_categories, loaded);
     mn_dialogue_list_free(&bare);
     mn_probe_templates_free(&short_of_spans);
+    mn_probe_templates_free(&plain);
+    mn_probe_templates_free(&t);
+    mn_dialogue_list_free(&dialogues);
+    free_list(heldout, n_heldout);
+}
+
+/* The stem of a lower-case word as the generator compares words: a trailing "'s" or plural "s"
+ * dropped. */
+static void word_stem_of(const char *w, size_t n, char *out, size_t cap) {
+    if (n > 2 && w[n - 2] == '\'' && w[n - 1] == 's')
+        n -= 2;
+    else if (n > 3 && w[n - 1] == 's')
+        n--;
+    snprintf(out, cap, "%.*s", (int)n, w);
+}
+
+/* A word family's value: 1 to 3 words ("The" before them in title families), each of 4+ letters
+ * and inner hyphens, said as a whole word in some turn, no function word, sharing no stem with
+ * a word of a held-out value; all lower case (words) or each word capitalised (title). */
+static void assert_words_value(const char *value, int title, const mn_dialogue_list *dialogues,
+                               char **heldout, int n_heldout) {
+    const char *p = value;
+    if (title && !strncmp(p, "The ", 4))
+        p += 4;
+    int words = 0;
+    while (*p) {
+        size_t n = strcspn(p, " ");
+        char word[64], low[64], stem[64];
+        assert_true(n >= 4 && n < sizeof word);
+        snprintf(word, sizeof word, "%.*s", (int)n, p);
+        for (size_t i = 0; i <= n; i++)
+            low[i] = (char)tolower((unsigned char)word[i]);
+        for (size_t i = 0; i < n; i++)
+            assert_true(isalpha((unsigned char)word[i]) || (word[i] == '-' && i > 0 && i + 1 < n));
+        if (title ? !isupper((unsigned char)word[0]) || strcmp(word + 1, low + 1) : strcmp(word, low))
+            fail_msg("word family value \"%s\": \"%s\" is not in its family's case", value, word);
+        assert_false(has_word_ci(FUNCTION_WORDS_ONLY, low));
+        int found = 0;
+        for (int64_t i = 0; i < dialogues->count && !found; i++)
+            for (int t = 0; t < dialogues->items[i].n_turns && !found; t++)
+                found = has_word_ci(dialogues->items[i].turns[t].text, low);
+        if (!found)
+            fail_msg("word family value \"%s\": \"%s\" is said in no turn", value, word);
+        word_stem_of(low, n, stem, sizeof stem);
+        for (int h = 0; h < n_heldout; h++)
+            for (const char *q = heldout[h]; *q; q += strspn(q, " ")) {
+                size_t m = strcspn(q, " ");
+                char other[64];
+                word_stem_of(q, m < sizeof other ? m : sizeof other - 1, other, sizeof other);
+                if (!strcmp(stem, other))
+                    fail_msg("word family value \"%s\" has a word of the held-out value \"%s\"", value,
+                             heldout[h]);
+                q += m;
+            }
+        words++;
+        p += n;
+        p += strspn(p, " ");
+    }
+    assert_in_range(words, 1, 3);
+}
+
+/* --word-families: with chance 1 every open family is of the words or title kind, its values
+ * real words of the dialogues none of which is a word of a held-out value (the dialogues say
+ * every held-out value); with chance 0 the families are those of plain open families; with
+ * spans beside, a family is one or the other; deterministic in the seed; refused without
+ * dialogues or with a chance outside [0, 1]. */
+static void test_word_families(void **state) {
+    (void)state;
+    char **heldout;
+    int n_heldout;
+    heldout_word_values(&heldout, &n_heldout);
+    for (int h = 0; h < n_heldout; h++) /* heldout_word_values keeps their case */
+        for (char *q = heldout[h]; *q; q++)
+            *q = (char)tolower((unsigned char)*q);
+    mn_dialogue_list dialogues;
+    make_span_dialogues(&dialogues, heldout, n_heldout);
+    mn_probe_templates t, plain, again;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &t), MN_OK);
+    const int loaded = t.n_categories;
+    assert_true(t.open_frames->n_kind_words[MN_OPEN_WORDS] >= 3);
+    assert_true(t.open_frames->n_kind_words[MN_OPEN_TITLE] >= 3);
+
+    mn_open_spans all = {.words_prob = 1, .dialogues = &dialogues};
+    assert_int_equal(mn_probe_templates_open_families_spans(&t, templates_dir(), 200, 5, &all), MN_OK);
+    assert_int_equal(all.words_families, 200);
+    assert_int_equal(all.families, 0);
+    int64_t values = 0;
+    int titles = 0, the = 0, lengths[4] = {0};
+    for (int c = loaded; c < t.n_categories; c++) {
+        const mn_fact_category *cat = &t.categories[c];
+        assert_true(cat->n_values >= 16);
+        int title = isupper((unsigned char)cat->values[0][0]) != 0;
+        titles += title;
+        for (int v = 0; v < cat->n_values; v++) {
+            assert_words_value(cat->values[v], title, &dialogues, heldout, n_heldout);
+            the += !strncmp(cat->values[v], "The ", 4);
+            int words = 1;
+            for (const char *p = cat->values[v] + (strncmp(cat->values[v], "The ", 4) ? 0 : 4); *p; p++)
+                words += *p == ' ';
+            lengths[words]++;
+            for (int w = 0; w < v; w++)
+                assert_true(strcasecmp(cat->values[v], cat->values[w]));
+            for (int q = 0; q < cat->n_questions; q++)
+                assert_false(has_word_ci(cat->questions[q], cat->values[v]));
+        }
+        values += cat->n_values;
+    }
+    assert_int_equal(all.words_values, values);
+    assert_in_range(titles, 70, 130);           /* one in two */
+    assert_true(the > 0);                       /* a quarter of the title values */
+    assert_true(lengths[1] > 0 && lengths[2] > lengths[1] && lengths[3] > 0);
+
+    /* chance 0: the families of mn_probe_templates_open_families */
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &plain), MN_OK);
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &again), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families(&plain, templates_dir(), 200, 5), MN_OK);
+    mn_open_spans none = {.dialogues = &dialogues};
+    assert_int_equal(mn_probe_templates_open_families_spans(&again, templates_dir(), 200, 5, &none), MN_OK);
+    assert_int_equal(none.words_families, 0);
+    assert_same_families(&plain, &again);
+    mn_probe_templates_free(&again);
+
+    /* beside span families: each family one kind, the same for the same seed */
+    mn_probe_templates mixed;
+    mn_open_spans both = {.prob = 0.3, .words_prob = 0.5, .dialogues = &dialogues}, both2 = both;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &mixed), MN_OK);
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &again), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families_spans(&mixed, templates_dir(), 200, 5, &both), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families_spans(&again, templates_dir(), 200, 5, &both2), MN_OK);
+    assert_same_families(&mixed, &again);
+    assert_in_range(both.families, 30, 90);
+    assert_in_range(both.words_families, 40, 100); /* half of the non-span ones */
+    assert_true(both.families + both.words_families < 200);
+    mn_probe_templates_free(&again);
+    mn_probe_templates_free(&mixed);
+
+    /* refused, the templates left as they were */
+    mn_open_spans no_dialogues = {.words_prob = 0.5}, too_likely = {.words_prob = 1.5, .dialogues = &dialogues};
+    assert_int_equal(mn_probe_templates_open_families_spans(&plain, templates_dir(), 10, 5, &no_dialogues),
+                     MN_ERR_CONFIG);
+    assert_non_null(strstr(mn_last_error(), "--jsonl"));
+    assert_int_equal(mn_probe_templates_open_families_spans(&plain, templates_dir(), 10, 5, &too_likely),
+                     MN_ERR_CONFIG);
+    assert_non_null(strstr(mn_last_error(), "word families"));
+    assert_int_equal(plain.n_categories, loaded + 200);
     mn_probe_templates_free(&plain);
     mn_probe_templates_free(&t);
     mn_dialogue_list_free(&dialogues);
@@ -2491,6 +2636,47 @@ static void test_cli_span_families(void **state) {
     free_list(heldout, n_heldout);
 }
 
+/* mnemo episodes --word-families: reports the families made, refuses without --open-families
+ * (nothing written) and a chance outside [0, 1]. */
+static void test_cli_word_families(void **state) {
+    (void)state;
+    if (!getenv("MNEMO_BIN"))
+        skip();
+    char **heldout;
+    int n_heldout;
+    heldout_word_values(&heldout, &n_heldout);
+    mn_dialogue_list dialogues;
+    make_span_dialogues(&dialogues, heldout, n_heldout);
+    char in[512], out[512], args[16384];
+    snprintf(in, sizeof in, "%s", tmp_path("real_words.jsonl"));
+    snprintf(out, sizeof out, "%s", tmp_path("words.jsonl"));
+    assert_int_equal(mn_jsonl_write_file(in, &dialogues), MN_OK);
+    snprintf(args, sizeof args,
+             "--jsonl '%s' --templates '%s' --split train --turns 8 --distances 1-3 --probes-per-episode 2 "
+             "--facts templates --open-families 300 --word-families 1 --seed 6 -o '%s'",
+             in, templates_dir(), out);
+    assert_int_equal(run_cli(args), 0);
+    char *log;
+    size_t log_len;
+    assert_int_equal(mn_file_read_all(tmp_path("cli.log"), &log, &log_len), MN_OK);
+    if (!strstr(log, "word families (train): 300 of the open families"))
+        fail_msg("no word family count in:\n%s", log);
+    free(log);
+    const char *fresh = tmp_path("words_refused.jsonl");
+    snprintf(args, sizeof args, "--jsonl '%s' --split train --facts templates --templates '%s' --word-families 0.5 -o '%s'",
+             in, templates_dir(), fresh);
+    assert_int_equal(run_cli(args), 1);
+    assert_int_equal(access(fresh, F_OK), -1);
+    assert_int_equal(mn_file_read_all(tmp_path("cli.log"), &log, &log_len), MN_OK);
+    if (!strstr(log, "--open-families"))
+        fail_msg("the refusal does not say why:\n%s", log);
+    free(log);
+    snprintf(args, sizeof args, "--synthetic 2 --templates '%s' --word-families 1.5 -o '%s'", templates_dir(), fresh);
+    assert_int_equal(run_cli(args), 2);
+    mn_dialogue_list_free(&dialogues);
+    free_list(heldout, n_heldout);
+}
+
 /* Without --templates, mnemo episodes finds its templates from any working directory (the
  * source tree's data/probes for a build-tree binary, share/mnemo/probes when installed), and
  * --help names the folder it will use. */
@@ -2556,6 +2742,7 @@ int main(void) {
         cmocka_unit_test(test_open_families),
         cmocka_unit_test(test_open_family_probes),
         cmocka_unit_test(test_span_families),
+        cmocka_unit_test(test_word_families),
         cmocka_unit_test(test_frame_rewrites),
         cmocka_unit_test(test_embed_sentence),
         cmocka_unit_test(test_embed_and_variety_probes),
@@ -2569,6 +2756,7 @@ int main(void) {
         cmocka_unit_test(test_synthetic),
         cmocka_unit_test(test_cli),
         cmocka_unit_test(test_cli_span_families),
+        cmocka_unit_test(test_cli_word_families),
         cmocka_unit_test(test_cli_default_templates_from_any_directory),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
