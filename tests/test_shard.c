@@ -160,7 +160,8 @@ static void test_render_probe_turns(void **state) {
 }
 
 /* probe_exchange: a probe is one turn, question then answer, only the answer (and its
- * <|eot|>) flagged; a pair longer than 2 x max_turn_tokens falls back to two turns. */
+ * <|eot|>) flagged; a pair longer than 2 x max_turn_tokens (or max_exchange_tokens, when set)
+ * falls back to two turns. */
 static void test_render_probe_exchange(void **state) {
     (void)state;
     mn_token_corpus c = {0};
@@ -207,6 +208,25 @@ static void test_render_probe_exchange(void **state) {
         answers += !!(c2.turn_flags[t] & MN_TURN_ANSWER);
     }
     assert_true(questions >= 1 && answers == 1);
+    /* the same pair with room for it (max_exchange_tokens): one turn again */
+    mn_token_corpus c3 = {0};
+    o.max_exchange_tokens = (int)(c.turn_start[3] - c.turn_start[2]) + 16;
+    assert_int_equal(mn_render_dialogue(tok, &d, &o, &c3, &st, NULL), MN_OK);
+    int pairs = 0;
+    for (int64_t t = 0; t < c3.n_turns; t++)
+        pairs += (c3.turn_flags[t] & (MN_TURN_QUESTION | MN_TURN_ANSWER)) == (MN_TURN_QUESTION | MN_TURN_ANSWER);
+    assert_int_equal(pairs, 1);
+    /* and whole turns of 24 tokens whose pair would pass 2 x 24 but not 24: two turns */
+    mn_token_corpus c4 = {0};
+    o.max_turn_tokens = 24;
+    o.max_exchange_tokens = 8;
+    assert_int_equal(mn_render_dialogue(tok, &dialogue3, &o, &c4, &st, NULL), MN_OK);
+    for (int64_t t = 0; t < c4.n_turns; t++) {
+        assert_false((c4.turn_flags[t] & MN_TURN_QUESTION) && (c4.turn_flags[t] & MN_TURN_ANSWER));
+        assert_true(c4.turn_start[t + 1] - c4.turn_start[t] <= 24);
+    }
+    mn_token_corpus_free(&c3);
+    mn_token_corpus_free(&c4);
     mn_ids_free(&want), mn_ids_free(&q), mn_ids_free(&a);
     mn_token_corpus_free(&c);
     mn_token_corpus_free(&c2);

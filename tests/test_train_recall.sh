@@ -1,9 +1,9 @@
 #!/bin/sh
 # scripts/train-recall --quick end to end on the committed Self-Dialogue fixture and a small
-# persona file written here: the five stages run in order, each from the previous one's
+# persona file written here: the six stages run in order, each from the previous one's
 # checkpoint, with the shipped recipe's settings (stage 5: the persona shard, lr 1e-3, the delta
-# write rule); run
-# again, it trains nothing; with stage 5's directory gone, it trains stage 5 alone.
+# write rule; stage 6: word families in whole turns); run again, it trains nothing; with stage
+# 6's directory gone, it trains stage 6 alone.
 # Usage: test_train_recall.sh SOURCE_ROOT BUILD_ROOT
 set -eu
 src=$1
@@ -24,7 +24,7 @@ run() { MNEMO_BUILD=$build "$src/scripts/train-recall" --quick --data "$tmp/data
 fail() { echo "FAIL: $*"; cat "$tmp/log"; exit 1; }
 
 run
-for s in s1/ckpt-00000020 s2/ckpt-00000010 s3/ckpt-00000020 s4/ckpt-00000020 s5/ckpt-00000020; do
+for s in s1/ckpt-00000020 s2/ckpt-00000010 s3/ckpt-00000020 s4/ckpt-00000020 s5/ckpt-00000020 s6/ckpt-00000020; do
     [ -f "$tmp/out/$s.h5" ] || fail "no $s.h5"
 done
 inspect=$("$build/train/mnemo" inspect "$tmp/out/s5/ckpt-00000020.h5")
@@ -35,14 +35,21 @@ echo "$inspect" | grep -q "step 20," || fail "stage 5 did not end at step 20"
 grep -q -- "--base $tmp/out/s3/ckpt-00000020.h5" "$tmp/log" || fail "stage 4 did not start from stage 3"
 grep -q -- "--base $tmp/out/s4/ckpt-00000020.h5" "$tmp/log" || fail "stage 5 did not start from stage 4"
 grep -q '"answer": *"I \|"answer":"I ' "$tmp/out/data/ep-personas.jsonl" || fail "stage 5's episodes hold no persona probe"
+inspect=$("$build/train/mnemo" inspect "$tmp/out/s6/ckpt-00000020.h5")
+for want in '"train_data":"'"$tmp"'/out/data/words.shard"' '"lr":0.001,' '"write_rule":"delta",'; do
+    echo "$inspect" | grep -qF "$want" || fail "stage 6's config lacks $want"
+done
+grep -q -- "--base $tmp/out/s5/ckpt-00000020.h5" "$tmp/log" || fail "stage 6 did not start from stage 5"
+grep -q "^word families (train): [1-9]" "$tmp/log" || fail "stage 6's episodes have no word families"
+grep -q "words.shard: .*longest turn \(2[5-9]\|[3-9][0-9]\)" "$tmp/log" || fail "stage 6's shard cut turns at 24 tokens"
 
 run
-[ "$(grep -c ': done (' "$tmp/log")" = 5 ] || fail "a second run trained again"
+[ "$(grep -c ': done (' "$tmp/log")" = 6 ] || fail "a second run trained again"
 grep -q "mnemo train" "$tmp/log" && fail "a second run started a stage"
 
-rm -rf "$tmp/out/s5"
+rm -rf "$tmp/out/s6"
 run
-grep -q "== s5: mnemo train" "$tmp/log" || fail "stage 5 was not trained again"
-[ "$(grep -c ': done (' "$tmp/log")" = 4 ] || fail "stages 1-4 were not kept"
-[ -f "$tmp/out/s5/ckpt-00000020.h5" ] || fail "no stage 5 checkpoint after the rerun"
+grep -q "== s6: mnemo train" "$tmp/log" || fail "stage 6 was not trained again"
+[ "$(grep -c ': done (' "$tmp/log")" = 5 ] || fail "stages 1-5 were not kept"
+[ -f "$tmp/out/s6/ckpt-00000020.h5" ] || fail "no stage 6 checkpoint after the rerun"
 echo "ok"

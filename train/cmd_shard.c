@@ -28,6 +28,8 @@ static void usage(FILE *out) {
             "  --no-probes           leave probes out (no question/answer turns)\n"
             "  --probe-exchange      a probe's question and answer as one turn (the answer read\n"
             "                        with the question in context, as mnemo eval scores it)\n"
+            "  --max-exchange-tokens N  a longer question-and-answer pair is two turns (default\n"
+            "                        2 x --max-turn-tokens; at most the model's max_turn_tokens)\n"
             "  --strict              a bad JSONL line is fatal instead of skipped\n"
             "  --skip-bad            use the good lines even when more than half are bad\n"
             "  --check F             open a shard, verify it against the tokenizer, print counts\n"
@@ -58,7 +60,7 @@ int cmd_shard(int argc, char **argv) {
         {"tokenizer", required_argument, 0, 'k'}, {"jsonl", required_argument, 0, 'j'},
         {"output", required_argument, 0, 'o'},    {"max-turn-tokens", required_argument, 0, 'm'},
         {"no-probes", no_argument, 0, 'P'},       {"probe-exchange", no_argument, 0, 'X'},       {"strict", no_argument, 0, 'S'},
-        {"skip-bad", no_argument, 0, 'B'},
+        {"skip-bad", no_argument, 0, 'B'},       {"max-exchange-tokens", required_argument, 0, 'e'},
         {"check", required_argument, 0, 'c'},     {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -76,6 +78,10 @@ int cmd_shard(int argc, char **argv) {
         case 'B': skip_bad = 1; break;
         case 'm':
             if (!cli_int("shard", "--max-turn-tokens", optarg, 8, 1000000, &ro.max_turn_tokens))
+                return 2;
+            break;
+        case 'e':
+            if (!cli_int("shard", "--max-exchange-tokens", optarg, 8, 1000000, &ro.max_exchange_tokens))
                 return 2;
             break;
         case 'h': usage(stdout); return 0;

@@ -221,7 +221,9 @@ static mn_status render_dialogue(mn_tokenizer *tok, const mn_dialogue *d,
             int fits = 0;
             if (o->probe_exchange)
                 MN_TRY(render_exchange(tok, c, p->question, strcmp(asker, first) != 0, p->answer,
-                                       strcmp(answerer, first) != 0, 2 * o->max_turn_tokens, scratch, st, &fits));
+                                       strcmp(answerer, first) != 0,
+                                       o->max_exchange_tokens > 0 ? o->max_exchange_tokens : 2 * o->max_turn_tokens,
+                                       scratch, st, &fits));
             if (fits) {
                 st->probe_turns += 1;
                 continue;

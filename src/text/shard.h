@@ -40,7 +40,10 @@ typedef struct {
                            * the answer is read with the question in the decoder's context, as
                            * `mnemo eval` scores it and `mnemo chat` replies), flagged
                            * MN_TURN_QUESTION | MN_TURN_ANSWER; when the pair exceeds
-                           * 2 x max_turn_tokens it is rendered as two turns */
+                           * max_exchange_tokens it is rendered as two turns */
+    int max_exchange_tokens; /* longest exchange pair; 0: 2 x max_turn_tokens (pieces of 24
+                              * tokens give pairs that fit a model of 64; whole turns of 64 need
+                              * 64 here) */
 } mn_render_options;
 
 /* 128 tokens a turn, probes included. */
