@@ -2550,6 +2550,17 @@ static void test_cli(void **state) {
     assert_int_equal(run_cli("--help"), 0);
 }
 
+
+/* make_span_dialogues written to the temporary file `name` (its path in `in`), with the held-out
+ * values they say. */
+static void span_dialogues_file(const char *name, char *in, size_t cap, mn_dialogue_list *dialogues,
+                                char ***heldout, int *n_heldout) {
+    heldout_word_values(heldout, n_heldout);
+    make_span_dialogues(dialogues, *heldout, *n_heldout);
+    snprintf(in, cap, "%s", tmp_path(name));
+    assert_int_equal(mn_jsonl_write_file(in, dialogues), MN_OK);
+}
+
 /* mnemo episodes --span-families: at 0 the output is byte-identical to the one without the
  * option; at 1 the answers of open families are spans of the --jsonl turns; refused without
  * --open-families or --jsonl, or for a held-out split, writing nothing. */
@@ -2559,13 +2570,10 @@ static void test_cli_span_families(void **state) {
         skip();
     char **heldout;
     int n_heldout;
-    heldout_word_values(&heldout, &n_heldout);
     mn_dialogue_list dialogues;
-    make_span_dialogues(&dialogues, heldout, n_heldout);
     char in[512], out[512], args[16384];
-    snprintf(in, sizeof in, "%s", tmp_path("real.jsonl"));
+    span_dialogues_file("real.jsonl", in, sizeof in, &dialogues, &heldout, &n_heldout);
     snprintf(out, sizeof out, "%s", tmp_path("spans.jsonl"));
-    assert_int_equal(mn_jsonl_write_file(in, &dialogues), MN_OK);
     const char *common = "--split train --turns 8 --distances 1-3 --probes-per-episode 2 --facts templates "
                          "--askers both --open-families 300 --seed 6";
     char *outputs[2];
@@ -2644,13 +2652,10 @@ static void test_cli_word_families(void **state) {
         skip();
     char **heldout;
     int n_heldout;
-    heldout_word_values(&heldout, &n_heldout);
     mn_dialogue_list dialogues;
-    make_span_dialogues(&dialogues, heldout, n_heldout);
     char in[512], out[512], args[16384];
-    snprintf(in, sizeof in, "%s", tmp_path("real_words.jsonl"));
+    span_dialogues_file("real_words.jsonl", in, sizeof in, &dialogues, &heldout, &n_heldout);
     snprintf(out, sizeof out, "%s", tmp_path("words.jsonl"));
-    assert_int_equal(mn_jsonl_write_file(in, &dialogues), MN_OK);
     snprintf(args, sizeof args,
              "--jsonl '%s' --templates '%s' --split train --turns 8 --distances 1-3 --probes-per-episode 2 "
              "--facts templates --open-families 300 --word-families 1 --seed 6 -o '%s'",

@@ -2246,18 +2246,26 @@ static int span_word(const char *w, size_t n, int *letters) {
     return 1;
 }
 
+/* The text of a random turn of a random dialogue (a dialogue index, then a turn index, drawn
+ * from rng); NULL when the drawn dialogue has no turn. */
+static const char *random_turn_text(const mn_dialogue_list *dialogues, mn_rng *rng) {
+    if (dialogues->count <= 0)
+        return NULL;
+    const mn_dialogue *d = &dialogues->items[mn_rng_below(rng, (uint64_t)dialogues->count)];
+    if (d->n_turns <= 0)
+        return NULL;
+    return d->turns[mn_rng_below(rng, (uint64_t)d->n_turns)].text;
+}
+
 /* A span value: 1 to 3 consecutive words of a random turn of `dialogues`, joined by one space,
  * the punctuation around the span stripped (none may stand inside it, so the span is said as
  * it is in the turn). 0 when the drawn place holds no span: a word that is not a span word, or
  * a last word that is not a word of 4+ letters outside the function words, so that a value
  * ends on what it names ("rock bands", "in front"; not "want to" nor "computer with a"). */
 static int span_value(const mn_dialogue_list *dialogues, mn_rng *rng, char *buf, size_t cap) {
-    if (dialogues->count <= 0)
+    const char *text = random_turn_text(dialogues, rng);
+    if (!text)
         return 0;
-    const mn_dialogue *d = &dialogues->items[mn_rng_below(rng, (uint64_t)dialogues->count)];
-    if (d->n_turns <= 0)
-        return 0;
-    const char *text = d->turns[mn_rng_below(rng, (uint64_t)d->n_turns)].text;
     int start[256], end[256], n = 0;
     for (int i = 0; text && text[i] && n < 256;) {
         while (text[i] && isspace((unsigned char)text[i]))
@@ -2320,12 +2328,7 @@ static mn_status heldout_value_words(const index_map *values, mn_strset *out) {
  * function word, no stem of `heldout_words`. 0 when the drawn place holds no such word. */
 static int corpus_word(const mn_dialogue_list *dialogues, const mn_strset *heldout_words,
                        mn_rng *rng, char *buf, size_t cap) {
-    if (dialogues->count <= 0)
-        return 0;
-    const mn_dialogue *d = &dialogues->items[mn_rng_below(rng, (uint64_t)dialogues->count)];
-    if (d->n_turns <= 0)
-        return 0;
-    const char *text = d->turns[mn_rng_below(rng, (uint64_t)d->n_turns)].text;
+    const char *text = random_turn_text(dialogues, rng);
     size_t len = text ? strlen(text) : 0;
     if (!len)
         return 0;
