@@ -53,10 +53,11 @@ static mn_status run(const mn_episodes_job *job, mn_episodes_report *rep, job_da
         MN_TRY(mn_probe_templates_open_values(&d->templates, job->templates, job->open_values, pcfg.seed));
     rep->template_categories = d->templates.n_categories;
     rep->reached = MN_EPISODES_OPEN_FAMILIES;
-    if ((job->span_families > 0 || job->word_families > 0) && job->open_families <= 0)
+    if ((job->span_families > 0 || job->word_families > 0) && job->open_families <= 0) {
+        const char *which = job->span_families > 0 ? "span" : "word";
         return mn_fail(MN_ERR_CONFIG, "%s families (--%s-families) are open families: they "
-                                      "need --open-families N",
-                       job->span_families > 0 ? "span" : "word", job->span_families > 0 ? "span" : "word");
+                                      "need --open-families N", which, which);
+    }
     if (job->open_families > 0) {
         mn_open_spans spans = {.prob = job->span_families,
                                .words_prob = job->word_families,

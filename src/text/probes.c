@@ -2392,8 +2392,9 @@ static int run_heldout(void *ctx, const char *run) {
 }
 
 /* Up to `want` distinct values of a kind, none held out, by random draws (a small space is
- * exhausted after a bounded number of misses); spans (MN_OPEN_SPAN, from `dialogues`) hold no
- * held-out value as whole words either. *n_out counts what was made, also on error. */
+ * exhausted after a bounded number of misses); spans and word values (MN_OPEN_SPAN, _WORDS,
+ * _TITLE, from `dialogues`; word values also without a stem of `heldout_words`) hold no held-out
+ * value as whole words either. *n_out counts what was made, also on error. */
 static mn_status draw_values(mn_open_kind kind, const mn_open_frames *of,
                              const mn_dialogue_list *dialogues, const mn_strset *heldout_words,
                              int want, const index_map *heldout, mn_rng *rng, char ***out,
