@@ -41,7 +41,8 @@ for want in '"train_data":"'"$tmp"'/out/data/words.shard"' '"lr":0.001,' '"write
 done
 grep -q -- "--base $tmp/out/s5/ckpt-00000020.h5" "$tmp/log" || fail "stage 6 did not start from stage 5"
 grep -q "^word families (train): [1-9]" "$tmp/log" || fail "stage 6's episodes have no word families"
-grep -q "words.shard: .*longest turn \(2[5-9]\|[3-9][0-9]\)" "$tmp/log" || fail "stage 6's shard cut turns at 24 tokens"
+"$build/train/mnemo" shard --tokenizer "$tmp/out/data/tok.h5" --check "$tmp/out/data/words.shard" | grep -q "(limit 64)" ||
+    fail "stage 6's shard does not keep whole turns (limit 64)"
 
 run
 [ "$(grep -c ': done (' "$tmp/log")" = 6 ] || fail "a second run trained again"

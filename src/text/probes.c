@@ -2694,8 +2694,8 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
                                       "come from the --jsonl dialogues)");
     heldout_set h;
     MN_TRY(heldout_load(path, &h));
-    mn_strset heldout_words;
-    mn_status words_st = heldout_value_words(&h.values, &heldout_words);
+    mn_strset heldout_words = {0}; /* only word families read it */
+    mn_status words_st = spans->words_prob > 0 ? heldout_value_words(&h.values, &heldout_words) : MN_OK;
     if (words_st != MN_OK) {
         mn_strset_free(&heldout_words);
         heldout_free(&h);
