@@ -1,9 +1,9 @@
 #!/bin/sh
 # scripts/train-recall --quick end to end on the committed Self-Dialogue fixture and a small
-# persona file written here: the six stages run in order, each from the previous one's
+# persona file written here: the seven stages run in order, each from the previous one's
 # checkpoint, with the shipped recipe's settings (stage 5: the persona shard, lr 1e-3, the delta
-# write rule; stage 6: word families in whole turns); run again, it trains nothing; with stage
-# 6's directory gone, it trains stage 6 alone.
+# write rule; stage 6: word families in whole turns; stage 7: a second decoder layer); run again,
+# it trains nothing; with the directories of stages 6 and 7 gone, it trains those two alone.
 # Usage: test_train_recall.sh SOURCE_ROOT BUILD_ROOT
 set -eu
 src=$1
@@ -24,7 +24,7 @@ run() { MNEMO_BUILD=$build "$src/scripts/train-recall" --quick --data "$tmp/data
 fail() { echo "FAIL: $*"; cat "$tmp/log"; exit 1; }
 
 run
-for s in s1/ckpt-00000020 s2/ckpt-00000010 s3/ckpt-00000020 s4/ckpt-00000020 s5/ckpt-00000020 s6/ckpt-00000020; do
+for s in s1/ckpt-00000020 s2/ckpt-00000010 s3/ckpt-00000020 s4/ckpt-00000020 s5/ckpt-00000020 s6/ckpt-00000020 s7/ckpt-00000020; do
     [ -f "$tmp/out/$s.h5" ] || fail "no $s.h5"
 done
 inspect=$("$build/train/mnemo" inspect "$tmp/out/s5/ckpt-00000020.h5")
@@ -43,14 +43,22 @@ grep -q -- "--base $tmp/out/s5/ckpt-00000020.h5" "$tmp/log" || fail "stage 6 did
 grep -q "^word families (train): [1-9]" "$tmp/log" || fail "stage 6's episodes have no word families"
 "$build/train/mnemo" shard --tokenizer "$tmp/out/data/tok.h5" --check "$tmp/out/data/words.shard" | grep -q "(limit 64)" ||
     fail "stage 6's shard does not keep whole turns (limit 64)"
+echo "$inspect" | grep -qF '"n_layers":1,' || fail "stage 6 does not have one decoder layer"
+inspect=$("$build/train/mnemo" inspect "$tmp/out/s7/ckpt-00000020.h5")
+for want in '"train_data":"'"$tmp"'/out/data/words2.shard"' '"lr":0.001,' '"write_rule":"delta",' '"n_layers":2,'; do
+    echo "$inspect" | grep -qF "$want" || fail "stage 7's config lacks $want"
+done
+grep -q -- "--base $tmp/out/s6/ckpt-00000020.h5" "$tmp/log" || fail "stage 7 did not start from stage 6"
+cmp -s "$tmp/out/data/ep-words.jsonl" "$tmp/out/data/ep-words2.jsonl" && fail "stage 7's episodes are stage 6's"
 
 run
-[ "$(grep -c ': done (' "$tmp/log")" = 6 ] || fail "a second run trained again"
+[ "$(grep -c ': done (' "$tmp/log")" = 7 ] || fail "a second run trained again"
 grep -q "mnemo train" "$tmp/log" && fail "a second run started a stage"
 
-rm -rf "$tmp/out/s6"
+rm -rf "$tmp/out/s6" "$tmp/out/s7"
 run
 grep -q "== s6: mnemo train" "$tmp/log" || fail "stage 6 was not trained again"
+grep -q "== s7: mnemo train" "$tmp/log" || fail "stage 7 was not trained again"
 [ "$(grep -c ': done (' "$tmp/log")" = 5 ] || fail "stages 1-5 were not kept"
-[ -f "$tmp/out/s6/ckpt-00000020.h5" ] || fail "no stage 6 checkpoint after the rerun"
+[ -f "$tmp/out/s7/ckpt-00000020.h5" ] || fail "no stage 7 checkpoint after the rerun"
 echo "ok"
