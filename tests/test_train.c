@@ -497,6 +497,72 @@ static void test_base_grows_decoder(void **state) {
     log_has("grow_c", "err", "n_layers");
 }
 
+/* --base with more compressor layers (and the decoder grown beside it): the checkpoint's layers
+ * on top of each stack, new identity layers below, so R_t and the logits are the base's. A
+ * learning rate of 1e-30 keeps the checkpoint at the grown initialisation (nothing can freeze
+ * the compressor); its one step moves no weight of the base's magnitude. */
+static void test_base_grows_compressor(void **state) {
+    (void)state;
+    const char *a[] = {TINY_RECALL, "--steps", "3", "--run-dir", wpath("growc_a"), NULL};
+    run_expect(0, "growc_a", a);
+    const char *b[] = {TINY_RECALL, "--steps", "1", "--base", wpath("growc_a/ckpt-00000003.h5"), "--n-comp-layers",
+                       "3", "--n-layers", "2", "--lr", "1e-30", "--min-lr", "0", "--run-dir", wpath("growc_b"), NULL};
+    run_expect(0, "growc_b", b);
+    loaded la = load_ckpt(wpath("growc_a/ckpt-00000003.h5")), lb = load_ckpt(wpath("growc_b/ckpt-00000001.h5"));
+    assert_int_equal(mn_model_config(lb.model)->n_comp_layers, 3);
+    assert_int_equal(mn_model_config(lb.model)->n_layers, 2);
+    for (int i = 0; i < mn_model_num_tensors(la.model); i++) {
+        mn_tensor_info t, g;
+        mn_model_tensor(la.model, i, &t);
+        char name[128];
+        int layer, at = 0;
+        if (sscanf(t.name, "compressor.h.%d.%n", &layer, &at) == 1 && at > 0)
+            snprintf(name, sizeof name, "compressor.h.%d.%s", layer + 2, t.name + at);
+        else if (sscanf(t.name, "decoder.h.%d.%n", &layer, &at) == 1 && at > 0)
+            snprintf(name, sizeof name, "decoder.h.%d.%s", layer + 1, t.name + at);
+        else
+            snprintf(name, sizeof name, "%s", t.name);
+        OK(mn_model_find_tensor(lb.model, name, &g));
+        for (size_t j = 0; j < t.size; j++)
+            if (fabsf(mn_model_params(la.model)[t.offset + j] - mn_model_params(lb.model)[g.offset + j]) > 1e-20f)
+                fail_msg("%s[%zu] of the base is not %s of the grown model", t.name, j, name);
+    }
+    const char *zero[] = {"attn.c_proj.weight", "attn.c_proj.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"};
+    for (int l = 0; l < 2; l++)
+        for (int z = 0; z < 4; z++) {
+            char name[128];
+            mn_tensor_info g;
+            snprintf(name, sizeof name, "compressor.h.%d.%s", l, zero[z]);
+            OK(mn_model_find_tensor(lb.model, name, &g));
+            for (size_t j = 0; j < g.size; j++)
+                assert_true(fabsf(mn_model_params(lb.model)[g.offset + j]) < 1e-20f);
+        }
+    /* the same state and turn give the same next state through 1 and 3 compressor layers */
+    size_t kc = mn_state_floats(la.model);
+    float *r = malloc(kc * sizeof(float)), *ra = malloc(kc * sizeof(float)), *rb = malloc(kc * sizeof(float));
+    for (size_t j = 0; j < kc; j++)
+        r[j] = 0.3f * sinf((float)j);
+    const int32_t turn[4] = {3, 7, 11, 2};
+    OK(mn_update(la.model, turn, 4, r, ra));
+    OK(mn_update(lb.model, turn, 4, r, rb));
+    double moved = 0;
+    for (size_t j = 0; j < kc; j++) {
+        assert_float_equal(ra[j], rb[j], 1e-5);
+        moved += fabs(ra[j] - r[j]);
+    }
+    assert_true(moved > 1e-3); /* the update wrote something: the equality above is not vacuous */
+    free(r);
+    free(ra);
+    free(rb);
+    free_loaded(&la);
+    free_loaded(&lb);
+    /* fewer compressor layers than the checkpoint is no growth: refused naming the field */
+    const char *c[] = {TINY_RECALL, "--steps", "1", "--base", wpath("growc_b/ckpt-00000001.h5"), "--n-layers", "2",
+                       "--n-comp-layers", "2", "--run-dir", wpath("growc_c"), NULL};
+    run_expect(1, "growc_c", c);
+    log_has("growc_c", "err", "n_comp_layers");
+}
+
 /* The corpus's stream: mn_rng seeded 77 (the expectations below were measured on it). */
 static int rng_draw(void *ctx, int n) { return (int)mn_rng_below(ctx, (uint64_t)n); }
 
@@ -1385,6 +1451,7 @@ int main(void) {
         cmocka_unit_test(test_reconstruction_in_training),
         cmocka_unit_test(test_base_and_freeze_decoder),
         cmocka_unit_test(test_base_grows_decoder),
+        cmocka_unit_test(test_base_grows_compressor),
         cmocka_unit_test(test_resume_bit_identical_shards),
         cmocka_unit_test(test_resume_bit_identical_stream),
         cmocka_unit_test(test_signals_checkpoint_and_resume),

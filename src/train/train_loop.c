@@ -333,19 +333,22 @@ static int save_checkpoint(run *r, int final) {
 }
 
 /* ---------------------------------------------------------------- setup */
-/* --base: the checkpoint's parameters. With more decoder layers asked than it has (and an
- * otherwise equal model), its layers become the top ones and the new layers below them start
- * as identity blocks (seeded like a fresh model, output projections zero), so the grown model
- * computes exactly the checkpoint's function at step 0 and training adds the depth. */
+/* --base: the checkpoint's parameters. With more decoder or compressor layers asked than it
+ * has (and an otherwise equal model), its layers become the top ones of each stack and the new
+ * layers below them start as identity blocks (seeded like a fresh model, output projections
+ * zero), so the grown model computes exactly the checkpoint's function at step 0 and training
+ * adds the depth. */
+static const char *const grown_stacks[2] = {"decoder", "compressor"};
+
 static mn_status load_base(run *r, const char *base, const mn_checkpoint_load_options *lo) {
     const mn_config *want = mn_model_config(r->model);
     mn_config have;
     MN_TRY(mn_checkpoint_read_config(base, &have));
-    int extra = want->n_layers - have.n_layers;
-    int grows = extra > 0 && have.vocab_size == want->vocab_size && have.d_model == want->d_model &&
-                have.n_heads == want->n_heads && have.n_comp_layers == want->n_comp_layers &&
-                have.n_slots == want->n_slots && have.max_turn_tokens == want->max_turn_tokens &&
-                have.write_rule == want->write_rule;
+    int extra[2] = {want->n_layers - have.n_layers, want->n_comp_layers - have.n_comp_layers};
+    int grows = extra[0] >= 0 && extra[1] >= 0 && extra[0] + extra[1] > 0 &&
+                have.vocab_size == want->vocab_size && have.d_model == want->d_model &&
+                have.n_heads == want->n_heads && have.n_slots == want->n_slots &&
+                have.max_turn_tokens == want->max_turn_tokens && have.write_rule == want->write_rule;
     if (!grows)
         return mn_checkpoint_load(base, r->model, NULL, NULL, lo); /* names any mismatch */
     have.gate_bias_init = want->gate_bias_init;
@@ -359,25 +362,28 @@ static mn_status load_base(run *r, const char *base, const mn_checkpoint_load_op
     for (int i = 0; st == MN_OK && i < mn_model_num_tensors(small); i++) {
         mn_tensor_info from, to;
         char name[128];
-        int layer, at = 0;
         mn_model_tensor(small, i, &from);
-        if (sscanf(from.name, "decoder.h.%d.%n", &layer, &at) == 1 && at > 0)
-            snprintf(name, sizeof name, "decoder.h.%d.%s", layer + extra, from.name + at);
-        else
-            snprintf(name, sizeof name, "%s", from.name);
+        snprintf(name, sizeof name, "%s", from.name);
+        for (int s = 0; s < 2; s++) {
+            size_t n = strlen(grown_stacks[s]);
+            int layer, at = 0;
+            if (!strncmp(from.name, grown_stacks[s], n) && sscanf(from.name + n, ".h.%d.%n", &layer, &at) == 1 && at > 0)
+                snprintf(name, sizeof name, "%s.h.%d.%s", grown_stacks[s], layer + extra[s], from.name + n + at);
+        }
         if ((st = mn_model_find_tensor(r->model, name, &to)) == MN_OK)
             memcpy(dst + to.offset, mn_model_params(small) + from.offset, from.size * sizeof(float));
     }
     static const char *const projections[] = {"attn.c_proj.weight", "attn.c_proj.bias", "mlp.c_proj.weight",
                                               "mlp.c_proj.bias"};
-    for (int l = 0; st == MN_OK && l < extra; l++)
-        for (size_t p = 0; st == MN_OK && p < sizeof projections / sizeof projections[0]; p++) {
-            char name[128];
-            mn_tensor_info t;
-            snprintf(name, sizeof name, "decoder.h.%d.%s", l, projections[p]);
-            if ((st = mn_model_find_tensor(r->model, name, &t)) == MN_OK)
-                memset(dst + t.offset, 0, t.size * sizeof(float));
-        }
+    for (int s = 0; s < 2; s++)
+        for (int l = 0; st == MN_OK && l < extra[s]; l++)
+            for (size_t p = 0; st == MN_OK && p < sizeof projections / sizeof projections[0]; p++) {
+                char name[128];
+                mn_tensor_info t;
+                snprintf(name, sizeof name, "%s.h.%d.%s", grown_stacks[s], l, projections[p]);
+                if ((st = mn_model_find_tensor(r->model, name, &t)) == MN_OK)
+                    memset(dst + t.offset, 0, t.size * sizeof(float));
+            }
     mn_model_free(small);
     return st;
 }
