@@ -436,6 +436,23 @@ static void test_base_and_freeze_decoder(void **state) {
     log_has("base_c", "err", "n_slots");
 }
 
+/* The first n_new blocks of a grown stack are the identity: their output projections are zero
+ * (within tol, for a run that took a step of a vanishing learning rate). */
+static void assert_new_blocks_identity(mn_model *m, const char *stack, int n_new, float tol) {
+    const char *zero[] = {"attn.c_proj.weight", "attn.c_proj.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"};
+    for (int l = 0; l < n_new; l++)
+        for (int z = 0; z < 4; z++) {
+            char name[128];
+            mn_tensor_info g;
+            snprintf(name, sizeof name, "%s.h.%d.%s", stack, l, zero[z]);
+            OK(mn_model_find_tensor(m, name, &g));
+            for (size_t j = 0; j < g.size; j++)
+                if (!(fabsf(mn_model_params(m)[g.offset + j]) <= tol))
+                    fail_msg("%s[%zu] = %g: the new block is not the identity", name, j,
+                             (double)mn_model_params(m)[g.offset + j]);
+        }
+}
+
 /* --base with more decoder layers: the checkpoint's layers on top, new identity layers below
  * (output projections zero), so the decoder computes the base's logits exactly; the decoder
  * is frozen here so that the checkpoint still holds the grown initialisation. */
@@ -463,16 +480,7 @@ static void test_base_grows_decoder(void **state) {
         if (memcmp(mn_model_params(la.model) + t.offset, mn_model_params(lb.model) + g.offset, t.size * sizeof(float)))
             fail_msg("%s of the base is not %s of the grown model", t.name, name);
     }
-    const char *zero[] = {"attn.c_proj.weight", "attn.c_proj.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"};
-    for (int l = 0; l < 2; l++)
-        for (int z = 0; z < 4; z++) {
-            char name[128];
-            mn_tensor_info g;
-            snprintf(name, sizeof name, "decoder.h.%d.%s", l, zero[z]);
-            OK(mn_model_find_tensor(lb.model, name, &g));
-            for (size_t j = 0; j < g.size; j++)
-                assert_true(mn_model_params(lb.model)[g.offset + j] == 0.0f);
-        }
+    assert_new_blocks_identity(lb.model, "decoder", 2, 0.0f);
     /* the same state and turn give the same logits through 1 and 3 decoder layers */
     const mn_config *c = mn_model_config(la.model);
     size_t kc = mn_state_floats(la.model);
@@ -527,16 +535,7 @@ static void test_base_grows_compressor(void **state) {
             if (fabsf(mn_model_params(la.model)[t.offset + j] - mn_model_params(lb.model)[g.offset + j]) > 1e-20f)
                 fail_msg("%s[%zu] of the base is not %s of the grown model", t.name, j, name);
     }
-    const char *zero[] = {"attn.c_proj.weight", "attn.c_proj.bias", "mlp.c_proj.weight", "mlp.c_proj.bias"};
-    for (int l = 0; l < 2; l++)
-        for (int z = 0; z < 4; z++) {
-            char name[128];
-            mn_tensor_info g;
-            snprintf(name, sizeof name, "compressor.h.%d.%s", l, zero[z]);
-            OK(mn_model_find_tensor(lb.model, name, &g));
-            for (size_t j = 0; j < g.size; j++)
-                assert_true(fabsf(mn_model_params(lb.model)[g.offset + j]) < 1e-20f);
-        }
+    assert_new_blocks_identity(lb.model, "compressor", 2, 1e-20f);
     /* the same state and turn give the same next state through 1 and 3 compressor layers */
     size_t kc = mn_state_floats(la.model);
     float *r = malloc(kc * sizeof(float)), *ra = malloc(kc * sizeof(float)), *rb = malloc(kc * sizeof(float));
