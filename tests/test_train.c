@@ -506,7 +506,7 @@ static void test_base_grows_decoder(void **state) {
 }
 
 /* --base with more compressor layers (and the decoder grown beside it): the checkpoint's layers
- * on top of each stack, new identity layers below, so R_t and the logits are the base's. A
+ * on top of each stack, new identity layers below, so R_t is the base's. A
  * learning rate of 1e-30 keeps the checkpoint at the grown initialisation (nothing can freeze
  * the compressor); its one step moves no weight of the base's magnitude. */
 static void test_base_grows_compressor(void **state) {
