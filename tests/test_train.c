@@ -436,6 +436,18 @@ static void test_base_and_freeze_decoder(void **state) {
     log_has("base_c", "err", "n_slots");
 }
 
+/* A base tensor's name in a model grown by extra_dec decoder and extra_comp compressor layers
+ * (the base's layers of each stack moved up by that many). */
+static void grown_tensor_name(const char *base, int extra_dec, int extra_comp, char *out, size_t size) {
+    int layer, at = 0;
+    if (sscanf(base, "compressor.h.%d.%n", &layer, &at) == 1 && at > 0)
+        snprintf(out, size, "compressor.h.%d.%s", layer + extra_comp, base + at);
+    else if (sscanf(base, "decoder.h.%d.%n", &layer, &at) == 1 && at > 0)
+        snprintf(out, size, "decoder.h.%d.%s", layer + extra_dec, base + at);
+    else
+        snprintf(out, size, "%s", base);
+}
+
 /* The first n_new blocks of a grown stack are the identity: their output projections are zero
  * (within tol, for a run that took a step of a vanishing learning rate). */
 static void assert_new_blocks_identity(mn_model *m, const char *stack, int n_new, float tol) {
@@ -468,14 +480,10 @@ static void test_base_grows_decoder(void **state) {
     for (int i = 0; i < mn_model_num_tensors(la.model); i++) {
         mn_tensor_info t, g;
         mn_model_tensor(la.model, i, &t);
-        char name[128];
-        int layer, at = 0;
-        if (sscanf(t.name, "decoder.h.%d.%n", &layer, &at) == 1 && at > 0)
-            snprintf(name, sizeof name, "decoder.h.%d.%s", layer + 2, t.name + at);
-        else if (!strncmp(t.name, "decoder.", 8) || !strcmp(t.name, "wte"))
-            snprintf(name, sizeof name, "%s", t.name);
-        else
+        if (strncmp(t.name, "decoder.", 8) && strcmp(t.name, "wte"))
             continue; /* the compressor and memory trained on */
+        char name[128];
+        grown_tensor_name(t.name, 2, 0, name, sizeof name);
         OK(mn_model_find_tensor(lb.model, name, &g));
         if (memcmp(mn_model_params(la.model) + t.offset, mn_model_params(lb.model) + g.offset, t.size * sizeof(float)))
             fail_msg("%s of the base is not %s of the grown model", t.name, name);
@@ -523,13 +531,7 @@ static void test_base_grows_compressor(void **state) {
         mn_tensor_info t, g;
         mn_model_tensor(la.model, i, &t);
         char name[128];
-        int layer, at = 0;
-        if (sscanf(t.name, "compressor.h.%d.%n", &layer, &at) == 1 && at > 0)
-            snprintf(name, sizeof name, "compressor.h.%d.%s", layer + 2, t.name + at);
-        else if (sscanf(t.name, "decoder.h.%d.%n", &layer, &at) == 1 && at > 0)
-            snprintf(name, sizeof name, "decoder.h.%d.%s", layer + 1, t.name + at);
-        else
-            snprintf(name, sizeof name, "%s", t.name);
+        grown_tensor_name(t.name, 1, 2, name, sizeof name);
         OK(mn_model_find_tensor(lb.model, name, &g));
         for (size_t j = 0; j < t.size; j++)
             if (fabsf(mn_model_params(la.model)[t.offset + j] - mn_model_params(lb.model)[g.offset + j]) > 1e-20f)

@@ -367,7 +367,8 @@ static mn_status load_base(run *r, const char *base, const mn_checkpoint_load_op
         for (int s = 0; s < 2; s++) {
             size_t n = strlen(grown_stacks[s]);
             int layer, at = 0;
-            if (!strncmp(from.name, grown_stacks[s], n) && sscanf(from.name + n, ".h.%d.%n", &layer, &at) == 1 && at > 0)
+            if (!strncmp(from.name, grown_stacks[s], n) && sscanf(from.name + n, ".h.%d.%n", &layer, &at) == 1 &&
+                at > 0)
                 snprintf(name, sizeof name, "%s.h.%d.%s", grown_stacks[s], layer + extra[s], from.name + n + at);
         }
         if ((st = mn_model_find_tensor(r->model, name, &to)) == MN_OK)
