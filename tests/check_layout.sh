@@ -39,7 +39,8 @@ folder_of() {
 }
 
 # Where the compiler finds "name" included from a file in dir: dir, then include/, then src/
-# (meson.build's include path); a header generated from name.in in dir counts as dir's.
+# (meson.build's include path); a header generated from name.in in dir counts as dir's, and
+# one generated from src/<folder>/name.in (meson writes it to the build's src/) as that folder's.
 resolve() {
     local dir=$1 name=$2 p
     for p in "$dir/$name" "include/$name" "src/$name"; do
@@ -48,7 +49,12 @@ resolve() {
             return
         fi
     done
-    if [ -f "$dir/$name.in" ]; then realpath -m --relative-to=. "$dir/$name"; fi
+    for p in "$dir/$name.in" src/*/"$name.in"; do
+        if [ -f "$p" ]; then
+            realpath -m --relative-to=. "${p%.in}"
+            return
+        fi
+    done
 }
 
 bad=0

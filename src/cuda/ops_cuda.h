@@ -92,6 +92,13 @@ void mn_cu_adamw_update(void *ctx, float *params, const float *grads, float *m, 
                         const mn_adamw_segment *segs, int n_segs, float lr, float beta1, float beta2, float eps,
                         uint64_t t);
 
+/* nccl_comm.c (builds with NCCL): the module's NCCL entries (model/backend.h, mn_cuda_module) */
+#define MN_NCCL_ID_BYTES 128
+mn_status mn_cu_nccl_unique_id(void *id);
+mn_status mn_cu_nccl_open(const void *id, int world, int rank, int device, void **comm);
+mn_status mn_cu_nccl_allreduce(void *comm, float *buf, size_t count, float scale, void *stream);
+void mn_cu_nccl_close(void *comm);
+
 #ifdef __cplusplus
 }
 #endif

@@ -254,19 +254,15 @@ static const mn_backend cpu_backend = {
 
 const mn_backend *mn_backend_cpu(void) { return &cpu_backend; }
 
-#ifndef MN_HAVE_CUDA
-const mn_backend *mn_backend_cuda(void) { return NULL; }
-#endif
-
 /* ---------------------------------------------------------------- exec */
 mn_status mn_backend_for(mn_device device, const mn_backend **out) {
     *out = NULL;
     if (device == MN_DEVICE_CPU) {
         *out = mn_backend_cpu();
     } else if (device == MN_DEVICE_CUDA) {
-        *out = mn_backend_cuda();
-        if (!*out)
-            return mn_fail(MN_ERR_DEVICE, "this build has no CUDA backend (built without nvcc/cuBLAS)");
+        const mn_cuda_module *m = NULL;
+        MN_TRY(mn_cuda_module_get(&m)); /* "this build has no CUDA backend", or why it did not load */
+        *out = m->backend;
     } else {
         return mn_fail(MN_ERR_INVALID_ARG, "unknown device %d", (int)device);
     }

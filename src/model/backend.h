@@ -196,8 +196,44 @@ typedef struct {
 #define MN_OP(ex, name, ...) ((ex)->be->name((ex)->ctx, __VA_ARGS__))
 
 const mn_backend *mn_backend_cpu(void);
-/* NULL in a build without CUDA. */
+/* The CUDA table, from the CUDA module (below; loaded at the first call); NULL in a build
+ * without CUDA or when the module does not load (mn_cuda_module_get says why). */
 const mn_backend *mn_backend_cuda(void);
+
+/* The CUDA module. The CUDA backend (and NCCL) is built as a module of its own,
+ * libmnemo-cuda.so, which the library loads at the first CUDA call (src/cuda/device.c), so a
+ * program that stays on the CPU never maps cudart, cuBLAS or NCCL (about 150 MiB of resident
+ * pages and 0.1 s at start). The module fills this struct; `abi` and `build_id` must equal the
+ * library's, so a module of another build is refused rather than called. */
+#define MN_CUDA_MODULE_ABI 1
+#define MN_CUDA_MODULE_ENTRY "mn_cuda_module_entry"
+/* What the library lends the module: its error reporting, so that messages the module
+ * formats land in the caller's mn_last_error(). */
+typedef struct {
+    mn_status (*fail)(mn_status status, const char *fmt, ...);
+} mn_cuda_host;
+typedef struct {
+    int abi;                  /* MN_CUDA_MODULE_ABI of the module's build */
+    size_t backend_size;      /* sizeof(mn_backend) there */
+    const char *build_id;     /* `git describe` of the module's build (src/io/build_id.h) */
+    const mn_backend *backend;
+    /* the devices; 0 or cudaError_t with its text in message */
+    int (*device_count)(int *count, char *message, size_t message_cap);
+    int (*device_info)(int index, mn_device_info *info, char *message, size_t message_cap);
+    /* NCCL (src/train/dist_nccl.c); all NULL when the module was built without it. The unique
+     * id is nccl_id_bytes opaque bytes that rank 0 makes and every rank passes to nccl_open. */
+    size_t nccl_id_bytes;
+    mn_status (*nccl_unique_id)(void *id);
+    mn_status (*nccl_open)(const void *id, int world, int rank, int device, void **comm);
+    mn_status (*nccl_allreduce)(void *comm, float *buf, size_t count, float scale, void *stream);
+    void (*nccl_close)(void *comm);
+} mn_cuda_module;
+/* The module's one exported function (named MN_CUDA_MODULE_ENTRY). */
+typedef const mn_cuda_module *(*mn_cuda_module_entry_fn)(const mn_cuda_host *host);
+/* Loads the module once per process and returns it; MN_ERR_DEVICE with the reason (a build
+ * without CUDA, the file not found where it was looked for, dlopen's error, another build's
+ * module) otherwise. MNEMO_CUDA_MODULE, when set, names the file to load. */
+mn_status mn_cuda_module_get(const mn_cuda_module **out);
 
 /* The table for `device`; MN_ERR_DEVICE for CUDA in a build without it. */
 mn_status mn_backend_for(mn_device device, const mn_backend **out);
