@@ -52,7 +52,8 @@ typedef struct {
     int64_t stop_at_step;                   /* stop (checkpoint, done) when step reaches it, before `steps`; 0: none */
     int64_t seed;
     int max_nan_steps;                      /* abort after this many non-finite steps in a row */
-    int freeze_decoder;
+    int freeze_decoder;                     /* train the compressor and memory only */
+    int freeze_compressor;                  /* train the decoder (its blocks, wpe, ln_f) only: how it reads R */
     /* evaluation, logging, checkpoints */
     int64_t eval_interval, eval_batches, eval_probes;
     int64_t log_interval, checkpoint_interval;

@@ -715,37 +715,46 @@ static uint64_t tensors_hash(mn_model *m, const char *const *prefixes, int n_pre
     return mn_xxh64_digest(&h);
 }
 
+/* --freeze-decoder trains the compressor and memory only, --freeze-compressor the decoder's
+ * blocks only (wte, read by both, frozen in both); the control, neither, moves both. */
 static void test_train_freeze_decoder(void **state) {
     (void)state;
     const char *base = tmp("base.h5");
     if (access(base, F_OK) != 0)
         fail_msg("needs the checkpoint of test_import_gpt2_cli");
-    const char *decoder[] = {"decoder.", "wte"}, *memory[] = {"compressor.", "memory."};
+    const char *decoder[] = {"decoder."}, *memory[] = {"compressor.", "memory."}, *embeddings[] = {"wte"};
     mn_model *b = load_checkpoint(base);
-    uint64_t dec0 = tensors_hash(b, decoder, 2), mem0 = tensors_hash(b, memory, 2);
+    uint64_t dec0 = tensors_hash(b, decoder, 1), mem0 = tensors_hash(b, memory, 2), wte0 = tensors_hash(b, embeddings, 1);
     mn_model_free(b);
-    for (int frozen = 1; frozen >= 0; frozen--) {
-        const char *run_dir = tmp(frozen ? "run-frozen" : "run-free");
+    const char *settings[] = {"--freeze-decoder", "--freeze-compressor", NULL};
+    for (int i = 0; i < 3; i++) {
+        const char *flag = settings[i];
+        const char *run_dir = tmp(i == 0 ? "run-frozen" : i == 1 ? "run-reading" : "run-free");
 #define TRAIN_ARGS "train", "--base", base, "--task", "recall", "--steps", "5", "--batch", "2", "--turns", "4", \
                    "--bptt", "4", "--warmup-steps", "1", "--eval-interval", "0", "--eval-probes", "4", \
                    "--eval-batches", "1", "--threads", "1", "--device", "cpu", "--run-dir", run_dir
-        int rc = frozen ? run(NULL, TRAIN_ARGS, "--freeze-decoder", NULL) : run(NULL, TRAIN_ARGS, NULL);
+        int rc = flag ? run(NULL, TRAIN_ARGS, flag, NULL) : run(NULL, TRAIN_ARGS, NULL);
 #undef TRAIN_ARGS
         if (rc != 0) {
             char *err = slurp(tmp("err.txt"));
-            fail_msg("mnemo train exited %d: %s", rc, err);
+            fail_msg("mnemo train %s exited %d: %s", flag ? flag : "", rc, err);
         }
         char ckpt[600];
         snprintf(ckpt, sizeof ckpt, "%s/ckpt-00000005.h5", run_dir);
         mn_model *t = load_checkpoint(ckpt);
-        uint64_t dec = tensors_hash(t, decoder, 2), mem = tensors_hash(t, memory, 2);
+        uint64_t dec = tensors_hash(t, decoder, 1), mem = tensors_hash(t, memory, 2), wte = tensors_hash(t, embeddings, 1);
         mn_model_free(t);
-        assert_true(mem != mem0); /* the compressor and memory did train */
-        if (frozen)
-            assert_true(dec == dec0); /* ... and the decoder and embeddings stayed bit-identical */
-        else
-            assert_true(dec != dec0); /* the control: unfrozen, they move */
+        assert_true((dec != dec0) == (i != 0)); /* the decoder trains unless frozen */
+        assert_true((mem != mem0) == (i != 1)); /* the compressor and memory train unless frozen */
+        assert_true((wte != wte0) == (i == 2)); /* wte only when neither is frozen */
     }
+    const char *run_dir = tmp("run-both");
+    int rc = run(NULL, "train", "--base", base, "--task", "recall", "--steps", "5", "--freeze-decoder",
+                 "--freeze-compressor", "--run-dir", run_dir, NULL);
+    assert_int_not_equal(rc, 0); /* both: refused, nothing left to train */
+    char *err = slurp(tmp("err.txt"));
+    assert_non_null(strstr(err, "freeze_compressor"));
+    free(err);
 }
 
 static int setup(void **state) {

@@ -75,6 +75,7 @@ static const field fields[] = {
     FIELD(seed, F_I64, "seed of initialisation, data order and synthetic episodes"),
     FIELD(max_nan_steps, F_INT, "abort after this many non-finite steps in a row"),
     FIELD(freeze_decoder, F_BOOL, "freeze decoder.* and wte (train compressor and memory only)"),
+    FIELD(freeze_compressor, F_BOOL, "freeze compressor.*, memory.* and wte (train the decoder's reading only)"),
     FIELD(eval_interval, F_I64, "evaluate every N steps (0: only at the end)"),
     FIELD(eval_batches, F_I64, "validation batches per evaluation"),
     FIELD(eval_probes, F_I64, "probes per evaluation (multiple choice)"),
@@ -474,6 +475,8 @@ mn_status mn_train_config_validate(const mn_train_config *c) {
         return bad("zero", "must be 0 or 1");
     if (c->stream != 0 && c->stream != 1)
         return bad("stream", "must be 0 or 1");
+    if (c->freeze_decoder && c->freeze_compressor)
+        return bad("freeze_compressor", "and freeze_decoder together leave almost nothing to train");
     if (c->stream && strcmp(c->task, "shards"))
         return bad("stream", "1 needs task shards (recall episodes are independent of each other)");
     if (!(c->comm_timeout >= 0))

@@ -547,6 +547,11 @@ static mn_status setup_model(run *r) {
     if (c->freeze_decoder && ((st = mn_trainer_freeze(r->trainer, "decoder.", 1)) != MN_OK ||
                               (st = mn_trainer_freeze(r->trainer, "wte", 1)) != MN_OK))
         return mn_fail_context(st, "freeze");
+    /* wte feeds the compressor too: frozen with it, so what is written into R stays as it was */
+    if (c->freeze_compressor && ((st = mn_trainer_freeze(r->trainer, "compressor.", 1)) != MN_OK ||
+                                 (st = mn_trainer_freeze(r->trainer, "memory.", 1)) != MN_OK ||
+                                 (st = mn_trainer_freeze(r->trainer, "wte", 1)) != MN_OK))
+        return mn_fail_context(st, "freeze");
     if (c->zero && r->world > 1) { /* ZeRO-1: this rank keeps only its shard of the moments */
         size_t lo_p, hi_p;
         mn_dist_shard_range(mn_model_num_params(r->model), r->world, r->rank, &lo_p, &hi_p);
