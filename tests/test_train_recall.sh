@@ -23,44 +23,38 @@ cat > "$tmp/data/locomo/msc_personas_all.json" <<'JSON'
 JSON
 run() { MNEMO_BUILD=$build "$src/scripts/train-recall" --quick --data "$tmp/data" --out "$tmp/out" > "$tmp/log" 2>&1 || { cat "$tmp/log"; exit 1; }; }
 fail() { echo "FAIL: $*"; cat "$tmp/log"; exit 1; }
+# stage_config STAGE WANT...: STAGE's last checkpoint (read into $inspect) has each WANT in its config
+stage_config() {
+    stage=$1
+    shift
+    inspect=$("$build/train/mnemo" inspect "$tmp/out/$stage/ckpt-00000020.h5")
+    for want in "$@"; do
+        echo "$inspect" | grep -qF "$want" || fail "$stage's config lacks $want"
+    done
+}
 
 run
 for s in s1/ckpt-00000020 s2/ckpt-00000010 s3/ckpt-00000020 s4/ckpt-00000020 s5/ckpt-00000020 s6/ckpt-00000020 s7/ckpt-00000020 s8/ckpt-00000020 s9/ckpt-00000020; do
     [ -f "$tmp/out/$s.h5" ] || fail "no $s.h5"
 done
-inspect=$("$build/train/mnemo" inspect "$tmp/out/s5/ckpt-00000020.h5")
-for want in '"train_data":"'"$tmp"'/out/data/personas.shard"' '"lr":0.001,' '"min_lr":0.0001,' '"reconstruct_delay":2,' '"n_slots":8,' '"write_rule":"delta",'; do
-    echo "$inspect" | grep -qF "$want" || fail "stage 5's config lacks $want"
-done
+stage_config s5 '"train_data":"'"$tmp"'/out/data/personas.shard"' '"lr":0.001,' '"min_lr":0.0001,' '"reconstruct_delay":2,' '"n_slots":8,' '"write_rule":"delta",'
 echo "$inspect" | grep -q "step 20," || fail "stage 5 did not end at step 20"
 grep -q -- "--base $tmp/out/s3/ckpt-00000020.h5" "$tmp/log" || fail "stage 4 did not start from stage 3"
 grep -q -- "--base $tmp/out/s4/ckpt-00000020.h5" "$tmp/log" || fail "stage 5 did not start from stage 4"
 grep -q '"answer": *"I \|"answer":"I ' "$tmp/out/data/ep-personas.jsonl" || fail "stage 5's episodes hold no persona probe"
-inspect=$("$build/train/mnemo" inspect "$tmp/out/s6/ckpt-00000020.h5")
-for want in '"train_data":"'"$tmp"'/out/data/words.shard"' '"lr":0.001,' '"write_rule":"delta",'; do
-    echo "$inspect" | grep -qF "$want" || fail "stage 6's config lacks $want"
-done
+stage_config s6 '"train_data":"'"$tmp"'/out/data/words.shard"' '"lr":0.001,' '"write_rule":"delta",'
 grep -q -- "--base $tmp/out/s5/ckpt-00000020.h5" "$tmp/log" || fail "stage 6 did not start from stage 5"
 grep -q "^word families (train): [1-9]" "$tmp/log" || fail "stage 6's episodes have no word families"
 "$build/train/mnemo" shard --tokenizer "$tmp/out/data/tok.h5" --check "$tmp/out/data/words.shard" | grep -q "(limit 64)" ||
     fail "stage 6's shard does not keep whole turns (limit 64)"
 echo "$inspect" | grep -qF '"n_layers":1,' || fail "stage 6 does not have one decoder layer"
-inspect=$("$build/train/mnemo" inspect "$tmp/out/s7/ckpt-00000020.h5")
-for want in '"train_data":"'"$tmp"'/out/data/words2.shard"' '"lr":0.001,' '"write_rule":"delta",' '"n_layers":2,'; do
-    echo "$inspect" | grep -qF "$want" || fail "stage 7's config lacks $want"
-done
+stage_config s7 '"train_data":"'"$tmp"'/out/data/words2.shard"' '"lr":0.001,' '"write_rule":"delta",' '"n_layers":2,'
 grep -q -- "--base $tmp/out/s6/ckpt-00000020.h5" "$tmp/log" || fail "stage 7 did not start from stage 6"
 cmp -s "$tmp/out/data/ep-words.jsonl" "$tmp/out/data/ep-words2.jsonl" && fail "stage 7's episodes are stage 6's"
 echo "$inspect" | grep -qF '"n_comp_layers":2,' || fail "stage 7 does not have two compressor layers"
-inspect=$("$build/train/mnemo" inspect "$tmp/out/s8/ckpt-00000020.h5")
-for want in '"train_data":"'"$tmp"'/out/data/words3.shard"' '"n_layers":2,' '"n_comp_layers":3,'; do
-    echo "$inspect" | grep -qF "$want" || fail "stage 8's config lacks $want"
-done
+stage_config s8 '"train_data":"'"$tmp"'/out/data/words3.shard"' '"n_layers":2,' '"n_comp_layers":3,'
 grep -q -- "--base $tmp/out/s7/ckpt-00000020.h5" "$tmp/log" || fail "stage 8 did not start from stage 7"
-inspect=$("$build/train/mnemo" inspect "$tmp/out/s9/ckpt-00000020.h5")
-for want in '"train_data":"'"$tmp"'/out/data/words4.shard"' '"n_layers":2,' '"n_comp_layers":3,' '"reconstruct_weight":0.0,'; do
-    echo "$inspect" | grep -qF "$want" || fail "stage 9's config lacks $want"
-done
+stage_config s9 '"train_data":"'"$tmp"'/out/data/words4.shard"' '"n_layers":2,' '"n_comp_layers":3,' '"reconstruct_weight":0.0,'
 grep -q -- "--base $tmp/out/s8/ckpt-00000020.h5" "$tmp/log" || fail "stage 9 did not start from stage 8"
 cmp -s "$tmp/out/data/ep-words3.jsonl" "$tmp/out/data/ep-words4.jsonl" && fail "stage 9's episodes are stage 8's"
 
