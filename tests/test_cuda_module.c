@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -133,9 +134,6 @@ static void test_refused_module(void **state) {
     assert_false(mapped("libcublas"));
 }
 
-#include <sys/stat.h>
-static int chmod_exe(const char *path) { return chmod(path, 0700); }
-
 static void copy_file(const char *from, const char *to) {
     FILE *in = fopen(from, "rb"), *out = fopen(to, "wb");
     assert_non_null(in);
@@ -159,7 +157,7 @@ static void test_module_beside_the_loader(void **state) {
     snprintf(exe, sizeof exe, "%s/test_cuda_module", dir);
     snprintf(module, sizeof module, "%s/libmnemo-cuda.so", dir);
     copy_file("/proc/self/exe", exe);
-    assert_int_equal(chmod_exe(exe), 0);
+    assert_int_equal(chmod(exe, 0700), 0);
     copy_file(fake, module);
     pid_t pid = fork();
     assert_true(pid >= 0);

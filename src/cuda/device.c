@@ -25,12 +25,12 @@ static pthread_once_t module_once = PTHREAD_ONCE_INIT;
 #ifdef MN_HAVE_CUDA
 static const mn_cuda_host module_host = {.fail = mn_fail};
 
-/* dlopen and check one file; 0 and the module, or -1 with the reason in module_load.why. */
-static int load_module_file(const char *path) {
+/* dlopen and check one file: the module in module_load.module, or the reason in module_load.why. */
+static void load_module_file(const char *path) {
     void *handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (!handle) {
         snprintf(module_load.why, sizeof module_load.why, "loading the CUDA module %s: %s", path, dlerror());
-        return -1;
+        return;
     }
     mn_cuda_module_entry_fn entry = (mn_cuda_module_entry_fn)(uintptr_t)dlsym(handle, MN_CUDA_MODULE_ENTRY);
     const mn_cuda_module *m = entry ? entry(&module_host) : NULL;
@@ -44,15 +44,14 @@ static int load_module_file(const char *path) {
                  "rebuild it, or name the matching one in MNEMO_CUDA_MODULE",
                  path, m->build_id ? m->build_id : "?", m->abi, MN_BUILD_ID, MN_CUDA_MODULE_ABI);
         dlclose(handle);
-        return -1;
+        return;
     }
     if (why) {
         snprintf(module_load.why, sizeof module_load.why, "the CUDA module %s: %s", path, why);
         dlclose(handle);
-        return -1;
+        return;
     }
     module_load.module = m; /* the handle stays open for the life of the process */
-    return 0;
 }
 
 /* Where the module is looked for: MNEMO_CUDA_MODULE alone when set; else beside the object that
