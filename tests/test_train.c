@@ -430,10 +430,10 @@ static void test_base_and_freeze_decoder(void **state) {
     assert_true(frozen > 10 && moved == 2);
     free_loaded(&la);
     free_loaded(&lb);
-    const char *c[] = {TINY_RECALL, "--steps", "2", "--base", wpath("base_a/ckpt-00000003.h5"), "--n-slots", "3",
+    const char *c[] = {TINY_RECALL, "--steps", "2", "--base", wpath("base_a/ckpt-00000003.h5"), "--n-heads", "4",
                        "--run-dir", wpath("base_c"), NULL};
-    run_expect(1, "base_c", c);
-    log_has("base_c", "err", "n_slots");
+    run_expect(1, "base_c", c); /* another model (more slots or layers would be growth, below) */
+    log_has("base_c", "err", "n_heads");
 }
 
 /* A base tensor's name in a model grown by extra_dec decoder and extra_comp compressor layers
@@ -562,6 +562,99 @@ static void test_base_grows_compressor(void **state) {
                        "--n-comp-layers", "2", "--run-dir", wpath("growc_c"), NULL};
     run_expect(1, "growc_c", c);
     log_has("growc_c", "err", "n_comp_layers");
+}
+
+/* --base with more slots (delta rule, k 2 -> 5): every tensor without a slot axis is the base's;
+ * slots 0-1 and the token positions keep their rows (the positions moved up by 3), the write's
+ * strength column moves to the end; slot j >= 2 is slot (j - 2) % 2's copy, exact for the biases
+ * and the diagonal and with the seed's initialisation (a fresh model of the run's seed 1) added
+ * to R_0, both position tables and the address weights (copies alone would never part). lr
+ * 1e-30 keeps the grown initialisation. */
+static float grown_at(mn_model *m, const char *name, int r, int c) {
+    mn_tensor_info t;
+    OK(mn_model_find_tensor(m, name, &t));
+    return mn_model_params(m)[t.offset + (size_t)r * (size_t)(t.ndim == 2 ? t.shape[1] : t.shape[0]) + (size_t)c];
+}
+
+static void test_base_grows_slots(void **state) {
+    (void)state;
+    const char *a[] = {TINY_RECALL, "--write-rule", "delta", "--steps", "3", "--run-dir", wpath("grows_a"), NULL};
+    run_expect(0, "grows_a", a);
+    const char *b[] = {TINY_RECALL, "--write-rule", "delta", "--steps", "1", "--base", wpath("grows_a/ckpt-00000003.h5"),
+                       "--n-slots", "5", "--lr", "1e-30", "--min-lr", "0", "--run-dir", wpath("grows_b"), NULL};
+    run_expect(0, "grows_b", b);
+    loaded la = load_ckpt(wpath("grows_a/ckpt-00000003.h5")), lb = load_ckpt(wpath("grows_b/ckpt-00000001.h5"));
+    mn_model *ma = la.model, *mb = lb.model, *fresh_model = NULL;
+    assert_int_equal(mn_model_config(mb)->n_slots, 5);
+    OK(mn_model_create(mn_model_config(mb), &fresh_model));
+    OK(mn_model_init(fresh_model, 1));
+    const int k = 2, k2 = 5, C = mn_model_config(ma)->d_model, N = mn_model_config(ma)->max_turn_tokens;
+    for (int i = 0; i < mn_model_num_tensors(ma); i++) {
+        mn_tensor_info t, g;
+        mn_model_tensor(ma, i, &t);
+        OK(mn_model_find_tensor(mb, t.name, &g));
+        if (strstr(t.name, "wpe") || !strncmp(t.name, "memory.", 7))
+            continue; /* the slot-indexed ones, below */
+        assert_int_equal(t.size, g.size);
+        for (size_t j = 0; j < t.size; j++)
+            if (fabsf(mn_model_params(ma)[t.offset + j] - mn_model_params(mb)[g.offset + j]) > 1e-20f)
+                fail_msg("%s[%zu] of the base is not the grown model's", t.name, j);
+    }
+    /* rows: R_0 (k, C) and both position tables (k + N, C) */
+    const char *by_row[] = {"memory.r0", "decoder.wpe", "compressor.wpe"};
+    for (int n = 0; n < 3; n++) {
+        int rows = n == 0 ? k2 : k2 + N;
+        double noise = 0;
+        for (int r = 0; r < rows; r++) {
+            int fresh = r >= k && r < k2, source = fresh ? (r - k) % k : r < k ? r : r - (k2 - k);
+            for (int c = 0; c < C; c++) {
+                float init = fresh ? grown_at(fresh_model, by_row[n], r, c) : 0.0f;
+                float want = grown_at(ma, by_row[n], source, c) + init, got = grown_at(mb, by_row[n], r, c);
+                if (fabsf(want - got) > 1e-6f)
+                    fail_msg("%s row %d is not the base's row %d (plus the initialisation: %d)", by_row[n], r, source,
+                             fresh);
+                noise += fabsf(init);
+            }
+        }
+        assert_true(noise > 1e-3); /* the new rows are not exact copies */
+    }
+    /* columns: the write's address weights and biases (k + 1: addresses, then the strength) and
+     * its diagonal (k) */
+    const char *by_col[] = {"memory.write.weight", "memory.write.bias", "memory.write.diag"};
+    for (int n = 0; n < 3; n++) {
+        int cols = n == 2 ? k2 : k2 + 1, rows = n == 0 ? C : 1;
+        double noise = 0;
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) {
+                int fresh = c >= k && c < k2, source = fresh ? (c - k) % k : c < k ? c : c - (k2 - k);
+                float init = fresh && n == 0 ? grown_at(fresh_model, by_col[n], r, c) : 0.0f;
+                float want = grown_at(ma, by_col[n], r, source) + init, got = grown_at(mb, by_col[n], r, c);
+                if (fabsf(want - got) > 1e-6f)
+                    fail_msg("%s (%d, %d) is not the base's (%d, %d)", by_col[n], r, c, r, source);
+                noise += fabsf(init);
+            }
+        if (n == 0)
+            assert_true(noise > 1e-3);
+    }
+    /* the grown model runs: one update of R_0 gives a finite state of 5 slots */
+    size_t kc = mn_state_floats(mb);
+    assert_int_equal(kc, (size_t)k2 * (size_t)C);
+    float *r0 = malloc(kc * sizeof(float)), *r1 = malloc(kc * sizeof(float));
+    OK(mn_initial_state(mb, r0));
+    const int32_t turn[4] = {3, 7, 11, 2};
+    OK(mn_update(mb, turn, 4, r0, r1));
+    for (size_t j = 0; j < kc; j++)
+        assert_true(isfinite(r1[j]));
+    free(r0);
+    free(r1);
+    mn_model_free(fresh_model);
+    free_loaded(&la);
+    free_loaded(&lb);
+    /* fewer slots than the checkpoint is no growth: refused naming the field */
+    const char *c[] = {TINY_RECALL, "--write-rule", "delta", "--steps", "1", "--base", wpath("grows_b/ckpt-00000001.h5"),
+                       "--run-dir", wpath("grows_c"), NULL};
+    run_expect(1, "grows_c", c);
+    log_has("grows_c", "err", "n_slots");
 }
 
 /* The corpus's stream: mn_rng seeded 77 (the expectations below were measured on it). */
@@ -1453,6 +1546,7 @@ int main(void) {
         cmocka_unit_test(test_base_and_freeze_decoder),
         cmocka_unit_test(test_base_grows_decoder),
         cmocka_unit_test(test_base_grows_compressor),
+        cmocka_unit_test(test_base_grows_slots),
         cmocka_unit_test(test_resume_bit_identical_shards),
         cmocka_unit_test(test_resume_bit_identical_stream),
         cmocka_unit_test(test_signals_checkpoint_and_resume),

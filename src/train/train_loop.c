@@ -337,18 +337,65 @@ static int save_checkpoint(run *r, int final) {
  * has (and an otherwise equal model), its layers become the top ones of each stack and the new
  * layers below them start as identity blocks (seeded like a fresh model, output projections
  * zero), so the grown model computes exactly the checkpoint's function at step 0 and training
- * adds the depth. */
+ * adds the depth. With more slots asked, slot j >= k starts as a copy of slot (j - k) % k (its
+ * R_0 row, both position rows, its write's address column, bias and diagonal) plus the fresh
+ * initialisation of the seed, whose noise breaks the copies' symmetry (exact copies would stay
+ * copies: their writes and gradients mirror each other); token positions keep their rows. */
 static const char *const grown_stacks[2] = {"decoder", "compressor"};
+
+/* Copies tensor `from` of the base into `to` of the grown model; `axis` (0 rows, 1 columns, -1
+ * none) is slot-indexed; new slot entries are their source slot's value plus, where `noise`,
+ * the entry the seeded initialisation put there. */
+static void copy_grown_tensor(const float *src, const mn_tensor_info *from, float *dst, const mn_tensor_info *to,
+                              int axis, int k, int extra, int noise) {
+    if (axis < 0 || extra == 0) {
+        memcpy(dst + to->offset, src + from->offset, from->size * sizeof(float));
+        return;
+    }
+    int rows = from->ndim == 2 ? from->shape[0] : 1, cols = from->ndim == 2 ? from->shape[1] : from->shape[0];
+    int to_cols = to->ndim == 2 ? to->shape[1] : to->shape[0];
+    int to_rows = to->ndim == 2 ? to->shape[0] : 1;
+    float *out = dst + to->offset;
+    const float *in = src + from->offset;
+    for (int r = 0; r < to_rows; r++)
+        for (int c = 0; c < to_cols; c++) {
+            /* slots keep their index; what follows them (token positions, the write's strength
+             * column) moves by the added slots */
+            int j = axis == 0 ? r : c, fresh = j >= k && j < k + extra;
+            int source = fresh ? (j - k) % k : j < k ? j : j - extra;
+            int fr = axis == 0 ? source : r, fc = axis == 1 ? source : c;
+            if (fr >= rows || fc >= cols)
+                continue;
+            float v = in[(size_t)fr * (size_t)cols + (size_t)fc];
+            float *o = out + (size_t)r * (size_t)to_cols + (size_t)c;
+            *o = fresh && noise ? *o + v : v;
+        }
+}
+
+/* The slot-indexed axis of a tensor (-1: none) and whether its new entries take the
+ * initialisation's noise (weights and R_0 do; biases and the diagonal are copied as they are). */
+static int slot_axis(const char *name, int *noise) {
+    *noise = 1;
+    if (!strcmp(name, "memory.r0") || !strcmp(name, "decoder.wpe") || !strcmp(name, "compressor.wpe"))
+        return 0;
+    if (!strcmp(name, "memory.write.weight"))
+        return 1;
+    *noise = 0;
+    if (!strcmp(name, "memory.write.bias") || !strcmp(name, "memory.write.diag"))
+        return 1; /* 1-D: its one axis */
+    return -1;
+}
 
 static mn_status load_base(run *r, const char *base, const mn_checkpoint_load_options *lo) {
     const mn_config *want = mn_model_config(r->model);
     mn_config have;
     MN_TRY(mn_checkpoint_read_config(base, &have));
     int extra[2] = {want->n_layers - have.n_layers, want->n_comp_layers - have.n_comp_layers};
-    int grows = extra[0] >= 0 && extra[1] >= 0 && extra[0] + extra[1] > 0 &&
+    int extra_slots = want->n_slots - have.n_slots;
+    int grows = extra[0] >= 0 && extra[1] >= 0 && extra_slots >= 0 && extra[0] + extra[1] + extra_slots > 0 &&
                 have.vocab_size == want->vocab_size && have.d_model == want->d_model &&
-                have.n_heads == want->n_heads && have.n_slots == want->n_slots &&
-                have.max_turn_tokens == want->max_turn_tokens && have.write_rule == want->write_rule;
+                have.n_heads == want->n_heads && have.max_turn_tokens == want->max_turn_tokens &&
+                have.write_rule == want->write_rule;
     if (!grows)
         return mn_checkpoint_load(base, r->model, NULL, NULL, lo); /* names any mismatch */
     have.gate_bias_init = want->gate_bias_init;
@@ -371,8 +418,9 @@ static mn_status load_base(run *r, const char *base, const mn_checkpoint_load_op
                 at > 0)
                 snprintf(name, sizeof name, "%s.h.%d.%s", grown_stacks[s], layer + extra[s], from.name + n + at);
         }
+        int noise, axis = slot_axis(from.name, &noise);
         if ((st = mn_model_find_tensor(r->model, name, &to)) == MN_OK)
-            memcpy(dst + to.offset, mn_model_params(small) + from.offset, from.size * sizeof(float));
+            copy_grown_tensor(mn_model_params(small), &from, dst, &to, axis, have.n_slots, extra_slots, noise);
     }
     static const char *const projections[] = {"attn.c_proj.weight", "attn.c_proj.bias", "mlp.c_proj.weight",
                                               "mlp.c_proj.bias"};
