@@ -1,10 +1,11 @@
 #!/bin/sh
 # scripts/train-recall --quick end to end on the committed Self-Dialogue fixture and a small
-# persona file written here: the nine stages run in order, each from the previous one's
+# persona file written here: the ten stages run in order, each from the previous one's
 # checkpoint, with the shipped recipe's settings (stage 5: the persona shard, lr 1e-3, the delta
 # write rule; stage 6: word families in whole turns; stage 7: a second decoder layer; stage 8: a
-# third compressor layer; stage 9: the same without the reconstruction aid); run again, it trains
-# nothing; with the directories of stages 6 to 9 gone, it trains those alone.
+# third compressor layer; stages 9 and 10: the same without the reconstruction aid, on two more
+# draws); run again, it trains nothing; with the directories of stages 6 to 10 gone, it trains
+# those alone.
 # Usage: test_train_recall.sh SOURCE_ROOT BUILD_ROOT
 set -eu
 src=$1
@@ -34,7 +35,7 @@ stage_config() {
 }
 
 run
-for s in s1/ckpt-00000020 s2/ckpt-00000010 s3/ckpt-00000020 s4/ckpt-00000020 s5/ckpt-00000020 s6/ckpt-00000020 s7/ckpt-00000020 s8/ckpt-00000020 s9/ckpt-00000020; do
+for s in s1/ckpt-00000020 s2/ckpt-00000010 s3/ckpt-00000020 s4/ckpt-00000020 s5/ckpt-00000020 s6/ckpt-00000020 s7/ckpt-00000020 s8/ckpt-00000020 s9/ckpt-00000020 s10/ckpt-00000020; do
     [ -f "$tmp/out/$s.h5" ] || fail "no $s.h5"
 done
 stage_config s5 '"train_data":"'"$tmp"'/out/data/personas.shard"' '"lr":0.001,' '"min_lr":0.0001,' '"reconstruct_delay":2,' '"n_slots":8,' '"write_rule":"delta",'
@@ -57,17 +58,21 @@ grep -q -- "--base $tmp/out/s7/ckpt-00000020.h5" "$tmp/log" || fail "stage 8 did
 stage_config s9 '"train_data":"'"$tmp"'/out/data/words4.shard"' '"n_layers":2,' '"n_comp_layers":3,' '"reconstruct_weight":0.0,'
 grep -q -- "--base $tmp/out/s8/ckpt-00000020.h5" "$tmp/log" || fail "stage 9 did not start from stage 8"
 cmp -s "$tmp/out/data/ep-words3.jsonl" "$tmp/out/data/ep-words4.jsonl" && fail "stage 9's episodes are stage 8's"
+stage_config s10 '"train_data":"'"$tmp"'/out/data/words5.shard"' '"n_layers":2,' '"n_comp_layers":3,' '"reconstruct_weight":0.0,'
+grep -q -- "--base $tmp/out/s9/ckpt-00000020.h5" "$tmp/log" || fail "stage 10 did not start from stage 9"
+cmp -s "$tmp/out/data/ep-words4.jsonl" "$tmp/out/data/ep-words5.jsonl" && fail "stage 10's episodes are stage 9's"
 
 run
-[ "$(grep -c ': done (' "$tmp/log")" = 9 ] || fail "a second run trained again"
+[ "$(grep -c ': done (' "$tmp/log")" = 10 ] || fail "a second run trained again"
 grep -q "mnemo train" "$tmp/log" && fail "a second run started a stage"
 
-rm -rf "$tmp/out/s6" "$tmp/out/s7" "$tmp/out/s8" "$tmp/out/s9"
+rm -rf "$tmp/out/s6" "$tmp/out/s7" "$tmp/out/s8" "$tmp/out/s9" "$tmp/out/s10"
 run
 grep -q "== s6: mnemo train" "$tmp/log" || fail "stage 6 was not trained again"
 grep -q "== s7: mnemo train" "$tmp/log" || fail "stage 7 was not trained again"
 grep -q "== s8: mnemo train" "$tmp/log" || fail "stage 8 was not trained again"
 grep -q "== s9: mnemo train" "$tmp/log" || fail "stage 9 was not trained again"
+grep -q "== s10: mnemo train" "$tmp/log" || fail "stage 10 was not trained again"
 [ "$(grep -c ': done (' "$tmp/log")" = 5 ] || fail "stages 1-5 were not kept"
-[ -f "$tmp/out/s9/ckpt-00000020.h5" ] || fail "no stage 9 checkpoint after the rerun"
+[ -f "$tmp/out/s10/ckpt-00000020.h5" ] || fail "no stage 10 checkpoint after the rerun"
 echo "ok"
