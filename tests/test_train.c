@@ -576,6 +576,28 @@ static float grown_at(mn_model *m, const char *name, int r, int c) {
     return mn_model_params(m)[t.offset + (size_t)r * (size_t)(t.ndim == 2 ? t.shape[1] : t.shape[0]) + (size_t)c];
 }
 
+/* Checks tensor `name` (rows x cols in the grown model mb, slot-indexed along `axis`) of a model
+ * grown from 2 to 5 slots against the base ma: slots keep their index, what follows them moves
+ * up by 3, slot j >= 2 is slot (j - 2) % 2's value plus, with `with_init`, the fresh model's.
+ * Returns the size of the initialisation added (the new entries are not exact copies when > 0). */
+static double check_grown_axis(mn_model *ma, mn_model *mb, mn_model *fresh_model, const char *name, int axis,
+                               int rows, int cols, int with_init) {
+    const int k = 2, k2 = 5;
+    double noise = 0;
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            int j = axis == 0 ? r : c, fresh = j >= k && j < k2;
+            int source = fresh ? (j - k) % k : j < k ? j : j - (k2 - k);
+            float init = fresh && with_init ? grown_at(fresh_model, name, r, c) : 0.0f;
+            float want = grown_at(ma, name, axis == 0 ? source : r, axis == 1 ? source : c) + init;
+            if (fabsf(want - grown_at(mb, name, r, c)) > 1e-6f)
+                fail_msg("%s (%d, %d) is not the base's entry %d of its slot axis (plus the initialisation: %d)",
+                         name, r, c, source, fresh && with_init);
+            noise += fabsf(init);
+        }
+    return noise;
+}
+
 static void test_base_grows_slots(void **state) {
     (void)state;
     const char *a[] = {TINY_RECALL, "--write-rule", "delta", "--steps", "3", "--run-dir", wpath("grows_a"), NULL};
@@ -588,7 +610,7 @@ static void test_base_grows_slots(void **state) {
     assert_int_equal(mn_model_config(mb)->n_slots, 5);
     OK(mn_model_create(mn_model_config(mb), &fresh_model));
     OK(mn_model_init(fresh_model, 1));
-    const int k = 2, k2 = 5, C = mn_model_config(ma)->d_model, N = mn_model_config(ma)->max_turn_tokens;
+    const int k2 = 5, C = mn_model_config(ma)->d_model, N = mn_model_config(ma)->max_turn_tokens;
     for (int i = 0; i < mn_model_num_tensors(ma); i++) {
         mn_tensor_info t, g;
         mn_model_tensor(ma, i, &t);
@@ -600,42 +622,14 @@ static void test_base_grows_slots(void **state) {
             if (fabsf(mn_model_params(ma)[t.offset + j] - mn_model_params(mb)[g.offset + j]) > 1e-20f)
                 fail_msg("%s[%zu] of the base is not the grown model's", t.name, j);
     }
-    /* rows: R_0 (k, C) and both position tables (k + N, C) */
-    const char *by_row[] = {"memory.r0", "decoder.wpe", "compressor.wpe"};
-    for (int n = 0; n < 3; n++) {
-        int rows = n == 0 ? k2 : k2 + N;
-        double noise = 0;
-        for (int r = 0; r < rows; r++) {
-            int fresh = r >= k && r < k2, source = fresh ? (r - k) % k : r < k ? r : r - (k2 - k);
-            for (int c = 0; c < C; c++) {
-                float init = fresh ? grown_at(fresh_model, by_row[n], r, c) : 0.0f;
-                float want = grown_at(ma, by_row[n], source, c) + init, got = grown_at(mb, by_row[n], r, c);
-                if (fabsf(want - got) > 1e-6f)
-                    fail_msg("%s row %d is not the base's row %d (plus the initialisation: %d)", by_row[n], r, source,
-                             fresh);
-                noise += fabsf(init);
-            }
-        }
-        assert_true(noise > 1e-3); /* the new rows are not exact copies */
-    }
-    /* columns: the write's address weights and biases (k + 1: addresses, then the strength) and
-     * its diagonal (k) */
-    const char *by_col[] = {"memory.write.weight", "memory.write.bias", "memory.write.diag"};
-    for (int n = 0; n < 3; n++) {
-        int cols = n == 2 ? k2 : k2 + 1, rows = n == 0 ? C : 1;
-        double noise = 0;
-        for (int r = 0; r < rows; r++)
-            for (int c = 0; c < cols; c++) {
-                int fresh = c >= k && c < k2, source = fresh ? (c - k) % k : c < k ? c : c - (k2 - k);
-                float init = fresh && n == 0 ? grown_at(fresh_model, by_col[n], r, c) : 0.0f;
-                float want = grown_at(ma, by_col[n], r, source) + init, got = grown_at(mb, by_col[n], r, c);
-                if (fabsf(want - got) > 1e-6f)
-                    fail_msg("%s (%d, %d) is not the base's (%d, %d)", by_col[n], r, c, r, source);
-                noise += fabsf(init);
-            }
-        if (n == 0)
-            assert_true(noise > 1e-3);
-    }
+    /* rows: R_0 (k, C) and both position tables (k + N, C); columns: the write's address weights
+     * and biases (k + 1: addresses, then the strength) and its diagonal (k) */
+    assert_true(check_grown_axis(ma, mb, fresh_model, "memory.r0", 0, k2, C, 1) > 1e-3);
+    assert_true(check_grown_axis(ma, mb, fresh_model, "decoder.wpe", 0, k2 + N, C, 1) > 1e-3);
+    assert_true(check_grown_axis(ma, mb, fresh_model, "compressor.wpe", 0, k2 + N, C, 1) > 1e-3);
+    assert_true(check_grown_axis(ma, mb, fresh_model, "memory.write.weight", 1, C, k2 + 1, 1) > 1e-3);
+    check_grown_axis(ma, mb, fresh_model, "memory.write.bias", 1, 1, k2 + 1, 0);
+    check_grown_axis(ma, mb, fresh_model, "memory.write.diag", 1, 1, k2, 0);
     /* the grown model runs: one update of R_0 gives a finite state of 5 slots */
     size_t kc = mn_state_floats(mb);
     assert_int_equal(kc, (size_t)k2 * (size_t)C);

@@ -352,7 +352,7 @@ static void copy_grown_tensor(const float *src, const mn_tensor_info *from, floa
         memcpy(dst + to->offset, src + from->offset, from->size * sizeof(float));
         return;
     }
-    int rows = from->ndim == 2 ? from->shape[0] : 1, cols = from->ndim == 2 ? from->shape[1] : from->shape[0];
+    int cols = from->ndim == 2 ? from->shape[1] : from->shape[0];
     int to_cols = to->ndim == 2 ? to->shape[1] : to->shape[0];
     int to_rows = to->ndim == 2 ? to->shape[0] : 1;
     float *out = dst + to->offset;
@@ -364,8 +364,6 @@ static void copy_grown_tensor(const float *src, const mn_tensor_info *from, floa
             int j = axis == 0 ? r : c, fresh = j >= k && j < k + extra;
             int source = fresh ? (j - k) % k : j < k ? j : j - extra;
             int fr = axis == 0 ? source : r, fc = axis == 1 ? source : c;
-            if (fr >= rows || fc >= cols)
-                continue;
             float v = in[(size_t)fr * (size_t)cols + (size_t)fc];
             float *o = out + (size_t)r * (size_t)to_cols + (size_t)c;
             *o = fresh && noise ? *o + v : v;
