@@ -34,7 +34,7 @@ static void softmax_row(float *a, int n_keys, int n_zero) {
     mn_v8f vsum = mn_v8f_set1(0.0f), vm = mn_v8f_set1(maxval);
     int t = 0;
     for (; t + 8 <= n_keys; t += 8) {
-        mn_v8f e = mn_exp8(mn_v8f_load(a + t) - vm);
+        mn_v8f e = mn_exp8_nonpos(mn_v8f_load(a + t) - vm);
         mn_v8f_store(a + t, e);
         vsum += e;
     }

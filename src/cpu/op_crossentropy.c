@@ -19,7 +19,7 @@ static float log_sum_exp(const float *x, int V) {
     mn_v8f vm = mn_v8f_set1(maxval);
     int v = 0;
     for (; v + 8 <= V; v += 8)
-        vsum += mn_exp8(mn_v8f_load(x + v) - vm);
+        vsum += mn_exp8_nonpos(mn_v8f_load(x + v) - vm);
     float sum = mn_v8f_sum(vsum);
     for (; v < V; v++)
         sum += mn_expf(x[v] - maxval);
@@ -32,7 +32,7 @@ static void scaled_softmax_in_place(float *x, float lse, float sw, int V) {
     int v = 0;
     mn_v8f vl = mn_v8f_set1(lse);
     for (; v + 8 <= V; v += 8)
-        mn_v8f_store(x + v, sw * mn_exp8(mn_v8f_load(x + v) - vl));
+        mn_v8f_store(x + v, sw * mn_exp8_nonpos(mn_v8f_load(x + v) - vl));
     for (; v < V; v++)
         x[v] = sw * mn_expf(x[v] - lse);
 }

@@ -28,6 +28,7 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 typedef float mn_v8f __attribute__((vector_size(32)));
 typedef int32_t mn_v8i __attribute__((vector_size(32)));
+typedef uint32_t mn_v8u __attribute__((vector_size(32)));
 
 #define MN_ALWAYS_INLINE static inline __attribute__((always_inline))
 
@@ -89,9 +90,12 @@ MN_ALWAYS_INLINE float mn_max_row(const float *x, int n) {
  * |error| <= 2 ulp for x in [-87.3, 88.3]. Below about -87.7 it returns exactly 0 (2^n flushes
  * to 0; the true value is < 1e-38), above about 88.38 +inf (2^128; true value > 2.4e38: the
  * ops only feed it x <= 0 or an e that ends up in 1 / (1 + e)). NaN stays NaN. The scalar
- * mn_expf does the same operations in the same order, so tails give the same bits as lanes. */
-#define MN_EXP_BODY(T, xc, n, r, p)                                                               \
-    T n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* 1.5 * 2^23 rounds */     \
+ * mn_expf does the same operations in the same order, so tails give the same bits as lanes.
+ * t = x log2e + 1.5 * 2^23 holds n in its low mantissa bits (|n| <= 128 after the clamps), so
+ * 2^n's exponent field is t's bits - bits(1.5 * 2^23) + 127, shifted: no float-to-int convert. */
+#define MN_EXP_BODY(T, xc, t, n, r, p)                                                            \
+    T t = xc * 1.44269504088896341f + 12582912.0f;                                              \
+    T n = t - 12582912.0f; /* rint(xc log2e): 1.5 * 2^23 rounds */                              \
     T r = xc - n * 0.693359375f;                                                                \
     r = r - n * -2.12194440e-4f;                                                                \
     T p = r * 1.9875691500e-4f + 1.3981999507e-3f;                                              \
@@ -100,23 +104,33 @@ MN_ALWAYS_INLINE float mn_max_row(const float *x, int n) {
     p = p * r + 1.6666665459e-1f;                                                               \
     p = p * r + 5.0000001201e-1f;                                                               \
     p = p * r * r + r + 1.0f;
+#define MN_EXP_BIAS (0x4B400000 - 127) /* bits(1.5 * 2^23) - the exponent bias */
 
+/* exp of lanes already clamped above (x <= 89, or NaN): the lower clamp, the body, 2^n through
+ * the exponent bits (n = -127 gives +0, n = 128 gives +inf) */
+#define mn_exp8_upto89(x_in)                                                                       \
+    ({                                                                                             \
+        mn_v8f xl_ = (x_in);                                                                       \
+        mn_v8f xc = mn_v8f_select(xl_ < -88.0f, mn_v8f_set1(-88.0f), xl_);                        \
+        MN_EXP_BODY(mn_v8f, xc, t, n, r, p)                                                        \
+        p * (mn_v8f)(((mn_v8u)t - (uint32_t)MN_EXP_BIAS) << 23);                                             \
+    })
 #define mn_exp8(x_in)                                                                              \
     ({                                                                                             \
         mn_v8f x_ = (x_in);                                                                        \
-        mn_v8f xc = mn_v8f_select(x_ > 89.0f, mn_v8f_set1(89.0f), x_);                            \
-        xc = mn_v8f_select(xc < -88.0f, mn_v8f_set1(-88.0f), xc);                                  \
-        MN_EXP_BODY(mn_v8f, xc, n, r, p)                                                           \
-        /* 2^n through the exponent bits: n = -127 gives +0, n = 128 gives +inf */                 \
-        mn_v8i bits = (__builtin_convertvector(n, mn_v8i) + 127) << 23;                            \
-        p * (mn_v8f)bits;                                                                          \
+        mn_exp8_upto89(mn_v8f_select(x_ > 89.0f, mn_v8f_set1(89.0f), x_));                         \
     })
+/* exp of x <= 0 (x - max of a softmax row, x - its log-sum-exp): the upper clamp is the
+ * identity there (and for NaN), so the same bits without its compare and select */
+#define mn_exp8_nonpos(x_in) mn_exp8_upto89(x_in)
 
 MN_ALWAYS_INLINE float mn_expf(float x) {
     float xc = x > 89.0f ? 89.0f : x;
     xc = xc < -88.0f ? -88.0f : xc;
-    MN_EXP_BODY(float, xc, n, r, p)
-    int32_t bits = ((int32_t)n + 127) << 23;
+    MN_EXP_BODY(float, xc, t, n, r, p)
+    int32_t bits;
+    memcpy(&bits, &t, sizeof bits);
+    bits = (int32_t)(((uint32_t)bits - (uint32_t)MN_EXP_BIAS) << 23);
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;
