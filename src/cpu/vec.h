@@ -113,7 +113,7 @@ MN_ALWAYS_INLINE float mn_max_row(const float *x, int n) {
         mn_v8f xl_ = (x_in);                                                                       \
         mn_v8f xc = mn_v8f_select(xl_ < -88.0f, mn_v8f_set1(-88.0f), xl_);                        \
         MN_EXP_BODY(mn_v8f, xc, t, n, r, p)                                                        \
-        p * (mn_v8f)(((mn_v8u)t - (uint32_t)MN_EXP_BIAS) << 23);                                             \
+        p * (mn_v8f)(((mn_v8u)t - (uint32_t)MN_EXP_BIAS) << 23);                                   \
     })
 #define mn_exp8(x_in)                                                                              \
     ({                                                                                             \
