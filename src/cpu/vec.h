@@ -106,23 +106,22 @@ MN_ALWAYS_INLINE float mn_max_row(const float *x, int n) {
     p = p * r * r + r + 1.0f;
 #define MN_EXP_BIAS (0x4B400000 - 127) /* bits(1.5 * 2^23) - the exponent bias */
 
-/* exp of lanes already clamped above (x <= 89, or NaN): the lower clamp, the body, 2^n through
- * the exponent bits (n = -127 gives +0, n = 128 gives +inf) */
-#define mn_exp8_upto89(x_in)                                                                       \
+/* exp of lanes at most 89 (or NaN): the lower clamp, the body, 2^n through the exponent bits
+ * (n = -127 gives +0, n = 128 gives +inf). The ops call it for x <= 0 (x - max of a softmax
+ * row, x - its log-sum-exp), where mn_exp8's upper clamp is the identity (NaN passes either
+ * way): the same bits without that compare and select. */
+#define mn_exp8_nonpos(x_in)                                                                       \
     ({                                                                                             \
         mn_v8f xl_ = (x_in);                                                                       \
-        mn_v8f xc = mn_v8f_select(xl_ < -88.0f, mn_v8f_set1(-88.0f), xl_);                        \
+        mn_v8f xc = mn_v8f_select(xl_ < -88.0f, mn_v8f_set1(-88.0f), xl_);                         \
         MN_EXP_BODY(mn_v8f, xc, t, n, r, p)                                                        \
         p * (mn_v8f)(((mn_v8u)t - (uint32_t)MN_EXP_BIAS) << 23);                                   \
     })
 #define mn_exp8(x_in)                                                                              \
     ({                                                                                             \
         mn_v8f x_ = (x_in);                                                                        \
-        mn_exp8_upto89(mn_v8f_select(x_ > 89.0f, mn_v8f_set1(89.0f), x_));                         \
+        mn_exp8_nonpos(mn_v8f_select(x_ > 89.0f, mn_v8f_set1(89.0f), x_));                         \
     })
-/* exp of x <= 0 (x - max of a softmax row, x - its log-sum-exp): the upper clamp is the
- * identity there (and for NaN), so the same bits without its compare and select */
-#define mn_exp8_nonpos(x_in) mn_exp8_upto89(x_in)
 
 MN_ALWAYS_INLINE float mn_expf(float x) {
     float xc = x > 89.0f ? 89.0f : x;
