@@ -1510,6 +1510,145 @@ static void test_word_families(void **state) {
     free_list(heldout, n_heldout);
 }
 
+/* Lower-cased words of the keys of every held-out family (valid and test splits). */
+static void heldout_key_words(mn_strset *out) {
+    memset(out, 0, sizeof *out);
+    for (int s = 0; s < 2; s++) {
+        mn_probe_templates t;
+        assert_int_equal(mn_probe_templates_load(templates_dir(), s ? MN_SPLIT_TEST : MN_SPLIT_VALID, &t), MN_OK);
+        for (int c = 0; c < t.n_categories; c++)
+            for (int k = 0; t.categories[c].held_out && k < t.categories[c].n_keys; k++)
+                for (const char *q = t.categories[c].keys[k]; *q; q += strspn(q, " ")) {
+                    size_t m = strcspn(q, " ");
+                    char word[64];
+                    snprintf(word, sizeof word, "%.*s", (int)m, q);
+                    for (char *w = word; *w; w++)
+                        *w = (char)tolower((unsigned char)*w);
+                    char *own = strstr(word, "'s");
+                    if (own && !own[2])
+                        *own = '\0';
+                    int added;
+                    assert_int_equal(mn_strset_add(out, word, &added), MN_OK);
+                    q += m;
+                }
+        mn_probe_templates_free(&t);
+    }
+    assert_true(out->count >= 10);
+}
+
+/* --word-keys: with chance 1 every open family's keys are made of words said in the dialogues
+ * (besides an owner or a kind word) and none is a word of a held-out family's key, though the
+ * dialogues say every held-out key; with chance 0 nothing changes; with chance 0.5 about half
+ * the families, the same for the same seed; refused without dialogues or outside [0, 1]. */
+static void test_word_keys(void **state) {
+    (void)state;
+    mn_strset heldout_keys;
+    heldout_key_words(&heldout_keys);
+    char **heldout_values;
+    int n_values;
+    heldout_word_values(&heldout_values, &n_values);
+    /* the dialogues say the held-out key words beside real sentences */
+    char **said = NULL;
+    int n_said = 0;
+    for (size_t b = 0; b < heldout_keys.cap; b++)
+        if (heldout_keys.slots[b]) {
+            said = realloc(said, (size_t)(n_said + 1) * sizeof *said);
+            said[n_said++] = strdup(heldout_keys.slots[b]);
+        }
+    mn_dialogue_list dialogues;
+    make_span_dialogues(&dialogues, said, n_said);
+    mn_probe_templates t, plain, again;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &t), MN_OK);
+    const int loaded = t.n_categories;
+    const mn_open_frames *of = t.open_frames;
+
+    mn_open_spans all = {.keys_prob = 1, .dialogues = &dialogues};
+    assert_int_equal(mn_probe_templates_open_families_spans(&t, templates_dir(), 200, 5, &all), MN_OK);
+    assert_int_equal(all.keys_families, 200);
+    for (int c = loaded; c < t.n_categories; c++)
+        for (int k = 0; k < t.categories[c].n_keys; k++) {
+            const char *key = t.categories[c].keys[k];
+            /* the words besides a kind word at the end (some are two words: "start time") */
+            char rest[256];
+            snprintf(rest, sizeof rest, "%s", key);
+            size_t n = strlen(rest), longest = 0;
+            for (int kind = 0; kind < MN_OPEN_KINDS; kind++)
+                for (int w = 0; w < of->n_kind_words[kind]; w++) {
+                    size_t m = strlen(of->kind_words[kind][w]);
+                    if (n > m + 1 && m > longest && rest[n - m - 1] == ' ' &&
+                        !strcmp(rest + n - m, of->kind_words[kind][w]))
+                        longest = m;
+                }
+            if (longest)
+                rest[n - longest - 1] = '\0';
+            int said_words = 0;
+            for (const char *q = rest; *q; q += strspn(q, " ")) {
+                size_t m = strcspn(q, " ");
+                char word[64], plural_less[64];
+                snprintf(word, sizeof word, "%.*s", (int)m, q);
+                q += m;
+                char *own = strstr(word, "'s");
+                if (own && !own[2])
+                    *own = '\0';
+                snprintf(plural_less, sizeof plural_less, "%s", word);
+                size_t n = strlen(plural_less);
+                if (n > 3 && plural_less[n - 1] == 's')
+                    plural_less[n - 1] = '\0';
+                if (mn_strset_has(&heldout_keys, word) || mn_strset_has(&heldout_keys, plural_less))
+                    fail_msg("word key \"%s\" has \"%s\", a word of a held-out key", key, word);
+                int listed = in_list(of->owners, of->n_owners, word);
+                int found = 0;
+                for (int64_t i = 0; i < dialogues.count && !found; i++)
+                    for (int u = 0; u < dialogues.items[i].n_turns && !found; u++)
+                        found = has_word_ci(dialogues.items[i].turns[u].text, word);
+                if (!found && !listed)
+                    fail_msg("word key \"%s\": \"%s\" is said in no turn and is no owner", key, word);
+                said_words += found;
+            }
+            if (!said_words)
+                fail_msg("word key \"%s\" has no word of the dialogues", key);
+        }
+
+    /* chance 0: the families of mn_probe_templates_open_families */
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &plain), MN_OK);
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &again), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families(&plain, templates_dir(), 200, 5), MN_OK);
+    mn_open_spans none = {.words_prob = 0, .keys_prob = 0, .dialogues = &dialogues};
+    assert_int_equal(mn_probe_templates_open_families_spans(&again, templates_dir(), 200, 5, &none), MN_OK);
+    assert_int_equal(none.keys_families, 0);
+    assert_same_families(&plain, &again);
+    mn_probe_templates_free(&again);
+
+    /* half: about half the families, deterministic in the seed */
+    mn_probe_templates half, half2;
+    mn_open_spans h1 = {.keys_prob = 0.5, .words_prob = 0.5, .dialogues = &dialogues}, h2 = h1;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &half), MN_OK);
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &half2), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families_spans(&half, templates_dir(), 200, 5, &h1), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families_spans(&half2, templates_dir(), 200, 5, &h2), MN_OK);
+    assert_same_families(&half, &half2);
+    assert_in_range(h1.keys_families, 70, 130);
+    assert_int_equal(h1.keys_families, h2.keys_families);
+    mn_probe_templates_free(&half);
+    mn_probe_templates_free(&half2);
+
+    /* refused, the templates left as they were */
+    mn_open_spans no_dialogues = {.keys_prob = 0.5}, too_likely = {.keys_prob = -0.1, .dialogues = &dialogues};
+    assert_int_equal(mn_probe_templates_open_families_spans(&plain, templates_dir(), 10, 5, &no_dialogues),
+                     MN_ERR_CONFIG);
+    assert_non_null(strstr(mn_last_error(), "--jsonl"));
+    assert_int_equal(mn_probe_templates_open_families_spans(&plain, templates_dir(), 10, 5, &too_likely),
+                     MN_ERR_CONFIG);
+    assert_non_null(strstr(mn_last_error(), "word keys"));
+    assert_int_equal(plain.n_categories, loaded + 200);
+    mn_probe_templates_free(&plain);
+    mn_probe_templates_free(&t);
+    mn_dialogue_list_free(&dialogues);
+    free_list(said, n_said);
+    free_list(heldout_values, n_values);
+    mn_strset_free(&heldout_keys);
+}
+
 /* Probes of open families (templates t as generated for the episodes): the fact turn holds the
  * key and the value, the question (of the asker's list: self when the fact's speaker asks)
  * holds the key and never the value. Returns how many probes were of open families. */
@@ -2644,8 +2783,8 @@ static void test_cli_span_families(void **state) {
     free_list(heldout, n_heldout);
 }
 
-/* mnemo episodes --word-families: reports the families made, refuses without --open-families
- * (nothing written) and a chance outside [0, 1]. */
+/* mnemo episodes --word-families and --word-keys: report the families made, refuse without
+ * --open-families (nothing written) and a chance outside [0, 1]. */
 static void test_cli_word_families(void **state) {
     (void)state;
     if (!getenv("MNEMO_BIN"))
@@ -2658,7 +2797,7 @@ static void test_cli_word_families(void **state) {
     snprintf(out, sizeof out, "%s", tmp_path("words.jsonl"));
     snprintf(args, sizeof args,
              "--jsonl '%s' --templates '%s' --split train --turns 8 --distances 1-3 --probes-per-episode 2 "
-             "--facts templates --open-families 300 --word-families 1 --seed 6 -o '%s'",
+             "--facts templates --open-families 300 --word-families 1 --word-keys 1 --seed 6 -o '%s'",
              in, templates_dir(), out);
     assert_int_equal(run_cli(args), 0);
     char *log;
@@ -2666,6 +2805,8 @@ static void test_cli_word_families(void **state) {
     assert_int_equal(mn_file_read_all(tmp_path("cli.log"), &log, &log_len), MN_OK);
     if (!strstr(log, "word families (train): 300 of the open families"))
         fail_msg("no word family count in:\n%s", log);
+    if (!strstr(log, "word keys (train): 300 of the open families"))
+        fail_msg("no word key count in:\n%s", log);
     free(log);
     const char *fresh = tmp_path("words_refused.jsonl");
     snprintf(args, sizeof args, "--jsonl '%s' --split train --facts templates --templates '%s' --word-families 0.5 -o '%s'",
@@ -2676,7 +2817,17 @@ static void test_cli_word_families(void **state) {
     if (!strstr(log, "--open-families"))
         fail_msg("the refusal does not say why:\n%s", log);
     free(log);
+    snprintf(args, sizeof args, "--jsonl '%s' --split train --facts templates --templates '%s' --word-keys 0.5 -o '%s'",
+             in, templates_dir(), fresh);
+    assert_int_equal(run_cli(args), 1);
+    assert_int_equal(access(fresh, F_OK), -1);
+    assert_int_equal(mn_file_read_all(tmp_path("cli.log"), &log, &log_len), MN_OK);
+    if (!strstr(log, "word keys (--word-keys) are keys of open families"))
+        fail_msg("the refusal does not say why:\n%s", log);
+    free(log);
     snprintf(args, sizeof args, "--synthetic 2 --templates '%s' --word-families 1.5 -o '%s'", templates_dir(), fresh);
+    assert_int_equal(run_cli(args), 2);
+    snprintf(args, sizeof args, "--synthetic 2 --templates '%s' --word-keys 1.5 -o '%s'", templates_dir(), fresh);
     assert_int_equal(run_cli(args), 2);
     mn_dialogue_list_free(&dialogues);
     free_list(heldout, n_heldout);
@@ -2748,6 +2899,7 @@ int main(void) {
         cmocka_unit_test(test_open_family_probes),
         cmocka_unit_test(test_span_families),
         cmocka_unit_test(test_word_families),
+        cmocka_unit_test(test_word_keys),
         cmocka_unit_test(test_frame_rewrites),
         cmocka_unit_test(test_embed_sentence),
         cmocka_unit_test(test_embed_and_variety_probes),

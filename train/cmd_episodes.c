@@ -79,6 +79,10 @@ static void usage(FILE *out) {
             "                           chance P, values of 1-3 real words of the --jsonl turns\n"
             "                           drawn apart, lower case or capitalised (no word of a\n"
             "                           valid/test value; default 0)\n"
+            "  --word-keys P            with --open-families and --jsonl (train split only):\n"
+            "                           each open family's keys are, with chance P, made of real\n"
+            "                           words of the --jsonl turns (\"{word} {word}\", \"{word}\n"
+            "                           code\"; no word of a held-out key; default 0)\n"
             "  --embed-facts P          train split only: with chance P a template fact is said\n"
             "                           inside the next real turn of its speaker, and (drawn\n"
             "                           apart) a question after a real turn of its asker\n"
@@ -113,6 +117,9 @@ static void print_report(const mn_episodes_job *job, const mn_episodes_report *r
     if (job->word_families > 0 && r->reached > MN_EPISODES_OPEN_FAMILIES)
         printf("word families (train): %d of the open families, %" PRId64 " values of the dialogues' words\n",
                r->word_families, r->word_values);
+    if (job->word_keys > 0 && r->reached > MN_EPISODES_OPEN_FAMILIES)
+        printf("word keys (train): %d of the open families with keys of the dialogues' words\n",
+               r->key_families);
     if (job->synthetic < 0 && (job->probes.sources & MN_FACTS_PERSONAS) && r->reached > MN_EPISODES_PERSONAS)
         printf("personas (%s): %d sentences in %d personas; %" PRId64 " dropped as shared with another split\n",
                split_name, r->persona_sentences, r->personas, r->personas_dropped_shared);
@@ -177,6 +184,7 @@ int cmd_episodes(int argc, char **argv) {
         {"open-families", required_argument, 0, 'P'},
         {"span-families", required_argument, 0, 'W'},
         {"word-families", required_argument, 0, 'R'},
+        {"word-keys", required_argument, 0, 'K'},
         {"cued", required_argument, 0, 'C'},
         {"embed-facts", required_argument, 0, 'E'},
         {"frame-variety", required_argument, 0, 'V'},
@@ -262,6 +270,10 @@ int cmd_episodes(int argc, char **argv) {
             break;
         case 'R':
             if (!cli_double("episodes", "--word-families", optarg, 0, 1, &job.word_families))
+                return 2;
+            break;
+        case 'K':
+            if (!cli_double("episodes", "--word-keys", optarg, 0, 1, &job.word_keys))
                 return 2;
             break;
         case 'h': usage(stdout); return 0;

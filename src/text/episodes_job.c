@@ -58,9 +58,13 @@ static mn_status run(const mn_episodes_job *job, mn_episodes_report *rep, job_da
         return mn_fail(MN_ERR_CONFIG, "%s families (--%s-families) are open families: they "
                                       "need --open-families N", which, which);
     }
+    if (job->word_keys > 0 && job->open_families <= 0)
+        return mn_fail(MN_ERR_CONFIG, "word keys (--word-keys) are keys of open families: they "
+                                      "need --open-families N");
     if (job->open_families > 0) {
         mn_open_spans spans = {.prob = job->span_families,
                                .words_prob = job->word_families,
+                               .keys_prob = job->word_keys,
                                .dialogues = job->jsonl ? &d->dialogues : NULL};
         MN_TRY(mn_probe_templates_open_families_spans(&d->templates, job->templates, job->open_families, pcfg.seed,
                                                       &spans));
@@ -68,6 +72,7 @@ static mn_status run(const mn_episodes_job *job, mn_episodes_report *rep, job_da
         rep->span_values = spans.values;
         rep->word_families = spans.words_families;
         rep->word_values = spans.words_values;
+        rep->key_families = spans.keys_families;
     }
     rep->reached = MN_EPISODES_PERSONAS;
     if (pcfg.sources & MN_FACTS_PERSONAS) {

@@ -2501,6 +2501,35 @@ static int run_add(void *ctx, const char *run) {
     return mn_strset_add(&((key_registry *)ctx)->parts, run, &added) == MN_OK ? 0 : -1;
 }
 
+/* A word key (`--word-keys`): words of random turns of `dialogues`, drawn as a word family's
+ * value words are (corpus_word), where the fixed lists put a noun or a made-up word: "{word}
+ * {kind word}" (35%), "{word} {word}" (35%), "{word} {word} {kind word}" (15%) or "{owner}'s
+ * {word}" (15%). 0 when the draws found no word (the caller then makes a key of the lists). */
+static int open_key_words(mn_rng *rng, const mn_open_frames *of, mn_open_kind kind,
+                          const mn_dialogue_list *dialogues, const mn_strset *heldout_words,
+                          char *buf, size_t cap) {
+    const char *word = pick_str(rng, of->kind_words[kind], of->n_kind_words[kind]);
+    const char *owner = pick_str(rng, of->owners, of->n_owners);
+    char w1[32] = "", w2[32] = "";
+    int found1 = 0, found2 = 0;
+    for (int t = 0; t < 64 && !found1; t++)
+        found1 = corpus_word(dialogues, heldout_words, rng, w1, sizeof w1);
+    for (int t = 0; t < 64 && !found2; t++)
+        found2 = corpus_word(dialogues, heldout_words, rng, w2, sizeof w2);
+    int shape = (int)mn_rng_below(rng, 100);
+    if (!found1 || (!found2 && shape >= 35 && shape < 85))
+        return 0;
+    if (shape < 35)
+        snprintf(buf, cap, "%s %s", w1, word);
+    else if (shape < 70)
+        snprintf(buf, cap, "%s %s", w1, w2);
+    else if (shape < 85)
+        snprintf(buf, cap, "%s %s %s", w1, w2, word);
+    else
+        snprintf(buf, cap, "%s's %s", owner, w1);
+    return 1;
+}
+
 /* A key as generated: a made-up word alone or before a word of the kind ("zorbin", "kelvat
  * code"), a noun with the kind's word after it and maybe a modifier or an owner before it
  * ("locker code", "gym locker code", "cousin's kayak code"), an owner's made-up word
@@ -2601,11 +2630,12 @@ static void drop_values_in_questions(mn_fact_category *cat) {
 }
 
 /* Family `index`: its kind (`forced`, whose values come from `dialogues`, when it is below
- * MN_OPEN_KINDS; else drawn), keys, frames and values. What is made is in cat on error too. */
+ * MN_OPEN_KINDS; else drawn), keys (of dialogue words when word_keys), frames and values. What
+ * is made is in cat on error too. */
 static mn_status make_open_family(mn_rng *rng, const mn_open_frames *of, const heldout_set *h,
                                   const mn_strset *heldout_words, key_registry *reg, int index,
                                   mn_open_kind forced, const mn_dialogue_list *dialogues,
-                                  mn_fact_category *cat) {
+                                  int word_keys, mn_fact_category *cat) {
     char name[32];
     snprintf(name, sizeof name, "open-%d", index + 1);
     mn_open_kind kind = forced < MN_OPEN_KINDS
@@ -2618,7 +2648,9 @@ static mn_status make_open_family(mn_rng *rng, const mn_open_frames *of, const h
         return mn_fail(MN_ERR_NOMEM, "open families: out of memory");
     for (int tries = 0; cat->n_keys < want_keys && tries < 100 * want_keys; tries++) {
         char key[256];
-        open_key(rng, of, kind, key, sizeof key);
+        if (!word_keys ||
+            !open_key_words(rng, of, kind, dialogues, heldout_words, key, sizeof key))
+            open_key(rng, of, kind, key, sizeof key);
         char *low = lower_copy(key);
         if (!low)
             return mn_fail(MN_ERR_NOMEM, "open families: out of memory");
@@ -2671,6 +2703,7 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
     spans->values = 0;
     spans->words_families = 0;
     spans->words_values = 0;
+    spans->keys_families = 0;
     if (t->split != MN_SPLIT_TRAIN)
         return mn_fail(MN_ERR_CONFIG, "open families: only for the train split (held-out splits "
                                       "keep their own families)");
@@ -2692,10 +2725,18 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
     if (spans->words_prob > 0 && !spans->dialogues)
         return mn_fail(MN_ERR_CONFIG, "word families: no dialogues to take words from (they "
                                       "come from the --jsonl dialogues)");
+    if (!(spans->keys_prob >= 0 && spans->keys_prob <= 1))
+        return mn_fail(MN_ERR_CONFIG, "word keys: the chance of a family with keys of dialogue "
+                                      "words must be in [0, 1] (got %g)", spans->keys_prob);
+    if (spans->keys_prob > 0 && !spans->dialogues)
+        return mn_fail(MN_ERR_CONFIG, "word keys: no dialogues to take words from (they come "
+                                      "from the --jsonl dialogues)");
     heldout_set h;
     MN_TRY(heldout_load(path, &h));
-    mn_strset heldout_words = {0}; /* only word families read it */
-    mn_status words_st = spans->words_prob > 0 ? heldout_value_words(&h.values, &heldout_words) : MN_OK;
+    mn_strset heldout_words = {0}; /* only word families and word keys read it */
+    mn_status words_st = spans->words_prob > 0 || spans->keys_prob > 0
+                             ? heldout_value_words(&h.values, &heldout_words)
+                             : MN_OK;
     if (words_st != MN_OK) {
         mn_strset_free(&heldout_words);
         heldout_free(&h);
@@ -2710,13 +2751,15 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
         t->categories = cats;
         memset(cats + t->n_categories, 0, (size_t)n_families * sizeof *cats);
     }
-    mn_rng rng, span_rng, words_rng; /* which families are spans or words: streams of their
-                                      * own, drawn only when asked for, so that a chance of 0
-                                      * leaves every family as it was */
+    mn_rng rng, span_rng, words_rng, keys_rng; /* which families are spans or words, or have
+                                                * word keys: streams of their own, drawn only
+                                                * when asked for, so that a chance of 0 leaves
+                                                * every family as it was */
     mn_rng_seed(&rng, mix64(mix64(seed ^ 0x0be9fa3111e5ull)));
     mn_rng_seed(&span_rng, mix64(mix64(seed ^ 0x5ba2f0a111e5ull)));
     mn_rng_seed(&words_rng, mix64(mix64(seed ^ 0x3c0d5a9111e5ull)));
-    int made = 0, span_families = 0, words_families = 0;
+    mn_rng_seed(&keys_rng, mix64(mix64(seed ^ 0x77aa11e5ull)));
+    int made = 0, span_families = 0, words_families = 0, keys_families = 0;
     int64_t span_values = 0, words_values = 0;
     for (; made < n_families && st == MN_OK; made++) {
         mn_fact_category *cat = &t->categories[t->n_categories + made];
@@ -2726,8 +2769,10 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
         mn_open_kind forced = span    ? MN_OPEN_SPAN
                               : words ? (mn_rng_below(&words_rng, 2) ? MN_OPEN_TITLE : MN_OPEN_WORDS)
                                       : MN_OPEN_KINDS;
+        int word_keys = spans->keys_prob > 0 && mn_rng_uniform(&keys_rng) < spans->keys_prob;
         st = make_open_family(&rng, t->open_frames, &h, &heldout_words, &reg, made, forced,
-                              spans->dialogues, cat);
+                              spans->dialogues, word_keys, cat);
+        keys_families += word_keys;
         span_families += span;
         span_values += span ? cat->n_values : 0;
         words_families += words;
@@ -2739,6 +2784,7 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
         spans->values = span_values;
         spans->words_families = words_families;
         spans->words_values = words_values;
+        spans->keys_families = keys_families;
     } else
         for (int i = 0; cats && i < made; i++)
             category_free(&t->categories[t->n_categories + i]);

@@ -161,9 +161,9 @@ mn_status mn_probe_templates_open_families(mn_probe_templates *t, const char *pa
  * once the punctuation around the span is stripped (none inside it), at least one word of 4+
  * letters that is no common function word, and no span equal to or holding as a run of whole
  * words a valid or test value of any family. spans->families and spans->values are set to what
- * was made. Fails (leaving t unchanged) as mn_probe_templates_open_families does, when prob or
- * words_prob is not in [0, 1], when either is > 0 without dialogues, or when a family finds
- * fewer than 2 values. */
+ * was made. Fails (leaving t unchanged) as mn_probe_templates_open_families does, when prob,
+ * words_prob or keys_prob is not in [0, 1], when one is > 0 without dialogues, or when a family
+ * finds fewer than 2 values. */
 /* Word families (`--word-families P`): with chance words_prob (a stream of its own again, so
  * 0 draws nothing) a family that is not a span family is of the words or title kind (one in
  * two): its values are 1 to 3 distinct words, each a word of a random turn of the dialogues
@@ -172,6 +172,15 @@ mn_status mn_probe_templates_open_families(mn_probe_templates *t, const char *pa
  * case (words) or capitalised and, one value in four, after "The" (title). Unlike a span the
  * words come from different places, so a value is as unlikely to the language model as its
  * distractors, but made of real words as the held-out values are. */
+/* Word keys (`--word-keys P`): with chance keys_prob (a stream of its own, so 0 draws nothing)
+ * a family's keys are made of words of random turns of the dialogues, drawn as a word family's
+ * value words are, in the places the fixed lists fill otherwise: "{word} {kind word}", "{word}
+ * {word}", "{word} {word} {kind word}" or "{owner}'s {word}". Every key still passes the rule
+ * of all generated keys (no word of a held-out family's key, no overlap with a valid or test
+ * key), so no held-out key word stands where a key stands, but thousands of real words do: a
+ * key is matched by its words, not recognised from a short list. A family with word keys draws
+ * its frames and values after them, so it and the families after it differ from those of a
+ * chance of 0. */
 typedef struct {
     double prob;                        /* chance that a family is of the span kind */
     const mn_dialogue_list *dialogues;  /* whose turns spans and words are taken from */
@@ -180,6 +189,8 @@ typedef struct {
     double words_prob;                  /* chance that a family is of the words or title kind */
     int words_families;                 /* out: word families made (both kinds) */
     int64_t words_values;               /* out: their values, all together */
+    double keys_prob;                   /* chance that a family's keys are of dialogue words */
+    int keys_families;                  /* out: families with such keys */
 } mn_open_spans;
 mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const char *path,
                                                  int n_families, uint64_t seed,
