@@ -1632,6 +1632,31 @@ static void test_word_keys(void **state) {
     mn_probe_templates_free(&half);
     mn_probe_templates_free(&half2);
 
+    /* a corpus of a few words: its free words run out, and the lists fill the families */
+    mn_dialogue_list tiny = {0};
+    mn_dialogue one = {.id = strdup("tiny"), .n_turns = 1, .turns = calloc(1, sizeof *one.turns)};
+    one.turns[0].speaker = strdup("A");
+    one.turns[0].text = strdup("Lighthouse keepers watch sailboats drifting.");
+    one.turns[0].date = strdup("2023-05-08");
+    assert_int_equal(mn_dialogue_list_push(&tiny, &one), MN_OK);
+    mn_probe_templates few;
+    mn_open_spans tiny_keys = {.keys_prob = 1, .dialogues = &tiny};
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &few), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families_spans(&few, templates_dir(), 100, 5, &tiny_keys), MN_OK);
+    assert_int_equal(tiny_keys.keys_families, 100);
+    int tiny_word_keys = 0;
+    for (int c = loaded; c < few.n_categories; c++) {
+        assert_true(few.categories[c].n_keys >= 5);
+        for (int k = 0; k < few.categories[c].n_keys; k++)
+            tiny_word_keys += has_word_ci(few.categories[c].keys[k], "lighthouse") ||
+                              has_word_ci(few.categories[c].keys[k], "keepers") ||
+                              has_word_ci(few.categories[c].keys[k], "sailboats") ||
+                              has_word_ci(few.categories[c].keys[k], "drifting");
+    }
+    assert_true(tiny_word_keys > 0);
+    mn_probe_templates_free(&few);
+    mn_dialogue_list_free(&tiny);
+
     /* refused, the templates left as they were */
     mn_open_spans no_dialogues = {.keys_prob = 0.5}, too_likely = {.keys_prob = -0.1, .dialogues = &dialogues};
     assert_int_equal(mn_probe_templates_open_families_spans(&plain, templates_dir(), 10, 5, &no_dialogues),

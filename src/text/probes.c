@@ -2648,7 +2648,9 @@ static mn_status make_open_family(mn_rng *rng, const mn_open_frames *of, const h
         return mn_fail(MN_ERR_NOMEM, "open families: out of memory");
     for (int tries = 0; cat->n_keys < want_keys && tries < 100 * want_keys; tries++) {
         char key[256];
-        if (!word_keys ||
+        /* word keys for half the tries: a small corpus runs out of free words, and the
+         * fixed lists then fill the family */
+        if (!word_keys || tries >= 50 * want_keys ||
             !open_key_words(rng, of, kind, dialogues, heldout_words, key, sizeof key))
             open_key(rng, of, kind, key, sizeof key);
         char *low = lower_copy(key);
