@@ -1,11 +1,12 @@
 #!/bin/sh
 # scripts/train-recall --quick end to end on the committed Self-Dialogue fixture and a small
-# persona file written here: the eleven stages run in order, each from the previous one's
+# persona file written here: the twelve stages run in order, each from the previous one's
 # checkpoint, with the shipped recipe's settings (stage 5: the persona shard, lr 1e-3, the delta
 # write rule; stage 6: word families in whole turns; stage 7: a second decoder layer; stage 8: a
 # third compressor layer; stages 9 and 10: the same without the reconstruction aid, on two more
-# draws; stage 11: a stream of 10-turn windows over another draw and 38-turn episodes); run
-# again, it trains nothing; with the directories of stages 6 to 11 gone, it trains those alone.
+# draws; stage 11: a stream of 10-turn windows over another draw and 38-turn episodes; stage 12:
+# the same on a draw with keys of the dialogues' words); run again, it trains nothing; with the
+# directories of stages 6 to 12 gone, it trains those alone.
 # Usage: test_train_recall.sh SOURCE_ROOT BUILD_ROOT
 set -eu
 src=$1
@@ -35,7 +36,7 @@ stage_config() {
 }
 
 run
-for s in s1/ckpt-00000020 s2/ckpt-00000010 s3/ckpt-00000020 s4/ckpt-00000020 s5/ckpt-00000020 s6/ckpt-00000020 s7/ckpt-00000020 s8/ckpt-00000020 s9/ckpt-00000020 s10/ckpt-00000020 s11/ckpt-00000020; do
+for s in s1/ckpt-00000020 s2/ckpt-00000010 s3/ckpt-00000020 s4/ckpt-00000020 s5/ckpt-00000020 s6/ckpt-00000020 s7/ckpt-00000020 s8/ckpt-00000020 s9/ckpt-00000020 s10/ckpt-00000020 s11/ckpt-00000020 s12/ckpt-00000020; do
     [ -f "$tmp/out/$s.h5" ] || fail "no $s.h5"
 done
 stage_config s5 '"train_data":"'"$tmp"'/out/data/personas.shard"' '"lr":0.001,' '"min_lr":0.0001,' '"reconstruct_delay":2,' '"n_slots":8,' '"write_rule":"delta",'
@@ -70,12 +71,19 @@ grep -q '"after":' "$tmp/out/data/ep-long.jsonl" || fail "stage 11's long episod
 grep -q -- "--turns 12 --distances 9-9" "$tmp/log" || fail "stage 11's long episodes were not asked 9 turns back"
 [ "$(cat "$tmp/out/data/ep-words6.jsonl" "$tmp/out/data/ep-long.jsonl" | cksum)" = "$(cksum < "$tmp/out/data/ep-stream.jsonl")" ] ||
     fail "stage 11's episodes are not the sixth draw and the long episodes"
+stage_config s12 '"train_data":"'"$tmp"'/out/data/keys-stream.shard"' '"n_layers":2,' '"n_comp_layers":3,' '"reconstruct_weight":0.0,' \
+    '"turns":10,' '"bptt":10,' '"stream":1,'
+grep -q -- "--base $tmp/out/s11/ckpt-00000020.h5" "$tmp/log" || fail "stage 12 did not start from stage 11"
+grep -q "^word keys (train): [1-9]" "$tmp/log" || fail "stage 12's episodes have no word keys"
+[ -s "$tmp/out/data/ep-keys-long.jsonl" ] || fail "stage 12 has no long episodes"
+[ "$(cat "$tmp/out/data/ep-keys.jsonl" "$tmp/out/data/ep-keys-long.jsonl" | cksum)" = "$(cksum < "$tmp/out/data/ep-keys-stream.jsonl")" ] ||
+    fail "stage 12's episodes are not its draw and its long episodes"
 
 run
-[ "$(grep -c ': done (' "$tmp/log")" = 11 ] || fail "a second run trained again"
+[ "$(grep -c ': done (' "$tmp/log")" = 12 ] || fail "a second run trained again"
 grep -q "mnemo train" "$tmp/log" && fail "a second run started a stage"
 
-rm -rf "$tmp/out/s6" "$tmp/out/s7" "$tmp/out/s8" "$tmp/out/s9" "$tmp/out/s10" "$tmp/out/s11"
+rm -rf "$tmp/out/s6" "$tmp/out/s7" "$tmp/out/s8" "$tmp/out/s9" "$tmp/out/s10" "$tmp/out/s11" "$tmp/out/s12"
 run
 grep -q "== s6: mnemo train" "$tmp/log" || fail "stage 6 was not trained again"
 grep -q "== s7: mnemo train" "$tmp/log" || fail "stage 7 was not trained again"
@@ -83,6 +91,7 @@ grep -q "== s8: mnemo train" "$tmp/log" || fail "stage 8 was not trained again"
 grep -q "== s9: mnemo train" "$tmp/log" || fail "stage 9 was not trained again"
 grep -q "== s10: mnemo train" "$tmp/log" || fail "stage 10 was not trained again"
 grep -q "== s11: mnemo train" "$tmp/log" || fail "stage 11 was not trained again"
+grep -q "== s12: mnemo train" "$tmp/log" || fail "stage 12 was not trained again"
 [ "$(grep -c ': done (' "$tmp/log")" = 5 ] || fail "stages 1-5 were not kept"
-[ -f "$tmp/out/s11/ckpt-00000020.h5" ] || fail "no stage 11 checkpoint after the rerun"
+[ -f "$tmp/out/s12/ckpt-00000020.h5" ] || fail "no stage 12 checkpoint after the rerun"
 echo "ok"
