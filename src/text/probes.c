@@ -2510,7 +2510,8 @@ static int open_key_words(mn_rng *rng, const mn_open_frames *of, mn_open_kind ki
                           char *buf, size_t cap) {
     const char *word = pick_str(rng, of->kind_words[kind], of->n_kind_words[kind]);
     const char *owner = pick_str(rng, of->owners, of->n_owners);
-    char w1[32] = "", w2[32] = "";
+    char w1[32] = "", w2[32] = ""; /* both drawn whatever the shape: the draws of the runs
+                                    * that chose the recipe's twelfth stage */
     int found1 = 0, found2 = 0;
     for (int t = 0; t < 64 && !found1; t++)
         found1 = corpus_word(dialogues, heldout_words, rng, w1, sizeof w1);
@@ -2696,6 +2697,20 @@ mn_status mn_probe_templates_open_families(mn_probe_templates *t, const char *pa
     return mn_probe_templates_open_families_spans(t, path, n_families, seed, &none);
 }
 
+/* A share of the open families that takes its material from the dialogues: in [0, 1], and
+ * with dialogues when above 0. `what` names the option, `one` a family of it, `taken` what it
+ * takes from the dialogues. */
+static mn_status check_share(const char *what, const char *one, const char *taken, double share,
+                             const mn_dialogue_list *dialogues) {
+    if (!(share >= 0 && share <= 1))
+        return mn_fail(MN_ERR_CONFIG, "%s: the chance of %s must be in [0, 1] (got %g)", what, one,
+                       share);
+    if (share > 0 && !dialogues)
+        return mn_fail(MN_ERR_CONFIG, "%s: no dialogues to take %s from (they come from the "
+                                      "--jsonl dialogues)", what, taken);
+    return MN_OK;
+}
+
 mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const char *path,
                                                  int n_families, uint64_t seed,
                                                  mn_open_spans *spans) {
@@ -2715,24 +2730,11 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
     if (n_families < 1 || n_families > INT_MAX / 2 - t->n_categories)
         return mn_fail(MN_ERR_CONFIG, "open families: want at least 1 family (got %d)",
                        n_families);
-    if (!(spans->prob >= 0 && spans->prob <= 1))
-        return mn_fail(MN_ERR_CONFIG, "span families: the chance of a span family must be in "
-                                      "[0, 1] (got %g)", spans->prob);
-    if (spans->prob > 0 && !spans->dialogues)
-        return mn_fail(MN_ERR_CONFIG, "span families: no dialogues to take spans from (they "
-                                      "come from the --jsonl dialogues)");
-    if (!(spans->words_prob >= 0 && spans->words_prob <= 1))
-        return mn_fail(MN_ERR_CONFIG, "word families: the chance of a word family must be in "
-                                      "[0, 1] (got %g)", spans->words_prob);
-    if (spans->words_prob > 0 && !spans->dialogues)
-        return mn_fail(MN_ERR_CONFIG, "word families: no dialogues to take words from (they "
-                                      "come from the --jsonl dialogues)");
-    if (!(spans->keys_prob >= 0 && spans->keys_prob <= 1))
-        return mn_fail(MN_ERR_CONFIG, "word keys: the chance of a family with keys of dialogue "
-                                      "words must be in [0, 1] (got %g)", spans->keys_prob);
-    if (spans->keys_prob > 0 && !spans->dialogues)
-        return mn_fail(MN_ERR_CONFIG, "word keys: no dialogues to take words from (they come "
-                                      "from the --jsonl dialogues)");
+    MN_TRY(check_share("span families", "a span family", "spans", spans->prob, spans->dialogues));
+    MN_TRY(check_share("word families", "a word family", "words", spans->words_prob,
+                       spans->dialogues));
+    MN_TRY(check_share("word keys", "a family with keys of dialogue words", "words",
+                       spans->keys_prob, spans->dialogues));
     heldout_set h;
     MN_TRY(heldout_load(path, &h));
     mn_strset heldout_words = {0}; /* only word families and word keys read it */
