@@ -61,8 +61,13 @@ for split, other in [("valid", "test"), ("test", "valid")]:
     assert set(s["families"]) == {split, "train"}, list(s["families"])
     assert set(s["exact_match"]["families"]) == {split}
     assert s["families"][split]["other"]["d1_8"]["n"] > 0 and s["persona"]["self"]["d1_64"]["n"] > 0
+    # the filler here says no value, so every binding probe's interfering fact is found
+    bind = {k: s["binding"][k]["d1_64"]["n"] for k in ["both", "asked_last", "other_last"]}
+    assert bind["asked_last"] > 0 and bind["other_last"] > 0, bind
+    assert bind["asked_last"] + bind["other_last"] == bind["both"], bind
     table = open(os.path.join(out, "summary.txt")).read()
     assert f"families {split:5} other 1-8" in table and f"exact match {split} self  1-8" in table, table
+    assert "binding  other last 1-64" in table, table
     held, shared = values(split, True), values(split, False)
     assert held and shared
     for name in os.listdir(os.path.join(out, "data")):
@@ -71,7 +76,7 @@ for split, other in [("valid", "test"), ("test", "valid")]:
             for t in e.get("turns", []):
                 assert f"{other}split" not in t["text"] and "trainsplit" not in t["text"], (name, t["text"])
             for p in e.get("probes", []):
-                if name.startswith(f"families-{split}-") or name.startswith("one-fact"):
+                if name.startswith(f"families-{split}-") or name.startswith(("one-fact", "binding-")):
                     assert p["answer"] in held, (name, p["answer"])
                 elif name.startswith("families-train-"):
                     assert p["answer"] in shared, (name, p["answer"])
