@@ -65,6 +65,10 @@ for split, other in [("valid", "test"), ("test", "valid")]:
     bind = {k: s["binding"][k]["d1_64"]["n"] for k in ["both", "asked_last", "other_last"]}
     assert bind["asked_last"] > 0 and bind["other_last"] > 0, bind
     assert bind["asked_last"] + bind["other_last"] == bind["both"], bind
+    # four facts alive: each probe counted once by the facts said between its fact and question
+    several = s["several"]["other"]
+    since = [several.get(f"since{k}", {}).get("d1_64", {}).get("n", 0) for k in range(4)]
+    assert since[0] > 0 and since[3] > 0 and sum(since) == several["d1_64"]["n"], (since, several)
     table = open(os.path.join(out, "summary.txt")).read()
     assert f"families {split:5} other 1-8" in table and f"exact match {split} self  1-8" in table, table
     assert "binding  other last 1-64" in table, table
