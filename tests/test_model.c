@@ -1105,7 +1105,10 @@ static void check_cache_against_full_pass(mn_model *m, const char *name) {
             assert_int_equal(mn_decoder_cache_append(dc, n_live, live, next, logits), MN_OK);
     }
     printf("%s: cached logits within %.2g of the full pass\n", name, worst);
-    assert_true(worst < 1e-5);
+    /* relative to 1 + |logit|: OpenBLAS sums a product row in another order when the call has
+     * another row count on some CPUs (1.1e-5 for recall-small.h5 on an Intel Xeon with AVX-512,
+     * Haswell kernels); a wrong cache entry is off by whole units */
+    assert_true(worst < 5e-5);
     const mn_sampling sampled = {0.9f, 20, 0.95f};
     int32_t *gen = malloc((size_t)N * sizeof *gen);
     assert_non_null(gen);
