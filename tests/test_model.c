@@ -378,9 +378,9 @@ static double compressor_grad_sq(mn_model *m, mn_trainer *tr) {
 }
 
 /* Without logits wanted, the head and the decoder's last block skip each turn's last token,
- * which predicts nothing (weight 0): the same loss bit for bit as with every token row (the
- * logits wanted), and the same gradients up to the products' rounding (the sums over rows have
- * other lengths). A turn whose every episode has one token has no classifier row at all: its
+ * which predicts nothing (weight 0): the same loss as with every token row (the logits wanted)
+ * and the same gradients, up to the products' rounding (the sums over rows have other
+ * lengths). A turn whose every episode has one token has no classifier row at all: its
  * decoder is skipped, with a loss and a gradient into R of exactly 0. */
 static void test_last_token_rows_skipped(void **state) {
     (void)state;
@@ -407,9 +407,11 @@ static void test_last_token_rows_skipped(void **state) {
         memcpy(grads[i], mn_trainer_grads(tr), P * sizeof(float));
         mn_trainer_free(tr);
     }
-    assert_memory_equal(&loss[0], &loss[1], sizeof loss[0]);
-    assert_memory_equal(turns[0], turns[1], sizeof turns[0]);
-    assert_true(turns[0][1] == 0.0f && turns[0][0] > 0.0f);
+    /* to float rounding: with other row counts OpenBLAS may sum in another order (some CPUs) */
+    assert_true(fabsf(loss[0] - loss[1]) <= 1e-6f * fabsf(loss[1]));
+    for (int t = 0; t < T; t++)
+        assert_true(fabsf(turns[0][t] - turns[1][t]) <= 1e-6f * fabsf(turns[1][t]));
+    assert_true(turns[0][1] == 0.0f && turns[1][1] == 0.0f && turns[0][0] > 0.0f);
     double scale = 0;
     for (size_t i = 0; i < P; i++)
         scale = fmax(scale, fabs(grads[1][i]));
