@@ -134,7 +134,8 @@ static void test_device_checks(void **state) {
     mn_bench_update_result ur;
     ok(mn_bench_update(&u, &ur));
     assert_int_equal(ur.check.values, 3 * 2 * 16);
-    assert_true(ur.check.max_error == 0.0);
+    /* the stand-in pads the batch to its bucket: the same products, rounded by other kernels */
+    assert_true(ur.check.max_error <= 1e-5);
     u.backend = mn_guarded_backend_wrong();
     expect_caught(mn_bench_update(&u, &ur), "batched update");
 }

@@ -235,6 +235,12 @@ static void set_tensor(mn_model *m, const char *name, float value) {
         p[i] = value;
 }
 
+/* Equal to float rounding: the variants run the same decoder on batches of other shapes, and
+ * BLAS may round those differently (OpenBLAS's kernels by row count on some CPUs). */
+static int same_to_rounding(double a, double b) {
+    return fabs(a - b) <= 1e-5 * (1.0 + fabs(b));
+}
+
 static void test_memory_differs_only_in_state(void **state) {
     (void)state;
     mn_tokenizer *tok = make_tokenizer(300);
@@ -244,8 +250,8 @@ static void test_memory_differs_only_in_state(void **state) {
     for (int shut = 1; shut >= 0; shut--) {
         mn_model *m = make_model(tok, 7);
         default_options(&o, m);
-        /* shut: z = sigmoid(-1e4) = 0, so R stays R_0 and memory must equal no_memory;
-         * open: z = 1, R = U, and they must differ */
+        /* shut: z = sigmoid(-1e4) = 0, so R stays R_0 and memory must equal no_memory (to
+         * rounding); open: z = 1, R = U, and they must differ */
         set_tensor(m, "memory.gate.weight", 0.0f);
         set_tensor(m, "memory.gate.bias", shut ? -1e4f : 1e4f);
         mn_eval_result r;
@@ -257,19 +263,19 @@ static void test_memory_differs_only_in_state(void **state) {
             assert_true(p->scored[0] && p->scored[1]);
             if (shut) {
                 assert_int_equal(p->best[0], p->best[1]);
-                assert_float_equal(p->gold_ll[0], p->gold_ll[1], 0);
+                assert_true(same_to_rounding(p->gold_ll[0], p->gold_ll[1]));
                 assert_string_equal(p->generated[0], p->generated[1]);
             }
-            differ |= p->gold_ll[0] != p->gold_ll[1];
+            differ |= !same_to_rounding(p->gold_ll[0], p->gold_ll[1]);
         }
         const mn_eval_variant_result *a = &r.variants[0], *b = &r.variants[1];
         assert_true(a->lm_tokens > 0 && a->lm_tokens == b->lm_tokens);
         if (shut) {
             assert_false(differ);
-            assert_float_equal(a->lm_loss_sum, b->lm_loss_sum, 0);
+            assert_true(same_to_rounding(a->lm_loss_sum, b->lm_loss_sum));
         } else {
             assert_true(differ);
-            assert_true(a->lm_loss_sum != b->lm_loss_sum);
+            assert_true(a->lm_loss_sum != b->lm_loss_sum); /* the untrained decoder barely reads R */
         }
         mn_eval_result_free(&r);
         mn_model_free(m);

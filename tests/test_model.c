@@ -951,7 +951,9 @@ static void test_streaming_r0_gradient_from_fresh_lanes(void **state) {
     const float *alone = mn_trainer_grads(tr) + r0.offset;
     size_t worst = 0;
     assert_true(max_abs(alone, r0.size) > 0.0);
-    assert_true(tolerance_ratio(mixed + r0.offset, alone, r0.size, 1e-5, 1e-7 * max_abs(alone, r0.size), &worst) <= 1.0);
+    /* the same sums from batches of 3 and 1 lanes: rounding apart (1.6e-7 of the largest on an
+     * AVX-512 CPU's sanitize build); a carried lane's share would be of the largest's order */
+    assert_true(tolerance_ratio(mixed + r0.offset, alone, r0.size, 1e-5, 1e-6 * max_abs(alone, r0.size), &worst) <= 1.0);
 
     /* every lane carried: no gradient reaches R_0, the rest still learns */
     memset(carry, 1, sizeof carry);
