@@ -18,6 +18,7 @@
 #include <cmocka.h>
 #include <omp.h>
 
+#include "close.h"
 #include "cpu/ops.h"
 #include "cpu/team.h"
 
@@ -529,7 +530,7 @@ static void test_attention_large_scores(void **state) {
 #define ROWS_TOL 1e-6f
 static int rows_close(const float *want, const float *got, int n) {
     for (int j = 0; j < n; j++)
-        if (!(fabsf(want[j] - got[j]) <= ROWS_TOL * (1.0f + fabsf(want[j]))))
+        if (!close_to(got[j], want[j], ROWS_TOL))
             return 0;
     return 1;
 }

@@ -19,6 +19,7 @@
 
 #include <cmocka.h>
 
+#include "close.h"
 #include "guarded_backend.h"
 #include "io/session_store.h"
 #include "model/model_internal.h"
@@ -78,7 +79,7 @@ static void expect_close(const float *got, const float *want, size_t n, float to
         return;
     }
     for (size_t i = 0; i < n; i++)
-        if (!(fabsf(got[i] - want[i]) <= tol * (1.0f + fabsf(want[i]))))
+        if (!close_to(got[i], want[i], tol))
             fail_msg("%s: element %zu is %.9g, want %.9g (tolerance %g)", what, i, (double)got[i], (double)want[i],
                      (double)tol);
 }
