@@ -2313,6 +2313,70 @@ static void test_alive(void **state) {
     mn_probe_templates_free(&t);
 }
 
+/* --alive N --alive-same-kind: the N facts of a group are of one category with N different
+ * keys and values, all said before the first question, each asked; a probe's choices hold the
+ * group's other values (so only the key in the question picks the answer). */
+static void test_alive_same_kind(void **state) {
+    (void)state;
+    mn_probe_templates t;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TEST, &t), MN_OK);
+    static const mn_distance_range dist[] = {{1, 16}};
+    mn_probe_config pc = mn_probe_config_default();
+    pc.distances = dist;
+    pc.n_distances = 1;
+    pc.probes_per_episode = 3;
+    pc.alive = 3;
+    pc.alive_same_kind = 1;
+    pc.sources = MN_FACTS_TEMPLATES;
+    mn_dialogue_list eps = build_episodes(120, 40, 9);
+    mn_probe_stats stats = {0};
+    assert_int_equal(mn_probes_inject_all(&eps, &t, NULL, &pc, &stats), MN_OK);
+    assert_true(stats.probes >= 3 * (eps.count - 1) - 3);
+    int full_groups = 0;
+    for (int64_t e = 0; e < eps.count; e++) {
+        const mn_dialogue *ep = &eps.items[e];
+        int last_fact = -1, first_question = 1 << 30, cat = -1;
+        for (int p = 0; p < ep->n_probes; p++) {
+            const mn_probe *q = &ep->probes[p];
+            last_fact = q->evidence[0] > last_fact ? q->evidence[0] : last_fact;
+            first_question = q->after < first_question ? q->after : first_question;
+            int c = -1;
+            for (int k = 0; k < t.n_categories && c < 0; k++)
+                if (key_of_question(&t.categories[k], q->question))
+                    c = k;
+            assert_true(c >= 0);
+            if (cat < 0)
+                cat = c;
+            assert_int_equal(c, cat);
+            for (int o = 0; o < ep->n_probes; o++) {
+                if (o == p)
+                    continue;
+                /* another key, another value, and that value among the choices */
+                assert_string_not_equal(key_of_question(&t.categories[c], ep->probes[o].question),
+                                        key_of_question(&t.categories[c], q->question));
+                assert_string_not_equal(ep->probes[o].answer, q->answer);
+                int offered = 0;
+                for (int i = 0; i < q->n_choices; i++)
+                    offered |= !strcmp(q->choices[i], ep->probes[o].answer);
+                assert_true(offered);
+            }
+        }
+        if (ep->n_probes)
+            assert_true(last_fact < first_question);
+        full_groups += ep->n_probes == 3;
+    }
+    assert_true(full_groups >= eps.count / 2);
+    assert_roundtrip_valid(&eps);
+    /* one kind needs groups, and is its own interference */
+    pc.alive = 0;
+    assert_int_equal(mn_probes_inject_all(&eps, &t, NULL, &pc, &stats), MN_ERR_CONFIG);
+    pc.alive = 3;
+    pc.interference = 1;
+    assert_int_equal(mn_probes_inject_all(&eps, &t, NULL, &pc, &stats), MN_ERR_CONFIG);
+    mn_dialogue_list_free(&eps);
+    mn_probe_templates_free(&t);
+}
+
 /* ------------------------------------------------------------------ personas */
 
 /* "I like dogs." is in train and (spelled differently) in test: it must vanish from both. */
@@ -2932,6 +2996,7 @@ int main(void) {
         cmocka_unit_test(test_open_frames_errors),
         cmocka_unit_test(test_askers),
         cmocka_unit_test(test_alive),
+        cmocka_unit_test(test_alive_same_kind),
         cmocka_unit_test(test_distances_parse),
         cmocka_unit_test(test_persona_split_fixture),
         cmocka_unit_test(test_persona_split_msc),

@@ -55,6 +55,8 @@ static void usage(FILE *out) {
             "  --alive N                probes in groups of N template facts of different\n"
             "                           families, all said before the group's questions\n"
             "                           (default 0: independent)\n"
+            "  --alive-same-kind        with --alive: a group's facts are of one family, each\n"
+            "                           with its own key, and each is asked (binding by key)\n"
             "  --personas PATH          msc_personas_all.json (default\n"
             "                           $MNEMO_DATA/locomo/msc_personas_all.json, else\n"
             "                           %s/locomo/msc_personas_all.json)\n"
@@ -172,6 +174,7 @@ int cmd_episodes(int argc, char **argv) {
         {"families", required_argument, 0, 'F'},
         {"askers", required_argument, 0, 'a'},
         {"alive", required_argument, 0, 'A'},
+        {"alive-same-kind", no_argument, 0, 'Y'},
         {"personas", required_argument, 0, 'p'},
         {"templates", required_argument, 0, 't'},
         {"seed", required_argument, 0, 'S'},
@@ -235,6 +238,9 @@ int cmd_episodes(int argc, char **argv) {
         case 'A':
             if (!cli_int("episodes", "--alive", optarg, 0, 1000, &pcfg->alive))
                 return 2;
+            break;
+        case 'Y':
+            pcfg->alive_same_kind = 1;
             break;
         case 'O':
             if (!cli_int("episodes", "--open-values", optarg, 2, 1 << 24, &job.open_values))

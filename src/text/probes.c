@@ -986,6 +986,7 @@ mn_probe_config mn_probe_config_default(void) {
         .sources = MN_FACTS_BOTH,
         .askers = MN_ASKERS_OTHER,
         .alive = 0,
+        .alive_same_kind = 0,
         .embed_prob = 0.0,
         .variety_prob = 0.0,
         .seed = 1,
@@ -1080,6 +1081,12 @@ static mn_status check_config(const mn_probe_config *c, const mn_probe_templates
     if (c->alive && c->sources != MN_FACTS_TEMPLATES)
         return mn_fail(MN_ERR_CONFIG, "probes: groups of facts alive together are template "
                                       "facts only");
+    if (c->alive_same_kind && !c->alive)
+        return mn_fail(MN_ERR_CONFIG, "probes: facts of one kind alive together need groups "
+                                      "(alive >= 2)");
+    if (c->alive_same_kind && c->interference)
+        return mn_fail(MN_ERR_CONFIG, "probes: a group of one kind is its own interference; "
+                                      "interference must be 0 with it");
     if (!(c->embed_prob >= 0.0 && c->embed_prob <= 1.0) ||
         !(c->variety_prob >= 0.0 && c->variety_prob <= 1.0))
         return mn_fail(MN_ERR_CONFIG, "probes: embed and variety probabilities must be in [0, 1]");
@@ -1778,6 +1785,28 @@ static mn_status assemble(injector *in, mn_dialogue *ep, mn_probe_stats *stats) 
     return MN_OK;
 }
 
+/* A group of one kind (alive_same_kind): each probe's interfering values are the values of the
+ * group's other facts, so that they come first among its distractors. */
+static mn_status link_group_values(injector *in, probe_plan *plan, const int *plan_of_probe,
+                                   int first, int end) {
+    for (int p = first; p < end; p++) {
+        probe_plan *pp = &plan[plan_of_probe[p]];
+        pp->interf_first = in->n_interf;
+        pp->n_interf = 0;
+        for (int o = first; o < end; o++) {
+            if (o == p)
+                continue;
+            mn_status st = grow((void **)&in->interf, &in->cap_interf, in->n_interf + 1,
+                                sizeof *in->interf);
+            if (st != MN_OK)
+                return st;
+            in->interf[in->n_interf++] = plan[plan_of_probe[o]].answer;
+            pp->n_interf++;
+        }
+    }
+    return MN_OK;
+}
+
 static mn_status inject_one(mn_dialogue *ep, int64_t index, const mn_probe_templates *t,
                             const mn_persona_bank *pb, const mn_probe_config *cfg,
                             mn_probe_stats *stats) {
@@ -1853,6 +1882,7 @@ static mn_status inject_one(mn_dialogue *ep, int64_t index, const mn_probe_templ
             pivot = lo + (int)mn_rng_below(&in.rng, (uint64_t)(in.L - lo) + 1);
             memset(group_used, 0, (size_t)n_cat + 1);
         }
+        int group_first = in.n_probes;
         for (int i = g; i < g + n && st == MN_OK; i++) {
             probe_plan *pp = &plan[i];
             if (pp->d > in.L) {
@@ -1872,10 +1902,17 @@ static mn_status inject_one(mn_dialogue *ep, int64_t index, const mn_probe_templ
                 stats->skipped_probes++;
                 continue;
             }
-            if (group_used)
-                group_used[pp->category] = 1;
+            if (group_used) {
+                /* a group of one kind keeps to the first fact's category; otherwise each
+                 * category once */
+                if (cfg->alive_same_kind)
+                    memset(group_used, 1, (size_t)n_cat);
+                group_used[pp->category] = (unsigned char)!cfg->alive_same_kind;
+            }
             plan_of_probe[before] = i;
         }
+        if (cfg->alive_same_kind && st == MN_OK)
+            st = link_group_values(&in, plan, plan_of_probe, group_first, in.n_probes);
     }
     free(group_used);
     for (int i = 0; i < in.n_probes && st == MN_OK; i++)

@@ -240,6 +240,10 @@ typedef struct {
                               * episode come in groups of N template facts of different
                               * categories, all said before the first of the group's questions
                               * (N facts alive at once; templates only) */
+    int alive_same_kind;     /* with alive: the N facts of a group are of one category, each
+                              * with its own key and value, and each is asked, so only the key
+                              * in the question tells which value answers it; the group's other
+                              * values are the first distractors */
     double embed_prob;       /* train only: chance that a template fact turn is said inside
                               * the next real turn of its speaker, and (drawn apart) that a
                               * template question follows a real turn of its asker in the
