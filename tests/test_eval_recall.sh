@@ -65,6 +65,15 @@ for split, other in [("valid", "test"), ("test", "valid")]:
     bind = {k: s["binding"][k]["d1_64"]["n"] for k in ["both", "asked_last", "other_last"]}
     assert bind["asked_last"] > 0 and bind["other_last"] > 0, bind
     assert bind["asked_last"] + bind["other_last"] == bind["both"], bind
+    # three of a kind: groups of one family, each fact asked, all before the first question
+    assert s["binding"]["three"]["d1_8"]["n"] > 0, s["binding"]["three"]
+    assert "binding three of a kind 1-8" in open(os.path.join(out, "summary.txt")).read()
+    for line in open(os.path.join(out, "data", "binding-three.jsonl")):
+        ps = json.loads(line)["probes"]
+        if len(ps) > 1:
+            assert len({p["answer"] for p in ps}) == len(ps), ps
+            assert max(max(p["evidence"]) for p in ps) < min(p["after"] for p in ps), ps
+            assert all(q["answer"] in p["choices"] for p in ps for q in ps), ps
     # four facts alive: each probe counted once by the facts said between its fact and question
     several = s["several"]["other"]
     since = [several.get(f"since{k}", {}).get("d1_64", {}).get("n", 0) for k in range(4)]
