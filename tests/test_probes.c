@@ -1536,6 +1536,50 @@ static void heldout_key_words(mn_strset *out) {
     assert_true(out->count >= 10);
 }
 
+/* The held-out keys' words (heldout_key_words) and dialogues that say each of them beside real
+ * sentences (make_span_dialogues), so that a generator drawing words of the dialogues meets
+ * them; said holds the words, for free_list. */
+static void dialogues_saying_heldout_keys(mn_strset *heldout_keys, char ***said, int *n_said,
+                                          mn_dialogue_list *dialogues) {
+    heldout_key_words(heldout_keys);
+    *said = NULL;
+    *n_said = 0;
+    for (size_t b = 0; b < heldout_keys->cap; b++)
+        if (heldout_keys->slots[b]) {
+            *said = realloc(*said, (size_t)(*n_said + 1) * sizeof **said);
+            (*said)[(*n_said)++] = strdup(heldout_keys->slots[b]);
+        }
+    make_span_dialogues(dialogues, *said, *n_said);
+}
+
+/* An open-family option drawn from a stream of its own: with chance 0 (`zero`) the families
+ * are those of mn_probe_templates_open_families and none is counted; with `half` (chances of
+ * 0.5) between 70 and 130 of 200 families are counted, the same families for the same seed.
+ * `count` is the offset of the option's count in mn_open_spans. */
+static void assert_chance_zero_and_half(mn_open_spans zero, mn_open_spans half, size_t count) {
+    mn_probe_templates plain, again, half1, half2;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &plain), MN_OK);
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &again), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families(&plain, templates_dir(), 200, 5), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families_spans(&again, templates_dir(), 200, 5, &zero), MN_OK);
+    assert_int_equal(*(const int *)((const char *)&zero + count), 0);
+    assert_same_families(&plain, &again);
+    mn_probe_templates_free(&plain);
+    mn_probe_templates_free(&again);
+
+    mn_open_spans h2 = half;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &half1), MN_OK);
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &half2), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families_spans(&half1, templates_dir(), 200, 5, &half), MN_OK);
+    assert_int_equal(mn_probe_templates_open_families_spans(&half2, templates_dir(), 200, 5, &h2), MN_OK);
+    assert_same_families(&half1, &half2);
+    int made = *(const int *)((const char *)&half + count);
+    assert_in_range(made, 70, 130);
+    assert_int_equal(made, *(const int *)((const char *)&h2 + count));
+    mn_probe_templates_free(&half1);
+    mn_probe_templates_free(&half2);
+}
+
 /* --word-keys: with chance 1 every open family's keys are made of words said in the dialogues
  * (besides an owner or a kind word) and none is a word of a held-out family's key, though the
  * dialogues say every held-out key; with chance 0 nothing changes; with chance 0.5 about half
@@ -1543,21 +1587,14 @@ static void heldout_key_words(mn_strset *out) {
 static void test_word_keys(void **state) {
     (void)state;
     mn_strset heldout_keys;
-    heldout_key_words(&heldout_keys);
     char **heldout_values;
     int n_values;
     heldout_word_values(&heldout_values, &n_values);
-    /* the dialogues say the held-out key words beside real sentences */
-    char **said = NULL;
-    int n_said = 0;
-    for (size_t b = 0; b < heldout_keys.cap; b++)
-        if (heldout_keys.slots[b]) {
-            said = realloc(said, (size_t)(n_said + 1) * sizeof *said);
-            said[n_said++] = strdup(heldout_keys.slots[b]);
-        }
+    char **said;
+    int n_said;
     mn_dialogue_list dialogues;
-    make_span_dialogues(&dialogues, said, n_said);
-    mn_probe_templates t, plain, again;
+    dialogues_saying_heldout_keys(&heldout_keys, &said, &n_said, &dialogues);
+    mn_probe_templates t;
     assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &t), MN_OK);
     const int loaded = t.n_categories;
     const mn_open_frames *of = t.open_frames;
@@ -1609,28 +1646,9 @@ static void test_word_keys(void **state) {
                 fail_msg("word key \"%s\" has no word of the dialogues", key);
         }
 
-    /* chance 0: the families of mn_probe_templates_open_families */
-    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &plain), MN_OK);
-    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &again), MN_OK);
-    assert_int_equal(mn_probe_templates_open_families(&plain, templates_dir(), 200, 5), MN_OK);
-    mn_open_spans none = {.words_prob = 0, .keys_prob = 0, .dialogues = &dialogues};
-    assert_int_equal(mn_probe_templates_open_families_spans(&again, templates_dir(), 200, 5, &none), MN_OK);
-    assert_int_equal(none.keys_families, 0);
-    assert_same_families(&plain, &again);
-    mn_probe_templates_free(&again);
-
-    /* half: about half the families, deterministic in the seed */
-    mn_probe_templates half, half2;
-    mn_open_spans h1 = {.keys_prob = 0.5, .words_prob = 0.5, .dialogues = &dialogues}, h2 = h1;
-    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &half), MN_OK);
-    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &half2), MN_OK);
-    assert_int_equal(mn_probe_templates_open_families_spans(&half, templates_dir(), 200, 5, &h1), MN_OK);
-    assert_int_equal(mn_probe_templates_open_families_spans(&half2, templates_dir(), 200, 5, &h2), MN_OK);
-    assert_same_families(&half, &half2);
-    assert_in_range(h1.keys_families, 70, 130);
-    assert_int_equal(h1.keys_families, h2.keys_families);
-    mn_probe_templates_free(&half);
-    mn_probe_templates_free(&half2);
+    assert_chance_zero_and_half((mn_open_spans){.words_prob = 0, .keys_prob = 0, .dialogues = &dialogues},
+                                (mn_open_spans){.keys_prob = 0.5, .words_prob = 0.5, .dialogues = &dialogues},
+                                offsetof(mn_open_spans, keys_families));
 
     /* a corpus of a few words: its free words run out, and the lists fill the families */
     mn_dialogue_list tiny = {0};
@@ -1659,19 +1677,95 @@ static void test_word_keys(void **state) {
 
     /* refused, the templates left as they were */
     mn_open_spans no_dialogues = {.keys_prob = 0.5}, too_likely = {.keys_prob = -0.1, .dialogues = &dialogues};
-    assert_int_equal(mn_probe_templates_open_families_spans(&plain, templates_dir(), 10, 5, &no_dialogues),
+    assert_int_equal(mn_probe_templates_open_families_spans(&t, templates_dir(), 10, 5, &no_dialogues),
                      MN_ERR_CONFIG);
     assert_non_null(strstr(mn_last_error(), "--jsonl"));
-    assert_int_equal(mn_probe_templates_open_families_spans(&plain, templates_dir(), 10, 5, &too_likely),
+    assert_int_equal(mn_probe_templates_open_families_spans(&t, templates_dir(), 10, 5, &too_likely),
                      MN_ERR_CONFIG);
     assert_non_null(strstr(mn_last_error(), "word keys"));
-    assert_int_equal(plain.n_categories, loaded + 200);
-    mn_probe_templates_free(&plain);
+    assert_int_equal(t.n_categories, loaded + 200);
     mn_probe_templates_free(&t);
     mn_dialogue_list_free(&dialogues);
     free_list(said, n_said);
     free_list(heldout_values, n_values);
     mn_strset_free(&heldout_keys);
+}
+
+/* The last word of `key`, lower-cased ("code" of "cousin's code"). */
+static void last_word(const char *key, char *out, size_t cap) {
+    const char *sp = strrchr(key, ' ');
+    snprintf(out, cap, "%s", sp ? sp + 1 : key);
+    for (char *w = out; *w; w++)
+        *w = (char)tolower((unsigned char)*w);
+}
+
+/* --shared-heads: with chance 1 every open family's keys (at least 2, distinct) end in one head
+ * word and differ before it, no key holds a word of a held-out family's key though the
+ * dialogues say them all, and families differ in their heads; with chance 0 nothing changes;
+ * with 0.5 about half the families, the same for the same seed; refused outside [0, 1]. */
+static void test_shared_heads(void **state) {
+    (void)state;
+    mn_strset heldout_keys;
+    char **said;
+    int n_said;
+    mn_dialogue_list dialogues;
+    dialogues_saying_heldout_keys(&heldout_keys, &said, &n_said, &dialogues);
+    mn_probe_templates t;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &t), MN_OK);
+    const int loaded = t.n_categories;
+
+    mn_open_spans all = {.keys_prob = 1, .heads_prob = 1, .dialogues = &dialogues};
+    assert_int_equal(mn_probe_templates_open_families_spans(&t, templates_dir(), 200, 5, &all), MN_OK);
+    assert_int_equal(all.head_families, 200);
+    mn_strset heads = {0};
+    for (int c = loaded; c < t.n_categories; c++) {
+        const mn_fact_category *cat = &t.categories[c];
+        assert_true(cat->n_keys >= 2);
+        char head[64];
+        last_word(cat->keys[0], head, sizeof head);
+        int added;
+        assert_int_equal(mn_strset_add(&heads, head, &added), MN_OK);
+        for (int k = 0; k < cat->n_keys; k++) {
+            const char *key = cat->keys[k];
+            char end[64];
+            last_word(key, end, sizeof end);
+            if (strcmp(end, head) || !strchr(key, ' '))
+                fail_msg("family %s: key \"%s\" does not end in its head \"%s\"", cat->name, key, head);
+            for (int j = 0; j < k; j++)
+                if (!strcasecmp(key, cat->keys[j]))
+                    fail_msg("family %s has the key \"%s\" twice", cat->name, key);
+            for (const char *q = key; *q; q += strspn(q, " ")) {
+                size_t m = strcspn(q, " ");
+                char word[64];
+                snprintf(word, sizeof word, "%.*s", (int)m, q);
+                q += m;
+                for (char *w = word; *w; w++)
+                    *w = (char)tolower((unsigned char)*w);
+                char *own = strstr(word, "'s");
+                if (own && !own[2])
+                    *own = '\0';
+                if (mn_strset_has(&heldout_keys, word))
+                    fail_msg("key \"%s\" has \"%s\", a word of a held-out key", key, word);
+            }
+        }
+    }
+    assert_true(heads.count >= 20); /* heads are drawn per family, not one for all */
+    mn_strset_free(&heads);
+
+    assert_chance_zero_and_half((mn_open_spans){.heads_prob = 0, .dialogues = &dialogues},
+                                (mn_open_spans){.heads_prob = 0.5, .keys_prob = 0.5, .dialogues = &dialogues},
+                                offsetof(mn_open_spans, head_families));
+
+    /* refused, the templates left as they were */
+    mn_open_spans too_likely = {.heads_prob = 1.5};
+    assert_int_equal(mn_probe_templates_open_families_spans(&t, templates_dir(), 10, 5, &too_likely),
+                     MN_ERR_CONFIG);
+    assert_non_null(strstr(mn_last_error(), "shared heads"));
+    assert_int_equal(t.n_categories, loaded + 200);
+    mn_probe_templates_free(&t);
+    mn_dialogue_list_free(&dialogues);
+    mn_strset_free(&heldout_keys);
+    free_list(said, n_said);
 }
 
 /* Probes of open families (templates t as generated for the episodes): the fact turn holds the
@@ -2872,7 +2966,7 @@ static void test_cli_span_families(void **state) {
     free_list(heldout, n_heldout);
 }
 
-/* mnemo episodes --word-families and --word-keys: report the families made, refuse without
+/* mnemo episodes --word-families, --word-keys and --shared-heads: report the families made, refuse without
  * --open-families (nothing written) and a chance outside [0, 1]. */
 static void test_cli_word_families(void **state) {
     (void)state;
@@ -2897,6 +2991,15 @@ static void test_cli_word_families(void **state) {
     if (!strstr(log, "word keys (train): 300 of the open families"))
         fail_msg("no word key count in:\n%s", log);
     free(log);
+    snprintf(args, sizeof args,
+             "--jsonl '%s' --templates '%s' --split train --turns 8 --distances 1-3 --probes-per-episode 2 "
+             "--facts templates --open-families 300 --shared-heads 1 --seed 6 -o '%s'",
+             in, templates_dir(), out);
+    assert_int_equal(run_cli(args), 0);
+    assert_int_equal(mn_file_read_all(tmp_path("cli.log"), &log, &log_len), MN_OK);
+    if (!strstr(log, "shared heads (train): 300 of the open families"))
+        fail_msg("no shared head count in:\n%s", log);
+    free(log);
     const char *fresh = tmp_path("words_refused.jsonl");
     snprintf(args, sizeof args, "--jsonl '%s' --split train --facts templates --templates '%s' --word-families 0.5 -o '%s'",
              in, templates_dir(), fresh);
@@ -2914,6 +3017,16 @@ static void test_cli_word_families(void **state) {
     if (!strstr(log, "word keys (--word-keys) are keys of open families"))
         fail_msg("the refusal does not say why:\n%s", log);
     free(log);
+    snprintf(args, sizeof args, "--jsonl '%s' --split train --facts templates --templates '%s' --shared-heads 1 -o '%s'",
+             in, templates_dir(), fresh);
+    assert_int_equal(run_cli(args), 1);
+    assert_int_equal(access(fresh, F_OK), -1);
+    assert_int_equal(mn_file_read_all(tmp_path("cli.log"), &log, &log_len), MN_OK);
+    if (!strstr(log, "shared heads (--shared-heads) are keys of open families"))
+        fail_msg("the refusal does not say why:\n%s", log);
+    free(log);
+    snprintf(args, sizeof args, "--synthetic 2 --templates '%s' --shared-heads 1.5 -o '%s'", templates_dir(), fresh);
+    assert_int_equal(run_cli(args), 2);
     snprintf(args, sizeof args, "--synthetic 2 --templates '%s' --word-families 1.5 -o '%s'", templates_dir(), fresh);
     assert_int_equal(run_cli(args), 2);
     snprintf(args, sizeof args, "--synthetic 2 --templates '%s' --word-keys 1.5 -o '%s'", templates_dir(), fresh);
@@ -2989,6 +3102,7 @@ int main(void) {
         cmocka_unit_test(test_span_families),
         cmocka_unit_test(test_word_families),
         cmocka_unit_test(test_word_keys),
+        cmocka_unit_test(test_shared_heads),
         cmocka_unit_test(test_frame_rewrites),
         cmocka_unit_test(test_embed_sentence),
         cmocka_unit_test(test_embed_and_variety_probes),

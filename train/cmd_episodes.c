@@ -85,6 +85,11 @@ static void usage(FILE *out) {
             "                           each open family's keys are, with chance P, made of real\n"
             "                           words of the --jsonl turns (\"{word} {word}\", \"{word}\n"
             "                           code\"; no word of a held-out key; default 0)\n"
+            "  --shared-heads P         with --open-families (train split only): each open\n"
+            "                           family's keys all end, with chance P, in one head word\n"
+            "                           (\"{word} code\", \"{noun} code\", \"{owner}'s code\"):\n"
+            "                           keys alike but for a word (no word of a held-out key;\n"
+            "                           default 0)\n"
             "  --embed-facts P          train split only: with chance P a template fact is said\n"
             "                           inside the next real turn of its speaker, and (drawn\n"
             "                           apart) a question after a real turn of its asker\n"
@@ -122,6 +127,9 @@ static void print_report(const mn_episodes_job *job, const mn_episodes_report *r
     if (job->word_keys > 0 && r->reached > MN_EPISODES_OPEN_FAMILIES)
         printf("word keys (train): %d of the open families with keys of the dialogues' words\n",
                r->key_families);
+    if (job->shared_heads > 0 && r->reached > MN_EPISODES_OPEN_FAMILIES)
+        printf("shared heads (train): %d of the open families with keys ending in one head word\n",
+               r->head_families);
     if (job->synthetic < 0 && (job->probes.sources & MN_FACTS_PERSONAS) && r->reached > MN_EPISODES_PERSONAS)
         printf("personas (%s): %d sentences in %d personas; %" PRId64 " dropped as shared with another split\n",
                split_name, r->persona_sentences, r->personas, r->personas_dropped_shared);
@@ -188,6 +196,7 @@ int cmd_episodes(int argc, char **argv) {
         {"span-families", required_argument, 0, 'W'},
         {"word-families", required_argument, 0, 'R'},
         {"word-keys", required_argument, 0, 'K'},
+        {"shared-heads", required_argument, 0, 'H'},
         {"cued", required_argument, 0, 'C'},
         {"embed-facts", required_argument, 0, 'E'},
         {"frame-variety", required_argument, 0, 'V'},
@@ -280,6 +289,10 @@ int cmd_episodes(int argc, char **argv) {
             break;
         case 'K':
             if (!cli_double("episodes", "--word-keys", optarg, 0, 1, &job.word_keys))
+                return 2;
+            break;
+        case 'H':
+            if (!cli_double("episodes", "--shared-heads", optarg, 0, 1, &job.shared_heads))
                 return 2;
             break;
         case 'h': usage(stdout); return 0;

@@ -26,6 +26,8 @@ typedef struct {
                             * jsonl dialogues drawn apart (mn_open_spans.words_prob) */
     double word_keys;      /* > 0: chance that an open family's keys are of words of the jsonl
                             * dialogues (mn_open_spans.keys_prob) */
+    double shared_heads;   /* > 0: chance that an open family's keys share one head word
+                            * (mn_open_spans.heads_prob) */
     int cued;              /* > 0: this many cued recall probes of real turns per episode, with
                             * the distances, distractors, askers and seed of `probes` (cued.h) */
     int synthetic;         /* >= 0: this many synthetic episodes, template facts only */
@@ -56,6 +58,7 @@ typedef struct {
     int word_families;         /* open families of the words and title kinds, and their values */
     int64_t word_values;
     int key_families;          /* open families with keys of the dialogues' words */
+    int head_families;         /* open families whose keys share a head word */
     int persona_sentences, personas;
     int64_t personas_dropped_shared; /* sentences another split also has */
     int64_t dialogues_read, bad_lines;

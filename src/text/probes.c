@@ -2597,22 +2597,64 @@ static void open_key(mn_rng *rng, const mn_open_frames *of, mn_open_kind kind, c
         snprintf(buf, cap, "%s %s", modifier, noun);
 }
 
+/* Whether `words` (a generated key, or a head that ends every key of a family) share no word
+ * with a held-out family's key and overlap no key of the valid and test splits. A head is
+ * checked before its keys so that a refused head is redrawn, not its keys. */
+static int clear_of_heldout_keys(const char *words, const heldout_set *h) {
+    for (int s = 0; s < 2; s++)
+        for (int c = 0; c < h->split[s].n_categories; c++) {
+            const mn_fact_category *o = &h->split[s].categories[c];
+            for (int k = 0; k < o->n_keys; k++) {
+                const char *at;
+                if (keys_overlap(words, o->keys[k]) ||
+                    (o->held_out && shared_word(words, o->keys[k], &at)))
+                    return 0;
+            }
+        }
+    return 1;
+}
+
+/* A family's head (shared_head): a word of its kind ("code") or a noun of the lists
+ * ("ticket"), one in two; 0 when five draws found none allowed. */
+static int open_head(mn_rng *rng, const mn_open_frames *of, mn_open_kind kind,
+                     const heldout_set *h, char *buf, size_t cap) {
+    for (int t = 0; t < 5; t++) {
+        const char *head = mn_rng_below(rng, 2) ? pick_str(rng, of->nouns, of->n_nouns)
+                                                : pick_str(rng, of->kind_words[kind],
+                                                           of->n_kind_words[kind]);
+        snprintf(buf, cap, "%s", head);
+        if (clear_of_heldout_keys(buf, h))
+            return 1;
+    }
+    return 0;
+}
+
+/* A key ending in the family's head: "{word} {head}" with a word of the dialogues (when
+ * word_keys and one is found, three in five), "{modifier} {head}" or "{noun} {head}" of the
+ * lists, or "{owner}'s {head}" (one in five): keys alike but for one word. */
+static void open_head_key(mn_rng *rng, const mn_open_frames *of, const char *head,
+                          const mn_dialogue_list *dialogues, const mn_strset *heldout_words,
+                          int word_keys, char *buf, size_t cap) {
+    int shape = (int)mn_rng_below(rng, 5);
+    char word[32];
+    if (shape == 0)
+        snprintf(buf, cap, "%s's %s", pick_str(rng, of->owners, of->n_owners), head);
+    else if (shape <= 3 && word_keys && corpus_word(dialogues, heldout_words, rng, word, sizeof word))
+        snprintf(buf, cap, "%s %s", word, head);
+    else if (mn_rng_below(rng, 2))
+        snprintf(buf, cap, "%s %s", pick_str(rng, of->modifiers, of->n_modifiers), head);
+    else
+        snprintf(buf, cap, "%s %s", pick_str(rng, of->nouns, of->n_nouns), head);
+}
+
 /* Whether a generated key may join family `cat` (keys so far): not overlapping any key of the
  * valid and test splits (keys_overlap), sharing no word with a held-out family's key, equal to
  * or holding as whole words no generated key, not inside one either, and not overlapping a
  * key of its own family. `low` is the key lower-cased. */
 static int open_key_allowed(const char *key, const char *low, const mn_fact_category *cat,
                             const heldout_set *h, const key_registry *reg) {
-    for (int s = 0; s < 2; s++)
-        for (int c = 0; c < h->split[s].n_categories; c++) {
-            const mn_fact_category *o = &h->split[s].categories[c];
-            for (int k = 0; k < o->n_keys; k++) {
-                const char *at;
-                if (keys_overlap(key, o->keys[k]) ||
-                    (o->held_out && shared_word(key, o->keys[k], &at)))
-                    return 0;
-            }
-        }
+    if (!clear_of_heldout_keys(key, h))
+        return 0;
     if (mn_strset_has(&reg->parts, low) || for_each_word_run(low, run_taken, (void *)reg))
         return 0;
     for (int k = 0; k < cat->n_keys; k++)
@@ -2668,12 +2710,14 @@ static void drop_values_in_questions(mn_fact_category *cat) {
 }
 
 /* Family `index`: its kind (`forced`, whose values come from `dialogues`, when it is below
- * MN_OPEN_KINDS; else drawn), keys (of dialogue words when word_keys), frames and values. What
- * is made is in cat on error too. */
+ * MN_OPEN_KINDS; else drawn), keys (of dialogue words when word_keys; all ending in one head
+ * word when shared_head and a head is found, *got_head then 1), frames and values. What is made
+ * is in cat on error too. */
 static mn_status make_open_family(mn_rng *rng, const mn_open_frames *of, const heldout_set *h,
                                   const mn_strset *heldout_words, key_registry *reg, int index,
                                   mn_open_kind forced, const mn_dialogue_list *dialogues,
-                                  int word_keys, mn_fact_category *cat) {
+                                  int word_keys, int shared_head, int *got_head,
+                                  mn_fact_category *cat) {
     char name[32];
     snprintf(name, sizeof name, "open-%d", index + 1);
     mn_open_kind kind = forced < MN_OPEN_KINDS
@@ -2684,12 +2728,18 @@ static mn_status make_open_family(mn_rng *rng, const mn_open_frames *of, const h
     cat->keys = calloc((size_t)want_keys, sizeof *cat->keys);
     if (!cat->name || !cat->keys)
         return mn_fail(MN_ERR_NOMEM, "open families: out of memory");
-    for (int tries = 0; cat->n_keys < want_keys && tries < 100 * want_keys; tries++) {
+    char head[64];
+    *got_head = shared_head && open_head(rng, of, kind, h, head, sizeof head);
+    /* a family with a head: only keys ending in it (too few found is an error below) */
+    int max_tries = (*got_head ? 50 : 100) * want_keys;
+    for (int tries = 0; cat->n_keys < want_keys && tries < max_tries; tries++) {
         char key[256];
         /* word keys for half the tries: a small corpus runs out of free words, and the
          * fixed lists then fill the family */
-        if (!word_keys || tries >= 50 * want_keys ||
-            !open_key_words(rng, of, kind, dialogues, heldout_words, key, sizeof key))
+        if (*got_head)
+            open_head_key(rng, of, head, dialogues, heldout_words, word_keys, key, sizeof key);
+        else if (!word_keys || tries >= 50 * want_keys ||
+                 !open_key_words(rng, of, kind, dialogues, heldout_words, key, sizeof key))
             open_key(rng, of, kind, key, sizeof key);
         char *low = lower_copy(key);
         if (!low)
@@ -2758,6 +2808,7 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
     spans->words_families = 0;
     spans->words_values = 0;
     spans->keys_families = 0;
+    spans->head_families = 0;
     if (t->split != MN_SPLIT_TRAIN)
         return mn_fail(MN_ERR_CONFIG, "open families: only for the train split (held-out splits "
                                       "keep their own families)");
@@ -2772,6 +2823,9 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
                        spans->dialogues));
     MN_TRY(check_share("word keys", "a family with keys of dialogue words", "words",
                        spans->keys_prob, spans->dialogues));
+    if (!(spans->heads_prob >= 0 && spans->heads_prob <= 1))
+        return mn_fail(MN_ERR_CONFIG, "shared heads: the chance of a family whose keys share a "
+                                      "head must be in [0, 1] (got %g)", spans->heads_prob);
     heldout_set h;
     MN_TRY(heldout_load(path, &h));
     mn_strset heldout_words = {0}; /* only word families and word keys read it */
@@ -2792,15 +2846,18 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
         t->categories = cats;
         memset(cats + t->n_categories, 0, (size_t)n_families * sizeof *cats);
     }
-    mn_rng rng, span_rng, words_rng, keys_rng; /* which families are spans or words, or have
-                                                * word keys: streams of their own, drawn only
-                                                * when asked for, so that a chance of 0 leaves
-                                                * every family as it was */
+    mn_rng rng, span_rng, words_rng, keys_rng, heads_rng; /* which families are spans or
+                                                           * words, or have word keys or a
+                                                           * head: streams of their own, drawn
+                                                           * only when asked for, so that a
+                                                           * chance of 0 leaves every family as
+                                                           * it was */
     mn_rng_seed(&rng, mix64(mix64(seed ^ 0x0be9fa3111e5ull)));
     mn_rng_seed(&span_rng, mix64(mix64(seed ^ 0x5ba2f0a111e5ull)));
     mn_rng_seed(&words_rng, mix64(mix64(seed ^ 0x3c0d5a9111e5ull)));
     mn_rng_seed(&keys_rng, mix64(mix64(seed ^ 0x77aa11e5ull)));
-    int made = 0, span_families = 0, words_families = 0, keys_families = 0;
+    mn_rng_seed(&heads_rng, mix64(mix64(seed ^ 0x4ead511e5ull)));
+    int made = 0, span_families = 0, words_families = 0, keys_families = 0, head_families = 0;
     int64_t span_values = 0, words_values = 0;
     for (; made < n_families && st == MN_OK; made++) {
         mn_fact_category *cat = &t->categories[t->n_categories + made];
@@ -2811,9 +2868,12 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
                               : words ? (mn_rng_below(&words_rng, 2) ? MN_OPEN_TITLE : MN_OPEN_WORDS)
                                       : MN_OPEN_KINDS;
         int word_keys = spans->keys_prob > 0 && mn_rng_uniform(&keys_rng) < spans->keys_prob;
+        int shared_head = spans->heads_prob > 0 && mn_rng_uniform(&heads_rng) < spans->heads_prob;
+        int got_head = 0;
         st = make_open_family(&rng, t->open_frames, &h, &heldout_words, &reg, made, forced,
-                              spans->dialogues, word_keys, cat);
+                              spans->dialogues, word_keys, shared_head, &got_head, cat);
         keys_families += word_keys;
+        head_families += got_head;
         span_families += span;
         span_values += span ? cat->n_values : 0;
         words_families += words;
@@ -2826,6 +2886,7 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
         spans->words_families = words_families;
         spans->words_values = words_values;
         spans->keys_families = keys_families;
+        spans->head_families = head_families;
     } else
         for (int i = 0; cats && i < made; i++)
             category_free(&t->categories[t->n_categories + i]);

@@ -181,6 +181,16 @@ mn_status mn_probe_templates_open_families(mn_probe_templates *t, const char *pa
  * key is matched by its words, not recognised from a short list. A family with word keys draws
  * its frames and values after them, so it and the families after it differ from those of a
  * chance of 0. */
+/* Shared heads (`--shared-heads P`): with chance heads_prob (a stream of its own, so 0 draws
+ * nothing) a family draws one head word, a word of its kind ("code") or a noun of the lists
+ * ("ticket"), and every key of it ends in that head: "{word} {head}" (a word of the dialogues,
+ * with word keys), "{modifier} {head}", "{noun} {head}" or "{owner}'s {head}". Keys of one
+ * family then differ in one word, so a group of one kind (`--alive-same-kind`) asks the state to
+ * tell apart keys alike but for a word, which the held-out families have ("X car", "Y car") and
+ * keys of random words rarely do. A head sharing a word with a held-out family's key or
+ * overlapping a valid or test key is redrawn (five tries, then the family's keys are drawn as
+ * without it); every key still passes the rule of all generated keys. head_families counts the
+ * families that got a head. */
 typedef struct {
     double prob;                        /* chance that a family is of the span kind */
     const mn_dialogue_list *dialogues;  /* whose turns spans and words are taken from */
@@ -191,6 +201,8 @@ typedef struct {
     int64_t words_values;               /* out: their values, all together */
     double keys_prob;                   /* chance that a family's keys are of dialogue words */
     int keys_families;                  /* out: families with such keys */
+    double heads_prob;                  /* chance that a family's keys share a head word */
+    int head_families;                  /* out: families whose keys share one */
 } mn_open_spans;
 mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const char *path,
                                                  int n_families, uint64_t seed,
