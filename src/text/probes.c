@@ -2784,15 +2784,15 @@ mn_status mn_probe_templates_open_families(mn_probe_templates *t, const char *pa
     return mn_probe_templates_open_families_spans(t, path, n_families, seed, &none);
 }
 
-/* A share of the open families that takes its material from the dialogues: in [0, 1], and
- * with dialogues when above 0. `what` names the option, `one` a family of it, `taken` what it
- * takes from the dialogues. */
+/* A share of the open families: in [0, 1], and, when it takes its material from the
+ * dialogues, with dialogues when above 0. `what` names the option, `one` a family of it,
+ * `taken` what it takes from the dialogues (NULL: nothing). */
 static mn_status check_share(const char *what, const char *one, const char *taken, double share,
                              const mn_dialogue_list *dialogues) {
     if (!(share >= 0 && share <= 1))
         return mn_fail(MN_ERR_CONFIG, "%s: the chance of %s must be in [0, 1] (got %g)", what, one,
                        share);
-    if (share > 0 && !dialogues)
+    if (taken && share > 0 && !dialogues)
         return mn_fail(MN_ERR_CONFIG, "%s: no dialogues to take %s from (they come from the "
                                       "--jsonl dialogues)", what, taken);
     return MN_OK;
@@ -2823,9 +2823,8 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
                        spans->dialogues));
     MN_TRY(check_share("word keys", "a family with keys of dialogue words", "words",
                        spans->keys_prob, spans->dialogues));
-    if (!(spans->heads_prob >= 0 && spans->heads_prob <= 1))
-        return mn_fail(MN_ERR_CONFIG, "shared heads: the chance of a family whose keys share a "
-                                      "head must be in [0, 1] (got %g)", spans->heads_prob);
+    MN_TRY(check_share("shared heads", "a family whose keys share a head", NULL,
+                       spans->heads_prob, spans->dialogues));
     heldout_set h;
     MN_TRY(heldout_load(path, &h));
     mn_strset heldout_words = {0}; /* only word families and word keys read it */
