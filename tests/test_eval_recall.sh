@@ -81,6 +81,18 @@ for split, other in [("valid", "test"), ("test", "valid")]:
     table = open(os.path.join(out, "summary.txt")).read()
     assert f"families {split:5} other 1-8" in table and f"exact match {split} self  1-8" in table, table
     assert "binding  other last 1-64" in table, table
+    # by phrasing: validation only; each probe of the held-out rows under the phrasing of its fact
+    if split == "valid":
+        frames = {x for f in families if f.get("family_split") == "valid" for x in f["fact"]["valid"]}
+        rows = s["by_phrasing"]
+        assert rows and set(rows) <= frames, set(rows) - frames  # every fact turn matched a phrasing
+        for col, total in [("d1_8", s["families"][split]["other"]["d1_8"]["n"] + s["families"][split]["self"]["d1_8"]["n"]),
+                           ("three_d1_8", s["binding"]["three"]["d1_8"]["n"])]:
+            assert sum(c[col]["n"] for c in rows.values() if col in c) == total, (col, total, rows)
+        assert "by the phrasing that stated the asked fact" in table, table
+        assert any(frame[:58] in table for frame in rows), table
+    else:
+        assert "by_phrasing" not in s and "by the phrasing" not in table, table
     held, shared = values(split, True), values(split, False)
     assert held and shared
     for name in os.listdir(os.path.join(out, "data")):
