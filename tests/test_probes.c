@@ -1996,6 +1996,105 @@ static mn_dialogue_list embed_run(const mn_probe_templates *t, double embed, dou
     return eps;
 }
 
+/* Whether text holds a word of the test dialogues ("d12", "t3") as a word of its own. */
+static int holds_dialogue_word(const char *text) {
+    for (const char *p = text; *p; p++) {
+        int len = 0, v;
+        if ((p == text || p[-1] == ' ') && (*p == 'd' || *p == 't') && sscanf(p + 1, "%d%n", &v, &len) == 1 &&
+            isdigit((unsigned char)p[1]) && (p[1 + len] == ' ' || p[1 + len] == '\0'))
+            return 1;
+    }
+    return 0;
+}
+
+static mn_dialogue_list noise_run(const mn_probe_templates *t, double noise, uint64_t seed, mn_probe_stats *stats) {
+    static const mn_distance_range dist[] = {{1, 8}};
+    mn_dialogue_list eps = build_episodes(300, 24, 3);
+    mn_probe_config pc = mn_probe_config_default();
+    pc.distances = dist;
+    pc.n_distances = 1;
+    pc.probes_per_episode = 2;
+    pc.sources = MN_FACTS_TEMPLATES;
+    pc.askers = MN_ASKERS_BOTH;
+    pc.noise_prob = noise;
+    pc.seed = seed;
+    memset(stats, 0, sizeof *stats);
+    assert_int_equal(mn_probes_inject_all(&eps, t, NULL, &pc, stats), MN_OK);
+    return eps;
+}
+
+/* Fact turns whose text holds a word of the dialogues; each fact turn must hold its value and a
+ * key of its category that the question holds, both whole. */
+static int facts_with_noise(const mn_dialogue_list *eps, const mn_probe_templates *t, int *n_facts) {
+    int noisy = 0;
+    *n_facts = 0;
+    for (int64_t e = 0; e < eps->count; e++) {
+        const mn_dialogue *ep = &eps->items[e];
+        for (int p = 0; p < ep->n_probes; p++) {
+            const mn_probe *q = &ep->probes[p];
+            const char *fact = ep->turns[q->evidence[q->n_evidence - 1]].text;
+            if (!has_word_ci(fact, q->answer))
+                fail_msg("fact turn \"%s\" does not hold its value \"%s\" whole", fact, q->answer);
+            int key_shared = 0;
+            for (int c = 0; c < t->n_categories && !key_shared; c++) {
+                const mn_fact_category *cat = &t->categories[c];
+                if (in_list(cat->values, cat->n_values, q->answer))
+                    for (int k = 0; k < cat->n_keys && !key_shared; k++)
+                        key_shared = has_word_ci(fact, cat->keys[k]) && has_word_ci(q->question, cat->keys[k]);
+            }
+            if (!key_shared)
+                fail_msg("no key of \"%s\" whole in both \"%s\" and \"%s\"", q->answer, fact, q->question);
+            noisy += holds_dialogue_word(fact);
+            ++*n_facts;
+        }
+    }
+    return noisy;
+}
+
+static void test_frame_noise(void **state) {
+    (void)state;
+    mn_probe_templates t;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &t), MN_OK);
+    mn_probe_stats all, half, none, s2;
+    mn_dialogue_list noised = noise_run(&t, 1.0, 9, &all), some = noise_run(&t, 0.5, 9, &half),
+                     plain = noise_run(&t, 0, 9, &none), again = noise_run(&t, 1.0, 9, &s2),
+                     other = noise_run(&t, 1.0, 10, &s2);
+    assert_true(all.probes >= 100);
+    assert_int_equal(all.noised_facts, all.fact_turns);
+    assert_int_equal(none.noised_facts, 0);
+    assert_true(half.noised_facts > half.fact_turns * 3 / 10 && half.noised_facts < half.fact_turns * 7 / 10);
+    /* with noise nearly every fact turn holds dialogue words around its key and value (a
+     * fragment before or after it alone comes with chance 0.84), without it none does */
+    int n_all, n_plain;
+    int noisy = facts_with_noise(&noised, &t, &n_all);
+    assert_true(n_all >= 100 && noisy >= n_all * 8 / 10);
+    assert_int_equal(facts_with_noise(&plain, &t, &n_plain), 0);
+    assert_roundtrip_valid(&noised);
+    /* deterministic in the seed; the option changes the output only when given */
+    char *a = serialize(&noised), *b = serialize(&again), *c = serialize(&other), *h = serialize(&some),
+         *n = serialize(&plain);
+    assert_string_equal(a, b);
+    assert_string_not_equal(a, c);
+    assert_string_not_equal(h, n);
+    free(a), free(b), free(c), free(h), free(n);
+    mn_dialogue_list *lists[] = {&noised, &some, &plain, &again, &other};
+    for (int i = 0; i < 5; i++)
+        mn_dialogue_list_free(lists[i]);
+    /* refused outside [0, 1] and for held-out material */
+    mn_dialogue_list eps = build_episodes(20, 24, 3);
+    mn_probe_config pc = mn_probe_config_default();
+    pc.sources = MN_FACTS_TEMPLATES;
+    pc.noise_prob = 1.5;
+    assert_int_equal(mn_probes_inject_all(&eps, &t, NULL, &pc, &s2), MN_ERR_CONFIG);
+    mn_probe_templates_free(&t);
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_VALID, &t), MN_OK);
+    pc.noise_prob = 0.5;
+    assert_int_equal(mn_probes_inject_all(&eps, &t, NULL, &pc, &s2), MN_ERR_CONFIG);
+    assert_non_null(strstr(mn_last_error(), "train split only"));
+    mn_dialogue_list_free(&eps);
+    mn_probe_templates_free(&t);
+}
+
 static void test_embed_and_variety_probes(void **state) {
     (void)state;
     mn_probe_templates t;
@@ -3106,6 +3205,7 @@ int main(void) {
         cmocka_unit_test(test_frame_rewrites),
         cmocka_unit_test(test_embed_sentence),
         cmocka_unit_test(test_embed_and_variety_probes),
+        cmocka_unit_test(test_frame_noise),
         cmocka_unit_test(test_variety_avoids_heldout_phrasings),
         cmocka_unit_test(test_open_frames_errors),
         cmocka_unit_test(test_askers),

@@ -96,6 +96,10 @@ static void usage(FILE *out) {
             "  --frame-variety P        train split only: with chance P a template phrasing is\n"
             "                           rewritten (markers, tags, casing, contractions, question\n"
             "                           wrappers; never into a valid/test phrasing)\n"
+            "  --frame-noise P          train split only: with chance P a template fact is said\n"
+            "                           with words of its episode before, after and between the\n"
+            "                           words of its phrasing, some of them dropped or swapped;\n"
+            "                           the key and the value stay whole\n"
             "  --cued N                 add N cued recall probes per episode: a few words of a\n"
             "                           real earlier turn are quoted and the answer is the words\n"
             "                           that followed them (same distances, askers, distractors)\n"
@@ -149,6 +153,8 @@ static void print_report(const mn_episodes_job *job, const mn_episodes_report *r
                s->embedded_questions);
     if (job->probes.variety_prob > 0)
         printf("phrasings rewritten: %" PRId64 "\n", s->varied_phrasings);
+    if (job->probes.noise_prob > 0)
+        printf("frame noise: %" PRId64 " fact turns\n", s->noised_facts);
     if (job->cued > 0)
         printf("cued probes: %" PRId64 " (skipped %" PRId64 ": no turn fits)\n", r->cued.probes, r->cued.skipped);
     printf("skipped probes (no room for the distance) %" PRId64 "; original turns pushed out %" PRId64 "\n",
@@ -200,6 +206,7 @@ int cmd_episodes(int argc, char **argv) {
         {"cued", required_argument, 0, 'C'},
         {"embed-facts", required_argument, 0, 'E'},
         {"frame-variety", required_argument, 0, 'V'},
+        {"frame-noise", required_argument, 0, 'Q'},
         {"synthetic", required_argument, 0, 'y'},
         {"strict", no_argument, 0, 'X'},
         {"skip-bad", no_argument, 0, 'B'},
@@ -277,6 +284,10 @@ int cmd_episodes(int argc, char **argv) {
             break;
         case 'V':
             if (!cli_double("episodes", "--frame-variety", optarg, 0, 1, &pcfg->variety_prob))
+                return 2;
+            break;
+        case 'Q':
+            if (!cli_double("episodes", "--frame-noise", optarg, 0, 1, &pcfg->noise_prob))
                 return 2;
             break;
         case 'W':

@@ -989,6 +989,7 @@ mn_probe_config mn_probe_config_default(void) {
         .alive_same_kind = 0,
         .embed_prob = 0.0,
         .variety_prob = 0.0,
+        .noise_prob = 0.0,
         .seed = 1,
     };
     return c;
@@ -1088,13 +1089,14 @@ static mn_status check_config(const mn_probe_config *c, const mn_probe_templates
         return mn_fail(MN_ERR_CONFIG, "probes: a group of one kind is its own interference; "
                                       "interference must be 0 with it");
     if (!(c->embed_prob >= 0.0 && c->embed_prob <= 1.0) ||
-        !(c->variety_prob >= 0.0 && c->variety_prob <= 1.0))
-        return mn_fail(MN_ERR_CONFIG, "probes: embed and variety probabilities must be in [0, 1]");
-    if ((c->embed_prob > 0 || c->variety_prob > 0) &&
+        !(c->variety_prob >= 0.0 && c->variety_prob <= 1.0) ||
+        !(c->noise_prob >= 0.0 && c->noise_prob <= 1.0))
+        return mn_fail(MN_ERR_CONFIG, "probes: embed, variety and noise probabilities must be in [0, 1]");
+    if ((c->embed_prob > 0 || c->variety_prob > 0 || c->noise_prob > 0) &&
         (!(c->sources & MN_FACTS_TEMPLATES) || templates->split != MN_SPLIT_TRAIN))
         return mn_fail(MN_ERR_CONFIG,
-                       "probes: embedded facts and varied phrasings are for template facts of "
-                       "the train split only (held-out episodes keep their phrasings)");
+                       "probes: embedded facts, varied phrasings and frame noise are for template "
+                       "facts of the train split only (held-out episodes keep their phrasings)");
     if (c->sources & MN_FACTS_PERSONAS) {
         if (!personas || personas->n_sentences < 2 || personas->n_personas < 1)
             return mn_fail(MN_ERR_CONFIG, "probes: persona facts asked for but no personas loaded");
@@ -1134,9 +1136,17 @@ typedef struct {
 } probe_plan;
 
 typedef struct {
+    const char *at;
+    int len;
+} word_ref;
+
+typedef struct {
     const mn_probe_templates *t;
     const mn_persona_bank *pb;
     const mn_probe_config *cfg;
+    const mn_dialogue *ep;   /* the episode as read: the words of frame noise */
+    word_ref *pool;          /* its words, built at the first noised fact */
+    int n_pool, pool_built;
     mn_rng rng;
     int L;
     unsigned char *occupied;
@@ -1158,9 +1168,11 @@ typedef struct {
     const char *speakers[2];
     int n_speakers;
     int64_t varied; /* phrasings rewritten */
+    int64_t noised; /* fact turns said with frame noise */
 } injector;
 
 static void injector_free(injector *in) {
+    free(in->pool);
     free(in->occupied);
     for (int i = 0; i < in->n_facts; i++)
         free(in->facts[i].text);
@@ -1258,12 +1270,121 @@ static mn_status vary_phrasing(injector *in, const char *frame, mn_frame_role ro
     return MN_OK;
 }
 
-/* A template fact turn at pos: `frame` (maybe rewritten) filled with key and value, to be said
- * inside a real turn with chance embed_prob (decided in assemble, where the turns are known). */
+/* The words of the episode as read (split at white space; a word holding a brace is left out,
+ * so that no fragment can add a placeholder), once per episode. */
+static mn_status build_pool(injector *in) {
+    in->pool_built = 1;
+    int cap = 0;
+    for (int t = 0; t < in->ep->n_turns; t++)
+        for (const char *p = in->ep->turns[t].text; p && *p;) {
+            while (*p && isspace((unsigned char)*p))
+                p++;
+            const char *w = p;
+            while (*p && !isspace((unsigned char)*p))
+                p++;
+            int n = (int)(p - w);
+            if (n == 0 || memchr(w, '{', (size_t)n) || memchr(w, '}', (size_t)n))
+                continue;
+            MN_TRY(grow((void **)&in->pool, &cap, in->n_pool + 1, sizeof *in->pool));
+            in->pool[in->n_pool++] = (word_ref){w, n};
+        }
+    return MN_OK;
+}
+
+/* Appends " " and s[0..n) to the growing string *buf. */
+static mn_status put_words(char **buf, size_t *len, size_t *cap, const char *s, size_t n) {
+    if (*len + n + 2 > *cap) {
+        size_t c = *cap ? *cap : 128;
+        while (*len + n + 2 > c)
+            c *= 2;
+        char *b = realloc(*buf, c);
+        if (!b)
+            return mn_fail(MN_ERR_NOMEM, "probes: out of memory");
+        *buf = b;
+        *cap = c;
+    }
+    if (*len > 0)
+        (*buf)[(*len)++] = ' ';
+    memcpy(*buf + *len, s, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+    return MN_OK;
+}
+
+/* Appends lo..hi consecutive words of the episode's pool, from a random place. */
+static mn_status put_fragment(injector *in, char **buf, size_t *len, size_t *cap, int lo, int hi) {
+    int n = lo + (int)mn_rng_below(&in->rng, (uint64_t)(hi - lo) + 1);
+    if (n > in->n_pool)
+        n = in->n_pool;
+    int from = (int)mn_rng_below(&in->rng, (uint64_t)(in->n_pool - n) + 1);
+    for (int i = from; i < from + n; i++)
+        MN_TRY(put_words(buf, len, cap, in->pool[i].at, (size_t)in->pool[i].len));
+    return MN_OK;
+}
+
+/* Frame noise (noise_prob): `phrasing` with words of the episode around and between its words,
+ * in *out (malloc'd; still a phrasing, filled after): a fragment of 2-8 words before it and one
+ * after it (chance 0.6 each), 1-3 words after each of its words but the last (0.25), and each
+ * word without a placeholder dropped (0.15) or swapped for 1-2 words (0.10). A word holding
+ * {key} or {value} stays as it is, so the key and the value are said whole. The phrasing itself
+ * when the episode has fewer than 8 words. What binding learnt on fixed frames misses (a new
+ * construction around a key and value) is what this varies: docs/training.md. */
+static mn_status noise_phrasing(injector *in, const char *phrasing, char **out) {
+    *out = NULL;
+    if (!in->pool_built)
+        MN_TRY(build_pool(in));
+    if (in->n_pool < 8)
+        return (*out = strdup(phrasing)) ? MN_OK : mn_fail(MN_ERR_NOMEM, "probes: out of memory");
+    size_t len = 0, cap = 0;
+    char *buf = NULL;
+    mn_status st = MN_OK;
+    if (mn_rng_uniform(&in->rng) < 0.6)
+        st = put_fragment(in, &buf, &len, &cap, 2, 8);
+    for (const char *p = phrasing; st == MN_OK && *p;) {
+        while (*p == ' ')
+            p++;
+        const char *w = p;
+        while (*p && *p != ' ')
+            p++;
+        size_t n = (size_t)(p - w);
+        if (n == 0)
+            break;
+        int slot = memchr(w, '{', n) != NULL; /* {key} or {value}, with its punctuation */
+        double r = slot ? 1.0 : mn_rng_uniform(&in->rng);
+        if (r >= 0.25)
+            st = put_words(&buf, &len, &cap, w, n);
+        else if (r >= 0.15)
+            st = put_fragment(in, &buf, &len, &cap, 1, 2);
+        while (*p == ' ')
+            p++;
+        if (st == MN_OK && *p && mn_rng_uniform(&in->rng) < 0.25)
+            st = put_fragment(in, &buf, &len, &cap, 1, 3);
+    }
+    if (st == MN_OK && mn_rng_uniform(&in->rng) < 0.6)
+        st = put_fragment(in, &buf, &len, &cap, 2, 8);
+    if (st != MN_OK) {
+        free(buf);
+        return st;
+    }
+    *out = buf;
+    return MN_OK;
+}
+
+/* A template fact turn at pos: `frame` (maybe rewritten, maybe with noise around it) filled with
+ * key and value, to be said inside a real turn with chance embed_prob (decided in assemble,
+ * where the turns are known). */
 static mn_status add_template_fact(injector *in, int pos, int speaker, const char *frame,
                                    const char *key, const char *value) {
     char *phrasing;
     MN_TRY(vary_phrasing(in, frame, MN_FRAME_FACT, &phrasing));
+    if (in->cfg->noise_prob > 0 && mn_rng_uniform(&in->rng) < in->cfg->noise_prob) {
+        char *noisy;
+        mn_status st = noise_phrasing(in, phrasing, &noisy);
+        free(phrasing);
+        MN_TRY(st);
+        phrasing = noisy;
+        in->noised++;
+    }
     char *text = fill_template(phrasing, key, value);
     free(phrasing);
     int embed = in->cfg->embed_prob > 0 && mn_rng_uniform(&in->rng) < in->cfg->embed_prob;
@@ -1821,6 +1942,7 @@ static mn_status inject_one(mn_dialogue *ep, int64_t index, const mn_probe_templ
     in.t = t;
     in.pb = (cfg->sources & MN_FACTS_PERSONAS) ? pb : NULL;
     in.cfg = cfg;
+    in.ep = ep;
     in.L = ep->n_turns;
     mn_rng_seed(&in.rng, mix64(mix64(cfg->seed) + (uint64_t)index));
     for (int i = 0; i < ep->n_turns && in.n_speakers < 2; i++)
@@ -1923,6 +2045,7 @@ static mn_status inject_one(mn_dialogue *ep, int64_t index, const mn_probe_templ
         if (st == MN_OK) {
             stats->probes += made;
             stats->varied_phrasings += in.varied;
+            stats->noised_facts += in.noised;
         }
     }
     for (int i = 0; in.probes && i < in.n_probes; i++)

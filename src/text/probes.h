@@ -262,6 +262,11 @@ typedef struct {
                               * same turn (docs/probes.md "Facts inside real turns") */
     double variety_prob;     /* train only: chance that a template fact, update or question
                               * phrasing is rewritten (rewrite.h mn_frame_vary) */
+    double noise_prob;       /* train only: chance that a template fact turn is said with
+                              * noise around its frame: words of the episode's own dialogue
+                              * before, after and between the frame's words, frame words
+                              * dropped or swapped; the key and the value stay whole
+                              * (docs/probes.md "Noise around the frame") */
     uint64_t seed;
 } mn_probe_config;
 
@@ -288,6 +293,7 @@ typedef struct {
     int64_t embedded_facts;     /* fact turns said inside a real turn (embed_prob) */
     int64_t embedded_questions; /* questions said after a real turn of the asker */
     int64_t varied_phrasings;   /* phrasings rewritten (variety_prob) */
+    int64_t noised_facts;       /* fact turns said with noise around the frame (noise_prob) */
 } mn_probe_stats;
 
 /* Adds probes to one episode. The episode keeps its length: fact turns are placed at chosen
