@@ -1926,6 +1926,21 @@ static int real_ids(const char *text, int *ids, int n, int cap) {
     return n;
 }
 
+/* The fact turn of probe q holds its value whole and a key of the value's category that the
+ * question holds too. */
+static void assert_fact_says_key_and_value(const char *fact, const mn_probe *q, const mn_probe_templates *t) {
+    if (!has_word_ci(fact, q->answer))
+        fail_msg("fact turn \"%s\" does not hold its value \"%s\" whole", fact, q->answer);
+    for (int c = 0; c < t->n_categories; c++) {
+        const mn_fact_category *cat = &t->categories[c];
+        if (in_list(cat->values, cat->n_values, q->answer))
+            for (int k = 0; k < cat->n_keys; k++)
+                if (has_word_ci(fact, cat->keys[k]) && has_word_ci(q->question, cat->keys[k]))
+                    return;
+    }
+    fail_msg("no key of \"%s\" whole in both \"%s\" and \"%s\"", q->answer, fact, q->question);
+}
+
 /* Probes of a train run with --embed-facts / --frame-variety: the evidence turn holds the
  * value and a key that the question holds, the question never the value; the original turns
  * appear once each, in their order, whether in a turn of their own, around a fact or before a
@@ -1955,19 +1970,9 @@ static int assert_embedded_probes(const mn_dialogue_list *eps, const mn_probe_te
             const mn_turn *fact = &ep->turns[q->evidence[0]];
             int d = distance_of(q);
             assert_true(d >= range->lo && d <= range->hi);
-            if (!has_word_ci(fact->text, q->answer))
-                fail_msg("evidence \"%s\" lacks the value \"%s\"", fact->text, q->answer);
+            assert_fact_says_key_and_value(fact->text, q, t);
             if (has_word_ci(q->question, q->answer))
                 fail_msg("question \"%s\" holds its answer \"%s\"", q->question, q->answer);
-            int key_shared = 0;
-            for (int c = 0; c < t->n_categories && !key_shared; c++) {
-                const mn_fact_category *cat = &t->categories[c];
-                if (in_list(cat->values, cat->n_values, q->answer))
-                    for (int k = 0; k < cat->n_keys && !key_shared; k++)
-                        key_shared = has_word_ci(fact->text, cat->keys[k]) && has_word_ci(q->question, cat->keys[k]);
-            }
-            if (!key_shared)
-                fail_msg("no key of \"%s\" both in \"%s\" and \"%s\"", q->answer, fact->text, q->question);
             int scratch[64];
             real_facts += real_ids(fact->text, scratch, 0, 64) > 0;
             *real_questions += real_ids(q->question, scratch, 0, 64) > 0;
@@ -1976,8 +1981,10 @@ static int assert_embedded_probes(const mn_dialogue_list *eps, const mn_probe_te
     return real_facts;
 }
 
-static mn_dialogue_list embed_run(const mn_probe_templates *t, double embed, double variety, uint64_t seed,
-                                  mn_probe_stats *stats) {
+/* 300 episodes of 24 turns, two template probes each at 1-8 turns (either asker, an interfering
+ * fact, updates 0.3), with the given chances of embedded facts, varied phrasings, frame noise. */
+static mn_dialogue_list text_run(const mn_probe_templates *t, double embed, double variety, double noise,
+                                 uint64_t seed, mn_probe_stats *stats) {
     static const mn_distance_range dist[] = {{1, 8}};
     mn_dialogue_list eps = build_episodes(300, 24, 3);
     mn_probe_config pc = mn_probe_config_default();
@@ -1990,6 +1997,7 @@ static mn_dialogue_list embed_run(const mn_probe_templates *t, double embed, dou
     pc.update_prob = 0.3;
     pc.embed_prob = embed;
     pc.variety_prob = variety;
+    pc.noise_prob = noise;
     pc.seed = seed;
     memset(stats, 0, sizeof *stats);
     assert_int_equal(mn_probes_inject_all(&eps, t, NULL, &pc, stats), MN_OK);
@@ -2007,22 +2015,6 @@ static int holds_dialogue_word(const char *text) {
     return 0;
 }
 
-static mn_dialogue_list noise_run(const mn_probe_templates *t, double noise, uint64_t seed, mn_probe_stats *stats) {
-    static const mn_distance_range dist[] = {{1, 8}};
-    mn_dialogue_list eps = build_episodes(300, 24, 3);
-    mn_probe_config pc = mn_probe_config_default();
-    pc.distances = dist;
-    pc.n_distances = 1;
-    pc.probes_per_episode = 2;
-    pc.sources = MN_FACTS_TEMPLATES;
-    pc.askers = MN_ASKERS_BOTH;
-    pc.noise_prob = noise;
-    pc.seed = seed;
-    memset(stats, 0, sizeof *stats);
-    assert_int_equal(mn_probes_inject_all(&eps, t, NULL, &pc, stats), MN_OK);
-    return eps;
-}
-
 /* Fact turns whose text holds a word of the dialogues; each fact turn must hold its value and a
  * key of its category that the question holds, both whole. */
 static int facts_with_noise(const mn_dialogue_list *eps, const mn_probe_templates *t, int *n_facts) {
@@ -2033,17 +2025,7 @@ static int facts_with_noise(const mn_dialogue_list *eps, const mn_probe_template
         for (int p = 0; p < ep->n_probes; p++) {
             const mn_probe *q = &ep->probes[p];
             const char *fact = ep->turns[q->evidence[q->n_evidence - 1]].text;
-            if (!has_word_ci(fact, q->answer))
-                fail_msg("fact turn \"%s\" does not hold its value \"%s\" whole", fact, q->answer);
-            int key_shared = 0;
-            for (int c = 0; c < t->n_categories && !key_shared; c++) {
-                const mn_fact_category *cat = &t->categories[c];
-                if (in_list(cat->values, cat->n_values, q->answer))
-                    for (int k = 0; k < cat->n_keys && !key_shared; k++)
-                        key_shared = has_word_ci(fact, cat->keys[k]) && has_word_ci(q->question, cat->keys[k]);
-            }
-            if (!key_shared)
-                fail_msg("no key of \"%s\" whole in both \"%s\" and \"%s\"", q->answer, fact, q->question);
+            assert_fact_says_key_and_value(fact, q, t);
             noisy += holds_dialogue_word(fact);
             ++*n_facts;
         }
@@ -2056,9 +2038,9 @@ static void test_frame_noise(void **state) {
     mn_probe_templates t;
     assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &t), MN_OK);
     mn_probe_stats all, half, none, s2;
-    mn_dialogue_list noised = noise_run(&t, 1.0, 9, &all), some = noise_run(&t, 0.5, 9, &half),
-                     plain = noise_run(&t, 0, 9, &none), again = noise_run(&t, 1.0, 9, &s2),
-                     other = noise_run(&t, 1.0, 10, &s2);
+    mn_dialogue_list noised = text_run(&t, 0, 0, 1.0, 9, &all), some = text_run(&t, 0, 0, 0.5, 9, &half),
+                     plain = text_run(&t, 0, 0, 0, 9, &none), again = text_run(&t, 0, 0, 1.0, 9, &s2),
+                     other = text_run(&t, 0, 0, 1.0, 10, &s2);
     assert_true(all.probes >= 100);
     assert_int_equal(all.noised_facts, all.fact_turns);
     assert_int_equal(none.noised_facts, 0);
@@ -2101,7 +2083,7 @@ static void test_embed_and_variety_probes(void **state) {
     assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &t), MN_OK);
     assert_int_equal(mn_probe_templates_open_families(&t, templates_dir(), 1000, 9), MN_OK);
     mn_probe_stats stats, s2;
-    mn_dialogue_list both = embed_run(&t, 0.5, 0.5, 9, &stats);
+    mn_dialogue_list both = text_run(&t, 0.5, 0.5, 0, 9, &stats);
     assert_true(stats.probes >= 100);
     assert_true(stats.embedded_facts >= stats.fact_turns / 10);
     assert_true(stats.embedded_questions >= stats.probes / 20);
@@ -2113,9 +2095,9 @@ static void test_embed_and_variety_probes(void **state) {
     assert_int_equal(real_questions, stats.embedded_questions);
     assert_roundtrip_valid(&both);
     /* deterministic in the seed; each option changes the output, and only when given */
-    mn_dialogue_list again = embed_run(&t, 0.5, 0.5, 9, &s2), other = embed_run(&t, 0.5, 0.5, 10, &s2),
-                     none = embed_run(&t, 0, 0, 9, &s2), embed = embed_run(&t, 0.5, 0, 9, &s2),
-                     variety = embed_run(&t, 0, 0.5, 9, &s2);
+    mn_dialogue_list again = text_run(&t, 0.5, 0.5, 0, 9, &s2), other = text_run(&t, 0.5, 0.5, 0, 10, &s2),
+                     none = text_run(&t, 0, 0, 0, 9, &s2), embed = text_run(&t, 0.5, 0, 0, 9, &s2),
+                     variety = text_run(&t, 0, 0.5, 0, 9, &s2);
     assert_int_equal(s2.embedded_facts + s2.embedded_questions, 0);
     char *a = serialize(&both), *b = serialize(&again), *c = serialize(&other), *n = serialize(&none),
          *em = serialize(&embed), *va = serialize(&variety);
