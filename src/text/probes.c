@@ -1334,7 +1334,7 @@ static mn_status noise_phrasing(injector *in, const char *phrasing, char **out) 
     if (!in->pool_built)
         MN_TRY(build_pool(in));
     if (in->n_pool < 8)
-        return (*out = strdup(phrasing)) ? MN_OK : mn_fail(MN_ERR_NOMEM, "probes: out of memory");
+        return mn_strdup(phrasing, out);
     size_t len = 0, cap = 0;
     char *buf = NULL;
     mn_status st = MN_OK;
