@@ -3047,7 +3047,161 @@ static void test_cli_span_families(void **state) {
     free_list(heldout, n_heldout);
 }
 
-/* mnemo episodes --word-families, --word-keys and --shared-heads: report the families made, refuse without
+/* The words of a mn_text_norm'd phrasing's runs of four that hold "key" or "value", added to set. */
+static void add_runs_of_four(mn_strset *set, const char *norm) {
+    const char *w[64];
+    int n = 0;
+    for (const char *p = norm; *p && n < 64; p += strspn(p, " ")) {
+        w[n++] = p;
+        p += strcspn(p, " ");
+    }
+    for (int i = 0; i + 4 <= n; i++) {
+        char run[256];
+        const char *end = w[i + 3] + strcspn(w[i + 3], " ");
+        snprintf(run, sizeof run, "%.*s", (int)(end - w[i]), w[i]);
+        if (strstr(run, "key") || strstr(run, "value")) {
+            int added;
+            assert_int_equal(mn_strset_add(set, run, &added), MN_OK);
+        }
+    }
+}
+
+/* A composed frame: well formed for its role, none of the lists' frames, and clear of the
+ * held-out phrasings (not one of them, no run of four words around {key} or {value} in common
+ * with one); counted in `distinct`. */
+static void check_composed(const mn_probe_templates *t, const mn_strset *heldout_runs, char **list,
+                           int n_list, const char *frame, int fact, mn_strset *distinct) {
+    if (!strstr(frame, "{key}") || (fact != (strstr(frame, "{value}") != NULL)))
+        fail_msg("composed %s \"%s\" lacks {key}, or has {value} wrongly", fact ? "fact" : "question", frame);
+    for (int i = 0; i < n_list; i++)
+        if (!strcmp(list[i], frame))
+            fail_msg("\"%s\" is a frame of the lists, not a composed one", frame);
+    char *norm = mn_text_norm(frame);
+    assert_non_null(norm);
+    if (mn_strset_has(&t->heldout_phrasings, norm))
+        fail_msg("composed frame \"%s\" is a held-out phrasing", frame);
+    mn_strset mine = {0};
+    add_runs_of_four(&mine, norm);
+    for (size_t i = 0; i < mine.cap; i++)
+        if (mine.slots[i] && mn_strset_has(heldout_runs, mine.slots[i]))
+            fail_msg("composed frame \"%s\" shares \"%s\" with a held-out phrasing", frame, mine.slots[i]);
+    mn_strset_free(&mine);
+    int added;
+    assert_int_equal(mn_strset_add(distinct, frame, &added), MN_OK);
+    free(norm);
+}
+
+/* --composed-frames: with chance 1 every open family's facts, questions and self questions are
+ * frames of the grammar (many distinct ones, none of the lists', none near a valid or test
+ * phrasing) while its keys are those it has without them; the pattern "{Prep} my {key}
+ * {there} {value}" renders "on my {key} there's" but never "in my {key} there", which is a
+ * valid phrasing's ("In my {key} there's {value}, and it's thriving."); chance 0 changes
+ * nothing, 0.5 about half the families; refused outside [0, 1]. */
+static void test_composed_frames(void **state) {
+    (void)state;
+    mn_probe_templates plain, t;
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &plain), MN_OK);
+    assert_int_equal(mn_probe_templates_load(templates_dir(), MN_SPLIT_TRAIN, &t), MN_OK);
+    const mn_open_frames *of = t.open_frames;
+    assert_non_null(of->grammar);
+    const int loaded = t.n_categories;
+    assert_int_equal(mn_probe_templates_open_families(&plain, templates_dir(), 200, 5), MN_OK);
+    mn_open_spans all = {.composed_prob = 1};
+    assert_int_equal(mn_probe_templates_open_families_spans(&t, templates_dir(), 200, 5, &all), MN_OK);
+    assert_int_equal(all.composed_families, 200);
+    mn_strset heldout_runs = {0}, facts = {0}, questions = {0};
+    for (size_t i = 0; i < t.heldout_phrasings.cap; i++)
+        if (t.heldout_phrasings.slots[i])
+            add_runs_of_four(&heldout_runs, t.heldout_phrasings.slots[i]);
+    assert_true(heldout_runs.count > 50);
+    for (int c = loaded; c < t.n_categories; c++) {
+        const mn_fact_category *cat = &t.categories[c], *was = &plain.categories[c];
+        assert_int_equal(cat->n_keys, was->n_keys);
+        for (int k = 0; k < cat->n_keys; k++)
+            assert_string_equal(cat->keys[k], was->keys[k]);
+        assert_in_range(cat->n_facts, 3, 6);
+        assert_in_range(cat->n_questions, 2, 4);
+        assert_in_range(cat->n_self_questions, 2, 4);
+        for (int i = 0; i < cat->n_facts; i++)
+            check_composed(&t, &heldout_runs, of->facts, of->n_facts, cat->facts[i], 1, &facts);
+        for (int i = 0; i < cat->n_questions; i++) {
+            check_composed(&t, &heldout_runs, of->questions, of->n_questions, cat->questions[i], 0, &questions);
+            assert_non_null(strstr(cat->questions[i], "your {key}"));
+        }
+        for (int i = 0; i < cat->n_self_questions; i++) {
+            check_composed(&t, &heldout_runs, of->self_questions, of->n_self_questions, cat->self_questions[i], 0,
+                           &questions);
+            assert_non_null(strstr(cat->self_questions[i], "my {key}"));
+        }
+        assert_true(cat->n_values >= 2);
+    }
+    assert_true(facts.count >= 600); /* of about 900 drawn: constructions, not a list */
+    assert_true(questions.count >= 400);
+
+    /* the held-out rule at work on one pattern, with the real valid phrasings */
+    mn_rng rng;
+    mn_rng_seed(&rng, 9);
+    int on_there = 0;
+    for (int i = 0; i < 20000; i++) {
+        char *frame = NULL;
+        assert_int_equal(mn_frame_grammar_compose(of->grammar, MN_GRAMMAR_FACT, &rng, &frame), MN_OK);
+        if (!frame)
+            continue;
+        char *norm = mn_text_norm(frame);
+        assert_non_null(norm);
+        if (strstr(norm, "in my key there"))
+            fail_msg("\"%s\" says a valid phrasing's construction", frame);
+        on_there += strstr(norm, "on my key there") != NULL;
+        free(norm);
+        free(frame);
+    }
+    assert_true(on_there > 0);
+    mn_strset_free(&heldout_runs);
+    mn_strset_free(&facts);
+    mn_strset_free(&questions);
+
+    assert_chance_zero_and_half((mn_open_spans){.composed_prob = 0},
+                                (mn_open_spans){.composed_prob = 0.5},
+                                offsetof(mn_open_spans, composed_families));
+    mn_open_spans too_likely = {.composed_prob = 1.5};
+    assert_int_equal(mn_probe_templates_open_families_spans(&t, templates_dir(), 10, 5, &too_likely),
+                     MN_ERR_CONFIG);
+    assert_non_null(strstr(mn_last_error(), "composed frames"));
+    assert_int_equal(t.n_categories, loaded + 200);
+    mn_probe_templates_free(&t);
+    mn_probe_templates_free(&plain);
+}
+
+/* The grammar is refused, naming the file and the entry, when an entry holds a word of a valid
+ * or test phrasing, a pattern an unknown placeholder or the answer in a question, a verb is not
+ * "base|past|ing|preps", or a list other than tails and prefixes holds "". */
+static void test_composed_grammar_errors(void **state) {
+    (void)state;
+    static const struct {
+        const char *from, *to, *says;
+    } cases[] = {
+        {"\"stash|stashed|stashing|in,under,behind\"", "\"grow|grew|growing|in\"", "has the word \"grow\""},
+        {"\"My {key} {hold} {value}{tail}.\"", "\"My {key} {colour} {value}.\"", "unknown placeholder {colour}"},
+        {"\"What does your {key} {have}?\"", "\"What does your {key} {have}, {value}?\"", "gives the answer away"},
+        {"\"What does your {key} {have}?\"", "\"What does your {have}?\"", "has no {key}"},
+        {"\"My {key} {hold} {value}{tail}.\"", "\"My {key} {hold}{tail}.\"", "has no {value}"},
+        {"\"stash|stashed|stashing|in,under,behind\"", "\"stash|stashed|in\"", "base|past|ing"},
+        {"\"stash|stashed|stashing|in,under,behind\"", "\"stash|stashed|stashing|in,,behind\"", "empty"},
+        {"\"goes\"", "\"\"", "composed.moves[0]' is empty"},
+        {"\"facts\": [", "\"facts\": 3, \"x\": [", "composed.facts' must be a non-empty array"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "grammar_%zu", i);
+        const char *dir = templates_copy(name, cases[i].from, cases[i].to);
+        mn_probe_templates t;
+        assert_int_equal(mn_probe_templates_load(dir, MN_SPLIT_TRAIN, &t), MN_ERR_FORMAT);
+        if (!strstr(mn_last_error(), "open_frames.json") || !strstr(mn_last_error(), cases[i].says))
+            fail_msg("case %zu: \"%s\" does not say \"%s\"", i, mn_last_error(), cases[i].says);
+    }
+}
+
+/* mnemo episodes --word-families, --word-keys, --shared-heads and --composed-frames: report the families made, refuse without
  * --open-families (nothing written) and a chance outside [0, 1]. */
 static void test_cli_word_families(void **state) {
     (void)state;
@@ -3081,6 +3235,15 @@ static void test_cli_word_families(void **state) {
     if (!strstr(log, "shared heads (train): 300 of the open families"))
         fail_msg("no shared head count in:\n%s", log);
     free(log);
+    snprintf(args, sizeof args,
+             "--jsonl '%s' --templates '%s' --split train --turns 8 --distances 1-3 --probes-per-episode 2 "
+             "--facts templates --open-families 300 --composed-frames 1 --seed 6 -o '%s'",
+             in, templates_dir(), out);
+    assert_int_equal(run_cli(args), 0);
+    assert_int_equal(mn_file_read_all(tmp_path("cli.log"), &log, &log_len), MN_OK);
+    if (!strstr(log, "composed frames (train): 300 of the open families"))
+        fail_msg("no composed frames count in:\n%s", log);
+    free(log);
     const char *fresh = tmp_path("words_refused.jsonl");
     snprintf(args, sizeof args, "--jsonl '%s' --split train --facts templates --templates '%s' --word-families 0.5 -o '%s'",
              in, templates_dir(), fresh);
@@ -3106,6 +3269,16 @@ static void test_cli_word_families(void **state) {
     if (!strstr(log, "shared heads (--shared-heads) are keys of open families"))
         fail_msg("the refusal does not say why:\n%s", log);
     free(log);
+    snprintf(args, sizeof args, "--jsonl '%s' --split train --facts templates --templates '%s' --composed-frames 1 -o '%s'",
+             in, templates_dir(), fresh);
+    assert_int_equal(run_cli(args), 1);
+    assert_int_equal(access(fresh, F_OK), -1);
+    assert_int_equal(mn_file_read_all(tmp_path("cli.log"), &log, &log_len), MN_OK);
+    if (!strstr(log, "composed frames (--composed-frames) are frames of open families"))
+        fail_msg("the refusal does not say why:\n%s", log);
+    free(log);
+    snprintf(args, sizeof args, "--synthetic 2 --templates '%s' --composed-frames 1.5 -o '%s'", templates_dir(), fresh);
+    assert_int_equal(run_cli(args), 2);
     snprintf(args, sizeof args, "--synthetic 2 --templates '%s' --shared-heads 1.5 -o '%s'", templates_dir(), fresh);
     assert_int_equal(run_cli(args), 2);
     snprintf(args, sizeof args, "--synthetic 2 --templates '%s' --word-families 1.5 -o '%s'", templates_dir(), fresh);
@@ -3184,6 +3357,8 @@ int main(void) {
         cmocka_unit_test(test_word_families),
         cmocka_unit_test(test_word_keys),
         cmocka_unit_test(test_shared_heads),
+        cmocka_unit_test(test_composed_frames),
+        cmocka_unit_test(test_composed_grammar_errors),
         cmocka_unit_test(test_frame_rewrites),
         cmocka_unit_test(test_embed_sentence),
         cmocka_unit_test(test_embed_and_variety_probes),

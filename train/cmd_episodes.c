@@ -90,6 +90,11 @@ static void usage(FILE *out) {
             "                           (\"{word} code\", \"{noun} code\", \"{owner}'s code\"):\n"
             "                           keys alike but for a word (no word of a held-out key;\n"
             "                           default 0)\n"
+            "  --composed-frames P      with --open-families (train split only): each open\n"
+            "                           family's facts and questions are, with chance P, frames\n"
+            "                           composed from the open frames file's grammar (\"I\n"
+            "                           stashed {value} behind my {key}.\"; nothing near a\n"
+            "                           valid/test phrasing; default 0)\n"
             "  --embed-facts P          train split only: with chance P a template fact is said\n"
             "                           inside the next real turn of its speaker, and (drawn\n"
             "                           apart) a question after a real turn of its asker\n"
@@ -134,6 +139,9 @@ static void print_report(const mn_episodes_job *job, const mn_episodes_report *r
     if (job->shared_heads > 0 && r->reached > MN_EPISODES_OPEN_FAMILIES)
         printf("shared heads (train): %d of the open families with keys ending in one head word\n",
                r->head_families);
+    if (job->composed_frames > 0 && r->reached > MN_EPISODES_OPEN_FAMILIES)
+        printf("composed frames (train): %d of the open families with frames of the grammar\n",
+               r->composed_families);
     if (job->synthetic < 0 && (job->probes.sources & MN_FACTS_PERSONAS) && r->reached > MN_EPISODES_PERSONAS)
         printf("personas (%s): %d sentences in %d personas; %" PRId64 " dropped as shared with another split\n",
                split_name, r->persona_sentences, r->personas, r->personas_dropped_shared);
@@ -203,6 +211,7 @@ int cmd_episodes(int argc, char **argv) {
         {"word-families", required_argument, 0, 'R'},
         {"word-keys", required_argument, 0, 'K'},
         {"shared-heads", required_argument, 0, 'H'},
+        {"composed-frames", required_argument, 0, 'G'},
         {"cued", required_argument, 0, 'C'},
         {"embed-facts", required_argument, 0, 'E'},
         {"frame-variety", required_argument, 0, 'V'},
@@ -304,6 +313,10 @@ int cmd_episodes(int argc, char **argv) {
             break;
         case 'H':
             if (!cli_double("episodes", "--shared-heads", optarg, 0, 1, &job.shared_heads))
+                return 2;
+            break;
+        case 'G':
+            if (!cli_double("episodes", "--composed-frames", optarg, 0, 1, &job.composed_frames))
                 return 2;
             break;
         case 'h': usage(stdout); return 0;

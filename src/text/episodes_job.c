@@ -64,11 +64,15 @@ static mn_status run(const mn_episodes_job *job, mn_episodes_report *rep, job_da
     if (job->shared_heads > 0 && job->open_families <= 0)
         return mn_fail(MN_ERR_CONFIG, "shared heads (--shared-heads) are keys of open families: "
                                       "they need --open-families N");
+    if (job->composed_frames > 0 && job->open_families <= 0)
+        return mn_fail(MN_ERR_CONFIG, "composed frames (--composed-frames) are frames of open "
+                                      "families: they need --open-families N");
     if (job->open_families > 0) {
         mn_open_spans spans = {.prob = job->span_families,
                                .words_prob = job->word_families,
                                .keys_prob = job->word_keys,
                                .heads_prob = job->shared_heads,
+                               .composed_prob = job->composed_frames,
                                .dialogues = job->jsonl ? &d->dialogues : NULL};
         MN_TRY(mn_probe_templates_open_families_spans(&d->templates, job->templates, job->open_families, pcfg.seed,
                                                       &spans));
@@ -78,6 +82,7 @@ static mn_status run(const mn_episodes_job *job, mn_episodes_report *rep, job_da
         rep->word_values = spans.words_values;
         rep->key_families = spans.keys_families;
         rep->head_families = spans.head_families;
+        rep->composed_families = spans.composed_families;
     }
     rep->reached = MN_EPISODES_PERSONAS;
     if (pcfg.sources & MN_FACTS_PERSONAS) {

@@ -28,6 +28,8 @@ typedef struct {
                             * dialogues (mn_open_spans.keys_prob) */
     double shared_heads;   /* > 0: chance that an open family's keys share one head word
                             * (mn_open_spans.heads_prob) */
+    double composed_frames; /* > 0: chance that an open family's frames are composed from the
+                             * grammar (mn_open_spans.composed_prob) */
     int cued;              /* > 0: this many cued recall probes of real turns per episode, with
                             * the distances, distractors, askers and seed of `probes` (cued.h) */
     int synthetic;         /* >= 0: this many synthetic episodes, template facts only */
@@ -59,6 +61,7 @@ typedef struct {
     int64_t word_values;
     int key_families;          /* open families with keys of the dialogues' words */
     int head_families;         /* open families whose keys share a head word */
+    int composed_families;     /* open families with composed frames */
     int persona_sentences, personas;
     int64_t personas_dropped_shared; /* sentences another split also has */
     int64_t dialogues_read, bad_lines;

@@ -72,30 +72,6 @@ static int str_ieq(const char *a, const char *b) {
     return *a == *b;
 }
 
-/* Lower-cased letters and digits, other runs collapsed to one space: "I like dogs!" and
- * "i like  dogs" are the same fact, "What's your {key}?" and "what s your key" the same
- * phrasing. Bytes >= 0x80 (UTF-8) count as letters. */
-static char *text_norm(const char *s) {
-    size_t n = strlen(s);
-    char *out = malloc(n + 1);
-    if (!out)
-        return NULL;
-    size_t k = 0;
-    int gap = 0;
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (isalnum(*p) || *p >= 0x80) {
-            if (gap && k > 0)
-                out[k++] = ' ';
-            out[k++] = (char)tolower(*p);
-            gap = 0;
-        } else {
-            gap = 1;
-        }
-    }
-    out[k] = '\0';
-    return out;
-}
-
 /* Grows *p (of *cap items of `size` bytes) to hold at least `need`. */
 static mn_status grow(void **p, int *cap, int need, size_t size) {
     if (need <= *cap)
@@ -166,6 +142,7 @@ static void open_frames_free(mn_open_frames *of) {
         mn_free_strings(of->kind_words[k], of->n_kind_words[k]);
     mn_free_strings(of->things, of->n_things);
     mn_free_strings(of->qualities, of->n_qualities);
+    mn_frame_grammar_free(of->grammar);
     free(of);
 }
 
@@ -230,7 +207,7 @@ typedef struct {
 } family_keys;
 
 /* What the loader has seen in all files so far: strings per split, so that no phrasing (group
- * 0, compared by text_norm: case, punctuation and spacing aside) or value (group 1, lower-cased)
+ * 0, compared by mn_text_norm: case, punctuation and spacing aside) or value (group 1, lower-cased)
  * appears in two splits anywhere in the template files; every family's keys, so that a
  * held-out family's key appears in no other family; the valid and test values, for the open
  * frames' word rule; and the open frames file, read after all the others. */
@@ -382,7 +359,7 @@ static mn_status read_split_field(json_t *root, const field_spec *spec, const ch
                 break;
             }
             /* phrasings differing only in case, punctuation or spacing are one phrasing */
-            char *low = spec->group == 0 ? text_norm(text) : lower_copy(text);
+            char *low = spec->group == 0 ? mn_text_norm(text) : lower_copy(text);
             if (!low) {
                 st = mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
                 break;
@@ -569,6 +546,52 @@ static mn_status read_word_list(json_t *obj, const char *name, const char *field
     return MN_OK;
 }
 
+/* Adds the words of s (mn_text_norm'd, function words aside) to set. */
+static mn_status add_content_words(mn_strset *set, const char *s, const char *file) {
+    char *norm = mn_text_norm(s);
+    if (!norm)
+        return mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
+    mn_status st = MN_OK;
+    for (char *p = norm; *p && st == MN_OK; p += strspn(p, " ")) {
+        size_t n = strcspn(p, " ");
+        char end = p[n];
+        p[n] = '\0';
+        int added = 0;
+        if (!mn_grammar_function_word(p, n) && strcmp(p, "key") && strcmp(p, "value"))
+            st = mn_strset_add(set, p, &added);
+        p[n] = end;
+        p += n;
+    }
+    free(norm);
+    return st == MN_OK ? MN_OK : mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
+}
+
+/* The composed frames' grammar ("composed", optional): no word of a valid or test phrasing
+ * (function words aside), of a held-out family's key or of a valid or test value. */
+static mn_status read_composed(json_t *obj, const char *file, const load_guard *g,
+                               mn_open_frames *of) {
+    mn_strset banned = {0}, phrasings = {0};
+    mn_status st = MN_OK;
+    int added = 0;
+    for (int s = 1; s < 3 && st == MN_OK; s++)
+        for (size_t i = 0; i < g->seen[0][s].cap && st == MN_OK; i++)
+            if (g->seen[0][s].slots[i]) {
+                st = add_content_words(&banned, g->seen[0][s].slots[i], file);
+                if (st == MN_OK)
+                    st = mn_strset_add(&phrasings, g->seen[0][s].slots[i], &added);
+            }
+    for (int v = 0; v < g->n_heldout_values && st == MN_OK; v++)
+        st = add_content_words(&banned, g->heldout_values[v], file);
+    for (int f = 0; f < g->n_families && st == MN_OK; f++)
+        for (int k = 0; g->families[f].held_out && k < g->families[f].n_keys && st == MN_OK; k++)
+            st = add_content_words(&banned, g->families[f].keys[k], file);
+    if (st == MN_OK)
+        st = mn_frame_grammar_read(obj, file, &phrasings, &banned, &of->grammar);
+    mn_strset_free(&banned);
+    mn_strset_free(&phrasings);
+    return st;
+}
+
 static mn_status read_open_frames(json_t *root, const char *file, int want, load_guard *g,
                                   mn_open_frames *of) {
     json_t *obj = json_object_get(root, "open_frames");
@@ -605,7 +628,8 @@ static mn_status read_open_frames(json_t *root, const char *file, int want, load
         MN_TRY(read_word_list(kinds, kind_names[k], field, file, 1, g, &of->kind_words[k],
                               &of->n_kind_words[k]));
     }
-    return MN_OK;
+    json_t *composed = json_object_get(obj, "composed");
+    return composed ? read_composed(composed, file, g, of) : MN_OK;
 }
 
 /* Checks the open frames file; keeps it in t for the train split. */
@@ -856,7 +880,7 @@ static mn_status visit_split(json_t *root, const char *path, int split, sentence
 }
 
 static mn_status collect_other(void *ctx, const char *sentence, size_t item, int side) {
-    char *norm = text_norm(sentence);
+    char *norm = mn_text_norm(sentence);
     if (!norm)
         return mn_fail(MN_ERR_NOMEM, "personas: out of memory");
     int added;
@@ -878,7 +902,7 @@ typedef struct {
 static mn_status collect_own(void *ctx, const char *sentence, size_t item, int side) {
     bank_builder *b = ctx;
     mn_persona_bank *bank = b->bank;
-    char *norm = text_norm(sentence);
+    char *norm = mn_text_norm(sentence);
     if (!norm)
         return mn_fail(MN_ERR_NOMEM, "personas: out of memory");
     if (!*norm || mn_strset_has(b->other, norm)) {
@@ -1254,7 +1278,7 @@ static mn_status vary_phrasing(injector *in, const char *frame, mn_frame_role ro
     if (in->cfg->variety_prob > 0 && mn_rng_uniform(&in->rng) < in->cfg->variety_prob)
         for (int tries = 0; tries < 4 && !*out; tries++) {
             MN_TRY(mn_frame_vary(frame, role, &in->rng, out));
-            char *norm = text_norm(*out);
+            char *norm = mn_text_norm(*out);
             if (!norm)
                 return mn_fail(MN_ERR_NOMEM, "probes: out of memory");
             if (mn_strset_has(&in->t->heldout_phrasings, norm)) {
@@ -2832,15 +2856,55 @@ static void drop_values_in_questions(mn_fact_category *cat) {
     cat->n_values = kept;
 }
 
+/* Replaces the family's fact, question and self-question frames (drawn from the lists) by
+ * 3-6, 2-4 and 2-4 distinct frames composed from the grammar, each drawn from rng alone, so
+ * that the family's keys and values are those it has without them. A role whose grammar finds
+ * no frame clear of the held-out phrasings keeps the lists' frames. */
+static mn_status compose_family_frames(mn_rng *rng, const mn_open_frames *of,
+                                       mn_fact_category *cat) {
+    char ***lists[MN_GRAMMAR_ROLES] = {&cat->facts, &cat->questions, &cat->self_questions};
+    int *counts[MN_GRAMMAR_ROLES] = {&cat->n_facts, &cat->n_questions, &cat->n_self_questions};
+    static const int lo[MN_GRAMMAR_ROLES] = {3, 2, 2}, hi[MN_GRAMMAR_ROLES] = {6, 4, 4};
+    for (int r = 0; r < MN_GRAMMAR_ROLES; r++) {
+        int want = lo[r] + (int)mn_rng_below(rng, (uint64_t)(hi[r] - lo[r]) + 1);
+        char **made = calloc((size_t)want, sizeof *made);
+        if (!made)
+            return mn_fail(MN_ERR_NOMEM, "composed frames: out of memory");
+        int n = 0;
+        mn_status st = MN_OK;
+        for (int tries = 0; n < want && tries < 8 * want && st == MN_OK; tries++) {
+            char *frame = NULL;
+            st = mn_frame_grammar_compose(of->grammar, (mn_grammar_role)r, rng, &frame);
+            int dup = 0;
+            for (int k = 0; frame && k < n && !dup; k++)
+                dup = !strcmp(made[k], frame);
+            if (frame && !dup)
+                made[n++] = frame;
+            else
+                free(frame);
+        }
+        if (st != MN_OK || n == 0) {
+            mn_free_strings(made, n);
+            MN_TRY(st);
+            continue;
+        }
+        mn_free_strings(*lists[r], *counts[r]);
+        *lists[r] = made;
+        *counts[r] = n;
+    }
+    return MN_OK;
+}
+
 /* Family `index`: its kind (`forced`, whose values come from `dialogues`, when it is below
  * MN_OPEN_KINDS; else drawn), keys (of dialogue words when word_keys; all ending in one head
- * word when shared_head and a head is found, *got_head then 1), frames and values. What is made
- * is in cat on error too. */
+ * word when shared_head and a head is found, *got_head then 1), frames (composed from the
+ * grammar with composed_rng when that is given) and values. What is made is in cat on error
+ * too. */
 static mn_status make_open_family(mn_rng *rng, const mn_open_frames *of, const heldout_set *h,
                                   const mn_strset *heldout_words, key_registry *reg, int index,
                                   mn_open_kind forced, const mn_dialogue_list *dialogues,
                                   int word_keys, int shared_head, int *got_head,
-                                  mn_fact_category *cat) {
+                                  mn_rng *composed_rng, mn_fact_category *cat) {
     char name[32];
     snprintf(name, sizeof name, "open-%d", index + 1);
     mn_open_kind kind = forced < MN_OPEN_KINDS
@@ -2890,6 +2954,8 @@ static mn_status make_open_family(mn_rng *rng, const mn_open_frames *of, const h
                        &cat->n_questions));
     MN_TRY(pick_frames(rng, of->self_questions, of->n_self_questions, 2, 4,
                        &cat->self_questions, &cat->n_self_questions));
+    if (composed_rng)
+        MN_TRY(compose_family_frames(composed_rng, of, cat));
     int space = open_value_space(kind, of);
     MN_TRY(draw_values(kind, of, dialogues, heldout_words,
                        MN_OPEN_FAMILY_VALUES < space ? MN_OPEN_FAMILY_VALUES : space, &h->values,
@@ -2932,6 +2998,7 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
     spans->words_values = 0;
     spans->keys_families = 0;
     spans->head_families = 0;
+    spans->composed_families = 0;
     if (t->split != MN_SPLIT_TRAIN)
         return mn_fail(MN_ERR_CONFIG, "open families: only for the train split (held-out splits "
                                       "keep their own families)");
@@ -2948,6 +3015,11 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
                        spans->keys_prob, spans->dialogues));
     MN_TRY(check_share("shared heads", "a family whose keys share a head", NULL,
                        spans->heads_prob, spans->dialogues));
+    MN_TRY(check_share("composed frames", "a family with composed frames", NULL,
+                       spans->composed_prob, spans->dialogues));
+    if (spans->composed_prob > 0 && !t->open_frames->grammar)
+        return mn_fail(MN_ERR_CONFIG, "composed frames: %s has no grammar ('composed' in its "
+                                      "open_frames file)", t->open_frames->file);
     heldout_set h;
     MN_TRY(heldout_load(path, &h));
     mn_strset heldout_words = {0}; /* only word families and word keys read it */
@@ -2968,7 +3040,8 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
         t->categories = cats;
         memset(cats + t->n_categories, 0, (size_t)n_families * sizeof *cats);
     }
-    mn_rng rng, span_rng, words_rng, keys_rng, heads_rng; /* which families are spans or
+    mn_rng rng, span_rng, words_rng, keys_rng, heads_rng, composed_rng; /* which families are
+                                                           * spans or
                                                            * words, or have word keys or a
                                                            * head: streams of their own, drawn
                                                            * only when asked for, so that a
@@ -2979,7 +3052,9 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
     mn_rng_seed(&words_rng, mix64(mix64(seed ^ 0x3c0d5a9111e5ull)));
     mn_rng_seed(&keys_rng, mix64(mix64(seed ^ 0x77aa11e5ull)));
     mn_rng_seed(&heads_rng, mix64(mix64(seed ^ 0x4ead511e5ull)));
-    int made = 0, span_families = 0, words_families = 0, keys_families = 0, head_families = 0;
+    mn_rng_seed(&composed_rng, mix64(mix64(seed ^ 0xc0f05ed11e5ull)));
+    int made = 0, span_families = 0, words_families = 0, keys_families = 0, head_families = 0,
+        composed_families = 0;
     int64_t span_values = 0, words_values = 0;
     for (; made < n_families && st == MN_OK; made++) {
         mn_fact_category *cat = &t->categories[t->n_categories + made];
@@ -2991,9 +3066,13 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
                                       : MN_OPEN_KINDS;
         int word_keys = spans->keys_prob > 0 && mn_rng_uniform(&keys_rng) < spans->keys_prob;
         int shared_head = spans->heads_prob > 0 && mn_rng_uniform(&heads_rng) < spans->heads_prob;
+        int composed = spans->composed_prob > 0 &&
+                       mn_rng_uniform(&composed_rng) < spans->composed_prob;
         int got_head = 0;
         st = make_open_family(&rng, t->open_frames, &h, &heldout_words, &reg, made, forced,
-                              spans->dialogues, word_keys, shared_head, &got_head, cat);
+                              spans->dialogues, word_keys, shared_head, &got_head,
+                              composed ? &composed_rng : NULL, cat);
+        composed_families += composed;
         keys_families += word_keys;
         head_families += got_head;
         span_families += span;
@@ -3009,6 +3088,7 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
         spans->words_values = words_values;
         spans->keys_families = keys_families;
         spans->head_families = head_families;
+        spans->composed_families = composed_families;
     } else
         for (int i = 0; cats && i < made; i++)
             category_free(&t->categories[t->n_categories + i]);

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "text/dialogue.h"
+#include "text/frame_grammar.h"
 #include "text/readers.h" /* mn_split */
 #include "text/text_util.h" /* mn_strset */
 
@@ -69,6 +70,8 @@ typedef struct {
     char **things;     /* MN_OPEN_THING values */
     char **qualities;  /* before a thing */
     int n_things, n_qualities;
+    mn_frame_grammar *grammar; /* "composed": relations rendered into frames; NULL when the
+                                * file has none (frame_grammar.h) */
 } mn_open_frames;
 
 typedef struct {
@@ -83,7 +86,7 @@ typedef struct {
                                     * about myself?"); optional */
     int n_persona_self_questions;
     mn_strset heldout_phrasings; /* train split only: every valid and test phrasing of the
-                                  * files (text_norm'd: case, punctuation, spacing aside), so
+                                  * files (mn_text_norm'd: case, punctuation, spacing aside), so
                                   * that no rewrite of a train phrasing (--frame-variety)
                                   * equals one */
 } mn_probe_templates;
@@ -191,6 +194,11 @@ mn_status mn_probe_templates_open_families(mn_probe_templates *t, const char *pa
  * overlapping a valid or test key is redrawn (five tries, then the family's keys are drawn as
  * without it); every key still passes the rule of all generated keys. head_families counts the
  * families that got a head. */
+/* Composed frames (`--composed-frames P`): with chance composed_prob (a stream of its own, which
+ * also renders the frames, so 0 draws nothing and a family's keys and values are the same
+ * either way) a family's fact, question and self-question frames are 3-6, 2-4 and 2-4 frames
+ * rendered from the open frames file's grammar (frame_grammar.h) instead of picks of its lists:
+ * relations of many constructions where the lists hold one or two. Needs the grammar. */
 typedef struct {
     double prob;                        /* chance that a family is of the span kind */
     const mn_dialogue_list *dialogues;  /* whose turns spans and words are taken from */
@@ -203,6 +211,8 @@ typedef struct {
     int keys_families;                  /* out: families with such keys */
     double heads_prob;                  /* chance that a family's keys share a head word */
     int head_families;                  /* out: families whose keys share one */
+    double composed_prob;               /* chance that a family's frames are composed */
+    int composed_families;              /* out: families with composed frames */
 } mn_open_spans;
 mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const char *path,
                                                  int n_families, uint64_t seed,

@@ -1,5 +1,6 @@
 #include "text/text_util.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -135,6 +136,27 @@ mn_status mn_strndup(const char *s, size_t len, char **out) {
 }
 
 mn_status mn_strdup(const char *s, char **out) { return mn_strndup(s, strlen(s), out); }
+
+char *mn_text_norm(const char *s) {
+    size_t n = strlen(s);
+    char *out = malloc(n + 1);
+    if (!out)
+        return NULL;
+    size_t k = 0;
+    int gap = 0;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (isalnum(*p) || *p >= 0x80) {
+            if (gap && k > 0)
+                out[k++] = ' ';
+            out[k++] = (char)tolower(*p);
+            gap = 0;
+        } else {
+            gap = 1;
+        }
+    }
+    out[k] = '\0';
+    return out;
+}
 
 uint64_t mn_hash_str(const char *s, size_t len) {
     uint64_t h = 0xcbf29ce484222325ull;

@@ -24,6 +24,11 @@ char *mn_utf8_repair(const char *s, size_t len, size_t *out_len, int64_t *replac
 mn_status mn_strdup(const char *s, char **out);
 mn_status mn_strndup(const char *s, size_t len, char **out);
 
+/* Lower-cased letters and digits, other runs collapsed to one space: "I like dogs!" and
+ * "i like  dogs" are the same fact, "What's your {key}?" and "what s your key" the same
+ * phrasing. Bytes >= 0x80 (UTF-8) count as letters. NULL when out of memory. */
+char *mn_text_norm(const char *s);
+
 /* 64-bit FNV-1a, finalised with a splitmix step so that nearby strings spread. */
 uint64_t mn_hash_str(const char *s, size_t len);
 
