@@ -3,7 +3,6 @@
 #include "text/frame_grammar.h"
 
 #include <ctype.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -319,17 +318,15 @@ static mn_status read_grammar(json_t *obj, const char *file, const mn_strset *ba
     return st;
 }
 
-mn_status mn_frame_grammar_read(json_t *obj, const char *file, const mn_strset *heldout_phrasings,
+mn_status mn_frame_grammar_read(json_t *obj, const char *file, mn_strset *heldout_phrasings,
                                 const mn_strset *banned_words, mn_frame_grammar **out) {
     *out = NULL;
     mn_frame_grammar *g = calloc(1, sizeof *g);
     if (!g)
         return mn_fail(MN_ERR_NOMEM, "%s: out of memory", file);
+    g->heldout_phrasings = *heldout_phrasings; /* moved in, not copied */
+    memset(heldout_phrasings, 0, sizeof *heldout_phrasings);
     mn_status st = read_grammar(obj, file, banned_words, g);
-    int added = 0;
-    for (size_t i = 0; st == MN_OK && i < heldout_phrasings->cap; i++)
-        if (heldout_phrasings->slots[i])
-            st = mn_strset_add(&g->heldout_phrasings, heldout_phrasings->slots[i], &added);
     for (size_t i = 0; st == MN_OK && i < g->heldout_phrasings.cap; i++)
         if (g->heldout_phrasings.slots[i] &&
             each_run(g->heldout_phrasings.slots[i], add_run, &g->heldout_runs))

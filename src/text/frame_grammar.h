@@ -60,11 +60,12 @@ typedef struct {
  * {past}, {ing}, {prep}, {Prep} (one verb a frame, one of its prepositions) and {hold},
  * {there}, {move}, {kind}, {place}, {have}, {do}, {tail} (a word of that list
  * each); a fact gets a prefix before it. Only tails and prefixes may be "". heldout_phrasings
- * are the valid and test phrasings of every template file, mn_text_norm'd; banned_words the
+ * are the valid and test phrasings of every template file, mn_text_norm'd, moved into the
+ * grammar (the set is left empty, whatever the outcome); banned_words the
  * words no entry may hold (those phrasings' words but function words, the held-out families'
  * key words, the valid and test values' words, all lower case). Errors name `file` and the
  * entry. *out is allocated; free with mn_frame_grammar_free. */
-mn_status mn_frame_grammar_read(json_t *obj, const char *file, const mn_strset *heldout_phrasings,
+mn_status mn_frame_grammar_read(json_t *obj, const char *file, mn_strset *heldout_phrasings,
                                 const mn_strset *banned_words, mn_frame_grammar **out);
 void mn_frame_grammar_free(mn_frame_grammar *g);
 

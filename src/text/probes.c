@@ -3041,12 +3041,11 @@ mn_status mn_probe_templates_open_families_spans(mn_probe_templates *t, const ch
         memset(cats + t->n_categories, 0, (size_t)n_families * sizeof *cats);
     }
     mn_rng rng, span_rng, words_rng, keys_rng, heads_rng, composed_rng; /* which families are
-                                                           * spans or
-                                                           * words, or have word keys or a
-                                                           * head: streams of their own, drawn
-                                                           * only when asked for, so that a
-                                                           * chance of 0 leaves every family as
-                                                           * it was */
+                                                           * spans or words, or have word keys,
+                                                           * a head or composed frames: streams
+                                                           * of their own, drawn only when asked
+                                                           * for, so that a chance of 0 leaves
+                                                           * every family as it was */
     mn_rng_seed(&rng, mix64(mix64(seed ^ 0x0be9fa3111e5ull)));
     mn_rng_seed(&span_rng, mix64(mix64(seed ^ 0x5ba2f0a111e5ull)));
     mn_rng_seed(&words_rng, mix64(mix64(seed ^ 0x3c0d5a9111e5ull)));
